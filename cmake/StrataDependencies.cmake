@@ -1,0 +1,19 @@
+# Every third-party package strata uses, found once for the whole tree.
+# strataConfig.cmake.in repeats the public ones for projects that use an installed strata.
+find_package(Threads REQUIRED)
+find_package(Torch REQUIRED)
+find_package(MPI REQUIRED COMPONENTS C)
+find_package(spdlog REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(ZLIB REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET GLOBAL libxxhash)
+
+# NCCL: built only when LibTorch itself was built with CUDA and NCCL is found.
+find_package(NCCL)
+set(STRATA_WITH_NCCL OFF)
+if(TORCH_CUDA_LIBRARIES AND NCCL_FOUND)
+  set(STRATA_WITH_NCCL ON)
+endif()
+message(STATUS "strata: NCCL backend ${STRATA_WITH_NCCL}")

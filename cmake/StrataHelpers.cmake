@@ -1,0 +1,40 @@
+# One precompiled header of the torch front end, shared by every strata target.
+# LibTorch's headers cost ~14 s per translation unit; with the PCH a file costs ~2 s.
+file(WRITE "${CMAKE_BINARY_DIR}/strata_pch.cpp" "// translation unit that owns the precompiled header\n")
+add_library(strata_pch OBJECT "${CMAKE_BINARY_DIR}/strata_pch.cpp")
+target_link_libraries(strata_pch PUBLIC ${TORCH_LIBRARIES})
+target_precompile_headers(strata_pch PUBLIC <torch/torch.h> <vector> <string> <memory>)
+set(STRATA_WARNINGS -Wall -Wextra -Wno-unused-parameter)
+
+# Warnings and the shared PCH for a target of ours.
+function(strata_target_defaults target)
+  target_compile_options(${target} PRIVATE ${STRATA_WARNINGS})
+  target_precompile_headers(${target} REUSE_FROM strata_pch)
+endfunction()
+
+# strata_add_module(<name> SOURCES ... [PUBLIC_DEPS ...] [PRIVATE_DEPS ...])
+# builds strata_<name> (alias strata::<name>) from <module>/src with headers in <module>/include.
+function(strata_add_module name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;PUBLIC_DEPS;PRIVATE_DEPS" ${ARGN})
+  set(target strata_${name})
+  add_library(${target} STATIC ${ARG_SOURCES})
+  add_library(strata::${name} ALIAS ${target})
+  set_target_properties(${target} PROPERTIES EXPORT_NAME ${name})
+  target_include_directories(${target} PUBLIC
+    $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
+    $<BUILD_INTERFACE:${CMAKE_CURRENT_BINARY_DIR}/include>
+    $<INSTALL_INTERFACE:include>)
+  target_link_libraries(${target} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  strata_target_defaults(${target})
+  install(TARGETS ${target} EXPORT strataTargets ARCHIVE DESTINATION lib)
+  install(DIRECTORY include/ DESTINATION include)
+  set_property(GLOBAL APPEND PROPERTY STRATA_MODULES ${name})
+endfunction()
+
+# strata_add_program(<name> SOURCES ... DEPS ...): an example, tool or benchmark.
+function(strata_add_program name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+  strata_target_defaults(${name})
+endfunction()

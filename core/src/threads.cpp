@@ -1,0 +1,40 @@
+#include "strata/core/threads.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
+#include "strata/core/error.h"
+
+namespace strata::core {
+
+int local_world_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "LOCAL_WORLD_SIZE"}) {
+    if (const char* value = std::getenv(name)) {
+      const int n = std::atoi(value);
+      if (n > 0) return n;
+    }
+  }
+  return 1;
+}
+
+int default_threads_per_rank() {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, cores / local_world_size());
+}
+
+void set_num_threads(int threads) {
+  STRATA_CHECK(threads >= 1, "threads per rank: got ", threads, ", expected at least 1");
+  at::set_num_threads(threads);
+  // OpenBLAS is reached through Debian's libblas.so.3 alternative, so look its setter up
+  // at run time instead of linking it: with the reference BLAS there is nothing to pin.
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(threads);
+  }
+}
+
+}  // namespace strata::core

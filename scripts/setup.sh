@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian package strata needs. Idempotent and quiet: it only calls
+# apt-get (and `apt-get update`, once) when something is missing.
+set -euo pipefail
+
+packages=(
+  cmake g++ make ccache pkg-config
+  libtorch-dev libopenblas0-pthread
+  libopenmpi-dev openmpi-bin
+  libboost-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libcli11-dev libspdlog-dev nlohmann-json3-dev libxxhash-dev zlib1g-dev
+  python3-torch
+  dataset-fashion-mnist fortunes
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_cmd=""
+  [[ $(id -u) -eq 0 ]] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >/dev/null
+  $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

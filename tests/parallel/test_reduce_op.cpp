@@ -1,0 +1,3 @@
+#include <gtest/gtest.h>
+#include "strata/parallel/communicator.h"
+TEST(ReduceOpNames, AreLowerCase) { EXPECT_EQ(strata::parallel::to_string(strata::parallel::ReduceOp::Avg), "avg"); }
