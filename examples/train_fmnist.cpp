@@ -1,0 +1,229 @@
+// The main job: data-parallel training of fmnist-mlp or fmnist-cnn on Fashion-MNIST.
+//
+//   mpirun -np 2 build/examples/train_fmnist --model cnn --epochs 8
+//
+// Every rank holds a replica and trains on its shard of each global batch; gradients are
+// averaged by DistributedDataParallel. Rank 0 prints progress, writes metrics and
+// checkpoints. Run without mpirun it trains in one process.
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include "strata/core/checkpoint.h"
+#include "strata/core/cli.h"
+#include "strata/core/distributed_sampler.h"
+#include "strata/core/fashion_mnist.h"
+#include "strata/core/logging.h"
+#include "strata/core/metrics.h"
+#include "strata/core/models.h"
+#include "strata/core/progress.h"
+#include "strata/core/random.h"
+#include "strata/core/threads.h"
+#include "strata/core/timer.h"
+#include "strata/parallel/distributed_data_parallel.h"
+#include "strata/parallel/mpi_communicator.h"
+
+namespace {
+
+using strata::core::FashionMnist;
+using strata::parallel::Communicator;
+
+struct Config {
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string model = "cnn";
+  int epochs = 8;
+  int64_t max_steps = 0;  // 0: no limit
+  int64_t batch = 256;    // global
+  double lr = 0.05;
+  double momentum = 0.9;
+  std::string lr_schedule = "cosine";
+  uint64_t seed = 0;
+  int threads = strata::core::default_threads_per_rank();
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 0;
+  std::string resume;
+  std::string metrics_out;
+  int64_t log_every = 50;
+  bool log_all_ranks = false;
+};
+
+void add_flags(CLI::App& app, Config& c) {
+  app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
+  app.add_option("--model", c.model, "Model: mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}));
+  app.add_option("--epochs", c.epochs, "Epochs (also the learning-rate schedule's length)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-steps", c.max_steps, "Stop after this many steps (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--batch", c.batch, "Global batch size, split evenly over the ranks")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lr", c.lr, "Peak learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--momentum", c.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--lr-schedule", c.lr_schedule, "cosine (decay to 0) or constant")
+      ->check(CLI::IsMember({"cosine", "constant"}));
+  app.add_option("--seed", c.seed, "Seed for initialization and shuffling");
+  app.add_option("--threads", c.threads, "Threads per rank (LibTorch and BLAS)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--checkpoint-dir", c.checkpoint_dir, "Write checkpoints here (rank 0)");
+  app.add_option("--checkpoint-every", c.checkpoint_every,
+                 "Checkpoint every N steps (0: only at the end)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--resume", c.resume,
+                 "Resume from a checkpoint, or from the latest one in a checkpoint directory");
+  app.add_option("--metrics-out", c.metrics_out, "Write JSON-lines metrics here (rank 0)");
+  app.add_option("--log-every", c.log_every, "Print progress every N steps")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--log-all-ranks", c.log_all_ranks, "Log from every rank, not only rank 0");
+}
+
+double learning_rate(const Config& c, int64_t step, int64_t schedule_steps) {
+  if (c.lr_schedule == "constant") return c.lr;
+  const double progress = static_cast<double>(step) / static_cast<double>(schedule_steps);
+  return 0.5 * c.lr * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+// Sum of a scalar over all ranks.
+double sum_over_ranks(Communicator& comm, double value) {
+  at::Tensor t = at::full({1}, value, at::kDouble);
+  comm.allreduce(t)->wait();
+  return t.item<double>();
+}
+
+// Accuracy on the test set: each rank scores a strided shard, the counts are summed.
+double test_accuracy(torch::nn::Sequential& model, const FashionMnist& test, Communicator& comm) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const at::Tensor shard = at::arange(comm.rank(), test.size(), comm.size(), at::kLong);
+  double correct = 0;
+  for (int64_t begin = 0; begin < shard.numel(); begin += 1000) {
+    const at::Tensor idx = shard.slice(0, begin, std::min(begin + 1000, shard.numel()));
+    const at::Tensor logits = model->forward(test.images.index_select(0, idx));
+    correct += logits.argmax(1).eq(test.labels.index_select(0, idx)).sum().item<double>();
+  }
+  model->train();
+  return sum_over_ranks(comm, correct) / static_cast<double>(test.size());
+}
+
+int train(const Config& c) {
+  auto world = strata::parallel::MpiCommunicator::world();
+  const int rank = world->rank();
+  const int ranks = world->size();
+  strata::core::init_logging(rank, c.log_all_ranks);
+  strata::core::set_num_threads(c.threads);
+  STRATA_CHECK(c.batch % ranks == 0, "--batch ", c.batch, " is not divisible by the ", ranks,
+               " ranks");
+  STRATA_CHECK(c.checkpoint_every == 0 || !c.checkpoint_dir.empty(),
+               "--checkpoint-every needs --checkpoint-dir");
+  const int64_t local_batch = c.batch / ranks;
+
+  const FashionMnist train_set =
+      strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);
+  const FashionMnist test_set =
+      strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Test);
+
+  strata::core::seed_everything(c.seed);
+  torch::nn::Sequential model = strata::core::make_fmnist_model(c.model);
+  torch::optim::SGD optimizer(model->parameters(),
+                              torch::optim::SGDOptions(c.lr).momentum(c.momentum));
+  int64_t step = 0;
+  if (!c.resume.empty()) {
+    std::string path = c.resume;
+    if (!std::filesystem::exists(std::filesystem::path(path) / "manifest.json")) {
+      auto latest = strata::core::latest_checkpoint(path);
+      STRATA_CHECK(latest.has_value(), "--resume ", path, ": no checkpoint there");
+      path = *latest;
+    }
+    step = strata::core::load_checkpoint(path, *model, &optimizer);
+    spdlog::info("resumed from {} at step {}", path, step);
+  }
+  strata::parallel::DistributedDataParallel ddp(model.ptr(), world);
+
+  strata::core::DistributedSampler sampler(strata::core::DistributedSamplerOptions(train_set.size())
+                                               .rank(rank)
+                                               .world_size(ranks)
+                                               .seed(c.seed));
+  const int64_t steps_per_epoch = sampler.local_size() / local_batch;
+  STRATA_CHECK(steps_per_epoch > 0, "--batch ", c.batch, " is larger than the training set");
+  const int64_t schedule_steps = steps_per_epoch * c.epochs;
+  const int64_t last_step = c.max_steps > 0 ? std::min(schedule_steps, c.max_steps) : schedule_steps;
+  spdlog::info("training fmnist-{} on {} rank(s) x {} thread(s): {} steps of global batch {}",
+               c.model, ranks, c.threads, last_step - step, c.batch);
+
+  strata::core::MetricsWriter metrics(rank == 0 ? c.metrics_out : "");
+  strata::core::ProgressReporter progress(last_step, c.log_every, rank == 0);
+  auto save = [&](int64_t at_step) {
+    if (rank != 0 || c.checkpoint_dir.empty()) return;
+    std::filesystem::create_directories(c.checkpoint_dir);
+    strata::core::save_checkpoint(strata::core::checkpoint_path(c.checkpoint_dir, at_step), *model,
+                                  &optimizer, at_step, {{"model", c.model}});
+  };
+
+  // Throughput is measured after a warm-up, so that first-touch allocations don't count.
+  const int64_t warmup_steps = step + std::min<int64_t>(20, (last_step - step) / 10);
+  strata::core::Stopwatch measure;
+  double loss_sum = 0;  // this rank's loss, summed since the last log line
+  int64_t loss_count = 0;
+  double last_loss = std::numeric_limits<double>::quiet_NaN();
+  at::Tensor epoch_indices;
+  int64_t loaded_epoch = -1;
+  for (; step < last_step; ++step) {
+    if (step == warmup_steps) measure.reset();
+    const int64_t epoch = step / steps_per_epoch;
+    if (epoch != loaded_epoch) {
+      sampler.set_epoch(epoch);
+      epoch_indices = sampler.indices();
+      loaded_epoch = epoch;
+    }
+    const int64_t first = (step % steps_per_epoch) * local_batch;
+    const at::Tensor idx = epoch_indices.slice(0, first, first + local_batch);
+    for (auto& group : optimizer.param_groups()) {
+      static_cast<torch::optim::SGDOptions&>(group.options()).lr(learning_rate(c, step, schedule_steps));
+    }
+    optimizer.zero_grad();
+    const at::Tensor logits = model->forward(train_set.images.index_select(0, idx));
+    const at::Tensor loss = torch::nn::functional::cross_entropy(logits, train_set.labels.index_select(0, idx));
+    loss.backward();  // gradients are averaged over ranks when this returns
+    optimizer.step();
+    loss_sum += loss.item<double>();
+    ++loss_count;
+
+    const bool log_now = (step + 1) % c.log_every == 0 || step + 1 == last_step;
+    if (log_now) {
+      last_loss = sum_over_ranks(*world, loss_sum / loss_count) / ranks;
+      loss_sum = 0;
+      loss_count = 0;
+      metrics.write({{"step", step + 1}, {"epoch", epoch}, {"loss", last_loss},
+                     {"lr", learning_rate(c, step, schedule_steps)}});
+    }
+    progress.update(step + 1, epoch, last_loss, c.batch);
+    if (c.checkpoint_every > 0 && (step + 1) % c.checkpoint_every == 0) save(step + 1);
+  }
+  const int64_t measured_steps = last_step - std::max(warmup_steps, int64_t{0});
+  const double samples_per_s =
+      measured_steps > 0 ? static_cast<double>(measured_steps * c.batch) / measure.seconds() : 0.0;
+  if (c.checkpoint_every == 0 || last_step % c.checkpoint_every != 0) save(last_step);
+
+  const double accuracy = test_accuracy(model, test_set, *world);
+  spdlog::info("done: test accuracy {:.2f}%, train loss {:.4f}, {:.0f} samples/s", 100 * accuracy,
+               last_loss, samples_per_s);
+  metrics.write_final({{"test_accuracy", accuracy}, {"train_loss", last_loss},
+                       {"samples_per_s", samples_per_s}, {"steps", last_step},
+                       {"world_size", ranks}, {"threads", c.threads}, {"model", c.model},
+                       {"batch", c.batch}});
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return strata::core::run_main([&] {
+    Config config;
+    CLI::App app{"Data-parallel training of fmnist-mlp or fmnist-cnn on Fashion-MNIST.\n"
+                 "Run under mpirun -np N for N ranks, or alone for one process."};
+    strata::core::configure_cli(app);
+    add_flags(app, config);
+    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    return train(config);
+  });
+}

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Setup, build, then every test (GoogleTest suites and multi-rank runs under ctest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+ctest --test-dir "${STRATA_BUILD_DIR:-build}" --output-on-failure "$@"
