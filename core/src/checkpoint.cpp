@@ -142,6 +142,20 @@ std::vector<std::pair<std::string, at::Tensor>> optimizer_parameters(
   return out;
 }
 
+// One field per line and one tensor per line: readable with `less`, greppable by name.
+std::string manifest_text(const nlohmann::ordered_json& head,
+                          const std::vector<nlohmann::ordered_json>& tensors) {
+  std::string text = "{";
+  for (auto it = head.begin(); it != head.end(); ++it) {
+    text += "\n  " + json(it.key()).dump() + ": " + it.value().dump() + ",";
+  }
+  text += "\n  \"tensors\": [";
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    text += (i == 0 ? "\n    " : ",\n    ") + tensors[i].dump();
+  }
+  return text + "\n  ]\n}\n";
+}
+
 // ---------------------------------------------------------------- reading
 
 struct ManifestTensor {
@@ -157,7 +171,8 @@ struct ManifestTensor {
 struct Manifest {
   int64_t step = 0;
   json extra;
-  json optimizer;  // null when saved without one
+  std::optional<std::string> optimizer_type;  // none when saved without an optimizer
+  std::vector<double> lrs;                    // the learning rate of each param group
   std::vector<ManifestTensor> tensors;
 };
 
@@ -179,7 +194,11 @@ Manifest read_manifest(const std::string& path) {
   try {
     manifest.step = doc.at("step").get<int64_t>();
     manifest.extra = doc.value("extra", json::object());
-    manifest.optimizer = doc.value("optimizer", json());
+    const json optimizer = doc.value("optimizer", json());
+    if (!optimizer.is_null()) {
+      manifest.optimizer_type = optimizer.at("type").get<std::string>();
+      manifest.lrs = optimizer.at("lr").get<std::vector<double>>();
+    }
     std::set<std::string> seen;
     uint64_t next_offset = 0;
     for (const json& entry : doc.at("tensors")) {
@@ -300,7 +319,7 @@ void save_checkpoint(const std::string& path_in, const torch::nn::Module& model,
                ec.message(), ")");
 
   try {
-    json entries = json::array();
+    std::vector<nlohmann::ordered_json> entries;
     uint64_t offset = 0;
     SyncedFile bin(tmp + "/" + kTensors);
     for (const NamedTensor& item : tensors) {
@@ -317,14 +336,13 @@ void save_checkpoint(const std::string& path_in, const torch::nn::Module& model,
     }
     bin.close();
 
-    json manifest = {{"format", kFormat},
-                     {"version", kVersion},
-                     {"step", step},
-                     {"extra", extra.is_null() ? json::object() : extra},
-                     {"optimizer", optimizer_json},
-                     {"tensors", entries}};
+    const nlohmann::ordered_json head = {{"format", kFormat},
+                                         {"version", kVersion},
+                                         {"step", step},
+                                         {"extra", extra.is_null() ? json::object() : extra},
+                                         {"optimizer", optimizer_json}};
     SyncedFile manifest_file(tmp + "/" + kManifest);
-    const std::string text = manifest.dump(1) + "\n";
+    const std::string text = manifest_text(head, entries);
     manifest_file.write(text.data(), text.size());
     manifest_file.close();
     sync_directory(tmp);
@@ -386,19 +404,13 @@ int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
   if (optimizer != nullptr) {
     kind = detail::optimizer_kind(*optimizer);
     opt_params = optimizer_parameters(*optimizer, model);
-    if (!manifest.optimizer.is_null()) {
-      const std::string saved_type = manifest.optimizer.value("type", "");
-      STRATA_CHECK(saved_type == detail::optimizer_kind_name(*kind), "checkpoint ", path,
-                   " holds ", saved_type, " optimizer state, the optimizer is ",
+    if (manifest.optimizer_type) {
+      STRATA_CHECK(*manifest.optimizer_type == detail::optimizer_kind_name(*kind), "checkpoint ",
+                   path, " holds ", *manifest.optimizer_type, " optimizer state, the optimizer is ",
                    detail::optimizer_kind_name(*kind));
-      const json lrs = manifest.optimizer.value("lr", json::array());
-      STRATA_CHECK(lrs.is_array() && lrs.size() == optimizer->param_groups().size(),
-                   "checkpoint ", path, " has ", lrs.size(), " optimizer param groups, the optimizer has ",
+      STRATA_CHECK(manifest.lrs.size() == optimizer->param_groups().size(), "checkpoint ", path,
+                   " has ", manifest.lrs.size(), " optimizer param groups, the optimizer has ",
                    optimizer->param_groups().size());
-      for (const json& lr : lrs) {
-        STRATA_CHECK(lr.is_number(), "checkpoint ", path, ": optimizer lr ", lr.dump(),
-                     ", expected a number");
-      }
     }
   }
 
@@ -437,10 +449,9 @@ int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
       const auto it = state.find(name);
       if (it != state.end()) detail::set_param_state(*optimizer, *kind, param, it->second);
     }
-    if (!manifest.optimizer.is_null()) {
-      const json& lrs = manifest.optimizer.at("lr");
-      for (size_t i = 0; i < lrs.size(); ++i) {
-        optimizer->param_groups()[i].options().set_lr(lrs[i].get<double>());
+    if (manifest.optimizer_type) {
+      for (size_t i = 0; i < manifest.lrs.size(); ++i) {
+        optimizer->param_groups()[i].options().set_lr(manifest.lrs[i]);
       }
     }
   }
