@@ -1,0 +1,26 @@
+#pragma once
+// Command-line conventions shared by every strata program: one `error: ...` line on
+// stderr and a non-zero exit for any user mistake, and `--help` that shows defaults.
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <optional>
+
+namespace strata::core {
+
+// Runs `body` and turns any escaping exception (strata::Error, c10::Error, a CLI11
+// error, std::exception) into one line `error: <message>` on stderr and exit status 1,
+// so that a user mistake never ends in std::terminate and a core dump.
+int run_main(const std::function<int()>& body);
+
+// Applies strata's conventions to `app`: every option's default is captured and shown
+// by `--help`, and unknown flags are errors. Call it before adding options.
+void configure_cli(CLI::App& app);
+
+// Parses the command line. Returns 0 after printing help to stdout on `--help`, 1 after
+// printing one line `error: <message>` to stderr on a parse error, nullopt on success:
+//   if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
+std::optional<int> parse_cli(CLI::App& app, int argc, char** argv);
+
+}  // namespace strata::core

@@ -1,0 +1,21 @@
+#pragma once
+// The standard workloads of docs/BENCHMARKS.md, so that every benchmark, example and
+// test trains the same networks.
+
+#include <torch/nn/modules/container/sequential.h>
+
+#include <string>
+
+namespace strata::core {
+
+// fmnist-mlp: Flatten, Linear(784,1024), ReLU, 5 x [Linear(1024,1024), ReLU], Linear(1024,10).
+torch::nn::Sequential make_fmnist_mlp();
+
+// fmnist-cnn: Conv2d(1,16,5,pad 2), ReLU, MaxPool2d(2), Conv2d(16,32,5,pad 2), ReLU,
+// MaxPool2d(2), Flatten, Linear(1568,10).
+torch::nn::Sequential make_fmnist_cnn();
+
+// "mlp" or "cnn" (for a --model flag); anything else is a strata::Error listing both.
+torch::nn::Sequential make_fmnist_model(const std::string& name);
+
+}  // namespace strata::core

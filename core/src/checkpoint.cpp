@@ -1,0 +1,492 @@
+#include "strata/core/checkpoint.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <torch/torch.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <unordered_map>
+
+#include "checkpoint_detail.h"
+#include "strata/core/error.h"
+#include "strata/core/version.h"
+
+namespace strata::core {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using detail::OptimizerKind;
+using detail::StateFields;
+
+namespace {
+
+constexpr const char* kFormat = "strata-checkpoint";
+constexpr const char* kManifest = "manifest.json";
+constexpr const char* kTensors = "tensors.bin";
+constexpr const char* kOptimizerPrefix = "optimizer/";
+
+// ---------------------------------------------------------------- helpers
+
+std::string hex64(uint64_t value) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(value));
+  return text;
+}
+
+uint64_t checksum(const at::Tensor& contiguous) {
+  return XXH3_64bits(contiguous.data_ptr(), contiguous.nbytes());
+}
+
+// "ckpt/step-1/" and "ckpt/step-1" are the same checkpoint; the sibling temp directory
+// must not end up inside it.
+std::string strip_slashes(const std::string& path) {
+  std::string out = path;
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Writes `size` bytes to a new file and fsyncs it, so that after the rename the data is
+// on disk even if the machine goes down.
+class SyncedFile {
+ public:
+  explicit SyncedFile(std::string path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    STRATA_CHECK(fd_ >= 0, path_, ": cannot create (", errno_text(), ")");
+  }
+  ~SyncedFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  SyncedFile(const SyncedFile&) = delete;
+  SyncedFile& operator=(const SyncedFile&) = delete;
+
+  void write(const void* data, size_t size) {
+    const char* bytes = static_cast<const char*>(data);
+    while (size > 0) {
+      const ssize_t done = ::write(fd_, bytes, size);
+      if (done < 0 && errno == EINTR) continue;
+      STRATA_CHECK(done > 0, path_, ": write failed (", errno_text(), ")");
+      bytes += done;
+      size -= static_cast<size_t>(done);
+    }
+  }
+  void close() {
+    STRATA_CHECK(::fsync(fd_) == 0, path_, ": fsync failed (", errno_text(), ")");
+    const int fd = fd_;
+    fd_ = -1;
+    STRATA_CHECK(::close(fd) == 0, path_, ": close failed (", errno_text(), ")");
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// A rename is durable only once the directory holding the entry is synced.
+void sync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // best effort: some file systems refuse to open directories
+  ::fsync(fd);
+  ::close(fd);
+}
+
+void rename_or_throw(const std::string& from, const std::string& to) {
+  STRATA_CHECK(std::rename(from.c_str(), to.c_str()) == 0, "checkpoint: cannot rename ", from,
+               " to ", to, " (", errno_text(), ")");
+}
+
+// Every tensor of the model by name, parameters first, skipping undefined buffers
+// (a module may register an empty slot).
+struct NamedTensor {
+  std::string name;
+  std::string kind;
+  at::Tensor tensor;
+};
+
+std::vector<NamedTensor> model_tensors(const torch::nn::Module& model) {
+  std::vector<NamedTensor> out;
+  for (const auto& item : model.named_parameters()) {
+    if (item.value().defined()) out.push_back({item.key(), "parameter", item.value()});
+  }
+  for (const auto& item : model.named_buffers()) {
+    if (item.value().defined()) out.push_back({item.key(), "buffer", item.value()});
+  }
+  return out;
+}
+
+// The parameters of `optimizer` with their names in `model`; a parameter the model does
+// not have cannot be named, so it cannot be saved or restored.
+std::vector<std::pair<std::string, at::Tensor>> optimizer_parameters(
+    const torch::optim::Optimizer& optimizer, const torch::nn::Module& model) {
+  std::unordered_map<const void*, std::string> names;
+  for (const auto& item : model.named_parameters()) {
+    names.emplace(item.value().unsafeGetTensorImpl(), item.key());
+  }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& group : optimizer.param_groups()) {
+    for (const at::Tensor& param : group.params()) {
+      const auto it = names.find(param.unsafeGetTensorImpl());
+      STRATA_CHECK(it != names.end(), "checkpoint: the optimizer holds a parameter of shape ",
+                   param.sizes(), " that is not a parameter of the model");
+      out.emplace_back(it->second, param);
+    }
+  }
+  return out;
+}
+
+// One field per line and one tensor per line: readable with `less`, greppable by name.
+std::string manifest_text(const nlohmann::ordered_json& head,
+                          const std::vector<nlohmann::ordered_json>& tensors) {
+  std::string text = "{";
+  for (auto it = head.begin(); it != head.end(); ++it) {
+    text += "\n  " + json(it.key()).dump() + ": " + it.value().dump() + ",";
+  }
+  text += "\n  \"tensors\": [";
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    text += (i == 0 ? "\n    " : ",\n    ") + tensors[i].dump();
+  }
+  return text + "\n  ]\n}\n";
+}
+
+// ---------------------------------------------------------------- reading
+
+struct ManifestTensor {
+  std::string name;
+  std::string kind;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t offset;
+  uint64_t nbytes;
+  std::string xxh64;
+};
+
+struct Manifest {
+  int64_t step = 0;
+  json extra;
+  std::optional<std::string> optimizer_type;  // none when saved without an optimizer
+  std::vector<double> lrs;                    // the learning rate of each param group
+  std::vector<ManifestTensor> tensors;
+};
+
+Manifest read_manifest(const std::string& path) {
+  STRATA_CHECK(fs::exists(path), "checkpoint ", path, " does not exist");
+  STRATA_CHECK(fs::is_directory(path), path, ": not a strata checkpoint (not a directory)");
+  const std::string manifest_path = path + "/" + kManifest;
+  STRATA_CHECK(fs::is_regular_file(manifest_path), path,
+               ": not a strata checkpoint (manifest.json missing)");
+  std::ifstream in(manifest_path);
+  STRATA_CHECK(in.good(), manifest_path, ": cannot open (", errno_text(), ")");
+  json doc = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  STRATA_CHECK(!doc.is_discarded() && doc.is_object(), manifest_path, ": not valid JSON");
+  const json format = doc.value("format", json());
+  STRATA_CHECK(format == kFormat, manifest_path, ": format ", format.dump(), ", expected \"",
+               kFormat, "\"");
+
+  Manifest manifest;
+  try {
+    manifest.step = doc.at("step").get<int64_t>();
+    manifest.extra = doc.value("extra", json::object());
+    const json optimizer = doc.value("optimizer", json());
+    if (!optimizer.is_null()) {
+      manifest.optimizer_type = optimizer.at("type").get<std::string>();
+      manifest.lrs = optimizer.at("lr").get<std::vector<double>>();
+    }
+    std::set<std::string> seen;
+    uint64_t next_offset = 0;
+    for (const json& entry : doc.at("tensors")) {
+      ManifestTensor t;
+      t.name = entry.at("name").get<std::string>();
+      t.kind = entry.at("kind").get<std::string>();
+      const std::string dtype = entry.at("dtype").get<std::string>();
+      t.shape = entry.at("shape").get<std::vector<int64_t>>();
+      t.offset = entry.at("offset").get<uint64_t>();
+      t.nbytes = entry.at("nbytes").get<uint64_t>();
+      t.xxh64 = entry.at("xxh64").get<std::string>();
+      STRATA_CHECK(seen.insert(t.name).second, manifest_path, ": tensor '", t.name,
+                   "' appears twice");
+      STRATA_CHECK(t.kind == "parameter" || t.kind == "buffer" || t.kind == "optimizer",
+                   manifest_path, ": tensor '", t.name, "' has kind '", t.kind,
+                   "', expected parameter, buffer or optimizer");
+      const auto type = detail::dtype_from_name(dtype);
+      STRATA_CHECK(type.has_value(), manifest_path, ": tensor '", t.name, "' has dtype '", dtype,
+                   "', expected float32, float64, float16, bfloat16, int64, int32, int16, int8, "
+                   "uint8 or bool");
+      t.dtype = *type;
+      uint64_t numel = 1;
+      for (const int64_t size : t.shape) {
+        STRATA_CHECK(size >= 0, manifest_path, ": tensor '", t.name, "' has shape ",
+                     c10::IntArrayRef(t.shape), ", expected sizes >= 0");
+        numel *= static_cast<uint64_t>(size);
+      }
+      const uint64_t expected = numel * c10::elementSize(t.dtype);
+      STRATA_CHECK(t.nbytes == expected, manifest_path, ": tensor '", t.name, "' has nbytes ",
+                   t.nbytes, ", expected ", expected, " for shape ", c10::IntArrayRef(t.shape),
+                   " ", dtype);
+      STRATA_CHECK(t.offset == next_offset, manifest_path, ": tensor '", t.name,
+                   "' has offset ", t.offset, ", expected ", next_offset);
+      next_offset += t.nbytes;
+      manifest.tensors.push_back(std::move(t));
+    }
+  } catch (const json::exception& e) {
+    STRATA_FAIL(manifest_path, ": malformed manifest (", e.what(), ")");
+  }
+  return manifest;
+}
+
+// Reads every tensor of the manifest from tensors.bin into fresh CPU tensors and checks
+// the file size and every checksum.
+std::unordered_map<std::string, at::Tensor> read_tensors(const std::string& path,
+                                                         const Manifest& manifest) {
+  const std::string bin_path = path + "/" + kTensors;
+  uint64_t expected = 0;
+  for (const ManifestTensor& t : manifest.tensors) expected += t.nbytes;
+  std::error_code ec;
+  const uint64_t size = fs::file_size(bin_path, ec);
+  STRATA_CHECK(!ec, bin_path, ": cannot read (", ec.message(), ")");
+  STRATA_CHECK(size >= expected, path, ": tensors.bin is truncated: ", size, " bytes, expected ",
+               expected);
+  STRATA_CHECK(size == expected, path, ": tensors.bin has ", size, " bytes, expected ", expected,
+               " (trailing data)");
+
+  std::ifstream in(bin_path, std::ios::binary);
+  STRATA_CHECK(in.good(), bin_path, ": cannot open (", errno_text(), ")");
+  std::unordered_map<std::string, at::Tensor> out;
+  for (const ManifestTensor& t : manifest.tensors) {
+    at::Tensor tensor = at::empty(t.shape, at::TensorOptions().dtype(t.dtype));
+    in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(t.nbytes));
+    STRATA_CHECK(in.good(), bin_path, ": read failed at tensor '", t.name, "'");
+    STRATA_CHECK(hex64(checksum(tensor)) == t.xxh64, "tensor '", t.name,
+                 "': checksum mismatch (corrupt checkpoint ", path, ")");
+    out.emplace(t.name, std::move(tensor));
+  }
+  return out;
+}
+
+void check_same(const std::string& kind, const ManifestTensor& saved, const at::Tensor& live) {
+  STRATA_CHECK(live.sizes() == c10::IntArrayRef(saved.shape), kind, " '", saved.name,
+               "': shape ", c10::IntArrayRef(saved.shape), " in checkpoint, ", live.sizes(),
+               " in the model");
+  STRATA_CHECK(saved.dtype == live.scalar_type(), kind, " '", saved.name, "': dtype ",
+               detail::dtype_name(saved.dtype), " in checkpoint, ",
+               detail::dtype_name(live.scalar_type()), " in the model");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- save
+
+void save_checkpoint(const std::string& path_in, const torch::nn::Module& model,
+                     torch::optim::Optimizer* optimizer, int64_t step, const json& extra) {
+  const std::string path = strip_slashes(path_in);
+  STRATA_CHECK(!path.empty() && path != "/", "checkpoint path '", path_in,
+               "': expected a directory name");
+  STRATA_CHECK(step >= 0, "checkpoint step ", step, ", expected at least 0");
+
+  // Gather everything first: an unsupported optimizer fails before any file is touched.
+  std::vector<NamedTensor> tensors = model_tensors(model);
+  json optimizer_json;
+  if (optimizer != nullptr) {
+    const OptimizerKind kind = detail::optimizer_kind(*optimizer);
+    json lrs = json::array();
+    for (const auto& group : optimizer->param_groups()) lrs.push_back(group.options().get_lr());
+    optimizer_json = {{"type", detail::optimizer_kind_name(kind)}, {"lr", lrs}};
+    for (const auto& [name, param] : optimizer_parameters(*optimizer, model)) {
+      for (const auto& [field, tensor] : detail::get_param_state(*optimizer, kind, param)) {
+        tensors.push_back({kOptimizerPrefix + name + "/" + field, "optimizer", tensor});
+      }
+    }
+  }
+
+  const fs::path parent = fs::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) {
+    fs::create_directories(parent, ec);
+    STRATA_CHECK(!ec, "checkpoint directory ", parent.string(), ": cannot create (",
+                 ec.message(), ")");
+  }
+  const std::string pid = std::to_string(::getpid());
+  const std::string tmp = path + ".tmp-" + pid;
+  fs::remove_all(tmp, ec);
+  STRATA_CHECK(fs::create_directory(tmp, ec) && !ec, "checkpoint: cannot create ", tmp, " (",
+               ec.message(), ")");
+
+  try {
+    std::vector<nlohmann::ordered_json> entries;
+    uint64_t offset = 0;
+    SyncedFile bin(tmp + "/" + kTensors);
+    for (const NamedTensor& item : tensors) {
+      const at::Tensor cpu = item.tensor.detach().to(at::kCPU).contiguous();
+      bin.write(cpu.data_ptr(), cpu.nbytes());
+      entries.push_back({{"name", item.name},
+                         {"kind", item.kind},
+                         {"dtype", detail::dtype_name(cpu.scalar_type())},
+                         {"shape", cpu.sizes().vec()},
+                         {"offset", offset},
+                         {"nbytes", cpu.nbytes()},
+                         {"xxh64", hex64(checksum(cpu))}});
+      offset += cpu.nbytes();
+    }
+    bin.close();
+
+    const nlohmann::ordered_json head = {{"format", kFormat},
+                                         {"version", kVersion},
+                                         {"step", step},
+                                         {"extra", extra.is_null() ? json::object() : extra},
+                                         {"optimizer", optimizer_json}};
+    SyncedFile manifest_file(tmp + "/" + kManifest);
+    const std::string text = manifest_text(head, entries);
+    manifest_file.write(text.data(), text.size());
+    manifest_file.close();
+    sync_directory(tmp);
+
+    // Replace an existing checkpoint: move it aside, move the new one in, then delete the
+    // old one. A crash in between leaves either the old or the new one readable.
+    if (fs::exists(path)) {
+      const std::string old = path + ".old-" + pid;
+      fs::remove_all(old, ec);
+      rename_or_throw(path, old);
+      try {
+        rename_or_throw(tmp, path);
+      } catch (...) {
+        std::rename(old.c_str(), path.c_str());
+        throw;
+      }
+      fs::remove_all(old, ec);
+    } else {
+      rename_or_throw(tmp, path);
+    }
+    sync_directory(parent.empty() ? "." : parent.string());
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
+// ---------------------------------------------------------------- load
+
+int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
+                        torch::optim::Optimizer* optimizer, json* extra) {
+  const std::string path = strip_slashes(path_in);
+  const Manifest manifest = read_manifest(path);
+
+  // 1. Names: every model tensor is in the checkpoint and nothing else is.
+  std::unordered_map<std::string, const ManifestTensor*> saved;
+  for (const ManifestTensor& t : manifest.tensors) saved.emplace(t.name, &t);
+  const std::vector<NamedTensor> live = model_tensors(model);
+  std::set<std::string> live_names;
+  for (const NamedTensor& item : live) {
+    live_names.insert(item.name);
+    const auto it = saved.find(item.name);
+    STRATA_CHECK(it != saved.end(), "checkpoint ", path, " has no tensor for ", item.kind, " '",
+                 item.name, "' — was it saved from another model?");
+    STRATA_CHECK(it->second->kind == item.kind, "checkpoint ", path, ": tensor '", item.name,
+                 "' is a ", it->second->kind, " in checkpoint, a ", item.kind, " in the model");
+  }
+  for (const ManifestTensor& t : manifest.tensors) {
+    STRATA_CHECK(t.kind == "optimizer" || live_names.count(t.name), "checkpoint ", path,
+                 " has tensor '", t.name, "' the model lacks — was it saved from another model?");
+  }
+
+  // 2. Shapes and dtypes, checked on the manifest before reading any data.
+  for (const NamedTensor& item : live) check_same(item.kind, *saved.at(item.name), item.tensor);
+
+  // 3. Optimizer: same type and param groups, state for the optimizer's own parameters.
+  std::optional<OptimizerKind> kind;
+  std::vector<std::pair<std::string, at::Tensor>> opt_params;
+  if (optimizer != nullptr) {
+    kind = detail::optimizer_kind(*optimizer);
+    opt_params = optimizer_parameters(*optimizer, model);
+    if (manifest.optimizer_type) {
+      STRATA_CHECK(*manifest.optimizer_type == detail::optimizer_kind_name(*kind), "checkpoint ",
+                   path, " holds ", *manifest.optimizer_type, " optimizer state, the optimizer is ",
+                   detail::optimizer_kind_name(*kind));
+      STRATA_CHECK(manifest.lrs.size() == optimizer->param_groups().size(), "checkpoint ", path,
+                   " has ", manifest.lrs.size(), " optimizer param groups, the optimizer has ",
+                   optimizer->param_groups().size());
+    }
+  }
+
+  // 4. Data: file size and checksums.
+  const std::unordered_map<std::string, at::Tensor> data = read_tensors(path, manifest);
+
+  // 5. Optimizer state fields, grouped by parameter and checked against it.
+  std::map<std::string, StateFields> state;
+  if (optimizer != nullptr) {
+    std::map<std::string, at::Tensor> opt_param_by_name(opt_params.begin(), opt_params.end());
+    const std::string prefix = kOptimizerPrefix;
+    for (const ManifestTensor& t : manifest.tensors) {
+      if (t.kind != "optimizer") continue;
+      const size_t slash = t.name.rfind('/');
+      STRATA_CHECK(t.name.compare(0, prefix.size(), prefix) == 0 && slash > prefix.size(),
+                   "checkpoint ", path, ": optimizer tensor '", t.name,
+                   "', expected a name optimizer/<parameter>/<field>");
+      const std::string param = t.name.substr(prefix.size(), slash - prefix.size());
+      STRATA_CHECK(opt_param_by_name.count(param), "checkpoint ", path,
+                   " has optimizer state for '", param, "', which the optimizer does not hold");
+      state[param][t.name.substr(slash + 1)] = data.at(t.name);
+    }
+    for (const auto& [param, fields] : state) {
+      detail::check_param_state(*kind, param, opt_param_by_name.at(param), fields);
+    }
+  }
+
+  // Everything is verified; from here on nothing can fail on the checkpoint's account.
+  {
+    torch::NoGradGuard no_grad;
+    for (const NamedTensor& item : live) item.tensor.copy_(data.at(item.name));
+  }
+  if (optimizer != nullptr) {
+    optimizer->state().clear();
+    for (const auto& [name, param] : opt_params) {
+      const auto it = state.find(name);
+      if (it != state.end()) detail::set_param_state(*optimizer, *kind, param, it->second);
+    }
+    if (manifest.optimizer_type) {
+      for (size_t i = 0; i < manifest.lrs.size(); ++i) {
+        optimizer->param_groups()[i].options().set_lr(manifest.lrs[i]);
+      }
+    }
+  }
+  if (extra != nullptr) *extra = manifest.extra;
+  return manifest.step;
+}
+
+// ---------------------------------------------------------------- paths
+
+std::string checkpoint_path(const std::string& dir, int64_t step) {
+  STRATA_CHECK(step >= 0, "checkpoint step ", step, ", expected at least 0");
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
+  return (fs::path(dir) / name).string();
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return std::nullopt;
+  std::optional<std::string> best;
+  int64_t best_step = -1;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    // Only "step-<digits>": unfinished "step-N.tmp-<pid>" and "step-N.old-<pid>" are not.
+    if (name.size() <= 5 || name.compare(0, 5, "step-") != 0) continue;
+    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    if (name.size() > 5 + 18) continue;  // would overflow int64
+    if (!fs::is_regular_file(entry.path() / kManifest, ec)) continue;
+    const int64_t step = std::stoll(name.substr(5));
+    if (step > best_step) {
+      best_step = step;
+      best = entry.path().string();
+    }
+  }
+  return best;
+}
+
+}  // namespace strata::core

@@ -1,0 +1,69 @@
+#include "strata/core/cli.h"
+
+#include <c10/util/Exception.h>
+
+#include <iostream>
+#include <string>
+
+#include "strata/core/error.h"
+
+namespace strata::core {
+namespace {
+
+// A message goes out as exactly one line: scripts grep for `error:` and a multi-line
+// LibTorch message would otherwise spill unprefixed lines.
+void print_error(const std::string& message) {
+  std::string line = message;
+  for (char& c : line) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  while (!line.empty() && line.back() == ' ') line.pop_back();
+  std::cerr << "error: " << line << std::endl;
+}
+
+}  // namespace
+
+int run_main(const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const strata::Error& e) {
+    print_error(e.what());
+  } catch (const c10::Error& e) {
+    print_error(e.what_without_backtrace());
+  } catch (const CLI::Error& e) {
+    // CallForHelp and Success carry exit code 0: the program asked to stop, nothing failed.
+    if (e.get_exit_code() == 0) return 0;
+    print_error(e.what());
+  } catch (const std::exception& e) {
+    print_error(e.what());
+  } catch (...) {
+    print_error("unknown exception");
+  }
+  return 1;
+}
+
+void configure_cli(CLI::App& app) {
+  app.option_defaults()->always_capture_default();
+  app.allow_extras(false);
+}
+
+std::optional<int> parse_cli(CLI::App& app, int argc, char** argv) {
+  // Options added before configure_cli (or without it) still show their defaults: the
+  // values they hold before parsing are the defaults.
+  for (CLI::Option* option : app.get_options()) {
+    if (option->get_default_str().empty()) option->capture_default_str();
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) {
+      app.exit(e, std::cout, std::cerr);  // prints the help text to stdout
+      return 0;
+    }
+    print_error(e.what());
+    return 1;
+  }
+  return std::nullopt;
+}
+
+}  // namespace strata::core

@@ -1,0 +1,399 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "strata/core/checkpoint.h"
+#include "strata/core/models.h"
+#include "test_util.h"
+
+using namespace strata::core;
+using strata::test::error_of;
+using strata::test::TempDir;
+using testing::HasSubstr;
+namespace fs = std::filesystem;
+namespace nn = torch::nn;
+
+namespace {
+
+// A model with buffers (BatchNorm's running statistics and its int64 batch counter).
+nn::Sequential small_model() {
+  return nn::Sequential(nn::Linear(8, 16), nn::BatchNorm1d(16), nn::ReLU(), nn::Linear(16, 4));
+}
+
+void train(nn::Sequential& model, torch::optim::Optimizer& optimizer, int steps, int seed) {
+  torch::manual_seed(seed);
+  model->train();
+  for (int i = 0; i < steps; ++i) {
+    optimizer.zero_grad();
+    const at::Tensor x = torch::randn({32, 8});
+    const at::Tensor loss = model->forward(x).pow(2).mean();
+    loss.backward();
+    optimizer.step();
+  }
+}
+
+// Copies of every parameter and buffer, to prove a failed load changed nothing.
+std::vector<at::Tensor> snapshot(const nn::Module& model) {
+  std::vector<at::Tensor> out;
+  for (const auto& p : model.parameters()) out.push_back(p.detach().clone());
+  for (const auto& b : model.buffers()) out.push_back(b.detach().clone());
+  return out;
+}
+
+void expect_bit_identical(const nn::Module& model, const std::vector<at::Tensor>& before) {
+  const auto now = snapshot(model);
+  ASSERT_EQ(now.size(), before.size());
+  for (size_t i = 0; i < now.size(); ++i) EXPECT_TRUE(torch::equal(now[i], before[i])) << i;
+}
+
+void expect_same_model(const nn::Module& a, const nn::Module& b) {
+  expect_bit_identical(a, snapshot(b));
+}
+
+// One more identical step on both; equal parameters afterwards mean the restored
+// optimizer state is bound to the right parameters.
+void expect_same_next_step(nn::Sequential& a, torch::optim::Optimizer& oa, nn::Sequential& b,
+                           torch::optim::Optimizer& ob) {
+  train(a, oa, 1, 99);
+  train(b, ob, 1, 99);
+  expect_same_model(*a, *b);
+}
+
+nlohmann::json read_manifest(const std::string& path) {
+  std::ifstream in(path + "/manifest.json");
+  return nlohmann::json::parse(in);
+}
+
+}  // namespace
+
+TEST(Checkpoint, PathsAreZeroPadded) {
+  EXPECT_EQ(checkpoint_path("ckpt", 1200), "ckpt/step-00001200");
+  EXPECT_EQ(checkpoint_path("a/b/", 0), "a/b/step-00000000");
+  EXPECT_THAT(error_of([] { checkpoint_path("ckpt", -1); }), HasSubstr("step -1"));
+}
+
+TEST(Checkpoint, RoundTripWithSgdMomentum) {
+  TempDir dir;
+  torch::manual_seed(1);
+  auto model = small_model();
+  torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  train(model, sgd, 3, 2);
+  static_cast<torch::optim::SGDOptions&>(sgd.param_groups()[0].options()).lr(0.02);
+  const std::string path = checkpoint_path(dir.path(), 3);
+  save_checkpoint(path, *model, &sgd, 3, {{"epoch", 1}, {"note", "hello"}});
+
+  const auto manifest = read_manifest(path);
+  EXPECT_EQ(manifest["format"], "strata-checkpoint");
+  EXPECT_EQ(manifest["step"], 3);
+  EXPECT_EQ(manifest["optimizer"]["type"], "SGD");
+  EXPECT_EQ(manifest["optimizer"]["lr"], nlohmann::json::array({0.02}));
+  std::vector<std::string> names;
+  uint64_t total = 0;
+  for (const auto& t : manifest["tensors"]) {
+    names.push_back(t["name"]);
+    total += t["nbytes"].get<uint64_t>();
+  }
+  EXPECT_THAT(names, testing::Contains("0.weight"));
+  EXPECT_THAT(names, testing::Contains("1.running_mean"));
+  EXPECT_THAT(names, testing::Contains("1.num_batches_tracked"));
+  EXPECT_THAT(names, testing::Contains("optimizer/3.bias/momentum_buffer"));
+  EXPECT_EQ(names.size(), 6u + 3u + 6u);  // 6 parameters, 3 buffers, 6 momentum buffers
+  EXPECT_EQ(fs::file_size(path + "/tensors.bin"), total);
+  for (const auto& t : manifest["tensors"]) {
+    if (t["name"] == "1.num_batches_tracked") {
+      EXPECT_EQ(t["dtype"], "int64");
+      EXPECT_EQ(t["kind"], "buffer");
+    }
+    if (t["name"] == "0.weight") {
+      EXPECT_EQ(t["shape"], nlohmann::json::array({16, 8}));
+    }
+  }
+
+  torch::manual_seed(123);  // different initial weights
+  auto copy = small_model();
+  torch::optim::SGD copy_sgd(copy->parameters(), torch::optim::SGDOptions(0.5).momentum(0.9));
+  nlohmann::json extra;
+  EXPECT_EQ(load_checkpoint(path, *copy, &copy_sgd, &extra), 3);
+  EXPECT_EQ(extra, nlohmann::json({{"epoch", 1}, {"note", "hello"}}));
+  expect_same_model(*model, *copy);
+  EXPECT_EQ(copy->named_buffers()["1.num_batches_tracked"].item<int64_t>(), 3);
+  EXPECT_DOUBLE_EQ(copy_sgd.param_groups()[0].options().get_lr(), 0.02);
+  EXPECT_EQ(copy_sgd.state().size(), 6u);
+  expect_same_next_step(model, sgd, copy, copy_sgd);
+}
+
+TEST(Checkpoint, RoundTripWithAdamAndAdamW) {
+  TempDir dir;
+  torch::manual_seed(1);
+  auto model = small_model();
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(1e-2));
+  train(model, adam, 4, 2);
+  save_checkpoint(dir / "adam", *model, &adam, 4);
+  const auto manifest = read_manifest(dir / "adam");
+  bool saw_step = false;
+  for (const auto& t : manifest["tensors"]) {
+    if (t["name"] == "optimizer/0.weight/step") {
+      saw_step = true;
+      EXPECT_EQ(t["dtype"], "int64");
+      EXPECT_EQ(t["shape"], nlohmann::json::array());
+    }
+  }
+  EXPECT_TRUE(saw_step);
+
+  torch::manual_seed(5);
+  auto copy = small_model();
+  torch::optim::Adam copy_adam(copy->parameters(), torch::optim::AdamOptions(1e-2));
+  EXPECT_EQ(load_checkpoint(dir / "adam", *copy, &copy_adam), 4);
+  expect_same_model(*model, *copy);
+  expect_same_next_step(model, adam, copy, copy_adam);
+
+  // AdamW with amsgrad also has max_exp_avg_sq.
+  torch::manual_seed(1);
+  auto w_model = small_model();
+  torch::optim::AdamW adamw(w_model->parameters(), torch::optim::AdamWOptions(1e-2).amsgrad(true));
+  train(w_model, adamw, 2, 3);
+  save_checkpoint(dir / "adamw", *w_model, &adamw, 2);
+  EXPECT_THAT(read_manifest(dir / "adamw").dump(), HasSubstr("optimizer/3.weight/max_exp_avg_sq"));
+  torch::manual_seed(6);
+  auto w_copy = small_model();
+  torch::optim::AdamW w_copy_opt(w_copy->parameters(),
+                                 torch::optim::AdamWOptions(1e-2).amsgrad(true));
+  load_checkpoint(dir / "adamw", *w_copy, &w_copy_opt);
+  expect_same_next_step(w_model, adamw, w_copy, w_copy_opt);
+}
+
+TEST(Checkpoint, WithoutOptimizer) {
+  TempDir dir;
+  auto model = small_model();
+  torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  train(model, sgd, 1, 2);
+  save_checkpoint(dir / "c", *model, nullptr, 7);
+  EXPECT_TRUE(read_manifest(dir / "c")["optimizer"].is_null());
+
+  auto copy = small_model();
+  torch::optim::SGD copy_sgd(copy->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  train(copy, copy_sgd, 1, 3);  // leaves momentum buffers behind
+  ASSERT_FALSE(copy_sgd.state().empty());
+  EXPECT_EQ(load_checkpoint(dir / "c", *copy, &copy_sgd), 7);
+  expect_same_model(*model, *copy);
+  EXPECT_TRUE(copy_sgd.state().empty());  // the checkpoint had none
+
+  // A checkpoint with optimizer state loads into a model alone, too.
+  save_checkpoint(dir / "d", *model, &sgd, 8);
+  auto third = small_model();
+  EXPECT_EQ(load_checkpoint(dir / "d", *third, nullptr), 8);
+  expect_same_model(*model, *third);
+}
+
+TEST(Checkpoint, ReplacesAnExistingCheckpoint) {
+  TempDir dir;
+  auto model = small_model();
+  save_checkpoint(dir / "c/", *model, nullptr, 1);
+  torch::manual_seed(9);
+  auto other = small_model();
+  save_checkpoint(dir / "c", *other, nullptr, 2);
+  std::vector<std::string> entries;
+  for (const auto& e : fs::directory_iterator(dir.path())) entries.push_back(e.path().filename());
+  EXPECT_THAT(entries, testing::ElementsAre("c"));  // no .tmp- or .old- left behind
+  EXPECT_EQ(load_checkpoint(dir / "c", *model, nullptr), 2);
+  expect_same_model(*model, *other);
+}
+
+TEST(Checkpoint, UnsupportedOptimizerIsAnError) {
+  TempDir dir;
+  auto model = small_model();
+  torch::optim::RMSprop rms(model->parameters(), torch::optim::RMSpropOptions(0.01));
+  const std::string message = error_of([&] { save_checkpoint(dir / "c", *model, &rms, 0); });
+  EXPECT_THAT(message, HasSubstr("torch::optim::RMSprop"));
+  EXPECT_THAT(message, HasSubstr("not supported"));
+  EXPECT_FALSE(fs::exists(dir / "c"));
+}
+
+TEST(Checkpoint, LatestPicksHighestCompleteStep) {
+  TempDir dir;
+  EXPECT_EQ(latest_checkpoint(dir / "missing"), std::nullopt);
+  EXPECT_EQ(latest_checkpoint(dir.path()), std::nullopt);
+  auto model = small_model();
+  save_checkpoint(checkpoint_path(dir.path(), 5), *model, nullptr, 5);
+  save_checkpoint(checkpoint_path(dir.path(), 20), *model, nullptr, 20);
+  save_checkpoint(checkpoint_path(dir.path(), 9), *model, nullptr, 9);
+  // An unfinished save of step 100 and a directory without a manifest are not checkpoints.
+  save_checkpoint(dir / "scratch", *model, nullptr, 100);
+  fs::rename(dir / "scratch", checkpoint_path(dir.path(), 100) + ".tmp-4242");
+  fs::create_directories(checkpoint_path(dir.path(), 300));
+  EXPECT_EQ(latest_checkpoint(dir.path()), checkpoint_path(dir.path(), 20));
+}
+
+// Each broken checkpoint gives its own error and leaves model and optimizer untouched.
+class CorruptCheckpoint : public testing::Test {
+ protected:
+  void SetUp() override {
+    torch::manual_seed(1);
+    auto source = small_model();
+    torch::optim::SGD sgd(source->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+    train(source, sgd, 2, 2);
+    path_ = dir_ / "ckpt";
+    save_checkpoint(path_, *source, &sgd, 2);
+
+    torch::manual_seed(2);
+    model_ = small_model();
+    optimizer_ = std::make_unique<torch::optim::SGD>(model_->parameters(),
+                                                     torch::optim::SGDOptions(0.3).momentum(0.5));
+    train(model_, *optimizer_, 1, 4);
+    before_ = snapshot(*model_);
+    momentum_before_ = momentum();
+  }
+
+  // Loads, expects an error containing `expected`, and checks nothing changed.
+  void expect_failure(const std::string& expected) {
+    const std::string message =
+        error_of([&] { load_checkpoint(path_, *model_, optimizer_.get()); });
+    EXPECT_THAT(message, HasSubstr(expected));
+    expect_bit_identical(*model_, before_);
+    const auto now = momentum();
+    ASSERT_EQ(now.size(), momentum_before_.size());
+    for (size_t i = 0; i < now.size(); ++i) EXPECT_TRUE(torch::equal(now[i], momentum_before_[i]));
+    EXPECT_DOUBLE_EQ(optimizer_->param_groups()[0].options().get_lr(), 0.3);
+  }
+
+  std::vector<at::Tensor> momentum() const {
+    std::vector<at::Tensor> out;
+    for (const auto& [key, state] : optimizer_->state()) {
+      out.push_back(
+          static_cast<torch::optim::SGDParamState&>(*state).momentum_buffer().clone());
+    }
+    return out;
+  }
+
+  std::string bin() const { return path_ + "/tensors.bin"; }
+
+  TempDir dir_;
+  std::string path_;
+  nn::Sequential model_{nullptr};
+  std::unique_ptr<torch::optim::SGD> optimizer_;
+  std::vector<at::Tensor> before_;
+  std::vector<at::Tensor> momentum_before_;
+};
+
+TEST_F(CorruptCheckpoint, LoadsWhenIntact) {
+  EXPECT_EQ(load_checkpoint(path_, *model_, optimizer_.get()), 2);
+}
+
+TEST_F(CorruptCheckpoint, MissingManifest) {
+  fs::remove(path_ + "/manifest.json");
+  expect_failure(path_ + ": not a strata checkpoint (manifest.json missing)");
+}
+
+TEST_F(CorruptCheckpoint, MissingDirectory) {
+  path_ = dir_ / "nothing-here";
+  expect_failure("does not exist");
+}
+
+TEST_F(CorruptCheckpoint, ManifestNotJson) {
+  strata::test::write_file(path_ + "/manifest.json", "{\"format\": ");
+  expect_failure("manifest.json: not valid JSON");
+}
+
+TEST_F(CorruptCheckpoint, WrongFormat) {
+  auto manifest = read_manifest(path_);
+  manifest["format"] = "something-else";
+  strata::test::write_file(path_ + "/manifest.json", manifest.dump());
+  expect_failure("format \"something-else\", expected \"strata-checkpoint\"");
+}
+
+TEST_F(CorruptCheckpoint, FlippedByte) {
+  std::string bytes = strata::test::read_file(bin());
+  bytes[bytes.size() / 2] ^= 0x10;
+  strata::test::write_file(bin(), bytes);
+  expect_failure("checksum mismatch (corrupt checkpoint");
+}
+
+TEST_F(CorruptCheckpoint, FlippedByteInLastTensor) {
+  // The last tensor is optimizer state: it too is verified before the model changes.
+  std::string bytes = strata::test::read_file(bin());
+  bytes[bytes.size() - 1] ^= 0x01;
+  strata::test::write_file(bin(), bytes);
+  expect_failure("tensor 'optimizer/3.bias/momentum_buffer': checksum mismatch");
+}
+
+TEST_F(CorruptCheckpoint, TruncatedTensors) {
+  const auto size = fs::file_size(bin());
+  fs::resize_file(bin(), size - 10);
+  expect_failure("tensors.bin is truncated: " + std::to_string(size - 10) + " bytes, expected " +
+                 std::to_string(size));
+}
+
+TEST_F(CorruptCheckpoint, MissingTensorsFile) {
+  fs::remove(bin());
+  expect_failure("tensors.bin: cannot read");
+}
+
+TEST_F(CorruptCheckpoint, DifferentModel) {
+  save_checkpoint(path_, *make_fmnist_mlp(), nullptr, 1);
+  expect_failure("checkpoint " + path_ +
+                 " has no tensor for parameter '0.weight' — was it saved from another model?");
+}
+
+TEST_F(CorruptCheckpoint, ExtraTensor) {
+  // The model is a prefix of the saved one: everything it needs is there, but not all used.
+  auto bigger = small_model();
+  bigger->push_back(nn::Linear(4, 4));
+  save_checkpoint(path_, *bigger, nullptr, 1);
+  expect_failure("has tensor '4.weight' the model lacks");
+}
+
+TEST_F(CorruptCheckpoint, ShapeMismatch) {
+  auto wide = nn::Sequential(nn::Linear(8, 32), nn::BatchNorm1d(16), nn::ReLU(), nn::Linear(16, 4));
+  save_checkpoint(path_, *wide, nullptr, 1);
+  expect_failure("parameter '0.weight': shape [32, 8] in checkpoint, [16, 8] in the model");
+}
+
+TEST_F(CorruptCheckpoint, DtypeMismatch) {
+  auto doubled = small_model();
+  doubled->to(torch::kDouble);
+  save_checkpoint(path_, *doubled, nullptr, 1);
+  expect_failure("parameter '0.weight': dtype float64 in checkpoint, float32 in the model");
+}
+
+TEST_F(CorruptCheckpoint, OtherOptimizerType) {
+  auto source = small_model();
+  torch::optim::Adam adam(source->parameters(), torch::optim::AdamOptions(1e-3));
+  train(source, adam, 1, 2);
+  save_checkpoint(path_, *source, &adam, 1);
+  expect_failure("holds Adam optimizer state, the optimizer is SGD");
+}
+
+TEST_F(CorruptCheckpoint, TamperedNbytes) {
+  auto manifest = read_manifest(path_);
+  manifest["tensors"][0]["nbytes"] = 12;
+  strata::test::write_file(path_ + "/manifest.json", manifest.dump());
+  expect_failure("tensor '0.weight' has nbytes 12, expected 512");
+}
+
+TEST_F(CorruptCheckpoint, MalformedEntry) {
+  auto manifest = read_manifest(path_);
+  manifest["tensors"][1].erase("xxh64");
+  strata::test::write_file(path_ + "/manifest.json", manifest.dump());
+  expect_failure("manifest.json: malformed manifest");
+}
+
+TEST_F(CorruptCheckpoint, OtherParamGroupCount) {
+  auto manifest = read_manifest(path_);
+  manifest["optimizer"]["lr"] = {0.1, 0.2};
+  strata::test::write_file(path_ + "/manifest.json", manifest.dump());
+  expect_failure("has 2 optimizer param groups, the optimizer has 1");
+}
+
+TEST(CheckpointModels, FmnistMlpVsCnn) {
+  TempDir dir;
+  auto mlp = make_fmnist_mlp();
+  auto cnn = make_fmnist_cnn();
+  save_checkpoint(dir / "mlp", *mlp, nullptr, 0);
+  const auto before = snapshot(*cnn);
+  EXPECT_THAT(error_of([&] { load_checkpoint(dir / "mlp", *cnn, nullptr); }),
+              HasSubstr("was it saved from another model?"));
+  expect_bit_identical(*cnn, before);
+}
