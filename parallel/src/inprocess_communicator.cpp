@@ -96,10 +96,12 @@ class InProcessWorker {
   InProcessWorker(const InProcessWorker&) = delete;
   InProcessWorker& operator=(const InProcessWorker&) = delete;
 
-  void post(std::function<void()> task) {
+  // Numbers the task when it is queued, so that the numbers follow the order the tasks
+  // run in even when several threads post: the ranks of a group meet by number.
+  void post(std::function<void(uint64_t sequence)> task) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      tasks_.push_back(std::move(task));
+      tasks_.push_back([task = std::move(task), sequence = next_sequence_++] { task(sequence); });
     }
     wake_.notify_one();
   }
@@ -122,6 +124,7 @@ class InProcessWorker {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::function<void()>> tasks_;
+  uint64_t next_sequence_ = 0;
   bool stopping_ = false;
   std::thread thread_;  // last: starts once the members it uses exist
 };
@@ -345,7 +348,6 @@ void InProcessCommunicator::abort(const std::string& reason) {
 }
 
 WorkPtr InProcessCommunicator::submit(const char* op, const std::function<Collective()>& prepare) {
-  const uint64_t sequence = next_sequence_++;
   {
     std::lock_guard<std::mutex> lock(group_->job->mutex);
     throw_if_aborted(*group_->job);
@@ -358,7 +360,7 @@ WorkPtr InProcessCommunicator::submit(const char* op, const std::function<Collec
     auto failed = std::make_shared<Collective>();
     failed->slot.start_error = error.what();
     failed->slot.op = op;
-    worker_->post([this, sequence, failed] {
+    worker_->post([this, failed](uint64_t sequence) {
       try {
         run(sequence, *failed);
       } catch (...) {  // raised to the caller already
@@ -368,7 +370,7 @@ WorkPtr InProcessCommunicator::submit(const char* op, const std::function<Collec
   }
   collective->slot.op = op;
   auto work = std::make_shared<InProcessWork>();
-  worker_->post([this, sequence, collective, work] {
+  worker_->post([this, collective, work](uint64_t sequence) {
     try {
       run(sequence, *collective);
       work->finish(nullptr);

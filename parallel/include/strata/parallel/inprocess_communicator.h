@@ -12,7 +12,6 @@
 // raises strata::Error naming the ranks it waited for, and aborts the job (every
 // communicator of the same create(), splits included) so that the others stop waiting too.
 
-#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -78,7 +77,6 @@ class InProcessCommunicator final : public Communicator {
 
   std::shared_ptr<detail::InProcessGroup> group_;
   int rank_;
-  std::atomic<uint64_t> next_sequence_{0};  // this rank's count of collective calls
   std::unique_ptr<detail::InProcessWorker> worker_;
 };
 

@@ -6,6 +6,9 @@
 // Operations run on the communicator's own CUDA stream, ordered after the work already
 // queued on the legacy default stream. Work::wait() makes the default stream wait for the
 // operation and blocks until it has finished; is_completed() asks without blocking.
+// NCCL has no tags: messages between two ranks arrive in the order they were sent, and a
+// receiver's size is not checked against the sender's. Use a communicator from one thread
+// at a time, in the same order of calls on every rank.
 
 #include <array>
 #include <memory>
