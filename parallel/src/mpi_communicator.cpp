@@ -165,11 +165,12 @@ void ensure_mpi_initialized() {
                thread_level_name(provided), ", expected MPI_THREAD_MULTIPLE");
 }
 
-// OpenMPI's non-blocking allreduce (coll/libnbc) picks recursive doubling by default: here
-// a 24 MB float MPI_Iallreduce between 2 ranks took about 39 ms, against 19 ms for the
-// blocking MPI_Allreduce; with libnbc's ring algorithm it took 19-24 ms. MPI needs every
-// rank of a collective to pick the same algorithm: world() is called by every rank, so
-// only it sets this. A value the user gave (mpirun --mca or the environment) wins; other
+// OpenMPI's non-blocking allreduce (coll/libnbc) picks recursive doubling by default. Here,
+// between 2 ranks, a float MPI_Iallreduce + MPI_Wait took 0.39 ms for 1 MB and 18 ms for
+// 24 MB, against 0.19 and 5.5 ms for the blocking MPI_Allreduce; with libnbc's ring
+// algorithm it matched the blocking call (and beat the default with 4 ranks too). MPI needs
+// every rank of a collective to pick the same algorithm: world() is called by every rank,
+// so only it sets this. A value the user gave (mpirun --mca, the environment) wins; other
 // MPIs lack the variable, and nothing happens.
 void prefer_ring_iallreduce() {
   if (std::getenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm")) return;
