@@ -203,7 +203,7 @@ void check_cpu(const at::Tensor& tensor, const char* what) {
                ", expected cpu");
 }
 
-// MPI counts are ints.
+// MPI counts are ints. Checked before any copy: a huge tensor fails at once.
 int mpi_count(int64_t numel, const char* what) {
   STRATA_CHECK(numel <= INT_MAX, "mpi ", what, ": got ", numel, " elements, expected at most ",
                INT_MAX, " (MPI counts are ints)");
@@ -328,8 +328,8 @@ WorkPtr MpiCommunicator::isend(const at::Tensor& tensor, int dst, int tag) {
   detail::check_peer(dst, size_, "isend dst");
   detail::check_tag(tag, "isend");
   // Empty messages are sent too: the receiver's count check then catches a mismatch.
+  int count = mpi_count(tensor.numel(), "isend tensor");
   at::Tensor buffer = tensor.contiguous();
-  int count = mpi_count(buffer.numel(), "isend tensor");
   MPI_Datatype type = mpi_datatype(buffer.scalar_type());
   auto work = std::make_shared<MpiWork>(
       strata::detail::concat(describe("isend", tensor), " to rank ", dst, " (tag ", tag, ")"),
@@ -343,8 +343,8 @@ WorkPtr MpiCommunicator::irecv(at::Tensor& tensor, int src, int tag) {
   check_cpu(tensor, "irecv tensor");
   detail::check_peer(src, size_, "irecv src");
   detail::check_tag(tag, "irecv");
-  detail::StagedTensor staged = detail::stage(tensor, false);
   int count = mpi_count(tensor.numel(), "irecv tensor");
+  detail::StagedTensor staged = detail::stage(tensor, false);
   MPI_Datatype type = mpi_datatype(tensor.scalar_type());
   auto work = std::make_shared<MpiWork>(
       strata::detail::concat(describe("irecv", tensor), " from rank ", src, " (tag ", tag, ")"),
@@ -366,8 +366,8 @@ WorkPtr MpiCommunicator::allreduce(at::Tensor& tensor, ReduceOp op) {
   check_cpu(tensor, "allreduce tensor");
   detail::check_reduce_op(tensor.scalar_type(), op, "allreduce");
   if (tensor.numel() == 0) return std::make_shared<CompletedWork>();
-  detail::StagedTensor staged = detail::stage(tensor, true);
   int count = mpi_count(tensor.numel(), "allreduce tensor");
+  detail::StagedTensor staged = detail::stage(tensor, true);
   MPI_Datatype type = mpi_datatype(tensor.scalar_type());
   MPI_Op mpi_reduce = mpi_op(tensor.scalar_type(), op);
   const int size = size_;
@@ -387,10 +387,10 @@ WorkPtr MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   check_cpu(tensor, "broadcast tensor");
   detail::check_peer(root, size_, "broadcast root");
   if (tensor.numel() == 0) return std::make_shared<CompletedWork>();
+  int count = mpi_count(tensor.numel(), "broadcast tensor");
   const bool is_root = root == rank_;
   detail::StagedTensor staged = detail::stage(tensor, is_root);
   if (is_root) staged.target = at::Tensor();  // the root's tensor does not change
-  int count = mpi_count(tensor.numel(), "broadcast tensor");
   MPI_Datatype type = mpi_datatype(tensor.scalar_type());
   auto work = std::make_shared<MpiWork>(describe("broadcast", tensor),
                                         std::vector<at::Tensor>{staged.buffer},
@@ -405,10 +405,10 @@ WorkPtr MpiCommunicator::allgather(const at::Tensor& input, at::Tensor& output) 
   check_cpu(output, "allgather output");
   detail::check_allgather(input, output, size_);
   if (input.numel() == 0) return std::make_shared<CompletedWork>();
-  at::Tensor send = input.contiguous();
-  detail::StagedTensor staged = detail::stage(output, false);
   int count = mpi_count(input.numel(), "allgather input");
   mpi_count(output.numel(), "allgather output");
+  at::Tensor send = input.contiguous();
+  detail::StagedTensor staged = detail::stage(output, false);
   MPI_Datatype type = mpi_datatype(input.scalar_type());
   auto work = std::make_shared<MpiWork>(describe("allgather", input),
                                         std::vector<at::Tensor>{send, staged.buffer},
@@ -425,10 +425,10 @@ WorkPtr MpiCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& out
   check_cpu(output, "reduce_scatter output");
   detail::check_reduce_scatter(input, output, size_, op);
   if (output.numel() == 0) return std::make_shared<CompletedWork>();
-  at::Tensor send = input.contiguous();
-  detail::StagedTensor staged = detail::stage(output, false);
   mpi_count(input.numel(), "reduce_scatter input");
   int count = mpi_count(output.numel(), "reduce_scatter output");
+  at::Tensor send = input.contiguous();
+  detail::StagedTensor staged = detail::stage(output, false);
   MPI_Datatype type = mpi_datatype(output.scalar_type());
   MPI_Op mpi_reduce = mpi_op(output.scalar_type(), op);
   const int size = size_;

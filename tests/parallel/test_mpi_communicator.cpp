@@ -34,5 +34,16 @@ TEST(MpiCommunicator, RejectsNonCpuTensorsAndUnsupportedDtypes) {
   expect_error([&] { world->allreduce(quantized); }, "mpi backend dtype: got QInt8");
 }
 
+TEST(MpiCommunicator, CountsAboveIntMaxRaise) {
+  auto world = MpiCommunicator::world();
+  // 2^31 elements without the memory: one element seen through a zero stride.
+  at::Tensor huge = at::zeros({1}, at::kBool).expand({int64_t{1} << 31});
+  expect_error([&] { world->allreduce(huge); },
+               "mpi allreduce tensor: got 2147483648 elements, expected at most 2147483647");
+  expect_error([&] { world->isend(huge, 0); }, "mpi isend tensor: got 2147483648 elements");
+  at::Tensor output = at::zeros({1}, at::kBool).expand({world->size(), int64_t{1} << 31});
+  expect_error([&] { world->allgather(huge, output); }, "mpi allgather input: got 2147483648");
+}
+
 }  // namespace
 }  // namespace strata::parallel::testing
