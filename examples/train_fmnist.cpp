@@ -11,9 +11,12 @@
 #include <filesystem>
 #include <limits>
 
+#include <spdlog/spdlog.h>
+
 #include "strata/core/checkpoint.h"
 #include "strata/core/cli.h"
 #include "strata/core/distributed_sampler.h"
+#include "strata/core/error.h"
 #include "strata/core/fashion_mnist.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"

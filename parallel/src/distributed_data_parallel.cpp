@@ -211,20 +211,26 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
 
 DistributedDataParallel::~DistributedDataParallel() { reducer_->remove_hooks(); }
 
-void DistributedDataParallel::broadcast_state() {
-  torch::NoGradGuard no_grad;
+namespace {
+// Broadcasts from rank 0 into detached aliases: the backend may write from another
+// thread, where this thread's no-grad mode does not hold.
+void broadcast_from_rank0(Communicator& comm, const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> data;
   std::vector<WorkPtr> works;
-  for (auto p : module_->parameters()) works.push_back(comm_->broadcast(p, 0));
+  for (const auto& t : tensors) {
+    data.push_back(t.detach());
+    works.push_back(comm.broadcast(data.back(), 0));
+  }
   for (auto& w : works) w->wait();
+}
+}  // namespace
+
+void DistributedDataParallel::broadcast_state() {
+  broadcast_from_rank0(*comm_, module_->parameters());
   broadcast_buffers();
 }
 
-void DistributedDataParallel::broadcast_buffers() {
-  torch::NoGradGuard no_grad;
-  std::vector<WorkPtr> works;
-  for (auto b : module_->buffers()) works.push_back(comm_->broadcast(b, 0));
-  for (auto& w : works) w->wait();
-}
+void DistributedDataParallel::broadcast_buffers() { broadcast_from_rank0(*comm_, module_->buffers()); }
 
 DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)
     : ddp_(ddp), previous_(ddp.reducer_->sync_enabled) {
