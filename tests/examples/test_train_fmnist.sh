@@ -39,11 +39,11 @@ zcat "$data/train-images-idx3-ubyte.gz" | head -c 1000000 | gzip >"$tmp/truncate
 expect_error "truncated IDX file" "truncated" "$bin" "${quick[@]}" --data-dir "$tmp/truncated"
 cp "$data"/*.gz "$tmp/wrong/"
 cp "$data/train-labels-idx1-ubyte.gz" "$tmp/wrong/train-images-idx3-ubyte.gz"
-expect_error "wrong IDX file" "magic" "$bin" "${quick[@]}" --data-dir "$tmp/wrong"
+expect_error "wrong IDX file" "expected images" "$bin" "${quick[@]}" --data-dir "$tmp/wrong"
 
 # A global batch that 2 ranks cannot split. Under mpirun each rank reports; check the line.
 rm -rf "$tmp/out"; mkdir -p "$tmp/out"
-if mpirun -np 2 --oversubscribe "$bin" "${quick[@]}" --batch 255 --metrics-out "$tmp/out/m.jsonl" \
+if mpirun -np 2 --oversubscribe "$bin" --threads 1 --epochs 1 --batch 255 --metrics-out "$tmp/out/m.jsonl" \
     >"$tmp/stdout" 2>"$tmp/stderr"; then
   fail "indivisible batch: exit code 0"
 elif grep -q "not divisible" "$tmp/stderr" && [[ -z $(ls -A "$tmp/out") ]]; then
