@@ -49,6 +49,7 @@ struct Config {
   std::string resume;
   std::string metrics_out;
   int64_t log_every = 50;
+  double bucket_cap_mb = 25;
   bool log_all_ranks = false;
 };
 
@@ -76,6 +77,8 @@ void add_flags(CLI::App& app, Config& c) {
                  "Resume from a checkpoint, or from the latest one in a checkpoint directory");
   app.add_option("--metrics-out", c.metrics_out, "Write JSON-lines metrics here (rank 0)");
   app.add_option("--log-every", c.log_every, "Print progress every N steps")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--bucket-cap-mb", c.bucket_cap_mb, "Data-parallel gradient bucket size in MB")
       ->check(CLI::PositiveNumber);
   app.add_flag("--log-all-ranks", c.log_all_ranks, "Log from every rank, not only rank 0");
 }
@@ -140,7 +143,10 @@ int train(const Config& c) {
     step = strata::core::load_checkpoint(path, *model, &optimizer);
     spdlog::info("resumed from {} at step {}", path, step);
   }
-  strata::parallel::DistributedDataParallel ddp(model.ptr(), world);
+  strata::parallel::DistributedDataParallel ddp(
+      model.ptr(), world,
+      strata::parallel::DistributedDataParallelOptions().bucket_cap_bytes(
+          static_cast<int64_t>(c.bucket_cap_mb * 1024 * 1024)));
 
   strata::core::DistributedSampler sampler(strata::core::DistributedSamplerOptions(train_set.size())
                                                .rank(rank)
