@@ -3,11 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <thread>
-
+#include "comm_test_support.h"
 #include "strata/parallel/distributed_data_parallel.h"
-#include "strata/parallel/inprocess_communicator.h"
-#include "strata/parallel/mpi_communicator.h"
 
 namespace {
 
@@ -99,8 +96,8 @@ void expect_gradients_match(Net& net, const std::vector<at::Tensor>& expected, i
 }
 
 // The checks every backend runs, on each rank.
-void check_gradients_equal_single_process(const CommunicatorPtr& self) {
-  Communicator& comm = *self;
+void check_gradients_equal_single_process(Communicator& comm) {
+  const CommunicatorPtr self = comm.shared_from_this();
   Net net;
   // Tiny buckets, so that several all-reduces are in flight during backward.
   DistributedDataParallel ddp(net.ptr(), self, DistributedDataParallelOptions().bucket_cap_bytes(4096).first_bucket_cap_bytes(512));
@@ -109,8 +106,8 @@ void check_gradients_equal_single_process(const CommunicatorPtr& self) {
   expect_gradients_match(net, reference_gradients(1), comm.rank());
 }
 
-void check_gradient_accumulation(const CommunicatorPtr& self) {
-  Communicator& comm = *self;
+void check_gradient_accumulation(Communicator& comm) {
+  const CommunicatorPtr self = comm.shared_from_this();
   Net net;
   DistributedDataParallel ddp(net.ptr(), self);
   {
@@ -124,8 +121,8 @@ void check_gradient_accumulation(const CommunicatorPtr& self) {
 
 // Ten SGD steps: every replica ends bit-identical to the others and equal to the
 // single-process run within the tolerance.
-void check_training_steps(const CommunicatorPtr& self) {
-  Communicator& comm = *self;
+void check_training_steps(Communicator& comm) {
+  const CommunicatorPtr self = comm.shared_from_this();
   Net reference;
   torch::optim::SGD reference_sgd(reference->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   Net net;
@@ -151,8 +148,8 @@ void check_training_steps(const CommunicatorPtr& self) {
   }
 }
 
-void check_initial_broadcast(const CommunicatorPtr& self) {
-  Communicator& comm = *self;
+void check_initial_broadcast(Communicator& comm) {
+  const CommunicatorPtr self = comm.shared_from_this();
   Net net;
   torch::NoGradGuard no_grad;
   for (auto& p : net->parameters()) p.add_(comm.rank());  // replicas start different
@@ -163,17 +160,8 @@ void check_initial_broadcast(const CommunicatorPtr& self) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(a[i].equal(b[i])) << "parameter " << i;
 }
 
-using Check = void (*)(const CommunicatorPtr&);
-
-// Runs `check` on `ranks` threads, each with its in-process communicator.
-void run_in_process(int ranks, Check check) {
-  auto comms = strata::parallel::InProcessCommunicator::create(ranks);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < ranks; ++r) {
-    threads.emplace_back([&, r] { check(comms[r]); });
-  }
-  for (auto& t : threads) t.join();
-}
+using strata::parallel::testing::run_in_process;
+using strata::parallel::testing::run_mpi;
 
 class InProcessDataParallel : public testing::TestWithParam<int> {};
 
@@ -191,23 +179,9 @@ TEST_P(InProcessDataParallel, BroadcastsRankZeroAtConstruction) {
 }
 INSTANTIATE_TEST_SUITE_P(Ranks, InProcessDataParallel, testing::Values(1, 2, 3, 4));
 
-CommunicatorPtr mpi_world() { return strata::parallel::MpiCommunicator::world(); }
-
-TEST(MpiDataParallel, GradientsEqualSingleProcess) {
-  auto world = mpi_world();
-  check_gradients_equal_single_process(world);
-}
-TEST(MpiDataParallel, NoSyncAccumulatesThenSynchronizes) {
-  auto world = mpi_world();
-  check_gradient_accumulation(world);
-}
-TEST(MpiDataParallel, TenStepsMatchSingleProcess) {
-  auto world = mpi_world();
-  check_training_steps(world);
-}
-TEST(MpiDataParallel, BroadcastsRankZeroAtConstruction) {
-  auto world = mpi_world();
-  check_initial_broadcast(world);
-}
+TEST(MpiDataParallel, GradientsEqualSingleProcess) { run_mpi(check_gradients_equal_single_process); }
+TEST(MpiDataParallel, NoSyncAccumulatesThenSynchronizes) { run_mpi(check_gradient_accumulation); }
+TEST(MpiDataParallel, TenStepsMatchSingleProcess) { run_mpi(check_training_steps); }
+TEST(MpiDataParallel, BroadcastsRankZeroAtConstruction) { run_mpi(check_initial_broadcast); }
 
 }  // namespace
