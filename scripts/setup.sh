@@ -10,7 +10,7 @@ packages=(
   libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libxxhash-dev zlib1g-dev
-  python3-torch
+  python3-torch python3-matplotlib
   dataset-fashion-mnist fortunes
 )
 
@@ -26,6 +26,14 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   sudo_cmd=""
   [[ $(id -u) -eq 0 ]] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq >/dev/null
-  $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log=$(mktemp)
+  # Quiet when it works; the whole apt log when it does not.
+  if ! { $sudo_cmd apt-get update -qq && \
+         $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: apt-get failed" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
 fi
