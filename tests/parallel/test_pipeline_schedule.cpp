@@ -116,7 +116,8 @@ TEST(PipelineScheduleGenerators, InterleavedPlacesStagesRoundRobin) {
   EXPECT_EQ(s.num_stages, 4);
   for (int r = 0; r < 2; ++r)
     for (const auto& in : s.ranks[r]) {
-      if (in.op == Op::Forward) EXPECT_TRUE(in.stage == r || in.stage == r + 2) << in.stage;
+      if (in.op != Op::Forward) continue;
+      EXPECT_TRUE(in.stage == r || in.stage == r + 2) << in.stage;
     }
 }
 
@@ -210,6 +211,20 @@ TEST(PipelineScheduleSimulation, InterleavedBubbleBelowOneFOneB) {
       const auto one = simulate_schedule(make_1f1b_schedule(k, m), costs);
       for (int r = 0; r < k; ++r) EXPECT_LT(inter.idle_fraction[r], one.idle_fraction[r]);
     }
+}
+
+// Megatron-LM's figure: v chunks per rank cut the bubble to (K-1)/(vM+K-1).
+TEST(PipelineScheduleSimulation, InterleavedBubble) {
+  const PipelineCosts costs{1.0, 1.0, 1.0, 0.0};
+  for (int v : {2, 3})
+    for (int k : {2, 4})
+      for (int m : {k, 2 * k, 8}) {
+        SCOPED_TRACE("v=" + std::to_string(v) + " K=" + std::to_string(k) +
+                     " M=" + std::to_string(m));
+        const auto sim = simulate_schedule(make_interleaved_1f1b_schedule(k, m, v), costs);
+        for (int r = 0; r < k; ++r)
+          EXPECT_NEAR(sim.idle_fraction[r], double(k - 1) / (v * m + k - 1), 1e-9);
+      }
 }
 
 TEST(PipelineScheduleSimulation, SendCostDelaysTheReceiver) {
