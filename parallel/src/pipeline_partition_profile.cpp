@@ -70,22 +70,26 @@ std::vector<LayerProfile> profile_layers(torch::nn::Sequential& model,
     }
     // Later layers' inputs need a gradient, as inside a pipeline where every stage but the
     // first sends one back; integer inputs (token ids) cannot have one.
-    if (index > 0 && input.is_floating_point()) input.requires_grad_(true);
+    const bool needs_grad = index > 0 && input.is_floating_point();
 
-    at::Tensor output;
+    at::Tensor x, output;
     std::vector<double> times;
     for (int r = 0; r <= repeats; ++r) {  // r == 0 warms up (allocations, kernel choice)
-      if (input.requires_grad()) input.mutable_grad() = at::Tensor();
+      // A fresh non-leaf copy each time: an in-place layer (ReLU(inplace)) may overwrite
+      // it, which autograd refuses on a leaf and which would change the next repeat's input.
+      // Its backward passes the gradient through without work.
+      x = input.detach().requires_grad_(needs_grad).clone();
       const auto start = std::chrono::steady_clock::now();
-      output = layer.forward(input);
+      output = layer.forward(x);
       if (output.requires_grad()) output.backward(at::ones_like(output));
       const auto stop = std::chrono::steady_clock::now();
       if (r > 0) times.push_back(std::chrono::duration<double>(stop - start).count());
     }
     p.time = median(times);
-    // A view (Flatten, reshape) shares its input's storage and keeps nothing new alive.
-    p.activation_bytes = output.is_alias_of(input) ? 0 : bytes_of(output);
-    if (p.parameters > 0) p.activation_bytes += bytes_of(input);
+    // A view (Flatten, reshape) or an in-place result shares its input's storage and keeps
+    // nothing new alive.
+    p.activation_bytes = output.is_alias_of(x) ? 0 : bytes_of(output);
+    if (p.parameters > 0) p.activation_bytes += bytes_of(x);
     profiles.push_back(std::move(p));
 
     input = output.detach();

@@ -331,6 +331,18 @@ TEST(PipelinePartitionProfile, FmnistMlpLayers) {
   for (const auto& p : model->parameters()) EXPECT_FALSE(p.grad().defined());
 }
 
+// In-place layers overwrite their input: profiling must not trip autograd's leaf check,
+// and the in-place result keeps nothing new alive.
+TEST(PipelinePartitionProfile, InPlaceLayers) {
+  torch::nn::Sequential model(torch::nn::Linear(6, 5),
+                              torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)),
+                              torch::nn::Linear(5, 3));
+  const auto layers = profile_layers(model, torch::randn({4, 6}), 1);
+  ASSERT_EQ(layers.size(), 3u);
+  EXPECT_EQ(layers[1].activation_bytes, 0);
+  EXPECT_EQ(layers[2].activation_bytes, 4 * (5 + 3) * 4);
+}
+
 TEST(PipelinePartitionDescribe, MentionsEachStage) {
   std::vector<LayerProfile> layers = layers_with_times({0.001, 0.002, 0.003, 0.004});
   for (auto& l : layers) l.parameters = 10;

@@ -35,7 +35,7 @@ struct LayerProfile {
 // Runs each layer of `model` forward and backward on the activations `sample_micro_batch`
 // produces, once to warm up and then `repeats` times, and records the median time.
 // activation_bytes is an approximation from tensor sizes, not an allocator measurement:
-// the output's bytes (0 when the output is a view of the input, as for Flatten), plus
+// the output's bytes (0 when it shares the input's storage: Flatten, in-place ReLU), plus
 // the input's bytes for layers with parameters (Linear, Conv, norms), which save their
 // input to compute the weight gradient. The first layer's input is not given a gradient,
 // as in a real pipeline's first stage. Parameter gradients are left as they were.
