@@ -91,7 +91,8 @@ enum class BalanceBy { Parameters, Time, Memory };
 
 // The contiguous split into `stages` stages whose largest stage cost (parameters, time,
 // or stage_memory_bytes under `memory`) is the smallest possible. Among equally good
-// splits, the last stage starts as early as possible, then the one before it, and so on.
+// splits, the last stage starts as early as possible, and the layers before it get their
+// own best split by the same rule, so equal inputs always give the same split.
 PipelinePartition partition_balanced(const std::vector<LayerProfile>& layers, int stages,
                                      BalanceBy by, const MemoryModel& memory = MemoryModel());
 
