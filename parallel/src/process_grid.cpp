@@ -4,20 +4,42 @@
 
 namespace strata::parallel {
 
+namespace {
+
+// The group of ranks with the same `color`, ordered by `key`. A group of the whole world
+// is the world itself, so a one-dimensional grid creates no new communicator.
+CommunicatorPtr group(const CommunicatorPtr& world, int group_size, int color, int key) {
+  return group_size == world->size() ? world : world->split(color, key);
+}
+
+}  // namespace
+
 ProcessGrid::ProcessGrid(CommunicatorPtr world, ProcessGridOptions options)
     : world_(std::move(world)), options_(options) {
   STRATA_CHECK(world_, "process grid world: got a null communicator, expected one");
   const int world_size = world_->size();
+  int& pp = options_.pipeline_parallel();
   int& dp = options_.data_parallel();
+  // Every check comes before the first split, so a bad layout fails on every rank alike
+  // instead of leaving some ranks waiting in a collective.
+  STRATA_CHECK(pp >= 1, "pipeline-parallel size: got ", pp, ", expected at least 1");
   STRATA_CHECK(dp == -1 || dp >= 1, "data-parallel size: got ", dp,
-               ", expected -1 (all ranks) or at least 1");
-  if (dp == -1) dp = world_size;
-  STRATA_CHECK(world_size % dp == 0, "data-parallel size ", dp, " does not divide world size ",
-               world_size);
-  // The data-parallel index varies fastest: a group is dp consecutive ranks, and
-  // rank / dp is the index along the other dimensions (pipeline stage, later).
-  const int outer_index = rank() / dp;
-  data_parallel_ = dp == world_size ? world_ : world_->split(outer_index, rank());
+               ", expected -1 (world size / pipeline-parallel size) or at least 1");
+  if (dp == -1) {
+    STRATA_CHECK(world_size % pp == 0, "pipeline-parallel size ", pp,
+                 " does not divide world size ", world_size);
+    dp = world_size / pp;
+  }
+  STRATA_CHECK(static_cast<long long>(pp) * dp == world_size, "pipeline ", pp,
+               " x data parallel ", dp, " = ", static_cast<long long>(pp) * dp,
+               " ranks, but the world has ", world_size);
+
+  // rank = pp_index * dp + dp_index (see the header). Both splits run on every rank, in
+  // this order, as collectives must.
+  const int pp_index = rank() / dp;
+  const int dp_index = rank() % dp;
+  data_parallel_ = group(world_, dp, /*color=*/pp_index, /*key=*/dp_index);
+  pipeline_ = group(world_, pp, /*color=*/dp_index, /*key=*/pp_index);
 }
 
 }  // namespace strata::parallel
