@@ -26,6 +26,7 @@ PipelineSimulation simulate_schedule(const PipelineSchedule& schedule,
   PipelineSimulation sim;
   sim.busy.assign(n, 0.0);
   sim.peak_in_flight.assign(n, 0);
+  sim.intervals.resize(n);
   // (is gradient, stage, micro-batch) -> when the data is at the receiver.
   std::map<std::tuple<bool, int, int>, double> arrival;
 
@@ -59,6 +60,7 @@ PipelineSimulation simulate_schedule(const PipelineSchedule& schedule,
       case PipelineOp::AllReduceGradients:
       case PipelineOp::OptimizerStep: break;  // not modelled: the same on every schedule
     }
+    sim.intervals[r].emplace_back(now[r], now[r] + cost);
     now[r] += cost;
     sim.busy[r] += cost;
     return true;

@@ -102,6 +102,8 @@ struct PipelineSimulation {
   // Per rank: the most micro-batches whose forward on this rank is done and whose last
   // backward pass (Backward or W) is not, summed over the rank's stages: its activations.
   std::vector<int> peak_in_flight;
+  // Per rank, per instruction: its (start, end) time; a receive starts when its data is there.
+  std::vector<std::vector<std::pair<double, double>>> intervals;
 };
 
 // Runs every rank's list in order: compute takes its cost, a receive waits for the
