@@ -16,12 +16,17 @@ constexpr int64_t kWidth = 8;
 constexpr double kTolerance = 1e-5;  // relative, float32
 
 // (Linear, Tanh) x 8, initialized from a generator of its own: tests build models on
-// several threads at once, and the global generator would interleave their draws.
-torch::nn::Sequential make_model() {
+// several threads at once, and the global generator would interleave their draws. With
+// `in_place`, (Linear, in-place ReLU): the activation rewrites the Linear's output, which
+// the split backward must still handle.
+torch::nn::Sequential make_model(bool in_place = false) {
   torch::nn::Sequential model;
   for (int64_t i = 0; i < kLayers / 2; ++i) {
     model->push_back(torch::nn::Linear(kWidth, kWidth));
-    model->push_back(torch::nn::Tanh());
+    if (in_place)
+      model->push_back(torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)));
+    else
+      model->push_back(torch::nn::Tanh());
   }
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
@@ -92,7 +97,8 @@ struct ScheduleCase {
 };
 
 // One step of `name` with K = comm.size() ranks and M micro-batches against the reference.
-void check_schedule(Communicator& comm, const ScheduleCase& c, int micro_batches) {
+void check_schedule(Communicator& comm, const ScheduleCase& c, int micro_batches,
+                    bool in_place = false) {
   PipelineSchedule schedule;
   try {
     schedule = make_pipeline_schedule(c.name, comm.size(), micro_batches, c.virtual_stages);
@@ -101,13 +107,13 @@ void check_schedule(Communicator& comm, const ScheduleCase& c, int micro_batches
   }
   SCOPED_TRACE(c.name + " v " + std::to_string(c.virtual_stages) + " K " +
                std::to_string(comm.size()) + " M " + std::to_string(micro_batches));
-  auto model = make_model();
+  auto model = make_model(in_place);
   auto stages = my_stages(model, schedule, comm.rank());
   PipelineExecutor executor(stages, comm.shared_from_this(), schedule, mse);
   const Batch batch = make_batch(24);
   const double loss = executor.train_step(batch.inputs, batch.targets);
 
-  auto reference = make_model();
+  auto reference = make_model(in_place);
   const double expected = reference_step(reference, batch);
   EXPECT_NEAR(loss, expected, kTolerance * std::abs(expected));
   expect_gradients(stages, reference);
@@ -136,6 +142,14 @@ TEST(PipelineExecutor, OneFOneBMatchesSingleProcess) { check_all_micro_batches({
 TEST(PipelineExecutor, ZeroBubbleH1MatchesSingleProcess) { check_all_micro_batches({"zb-h1", 1}); }
 TEST(PipelineExecutor, InterleavedMatchesSingleProcess) {
   check_all_micro_batches({"interleaved", 2});
+}
+
+TEST(PipelineExecutor, SplitBackwardHandlesInPlaceLayers) {
+  for (int ranks : {2, 4})
+    run_in_process(ranks, [](Communicator& comm) {
+      check_schedule(comm, {"zb-h1", 1}, 8, /*in_place=*/true);
+      check_schedule(comm, {"1f1b", 1}, 3, /*in_place=*/true);
+    });
 }
 
 TEST(PipelineExecutor, OneRankRunsEveryStageLocally) {
@@ -238,10 +252,17 @@ TEST(PipelineExecutor, RejectsStagesThatDoNotMatchTheSchedule) {
   });
 }
 
-// 1F1B over the whole mpirun job, K = the world size.
+// Over the whole mpirun job, K = the world size (any size from 2 to 8).
 TEST(MpiPipelineExecutor, OneFOneBMatchesSingleProcess) {
   run_mpi([](Communicator& comm) {
     for (int micro_batches : {1, 4}) check_schedule(comm, {"1f1b", 1}, micro_batches);
+  });
+}
+
+TEST(MpiPipelineExecutor, ZeroBubbleH1AndInterleavedMatchSingleProcess) {
+  run_mpi([](Communicator& comm) {
+    check_schedule(comm, {"zb-h1", 1}, 4);
+    check_schedule(comm, {"interleaved", 2}, 2 * comm.size());
   });
 }
 
