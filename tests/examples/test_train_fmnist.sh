@@ -3,26 +3,15 @@
 set -uo pipefail
 bin="$1"
 data=/usr/share/datasets/fashion-mnist
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-passes=0
+source "$(dirname "$0")/../cli_test_lib.sh"
 
-pass() { passes=$((passes + 1)); echo "ok: $1"; }
-fail() { failures=$((failures + 1)); echo "FAILED: $1"; }
-
-# expect_error NAME PATTERN CMD...: non-zero exit, exactly one stderr line matching
-# PATTERN, and no metrics or checkpoint written.
+# expect_error NAME PATTERN CMD...: one error line matching PATTERN, and no metrics or
+# checkpoint written.
 expect_error() {
   local name="$1" pattern="$2"; shift 2
   rm -rf "$tmp/out"; mkdir -p "$tmp/out"
-  "$@" --metrics-out "$tmp/out/metrics.jsonl" --checkpoint-dir "$tmp/out/ckpt" \
-    >"$tmp/stdout" 2>"$tmp/stderr"
-  local code=$?
-  local lines; lines=$(wc -l <"$tmp/stderr")
-  if [[ $code -eq 0 ]]; then fail "$name: exit code 0"; return; fi
-  if [[ $lines -ne 1 ]]; then fail "$name: $lines lines on stderr:"; cat "$tmp/stderr"; return; fi
-  if ! grep -q -- "$pattern" "$tmp/stderr"; then fail "$name: '$(cat "$tmp/stderr")' lacks '$pattern'"; return; fi
+  fails_with_one_line "$name" "$pattern" "$@" --metrics-out "$tmp/out/metrics.jsonl" \
+    --checkpoint-dir "$tmp/out/ckpt" || return
   if [[ -n $(ls -A "$tmp/out") ]]; then fail "$name: left files behind: $(ls -A "$tmp/out")"; return; fi
   pass "$name: $(cat "$tmp/stderr")"
 }
@@ -76,5 +65,4 @@ printf '\x55' | dd of="$tmp/corrupt/tensors.bin" bs=1 seek=100 conv=notrunc stat
 expect_error "corrupt checkpoint" "checksum" "$bin" "${quick[@]}" --model cnn --resume "$tmp/corrupt"
 expect_error "checkpoint of another model" "checkpoint" "$bin" "${quick[@]}" --model mlp --resume "$tmp/part/step-00000012"
 
-echo "$passes passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish

@@ -4,21 +4,12 @@
 set -uo pipefail
 bin="$1"
 here="$2"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-passes=0
-failures=0
-pass() { passes=$((passes + 1)); echo "ok: $1"; }
-fail() { failures=$((failures + 1)); echo "FAILED: $1"; }
+source "$(dirname "$0")/../cli_test_lib.sh"
 
-# expect_error NAME PATTERN ARGS...: non-zero exit and one stderr line matching PATTERN.
+# expect_error NAME PATTERN ARGS...: strata-schedule ARGS fails with one matching line.
 expect_error() {
   local name="$1" pattern="$2"; shift 2
-  if "$bin" "$@" >"$tmp/out" 2>"$tmp/err"; then fail "$name: exit code 0"; return; fi
-  if [[ $(wc -l <"$tmp/err") -ne 1 ]] || ! grep -q -- "$pattern" "$tmp/err"; then
-    fail "$name: $(cat "$tmp/err")"; return
-  fi
-  pass "$name: $(cat "$tmp/err")"
+  fails_with_one_line "$name" "$pattern" "$bin" "$@" && pass "$name: $(cat "$tmp/stderr")"
 }
 
 for schedule in gpipe 1f1b zb-h1; do
@@ -47,5 +38,4 @@ expect_error "missing file" "cannot open" --load "$tmp/nothing.json"
 expect_error "unknown flag" "bogus" --bogus
 expect_error "interleaved needs M divisible by K" "" --schedule interleaved --ranks 4 --micro-batches 6 --virtual-stages 2
 
-echo "$passes passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish

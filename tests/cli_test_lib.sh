@@ -1,0 +1,28 @@
+# Shared by the command-line tests (source it): a scratch folder that is removed at exit,
+# pass/fail counters with the closing "N passed, N failed" line, and the check that a
+# command failed with exactly one error line.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passes=0
+failures=0
+
+pass() { passes=$((passes + 1)); echo "ok: $1"; }
+fail() { failures=$((failures + 1)); echo "FAILED: $1"; }
+
+# fails_with_one_line NAME PATTERN CMD...: runs CMD (stdout and stderr into $tmp/stdout and
+# $tmp/stderr); true when it exited non-zero with one stderr line matching PATTERN,
+# otherwise records a failure and returns false.
+fails_with_one_line() {
+  local name="$1" pattern="$2"; shift 2
+  if "$@" >"$tmp/stdout" 2>"$tmp/stderr"; then fail "$name: exit code 0"; return 1; fi
+  local lines; lines=$(wc -l <"$tmp/stderr")
+  if [[ $lines -ne 1 ]] || ! grep -q -- "$pattern" "$tmp/stderr"; then
+    fail "$name: $lines line(s) on stderr, expected one matching '$pattern': $(cat "$tmp/stderr")"
+    return 1
+  fi
+}
+
+finish() {
+  echo "$passes passed, $failures failed"
+  [[ $failures -eq 0 ]]
+}
