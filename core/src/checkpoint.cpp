@@ -105,14 +105,8 @@ void rename_or_throw(const std::string& from, const std::string& to) {
 
 // Every tensor of the model by name, parameters first, skipping undefined buffers
 // (a module may register an empty slot).
-struct NamedTensor {
-  std::string name;
-  std::string kind;
-  at::Tensor tensor;
-};
-
-std::vector<NamedTensor> model_tensors(const torch::nn::Module& model) {
-  std::vector<NamedTensor> out;
+std::vector<CheckpointTensor> model_tensors(const torch::nn::Module& model) {
+  std::vector<CheckpointTensor> out;
   for (const auto& item : model.named_parameters()) {
     if (item.value().defined()) out.push_back({item.key(), "parameter", item.value()});
   }
@@ -123,20 +117,24 @@ std::vector<NamedTensor> model_tensors(const torch::nn::Module& model) {
 }
 
 // The parameters of `optimizer` with their names in `model`; a parameter the model does
-// not have cannot be named, so it cannot be saved or restored.
+// not have cannot be named, so it cannot be saved or restored. A parameter registered
+// under several names (a tied embedding and output head) is listed under each, so its
+// state is found by whichever name a part of the model (a pipeline stage) knows it by.
 std::vector<std::pair<std::string, at::Tensor>> optimizer_parameters(
     const torch::optim::Optimizer& optimizer, const torch::nn::Module& model) {
-  std::unordered_map<const void*, std::string> names;
+  std::unordered_map<const void*, std::vector<std::string>> names;
   for (const auto& item : model.named_parameters()) {
-    names.emplace(item.value().unsafeGetTensorImpl(), item.key());
+    names[item.value().unsafeGetTensorImpl()].push_back(item.key());
   }
   std::vector<std::pair<std::string, at::Tensor>> out;
+  std::set<const void*> listed;
   for (const auto& group : optimizer.param_groups()) {
     for (const at::Tensor& param : group.params()) {
       const auto it = names.find(param.unsafeGetTensorImpl());
       STRATA_CHECK(it != names.end(), "checkpoint: the optimizer holds a parameter of shape ",
                    param.sizes(), " that is not a parameter of the model");
-      out.emplace_back(it->second, param);
+      if (!listed.insert(param.unsafeGetTensorImpl()).second) continue;
+      for (const std::string& name : it->second) out.emplace_back(name, param);
     }
   }
   return out;
@@ -283,27 +281,40 @@ void check_same(const std::string& kind, const ManifestTensor& saved, const at::
 
 // ---------------------------------------------------------------- save
 
-void save_checkpoint(const std::string& path_in, const torch::nn::Module& model,
-                     torch::optim::Optimizer* optimizer, int64_t step, const json& extra) {
-  const std::string path = strip_slashes(path_in);
-  STRATA_CHECK(!path.empty() && path != "/", "checkpoint path '", path_in,
-               "': expected a directory name");
-  STRATA_CHECK(step >= 0, "checkpoint step ", step, ", expected at least 0");
-
-  // Gather everything first: an unsupported optimizer fails before any file is touched.
-  std::vector<NamedTensor> tensors = model_tensors(model);
-  json optimizer_json;
+CheckpointContents checkpoint_contents(const torch::nn::Module& model,
+                                       torch::optim::Optimizer* optimizer) {
+  CheckpointContents contents;
+  contents.tensors = model_tensors(model);
   if (optimizer != nullptr) {
     const OptimizerKind kind = detail::optimizer_kind(*optimizer);
     json lrs = json::array();
     for (const auto& group : optimizer->param_groups()) lrs.push_back(group.options().get_lr());
-    optimizer_json = {{"type", detail::optimizer_kind_name(kind)}, {"lr", lrs}};
+    contents.optimizer = {{"type", detail::optimizer_kind_name(kind)}, {"lr", lrs}};
     for (const auto& [name, param] : optimizer_parameters(*optimizer, model)) {
       for (const auto& [field, tensor] : detail::get_param_state(*optimizer, kind, param)) {
-        tensors.push_back({kOptimizerPrefix + name + "/" + field, "optimizer", tensor});
+        contents.tensors.push_back({kOptimizerPrefix + name + "/" + field, "optimizer", tensor});
       }
     }
   }
+  return contents;
+}
+
+void save_checkpoint(const std::string& path, const torch::nn::Module& model,
+                     torch::optim::Optimizer* optimizer, int64_t step, const json& extra) {
+  // Gathered first: an unsupported optimizer fails before any file is touched.
+  write_checkpoint(path, checkpoint_contents(model, optimizer), step, extra);
+}
+
+void write_checkpoint(const std::string& path_in, const CheckpointContents& contents,
+                      int64_t step, const json& extra) {
+  const std::string path = strip_slashes(path_in);
+  STRATA_CHECK(!path.empty() && path != "/", "checkpoint path '", path_in,
+               "': expected a directory name");
+  STRATA_CHECK(step >= 0, "checkpoint step ", step, ", expected at least 0");
+  std::set<std::string> names;
+  for (const CheckpointTensor& item : contents.tensors)
+    STRATA_CHECK(names.insert(item.name).second, "checkpoint ", path, ": tensor '", item.name,
+                 "' given twice");
 
   const fs::path parent = fs::path(path).parent_path();
   std::error_code ec;
@@ -322,7 +333,7 @@ void save_checkpoint(const std::string& path_in, const torch::nn::Module& model,
     std::vector<nlohmann::ordered_json> entries;
     uint64_t offset = 0;
     SyncedFile bin(tmp + "/" + kTensors);
-    for (const NamedTensor& item : tensors) {
+    for (const CheckpointTensor& item : contents.tensors) {
       const at::Tensor cpu = item.tensor.detach().to(at::kCPU).contiguous();
       bin.write(cpu.data_ptr(), cpu.nbytes());
       entries.push_back({{"name", item.name},
@@ -340,7 +351,7 @@ void save_checkpoint(const std::string& path_in, const torch::nn::Module& model,
                                          {"version", kVersion},
                                          {"step", step},
                                          {"extra", extra.is_null() ? json::object() : extra},
-                                         {"optimizer", optimizer_json}};
+                                         {"optimizer", contents.optimizer}};
     SyncedFile manifest_file(tmp + "/" + kManifest);
     const std::string text = manifest_text(head, entries);
     manifest_file.write(text.data(), text.size());
@@ -373,16 +384,18 @@ void save_checkpoint(const std::string& path_in, const torch::nn::Module& model,
 // ---------------------------------------------------------------- load
 
 int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
-                        torch::optim::Optimizer* optimizer, json* extra) {
+                        torch::optim::Optimizer* optimizer, json* extra, CheckpointMatch match) {
   const std::string path = strip_slashes(path_in);
   const Manifest manifest = read_manifest(path);
 
-  // 1. Names: every model tensor is in the checkpoint and nothing else is.
+  // 1. Names: every model tensor is in the checkpoint and (unless the model is a part of
+  // the checkpoint's model) nothing else is.
+  const bool subset = match == CheckpointMatch::Subset;
   std::unordered_map<std::string, const ManifestTensor*> saved;
   for (const ManifestTensor& t : manifest.tensors) saved.emplace(t.name, &t);
-  const std::vector<NamedTensor> live = model_tensors(model);
+  const std::vector<CheckpointTensor> live = model_tensors(model);
   std::set<std::string> live_names;
-  for (const NamedTensor& item : live) {
+  for (const CheckpointTensor& item : live) {
     live_names.insert(item.name);
     const auto it = saved.find(item.name);
     STRATA_CHECK(it != saved.end(), "checkpoint ", path, " has no tensor for ", item.kind, " '",
@@ -391,12 +404,12 @@ int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
                  "' is a ", it->second->kind, " in checkpoint, a ", item.kind, " in the model");
   }
   for (const ManifestTensor& t : manifest.tensors) {
-    STRATA_CHECK(t.kind == "optimizer" || live_names.count(t.name), "checkpoint ", path,
+    STRATA_CHECK(subset || t.kind == "optimizer" || live_names.count(t.name), "checkpoint ", path,
                  " has tensor '", t.name, "' the model lacks — was it saved from another model?");
   }
 
   // 2. Shapes and dtypes, checked on the manifest before reading any data.
-  for (const NamedTensor& item : live) check_same(item.kind, *saved.at(item.name), item.tensor);
+  for (const CheckpointTensor& item : live) check_same(item.kind, *saved.at(item.name), item.tensor);
 
   // 3. Optimizer: same type and param groups, state for the optimizer's own parameters.
   std::optional<OptimizerKind> kind;
@@ -429,6 +442,7 @@ int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
                    "checkpoint ", path, ": optimizer tensor '", t.name,
                    "', expected a name optimizer/<parameter>/<field>");
       const std::string param = t.name.substr(prefix.size(), slash - prefix.size());
+      if (subset && !live_names.count(param)) continue;  // another part's parameter
       STRATA_CHECK(opt_param_by_name.count(param), "checkpoint ", path,
                    " has optimizer state for '", param, "', which the optimizer does not hold");
       state[param][t.name.substr(slash + 1)] = data.at(t.name);
@@ -441,7 +455,7 @@ int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
   // Everything is verified; from here on nothing can fail on the checkpoint's account.
   {
     torch::NoGradGuard no_grad;
-    for (const NamedTensor& item : live) item.tensor.copy_(data.at(item.name));
+    for (const CheckpointTensor& item : live) item.tensor.copy_(data.at(item.name));
   }
   if (optimizer != nullptr) {
     optimizer->state().clear();

@@ -397,3 +397,69 @@ TEST(CheckpointModels, FmnistMlpVsCnn) {
               HasSubstr("was it saved from another model?"));
   expect_bit_identical(*cnn, before);
 }
+
+// A pipeline stage loads its part of a whole-model checkpoint: the tensors and optimizer
+// state of the layers it holds, under their whole-model names.
+TEST(Checkpoint, SubsetLoadsOnePartOfTheModel) {
+  TempDir dir;
+  torch::manual_seed(1);
+  auto model = small_model();
+  torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  train(model, sgd, 2, 2);
+  const std::string path = checkpoint_path(dir.path(), 2);
+  save_checkpoint(path, *model, &sgd, 2);
+
+  // The last layer alone, registered under its name in the whole model.
+  torch::manual_seed(7);
+  nn::Module part;
+  auto last = part.register_module("3", nn::Linear(16, 4));
+  torch::optim::SGD part_sgd(part.parameters(), torch::optim::SGDOptions(0.5).momentum(0.9));
+  EXPECT_THAT(error_of([&] { load_checkpoint(path, part, &part_sgd); }),
+              HasSubstr("has tensor '0.weight' the model lacks"));
+  EXPECT_EQ(load_checkpoint(path, part, &part_sgd, nullptr, CheckpointMatch::Subset), 2);
+  EXPECT_TRUE(torch::equal(last->weight, model[3]->as<nn::Linear>()->weight));
+  EXPECT_EQ(part_sgd.state().size(), 2u);  // weight and bias momentum, nothing else
+  EXPECT_DOUBLE_EQ(part_sgd.param_groups()[0].options().get_lr(), 0.05);
+
+  // A part the checkpoint does not cover is still an error.
+  nn::Module stranger;
+  stranger.register_module("9", nn::Linear(16, 4));
+  EXPECT_THAT(error_of([&] {
+                load_checkpoint(path, stranger, nullptr, nullptr, CheckpointMatch::Subset);
+              }),
+              HasSubstr("has no tensor for parameter '9.weight'"));
+}
+
+// A weight registered under two names (an embedding and a tied output head) has its
+// optimizer state under both, so a part holding either layer finds it.
+TEST(Checkpoint, TiedWeightStateIsFoundUnderEitherName) {
+  TempDir dir;
+  torch::manual_seed(1);
+  const at::Tensor shared = torch::randn({4, 4}, torch::requires_grad());
+  nn::Module model;
+  auto first = model.register_module("first", std::make_shared<nn::Module>());
+  auto second = model.register_module("second", std::make_shared<nn::Module>());
+  first->register_parameter("weight", shared);
+  second->register_parameter("weight", shared);
+  const at::Tensor bias = second->register_parameter("bias", torch::zeros({4}));
+  torch::optim::SGD sgd({shared, bias}, torch::optim::SGDOptions(0.1).momentum(0.9));
+  sgd.zero_grad();
+  (torch::randn({2, 4}).mm(shared).mm(shared) + bias).sum().backward();
+  sgd.step();
+  const std::string path = checkpoint_path(dir.path(), 1);
+  save_checkpoint(path, model, &sgd, 1);
+  const auto manifest = read_manifest(path);
+  std::vector<std::string> names;
+  for (const auto& t : manifest["tensors"]) names.push_back(t["name"]);
+  EXPECT_THAT(names, testing::Contains("optimizer/first.weight/momentum_buffer"));
+  EXPECT_THAT(names, testing::Contains("optimizer/second.weight/momentum_buffer"));
+
+  nn::Module part;  // the second layer alone, as a pipeline's last stage holds it
+  auto only = part.register_module("second", std::make_shared<nn::Module>());
+  const at::Tensor copy = only->register_parameter("weight", torch::zeros({4, 4}));
+  only->register_parameter("bias", torch::ones({4}));
+  torch::optim::SGD part_sgd(part.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  load_checkpoint(path, part, &part_sgd, nullptr, CheckpointMatch::Subset);
+  EXPECT_TRUE(torch::equal(copy, shared));
+  EXPECT_EQ(part_sgd.state().size(), 2u);
+}

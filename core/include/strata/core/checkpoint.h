@@ -11,11 +11,13 @@
 // It is written under `<path>.tmp-<pid>` and renamed into place, so `path` is either the
 // old checkpoint or the complete new one, never a mix.
 
+#include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace torch {
 namespace nn {
@@ -36,14 +38,47 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model,
                      torch::optim::Optimizer* optimizer, int64_t step,
                      const nlohmann::json& extra = {});
 
+// What a checkpoint holds, before it is written: every tensor by name, and the optimizer's
+// type and learning rates (null without an optimizer). A model partitioned over ranks
+// (a pipeline) gathers the contents of every part to one rank and writes them as one
+// checkpoint, in the unpartitioned model's names.
+struct CheckpointTensor {
+  std::string name;
+  std::string kind;  // "parameter", "buffer" or "optimizer"
+  at::Tensor tensor;
+};
+struct CheckpointContents {
+  std::vector<CheckpointTensor> tensors;
+  nlohmann::json optimizer;  // {"type": "sgd", "lr": [...]} or null
+};
+
+// What save_checkpoint(path, model, optimizer, ...) writes. Raises strata::Error for an
+// optimizer checkpoints do not understand or that holds a parameter `model` lacks.
+CheckpointContents checkpoint_contents(const torch::nn::Module& model,
+                                       torch::optim::Optimizer* optimizer);
+
+// Writes `contents` as a checkpoint, atomically as save_checkpoint does. Tensor names
+// must be unique.
+void write_checkpoint(const std::string& path, const CheckpointContents& contents, int64_t step,
+                      const nlohmann::json& extra = {});
+
+// Which tensors of a checkpoint a load must use.
+enum class CheckpointMatch {
+  Exact,   // the checkpoint holds exactly the model's tensors
+  Subset,  // the model is a part of the checkpoint's model (one pipeline stage): tensors
+           // and optimizer state for parameters the model lacks are skipped
+};
+
 // Loads a checkpoint saved by save_checkpoint into `model` (and `optimizer`, when not
 // null) and returns its step; `extra`, when not null, receives the saved extra JSON.
 // Everything is verified first (manifest, names, shapes, dtypes, sizes, checksums); on
 // any error a strata::Error is thrown and model and optimizer are left untouched.
 // The optimizer's state and learning rates become those of the checkpoint: if the
 // checkpoint holds no optimizer state, the optimizer's state is cleared.
+// With CheckpointMatch::Subset, every tensor of the model must still be in the checkpoint.
 int64_t load_checkpoint(const std::string& path, torch::nn::Module& model,
-                        torch::optim::Optimizer* optimizer, nlohmann::json* extra = nullptr);
+                        torch::optim::Optimizer* optimizer, nlohmann::json* extra = nullptr,
+                        CheckpointMatch match = CheckpointMatch::Exact);
 
 // `<dir>/step-<step as 8 digits>`, e.g. "ckpt/step-00001200".
 std::string checkpoint_path(const std::string& dir, int64_t step);
