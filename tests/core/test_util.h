@@ -1,5 +1,5 @@
 #pragma once
-// Helpers shared by the core tests: a scratch directory and error capture.
+// Helpers shared by the tests: a scratch directory, error capture, small files.
 
 #include <unistd.h>
 

@@ -1,0 +1,282 @@
+// PipelineParallel: partition, stages, executor, data-parallel gradient sync and
+// topology-free checkpoints for one rank of a pipeline x data-parallel grid.
+#include "strata/parallel/pipeline_parallel.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "strata/core/checkpoint.h"
+#include "strata/core/error.h"
+#include "strata/parallel/tensor_message.h"
+
+namespace strata::parallel {
+
+namespace {
+
+std::vector<int64_t> parse_balance_list(const std::string& text) {
+  std::vector<int64_t> balance;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t used = 0;
+    int64_t value = -1;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    STRATA_CHECK(used == item.size() && !item.empty() && value > 0, "balance '", text,
+                 "': expected params, time, memory, auto or positive layer counts such as 3,5");
+    balance.push_back(value);
+  }
+  return balance;
+}
+
+MemoryModel memory_model(const std::string& schedule, int stages, int micro_batches,
+                         double optimizer_state_factor) {
+  return MemoryModel()
+      .in_flight(schedule == "gpipe" ? gpipe_in_flight(stages, micro_batches)
+                                     : one_f_one_b_in_flight(stages, micro_batches))
+      .optimizer_state_factor(optimizer_state_factor);
+}
+
+// Every tensor of `tensors` once, in order (a tied weight is one tensor under two names).
+std::vector<at::Tensor> unique_tensors(const std::vector<at::Tensor>& tensors) {
+  std::set<const void*> seen;
+  std::vector<at::Tensor> out;
+  for (const auto& t : tensors)
+    if (seen.insert(t.unsafeGetTensorImpl()).second) out.push_back(t);
+  return out;
+}
+
+// Tags of the checkpoint gather, apart from the executor's (which restart every step and
+// are all done by then anyway).
+constexpr int kCheckpointTag = 32000;
+
+}  // namespace
+
+PipelinePartition choose_partition(const std::vector<LayerProfile>& layers,
+                                   const std::string& balance, int stages,
+                                   const std::string& schedule, int micro_batches,
+                                   double optimizer_state_factor) {
+  STRATA_CHECK(stages <= static_cast<int>(layers.size()), "pipeline: ", stages,
+               " stages but the model has only ", layers.size(), " layers");
+  const MemoryModel memory = memory_model(schedule, stages, micro_batches, optimizer_state_factor);
+  if (balance == "params") return partition_balanced(layers, stages, BalanceBy::Parameters, memory);
+  if (balance == "time") return partition_balanced(layers, stages, BalanceBy::Time, memory);
+  if (balance == "memory") return partition_balanced(layers, stages, BalanceBy::Memory, memory);
+  if (balance == "auto") {
+    // Speed first, but not at any memory cost: the fastest split whose largest stage needs
+    // at most a quarter more than the most memory-balanced split's largest stage.
+    const PipelinePartition lean = partition_balanced(layers, stages, BalanceBy::Memory, memory);
+    int64_t largest = 0;
+    for (const StagePlan& s : lean.stages) largest = std::max(largest, s.memory_bytes);
+    return partition_joint(layers, stages, largest + largest / 4, memory);
+  }
+  const std::vector<int64_t> counts = parse_balance_list(balance);
+  STRATA_CHECK(static_cast<int>(counts.size()) == stages, "balance '", balance, "' has ",
+               counts.size(), " stages, expected ", stages);
+  return partition_explicit(layers, counts, memory);
+}
+
+PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGrid& grid,
+                                   PipelineLoss loss, const at::Tensor& sample_batch,
+                                   PipelineParallelOptions options)
+    : grid_(grid), options_(std::move(options)) {
+  const int pipeline_ranks = grid_.pipeline_size();
+  const int micro_batches = options_.micro_batches();
+  STRATA_CHECK(micro_batches >= 1, "micro-batches: got ", micro_batches, ", expected at least 1");
+  STRATA_CHECK(sample_batch.dim() >= 1 && sample_batch.size(0) >= micro_batches,
+               "pipeline: the sample batch has ",
+               sample_batch.dim() >= 1 ? sample_batch.size(0) : 0, " rows, expected at least the ",
+               micro_batches, " micro-batches");
+  PipelineSchedule schedule = make_pipeline_schedule(options_.schedule(), pipeline_ranks,
+                                                     micro_batches, options_.virtual_stages());
+  const int stages = schedule.num_stages;
+
+  // World rank 0 partitions; everyone uses its layer counts.
+  at::Tensor balance = at::zeros({stages}, at::kLong);
+  std::vector<LayerProfile> layers;
+  std::string error;
+  if (grid_.rank() == 0) {
+    try {
+      const at::Tensor micro_batch = sample_batch.chunk(micro_batches, 0)[0];
+      layers = profile_layers(model, micro_batch);
+      partition_ = choose_partition(layers, options_.balance(), stages, options_.schedule(),
+                                    micro_batches, options_.optimizer_state_factor());
+      balance.copy_(at::tensor(partition_.balance(), at::kLong));
+    } catch (const strata::Error& e) {
+      error = e.what();
+    }
+  }
+  // A failure on rank 0 must reach every rank, or they would wait for a partition forever.
+  const std::string message =
+      tensor_to_string(broadcast_tensor(*grid_.world(), string_to_tensor(error), 0));
+  if (!message.empty()) throw strata::Error(message);
+  grid_.world()->broadcast(balance, 0)->wait();
+  if (grid_.rank() != 0) {
+    // Layer costs are rank 0's business; the others only need names and counts.
+    for (const auto& child : model->named_children())
+      layers.push_back({child.key(), child.value()->name(), 0, 0, 0, 0});
+    partition_ = partition_explicit(layers, std::vector<int64_t>(balance.data_ptr<int64_t>(),
+                                                                 balance.data_ptr<int64_t>() + stages));
+  } else {
+    spdlog::info("pipeline partition ({} stages, balance {}):\n{}", stages, options_.balance(),
+                 partition_.describe());
+  }
+
+  const std::vector<torch::nn::Sequential> parts = split_sequential(model, partition_);
+  local_ = std::make_shared<torch::nn::Module>("PipelineStages");
+  for (int s = 0; s < stages; ++s) {
+    if (schedule.rank_of_stage(s) != grid_.pipeline_rank()) continue;
+    stages_[s] = parts[s];
+    for (const auto& child : parts[s]->named_children())
+      local_->register_module(child.key(), child.value());
+  }
+
+  // Replicas of a stage start equal: the first replica's values win.
+  // (Detached: the copy may run on another thread, where no NoGradGuard holds.)
+  if (grid_.data_parallel_size() > 1) {
+    for (const auto& t : unique_tensors(local_->parameters())) {
+      at::Tensor data = t.detach();
+      grid_.data_parallel()->broadcast(data, 0)->wait();
+    }
+    for (const auto& t : local_->buffers()) {
+      at::Tensor data = t.detach();
+      grid_.data_parallel()->broadcast(data, 0)->wait();
+    }
+  }
+
+  executor_ = std::make_unique<PipelineExecutor>(stages_, grid_.pipeline(), std::move(schedule),
+                                                 std::move(loss));
+  if (grid_.data_parallel_size() > 1) executor_->set_gradient_sync([this] { synchronize_gradients(); });
+}
+
+PipelineParallel::~PipelineParallel() = default;
+
+std::vector<at::Tensor> PipelineParallel::parameters() const {
+  return unique_tensors(local_->parameters());
+}
+
+// Averages every local gradient over the data-parallel group: the gradients are packed
+// into buckets of bucket_cap_bytes, every bucket's all-reduce is started, then each is
+// unpacked as it completes.
+void PipelineParallel::synchronize_gradients() {
+  Communicator& group = *grid_.data_parallel();
+  std::vector<at::Tensor> parameters = this->parameters();
+  for (auto& p : parameters)
+    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);  // every rank sends alike
+
+  struct Bucket {
+    std::vector<at::Tensor> grads;
+    at::Tensor flat;
+    WorkPtr work;
+  };
+  std::vector<Bucket> buckets;
+  int64_t bytes = 0;
+  for (auto& p : parameters) {
+    if (buckets.empty() || bytes >= options_.bucket_cap_bytes()) {
+      buckets.emplace_back();
+      bytes = 0;
+    }
+    buckets.back().grads.push_back(p.grad());
+    bytes += p.grad().nbytes();
+  }
+  for (Bucket& b : buckets) {
+    std::vector<at::Tensor> flat;
+    for (const auto& g : b.grads) flat.push_back(g.reshape({-1}));
+    b.flat = at::cat(flat);
+    b.work = group.allreduce(b.flat, ReduceOp::Avg);
+  }
+  for (Bucket& b : buckets) {
+    b.work->wait();
+    int64_t offset = 0;
+    for (auto& g : b.grads) {
+      g.copy_(b.flat.slice(0, offset, offset + g.numel()).view_as(g));
+      offset += g.numel();
+    }
+  }
+}
+
+double PipelineParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
+                                    torch::optim::Optimizer* optimizer) {
+  const double loss = executor_->train_step(inputs, targets, optimizer);
+  if (grid_.data_parallel_size() == 1) return loss;
+  at::Tensor mean = at::full({1}, loss, at::kDouble);
+  grid_.data_parallel()->allreduce(mean, ReduceOp::Avg)->wait();
+  return mean.item<double>();
+}
+
+at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {
+  torch::NoGradGuard no_grad;
+  Communicator& pipe = *grid_.pipeline();
+  const int stages = executor_->schedule().num_stages;
+  at::Tensor x;
+  for (auto& [s, stage] : stages_) {
+    if (s == 0) {
+      x = inputs;
+    } else if (executor_->schedule().rank_of_stage(s - 1) != pipe.rank()) {
+      x = recv_tensor(pipe, executor_->schedule().rank_of_stage(s - 1), kCheckpointTag + 1);
+    }
+    const bool training = stage->is_training();
+    stage->eval();
+    x = stage->forward(x);
+    stage->train(training);
+    if (s + 1 < stages && executor_->schedule().rank_of_stage(s + 1) != pipe.rank()) {
+      for (auto& work : isend_tensor(pipe, x, executor_->schedule().rank_of_stage(s + 1),
+                                     kCheckpointTag + 1))
+        work->wait();
+    }
+  }
+  return broadcast_tensor(pipe, x, executor_->schedule().rank_of_stage(stages - 1));
+}
+
+void PipelineParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer,
+                                       int64_t step, const nlohmann::json& extra) {
+  // Replicas hold equal stages: the first one's suffice.
+  if (grid_.data_parallel_rank() == 0) {
+    Communicator& pipe = *grid_.pipeline();
+    core::CheckpointContents contents = core::checkpoint_contents(*local_, optimizer);
+    if (pipe.rank() != 0) {
+      nlohmann::json names = nlohmann::json::array();
+      for (const auto& t : contents.tensors) names.push_back({t.name, t.kind});
+      std::vector<WorkPtr> works = isend_tensor(pipe, string_to_tensor(names.dump()), 0,
+                                                kCheckpointTag);
+      for (const auto& t : contents.tensors) {
+        auto more = isend_tensor(pipe, t.tensor.detach(), 0, kCheckpointTag);
+        works.insert(works.end(), more.begin(), more.end());
+      }
+      for (auto& work : works) work->wait();
+    } else {
+      std::set<std::string> have;
+      for (const auto& t : contents.tensors) have.insert(t.name);
+      for (int r = 1; r < pipe.size(); ++r) {
+        const auto names =
+            nlohmann::json::parse(tensor_to_string(recv_tensor(pipe, r, kCheckpointTag)));
+        for (const auto& entry : names) {
+          at::Tensor tensor = recv_tensor(pipe, r, kCheckpointTag);
+          // A tied weight's copies are equal after every step; one of each name is enough.
+          const std::string name = entry.at(0).get<std::string>();
+          if (have.insert(name).second)
+            contents.tensors.push_back({name, entry.at(1).get<std::string>(), tensor});
+        }
+      }
+      core::write_checkpoint(path, contents, step, extra);
+    }
+  }
+  // Nobody goes on (and perhaps reads the checkpoint) before it is complete.
+  grid_.world()->barrier()->wait();
+}
+
+int64_t PipelineParallel::load_checkpoint(const std::string& path,
+                                          torch::optim::Optimizer* optimizer,
+                                          nlohmann::json* extra) {
+  return core::load_checkpoint(path, *local_, optimizer, extra, core::CheckpointMatch::Subset);
+}
+
+}  // namespace strata::parallel

@@ -1,0 +1,215 @@
+// PipelineParallel: pipeline x data parallel gives the single-process gradients of the
+// global batch; evaluation is the model's forward; checkpoints saved with one layout
+// resume with another at the same loss; partition choices and their errors.
+#include <torch/torch.h>
+
+#include "comm_test_support.h"
+#include "strata/core/error.h"
+#include "strata/parallel/pipeline_parallel.h"
+#include "core/test_util.h"
+
+namespace strata::parallel::testing {
+namespace {
+
+constexpr double kTolerance = 1e-5;  // relative, float32
+
+// A small classifier: 8 layers, so K = 4 stages fit; its own generator, because the ranks
+// of an in-process job build their models at the same time.
+torch::nn::Sequential make_classifier() {
+  torch::nn::Sequential model(torch::nn::Linear(6, 16), torch::nn::ReLU(),
+                              torch::nn::Linear(16, 16), torch::nn::Tanh(),
+                              torch::nn::Linear(16, 16), torch::nn::ReLU(),
+                              torch::nn::Linear(16, 16), torch::nn::Linear(16, 3));
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  for (auto& p : model->parameters()) p.copy_(at::randn(p.sizes(), gen) * 0.4);
+  return model;
+}
+
+at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& labels) {
+  return torch::nn::functional::cross_entropy(logits, labels);
+}
+
+struct Batch {
+  at::Tensor inputs, labels;
+};
+Batch make_batch(int64_t rows, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return {at::randn({rows, 6}, gen), at::randint(0, 3, {rows}, gen)};
+}
+// Replica `index` of `replicas`' share of the global batch.
+Batch shard(const Batch& global, int index, int replicas) {
+  return {global.inputs.chunk(replicas)[index], global.labels.chunk(replicas)[index]};
+}
+
+double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
+  const double scale = expected.norm().item<double>();
+  return (actual - expected).norm().item<double>() / (scale > 0 ? scale : 1);
+}
+
+PipelineParallel make_pipeline(Communicator& comm, int pp, torch::nn::Sequential model,
+                               const Batch& sample, PipelineParallelOptions options = {}) {
+  ProcessGrid grid(comm.shared_from_this(), ProcessGridOptions().pipeline_parallel(pp));
+  return {model, grid, cross_entropy, sample.inputs, options};
+}
+
+TEST(PipelineParallel, PipelineTimesDataParallelMatchesSingleProcess) {
+  for (const char* schedule : {"gpipe", "1f1b", "zb-h1"}) {
+    SCOPED_TRACE(schedule);
+    run_in_process(4, [&](Communicator& comm) {
+      const Batch global = make_batch(24, 1);
+      ProcessGrid grid(comm.shared_from_this(),
+                       ProcessGridOptions().pipeline_parallel(2).data_parallel(2));
+      const Batch mine = shard(global, grid.data_parallel_rank(), 2);
+      PipelineParallel pipe(make_classifier(), grid, cross_entropy, mine.inputs,
+                            PipelineParallelOptions().schedule(schedule).micro_batches(3));
+      const double loss = pipe.train_step(mine.inputs, mine.labels);
+
+      auto reference = make_classifier();
+      const at::Tensor expected = cross_entropy(reference->forward(global.inputs), global.labels);
+      expected.backward();
+      EXPECT_NEAR(loss, expected.item<double>(), kTolerance * expected.item<double>());
+      const auto want = reference->named_parameters();
+      for (const auto& p : pipe.local_module().named_parameters()) {
+        SCOPED_TRACE(p.key());
+        ASSERT_TRUE(p.value().grad().defined());
+        EXPECT_LT(relative_error(p.value().grad(), want[p.key()].grad()), kTolerance);
+      }
+    });
+  }
+}
+
+TEST(PipelineParallel, EvaluateIsTheModelsForward) {
+  for (int ranks : {1, 2, 4})
+    run_in_process(ranks, [](Communicator& comm) {
+      const Batch batch = make_batch(10, 2);
+      auto pipe = make_pipeline(comm, comm.size(), make_classifier(), batch,
+                                PipelineParallelOptions().micro_batches(2));
+      const at::Tensor expected = make_classifier()->forward(batch.inputs);
+      EXPECT_LT(relative_error(pipe.evaluate(batch.inputs), expected), 1e-6);
+    });
+}
+
+TEST(PipelineParallel, InterleavedStagesEvaluateInOrder) {
+  run_in_process(2, [](Communicator& comm) {
+    const Batch batch = make_batch(8, 4);
+    auto pipe = make_pipeline(
+        comm, 2, make_classifier(), batch,
+        PipelineParallelOptions().schedule("interleaved").virtual_stages(2).micro_batches(2));
+    EXPECT_EQ(pipe.stages().size(), 2u);
+    EXPECT_LT(relative_error(pipe.evaluate(batch.inputs), make_classifier()->forward(batch.inputs)),
+              1e-6);
+  });
+}
+
+// Two SGD steps with pp = 2, dp = 2, saved; the third step's loss is the same when the
+// checkpoint is resumed with pp = 1 (one rank), pp = 4, and pp = 2, dp = 2.
+TEST(PipelineParallel, CheckpointsResumeWithAnyLayout) {
+  strata::test::TempDir dir;
+  const std::string path = dir.path() + "/step-2";
+  const auto sgd_for = [](PipelineParallel& pipe) {
+    return torch::optim::SGD(pipe.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  };
+  const Batch next = make_batch(24, 30);
+  double expected = 0;
+  run_in_process(4, [&](Communicator& comm) {
+    ProcessGrid grid(comm.shared_from_this(),
+                     ProcessGridOptions().pipeline_parallel(2).data_parallel(2));
+    PipelineParallel pipe(make_classifier(), grid, cross_entropy, next.inputs,
+                          PipelineParallelOptions().micro_batches(2));
+    auto sgd = sgd_for(pipe);
+    for (int step = 0; step < 2; ++step) {
+      const Batch mine = shard(make_batch(24, 20 + step), grid.data_parallel_rank(), 2);
+      sgd.zero_grad();
+      pipe.train_step(mine.inputs, mine.labels, &sgd);
+    }
+    pipe.save_checkpoint(path, &sgd, 2, {{"note", "pp2 dp2"}});
+    const Batch mine = shard(next, grid.data_parallel_rank(), 2);
+    sgd.zero_grad();
+    const double loss = pipe.train_step(mine.inputs, mine.labels, &sgd);
+    if (comm.rank() == 0) expected = loss;
+  });
+  for (int pp : {1, 4, 2}) {
+    SCOPED_TRACE("resumed with pp " + std::to_string(pp));
+    const int dp = pp == 2 ? 2 : 1;
+    run_in_process(pp * dp, [&](Communicator& comm) {
+      ProcessGrid grid(comm.shared_from_this(),
+                       ProcessGridOptions().pipeline_parallel(pp).data_parallel(dp));
+      // A different initialization: everything must come from the checkpoint.
+      auto model = make_classifier();
+      for (auto& p : model->parameters()) p.data().mul_(-2);
+      PipelineParallel pipe(model, grid, cross_entropy, next.inputs,
+                            PipelineParallelOptions().micro_batches(3));
+      auto sgd = sgd_for(pipe);
+      nlohmann::json extra;
+      EXPECT_EQ(pipe.load_checkpoint(path, &sgd, &extra), 2);
+      EXPECT_EQ(extra["note"], "pp2 dp2");
+      const Batch mine = shard(next, grid.data_parallel_rank(), dp);
+      sgd.zero_grad();
+      const double loss = pipe.train_step(mine.inputs, mine.labels, &sgd);
+      EXPECT_NEAR(loss, expected, 1e-6);
+    });
+  }
+}
+
+TEST(PipelineParallel, ChoosesThePartitionItIsAskedFor) {
+  std::vector<LayerProfile> layers;
+  for (int i = 0; i < 6; ++i)
+    layers.push_back({std::to_string(i), "Linear", 10 * (i + 1), 40 * (i + 1), 1.0 + (i == 0) * 9,
+                      100 * (6 - i)});
+  EXPECT_EQ(choose_partition(layers, "2,4", 2, "1f1b", 4).balance(),
+            (std::vector<int64_t>{2, 4}));
+  // Parameters grow with depth: the later stage gets fewer layers.
+  EXPECT_EQ(choose_partition(layers, "params", 2, "1f1b", 4).balance(),
+            (std::vector<int64_t>{4, 2}));
+  // Layer 0 is ten times slower than the rest.
+  EXPECT_EQ(choose_partition(layers, "time", 2, "1f1b", 4).balance(),
+            (std::vector<int64_t>{1, 5}));
+  const PipelinePartition automatic = choose_partition(layers, "auto", 2, "gpipe", 4);
+  EXPECT_GT(automatic.memory_limit_bytes, 0);
+  expect_error([&] { choose_partition(layers, "3,x", 2, "1f1b", 4); },
+               "balance '3,x': expected params, time, memory, auto or positive layer counts");
+  expect_error([&] { choose_partition(layers, "3,2,1", 2, "1f1b", 4); },
+               "balance '3,2,1' has 3 stages, expected 2");
+  expect_error([&] { choose_partition(layers, "params", 7, "1f1b", 4); },
+               "7 stages but the model has only 6 layers");
+}
+
+TEST(PipelineParallel, ErrorsReachEveryRank) {
+  run_in_process(2, [](Communicator& comm) {
+    const Batch batch = make_batch(8, 5);
+    expect_error(
+        [&] {
+          make_pipeline(comm, 2, make_classifier(), batch,
+                        PipelineParallelOptions().balance("1,1,1"));
+        },
+        "balance '1,1,1' has 3 stages, expected 2");
+    expect_error([&] { make_pipeline(comm, 2, make_classifier(), batch,
+                                     PipelineParallelOptions().micro_batches(9)); },
+                 "the sample batch has 8 rows, expected at least the 9 micro-batches");
+  });
+}
+
+// Over the whole mpirun job: pp = 2 and dp = world / 2.
+TEST(MpiPipelineParallel, PipelineTimesDataParallelMatchesSingleProcess) {
+  run_mpi([](Communicator& comm) {
+    if (comm.size() % 2 != 0) GTEST_SKIP() << "needs an even world";
+    const int dp = comm.size() / 2;
+    const Batch global = make_batch(12 * dp, 7);
+    ProcessGrid grid(comm.shared_from_this(), ProcessGridOptions().pipeline_parallel(2));
+    const Batch mine = shard(global, grid.data_parallel_rank(), dp);
+    PipelineParallel pipe(make_classifier(), grid, cross_entropy, mine.inputs,
+                          PipelineParallelOptions().micro_batches(4).balance("time"));
+    const double loss = pipe.train_step(mine.inputs, mine.labels);
+    auto reference = make_classifier();
+    const at::Tensor expected = cross_entropy(reference->forward(global.inputs), global.labels);
+    expected.backward();
+    EXPECT_NEAR(loss, expected.item<double>(), kTolerance * expected.item<double>());
+    const auto want = reference->named_parameters();
+    for (const auto& p : pipe.local_module().named_parameters())
+      EXPECT_LT(relative_error(p.value().grad(), want[p.key()].grad()), kTolerance) << p.key();
+  });
+}
+
+}  // namespace
+}  // namespace strata::parallel::testing
