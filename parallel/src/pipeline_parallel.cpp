@@ -205,11 +205,7 @@ void PipelineParallel::synchronize_gradients() {
 
 double PipelineParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
                                     torch::optim::Optimizer* optimizer) {
-  const double loss = executor_->train_step(inputs, targets, optimizer);
-  if (grid_.data_parallel_size() == 1) return loss;
-  at::Tensor mean = at::full({1}, loss, at::kDouble);
-  grid_.data_parallel()->allreduce(mean, ReduceOp::Avg)->wait();
-  return mean.item<double>();
+  return executor_->train_step(inputs, targets, optimizer);
 }
 
 at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {

@@ -72,7 +72,8 @@ class PipelineParallel {
   // One step on this replica's batch (the global batch / data-parallel size): forward and
   // backward of M micro-batches through the pipeline, gradients averaged over the
   // data-parallel group, then optimizer->step() when given. Gradients add to .grad: zero
-  // them before. Returns the loss of the whole global batch on every rank.
+  // them before. Returns the mean loss of this replica's batch on every rank of its
+  // pipeline (average it over data_parallel() for the global batch's).
   double train_step(const at::Tensor& inputs, const at::Tensor& targets,
                     torch::optim::Optimizer* optimizer = nullptr);
 

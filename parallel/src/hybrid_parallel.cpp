@@ -1,0 +1,65 @@
+#include "strata/parallel/hybrid_parallel.h"
+
+#include <torch/torch.h>
+
+#include "strata/core/checkpoint.h"
+
+namespace strata::parallel {
+
+HybridParallel::HybridParallel(torch::nn::Sequential model, CommunicatorPtr world,
+                               PipelineLoss loss, const at::Tensor& sample_batch,
+                               HybridParallelOptions options)
+    : grid_(std::move(world), ProcessGridOptions().pipeline_parallel(options.pipeline_parallel())),
+      loss_(std::move(loss)) {
+  if (options.pipeline_parallel() == 1) {
+    model_ = model;
+    ddp_ = std::make_unique<DistributedDataParallel>(
+        model.ptr(), grid_.data_parallel(),
+        DistributedDataParallelOptions().bucket_cap_bytes(options.bucket_cap_bytes()));
+  } else {
+    PipelineParallelOptions pipeline = options.pipeline();
+    pipeline.bucket_cap_bytes(options.bucket_cap_bytes());
+    pipeline_ = std::make_unique<PipelineParallel>(model, grid_, loss_, sample_batch, pipeline);
+  }
+}
+
+HybridParallel::~HybridParallel() = default;
+
+std::vector<at::Tensor> HybridParallel::parameters() const {
+  return pipeline_ ? pipeline_->parameters() : model_->parameters();
+}
+
+double HybridParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
+                                  torch::optim::Optimizer& optimizer) {
+  optimizer.zero_grad();
+  if (pipeline_) return pipeline_->train_step(inputs, targets, &optimizer);
+  const at::Tensor loss = loss_(model_->forward(inputs), targets);
+  loss.backward();  // DistributedDataParallel has averaged the gradients when this returns
+  optimizer.step();
+  return loss.item<double>();
+}
+
+at::Tensor HybridParallel::evaluate(const at::Tensor& inputs) {
+  if (pipeline_) return pipeline_->evaluate(inputs);
+  torch::NoGradGuard no_grad;
+  const bool training = model_->is_training();
+  model_->eval();
+  at::Tensor output = model_->forward(inputs);
+  model_->train(training);
+  return output;
+}
+
+void HybridParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
+                                     int64_t step, const nlohmann::json& extra) {
+  if (pipeline_) return pipeline_->save_checkpoint(path, &optimizer, step, extra);
+  if (grid_.rank() == 0) core::save_checkpoint(path, *model_, &optimizer, step, extra);
+  grid_.world()->barrier()->wait();
+}
+
+int64_t HybridParallel::load_checkpoint(const std::string& path,
+                                        torch::optim::Optimizer& optimizer) {
+  if (pipeline_) return pipeline_->load_checkpoint(path, &optimizer);
+  return core::load_checkpoint(path, *model_, &optimizer);
+}
+
+}  // namespace strata::parallel
