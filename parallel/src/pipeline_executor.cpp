@@ -4,14 +4,22 @@
 // transfers are: activations_[(s, m)] is stage s's output, gradients_[(s, m)] the gradient
 // of stage s's input. A forward or backward puts its result there; a send takes it from
 // there, a receive puts it there, so stages on one rank hand tensors over without a
-// transfer and the compute code does not care where a tensor came from.
+// transfer and the compute code does not care where a tensor came from. Skip tensors
+// travel the same way, keyed by (route, micro-batch).
 #include "strata/parallel/pipeline_executor.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/autograd.h>
+#include <torch/utils.h>
 
-#include <chrono>
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <sstream>
 
 #include "strata/core/error.h"
+#include "strata/parallel/pipeline_skip.h"
 
 namespace strata::parallel {
 
@@ -48,10 +56,13 @@ at::Tensor allocate_from_header(const at::Tensor& header) {
   return at::empty(sizes, at::TensorOptions().dtype(static_cast<at::ScalarType>(h[0])));
 }
 
-std::vector<at::Tensor> trainable_parameters(const std::vector<at::Tensor>& all) {
+// The parameters that require grad, each tensor once.
+std::vector<at::Tensor> distinct_trainable(const std::vector<at::Tensor>& all) {
   std::vector<at::Tensor> parameters;
   for (const auto& p : all)
-    if (p.requires_grad()) parameters.push_back(p);
+    if (p.requires_grad() && std::none_of(parameters.begin(), parameters.end(),
+                                          [&](const at::Tensor& q) { return q.is_same(p); }))
+      parameters.push_back(p);
   return parameters;
 }
 
@@ -64,17 +75,138 @@ void accumulate_gradient(at::Tensor& parameter, const at::Tensor& gradient) {
     parameter.mutable_grad() = gradient.clone();
 }
 
+int64_t tensor_bytes(const at::Tensor& tensor) {
+  return tensor.defined() ? tensor.numel() * static_cast<int64_t>(tensor.element_size()) : 0;
+}
+
+// The generators a stage's forward may draw from: the CPU one, and the CUDA one of the
+// input's device (layers are assumed to live on their input's device).
+using RngStates = std::vector<std::pair<at::Generator, at::Tensor>>;
+RngStates capture_rng(const at::Tensor& like) {
+  std::vector<at::Generator> generators{at::detail::getDefaultCPUGenerator()};
+  if (like.defined() && like.is_cuda())
+    generators.push_back(at::globalContext().defaultGenerator(like.device()));
+  RngStates states;
+  for (auto& generator : generators) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    states.emplace_back(generator, generator.get_state());
+  }
+  return states;
+}
+void restore_rng(RngStates& states) {
+  for (auto& [generator, state] : states) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
+  }
+}
+
+// Puts a tray in place of this thread's skip tray and the old one back when it goes, so
+// that a stage sees only its own skip tensors, also when it throws.
+class TrayScope {
+ public:
+  explicit TrayScope(SkipTray tray) : previous_(exchange_skip_tray(std::move(tray))) {}
+  ~TrayScope() { exchange_skip_tray(std::move(previous_)); }
+  SkipTray take() { return exchange_skip_tray({}); }
+
+ private:
+  SkipTray previous_;
+};
+
+// Every rank's `mine`, in rank order (a collective over `comm`).
+std::vector<std::string> allgather_strings(Communicator& comm, const std::string& mine) {
+  at::Tensor length = at::full({1}, static_cast<int64_t>(mine.size()), at::kLong);
+  at::Tensor lengths = at::empty({comm.size(), 1}, at::kLong);
+  comm.allgather(length, lengths)->wait();
+  const int64_t longest = lengths.max().item<int64_t>();
+  at::Tensor bytes = at::zeros({longest}, at::kByte);
+  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  at::Tensor all = at::empty({comm.size(), longest}, at::kByte);
+  comm.allgather(bytes, all)->wait();
+  std::vector<std::string> result;
+  for (int r = 0; r < comm.size(); ++r)
+    result.emplace_back(reinterpret_cast<const char*>(all[r].data_ptr()),
+                        static_cast<size_t>(lengths[r][0].item<int64_t>()));
+  return result;
+}
+
+// One line of a rank's stage contents: "<kind> <number> <name>" (the name may have spaces).
+struct ContentLine {
+  std::string kind;
+  int number = 0;
+  std::string name;
+};
+std::vector<ContentLine> parse_contents(const std::string& text) {
+  std::vector<ContentLine> lines;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t a = line.find(' '), b = line.find(' ', a + 1);
+    lines.push_back({line.substr(0, a), std::stoi(line.substr(a + 1, b - a - 1)),
+                     line.substr(b + 1)});
+  }
+  return lines;
+}
+
 }  // namespace
+
+std::string to_string(Recompute recompute) {
+  switch (recompute) {
+    case Recompute::Never: return "never";
+    case Recompute::Always: return "always";
+    case Recompute::ExceptLast: return "except_last";
+  }
+  return "?";
+}
+
+Recompute parse_recompute(const std::string& text) {
+  for (Recompute r : {Recompute::Never, Recompute::Always, Recompute::ExceptLast})
+    if (text == to_string(r)) return r;
+  STRATA_FAIL("recompute: got '", text, "', expected one of never, always, except_last");
+}
+
+std::vector<std::vector<std::string>> find_tied_parameters(const torch::nn::Module& model) {
+  std::vector<std::vector<std::string>> groups;
+  std::map<const c10::TensorImpl*, size_t> group_of;
+  for (const auto& p : model.named_parameters()) {
+    auto [it, added] = group_of.emplace(p.value().unsafeGetTensorImpl(), groups.size());
+    if (added) groups.emplace_back();
+    groups[it->second].push_back(p.key());
+  }
+  groups.erase(std::remove_if(groups.begin(), groups.end(),
+                              [](const auto& g) { return g.size() < 2; }),
+               groups.end());
+  return groups;
+}
+
+struct PipelineExecutor::SkipRoute {
+  std::string name;
+  int from = 0, to = 0;  // the stashing and the popping stage
+};
+
+struct PipelineExecutor::TiedGroup {
+  CommunicatorPtr comm;            // the ranks holding a copy, ordered by rank
+  std::vector<at::Tensor> copies;  // this rank's distinct tensors of the group
+};
 
 struct PipelineExecutor::Saved {
   at::Tensor input;   // a leaf; requires grad except on stage 0
   at::Tensor output;  // the stage's output; on the last stage, the scaled loss
+  // Skip tensors popped here (leaves that require grad, as the input) and stashed here
+  // for later stages (roots of the backward), by route.
+  std::vector<std::pair<int, at::Tensor>> skip_inputs, skip_outputs;
+  // A recomputed stage's forward ran without autograd; `rng` is the state it began with.
+  bool needs_recompute = false;
+  RngStates rng;
+  int64_t bytes = 0;  // what peak_saved_bytes counts for this entry
   // For a split backward: the output of each layer with trainable parameters, its
   // parameters, and (from B) the gradient of that output. W then runs each such layer's
   // own backward node only, instead of autograd again through the whole stage.
   std::vector<at::Tensor> layer_outputs;
   std::vector<std::vector<at::Tensor>> layer_parameters;
   std::vector<at::Tensor> layer_output_gradients;
+  // For a split backward of a stage that uses one parameter in several layers: B's roots
+  // and their gradients, from which W computes the weight gradients in one pass.
+  std::vector<at::Tensor> roots, root_gradients;
 };
 
 struct PipelineExecutor::PendingRecv {
@@ -83,40 +215,159 @@ struct PipelineExecutor::PendingRecv {
   WorkPtr header_work, data_work;
 };
 
+
 PipelineExecutor::PipelineExecutor(std::map<int, torch::nn::Sequential> stages,
                                    CommunicatorPtr comm, PipelineSchedule schedule,
-                                   PipelineLoss loss)
+                                   PipelineLoss loss, PipelineExecutorOptions options)
     : stages_(std::move(stages)),
       comm_(std::move(comm)),
       schedule_(std::move(schedule)),
-      loss_(std::move(loss)) {
+      loss_(std::move(loss)),
+      options_(std::move(options)) {
   STRATA_CHECK(comm_ != nullptr, "pipeline executor: communicator is null");
   STRATA_CHECK(static_cast<bool>(loss_), "pipeline executor: loss function is empty");
   verify_schedule(schedule_);
   STRATA_CHECK_EQ(comm_->size(), schedule_.num_ranks,
                   "pipeline executor: communicator size (the schedule's ranks)");
-  const int rank = comm_->rank();
-  for (int s = 0; s < schedule_.num_stages; ++s) {
-    if (schedule_.rank_of_stage(s) != rank) continue;
-    auto it = stages_.find(s);
-    STRATA_CHECK(it != stages_.end() && !it->second.is_empty(), "pipeline executor: rank ", rank,
-                 " runs stage ", s, " of schedule '", schedule_.name,
-                 "' but no module was given for it");
-  }
-  for (const auto& [s, module] : stages_)
-    STRATA_CHECK(s >= 0 && s < schedule_.num_stages && schedule_.rank_of_stage(s) == rank,
-                 "pipeline executor: stage ", s, " given to rank ", rank, ", expected one of rank ",
-                 rank, "'s stages (s % ", schedule_.num_ranks, " == ", rank, ", s < ",
-                 schedule_.num_stages, ")");
-  for (const auto& in : schedule_.ranks[rank])
-    if (in.op == PipelineOp::BackwardInput) split_backward_ = true;
   const int64_t tags = int64_t{schedule_.num_stages} * schedule_.num_micro_batches * 2;
   STRATA_CHECK(tags - 1 <= kMaxTag, "pipeline executor: stages * micro-batches * 2 = ", tags,
                " message tags, expected at most ", kMaxTag + 1,
                " (the MPI tag limit): use fewer micro-batches or stages");
+  for (const auto& in : schedule_.ranks[comm_->rank()])
+    if (in.op == PipelineOp::BackwardInput) split_backward_ = true;
+  exchange_stage_contents();
+  // W's per-layer gradient from a layer's output to its parameters would also follow the
+  // path through an earlier layer that uses the same tensor (a tied weight within one
+  // stage), counting that use twice: such stages take W from the whole stage instead.
+  for (const auto& [s, module] : stages_) {
+    std::set<const c10::TensorImpl*> seen;
+    for (const auto& layer : *module)
+      for (const auto& p : distinct_trainable(layer.ptr()->parameters()))
+        if (!seen.insert(p.unsafeGetTensorImpl()).second) shared_weight_stages_.insert(s);
+  }
 }
 
 PipelineExecutor::~PipelineExecutor() = default;
+
+// Every rank knows only its own stages, so the ranks exchange what their stages stash,
+// pop and hold (one line each), and each rank derives the same routes and groups. A
+// mistake in one rank's stages travels in the exchange too, so that every rank raises an
+// error instead of the others waiting for it.
+void PipelineExecutor::exchange_stage_contents() {
+  const int rank = comm_->rank();
+  std::string error;
+  std::ostringstream mine;
+  std::map<std::string, at::Tensor> my_parameters;
+  try {
+    for (int s = 0; s < schedule_.num_stages; ++s) {
+      if (schedule_.rank_of_stage(s) != rank) continue;
+      auto it = stages_.find(s);
+      STRATA_CHECK(it != stages_.end() && !it->second.is_empty(), "pipeline executor: rank ",
+                   rank, " runs stage ", s, " of schedule '", schedule_.name,
+                   "' but no module was given for it");
+    }
+    for (const auto& [s, module] : stages_) {
+      STRATA_CHECK(s >= 0 && s < schedule_.num_stages && schedule_.rank_of_stage(s) == rank,
+                   "pipeline executor: stage ", s, " given to rank ", rank,
+                   ", expected one of rank ", rank, "'s stages (s % ", schedule_.num_ranks,
+                   " == ", rank, ", s < ", schedule_.num_stages, ")");
+      for (const auto& child : module->modules(/*include_self=*/false)) {
+        if (auto stash = std::dynamic_pointer_cast<SkipStashImpl>(child))
+          mine << "stash " << s << ' ' << stash->name() << '\n';
+        if (auto pop = std::dynamic_pointer_cast<SkipPopImpl>(child))
+          mine << "pop " << s << ' ' << pop->name() << '\n';
+      }
+      for (const auto& p : module->named_parameters()) my_parameters[p.key()] = p.value();
+    }
+    const auto& groups = options_.tied_parameters();
+    for (size_t g = 0; g < groups.size(); ++g)
+      for (const auto& name : groups[g]) {
+        STRATA_CHECK(!name.empty() && name.find('\n') == std::string::npos,
+                     "pipeline executor: tied parameter name '", name,
+                     "' must be non-empty and on one line");
+        if (my_parameters.count(name)) mine << "param " << g << ' ' << name << '\n';
+      }
+  } catch (const strata::Error& e) {
+    error = e.what();
+  }
+  const std::vector<std::string> all =
+      allgather_strings(*comm_, error.empty() ? "ok\n" + mine.str() : "error " + error);
+  if (!error.empty()) throw strata::Error(error);
+  for (int r = 0; r < comm_->size(); ++r)
+    STRATA_CHECK(all[r].rfind("error ", 0) != 0, "pipeline executor: rank ", r,
+                 " could not construct its executor: ", all[r].substr(6));
+
+  // Skips: where each name is stashed and popped, over all ranks.
+  std::map<std::string, std::vector<int>> stashes, pops;
+  std::map<std::string, std::set<int>> holders;  // tied parameter name -> ranks
+  for (int r = 0; r < comm_->size(); ++r)
+    for (const ContentLine& line : parse_contents(all[r].substr(3))) {
+      if (line.kind == "stash") stashes[line.name].push_back(line.number);
+      if (line.kind == "pop") pops[line.name].push_back(line.number);
+      if (line.kind == "param") holders[line.name].insert(r);
+    }
+  for (const auto& [name, stages] : pops)
+    STRATA_CHECK(stashes.count(name), "pipeline executor: SkipPop('", name, "') in stage ",
+                 stages[0], " has no SkipStash('", name, "') in any stage");
+  for (const auto& [name, from] : stashes) {
+    STRATA_CHECK(from.size() == 1, "pipeline executor: SkipStash('", name, "') appears ",
+                 from.size(), " times in the stages, expected once");
+    auto it = pops.find(name);
+    STRATA_CHECK(it != pops.end(), "pipeline executor: SkipStash('", name, "') in stage ",
+                 from[0], " has no SkipPop('", name, "') in any stage");
+    STRATA_CHECK(it->second.size() == 1, "pipeline executor: SkipPop('", name, "') appears ",
+                 it->second.size(), " times in the stages, expected once");
+    const int to = it->second[0];
+    STRATA_CHECK(to >= from[0], "pipeline executor: SkipPop('", name, "') in stage ", to,
+                 " comes before its SkipStash('", name, "') in stage ", from[0]);
+    // Within one stage the tray carries it; the executor does nothing.
+    if (to != from[0]) skip_routes_.push_back({name, from[0], to});
+  }
+  const int64_t tags = int64_t{schedule_.num_stages + static_cast<int>(skip_routes_.size())} *
+                       schedule_.num_micro_batches * 2;
+  STRATA_CHECK(tags - 1 <= kMaxTag, "pipeline executor: (stages + skip routes) * micro-batches",
+               " * 2 = ", tags, " message tags, expected at most ", kMaxTag + 1,
+               " (the MPI tag limit): use fewer micro-batches, stages or cross-stage skips");
+
+  // Tied weights: one sub-communicator per group, of the ranks holding a member.
+  const auto& groups = options_.tied_parameters();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::set<int> ranks;
+    for (const auto& name : groups[g]) {
+      auto it = holders.find(name);
+      STRATA_CHECK(it != holders.end(), "pipeline executor: tied parameter '", name,
+                   "' (group ", g, ") is in no rank's stages");
+      ranks.insert(it->second.begin(), it->second.end());
+    }
+    const bool holds = ranks.count(rank) > 0;
+    CommunicatorPtr group_comm = comm_->split(holds ? 0 : -1, rank);
+    if (!holds) continue;
+    TiedGroup group{group_comm, {}};
+    for (const auto& name : groups[g]) {
+      auto it = my_parameters.find(name);
+      if (it == my_parameters.end()) continue;
+      const bool seen = std::any_of(group.copies.begin(), group.copies.end(), [&](const auto& t) {
+        return t.unsafeGetTensorImpl() == it->second.unsafeGetTensorImpl();
+      });
+      if (!seen) group.copies.push_back(it->second);
+    }
+    // Every copy starts from the lowest holding rank's value.
+    torch::NoGradGuard no_grad;
+    at::Tensor value = group.copies[0].detach().clone();
+    group.comm->broadcast(value, 0)->wait();
+    for (auto& copy : group.copies) copy.copy_(value);
+    tied_groups_.push_back(std::move(group));
+  }
+}
+
+bool PipelineExecutor::recomputes(int stage) const {
+  switch (options_.recompute()) {
+    case Recompute::Never: return false;
+    case Recompute::Always: return true;
+    case Recompute::ExceptLast: return stage != schedule_.num_stages - 1;
+  }
+  return false;
+}
 
 double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& targets,
                                     torch::optim::Optimizer* optimizer) {
@@ -130,14 +381,17 @@ double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& 
   saved_.clear();
   activations_.clear();
   gradients_.clear();
+  skip_activations_.clear();
+  skip_gradients_.clear();
   receives_.clear();
   sends_.clear();
   records_.clear();
+  saved_bytes_ = peak_saved_bytes_ = 0;
   loss_sum_ = at::zeros({}, at::kDouble);
 
-  const auto begin = std::chrono::steady_clock::now();
-  const auto seconds = [&begin] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  step_start_ = std::chrono::steady_clock::now();
+  const auto seconds = [this] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start_).count();
   };
   post_receives();
   for (const auto& in : schedule_.ranks[comm_->rank()]) {
@@ -168,12 +422,81 @@ void PipelineExecutor::run(const PipelineInstruction& in, torch::optim::Optimize
     case PipelineOp::RecvActivation:
     case PipelineOp::RecvGradient: return receive(in);
     case PipelineOp::AllReduceGradients:
+      sync_tied_gradients();
       if (gradient_sync_) gradient_sync_();
       return;
     case PipelineOp::OptimizerStep:
       if (optimizer != nullptr) optimizer->step();
       return;
   }
+}
+
+void PipelineExecutor::sync_tied_gradients() {
+  for (auto& group : tied_groups_) {
+    // The sum over this rank's copies (several names here may be several tensors), then
+    // over the ranks: every use's gradient.
+    at::Tensor sum = at::zeros_like(group.copies[0]);
+    for (const auto& copy : group.copies)
+      if (copy.grad().defined()) sum.add_(copy.grad());
+    group.comm->allreduce(sum, ReduceOp::Sum)->wait();
+    for (auto& copy : group.copies) {
+      if (copy.grad().defined())
+        copy.mutable_grad().copy_(sum);
+      else
+        copy.mutable_grad() = sum.clone();
+    }
+  }
+}
+
+void PipelineExecutor::hold(Saved& saved, int64_t bytes) {
+  saved.bytes += bytes;
+  saved_bytes_ += bytes;
+  peak_saved_bytes_ = std::max(peak_saved_bytes_, saved_bytes_);
+}
+
+at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
+  SkipTray tray;
+  for (const auto& [route, leaf] : saved.skip_inputs) tray[skip_routes_[route].name] = leaf;
+  TrayScope scope(std::move(tray));
+  saved.layer_outputs.clear();
+  saved.layer_parameters.clear();
+  int64_t layer_bytes = 0;
+  // Layer by layer, as Sequential::forward does, counting the layer outputs autograd
+  // keeps and, for a split backward, keeping what W needs.
+  at::Tensor output = saved.input;
+  for (auto& layer : *stages_.at(stage)) {
+    at::Tensor next = layer.forward(output);
+    if (!next.defined() || !output.defined() || next.data_ptr() != output.data_ptr())
+      layer_bytes += tensor_bytes(next);
+    output = std::move(next);
+    if (!split_backward_ || shared_weight_stages_.count(stage)) continue;
+    std::vector<at::Tensor> parameters = distinct_trainable(layer.ptr()->parameters());
+    if (parameters.empty() || !output.requires_grad()) continue;
+    saved.layer_outputs.push_back(output);
+    saved.layer_parameters.push_back(std::move(parameters));
+  }
+  if (at::GradMode::is_enabled()) hold(saved, layer_bytes);
+
+  // What is left on the tray was stashed here for a later stage.
+  saved.skip_outputs.clear();
+  for (auto& [name, tensor] : scope.take()) {
+    auto route = std::find_if(skip_routes_.begin(), skip_routes_.end(), [&](const SkipRoute& r) {
+      return r.name == name && r.from == stage;
+    });
+    STRATA_CHECK(route != skip_routes_.end(), "pipeline executor: stage ", stage, " left '",
+                 name, "' on the skip tray, expected it popped in this stage");
+    saved.skip_outputs.emplace_back(static_cast<int>(route - skip_routes_.begin()), tensor);
+  }
+
+  if (stage != schedule_.num_stages - 1) {
+    saved.output = output;
+    return {};
+  }
+  at::Tensor loss = loss_(output, target_chunks_[micro_batch]);
+  // The one place the loss is scaled: gradients summed over M micro-batches are then
+  // the gradient of the batch's mean loss.
+  saved.output = loss / schedule_.num_micro_batches;
+  return loss;
 }
 
 void PipelineExecutor::forward(int stage, int micro_batch) {
@@ -189,31 +512,64 @@ void PipelineExecutor::forward(int stage, int micro_batch) {
     saved->input = it->second.detach().requires_grad_(true);
     activations_.erase(it);
   }
-  at::Tensor output;
-  if (split_backward_) {
-    // Layer by layer, as Sequential::forward does, keeping what W needs.
-    output = saved->input;
-    for (auto& layer : *stages_.at(stage)) {
-      output = layer.forward(output);
-      std::vector<at::Tensor> parameters = trainable_parameters(layer.ptr()->parameters());
-      if (parameters.empty() || !output.requires_grad()) continue;
-      saved->layer_outputs.push_back(output);
-      saved->layer_parameters.push_back(std::move(parameters));
+  const int rank = comm_->rank();
+  for (int r = 0; r < static_cast<int>(skip_routes_.size()); ++r) {
+    if (skip_routes_[r].to != stage) continue;
+    at::Tensor skip;
+    if (schedule_.rank_of_stage(skip_routes_[r].from) == rank) {
+      skip = skip_activations_.at({r, micro_batch});
+      skip_activations_.erase(Key{r, micro_batch});
+    } else {
+      skip = complete_receive(skip_tag(false, r, micro_batch));
     }
-  } else {
-    output = stages_.at(stage)->forward(saved->input);
+    // A leaf like the input: its gradient goes back to the stashing stage.
+    saved->skip_inputs.emplace_back(r, skip.detach().requires_grad_(true));
   }
-  if (stage == schedule_.num_stages - 1) {
-    at::Tensor loss = loss_(output, target_chunks_[micro_batch]);
-    loss_sum_ += loss.detach().to(at::kDouble).cpu();
-    // The one place the loss is scaled: gradients summed over M micro-batches are then
-    // the gradient of the batch's mean loss.
-    saved->output = loss / schedule_.num_micro_batches;
+
+  saved->needs_recompute = recomputes(stage);
+  at::Tensor loss;
+  if (saved->needs_recompute) {
+    saved->rng = capture_rng(saved->input);
+    torch::NoGradGuard no_grad;
+    loss = compute(stage, micro_batch, *saved);
   } else {
-    saved->output = output;
-    activations_[{stage, micro_batch}] = output.detach();
+    loss = compute(stage, micro_batch, *saved);
+  }
+  int64_t bytes = tensor_bytes(saved->input) + tensor_bytes(saved->output);
+  for (const auto& skips : {&saved->skip_inputs, &saved->skip_outputs})
+    for (const auto& [route, tensor] : *skips) bytes += tensor_bytes(tensor);
+  hold(*saved, bytes);
+
+  if (loss.defined()) {
+    loss_sum_ += loss.detach().to(at::kDouble).cpu();
+  } else {
+    activations_[{stage, micro_batch}] = saved->output.detach();
+  }
+  // Skip tensors go straight to the popping stage's rank, not through the stages between.
+  for (const auto& [r, tensor] : saved->skip_outputs) {
+    const int peer = schedule_.rank_of_stage(skip_routes_[r].to);
+    if (peer == rank)
+      skip_activations_[{r, micro_batch}] = tensor.detach();
+    else
+      isend(tensor.detach(), peer, skip_tag(false, r, micro_batch));
   }
   saved_[{stage, micro_batch}] = std::move(saved);
+}
+
+void PipelineExecutor::ensure_graph(int stage, int micro_batch, Saved& saved) {
+  if (!saved.needs_recompute) return;
+  // The forward's random draws again (dropout masks), then the generators go on from
+  // where they were.
+  RngStates now = capture_rng(saved.input);
+  restore_rng(saved.rng);
+  try {
+    compute(stage, micro_batch, saved);
+  } catch (...) {
+    restore_rng(now);
+    throw;
+  }
+  restore_rng(now);
+  saved.needs_recompute = false;
 }
 
 at::Tensor PipelineExecutor::output_gradient(int stage, int micro_batch) {
@@ -227,6 +583,29 @@ at::Tensor PipelineExecutor::output_gradient(int stage, int micro_batch) {
   return gradient;
 }
 
+void PipelineExecutor::backward_roots(int stage, int micro_batch, std::vector<at::Tensor>& roots,
+                                      std::vector<at::Tensor>& gradients) {
+  Saved& saved = *saved_.at({stage, micro_batch});
+  const at::Tensor output_grad = output_gradient(stage, micro_batch);
+  if (saved.output.requires_grad()) {
+    roots.push_back(saved.output);
+    gradients.push_back(output_grad);
+  }
+  const int rank = comm_->rank();
+  for (const auto& [r, tensor] : saved.skip_outputs) {
+    at::Tensor gradient;
+    if (schedule_.rank_of_stage(skip_routes_[r].to) == rank) {
+      gradient = skip_gradients_.at({r, micro_batch});
+      skip_gradients_.erase(Key{r, micro_batch});
+    } else {
+      gradient = complete_receive(skip_tag(true, r, micro_batch));
+    }
+    if (!tensor.requires_grad()) continue;
+    roots.push_back(tensor);
+    gradients.push_back(gradient);
+  }
+}
+
 void PipelineExecutor::publish_input_gradient(int stage, int micro_batch, at::Tensor gradient) {
   if (stage == 0) return;
   const at::Tensor& input = saved_.at({stage, micro_batch})->input;
@@ -235,32 +614,65 @@ void PipelineExecutor::publish_input_gradient(int stage, int micro_batch, at::Te
   gradients_[{stage, micro_batch}] = gradient.defined() ? gradient : at::zeros_like(input);
 }
 
-void PipelineExecutor::backward(int stage, int micro_batch) {
-  at::Tensor gradient = output_gradient(stage, micro_batch);
+void PipelineExecutor::publish_skip_gradients(int micro_batch, Saved& saved,
+                                              const std::vector<at::Tensor>& grads) {
+  const int rank = comm_->rank();
+  for (size_t i = 0; i < saved.skip_inputs.size(); ++i) {
+    const auto& [r, leaf] = saved.skip_inputs[i];
+    at::Tensor gradient = grads[i].defined() ? grads[i] : at::zeros_like(leaf);
+    const int peer = schedule_.rank_of_stage(skip_routes_[r].from);
+    if (peer == rank)
+      skip_gradients_[{r, micro_batch}] = gradient;
+    else
+      isend(gradient, peer, skip_tag(true, r, micro_batch));
+  }
+}
+
+void PipelineExecutor::release(int stage, int micro_batch) {
   auto it = saved_.find({stage, micro_batch});
-  Saved& saved = *it->second;
-  if (saved.output.requires_grad()) torch::autograd::backward({saved.output}, {gradient});
-  publish_input_gradient(stage, micro_batch, stage == 0 ? at::Tensor() : saved.input.grad());
+  saved_bytes_ -= it->second->bytes;
   saved_.erase(it);
+}
+
+void PipelineExecutor::backward(int stage, int micro_batch) {
+  Saved& saved = *saved_.at({stage, micro_batch});
+  ensure_graph(stage, micro_batch, saved);
+  std::vector<at::Tensor> roots, root_gradients;
+  backward_roots(stage, micro_batch, roots, root_gradients);
+  if (!roots.empty()) torch::autograd::backward(roots, root_gradients);
+  std::vector<at::Tensor> skip_grads;
+  for (const auto& [r, leaf] : saved.skip_inputs) skip_grads.push_back(leaf.grad());
+  publish_skip_gradients(micro_batch, saved, skip_grads);
+  publish_input_gradient(stage, micro_batch, stage == 0 ? at::Tensor() : saved.input.grad());
+  release(stage, micro_batch);
 }
 
 void PipelineExecutor::backward_input(int stage, int micro_batch) {
   Saved& saved = *saved_.at({stage, micro_batch});
-  const at::Tensor output_grad = output_gradient(stage, micro_batch);
-  // One autograd pass for the input's gradient and, on the way, the gradients of the
-  // layer outputs W starts from; the graph stays for W.
+  ensure_graph(stage, micro_batch, saved);
+  std::vector<at::Tensor> roots, root_gradients;
+  backward_roots(stage, micro_batch, roots, root_gradients);
+  // One autograd pass for the gradients of the input and the popped skip tensors and, on
+  // the way, of the layer outputs W starts from; the graph stays for W.
   std::vector<at::Tensor> targets = saved.layer_outputs;
+  for (const auto& [r, leaf] : saved.skip_inputs) targets.push_back(leaf);
   if (stage > 0) targets.push_back(saved.input);
+  std::vector<at::Tensor> grads(targets.size());
+  if (!targets.empty() && !roots.empty())
+    grads = torch::autograd::grad(roots, targets, root_gradients, /*retain_graph=*/true,
+                                  /*create_graph=*/false, /*allow_unused=*/true);
   at::Tensor input_gradient;
-  if (!targets.empty() && saved.output.requires_grad()) {
-    std::vector<at::Tensor> grads =
-        torch::autograd::grad({saved.output}, targets, {output_grad}, /*retain_graph=*/true,
-                              /*create_graph=*/false, /*allow_unused=*/true);
-    if (stage > 0) {
-      input_gradient = grads.back();
-      grads.pop_back();
-    }
-    saved.layer_output_gradients = std::move(grads);
+  if (stage > 0) {
+    input_gradient = grads.back();
+    grads.pop_back();
+  }
+  const auto skips_begin = grads.begin() + static_cast<std::ptrdiff_t>(saved.layer_outputs.size());
+  publish_skip_gradients(micro_batch, saved, std::vector<at::Tensor>(skips_begin, grads.end()));
+  grads.erase(skips_begin, grads.end());
+  saved.layer_output_gradients = std::move(grads);
+  if (shared_weight_stages_.count(stage)) {
+    saved.roots = std::move(roots);
+    saved.root_gradients = std::move(root_gradients);
   }
   publish_input_gradient(stage, micro_batch, input_gradient);
 }
@@ -280,7 +692,30 @@ void PipelineExecutor::backward_weight(int stage, int micro_batch) {
         /*retain_graph=*/true, /*create_graph=*/false, /*allow_unused=*/true);
     for (size_t p = 0; p < parameters.size(); ++p) accumulate_gradient(parameters[p], grads[p]);
   }
-  saved_.erase(it);
+  if (!saved.roots.empty()) {
+    std::vector<at::Tensor> parameters = distinct_trainable(stages_.at(stage)->parameters());
+    if (!parameters.empty()) {
+      std::vector<at::Tensor> grads =
+          torch::autograd::grad(saved.roots, parameters, saved.root_gradients,
+                                /*retain_graph=*/false, /*create_graph=*/false,
+                                /*allow_unused=*/true);
+      for (size_t p = 0; p < parameters.size(); ++p) accumulate_gradient(parameters[p], grads[p]);
+    }
+  }
+  release(stage, micro_batch);
+}
+
+int PipelineExecutor::skip_tag(bool gradient, int route, int micro_batch) const {
+  // After the stage messages' tags (the constructor checks the total).
+  return message_tag(gradient, schedule_.num_stages + route, micro_batch,
+                     schedule_.num_micro_batches);
+}
+
+void PipelineExecutor::isend(const at::Tensor& tensor, int peer, int tag) {
+  const at::Tensor data = tensor.contiguous();
+  // The Works keep both tensors alive until the sends complete (waited at the step's end).
+  sends_.push_back(comm_->isend(make_header(data), peer, tag));
+  sends_.push_back(comm_->isend(data, peer, tag));
 }
 
 void PipelineExecutor::send(const PipelineInstruction& in) {
@@ -288,41 +723,53 @@ void PipelineExecutor::send(const PipelineInstruction& in) {
   auto& store = gradient ? gradients_ : activations_;
   auto it = store.find({in.stage, in.micro_batch});
   STRATA_CHECK(it != store.end(), "pipeline executor: nothing to send for ", to_string(in));
-  const at::Tensor data = it->second.contiguous();
+  isend(it->second, in.peer,
+        message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches));
   store.erase(it);
-  const int tag = message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches);
-  // The Works keep both tensors alive until the sends complete (waited at the step's end).
-  sends_.push_back(comm_->isend(make_header(data), in.peer, tag));
-  sends_.push_back(comm_->isend(data, in.peer, tag));
+}
+
+void PipelineExecutor::post_receive(int source, int tag) {
+  auto pending = std::make_unique<PendingRecv>();
+  pending->source = source;
+  pending->tag = tag;
+  pending->header = at::empty({kHeaderLength}, at::kLong);
+  pending->header_work = comm_->irecv(pending->header, source, tag);
+  receives_[tag] = std::move(pending);
 }
 
 void PipelineExecutor::post_receives() {
   for (const auto& in : schedule_.ranks[comm_->rank()]) {
     if (in.op != PipelineOp::RecvActivation && in.op != PipelineOp::RecvGradient) continue;
     const bool gradient = in.op == PipelineOp::RecvGradient;
-    auto pending = std::make_unique<PendingRecv>();
-    pending->source = in.peer;
-    pending->tag = message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches);
-    pending->header = at::empty({kHeaderLength}, at::kLong);
-    pending->header_work = comm_->irecv(pending->header, in.peer, pending->tag);
-    receives_[{gradient, {in.stage, in.micro_batch}}] = std::move(pending);
+    post_receive(in.peer,
+                 message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches));
+  }
+  // Skip tensors into this rank's popping stages, their gradients into its stashing ones.
+  const int rank = comm_->rank();
+  for (int r = 0; r < static_cast<int>(skip_routes_.size()); ++r) {
+    const int from = schedule_.rank_of_stage(skip_routes_[r].from);
+    const int to = schedule_.rank_of_stage(skip_routes_[r].to);
+    if (from == to) continue;
+    for (int m = 0; m < schedule_.num_micro_batches; ++m) {
+      if (to == rank) post_receive(from, skip_tag(false, r, m));
+      if (from == rank) post_receive(to, skip_tag(true, r, m));
+    }
   }
 }
 
 // Posts the data receive of every message whose header has arrived, so that the data
 // moves while this rank computes.
 void PipelineExecutor::progress_receives() {
-  for (auto& [key, pending] : receives_) {
+  for (auto& [tag, pending] : receives_) {
     if (pending->data_work || !pending->header_work->is_completed()) continue;
     pending->data = allocate_from_header(pending->header);
     pending->data_work = comm_->irecv(pending->data, pending->source, pending->tag);
   }
 }
 
-void PipelineExecutor::receive(const PipelineInstruction& in) {
-  const bool gradient = in.op == PipelineOp::RecvGradient;
-  auto it = receives_.find({gradient, {in.stage, in.micro_batch}});
-  STRATA_CHECK(it != receives_.end(), "pipeline executor: no receive posted for ", to_string(in));
+at::Tensor PipelineExecutor::complete_receive(int tag) {
+  auto it = receives_.find(tag);
+  STRATA_CHECK(it != receives_.end(), "pipeline executor: no receive posted for tag ", tag);
   PendingRecv& pending = *it->second;
   if (!pending.data_work) {
     pending.header_work->wait();
@@ -330,8 +777,15 @@ void PipelineExecutor::receive(const PipelineInstruction& in) {
     pending.data_work = comm_->irecv(pending.data, pending.source, pending.tag);
   }
   pending.data_work->wait();
-  (gradient ? gradients_ : activations_)[{in.stage, in.micro_batch}] = pending.data;
+  at::Tensor data = pending.data;
   receives_.erase(it);
+  return data;
+}
+
+void PipelineExecutor::receive(const PipelineInstruction& in) {
+  const bool gradient = in.op == PipelineOp::RecvGradient;
+  (gradient ? gradients_ : activations_)[{in.stage, in.micro_batch}] = complete_receive(
+      message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches));
 }
 
 }  // namespace strata::parallel
