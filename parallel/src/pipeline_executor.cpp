@@ -4,32 +4,33 @@
 // transfers are: activations_[(s, m)] is stage s's output, gradients_[(s, m)] the gradient
 // of stage s's input. A forward or backward puts its result there; a send takes it from
 // there, a receive puts it there, so stages on one rank hand tensors over without a
-// transfer and the compute code does not care where a tensor came from.
+// transfer and the compute code does not care where a tensor came from. Skip tensors
+// travel the same way, keyed by (route, micro-batch).
 #include "strata/parallel/pipeline_executor.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/autograd.h>
+#include <torch/utils.h>
 
-#include <chrono>
+#include <algorithm>
+#include <mutex>
+#include <set>
 
+#include "pipeline_executor_internal.h"
 #include "strata/core/error.h"
+#include "strata/parallel/pipeline_skip.h"
 
 namespace strata::parallel {
+
+using pipeline_detail::distinct_trainable;
+using pipeline_detail::kHeaderLength;
+using pipeline_detail::kMaxDims;
+using pipeline_detail::message_tag;
+using pipeline_detail::RngStates;
 
 namespace {
 
 // The header that goes before each tensor: dtype, number of dims, then the sizes.
-constexpr int64_t kMaxDims = 8;
-constexpr int64_t kHeaderLength = 2 + kMaxDims;
-// MPI guarantees tags up to 32767 (MPI_TAG_UB may be larger, but need not be).
-constexpr int64_t kMaxTag = 32767;
-
-// One tag per message: (stage, micro-batch, kind). The header and the data of a message
-// share it: messages with one (source, destination, tag) arrive in the order sent.
-int message_tag(bool gradient, int stage, int micro_batch, int micro_batches) {
-  return static_cast<int>((static_cast<int64_t>(stage) * micro_batches + micro_batch) * 2 +
-                          (gradient ? 1 : 0));
-}
-
 at::Tensor make_header(const at::Tensor& tensor) {
   STRATA_CHECK(tensor.dim() <= kMaxDims, "pipeline executor: a tensor sent between stages has ",
                tensor.dim(), " dims, expected at most ", kMaxDims);
@@ -48,13 +49,6 @@ at::Tensor allocate_from_header(const at::Tensor& header) {
   return at::empty(sizes, at::TensorOptions().dtype(static_cast<at::ScalarType>(h[0])));
 }
 
-std::vector<at::Tensor> trainable_parameters(const std::vector<at::Tensor>& all) {
-  std::vector<at::Tensor> parameters;
-  for (const auto& p : all)
-    if (p.requires_grad()) parameters.push_back(p);
-  return parameters;
-}
-
 // Adds `gradient` to the parameter's .grad, as backward() would.
 void accumulate_gradient(at::Tensor& parameter, const at::Tensor& gradient) {
   if (!gradient.defined()) return;
@@ -64,59 +58,43 @@ void accumulate_gradient(at::Tensor& parameter, const at::Tensor& gradient) {
     parameter.mutable_grad() = gradient.clone();
 }
 
-}  // namespace
-
-struct PipelineExecutor::Saved {
-  at::Tensor input;   // a leaf; requires grad except on stage 0
-  at::Tensor output;  // the stage's output; on the last stage, the scaled loss
-  // For a split backward: the output of each layer with trainable parameters, its
-  // parameters, and (from B) the gradient of that output. W then runs each such layer's
-  // own backward node only, instead of autograd again through the whole stage.
-  std::vector<at::Tensor> layer_outputs;
-  std::vector<std::vector<at::Tensor>> layer_parameters;
-  std::vector<at::Tensor> layer_output_gradients;
-};
-
-struct PipelineExecutor::PendingRecv {
-  int source = -1, tag = 0;
-  at::Tensor header, data;
-  WorkPtr header_work, data_work;
-};
-
-PipelineExecutor::PipelineExecutor(std::map<int, torch::nn::Sequential> stages,
-                                   CommunicatorPtr comm, PipelineSchedule schedule,
-                                   PipelineLoss loss)
-    : stages_(std::move(stages)),
-      comm_(std::move(comm)),
-      schedule_(std::move(schedule)),
-      loss_(std::move(loss)) {
-  STRATA_CHECK(comm_ != nullptr, "pipeline executor: communicator is null");
-  STRATA_CHECK(static_cast<bool>(loss_), "pipeline executor: loss function is empty");
-  verify_schedule(schedule_);
-  STRATA_CHECK_EQ(comm_->size(), schedule_.num_ranks,
-                  "pipeline executor: communicator size (the schedule's ranks)");
-  const int rank = comm_->rank();
-  for (int s = 0; s < schedule_.num_stages; ++s) {
-    if (schedule_.rank_of_stage(s) != rank) continue;
-    auto it = stages_.find(s);
-    STRATA_CHECK(it != stages_.end() && !it->second.is_empty(), "pipeline executor: rank ", rank,
-                 " runs stage ", s, " of schedule '", schedule_.name,
-                 "' but no module was given for it");
-  }
-  for (const auto& [s, module] : stages_)
-    STRATA_CHECK(s >= 0 && s < schedule_.num_stages && schedule_.rank_of_stage(s) == rank,
-                 "pipeline executor: stage ", s, " given to rank ", rank, ", expected one of rank ",
-                 rank, "'s stages (s % ", schedule_.num_ranks, " == ", rank, ", s < ",
-                 schedule_.num_stages, ")");
-  for (const auto& in : schedule_.ranks[rank])
-    if (in.op == PipelineOp::BackwardInput) split_backward_ = true;
-  const int64_t tags = int64_t{schedule_.num_stages} * schedule_.num_micro_batches * 2;
-  STRATA_CHECK(tags - 1 <= kMaxTag, "pipeline executor: stages * micro-batches * 2 = ", tags,
-               " message tags, expected at most ", kMaxTag + 1,
-               " (the MPI tag limit): use fewer micro-batches or stages");
+int64_t tensor_bytes(const at::Tensor& tensor) {
+  return tensor.defined() ? tensor.numel() * static_cast<int64_t>(tensor.element_size()) : 0;
 }
 
-PipelineExecutor::~PipelineExecutor() = default;
+// The generators a stage's forward may draw from: the CPU one, and the CUDA one of the
+// input's device (layers are assumed to live on their input's device).
+RngStates capture_rng(const at::Tensor& like) {
+  std::vector<at::Generator> generators{at::detail::getDefaultCPUGenerator()};
+  if (like.defined() && like.is_cuda())
+    generators.push_back(at::globalContext().defaultGenerator(like.device()));
+  RngStates states;
+  for (auto& generator : generators) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    states.emplace_back(generator, generator.get_state());
+  }
+  return states;
+}
+void restore_rng(RngStates& states) {
+  for (auto& [generator, state] : states) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
+  }
+}
+
+// Puts a tray in place of this thread's skip tray and the old one back when it goes, so
+// that a stage sees only its own skip tensors, also when it throws.
+class TrayScope {
+ public:
+  explicit TrayScope(SkipTray tray) : previous_(exchange_skip_tray(std::move(tray))) {}
+  ~TrayScope() { exchange_skip_tray(std::move(previous_)); }
+  SkipTray take() { return exchange_skip_tray({}); }
+
+ private:
+  SkipTray previous_;
+};
+
+}  // namespace
 
 double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& targets,
                                     torch::optim::Optimizer* optimizer) {
@@ -130,14 +108,17 @@ double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& 
   saved_.clear();
   activations_.clear();
   gradients_.clear();
+  skip_activations_.clear();
+  skip_gradients_.clear();
   receives_.clear();
   sends_.clear();
   records_.clear();
+  saved_bytes_ = peak_saved_bytes_ = 0;
   loss_sum_ = at::zeros({}, at::kDouble);
 
-  const auto begin = std::chrono::steady_clock::now();
-  const auto seconds = [&begin] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  step_start_ = std::chrono::steady_clock::now();
+  const auto seconds = [this] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start_).count();
   };
   post_receives();
   for (const auto& in : schedule_.ranks[comm_->rank()]) {
@@ -168,12 +149,64 @@ void PipelineExecutor::run(const PipelineInstruction& in, torch::optim::Optimize
     case PipelineOp::RecvActivation:
     case PipelineOp::RecvGradient: return receive(in);
     case PipelineOp::AllReduceGradients:
+      sync_tied_gradients();
       if (gradient_sync_) gradient_sync_();
       return;
     case PipelineOp::OptimizerStep:
       if (optimizer != nullptr) optimizer->step();
       return;
   }
+}
+
+void PipelineExecutor::hold(Saved& saved, int64_t bytes) {
+  saved.bytes += bytes;
+  saved_bytes_ += bytes;
+  peak_saved_bytes_ = std::max(peak_saved_bytes_, saved_bytes_);
+}
+
+at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
+  SkipTray tray;
+  for (const auto& [route, leaf] : saved.skip_inputs) tray[skip_routes_[route].name] = leaf;
+  TrayScope scope(std::move(tray));
+  saved.layer_outputs.clear();
+  saved.layer_parameters.clear();
+  int64_t layer_bytes = 0;
+  // Layer by layer, as Sequential::forward does, counting the layer outputs autograd
+  // keeps and, for a split backward, keeping what W needs.
+  at::Tensor output = saved.input;
+  for (auto& layer : *stages_.at(stage)) {
+    at::Tensor next = layer.forward(output);
+    if (!next.defined() || !output.defined() || next.data_ptr() != output.data_ptr())
+      layer_bytes += tensor_bytes(next);
+    output = std::move(next);
+    if (!split_backward_ || shared_weight_stages_.count(stage)) continue;
+    std::vector<at::Tensor> parameters = distinct_trainable(layer.ptr()->parameters());
+    if (parameters.empty() || !output.requires_grad()) continue;
+    saved.layer_outputs.push_back(output);
+    saved.layer_parameters.push_back(std::move(parameters));
+  }
+  if (at::GradMode::is_enabled()) hold(saved, layer_bytes);
+
+  // What is left on the tray was stashed here for a later stage.
+  saved.skip_outputs.clear();
+  for (auto& [name, tensor] : scope.take()) {
+    auto route = std::find_if(skip_routes_.begin(), skip_routes_.end(), [&](const SkipRoute& r) {
+      return r.name == name && r.from == stage;
+    });
+    STRATA_CHECK(route != skip_routes_.end(), "pipeline executor: stage ", stage, " left '",
+                 name, "' on the skip tray, expected it popped in this stage");
+    saved.skip_outputs.emplace_back(static_cast<int>(route - skip_routes_.begin()), tensor);
+  }
+
+  if (stage != schedule_.num_stages - 1) {
+    saved.output = output;
+    return {};
+  }
+  at::Tensor loss = loss_(output, target_chunks_[micro_batch]);
+  // The one place the loss is scaled: gradients summed over M micro-batches are then
+  // the gradient of the batch's mean loss.
+  saved.output = loss / schedule_.num_micro_batches;
+  return loss;
 }
 
 void PipelineExecutor::forward(int stage, int micro_batch) {
@@ -189,31 +222,64 @@ void PipelineExecutor::forward(int stage, int micro_batch) {
     saved->input = it->second.detach().requires_grad_(true);
     activations_.erase(it);
   }
-  at::Tensor output;
-  if (split_backward_) {
-    // Layer by layer, as Sequential::forward does, keeping what W needs.
-    output = saved->input;
-    for (auto& layer : *stages_.at(stage)) {
-      output = layer.forward(output);
-      std::vector<at::Tensor> parameters = trainable_parameters(layer.ptr()->parameters());
-      if (parameters.empty() || !output.requires_grad()) continue;
-      saved->layer_outputs.push_back(output);
-      saved->layer_parameters.push_back(std::move(parameters));
+  const int rank = comm_->rank();
+  for (int r = 0; r < static_cast<int>(skip_routes_.size()); ++r) {
+    if (skip_routes_[r].to != stage) continue;
+    at::Tensor skip;
+    if (schedule_.rank_of_stage(skip_routes_[r].from) == rank) {
+      skip = skip_activations_.at({r, micro_batch});
+      skip_activations_.erase(Key{r, micro_batch});
+    } else {
+      skip = complete_receive(skip_tag(false, r, micro_batch));
     }
-  } else {
-    output = stages_.at(stage)->forward(saved->input);
+    // A leaf like the input: its gradient goes back to the stashing stage.
+    saved->skip_inputs.emplace_back(r, skip.detach().requires_grad_(true));
   }
-  if (stage == schedule_.num_stages - 1) {
-    at::Tensor loss = loss_(output, target_chunks_[micro_batch]);
-    loss_sum_ += loss.detach().to(at::kDouble).cpu();
-    // The one place the loss is scaled: gradients summed over M micro-batches are then
-    // the gradient of the batch's mean loss.
-    saved->output = loss / schedule_.num_micro_batches;
+
+  saved->needs_recompute = recomputes(stage);
+  at::Tensor loss;
+  if (saved->needs_recompute) {
+    saved->rng = capture_rng(saved->input);
+    torch::NoGradGuard no_grad;
+    loss = compute(stage, micro_batch, *saved);
   } else {
-    saved->output = output;
-    activations_[{stage, micro_batch}] = output.detach();
+    loss = compute(stage, micro_batch, *saved);
+  }
+  int64_t bytes = tensor_bytes(saved->input) + tensor_bytes(saved->output);
+  for (const auto& skips : {&saved->skip_inputs, &saved->skip_outputs})
+    for (const auto& [route, tensor] : *skips) bytes += tensor_bytes(tensor);
+  hold(*saved, bytes);
+
+  if (loss.defined()) {
+    loss_sum_ += loss.detach().to(at::kDouble).cpu();
+  } else {
+    activations_[{stage, micro_batch}] = saved->output.detach();
+  }
+  // Skip tensors go straight to the popping stage's rank, not through the stages between.
+  for (const auto& [r, tensor] : saved->skip_outputs) {
+    const int peer = schedule_.rank_of_stage(skip_routes_[r].to);
+    if (peer == rank)
+      skip_activations_[{r, micro_batch}] = tensor.detach();
+    else
+      isend(tensor.detach(), peer, skip_tag(false, r, micro_batch));
   }
   saved_[{stage, micro_batch}] = std::move(saved);
+}
+
+void PipelineExecutor::ensure_graph(int stage, int micro_batch, Saved& saved) {
+  if (!saved.needs_recompute) return;
+  // The forward's random draws again (dropout masks), then the generators go on from
+  // where they were.
+  RngStates now = capture_rng(saved.input);
+  restore_rng(saved.rng);
+  try {
+    compute(stage, micro_batch, saved);
+  } catch (...) {
+    restore_rng(now);
+    throw;
+  }
+  restore_rng(now);
+  saved.needs_recompute = false;
 }
 
 at::Tensor PipelineExecutor::output_gradient(int stage, int micro_batch) {
@@ -227,6 +293,29 @@ at::Tensor PipelineExecutor::output_gradient(int stage, int micro_batch) {
   return gradient;
 }
 
+void PipelineExecutor::backward_roots(int stage, int micro_batch, std::vector<at::Tensor>& roots,
+                                      std::vector<at::Tensor>& gradients) {
+  Saved& saved = *saved_.at({stage, micro_batch});
+  const at::Tensor output_grad = output_gradient(stage, micro_batch);
+  if (saved.output.requires_grad()) {
+    roots.push_back(saved.output);
+    gradients.push_back(output_grad);
+  }
+  const int rank = comm_->rank();
+  for (const auto& [r, tensor] : saved.skip_outputs) {
+    at::Tensor gradient;
+    if (schedule_.rank_of_stage(skip_routes_[r].to) == rank) {
+      gradient = skip_gradients_.at({r, micro_batch});
+      skip_gradients_.erase(Key{r, micro_batch});
+    } else {
+      gradient = complete_receive(skip_tag(true, r, micro_batch));
+    }
+    if (!tensor.requires_grad()) continue;
+    roots.push_back(tensor);
+    gradients.push_back(gradient);
+  }
+}
+
 void PipelineExecutor::publish_input_gradient(int stage, int micro_batch, at::Tensor gradient) {
   if (stage == 0) return;
   const at::Tensor& input = saved_.at({stage, micro_batch})->input;
@@ -235,32 +324,65 @@ void PipelineExecutor::publish_input_gradient(int stage, int micro_batch, at::Te
   gradients_[{stage, micro_batch}] = gradient.defined() ? gradient : at::zeros_like(input);
 }
 
-void PipelineExecutor::backward(int stage, int micro_batch) {
-  at::Tensor gradient = output_gradient(stage, micro_batch);
+void PipelineExecutor::publish_skip_gradients(int micro_batch, Saved& saved,
+                                              const std::vector<at::Tensor>& grads) {
+  const int rank = comm_->rank();
+  for (size_t i = 0; i < saved.skip_inputs.size(); ++i) {
+    const auto& [r, leaf] = saved.skip_inputs[i];
+    at::Tensor gradient = grads[i].defined() ? grads[i] : at::zeros_like(leaf);
+    const int peer = schedule_.rank_of_stage(skip_routes_[r].from);
+    if (peer == rank)
+      skip_gradients_[{r, micro_batch}] = gradient;
+    else
+      isend(gradient, peer, skip_tag(true, r, micro_batch));
+  }
+}
+
+void PipelineExecutor::release(int stage, int micro_batch) {
   auto it = saved_.find({stage, micro_batch});
-  Saved& saved = *it->second;
-  if (saved.output.requires_grad()) torch::autograd::backward({saved.output}, {gradient});
-  publish_input_gradient(stage, micro_batch, stage == 0 ? at::Tensor() : saved.input.grad());
+  saved_bytes_ -= it->second->bytes;
   saved_.erase(it);
+}
+
+void PipelineExecutor::backward(int stage, int micro_batch) {
+  Saved& saved = *saved_.at({stage, micro_batch});
+  ensure_graph(stage, micro_batch, saved);
+  std::vector<at::Tensor> roots, root_gradients;
+  backward_roots(stage, micro_batch, roots, root_gradients);
+  if (!roots.empty()) torch::autograd::backward(roots, root_gradients);
+  std::vector<at::Tensor> skip_grads;
+  for (const auto& [r, leaf] : saved.skip_inputs) skip_grads.push_back(leaf.grad());
+  publish_skip_gradients(micro_batch, saved, skip_grads);
+  publish_input_gradient(stage, micro_batch, stage == 0 ? at::Tensor() : saved.input.grad());
+  release(stage, micro_batch);
 }
 
 void PipelineExecutor::backward_input(int stage, int micro_batch) {
   Saved& saved = *saved_.at({stage, micro_batch});
-  const at::Tensor output_grad = output_gradient(stage, micro_batch);
-  // One autograd pass for the input's gradient and, on the way, the gradients of the
-  // layer outputs W starts from; the graph stays for W.
+  ensure_graph(stage, micro_batch, saved);
+  std::vector<at::Tensor> roots, root_gradients;
+  backward_roots(stage, micro_batch, roots, root_gradients);
+  // One autograd pass for the gradients of the input and the popped skip tensors and, on
+  // the way, of the layer outputs W starts from; the graph stays for W.
   std::vector<at::Tensor> targets = saved.layer_outputs;
+  for (const auto& [r, leaf] : saved.skip_inputs) targets.push_back(leaf);
   if (stage > 0) targets.push_back(saved.input);
+  std::vector<at::Tensor> grads(targets.size());
+  if (!targets.empty() && !roots.empty())
+    grads = torch::autograd::grad(roots, targets, root_gradients, /*retain_graph=*/true,
+                                  /*create_graph=*/false, /*allow_unused=*/true);
   at::Tensor input_gradient;
-  if (!targets.empty() && saved.output.requires_grad()) {
-    std::vector<at::Tensor> grads =
-        torch::autograd::grad({saved.output}, targets, {output_grad}, /*retain_graph=*/true,
-                              /*create_graph=*/false, /*allow_unused=*/true);
-    if (stage > 0) {
-      input_gradient = grads.back();
-      grads.pop_back();
-    }
-    saved.layer_output_gradients = std::move(grads);
+  if (stage > 0) {
+    input_gradient = grads.back();
+    grads.pop_back();
+  }
+  const auto skips_begin = grads.begin() + static_cast<std::ptrdiff_t>(saved.layer_outputs.size());
+  publish_skip_gradients(micro_batch, saved, std::vector<at::Tensor>(skips_begin, grads.end()));
+  grads.erase(skips_begin, grads.end());
+  saved.layer_output_gradients = std::move(grads);
+  if (shared_weight_stages_.count(stage)) {
+    saved.roots = std::move(roots);
+    saved.root_gradients = std::move(root_gradients);
   }
   publish_input_gradient(stage, micro_batch, input_gradient);
 }
@@ -280,7 +402,30 @@ void PipelineExecutor::backward_weight(int stage, int micro_batch) {
         /*retain_graph=*/true, /*create_graph=*/false, /*allow_unused=*/true);
     for (size_t p = 0; p < parameters.size(); ++p) accumulate_gradient(parameters[p], grads[p]);
   }
-  saved_.erase(it);
+  if (!saved.roots.empty()) {
+    std::vector<at::Tensor> parameters = distinct_trainable(stages_.at(stage)->parameters());
+    if (!parameters.empty()) {
+      std::vector<at::Tensor> grads =
+          torch::autograd::grad(saved.roots, parameters, saved.root_gradients,
+                                /*retain_graph=*/false, /*create_graph=*/false,
+                                /*allow_unused=*/true);
+      for (size_t p = 0; p < parameters.size(); ++p) accumulate_gradient(parameters[p], grads[p]);
+    }
+  }
+  release(stage, micro_batch);
+}
+
+int PipelineExecutor::skip_tag(bool gradient, int route, int micro_batch) const {
+  // After the stage messages' tags (the constructor checks the total).
+  return message_tag(gradient, schedule_.num_stages + route, micro_batch,
+                     schedule_.num_micro_batches);
+}
+
+void PipelineExecutor::isend(const at::Tensor& tensor, int peer, int tag) {
+  const at::Tensor data = tensor.contiguous();
+  // The Works keep both tensors alive until the sends complete (waited at the step's end).
+  sends_.push_back(comm_->isend(make_header(data), peer, tag));
+  sends_.push_back(comm_->isend(data, peer, tag));
 }
 
 void PipelineExecutor::send(const PipelineInstruction& in) {
@@ -288,41 +433,53 @@ void PipelineExecutor::send(const PipelineInstruction& in) {
   auto& store = gradient ? gradients_ : activations_;
   auto it = store.find({in.stage, in.micro_batch});
   STRATA_CHECK(it != store.end(), "pipeline executor: nothing to send for ", to_string(in));
-  const at::Tensor data = it->second.contiguous();
+  isend(it->second, in.peer,
+        message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches));
   store.erase(it);
-  const int tag = message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches);
-  // The Works keep both tensors alive until the sends complete (waited at the step's end).
-  sends_.push_back(comm_->isend(make_header(data), in.peer, tag));
-  sends_.push_back(comm_->isend(data, in.peer, tag));
+}
+
+void PipelineExecutor::post_receive(int source, int tag) {
+  auto pending = std::make_unique<PendingRecv>();
+  pending->source = source;
+  pending->tag = tag;
+  pending->header = at::empty({kHeaderLength}, at::kLong);
+  pending->header_work = comm_->irecv(pending->header, source, tag);
+  receives_[tag] = std::move(pending);
 }
 
 void PipelineExecutor::post_receives() {
   for (const auto& in : schedule_.ranks[comm_->rank()]) {
     if (in.op != PipelineOp::RecvActivation && in.op != PipelineOp::RecvGradient) continue;
     const bool gradient = in.op == PipelineOp::RecvGradient;
-    auto pending = std::make_unique<PendingRecv>();
-    pending->source = in.peer;
-    pending->tag = message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches);
-    pending->header = at::empty({kHeaderLength}, at::kLong);
-    pending->header_work = comm_->irecv(pending->header, in.peer, pending->tag);
-    receives_[{gradient, {in.stage, in.micro_batch}}] = std::move(pending);
+    post_receive(in.peer,
+                 message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches));
+  }
+  // Skip tensors into this rank's popping stages, their gradients into its stashing ones.
+  const int rank = comm_->rank();
+  for (int r = 0; r < static_cast<int>(skip_routes_.size()); ++r) {
+    const int from = schedule_.rank_of_stage(skip_routes_[r].from);
+    const int to = schedule_.rank_of_stage(skip_routes_[r].to);
+    if (from == to) continue;
+    for (int m = 0; m < schedule_.num_micro_batches; ++m) {
+      if (to == rank) post_receive(from, skip_tag(false, r, m));
+      if (from == rank) post_receive(to, skip_tag(true, r, m));
+    }
   }
 }
 
 // Posts the data receive of every message whose header has arrived, so that the data
 // moves while this rank computes.
 void PipelineExecutor::progress_receives() {
-  for (auto& [key, pending] : receives_) {
+  for (auto& [tag, pending] : receives_) {
     if (pending->data_work || !pending->header_work->is_completed()) continue;
     pending->data = allocate_from_header(pending->header);
     pending->data_work = comm_->irecv(pending->data, pending->source, pending->tag);
   }
 }
 
-void PipelineExecutor::receive(const PipelineInstruction& in) {
-  const bool gradient = in.op == PipelineOp::RecvGradient;
-  auto it = receives_.find({gradient, {in.stage, in.micro_batch}});
-  STRATA_CHECK(it != receives_.end(), "pipeline executor: no receive posted for ", to_string(in));
+at::Tensor PipelineExecutor::complete_receive(int tag) {
+  auto it = receives_.find(tag);
+  STRATA_CHECK(it != receives_.end(), "pipeline executor: no receive posted for tag ", tag);
   PendingRecv& pending = *it->second;
   if (!pending.data_work) {
     pending.header_work->wait();
@@ -330,8 +487,15 @@ void PipelineExecutor::receive(const PipelineInstruction& in) {
     pending.data_work = comm_->irecv(pending.data, pending.source, pending.tag);
   }
   pending.data_work->wait();
-  (gradient ? gradients_ : activations_)[{in.stage, in.micro_batch}] = pending.data;
+  at::Tensor data = pending.data;
   receives_.erase(it);
+  return data;
+}
+
+void PipelineExecutor::receive(const PipelineInstruction& in) {
+  const bool gradient = in.op == PipelineOp::RecvGradient;
+  (gradient ? gradients_ : activations_)[{in.stage, in.micro_batch}] = complete_receive(
+      message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches));
 }
 
 }  // namespace strata::parallel
