@@ -19,35 +19,15 @@
 #include "pipeline_executor_internal.h"
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline_skip.h"
+#include "strata/parallel/tensor_message.h"
 
 namespace strata::parallel {
 
 using pipeline_detail::distinct_trainable;
-using pipeline_detail::kHeaderLength;
-using pipeline_detail::kMaxDims;
 using pipeline_detail::message_tag;
 using pipeline_detail::RngStates;
 
 namespace {
-
-// The header that goes before each tensor: dtype, number of dims, then the sizes.
-at::Tensor make_header(const at::Tensor& tensor) {
-  STRATA_CHECK(tensor.dim() <= kMaxDims, "pipeline executor: a tensor sent between stages has ",
-               tensor.dim(), " dims, expected at most ", kMaxDims);
-  at::Tensor header = at::zeros({kHeaderLength}, at::kLong);
-  auto h = header.accessor<int64_t, 1>();
-  h[0] = static_cast<int64_t>(tensor.scalar_type());
-  h[1] = tensor.dim();
-  for (int64_t d = 0; d < tensor.dim(); ++d) h[2 + d] = tensor.size(d);
-  return header;
-}
-
-at::Tensor allocate_from_header(const at::Tensor& header) {
-  auto h = header.accessor<int64_t, 1>();
-  std::vector<int64_t> sizes(h[1]);
-  for (int64_t d = 0; d < h[1]; ++d) sizes[d] = h[2 + d];
-  return at::empty(sizes, at::TensorOptions().dtype(static_cast<at::ScalarType>(h[0])));
-}
 
 // Adds `gradient` to the parameter's .grad, as backward() would.
 void accumulate_gradient(at::Tensor& parameter, const at::Tensor& gradient) {
@@ -422,10 +402,8 @@ int PipelineExecutor::skip_tag(bool gradient, int route, int micro_batch) const 
 }
 
 void PipelineExecutor::isend(const at::Tensor& tensor, int peer, int tag) {
-  const at::Tensor data = tensor.contiguous();
   // The Works keep both tensors alive until the sends complete (waited at the step's end).
-  sends_.push_back(comm_->isend(make_header(data), peer, tag));
-  sends_.push_back(comm_->isend(data, peer, tag));
+  for (auto& work : isend_tensor(*comm_, tensor, peer, tag)) sends_.push_back(std::move(work));
 }
 
 void PipelineExecutor::send(const PipelineInstruction& in) {
@@ -442,7 +420,7 @@ void PipelineExecutor::post_receive(int source, int tag) {
   auto pending = std::make_unique<PendingRecv>();
   pending->source = source;
   pending->tag = tag;
-  pending->header = at::empty({kHeaderLength}, at::kLong);
+  pending->header = at::empty({kTensorMessageHeaderLength}, at::kLong);
   pending->header_work = comm_->irecv(pending->header, source, tag);
   receives_[tag] = std::move(pending);
 }

@@ -15,9 +15,7 @@
 namespace strata::parallel {
 namespace pipeline_detail {
 
-// The header that goes before each tensor: dtype, number of dims, then the sizes.
-constexpr int64_t kMaxDims = 8;
-constexpr int64_t kHeaderLength = 2 + kMaxDims;
+// Each tensor travels as a header and its data (tensor_message.h).
 // MPI guarantees tags up to 32767 (MPI_TAG_UB may be larger, but need not be).
 constexpr int64_t kMaxTag = 32767;
 

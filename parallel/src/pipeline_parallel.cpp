@@ -152,8 +152,11 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
     }
   }
 
-  executor_ = std::make_unique<PipelineExecutor>(stages_, grid_.pipeline(), std::move(schedule),
-                                                 std::move(loss));
+  executor_ = std::make_unique<PipelineExecutor>(
+      stages_, grid_.pipeline(), std::move(schedule), std::move(loss),
+      PipelineExecutorOptions()
+          .recompute(options_.recompute())
+          .tied_parameters(find_tied_parameters(*model)));
   if (grid_.data_parallel_size() > 1) executor_->set_gradient_sync([this] { synchronize_gradients(); });
 }
 

@@ -61,15 +61,18 @@ PipelineParallel make_pipeline(Communicator& comm, int pp, torch::nn::Sequential
 }
 
 TEST(PipelineParallel, PipelineTimesDataParallelMatchesSingleProcess) {
-  for (const char* schedule : {"gpipe", "1f1b", "zb-h1"}) {
-    SCOPED_TRACE(schedule);
+  const std::vector<std::pair<std::string, Recompute>> cases = {
+      {"gpipe", Recompute::Never}, {"1f1b", Recompute::Always}, {"zb-h1", Recompute::ExceptLast}};
+  for (const auto& [schedule, recompute] : cases) {
+    SCOPED_TRACE(schedule + " recompute " + to_string(recompute));
     run_in_process(4, [&](Communicator& comm) {
       const Batch global = make_batch(24, 1);
       ProcessGrid grid(comm.shared_from_this(),
                        ProcessGridOptions().pipeline_parallel(2).data_parallel(2));
       const Batch mine = shard(global, grid.data_parallel_rank(), 2);
       PipelineParallel pipe(make_classifier(), grid, cross_entropy, mine.inputs,
-                            PipelineParallelOptions().schedule(schedule).micro_batches(3));
+                            PipelineParallelOptions().schedule(schedule).micro_batches(3).recompute(
+                                recompute));
       const double loss = pipe.train_step(mine.inputs, mine.labels);
       const double replica_loss =
           cross_entropy(make_classifier()->forward(mine.inputs), mine.labels).item<double>();

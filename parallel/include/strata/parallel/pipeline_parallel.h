@@ -4,7 +4,8 @@
 // keeps this rank's stages, runs them with a PipelineExecutor on the grid's pipeline
 // group, all-reduces each stage's gradients over the grid's data-parallel group, and
 // saves and loads checkpoints in the unpartitioned model's parameter names, so a run
-// saved with one layout resumes with any other.
+// saved with one layout resumes with any other. Parameters the model shares between
+// layers (a tied embedding and output head) are found and kept tied across stages.
 //
 //   strata::parallel::ProcessGrid grid(world, ProcessGridOptions().pipeline_parallel(2));
 //   auto model = strata::core::make_fmnist_mlp();          // the same on every rank
@@ -40,6 +41,8 @@ struct PipelineParallelOptions {
   TORCH_ARG(int, micro_batches) = 4;
   // Model chunks per rank; more than 1 only with "interleaved".
   TORCH_ARG(int, virtual_stages) = 1;
+  // Activation recomputation: never, always, or on every stage but the last.
+  TORCH_ARG(Recompute, recompute) = Recompute::Never;
   // How to split the layers over the stages: "params", "time", "memory", "auto" (the
   // fastest split whose stages each need at most 1.25x the memory of the most
   // memory-balanced split), or layers per stage as a list "3,5".
