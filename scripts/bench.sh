@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Builds strata and runs every benchmark; each prints a table and JSON lines.
+# Arguments go to bench_data_parallel.py; bench_pipeline.py runs with its defaults
+# (BENCH_PIPELINE_ARGS adds flags, e.g. BENCH_PIPELINE_ARGS=--quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh --target train_fmnist
+bash scripts/build.sh --target train_fmnist bench_pipeline strata-schedule
 /usr/bin/python3 bench/bench_data_parallel.py "$@"
+# shellcheck disable=SC2086  # BENCH_PIPELINE_ARGS is a list of flags
+/usr/bin/python3 bench/bench_pipeline.py ${BENCH_PIPELINE_ARGS:-}

@@ -71,6 +71,33 @@ nlohmann::json ChromeTrace::to_json() const {
   return {{"traceEvents", std::move(events)}, {"displayTimeUnit", "ms"}};
 }
 
+ChromeTrace ChromeTrace::from_json(const nlohmann::json& json) {
+  STRATA_CHECK(json.is_object() && json.contains("traceEvents") && json["traceEvents"].is_array(),
+               "chrome trace: expected an object with a traceEvents array");
+  ChromeTrace trace;
+  const auto& events = json["traceEvents"];
+  for (size_t i = 0; i < events.size(); ++i) {
+    const auto& e = events[i];
+    try {
+      const std::string ph = e.at("ph").get<std::string>();
+      const std::string name = e.at("name").get<std::string>();
+      const int pid = e.at("pid").get<int>();
+      const int tid = e.value("tid", 0);
+      if (ph == "M" && name == "process_name") {
+        trace.set_process_name(pid, e.at("args").at("name").get<std::string>());
+      } else if (ph == "M" && name == "thread_name") {
+        trace.set_thread_name(pid, tid, e.at("args").at("name").get<std::string>());
+      } else if (ph == "X") {
+        trace.add_complete(name, e.value("cat", ""), pid, tid, e.at("ts").get<double>(),
+                           e.at("dur").get<double>(), e.value("args", nlohmann::json()));
+      }
+    } catch (const nlohmann::json::exception& error) {
+      STRATA_FAIL("chrome trace: cannot read event ", i, " (", error.what(), ")");
+    }
+  }
+  return trace;
+}
+
 void ChromeTrace::write(const std::string& path) const {
   STRATA_CHECK(!path.empty(), "chrome trace: got an empty path, expected a file name");
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();

@@ -142,6 +142,23 @@ TEST(ChromeTrace, MergeConcatenatesEventsAndUnitesNames) {
               HasSubstr("process 9 is named 'shared' in one trace and 'not shared'"));
 }
 
+TEST(ChromeTrace, FromJsonInvertsToJson) {
+  ChromeTrace trace;
+  trace.set_process_name(1, "rank 1");
+  trace.set_thread_name(1, 2, "stage 2");
+  trace.add_complete("forward", "compute", 1, 2, 12.5, 300.0, {{"micro_batch", 3}});
+  trace.add_complete("W", "compute", 1, 2, 400.0, 0.0);
+  const json text = json::parse(trace.to_json().dump());
+  EXPECT_EQ(ChromeTrace::from_json(text).to_json(), trace.to_json());
+  EXPECT_TRUE(ChromeTrace::from_json(ChromeTrace().to_json()).empty());
+
+  EXPECT_THAT(error_of([] { ChromeTrace::from_json(json::array()); }),
+              HasSubstr("expected an object with a traceEvents array"));
+  const json bad = {{"traceEvents", {{{"ph", "X"}, {"name", "f"}, {"pid", 0}}}}};
+  EXPECT_THAT(error_of([&] { ChromeTrace::from_json(bad); }),
+              HasSubstr("chrome trace: cannot read event 0"));
+}
+
 TEST(ChromeTrace, WriteReplacesTheFileWhole) {
   TempDir dir;
   const std::string path = dir / "traces/run.json";  // the parent is created

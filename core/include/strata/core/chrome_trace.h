@@ -37,6 +37,10 @@ class ChromeTrace {
   // Metadata events first (process names, then thread names, by pid and tid), then the
   // complete events in the order they were added.
   nlohmann::json to_json() const;
+  // The inverse of to_json(), for traces that travel between ranks as text: reads the
+  // metadata and complete events of a {"traceEvents": [...]} object and skips other
+  // events. Raises strata::Error naming the first event it cannot read.
+  static ChromeTrace from_json(const nlohmann::json& json);
   // Writes to_json() to `<path>.tmp-<pid>` and renames it to `path` (creating missing
   // parent directories), so `path` is never a partial trace. Raises strata::Error naming
   // the path and the reason if it cannot be written.
