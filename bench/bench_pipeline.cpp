@@ -28,8 +28,7 @@
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
 #include "strata/parallel/mpi_communicator.h"
-#include "strata/parallel/pipeline_executor.h"
-#include "strata/parallel/pipeline_partition.h"
+#include "strata/parallel/pipeline_parallel.h"
 #include "strata/parallel/pipeline_trace.h"
 #include "strata/parallel/process_grid.h"
 
@@ -54,7 +53,7 @@ struct Config {
   int virtual_stages = 1;
   std::string partition = "parameters";
   std::string trace_out;
-  // (--recompute never|always|except_last belongs here, passed on in make_executor.)
+  std::string recompute = "never";
   // Single mode: rows per chunk, 0 for the whole batch at once.
   int64_t micro_batch_rows = 0;
   std::string json_out;
@@ -81,6 +80,8 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--partition", c.partition,
                  "Balance stages by parameters or by profiled time")
       ->check(CLI::IsMember({"parameters", "time"}));
+  app.add_option("--recompute", c.recompute, "Activation recomputation")
+      ->check(CLI::IsMember({"never", "always", "except_last"}));
   app.add_option("--trace-out", c.trace_out,
                  "Write the last timed step of every rank as one Chrome trace (pipeline mode)");
   app.add_option("--micro-batch-rows", c.micro_batch_rows,
@@ -221,30 +222,6 @@ int run_single(const Config& c) {
   return 0;
 }
 
-// Every rank's share of the model: per-layer costs (times averaged over the ranks, so that
-// every rank computes the same split), balanced over the schedule's stages.
-strata::parallel::PipelinePartition partition_model(torch::nn::Sequential& model,
-                                                    const at::Tensor& micro_batch, int stages,
-                                                    const Config& c, Communicator& comm) {
-  auto layers = strata::parallel::profile_layers(model, micro_batch);
-  at::Tensor times = at::empty({static_cast<int64_t>(layers.size())}, at::kDouble);
-  for (size_t i = 0; i < layers.size(); ++i) times[i] = layers[i].time;
-  comm.allreduce(times, strata::parallel::ReduceOp::Avg)->wait();
-  for (size_t i = 0; i < layers.size(); ++i) layers[i].time = times[i].item<double>();
-  return strata::parallel::partition_balanced(
-      layers, stages,
-      c.partition == "time" ? strata::parallel::BalanceBy::Time
-                            : strata::parallel::BalanceBy::Parameters);
-}
-
-// The executor for this rank (the place for executor options, such as recomputation).
-std::unique_ptr<strata::parallel::PipelineExecutor> make_executor(
-    std::map<int, torch::nn::Sequential> stages, strata::parallel::CommunicatorPtr comm,
-    strata::parallel::PipelineSchedule schedule) {
-  return std::make_unique<strata::parallel::PipelineExecutor>(
-      std::move(stages), std::move(comm), std::move(schedule), cross_entropy);
-}
-
 // One value per rank, on every rank.
 std::vector<double> gather_values(Communicator& comm, double value) {
   at::Tensor mine = at::full({1}, value, at::kDouble);
@@ -262,32 +239,26 @@ int run_pipeline(const Config& c) {
   STRATA_CHECK(c.batch % c.micro_batches == 0, "--batch ", c.batch,
                " is not a multiple of --micro-batches ", c.micro_batches);
   strata::core::set_num_threads(c.threads);
-  const auto schedule = strata::parallel::make_pipeline_schedule(c.schedule, ranks,
-                                                                 c.micro_batches, c.virtual_stages);
   const Batches batches = load_batches(c);
   strata::core::seed_everything(c.seed);
-  torch::nn::Sequential model = strata::core::make_fmnist_mlp();
-  const auto partition =
-      partition_model(model, batches.image(0).narrow(0, 0, c.batch / c.micro_batches),
-                      schedule.num_stages, c, *comm);
-  const auto parts = strata::parallel::split_sequential(model, partition);
-  std::map<int, torch::nn::Sequential> mine;
-  std::vector<at::Tensor> parameters;
-  for (int stage = rank; stage < schedule.num_stages; stage += ranks) {
-    mine[stage] = parts[stage];
-    for (const auto& p : parts[stage]->parameters()) parameters.push_back(p);
-  }
-  model = nullptr;  // the stages keep their modules; the others' are freed
-  auto optimizer = make_optimizer(parameters, c);
-  auto executor = make_executor(std::move(mine), comm, schedule);
+  strata::parallel::PipelineParallel pipe(
+      strata::core::make_fmnist_mlp(), grid, cross_entropy, batches.image(0),
+      strata::parallel::PipelineParallelOptions()
+          .schedule(c.schedule)
+          .micro_batches(c.micro_batches)
+          .virtual_stages(c.virtual_stages)
+          .balance(c.partition == "time" ? "time" : "params")
+          .recompute(strata::parallel::parse_recompute(c.recompute)));
+  const auto& partition = pipe.partition();
+  const auto& schedule = pipe.executor().schedule();
+  auto optimizer = make_optimizer(pipe.parameters(), c);
+  auto* executor = &pipe.executor();
 
   const MemoryWindow memory;
   std::vector<double> step_seconds, idle;
   double loss = 0;
-  std::chrono::steady_clock::time_point last_start;
   for (int step = 0; step < c.warmup + c.steps; ++step) {
     optimizer.zero_grad();
-    last_start = std::chrono::steady_clock::now();
     strata::core::Stopwatch watch;
     loss = executor->train_step(batches.image(step), batches.label(step), &optimizer);
     const double seconds = watch.seconds();
@@ -301,22 +272,14 @@ int run_pipeline(const Config& c) {
   step_seconds.assign(slowest.data_ptr<double>(), slowest.data_ptr<double>() + slowest.numel());
 
   const auto idle_per_rank = gather_values(*comm, median(idle));
+  const auto saved_per_rank =
+      gather_values(*comm, static_cast<double>(executor->peak_saved_bytes()));
   const auto peak_per_rank = gather_values(*comm, static_cast<double>(memory.peak()));
   const auto start_per_rank = gather_values(*comm, static_cast<double>(memory.start_rss));
   if (!c.trace_out.empty()) {
-    // Records count from each rank's own step start, and the ranks start a step up to
-    // tens of ms apart. steady_clock is one clock for every process of a host (mpirun
-    // here runs on one), so each rank's start relative to the earliest aligns the rows.
-    const double start_us =
-        std::chrono::duration<double, std::micro>(last_start.time_since_epoch()).count();
-    at::Tensor earliest = at::full({1}, start_us, at::kDouble);
-    comm->allreduce(earliest, strata::parallel::ReduceOp::Min)->wait();
-    strata::core::ChromeTrace local;
-    strata::parallel::add_pipeline_records(local, executor->records(), rank,
-                                           start_us - earliest.item<double>(),
-                                           c.warmup + c.steps - 1);
-    const auto merged = strata::parallel::gather_trace(*comm, local, 0);
-    if (rank == 0) merged.write(c.trace_out);
+    strata::parallel::PipelineTraceRecorder trace(comm, rank);
+    trace.add_step(*executor, c.warmup + c.steps - 1);
+    trace.write(c.trace_out);
   }
   if (rank != 0) return 0;
 
@@ -330,6 +293,8 @@ int run_pipeline(const Config& c) {
                {"micro_batches", c.micro_batches},
                {"micro_batch_rows", c.batch / c.micro_batches},
                {"partition", c.partition},
+               {"recompute", c.recompute},
+               {"peak_saved_bytes", saved_per_rank},
                {"balance", partition.balance()},
                {"idle_fraction", idle_per_rank},
                {"idle_simulated", sim.idle_fraction},

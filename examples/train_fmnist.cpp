@@ -1,15 +1,21 @@
-// The main job: data-parallel training of fmnist-mlp or fmnist-cnn on Fashion-MNIST.
+// The main job: fmnist-mlp or fmnist-cnn on Fashion-MNIST, data parallel, pipelined, or
+// both.
 //
-//   mpirun -np 2 build/examples/train_fmnist --model cnn --epochs 8
+//   mpirun -np 2 build/examples/train_fmnist --model cnn --epochs 8             # 2 replicas
+//   mpirun -np 2 build/examples/train_fmnist --model cnn --pp 2 --micro-batches 4  # 2 stages
+//   mpirun -np 4 build/examples/train_fmnist --pp 2 --schedule zb-h1   # 2 stages x 2 replicas
 //
-// Every rank holds a replica and trains on its shard of each global batch; gradients are
-// averaged by DistributedDataParallel. Rank 0 prints progress, writes metrics and
-// checkpoints. Run without mpirun it trains in one process.
+// With --pp 1 every rank holds a replica, trains on its shard of each global batch and
+// DistributedDataParallel averages the gradients. With --pp P the model is cut into P
+// stages run by a pipeline schedule, and the world size / P replicas of each stage average
+// their gradients. Rank 0 prints progress, writes metrics and checkpoints (in the whole
+// model's names, so a run resumes with any --pp). Without mpirun it trains in one process.
 #include <torch/torch.h>
 
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -25,8 +31,9 @@
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
-#include "strata/parallel/distributed_data_parallel.h"
+#include "strata/parallel/hybrid_parallel.h"
 #include "strata/parallel/mpi_communicator.h"
+#include "strata/parallel/pipeline_trace.h"
 
 namespace {
 
@@ -51,7 +58,21 @@ struct Config {
   int64_t log_every = 50;
   double bucket_cap_mb = 25;
   bool log_all_ranks = false;
+  // Pipeline.
+  int pp = 1;
+  int micro_batches = 4;
+  std::string schedule = "1f1b";
+  int virtual_stages = 1;
+  std::string recompute = "never";
+  std::string balance = "params";
+  std::string trace_out;
+  int trace_steps = 3;
 };
+
+// Options that only mean something in a pipeline.
+const std::vector<std::string> kPipelineFlags = {"--micro-batches", "--schedule",
+                                                 "--virtual-stages", "--recompute",
+                                                 "--balance", "--trace-out", "--trace-steps"};
 
 void add_flags(CLI::App& app, Config& c) {
   app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
@@ -81,6 +102,30 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--bucket-cap-mb", c.bucket_cap_mb, "Data-parallel gradient bucket size in MB")
       ->check(CLI::PositiveNumber);
   app.add_flag("--log-all-ranks", c.log_all_ranks, "Log from every rank, not only rank 0");
+  app.add_option("--pp", c.pp, "Pipeline stages; the world size / pp replicas of each stage "
+                               "train data parallel")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--micro-batches", c.micro_batches, "Micro-batches per replica batch")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--schedule", c.schedule, "Pipeline schedule")
+      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
+  app.add_option("--virtual-stages", c.virtual_stages,
+                 "Model chunks per rank (interleaved schedule)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--recompute", c.recompute, "Activation recomputation")
+      ->check(CLI::IsMember({"never", "always", "except_last"}));
+  app.add_option("--balance", c.balance,
+                 "Stage split: params, time, memory, auto, or layers per stage (e.g. 3,5)");
+  app.add_option("--trace-out", c.trace_out,
+                 "Write a Chrome trace (Perfetto, chrome://tracing) of a few pipeline steps");
+  app.add_option("--trace-steps", c.trace_steps, "Steps the trace covers, after the warm-up")
+      ->check(CLI::PositiveNumber);
+}
+
+void check_flags(const CLI::App& app, const Config& c) {
+  if (c.pp > 1) return;
+  for (const std::string& flag : kPipelineFlags)
+    STRATA_CHECK(app.count(flag) == 0, flag, " needs --pp 2 or more");
 }
 
 double learning_rate(const Config& c, int64_t step, int64_t schedule_steps) {
@@ -96,20 +141,71 @@ double sum_over_ranks(Communicator& comm, double value) {
   return t.item<double>();
 }
 
-// Accuracy on the test set: each rank scores a strided shard, the counts are summed.
-double test_accuracy(torch::nn::Sequential& model, const FashionMnist& test, Communicator& comm) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  const at::Tensor shard = at::arange(comm.rank(), test.size(), comm.size(), at::kLong);
+// Accuracy on the test set: each replica scores a strided shard (the first stage's rank
+// counts, since every rank of a pipeline gets the same outputs), the counts are summed.
+double test_accuracy(strata::parallel::HybridParallel& model, const FashionMnist& test) {
+  const auto& grid = model.grid();
+  const at::Tensor shard =
+      at::arange(model.data_parallel_rank(), test.size(), model.data_parallel_size(), at::kLong);
   double correct = 0;
   for (int64_t begin = 0; begin < shard.numel(); begin += 1000) {
     const at::Tensor idx = shard.slice(0, begin, std::min(begin + 1000, shard.numel()));
-    const at::Tensor logits = model->forward(test.images.index_select(0, idx));
+    const at::Tensor logits = model.evaluate(test.images.index_select(0, idx));
     correct += logits.argmax(1).eq(test.labels.index_select(0, idx)).sum().item<double>();
   }
-  model->train();
-  return sum_over_ranks(comm, correct) / static_cast<double>(test.size());
+  if (grid.pipeline_rank() != 0) correct = 0;
+  return sum_over_ranks(*grid.world(), correct) / static_cast<double>(test.size());
 }
+
+// Pipeline idle time and timelines, over the steps after the warm-up.
+class PipelineReport {
+ public:
+  PipelineReport(const Config& c, strata::parallel::PipelineParallel* pipeline)
+      : config_(c), pipeline_(pipeline) {
+    if (pipeline_ != nullptr && !c.trace_out.empty())
+      trace_.emplace(pipeline_->grid().world(), pipeline_->grid().rank());
+  }
+
+  // After each step, on every rank: `seconds` is the step's wall time on this rank.
+  void record(int64_t step, int64_t first_measured_step, double seconds) {
+    if (pipeline_ == nullptr || step < first_measured_step) return;
+    const auto idle = strata::parallel::measure_idle(pipeline_->executor().records(), seconds);
+    busy_ += idle.busy;
+    wall_ += idle.wall;
+    if (trace_ && trace_->steps() < config_.trace_steps)
+      trace_->add_step(pipeline_->executor(), static_cast<int>(step));
+  }
+
+  // Collective. Logs every rank's idle fraction (world rank order) against theory, writes
+  // the trace, and returns the idle fractions for the metrics.
+  std::vector<double> finish() {
+    if (pipeline_ == nullptr) return {};
+    auto& world = *pipeline_->grid().world();
+    at::Tensor all = at::zeros({world.size()}, at::kDouble);
+    all[world.rank()] = wall_ > 0 ? 1.0 - busy_ / wall_ : 0.0;
+    world.allreduce(all)->wait();
+    const std::vector<double> idle(all.data_ptr<double>(), all.data_ptr<double>() + world.size());
+    std::string line;
+    for (size_t r = 0; r < idle.size(); ++r)
+      line += fmt::format("{}{:.1f}%", r == 0 ? "" : " ", 100 * idle[r]);
+    spdlog::info("idle fraction per rank: {} (theory {:.1f}% with equal stages)", line,
+                 100 * strata::parallel::theoretical_idle_fraction(
+                           config_.schedule, config_.pp, config_.micro_batches,
+                           config_.virtual_stages));
+    if (trace_) {
+      trace_->write(config_.trace_out);
+      spdlog::info("pipeline trace of {} step(s) written to {}", trace_->steps(),
+                   config_.trace_out);
+    }
+    return idle;
+  }
+
+ private:
+  const Config& config_;
+  strata::parallel::PipelineParallel* pipeline_;
+  double busy_ = 0, wall_ = 0;
+  std::optional<strata::parallel::PipelineTraceRecorder> trace_;
+};
 
 int train(const Config& c) {
   auto world = strata::parallel::MpiCommunicator::world();
@@ -117,11 +213,16 @@ int train(const Config& c) {
   const int ranks = world->size();
   strata::core::init_logging(rank, c.log_all_ranks);
   strata::core::set_num_threads(c.threads);
-  STRATA_CHECK(c.batch % ranks == 0, "--batch ", c.batch, " is not divisible by the ", ranks,
-               " ranks");
+  STRATA_CHECK(ranks % c.pp == 0, "--pp ", c.pp, " does not divide the ", ranks, " ranks");
+  const int replicas = ranks / c.pp;
+  STRATA_CHECK(c.batch % replicas == 0, "--batch ", c.batch, " is not divisible by the ",
+               replicas, " data-parallel replicas");
+  const int64_t local_batch = c.batch / replicas;
+  STRATA_CHECK(c.pp == 1 || local_batch % c.micro_batches == 0, "--batch ", c.batch, " / ",
+               replicas, " replicas = ", local_batch, " rows is not divisible by --micro-batches ",
+               c.micro_batches);
   STRATA_CHECK(c.checkpoint_every == 0 || !c.checkpoint_dir.empty(),
                "--checkpoint-every needs --checkpoint-dir");
-  const int64_t local_batch = c.batch / ranks;
 
   const FashionMnist train_set =
       strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);
@@ -129,8 +230,22 @@ int train(const Config& c) {
       strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Test);
 
   strata::core::seed_everything(c.seed);
-  torch::nn::Sequential model = strata::core::make_fmnist_model(c.model);
-  torch::optim::SGD optimizer(model->parameters(),
+  const auto cross_entropy = [](const at::Tensor& logits, const at::Tensor& labels) {
+    return torch::nn::functional::cross_entropy(logits, labels);
+  };
+  strata::parallel::HybridParallel model(
+      strata::core::make_fmnist_model(c.model), world, cross_entropy,
+      train_set.images.slice(0, 0, local_batch),
+      strata::parallel::HybridParallelOptions()
+          .pipeline_parallel(c.pp)
+          .bucket_cap_bytes(static_cast<int64_t>(c.bucket_cap_mb * 1024 * 1024))
+          .pipeline(strata::parallel::PipelineParallelOptions()
+                        .schedule(c.schedule)
+                        .micro_batches(c.micro_batches)
+                        .virtual_stages(c.virtual_stages)
+                        .recompute(strata::parallel::parse_recompute(c.recompute))
+                        .balance(c.balance)));
+  torch::optim::SGD optimizer(model.parameters(),
                               torch::optim::SGDOptions(c.lr).momentum(c.momentum));
   int64_t step = 0;
   if (!c.resume.empty()) {
@@ -140,38 +255,41 @@ int train(const Config& c) {
       STRATA_CHECK(latest.has_value(), "--resume ", path, ": no checkpoint there");
       path = *latest;
     }
-    step = strata::core::load_checkpoint(path, *model, &optimizer);
+    step = model.load_checkpoint(path, optimizer);
     spdlog::info("resumed from {} at step {}", path, step);
   }
-  strata::parallel::DistributedDataParallel ddp(
-      model.ptr(), world,
-      strata::parallel::DistributedDataParallelOptions().bucket_cap_bytes(
-          static_cast<int64_t>(c.bucket_cap_mb * 1024 * 1024)));
 
   strata::core::DistributedSampler sampler(strata::core::DistributedSamplerOptions(train_set.size())
-                                               .rank(rank)
-                                               .world_size(ranks)
+                                               .rank(model.data_parallel_rank())
+                                               .world_size(replicas)
                                                .seed(c.seed));
   const int64_t steps_per_epoch = sampler.local_size() / local_batch;
   STRATA_CHECK(steps_per_epoch > 0, "--batch ", c.batch, " is larger than the training set");
   const int64_t schedule_steps = steps_per_epoch * c.epochs;
   const int64_t last_step = c.max_steps > 0 ? std::min(schedule_steps, c.max_steps) : schedule_steps;
-  spdlog::info("training fmnist-{} on {} rank(s) x {} thread(s): {} steps of global batch {}",
-               c.model, ranks, c.threads, last_step - step, c.batch);
+  if (c.pp == 1) {
+    spdlog::info("training fmnist-{} on {} rank(s) x {} thread(s): {} steps of global batch {}",
+                 c.model, ranks, c.threads, last_step - step, c.batch);
+  } else {
+    spdlog::info("training fmnist-{} on {} pipeline stage(s) x {} replica(s) x {} thread(s), "
+                 "schedule {} with {} micro-batches: {} steps of global batch {}",
+                 c.model, c.pp, replicas, c.threads, c.schedule, c.micro_batches,
+                 last_step - step, c.batch);
+  }
 
   strata::core::MetricsWriter metrics(rank == 0 ? c.metrics_out : "");
   strata::core::ProgressReporter progress(last_step, c.log_every, rank == 0);
   auto save = [&](int64_t at_step) {
-    if (rank != 0 || c.checkpoint_dir.empty()) return;
-    std::filesystem::create_directories(c.checkpoint_dir);
-    strata::core::save_checkpoint(strata::core::checkpoint_path(c.checkpoint_dir, at_step), *model,
-                                  &optimizer, at_step, {{"model", c.model}});
+    if (c.checkpoint_dir.empty()) return;
+    model.save_checkpoint(strata::core::checkpoint_path(c.checkpoint_dir, at_step), optimizer,
+                          at_step, {{"model", c.model}});
   };
 
   // Throughput is measured after a warm-up, so that first-touch allocations don't count.
   const int64_t warmup_steps = step + std::min<int64_t>(20, (last_step - step) / 10);
+  PipelineReport report(c, model.pipeline());
   strata::core::Stopwatch measure;
-  double loss_sum = 0;  // this rank's loss, summed since the last log line
+  double loss_sum = 0;  // this replica's loss, summed since the last log line
   int64_t loss_count = 0;
   double last_loss = std::numeric_limits<double>::quiet_NaN();
   at::Tensor epoch_indices;
@@ -189,16 +307,16 @@ int train(const Config& c) {
     for (auto& group : optimizer.param_groups()) {
       static_cast<torch::optim::SGDOptions&>(group.options()).lr(learning_rate(c, step, schedule_steps));
     }
-    optimizer.zero_grad();
-    const at::Tensor logits = model->forward(train_set.images.index_select(0, idx));
-    const at::Tensor loss = torch::nn::functional::cross_entropy(logits, train_set.labels.index_select(0, idx));
-    loss.backward();  // gradients are averaged over ranks when this returns
-    optimizer.step();
-    loss_sum += loss.item<double>();
+    strata::core::Stopwatch step_time;
+    loss_sum += model.train_step(train_set.images.index_select(0, idx),
+                                 train_set.labels.index_select(0, idx), optimizer);
+    report.record(step, warmup_steps, step_time.seconds());
     ++loss_count;
 
     const bool log_now = (step + 1) % c.log_every == 0 || step + 1 == last_step;
     if (log_now) {
+      // Every rank of a pipeline holds its replica's loss: the mean over all ranks is the
+      // mean over the replicas.
       last_loss = sum_over_ranks(*world, loss_sum / loss_count) / ranks;
       loss_sum = 0;
       loss_count = 0;
@@ -212,14 +330,21 @@ int train(const Config& c) {
   const double samples_per_s =
       measured_steps > 0 ? static_cast<double>(measured_steps * c.batch) / measure.seconds() : 0.0;
   if (c.checkpoint_every == 0 || last_step % c.checkpoint_every != 0) save(last_step);
+  const std::vector<double> idle = report.finish();
 
-  const double accuracy = test_accuracy(model, test_set, *world);
+  const double accuracy = test_accuracy(model, test_set);
   spdlog::info("done: test accuracy {:.2f}%, train loss {:.4f}, {:.0f} samples/s", 100 * accuracy,
                last_loss, samples_per_s);
-  metrics.write_final({{"test_accuracy", accuracy}, {"train_loss", last_loss},
-                       {"samples_per_s", samples_per_s}, {"steps", last_step},
-                       {"world_size", ranks}, {"threads", c.threads}, {"model", c.model},
-                       {"batch", c.batch}});
+  nlohmann::json final_record = {{"test_accuracy", accuracy}, {"train_loss", last_loss},
+                                 {"samples_per_s", samples_per_s}, {"steps", last_step},
+                                 {"world_size", ranks}, {"threads", c.threads},
+                                 {"model", c.model}, {"batch", c.batch}, {"pp", c.pp}};
+  if (c.pp > 1) {
+    final_record["schedule"] = c.schedule;
+    final_record["micro_batches"] = c.micro_batches;
+    final_record["idle_fraction"] = idle;
+  }
+  metrics.write_final(final_record);
   return 0;
 }
 
@@ -228,11 +353,12 @@ int train(const Config& c) {
 int main(int argc, char** argv) {
   return strata::core::run_main([&] {
     Config config;
-    CLI::App app{"Data-parallel training of fmnist-mlp or fmnist-cnn on Fashion-MNIST.\n"
-                 "Run under mpirun -np N for N ranks, or alone for one process."};
+    CLI::App app{"Data-parallel and pipelined training of fmnist-mlp or fmnist-cnn on "
+                 "Fashion-MNIST.\nRun under mpirun -np N for N ranks, or alone for one process."};
     strata::core::configure_cli(app);
     add_flags(app, config);
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    check_flags(app, config);
     return train(config);
   });
 }

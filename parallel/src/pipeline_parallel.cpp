@@ -99,36 +99,20 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
                                                      micro_batches, options_.virtual_stages());
   const int stages = schedule.num_stages;
 
-  // World rank 0 partitions; everyone uses its layer counts.
-  at::Tensor balance = at::zeros({stages}, at::kLong);
-  std::vector<LayerProfile> layers;
-  std::string error;
-  if (grid_.rank() == 0) {
-    try {
-      const at::Tensor micro_batch = sample_batch.chunk(micro_batches, 0)[0];
-      layers = profile_layers(model, micro_batch);
-      partition_ = choose_partition(layers, options_.balance(), stages, options_.schedule(),
-                                    micro_batches, options_.optimizer_state_factor());
-      balance.copy_(at::tensor(partition_.balance(), at::kLong));
-    } catch (const strata::Error& e) {
-      error = e.what();
-    }
-  }
-  // A failure on rank 0 must reach every rank, or they would wait for a partition forever.
-  const std::string message =
-      tensor_to_string(broadcast_tensor(*grid_.world(), string_to_tensor(error), 0));
-  if (!message.empty()) throw strata::Error(message);
-  grid_.world()->broadcast(balance, 0)->wait();
-  if (grid_.rank() != 0) {
-    // Layer costs are rank 0's business; the others only need names and counts.
-    for (const auto& child : model->named_children())
-      layers.push_back({child.key(), child.value()->name(), 0, 0, 0, 0});
-    partition_ = partition_explicit(layers, std::vector<int64_t>(balance.data_ptr<int64_t>(),
-                                                                 balance.data_ptr<int64_t>() + stages));
-  } else {
+  // Every rank profiles at once (so that no rank is timed while another spins in a
+  // collective), the times are averaged, and every rank partitions the same profile: the
+  // same split everywhere, and the same error everywhere if there is none.
+  const at::Tensor micro_batch = sample_batch.chunk(micro_batches, 0)[0];
+  std::vector<LayerProfile> layers = profile_layers(model, micro_batch);
+  at::Tensor times = at::empty({static_cast<int64_t>(layers.size())}, at::kDouble);
+  for (size_t i = 0; i < layers.size(); ++i) times[i] = layers[i].time;
+  grid_.world()->allreduce(times, ReduceOp::Avg)->wait();
+  for (size_t i = 0; i < layers.size(); ++i) layers[i].time = times[i].item<double>();
+  partition_ = choose_partition(layers, options_.balance(), stages, options_.schedule(),
+                                micro_batches, options_.optimizer_state_factor());
+  if (grid_.rank() == 0)
     spdlog::info("pipeline partition ({} stages, balance {}):\n{}", stages, options_.balance(),
                  partition_.describe());
-  }
 
   const std::vector<torch::nn::Sequential> parts = split_sequential(model, partition_);
   local_ = std::make_shared<torch::nn::Module>("PipelineStages");

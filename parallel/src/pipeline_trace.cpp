@@ -1,9 +1,10 @@
 #include "strata/parallel/pipeline_trace.h"
 
 #include <algorithm>
-#include <cstring>
+#include <chrono>
 
 #include "strata/core/error.h"
+#include "strata/parallel/tensor_message.h"
 
 namespace strata::parallel {
 
@@ -112,36 +113,43 @@ void add_pipeline_records(core::ChromeTrace& trace,
 core::ChromeTrace gather_trace(Communicator& comm, const core::ChromeTrace& local, int root) {
   STRATA_CHECK(root >= 0 && root < comm.size(), "gather trace: root ", root,
                " is not a rank of a communicator of ", comm.size());
-  const std::string text = local.to_json().dump();
-  at::Tensor size = at::full({1}, static_cast<int64_t>(text.size()), at::kLong);
-  at::Tensor sizes = at::empty({comm.size(), 1}, at::kLong);
-  comm.allgather(size, sizes)->wait();
-
   if (comm.rank() != root) {
-    at::Tensor bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
-    std::memcpy(bytes.data_ptr(), text.data(), text.size());
-    comm.send(bytes, root, kGatherTag);
+    for (auto& work : isend_tensor(comm, string_to_tensor(local.to_json().dump()), root,
+                                   kGatherTag))
+      work->wait();
     return {};
   }
-  std::vector<at::Tensor> received(comm.size());
-  std::vector<WorkPtr> works;
-  for (int r = 0; r < comm.size(); ++r) {
-    if (r == root) continue;
-    received[r] = at::empty({sizes[r][0].item<int64_t>()}, at::kByte);
-    works.push_back(comm.irecv(received[r], r, kGatherTag));
-  }
-  for (auto& work : works) work->wait();
   std::vector<core::ChromeTrace> traces;
   for (int r = 0; r < comm.size(); ++r) {
-    if (r == root) {
-      traces.push_back(local);
-      continue;
-    }
-    const auto* data = static_cast<const char*>(received[r].data_ptr());
-    traces.push_back(core::ChromeTrace::from_json(
-        nlohmann::json::parse(std::string(data, data + received[r].numel()))));
+    traces.push_back(r == root ? local
+                               : core::ChromeTrace::from_json(nlohmann::json::parse(
+                                     tensor_to_string(recv_tensor(comm, r, kGatherTag)))));
   }
   return core::ChromeTrace::merge(traces);
+}
+
+PipelineTraceRecorder::PipelineTraceRecorder(CommunicatorPtr comm, int pid)
+    : comm_(std::move(comm)), pid_(pid) {
+  STRATA_CHECK(comm_ != nullptr, "pipeline trace recorder: communicator is null");
+}
+
+void PipelineTraceRecorder::add_step(const PipelineExecutor& executor, int step) {
+  const double start_us =
+      std::chrono::duration<double, std::micro>(executor.step_start().time_since_epoch()).count();
+  if (steps_ == 0) {
+    // steady_clock is one clock for every process of a host: the earliest rank's start of
+    // the first step is the trace's zero, and every rank's boxes line up against it.
+    at::Tensor origin = at::full({1}, start_us, at::kDouble);
+    comm_->allreduce(origin, ReduceOp::Min)->wait();
+    origin_us_ = origin.item<double>();
+  }
+  add_pipeline_records(trace_, executor.records(), pid_, start_us - origin_us_, step);
+  ++steps_;
+}
+
+void PipelineTraceRecorder::write(const std::string& path, int root) {
+  const core::ChromeTrace merged = gather_trace(*comm_, trace_, root);
+  if (comm_->rank() == root) merged.write(path);
 }
 
 }  // namespace strata::parallel

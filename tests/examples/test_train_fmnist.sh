@@ -30,16 +30,22 @@ cp "$data"/*.gz "$tmp/wrong/"
 cp "$data/train-labels-idx1-ubyte.gz" "$tmp/wrong/train-images-idx3-ubyte.gz"
 expect_error "wrong IDX file" "expected images" "$bin" "${quick[@]}" --data-dir "$tmp/wrong"
 
-# A global batch that 2 ranks cannot split. Under mpirun each rank reports; check the line.
-rm -rf "$tmp/out"; mkdir -p "$tmp/out"
-if mpirun -np 2 --oversubscribe "$bin" --threads 1 --epochs 1 --batch 255 --metrics-out "$tmp/out/m.jsonl" \
-    >"$tmp/stdout" 2>"$tmp/stderr"; then
-  fail "indivisible batch: exit code 0"
-elif grep -q "not divisible" "$tmp/stderr" && [[ -z $(ls -A "$tmp/out") ]]; then
-  pass "indivisible batch: $(grep -m1 'not divisible' "$tmp/stderr")"
-else
-  fail "indivisible batch: $(cat "$tmp/stderr")"
-fi
+# mpirun_expect_error NAME PATTERN ARGS...: a 2-rank run that must fail with PATTERN on
+# stderr and leave nothing behind.
+mpirun_expect_error() {
+  local name="$1" pattern="$2"; shift 2
+  rm -rf "$tmp/out"; mkdir -p "$tmp/out"
+  if mpirun -np 2 --oversubscribe "$bin" "$@" --metrics-out "$tmp/out/m.jsonl" \
+      --checkpoint-dir "$tmp/out/ckpt" >"$tmp/stdout" 2>"$tmp/stderr"; then
+    fail "$name: exit code 0"
+  elif grep -q -- "$pattern" "$tmp/stderr" && [[ -z $(ls -A "$tmp/out") ]]; then
+    pass "$name: $(grep -m1 -- "$pattern" "$tmp/stderr")"
+  else
+    fail "$name: $(cat "$tmp/stderr")"
+  fi
+}
+# A global batch that 2 ranks cannot split.
+mpirun_expect_error "indivisible batch" "not divisible" --threads 1 --epochs 1 --batch 255
 
 # Stop after 12 steps and resume to 24: bit-identical to an uninterrupted 24-step run.
 "$bin" "${quick[@]}" --model cnn --max-steps 24 --checkpoint-dir "$tmp/full" --checkpoint-every 12 >/dev/null 2>&1 \
@@ -64,5 +70,56 @@ cp -r "$tmp/part/step-00000012" "$tmp/corrupt"
 printf '\x55' | dd of="$tmp/corrupt/tensors.bin" bs=1 seek=100 conv=notrunc status=none
 expect_error "corrupt checkpoint" "checksum" "$bin" "${quick[@]}" --model cnn --resume "$tmp/corrupt"
 expect_error "checkpoint of another model" "checkpoint" "$bin" "${quick[@]}" --model mlp --resume "$tmp/part/step-00000012"
+
+# Pipeline flags: they need --pp, and --pp must fit the world and the batch.
+expect_error "pipeline flag without --pp" "--schedule needs --pp 2 or more" "$bin" "${quick[@]}" --schedule gpipe
+expect_error "more stages than ranks" "--pp 2 does not divide the 1 ranks" "$bin" "${quick[@]}" --pp 2
+expect_error "bad schedule" "schedule" "$bin" "${quick[@]}" --pp 2 --schedule pipedream
+
+mpirun_expect_error "micro-batches that do not divide the batch" "not divisible by --micro-batches 3" \
+  "${quick[@]}" --pp 2 --micro-batches 3
+mpirun_expect_error "balance with the wrong number of stages" "balance '1,1,1' has 3 stages, expected 2" \
+  "${quick[@]}" --pp 2 --balance 1,1,1
+
+# A pipelined run: a trace with both ranks' stages, idle fractions in the metrics.
+pipe=(--pp 2 --micro-batches 4 --schedule zb-h1 --balance time)
+if mpirun -np 2 --oversubscribe "$bin" "${quick[@]}" "${pipe[@]}" --max-steps 30 \
+    --metrics-out "$tmp/pipe.jsonl" --trace-out "$tmp/trace.json" >"$tmp/stdout" 2>"$tmp/stderr"; then
+  if /usr/bin/python3 - "$tmp/trace.json" "$tmp/pipe.jsonl" <<'PY'
+import json, sys
+trace = json.load(open(sys.argv[1]))["traceEvents"]
+rows = {(e["pid"], e["args"]["name"]) for e in trace if e["name"] == "thread_name"}
+assert (0, "stage 0") in rows and (1, "stage 1") in rows, rows
+names = {e["name"] for e in trace if e["ph"] == "X"}
+assert {"forward", "B", "W"} <= names, names
+final = [json.loads(l) for l in open(sys.argv[2]) if "test_accuracy" in l][-1]
+assert len(final["idle_fraction"]) == 2 and all(0 <= f < 1 for f in final["idle_fraction"]), final
+assert final["test_accuracy"] > 0.5, final
+PY
+  then pass "pipelined run: trace rows per stage, idle fractions, accuracy"
+  else fail "pipelined run: trace or metrics wrong"; fi
+else
+  fail "pipelined run: $(cat "$tmp/stderr")"
+fi
+
+# Checkpoints do not depend on the layout: a pp=2 run resumed with pp=2 is bit-exact to an
+# uninterrupted one, and the same checkpoint resumes in one process.
+mpirun -np 2 --oversubscribe "$bin" "${quick[@]}" "${pipe[@]}" --max-steps 24 --checkpoint-dir "$tmp/pfull" >/dev/null 2>&1 \
+  || fail "uninterrupted pipelined run"
+mpirun -np 2 --oversubscribe "$bin" "${quick[@]}" "${pipe[@]}" --max-steps 12 --checkpoint-dir "$tmp/ppart" >/dev/null 2>&1 \
+  || fail "first pipelined half"
+mpirun -np 2 --oversubscribe "$bin" "${quick[@]}" "${pipe[@]}" --max-steps 24 --checkpoint-dir "$tmp/ppart" --resume "$tmp/ppart" >/dev/null 2>&1 \
+  || fail "resumed pipelined half"
+if cmp -s "$tmp/pfull/step-00000024/tensors.bin" "$tmp/ppart/step-00000024/tensors.bin"; then
+  pass "pipelined resume is bit-exact"
+else
+  fail "resumed pipelined run differs from the uninterrupted one"
+fi
+if "$bin" "${quick[@]}" --max-steps 13 --resume "$tmp/ppart/step-00000012" >"$tmp/stdout" 2>"$tmp/stderr" \
+    && grep -q "resumed from .* at step 12" "$tmp/stdout" "$tmp/stderr"; then
+  pass "a pp=2 checkpoint resumes in one process"
+else
+  fail "a pp=2 checkpoint does not resume with pp=1: $(tail -1 "$tmp/stderr")"
+fi
 
 finish

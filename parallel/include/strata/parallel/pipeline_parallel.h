@@ -57,9 +57,10 @@ class PipelineParallel {
  public:
   // Collective over grid.world(). `model` must be the same on every rank (the same
   // layers, built from the same seed); `sample_batch` is one replica's batch (or any batch
-  // of the same row shape), used to profile the layers. World rank 0 chooses the
-  // partition and the others take it from rank 0, so a timing profile cannot differ
-  // between ranks. Raises strata::Error for a partition or schedule that cannot be.
+  // of the same row shape), used to profile the layers. Every rank profiles, the layer
+  // times are averaged over the ranks, and every rank partitions that one profile, so the
+  // split is the same everywhere. Raises strata::Error (on every rank) for a partition or
+  // schedule that cannot be.
   PipelineParallel(torch::nn::Sequential model, const ProcessGrid& grid, PipelineLoss loss,
                    const at::Tensor& sample_batch, PipelineParallelOptions options = {});
   ~PipelineParallel();

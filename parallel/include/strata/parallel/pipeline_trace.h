@@ -67,4 +67,29 @@ void add_pipeline_records(core::ChromeTrace& trace,
 // then the bytes sent to root). Call it between steps, not during one.
 core::ChromeTrace gather_trace(Communicator& comm, const core::ChromeTrace& local, int root = 0);
 
+
+// The timeline of several steps of one executor, every rank in one trace: call add_step
+// after each step to keep (on every rank of `comm`, the first call is collective), then
+// write() on every rank. On one host the rows of all ranks share one time axis.
+//
+//   PipelineTraceRecorder trace(world, world->rank());
+//   for (...) { executor.train_step(...); if (keep) trace.add_step(executor, step); }
+//   trace.write("out/trace.json");   // rank 0 writes
+class PipelineTraceRecorder {
+ public:
+  // `pid`: this rank's row group in the trace (its world rank, say).
+  PipelineTraceRecorder(CommunicatorPtr comm, int pid);
+  void add_step(const PipelineExecutor& executor, int step);
+  // Collective: gathers every rank's steps and writes them on `root`.
+  void write(const std::string& path, int root = 0);
+  int steps() const { return steps_; }
+
+ private:
+  CommunicatorPtr comm_;
+  int pid_;
+  int steps_ = 0;
+  double origin_us_ = 0;
+  core::ChromeTrace trace_;
+};
+
 }  // namespace strata::parallel
