@@ -10,7 +10,8 @@ peak RSS, interleaved run by run with the single-process baselines:
            pipeline's work without the pipeline; efficiency = pipeline / (K x this), whose
            theory is 1 - idle theory (GPipe's K*M/(M+K-1) speedup over it)
 then K = 4 oversubscribed ranks (2 cores: the idle fractions, not the speed, are the
-point). Prints a markdown table per K, then one JSON object per figure
+point), then peak memory at K = 2, M = 32 for GPipe and 1F1B with and without
+recomputation. Prints a markdown table per K and for memory, then one JSON object per figure
 (docs/BENCHMARKS.md), and writes every run's raw JSON and the 1f1b K=2 M=8 timeline
 (Chrome trace and PNG) to --out.
 
@@ -62,11 +63,11 @@ class Bench:
         return self.run([self.binary, "--mode", "single", "--micro-batch-rows", str(rows)],
                         threads)
 
-    def pipeline(self, ranks, schedule, v, m, trace=None):
+    def pipeline(self, ranks, schedule, v, m, trace=None, recompute="never"):
         cmd = ["mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to",
                "core:overload-allowed", self.binary, "--mode", "pipeline", "--schedule",
                schedule, "--virtual-stages", str(v), "--micro-batches", str(m),
-               "--partition", self.args.partition]
+               "--partition", self.args.partition, "--recompute", recompute]
         if trace:
             cmd += ["--trace-out", trace]
         return self.run(cmd, 1)
@@ -158,6 +159,31 @@ def sweep(bench, ranks, micro_batches, records):
                                 "ratio": rss[r] / gpipe_rss[m][r]})
 
 
+def memory(bench, m, records):
+    """Peak memory per rank at K = 2, M = m: GPipe, 1F1B, each with and without
+    recomputation (one run each: memory does not vary from run to run like time does)."""
+    print(f"\nPeak memory, K = 2, M = {m}, batch {bench.args.batch}: resident set (peak and its "
+          "growth over the start of the run) and the executor's saved-activation peak\n")
+    print("| schedule | recompute | peak RSS MB per rank (+ growth) | saved activations MB per rank "
+          "| samples/s |")
+    print("|---|---|---|---|---:|")
+    gpipe = None
+    for s, recompute in [("gpipe", "never"), ("1f1b", "never"), ("gpipe", "always"),
+                         ("1f1b", "always"), ("1f1b", "except_last")]:
+        line = bench.pipeline(2, s, 1, m, recompute=recompute)
+        saved = line["peak_saved_bytes"]
+        if gpipe is None:
+            gpipe = line
+        print(f"| {s} | {recompute} | {megabytes(line['peak_rss_bytes'], line['start_rss_bytes'])} "
+              f"| {'/'.join(f'{b / 1e6:.1f}' for b in saved)} | {line['samples_per_s']:,.0f} |")
+        for r in range(2):
+            records.append({"bench": "pipeline", "case": f"fmnist-mlp {s} recompute {recompute} "
+                            f"K=2 M={m} saved activations rank {r} vs gpipe",
+                            "value": saved[r], "unit": "bytes",
+                            "baseline": gpipe["peak_saved_bytes"][r],
+                            "ratio": saved[r] / gpipe["peak_saved_bytes"][r]})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="repetitions of every run")
@@ -182,6 +208,7 @@ def main():
     sweep(bench, 2, [int(m) for m in args.micro_batches.split(",")], records)
     if args.micro_batches_k4:
         sweep(bench, 4, [int(m) for m in args.micro_batches_k4.split(",")], records)
+    memory(bench, 8 if args.quick else 32, records)
     print()
     for r in records:
         r["runs"] = args.runs
