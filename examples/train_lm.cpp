@@ -57,26 +57,36 @@ struct Config {
   int64_t log_every = 50;
 
   core::TransformerLMOptions model() const {
-    return core::TransformerLMOptions().context(context).layers(layers).d_model(d_model).heads(heads)
-        .ffn(ffn).dropout(dropout);
+    return core::TransformerLMOptions()
+        .context(context)
+        .layers(layers)
+        .d_model(d_model)
+        .heads(heads)
+        .ffn(ffn)
+        .dropout(dropout);
   }
 };
 
 void add_flags(CLI::App& app, Config& c) {
-  app.add_option("--data-dir", c.data_dir, "Directory of text files (90/10 train/validation by file)");
+  app.add_option("--data-dir", c.data_dir,
+                 "Directory of text files (90/10 train/validation by file)");
   app.add_option("--steps", c.steps, "Train until this step (a resumed run continues to it)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--batch", c.batch, "Sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--context", c.context, "Bytes per sequence (the model's context)")
       ->check(CLI::PositiveNumber);
   app.add_option("--layers", c.layers, "Decoder blocks")->check(CLI::PositiveNumber);
-  app.add_option("--d-model", c.d_model, "Width of the residual stream")->check(CLI::PositiveNumber);
+  app.add_option("--d-model", c.d_model, "Width of the residual stream")
+      ->check(CLI::PositiveNumber);
   app.add_option("--heads", c.heads, "Attention heads (must divide --d-model)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--ffn", c.ffn, "Hidden width of each feed-forward layer")->check(CLI::PositiveNumber);
-  app.add_option("--dropout", c.dropout, "Dropout probability (0: none)")->check(CLI::Range(0.0, 0.99));
+  app.add_option("--ffn", c.ffn, "Hidden width of each feed-forward layer")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--dropout", c.dropout, "Dropout probability (0: none)")
+      ->check(CLI::Range(0.0, 0.99));
   app.add_option("--lr", c.lr, "AdamW learning rate (constant)")->check(CLI::PositiveNumber);
-  app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber);
+  app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", c.seed, "Seed for initialization, batches and sampling");
   app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)")->check(CLI::PositiveNumber);
   app.add_option("--eval-every", c.eval_every, "Validate every N steps (0: only at the end)")
@@ -148,8 +158,9 @@ int64_t resume(const Config& c, torch::nn::Sequential& model, torch::optim::Opti
   const int64_t step = core::load_checkpoint(*path, *model, &optimizer, &extra);
   const nlohmann::json expected = model_description(c);
   for (const auto& [key, value] : expected.items()) {
-    STRATA_CHECK(extra.contains(key) && extra[key] == value, "--resume ", *path, ": saved with ",
-                 key, " ", extra.value(key, nlohmann::json()).dump(), ", this run has ", value.dump());
+    const nlohmann::json saved = extra.value(key, nlohmann::json());
+    STRATA_CHECK(saved == value, "--resume ", *path, ": saved with ", key, " ", saved.dump(),
+                 ", this run has ", value.dump());
   }
   spdlog::info("resumed from {} at step {}", *path, step);
   return step;
@@ -170,7 +181,8 @@ int train(const Config& c) {
   torch::nn::Sequential model = core::make_transformer_lm(options);
   // Each tensor once: the tied embedding/head table must not be stepped twice.
   const std::vector<at::Tensor> params = core::unique_parameters(*model);
-  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+  torch::optim::AdamW optimizer(params,
+                                torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
   const int64_t first_step = c.resume.empty() ? 0 : resume(c, model, optimizer);
   int64_t parameter_count = 0;
   for (const at::Tensor& p : params) parameter_count += p.numel();
@@ -205,7 +217,8 @@ int train(const Config& c) {
   double val_loss = std::numeric_limits<double>::quiet_NaN();
   int64_t step = first_step;
   for (; step < c.steps; ++step) {
-    auto [inputs, targets] = corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
+    auto [inputs, targets] =
+        corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
     measure.reset();
     loss_sum += train_step(model, optimizer, inputs, targets);
     if (step >= warmup_end) measured_seconds += measure.seconds();
@@ -220,7 +233,10 @@ int train(const Config& c) {
     if (c.eval_every > 0 && (step + 1) % c.eval_every == 0) val_loss = evaluate(step + 1);
     if (c.checkpoint_every > 0 && (step + 1) % c.checkpoint_every == 0) save(step + 1);
   }
-  if (c.eval_every == 0 || step % c.eval_every != 0 || step == first_step) val_loss = evaluate(step);
+  // The last step's evaluation, unless the loop just made it.
+  if (c.eval_every == 0 || step % c.eval_every != 0 || step == first_step) {
+    val_loss = evaluate(step);
+  }
   if (c.checkpoint_every == 0 || step % c.checkpoint_every != 0) save(step);
 
   const int64_t measured_steps = std::max<int64_t>(0, c.steps - std::max(warmup_end, first_step));

@@ -64,7 +64,8 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
   const int64_t batch = x.size(0), time = x.size(1), d = options.d_model();
   const int64_t heads = options.heads(), head_dim = d / heads;
   // [B, T, 3d] -> [3, B, heads, T, head_dim]: queries, keys and values per head.
-  const at::Tensor qkv_heads = qkv(x).view({batch, time, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
+  const at::Tensor qkv_heads =
+      qkv(x).view({batch, time, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
   const at::Tensor q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
   // Position t must not see the bytes it is asked to predict: mask out j > t.

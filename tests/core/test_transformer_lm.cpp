@@ -134,7 +134,8 @@ TEST(TransformerLM, GenerationIsDeterministic) {
   EXPECT_EQ(greedy, core::generate(model, "Hello", 3, 0.0, 16, gen(2)));
   torch::NoGradGuard no_grad;
   model->eval();
-  const at::Tensor prompt = torch::tensor(std::vector<int64_t>{'H', 'e', 'l', 'l', 'o'}).unsqueeze(0);
+  const at::Tensor prompt =
+      torch::tensor(std::vector<int64_t>{'H', 'e', 'l', 'l', 'o'}).unsqueeze(0);
   EXPECT_EQ(static_cast<unsigned char>(greedy[0]),
             model->forward(prompt)[0][-1].argmax().item<int64_t>());
 
@@ -180,6 +181,7 @@ TEST(TransformerLM, BadOptionsAndInputs) {
               HasSubstr("expected int64 tokens [batch, time]"));
   EXPECT_THAT(error_of([&] { model->forward(torch::full({1, 4}, 256, at::kLong)); }),
               HasSubstr("token values must lie in [0, 256)"));
-  EXPECT_THAT(error_of([&] { core::lm_loss(torch::zeros({2, 3, 256}), torch::zeros({2, 4}, at::kLong)); }),
+  const at::Tensor wrong_targets = torch::zeros({2, 4}, at::kLong);
+  EXPECT_THAT(error_of([&] { core::lm_loss(torch::zeros({2, 3, 256}), wrong_targets); }),
               HasSubstr("expected [batch, time, vocab] and [batch, time]"));
 }
