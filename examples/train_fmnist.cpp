@@ -249,14 +249,10 @@ int train(const Config& c) {
                               torch::optim::SGDOptions(c.lr).momentum(c.momentum));
   int64_t step = 0;
   if (!c.resume.empty()) {
-    std::string path = c.resume;
-    if (!std::filesystem::exists(std::filesystem::path(path) / "manifest.json")) {
-      auto latest = strata::core::latest_checkpoint(path);
-      STRATA_CHECK(latest.has_value(), "--resume ", path, ": no checkpoint there");
-      path = *latest;
-    }
-    step = model.load_checkpoint(path, optimizer);
-    spdlog::info("resumed from {} at step {}", path, step);
+    const auto path = strata::core::find_checkpoint(c.resume);
+    STRATA_CHECK(path.has_value(), "--resume ", c.resume, ": no checkpoint there");
+    step = model.load_checkpoint(*path, optimizer);
+    spdlog::info("resumed from {} at step {}", *path, step);
   }
 
   strata::core::DistributedSampler sampler(strata::core::DistributedSamplerOptions(train_set.size())

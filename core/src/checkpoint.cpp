@@ -503,4 +503,10 @@ std::optional<std::string> latest_checkpoint(const std::string& dir) {
   return best;
 }
 
+std::optional<std::string> find_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (fs::exists(fs::path(path) / kManifest, ec)) return path;
+  return latest_checkpoint(path);
+}
+
 }  // namespace strata::core

@@ -45,8 +45,9 @@ void ProgressReporter::update(int64_t step, int64_t epoch, double loss,
   const double per_step = done > 0 ? since_start_.seconds() / static_cast<double>(done) : 0.0;
   const int64_t left = std::max<int64_t>(0, total_steps_ - step);
   const int width = static_cast<int>(std::to_string(total_steps_).size());
-  spdlog::info("step {:>{}}/{}  epoch {}  loss {:.4f}  {} samples/s  ETA {}", step, width,
-               total_steps_, epoch, loss, with_commas(rate), duration(per_step * left));
+  const std::string epoch_text = epoch >= 0 ? fmt::format("  epoch {}", epoch) : "";
+  spdlog::info("step {:>{}}/{}{}  loss {:.4f}  {} samples/s  ETA {}", step, width, total_steps_,
+               epoch_text, loss, with_commas(rate), duration(per_step * left));
   window_samples_ = 0;
   since_print_.reset();
 }

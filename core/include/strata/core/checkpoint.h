@@ -87,4 +87,8 @@ std::string checkpoint_path(const std::string& dir, int64_t step);
 // in `dir`, ignoring unfinished `*.tmp-*` directories; nullopt if none or no such dir.
 std::optional<std::string> latest_checkpoint(const std::string& dir);
 
+// What a --resume flag names: `path` itself when it is a checkpoint (has a manifest),
+// else latest_checkpoint(path); nullopt if neither.
+std::optional<std::string> find_checkpoint(const std::string& path);
+
 }  // namespace strata::core

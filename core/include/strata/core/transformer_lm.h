@@ -1,0 +1,117 @@
+#pragma once
+// fortunes-lm (docs/BENCHMARKS.md): a byte-level decoder-only Transformer, built as a flat
+// Sequential whose elements each take and return one tensor, so that a pipeline can cut
+// it between any two elements:
+//
+//   embed    TokenEmbedding   int64 tokens [B, T] -> float [B, T, d]
+//   block0.. DecoderBlock     [B, T, d] -> [B, T, d]  (pre-LayerNorm, residuals inside)
+//   norm     LayerNorm        [B, T, d] -> [B, T, d]
+//   head     LMHead           [B, T, d] -> logits [B, T, vocab]
+//
+// The head's weight IS the embedding's token table (weight tying): one tensor under two
+// names, "embed.token.weight" and "head.weight". In one process its gradient is the sum
+// of both uses by construction; a pipeline that puts embed and head on different ranks
+// must sum the two gradients itself. Module::parameters() lists the tensor twice, so
+// give an optimizer unique_parameters() instead, or it would step the tensor twice.
+// The modules are not Cloneable, because a clone would silently untie the two.
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace strata::core {
+
+struct TransformerLMOptions {
+  // Throws strata::Error naming the first bad option (e.g. d_model not divisible by heads).
+  void validate() const;
+
+  TORCH_ARG(int64_t, vocab) = 256;
+  TORCH_ARG(int64_t, d_model) = 256;
+  TORCH_ARG(int64_t, heads) = 4;
+  TORCH_ARG(int64_t, ffn) = 1024;
+  TORCH_ARG(int64_t, layers) = 4;
+  TORCH_ARG(int64_t, context) = 128;
+  TORCH_ARG(double, dropout) = 0.0;
+};
+
+// Token embedding plus a learned position embedding; sequences up to `context` long.
+class TokenEmbeddingImpl : public torch::nn::Module {
+ public:
+  explicit TokenEmbeddingImpl(const TransformerLMOptions& options);
+  at::Tensor forward(const at::Tensor& tokens);
+
+  TransformerLMOptions options;
+  torch::nn::Embedding token{nullptr};     // [vocab, d_model], shared with LMHead
+  torch::nn::Embedding position{nullptr};  // [context, d_model]
+};
+TORCH_MODULE(TokenEmbedding);
+
+// Causal multi-head self-attention: position t attends to positions 0..t only.
+class CausalSelfAttentionImpl : public torch::nn::Module {
+ public:
+  explicit CausalSelfAttentionImpl(const TransformerLMOptions& options);
+  at::Tensor forward(const at::Tensor& x);
+
+  TransformerLMOptions options;
+  torch::nn::Linear qkv{nullptr};  // d_model -> 3 d_model: queries, keys, values of all heads
+  torch::nn::Linear out{nullptr};  // d_model -> d_model
+};
+TORCH_MODULE(CausalSelfAttention);
+
+// x + attn(norm1(x)), then x + ffn_out(gelu(ffn_in(norm2(x)))).
+class DecoderBlockImpl : public torch::nn::Module {
+ public:
+  explicit DecoderBlockImpl(const TransformerLMOptions& options);
+  at::Tensor forward(const at::Tensor& x);
+
+  TransformerLMOptions options;
+  torch::nn::LayerNorm norm1{nullptr};
+  CausalSelfAttention attn{nullptr};
+  torch::nn::LayerNorm norm2{nullptr};
+  torch::nn::Linear ffn_in{nullptr};
+  torch::nn::Linear ffn_out{nullptr};
+};
+TORCH_MODULE(DecoderBlock);
+
+// logits = x @ weight^T, where `weight` is registered as this module's parameter "weight"
+// without copying: pass the embedding's token table to tie the two.
+class LMHeadImpl : public torch::nn::Module {
+ public:
+  explicit LMHeadImpl(at::Tensor weight);
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight;  // [vocab, d_model]
+};
+TORCH_MODULE(LMHead);
+
+// The model above, initialized like GPT-2: weights normal(0, 0.02), biases zero,
+// LayerNorms identity; deterministic under torch::manual_seed.
+torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options = {});
+
+// The parameters of `module`, each tensor once (the first name wins), in named order.
+std::vector<at::Tensor> unique_parameters(const torch::nn::Module& module);
+
+// Mean cross-entropy in nats over all positions: logits [B, T, V], targets int64 [B, T].
+at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& targets);
+
+// A mean loss in nats per byte as bits per byte (divides by ln 2).
+double bits_per_byte(double mean_loss_nats);
+
+// Continues `prompt` (non-empty) by `new_bytes` bytes sampled one at a time from the
+// model, feeding it at most the last `context` bytes; returns only the new bytes.
+// temperature 0 picks the most likely byte (greedy), > 0 samples from softmax(logits / T)
+// with `gen`. Runs in eval mode without gradients and restores the model's mode.
+std::string generate(torch::nn::Sequential& model, const std::string& prompt, int64_t new_bytes,
+                     double temperature, int64_t context, at::Generator gen);
+
+}  // namespace strata::core

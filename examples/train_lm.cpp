@@ -1,0 +1,274 @@
+// fortunes-lm: a byte-level Transformer language model trained on the fortunes text.
+//
+//   build/examples/train_lm --steps 2000 --eval-every 200 --generate 300
+//
+// One process for now. Each step samples `--batch` random windows of `--context` bytes
+// from the train split; validation loss and bits per byte are measured on a fixed set of
+// validation windows, so that evaluations at different steps (and runs) compare.
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <limits>
+
+#include <spdlog/spdlog.h>
+
+#include "strata/core/checkpoint.h"
+#include "strata/core/cli.h"
+#include "strata/core/error.h"
+#include "strata/core/logging.h"
+#include "strata/core/metrics.h"
+#include "strata/core/progress.h"
+#include "strata/core/text_corpus.h"
+#include "strata/core/threads.h"
+#include "strata/core/timer.h"
+#include "strata/core/transformer_lm.h"
+
+namespace {
+
+namespace core = strata::core;
+
+struct Config {
+  std::string data_dir = core::kFortunesDir;
+  int64_t steps = 2000;
+  int64_t batch = 32;
+  int64_t context = 128;
+  int64_t layers = 4;
+  int64_t d_model = 256;
+  int64_t heads = 4;
+  int64_t ffn = 1024;
+  double dropout = 0.0;
+  double lr = 3e-4;
+  double weight_decay = 0.01;  // torch.optim.AdamW's default
+  uint64_t seed = 0;
+  int threads = core::default_threads_per_rank();
+  int64_t eval_every = 200;
+  int64_t eval_batches = 20;
+  std::string metrics_out;
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 0;
+  std::string resume;
+  std::string prompt = "The ";
+  int64_t generate = 0;
+  double temperature = 0.8;
+  int64_t log_every = 50;
+
+  core::TransformerLMOptions model() const {
+    return core::TransformerLMOptions()
+        .context(context)
+        .layers(layers)
+        .d_model(d_model)
+        .heads(heads)
+        .ffn(ffn)
+        .dropout(dropout);
+  }
+};
+
+void add_flags(CLI::App& app, Config& c) {
+  app.add_option("--data-dir", c.data_dir,
+                 "Directory of text files (90/10 train/validation by file)");
+  app.add_option("--steps", c.steps, "Train until this step (a resumed run continues to it)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--batch", c.batch, "Sequences per step")->check(CLI::PositiveNumber);
+  app.add_option("--context", c.context, "Bytes per sequence (the model's context)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--layers", c.layers, "Decoder blocks")->check(CLI::PositiveNumber);
+  app.add_option("--d-model", c.d_model, "Width of the residual stream")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--heads", c.heads, "Attention heads (must divide --d-model)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--ffn", c.ffn, "Hidden width of each feed-forward layer")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--dropout", c.dropout, "Dropout probability (0: none)")
+      ->check(CLI::Range(0.0, 0.99));
+  app.add_option("--lr", c.lr, "AdamW learning rate (constant)")->check(CLI::PositiveNumber);
+  app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", c.seed, "Seed for initialization, batches and sampling");
+  app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)")->check(CLI::PositiveNumber);
+  app.add_option("--eval-every", c.eval_every, "Validate every N steps (0: only at the end)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eval-batches", c.eval_batches, "Validation batches (of --batch sequences)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--metrics-out", c.metrics_out, "Write JSON-lines metrics here");
+  app.add_option("--checkpoint-dir", c.checkpoint_dir, "Write checkpoints here");
+  app.add_option("--checkpoint-every", c.checkpoint_every,
+                 "Checkpoint every N steps (0: only at the end)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--resume", c.resume,
+                 "Resume from a checkpoint, or from the latest one in a checkpoint directory");
+  app.add_option("--prompt", c.prompt, "Text that generation continues");
+  app.add_option("--generate", c.generate, "Bytes to generate after training (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", c.temperature, "Sampling temperature (0: greedy)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--log-every", c.log_every, "Print progress every N steps")
+      ->check(CLI::PositiveNumber);
+}
+
+at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+
+// Step `step` draws its batch from its own generator, so a resumed run sees exactly the
+// batches of an uninterrupted one without checkpointing any generator state.
+at::Generator step_generator(uint64_t seed, int64_t step) {
+  return generator(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step));
+}
+
+// One optimizer step on one batch; returns the batch's loss. The whole training step in
+// one place, so that pipeline-parallel training can replace just this.
+double train_step(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+                  const at::Tensor& inputs, const at::Tensor& targets) {
+  optimizer.zero_grad();
+  const at::Tensor loss = core::lm_loss(model->forward(inputs), targets);
+  loss.backward();
+  optimizer.step();
+  return loss.item<double>();
+}
+
+// Mean loss over the same validation windows at every call (a fixed generator seed,
+// independent of --seed, so that runs with different seeds compare too).
+double validation_loss(torch::nn::Sequential& model, const core::TextCorpus& corpus,
+                       const Config& c) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  at::Generator gen = generator(20240229);
+  double sum = 0;
+  for (int64_t i = 0; i < c.eval_batches; ++i) {
+    auto [inputs, targets] = corpus.sample_batch(false, c.batch, c.context, gen);
+    sum += core::lm_loss(model->forward(inputs), targets).item<double>();
+  }
+  model->train();
+  return sum / static_cast<double>(c.eval_batches);
+}
+
+// What the checkpoint's "extra" records about the model, checked on resume: a model with
+// other heads has the same tensor shapes, so load_checkpoint alone cannot tell.
+nlohmann::json model_description(const Config& c) {
+  return {{"model", "fortunes-lm"}, {"layers", c.layers}, {"d_model", c.d_model},
+          {"heads", c.heads},       {"ffn", c.ffn},       {"context", c.context}};
+}
+
+int64_t resume(const Config& c, torch::nn::Sequential& model, torch::optim::Optimizer& optimizer) {
+  const auto path = core::find_checkpoint(c.resume);
+  STRATA_CHECK(path.has_value(), "--resume ", c.resume, ": no checkpoint there");
+  nlohmann::json extra;
+  const int64_t step = core::load_checkpoint(*path, *model, &optimizer, &extra);
+  const nlohmann::json expected = model_description(c);
+  for (const auto& [key, value] : expected.items()) {
+    const nlohmann::json saved = extra.value(key, nlohmann::json());
+    STRATA_CHECK(saved == value, "--resume ", *path, ": saved with ", key, " ", saved.dump(),
+                 ", this run has ", value.dump());
+  }
+  spdlog::info("resumed from {} at step {}", *path, step);
+  return step;
+}
+
+int train(const Config& c) {
+  core::init_logging(0);
+  core::set_num_threads(c.threads);
+  STRATA_CHECK(c.checkpoint_every == 0 || !c.checkpoint_dir.empty(),
+               "--checkpoint-every needs --checkpoint-dir");
+  const core::TransformerLMOptions options = c.model();
+  options.validate();
+  const core::TextCorpus corpus = core::TextCorpus::load(c.data_dir);
+  // Fail now rather than at the first evaluation if the validation split is too short.
+  corpus.sample_batch(false, 1, c.context, generator(0));
+
+  torch::manual_seed(c.seed);
+  torch::nn::Sequential model = core::make_transformer_lm(options);
+  // Each tensor once: the tied embedding/head table must not be stepped twice.
+  const std::vector<at::Tensor> params = core::unique_parameters(*model);
+  torch::optim::AdamW optimizer(params,
+                                torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+  const int64_t first_step = c.resume.empty() ? 0 : resume(c, model, optimizer);
+  int64_t parameter_count = 0;
+  for (const at::Tensor& p : params) parameter_count += p.numel();
+  spdlog::info("training fortunes-lm ({} layers, d_model {}, {} heads, ffn {}, {:.2f}M parameters) "
+               "on {} train / {} validation bytes, {} thread(s): steps {} to {} of batch {} x {}",
+               c.layers, c.d_model, c.heads, c.ffn, parameter_count / 1e6, corpus.train().numel(),
+               corpus.validation().numel(), c.threads, first_step, c.steps, c.batch, c.context);
+
+  core::MetricsWriter metrics(c.metrics_out);
+  core::ProgressReporter progress(c.steps, c.log_every, true);
+  auto save = [&](int64_t step) {
+    if (c.checkpoint_dir.empty()) return;
+    std::filesystem::create_directories(c.checkpoint_dir);
+    core::save_checkpoint(core::checkpoint_path(c.checkpoint_dir, step), *model, &optimizer, step,
+                          model_description(c));
+  };
+  auto evaluate = [&](int64_t step) {
+    const double loss = validation_loss(model, corpus, c);
+    spdlog::info("step {}: validation loss {:.4f}, {:.3f} bits per byte", step, loss,
+                 core::bits_per_byte(loss));
+    metrics.write({{"step", step}, {"val_loss", loss}, {"val_bpb", core::bits_per_byte(loss)}});
+    return loss;
+  };
+
+  // Step time is measured after a warm-up, so that first-touch allocations don't count.
+  const int64_t warmup_end = first_step + std::min<int64_t>(10, (c.steps - first_step) / 10);
+  core::Stopwatch measure;
+  double measured_seconds = 0;  // training steps only, not evaluations or checkpoints
+  double loss_sum = 0;
+  int64_t loss_count = 0;
+  double last_loss = std::numeric_limits<double>::quiet_NaN();
+  double val_loss = std::numeric_limits<double>::quiet_NaN();
+  int64_t step = first_step;
+  for (; step < c.steps; ++step) {
+    auto [inputs, targets] =
+        corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
+    measure.reset();
+    loss_sum += train_step(model, optimizer, inputs, targets);
+    if (step >= warmup_end) measured_seconds += measure.seconds();
+    ++loss_count;
+    if ((step + 1) % c.log_every == 0 || step + 1 == c.steps) {
+      last_loss = loss_sum / static_cast<double>(loss_count);
+      loss_sum = 0;
+      loss_count = 0;
+      metrics.write({{"step", step + 1}, {"loss", last_loss}, {"lr", c.lr}});
+    }
+    progress.update(step + 1, -1, last_loss, c.batch);
+    if (c.eval_every > 0 && (step + 1) % c.eval_every == 0) val_loss = evaluate(step + 1);
+    if (c.checkpoint_every > 0 && (step + 1) % c.checkpoint_every == 0) save(step + 1);
+  }
+  // The last step's evaluation, unless the loop just made it.
+  if (c.eval_every == 0 || step % c.eval_every != 0 || step == first_step) {
+    val_loss = evaluate(step);
+  }
+  if (c.checkpoint_every == 0 || step % c.checkpoint_every != 0) save(step);
+
+  const int64_t measured_steps = std::max<int64_t>(0, c.steps - std::max(warmup_end, first_step));
+  const double ms_per_step = measured_steps > 0 ? 1000 * measured_seconds / measured_steps : 0.0;
+  const double tokens_per_s = ms_per_step > 0 ? c.batch * c.context * 1000 / ms_per_step : 0.0;
+  spdlog::info("done: validation loss {:.4f} ({:.3f} bits per byte), train loss {:.4f}, "
+               "{:.1f} ms/step, {:.0f} tokens/s",
+               val_loss, core::bits_per_byte(val_loss), last_loss, ms_per_step, tokens_per_s);
+  metrics.write_final({{"val_loss", val_loss}, {"val_bpb", core::bits_per_byte(val_loss)},
+                       {"train_loss", last_loss}, {"ms_per_step", ms_per_step},
+                       {"tokens_per_s", tokens_per_s}, {"steps", step}, {"batch", c.batch},
+                       {"context", c.context}, {"threads", c.threads},
+                       {"parameters", parameter_count}, {"config", model_description(c)}});
+
+  if (c.generate > 0) {
+    const std::string text =
+        core::generate(model, c.prompt, c.generate, c.temperature, c.context, generator(c.seed));
+    spdlog::info("generated {} bytes at temperature {}:", c.generate, c.temperature);
+    std::cout << c.prompt << text << std::endl;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return core::run_main([&] {
+    Config config;
+    CLI::App app{"Train fortunes-lm, a byte-level Transformer language model, on a text corpus."};
+    core::configure_cli(app);
+    add_flags(app, config);
+    if (auto exit_code = core::parse_cli(app, argc, argv)) return *exit_code;
+    return train(config);
+  });
+}

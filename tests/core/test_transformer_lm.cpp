@@ -1,0 +1,187 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "strata/core/checkpoint.h"
+#include "strata/core/transformer_lm.h"
+#include "test_util.h"
+
+namespace core = strata::core;
+using core::TransformerLMOptions;
+using strata::test::error_of;
+using strata::test::TempDir;
+using testing::ElementsAre;
+using testing::HasSubstr;
+
+namespace {
+
+TransformerLMOptions tiny() {
+  return TransformerLMOptions().d_model(32).heads(4).ffn(64).layers(2).context(16);
+}
+
+torch::nn::Sequential seeded_model(const TransformerLMOptions& options, uint64_t seed = 0) {
+  torch::manual_seed(seed);
+  return core::make_transformer_lm(options);
+}
+
+at::Tensor random_tokens(int64_t batch, int64_t time, uint64_t seed) {
+  return at::randint(0, 256, {batch, time}, at::make_generator<at::CPUGeneratorImpl>(seed),
+                     at::kLong);
+}
+
+std::vector<std::string> child_names(const torch::nn::Sequential& model) {
+  std::vector<std::string> names;
+  for (const auto& item : model->named_children()) names.push_back(item.key());
+  return names;
+}
+
+}  // namespace
+
+TEST(TransformerLM, FlatSequentialOfOneTensorElements) {
+  torch::nn::Sequential model = seeded_model(tiny());
+  EXPECT_THAT(child_names(model), ElementsAre("embed", "block0", "block1", "norm", "head"));
+
+  // Every element maps one tensor to one tensor, so a pipeline may cut anywhere.
+  at::Tensor x = random_tokens(3, 10, 1);
+  const std::vector<std::vector<int64_t>> shapes = {
+      {3, 10, 32}, {3, 10, 32}, {3, 10, 32}, {3, 10, 32}, {3, 10, 256}};
+  for (size_t i = 0; i < model->size(); ++i) {
+    x = model->begin()[i].forward<at::Tensor>(x);
+    EXPECT_EQ(x.sizes().vec(), shapes[i]) << "element " << i;
+  }
+  EXPECT_EQ(x.scalar_type(), at::kFloat);
+  EXPECT_TRUE(torch::allclose(x, model->forward(random_tokens(3, 10, 1))));
+}
+
+TEST(TransformerLM, InitializationIsDeterministicAndGpt2Like) {
+  torch::nn::Sequential a = seeded_model(tiny(), 5), b = seeded_model(tiny(), 5);
+  const auto pa = a->named_parameters(), pb = b->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_TRUE(torch::equal(pa[i].value(), pb[i].value())) << pa[i].key();
+  }
+  EXPECT_NEAR(pa["block0.attn.qkv.weight"].std().item<double>(), 0.02, 0.002);
+  EXPECT_NEAR(pa["embed.position.weight"].std().item<double>(), 0.02, 0.002);
+  EXPECT_EQ(pa["block1.ffn_out.bias"].abs().sum().item<double>(), 0.0);
+  EXPECT_TRUE(torch::equal(pa["norm.weight"], torch::ones({32})));
+}
+
+TEST(TransformerLM, IsCausal) {
+  torch::nn::Sequential model = seeded_model(tiny());
+  const at::Tensor tokens = random_tokens(2, 12, 3);
+  at::Tensor changed = tokens.clone();
+  changed.index_put_({torch::indexing::Slice(), 7}, (tokens.select(1, 7) + 1) % 256);
+  const at::Tensor before = model->forward(tokens), after = model->forward(changed);
+  // Positions 0..6 cannot see position 7; position 7 and later must see it.
+  EXPECT_TRUE(torch::equal(before.slice(1, 0, 7), after.slice(1, 0, 7)));
+  for (int64_t t = 7; t < 12; ++t) {
+    EXPECT_FALSE(torch::allclose(before.select(1, t), after.select(1, t))) << "position " << t;
+  }
+}
+
+TEST(TransformerLM, HeadIsTiedToTheEmbedding) {
+  torch::nn::Sequential model = seeded_model(tiny(), 2);
+  const auto params = model->named_parameters();
+  const at::Tensor& token = params["embed.token.weight"];
+  const at::Tensor& head = params["head.weight"];
+  EXPECT_EQ(token.unsafeGetTensorImpl(), head.unsafeGetTensorImpl());
+  EXPECT_EQ(core::unique_parameters(*model).size(), params.size() - 1);
+
+  // The tied gradient is the sum of the gradients of both uses: compare with a copy of
+  // the same model whose head holds its own copy of the table.
+  torch::nn::Sequential twin = seeded_model(tiny(), 2);
+  torch::nn::Sequential untied;
+  for (size_t i = 0; i + 1 < twin->size(); ++i) {
+    untied->push_back(twin->named_children()[i].key(), twin->begin()[i]);
+  }
+  const at::Tensor twin_token = twin->named_parameters()["embed.token.weight"];
+  untied->push_back("head", core::LMHead(twin_token.detach().clone().requires_grad_()));
+  ASSERT_NE(untied->named_parameters()["head.weight"].unsafeGetTensorImpl(),
+            twin_token.unsafeGetTensorImpl());
+
+  const at::Tensor tokens = random_tokens(4, 16, 4), targets = random_tokens(4, 16, 5);
+  core::lm_loss(model->forward(tokens), targets).backward();
+  core::lm_loss(untied->forward(tokens), targets).backward();
+  const at::Tensor sum = twin_token.grad() + untied->named_parameters()["head.weight"].grad();
+  EXPECT_TRUE(torch::allclose(token.grad(), sum, 1e-5, 1e-7));
+  EXPECT_FALSE(torch::allclose(token.grad(), twin_token.grad()));  // both uses matter
+}
+
+TEST(TransformerLM, UntrainedLossIsNearUniform) {
+  torch::nn::Sequential model = seeded_model(TransformerLMOptions(), 0);  // fortunes-lm
+  const at::Tensor loss =
+      core::lm_loss(model->forward(random_tokens(4, 128, 6)), random_tokens(4, 128, 7));
+  // Logits = LayerNorm output (unit variance) times table entries of std 0.02 over 256
+  // features: std 0.32, which costs about 0.32^2 / 2 = 0.05 nats over uniform.
+  EXPECT_NEAR(loss.item<double>(), std::log(256.0) + 0.05, 0.03);
+  EXPECT_NEAR(core::bits_per_byte(std::log(256.0)), 8.0, 1e-12);
+}
+
+TEST(TransformerLM, GenerationIsDeterministic) {
+  torch::nn::Sequential model = seeded_model(tiny(), 3);
+  auto gen = [](uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); };
+  const std::string a = core::generate(model, "Hello", 40, 1.0, 16, gen(9));
+  EXPECT_EQ(a.size(), 40u);
+  EXPECT_EQ(a, core::generate(model, "Hello", 40, 1.0, 16, gen(9)));
+  EXPECT_TRUE(model->is_training());  // the mode comes back
+
+  // Greedy ignores the generator and picks the argmax of the last position.
+  const std::string greedy = core::generate(model, "Hello", 3, 0.0, 16, gen(1));
+  EXPECT_EQ(greedy, core::generate(model, "Hello", 3, 0.0, 16, gen(2)));
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const at::Tensor prompt =
+      torch::tensor(std::vector<int64_t>{'H', 'e', 'l', 'l', 'o'}).unsqueeze(0);
+  EXPECT_EQ(static_cast<unsigned char>(greedy[0]),
+            model->forward(prompt)[0][-1].argmax().item<int64_t>());
+
+  // A prompt longer than the context is cropped to its last `context` bytes.
+  const std::string long_prompt(100, 'x');
+  EXPECT_EQ(core::generate(model, long_prompt, 5, 0.0, 16, gen(1)),
+            core::generate(model, std::string(16, 'x'), 5, 0.0, 16, gen(1)));
+  EXPECT_THAT(error_of([&] { core::generate(model, "", 5, 0.0, 16, gen(1)); }),
+              HasSubstr("empty prompt"));
+  EXPECT_THAT(error_of([&] { core::generate(model, "a", 5, -1.0, 16, gen(1)); }),
+              HasSubstr("temperature -1"));
+}
+
+TEST(TransformerLM, CheckpointKeepsTheTie) {
+  TempDir dir;
+  torch::nn::Sequential model = seeded_model(tiny(), 1);
+  torch::optim::AdamW adamw(core::unique_parameters(*model));
+  core::lm_loss(model->forward(random_tokens(2, 8, 1)), random_tokens(2, 8, 2)).backward();
+  adamw.step();
+  core::save_checkpoint(dir / "ckpt", *model, &adamw, 1);
+
+  torch::nn::Sequential other = seeded_model(tiny(), 2);
+  torch::optim::AdamW other_adamw(core::unique_parameters(*other));
+  EXPECT_EQ(core::load_checkpoint(dir / "ckpt", *other, &other_adamw), 1);
+  const auto params = other->named_parameters();
+  EXPECT_EQ(params["embed.token.weight"].unsafeGetTensorImpl(),
+            params["head.weight"].unsafeGetTensorImpl());
+  EXPECT_TRUE(torch::equal(params["head.weight"], model->named_parameters()["head.weight"]));
+}
+
+TEST(TransformerLM, BadOptionsAndInputs) {
+  EXPECT_THAT(error_of([] { core::make_transformer_lm(tiny().heads(3)); }),
+              HasSubstr("d_model 32 is not divisible by heads 3"));
+  EXPECT_THAT(error_of([] { core::make_transformer_lm(tiny().context(0)); }),
+              HasSubstr("context 0, expected at least 1"));
+  EXPECT_THAT(error_of([] { core::make_transformer_lm(tiny().layers(0)); }),
+              HasSubstr("layers 0, expected at least 1"));
+
+  torch::nn::Sequential model = seeded_model(tiny());
+  EXPECT_THAT(error_of([&] { model->forward(random_tokens(1, 17, 1)); }),
+              HasSubstr("17 tokens, expected 1 to 16 (the context)"));
+  EXPECT_THAT(error_of([&] { model->forward(torch::zeros({1, 4})); }),
+              HasSubstr("expected int64 tokens [batch, time]"));
+  EXPECT_THAT(error_of([&] { model->forward(torch::full({1, 4}, 256, at::kLong)); }),
+              HasSubstr("token values must lie in [0, 256)"));
+  const at::Tensor wrong_targets = torch::zeros({2, 4}, at::kLong);
+  EXPECT_THAT(error_of([&] { core::lm_loss(torch::zeros({2, 3, 256}), wrong_targets); }),
+              HasSubstr("expected [batch, time, vocab] and [batch, time]"));
+}
