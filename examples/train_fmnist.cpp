@@ -15,7 +15,6 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
-#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -31,9 +30,8 @@
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
-#include "strata/parallel/hybrid_parallel.h"
 #include "strata/parallel/mpi_communicator.h"
-#include "strata/parallel/pipeline_trace.h"
+#include "strata/parallel/pipeline_program.h"
 
 namespace {
 
@@ -56,23 +54,9 @@ struct Config {
   std::string resume;
   std::string metrics_out;
   int64_t log_every = 50;
-  double bucket_cap_mb = 25;
   bool log_all_ranks = false;
-  // Pipeline.
-  int pp = 1;
-  int micro_batches = 4;
-  std::string schedule = "1f1b";
-  int virtual_stages = 1;
-  std::string recompute = "never";
-  std::string balance = "params";
-  std::string trace_out;
-  int trace_steps = 3;
+  strata::parallel::PipelineFlags pipeline;
 };
-
-// Options that only mean something in a pipeline.
-const std::vector<std::string> kPipelineFlags = {"--micro-batches", "--schedule",
-                                                 "--virtual-stages", "--recompute",
-                                                 "--balance", "--trace-out", "--trace-steps"};
 
 void add_flags(CLI::App& app, Config& c) {
   app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
@@ -99,33 +83,8 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--metrics-out", c.metrics_out, "Write JSON-lines metrics here (rank 0)");
   app.add_option("--log-every", c.log_every, "Print progress every N steps")
       ->check(CLI::PositiveNumber);
-  app.add_option("--bucket-cap-mb", c.bucket_cap_mb, "Data-parallel gradient bucket size in MB")
-      ->check(CLI::PositiveNumber);
   app.add_flag("--log-all-ranks", c.log_all_ranks, "Log from every rank, not only rank 0");
-  app.add_option("--pp", c.pp, "Pipeline stages; the world size / pp replicas of each stage "
-                               "train data parallel")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--micro-batches", c.micro_batches, "Micro-batches per replica batch")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--schedule", c.schedule, "Pipeline schedule")
-      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
-  app.add_option("--virtual-stages", c.virtual_stages,
-                 "Model chunks per rank (interleaved schedule)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--recompute", c.recompute, "Activation recomputation")
-      ->check(CLI::IsMember({"never", "always", "except_last"}));
-  app.add_option("--balance", c.balance,
-                 "Stage split: params, time, memory, auto, or layers per stage (e.g. 3,5)");
-  app.add_option("--trace-out", c.trace_out,
-                 "Write a Chrome trace (Perfetto, chrome://tracing) of a few pipeline steps");
-  app.add_option("--trace-steps", c.trace_steps, "Steps the trace covers, after the warm-up")
-      ->check(CLI::PositiveNumber);
-}
-
-void check_flags(const CLI::App& app, const Config& c) {
-  if (c.pp > 1) return;
-  for (const std::string& flag : kPipelineFlags)
-    STRATA_CHECK(app.count(flag) == 0, flag, " needs --pp 2 or more");
+  strata::parallel::add_pipeline_flags(app, c.pipeline);
 }
 
 double learning_rate(const Config& c, int64_t step, int64_t schedule_steps) {
@@ -157,70 +116,15 @@ double test_accuracy(strata::parallel::HybridParallel& model, const FashionMnist
   return sum_over_ranks(*grid.world(), correct) / static_cast<double>(test.size());
 }
 
-// Pipeline idle time and timelines, over the steps after the warm-up.
-class PipelineReport {
- public:
-  PipelineReport(const Config& c, strata::parallel::PipelineParallel* pipeline)
-      : config_(c), pipeline_(pipeline) {
-    if (pipeline_ != nullptr && !c.trace_out.empty())
-      trace_.emplace(pipeline_->grid().world(), pipeline_->grid().rank());
-  }
-
-  // After each step, on every rank: `seconds` is the step's wall time on this rank.
-  void record(int64_t step, int64_t first_measured_step, double seconds) {
-    if (pipeline_ == nullptr || step < first_measured_step) return;
-    const auto idle = strata::parallel::measure_idle(pipeline_->executor().records(), seconds);
-    busy_ += idle.busy;
-    wall_ += idle.wall;
-    if (trace_ && trace_->steps() < config_.trace_steps)
-      trace_->add_step(pipeline_->executor(), static_cast<int>(step));
-  }
-
-  // Collective. Logs every rank's idle fraction (world rank order) against theory, writes
-  // the trace, and returns the idle fractions for the metrics.
-  std::vector<double> finish() {
-    if (pipeline_ == nullptr) return {};
-    auto& world = *pipeline_->grid().world();
-    at::Tensor all = at::zeros({world.size()}, at::kDouble);
-    all[world.rank()] = wall_ > 0 ? 1.0 - busy_ / wall_ : 0.0;
-    world.allreduce(all)->wait();
-    const std::vector<double> idle(all.data_ptr<double>(), all.data_ptr<double>() + world.size());
-    std::string line;
-    for (size_t r = 0; r < idle.size(); ++r)
-      line += fmt::format("{}{:.1f}%", r == 0 ? "" : " ", 100 * idle[r]);
-    spdlog::info("idle fraction per rank: {} (theory {:.1f}% with equal stages)", line,
-                 100 * strata::parallel::theoretical_idle_fraction(
-                           config_.schedule, config_.pp, config_.micro_batches,
-                           config_.virtual_stages));
-    if (trace_) {
-      trace_->write(config_.trace_out);
-      spdlog::info("pipeline trace of {} step(s) written to {}", trace_->steps(),
-                   config_.trace_out);
-    }
-    return idle;
-  }
-
- private:
-  const Config& config_;
-  strata::parallel::PipelineParallel* pipeline_;
-  double busy_ = 0, wall_ = 0;
-  std::optional<strata::parallel::PipelineTraceRecorder> trace_;
-};
-
 int train(const Config& c) {
   auto world = strata::parallel::MpiCommunicator::world();
   const int rank = world->rank();
   const int ranks = world->size();
   strata::core::init_logging(rank, c.log_all_ranks);
   strata::core::set_num_threads(c.threads);
-  STRATA_CHECK(ranks % c.pp == 0, "--pp ", c.pp, " does not divide the ", ranks, " ranks");
-  const int replicas = ranks / c.pp;
-  STRATA_CHECK(c.batch % replicas == 0, "--batch ", c.batch, " is not divisible by the ",
-               replicas, " data-parallel replicas");
-  const int64_t local_batch = c.batch / replicas;
-  STRATA_CHECK(c.pp == 1 || local_batch % c.micro_batches == 0, "--batch ", c.batch, " / ",
-               replicas, " replicas = ", local_batch, " rows is not divisible by --micro-batches ",
-               c.micro_batches);
+  const strata::parallel::PipelineFlags& pipe = c.pipeline;
+  const int64_t local_batch = pipe.replica_batch(c.batch, ranks);
+  const int replicas = ranks / pipe.pp;
   STRATA_CHECK(c.checkpoint_every == 0 || !c.checkpoint_dir.empty(),
                "--checkpoint-every needs --checkpoint-dir");
 
@@ -233,18 +137,9 @@ int train(const Config& c) {
   const auto cross_entropy = [](const at::Tensor& logits, const at::Tensor& labels) {
     return torch::nn::functional::cross_entropy(logits, labels);
   };
-  strata::parallel::HybridParallel model(
-      strata::core::make_fmnist_model(c.model), world, cross_entropy,
-      train_set.images.slice(0, 0, local_batch),
-      strata::parallel::HybridParallelOptions()
-          .pipeline_parallel(c.pp)
-          .bucket_cap_bytes(static_cast<int64_t>(c.bucket_cap_mb * 1024 * 1024))
-          .pipeline(strata::parallel::PipelineParallelOptions()
-                        .schedule(c.schedule)
-                        .micro_batches(c.micro_batches)
-                        .virtual_stages(c.virtual_stages)
-                        .recompute(strata::parallel::parse_recompute(c.recompute))
-                        .balance(c.balance)));
+  strata::parallel::HybridParallel model(strata::core::make_fmnist_model(c.model), world,
+                                         cross_entropy, train_set.images.slice(0, 0, local_batch),
+                                         pipe.options());
   torch::optim::SGD optimizer(model.parameters(),
                               torch::optim::SGDOptions(c.lr).momentum(c.momentum));
   int64_t step = 0;
@@ -263,13 +158,13 @@ int train(const Config& c) {
   STRATA_CHECK(steps_per_epoch > 0, "--batch ", c.batch, " is larger than the training set");
   const int64_t schedule_steps = steps_per_epoch * c.epochs;
   const int64_t last_step = c.max_steps > 0 ? std::min(schedule_steps, c.max_steps) : schedule_steps;
-  if (c.pp == 1) {
+  if (pipe.pp == 1) {
     spdlog::info("training fmnist-{} on {} rank(s) x {} thread(s): {} steps of global batch {}",
                  c.model, ranks, c.threads, last_step - step, c.batch);
   } else {
     spdlog::info("training fmnist-{} on {} pipeline stage(s) x {} replica(s) x {} thread(s), "
                  "schedule {} with {} micro-batches: {} steps of global batch {}",
-                 c.model, c.pp, replicas, c.threads, c.schedule, c.micro_batches,
+                 c.model, pipe.pp, replicas, c.threads, pipe.schedule, pipe.micro_batches,
                  last_step - step, c.batch);
   }
 
@@ -283,7 +178,7 @@ int train(const Config& c) {
 
   // Throughput is measured after a warm-up, so that first-touch allocations don't count.
   const int64_t warmup_steps = step + std::min<int64_t>(20, (last_step - step) / 10);
-  PipelineReport report(c, model.pipeline());
+  strata::parallel::PipelineReport report(pipe, model.pipeline());
   strata::core::Stopwatch measure;
   double loss_sum = 0;  // this replica's loss, summed since the last log line
   int64_t loss_count = 0;
@@ -311,9 +206,7 @@ int train(const Config& c) {
 
     const bool log_now = (step + 1) % c.log_every == 0 || step + 1 == last_step;
     if (log_now) {
-      // Every rank of a pipeline holds its replica's loss: the mean over all ranks is the
-      // mean over the replicas.
-      last_loss = sum_over_ranks(*world, loss_sum / loss_count) / ranks;
+      last_loss = model.mean_over_replicas(loss_sum / loss_count);
       loss_sum = 0;
       loss_count = 0;
       metrics.write({{"step", step + 1}, {"epoch", epoch}, {"loss", last_loss},
@@ -334,10 +227,10 @@ int train(const Config& c) {
   nlohmann::json final_record = {{"test_accuracy", accuracy}, {"train_loss", last_loss},
                                  {"samples_per_s", samples_per_s}, {"steps", last_step},
                                  {"world_size", ranks}, {"threads", c.threads},
-                                 {"model", c.model}, {"batch", c.batch}, {"pp", c.pp}};
-  if (c.pp > 1) {
-    final_record["schedule"] = c.schedule;
-    final_record["micro_batches"] = c.micro_batches;
+                                 {"model", c.model}, {"batch", c.batch}, {"pp", pipe.pp}};
+  if (pipe.pp > 1) {
+    final_record["schedule"] = pipe.schedule;
+    final_record["micro_batches"] = pipe.micro_batches;
     final_record["idle_fraction"] = idle;
   }
   metrics.write_final(final_record);
@@ -354,7 +247,7 @@ int main(int argc, char** argv) {
     strata::core::configure_cli(app);
     add_flags(app, config);
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
-    check_flags(app, config);
+    strata::parallel::check_pipeline_flags(app, config.pipeline);
     return train(config);
   });
 }

@@ -1,10 +1,13 @@
 // fortunes-lm: a byte-level Transformer language model trained on the fortunes text.
 //
 //   build/examples/train_lm --steps 2000 --eval-every 200 --generate 300
+//   mpirun -np 2 build/examples/train_lm --pp 2 --micro-batches 4   # pipelined over 2 ranks
 //
-// One process for now. Each step samples `--batch` random windows of `--context` bytes
-// from the train split; validation loss and bits per byte are measured on a fixed set of
-// validation windows, so that evaluations at different steps (and runs) compare.
+// Each step samples `--batch` random windows of `--context` bytes from the train split
+// (the same windows on every rank; each data-parallel replica trains on its share);
+// validation loss and bits per byte are measured on a fixed set of validation windows, so
+// that evaluations at different steps (and runs) compare. With --pp the embedding and the
+// tied output head sit on the first and last stage, and their gradients are summed.
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -26,10 +29,13 @@
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
 #include "strata/core/transformer_lm.h"
+#include "strata/parallel/mpi_communicator.h"
+#include "strata/parallel/pipeline_program.h"
 
 namespace {
 
 namespace core = strata::core;
+using strata::parallel::HybridParallel;
 
 struct Config {
   std::string data_dir = core::kFortunesDir;
@@ -55,6 +61,7 @@ struct Config {
   int64_t generate = 0;
   double temperature = 0.8;
   int64_t log_every = 50;
+  strata::parallel::PipelineFlags pipeline;
 
   core::TransformerLMOptions model() const {
     return core::TransformerLMOptions()
@@ -107,6 +114,7 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--log-every", c.log_every, "Print progress every N steps")
       ->check(CLI::PositiveNumber);
+  strata::parallel::add_pipeline_flags(app, c.pipeline);
 }
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
@@ -117,30 +125,16 @@ at::Generator step_generator(uint64_t seed, int64_t step) {
   return generator(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step));
 }
 
-// One optimizer step on one batch; returns the batch's loss. The whole training step in
-// one place, so that pipeline-parallel training can replace just this.
-double train_step(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
-                  const at::Tensor& inputs, const at::Tensor& targets) {
-  optimizer.zero_grad();
-  const at::Tensor loss = core::lm_loss(model->forward(inputs), targets);
-  loss.backward();
-  optimizer.step();
-  return loss.item<double>();
-}
-
 // Mean loss over the same validation windows at every call (a fixed generator seed,
 // independent of --seed, so that runs with different seeds compare too).
-double validation_loss(torch::nn::Sequential& model, const core::TextCorpus& corpus,
-                       const Config& c) {
-  torch::NoGradGuard no_grad;
-  model->eval();
+// Every rank computes it (a pipeline's ranks all receive the logits).
+double validation_loss(HybridParallel& model, const core::TextCorpus& corpus, const Config& c) {
   at::Generator gen = generator(20240229);
   double sum = 0;
   for (int64_t i = 0; i < c.eval_batches; ++i) {
     auto [inputs, targets] = corpus.sample_batch(false, c.batch, c.context, gen);
-    sum += core::lm_loss(model->forward(inputs), targets).item<double>();
+    sum += core::lm_loss(model.evaluate(inputs), targets).item<double>();
   }
-  model->train();
   return sum / static_cast<double>(c.eval_batches);
 }
 
@@ -151,11 +145,11 @@ nlohmann::json model_description(const Config& c) {
           {"heads", c.heads},       {"ffn", c.ffn},       {"context", c.context}};
 }
 
-int64_t resume(const Config& c, torch::nn::Sequential& model, torch::optim::Optimizer& optimizer) {
+int64_t resume(const Config& c, HybridParallel& model, torch::optim::Optimizer& optimizer) {
   const auto path = core::find_checkpoint(c.resume);
   STRATA_CHECK(path.has_value(), "--resume ", c.resume, ": no checkpoint there");
   nlohmann::json extra;
-  const int64_t step = core::load_checkpoint(*path, *model, &optimizer, &extra);
+  const int64_t step = model.load_checkpoint(*path, optimizer, &extra);
   const nlohmann::json expected = model_description(c);
   for (const auto& [key, value] : expected.items()) {
     const nlohmann::json saved = extra.value(key, nlohmann::json());
@@ -167,8 +161,11 @@ int64_t resume(const Config& c, torch::nn::Sequential& model, torch::optim::Opti
 }
 
 int train(const Config& c) {
-  core::init_logging(0);
+  auto world = strata::parallel::MpiCommunicator::world();
+  const int rank = world->rank();
+  core::init_logging(rank);
   core::set_num_threads(c.threads);
+  const int64_t replica_batch = c.pipeline.replica_batch(c.batch, world->size());
   STRATA_CHECK(c.checkpoint_every == 0 || !c.checkpoint_dir.empty(),
                "--checkpoint-every needs --checkpoint-dir");
   const core::TransformerLMOptions options = c.model();
@@ -177,26 +174,30 @@ int train(const Config& c) {
   // Fail now rather than at the first evaluation if the validation split is too short.
   corpus.sample_batch(false, 1, c.context, generator(0));
 
-  torch::manual_seed(c.seed);
-  torch::nn::Sequential model = core::make_transformer_lm(options);
-  // Each tensor once: the tied embedding/head table must not be stepped twice.
-  const std::vector<at::Tensor> params = core::unique_parameters(*model);
+  torch::manual_seed(c.seed);  // the same model on every rank
+  torch::nn::Sequential lm = core::make_transformer_lm(options);
+  int64_t parameter_count = 0;
+  for (const at::Tensor& p : core::unique_parameters(*lm)) parameter_count += p.numel();
+  HybridParallel model(lm, world, core::lm_loss,
+                       corpus.sample_batch(true, replica_batch, c.context, generator(0)).first,
+                       c.pipeline.options());
+  // This rank's parameters, each tensor once: a tied table must not be stepped twice.
+  const std::vector<at::Tensor> params = model.parameters();
   torch::optim::AdamW optimizer(params,
                                 torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
   const int64_t first_step = c.resume.empty() ? 0 : resume(c, model, optimizer);
-  int64_t parameter_count = 0;
-  for (const at::Tensor& p : params) parameter_count += p.numel();
   spdlog::info("training fortunes-lm ({} layers, d_model {}, {} heads, ffn {}, {:.2f}M parameters) "
-               "on {} train / {} validation bytes, {} thread(s): steps {} to {} of batch {} x {}",
+               "on {} train / {} validation bytes, {} rank(s) ({} pipeline stage(s)) x {} "
+               "thread(s): steps {} to {} of batch {} x {}",
                c.layers, c.d_model, c.heads, c.ffn, parameter_count / 1e6, corpus.train().numel(),
-               corpus.validation().numel(), c.threads, first_step, c.steps, c.batch, c.context);
+               corpus.validation().numel(), world->size(), c.pipeline.pp, c.threads, first_step,
+               c.steps, c.batch, c.context);
 
-  core::MetricsWriter metrics(c.metrics_out);
-  core::ProgressReporter progress(c.steps, c.log_every, true);
+  core::MetricsWriter metrics(rank == 0 ? c.metrics_out : "");
+  core::ProgressReporter progress(c.steps, c.log_every, rank == 0);
   auto save = [&](int64_t step) {
     if (c.checkpoint_dir.empty()) return;
-    std::filesystem::create_directories(c.checkpoint_dir);
-    core::save_checkpoint(core::checkpoint_path(c.checkpoint_dir, step), *model, &optimizer, step,
+    model.save_checkpoint(core::checkpoint_path(c.checkpoint_dir, step), optimizer, step,
                           model_description(c));
   };
   auto evaluate = [&](int64_t step) {
@@ -209,6 +210,7 @@ int train(const Config& c) {
 
   // Step time is measured after a warm-up, so that first-touch allocations don't count.
   const int64_t warmup_end = first_step + std::min<int64_t>(10, (c.steps - first_step) / 10);
+  strata::parallel::PipelineReport report(c.pipeline, model.pipeline());
   core::Stopwatch measure;
   double measured_seconds = 0;  // training steps only, not evaluations or checkpoints
   double loss_sum = 0;
@@ -219,12 +221,16 @@ int train(const Config& c) {
   for (; step < c.steps; ++step) {
     auto [inputs, targets] =
         corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
+    const int replicas = model.data_parallel_size();
     measure.reset();
-    loss_sum += train_step(model, optimizer, inputs, targets);
-    if (step >= warmup_end) measured_seconds += measure.seconds();
+    loss_sum += model.train_step(inputs.chunk(replicas)[model.data_parallel_rank()],
+                                 targets.chunk(replicas)[model.data_parallel_rank()], optimizer);
+    const double seconds = measure.seconds();
+    if (step >= warmup_end) measured_seconds += seconds;
+    report.record(step, warmup_end, seconds);
     ++loss_count;
     if ((step + 1) % c.log_every == 0 || step + 1 == c.steps) {
-      last_loss = loss_sum / static_cast<double>(loss_count);
+      last_loss = model.mean_over_replicas(loss_sum / static_cast<double>(loss_count));
       loss_sum = 0;
       loss_count = 0;
       metrics.write({{"step", step + 1}, {"loss", last_loss}, {"lr", c.lr}});
@@ -238,6 +244,7 @@ int train(const Config& c) {
     val_loss = evaluate(step);
   }
   if (c.checkpoint_every == 0 || step % c.checkpoint_every != 0) save(step);
+  const std::vector<double> idle = report.finish();
 
   const int64_t measured_steps = std::max<int64_t>(0, c.steps - std::max(warmup_end, first_step));
   const double ms_per_step = measured_steps > 0 ? 1000 * measured_seconds / measured_steps : 0.0;
@@ -249,13 +256,17 @@ int train(const Config& c) {
                        {"train_loss", last_loss}, {"ms_per_step", ms_per_step},
                        {"tokens_per_s", tokens_per_s}, {"steps", step}, {"batch", c.batch},
                        {"context", c.context}, {"threads", c.threads},
-                       {"parameters", parameter_count}, {"config", model_description(c)}});
+                       {"parameters", parameter_count}, {"config", model_description(c)},
+                       {"pp", c.pipeline.pp}, {"world_size", world->size()},
+                       {"idle_fraction", idle}});
 
   if (c.generate > 0) {
-    const std::string text =
-        core::generate(model, c.prompt, c.generate, c.temperature, c.context, generator(c.seed));
+    // Every rank generates alike (equal logits, equal generators); rank 0 prints.
+    const std::string text = core::generate(
+        [&](const at::Tensor& tokens) { return model.evaluate(tokens); }, c.prompt, c.generate,
+        c.temperature, c.context, generator(c.seed));
     spdlog::info("generated {} bytes at temperature {}:", c.generate, c.temperature);
-    std::cout << c.prompt << text << std::endl;
+    if (rank == 0) std::cout << c.prompt << text << std::endl;
   }
   return 0;
 }
@@ -269,6 +280,7 @@ int main(int argc, char** argv) {
     core::configure_cli(app);
     add_flags(app, config);
     if (auto exit_code = core::parse_cli(app, argc, argv)) return *exit_code;
+    strata::parallel::check_pipeline_flags(app, config.pipeline);
     return train(config);
   });
 }

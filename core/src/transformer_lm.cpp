@@ -130,15 +130,6 @@ torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options) {
   return model;
 }
 
-std::vector<at::Tensor> unique_parameters(const torch::nn::Module& module) {
-  std::unordered_set<const void*> seen;
-  std::vector<at::Tensor> out;
-  for (const auto& item : module.named_parameters()) {
-    if (seen.insert(item.value().unsafeGetTensorImpl()).second) out.push_back(item.value());
-  }
-  return out;
-}
-
 at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& targets) {
   STRATA_CHECK(logits.dim() == 3 && targets.dim() == 2 && logits.size(0) == targets.size(0) &&
                    logits.size(1) == targets.size(1),
@@ -151,12 +142,6 @@ double bits_per_byte(double mean_loss_nats) { return mean_loss_nats / std::log(2
 
 std::string generate(torch::nn::Sequential& model, const std::string& prompt, int64_t new_bytes,
                      double temperature, int64_t context, at::Generator gen) {
-  STRATA_CHECK(!prompt.empty(), "generate: empty prompt, expected at least one byte");
-  STRATA_CHECK(new_bytes >= 0, "generate: ", new_bytes, " new bytes, expected at least 0");
-  STRATA_CHECK(std::isfinite(temperature) && temperature >= 0.0, "generate: temperature ",
-               temperature, ", expected 0 (greedy) or more");
-  STRATA_CHECK(context >= 1, "generate: context ", context, ", expected at least 1");
-
   // Eval mode turns dropout off; the caller's mode comes back even if the model throws.
   struct ModeGuard {
     torch::nn::Sequential& model;
@@ -167,6 +152,18 @@ std::string generate(torch::nn::Sequential& model, const std::string& prompt, in
   torch::NoGradGuard no_grad;
   const auto params = model->parameters();
   const at::Device device = params.empty() ? at::Device(at::kCPU) : params.front().device();
+  return generate([&](const at::Tensor& tokens) { return model->forward(tokens.to(device)); },
+                  prompt, new_bytes, temperature, context, std::move(gen));
+}
+
+std::string generate(const std::function<at::Tensor(const at::Tensor&)>& logits_of,
+                     const std::string& prompt, int64_t new_bytes, double temperature,
+                     int64_t context, at::Generator gen) {
+  STRATA_CHECK(!prompt.empty(), "generate: empty prompt, expected at least one byte");
+  STRATA_CHECK(new_bytes >= 0, "generate: ", new_bytes, " new bytes, expected at least 0");
+  STRATA_CHECK(std::isfinite(temperature) && temperature >= 0.0, "generate: temperature ",
+               temperature, ", expected 0 (greedy) or more");
+  STRATA_CHECK(context >= 1, "generate: context ", context, ", expected at least 1");
 
   std::vector<int64_t> tokens;
   for (const char c : prompt) tokens.push_back(static_cast<unsigned char>(c));  // 0..255
@@ -175,9 +172,8 @@ std::string generate(torch::nn::Sequential& model, const std::string& prompt, in
     const size_t start = tokens.size() > static_cast<size_t>(context) ? tokens.size() - context : 0;
     const at::Tensor input =
         at::tensor(at::ArrayRef<int64_t>(tokens.data() + start, tokens.size() - start), at::kLong)
-            .unsqueeze(0)
-            .to(device);
-    const at::Tensor logits = model->forward(input)[0][-1].to(at::kCPU, at::kDouble);  // [vocab]
+            .unsqueeze(0);
+    const at::Tensor logits = logits_of(input)[0][-1].to(at::kCPU, at::kDouble);  // [vocab]
     const int64_t next =
         temperature == 0.0
             ? logits.argmax().item<int64_t>()

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "strata/core/error.h"
+#include "strata/core/parameters.h"
 
 namespace strata::parallel {
 namespace detail {
@@ -200,8 +201,9 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     : module_(std::move(module)), comm_(std::move(comm)) {
   STRATA_CHECK(module_ != nullptr, "DistributedDataParallel: module is null");
   STRATA_CHECK(comm_ != nullptr, "DistributedDataParallel: communicator is null");
+  // Each tensor once: a tied weight has one gradient, reduced once.
   std::vector<at::Tensor> params;
-  for (const auto& p : module_->parameters()) {
+  for (const auto& p : core::unique_parameters(*module_)) {
     if (p.requires_grad()) params.push_back(p);
   }
   broadcast_state();

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "strata/core/checkpoint.h"
+#include "strata/core/parameters.h"
 
 namespace strata::parallel {
 
@@ -26,7 +27,7 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, CommunicatorPtr worl
 HybridParallel::~HybridParallel() = default;
 
 std::vector<at::Tensor> HybridParallel::parameters() const {
-  return pipeline_ ? pipeline_->parameters() : model_->parameters();
+  return pipeline_ ? pipeline_->parameters() : core::unique_parameters(*model_);
 }
 
 double HybridParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
@@ -37,6 +38,14 @@ double HybridParallel::train_step(const at::Tensor& inputs, const at::Tensor& ta
   loss.backward();  // DistributedDataParallel has averaged the gradients when this returns
   optimizer.step();
   return loss.item<double>();
+}
+
+double HybridParallel::mean_over_replicas(double replica_value) {
+  // Every rank of a pipeline holds its replica's value, so the mean over the world is the
+  // mean over the replicas.
+  at::Tensor value = at::full({1}, replica_value, at::kDouble);
+  grid_.world()->allreduce(value, ReduceOp::Avg)->wait();
+  return value.item<double>();
 }
 
 at::Tensor HybridParallel::evaluate(const at::Tensor& inputs) {
@@ -56,10 +65,10 @@ void HybridParallel::save_checkpoint(const std::string& path, torch::optim::Opti
   grid_.world()->barrier()->wait();
 }
 
-int64_t HybridParallel::load_checkpoint(const std::string& path,
-                                        torch::optim::Optimizer& optimizer) {
-  if (pipeline_) return pipeline_->load_checkpoint(path, &optimizer);
-  return core::load_checkpoint(path, *model_, &optimizer);
+int64_t HybridParallel::load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
+                                        nlohmann::json* extra) {
+  if (pipeline_) return pipeline_->load_checkpoint(path, &optimizer, extra);
+  return core::load_checkpoint(path, *model_, &optimizer, extra);
 }
 
 }  // namespace strata::parallel

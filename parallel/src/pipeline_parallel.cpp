@@ -12,6 +12,7 @@
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
+#include "strata/core/parameters.h"
 #include "strata/parallel/tensor_message.h"
 
 namespace strata::parallel {
@@ -43,15 +44,6 @@ MemoryModel memory_model(const std::string& schedule, int stages, int micro_batc
       .in_flight(schedule == "gpipe" ? gpipe_in_flight(stages, micro_batches)
                                      : one_f_one_b_in_flight(stages, micro_batches))
       .optimizer_state_factor(optimizer_state_factor);
-}
-
-// Every tensor of `tensors` once, in order (a tied weight is one tensor under two names).
-std::vector<at::Tensor> unique_tensors(const std::vector<at::Tensor>& tensors) {
-  std::set<const void*> seen;
-  std::vector<at::Tensor> out;
-  for (const auto& t : tensors)
-    if (seen.insert(t.unsafeGetTensorImpl()).second) out.push_back(t);
-  return out;
 }
 
 // Tags of the checkpoint gather, apart from the executor's (which restart every step and
@@ -101,7 +93,7 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
 
   // Every rank profiles at once (so that no rank is timed while another spins in a
   // collective), the times are averaged, and every rank partitions the same profile: the
-  // same split everywhere, and the same error everywhere if there is none.
+  // same split everywhere, or the same error everywhere when no split fits.
   const at::Tensor micro_batch = sample_batch.chunk(micro_batches, 0)[0];
   std::vector<LayerProfile> layers = profile_layers(model, micro_batch);
   at::Tensor times = at::empty({static_cast<int64_t>(layers.size())}, at::kDouble);
@@ -126,7 +118,7 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
   // Replicas of a stage start equal: the first replica's values win.
   // (Detached: the copy may run on another thread, where no NoGradGuard holds.)
   if (grid_.data_parallel_size() > 1) {
-    for (const auto& t : unique_tensors(local_->parameters())) {
+    for (const auto& t : core::unique_parameters(*local_)) {
       at::Tensor data = t.detach();
       grid_.data_parallel()->broadcast(data, 0)->wait();
     }
@@ -147,7 +139,7 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
 PipelineParallel::~PipelineParallel() = default;
 
 std::vector<at::Tensor> PipelineParallel::parameters() const {
-  return unique_tensors(local_->parameters());
+  return core::unique_parameters(*local_);
 }
 
 // Averages every local gradient over the data-parallel group: the gradients are packed

@@ -26,8 +26,11 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "strata/core/parameters.h"
 
 namespace strata::core {
 
@@ -98,8 +101,6 @@ TORCH_MODULE(LMHead);
 // LayerNorms identity; deterministic under torch::manual_seed.
 torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options = {});
 
-// The parameters of `module`, each tensor once (the first name wins), in named order.
-std::vector<at::Tensor> unique_parameters(const torch::nn::Module& module);
 
 // Mean cross-entropy in nats over all positions: logits [B, T, V], targets int64 [B, T].
 at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& targets);
@@ -113,5 +114,10 @@ double bits_per_byte(double mean_loss_nats);
 // with `gen`. Runs in eval mode without gradients and restores the model's mode.
 std::string generate(torch::nn::Sequential& model, const std::string& prompt, int64_t new_bytes,
                      double temperature, int64_t context, at::Generator gen);
+// The same with any function from tokens int64 [1, T] to logits [1, T, vocab] (a pipelined
+// model's evaluate(): every rank calls it alike and draws the same bytes from equal `gen`s).
+std::string generate(const std::function<at::Tensor(const at::Tensor&)>& logits_of,
+                     const std::string& prompt, int64_t new_bytes, double temperature,
+                     int64_t context, at::Generator gen);
 
 }  // namespace strata::core

@@ -57,7 +57,13 @@ class HybridParallel {
   // writes it), loadable with any pipeline and data-parallel size.
   void save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer, int64_t step,
                        const nlohmann::json& extra = {});
-  int64_t load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer);
+  // Returns the checkpoint's step; `extra`, when not null, receives its extra JSON.
+  int64_t load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
+                          nlohmann::json* extra = nullptr);
+
+  // Collective: the mean over the replicas of a value every rank of a replica holds alike
+  // (such as train_step's loss): the loss of the global batch.
+  double mean_over_replicas(double replica_value);
 
   // Replicas: ranks that hold the same part of the model and split the batch.
   int data_parallel_rank() const { return grid_.data_parallel_rank(); }
