@@ -49,12 +49,8 @@ struct Config {
   std::string lr_schedule = "cosine";
   uint64_t seed = 0;
   int threads = strata::core::default_threads_per_rank();
-  std::string checkpoint_dir;
-  int64_t checkpoint_every = 0;
-  std::string resume;
-  std::string metrics_out;
-  int64_t log_every = 50;
   bool log_all_ranks = false;
+  strata::core::TrainingRunFlags run;
   strata::parallel::PipelineFlags pipeline;
 };
 
@@ -74,16 +70,8 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--seed", c.seed, "Seed for initialization and shuffling");
   app.add_option("--threads", c.threads, "Threads per rank (LibTorch and BLAS)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--checkpoint-dir", c.checkpoint_dir, "Write checkpoints here (rank 0)");
-  app.add_option("--checkpoint-every", c.checkpoint_every,
-                 "Checkpoint every N steps (0: only at the end)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--resume", c.resume,
-                 "Resume from a checkpoint, or from the latest one in a checkpoint directory");
-  app.add_option("--metrics-out", c.metrics_out, "Write JSON-lines metrics here (rank 0)");
-  app.add_option("--log-every", c.log_every, "Print progress every N steps")
-      ->check(CLI::PositiveNumber);
   app.add_flag("--log-all-ranks", c.log_all_ranks, "Log from every rank, not only rank 0");
+  strata::core::add_training_run_flags(app, c.run);
   strata::parallel::add_pipeline_flags(app, c.pipeline);
 }
 
@@ -125,8 +113,7 @@ int train(const Config& c) {
   const strata::parallel::PipelineFlags& pipe = c.pipeline;
   const int64_t local_batch = pipe.replica_batch(c.batch, ranks);
   const int replicas = ranks / pipe.pp;
-  STRATA_CHECK(c.checkpoint_every == 0 || !c.checkpoint_dir.empty(),
-               "--checkpoint-every needs --checkpoint-dir");
+  c.run.check();
 
   const FashionMnist train_set =
       strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);
@@ -143,9 +130,9 @@ int train(const Config& c) {
   torch::optim::SGD optimizer(model.parameters(),
                               torch::optim::SGDOptions(c.lr).momentum(c.momentum));
   int64_t step = 0;
-  if (!c.resume.empty()) {
-    const auto path = strata::core::find_checkpoint(c.resume);
-    STRATA_CHECK(path.has_value(), "--resume ", c.resume, ": no checkpoint there");
+  if (!c.run.resume.empty()) {
+    const auto path = strata::core::find_checkpoint(c.run.resume);
+    STRATA_CHECK(path.has_value(), "--resume ", c.run.resume, ": no checkpoint there");
     step = model.load_checkpoint(*path, optimizer);
     spdlog::info("resumed from {} at step {}", *path, step);
   }
@@ -168,11 +155,11 @@ int train(const Config& c) {
                  last_step - step, c.batch);
   }
 
-  strata::core::MetricsWriter metrics(rank == 0 ? c.metrics_out : "");
-  strata::core::ProgressReporter progress(last_step, c.log_every, rank == 0);
+  strata::core::MetricsWriter metrics(rank == 0 ? c.run.metrics_out : "");
+  strata::core::ProgressReporter progress(last_step, c.run.log_every, rank == 0);
   auto save = [&](int64_t at_step) {
-    if (c.checkpoint_dir.empty()) return;
-    model.save_checkpoint(strata::core::checkpoint_path(c.checkpoint_dir, at_step), optimizer,
+    if (c.run.checkpoint_dir.empty()) return;
+    model.save_checkpoint(strata::core::checkpoint_path(c.run.checkpoint_dir, at_step), optimizer,
                           at_step, {{"model", c.model}});
   };
 
@@ -204,7 +191,7 @@ int train(const Config& c) {
     report.record(step, warmup_steps, step_time.seconds());
     ++loss_count;
 
-    const bool log_now = (step + 1) % c.log_every == 0 || step + 1 == last_step;
+    const bool log_now = (step + 1) % c.run.log_every == 0 || step + 1 == last_step;
     if (log_now) {
       last_loss = model.mean_over_replicas(loss_sum / loss_count);
       loss_sum = 0;
@@ -213,12 +200,12 @@ int train(const Config& c) {
                      {"lr", learning_rate(c, step, schedule_steps)}});
     }
     progress.update(step + 1, epoch, last_loss, c.batch);
-    if (c.checkpoint_every > 0 && (step + 1) % c.checkpoint_every == 0) save(step + 1);
+    if (c.run.checkpoint_every > 0 && (step + 1) % c.run.checkpoint_every == 0) save(step + 1);
   }
   const int64_t measured_steps = last_step - std::max(warmup_steps, int64_t{0});
   const double samples_per_s =
       measured_steps > 0 ? static_cast<double>(measured_steps * c.batch) / measure.seconds() : 0.0;
-  if (c.checkpoint_every == 0 || last_step % c.checkpoint_every != 0) save(last_step);
+  if (c.run.checkpoint_every == 0 || last_step % c.run.checkpoint_every != 0) save(last_step);
   const std::vector<double> idle = report.finish();
 
   const double accuracy = test_accuracy(model, test_set);

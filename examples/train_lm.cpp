@@ -53,14 +53,10 @@ struct Config {
   int threads = core::default_threads_per_rank();
   int64_t eval_every = 200;
   int64_t eval_batches = 20;
-  std::string metrics_out;
-  std::string checkpoint_dir;
-  int64_t checkpoint_every = 0;
-  std::string resume;
   std::string prompt = "The ";
   int64_t generate = 0;
   double temperature = 0.8;
-  int64_t log_every = 50;
+  strata::core::TrainingRunFlags run;
   strata::parallel::PipelineFlags pipeline;
 
   core::TransformerLMOptions model() const {
@@ -100,20 +96,12 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--eval-batches", c.eval_batches, "Validation batches (of --batch sequences)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--metrics-out", c.metrics_out, "Write JSON-lines metrics here");
-  app.add_option("--checkpoint-dir", c.checkpoint_dir, "Write checkpoints here");
-  app.add_option("--checkpoint-every", c.checkpoint_every,
-                 "Checkpoint every N steps (0: only at the end)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--resume", c.resume,
-                 "Resume from a checkpoint, or from the latest one in a checkpoint directory");
   app.add_option("--prompt", c.prompt, "Text that generation continues");
   app.add_option("--generate", c.generate, "Bytes to generate after training (0: none)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--temperature", c.temperature, "Sampling temperature (0: greedy)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--log-every", c.log_every, "Print progress every N steps")
-      ->check(CLI::PositiveNumber);
+  strata::core::add_training_run_flags(app, c.run);
   strata::parallel::add_pipeline_flags(app, c.pipeline);
 }
 
@@ -146,8 +134,8 @@ nlohmann::json model_description(const Config& c) {
 }
 
 int64_t resume(const Config& c, HybridParallel& model, torch::optim::Optimizer& optimizer) {
-  const auto path = core::find_checkpoint(c.resume);
-  STRATA_CHECK(path.has_value(), "--resume ", c.resume, ": no checkpoint there");
+  const auto path = core::find_checkpoint(c.run.resume);
+  STRATA_CHECK(path.has_value(), "--resume ", c.run.resume, ": no checkpoint there");
   nlohmann::json extra;
   const int64_t step = model.load_checkpoint(*path, optimizer, &extra);
   const nlohmann::json expected = model_description(c);
@@ -166,8 +154,7 @@ int train(const Config& c) {
   core::init_logging(rank);
   core::set_num_threads(c.threads);
   const int64_t replica_batch = c.pipeline.replica_batch(c.batch, world->size());
-  STRATA_CHECK(c.checkpoint_every == 0 || !c.checkpoint_dir.empty(),
-               "--checkpoint-every needs --checkpoint-dir");
+  c.run.check();
   const core::TransformerLMOptions options = c.model();
   options.validate();
   const core::TextCorpus corpus = core::TextCorpus::load(c.data_dir);
@@ -185,7 +172,7 @@ int train(const Config& c) {
   const std::vector<at::Tensor> params = model.parameters();
   torch::optim::AdamW optimizer(params,
                                 torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
-  const int64_t first_step = c.resume.empty() ? 0 : resume(c, model, optimizer);
+  const int64_t first_step = c.run.resume.empty() ? 0 : resume(c, model, optimizer);
   spdlog::info("training fortunes-lm ({} layers, d_model {}, {} heads, ffn {}, {:.2f}M parameters) "
                "on {} train / {} validation bytes, {} rank(s) ({} pipeline stage(s)) x {} "
                "thread(s): steps {} to {} of batch {} x {}",
@@ -193,11 +180,11 @@ int train(const Config& c) {
                corpus.validation().numel(), world->size(), c.pipeline.pp, c.threads, first_step,
                c.steps, c.batch, c.context);
 
-  core::MetricsWriter metrics(rank == 0 ? c.metrics_out : "");
-  core::ProgressReporter progress(c.steps, c.log_every, rank == 0);
+  core::MetricsWriter metrics(rank == 0 ? c.run.metrics_out : "");
+  core::ProgressReporter progress(c.steps, c.run.log_every, rank == 0);
   auto save = [&](int64_t step) {
-    if (c.checkpoint_dir.empty()) return;
-    model.save_checkpoint(core::checkpoint_path(c.checkpoint_dir, step), optimizer, step,
+    if (c.run.checkpoint_dir.empty()) return;
+    model.save_checkpoint(core::checkpoint_path(c.run.checkpoint_dir, step), optimizer, step,
                           model_description(c));
   };
   auto evaluate = [&](int64_t step) {
@@ -229,7 +216,7 @@ int train(const Config& c) {
     if (step >= warmup_end) measured_seconds += seconds;
     report.record(step, warmup_end, seconds);
     ++loss_count;
-    if ((step + 1) % c.log_every == 0 || step + 1 == c.steps) {
+    if ((step + 1) % c.run.log_every == 0 || step + 1 == c.steps) {
       last_loss = model.mean_over_replicas(loss_sum / static_cast<double>(loss_count));
       loss_sum = 0;
       loss_count = 0;
@@ -237,13 +224,13 @@ int train(const Config& c) {
     }
     progress.update(step + 1, -1, last_loss, c.batch);
     if (c.eval_every > 0 && (step + 1) % c.eval_every == 0) val_loss = evaluate(step + 1);
-    if (c.checkpoint_every > 0 && (step + 1) % c.checkpoint_every == 0) save(step + 1);
+    if (c.run.checkpoint_every > 0 && (step + 1) % c.run.checkpoint_every == 0) save(step + 1);
   }
   // The last step's evaluation, unless the loop just made it.
   if (c.eval_every == 0 || step % c.eval_every != 0 || step == first_step) {
     val_loss = evaluate(step);
   }
-  if (c.checkpoint_every == 0 || step % c.checkpoint_every != 0) save(step);
+  if (c.run.checkpoint_every == 0 || step % c.run.checkpoint_every != 0) save(step);
   const std::vector<double> idle = report.finish();
 
   const int64_t measured_steps = std::max<int64_t>(0, c.steps - std::max(warmup_end, first_step));

@@ -22,6 +22,17 @@ fails_with_one_line() {
   fi
 }
 
+# expect_clean_error NAME PATTERN CMD...: a training program's bad input: one error line
+# matching PATTERN, and nothing written where --metrics-out and --checkpoint-dir point.
+expect_clean_error() {
+  local name="$1" pattern="$2"; shift 2
+  rm -rf "$tmp/out"; mkdir -p "$tmp/out"
+  fails_with_one_line "$name" "$pattern" "$@" --metrics-out "$tmp/out/metrics.jsonl" \
+    --checkpoint-dir "$tmp/out/ckpt" || return
+  if [[ -n $(ls -A "$tmp/out") ]]; then fail "$name: left files behind: $(ls -A "$tmp/out")"; return; fi
+  pass "$name: $(cat "$tmp/stderr")"
+}
+
 finish() {
   echo "$passes passed, $failures failed"
   [[ $failures -eq 0 ]]

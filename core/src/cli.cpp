@@ -66,4 +66,22 @@ std::optional<int> parse_cli(CLI::App& app, int argc, char** argv) {
   return std::nullopt;
 }
 
+void TrainingRunFlags::check() const {
+  STRATA_CHECK(checkpoint_every == 0 || !checkpoint_dir.empty(),
+               "--checkpoint-every needs --checkpoint-dir");
+}
+
+void add_training_run_flags(CLI::App& app, TrainingRunFlags& f) {
+  app.add_option("--checkpoint-dir", f.checkpoint_dir,
+                 "Write checkpoints <dir>/step-<N> here (rank 0 writes)");
+  app.add_option("--checkpoint-every", f.checkpoint_every,
+                 "Checkpoint every N steps (0: only at the end)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--resume", f.resume,
+                 "Resume from a checkpoint, or from the latest one in a checkpoint directory");
+  app.add_option("--metrics-out", f.metrics_out, "Write JSON-lines metrics here (rank 0)");
+  app.add_option("--log-every", f.log_every, "Print progress every N steps")
+      ->check(CLI::PositiveNumber);
+}
+
 }  // namespace strata::core

@@ -5,30 +5,19 @@ bin="$1"
 data=/usr/share/datasets/fashion-mnist
 source "$(dirname "$0")/../cli_test_lib.sh"
 
-# expect_error NAME PATTERN CMD...: one error line matching PATTERN, and no metrics or
-# checkpoint written.
-expect_error() {
-  local name="$1" pattern="$2"; shift 2
-  rm -rf "$tmp/out"; mkdir -p "$tmp/out"
-  fails_with_one_line "$name" "$pattern" "$@" --metrics-out "$tmp/out/metrics.jsonl" \
-    --checkpoint-dir "$tmp/out/ckpt" || return
-  if [[ -n $(ls -A "$tmp/out") ]]; then fail "$name: left files behind: $(ls -A "$tmp/out")"; return; fi
-  pass "$name: $(cat "$tmp/stderr")"
-}
-
 quick=(--threads 1 --batch 64 --epochs 1 --log-every 1000)
 
-expect_error "unknown flag" "bogus" "$bin" --bogus
-expect_error "bad model" "model" "$bin" --model resnet
-expect_error "missing data directory" "does not exist" "$bin" "${quick[@]}" --data-dir "$tmp/nowhere"
+expect_clean_error "unknown flag" "bogus" "$bin" --bogus
+expect_clean_error "bad model" "model" "$bin" --model resnet
+expect_clean_error "missing data directory" "does not exist" "$bin" "${quick[@]}" --data-dir "$tmp/nowhere"
 
 mkdir -p "$tmp/truncated" "$tmp/wrong"
 cp "$data"/*.gz "$tmp/truncated/"
 zcat "$data/train-images-idx3-ubyte.gz" | head -c 1000000 | gzip >"$tmp/truncated/train-images-idx3-ubyte.gz"
-expect_error "truncated IDX file" "truncated" "$bin" "${quick[@]}" --data-dir "$tmp/truncated"
+expect_clean_error "truncated IDX file" "truncated" "$bin" "${quick[@]}" --data-dir "$tmp/truncated"
 cp "$data"/*.gz "$tmp/wrong/"
 cp "$data/train-labels-idx1-ubyte.gz" "$tmp/wrong/train-images-idx3-ubyte.gz"
-expect_error "wrong IDX file" "expected images" "$bin" "${quick[@]}" --data-dir "$tmp/wrong"
+expect_clean_error "wrong IDX file" "expected images" "$bin" "${quick[@]}" --data-dir "$tmp/wrong"
 
 # mpirun_expect_error NAME PATTERN ARGS...: a 2-rank run that must fail with PATTERN on
 # stderr and leave nothing behind.
@@ -68,13 +57,13 @@ fi
 # A corrupt checkpoint and a checkpoint of another model are refused.
 cp -r "$tmp/part/step-00000012" "$tmp/corrupt"
 printf '\x55' | dd of="$tmp/corrupt/tensors.bin" bs=1 seek=100 conv=notrunc status=none
-expect_error "corrupt checkpoint" "checksum" "$bin" "${quick[@]}" --model cnn --resume "$tmp/corrupt"
-expect_error "checkpoint of another model" "checkpoint" "$bin" "${quick[@]}" --model mlp --resume "$tmp/part/step-00000012"
+expect_clean_error "corrupt checkpoint" "checksum" "$bin" "${quick[@]}" --model cnn --resume "$tmp/corrupt"
+expect_clean_error "checkpoint of another model" "checkpoint" "$bin" "${quick[@]}" --model mlp --resume "$tmp/part/step-00000012"
 
 # Pipeline flags: they need --pp, and --pp must fit the world and the batch.
-expect_error "pipeline flag without --pp" "--schedule needs --pp 2 or more" "$bin" "${quick[@]}" --schedule gpipe
-expect_error "more stages than ranks" "--pp 2 does not divide the 1 ranks" "$bin" "${quick[@]}" --pp 2
-expect_error "bad schedule" "schedule" "$bin" "${quick[@]}" --pp 2 --schedule pipedream
+expect_clean_error "pipeline flag without --pp" "--schedule needs --pp 2 or more" "$bin" "${quick[@]}" --schedule gpipe
+expect_clean_error "more stages than ranks" "--pp 2 does not divide the 1 ranks" "$bin" "${quick[@]}" --pp 2
+expect_clean_error "bad schedule" "schedule" "$bin" "${quick[@]}" --pp 2 --schedule pipedream
 
 mpirun_expect_error "micro-batches that do not divide the batch" "not divisible by --micro-batches 3" \
   "${quick[@]}" --pp 2 --micro-batches 3

@@ -9,17 +9,6 @@ source "$(dirname "$0")/../cli_test_lib.sh"
 run=(--threads 1 --context 32 --batch 8 --eval-batches 2 --log-every 10 --d-model 32 --ffn 64)
 tiny=("${run[@]}" --layers 1 --heads 2)
 
-# expect_error NAME PATTERN CMD...: one error line matching PATTERN, and no metrics or
-# checkpoint written.
-expect_error() {
-  local name="$1" pattern="$2"; shift 2
-  rm -rf "$tmp/out"; mkdir -p "$tmp/out"
-  fails_with_one_line "$name" "$pattern" "$@" --metrics-out "$tmp/out/metrics.jsonl" \
-    --checkpoint-dir "$tmp/out/ckpt" || return
-  if [[ -n $(ls -A "$tmp/out") ]]; then fail "$name: left files behind: $(ls -A "$tmp/out")"; return; fi
-  pass "$name: $(cat "$tmp/stderr")"
-}
-
 # A few dozen steps: the logged loss falls, and every kind of metrics line is there.
 if "$bin" "${tiny[@]}" --steps 60 --lr 3e-3 --eval-every 30 --metrics-out "$tmp/m.jsonl" \
     >"$tmp/stdout" 2>"$tmp/stderr"; then
@@ -89,19 +78,19 @@ if "$bin" "${run[@]}" --layers 2 --heads 2 --steps 13 --resume "$tmp/pp" >/dev/n
 else
   fail "pp=2 checkpoint in one process: $(cat "$tmp/stderr")"
 fi
-expect_error "schedule without --pp" "--schedule needs --pp 2 or more" "$bin" "${tiny[@]}" --schedule gpipe
+expect_clean_error "schedule without --pp" "--schedule needs --pp 2 or more" "$bin" "${tiny[@]}" --schedule gpipe
 
-expect_error "unknown flag" "bogus" "$bin" --bogus
-expect_error "heads not dividing d_model" "d_model 32 is not divisible by heads 3" \
+expect_clean_error "unknown flag" "bogus" "$bin" --bogus
+expect_clean_error "heads not dividing d_model" "d_model 32 is not divisible by heads 3" \
   "$bin" "${run[@]}" --layers 1 --heads 3
-expect_error "missing data directory" "does not exist" "$bin" "${tiny[@]}" --data-dir "$tmp/nowhere"
-expect_error "empty resume directory" "no checkpoint there" "$bin" "${tiny[@]}" --resume "$tmp/nowhere"
+expect_clean_error "missing data directory" "does not exist" "$bin" "${tiny[@]}" --data-dir "$tmp/nowhere"
+expect_clean_error "empty resume directory" "no checkpoint there" "$bin" "${tiny[@]}" --resume "$tmp/nowhere"
 cp -r "$tmp/part/step-00000010" "$tmp/corrupt"
 printf '\x55' | dd of="$tmp/corrupt/tensors.bin" bs=1 seek=100 conv=notrunc status=none
-expect_error "corrupt checkpoint" "checksum" "$bin" "${tiny[@]}" --resume "$tmp/corrupt"
-expect_error "checkpoint of another model shape" "checkpoint" \
+expect_clean_error "corrupt checkpoint" "checksum" "$bin" "${tiny[@]}" --resume "$tmp/corrupt"
+expect_clean_error "checkpoint of another model shape" "checkpoint" \
   "$bin" "${run[@]}" --layers 2 --heads 2 --resume "$tmp/part/step-00000010"
-expect_error "checkpoint with other heads" "saved with heads 2, this run has 4" \
+expect_clean_error "checkpoint with other heads" "saved with heads 2, this run has 4" \
   "$bin" "${run[@]}" --layers 1 --heads 4 --resume "$tmp/part/step-00000010"
 
 finish

@@ -4,8 +4,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
 
 namespace strata::core {
 
@@ -22,5 +24,19 @@ void configure_cli(CLI::App& app);
 // printing one line `error: <message>` to stderr on a parse error, nullopt on success:
 //   if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
 std::optional<int> parse_cli(CLI::App& app, int argc, char** argv);
+
+// The flags every training program shares: checkpoints, resuming, metrics, progress.
+struct TrainingRunFlags {
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 0;  // 0: only at the end
+  std::string resume;
+  std::string metrics_out;
+  int64_t log_every = 50;
+
+  // After parsing: --checkpoint-every without --checkpoint-dir is an error.
+  void check() const;
+};
+// --checkpoint-dir, --checkpoint-every, --resume, --metrics-out, --log-every.
+void add_training_run_flags(CLI::App& app, TrainingRunFlags& flags);
 
 }  // namespace strata::core
