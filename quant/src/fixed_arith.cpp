@@ -15,8 +15,8 @@ namespace {
 using detail::int128;
 
 constexpr int64_t kGrain = 16384;
-// An exact sum is held in an int128 with a bit to spare.
-constexpr int kMaxExactSumWidth = 126;
+// An exact sum is held in an int128 with bits to spare (assign_scaled wants |m| < 2^125).
+constexpr int kMaxExactSumWidth = 125;
 
 void check_operand(const FixedPointTensor& x, const char* op) {
   validate(x.type);

@@ -189,7 +189,7 @@ TEST(FixedArith, AccumulatorErrors) {
               HasSubstr("Accumulator::add: shape [4] does not broadcast to the accumulator's [3]"));
   Accumulator wide(ap_fixed(64, 0), {1});
   EXPECT_THAT(error_of([&] { wide.add(fixed({1}, ap_fixed(64, 64))); }),
-              HasSubstr("wider than the 126 bits an exact sum may have"));
+              HasSubstr("wider than the 125 bits an exact sum may have"));
   EXPECT_THAT(error_of([] { Accumulator(FixedPointType{0, 0, true}, {1}); }),
               HasSubstr("width W=0 out of range"));
 }

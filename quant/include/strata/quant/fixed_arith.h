@@ -49,7 +49,7 @@ FixedPointTensor fixed_cast(const FixedPointTensor& x, const FixedPointType& t);
 // A register of a chosen fixed-point type, one element per output (shape), that adds
 // values the way `acc = acc + x` does in HLS: the sum is exact, then it is assigned back
 // to the register's type, so it wraps or saturates (and rounds, when x has finer
-// fraction bits) exactly as the hardware would. The exact sum may be up to 126 bits wide.
+// fraction bits) exactly as the hardware would. The exact sum may be up to 125 bits wide.
 class Accumulator {
  public:
   Accumulator(const FixedPointType& type, at::IntArrayRef shape);
