@@ -15,10 +15,10 @@
 // the definition: e.g. AP_SAT_SYM on a 1-bit type gives min, and AP_WRAP with N > 0 on an
 // unsigned type sets the top N bits even when the value went negative.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <algorithm>
 #include <limits>
 
 #include "strata/quant/fixed_point.h"
