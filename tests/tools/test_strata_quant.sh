@@ -27,6 +27,7 @@ expect_output "raw integers" $'1.25 40\n-0.75 -24' \
   cast --type 'ap_fixed<8,3,AP_RND,AP_SAT>' --values 1.25,-0.75 --raw
 expect_output "UG902 AP_WRAP_SM" $'-4\n2' cast --type 'ap_fixed<4,4,AP_RND,AP_WRAP_SM>' --values 19,-19
 expect_output "unsigned wrap of a negative" "15" cast --type 'ap_ufixed<4,4>' --values=-1
+expect_output "negative first value" $'-0.75\n1' cast --type 'ap_fixed<8,3>' --values -0.75,1
 expect_output "rounding carry overflows" "-2" cast --type 'ap_fixed<4,2,AP_RND>' --values 1.875
 expect_output "exact decimal of 64 bits" "0.1000000000000000055511151231257827021181583404541015625" \
   cast --type 'ap_fixed<64,1>' --values 0.1
