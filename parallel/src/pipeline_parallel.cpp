@@ -55,12 +55,15 @@ constexpr int kCheckpointTag = 32000;
 PipelinePartition choose_partition(const std::vector<LayerProfile>& layers,
                                    const std::string& balance, int stages,
                                    const std::string& schedule, int micro_batches,
-                                   double optimizer_state_factor) {
+                                   double optimizer_state_factor, int ranks) {
   STRATA_CHECK(stages <= static_cast<int>(layers.size()), "pipeline: ", stages,
                " stages but the model has only ", layers.size(), " layers");
   const MemoryModel memory = memory_model(schedule, stages, micro_batches, optimizer_state_factor);
-  if (balance == "params") return partition_balanced(layers, stages, BalanceBy::Parameters, memory);
-  if (balance == "time") return partition_balanced(layers, stages, BalanceBy::Time, memory);
+  // With several stages per rank (interleaved), balance what each rank runs.
+  if (ranks <= 0) ranks = stages;
+  if (balance == "params")
+    return partition_rank_balanced(layers, stages, ranks, BalanceBy::Parameters, memory);
+  if (balance == "time") return partition_rank_balanced(layers, stages, ranks, BalanceBy::Time, memory);
   if (balance == "memory") return partition_balanced(layers, stages, BalanceBy::Memory, memory);
   if (balance == "auto") {
     // Speed first, but not at any memory cost: the fastest split whose largest stage needs
@@ -101,7 +104,7 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
   grid_.world()->allreduce(times, ReduceOp::Avg)->wait();
   for (size_t i = 0; i < layers.size(); ++i) layers[i].time = times[i].item<double>();
   partition_ = choose_partition(layers, options_.balance(), stages, options_.schedule(),
-                                micro_batches, options_.optimizer_state_factor());
+                                micro_batches, options_.optimizer_state_factor(), pipeline_ranks);
   if (grid_.rank() == 0)
     spdlog::info("pipeline partition ({} stages, balance {}):\n{}", stages, options_.balance(),
                  partition_.describe());

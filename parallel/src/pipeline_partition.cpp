@@ -15,6 +15,8 @@ namespace strata::parallel {
 namespace {
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
+// partition_rank_balanced searches every split up to this many.
+constexpr double kMaxRankBalancedSplits = 2e5;
 
 void check_layers(const std::vector<LayerProfile>& layers) {
   STRATA_CHECK(!layers.empty(), "cannot partition an empty model: got 0 layers, expected at least 1");
@@ -260,6 +262,63 @@ PipelinePartition partition_balanced(const std::vector<LayerProfile>& layers, in
     return kInfinity;
   };
   return make_partition(layers, min_max_split(n, stages, cost), memory);
+}
+
+PipelinePartition partition_rank_balanced(const std::vector<LayerProfile>& layers, int stages,
+                                          int ranks, BalanceBy by, const MemoryModel& memory) {
+  check_layers(layers);
+  const int64_t n = static_cast<int64_t>(layers.size());
+  check_stages(n, stages);
+  check_memory(memory, stages);
+  STRATA_CHECK(ranks >= 1 && stages % ranks == 0, "rank-balanced partition: ", stages,
+               " stages on ", ranks, " ranks, expected a whole number of stages per rank");
+  STRATA_CHECK(by != BalanceBy::Memory,
+               "rank-balanced partition: by parameters or time, not memory");
+  const PipelinePartition by_stage = partition_balanced(layers, stages, by, memory);
+  if (ranks == stages) return by_stage;
+  // C(n-1, stages-1) splits: search them all when that is affordable, else keep the
+  // stage-balanced split.
+  double splits = 1;
+  for (int64_t i = 1; i < stages; ++i) splits = splits * static_cast<double>(n - i) / i;
+  if (splits > kMaxRankBalancedSplits) return by_stage;
+
+  const LayerSums sums(layers);
+  const auto cost = [&](int64_t b, int64_t e) {
+    return by == BalanceBy::Time ? sums.time(b, e) : static_cast<double>(sums.parameters(b, e));
+  };
+  // (busiest rank, largest stage) of a split: the first bounds the step, the second
+  // breaks ties toward even stages.
+  const auto score = [&](const std::vector<int64_t>& begins) {
+    std::vector<double> per_rank(ranks, 0);
+    double largest = 0;
+    for (int64_t s = 0; s < stages; ++s) {
+      const double c = cost(begins[s], s + 1 < stages ? begins[s + 1] : n);
+      per_rank[s % ranks] += c;
+      largest = std::max(largest, c);
+    }
+    return std::make_pair(*std::max_element(per_rank.begin(), per_rank.end()), largest);
+  };
+  std::vector<int64_t> best;
+  for (const StagePlan& stage : by_stage.stages) best.push_back(stage.begin);
+  auto best_score = score(best);
+  std::vector<int64_t> begins(stages, 0);
+  // Every increasing choice of begins[1..stages-1] in [1, n-1].
+  std::function<void(int64_t)> search = [&](int64_t s) {
+    if (s == stages) {
+      const auto candidate = score(begins);
+      if (candidate < best_score) {
+        best_score = candidate;
+        best = begins;
+      }
+      return;
+    }
+    for (int64_t b = begins[s - 1] + 1; b <= n - (stages - s); ++b) {
+      begins[s] = b;
+      search(s + 1);
+    }
+  };
+  search(1);
+  return make_partition(layers, best, memory);
 }
 
 PipelinePartition partition_joint(const std::vector<LayerProfile>& layers, int stages,

@@ -3,6 +3,7 @@
 // are clear errors, and split_sequential / profile_layers work on the fmnist MLP.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -159,6 +160,63 @@ TEST(PipelinePartitionBalanced, EqualsBruteForceOnRandomModels) {
       EXPECT_EQ(partition_balanced(c.layers, c.stages, by, c.memory).balance(), p.balance());
     }
   }
+}
+
+// The busiest rank's total when rank r runs stages r, r + ranks, ...
+double busiest_rank(const std::vector<LayerProfile>& layers, const std::vector<int64_t>& balance,
+                    int ranks, BalanceBy by) {
+  std::vector<double> per_rank(ranks, 0);
+  int64_t b = 0;
+  for (size_t s = 0; s < balance.size(); ++s) {
+    per_rank[s % ranks] += reference_cost(layers, b, b + balance[s], s, by, MemoryModel());
+    b += balance[s];
+  }
+  return *std::max_element(per_rank.begin(), per_rank.end());
+}
+
+TEST(PipelinePartitionRankBalanced, EqualsBruteForceOnRandomModels) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 300; ++trial) {
+    RandomCase c = random_case(rng);
+    const int ranks = 2;
+    const int stages = 4;
+    if (static_cast<int>(c.layers.size()) < stages) continue;
+    for (BalanceBy by : {BalanceBy::Parameters, BalanceBy::Time}) {
+      SCOPED_TRACE(::testing::Message() << "trial " << trial << ", " << c.layers.size() << " layers");
+      double best = std::numeric_limits<double>::infinity();
+      for (const auto& b : all_balances(c.layers.size(), stages))
+        best = std::min(best, busiest_rank(c.layers, b, ranks, by));
+      const PipelinePartition p = partition_rank_balanced(c.layers, stages, ranks, by);
+      expect_valid(p, c.layers, stages, MemoryModel());
+      EXPECT_NEAR(busiest_rank(c.layers, p.balance(), ranks, by), best, 1e-9);
+    }
+  }
+}
+
+// fmnist-mlp's layers by parameters, 4 stages on 2 ranks: balancing stages leaves rank 0
+// with about twice rank 1's parameters; balancing ranks evens them out.
+TEST(PipelinePartitionRankBalanced, EvensOutTheRanksOfAnInterleavedMlp) {
+  std::vector<LayerProfile> layers = {{"flatten", "Flatten", 0}, {"fc0", "Linear", 803840},
+                                      {"relu0", "ReLU", 0}};
+  for (int i = 1; i <= 5; ++i) {
+    layers.push_back({"fc" + std::to_string(i), "Linear", 1049600});
+    layers.push_back({"relu" + std::to_string(i), "ReLU", 0});
+  }
+  layers.push_back({"out", "Linear", 10250});
+  const auto by_stage = partition_balanced(layers, 4, BalanceBy::Parameters).balance();
+  const auto by_rank = partition_rank_balanced(layers, 4, 2, BalanceBy::Parameters).balance();
+  EXPECT_GT(busiest_rank(layers, by_stage, 2, BalanceBy::Parameters), 3.5e6);
+  EXPECT_LT(busiest_rank(layers, by_rank, 2, BalanceBy::Parameters), 3.2e6);
+  // One stage per rank: the stage-balanced split.
+  EXPECT_EQ(partition_rank_balanced(layers, 4, 4, BalanceBy::Parameters).balance(), by_stage);
+  // Too many splits to try (C(59, 15)): the stage-balanced split.
+  std::vector<LayerProfile> many(60, LayerProfile{"l", "Linear", 10});
+  EXPECT_EQ(partition_rank_balanced(many, 16, 2, BalanceBy::Parameters).balance(),
+            partition_balanced(many, 16, BalanceBy::Parameters).balance());
+  expect_error([&] { partition_rank_balanced(layers, 4, 3, BalanceBy::Parameters); },
+               "4 stages on 3 ranks, expected a whole number of stages per rank");
+  expect_error([&] { partition_rank_balanced(layers, 4, 2, BalanceBy::Memory); },
+               "by parameters or time, not memory");
 }
 
 TEST(PipelinePartitionJoint, EqualsBruteForceUnderTheLimit) {

@@ -112,10 +112,12 @@ class PipelineParallel {
 
 // The partition `balance` names ("params", "time", "memory", "auto" or a list of layer
 // counts "3,5") for `stages` stages of `layers`, with the memory model of `schedule`
-// (how many micro-batches each stage holds).
+// (how many micro-batches each stage holds). With fewer `ranks` than stages (interleaved),
+// "params" and "time" balance each rank's total (partition_rank_balanced); 0: one stage
+// per rank.
 PipelinePartition choose_partition(const std::vector<LayerProfile>& layers,
                                    const std::string& balance, int stages,
                                    const std::string& schedule, int micro_batches,
-                                   double optimizer_state_factor = 1);
+                                   double optimizer_state_factor = 1, int ranks = 0);
 
 }  // namespace strata::parallel

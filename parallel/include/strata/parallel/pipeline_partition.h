@@ -96,6 +96,16 @@ enum class BalanceBy { Parameters, Time, Memory };
 PipelinePartition partition_balanced(const std::vector<LayerProfile>& layers, int stages,
                                      BalanceBy by, const MemoryModel& memory = MemoryModel());
 
+// For interleaved schedules, where rank r runs stages r, r + ranks, r + 2 ranks, ...: the
+// step is bounded by the busiest rank's total, not by the largest stage, and a split that
+// balances stages can leave one rank with most of the work (a 7-layer model in 4 stages on
+// 2 ranks). This is the split whose busiest rank (by parameters or time) is the least busy,
+// ties broken by the largest stage, found by trying every split when there are at most
+// 200,000 of them; otherwise, and when ranks == stages, partition_balanced's split.
+PipelinePartition partition_rank_balanced(const std::vector<LayerProfile>& layers, int stages,
+                                          int ranks, BalanceBy by,
+                                          const MemoryModel& memory = MemoryModel());
+
 // The contiguous split whose slowest stage is as fast as possible among those where every
 // stage needs at most limit_bytes under `memory`. Ties as in partition_balanced. If no
 // split fits, a strata::Error names the smallest limit that would.
