@@ -75,7 +75,10 @@ constexpr auto block16_table(std::index_sequence<I...>) {
   return std::array<Block16Fn, sizeof...(I)>{&block16_group<int(I) + 1>...};
 }
 
-// ---- Row kernels: R registers of 16 tokens per output row; 16 rows, then a transpose.
+// ---- Row kernels: R registers of 16 tokens per output row, 16 rows per unit, then a
+// transpose. The input dimension is walked in panels whose activations (64 tokens x
+// panel) stay in L1 while the 16 rows use them; each row keeps a cursor into its
+// non-zeros and parks its accumulators in `tile` between panels.
 
 // Stores tile[r][row] (16 rows of 16 tokens for each of R token groups) to y[token, o0..].
 template <int R>
@@ -90,6 +93,37 @@ inline void store_rows(__m512 (&tile)[R][16], int64_t t0, int64_t tokens, int64_
   }
 }
 
+inline __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+inline __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
+template <typename V> inline V zero();
+template <> inline __m512 zero<__m512>() { return _mm512_setzero_ps(); }
+template <> inline __m512i zero<__m512i>() { return _mm512_setzero_si512(); }
+
+// For each panel [k_begin, k_end) of `panel` input channels up to k_total, and each row
+// i < rows: row(i, a, b, k_end) adds row i's non-zeros below k_end into two accumulator
+// sets (two, so that fewer than 8 registers still hide the multiply-add latency).
+template <typename V, int R, typename Row>
+inline void panel_rows(int64_t rows, int64_t k_total, int64_t panel, V (&acc)[16][R], Row&& row) {
+  for (int64_t i = 0; i < 16; ++i)
+    for (int r = 0; r < R; ++r) acc[i][r] = zero<V>();
+  for (int64_t k_end = std::min(panel, k_total);; k_end = std::min(k_end + panel, k_total)) {
+    for (int64_t i = 0; i < rows; ++i) {
+      V a[R], b[R];
+      for (int r = 0; r < R; ++r) {
+        a[r] = acc[i][r];
+        b[r] = zero<V>();
+      }
+      row(i, a, b, k_end);
+      for (int r = 0; r < R; ++r) acc[i][r] = add(a[r], b[r]);
+    }
+    if (k_end >= k_total) break;
+  }
+}
+
+// Panel widths: 128 fp32 channels x 64 tokens = 32 KiB; 512 u8 channels x 64 tokens = 32 KiB.
+constexpr int64_t kPanelF32 = 128;
+constexpr int64_t kPanelU8 = 512;
+
 template <int R>
 inline void fma_row(__m512 (&acc)[R], float w, const float* xk, int64_t group_stride) {
   const __m512 wb = _mm512_set1_ps(w);
@@ -103,39 +137,47 @@ void rows_f32_unit(const RowsView& w, const float* xp, int64_t tokens, float* y,
                    int64_t chunk) {
   const int64_t gs = w.in_padded * kGroup;  // floats per packed token group
   const float* xg = xp + sg * kRowGroups * gs;
-  __m512 tile[R][16];
   const int64_t o0 = chunk * kRowChunk;
-  for (int64_t i = 0; i < kRowChunk; ++i) {
-    const int64_t o = o0 + i;
-    // Two accumulator sets alternate, so that R < 8 chains still hide the FMA latency.
-    __m512 a[R], b[R];
-    for (int r = 0; r < R; ++r) a[r] = b[r] = _mm512_setzero_ps();
-    if (o < w.out) {
-      if (w.index == nullptr) {
-        int64_t j = w.row_ptr[o];
-        const int64_t end = w.row_ptr[o + 1];
-        for (; j + 1 < end; j += 2) {
-          fma_row<R>(a, w.values[j], xg + int64_t(w.col[j]) * kGroup, gs);
-          fma_row<R>(b, w.values[j + 1], xg + int64_t(w.col[j + 1]) * kGroup, gs);
-        }
-        if (j < end) fma_row<R>(a, w.values[j], xg + int64_t(w.col[j]) * kGroup, gs);
-      } else {
-        const int64_t base = o * w.groups * w.n;
-        const float* v = w.values + base;
-        const uint8_t* ix = w.index + base;
-        for (int64_t g = 0; g < w.groups; ++g, v += w.n, ix += w.n) {
-          const float* xgk = xg + g * w.m * kGroup;
-          int64_t s = 0;
-          for (; s + 1 < w.n; s += 2) {
-            fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
-            fma_row<R>(b, v[s + 1], xgk + int64_t(ix[s + 1]) * kGroup, gs);
-          }
-          if (s < w.n) fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
-        }
+  const int64_t rows = std::min<int64_t>(kRowChunk, w.out - o0);
+  int64_t cursor[kRowChunk];  // CSR: next non-zero; N:M: next group
+  for (int64_t i = 0; i < rows; ++i) cursor[i] = w.index == nullptr ? w.row_ptr[o0 + i] : 0;
+  __m512 acc[16][R];
+  if (w.index == nullptr) {
+    panel_rows<__m512, R>(rows, w.in_padded, kPanelF32, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+      int64_t j = cursor[i];
+      const int64_t end = w.row_ptr[o0 + i + 1];
+      for (; j + 1 < end && w.col[j + 1] < k_end; j += 2) {
+        fma_row<R>(a, w.values[j], xg + int64_t(w.col[j]) * kGroup, gs);
+        fma_row<R>(b, w.values[j + 1], xg + int64_t(w.col[j + 1]) * kGroup, gs);
       }
-    }
-    for (int r = 0; r < R; ++r) tile[r][i] = _mm512_add_ps(a[r], b[r]);
+      if (j < end && w.col[j] < k_end) {
+        fma_row<R>(a, w.values[j], xg + int64_t(w.col[j]) * kGroup, gs);
+        ++j;
+      }
+      cursor[i] = j;
+    });
+  } else {
+    const int64_t panel = std::max<int64_t>(1, kPanelF32 / w.m) * w.m;
+    panel_rows<__m512, R>(rows, w.in_padded, panel, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+      const int64_t base = (o0 + i) * w.groups * w.n;
+      const int64_t g_end = k_end / w.m;
+      for (int64_t g = cursor[i]; g < g_end; ++g) {
+        const float* v = w.values + base + g * w.n;
+        const uint8_t* ix = w.index + base + g * w.n;
+        const float* xgk = xg + g * w.m * kGroup;
+        int64_t s = 0;
+        for (; s + 1 < w.n; s += 2) {
+          fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
+          fma_row<R>(b, v[s + 1], xgk + int64_t(ix[s + 1]) * kGroup, gs);
+        }
+        if (s < w.n) fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
+      }
+      cursor[i] = g_end;
+    });
   }
+  __m512 tile[R][16];
+  for (int r = 0; r < R; ++r)
+    for (int64_t i = 0; i < 16; ++i) tile[r][i] = i < rows ? acc[i][r] : _mm512_setzero_ps();
   store_rows<R>(tile, sg * kRowGroups * kGroup, tokens, o0, w.out, y);
 }
 
@@ -157,51 +199,46 @@ void int8_unit(const BlockView& w, const uint32_t* xq, int64_t tokens, void* y,
   const uint32_t* xg = xq + sg * kRowGroups * gs;
   const int32_t* values = static_cast<const int32_t*>(w.values);
   const int64_t t0 = sg * kRowGroups * kGroup;
-  __m512 xs[R];
-  __m512i xz[R];
-  for (int r = 0; r < R; ++r) {
-    xs[r] = _mm512_setzero_ps();
-    xz[r] = _mm512_setzero_si512();
-  }
-  if (dq) {
-    for (int r = 0; r < R; ++r) {
-      const __mmask16 m = lanes(tokens - t0 - r * 16);
-      xs[r] = _mm512_maskz_loadu_ps(m, dq->x_scale + t0 + r * 16);
-      xz[r] = _mm512_maskz_loadu_epi32(m, dq->x_zero + t0 + r * 16);
-    }
-  }
-  __m512 tile[R][16];
   const int64_t o0 = chunk * kRowChunk;
-  for (int64_t i = 0; i < kRowChunk; ++i) {
-    const int64_t o = o0 + i;
-    __m512i a[R], b[R];
-    for (int r = 0; r < R; ++r) a[r] = b[r] = _mm512_setzero_si512();
-    if (o < w.out) {
-      const int64_t end = w.ptr[o + 1];
-      for (int64_t k = w.ptr[o]; k < end; ++k) {
-        const uint32_t* xk = xg + int64_t(w.col[k]) * words * kGroup;
-        const int32_t* wk = values + k * words;
-        int64_t q = 0;
-        for (; q + 1 < words; q += 2) {
-          dp_row<R>(a, wk[q], xk + q * kGroup, gs);
-          dp_row<R>(b, wk[q + 1], xk + (q + 1) * kGroup, gs);
-        }
-        // Single-word blocks (4x1) alternate between the two sets block by block.
-        if (q < words) {
-          if (k & 1) dp_row<R>(b, wk[q], xk + q * kGroup, gs);
-          else dp_row<R>(a, wk[q], xk + q * kGroup, gs);
-        }
+  const int64_t rows = std::min<int64_t>(kRowChunk, w.out - o0);
+  int64_t cursor[kRowChunk];  // next block of each row
+  for (int64_t i = 0; i < rows; ++i) cursor[i] = w.ptr[o0 + i];
+  __m512i acc[16][R];
+  // Panels in 32-bit words (4 channels): a block lies in the panel holding its first word.
+  panel_rows<__m512i, R>(rows, w.in_padded / 4, kPanelU8 / 4, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+    int64_t k = cursor[i];
+    const int64_t end = w.ptr[o0 + i + 1];
+    for (; k < end && int64_t(w.col[k]) * words < k_end; ++k) {
+      const uint32_t* xk = xg + int64_t(w.col[k]) * words * kGroup;
+      const int32_t* wk = values + k * words;
+      int64_t q = 0;
+      for (; q + 1 < words; q += 2) {
+        dp_row<R>(a, wk[q], xk + q * kGroup, gs);
+        dp_row<R>(b, wk[q + 1], xk + (q + 1) * kGroup, gs);
+      }
+      // Single-word blocks (4x1) alternate between the two sets block by block.
+      if (q < words) {
+        if (k & 1) dp_row<R>(b, wk[q], xk + q * kGroup, gs);
+        else dp_row<R>(a, wk[q], xk + q * kGroup, gs);
       }
     }
-    for (int r = 0; r < R; ++r) {
-      const __m512i acc = _mm512_add_epi32(a[r], b[r]);
-      if (dq && o < w.out) {
+    cursor[i] = k;
+  });
+  __m512 tile[R][16];
+  for (int r = 0; r < R; ++r) {
+    const __mmask16 m = lanes(tokens - t0 - r * 16);
+    const __m512 xs = dq ? _mm512_maskz_loadu_ps(m, dq->x_scale + t0 + r * 16) : _mm512_setzero_ps();
+    const __m512i xz = dq ? _mm512_maskz_loadu_epi32(m, dq->x_zero + t0 + r * 16) : _mm512_setzero_si512();
+    for (int64_t i = 0; i < 16; ++i) {
+      if (i >= rows) {
+        tile[r][i] = _mm512_setzero_ps();
+      } else if (dq) {
         // dequant_one, vectorized in the same order.
-        const __m512i c = _mm512_sub_epi32(acc, _mm512_mullo_epi32(xz[r], _mm512_set1_epi32(dq->row_sum[o])));
-        const __m512 s = _mm512_mul_ps(xs[r], _mm512_set1_ps(dq->w_scale[o]));
-        tile[r][i] = _mm512_mul_ps(_mm512_cvtepi32_ps(c), s);
+        const int64_t o = o0 + i;
+        const __m512i c = _mm512_sub_epi32(acc[i][r], _mm512_mullo_epi32(xz, _mm512_set1_epi32(dq->row_sum[o])));
+        tile[r][i] = _mm512_mul_ps(_mm512_cvtepi32_ps(c), _mm512_mul_ps(xs, _mm512_set1_ps(dq->w_scale[o])));
       } else {
-        tile[r][i] = _mm512_castsi512_ps(acc);
+        tile[r][i] = _mm512_castsi512_ps(acc[i][r]);
       }
     }
   }
@@ -251,8 +288,23 @@ int64_t block16_f32_units(const BlockView& w, int64_t tokens) {
 void block16_f32_avx512(const BlockView& w, const float* xp, int64_t tokens, float* y,
                         int64_t unit_begin, int64_t unit_end) {
   static constexpr auto table = block16_table(std::make_index_sequence<16>{});
+  // Units run token tile by token tile (kTileGroups groups: their activations stay in L2),
+  // block row by block row inside a tile (one block row's weights stay in L1 while its
+  // token groups use it), so weights are read from memory once per tile, not per group.
+  constexpr int64_t kTileGroups = 8;
+  const int64_t groups = ceil_div(tokens, kGroup), rows = w.block_rows;
+  const int64_t full = groups / kTileGroups * kTileGroups;  // groups in full tiles
   for (int64_t u = unit_begin; u < unit_end; ++u) {
-    const int64_t g = u / w.block_rows, rb = u % w.block_rows;
+    int64_t g, rb;
+    if (u < full * rows) {
+      const int64_t tile = u / (kTileGroups * rows), v = u % (kTileGroups * rows);
+      rb = v / kTileGroups;
+      g = tile * kTileGroups + v % kTileGroups;
+    } else {
+      const int64_t v = u - full * rows, last = groups - full;
+      rb = v / last;
+      g = full + v % last;
+    }
     const int64_t n = std::min<int64_t>(kGroup, tokens - g * kGroup);
     table[n - 1](w, xp + g * w.in_padded * kGroup, rb, y + g * kGroup * w.out, w.out);
   }
