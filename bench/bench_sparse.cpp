@@ -7,9 +7,11 @@
 //
 // For every thread count, shape and sparsity it times int8-4x1 (VNNI), fp32-1x16 and CSR
 // at that sparsity, 2:4 and 2:8 (whose sparsity N:M fixes) once per shape, and the dense
-// product in the same run; each figure is the median of --runs runs, each run long enough
-// (>= --min-ms) to average many calls, after a warm-up. It prints a table and one JSON line
-// per figure: dense-equivalent GFLOP/s (2 M K N / time) with the dense figure as baseline.
+// product in the same run: each of --runs runs times the dense product and then the kernel,
+// each long enough (>= --min-ms) to average several calls, after a warm-up, and the ratio
+// is the median of the per-run ratios (the machine is shared; pairing cancels its load).
+// It prints a table and one JSON line per figure: dense-equivalent GFLOP/s (2 M K N /
+// time), the dense product's GFLOP/s as baseline, and the ratio.
 // docs/sparse.md, "Benchmark".
 #include <torch/torch.h>
 
@@ -40,6 +42,8 @@ struct Config {
   int runs = 5;
   double min_ms = 20;
   bool portable = false;
+  std::vector<std::string> kernels{"int8-4x1", "fp32-1x16", "csr", "2:4", "2:8"};
+  bool wants(const std::string& k) const { return std::find(kernels.begin(), kernels.end(), k) != kernels.end(); }
 };
 
 double median(std::vector<double> v) {
@@ -48,19 +52,40 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Median seconds per call of f: a warm-up sizes each run to at least min_ms.
+// Seconds per call of f over one run of `calls` calls.
 template <typename F>
-double time_call(const Config& c, F&& f) {
+double run_once(int calls, F&& f) {
+  strata::core::Stopwatch clock;
+  for (int i = 0; i < calls; ++i) f();
+  return clock.seconds() / calls;
+}
+
+// Calls per run so that a run lasts at least min_ms (after one warm-up call).
+template <typename F>
+int calls_for(const Config& c, F&& f) {
   strata::core::Stopwatch warm;
   f();
-  const int calls = std::max(1, int(c.min_ms * 1e-3 / std::max(warm.seconds(), 1e-7)));
-  std::vector<double> per_call;
+  return std::max(1, int(c.min_ms * 1e-3 / std::max(warm.seconds(), 1e-7)));
+}
+
+struct Timing {
+  double seconds;        // median seconds per call of the kernel
+  double dense_seconds;  // median seconds per call of the dense product
+  double ratio;          // median over runs of dense / kernel time of the same run
+};
+
+// The machine is shared: each run times the dense product and the kernel back to back,
+// so that both see the same load, and the ratio is the median of the per-run ratios.
+template <typename D, typename F>
+Timing time_paired(const Config& c, D&& dense, F&& f) {
+  const int dense_calls = calls_for(c, dense), calls = calls_for(c, f);
+  std::vector<double> td, tk, ratio;
   for (int r = 0; r < c.runs; ++r) {
-    strata::core::Stopwatch clock;
-    for (int i = 0; i < calls; ++i) f();
-    per_call.push_back(clock.seconds() / calls);
+    td.push_back(run_once(dense_calls, dense));
+    tk.push_back(run_once(calls, f));
+    ratio.push_back(td.back() / tk.back());
   }
-  return median(per_call);
+  return {median(tk), median(td), median(ratio)};
 }
 
 std::string fixed2(double v) {
@@ -70,18 +95,17 @@ std::string fixed2(double v) {
 }
 
 void report(const Config& c, int threads, const std::string& kernel, const std::string& shape,
-            const std::string& sparsity, double flops, double seconds, double dense_gflops,
-            const std::string& impl) {
-  const double gflops = flops / seconds * 1e-9;
-  std::printf("%-10s %-16s %-5s %9.1f GFLOP/s %7.2fx  %8.1f us  %s\n", kernel.c_str(), shape.c_str(),
-              sparsity.c_str(), gflops, gflops / dense_gflops, seconds * 1e6, impl.c_str());
+            const std::string& sparsity, double flops, const Timing& t, const std::string& impl) {
+  const double gflops = flops / t.seconds * 1e-9, dense = flops / t.dense_seconds * 1e-9;
+  std::printf("%-10s %-16s %-5s %9.1f GFLOP/s  dense %6.1f  %7.2fx  %8.1f us  %s\n", kernel.c_str(),
+              shape.c_str(), sparsity.c_str(), gflops, dense, t.ratio, t.seconds * 1e6, impl.c_str());
   const json line = {{"bench", "sparse"},
                      {"case", kernel + "/" + shape + (sparsity.empty() ? "" : "/" + sparsity)},
                      {"threads", threads},
                      {"value", gflops},
                      {"unit", "GFLOP/s"},
-                     {"baseline", dense_gflops},
-                     {"ratio", gflops / dense_gflops},
+                     {"baseline", dense},
+                     {"ratio", t.ratio},
                      {"runs", c.runs},
                      {"kernel", impl}};
   std::cout << line.dump() << std::endl;
@@ -96,27 +120,25 @@ void run_shape(const Config& c, int threads, int64_t m, int64_t k, int64_t n) {
   const std::string shape = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
   const sp::SpmmOptions o = sp::SpmmOptions().portable(c.portable);
 
-  const double dense_s = time_call(c, [&] { return torch::matmul(x, wt); });
-  const double dense = flops / dense_s * 1e-9;
-  report(c, threads, "dense-fp32", shape, "", flops, dense_s, dense, "torch::matmul");
+  const auto dense = [&] { return torch::matmul(x, wt); };
 
   for (double s : c.sparsities) {
     const std::string sp_name = fixed2(s);
+    if (!c.wants("int8-4x1") && !c.wants("fp32-1x16") && !c.wants("csr")) break;
     const auto b4 = sp::Int8BlockSparse::quantize(
         sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, {4, 1}), {4, 1}));
-    report(c, threads, "int8-4x1", shape, sp_name, flops, time_call(c, [&] { return sp::spmm(b4, x, o); }),
-           dense, sp::spmm_kernel(b4, o));
+    if (c.wants("int8-4x1")) report(c, threads, "int8-4x1", shape, sp_name, flops, time_paired(c, dense, [&] { return sp::spmm(b4, x, o); }), sp::spmm_kernel(b4, o));
     const auto b16 = sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, {1, 16}), {1, 16});
-    report(c, threads, "fp32-1x16", shape, sp_name, flops, time_call(c, [&] { return sp::spmm(b16, x, o); }),
-           dense, sp::spmm_kernel(b16, o));
+    if (c.wants("fp32-1x16")) report(c, threads, "fp32-1x16", shape, sp_name, flops, time_paired(c, dense, [&] { return sp::spmm(b16, x, o); }), sp::spmm_kernel(b16, o));
     const auto csr = sp::CsrSparse::from_dense(w, sp::magnitude_mask(w, s));
-    report(c, threads, "csr", shape, sp_name, flops, time_call(c, [&] { return sp::spmm(csr, x, o); }),
-           dense, sp::spmm_kernel(csr, o));
+    if (c.wants("csr")) report(c, threads, "csr", shape, sp_name, flops, time_paired(c, dense, [&] { return sp::spmm(csr, x, o); }), sp::spmm_kernel(csr, o));
   }
   for (auto [nn, mm] : {std::pair<int64_t, int64_t>{2, 4}, {2, 8}}) {
+    const std::string name = std::to_string(nn) + ":" + std::to_string(mm);
+    if (!c.wants(name)) continue;
     const auto nm = sp::NMSparse::from_dense(w, sp::nm_magnitude_mask(w, nn, mm), nn, mm);
-    report(c, threads, std::to_string(nn) + ":" + std::to_string(mm), shape, fixed2(1.0 - double(nn) / mm),
-           flops, time_call(c, [&] { return sp::spmm(nm, x, o); }), dense, sp::spmm_kernel(nm, o));
+    report(c, threads, name, shape, fixed2(1.0 - double(nn) / mm),
+           flops, time_paired(c, dense, [&] { return sp::spmm(nm, x, o); }), sp::spmm_kernel(nm, o));
   }
 }
 
@@ -133,6 +155,7 @@ int main(int argc, char** argv) {
     app.add_option("--sparsities", c.sparsities, "sparsities of the block and CSR kernels");
     app.add_option("--runs", c.runs, "runs per figure (median)")->check(CLI::PositiveNumber);
     app.add_option("--min-ms", c.min_ms, "minimum milliseconds per run");
+    app.add_option("--kernels", c.kernels, "kernels to time: int8-4x1 fp32-1x16 csr 2:4 2:8");
     app.add_flag("--portable", c.portable, "force the portable kernels");
     if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
     std::printf("# kernels: avx512 %s, vnni %s%s\n", sp::cpu_has_avx512() ? "yes" : "no",

@@ -205,25 +205,40 @@ void int8_unit(const BlockView& w, const uint32_t* xq, int64_t tokens, void* y,
   for (int64_t i = 0; i < rows; ++i) cursor[i] = w.ptr[o0 + i];
   __m512i acc[16][R];
   // Panels in 32-bit words (4 channels): a block lies in the panel holding its first word.
-  panel_rows<__m512i, R>(rows, w.in_padded / 4, kPanelU8 / 4, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
-    int64_t k = cursor[i];
-    const int64_t end = w.ptr[o0 + i + 1];
-    for (; k < end && int64_t(w.col[k]) * words < k_end; ++k) {
-      const uint32_t* xk = xg + int64_t(w.col[k]) * words * kGroup;
-      const int32_t* wk = values + k * words;
-      int64_t q = 0;
-      for (; q + 1 < words; q += 2) {
-        dp_row<R>(a, wk[q], xk + q * kGroup, gs);
-        dp_row<R>(b, wk[q + 1], xk + (q + 1) * kGroup, gs);
+  const int32_t* col = w.col;
+  if (words == 1) {
+    // 4x1, the common case: one word per block, two blocks per step, no inner loop.
+    panel_rows<__m512i, R>(rows, w.in_padded / 4, kPanelU8 / 4, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+      int64_t k = cursor[i];
+      const int64_t end = w.ptr[o0 + i + 1];
+      for (; k + 1 < end && col[k + 1] < k_end; k += 2) {
+        dp_row<R>(a, values[k], xg + int64_t(col[k]) * kGroup, gs);
+        dp_row<R>(b, values[k + 1], xg + int64_t(col[k + 1]) * kGroup, gs);
       }
-      // Single-word blocks (4x1) alternate between the two sets block by block.
-      if (q < words) {
-        if (k & 1) dp_row<R>(b, wk[q], xk + q * kGroup, gs);
-        else dp_row<R>(a, wk[q], xk + q * kGroup, gs);
+      if (k < end && col[k] < k_end) {
+        dp_row<R>(a, values[k], xg + int64_t(col[k]) * kGroup, gs);
+        ++k;
       }
-    }
-    cursor[i] = k;
-  });
+      cursor[i] = k;
+    });
+  } else {
+    // Panels in 32-bit words (4 channels): a block lies in the panel holding its first word.
+    panel_rows<__m512i, R>(rows, w.in_padded / 4, kPanelU8 / 4, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+      int64_t k = cursor[i];
+      const int64_t end = w.ptr[o0 + i + 1];
+      for (; k < end && int64_t(col[k]) * words < k_end; ++k) {
+        const uint32_t* xk = xg + int64_t(col[k]) * words * kGroup;
+        const int32_t* wk = values + k * words;
+        int64_t q = 0;
+        for (; q + 1 < words; q += 2) {
+          dp_row<R>(a, wk[q], xk + q * kGroup, gs);
+          dp_row<R>(b, wk[q + 1], xk + (q + 1) * kGroup, gs);
+        }
+        if (q < words) dp_row<R>(a, wk[q], xk + q * kGroup, gs);
+      }
+      cursor[i] = k;
+    });
+  }
   __m512 tile[R][16];
   for (int r = 0; r < R; ++r) {
     const __mmask16 m = lanes(tokens - t0 - r * 16);
