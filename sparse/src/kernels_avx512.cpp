@@ -132,6 +132,30 @@ inline void fma_row(__m512 (&acc)[R], float w, const float* xk, int64_t group_st
     acc[r] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(xk + r * group_stride), acc[r]);
 }
 
+// N:M rows of one unit; N_ > 0 fixes w.n at compile time.
+template <int R, int N_>
+void nm_rows(const RowsView& w, const float* xg, int64_t gs, int64_t o0, int64_t rows,
+             int64_t* cursor, __m512 (&acc)[16][R]) {
+  const int64_t n = N_ > 0 ? N_ : w.n;
+  const int64_t panel = std::max<int64_t>(1, kPanelF32 / w.m) * w.m;
+  panel_rows<__m512, R>(rows, w.in_padded, panel, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+    const int64_t base = (o0 + i) * w.groups * n;
+    const int64_t g_end = k_end / w.m;
+    for (int64_t g = cursor[i]; g < g_end; ++g) {
+      const float* v = w.values + base + g * n;
+      const uint8_t* ix = w.index + base + g * n;
+      const float* xgk = xg + g * w.m * kGroup;
+      int64_t s = 0;
+      for (; s + 1 < n; s += 2) {
+        fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
+        fma_row<R>(b, v[s + 1], xgk + int64_t(ix[s + 1]) * kGroup, gs);
+      }
+      if (s < n) fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
+    }
+    cursor[i] = g_end;
+  });
+}
+
 template <int R>
 void rows_f32_unit(const RowsView& w, const float* xp, int64_t tokens, float* y, int64_t sg,
                    int64_t chunk) {
@@ -157,23 +181,12 @@ void rows_f32_unit(const RowsView& w, const float* xp, int64_t tokens, float* y,
       cursor[i] = j;
     });
   } else {
-    const int64_t panel = std::max<int64_t>(1, kPanelF32 / w.m) * w.m;
-    panel_rows<__m512, R>(rows, w.in_padded, panel, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
-      const int64_t base = (o0 + i) * w.groups * w.n;
-      const int64_t g_end = k_end / w.m;
-      for (int64_t g = cursor[i]; g < g_end; ++g) {
-        const float* v = w.values + base + g * w.n;
-        const uint8_t* ix = w.index + base + g * w.n;
-        const float* xgk = xg + g * w.m * kGroup;
-        int64_t s = 0;
-        for (; s + 1 < w.n; s += 2) {
-          fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
-          fma_row<R>(b, v[s + 1], xgk + int64_t(ix[s + 1]) * kGroup, gs);
-        }
-        if (s < w.n) fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
-      }
-      cursor[i] = g_end;
-    });
+    switch (w.n) {  // the usual N as constants, so the slot loop unrolls
+      case 1: nm_rows<R, 1>(w, xg, gs, o0, rows, cursor, acc); break;
+      case 2: nm_rows<R, 2>(w, xg, gs, o0, rows, cursor, acc); break;
+      case 4: nm_rows<R, 4>(w, xg, gs, o0, rows, cursor, acc); break;
+      default: nm_rows<R, 0>(w, xg, gs, o0, rows, cursor, acc); break;
+    }
   }
   __m512 tile[R][16];
   for (int r = 0; r < R; ++r)
