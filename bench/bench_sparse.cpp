@@ -18,9 +18,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
@@ -43,7 +42,9 @@ struct Config {
   double min_ms = 20;
   bool portable = false;
   std::vector<std::string> kernels{"int8-4x1", "fp32-1x16", "csr", "2:4", "2:8"};
-  bool wants(const std::string& k) const { return std::find(kernels.begin(), kernels.end(), k) != kernels.end(); }
+  bool wants(const std::string& k) const {
+    return std::find(kernels.begin(), kernels.end(), k) != kernels.end();
+  }
 };
 
 double median(std::vector<double> v) {
@@ -98,7 +99,8 @@ void report(const Config& c, int threads, const std::string& kernel, const std::
             const std::string& sparsity, double flops, const Timing& t, const std::string& impl) {
   const double gflops = flops / t.seconds * 1e-9, dense = flops / t.dense_seconds * 1e-9;
   std::printf("%-10s %-16s %-5s %9.1f GFLOP/s  dense %6.1f  %7.2fx  %8.1f us  %s\n", kernel.c_str(),
-              shape.c_str(), sparsity.c_str(), gflops, dense, t.ratio, t.seconds * 1e6, impl.c_str());
+              shape.c_str(), sparsity.c_str(), gflops, dense, t.ratio, t.seconds * 1e6,
+              impl.c_str());
   const json line = {{"bench", "sparse"},
                      {"case", kernel + "/" + shape + (sparsity.empty() ? "" : "/" + sparsity)},
                      {"threads", threads},
@@ -115,7 +117,7 @@ void run_shape(const Config& c, int threads, int64_t m, int64_t k, int64_t n) {
   torch::manual_seed(0);
   const at::Tensor x = at::randn({m, k});
   const at::Tensor w = at::randn({n, k}) / std::sqrt(double(k));  // [out, in], a Linear's weight
-  const at::Tensor wt = w.t().contiguous();                        // K x N for the dense product
+  const at::Tensor wt = w.t().contiguous();                       // K x N for the dense product
   const double flops = 2.0 * double(m) * double(k) * double(n);
   const std::string shape = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
   const sp::SpmmOptions o = sp::SpmmOptions().portable(c.portable);
@@ -127,18 +129,25 @@ void run_shape(const Config& c, int threads, int64_t m, int64_t k, int64_t n) {
     if (!c.wants("int8-4x1") && !c.wants("fp32-1x16") && !c.wants("csr")) break;
     const auto b4 = sp::Int8BlockSparse::quantize(
         sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, {4, 1}), {4, 1}));
-    if (c.wants("int8-4x1")) report(c, threads, "int8-4x1", shape, sp_name, flops, time_paired(c, dense, [&] { return sp::spmm(b4, x, o); }), sp::spmm_kernel(b4, o));
-    const auto b16 = sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, {1, 16}), {1, 16});
-    if (c.wants("fp32-1x16")) report(c, threads, "fp32-1x16", shape, sp_name, flops, time_paired(c, dense, [&] { return sp::spmm(b16, x, o); }), sp::spmm_kernel(b16, o));
+    if (c.wants("int8-4x1"))
+      report(c, threads, "int8-4x1", shape, sp_name, flops,
+             time_paired(c, dense, [&] { return sp::spmm(b4, x, o); }), sp::spmm_kernel(b4, o));
+    const auto b16 =
+        sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, {1, 16}), {1, 16});
+    if (c.wants("fp32-1x16"))
+      report(c, threads, "fp32-1x16", shape, sp_name, flops,
+             time_paired(c, dense, [&] { return sp::spmm(b16, x, o); }), sp::spmm_kernel(b16, o));
     const auto csr = sp::CsrSparse::from_dense(w, sp::magnitude_mask(w, s));
-    if (c.wants("csr")) report(c, threads, "csr", shape, sp_name, flops, time_paired(c, dense, [&] { return sp::spmm(csr, x, o); }), sp::spmm_kernel(csr, o));
+    if (c.wants("csr"))
+      report(c, threads, "csr", shape, sp_name, flops,
+             time_paired(c, dense, [&] { return sp::spmm(csr, x, o); }), sp::spmm_kernel(csr, o));
   }
   for (auto [nn, mm] : {std::pair<int64_t, int64_t>{2, 4}, {2, 8}}) {
     const std::string name = std::to_string(nn) + ":" + std::to_string(mm);
     if (!c.wants(name)) continue;
     const auto nm = sp::NMSparse::from_dense(w, sp::nm_magnitude_mask(w, nn, mm), nn, mm);
-    report(c, threads, name, shape, fixed2(1.0 - double(nn) / mm),
-           flops, time_paired(c, dense, [&] { return sp::spmm(nm, x, o); }), sp::spmm_kernel(nm, o));
+    report(c, threads, name, shape, fixed2(1.0 - double(nn) / mm), flops,
+           time_paired(c, dense, [&] { return sp::spmm(nm, x, o); }), sp::spmm_kernel(nm, o));
   }
 }
 

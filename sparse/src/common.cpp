@@ -5,7 +5,8 @@
 namespace strata::sparse::detail {
 
 at::Tensor checked_weight(const at::Tensor& weight, const char* what) {
-  STRATA_CHECK(weight.defined() && weight.dim() == 2, what, ": expected a 2-D weight [out, in], got ",
+  STRATA_CHECK(weight.defined() && weight.dim() == 2, what,
+               ": expected a 2-D weight [out, in], got ",
                weight.defined() ? weight.sizes() : at::IntArrayRef{});
   STRATA_CHECK(at::isFloatingType(weight.scalar_type()), what, ": expected a floating weight, got ",
                weight.scalar_type());
@@ -46,7 +47,8 @@ void check_sparsity(double sparsity) {
 std::pair<int64_t, int64_t> block_padding(const at::Tensor& weight, BlockShape shape, bool pad) {
   check_block_shape(shape);
   const std::string name = "block " + shape.str() + " does not divide weight [" +
-                           std::to_string(weight.size(0)) + ", " + std::to_string(weight.size(1)) + "]";
+                           std::to_string(weight.size(0)) + ", " + std::to_string(weight.size(1)) +
+                           "]";
   return {padded_size(weight.size(0), shape.out, pad, name + ": out"),
           padded_size(weight.size(1), shape.in, pad, name + ": in")};
 }

@@ -2,7 +2,6 @@
 // Checks and padding shared by the formats and the masks.
 
 #include <ATen/ATen.h>
-
 #include <strata/core/error.h>
 #include <strata/sparse/formats.h>
 

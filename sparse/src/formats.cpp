@@ -52,7 +52,8 @@ BlockSparse BlockSparse::from_dense(const at::Tensor& weight, const at::Tensor& 
   l.block_ptr = at::cat({at::zeros({1}, at::kLong), kept.sum(1).cumsum(0)});
   const at::Tensor where = kept.nonzero();  // row-major: by block row, then column
   l.block_col = where.select(1, 1).to(at::kInt).contiguous();
-  const at::Tensor masked = as_blocks(detail::pad2d(w, out_p, in_p) * m, shape).permute({0, 2, 3, 1});
+  const at::Tensor masked =
+      as_blocks(detail::pad2d(w, out_p, in_p) * m, shape).permute({0, 2, 3, 1});
   r.values = masked.index({where.select(1, 0), where.select(1, 1)}).contiguous();
   return r;
 }
@@ -67,7 +68,8 @@ Int8BlockSparse Int8BlockSparse::quantize(const BlockSparse& weight) {
   at::Tensor scale = dense.abs().amax(1) / 127.0f;
   r.scale = at::where(scale > 0, scale, at::ones_like(scale)).contiguous();
   // Scale of each stored value's output channel: [blocks, 1, shape.out].
-  const at::Tensor s = r.scale.view({l.block_rows(), l.shape.out}).index({block_rows_of(l)}).unsqueeze(1);
+  const at::Tensor s =
+      r.scale.view({l.block_rows(), l.shape.out}).index({block_rows_of(l)}).unsqueeze(1);
   r.values = at::round(weight.values / s).clamp(-127, 127).to(at::kChar).contiguous();
   r.row_sum = detail::pad2d(r.to_dense_int8().to(at::kInt), l.out_padded, l.in_padded)
                   .sum(1)
@@ -110,7 +112,8 @@ NMSparse NMSparse::from_dense(const at::Tensor& weight, const at::Tensor& mask, 
   const at::Tensor score = mg.to(at::kLong) * (2 * m) - pos;
   const at::Tensor slots = std::get<0>(std::get<1>(score.topk(n, 2)).sort(2));
   r.index = slots.to(at::kByte).contiguous();
-  const at::Tensor wg = (detail::pad2d(w, out, in_p) * detail::pad2d(mk, out, in_p)).view({out, r.groups, m});
+  const at::Tensor wg =
+      (detail::pad2d(w, out, in_p) * detail::pad2d(mk, out, in_p)).view({out, r.groups, m});
   r.values = wg.gather(2, slots).contiguous();
   return r;
 }

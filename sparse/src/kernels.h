@@ -47,7 +47,7 @@ struct RowsView {
   const int32_t* col;      // CSR only
   const uint8_t* index;    // N:M only
   const float* values;
-  int64_t n, m, groups;    // N:M only
+  int64_t n, m, groups;  // N:M only
   int64_t out, in_padded;
 };
 void rows_f32_avx512(const RowsView& w, const float* xp, int64_t tokens, float* y,
@@ -57,10 +57,10 @@ void rows_f32_avx512(const RowsView& w, const float* xp, int64_t tokens, float* 
 // cols = in_padded / 4. With `dequant`, y is float: x_scale * w_scale * (acc - x_zero *
 // row_sum); without, y holds the int32 accumulators.
 struct Int8Dequant {
-  const float* x_scale;   // [tokens]
-  const int32_t* x_zero;  // [tokens]
-  const float* w_scale;   // [out]
-  const int32_t* row_sum; // [out]
+  const float* x_scale;    // [tokens]
+  const int32_t* x_zero;   // [tokens]
+  const float* w_scale;    // [out]
+  const int32_t* row_sum;  // [out]
 };
 void block4_int8_avx512(const BlockView& w, const uint32_t* xq, int64_t tokens, void* y,
                         const Int8Dequant* dequant, int64_t unit_begin, int64_t unit_end);

@@ -1,12 +1,12 @@
 // The AVX-512 kernels (see kernels.h). This file alone is compiled with -mavx512*; nothing
 // here may run before spmm.cpp has checked CPUID.
-#include "kernels.h"
-
 #include <immintrin.h>
 
 #include <algorithm>
 #include <array>
 #include <utility>
+
+#include "kernels.h"
 
 namespace strata::sparse::detail {
 namespace {
@@ -61,7 +61,8 @@ void block16_group(const BlockView& w, const float* xg, int64_t rb, float* y, in
     for (int64_t i = 0; i < bi; ++i) {
       const __m512 wi = _mm512_loadu_ps(wv + i * 16);
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(wi, _mm512_set1_ps(xk[i * 16 + r]), acc[r]);
+      for (int r = 0; r < R; ++r)
+        acc[r] = _mm512_fmadd_ps(wi, _mm512_set1_ps(xk[i * 16 + r]), acc[r]);
     }
   }
   const __mmask16 m = lanes(w.out - rb * 16);
@@ -82,8 +83,8 @@ constexpr auto block16_table(std::index_sequence<I...>) {
 
 // Stores tile[r][row] (16 rows of 16 tokens for each of R token groups) to y[token, o0..].
 template <int R>
-inline void store_rows(__m512 (&tile)[R][16], int64_t t0, int64_t tokens, int64_t o0,
-                       int64_t out, float* y) {
+inline void store_rows(__m512 (&tile)[R][16], int64_t t0, int64_t tokens, int64_t o0, int64_t out,
+                       float* y) {
   const __mmask16 m = lanes(out - o0);
   for (int r = 0; r < R; ++r) {
     transpose16(tile[r]);
@@ -95,9 +96,16 @@ inline void store_rows(__m512 (&tile)[R][16], int64_t t0, int64_t tokens, int64_
 
 inline __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
 inline __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
-template <typename V> inline V zero();
-template <> inline __m512 zero<__m512>() { return _mm512_setzero_ps(); }
-template <> inline __m512i zero<__m512i>() { return _mm512_setzero_si512(); }
+template <typename V>
+inline V zero();
+template <>
+inline __m512 zero<__m512>() {
+  return _mm512_setzero_ps();
+}
+template <>
+inline __m512i zero<__m512i>() {
+  return _mm512_setzero_si512();
+}
 
 // For each panel [k_begin, k_end) of `panel` input channels up to k_total, and each row
 // i < rows: row(i, a, b, k_end) adds row i's non-zeros below k_end into two accumulator
@@ -138,22 +146,23 @@ void nm_rows(const RowsView& w, const float* xg, int64_t gs, int64_t o0, int64_t
              int64_t* cursor, __m512 (&acc)[16][R]) {
   const int64_t n = N_ > 0 ? N_ : w.n;
   const int64_t panel = std::max<int64_t>(1, kPanelF32 / w.m) * w.m;
-  panel_rows<__m512, R>(rows, w.in_padded, panel, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
-    const int64_t base = (o0 + i) * w.groups * n;
-    const int64_t g_end = k_end / w.m;
-    for (int64_t g = cursor[i]; g < g_end; ++g) {
-      const float* v = w.values + base + g * n;
-      const uint8_t* ix = w.index + base + g * n;
-      const float* xgk = xg + g * w.m * kGroup;
-      int64_t s = 0;
-      for (; s + 1 < n; s += 2) {
-        fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
-        fma_row<R>(b, v[s + 1], xgk + int64_t(ix[s + 1]) * kGroup, gs);
-      }
-      if (s < n) fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
-    }
-    cursor[i] = g_end;
-  });
+  panel_rows<__m512, R>(rows, w.in_padded, panel, acc,
+                        [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+                          const int64_t base = (o0 + i) * w.groups * n;
+                          const int64_t g_end = k_end / w.m;
+                          for (int64_t g = cursor[i]; g < g_end; ++g) {
+                            const float* v = w.values + base + g * n;
+                            const uint8_t* ix = w.index + base + g * n;
+                            const float* xgk = xg + g * w.m * kGroup;
+                            int64_t s = 0;
+                            for (; s + 1 < n; s += 2) {
+                              fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
+                              fma_row<R>(b, v[s + 1], xgk + int64_t(ix[s + 1]) * kGroup, gs);
+                            }
+                            if (s < n) fma_row<R>(a, v[s], xgk + int64_t(ix[s]) * kGroup, gs);
+                          }
+                          cursor[i] = g_end;
+                        });
 }
 
 template <int R>
@@ -167,25 +176,34 @@ void rows_f32_unit(const RowsView& w, const float* xp, int64_t tokens, float* y,
   for (int64_t i = 0; i < rows; ++i) cursor[i] = w.index == nullptr ? w.row_ptr[o0 + i] : 0;
   __m512 acc[16][R];
   if (w.index == nullptr) {
-    panel_rows<__m512, R>(rows, w.in_padded, kPanelF32, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
-      int64_t j = cursor[i];
-      const int64_t end = w.row_ptr[o0 + i + 1];
-      for (; j + 1 < end && w.col[j + 1] < k_end; j += 2) {
-        fma_row<R>(a, w.values[j], xg + int64_t(w.col[j]) * kGroup, gs);
-        fma_row<R>(b, w.values[j + 1], xg + int64_t(w.col[j + 1]) * kGroup, gs);
-      }
-      if (j < end && w.col[j] < k_end) {
-        fma_row<R>(a, w.values[j], xg + int64_t(w.col[j]) * kGroup, gs);
-        ++j;
-      }
-      cursor[i] = j;
-    });
+    panel_rows<__m512, R>(
+        rows, w.in_padded, kPanelF32, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+          int64_t j = cursor[i];
+          const int64_t end = w.row_ptr[o0 + i + 1];
+          for (; j + 1 < end && w.col[j + 1] < k_end; j += 2) {
+            fma_row<R>(a, w.values[j], xg + int64_t(w.col[j]) * kGroup, gs);
+            fma_row<R>(b, w.values[j + 1], xg + int64_t(w.col[j + 1]) * kGroup, gs);
+          }
+          if (j < end && w.col[j] < k_end) {
+            fma_row<R>(a, w.values[j], xg + int64_t(w.col[j]) * kGroup, gs);
+            ++j;
+          }
+          cursor[i] = j;
+        });
   } else {
     switch (w.n) {  // the usual N as constants, so the slot loop unrolls
-      case 1: nm_rows<R, 1>(w, xg, gs, o0, rows, cursor, acc); break;
-      case 2: nm_rows<R, 2>(w, xg, gs, o0, rows, cursor, acc); break;
-      case 4: nm_rows<R, 4>(w, xg, gs, o0, rows, cursor, acc); break;
-      default: nm_rows<R, 0>(w, xg, gs, o0, rows, cursor, acc); break;
+      case 1:
+        nm_rows<R, 1>(w, xg, gs, o0, rows, cursor, acc);
+        break;
+      case 2:
+        nm_rows<R, 2>(w, xg, gs, o0, rows, cursor, acc);
+        break;
+      case 4:
+        nm_rows<R, 4>(w, xg, gs, o0, rows, cursor, acc);
+        break;
+      default:
+        nm_rows<R, 0>(w, xg, gs, o0, rows, cursor, acc);
+        break;
     }
   }
   __m512 tile[R][16];
@@ -207,8 +225,8 @@ inline void dp_row(__m512i (&acc)[R], int32_t word, const uint32_t* xk, int64_t 
 template <int R>
 void int8_unit(const BlockView& w, const uint32_t* xq, int64_t tokens, void* y,
                const Int8Dequant* dq, int64_t sg, int64_t chunk) {
-  const int64_t words = w.bi / 4;                    // 32-bit words per block
-  const int64_t gs = (w.in_padded / 4) * kGroup;     // words per packed token group
+  const int64_t words = w.bi / 4;                 // 32-bit words per block
+  const int64_t gs = (w.in_padded / 4) * kGroup;  // words per packed token group
   const uint32_t* xg = xq + sg * kRowGroups * gs;
   const int32_t* values = static_cast<const int32_t*>(w.values);
   const int64_t t0 = sg * kRowGroups * kGroup;
@@ -221,50 +239,56 @@ void int8_unit(const BlockView& w, const uint32_t* xq, int64_t tokens, void* y,
   const int32_t* col = w.col;
   if (words == 1) {
     // 4x1, the common case: one word per block, two blocks per step, no inner loop.
-    panel_rows<__m512i, R>(rows, w.in_padded / 4, kPanelU8 / 4, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
-      int64_t k = cursor[i];
-      const int64_t end = w.ptr[o0 + i + 1];
-      for (; k + 1 < end && col[k + 1] < k_end; k += 2) {
-        dp_row<R>(a, values[k], xg + int64_t(col[k]) * kGroup, gs);
-        dp_row<R>(b, values[k + 1], xg + int64_t(col[k + 1]) * kGroup, gs);
-      }
-      if (k < end && col[k] < k_end) {
-        dp_row<R>(a, values[k], xg + int64_t(col[k]) * kGroup, gs);
-        ++k;
-      }
-      cursor[i] = k;
-    });
+    panel_rows<__m512i, R>(rows, w.in_padded / 4, kPanelU8 / 4, acc,
+                           [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+                             int64_t k = cursor[i];
+                             const int64_t end = w.ptr[o0 + i + 1];
+                             for (; k + 1 < end && col[k + 1] < k_end; k += 2) {
+                               dp_row<R>(a, values[k], xg + int64_t(col[k]) * kGroup, gs);
+                               dp_row<R>(b, values[k + 1], xg + int64_t(col[k + 1]) * kGroup, gs);
+                             }
+                             if (k < end && col[k] < k_end) {
+                               dp_row<R>(a, values[k], xg + int64_t(col[k]) * kGroup, gs);
+                               ++k;
+                             }
+                             cursor[i] = k;
+                           });
   } else {
     // Panels in 32-bit words (4 channels): a block lies in the panel holding its first word.
-    panel_rows<__m512i, R>(rows, w.in_padded / 4, kPanelU8 / 4, acc, [&](int64_t i, auto& a, auto& b, int64_t k_end) {
-      int64_t k = cursor[i];
-      const int64_t end = w.ptr[o0 + i + 1];
-      for (; k < end && int64_t(col[k]) * words < k_end; ++k) {
-        const uint32_t* xk = xg + int64_t(col[k]) * words * kGroup;
-        const int32_t* wk = values + k * words;
-        int64_t q = 0;
-        for (; q + 1 < words; q += 2) {
-          dp_row<R>(a, wk[q], xk + q * kGroup, gs);
-          dp_row<R>(b, wk[q + 1], xk + (q + 1) * kGroup, gs);
-        }
-        if (q < words) dp_row<R>(a, wk[q], xk + q * kGroup, gs);
-      }
-      cursor[i] = k;
-    });
+    panel_rows<__m512i, R>(rows, w.in_padded / 4, kPanelU8 / 4, acc,
+                           [&](int64_t i, auto& a, auto& b, int64_t k_end) {
+                             int64_t k = cursor[i];
+                             const int64_t end = w.ptr[o0 + i + 1];
+                             for (; k < end && int64_t(col[k]) * words < k_end; ++k) {
+                               const uint32_t* xk = xg + int64_t(col[k]) * words * kGroup;
+                               const int32_t* wk = values + k * words;
+                               int64_t q = 0;
+                               for (; q + 1 < words; q += 2) {
+                                 dp_row<R>(a, wk[q], xk + q * kGroup, gs);
+                                 dp_row<R>(b, wk[q + 1], xk + (q + 1) * kGroup, gs);
+                               }
+                               if (q < words) dp_row<R>(a, wk[q], xk + q * kGroup, gs);
+                             }
+                             cursor[i] = k;
+                           });
   }
   __m512 tile[R][16];
   for (int r = 0; r < R; ++r) {
     const __mmask16 m = lanes(tokens - t0 - r * 16);
-    const __m512 xs = dq ? _mm512_maskz_loadu_ps(m, dq->x_scale + t0 + r * 16) : _mm512_setzero_ps();
-    const __m512i xz = dq ? _mm512_maskz_loadu_epi32(m, dq->x_zero + t0 + r * 16) : _mm512_setzero_si512();
+    const __m512 xs =
+        dq ? _mm512_maskz_loadu_ps(m, dq->x_scale + t0 + r * 16) : _mm512_setzero_ps();
+    const __m512i xz =
+        dq ? _mm512_maskz_loadu_epi32(m, dq->x_zero + t0 + r * 16) : _mm512_setzero_si512();
     for (int64_t i = 0; i < 16; ++i) {
       if (i >= rows) {
         tile[r][i] = _mm512_setzero_ps();
       } else if (dq) {
         // dequant_one, vectorized in the same order.
         const int64_t o = o0 + i;
-        const __m512i c = _mm512_sub_epi32(acc[i][r], _mm512_mullo_epi32(xz, _mm512_set1_epi32(dq->row_sum[o])));
-        tile[r][i] = _mm512_mul_ps(_mm512_cvtepi32_ps(c), _mm512_mul_ps(xs, _mm512_set1_ps(dq->w_scale[o])));
+        const __m512i c =
+            _mm512_sub_epi32(acc[i][r], _mm512_mullo_epi32(xz, _mm512_set1_epi32(dq->row_sum[o])));
+        tile[r][i] =
+            _mm512_mul_ps(_mm512_cvtepi32_ps(c), _mm512_mul_ps(xs, _mm512_set1_ps(dq->w_scale[o])));
       } else {
         tile[r][i] = _mm512_castsi512_ps(acc[i][r]);
       }
@@ -294,17 +318,19 @@ void pack16_avx512(const uint8_t* src, int64_t rows, int64_t row_bytes, int64_t 
     for (int64_t c0 = 0; c0 < cols; c0 += 16) {
       __m512 r[16];
       const int64_t left = row_bytes - c0 * 4;
-      const __mmask64 m = left >= 64 ? ~__mmask64(0)
+      const __mmask64 m = left >= 64  ? ~__mmask64(0)
                           : left <= 0 ? __mmask64(0)
                                       : (__mmask64(1) << left) - 1;
       for (int64_t j = 0; j < 16; ++j) {
         const int64_t row = g * kGroup + j;
-        r[j] = row < rows ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi8(m, src + row * ld_bytes + c0 * 4))
-                          : _mm512_setzero_ps();
+        r[j] = row < rows
+                   ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi8(m, src + row * ld_bytes + c0 * 4))
+                   : _mm512_setzero_ps();
       }
       transpose16(r);
       const int64_t n = std::min<int64_t>(16, cols - c0);
-      for (int64_t c = 0; c < n; ++c) _mm512_storeu_ps(reinterpret_cast<float*>(dg + (c0 + c) * kGroup), r[c]);
+      for (int64_t c = 0; c < n; ++c)
+        _mm512_storeu_ps(reinterpret_cast<float*>(dg + (c0 + c) * kGroup), r[c]);
     }
   }
 }
@@ -342,10 +368,14 @@ void rows_f32_avx512(const RowsView& w, const float* xp, int64_t tokens, float* 
                      int64_t unit_begin, int64_t unit_end) {
   for_row_units(w.out, tokens, unit_begin, unit_end, [&](int64_t R, int64_t sg, int64_t chunk) {
     switch (R) {
-      case 1: return rows_f32_unit<1>(w, xp, tokens, y, sg, chunk);
-      case 2: return rows_f32_unit<2>(w, xp, tokens, y, sg, chunk);
-      case 3: return rows_f32_unit<3>(w, xp, tokens, y, sg, chunk);
-      default: return rows_f32_unit<4>(w, xp, tokens, y, sg, chunk);
+      case 1:
+        return rows_f32_unit<1>(w, xp, tokens, y, sg, chunk);
+      case 2:
+        return rows_f32_unit<2>(w, xp, tokens, y, sg, chunk);
+      case 3:
+        return rows_f32_unit<3>(w, xp, tokens, y, sg, chunk);
+      default:
+        return rows_f32_unit<4>(w, xp, tokens, y, sg, chunk);
     }
   });
 }
@@ -354,10 +384,14 @@ void block4_int8_avx512(const BlockView& w, const uint32_t* xq, int64_t tokens, 
                         const Int8Dequant* dq, int64_t unit_begin, int64_t unit_end) {
   for_row_units(w.out, tokens, unit_begin, unit_end, [&](int64_t R, int64_t sg, int64_t chunk) {
     switch (R) {
-      case 1: return int8_unit<1>(w, xq, tokens, y, dq, sg, chunk);
-      case 2: return int8_unit<2>(w, xq, tokens, y, dq, sg, chunk);
-      case 3: return int8_unit<3>(w, xq, tokens, y, dq, sg, chunk);
-      default: return int8_unit<4>(w, xq, tokens, y, dq, sg, chunk);
+      case 1:
+        return int8_unit<1>(w, xq, tokens, y, dq, sg, chunk);
+      case 2:
+        return int8_unit<2>(w, xq, tokens, y, dq, sg, chunk);
+      case 3:
+        return int8_unit<3>(w, xq, tokens, y, dq, sg, chunk);
+      default:
+        return int8_unit<4>(w, xq, tokens, y, dq, sg, chunk);
     }
   });
 }
@@ -389,7 +423,8 @@ void quantize_rows_avx512(const float* x, int64_t rows, int64_t cols, int64_t ld
       const __mmask16 m = lanes(cols - c);
       const __m512 v = _mm512_maskz_loadu_ps(m, xr + c);
       // quantize_one: nearbyint(x * inv) + zero, clamped to [0, 255].
-      __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(v, inv),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, z), zero_f), top);
       _mm512_mask_cvtusepi32_storeu_epi8(qr + c, m, _mm512_cvttps_epi32(r));
     }

@@ -50,7 +50,8 @@ at::Tensor nm_magnitude_mask(const at::Tensor& weight, int64_t n, int64_t m, boo
       w.size(1), m, pad,
       "N:M " + std::to_string(n) + ":" + std::to_string(m) + ": M does not divide in");
   // Padding scores -1, below any real |w|, so it is picked only when a group runs short.
-  const at::Tensor score = at::constant_pad_nd(w.abs(), {0, in_p - w.size(1)}, -1.0).view({out, in_p / m, m});
+  const at::Tensor score =
+      at::constant_pad_nd(w.abs(), {0, in_p - w.size(1)}, -1.0).view({out, in_p / m, m});
   at::Tensor mask = at::zeros(score.sizes(), at::kBool);
   if (score.numel() > 0) mask.scatter_(2, std::get<1>(score.topk(n, 2)), true);
   return mask.view({out, in_p}).slice(1, 0, w.size(1)).contiguous();

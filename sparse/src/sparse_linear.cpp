@@ -1,18 +1,20 @@
-#include <strata/sparse/sparse_linear.h>
-
-#include <torch/torch.h>
-
 #include <strata/core/error.h>
 #include <strata/sparse/pruning.h>
+#include <strata/sparse/sparse_linear.h>
+#include <torch/torch.h>
 
 namespace strata::sparse {
 
 const char* format_name(SparseFormat format) {
   switch (format) {
-    case SparseFormat::kBlock: return "block";
-    case SparseFormat::kInt8Block: return "int8-block";
-    case SparseFormat::kNM: return "nm";
-    case SparseFormat::kCsr: return "csr";
+    case SparseFormat::kBlock:
+      return "block";
+    case SparseFormat::kInt8Block:
+      return "int8-block";
+    case SparseFormat::kNM:
+      return "nm";
+    case SparseFormat::kCsr:
+      return "csr";
   }
   return "?";
 }
@@ -43,20 +45,22 @@ SparseLinearImpl::Weight pack_weight(const at::Tensor& w, const SparseLinearOpti
 
 }  // namespace
 
-SparseLinearImpl::SparseLinearImpl(const torch::nn::Linear& linear, const SparseLinearOptions& options,
-                                   const at::Tensor& mask)
+SparseLinearImpl::SparseLinearImpl(const torch::nn::Linear& linear,
+                                   const SparseLinearOptions& options, const at::Tensor& mask)
     : options_(options) {
   STRATA_CHECK(!linear.is_empty(), "SparseLinear: the Linear is empty");
   const at::Tensor w = linear->weight.detach();
   out_ = w.size(0);
   in_ = w.size(1);
   weight_ = pack_weight(w, options_, mask);
-  if (linear->bias.defined()) bias_ = register_buffer("bias", linear->bias.detach().to(at::kFloat).clone());
+  if (linear->bias.defined())
+    bias_ = register_buffer("bias", linear->bias.detach().to(at::kFloat).clone());
 }
 
 at::Tensor SparseLinearImpl::forward(const at::Tensor& x) {
-  STRATA_CHECK(!(x.requires_grad() && torch::GradMode::is_enabled()),
-               "SparseLinear is inference only: the input requires grad (run under torch::NoGradGuard)");
+  STRATA_CHECK(
+      !(x.requires_grad() && torch::GradMode::is_enabled()),
+      "SparseLinear is inference only: the input requires grad (run under torch::NoGradGuard)");
   STRATA_CHECK(x.dim() >= 1 && x.size(-1) == in_, "SparseLinear: input ", x.sizes(),
                ": expected [*, ", in_, "]");
   torch::NoGradGuard no_grad;

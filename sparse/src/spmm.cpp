@@ -1,6 +1,5 @@
-#include <strata/sparse/spmm.h>
-
 #include <ATen/Parallel.h>
+#include <strata/sparse/spmm.h>
 
 #include <algorithm>
 #include <cmath>
@@ -45,8 +44,10 @@ bool vector_rows(const SpmmOptions& o) { return !portable_forced(o) && cpu_has_a
 at::Tensor checked_input(const at::Tensor& x, int64_t in, const char* what) {
   STRATA_CHECK(x.defined() && x.dim() == 2, what, ": expected input [tokens, in], got ",
                x.defined() ? x.sizes() : at::IntArrayRef{});
-  STRATA_CHECK(x.scalar_type() == at::kFloat, what, ": expected a float32 input, got ", x.scalar_type());
-  STRATA_CHECK(x.size(1) == in, what, ": input has ", x.size(1), " features, the weight expects ", in);
+  STRATA_CHECK(x.scalar_type() == at::kFloat, what, ": expected a float32 input, got ",
+               x.scalar_type());
+  STRATA_CHECK(x.size(1) == in, what, ": input has ", x.size(1), " features, the weight expects ",
+               in);
   return x.contiguous();
 }
 
@@ -54,7 +55,8 @@ at::Tensor checked_input(const at::Tensor& x, int64_t in, const char* what) {
 // 32-bit words per token (zero padded): see detail::pack16_avx512.
 at::Tensor pack(const at::Tensor& x, int64_t cols) {
   const int64_t tokens = x.size(0);
-  at::Tensor out = at::empty({detail::ceil_div(tokens, detail::kGroup) * cols * detail::kGroup}, at::kInt);
+  at::Tensor out =
+      at::empty({detail::ceil_div(tokens, detail::kGroup) * cols * detail::kGroup}, at::kInt);
   const int64_t row_bytes = x.size(1) * x.element_size();
   detail::pack16_avx512(static_cast<const uint8_t*>(x.data_ptr()), tokens, row_bytes, row_bytes,
                         cols, reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()));
@@ -62,8 +64,14 @@ at::Tensor pack(const at::Tensor& x, int64_t cols) {
 }
 
 detail::BlockView view_of(const BlockLayout& l, const at::Tensor& values) {
-  return {l.block_ptr.data_ptr<int64_t>(), l.block_col.data_ptr<int32_t>(), values.data_ptr(),
-          l.shape.in, l.shape.out, l.out_features, l.in_padded, l.block_rows()};
+  return {l.block_ptr.data_ptr<int64_t>(),
+          l.block_col.data_ptr<int32_t>(),
+          values.data_ptr(),
+          l.shape.in,
+          l.shape.out,
+          l.out_features,
+          l.in_padded,
+          l.block_rows()};
 }
 
 template <typename F>
@@ -93,14 +101,16 @@ void portable_block(const BlockLayout& l, const V* values, const X* x, int64_t t
 }
 
 // Portable CSR / N:M rows.
-void portable_rows(const detail::RowsView& w, const float* x, int64_t tokens, int64_t in, float* y) {
+void portable_rows(const detail::RowsView& w, const float* x, int64_t tokens, int64_t in,
+                   float* y) {
   parallel_units(w.out, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o)
       for (int64_t t = 0; t < tokens; ++t) {
         const float* xt = x + t * in;
         float acc = 0;
         if (w.index == nullptr) {
-          for (int64_t j = w.row_ptr[o]; j < w.row_ptr[o + 1]; ++j) acc += w.values[j] * xt[w.col[j]];
+          for (int64_t j = w.row_ptr[o]; j < w.row_ptr[o + 1]; ++j)
+            acc += w.values[j] * xt[w.col[j]];
         } else {
           for (int64_t g = 0; g < w.groups; ++g)
             for (int64_t s = 0; s < w.n; ++s) {
@@ -154,27 +164,43 @@ at::Tensor spmm(const BlockSparse& w, const at::Tensor& x_in, const SpmmOptions&
       detail::block16_f32_avx512(v, xpp, tokens, yp, b, e);
     });
   } else {
-    portable_block<float>(l, w.values.data_ptr<float>(), x.data_ptr<float>(), tokens, y.data_ptr<float>());
+    portable_block<float>(l, w.values.data_ptr<float>(), x.data_ptr<float>(), tokens,
+                          y.data_ptr<float>());
   }
   return y;
 }
 
 at::Tensor spmm(const NMSparse& w, const at::Tensor& x_in, const SpmmOptions& o) {
   const at::Tensor x = checked_input(x_in, w.in_features, "spmm(NMSparse)");
-  const detail::RowsView v{nullptr, nullptr, w.index.data_ptr<uint8_t>(), w.values.data_ptr<float>(),
-                           w.n, w.m, w.groups, w.out_features, w.groups * w.m};
+  const detail::RowsView v{nullptr,
+                           nullptr,
+                           w.index.data_ptr<uint8_t>(),
+                           w.values.data_ptr<float>(),
+                           w.n,
+                           w.m,
+                           w.groups,
+                           w.out_features,
+                           w.groups * w.m};
   return rows_spmm(v, x, o);
 }
 
 at::Tensor spmm(const CsrSparse& w, const at::Tensor& x_in, const SpmmOptions& o) {
   const at::Tensor x = checked_input(x_in, w.in_features, "spmm(CsrSparse)");
-  const detail::RowsView v{w.row_ptr.data_ptr<int64_t>(), w.col.data_ptr<int32_t>(), nullptr,
-                           w.values.data_ptr<float>(), 0, 1, 0, w.out_features, w.in_features};
+  const detail::RowsView v{w.row_ptr.data_ptr<int64_t>(),
+                           w.col.data_ptr<int32_t>(),
+                           nullptr,
+                           w.values.data_ptr<float>(),
+                           0,
+                           1,
+                           0,
+                           w.out_features,
+                           w.in_features};
   return rows_spmm(v, x, o);
 }
 
 QuantizedActivations quantize_activations(const at::Tensor& x_in, const SpmmOptions& o) {
-  STRATA_CHECK(x_in.defined() && x_in.dim() == 2, "quantize_activations: expected input [tokens, in], got ",
+  STRATA_CHECK(x_in.defined() && x_in.dim() == 2,
+               "quantize_activations: expected input [tokens, in], got ",
                x_in.defined() ? x_in.sizes() : at::IntArrayRef{});
   const at::Tensor x = checked_input(x_in, x_in.size(1), "quantize_activations");
   const int64_t tokens = x.size(0), in = x.size(1);
@@ -199,7 +225,8 @@ QuantizedActivations quantize_activations(const at::Tensor& x_in, const SpmmOpti
     }
   });
   if (o.act_quant() == ActivationQuant::kPerTensor && tokens > 0) {
-    const float l = *std::min_element(lo.begin(), lo.end()), h = *std::max_element(hi.begin(), hi.end());
+    const float l = *std::min_element(lo.begin(), lo.end()),
+                h = *std::max_element(hi.begin(), hi.end());
     std::fill(lo.begin(), lo.end(), l);
     std::fill(hi.begin(), hi.end(), h);
   }
@@ -212,11 +239,13 @@ QuantizedActivations quantize_activations(const at::Tensor& x_in, const SpmmOpti
   uint8_t* qp = q.data.data_ptr<uint8_t>();
   parallel_units(tokens, [&](int64_t b, int64_t e) {
     if (vec) {
-      detail::quantize_rows_avx512(xp + b * in, e - b, in, in, inv.data() + b, zero + b, qp + b * in);
+      detail::quantize_rows_avx512(xp + b * in, e - b, in, in, inv.data() + b, zero + b,
+                                   qp + b * in);
       return;
     }
     for (int64_t t = b; t < e; ++t)
-      for (int64_t k = 0; k < in; ++k) qp[t * in + k] = detail::quantize_one(xp[t * in + k], inv[t], zero[t]);
+      for (int64_t k = 0; k < in; ++k)
+        qp[t * in + k] = detail::quantize_one(xp[t * in + k], inv[t], zero[t]);
   });
   return q;
 }
@@ -234,8 +263,8 @@ void check_quantized(const Int8BlockSparse& w, const QuantizedActivations& x) {
 }
 
 // acc (int32) or, with dq, dequantized y (float) [tokens, out] on the VNNI kernel.
-void vnni_product(const Int8BlockSparse& w, const QuantizedActivations& x, const detail::Int8Dequant* dq,
-                  void* y) {
+void vnni_product(const Int8BlockSparse& w, const QuantizedActivations& x,
+                  const detail::Int8Dequant* dq, void* y) {
   const int64_t tokens = x.data.size(0);
   const at::Tensor xq = pack(x.data.contiguous(), w.layout.in_padded / 4);
   const detail::BlockView v = view_of(w.layout, w.values);
@@ -268,7 +297,8 @@ at::Tensor dequantize_accumulators(const Int8BlockSparse& w, const QuantizedActi
   const int64_t tokens = x.data.size(0), out = w.layout.out_features;
   STRATA_CHECK(acc_in.dim() == 2 && acc_in.size(0) == tokens && acc_in.size(1) == out &&
                    acc_in.scalar_type() == at::kInt,
-               "dequantize_accumulators: expected int32 [", tokens, ", ", out, "], got ", acc_in.sizes());
+               "dequantize_accumulators: expected int32 [", tokens, ", ", out, "], got ",
+               acc_in.sizes());
   const at::Tensor acc = acc_in.contiguous();
   at::Tensor y = at::empty({tokens, out}, at::kFloat);
   const int32_t* a = acc.data_ptr<int32_t>();

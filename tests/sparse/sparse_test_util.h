@@ -3,9 +3,8 @@
 // dense reference product, error expectations.
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
-
 #include <strata/core/error.h>
+#include <torch/torch.h>
 
 #include <string>
 
@@ -28,7 +27,8 @@ inline at::Tensor random_mask(int64_t out, int64_t in, double sparsity, uint64_t
 }
 
 // max |y - ref| <= tol * max(|ref|), with ref computed in double; exact when ref is 0.
-inline void expect_close(const at::Tensor& y, const at::Tensor& ref, double tol, const std::string& what) {
+inline void expect_close(const at::Tensor& y, const at::Tensor& ref, double tol,
+                         const std::string& what) {
   ASSERT_EQ(y.sizes(), ref.sizes()) << what;
   const at::Tensor r = ref.to(at::kDouble);
   const double err = (y.to(at::kDouble) - r).abs().max().item<double>();

@@ -12,7 +12,8 @@ using testing::random_mask;
 using testing::random_weight;
 
 TEST(SparseFormats, BlockRoundTripEqualsMaskedWeight) {
-  for (BlockShape shape : {BlockShape{1, 16}, BlockShape{4, 1}, BlockShape{2, 3}, BlockShape{8, 1}}) {
+  for (BlockShape shape :
+       {BlockShape{1, 16}, BlockShape{4, 1}, BlockShape{2, 3}, BlockShape{8, 1}}) {
     for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
       const at::Tensor w = random_weight(37, 45, 3);  // divides none of the shapes but 1
       const at::Tensor mask = block_magnitude_mask(w, sparsity, shape);
@@ -40,7 +41,8 @@ TEST(SparseFormats, BlockMagnitudeMaskKeepsTheLargestBlocks) {
   const at::Tensor g = mask.view({32, 16, 4}).to(at::kInt).sum(2);
   EXPECT_TRUE(((g == 0) | (g == 4)).all().item<bool>());
   const at::Tensor norms = w.abs().view({32, 16, 4}).sum(2);
-  EXPECT_GE(norms.masked_select(g == 4).min().item<float>(), norms.masked_select(g == 0).max().item<float>());
+  EXPECT_GE(norms.masked_select(g == 4).min().item<float>(),
+            norms.masked_select(g == 0).max().item<float>());
 }
 
 TEST(SparseFormats, Int8QuantizesPerOutputChannel) {
@@ -97,21 +99,38 @@ TEST(SparseFormats, CsrRoundTrip) {
 TEST(SparseFormats, BadInputGivesClearErrors) {
   const at::Tensor w = random_weight(8, 10, 11);
   const at::Tensor ok = at::ones({8, 10}, at::kBool);
-  expect_error([&] { BlockSparse::from_dense(w, at::ones({8, 9}, at::kBool), {1, 16}); },
-               "mask [8, 9] does not match weight [8, 10]");
+  expect_error(
+      [&] {
+        BlockSparse::from_dense(w, at::ones({8, 9}, at::kBool), {1, 16});
+      },
+      "mask [8, 9] does not match weight [8, 10]");
   expect_error([&] { NMSparse::from_dense(w, ok, 5, 4); }, "N:M 5:4: expected 0 < N < M <= 32");
   expect_error([&] { NMSparse::from_dense(w, ok, 4, 4); }, "expected 0 < N < M <= 32");
   expect_error([&] { nm_magnitude_mask(w, 2, 33); }, "expected 0 < N < M <= 32");
-  expect_error([&] { NMSparse::from_dense(w, ok, 2, 4); }, "mask is not 2:4: row 0, group 0 has 4 non-zeros");
+  expect_error([&] { NMSparse::from_dense(w, ok, 2, 4); },
+               "mask is not 2:4: row 0, group 0 has 4 non-zeros");
   expect_error([&] { NMSparse::from_dense(w, nm_magnitude_mask(w, 2, 4), 2, 4, /*pad=*/false); },
                "M does not divide in (10 % 4 = 2) and pad is false");
-  expect_error([&] { BlockSparse::from_dense(w, ok, {4, 1}, /*pad=*/false); },
-               "block 4x1 does not divide weight [8, 10]: in (10 % 4 = 2) and pad is false");
-  expect_error([&] { BlockSparse::from_dense(w, ok, {1, 16}, /*pad=*/false); },
-               "block 1x16 does not divide weight [8, 10]: out (8 % 16 = 8)");
-  expect_error([&] { BlockSparse::from_dense(w, ok, {0, 4}); }, "block shape 0x4: expected positive sizes");
-  expect_error([&] { BlockSparse::from_dense(at::ones({3}), at::ones({3}, at::kBool), {4, 1}); },
-               "expected a 2-D weight [out, in], got [3]");
+  expect_error(
+      [&] {
+        BlockSparse::from_dense(w, ok, {4, 1}, /*pad=*/false);
+      },
+      "block 4x1 does not divide weight [8, 10]: in (10 % 4 = 2) and pad is false");
+  expect_error(
+      [&] {
+        BlockSparse::from_dense(w, ok, {1, 16}, /*pad=*/false);
+      },
+      "block 1x16 does not divide weight [8, 10]: out (8 % 16 = 8)");
+  expect_error(
+      [&] {
+        BlockSparse::from_dense(w, ok, {0, 4});
+      },
+      "block shape 0x4: expected positive sizes");
+  expect_error(
+      [&] {
+        BlockSparse::from_dense(at::ones({3}), at::ones({3}, at::kBool), {4, 1});
+      },
+      "expected a 2-D weight [out, in], got [3]");
   expect_error([&] { magnitude_mask(w, 1.5); }, "sparsity 1.5: expected 0..1");
   // Padding is the default and changes nothing.
   EXPECT_TRUE(at::equal(BlockSparse::from_dense(w, ok, {4, 1}).to_dense(), w));

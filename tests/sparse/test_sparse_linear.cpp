@@ -19,7 +19,8 @@ TEST(SparseLinear, EveryFormatMatchesTheDenseLinearOfItsWeight) {
   torch::NoGradGuard no_grad;
   auto linear = trained_linear(50, 40);
   const at::Tensor x = at::randn({2, 3, 50});
-  for (SparseFormat f : {SparseFormat::kBlock, SparseFormat::kNM, SparseFormat::kCsr, SparseFormat::kInt8Block}) {
+  for (SparseFormat f :
+       {SparseFormat::kBlock, SparseFormat::kNM, SparseFormat::kCsr, SparseFormat::kInt8Block}) {
     SparseLinear sparse(linear, SparseLinearOptions().format(f).sparsity(0.8));
     const at::Tensor y = sparse(x);
     ASSERT_EQ(y.sizes(), (std::vector<int64_t>{2, 3, 40}));
@@ -28,8 +29,10 @@ TEST(SparseLinear, EveryFormatMatchesTheDenseLinearOfItsWeight) {
     const double tol = f == SparseFormat::kInt8Block ? 2e-2 : 1e-5;
     expect_close(y, ref, tol, format_name(f));
     const double kept = sparse->dense_weight().ne(0).to(at::kDouble).mean().item<double>();
-    if (f == SparseFormat::kNM) EXPECT_NEAR(kept, 26.0 / 50, 1e-9);  // 12 groups x 2 + the 2 of the last
-    else EXPECT_NEAR(kept, 0.2, 0.05) << format_name(f);
+    if (f == SparseFormat::kNM)
+      EXPECT_NEAR(kept, 26.0 / 50, 1e-9);  // 12 groups x 2 + the 2 of the last
+    else
+      EXPECT_NEAR(kept, 0.2, 0.05) << format_name(f);
   }
 }
 

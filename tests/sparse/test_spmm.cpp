@@ -36,9 +36,9 @@ void for_paths(F&& check) {
 }
 
 std::string label(const Shape& s, double sparsity, bool portable, const std::string& kind) {
-  return kind + " " + std::to_string(s.tokens) + "x" + std::to_string(s.in) + "x" + std::to_string(s.out) +
-         " sparsity " + std::to_string(sparsity) + (portable ? " portable" : " vector") + " threads " +
-         std::to_string(at::get_num_threads());
+  return kind + " " + std::to_string(s.tokens) + "x" + std::to_string(s.in) + "x" +
+         std::to_string(s.out) + " sparsity " + std::to_string(sparsity) +
+         (portable ? " portable" : " vector") + " threads " + std::to_string(at::get_num_threads());
 }
 
 // The mask: the format's own magnitude mask, with output row 1 and input column 2 emptied.
@@ -49,11 +49,13 @@ at::Tensor with_empty_lines(at::Tensor mask) {
 }
 
 TEST(SparseSpmm, BlockFp32EqualsDenseMaskedProduct) {
-  for (BlockShape shape : {BlockShape{1, 16}, BlockShape{3, 16}, BlockShape{4, 1}, BlockShape{2, 3}}) {
+  for (BlockShape shape :
+       {BlockShape{1, 16}, BlockShape{3, 16}, BlockShape{4, 1}, BlockShape{2, 3}}) {
     for (const Shape& s : kShapes)
       for (double sp : kSparsities) {
         const at::Tensor w = random_weight(s.out, s.in, 1);
-        const BlockSparse b = BlockSparse::from_dense(w, with_empty_lines(block_magnitude_mask(w, sp, shape)), shape);
+        const BlockSparse b =
+            BlockSparse::from_dense(w, with_empty_lines(block_magnitude_mask(w, sp, shape)), shape);
         const at::Tensor x = at::randn({s.tokens, s.in});
         const at::Tensor ref = reference(x, b.to_dense());
         for_paths([&](bool portable) {
@@ -69,7 +71,8 @@ TEST(SparseSpmm, NMEqualsDenseMaskedProduct) {
     for (const Shape& s : kShapes) {
       const int64_t n = nm_shape.first, m = nm_shape.second;
       const at::Tensor w = random_weight(s.out, s.in, 2);
-      const NMSparse nm = NMSparse::from_dense(w, with_empty_lines(nm_magnitude_mask(w, n, m)), n, m);
+      const NMSparse nm =
+          NMSparse::from_dense(w, with_empty_lines(nm_magnitude_mask(w, n, m)), n, m);
       const at::Tensor x = at::randn({s.tokens, s.in});
       const at::Tensor ref = reference(x, nm.to_dense());
       for_paths([&](bool portable) {
@@ -87,7 +90,8 @@ TEST(SparseSpmm, CsrEqualsDenseMaskedProduct) {
       const at::Tensor x = at::randn({s.tokens, s.in});
       const at::Tensor ref = reference(x, c.to_dense());
       for_paths([&](bool portable) {
-        expect_close(spmm(c, x, SpmmOptions().portable(portable)), ref, 1e-5, label(s, sp, portable, "csr"));
+        expect_close(spmm(c, x, SpmmOptions().portable(portable)), ref, 1e-5,
+                     label(s, sp, portable, "csr"));
       });
     }
 }
@@ -103,15 +107,17 @@ TEST(SparseSpmm, Int8EqualsIntegerReference) {
       for (const Shape& s : kShapes)
         for (double sp : kSparsities) {
           const at::Tensor w = random_weight(s.out, s.in, 4);
-          const Int8BlockSparse q = Int8BlockSparse::quantize(
-              BlockSparse::from_dense(w, with_empty_lines(block_magnitude_mask(w, sp, shape)), shape));
+          const Int8BlockSparse q = Int8BlockSparse::quantize(BlockSparse::from_dense(
+              w, with_empty_lines(block_magnitude_mask(w, sp, shape)), shape));
           const at::Tensor x = at::randn({s.tokens, s.in}) + 0.3;
-          const QuantizedActivations qx = quantize_activations(x, SpmmOptions().act_quant(aq).portable(true));
+          const QuantizedActivations qx =
+              quantize_activations(x, SpmmOptions().act_quant(aq).portable(true));
           const at::Tensor ref = int_reference(qx, q);
           // Dequantized in double from the exact accumulators.
-          const at::Tensor yref = (ref.to(at::kDouble) - qx.zero.to(at::kDouble).unsqueeze(1) *
-                                                             q.row_sum.slice(0, 0, s.out).to(at::kDouble)) *
-                                  qx.scale.to(at::kDouble).unsqueeze(1) * q.scale.slice(0, 0, s.out).to(at::kDouble);
+          const at::Tensor yref =
+              (ref.to(at::kDouble) - qx.zero.to(at::kDouble).unsqueeze(1) *
+                                         q.row_sum.slice(0, 0, s.out).to(at::kDouble)) *
+              qx.scale.to(at::kDouble).unsqueeze(1) * q.scale.slice(0, 0, s.out).to(at::kDouble);
           const at::Tensor yexact = dequantize_accumulators(q, qx, ref.to(at::kInt));
           for_paths([&](bool portable) {
             const SpmmOptions o = SpmmOptions().act_quant(aq).portable(portable);
@@ -127,6 +133,22 @@ TEST(SparseSpmm, Int8EqualsIntegerReference) {
         }
 }
 
+TEST(SparseSpmm, PortableEqualsVectorPaths) {
+  if (!cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU: only the portable path runs";
+  const at::Tensor w = random_weight(77, 130, 8);
+  const at::Tensor x = at::randn({70, 130});
+  const BlockSparse b = BlockSparse::from_dense(w, block_magnitude_mask(w, 0.8, {1, 16}), {1, 16});
+  const NMSparse nm = NMSparse::from_dense(w, nm_magnitude_mask(w, 2, 8), 2, 8);
+  const CsrSparse c = CsrSparse::from_dense(w, magnitude_mask(w, 0.8));
+  const Int8BlockSparse q = Int8BlockSparse::quantize(
+      BlockSparse::from_dense(w, block_magnitude_mask(w, 0.8, {4, 1}), {4, 1}));
+  const SpmmOptions portable = SpmmOptions().portable(true);
+  expect_close(spmm(b, x), spmm(b, x, portable), 1e-5, "block");
+  expect_close(spmm(nm, x), spmm(nm, x, portable), 1e-5, "2:8");
+  expect_close(spmm(c, x), spmm(c, x, portable), 1e-5, "csr");
+  EXPECT_TRUE(at::equal(spmm(q, x), spmm(q, x, portable))) << "int8: bit for bit";
+}
+
 TEST(SparseSpmm, ActivationQuantizationRoundTrips) {
   const at::Tensor x = at::randn({9, 70}) * 3;
   for (ActivationQuant aq : {ActivationQuant::kPerToken, ActivationQuant::kPerTensor}) {
@@ -140,7 +162,8 @@ TEST(SparseSpmm, ActivationQuantizationRoundTrips) {
 TEST(SparseSpmm, KernelChoiceFollowsCpuOptionAndEnvironment) {
   const at::Tensor w = random_weight(32, 32, 5);
   const BlockSparse b = BlockSparse::from_dense(w, block_magnitude_mask(w, 0.5, {1, 16}), {1, 16});
-  const Int8BlockSparse q = Int8BlockSparse::quantize(BlockSparse::from_dense(w, block_magnitude_mask(w, 0.5, {4, 1}), {4, 1}));
+  const Int8BlockSparse q = Int8BlockSparse::quantize(
+      BlockSparse::from_dense(w, block_magnitude_mask(w, 0.5, {4, 1}), {4, 1}));
   EXPECT_EQ(spmm_kernel(b, SpmmOptions().portable(true)), "portable");
   EXPECT_EQ(spmm_kernel(b), cpu_has_avx512() ? "avx512-block-fp32" : "portable");
   EXPECT_EQ(spmm_kernel(q), cpu_has_avx512_vnni() ? "avx512vnni-block-int8" : "portable");
@@ -153,7 +176,8 @@ TEST(SparseSpmm, KernelChoiceFollowsCpuOptionAndEnvironment) {
   EXPECT_EQ(spmm_kernel(b), cpu_has_avx512() ? "avx512-block-fp32" : "portable");
   ::unsetenv("STRATA_SPARSE_PORTABLE");
   // Shapes the vector kernels do not cover run the portable path.
-  EXPECT_EQ(spmm_kernel(BlockSparse::from_dense(w, at::ones({32, 32}, at::kBool), {4, 1})), "portable");
+  EXPECT_EQ(spmm_kernel(BlockSparse::from_dense(w, at::ones({32, 32}, at::kBool), {4, 1})),
+            "portable");
 }
 
 TEST(SparseSpmm, StridedInputAndNoTokens) {
@@ -167,9 +191,17 @@ TEST(SparseSpmm, StridedInputAndNoTokens) {
 TEST(SparseSpmm, BadInputGivesClearErrors) {
   const at::Tensor w = random_weight(24, 40, 7);
   const BlockSparse b = BlockSparse::from_dense(w, block_magnitude_mask(w, 0.5, {1, 16}), {1, 16});
-  expect_error([&] { spmm(b, at::randn({3, 41})); }, "spmm(BlockSparse): input has 41 features, the weight expects 40");
+  expect_error(
+      [&] {
+        spmm(b, at::randn({3, 41}));
+      },
+      "spmm(BlockSparse): input has 41 features, the weight expects 40");
   expect_error([&] { spmm(b, at::randn({40})); }, "expected input [tokens, in], got [40]");
-  expect_error([&] { spmm(b, at::randn({3, 40}, at::kDouble)); }, "expected a float32 input, got Double");
+  expect_error(
+      [&] {
+        spmm(b, at::randn({3, 40}, at::kDouble));
+      },
+      "expected a float32 input, got Double");
   const CsrSparse c = CsrSparse::from_dense(w, w.abs() > 0.5);
   expect_error([&] { spmm(c, at::randn({3, 39})); }, "spmm(CsrSparse): input has 39 features");
 }

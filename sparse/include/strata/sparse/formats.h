@@ -36,7 +36,8 @@ struct BlockLayout {
   int64_t out_features = 0, in_features = 0;
   BlockShape shape;
   int64_t out_padded = 0, in_padded = 0;  // multiples of shape.out / shape.in
-  at::Tensor block_ptr;  // int64 [out_padded / shape.out + 1]: blocks of block row r are ptr[r]..ptr[r+1]
+  at::Tensor
+      block_ptr;  // int64 [out_padded / shape.out + 1]: blocks of block row r are ptr[r]..ptr[r+1]
   at::Tensor block_col;  // int32 [blocks]: first input channel / shape.in, ascending in a row
   int64_t blocks() const { return block_col.numel(); }
   int64_t block_rows() const { return out_padded / shape.out; }
@@ -48,8 +49,8 @@ class BlockSparse {
  public:
   BlockSparse() = default;
   // pad: zero-pad a weight the block shape does not divide (see the header comment).
-  static BlockSparse from_dense(const at::Tensor& weight, const at::Tensor& mask,
-                                BlockShape shape, bool pad = true);
+  static BlockSparse from_dense(const at::Tensor& weight, const at::Tensor& mask, BlockShape shape,
+                                bool pad = true);
   at::Tensor to_dense() const;  // float [out, in]
 
   BlockLayout layout;
@@ -62,7 +63,7 @@ class Int8BlockSparse {
   // Quantizes the stored values to int8 in [-127, 127] with one scale per output channel,
   // scale = max |w| / 127 over the row (1 for an all-zero row).
   static Int8BlockSparse quantize(const BlockSparse& weight);
-  at::Tensor to_dense() const;      // float [out, in]: the dequantized weight q * scale
+  at::Tensor to_dense() const;       // float [out, in]: the dequantized weight q * scale
   at::Tensor to_dense_int8() const;  // int8 [out, in]: q
 
   BlockLayout layout;
@@ -75,8 +76,8 @@ class NMSparse {
  public:
   NMSparse() = default;
   // mask must have at most n set elements in every group (see nm_magnitude_mask).
-  static NMSparse from_dense(const at::Tensor& weight, const at::Tensor& mask, int64_t n,
-                             int64_t m, bool pad = true);
+  static NMSparse from_dense(const at::Tensor& weight, const at::Tensor& mask, int64_t n, int64_t m,
+                             bool pad = true);
   at::Tensor to_dense() const;
 
   int64_t out_features = 0, in_features = 0, n = 0, m = 0;

@@ -3,7 +3,6 @@
 // Each returns a bool tensor of the weight's shape.
 
 #include <ATen/ATen.h>
-
 #include <strata/sparse/formats.h>
 
 namespace strata::sparse {

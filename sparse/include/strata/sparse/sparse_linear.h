@@ -10,12 +10,11 @@
 // structure (whole blocks, N:M groups, or single weights for CSR). Inference only: the
 // packed weight is not a parameter and forward refuses inputs that require grad.
 
+#include <strata/sparse/formats.h>
+#include <strata/sparse/spmm.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
-
-#include <strata/sparse/formats.h>
-#include <strata/sparse/spmm.h>
 
 #include <optional>
 #include <ostream>
@@ -43,8 +42,8 @@ class SparseLinearImpl : public torch::nn::Module {
   using Weight = std::variant<BlockSparse, Int8BlockSparse, NMSparse, CsrSparse>;
 
   // mask: bool [out, in], or undefined to prune by magnitude to options.sparsity().
-  explicit SparseLinearImpl(const torch::nn::Linear& linear, const SparseLinearOptions& options = {},
-                            const at::Tensor& mask = {});
+  explicit SparseLinearImpl(const torch::nn::Linear& linear,
+                            const SparseLinearOptions& options = {}, const at::Tensor& mask = {});
 
   at::Tensor forward(const at::Tensor& x);
 

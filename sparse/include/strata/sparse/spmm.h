@@ -18,9 +18,8 @@
 // (fp32 blocks other than Bx16, int8 blocks other than 4Bx1) also run the portable path.
 
 #include <ATen/ATen.h>
-#include <torch/arg.h>
-
 #include <strata/sparse/formats.h>
+#include <torch/arg.h>
 
 #include <string>
 
