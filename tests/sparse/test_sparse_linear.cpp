@@ -29,10 +29,11 @@ TEST(SparseLinear, EveryFormatMatchesTheDenseLinearOfItsWeight) {
     const double tol = f == SparseFormat::kInt8Block ? 2e-2 : 1e-5;
     expect_close(y, ref, tol, format_name(f));
     const double kept = sparse->dense_weight().ne(0).to(at::kDouble).mean().item<double>();
-    if (f == SparseFormat::kNM)
+    if (f == SparseFormat::kNM) {
       EXPECT_NEAR(kept, 26.0 / 50, 1e-9);  // 12 groups x 2 + the 2 of the last
-    else
+    } else {
       EXPECT_NEAR(kept, 0.2, 0.05) << format_name(f);
+    }
   }
 }
 

@@ -155,7 +155,9 @@ TEST(SparseSpmm, ActivationQuantizationRoundTrips) {
     const QuantizedActivations q = quantize_activations(x, SpmmOptions().act_quant(aq));
     const at::Tensor back = (q.data.to(at::kFloat) - q.zero.unsqueeze(1)) * q.scale.unsqueeze(1);
     EXPECT_TRUE(((back - x).abs() <= q.scale.unsqueeze(1) * 0.5001).all().item<bool>());
-    if (aq == ActivationQuant::kPerTensor) EXPECT_TRUE((q.scale == q.scale[0]).all().item<bool>());
+    if (aq == ActivationQuant::kPerTensor) {
+      EXPECT_TRUE((q.scale == q.scale[0]).all().item<bool>());
+    }
   }
 }
 
