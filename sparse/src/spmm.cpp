@@ -2,6 +2,7 @@
 #include <strata/sparse/spmm.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -51,6 +52,23 @@ at::Tensor checked_input(const at::Tensor& x, int64_t in, const char* what) {
   return x.contiguous();
 }
 
+// Runs f(begin, end) over [0, units) on LibTorch's intra-op threads. Units are handed out
+// in small chunks from a shared counter rather than split evenly up front: on a shared
+// machine one thread may be slowed down, and the others then take over its share.
+template <typename F>
+void parallel_units(int64_t units, F&& f) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), units);
+  if (threads <= 1 || at::in_parallel_region()) {
+    if (units > 0) f(0, units);
+    return;
+  }
+  const int64_t chunk = std::max<int64_t>(1, units / (threads * 8));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t b; (b = next.fetch_add(chunk)) < units;) f(b, std::min(units, b + chunk));
+  });
+}
+
 // x [tokens, in] (contiguous, 4-byte or 1-byte elements) in groups of 16 tokens, `cols`
 // 32-bit words per token (zero padded): see detail::pack16_avx512.
 at::Tensor pack(const at::Tensor& x, int64_t cols) {
@@ -58,8 +76,13 @@ at::Tensor pack(const at::Tensor& x, int64_t cols) {
   at::Tensor out =
       at::empty({detail::ceil_div(tokens, detail::kGroup) * cols * detail::kGroup}, at::kInt);
   const int64_t row_bytes = x.size(1) * x.element_size();
-  detail::pack16_avx512(static_cast<const uint8_t*>(x.data_ptr()), tokens, row_bytes, row_bytes,
-                        cols, reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()));
+  const uint8_t* src = static_cast<const uint8_t*>(x.data_ptr());
+  uint32_t* dst = reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>());
+  parallel_units(detail::ceil_div(tokens, detail::kGroup), [&](int64_t b, int64_t e) {
+    const int64_t first = b * detail::kGroup, rows = std::min(tokens, e * detail::kGroup) - first;
+    detail::pack16_avx512(src + first * row_bytes, rows, row_bytes, row_bytes, cols,
+                          dst + b * cols * detail::kGroup);
+  });
   return out;
 }
 
@@ -72,11 +95,6 @@ detail::BlockView view_of(const BlockLayout& l, const at::Tensor& values) {
           l.out_features,
           l.in_padded,
           l.block_rows()};
-}
-
-template <typename F>
-void parallel_units(int64_t units, F&& f) {
-  at::parallel_for(0, units, 1, [&](int64_t b, int64_t e) { f(b, e); });
 }
 
 // Portable block product: y[t, o] += v * x[t, k] over the stored blocks, in block order.
@@ -208,44 +226,41 @@ QuantizedActivations quantize_activations(const at::Tensor& x_in, const SpmmOpti
   q.data = at::empty({tokens, in}, at::kByte);
   q.scale = at::empty({tokens}, at::kFloat);
   q.zero = at::empty({tokens}, at::kInt);
-  std::vector<float> lo(tokens), hi(tokens), inv(tokens);
+  std::vector<float> lo(tokens), hi(tokens);
   const float* xp = x.data_ptr<float>();
-  const bool vec = !portable_forced(o) && cpu_has_avx512();
-  parallel_units(tokens, [&](int64_t b, int64_t e) {
-    if (vec) {
-      detail::row_minmax_avx512(xp + b * in, e - b, in, in, lo.data() + b, hi.data() + b);
-      return;
-    }
-    for (int64_t t = b; t < e; ++t) {
-      lo[t] = hi[t] = 0.0f;
-      for (int64_t k = 0; k < in; ++k) {
-        lo[t] = std::fmin(lo[t], xp[t * in + k]);
-        hi[t] = std::fmax(hi[t], xp[t * in + k]);
-      }
-    }
-  });
-  if (o.act_quant() == ActivationQuant::kPerTensor && tokens > 0) {
-    const float l = *std::min_element(lo.begin(), lo.end()),
-                h = *std::max_element(hi.begin(), hi.end());
-    std::fill(lo.begin(), lo.end(), l);
-    std::fill(hi.begin(), hi.end(), h);
-  }
   float* scale = q.scale.data_ptr<float>();
   int32_t* zero = q.zero.data_ptr<int32_t>();
-  for (int64_t t = 0; t < tokens; ++t) {
-    detail::affine_params(lo[t], hi[t], scale + t, zero + t);
-    inv[t] = 1.0f / scale[t];
-  }
   uint8_t* qp = q.data.data_ptr<uint8_t>();
-  parallel_units(tokens, [&](int64_t b, int64_t e) {
-    if (vec) {
-      detail::quantize_rows_avx512(xp + b * in, e - b, in, in, inv.data() + b, zero + b,
-                                   qp + b * in);
-      return;
+  const bool vec = !portable_forced(o) && cpu_has_avx512();
+  const bool per_token = o.act_quant() == ActivationQuant::kPerToken;
+  const auto range = [&](int64_t t) {
+    if (vec) return detail::row_minmax_avx512(xp + t * in, 1, in, in, &lo[t], &hi[t]);
+    lo[t] = hi[t] = 0.0f;
+    for (int64_t k = 0; k < in; ++k) {
+      lo[t] = std::fmin(lo[t], xp[t * in + k]);
+      hi[t] = std::fmax(hi[t], xp[t * in + k]);
     }
-    for (int64_t t = b; t < e; ++t)
-      for (int64_t k = 0; k < in; ++k)
-        qp[t * in + k] = detail::quantize_one(xp[t * in + k], inv[t], zero[t]);
+  };
+  const auto quantize = [&](int64_t t) {
+    const float inv = 1.0f / scale[t];
+    if (vec) return detail::quantize_rows_avx512(xp + t * in, 1, in, in, &inv, zero + t, qp + t * in);
+    for (int64_t k = 0; k < in; ++k) qp[t * in + k] = detail::quantize_one(xp[t * in + k], inv, zero[t]);
+  };
+  // Per token, a row is quantized right after its range, while it is still in L1.
+  parallel_units(tokens, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      range(t);
+      if (!per_token) continue;
+      detail::affine_params(lo[t], hi[t], scale + t, zero + t);
+      quantize(t);
+    }
+  });
+  if (per_token || tokens == 0) return q;
+  const float l = *std::min_element(lo.begin(), lo.end());
+  const float h = *std::max_element(hi.begin(), hi.end());
+  for (int64_t t = 0; t < tokens; ++t) detail::affine_params(l, h, scale + t, zero + t);
+  parallel_units(tokens, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) quantize(t);
   });
   return q;
 }
