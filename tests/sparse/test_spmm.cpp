@@ -190,6 +190,15 @@ TEST(SparseSpmm, StridedInputAndNoTokens) {
   EXPECT_EQ(spmm(b, at::zeros({0, 40})).sizes(), (std::vector<int64_t>{0, 24}));
 }
 
+TEST(SparseSpmm, NoTokensForEveryFormat) {
+  const at::Tensor w = random_weight(20, 36, 9);
+  const at::Tensor x = at::zeros({0, 36});
+  const auto q = Int8BlockSparse::quantize(BlockSparse::from_dense(w, w.abs() > 0.5, {4, 1}));
+  EXPECT_EQ(spmm(q, x).sizes(), (std::vector<int64_t>{0, 20}));
+  EXPECT_EQ(spmm(NMSparse::from_dense(w, nm_magnitude_mask(w, 2, 4), 2, 4), x).size(0), 0);
+  EXPECT_EQ(spmm(CsrSparse::from_dense(w, w.abs() > 0.5), x).size(0), 0);
+}
+
 TEST(SparseSpmm, BadInputGivesClearErrors) {
   const at::Tensor w = random_weight(24, 40, 7);
   const BlockSparse b = BlockSparse::from_dense(w, block_magnitude_mask(w, 0.5, {1, 16}), {1, 16});
@@ -206,6 +215,10 @@ TEST(SparseSpmm, BadInputGivesClearErrors) {
       "expected a float32 input, got Double");
   const CsrSparse c = CsrSparse::from_dense(w, w.abs() > 0.5);
   expect_error([&] { spmm(c, at::randn({3, 39})); }, "spmm(CsrSparse): input has 39 features");
+  // int32 accumulators hold sums of up to 65536 products of u8 x s8.
+  const at::Tensor wide = at::ones({1, 65540});
+  const auto q = Int8BlockSparse::quantize(BlockSparse::from_dense(wide, wide > 0, {4, 1}));
+  expect_error([&] { spmm(q, at::ones({1, 65540})); }, "in_features 65540 exceeds 65536");
 }
 
 }  // namespace
