@@ -1,7 +1,9 @@
 #pragma once
 // Raw-pointer kernels behind spmm.cpp. The *_avx512 ones live in kernels_avx512.cpp, the
 // only file compiled for AVX-512 (and without torch headers); call them only after
-// cpu_has_avx512() (and cpu_has_avx512_vnni() for int8) said yes.
+// cpu_has_avx512() (and cpu_has_avx512_vnni() for int8) said yes. The helpers below are
+// `static inline`: an ordinary inline function compiled in both files could be linked in
+// its AVX-512 build and then run on the portable path.
 
 #include <cmath>
 #include <cstdint>
@@ -14,7 +16,7 @@ constexpr int64_t kRowGroups = 4;
 // Output rows per row-kernel work unit: one 16x16 in-register transpose.
 constexpr int64_t kRowChunk = 16;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Packs rows x row_bytes bytes (row stride ld_bytes) into groups of 16 rows of `cols`
 // 32-bit words each, word-column-major: dst[(g * cols + c) * 16 + j] = word c of row
@@ -37,7 +39,7 @@ void block16_f32_avx512(const BlockView& w, const float* xp, int64_t tokens, flo
                         int64_t unit_begin, int64_t unit_end);
 
 // Row-kernel work units: 64 tokens x 16 output rows.
-inline int64_t row_units(int64_t out, int64_t tokens) {
+static inline int64_t row_units(int64_t out, int64_t tokens) {
   return ceil_div(tokens, kGroup * kRowGroups) * ceil_div(out, kRowChunk);
 }
 
@@ -66,7 +68,7 @@ void block4_int8_avx512(const BlockView& w, const uint32_t* xq, int64_t tokens, 
                         const Int8Dequant* dequant, int64_t unit_begin, int64_t unit_end);
 
 // The dequantization both paths apply, in this order, so that they agree bit for bit.
-inline float dequant_one(int32_t acc, int32_t x_zero, int32_t row_sum, float x_scale,
+static inline float dequant_one(int32_t acc, int32_t x_zero, int32_t row_sum, float x_scale,
                          float w_scale) {
   const int32_t centered = static_cast<int32_t>(
       static_cast<uint32_t>(acc) - static_cast<uint32_t>(x_zero) * static_cast<uint32_t>(row_sum));
@@ -74,7 +76,7 @@ inline float dequant_one(int32_t acc, int32_t x_zero, int32_t row_sum, float x_s
 }
 
 // u8 affine parameters from a range, as both quantizers compute them.
-inline void affine_params(float lo, float hi, float* scale, int32_t* zero) {
+static inline void affine_params(float lo, float hi, float* scale, int32_t* zero) {
   lo = std::fmin(lo, 0.0f);
   hi = std::fmax(hi, 0.0f);
   float s = (hi - lo) / 255.0f;
@@ -83,7 +85,7 @@ inline void affine_params(float lo, float hi, float* scale, int32_t* zero) {
   *scale = s;
   *zero = static_cast<int32_t>(std::fmin(std::fmax(z, 0.0f), 255.0f));
 }
-inline uint8_t quantize_one(float x, float inv_scale, int32_t zero) {
+static inline uint8_t quantize_one(float x, float inv_scale, int32_t zero) {
   const float q = std::nearbyint(x * inv_scale) + static_cast<float>(zero);
   return static_cast<uint8_t>(std::fmin(std::fmax(q, 0.0f), 255.0f));
 }
