@@ -1,0 +1,187 @@
+// Sparse weight x dense activation kernels against torch::matmul fp32 on the bert-gemm
+// shapes (BENCHMARKS.md): activations M x K times weights K x N, M in {128, 384},
+// (K, N) in {(768,768), (768,3072), (3072,768), (1024,4096)}.
+//
+//   build/bench/bench_sparse                       # threads 1 and 2, 70/80/90%, 5 runs
+//   build/bench/bench_sparse --threads 1 --tokens 128 --shapes 768x3072 --runs 3
+//
+// For every thread count, shape and sparsity it times int8-4x1 (VNNI), fp32-1x16 and CSR
+// at that sparsity, 2:4 and 2:8 (whose sparsity N:M fixes) once per shape, and the dense
+// product in the same run: each of --runs runs times the dense product and then the kernel,
+// each long enough (>= --min-ms) to average several calls, after a warm-up, and the ratio
+// is the median of the per-run ratios (the machine is shared; pairing cancels its load).
+// It prints a table and one JSON line per figure: dense-equivalent GFLOP/s (2 M K N /
+// time), the dense product's GFLOP/s as baseline, and the ratio.
+// docs/sparse.md, "Benchmark".
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "strata/core/cli.h"
+#include "strata/core/error.h"
+#include "strata/core/threads.h"
+#include "strata/core/timer.h"
+#include "strata/sparse/pruning.h"
+#include "strata/sparse/spmm.h"
+
+namespace {
+
+namespace sp = strata::sparse;
+using nlohmann::json;
+
+struct Config {
+  std::vector<int> threads{1, 2};
+  std::vector<int64_t> tokens{128, 384};
+  std::vector<std::string> shapes{"768x768", "768x3072", "3072x768", "1024x4096"};
+  std::vector<double> sparsities{0.7, 0.8, 0.9};
+  int runs = 5;
+  double min_ms = 20;
+  bool portable = false;
+  std::vector<std::string> kernels{"int8-4x1", "fp32-1x16", "csr", "2:4", "2:8"};
+  bool wants(const std::string& k) const {
+    return std::find(kernels.begin(), kernels.end(), k) != kernels.end();
+  }
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Seconds per call of f over one run of `calls` calls.
+template <typename F>
+double run_once(int calls, F&& f) {
+  strata::core::Stopwatch clock;
+  for (int i = 0; i < calls; ++i) f();
+  return clock.seconds() / calls;
+}
+
+// Calls per run so that a run lasts at least min_ms (after one warm-up call).
+template <typename F>
+int calls_for(const Config& c, F&& f) {
+  strata::core::Stopwatch warm;
+  f();
+  return std::max(1, int(c.min_ms * 1e-3 / std::max(warm.seconds(), 1e-7)));
+}
+
+struct Timing {
+  double seconds;        // median seconds per call of the kernel
+  double dense_seconds;  // median seconds per call of the dense product
+  double ratio;          // median over runs of dense / kernel time of the same run
+};
+
+// The machine is shared: each run times the dense product and the kernel back to back,
+// so that both see the same load, and the ratio is the median of the per-run ratios.
+template <typename D, typename F>
+Timing time_paired(const Config& c, D&& dense, F&& f) {
+  const int dense_calls = calls_for(c, dense), calls = calls_for(c, f);
+  std::vector<double> td, tk, ratio;
+  for (int r = 0; r < c.runs; ++r) {
+    td.push_back(run_once(dense_calls, dense));
+    tk.push_back(run_once(calls, f));
+    ratio.push_back(td.back() / tk.back());
+  }
+  return {median(tk), median(td), median(ratio)};
+}
+
+std::string fixed2(double v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
+
+void report(const Config& c, int threads, const std::string& kernel, const std::string& shape,
+            const std::string& sparsity, double flops, const Timing& t, const std::string& impl) {
+  const double gflops = flops / t.seconds * 1e-9, dense = flops / t.dense_seconds * 1e-9;
+  std::printf("%-10s %-16s %-5s %9.1f GFLOP/s  dense %6.1f  %7.2fx  %8.1f us  %s\n", kernel.c_str(),
+              shape.c_str(), sparsity.c_str(), gflops, dense, t.ratio, t.seconds * 1e6,
+              impl.c_str());
+  const json line = {{"bench", "sparse"},
+                     {"case", kernel + "/" + shape + (sparsity.empty() ? "" : "/" + sparsity)},
+                     {"threads", threads},
+                     {"value", gflops},
+                     {"unit", "GFLOP/s"},
+                     {"baseline", dense},
+                     {"ratio", t.ratio},
+                     {"runs", c.runs},
+                     {"kernel", impl}};
+  std::cout << line.dump() << std::endl;
+}
+
+void run_shape(const Config& c, int threads, int64_t m, int64_t k, int64_t n) {
+  torch::manual_seed(0);
+  const at::Tensor x = at::randn({m, k});
+  const at::Tensor w = at::randn({n, k}) / std::sqrt(double(k));  // [out, in], a Linear's weight
+  const at::Tensor wt = w.t().contiguous();                       // K x N for the dense product
+  const double flops = 2.0 * double(m) * double(k) * double(n);
+  const std::string shape = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
+  const sp::SpmmOptions o = sp::SpmmOptions().portable(c.portable);
+
+  const auto dense = [&] { return torch::matmul(x, wt); };
+
+  for (double s : c.sparsities) {
+    const std::string sp_name = fixed2(s);
+    if (!c.wants("int8-4x1") && !c.wants("fp32-1x16") && !c.wants("csr")) break;
+    const auto b4 = sp::Int8BlockSparse::quantize(
+        sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, {4, 1}), {4, 1}));
+    if (c.wants("int8-4x1"))
+      report(c, threads, "int8-4x1", shape, sp_name, flops,
+             time_paired(c, dense, [&] { return sp::spmm(b4, x, o); }), sp::spmm_kernel(b4, o));
+    const auto b16 =
+        sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, {1, 16}), {1, 16});
+    if (c.wants("fp32-1x16"))
+      report(c, threads, "fp32-1x16", shape, sp_name, flops,
+             time_paired(c, dense, [&] { return sp::spmm(b16, x, o); }), sp::spmm_kernel(b16, o));
+    const auto csr = sp::CsrSparse::from_dense(w, sp::magnitude_mask(w, s));
+    if (c.wants("csr"))
+      report(c, threads, "csr", shape, sp_name, flops,
+             time_paired(c, dense, [&] { return sp::spmm(csr, x, o); }), sp::spmm_kernel(csr, o));
+  }
+  for (auto [nn, mm] : {std::pair<int64_t, int64_t>{2, 4}, {2, 8}}) {
+    const std::string name = std::to_string(nn) + ":" + std::to_string(mm);
+    if (!c.wants(name)) continue;
+    const auto nm = sp::NMSparse::from_dense(w, sp::nm_magnitude_mask(w, nn, mm), nn, mm);
+    report(c, threads, name, shape, fixed2(1.0 - double(nn) / mm), flops,
+           time_paired(c, dense, [&] { return sp::spmm(nm, x, o); }), sp::spmm_kernel(nm, o));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return strata::core::run_main([&] {
+    CLI::App app("Sparse kernels vs torch::matmul fp32 on the bert-gemm shapes");
+    strata::core::configure_cli(app);
+    Config c;
+    app.add_option("--threads", c.threads, "intra-op (and OpenBLAS) thread counts, one table each");
+    app.add_option("--tokens", c.tokens, "token counts M");
+    app.add_option("--shapes", c.shapes, "KxN weight shapes");
+    app.add_option("--sparsities", c.sparsities, "sparsities of the block and CSR kernels");
+    app.add_option("--runs", c.runs, "runs per figure (median)")->check(CLI::PositiveNumber);
+    app.add_option("--min-ms", c.min_ms, "minimum milliseconds per run");
+    app.add_option("--kernels", c.kernels, "kernels to time: int8-4x1 fp32-1x16 csr 2:4 2:8");
+    app.add_flag("--portable", c.portable, "force the portable kernels");
+    if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
+    std::printf("# kernels: avx512 %s, vnni %s%s\n", sp::cpu_has_avx512() ? "yes" : "no",
+                sp::cpu_has_avx512_vnni() ? "yes" : "no", c.portable ? " (portable forced)" : "");
+    for (int t : c.threads) {
+      strata::core::set_num_threads(t);
+      std::printf("# threads %d\n", t);
+      for (int64_t m : c.tokens)
+        for (const std::string& s : c.shapes) {
+          int64_t k = 0, n = 0;
+          char sep = 0;
+          std::istringstream in(s);
+          STRATA_CHECK((in >> k >> sep >> n) && sep == 'x' && k > 0 && n > 0, "--shapes ", s,
+                       ": expected KxN, e.g. 768x3072");
+          run_shape(c, t, m, k, n);
+        }
+    }
+    return 0;
+  });
+}

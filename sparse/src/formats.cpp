@@ -1,0 +1,148 @@
+#include <strata/sparse/formats.h>
+
+#include "common.h"
+
+namespace strata::sparse {
+namespace {
+
+// [out_p, in_p] viewed as [block rows, shape.out, block cols, shape.in].
+at::Tensor as_blocks(const at::Tensor& t, BlockShape s) {
+  return t.view({t.size(0) / s.out, s.out, t.size(1) / s.in, s.in});
+}
+
+// Block row of every stored block, from the row pointers.
+at::Tensor block_rows_of(const BlockLayout& l) {
+  const at::Tensor counts = l.block_ptr.slice(0, 1) - l.block_ptr.slice(0, 0, -1);
+  return at::repeat_interleave(at::arange(l.block_rows(), counts.options()), counts);
+}
+
+// Dense [out, in] from values [blocks, in, out]-shaped per block (any dtype).
+at::Tensor blocks_to_dense(const BlockLayout& l, const at::Tensor& values) {
+  const BlockShape s = l.shape;
+  at::Tensor dense = at::zeros({l.block_rows(), l.in_padded / s.in, s.in, s.out}, values.options());
+  dense.index_put_({block_rows_of(l), l.block_col.to(at::kLong)}, values);
+  return dense.permute({0, 3, 1, 2})
+      .reshape({l.out_padded, l.in_padded})
+      .slice(0, 0, l.out_features)
+      .slice(1, 0, l.in_features)
+      .contiguous();
+}
+
+}  // namespace
+
+double BlockLayout::density() const {
+  const double total = double(out_features) * double(in_features);
+  return total == 0 ? 0.0 : double(blocks()) * double(shape.in * shape.out) / total;
+}
+
+BlockSparse BlockSparse::from_dense(const at::Tensor& weight, const at::Tensor& mask,
+                                    BlockShape shape, bool pad) {
+  const at::Tensor w = detail::checked_weight(weight, "BlockSparse");
+  const at::Tensor mk = detail::checked_mask(mask, w, "BlockSparse");
+  const auto [out_p, in_p] = detail::block_padding(w, shape, pad);
+  BlockSparse r;
+  BlockLayout& l = r.layout;
+  l.out_features = w.size(0);
+  l.in_features = w.size(1);
+  l.shape = shape;
+  l.out_padded = out_p;
+  l.in_padded = in_p;
+  const at::Tensor m = detail::pad2d(mk, out_p, in_p);
+  const at::Tensor kept = as_blocks(m, shape).any(3).any(1);  // [block rows, block cols]
+  l.block_ptr = at::cat({at::zeros({1}, at::kLong), kept.sum(1).cumsum(0)});
+  const at::Tensor where = kept.nonzero();  // row-major: by block row, then column
+  l.block_col = where.select(1, 1).to(at::kInt).contiguous();
+  const at::Tensor masked =
+      as_blocks(detail::pad2d(w, out_p, in_p) * m, shape).permute({0, 2, 3, 1});
+  r.values = masked.index({where.select(1, 0), where.select(1, 1)}).contiguous();
+  return r;
+}
+
+at::Tensor BlockSparse::to_dense() const { return blocks_to_dense(layout, values); }
+
+Int8BlockSparse Int8BlockSparse::quantize(const BlockSparse& weight) {
+  const BlockLayout& l = weight.layout;
+  Int8BlockSparse r;
+  r.layout = l;
+  const at::Tensor dense = detail::pad2d(weight.to_dense(), l.out_padded, l.in_padded);
+  at::Tensor scale = dense.abs().amax(1) / 127.0f;
+  r.scale = at::where(scale > 0, scale, at::ones_like(scale)).contiguous();
+  // Scale of each stored value's output channel: [blocks, 1, shape.out].
+  const at::Tensor s =
+      r.scale.view({l.block_rows(), l.shape.out}).index({block_rows_of(l)}).unsqueeze(1);
+  r.values = at::round(weight.values / s).clamp(-127, 127).to(at::kChar).contiguous();
+  r.row_sum = detail::pad2d(r.to_dense_int8().to(at::kInt), l.out_padded, l.in_padded)
+                  .sum(1)
+                  .to(at::kInt)
+                  .contiguous();
+  return r;
+}
+
+at::Tensor Int8BlockSparse::to_dense_int8() const { return blocks_to_dense(layout, values); }
+
+at::Tensor Int8BlockSparse::to_dense() const {
+  return to_dense_int8().to(at::kFloat) * scale.slice(0, 0, layout.out_features).unsqueeze(1);
+}
+
+NMSparse NMSparse::from_dense(const at::Tensor& weight, const at::Tensor& mask, int64_t n,
+                              int64_t m, bool pad) {
+  detail::check_nm(n, m);
+  const at::Tensor w = detail::checked_weight(weight, "NMSparse");
+  const at::Tensor mk = detail::checked_mask(mask, w, "NMSparse");
+  const int64_t out = w.size(0);
+  const int64_t in_p = detail::padded_size(
+      w.size(1), m, pad,
+      "N:M " + std::to_string(n) + ":" + std::to_string(m) + ": M does not divide in");
+  NMSparse r;
+  r.out_features = out;
+  r.in_features = w.size(1);
+  r.n = n;
+  r.m = m;
+  r.groups = in_p / m;
+  const at::Tensor mg = detail::pad2d(mk, out, in_p).view({out, r.groups, m});
+  const at::Tensor counts = mg.sum(2);
+  const at::Tensor over = (counts > n).flatten().nonzero();
+  if (over.numel() > 0) {
+    const int64_t g = over[0][0].item<int64_t>();
+    STRATA_FAIL("mask is not ", n, ":", m, ": row ", g / r.groups, ", group ", g % r.groups,
+                " has ", counts.flatten()[g].item<int64_t>(), " non-zeros");
+  }
+  // n slots per group: the set positions first, then unset ones (stored as 0), ascending.
+  const at::Tensor pos = at::arange(m, at::kLong);
+  const at::Tensor score = mg.to(at::kLong) * (2 * m) - pos;
+  const at::Tensor slots = std::get<0>(std::get<1>(score.topk(n, 2)).sort(2));
+  r.index = slots.to(at::kByte).contiguous();
+  const at::Tensor wg =
+      (detail::pad2d(w, out, in_p) * detail::pad2d(mk, out, in_p)).view({out, r.groups, m});
+  r.values = wg.gather(2, slots).contiguous();
+  return r;
+}
+
+at::Tensor NMSparse::to_dense() const {
+  at::Tensor dense = at::zeros({out_features, groups, m}, values.options());
+  dense.scatter_(2, index.to(at::kLong), values);
+  return dense.view({out_features, groups * m}).slice(1, 0, in_features).contiguous();
+}
+
+CsrSparse CsrSparse::from_dense(const at::Tensor& weight, const at::Tensor& mask) {
+  const at::Tensor w = detail::checked_weight(weight, "CsrSparse");
+  const at::Tensor mk = detail::checked_mask(mask, w, "CsrSparse");
+  CsrSparse r;
+  r.out_features = w.size(0);
+  r.in_features = w.size(1);
+  r.row_ptr = at::cat({at::zeros({1}, at::kLong), mk.sum(1).cumsum(0)});
+  const at::Tensor where = mk.nonzero();
+  r.col = where.select(1, 1).to(at::kInt).contiguous();
+  r.values = w.masked_select(mk).contiguous();
+  return r;
+}
+
+at::Tensor CsrSparse::to_dense() const {
+  at::Tensor dense = at::zeros({out_features, in_features}, values.options());
+  const at::Tensor counts = row_ptr.slice(0, 1) - row_ptr.slice(0, 0, -1);
+  const at::Tensor rows = at::repeat_interleave(at::arange(out_features, at::kLong), counts);
+  dense.index_put_({rows, col.to(at::kLong)}, values);
+  return dense;
+}
+
+}  // namespace strata::sparse
