@@ -2,6 +2,10 @@
 # strataConfig.cmake.in repeats the public ones for projects that use an installed strata.
 find_package(Threads REQUIRED)
 find_package(Torch REQUIRED)
+# LibTorch's at::parallel_for is an inline OpenMP region (AT_PARALLEL_OPENMP in
+# ATen/Config.h): code of ours that calls it runs on one thread unless compiled with
+# -fopenmp, against the same libgomp LibTorch uses.
+find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(MPI REQUIRED COMPONENTS C)
 find_package(spdlog REQUIRED)
 find_package(CLI11 REQUIRED)

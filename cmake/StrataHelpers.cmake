@@ -2,13 +2,15 @@
 # LibTorch's headers cost ~14 s per translation unit; with the PCH a file costs ~2 s.
 file(WRITE "${CMAKE_BINARY_DIR}/strata_pch.cpp" "// translation unit that owns the precompiled header\n")
 add_library(strata_pch OBJECT "${CMAKE_BINARY_DIR}/strata_pch.cpp")
-target_link_libraries(strata_pch PUBLIC ${TORCH_LIBRARIES})
+target_link_libraries(strata_pch PUBLIC ${TORCH_LIBRARIES} OpenMP::OpenMP_CXX)
 target_precompile_headers(strata_pch PUBLIC <torch/torch.h> <vector> <string> <memory>)
 set(STRATA_WARNINGS -Wall -Wextra -Wno-unused-parameter)
 
-# Warnings and the shared PCH for a target of ours.
+# Warnings, OpenMP (so that at::parallel_for runs in parallel; see StrataDependencies.cmake)
+# and the shared PCH for a target of ours.
 function(strata_target_defaults target)
   target_compile_options(${target} PRIVATE ${STRATA_WARNINGS})
+  target_link_libraries(${target} PUBLIC OpenMP::OpenMP_CXX)
   target_precompile_headers(${target} REUSE_FROM strata_pch)
 endfunction()
 
