@@ -96,7 +96,9 @@ at::Tensor expected_reduction(at::ScalarType dtype, at::IntArrayRef shape, int s
       case ReduceOp::Min: at::minimum_out(result, result, part); break;
     }
   }
-  if (op == ReduceOp::Avg) result.div_(size);
+  // The sum is exact; the division by a world size that is not a power of two is not, so
+  // it is done in the result's own precision (in float a double average would be off).
+  if (op == ReduceOp::Avg) return result.to(dtype).div_(size);
   return result.to(dtype);  // bool: a non-zero sum is "any"
 }
 
