@@ -51,6 +51,16 @@ void check_memory(const MemoryModel& memory, int64_t stages) {
                memory.optimizer_state_factor(), ", expected >= 0");
 }
 
+// Every check a split of `layers` into `stages` under `memory` needs; returns the layers.
+int64_t check_request(const std::vector<LayerProfile>& layers, int stages,
+                      const MemoryModel& memory) {
+  check_layers(layers);
+  const int64_t n = static_cast<int64_t>(layers.size());
+  check_stages(n, stages);
+  check_memory(memory, stages);
+  return n;
+}
+
 // Sums over a run of layers in O(1), so that the dynamic program is O(K n^2).
 class LayerSums {
  public:
@@ -248,10 +258,7 @@ PipelinePartition partition_explicit(const std::vector<LayerProfile>& layers,
 
 PipelinePartition partition_balanced(const std::vector<LayerProfile>& layers, int stages,
                                      BalanceBy by, const MemoryModel& memory) {
-  check_layers(layers);
-  const int64_t n = static_cast<int64_t>(layers.size());
-  check_stages(n, stages);
-  check_memory(memory, stages);
+  const int64_t n = check_request(layers, stages, memory);
   const LayerSums sums(layers);
   const StageCost cost = [&](int64_t s, int64_t b, int64_t e) -> double {
     switch (by) {
@@ -266,10 +273,7 @@ PipelinePartition partition_balanced(const std::vector<LayerProfile>& layers, in
 
 PipelinePartition partition_rank_balanced(const std::vector<LayerProfile>& layers, int stages,
                                           int ranks, BalanceBy by, const MemoryModel& memory) {
-  check_layers(layers);
-  const int64_t n = static_cast<int64_t>(layers.size());
-  check_stages(n, stages);
-  check_memory(memory, stages);
+  const int64_t n = check_request(layers, stages, memory);
   STRATA_CHECK(ranks >= 1 && stages % ranks == 0, "rank-balanced partition: ", stages,
                " stages on ", ranks, " ranks, expected a whole number of stages per rank");
   STRATA_CHECK(by != BalanceBy::Memory,
@@ -323,10 +327,7 @@ PipelinePartition partition_rank_balanced(const std::vector<LayerProfile>& layer
 
 PipelinePartition partition_joint(const std::vector<LayerProfile>& layers, int stages,
                                   int64_t limit_bytes, const MemoryModel& memory) {
-  check_layers(layers);
-  const int64_t n = static_cast<int64_t>(layers.size());
-  check_stages(n, stages);
-  check_memory(memory, stages);
+  const int64_t n = check_request(layers, stages, memory);
   STRATA_CHECK(limit_bytes > 0, "per-stage memory limit: got ", limit_bytes,
                " bytes, expected more than 0");
   const LayerSums sums(layers);
