@@ -53,4 +53,22 @@ std::pair<int64_t, int64_t> block_padding(const at::Tensor& weight, BlockShape s
           padded_size(weight.size(1), shape.in, pad, name + ": in")};
 }
 
+torch::nn::Sequential replace_linears(
+    const torch::nn::Sequential& model,
+    const std::function<std::optional<torch::nn::AnyModule>(const std::string&,
+                                                            const torch::nn::Linear&)>& replace) {
+  // named_children() and the AnyModule iterators list the children in the same order.
+  const auto children = model->named_children();
+  const auto modules = model->begin();
+  torch::nn::Sequential result;
+  for (size_t i = 0; i < children.size(); ++i) {
+    const std::string& name = children[i].key();
+    std::optional<torch::nn::AnyModule> replacement;
+    if (auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(children[i].value()))
+      replacement = replace(name, torch::nn::Linear(linear));
+    result->push_back(name, replacement ? *replacement : modules[int64_t(i)]);
+  }
+  return result;
+}
+
 }  // namespace strata::sparse::detail

@@ -4,6 +4,12 @@
 #include <ATen/ATen.h>
 #include <strata/core/error.h>
 #include <strata/sparse/formats.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/linear.h>
+
+#include <functional>
+#include <optional>
 
 namespace strata::sparse::detail {
 
@@ -20,5 +26,12 @@ void check_nm(int64_t n, int64_t m);
 void check_sparsity(double sparsity);
 // The padded sizes of a block layout for this weight.
 std::pair<int64_t, int64_t> block_padding(const at::Tensor& weight, BlockShape shape, bool pad);
+
+// A copy of the Sequential `model` (the same child modules, not cloned) in which each
+// torch::nn::Linear child for which `replace(name, linear)` returns a module is replaced.
+torch::nn::Sequential replace_linears(
+    const torch::nn::Sequential& model,
+    const std::function<std::optional<torch::nn::AnyModule>(const std::string&,
+                                                            const torch::nn::Linear&)>& replace);
 
 }  // namespace strata::sparse::detail

@@ -1,5 +1,10 @@
 #include <strata/sparse/formats.h>
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+
 #include "common.h"
 
 namespace strata::sparse {
@@ -116,6 +121,63 @@ NMSparse NMSparse::from_dense(const at::Tensor& weight, const at::Tensor& mask, 
       (detail::pad2d(w, out, in_p) * detail::pad2d(mk, out, in_p)).view({out, r.groups, m});
   r.values = wg.gather(2, slots).contiguous();
   return r;
+}
+
+NMSparse NMSparse::prune(const at::Tensor& weight, int64_t n, int64_t m, bool pad) {
+  detail::check_nm(n, m);
+  const at::Tensor w = detail::checked_weight(weight, "NMSparse::prune");
+  const int64_t out = w.size(0), in = w.size(1);
+  const int64_t in_p = detail::padded_size(
+      in, m, pad, "N:M " + std::to_string(n) + ":" + std::to_string(m) + ": M does not divide in");
+  NMSparse r;
+  r.out_features = out;
+  r.in_features = in;
+  r.n = n;
+  r.m = m;
+  r.groups = in_p / m;
+  r.values = at::empty({out, r.groups, n}, at::kFloat);
+  r.index = at::empty({out, r.groups, n}, at::kByte);
+  const float* wp = w.data_ptr<float>();
+  float* vp = r.values.data_ptr<float>();
+  uint8_t* ip = r.index.data_ptr<uint8_t>();
+  const int64_t groups = r.groups;
+  at::parallel_for(0, out, 16, [&](int64_t r0, int64_t r1) {
+    int best[32];
+    float score[32];
+    for (int64_t row = r0; row < r1; ++row) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* x = wp + row * in + g * m;
+        const int real = int(std::min<int64_t>(m, in - g * m));
+        int count = 0;
+        for (int j = 0; j < real; ++j) {
+          const float s = std::abs(x[j]);
+          if (count == n && !(s > score[n - 1])) continue;  // ties keep the lower position
+          int pos = count < n ? count++ : int(n) - 1;
+          while (pos > 0 && s > score[pos - 1]) {
+            best[pos] = best[pos - 1];
+            score[pos] = score[pos - 1];
+            --pos;
+          }
+          best[pos] = j;
+          score[pos] = s;
+        }
+        for (int j = real; count < n; ++j) best[count++] = j;  // padding: stored as 0
+        std::sort(best, best + n);
+        const int64_t at = (row * groups + g) * n;
+        for (int k = 0; k < n; ++k) {
+          ip[at + k] = uint8_t(best[k]);
+          vp[at + k] = best[k] < real ? x[best[k]] : 0.0f;
+        }
+      }
+    }
+  });
+  return r;
+}
+
+at::Tensor NMSparse::mask() const {
+  at::Tensor dense = at::zeros({out_features, groups, m}, at::kBool);
+  dense.scatter_(2, index.to(at::kLong), true);
+  return dense.view({out_features, groups * m}).slice(1, 0, in_features).contiguous();
 }
 
 at::Tensor NMSparse::to_dense() const {

@@ -78,7 +78,13 @@ class NMSparse {
   // mask must have at most n set elements in every group (see nm_magnitude_mask).
   static NMSparse from_dense(const at::Tensor& weight, const at::Tensor& mask, int64_t n, int64_t m,
                              bool pad = true);
+  // Keeps the n largest |w| of every group and packs them in one pass, without a mask:
+  // what from_dense(weight, nm_magnitude_mask(weight, n, m), n, m) gives (ties go to the
+  // lower position). N:M training repacks its weights with it at every step.
+  static NMSparse prune(const at::Tensor& weight, int64_t n, int64_t m, bool pad = true);
   at::Tensor to_dense() const;
+  // bool [out, in]: the stored positions that hold a real weight (not padding).
+  at::Tensor mask() const;
 
   int64_t out_features = 0, in_features = 0, n = 0, m = 0;
   int64_t groups = 0;  // ceil(in / m)

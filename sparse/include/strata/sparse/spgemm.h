@@ -1,0 +1,44 @@
+#pragma once
+// Sparse x sparse: C = A B with A [rows, inner], B [inner, cols] and C in compressed sparse
+// rows (CsrSparse; out_features = rows, in_features = columns).
+//
+//   CsrSparse c = strata::sparse::spgemm(a, b);
+//
+// Row-wise (Gustavson): row i of C is the sum over the non-zeros a_ik of a_ik times row k
+// of B. The partial products of a row are merged as they are produced (SMASH), in one of
+// two accumulators chosen per row from the row's bound on its output size,
+// bound_i = sum over k in row i of A of nnz(row k of B):
+//   hash   an open-addressing table of 2^ceil(log2(2 bound)) slots, then the few columns
+//          it holds sorted; cheap when bound is small next to the number of columns;
+//   dense  one float per column of C and a flag per column, scanned over the row's column
+//          range; cheap when the row fills a good part of it.
+// Rows are split over LibTorch's intra-op threads in chunks of about equal work (sum of
+// bounds); each thread keeps its own accumulators.
+//
+// Structural non-zeros: an entry of C is stored when some product reaches it, also when
+// the products cancel to 0.0 (as torch.sparse and most SpGEMM libraries do).
+
+#include <strata/sparse/formats.h>
+#include <torch/arg.h>
+
+#include <cstdint>
+
+namespace strata::sparse {
+
+enum class SpgemmAccumulator { kAuto, kHash, kDense };
+
+struct SpgemmOptions {
+  // kAuto picks per row: dense when bound_i * dense_ratio >= the row's column range.
+  TORCH_ARG(SpgemmAccumulator, accumulator) = SpgemmAccumulator::kAuto;
+  TORCH_ARG(int64_t, dense_ratio) = 8;
+};
+
+CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& options = {});
+
+// Multiply-adds C = A B performs: sum over rows of A of bound_i (for MFLOP/s: 2 x this).
+int64_t spgemm_multiply_adds(const CsrSparse& a, const CsrSparse& b);
+
+// A CSR matrix of any values (no mask): every non-zero of the dense matrix is stored.
+CsrSparse csr_from_dense(const at::Tensor& dense);
+
+}  // namespace strata::sparse

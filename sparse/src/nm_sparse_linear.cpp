@@ -1,0 +1,186 @@
+#include <strata/core/error.h>
+#include <strata/sparse/nm_sparse_linear.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "common.h"
+
+namespace strata::sparse {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+NMSparse unpack(const AutogradContext* ctx, const std::string& prefix, int64_t in, int64_t out) {
+  NMSparse w;
+  w.values = ctx->saved_data.at(prefix + "values").toTensor();
+  w.index = ctx->saved_data.at(prefix + "index").toTensor();
+  w.out_features = out;
+  w.in_features = in;
+  w.n = w.values.size(2);
+  w.m = ctx->saved_data.at("m").toInt();
+  w.groups = w.values.size(1);
+  return w;
+}
+
+// y = x (W*P)^T + b with the spmm kernels; backward as nm_sparse_linear.h describes.
+struct NMSparseLinearFunction : public torch::autograd::Function<NMSparseLinearFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias, int64_t n, int64_t m, int64_t method,
+                            double decay, bool portable) {
+    const at::Tensor w = weight.detach();
+    const NMSparse sparse = NMSparse::prune(w, n, m);
+    const SpmmOptions spmm_options = SpmmOptions().portable(portable);
+    at::Tensor y = spmm(sparse, x, spmm_options);
+    if (bias.defined()) y.add_(bias);
+    ctx->save_for_backward({x, weight});
+    ctx->saved_data["values"] = sparse.values;
+    ctx->saved_data["index"] = sparse.index;
+    ctx->saved_data["m"] = m;
+    ctx->saved_data["method"] = method;
+    ctx->saved_data["decay"] = decay;
+    ctx->saved_data["portable"] = portable;
+    ctx->saved_data["has_bias"] = bias.defined();
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::Tensor w = saved[1].detach();
+    const at::Tensor dy = grad_outputs[0].contiguous();
+    const int64_t out = w.size(0), in = w.size(1);
+    const int64_t m = ctx->saved_data["m"].toInt();
+    const auto method = static_cast<NMTraining>(ctx->saved_data["method"].toInt());
+    const double decay = ctx->saved_data["decay"].toDouble();
+    const SpmmOptions spmm_options = SpmmOptions().portable(ctx->saved_data["portable"].toBool());
+    const NMSparse forward_weight = unpack(ctx, "", in, out);
+
+    at::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      // dx = dy Wb. BDWP: an N:M spmm with Wb^T [in, out], pruned along the output channels.
+      // SR-STE: a dense product with the masked weight (its transpose is not N:M).
+      if (method == NMTraining::kBdwp) {
+        const NMSparse backward_weight = NMSparse::prune(w.t().contiguous(), forward_weight.n, m);
+        dx = spmm(backward_weight, dy, spmm_options);
+      } else {
+        dx = at::mm(dy, forward_weight.to_dense());
+      }
+    }
+    at::Tensor dw;
+    if (ctx->needs_input_grad(1)) {
+      dw = at::mm(dy.t(), x);
+      if (decay != 0.0) dw.add_(w * forward_weight.mask().logical_not(), decay);
+    }
+    at::Tensor db;
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) db = dy.sum(0);
+    return {dx, dw, db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+NMTraining parse_nm_training(const std::string& name) {
+  if (name == "srste") return NMTraining::kSrSte;
+  if (name == "bdwp") return NMTraining::kBdwp;
+  STRATA_FAIL("N:M training method '", name, "': expected srste or bdwp");
+}
+
+const char* to_string(NMTraining method) {
+  return method == NMTraining::kSrSte ? "srste" : "bdwp";
+}
+
+NMSparseLinearImpl::NMSparseLinearImpl(const NMSparseLinearOptions& options_)
+    : options(options_) {
+  reset();
+}
+
+NMSparseLinearImpl::NMSparseLinearImpl(const torch::nn::Linear& linear,
+                                       NMSparseLinearOptions options_)
+    : options(options_.in_features(linear->options.in_features())
+                  .out_features(linear->options.out_features())
+                  .bias(linear->bias.defined())) {
+  reset();
+  torch::NoGradGuard no_grad;
+  weight.copy_(linear->weight);
+  if (bias.defined()) bias.copy_(linear->bias);
+}
+
+void NMSparseLinearImpl::reset() {
+  STRATA_CHECK(options.in_features() > 0 && options.out_features() > 0,
+               "NMSparseLinear: sizes ", options.in_features(), " -> ", options.out_features(),
+               ": expected positive sizes");
+  STRATA_CHECK(options.n() > 0 && options.n() < options.m() && options.m() <= 32, "N:M ",
+               options.n(), ":", options.m(), ": expected 0 < N < M <= 32");
+  STRATA_CHECK(options.decay() >= 0.0, "NMSparseLinear: decay ", options.decay(),
+               ": expected >= 0");
+  weight = register_parameter("weight",
+                              torch::empty({options.out_features(), options.in_features()}));
+  bias = options.bias() ? register_parameter("bias", torch::empty({options.out_features()}))
+                        : register_parameter("bias", {}, /*requires_grad=*/false);
+  // torch::nn::Linear's initialisation: kaiming_uniform(a = sqrt(5)), bias U(+-1/sqrt(in)).
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias.defined()) {
+    const double bound = 1.0 / std::sqrt(double(options.in_features()));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+at::Tensor NMSparseLinearImpl::forward(const at::Tensor& x) {
+  STRATA_CHECK(x.dim() >= 1 && x.size(-1) == options.in_features(), "NMSparseLinear: input ",
+               x.sizes(), ": expected [*, ", options.in_features(), "]");
+  const at::Tensor x2 = x.reshape({-1, options.in_features()}).to(at::kFloat);
+  at::Tensor y = NMSparseLinearFunction::apply(
+      x2, weight, bias, options.n(), options.m(), static_cast<int64_t>(options.method()),
+      options.decay(), options.spmm().portable());
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = options.out_features();
+  return y.view(shape);
+}
+
+at::Tensor NMSparseLinearImpl::mask() const {
+  return NMSparse::prune(weight, options.n(), options.m()).mask();
+}
+
+at::Tensor NMSparseLinearImpl::sparse_weight() const {
+  return NMSparse::prune(weight, options.n(), options.m()).to_dense();
+}
+
+SparseLinear NMSparseLinearImpl::to_sparse_linear() const {
+  torch::nn::Linear dense(
+      torch::nn::LinearOptions(options.in_features(), options.out_features()).bias(bias.defined()));
+  torch::NoGradGuard no_grad;
+  dense->weight.copy_(weight);
+  if (bias.defined()) dense->bias.copy_(bias);
+  return SparseLinear(dense,
+                      SparseLinearOptions().format(SparseFormat::kNM).n(options.n()).m(options.m()).spmm(
+                          options.spmm()),
+                      mask());
+}
+
+void NMSparseLinearImpl::pretty_print(std::ostream& stream) const {
+  stream << "strata::sparse::NMSparseLinear(in_features=" << options.in_features()
+         << ", out_features=" << options.out_features() << ", n=" << options.n()
+         << ", m=" << options.m() << ", method=" << to_string(options.method()) << ")";
+}
+
+torch::nn::Sequential with_nm_sparse_training(const torch::nn::Sequential& model,
+                                              const NMSparseLinearOptions& like,
+                                              bool keep_last_dense, int* replaced) {
+  std::string last;
+  for (const auto& child : model->named_children())
+    if (child.value()->as<torch::nn::Linear>()) last = child.key();
+  int count = 0;
+  auto result = detail::replace_linears(
+      model, [&](const std::string& name,
+                 const torch::nn::Linear& linear) -> std::optional<torch::nn::AnyModule> {
+        if (keep_last_dense && name == last) return std::nullopt;
+        ++count;
+        return torch::nn::AnyModule(NMSparseLinear(linear, like));
+      });
+  if (replaced) *replaced = count;
+  return result;
+}
+
+}  // namespace strata::sparse

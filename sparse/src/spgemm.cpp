@@ -1,0 +1,227 @@
+#include <strata/sparse/spgemm.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <limits>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "common.h"
+
+namespace strata::sparse {
+namespace {
+
+// Raw views of a CSR matrix's arrays.
+struct CsrView {
+  int64_t rows, cols;
+  const int64_t* ptr;
+  const int32_t* col;
+  const float* val;
+};
+
+CsrView checked_view(const CsrSparse& m, const char* name) {
+  STRATA_CHECK(m.row_ptr.defined() && m.row_ptr.dim() == 1 &&
+                   m.row_ptr.numel() == m.out_features + 1 && m.row_ptr.scalar_type() == at::kLong,
+               "spgemm: ", name, " is not a CSR matrix (row_ptr must be int64 [rows + 1])");
+  STRATA_CHECK(m.col.defined() && m.values.defined() && m.col.scalar_type() == at::kInt &&
+                   m.values.scalar_type() == at::kFloat && m.col.numel() == m.values.numel() &&
+                   m.row_ptr[-1].item<int64_t>() == m.col.numel(),
+               "spgemm: ", name, " is not a CSR matrix (col int32 and values float, nnz of each)");
+  STRATA_CHECK(m.row_ptr.is_contiguous() && m.col.is_contiguous() && m.values.is_contiguous(),
+               "spgemm: ", name, " arrays must be contiguous");
+  return {m.out_features, m.in_features, m.row_ptr.data_ptr<int64_t>(), m.col.data_ptr<int32_t>(),
+          m.values.data_ptr<float>()};
+}
+
+// Upper bound on the non-zeros of each row of C: bound_i = sum_k in row i of A nnz(B_k).
+std::vector<int64_t> row_bounds(const CsrView& a, const CsrView& b) {
+  std::vector<int64_t> bound(size_t(a.rows), 0);
+  at::parallel_for(0, a.rows, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      int64_t s = 0;
+      for (int64_t p = a.ptr[i]; p < a.ptr[i + 1]; ++p) {
+        const int32_t k = a.col[p];
+        s += b.ptr[k + 1] - b.ptr[k];
+      }
+      bound[size_t(i)] = s;
+    }
+  });
+  return bound;
+}
+
+// The columns and values of the rows of one chunk, in row order.
+struct ChunkRows {
+  std::vector<int32_t> col;
+  std::vector<float> val;
+};
+
+// One thread's accumulators, reused from row to row.
+class RowAccumulator {
+ public:
+  explicit RowAccumulator(int64_t cols) : cols_(cols) {}
+
+  // Appends row i of C = A B to out (columns ascending).
+  void hash_row(const CsrView& a, const CsrView& b, int64_t i, int64_t bound, ChunkRows& out) {
+    size_t slots = 16;
+    while (slots < size_t(2 * bound)) slots <<= 1;
+    const size_t mask = slots - 1;
+    if (keys_.size() < slots) {
+      keys_.resize(slots);
+      vals_.resize(slots);
+    }
+    std::fill_n(keys_.begin(), slots, -1);
+    for (int64_t p = a.ptr[i]; p < a.ptr[i + 1]; ++p) {
+      const int32_t k = a.col[p];
+      const float av = a.val[p];
+      for (int64_t q = b.ptr[k]; q < b.ptr[k + 1]; ++q) {
+        const int32_t c = b.col[q];
+        size_t h = (uint32_t(c) * 2654435761u) & mask;  // Knuth's multiplicative hash
+        while (keys_[h] != c && keys_[h] != -1) h = (h + 1) & mask;
+        if (keys_[h] == -1) {
+          keys_[h] = c;
+          vals_[h] = av * b.val[q];
+        } else {
+          vals_[h] += av * b.val[q];
+        }
+      }
+    }
+    pairs_.clear();
+    for (size_t h = 0; h < slots; ++h)
+      if (keys_[h] != -1) pairs_.emplace_back(keys_[h], vals_[h]);
+    std::sort(pairs_.begin(), pairs_.end(),
+              [](const auto& x, const auto& y) { return x.first < y.first; });
+    for (const auto& [c, v] : pairs_) {
+      out.col.push_back(c);
+      out.val.push_back(v);
+    }
+  }
+
+  void dense_row(const CsrView& a, const CsrView& b, int64_t i, ChunkRows& out) {
+    if (dense_.empty()) {
+      dense_.assign(size_t(cols_), 0.0f);
+      touched_.assign(size_t(cols_), 0);
+    }
+    int32_t lo = std::numeric_limits<int32_t>::max(), hi = -1;
+    for (int64_t p = a.ptr[i]; p < a.ptr[i + 1]; ++p) {
+      const int32_t k = a.col[p];
+      const float av = a.val[p];
+      for (int64_t q = b.ptr[k]; q < b.ptr[k + 1]; ++q) {
+        const int32_t c = b.col[q];
+        dense_[size_t(c)] += av * b.val[q];
+        touched_[size_t(c)] = 1;
+        lo = std::min(lo, c);
+        hi = std::max(hi, c);
+      }
+    }
+    for (int32_t c = lo; c <= hi; ++c) {
+      if (!touched_[size_t(c)]) continue;
+      out.col.push_back(c);
+      out.val.push_back(dense_[size_t(c)]);
+      dense_[size_t(c)] = 0.0f;
+      touched_[size_t(c)] = 0;
+    }
+  }
+
+ private:
+  int64_t cols_;
+  std::vector<int32_t> keys_;
+  std::vector<float> vals_;
+  std::vector<std::pair<int32_t, float>> pairs_;
+  std::vector<float> dense_;
+  std::vector<uint8_t> touched_;
+};
+
+// Row boundaries of `chunks` chunks of about equal work (bound + 1 per row).
+std::vector<int64_t> balanced_chunks(const std::vector<int64_t>& bound, int64_t chunks) {
+  const int64_t rows = int64_t(bound.size());
+  int64_t total = 0;
+  for (int64_t b : bound) total += b + 1;
+  std::vector<int64_t> start{0};
+  int64_t acc = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    acc += bound[size_t(i)] + 1;
+    if (acc * chunks >= total * int64_t(start.size()) && int64_t(start.size()) < chunks &&
+        i + 1 < rows)
+      start.push_back(i + 1);
+  }
+  start.push_back(rows);
+  return start;
+}
+
+}  // namespace
+
+int64_t spgemm_multiply_adds(const CsrSparse& a, const CsrSparse& b) {
+  const CsrView av = checked_view(a, "A"), bv = checked_view(b, "B");
+  STRATA_CHECK(av.cols == bv.rows, "spgemm: A is ", av.rows, "x", av.cols, " but B is ", bv.rows,
+               "x", bv.cols, " (inner sizes differ)");
+  const std::vector<int64_t> bound = row_bounds(av, bv);
+  return std::accumulate(bound.begin(), bound.end(), int64_t{0});
+}
+
+CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& options) {
+  const CsrView av = checked_view(a, "A"), bv = checked_view(b, "B");
+  STRATA_CHECK(av.cols == bv.rows, "spgemm: A is ", av.rows, "x", av.cols, " but B is ", bv.rows,
+               "x", bv.cols, " (inner sizes differ)");
+  STRATA_CHECK(options.dense_ratio() >= 1, "spgemm: dense_ratio ", options.dense_ratio(),
+               ": expected at least 1");
+  STRATA_CHECK(bv.cols <= std::numeric_limits<int32_t>::max(),
+               "spgemm: B has too many columns for int32 indices");
+
+  const std::vector<int64_t> bound = row_bounds(av, bv);
+  const std::vector<int64_t> start =
+      balanced_chunks(bound, std::max<int64_t>(1, std::min<int64_t>(av.rows, 8 * at::get_num_threads())));
+  const int64_t chunks = int64_t(start.size()) - 1;
+  std::vector<ChunkRows> parts(static_cast<size_t>(chunks));
+  std::vector<int64_t> row_nnz(size_t(av.rows), 0);
+
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    RowAccumulator acc(bv.cols);
+    for (int64_t c = c0; c < c1; ++c) {
+      ChunkRows& out = parts[size_t(c)];
+      for (int64_t i = start[size_t(c)]; i < start[size_t(c) + 1]; ++i) {
+        const size_t before = out.col.size();
+        const int64_t bnd = bound[size_t(i)];
+        if (bnd == 0) continue;
+        const bool dense =
+            options.accumulator() == SpgemmAccumulator::kDense ||
+            (options.accumulator() == SpgemmAccumulator::kAuto &&
+             bnd * options.dense_ratio() >= bv.cols);
+        if (dense)
+          acc.dense_row(av, bv, i, out);
+        else
+          acc.hash_row(av, bv, i, bnd, out);
+        row_nnz[size_t(i)] = int64_t(out.col.size() - before);
+      }
+    }
+  });
+
+  CsrSparse c;
+  c.out_features = av.rows;
+  c.in_features = bv.cols;
+  c.row_ptr = at::empty({av.rows + 1}, at::kLong);
+  int64_t* ptr = c.row_ptr.data_ptr<int64_t>();
+  ptr[0] = 0;
+  for (int64_t i = 0; i < av.rows; ++i) ptr[i + 1] = ptr[i] + row_nnz[size_t(i)];
+  c.col = at::empty({ptr[av.rows]}, at::kInt);
+  c.values = at::empty({ptr[av.rows]}, at::kFloat);
+  int32_t* col = c.col.data_ptr<int32_t>();
+  float* val = c.values.data_ptr<float>();
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t k = c0; k < c1; ++k) {
+      const ChunkRows& part = parts[size_t(k)];
+      const int64_t at = ptr[start[size_t(k)]];
+      std::copy(part.col.begin(), part.col.end(), col + at);
+      std::copy(part.val.begin(), part.val.end(), val + at);
+    }
+  });
+  return c;
+}
+
+CsrSparse csr_from_dense(const at::Tensor& dense) {
+  const at::Tensor w = detail::checked_weight(dense, "csr_from_dense");
+  return CsrSparse::from_dense(w, w != 0);
+}
+
+}  // namespace strata::sparse

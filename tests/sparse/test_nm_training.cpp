@@ -1,0 +1,163 @@
+// N:M sparse training: the one-pass pruner, NMSparseLinear's forward and its SR-STE and
+// BDWP backward passes against their formulas, training, and the model conversion.
+#include <strata/sparse/nm_sparse_linear.h>
+#include <strata/sparse/pruning.h>
+
+#include "sparse_test_util.h"
+
+namespace strata::sparse {
+namespace {
+
+using testing::expect_close;
+using testing::expect_error;
+using testing::random_weight;
+
+TEST(SparseNMTraining, PruneEqualsMaskThenPack) {
+  for (auto [n, m, in] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {2, 4, 16}, {2, 8, 37}, {1, 4, 5}, {3, 32, 70}, {4, 8, 3}}) {
+    const at::Tensor w = random_weight(9, in, uint64_t(in));
+    const NMSparse fast = NMSparse::prune(w, n, m);
+    const NMSparse ref = NMSparse::from_dense(w, nm_magnitude_mask(w, n, m), n, m);
+    const std::string what = std::to_string(n) + ":" + std::to_string(m) + " in " + std::to_string(in);
+    EXPECT_TRUE(at::equal(fast.to_dense(), ref.to_dense())) << what;
+    EXPECT_TRUE(at::equal(fast.mask(), nm_magnitude_mask(w, n, m))) << what;
+    EXPECT_EQ(fast.groups, ref.groups) << what;
+  }
+}
+
+TEST(SparseNMTraining, ForwardIsTheLinearOfTheSparseWeight) {
+  torch::manual_seed(0);
+  NMSparseLinear layer(NMSparseLinearOptions(40, 24).n(2).m(8));
+  const at::Tensor x = torch::randn({5, 3, 40});
+  const at::Tensor sparse = layer->sparse_weight();
+  // Exactly 2 of every 8 weights kept.
+  EXPECT_TRUE((layer->mask().view({24, 5, 8}).sum(2) == 2).all().item<bool>());
+  EXPECT_TRUE(at::equal(sparse, layer->weight.detach() * layer->mask()));
+  const at::Tensor y = layer(x);
+  ASSERT_EQ(y.sizes(), (std::vector<int64_t>{5, 3, 24}));
+  expect_close(y.detach().view({15, 24}),
+               testing::reference(x.view({15, 40}), sparse) + layer->bias.detach().to(at::kDouble), 1e-5,
+               "forward");
+}
+
+// dy, x and the layer's gradients after y = layer(x); (y * dy).sum().backward().
+struct Gradients {
+  at::Tensor x, dy, dx, dw, db;
+};
+
+Gradients run_backward(NMSparseLinear& layer, uint64_t seed, int64_t tokens = 6) {
+  torch::manual_seed(seed);
+  Gradients g;
+  g.x = torch::randn({tokens, layer->options.in_features()}).requires_grad_();
+  g.dy = torch::randn({tokens, layer->options.out_features()});
+  layer->zero_grad();
+  (layer(g.x) * g.dy).sum().backward();
+  g.dx = g.x.grad();
+  g.dw = layer->weight.grad();
+  g.db = layer->bias.grad();
+  return g;
+}
+
+TEST(SparseNMTraining, SrSteBackwardFollowsItsFormula) {
+  torch::manual_seed(1);
+  NMSparseLinear layer(NMSparseLinearOptions(32, 16).n(2).m(8).method(NMTraining::kSrSte).decay(0.01));
+  const at::Tensor w = layer->weight.detach().clone();
+  const at::Tensor p = layer->mask();
+  const Gradients g = run_backward(layer, 2);
+  // dx: the exact gradient of the sparse forward.
+  const at::Tensor ws = (w * p).requires_grad_();
+  const at::Tensor xr = g.x.detach().requires_grad_();
+  (at::mm(xr, ws.t()) * g.dy).sum().backward();
+  expect_close(g.dx, xr.grad(), 1e-5, "SR-STE dx");
+  // dW: the gradient reaches every weight (straight through), plus the decay of pruned ones.
+  expect_close(g.dw, at::mm(g.dy.t(), g.x.detach()) + 0.01 * w * p.logical_not(), 1e-5, "SR-STE dW");
+  expect_close(g.db, g.dy.sum(0), 1e-6, "SR-STE db");
+}
+
+TEST(SparseNMTraining, BdwpBackwardPrunesTheTransposedWeight) {
+  torch::manual_seed(3);
+  NMSparseLinear layer(NMSparseLinearOptions(24, 16).n(2).m(8).decay(0));
+  const at::Tensor w = layer->weight.detach().clone();
+  const Gradients g = run_backward(layer, 4);
+  const at::Tensor q = nm_magnitude_mask(w.t(), 2, 8).t();  // N:M along the output channels
+  expect_close(g.dx, testing::reference(g.dy, (w * q).t()), 1e-5, "BDWP dx");
+  expect_close(g.dw, at::mm(g.dy.t(), g.x.detach()), 1e-5, "BDWP dW");
+}
+
+TEST(SparseNMTraining, BdwpIsTheExactGradientWhenBothMasksAgree) {
+  // An 8x8 weight (one group per row and per column) whose 2:8 pattern is the same along
+  // rows and columns: large values on the diagonal and the one beside it.
+  torch::manual_seed(5);
+  NMSparseLinear layer(NMSparseLinearOptions(8, 8).n(2).m(8).decay(0));
+  {
+    torch::NoGradGuard no_grad;
+    at::Tensor w = at::rand({8, 8}) * 0.1;
+    for (int64_t i = 0; i < 8; ++i) {
+      w[i][i] = 1.0 + 0.01 * double(i);
+      w[i][(i + 1) % 8] = -2.0;
+    }
+    layer->weight.copy_(w);
+  }
+  const at::Tensor w = layer->weight.detach().clone();
+  ASSERT_TRUE(at::equal(nm_magnitude_mask(w, 2, 8), nm_magnitude_mask(w.t(), 2, 8).t()));
+  const Gradients g = run_backward(layer, 6);
+  const at::Tensor ws = (w * layer->mask()).requires_grad_();
+  const at::Tensor xr = g.x.detach().requires_grad_();
+  (at::mm(xr, ws.t()) * g.dy).sum().backward();
+  expect_close(g.dx, xr.grad(), 1e-5, "BDWP dx where the masks agree");
+}
+
+TEST(SparseNMTraining, PortablePathGivesTheSameGradients) {
+  for (NMTraining method : {NMTraining::kSrSte, NMTraining::kBdwp}) {
+    torch::manual_seed(7);
+    NMSparseLinear fast(NMSparseLinearOptions(48, 20).method(method));
+    NMSparseLinear portable(NMSparseLinearOptions(48, 20).method(method).spmm(SpmmOptions().portable(true)));
+    {
+      torch::NoGradGuard no_grad;
+      portable->weight.copy_(fast->weight);
+      portable->bias.copy_(fast->bias);
+    }
+    const Gradients a = run_backward(fast, 8, 37), b = run_backward(portable, 8, 37);
+    expect_close(a.dx, b.dx, 1e-5, "dx");
+    expect_close(a.dw, b.dw, 1e-5, "dW");
+  }
+}
+
+TEST(SparseNMTraining, TrainsAndConvertsToInference) {
+  for (NMTraining method : {NMTraining::kSrSte, NMTraining::kBdwp}) {
+    torch::manual_seed(9);
+    // Teacher: a random 2-layer network; the student learns it with 2:8 hidden layers.
+    const at::Tensor x = torch::randn({256, 32});
+    const at::Tensor target = at::tanh(x.matmul(torch::randn({32, 8})));
+    torch::nn::Sequential student(torch::nn::Linear(32, 64), torch::nn::Tanh(), torch::nn::Linear(64, 8));
+    int replaced = 0;
+    student = with_nm_sparse_training(student, NMSparseLinearOptions(1, 1).method(method), true, &replaced);
+    ASSERT_EQ(replaced, 1);
+    torch::optim::Adam opt(student->parameters(), 1e-2);
+    double first = 0, last = 0;
+    for (int step = 0; step < 150; ++step) {
+      opt.zero_grad();
+      const at::Tensor loss = torch::mse_loss(student->forward(x), target);
+      loss.backward();
+      opt.step();
+      (step == 0 ? first : last) = loss.item<double>();
+    }
+    EXPECT_LT(last, 0.3 * first) << to_string(method);
+    auto layer = std::dynamic_pointer_cast<NMSparseLinearImpl>(student->ptr(0));
+    ASSERT_TRUE(layer);
+    torch::NoGradGuard no_grad;
+    expect_close(layer->to_sparse_linear()(x), layer->forward(x), 1e-5, "inference copy");
+  }
+}
+
+TEST(SparseNMTraining, BadInputGivesClearErrors) {
+  expect_error([] { NMSparseLinear(NMSparseLinearOptions(8, 8).n(4).m(4)); }, "0 < N < M <= 32");
+  expect_error([] { NMSparseLinear(NMSparseLinearOptions(0, 8)); }, "expected positive sizes");
+  expect_error([] { parse_nm_training("bdwq"); }, "expected srste or bdwp");
+  NMSparseLinear layer(NMSparseLinearOptions(8, 4));
+  expect_error([&] { layer(torch::randn({2, 9})); }, "expected [*, 8]");
+  expect_error([] { NMSparse::prune(torch::randn({4, 10}), 2, 8, /*pad=*/false); }, "M does not divide");
+}
+
+}  // namespace
+}  // namespace strata::sparse
