@@ -25,7 +25,10 @@
 #include "strata/core/error.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
+#include "strata/core/models.h"
+#include "strata/sparse/nm_sparse_linear.h"
 #include "strata/sparse/pruning.h"
+#include "strata/sparse/spgemm.h"
 #include "strata/sparse/spmm.h"
 
 namespace {
@@ -42,6 +45,12 @@ struct Config {
   double min_ms = 20;
   bool portable = false;
   std::vector<std::string> kernels{"int8-4x1", "fp32-1x16", "csr", "2:4", "2:8"};
+  // Also: "training" (fmnist-mlp steps, dense vs 2:8 BDWP and SR-STE), "spgemm".
+  std::vector<std::string> sections{"kernels", "training", "spgemm"};
+  int64_t train_batch = 256;
+  bool wants_section(const std::string& s) const {
+    return std::find(sections.begin(), sections.end(), s) != sections.end();
+  }
   bool wants(const std::string& k) const {
     return std::find(kernels.begin(), kernels.end(), k) != kernels.end();
   }
@@ -151,6 +160,92 @@ void run_shape(const Config& c, int threads, int64_t m, int64_t k, int64_t n) {
   }
 }
 
+// A fmnist-mlp training step (forward, loss, backward, SGD): dense against 2:8 sparse
+// training, on random data of the real shapes (the speed does not depend on the values).
+void run_training(const Config& c, int threads) {
+  torch::manual_seed(0);
+  const at::Tensor x = at::randn({c.train_batch, 1, 28, 28});
+  const at::Tensor y = at::randint(0, 10, {c.train_batch});
+  auto step_of = [&](torch::nn::Sequential model) {
+    auto opt = std::make_shared<torch::optim::SGD>(model->parameters(),
+                                                   torch::optim::SGDOptions(1e-3).momentum(0.9));
+    return [model, opt, &x, &y]() mutable {
+      opt->zero_grad();
+      torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+      opt->step();
+      return 0;
+    };
+  };
+  auto dense = step_of(strata::core::make_fmnist_mlp());
+  for (auto method : {sp::NMTraining::kBdwp, sp::NMTraining::kSrSte}) {
+    auto sparse = step_of(sp::with_nm_sparse_training(
+        strata::core::make_fmnist_mlp(), sp::NMSparseLinearOptions(1, 1).n(2).m(8).method(method)));
+    const Timing t = time_paired(c, dense, sparse);
+    const std::string name = std::string("train-") + sp::to_string(method) + "-2:8";
+    std::printf("%-16s fmnist-mlp/%-5lld %8.1f ms/step  dense %8.1f  %6.2fx\n", name.c_str(),
+                static_cast<long long>(c.train_batch), t.seconds * 1e3, t.dense_seconds * 1e3,
+                t.ratio);
+    const json line = {{"bench", "sparse"},
+                       {"case", name + "/fmnist-mlp/" + std::to_string(c.train_batch)},
+                       {"threads", threads},
+                       {"value", t.seconds * 1e3},
+                       {"unit", "ms/step"},
+                       {"baseline", t.dense_seconds * 1e3},
+                       {"ratio", t.ratio},
+                       {"runs", c.runs}};
+    std::cout << line.dump() << std::endl;
+  }
+}
+
+// SpGEMM C = A B (CSR x CSR) against torch::sparse's COO x COO product on the same
+// matrices; MFLOP/s counts 2 per multiply-add.
+void run_spgemm(const Config& c, int threads) {
+  struct Case {
+    std::string name;
+    at::Tensor a;
+  };
+  torch::manual_seed(0);
+  std::vector<Case> cases;
+  for (auto [n, density] : {std::pair<int64_t, double>{4096, 0.001}, {4096, 0.01}}) {
+    const at::Tensor keep = at::rand({n, n}) < density;
+    cases.push_back({"random-" + std::to_string(n) + "-" + fixed2(density * 100) + "%",
+                     keep.to(at::kFloat) * at::randn({n, n})});
+  }
+  {
+    // Power law: row i holds about 2000 (i + 1)^-0.8 entries, rows shuffled.
+    const int64_t n = 8192;
+    const at::Tensor density =
+        (2000.0 / double(n)) * at::pow(at::arange(1, n + 1, at::kDouble), -0.8).index_select(0, at::randperm(n));
+    const at::Tensor keep = at::rand({n, n}, at::kDouble) < density.unsqueeze(1);
+    cases.push_back({"powerlaw-" + std::to_string(n), keep.to(at::kFloat) * at::randn({n, n})});
+  }
+  for (const Case& k : cases) {
+    const sp::CsrSparse a = sp::csr_from_dense(k.a);
+    const at::Tensor coo = k.a.to_sparse();
+    const double flops = 2.0 * double(sp::spgemm_multiply_adds(a, a));
+    const auto baseline = [&] { return at::mm(coo, coo); };
+    for (auto [acc, acc_name] : {std::pair{sp::SpgemmAccumulator::kAuto, "auto"},
+                                 {sp::SpgemmAccumulator::kHash, "hash"},
+                                 {sp::SpgemmAccumulator::kDense, "dense"}}) {
+      const sp::SpgemmOptions o = sp::SpgemmOptions().accumulator(acc);
+      const Timing t = time_paired(c, baseline, [&] { return sp::spgemm(a, a, o); });
+      const double mflops = flops / t.seconds * 1e-6, base = flops / t.dense_seconds * 1e-6;
+      std::printf("spgemm-%-6s %-22s nnz %9lld %9.1f MFLOP/s  torch.sparse %8.1f  %6.2fx\n", acc_name,
+                  k.name.c_str(), static_cast<long long>(a.nnz()), mflops, base, t.ratio);
+      const json line = {{"bench", "sparse"},
+                         {"case", std::string("spgemm-") + acc_name + "/" + k.name},
+                         {"threads", threads},
+                         {"value", mflops},
+                         {"unit", "MFLOP/s"},
+                         {"baseline", base},
+                         {"ratio", t.ratio},
+                         {"runs", c.runs},
+                         {"nnz", a.nnz()}};
+      std::cout << line.dump() << std::endl;
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -166,12 +261,19 @@ int main(int argc, char** argv) {
     app.add_option("--min-ms", c.min_ms, "minimum milliseconds per run");
     app.add_option("--kernels", c.kernels, "kernels to time: int8-4x1 fp32-1x16 csr 2:4 2:8");
     app.add_flag("--portable", c.portable, "force the portable kernels");
+    app.add_option("--sections", c.sections, "what to time: kernels training spgemm")
+        ->check(CLI::IsMember({"kernels", "training", "spgemm"}));
+    app.add_option("--train-batch", c.train_batch, "batch of the training section")
+        ->check(CLI::PositiveNumber);
     if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
     std::printf("# kernels: avx512 %s, vnni %s%s\n", sp::cpu_has_avx512() ? "yes" : "no",
                 sp::cpu_has_avx512_vnni() ? "yes" : "no", c.portable ? " (portable forced)" : "");
     for (int t : c.threads) {
       strata::core::set_num_threads(t);
       std::printf("# threads %d\n", t);
+      if (c.wants_section("training")) run_training(c, t);
+      if (c.wants_section("spgemm")) run_spgemm(c, t);
+      if (!c.wants_section("kernels")) continue;
       for (int64_t m : c.tokens)
         for (const std::string& s : c.shapes) {
           int64_t k = 0, n = 0;

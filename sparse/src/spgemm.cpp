@@ -57,7 +57,8 @@ struct ChunkRows {
   std::vector<float> val;
 };
 
-// One thread's accumulators, reused from row to row.
+// One thread's accumulators, reused from row to row. Both remember which slots a row
+// touched, so that clearing and collecting cost the row's output size, not the table's.
 class RowAccumulator {
  public:
   explicit RowAccumulator(int64_t cols) : cols_(cols) {}
@@ -66,35 +67,39 @@ class RowAccumulator {
   void hash_row(const CsrView& a, const CsrView& b, int64_t i, int64_t bound, ChunkRows& out) {
     size_t slots = 16;
     while (slots < size_t(2 * bound)) slots <<= 1;
-    const size_t mask = slots - 1;
     if (keys_.size() < slots) {
-      keys_.resize(slots);
+      keys_.assign(slots, -1);
       vals_.resize(slots);
     }
-    std::fill_n(keys_.begin(), slots, -1);
+    const size_t mask = slots - 1;
+    used_.clear();
     for (int64_t p = a.ptr[i]; p < a.ptr[i + 1]; ++p) {
       const int32_t k = a.col[p];
       const float av = a.val[p];
       for (int64_t q = b.ptr[k]; q < b.ptr[k + 1]; ++q) {
         const int32_t c = b.col[q];
-        size_t h = (uint32_t(c) * 2654435761u) & mask;  // Knuth's multiplicative hash
+        // Fibonacci hashing: the high bits of c * 2^32 / golden ratio spread neighbouring
+        // columns (which sparse rows are full of) over the table.
+        size_t h = size_t((uint64_t(uint32_t(c)) * 0x9E3779B97F4A7C15ull) >> 40) & mask;
         while (keys_[h] != c && keys_[h] != -1) h = (h + 1) & mask;
         if (keys_[h] == -1) {
           keys_[h] = c;
           vals_[h] = av * b.val[q];
+          used_.push_back(uint32_t(h));
         } else {
           vals_[h] += av * b.val[q];
         }
       }
     }
     pairs_.clear();
-    for (size_t h = 0; h < slots; ++h)
-      if (keys_[h] != -1) pairs_.emplace_back(keys_[h], vals_[h]);
-    std::sort(pairs_.begin(), pairs_.end(),
-              [](const auto& x, const auto& y) { return x.first < y.first; });
-    for (const auto& [c, v] : pairs_) {
-      out.col.push_back(c);
-      out.val.push_back(v);
+    for (uint32_t h : used_) {
+      pairs_.push_back((uint64_t(uint32_t(keys_[h])) << 32) | h);
+      keys_[h] = -1;
+    }
+    std::sort(pairs_.begin(), pairs_.end());  // by column: the high 32 bits
+    for (uint64_t key : pairs_) {
+      out.col.push_back(int32_t(key >> 32));
+      out.val.push_back(vals_[key & 0xffffffffu]);
     }
   }
 
@@ -103,24 +108,35 @@ class RowAccumulator {
       dense_.assign(size_t(cols_), 0.0f);
       touched_.assign(size_t(cols_), 0);
     }
-    int32_t lo = std::numeric_limits<int32_t>::max(), hi = -1;
+    used_.clear();
     for (int64_t p = a.ptr[i]; p < a.ptr[i + 1]; ++p) {
       const int32_t k = a.col[p];
       const float av = a.val[p];
       for (int64_t q = b.ptr[k]; q < b.ptr[k + 1]; ++q) {
         const int32_t c = b.col[q];
         dense_[size_t(c)] += av * b.val[q];
-        touched_[size_t(c)] = 1;
-        lo = std::min(lo, c);
-        hi = std::max(hi, c);
+        if (!touched_[size_t(c)]) {
+          touched_[size_t(c)] = 1;
+          used_.push_back(uint32_t(c));
+        }
       }
     }
-    for (int32_t c = lo; c <= hi; ++c) {
-      if (!touched_[size_t(c)]) continue;
-      out.col.push_back(c);
-      out.val.push_back(dense_[size_t(c)]);
-      dense_[size_t(c)] = 0.0f;
-      touched_[size_t(c)] = 0;
+    if (used_.empty()) return;
+    // Columns in order: sort the few touched ones, or scan their range when it is dense.
+    const auto [lo, hi] = std::minmax_element(used_.begin(), used_.end());
+    const size_t range = size_t(*hi - *lo) + 1;
+    if (used_.size() * 16 < range) {
+      std::sort(used_.begin(), used_.end());
+    } else {
+      used_.clear();
+      for (size_t c = *lo, end = c + range; c < end; ++c)
+        if (touched_[c]) used_.push_back(uint32_t(c));
+    }
+    for (uint32_t c : used_) {
+      out.col.push_back(int32_t(c));
+      out.val.push_back(dense_[c]);
+      dense_[c] = 0.0f;
+      touched_[c] = 0;
     }
   }
 
@@ -128,7 +144,8 @@ class RowAccumulator {
   int64_t cols_;
   std::vector<int32_t> keys_;
   std::vector<float> vals_;
-  std::vector<std::pair<int32_t, float>> pairs_;
+  std::vector<uint32_t> used_;
+  std::vector<uint64_t> pairs_;
   std::vector<float> dense_;
   std::vector<uint8_t> touched_;
 };
@@ -180,6 +197,11 @@ CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& op
     RowAccumulator acc(bv.cols);
     for (int64_t c = c0; c < c1; ++c) {
       ChunkRows& out = parts[size_t(c)];
+      // The bound is at least the output size: reserving it avoids regrowing the arrays.
+      int64_t chunk_bound = 0;
+      for (int64_t i = start[size_t(c)]; i < start[size_t(c) + 1]; ++i) chunk_bound += bound[size_t(i)];
+      out.col.reserve(size_t(std::min<int64_t>(chunk_bound, bv.cols * (start[size_t(c) + 1] - start[size_t(c)]))));
+      out.val.reserve(out.col.capacity());
       for (int64_t i = start[size_t(c)]; i < start[size_t(c) + 1]; ++i) {
         const size_t before = out.col.size();
         const int64_t bnd = bound[size_t(i)];
