@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "common.h"
 
@@ -123,9 +124,60 @@ NMSparse NMSparse::from_dense(const at::Tensor& weight, const at::Tensor& mask, 
   return r;
 }
 
+namespace {
+
+// Packs the n largest |w| of each group of kM (or m, when kM is 0) consecutive columns of a
+// strided float matrix: n passes of a branch-free arg-max (a taken position scores -2),
+// ties to the earlier position, then the n positions in ascending order. Padding
+// positions score -1, below any real |w|, so they are taken only when a group runs short.
+template <int kM>
+void prune_rows(const float* w, int64_t row_stride, int64_t col_stride, int64_t rows,
+                int64_t cols, int64_t n, int64_t m_runtime, int64_t groups, float* values,
+                uint8_t* index) {
+  const int m = kM ? kM : int(m_runtime);
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    float score[32];
+    int taken[32];
+    for (int64_t row = r0; row < r1; ++row) {
+      const float* x = w + row * row_stride;
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t first = g * m;
+        const int real = int(std::min<int64_t>(m, cols - first));
+        for (int j = 0; j < m; ++j)
+          score[j] = j < real ? std::abs(x[(first + j) * col_stride]) : -1.0f;
+        for (int k = 0; k < n; ++k) {
+          float best = score[0];
+          int at = 0;
+          for (int j = 1; j < m; ++j) {
+            const bool better = score[j] > best;
+            best = better ? score[j] : best;
+            at = better ? j : at;
+          }
+          taken[k] = at;
+          score[at] = -2.0f;
+        }
+        for (int k = 1; k < n; ++k)  // insertion sort: n is small
+          for (int i = k; i > 0 && taken[i - 1] > taken[i]; --i) std::swap(taken[i - 1], taken[i]);
+        float* v = values + (row * groups + g) * n;
+        uint8_t* ix = index + (row * groups + g) * n;
+        for (int k = 0; k < n; ++k) {
+          ix[k] = uint8_t(taken[k]);
+          v[k] = taken[k] < real ? x[(first + taken[k]) * col_stride] : 0.0f;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
 NMSparse NMSparse::prune(const at::Tensor& weight, int64_t n, int64_t m, bool pad) {
   detail::check_nm(n, m);
-  const at::Tensor w = detail::checked_weight(weight, "NMSparse::prune");
+  STRATA_CHECK(weight.defined() && weight.dim() == 2 && at::isFloatingType(weight.scalar_type()),
+               "NMSparse::prune: expected a 2-D floating weight [out, in]");
+  // A float weight is read through its strides, so a transposed view costs no copy.
+  const at::Tensor w = weight.scalar_type() == at::kFloat ? weight.detach()
+                                                          : weight.detach().to(at::kFloat);
   const int64_t out = w.size(0), in = w.size(1);
   const int64_t in_p = detail::padded_size(
       in, m, pad, "N:M " + std::to_string(n) + ":" + std::to_string(m) + ": M does not divide in");
@@ -137,40 +189,22 @@ NMSparse NMSparse::prune(const at::Tensor& weight, int64_t n, int64_t m, bool pa
   r.groups = in_p / m;
   r.values = at::empty({out, r.groups, n}, at::kFloat);
   r.index = at::empty({out, r.groups, n}, at::kByte);
-  const float* wp = w.data_ptr<float>();
-  float* vp = r.values.data_ptr<float>();
-  uint8_t* ip = r.index.data_ptr<uint8_t>();
-  const int64_t groups = r.groups;
-  at::parallel_for(0, out, 16, [&](int64_t r0, int64_t r1) {
-    int best[32];
-    float score[32];
-    for (int64_t row = r0; row < r1; ++row) {
-      for (int64_t g = 0; g < groups; ++g) {
-        const float* x = wp + row * in + g * m;
-        const int real = int(std::min<int64_t>(m, in - g * m));
-        int count = 0;
-        for (int j = 0; j < real; ++j) {
-          const float s = std::abs(x[j]);
-          if (count == n && !(s > score[n - 1])) continue;  // ties keep the lower position
-          int pos = count < n ? count++ : int(n) - 1;
-          while (pos > 0 && s > score[pos - 1]) {
-            best[pos] = best[pos - 1];
-            score[pos] = score[pos - 1];
-            --pos;
-          }
-          best[pos] = j;
-          score[pos] = s;
-        }
-        for (int j = real; count < n; ++j) best[count++] = j;  // padding: stored as 0
-        std::sort(best, best + n);
-        const int64_t at = (row * groups + g) * n;
-        for (int k = 0; k < n; ++k) {
-          ip[at + k] = uint8_t(best[k]);
-          vp[at + k] = best[k] < real ? x[best[k]] : 0.0f;
-        }
-      }
-    }
-  });
+  const auto args = std::make_tuple(w.data_ptr<float>(), w.stride(0), w.stride(1), out, in, n, m,
+                                    r.groups, r.values.data_ptr<float>(),
+                                    r.index.data_ptr<uint8_t>());
+  switch (m) {
+    case 4:
+      std::apply(prune_rows<4>, args);
+      break;
+    case 8:
+      std::apply(prune_rows<8>, args);
+      break;
+    case 16:
+      std::apply(prune_rows<16>, args);
+      break;
+    default:
+      std::apply(prune_rows<0>, args);
+  }
   return r;
 }
 

@@ -2,6 +2,8 @@
 #include <strata/sparse/nm_sparse_linear.h>
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
 
 #include "common.h"
@@ -22,6 +24,24 @@ NMSparse unpack(const AutogradContext* ctx, const std::string& prefix, int64_t i
   w.m = ctx->saved_data.at("m").toInt();
   w.groups = w.values.size(1);
   return w;
+}
+
+// dw += decay * w where the N:M weight `kept` does not keep w: all of decay * w, then the
+// kept positions' share taken back, O(nnz) instead of a mask the size of w.
+void add_pruned_decay(at::Tensor& dw, const at::Tensor& w, const NMSparse& kept, double decay) {
+  dw.add_(w, decay);
+  const float d = float(decay);
+  const int64_t groups = kept.groups, n = kept.n, m = kept.m, in = kept.in_features;
+  float* g = dw.data_ptr<float>();
+  const float* v = kept.values.data_ptr<float>();
+  const uint8_t* ix = kept.index.data_ptr<uint8_t>();
+  at::parallel_for(0, kept.out_features, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row)
+      for (int64_t s = row * groups * n, end = s + groups * n; s < end; ++s) {
+        const int64_t col = (s / n - row * groups) * m + ix[s];
+        if (col < in) g[row * in + col] -= d * v[s];
+      }
+  });
 }
 
 // y = x (W*P)^T + b with the spmm kernels; backward as nm_sparse_linear.h describes.
@@ -62,7 +82,7 @@ struct NMSparseLinearFunction : public torch::autograd::Function<NMSparseLinearF
       // dx = dy Wb. BDWP: an N:M spmm with Wb^T [in, out], pruned along the output channels.
       // SR-STE: a dense product with the masked weight (its transpose is not N:M).
       if (method == NMTraining::kBdwp) {
-        const NMSparse backward_weight = NMSparse::prune(w.t().contiguous(), forward_weight.n, m);
+        const NMSparse backward_weight = NMSparse::prune(w.t(), forward_weight.n, m);
         dx = spmm(backward_weight, dy, spmm_options);
       } else {
         dx = at::mm(dy, forward_weight.to_dense());
@@ -71,7 +91,7 @@ struct NMSparseLinearFunction : public torch::autograd::Function<NMSparseLinearF
     at::Tensor dw;
     if (ctx->needs_input_grad(1)) {
       dw = at::mm(dy.t(), x);
-      if (decay != 0.0) dw.add_(w * forward_weight.mask().logical_not(), decay);
+      if (decay != 0.0) add_pruned_decay(dw, w, forward_weight, decay);
     }
     at::Tensor db;
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) db = dy.sum(0);
