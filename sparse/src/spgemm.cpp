@@ -51,20 +51,22 @@ std::vector<int64_t> row_bounds(const CsrView& a, const CsrView& b) {
   return bound;
 }
 
-// The columns and values of the rows of one chunk, in row order.
-struct ChunkRows {
-  std::vector<int32_t> col;
-  std::vector<float> val;
+// Where a row's output goes in the numeric pass; the symbolic pass passes none.
+struct RowOut {
+  int32_t* col = nullptr;
+  float* val = nullptr;
 };
 
 // One thread's accumulators, reused from row to row. Both remember which slots a row
 // touched, so that clearing and collecting cost the row's output size, not the table's.
+// Each row is merged twice: once to count its output (out.col == nullptr), once to
+// write it, in order, straight into C's arrays; so no intermediate arrays are allocated.
 class RowAccumulator {
  public:
   explicit RowAccumulator(int64_t cols) : cols_(cols) {}
 
-  // Appends row i of C = A B to out (columns ascending).
-  void hash_row(const CsrView& a, const CsrView& b, int64_t i, int64_t bound, ChunkRows& out) {
+  // Row i of C = A B in a hash table; returns its number of non-zeros.
+  int64_t hash_row(const CsrView& a, const CsrView& b, int64_t i, int64_t bound, RowOut out) {
     size_t slots = 16;
     while (slots < size_t(2 * bound)) slots <<= 1;
     if (keys_.size() < slots) {
@@ -72,24 +74,29 @@ class RowAccumulator {
       vals_.resize(slots);
     }
     const size_t mask = slots - 1;
+    const bool numeric = out.col != nullptr;
     used_.clear();
     for (int64_t p = a.ptr[i]; p < a.ptr[i + 1]; ++p) {
       const int32_t k = a.col[p];
       const float av = a.val[p];
       for (int64_t q = b.ptr[k]; q < b.ptr[k + 1]; ++q) {
         const int32_t c = b.col[q];
-        // Fibonacci hashing: the high bits of c * 2^32 / golden ratio spread neighbouring
+        // Fibonacci hashing: the high bits of c * 2^64 / golden ratio spread neighbouring
         // columns (which sparse rows are full of) over the table.
         size_t h = size_t((uint64_t(uint32_t(c)) * 0x9E3779B97F4A7C15ull) >> 40) & mask;
         while (keys_[h] != c && keys_[h] != -1) h = (h + 1) & mask;
         if (keys_[h] == -1) {
           keys_[h] = c;
-          vals_[h] = av * b.val[q];
+          if (numeric) vals_[h] = av * b.val[q];
           used_.push_back(uint32_t(h));
-        } else {
+        } else if (numeric) {
           vals_[h] += av * b.val[q];
         }
       }
+    }
+    if (!numeric) {
+      for (uint32_t h : used_) keys_[h] = -1;
+      return int64_t(used_.size());
     }
     pairs_.clear();
     for (uint32_t h : used_) {
@@ -97,31 +104,38 @@ class RowAccumulator {
       keys_[h] = -1;
     }
     std::sort(pairs_.begin(), pairs_.end());  // by column: the high 32 bits
-    for (uint64_t key : pairs_) {
-      out.col.push_back(int32_t(key >> 32));
-      out.val.push_back(vals_[key & 0xffffffffu]);
+    for (size_t n = 0; n < pairs_.size(); ++n) {
+      out.col[n] = int32_t(pairs_[n] >> 32);
+      out.val[n] = vals_[pairs_[n] & 0xffffffffu];
     }
+    return int64_t(pairs_.size());
   }
 
-  void dense_row(const CsrView& a, const CsrView& b, int64_t i, ChunkRows& out) {
-    if (dense_.empty()) {
+  // Row i of C = A B in a dense array of C's width; returns its number of non-zeros.
+  int64_t dense_row(const CsrView& a, const CsrView& b, int64_t i, RowOut out) {
+    if (touched_.empty()) {
       dense_.assign(size_t(cols_), 0.0f);
       touched_.assign(size_t(cols_), 0);
     }
+    const bool numeric = out.col != nullptr;
     used_.clear();
     for (int64_t p = a.ptr[i]; p < a.ptr[i + 1]; ++p) {
       const int32_t k = a.col[p];
       const float av = a.val[p];
       for (int64_t q = b.ptr[k]; q < b.ptr[k + 1]; ++q) {
-        const int32_t c = b.col[q];
-        dense_[size_t(c)] += av * b.val[q];
-        if (!touched_[size_t(c)]) {
-          touched_[size_t(c)] = 1;
-          used_.push_back(uint32_t(c));
+        const uint32_t c = uint32_t(b.col[q]);
+        if (numeric) dense_[c] += av * b.val[q];
+        if (!touched_[c]) {
+          touched_[c] = 1;
+          used_.push_back(c);
         }
       }
     }
-    if (used_.empty()) return;
+    const int64_t count = int64_t(used_.size());
+    if (!numeric || count == 0) {
+      for (uint32_t c : used_) touched_[c] = 0;
+      return count;
+    }
     // Columns in order: sort the few touched ones, or scan their range when it is dense.
     const auto [lo, hi] = std::minmax_element(used_.begin(), used_.end());
     const size_t range = size_t(*hi - *lo) + 1;
@@ -132,12 +146,14 @@ class RowAccumulator {
       for (size_t c = *lo, end = c + range; c < end; ++c)
         if (touched_[c]) used_.push_back(uint32_t(c));
     }
-    for (uint32_t c : used_) {
-      out.col.push_back(int32_t(c));
-      out.val.push_back(dense_[c]);
+    for (size_t n = 0; n < used_.size(); ++n) {
+      const uint32_t c = used_[n];
+      out.col[n] = int32_t(c);
+      out.val[n] = dense_[c];
       dense_[c] = 0.0f;
       touched_[c] = 0;
     }
+    return count;
   }
 
  private:
@@ -187,56 +203,45 @@ CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& op
                "spgemm: B has too many columns for int32 indices");
 
   const std::vector<int64_t> bound = row_bounds(av, bv);
-  const std::vector<int64_t> start =
-      balanced_chunks(bound, std::max<int64_t>(1, std::min<int64_t>(av.rows, 8 * at::get_num_threads())));
+  const std::vector<int64_t> start = balanced_chunks(
+      bound, std::max<int64_t>(1, std::min<int64_t>(av.rows, 8 * at::get_num_threads())));
   const int64_t chunks = int64_t(start.size()) - 1;
-  std::vector<ChunkRows> parts(static_cast<size_t>(chunks));
-  std::vector<int64_t> row_nnz(size_t(av.rows), 0);
-
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    RowAccumulator acc(bv.cols);
-    for (int64_t c = c0; c < c1; ++c) {
-      ChunkRows& out = parts[size_t(c)];
-      // The bound is at least the output size: reserving it avoids regrowing the arrays.
-      int64_t chunk_bound = 0;
-      for (int64_t i = start[size_t(c)]; i < start[size_t(c) + 1]; ++i) chunk_bound += bound[size_t(i)];
-      out.col.reserve(size_t(std::min<int64_t>(chunk_bound, bv.cols * (start[size_t(c) + 1] - start[size_t(c)]))));
-      out.val.reserve(out.col.capacity());
-      for (int64_t i = start[size_t(c)]; i < start[size_t(c) + 1]; ++i) {
-        const size_t before = out.col.size();
+  // merge(i, out): row i merged into `out` (or only counted), by the row's accumulator.
+  const auto for_each_row = [&](auto&& f) {
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      RowAccumulator acc(bv.cols);
+      for (int64_t i = start[size_t(c0)]; i < start[size_t(c1)]; ++i) {
         const int64_t bnd = bound[size_t(i)];
         if (bnd == 0) continue;
-        const bool dense =
-            options.accumulator() == SpgemmAccumulator::kDense ||
-            (options.accumulator() == SpgemmAccumulator::kAuto &&
-             bnd * options.dense_ratio() >= bv.cols);
-        if (dense)
-          acc.dense_row(av, bv, i, out);
-        else
-          acc.hash_row(av, bv, i, bnd, out);
-        row_nnz[size_t(i)] = int64_t(out.col.size() - before);
+        const bool dense = options.accumulator() == SpgemmAccumulator::kDense ||
+                           (options.accumulator() == SpgemmAccumulator::kAuto &&
+                            bnd * options.dense_ratio() >= bv.cols);
+        f(acc, i, dense);
       }
-    }
-  });
+    });
+  };
 
   CsrSparse c;
   c.out_features = av.rows;
   c.in_features = bv.cols;
-  c.row_ptr = at::empty({av.rows + 1}, at::kLong);
+  c.row_ptr = at::zeros({av.rows + 1}, at::kLong);
   int64_t* ptr = c.row_ptr.data_ptr<int64_t>();
-  ptr[0] = 0;
-  for (int64_t i = 0; i < av.rows; ++i) ptr[i + 1] = ptr[i] + row_nnz[size_t(i)];
+  // Symbolic pass: each row's size, then the row offsets.
+  for_each_row([&](RowAccumulator& acc, int64_t i, bool dense) {
+    ptr[i + 1] = dense ? acc.dense_row(av, bv, i, {}) : acc.hash_row(av, bv, i, bound[size_t(i)], {});
+  });
+  for (int64_t i = 0; i < av.rows; ++i) ptr[i + 1] += ptr[i];
+  // Numeric pass: each row written in place.
   c.col = at::empty({ptr[av.rows]}, at::kInt);
   c.values = at::empty({ptr[av.rows]}, at::kFloat);
   int32_t* col = c.col.data_ptr<int32_t>();
   float* val = c.values.data_ptr<float>();
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t k = c0; k < c1; ++k) {
-      const ChunkRows& part = parts[size_t(k)];
-      const int64_t at = ptr[start[size_t(k)]];
-      std::copy(part.col.begin(), part.col.end(), col + at);
-      std::copy(part.val.begin(), part.val.end(), val + at);
-    }
+  for_each_row([&](RowAccumulator& acc, int64_t i, bool dense) {
+    const RowOut out{col + ptr[i], val + ptr[i]};
+    if (dense)
+      acc.dense_row(av, bv, i, out);
+    else
+      acc.hash_row(av, bv, i, bound[size_t(i)], out);
   });
   return c;
 }

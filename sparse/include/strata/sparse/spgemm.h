@@ -30,7 +30,7 @@ enum class SpgemmAccumulator { kAuto, kHash, kDense };
 struct SpgemmOptions {
   // kAuto picks per row: dense when bound_i * dense_ratio >= the row's column range.
   TORCH_ARG(SpgemmAccumulator, accumulator) = SpgemmAccumulator::kAuto;
-  TORCH_ARG(int64_t, dense_ratio) = 8;
+  TORCH_ARG(int64_t, dense_ratio) = 64;
 };
 
 CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& options = {});
