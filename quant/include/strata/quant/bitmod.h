@@ -90,7 +90,7 @@ struct BitModLinearOptions {
 // dequantized BitMoD weight. It never builds the whole dense W. Few tokens (<= 8 rows of
 // x): each group's 16-value table sits in a register and the codes are decoded on the fly
 // inside the dot products (a memory-bound GEMV reads 4 bits per weight). More tokens: a
-// tile of 64 output rows is decoded into a small buffer and multiplied with at::mm.
+// tile of 128 output rows is decoded into a small buffer and multiplied with at::mm.
 class BitModLinearImpl : public torch::nn::Module {
  public:
   // Quantizes `weight` [out, in]; `bias` [out] may be undefined.
