@@ -1,6 +1,8 @@
 // BitModLinear: a linear layer that computes on the packed BitMoD codes (bitmod.h).
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <array>
 #include <vector>
 
 #include "bitmod_kernels.h"
