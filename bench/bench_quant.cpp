@@ -21,15 +21,14 @@
 //   build/bench/bench_quant --elements 4000000 --runs 5 --threads 1,2
 //   build/bench/bench_quant --suites bitmod --threads 1 --runs 5
 //   build/bench/bench_quant --suites lm --lm-steps 200
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
 #include <iostream>
-#include <sstream>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "bench_timing.h"
 #include "strata/core/cli.h"
@@ -80,7 +79,7 @@ double median_seconds(int runs, const Body& body) {
 
 void print_json(const std::string& c, int threads, double value, const std::string& unit,
                 double baseline, double ratio, int runs, const std::string& kernel = "") {
-  json line = {{"bench", "quant"}, {"case", c},         {"value", value}, {"unit", unit},
+  json line = {{"bench", "quant"},     {"case", c},      {"value", value}, {"unit", unit},
                {"baseline", baseline}, {"ratio", ratio}, {"runs", runs}};
   if (threads > 0) line["threads"] = threads;
   if (!kernel.empty()) line["kernel"] = kernel;
@@ -103,16 +102,17 @@ void run_fixed(const Config& c) {
         const std::string dtype_name = dtype == torch::kFloat ? "float" : "double";
         std::cout << fmt::format("{:<40} {:>6} {:>3} {:>14.4g} {:>14.4g} {:>6.2f}\n", text,
                                  dtype_name, n, value, baseline, value / baseline);
-        print_json(fmt::format("{} {} {}t", text, dtype_name, n), 0, value, "elements/s",
-                   baseline, value / baseline, c.runs);
+        print_json(fmt::format("{} {} {}t", text, dtype_name, n), 0, value, "elements/s", baseline,
+                   value / baseline, c.runs);
       }
     }
   }
 }
 
 void run_bitmod(const Config& c) {
-  std::cout << fmt::format("{:<24} {:>3} {:>12} {:>12} {:>7} {:>10}  {}\n", "bitmod-linear M x K x N",
-                           "t", "GFLOP/s", "dense", "ratio", "us", "kernel");
+  std::cout << fmt::format("{:<24} {:>3} {:>12} {:>12} {:>7} {:>10}  {}\n",
+                           "bitmod-linear M x K x N", "t", "GFLOP/s", "dense", "ratio", "us",
+                           "kernel");
   for (const int n : c.threads) {
     strata::core::set_num_threads(n);
     for (const int64_t m : c.tokens)
@@ -120,8 +120,8 @@ void run_bitmod(const Config& c) {
         int64_t k = 0, out = 0;
         char sep = 0;
         std::istringstream in(shape);
-        STRATA_CHECK((in >> k >> sep >> out) && sep == 'x' && k > 0 && out > 0, "--shapes ",
-                     shape, ": expected KxN, e.g. 768x3072");
+        STRATA_CHECK((in >> k >> sep >> out) && sep == 'x' && k > 0 && out > 0, "--shapes ", shape,
+                     ": expected KxN, e.g. 768x3072");
         torch::manual_seed(0);
         const at::Tensor x = at::randn({m, k});
         const at::Tensor w = at::randn({out, k}) / std::sqrt(double(k));  // a Linear's [out, in]
@@ -171,14 +171,17 @@ void run_lm(const Config& c) {
   };
   const double baseline = bits_per_byte(lm);
   using quant::LmQuantOptions;
+  auto a_w = [](int a, int w) { return LmQuantOptions().activation_bits(a).weight_bits(w); };
+  const auto bitmod = quant::WeightQuant::kBitMod;
   const std::vector<std::pair<std::string, LmQuantOptions>> variants = {
-      {"a8w8-rtn", LmQuantOptions().activation_bits(8).weight_bits(8)},
-      {"a8w4-rtn", LmQuantOptions().activation_bits(8).weight_bits(4)},
-      {"a8w4-bitmod", LmQuantOptions().activation_bits(8).weight_bits(4).weights(quant::WeightQuant::kBitMod)},
-      {"a4w4-rtn", LmQuantOptions().activation_bits(4).weight_bits(4)},
-      {"a4w4-bitmod", LmQuantOptions().activation_bits(4).weight_bits(4).weights(quant::WeightQuant::kBitMod)},
-      {"a8w4-bitmod-prune10-attention", LmQuantOptions().activation_bits(8).weight_bits(4).weights(quant::WeightQuant::kBitMod).prune_ratio(0.1)},
-      {"a8w4-bitmod-prune10-magnitude", LmQuantOptions().activation_bits(8).weight_bits(4).weights(quant::WeightQuant::kBitMod).prune_ratio(0.1).score(quant::TokenScore::kMagnitude)},
+      {"a8w8-rtn", a_w(8, 8)},
+      {"a8w4-rtn", a_w(8, 4)},
+      {"a8w4-bitmod", a_w(8, 4).weights(bitmod)},
+      {"a4w4-rtn", a_w(4, 4)},
+      {"a4w4-bitmod", a_w(4, 4).weights(bitmod)},
+      {"a8w4-bitmod-prune10-attention", a_w(8, 4).weights(bitmod).prune_ratio(0.1)},
+      {"a8w4-bitmod-prune10-magnitude",
+       a_w(8, 4).weights(bitmod).prune_ratio(0.1).score(quant::TokenScore::kMagnitude)},
   };
   std::cout << fmt::format("# fortunes-lm after {} training steps: float {:.4f} bits/byte\n",
                            c.lm_steps, baseline);
@@ -202,7 +205,8 @@ int main(int argc, char** argv) {
     app.add_option("--suites", c.suites, "Suites to run: fixed bitmod lm")->delimiter(',');
     app.add_option("--runs", c.runs, "Timed runs per figure (median)")->check(CLI::PositiveNumber);
     app.add_option("--threads", c.threads, "Thread counts (intra-op and OpenBLAS)")->delimiter(',');
-    app.add_option("--elements", c.elements, "fixed: elements per tensor")->check(CLI::PositiveNumber);
+    app.add_option("--elements", c.elements, "fixed: elements per tensor")
+        ->check(CLI::PositiveNumber);
     app.add_option("--types", c.types, "fixed: types to cast to")->delimiter(';');
     app.add_option("--tokens", c.tokens, "bitmod: token counts M")->delimiter(',');
     app.add_option("--shapes", c.shapes, "bitmod: KxN weight shapes")->delimiter(',');
@@ -214,8 +218,8 @@ int main(int argc, char** argv) {
     if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
     STRATA_CHECK(!c.threads.empty(), "--threads: expected at least one thread count");
     for (const std::string& suite : c.suites)
-      STRATA_CHECK(suite == "fixed" || suite == "bitmod" || suite == "lm", "--suites: unknown suite '",
-                   suite, "', expected fixed, bitmod or lm");
+      STRATA_CHECK(suite == "fixed" || suite == "bitmod" || suite == "lm",
+                   "--suites: unknown suite '", suite, "', expected fixed, bitmod or lm");
 
     torch::manual_seed(0);
     if (c.wants("fixed")) run_fixed(c);

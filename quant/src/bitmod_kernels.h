@@ -22,8 +22,8 @@ struct BitModView {
 // the codes are decoded inside the dot products, each group scaled once.
 void bitmod_gemv_portable(const BitModView& w, const float* x, int64_t tokens, float* y,
                           int64_t ldy, int64_t row_begin, int64_t row_end);
-void bitmod_gemv_avx512(const BitModView& w, const float* x, int64_t tokens, float* y,
-                        int64_t ldy, int64_t row_begin, int64_t row_end);
+void bitmod_gemv_avx512(const BitModView& w, const float* x, int64_t tokens, float* y, int64_t ldy,
+                        int64_t row_begin, int64_t row_end);
 
 // out[(r - row_begin) * cols + k] = W[r, k] for r in [row_begin, row_end).
 void bitmod_decode_portable(const BitModView& w, int64_t row_begin, int64_t row_end, float* out);

@@ -60,8 +60,8 @@ void gemv_rows(const BitModView& w, const float* x, float* y, int64_t ldy, int64
 
 }  // namespace
 
-void bitmod_gemv_avx512(const BitModView& w, const float* x, int64_t tokens, float* y,
-                        int64_t ldy, int64_t row_begin, int64_t row_end) {
+void bitmod_gemv_avx512(const BitModView& w, const float* x, int64_t tokens, float* y, int64_t ldy,
+                        int64_t row_begin, int64_t row_end) {
   // Blocks of up to 4 tokens: more would not fit the 32 registers.
   for (int64_t m = 0; m < tokens; m += 4) {
     const float* xm = x + m * w.cols;
@@ -82,8 +82,8 @@ void bitmod_decode_avx512(const BitModView& w, int64_t row_begin, int64_t row_en
     float* o = out + (r - row_begin) * w.cols;
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t rg = r * groups + g;
-      const __m512 table = _mm512_mul_ps(_mm512_loadu_ps(w.tables + 16 * w.types[rg]),
-                                         _mm512_set1_ps(w.scales[rg]));
+      const __m512 table =
+          _mm512_mul_ps(_mm512_loadu_ps(w.tables + 16 * w.types[rg]), _mm512_set1_ps(w.scales[rg]));
       for (int64_t k = g * w.group_size; k < (g + 1) * w.group_size; k += 16)
         _mm512_storeu_ps(o + k, _mm512_permutexvar_ps(nibble_indices(row_codes + k / 2), table));
     }

@@ -71,8 +71,12 @@ at::Tensor BitModLinearImpl::forward(const at::Tensor& input) {
     const auto grid = bitmod_grid(packed.bits, BitModType(t));
     std::copy(grid.begin(), grid.end(), tables.begin() + 16 * t);
   }
-  const detail::BitModView w{packed.codes.data_ptr<uint8_t>(), packed.scales.data_ptr<float>(),
-                             packed.types.data_ptr<uint8_t>(), tables.data(), out, in,
+  const detail::BitModView w{packed.codes.data_ptr<uint8_t>(),
+                             packed.scales.data_ptr<float>(),
+                             packed.types.data_ptr<uint8_t>(),
+                             tables.data(),
+                             out,
+                             in,
                              packed.group_size};
   const bool avx512 = !options.portable() && cpu_has_avx512() && packed.group_size % 16 == 0;
 

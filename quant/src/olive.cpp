@@ -93,7 +93,8 @@ struct Format {
 std::vector<uint8_t> encode_all(const Format& f, const float* x, int64_t n, float scale) {
   std::vector<uint8_t> codes(n);
   const float inv = 1.f / scale;
-  for (int64_t i = 0; i < n; i += 2) f.encode_pair(x[i] * inv, x[i + 1] * inv, &codes[i], &codes[i + 1]);
+  for (int64_t i = 0; i < n; i += 2)
+    f.encode_pair(x[i] * inv, x[i + 1] * inv, &codes[i], &codes[i + 1]);
   return codes;
 }
 
@@ -213,7 +214,8 @@ OliveTensor olive_encode(const at::Tensor& x, const OliveOptions& options) {
   } else {
     out.codes = at::empty({padded / 2}, at::kByte);
     uint8_t* p = out.codes.data_ptr<uint8_t>();
-    for (int64_t i = 0; i < padded; i += 2) p[i / 2] = uint8_t(best_codes[i] | (best_codes[i + 1] << 4));
+    for (int64_t i = 0; i < padded; i += 2)
+      p[i / 2] = uint8_t(best_codes[i] | (best_codes[i + 1] << 4));
   }
   return out;
 }

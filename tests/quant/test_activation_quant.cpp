@@ -42,8 +42,9 @@ TEST(ActivationQuant, TokensAreQuantizedIndependently) {
 
 TEST(ActivationQuant, PruningMasksAndScores) {
   const at::Tensor scores = torch::tensor({{0.5f, 0.1f, 0.9f, 0.3f}, {1.f, 2.f, 3.f, 4.f}});
-  EXPECT_TRUE(torch::equal(token_keep_mask(scores, 0.5, true),
-                           torch::tensor({{false, true, false, true}, {true, true, false, false}})));
+  EXPECT_TRUE(
+      torch::equal(token_keep_mask(scores, 0.5, true),
+                   torch::tensor({{false, true, false, true}, {true, true, false, false}})));
   EXPECT_TRUE(torch::equal(token_keep_mask(scores, 0.25, false),
                            torch::tensor({{true, false, true, true}, {false, true, true, true}})));
   EXPECT_TRUE(token_keep_mask(scores, 0.0, true).all().item<bool>());
@@ -70,13 +71,15 @@ struct TrainedLm {
 
 TrainedLm trained_small_lm() {
   torch::manual_seed(0);
-  const auto options = core::TransformerLMOptions().d_model(128).heads(4).ffn(256).layers(2).context(32);
+  const auto options =
+      core::TransformerLMOptions().d_model(128).heads(4).ffn(256).layers(2).context(32);
   TrainedLm t{core::make_transformer_lm(options), {}, {}};
   const std::string text = "a fortune cookie says: strata quantizes models well. ";
   std::string long_text;
   while (long_text.size() < 4096) long_text += text;
   const at::Tensor bytes =
-      torch::from_blob(long_text.data(), {int64_t(long_text.size())}, torch::kUInt8).to(torch::kLong);
+      torch::from_blob(long_text.data(), {int64_t(long_text.size())}, torch::kUInt8)
+          .to(torch::kLong);
   auto batch = [&](int64_t n) {
     const at::Tensor starts = torch::randint(int64_t(long_text.size()) - 33, {n, 1});
     const at::Tensor idx = starts + torch::arange(33).view({1, 33});
@@ -118,8 +121,9 @@ TEST(ActivationQuant, QuantizedFortunesLmRunsAndStaysCloseToFloatAt8Bits) {
       loss(LmQuantOptions().activation_bits(8).weight_bits(4).weights(WeightQuant::kBitMod));
   const double a4w4 = loss(LmQuantOptions().activation_bits(4).weight_bits(4));
   const double pruned = loss(LmQuantOptions().activation_bits(8).weight_bits(4).prune_ratio(0.25));
-  const double pruned_mag = loss(LmQuantOptions().activation_bits(8).weight_bits(4).prune_ratio(0.25).score(
-      TokenScore::kMagnitude));
+  const double pruned_mag =
+      loss(LmQuantOptions().activation_bits(8).weight_bits(4).prune_ratio(0.25).score(
+          TokenScore::kMagnitude));
   std::cout << "float " << float_loss << " a8w8 " << a8w8 << " a8w4 " << a8w4 << " a8w4-bitmod "
             << a8w4_bitmod << " a4w4 " << a4w4 << " a8w4 pruned 25% (attention) " << pruned
             << " (magnitude) " << pruned_mag << "\n";
@@ -134,9 +138,12 @@ TEST(ActivationQuant, QuantizedFortunesLmRunsAndStaysCloseToFloatAt8Bits) {
 TEST(ActivationQuant, BadInputIsAClearError) {
   EXPECT_THAT(error_of([] { quantize_per_token(torch::randn({4}), 9); }),
               HasSubstr("bits 9, expected 2 to 8"));
-  EXPECT_THAT(error_of([] { token_keep_mask(torch::rand({1, 4}), 1.0, true); }),
+  EXPECT_THAT(error_of([] {
+                token_keep_mask(torch::rand({1, 4}), 1.0, true);
+              }),
               HasSubstr("prune ratio 1, expected a value in [0, 1)"));
-  torch::nn::Sequential lm = core::make_transformer_lm(core::TransformerLMOptions().d_model(64).heads(2).layers(1));
+  torch::nn::Sequential lm =
+      core::make_transformer_lm(core::TransformerLMOptions().d_model(64).heads(2).layers(1));
   EXPECT_THAT(error_of([&] {
                 quantize_transformer_lm(lm, LmQuantOptions().weights(WeightQuant::kBitMod));
               }),

@@ -67,8 +67,8 @@ TEST(BitMod, ChosenTypeMinimizesTheGroupErrorOnRandomWeights) {
         double best = 1e30;
         for (int t = 0; t < kBitModTypes; ++t)
           best = std::min(best, bitmod_group_error(group, bits, BitModType(t)));
-        const double chosen = bitmod_group_error(
-            group, bits, BitModType(p.types[r][g].item<uint8_t>()));
+        const double chosen =
+            bitmod_group_error(group, bits, BitModType(p.types[r][g].item<uint8_t>()));
         EXPECT_EQ(chosen, best);
         const double seen = (dq[r].narrow(0, 64 * g, 64) - group).pow(2).sum().item<double>();
         EXPECT_NEAR(seen, best, 1e-4 * best + 1e-9);
@@ -97,18 +97,20 @@ TEST(BitModLinear, EqualsTheDequantizedDenseLayerOnBothKernels) {
         BitModLinear q(dense, BitModLinearOptions().portable(portable).quant(
                                   BitModOptions().bits(bits).group_size(128)));
         const at::Tensor x = torch::randn({tokens, 256});
-        const at::Tensor want = torch::nn::functional::linear(x, q->dequantized_weight(), dense->bias);
+        const at::Tensor want =
+            torch::nn::functional::linear(x, q->dequantized_weight(), dense->bias);
         const at::Tensor got = q(x);
         EXPECT_TRUE(torch::allclose(got, want, 1e-4, 1e-4))
-            << q->kernel(tokens) << " bits " << bits << " tokens " << tokens
-            << " max diff " << (got - want).abs().max().item<float>();
+            << q->kernel(tokens) << " bits " << bits << " tokens " << tokens << " max diff "
+            << (got - want).abs().max().item<float>();
       }
 }
 
 TEST(BitModLinear, KeepsLeadingDimensionsAndOddGroupSizes) {
   torch::manual_seed(3);
   const at::Tensor w = torch::randn({10, 24}), b = torch::randn({10});
-  BitModLinear q(w, b, BitModLinearOptions().quant(BitModOptions().group_size(6)));  // portable path
+  BitModLinear q(w, b,
+                 BitModLinearOptions().quant(BitModOptions().group_size(6)));  // portable path
   const at::Tensor x = torch::randn({2, 3, 24});
   const at::Tensor want = torch::nn::functional::linear(x, q->dequantized_weight(), b);
   EXPECT_EQ(q(x).sizes(), (std::vector<int64_t>{2, 3, 10}));
@@ -127,6 +129,8 @@ TEST(BitMod, BadInputIsAClearError) {
   EXPECT_THAT(error_of([&] { bitmod_quantize(torch::randn({768})); }),
               HasSubstr("expected a float [rows, cols] weight"));
   BitModLinear q(w, at::Tensor());
-  EXPECT_THAT(error_of([&] { q(torch::randn({2, 767})); }),
+  EXPECT_THAT(error_of([&] {
+                q(torch::randn({2, 767}));
+              }),
               HasSubstr("input of shape [2, 767], expected [..., 768]"));
 }

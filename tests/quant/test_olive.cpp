@@ -53,7 +53,8 @@ TEST(Olive, RoundTripIsExactForValuesOnTheGrid) {
     for (OliveNormalType type : {OliveNormalType::kInt, OliveNormalType::kFlint}) {
       const float scale = 0.0625f * 1.37f;
       const at::Tensor x = values_on_grid(type, bits, scale);
-      const OliveTensor q = olive_encode(x, OliveOptions().bits(bits).normal_type(type).scale(scale));
+      const OliveTensor q =
+          olive_encode(x, OliveOptions().bits(bits).normal_type(type).scale(scale));
       EXPECT_TRUE(torch::equal(olive_decode(q), x)) << bits << " bits, " << to_string(type);
     }
 }
@@ -61,13 +62,12 @@ TEST(Olive, RoundTripIsExactForValuesOnTheGrid) {
 TEST(Olive, OutlierKeepsItsSlotAndItsPartnerBecomesTheVictim) {
   const at::Tensor x =
       torch::tensor({0.1f, 5.0f, 0.2f, 0.3f, -4.0f, 6.0f, 0.7f, -3.0f, 0.0f, -9.5f});
-  const OliveTensor q = olive_encode(
-      x, OliveOptions().bits(4).normal_type(OliveNormalType::kInt).scale(0.1));
+  const OliveTensor q =
+      olive_encode(x, OliveOptions().bits(4).normal_type(OliveNormalType::kInt).scale(0.1));
   // 5.0 = 50 steps -> abfloat 48; both of (-4, 6) are outliers: 6 (64 steps) is kept;
   // -3.0 -> -32 steps, 0.7 is its victim; -9.5 -> -96 steps, the one value an odd slot
   // cannot hold, so -64 (olive.h, "Code space").
-  const at::Tensor want =
-      torch::tensor({0.f, 4.8f, 0.2f, 0.3f, 0.f, 6.4f, 0.f, -3.2f, 0.f, -6.4f});
+  const at::Tensor want = torch::tensor({0.f, 4.8f, 0.2f, 0.3f, 0.f, 6.4f, 0.f, -3.2f, 0.f, -6.4f});
   EXPECT_TRUE(torch::allclose(olive_decode(q), want, 0, 1e-6)) << olive_decode(q);
   // The victim's nibble holds the identifier -0 = 0b1000.
   EXPECT_EQ(q.codes[0].item<uint8_t>() & 0xF, 0x8);
@@ -114,10 +114,8 @@ TEST(Olive, BadInputIsAClearError) {
   const at::Tensor x = torch::randn({8});
   EXPECT_THAT(error_of([&] { olive_encode(x, OliveOptions().bits(5)); }),
               HasSubstr("OliVe bits 5, expected 4 or 8"));
-  EXPECT_THAT(error_of([&] { olive_encode(x, OliveOptions().scale(-1)); }),
-              HasSubstr("scale -1"));
+  EXPECT_THAT(error_of([&] { olive_encode(x, OliveOptions().scale(-1)); }), HasSubstr("scale -1"));
   EXPECT_THAT(error_of([&] { olive_encode(x.to(torch::kDouble)); }),
               HasSubstr("expected a non-empty float tensor"));
-  EXPECT_THAT(error_of([&] { olive_encode(torch::tensor({1.f, NAN})); }),
-              HasSubstr("non-finite"));
+  EXPECT_THAT(error_of([&] { olive_encode(torch::tensor({1.f, NAN})); }), HasSubstr("non-finite"));
 }
