@@ -21,10 +21,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "bench_timing.h"
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
 #include "strata/core/threads.h"
-#include "strata/core/timer.h"
 #include "strata/core/models.h"
 #include "strata/sparse/nm_sparse_linear.h"
 #include "strata/sparse/pruning.h"
@@ -35,6 +35,7 @@ namespace {
 
 namespace sp = strata::sparse;
 using nlohmann::json;
+using strata::bench::Timing;
 
 struct Config {
   std::vector<int> threads{1, 2};
@@ -56,46 +57,10 @@ struct Config {
   }
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Seconds per call of f over one run of `calls` calls.
-template <typename F>
-double run_once(int calls, F&& f) {
-  strata::core::Stopwatch clock;
-  for (int i = 0; i < calls; ++i) f();
-  return clock.seconds() / calls;
-}
-
-// Calls per run so that a run lasts at least min_ms (after one warm-up call).
-template <typename F>
-int calls_for(const Config& c, F&& f) {
-  strata::core::Stopwatch warm;
-  f();
-  return std::max(1, int(c.min_ms * 1e-3 / std::max(warm.seconds(), 1e-7)));
-}
-
-struct Timing {
-  double seconds;        // median seconds per call of the kernel
-  double dense_seconds;  // median seconds per call of the dense product
-  double ratio;          // median over runs of dense / kernel time of the same run
-};
-
-// The machine is shared: each run times the dense product and the kernel back to back,
-// so that both see the same load, and the ratio is the median of the per-run ratios.
+// bench_timing.h with this run's --runs and --min-ms.
 template <typename D, typename F>
 Timing time_paired(const Config& c, D&& dense, F&& f) {
-  const int dense_calls = calls_for(c, dense), calls = calls_for(c, f);
-  std::vector<double> td, tk, ratio;
-  for (int r = 0; r < c.runs; ++r) {
-    td.push_back(run_once(dense_calls, dense));
-    tk.push_back(run_once(calls, f));
-    ratio.push_back(td.back() / tk.back());
-  }
-  return {median(tk), median(td), median(ratio)};
+  return strata::bench::time_paired(c.runs, c.min_ms, dense, f);
 }
 
 std::string fixed2(double v) {

@@ -58,22 +58,29 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const TransformerLMOptions& opt
   out = register_module("out", nn::Linear(options.d_model(), options.d_model()));
 }
 
-at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
-  STRATA_CHECK(x.dim() == 3 && x.size(2) == options.d_model(), "attention input: shape ",
-               x.sizes(), ", expected [batch, time, ", options.d_model(), "]");
-  const int64_t batch = x.size(0), time = x.size(1), d = options.d_model();
-  const int64_t heads = options.heads(), head_dim = d / heads;
+at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
+                            at::Tensor* probs) {
+  STRATA_CHECK(qkv.dim() == 3 && heads >= 1 && qkv.size(2) % (3 * heads) == 0,
+               "causal_attention: qkv of shape ", qkv.sizes(), " for ", heads,
+               " heads, expected [batch, time, 3 d] with d divisible by the heads");
+  const int64_t batch = qkv.size(0), time = qkv.size(1), d = qkv.size(2) / 3;
+  const int64_t head_dim = d / heads;
   // [B, T, 3d] -> [3, B, heads, T, head_dim]: queries, keys and values per head.
-  const at::Tensor qkv_heads =
-      qkv(x).view({batch, time, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
+  const at::Tensor qkv_heads = qkv.view({batch, time, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
   const at::Tensor q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
   // Position t must not see the bytes it is asked to predict: mask out j > t.
-  const at::Tensor future = at::ones({time, time}, x.options().dtype(at::kBool)).triu(1);
+  const at::Tensor future = at::ones({time, time}, qkv.options().dtype(at::kBool)).triu(1);
   scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
-  const at::Tensor probs = at::dropout(at::softmax(scores, -1), options.dropout(), is_training());
-  const at::Tensor y = at::matmul(probs, v).transpose(1, 2).reshape({batch, time, d});
-  return out(y);
+  const at::Tensor p = at::dropout(at::softmax(scores, -1), dropout, training);
+  if (probs) *probs = p;
+  return at::matmul(p, v).transpose(1, 2).reshape({batch, time, d});
+}
+
+at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
+  STRATA_CHECK(x.dim() == 3 && x.size(2) == options.d_model(), "attention input: shape ",
+               x.sizes(), ", expected [batch, time, ", options.d_model(), "]");
+  return out(causal_attention(qkv(x), options.heads(), options.dropout(), is_training()));
 }
 
 // ---------------------------------------------------------------- DecoderBlock

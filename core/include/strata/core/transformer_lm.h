@@ -59,7 +59,15 @@ class TokenEmbeddingImpl : public torch::nn::Module {
 };
 TORCH_MODULE(TokenEmbedding);
 
-// Causal multi-head self-attention: position t attends to positions 0..t only.
+// Causal attention of projected queries, keys and values: qkv [B, T, 3 d] as the qkv layer
+// of CausalSelfAttention makes them -> [B, T, d], before the output projection. Position t
+// attends to positions 0..t only. `probs`, when given, receives the attention
+// probabilities [B, heads, T, T] (after dropout). Shared with layers that replace the
+// projections (strata::quant's quantized blocks).
+at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
+                            at::Tensor* probs = nullptr);
+
+// Causal multi-head self-attention: out(causal_attention(qkv(x))).
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
   explicit CausalSelfAttentionImpl(const TransformerLMOptions& options);
