@@ -1,0 +1,253 @@
+// The QFX layers: Linear, Conv2d, BatchNorm2d (folded) and Add, each with its own
+// quantizers for input, weight and output, and the shared exact multiply-accumulate.
+#include <torch/torch.h>
+
+#include "qfx_detail.h"
+#include "strata/core/error.h"
+#include "strata/quant/fixed_arith.h"
+#include "strata/quant/qfx.h"
+
+namespace strata::quant {
+namespace F = torch::nn::functional;
+
+// ---------------------------------------------------------------------------------------
+// Options and shared pieces
+
+void QfxOptions::check() const {
+  const int max = detail::kMaxQfxWidth;
+  STRATA_CHECK(width() >= 1 && width() <= max, "QFX options: width W=", width(),
+               " out of range, expected 1 to ", max);
+  STRATA_CHECK(output_width() == 0 || (output_width() >= 1 && output_width() <= max),
+               "QFX options: output width ", output_width(), " out of range, expected 1 to ", max,
+               " (or 0: the width)");
+  STRATA_CHECK(k_hot().value_or(1) >= 1, "QFX options: K-hot with K=", *k_hot(),
+               ", expected at least 1 set bit per weight");
+}
+
+FixedPointQuantizerOptions QfxOptions::quantizer(bool is_signed) const {
+  check();
+  return FixedPointQuantizerOptions(width())
+      .is_signed(is_signed)
+      .quant(quant())
+      .overflow(overflow())
+      .learn_integer_bits(learn_integer_bits());
+}
+
+FixedPointQuantizerOptions QfxOptions::weight_quantizer() const {
+  return quantizer(true).k_hot(k_hot());
+}
+
+FixedPointQuantizerOptions QfxOptions::output_quantizer(bool is_signed) const {
+  return quantizer(is_signed).width(output_width() > 0 ? output_width() : width());
+}
+
+namespace detail {
+
+at::Tensor straight_through_cast(const at::Tensor& x, const FixedPointType& t) {
+  return x + (fixed_point_cast(x, t) - x).detach();
+}
+
+FixedPointType accumulator_type(const FixedPointType& in, const FixedPointType& w, int64_t terms) {
+  int guard = 0;  // ceil(log2(terms + 1)): room for every product and the bias
+  while ((int64_t{1} << guard) < terms + 1) ++guard;
+  const FixedPointType product = mul_result_type(in, w);
+  return ap_fixed(product.width + guard, product.integer_bits + guard, QuantMode::AP_TRN,
+                  OverflowMode::AP_WRAP);
+}
+
+FixedPointType bias_type(const FixedPointType& accumulator) {
+  FixedPointType t = accumulator;
+  t.quant = QuantMode::AP_RND;
+  t.overflow = OverflowMode::AP_SAT;
+  return t;
+}
+
+at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype,
+                      const std::function<at::Tensor(at::ScalarType, const FixedPointType*)>& compute) {
+  if (q.input->observing() || q.weight->observing()) {
+    return q.output(compute(at::kFloat, nullptr)).to(out_dtype);
+  }
+  const FixedPointType acc = accumulator_type(q.input->type(), q.weight->type(), terms);
+  const FixedPointType bias = bias_type(acc);
+  const at::ScalarType dtype = acc.width > kFloatExactBits ? at::kDouble : at::kFloat;
+  return q.output(straight_through_cast(compute(dtype, &bias), acc)).to(out_dtype);
+}
+
+}  // namespace detail
+
+namespace {
+
+QfxQuantizers register_quantizers(torch::nn::Module& m, const QfxOptions& o, bool unsigned_input,
+                                  bool unsigned_output) {
+  QfxQuantizers q;
+  q.input = m.register_module("input_quantizer", FixedPointQuantizer(o.quantizer(!unsigned_input)));
+  q.weight = m.register_module("weight_quantizer", FixedPointQuantizer(o.weight_quantizer()));
+  q.output =
+      m.register_module("output_quantizer", FixedPointQuantizer(o.output_quantizer(!unsigned_output)));
+  return q;
+}
+
+// The bias as the op wants it: cast to the accumulator type, or float while observing.
+at::Tensor bias_for(const at::Tensor& bias, at::ScalarType dtype, const FixedPointType* type) {
+  if (!bias.defined()) return {};
+  const at::Tensor b = bias.to(dtype);
+  return type ? detail::straight_through_cast(b, *type) : b;
+}
+
+// Conv2dOptions' padding as the functional op takes it, refusing non-zero padding modes.
+void check_conv(const torch::nn::Conv2dOptions& c) {
+  STRATA_CHECK(c10::holds_alternative<torch::enumtype::kZeros>(c.padding_mode()),
+               "QfxConv2d: only zero padding is supported");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// QfxLinear
+
+QfxLinearImpl::QfxLinearImpl(QfxLinearOptions options_) : options(std::move(options_)) { reset(); }
+
+void QfxLinearImpl::reset() {
+  options.qfx().check();
+  // The float layer's initialization, so that a QfxLinear trains from scratch too.
+  torch::nn::Linear init(torch::nn::LinearOptions(options.in_features(), options.out_features())
+                             .bias(options.bias()));
+  weight = register_parameter("weight", init->weight.detach().clone());
+  if (options.bias()) bias = register_parameter("bias", init->bias.detach().clone());
+  quantizers = register_quantizers(*this, options.qfx(), options.unsigned_input(),
+                                   options.unsigned_output());
+}
+
+FixedPointType QfxLinearImpl::accumulator_type() const {
+  return detail::accumulator_type(quantizers.input->type(), quantizers.weight->type(), fan_in());
+}
+
+at::Tensor QfxLinearImpl::forward(const at::Tensor& x) {
+  const at::Tensor xq = quantizers.input(x);
+  const at::Tensor wq = quantizers.weight(weight);
+  return detail::finish_mac(quantizers, fan_in(), x.scalar_type(),
+                            [&](at::ScalarType dtype, const FixedPointType* bias_type) {
+                              return F::linear(xq.to(dtype), wq.to(dtype),
+                                               bias_for(bias, dtype, bias_type));
+                            });
+}
+
+// ---------------------------------------------------------------------------------------
+// QfxConv2d
+
+QfxConv2dImpl::QfxConv2dImpl(QfxConv2dOptions options_) : options(std::move(options_)) { reset(); }
+
+void QfxConv2dImpl::reset() {
+  options.qfx().check();
+  check_conv(options.conv());
+  torch::nn::Conv2d init(options.conv());
+  weight = register_parameter("weight", init->weight.detach().clone());
+  if (options.conv().bias()) bias = register_parameter("bias", init->bias.detach().clone());
+  quantizers = register_quantizers(*this, options.qfx(), options.unsigned_input(),
+                                   options.unsigned_output());
+}
+
+int64_t QfxConv2dImpl::fan_in() const {
+  const auto& c = options.conv();
+  return c.in_channels() / c.groups() * (*c.kernel_size())[0] * (*c.kernel_size())[1];
+}
+
+FixedPointType QfxConv2dImpl::accumulator_type() const {
+  return detail::accumulator_type(quantizers.input->type(), quantizers.weight->type(), fan_in());
+}
+
+at::Tensor QfxConv2dImpl::forward(const at::Tensor& x) {
+  const at::Tensor xq = quantizers.input(x);
+  const at::Tensor wq = quantizers.weight(weight);
+  const auto& c = options.conv();
+  return detail::finish_mac(
+      quantizers, fan_in(), x.scalar_type(),
+      [&](at::ScalarType dtype, const FixedPointType* bias_type) {
+        return F::conv2d(xq.to(dtype), wq.to(dtype),
+                         F::Conv2dFuncOptions()
+                             .bias(bias_for(bias, dtype, bias_type))
+                             .stride(c.stride())
+                             .padding(c.padding())
+                             .dilation(c.dilation())
+                             .groups(c.groups()));
+      });
+}
+
+// ---------------------------------------------------------------------------------------
+// QfxBatchNorm2d
+
+QfxBatchNorm2dImpl::QfxBatchNorm2dImpl(QfxBatchNorm2dOptions options_)
+    : options(std::move(options_)) {
+  reset();
+}
+
+void QfxBatchNorm2dImpl::reset() {
+  options.qfx().check();
+  const int64_t c = options.num_features();
+  weight = register_parameter("weight", torch::ones({c}));
+  bias = register_parameter("bias", torch::zeros({c}));
+  running_mean = register_buffer("running_mean", torch::zeros({c}));
+  running_var = register_buffer("running_var", torch::ones({c}));
+  quantizers = register_quantizers(*this, options.qfx(), options.unsigned_input(),
+                                   options.unsigned_output());
+}
+
+std::pair<at::Tensor, at::Tensor> QfxBatchNorm2dImpl::folded() const {
+  const at::Tensor scale = weight / (running_var + options.eps()).sqrt();
+  return {scale, bias - scale * running_mean};
+}
+
+FixedPointType QfxBatchNorm2dImpl::accumulator_type() const {
+  return detail::accumulator_type(quantizers.input->type(), quantizers.weight->type(), 1);
+}
+
+at::Tensor QfxBatchNorm2dImpl::forward(const at::Tensor& x) {
+  STRATA_CHECK(x.dim() == 4 && x.size(1) == options.num_features(),
+               "QfxBatchNorm2d: expected input [N, ", options.num_features(), ", H, W], got ",
+               x.sizes());
+  at::Tensor scale, shift;
+  if (is_training()) {
+    // Batch statistics, as BatchNorm2d trains; the running ones are updated on the side.
+    const at::Tensor mean = x.mean({0, 2, 3});
+    const at::Tensor var = x.var({0, 2, 3}, /*unbiased=*/false);
+    {
+      torch::NoGradGuard no_grad;
+      const double n = static_cast<double>(x.numel() / x.size(1));
+      const double m = options.momentum();
+      running_mean.mul_(1 - m).add_(mean.detach() * m);
+      running_var.mul_(1 - m).add_(var.detach() * (m * n / std::max(1.0, n - 1)));
+    }
+    scale = weight / (var + options.eps()).sqrt();
+    shift = bias - scale * mean;
+  } else {
+    std::tie(scale, shift) = folded();
+  }
+  const at::Tensor xq = quantizers.input(x);
+  const at::Tensor sq = quantizers.weight(scale);
+  return detail::finish_mac(quantizers, 1, x.scalar_type(),
+                            [&](at::ScalarType dtype, const FixedPointType* bias_type) {
+                              return xq.to(dtype) * sq.to(dtype).view({1, -1, 1, 1}) +
+                                     bias_for(shift, dtype, bias_type).view({1, -1, 1, 1});
+                            });
+}
+
+// ---------------------------------------------------------------------------------------
+// QfxAdd
+
+QfxAddImpl::QfxAddImpl(QfxOptions options_) : options(std::move(options_)) { reset(); }
+
+void QfxAddImpl::reset() {
+  options.check();
+  input_a = register_module("input_a_quantizer", FixedPointQuantizer(options.quantizer(true)));
+  input_b = register_module("input_b_quantizer", FixedPointQuantizer(options.quantizer(true)));
+  output = register_module("output_quantizer", FixedPointQuantizer(options.output_quantizer(true)));
+}
+
+at::Tensor QfxAddImpl::forward(const at::Tensor& a, const at::Tensor& b) {
+  // Two values of at most 24 bits: their exact sum fits a double's significand whenever
+  // their binary points are less than 29 bits apart, which calibrated tensors are.
+  const at::Tensor sum = input_a(a).to(at::kDouble) + input_b(b).to(at::kDouble);
+  return output(sum).to(a.scalar_type());
+}
+
+}  // namespace strata::quant
