@@ -53,10 +53,11 @@ FixedPointType bias_type(const FixedPointType& accumulator);
 // runs the layer's op on the quantized input and weight in dtype, with the bias cast
 // (straight through) to *bias_type, or the float bias when bias_type is null. When the
 // input or weight quantizer is observing (PTQ) the op runs in float and only the output
-// is observed. Otherwise it runs in float when the accumulator fits float32's
-// significand, else in double, so that every sum is exact; the register then wraps like
-// the hardware's, and q.output casts. Returns out_dtype.
-at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype,
+// is observed. Otherwise, with `exact` (eval mode), it runs in float when the
+// accumulator fits float32's significand, else in double, so that every sum is exact
+// (without `exact`, in training, always in float); the register then wraps like the
+// hardware's, and q.output casts. Returns out_dtype.
+at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype, bool exact,
                       const std::function<at::Tensor(at::ScalarType, const FixedPointType*)>& compute);
 
 }  // namespace strata::quant::detail

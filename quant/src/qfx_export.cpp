@@ -141,8 +141,12 @@ void export_qfx(const nn::Sequential& model, const std::string& path) {
   // Everything that can fail on the model fails here, before a file is created.
   ordered_json layers = ordered_json::array();
   add_layers(*model, layers);
-  const ordered_json doc = {{"format", "strata-qfx"}, {"version", 1}, {"layers", layers}};
-  const std::string text = doc.dump(1) + "\n";
+  // One layer per line: small (weights are long arrays) and still readable with grep.
+  std::string text = R"({"format": "strata-qfx", "version": 1, "layers": [)" "\n";
+  for (size_t i = 0; i < layers.size(); ++i) {
+    text += layers[i].dump() + (i + 1 < layers.size() ? ",\n" : "\n");
+  }
+  text += "]}\n";
 
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   {

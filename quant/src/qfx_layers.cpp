@@ -43,8 +43,24 @@ FixedPointQuantizerOptions QfxOptions::output_quantizer(bool is_signed) const {
 
 namespace detail {
 
+namespace {
+
+// Forward: the cast; backward: the identity (one pass each way).
+struct StraightThroughCast : public torch::autograd::Function<StraightThroughCast> {
+  static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& x,
+                            const FixedPointType& t) {
+    return fixed_point_cast(x, t);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list grad) {
+    return {grad[0], at::Tensor()};
+  }
+};
+
+}  // namespace
+
 at::Tensor straight_through_cast(const at::Tensor& x, const FixedPointType& t) {
-  return x + (fixed_point_cast(x, t) - x).detach();
+  return StraightThroughCast::apply(x, t);
 }
 
 FixedPointType accumulator_type(const FixedPointType& in, const FixedPointType& w, int64_t terms) {
@@ -62,14 +78,18 @@ FixedPointType bias_type(const FixedPointType& accumulator) {
   return t;
 }
 
-at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype,
+at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype, bool exact,
                       const std::function<at::Tensor(at::ScalarType, const FixedPointType*)>& compute) {
   if (q.input->observing() || q.weight->observing()) {
     return q.output(compute(at::kFloat, nullptr)).to(out_dtype);
   }
   const FixedPointType acc = accumulator_type(q.input->type(), q.weight->type(), terms);
   const FixedPointType bias = bias_type(acc);
-  const at::ScalarType dtype = acc.width > kFloatExactBits ? at::kDouble : at::kFloat;
+  // Exact sums need double when the accumulator is wider than float32's significand. In
+  // training the float sum (its lowest bits may round) is close enough for the gradient,
+  // at a quarter of the cost; evaluation, export checks and deployment run in eval mode.
+  const at::ScalarType dtype =
+      exact && acc.width > kFloatExactBits ? at::kDouble : at::kFloat;
   return q.output(straight_through_cast(compute(dtype, &bias), acc)).to(out_dtype);
 }
 
@@ -125,7 +145,7 @@ FixedPointType QfxLinearImpl::accumulator_type() const {
 at::Tensor QfxLinearImpl::forward(const at::Tensor& x) {
   const at::Tensor xq = quantizers.input(x);
   const at::Tensor wq = quantizers.weight(weight);
-  return detail::finish_mac(quantizers, fan_in(), x.scalar_type(),
+  return detail::finish_mac(quantizers, fan_in(), x.scalar_type(), !is_training(),
                             [&](at::ScalarType dtype, const FixedPointType* bias_type) {
                               return F::linear(xq.to(dtype), wq.to(dtype),
                                                bias_for(bias, dtype, bias_type));
@@ -161,7 +181,7 @@ at::Tensor QfxConv2dImpl::forward(const at::Tensor& x) {
   const at::Tensor wq = quantizers.weight(weight);
   const auto& c = options.conv();
   return detail::finish_mac(
-      quantizers, fan_in(), x.scalar_type(),
+      quantizers, fan_in(), x.scalar_type(), !is_training(),
       [&](at::ScalarType dtype, const FixedPointType* bias_type) {
         return F::conv2d(xq.to(dtype), wq.to(dtype),
                          F::Conv2dFuncOptions()
@@ -224,7 +244,7 @@ at::Tensor QfxBatchNorm2dImpl::forward(const at::Tensor& x) {
   }
   const at::Tensor xq = quantizers.input(x);
   const at::Tensor sq = quantizers.weight(scale);
-  return detail::finish_mac(quantizers, 1, x.scalar_type(),
+  return detail::finish_mac(quantizers, 1, x.scalar_type(), !is_training(),
                             [&](at::ScalarType dtype, const FixedPointType* bias_type) {
                               return xq.to(dtype) * sq.to(dtype).view({1, -1, 1, 1}) +
                                      bias_for(shift, dtype, bias_type).view({1, -1, 1, 1});

@@ -15,9 +15,11 @@
 // forward pass; its gradient passes that rounding straight through too. The test
 // test_qfx_gradients.cpp checks these formulas by finite differences of a smooth
 // surrogate (the cast with its rounding residue held fixed).
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "qfx_detail.h"
@@ -29,6 +31,28 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+// Elements per parallel chunk of the backward loop.
+constexpr int64_t kGrain = 16384;
+
+// One pass over the elements (the backward runs on every activation of every step, so a
+// chain of tensor ops, ten passes, would cost as much as the convolutions): writes
+// dL/dx and returns sum(g * dy/dI) / ln2.
+template <typename T>
+double straight_through_backward(const T* x, const T* y, const T* g, T* grad_x, int64_t n,
+                                 double lo, double hi, bool wrap) {
+  return at::parallel_reduce(
+      0, n, kGrain, 0.0,
+      [&](int64_t begin, int64_t end, double partial) {
+        for (int64_t i = begin; i < end; ++i) {
+          const bool inside = wrap || (x[i] >= lo && x[i] <= hi);
+          grad_x[i] = inside ? g[i] : T(0);
+          partial += static_cast<double>(g[i]) * (inside ? static_cast<double>(y[i]) - x[i] : y[i]);
+        }
+        return partial;
+      },
+      std::plus<double>());
+}
 
 // The cast as an autograd function: forward y = cast(x) (with the K-hot projection when
 // asked), backward as derived above.
@@ -48,21 +72,19 @@ struct FixedPointCastFunction : public torch::autograd::Function<FixedPointCastF
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &y = saved[1], &g = grad_outputs[0];
-    const double ln2 = std::log(2.0);
-    at::Tensor grad_x, per_element;
-    if (ctx->saved_data["wrap"].toBool()) {
-      grad_x = g;
-      per_element = (y - x) * ln2;
-    } else {
-      const at::Tensor inside =
-          x.ge(ctx->saved_data["lo"].toDouble()).logical_and(x.le(ctx->saved_data["hi"].toDouble()));
-      grad_x = g * inside;
-      per_element = at::where(inside, y - x, y) * ln2;
-    }
-    const at::Tensor grad_bits = (g * per_element).sum().to(at::kFloat) *
-                                 ctx->saved_data["scale"].toDouble();
-    return {grad_x, grad_bits.reshape(ctx->saved_data["bits_shape"].toIntVector()),
+    const at::Tensor x = saved[0].contiguous(), y = saved[1].contiguous();
+    const at::Tensor g = grad_outputs[0].contiguous().to(x.scalar_type());
+    at::Tensor grad_x = at::empty_like(x);
+    double sum = 0;  // sum of g * (y - x) inside, g * y outside: dL/dI / ln2
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "FixedPointCastFunction::backward", [&] {
+      sum = straight_through_backward<scalar_t>(
+          x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+          grad_x.data_ptr<scalar_t>(), x.numel(), ctx->saved_data["lo"].toDouble(),
+          ctx->saved_data["hi"].toDouble(), ctx->saved_data["wrap"].toBool());
+    });
+    const double grad_bits = std::log(2.0) * sum * ctx->saved_data["scale"].toDouble();
+    return {grad_x,
+            at::full(ctx->saved_data["bits_shape"].toIntVector(), grad_bits, at::kFloat),
             at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
