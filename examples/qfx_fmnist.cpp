@@ -43,7 +43,7 @@ struct Config {
   double lr = 0.05;
   double momentum = 0.9;
   double qfx_lr = 0.01;       // weights while fine-tuning
-  double binary_point_lr = 0.01;
+  double binary_point_lr = 0.05;
   int calibration_batches = 4;
   double percentile = 99.9;
   uint64_t seed = 0;

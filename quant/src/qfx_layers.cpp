@@ -90,7 +90,14 @@ at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype, 
   // at a quarter of the cost; evaluation, export checks and deployment run in eval mode.
   const at::ScalarType dtype =
       exact && acc.width > kFloatExactBits ? at::kDouble : at::kFloat;
-  return q.output(straight_through_cast(compute(dtype, &bias), acc)).to(out_dtype);
+  at::Tensor sum = compute(dtype, &bias);
+  // The register wraps only past its range, which the guard bits leave to a bias near the
+  // limit; a max over the sums is far cheaper than the cast that would change nothing.
+  if (sum.numel() > 0 &&
+      sum.detach().abs().max().item<double>() > fixed_to_double(max_raw(acc), acc)) {
+    sum = straight_through_cast(sum, acc);
+  }
+  return q.output(sum).to(out_dtype);
 }
 
 }  // namespace detail

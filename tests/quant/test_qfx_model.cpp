@@ -8,6 +8,7 @@
 
 #include "core/test_util.h"
 #include "strata/core/models.h"
+#include "strata/quant/fixed_arith.h"
 #include "strata/quant/qfx.h"
 
 using namespace strata::quant;
@@ -181,4 +182,38 @@ TEST(QfxModel, BadInputIsAClearError) {
               HasSubstr("layer 1 (torch::nn::Sigmoid) is not supported"));
   EXPECT_THAT(error_of([&] { calibrate_ptq(quantize_model(model, QfxOptions(8)), {}); }),
               HasSubstr("no calibration batches"));
+}
+
+TEST(QfxModel, AccumulatorWrapsLikeTheRegister) {
+  // A bias saturated at the register's maximum plus positive products: the sum passes the
+  // top and wraps, as fixed_arith's Accumulator (the hardware register) does.
+  QfxLinear layer(QfxLinearOptions(2, 1, QfxOptions(4).output_width(24)));
+  layer->quantizers.input->set_integer_bits(2);   // ap_fixed<4,2>, LSB 0.25
+  layer->quantizers.weight->set_integer_bits(1);  // ap_fixed<4,1>, LSB 0.125
+  layer->quantizers.output->set_integer_bits(5);  // ap_fixed<24,5> holds the register
+  {
+    torch::NoGradGuard no_grad;
+    layer->weight.copy_(torch::tensor({{0.5, 0.75}}));
+    layer->bias.fill_(1e6);
+  }
+  layer->eval();
+  const at::Tensor x = torch::tensor({{1.5, 1.0}});
+  const at::Tensor got = layer(x);
+
+  const FixedPointType acc_type = layer->accumulator_type();
+  ASSERT_EQ(acc_type, ap_fixed(10, 5));  // <8,3> products, 2 guard bits for 2 terms + bias
+  Accumulator acc(acc_type, {1});
+  FixedPointType bias_type = acc_type;
+  bias_type.quant = QuantMode::AP_RND;
+  bias_type.overflow = OverflowMode::AP_SAT;
+  acc.add(to_fixed(layer->bias.detach().to(torch::kDouble), bias_type));
+  const auto in = to_fixed(x.to(torch::kDouble).flatten(), layer->quantizers.input->type());
+  const auto w = to_fixed(layer->weight.detach().to(torch::kDouble).flatten(),
+                          layer->quantizers.weight->type());
+  for (int64_t i = 0; i < 2; ++i) {
+    acc.add_product({in.raw.slice(0, i, i + 1), in.type}, {w.raw.slice(0, i, i + 1), w.type});
+  }
+  // 15.96875 + 0.75 + 0.75 = 17.46875 wraps to 17.46875 - 32.
+  EXPECT_EQ(acc.value().to_double().item<double>(), -14.53125);
+  EXPECT_EQ(got.item<double>(), -14.53125);
 }

@@ -126,7 +126,10 @@ struct QfxOptions {
 // The quantizers of a layer that multiplies and accumulates. Its accumulator holds
 // every product and the bias without overflow: mul_result_type(input, weight) widened
 // by ceil(log2(fan_in + 1)) guard bits, wrapping like an HLS register; the bias is cast
-// to it (AP_RND, AP_SAT), and the output cast from it to the output type.
+// to it (AP_RND, AP_SAT), and the output cast from it to the output type. In eval mode
+// the sums are exact (double when the accumulator is wider than 24 bits), so the output
+// is the hardware's bit for bit; in training they run in float32, whose rounding of an
+// accumulator wider than 24 bits only touches its lowest bits.
 struct QfxQuantizers {
   FixedPointQuantizer input = nullptr, weight = nullptr, output = nullptr;
 };
