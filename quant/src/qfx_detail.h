@@ -48,16 +48,21 @@ FixedPointType accumulator_type(const FixedPointType& in, const FixedPointType& 
 // The bias type: the accumulator's, rounded and saturated.
 FixedPointType bias_type(const FixedPointType& accumulator);
 
-// The shared tail of a multiply-accumulate layer of `terms` products per output, after
-// its input and weight went through q.input and q.weight. `compute(dtype, bias_type)`
-// runs the layer's op on the quantized input and weight in dtype, with the bias cast
-// (straight through) to *bias_type, or the float bias when bias_type is null. When the
-// input or weight quantizer is observing (PTQ) the op runs in float and only the output
-// is observed. Otherwise, with `exact` (eval mode), it runs in float when the
-// accumulator fits float32's significand, else in double, so that every sum is exact
-// (without `exact`, in training, always in float); the register then wraps like the
-// hardware's, and q.output casts. Returns out_dtype.
+// The layer's multiply-accumulate without bias, linear in its second argument:
+// F::linear(x, w), F::conv2d(x, w, ...), x * scale.
+using MacOp = std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>;
+
+// The shared tail of a multiply-accumulate layer of `terms` products per output: xq and
+// wq are the input and weight after q.input and q.weight, bias the float bias (or
+// undefined), added as bias.view(bias_shape). While the input or weight quantizer is
+// observing (PTQ) it computes in float with the float bias and only the output observes.
+// Otherwise the bias is cast to the accumulator type and, with `exact` (eval mode), every
+// sum is exact: float32 when the accumulator fits its significand, else two float32 ops
+// on the high and low halves of the weights' integers added in double, else double (in
+// training, always float32). The register then wraps like the hardware's and q.output
+// casts. Returns out_dtype.
 at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype, bool exact,
-                      const std::function<at::Tensor(at::ScalarType, const FixedPointType*)>& compute);
+                      const at::Tensor& xq, const at::Tensor& wq, const at::Tensor& bias,
+                      at::IntArrayRef bias_shape, const MacOp& op);
 
 }  // namespace strata::quant::detail

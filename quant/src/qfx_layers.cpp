@@ -78,19 +78,53 @@ FixedPointType bias_type(const FixedPointType& accumulator) {
   return t;
 }
 
+namespace {
+
+// Whether op(x, w) of `terms` products of types in and w, every partial sum an integer
+// number of LSBs, is exact in float32: its accumulator fits the significand.
+bool exact_in_float(const FixedPointType& in, const FixedPointType& w, int64_t terms) {
+  return accumulator_type(in, w, terms).width <= kFloatExactBits;
+}
+
+}  // namespace
+
 at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype, bool exact,
-                      const std::function<at::Tensor(at::ScalarType, const FixedPointType*)>& compute) {
+                      const at::Tensor& xq, const at::Tensor& wq, const at::Tensor& bias,
+                      at::IntArrayRef bias_shape, const MacOp& op) {
+  auto with_bias = [&](at::Tensor sum, const at::Tensor& b) {
+    return b.defined() ? sum + b.view(bias_shape) : sum;
+  };
   if (q.input->observing() || q.weight->observing()) {
-    return q.output(compute(at::kFloat, nullptr)).to(out_dtype);
+    return q.output(with_bias(op(xq, wq), bias)).to(out_dtype);
   }
-  const FixedPointType acc = accumulator_type(q.input->type(), q.weight->type(), terms);
-  const FixedPointType bias = bias_type(acc);
-  // Exact sums need double when the accumulator is wider than float32's significand. In
-  // training the float sum (its lowest bits may round) is close enough for the gradient,
-  // at a quarter of the cost; evaluation, export checks and deployment run in eval mode.
-  const at::ScalarType dtype =
-      exact && acc.width > kFloatExactBits ? at::kDouble : at::kFloat;
-  at::Tensor sum = compute(dtype, &bias);
+  const FixedPointType in = q.input->type(), w = q.weight->type();
+  const FixedPointType acc = accumulator_type(in, w, terms);
+  at::Tensor sum;
+  if (!exact || acc.width <= kFloatExactBits) {
+    // In float32: exact when the accumulator fits its significand. In training the float
+    // sum of a wider one (its lowest bits may round) is close enough for the gradient.
+    const at::Tensor b = bias.defined() ? straight_through_cast(bias, bias_type(acc)) : bias;
+    sum = with_bias(op(xq, wq), b);
+  } else {
+    // Exact and wide: split each weight's integer into its high and low halves,
+    // w = hi * 2^k + lo, 0 <= lo < 2^k, so that each half's products sum exactly in
+    // float32 (two float convolutions cost half of one in double); the halves and the
+    // bias then add exactly in double. Double throughout when even a half is too wide.
+    const at::Tensor b = bias.defined()
+                             ? straight_through_cast(bias.to(at::kDouble), bias_type(acc))
+                             : bias;
+    const int k = (w.width + 1) / 2;
+    const FixedPointType hi = w.is_signed ? ap_fixed(w.width - k, w.integer_bits)
+                                          : ap_ufixed(w.width - k, w.integer_bits);
+    const FixedPointType lo = ap_ufixed(k, w.integer_bits - (w.width - k));
+    if (exact_in_float(in, hi, terms) && exact_in_float(in, lo, terms)) {
+      const double step = std::ldexp(1.0, k - w.fraction_bits());  // 2^k LSBs
+      const at::Tensor w_hi = (wq.detach() / step).floor() * step;
+      sum = with_bias(op(xq, w_hi).to(at::kDouble) + op(xq, wq - w_hi).to(at::kDouble), b);
+    } else {
+      sum = with_bias(op(xq.to(at::kDouble), wq.to(at::kDouble)), b);
+    }
+  }
   // The register wraps only past its range, which the guard bits leave to a bias near the
   // limit; a max over the sums is far cheaper than the cast that would change nothing.
   if (sum.numel() > 0 &&
@@ -114,12 +148,6 @@ QfxQuantizers register_quantizers(torch::nn::Module& m, const QfxOptions& o, boo
   return q;
 }
 
-// The bias as the op wants it: cast to the accumulator type, or float while observing.
-at::Tensor bias_for(const at::Tensor& bias, at::ScalarType dtype, const FixedPointType* type) {
-  if (!bias.defined()) return {};
-  const at::Tensor b = bias.to(dtype);
-  return type ? detail::straight_through_cast(b, *type) : b;
-}
 
 // Conv2dOptions' padding as the functional op takes it, refusing non-zero padding modes.
 void check_conv(const torch::nn::Conv2dOptions& c) {
@@ -152,10 +180,9 @@ FixedPointType QfxLinearImpl::accumulator_type() const {
 at::Tensor QfxLinearImpl::forward(const at::Tensor& x) {
   const at::Tensor xq = quantizers.input(x);
   const at::Tensor wq = quantizers.weight(weight);
-  return detail::finish_mac(quantizers, fan_in(), x.scalar_type(), !is_training(),
-                            [&](at::ScalarType dtype, const FixedPointType* bias_type) {
-                              return F::linear(xq.to(dtype), wq.to(dtype),
-                                               bias_for(bias, dtype, bias_type));
+  return detail::finish_mac(quantizers, fan_in(), x.scalar_type(), !is_training(), xq, wq, bias,
+                            {-1}, [](const at::Tensor& in, const at::Tensor& w) {
+                              return F::linear(in, w);
                             });
 }
 
@@ -187,17 +214,15 @@ at::Tensor QfxConv2dImpl::forward(const at::Tensor& x) {
   const at::Tensor xq = quantizers.input(x);
   const at::Tensor wq = quantizers.weight(weight);
   const auto& c = options.conv();
-  return detail::finish_mac(
-      quantizers, fan_in(), x.scalar_type(), !is_training(),
-      [&](at::ScalarType dtype, const FixedPointType* bias_type) {
-        return F::conv2d(xq.to(dtype), wq.to(dtype),
-                         F::Conv2dFuncOptions()
-                             .bias(bias_for(bias, dtype, bias_type))
-                             .stride(c.stride())
-                             .padding(c.padding())
-                             .dilation(c.dilation())
-                             .groups(c.groups()));
-      });
+  return detail::finish_mac(quantizers, fan_in(), x.scalar_type(), !is_training(), xq, wq, bias,
+                            {1, -1, 1, 1}, [&](const at::Tensor& in, const at::Tensor& w) {
+                              return F::conv2d(in, w,
+                                               F::Conv2dFuncOptions()
+                                                   .stride(c.stride())
+                                                   .padding(c.padding())
+                                                   .dilation(c.dilation())
+                                                   .groups(c.groups()));
+                            });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -251,10 +276,9 @@ at::Tensor QfxBatchNorm2dImpl::forward(const at::Tensor& x) {
   }
   const at::Tensor xq = quantizers.input(x);
   const at::Tensor sq = quantizers.weight(scale);
-  return detail::finish_mac(quantizers, 1, x.scalar_type(), !is_training(),
-                            [&](at::ScalarType dtype, const FixedPointType* bias_type) {
-                              return xq.to(dtype) * sq.to(dtype).view({1, -1, 1, 1}) +
-                                     bias_for(shift, dtype, bias_type).view({1, -1, 1, 1});
+  return detail::finish_mac(quantizers, 1, x.scalar_type(), !is_training(), xq, sq, shift,
+                            {1, -1, 1, 1}, [](const at::Tensor& in, const at::Tensor& scale) {
+                              return in * scale.view({1, -1, 1, 1});
                             });
 }
 
