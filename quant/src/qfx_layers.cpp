@@ -114,10 +114,12 @@ at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype, 
                              ? straight_through_cast(bias.to(at::kDouble), bias_type(acc))
                              : bias;
     const int k = (w.width + 1) / 2;
-    const FixedPointType hi = w.is_signed ? ap_fixed(w.width - k, w.integer_bits)
-                                          : ap_ufixed(w.width - k, w.integer_bits);
-    const FixedPointType lo = ap_ufixed(k, w.integer_bits - (w.width - k));
-    if (exact_in_float(in, hi, terms) && exact_in_float(in, lo, terms)) {
+    const bool split = w.width >= 2 &&
+                       exact_in_float(in, w.is_signed ? ap_fixed(w.width - k, w.integer_bits)
+                                                      : ap_ufixed(w.width - k, w.integer_bits),
+                                      terms) &&
+                       exact_in_float(in, ap_ufixed(k, w.integer_bits - (w.width - k)), terms);
+    if (split) {
       const double step = std::ldexp(1.0, k - w.fraction_bits());  // 2^k LSBs
       const at::Tensor w_hi = (wq.detach() / step).floor() * step;
       sum = with_bias(op(xq, w_hi).to(at::kDouble) + op(xq, wq - w_hi).to(at::kDouble), b);
