@@ -198,6 +198,7 @@ void run_lm(const Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  strata::bench::exec_with_sleeping_thread_pools(argv);
   return strata::core::run_main([&] {
     CLI::App app{"strata::quant benchmarks: fixed-point cast, BitModLinear, quantized fortunes-lm"};
     strata::core::configure_cli(app);

@@ -215,6 +215,7 @@ void run_spgemm(const Config& c, int threads) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  strata::bench::exec_with_sleeping_thread_pools(argv);
   return strata::core::run_main([&] {
     CLI::App app("Sparse kernels vs torch::matmul fp32 on the bert-gemm shapes");
     strata::core::configure_cli(app);

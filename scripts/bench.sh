@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh --target train_fmnist bench_pipeline strata-schedule bench_quant bench_sparse
+source scripts/blas_env.sh
 /usr/bin/python3 bench/bench_data_parallel.py "$@"
 # shellcheck disable=SC2086  # BENCH_PIPELINE_ARGS is a list of flags
 /usr/bin/python3 bench/bench_pipeline.py ${BENCH_PIPELINE_ARGS:-}

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
+source scripts/blas_env.sh
 ctest --test-dir "${STRATA_BUILD_DIR:-build}" --output-on-failure "$@"

@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <thread>
+
+#include <spdlog/spdlog.h>
 
 #include "strata/core/error.h"
 
@@ -35,6 +38,21 @@ void set_num_threads(int threads) {
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
     set(threads);
   }
+  warn_if_blas_is_generic();
+}
+
+void warn_if_blas_is_generic() {
+  static bool warned = false;
+  if (warned) return;
+  warned = true;
+  using CoreName = char* (*)();
+  auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (!core_name || std::string(core_name()) != "Prescott") return;
+  if (!__builtin_cpu_supports("avx2")) return;  // then Prescott is OpenBLAS's right choice
+  spdlog::warn(
+      "OpenBLAS does not know this CPU and runs its slow Prescott kernels (matmul 3-4x slower); "
+      "start the program with OPENBLAS_CORETYPE={} (scripts/blas_env.sh does)",
+      __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell");
 }
 
 }  // namespace strata::core

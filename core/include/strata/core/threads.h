@@ -11,7 +11,13 @@ int local_world_size();
 // Cores of this host divided by the ranks on it, at least 1.
 int default_threads_per_rank();
 
-// Pins LibTorch's intra-op pool and the BLAS pool (OpenBLAS, when loaded) to `threads`.
+// Pins LibTorch's intra-op pool and the BLAS pool (OpenBLAS, when loaded) to `threads`,
+// and warns once if OpenBLAS fell back to its generic kernels (warn_if_blas_is_generic).
 void set_num_threads(int threads);
+
+// OpenBLAS 0.3.21 (Debian 12) does not know CPUs newer than Cooper Lake and then runs its
+// Prescott (SSE3) kernels; on a CPU with AVX2 or AVX-512 this logs a warning that names
+// the OPENBLAS_CORETYPE to start the program with. Silent otherwise; once per process.
+void warn_if_blas_is_generic();
 
 }  // namespace strata::core
