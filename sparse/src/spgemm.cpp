@@ -113,45 +113,47 @@ class RowAccumulator {
 
   // Row i of C = A B in a dense array of C's width; returns its number of non-zeros.
   int64_t dense_row(const CsrView& a, const CsrView& b, int64_t i, RowOut out) {
-    if (touched_.empty()) {
+    if (stamp_.empty()) {
       dense_.assign(size_t(cols_), 0.0f);
-      touched_.assign(size_t(cols_), 0);
+      stamp_.assign(size_t(cols_), -1);
     }
     const bool numeric = out.col != nullptr;
+    // Local copies: the compiler cannot keep members in registers across the stores.
+    const int64_t* b_ptr = b.ptr;
+    const int32_t* b_col = b.col;
+    const float* b_val = b.val;
+    float* dense = dense_.data();
+    int32_t* stamp = stamp_.data();
+    // A column is touched in this row when its stamp is this row's: nothing to clear.
+    const int32_t row_stamp = ++row_stamp_;
     used_.clear();
     for (int64_t p = a.ptr[i]; p < a.ptr[i + 1]; ++p) {
       const int32_t k = a.col[p];
       const float av = a.val[p];
-      for (int64_t q = b.ptr[k]; q < b.ptr[k + 1]; ++q) {
-        const uint32_t c = uint32_t(b.col[q]);
-        if (numeric) dense_[c] += av * b.val[q];
-        if (!touched_[c]) {
-          touched_[c] = 1;
-          used_.push_back(c);
+      for (int64_t q = b_ptr[k], end = b_ptr[k + 1]; q < end; ++q) {
+        const int32_t c = b_col[q];
+        if (stamp[c] != row_stamp) {
+          stamp[c] = row_stamp;
+          if (numeric) dense[c] = av * b_val[q];
+          used_.push_back(uint32_t(c));
+        } else if (numeric) {
+          dense[c] += av * b_val[q];
         }
       }
     }
     const int64_t count = int64_t(used_.size());
-    if (!numeric || count == 0) {
-      for (uint32_t c : used_) touched_[c] = 0;
-      return count;
-    }
-    // Columns in order: sort the few touched ones, or scan their range when it is dense.
-    const auto [lo, hi] = std::minmax_element(used_.begin(), used_.end());
-    const size_t range = size_t(*hi - *lo) + 1;
-    if (used_.size() * 16 < range) {
+    if (!numeric || count == 0) return count;
+    // Columns in order: sort the few touched ones, or scan all columns when many are.
+    if (count * 16 < cols_) {
       std::sort(used_.begin(), used_.end());
     } else {
       used_.clear();
-      for (size_t c = *lo, end = c + range; c < end; ++c)
-        if (touched_[c]) used_.push_back(uint32_t(c));
+      for (int64_t c = 0; c < cols_; ++c)
+        if (stamp[c] == row_stamp) used_.push_back(uint32_t(c));
     }
     for (size_t n = 0; n < used_.size(); ++n) {
-      const uint32_t c = used_[n];
-      out.col[n] = int32_t(c);
-      out.val[n] = dense_[c];
-      dense_[c] = 0.0f;
-      touched_[c] = 0;
+      out.col[n] = int32_t(used_[n]);
+      out.val[n] = dense[used_[n]];
     }
     return count;
   }
@@ -163,7 +165,8 @@ class RowAccumulator {
   std::vector<uint32_t> used_;
   std::vector<uint64_t> pairs_;
   std::vector<float> dense_;
-  std::vector<uint8_t> touched_;
+  std::vector<int32_t> stamp_;  // per column: the last row stamp that touched it
+  int32_t row_stamp_ = -1;
 };
 
 // Row boundaries of `chunks` chunks of about equal work (bound + 1 per row).
@@ -221,27 +224,54 @@ CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& op
     });
   };
 
+  const auto merge = [&](RowAccumulator& acc, int64_t i, bool dense, RowOut out) {
+    return dense ? acc.dense_row(av, bv, i, out) : acc.hash_row(av, bv, i, bound[size_t(i)], out);
+  };
   CsrSparse c;
   c.out_features = av.rows;
   c.in_features = bv.cols;
   c.row_ptr = at::zeros({av.rows + 1}, at::kLong);
   int64_t* ptr = c.row_ptr.data_ptr<int64_t>();
-  // Symbolic pass: each row's size, then the row offsets.
+  int64_t total_bound = 0;
+  for (int64_t b : bound) total_bound += b;
+  if (total_bound * int64_t(sizeof(int32_t) + sizeof(float)) <= options.max_buffer_bytes()) {
+    // One pass into a buffer with room for each row's bound, then the rows compacted.
+    std::vector<int64_t> at_bound(size_t(av.rows) + 1, 0);
+    for (int64_t i = 0; i < av.rows; ++i) at_bound[size_t(i) + 1] = at_bound[size_t(i)] + bound[size_t(i)];
+    const at::Tensor buffer_col_t = at::empty({total_bound}, at::kInt);
+    const at::Tensor buffer_val_t = at::empty({total_bound}, at::kFloat);
+    int32_t* buffer_col = buffer_col_t.data_ptr<int32_t>();
+    float* buffer_val = buffer_val_t.data_ptr<float>();
+    for_each_row([&](RowAccumulator& acc, int64_t i, bool dense) {
+      const int64_t at = at_bound[size_t(i)];
+      ptr[i + 1] = merge(acc, i, dense, RowOut{buffer_col + at, buffer_val + at});
+    });
+    for (int64_t i = 0; i < av.rows; ++i) ptr[i + 1] += ptr[i];
+    c.col = at::empty({ptr[av.rows]}, at::kInt);
+    c.values = at::empty({ptr[av.rows]}, at::kFloat);
+    int32_t* col = c.col.data_ptr<int32_t>();
+    float* val = c.values.data_ptr<float>();
+    at::parallel_for(0, av.rows, 1024, [&](int64_t r0, int64_t r1) {
+      for (int64_t i = r0; i < r1; ++i) {
+        const int64_t from = at_bound[size_t(i)], n = ptr[i + 1] - ptr[i];
+        std::copy_n(buffer_col + from, n, col + ptr[i]);
+        std::copy_n(buffer_val + from, n, val + ptr[i]);
+      }
+    });
+    return c;
+  }
+  // Two passes when the bounds are too large to buffer: each row's size, then the rows
+  // written in place.
   for_each_row([&](RowAccumulator& acc, int64_t i, bool dense) {
-    ptr[i + 1] = dense ? acc.dense_row(av, bv, i, {}) : acc.hash_row(av, bv, i, bound[size_t(i)], {});
+    ptr[i + 1] = merge(acc, i, dense, RowOut{});
   });
   for (int64_t i = 0; i < av.rows; ++i) ptr[i + 1] += ptr[i];
-  // Numeric pass: each row written in place.
   c.col = at::empty({ptr[av.rows]}, at::kInt);
   c.values = at::empty({ptr[av.rows]}, at::kFloat);
   int32_t* col = c.col.data_ptr<int32_t>();
   float* val = c.values.data_ptr<float>();
   for_each_row([&](RowAccumulator& acc, int64_t i, bool dense) {
-    const RowOut out{col + ptr[i], val + ptr[i]};
-    if (dense)
-      acc.dense_row(av, bv, i, out);
-    else
-      acc.hash_row(av, bv, i, bound[size_t(i)], out);
+    merge(acc, i, dense, RowOut{col + ptr[i], val + ptr[i]});
   });
   return c;
 }

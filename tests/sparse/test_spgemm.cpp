@@ -51,8 +51,10 @@ TEST(SparseSpgemm, EqualsDenseProductForEveryAccumulator) {
   for (int threads : {1, 2, 3}) {
     at::set_num_threads(threads);
     for (auto acc : {SpgemmAccumulator::kAuto, SpgemmAccumulator::kHash, SpgemmAccumulator::kDense})
-      expect_product(a, b, SpgemmOptions().accumulator(acc),
-                     "threads " + std::to_string(threads) + " accumulator " + std::to_string(int(acc)));
+      for (int64_t buffer : {int64_t{256} << 20, int64_t{0}})  // one pass, two passes
+        expect_product(a, b, SpgemmOptions().accumulator(acc).max_buffer_bytes(buffer),
+                       "threads " + std::to_string(threads) + " accumulator " +
+                           std::to_string(int(acc)) + " buffer " + std::to_string(buffer));
   }
 }
 
@@ -61,8 +63,11 @@ TEST(SparseSpgemm, PowerLawMatrices) {
   at::set_num_threads(2);
   const at::Tensor a = power_law_sparse(300, 200, 3);
   const at::Tensor b = power_law_sparse(200, 400, 4);
-  for (auto acc : {SpgemmAccumulator::kAuto, SpgemmAccumulator::kHash, SpgemmAccumulator::kDense})
+  for (auto acc : {SpgemmAccumulator::kAuto, SpgemmAccumulator::kHash, SpgemmAccumulator::kDense}) {
     expect_product(a, b, SpgemmOptions().accumulator(acc), "power law " + std::to_string(int(acc)));
+    expect_product(a, b, SpgemmOptions().accumulator(acc).max_buffer_bytes(0),
+                   "power law, two passes " + std::to_string(int(acc)));
+  }
   // The automatic choice uses both accumulators on these rows.
   expect_product(a, a.t().contiguous(), SpgemmOptions().dense_ratio(4), "A A^T");
 }

@@ -13,7 +13,10 @@
 //   dense  one float per column of C and a flag per column, scanned over the row's column
 //          range; cheap when the row fills a good part of it.
 // Rows are split over LibTorch's intra-op threads in chunks of about equal work (sum of
-// bounds); each thread keeps its own accumulators.
+// bounds); each thread keeps its own accumulators. Each row is merged once into a buffer
+// with room for its bound, then the rows are compacted into C; when that buffer would be
+// too large (options.max_buffer_bytes) each row is merged twice instead, once to count its
+// output and once to write it in place.
 //
 // Structural non-zeros: an entry of C is stored when some product reaches it, also when
 // the products cancel to 0.0 (as torch.sparse and most SpGEMM libraries do).
@@ -31,6 +34,9 @@ struct SpgemmOptions {
   // kAuto picks per row: dense when bound_i * dense_ratio >= the row's column range.
   TORCH_ARG(SpgemmAccumulator, accumulator) = SpgemmAccumulator::kAuto;
   TORCH_ARG(int64_t, dense_ratio) = 64;
+  // One pass into a buffer of sum_i bound_i entries, then compaction, when that buffer
+  // takes at most this many bytes; else two passes (count each row, then write it).
+  TORCH_ARG(int64_t, max_buffer_bytes) = int64_t{256} << 20;
 };
 
 CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& options = {});
