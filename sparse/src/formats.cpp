@@ -1,12 +1,16 @@
 #include <strata/sparse/formats.h>
+#include <strata/sparse/spmm.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 
 #include "common.h"
+#include "kernels.h"
 
 namespace strata::sparse {
 namespace {
@@ -135,36 +139,60 @@ void prune_rows(const float* w, int64_t row_stride, int64_t col_stride, int64_t 
                 int64_t cols, int64_t n, int64_t m_runtime, int64_t groups, float* values,
                 uint8_t* index) {
   const int m = kM ? kM : int(m_runtime);
+  // The AVX-512 path (m = 8, n <= 8) unless the CPU lacks it or STRATA_SPARSE_PORTABLE=1.
+  const char* portable = std::getenv("STRATA_SPARSE_PORTABLE");
+  const bool vector = kM == 8 && n <= 8 && cpu_has_avx512() &&
+                      !(portable && std::string(portable) == "1");
   at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
     float score[32];
     int taken[32];
+    // Group g of row `row` (x: the row's first weight), scalar.
+    const auto scalar_group = [&](const float* x, int64_t row, int64_t g) {
+      const int64_t first = g * m;
+      const int real = int(std::min<int64_t>(m, cols - first));
+      for (int j = 0; j < m; ++j)
+        score[j] = j < real ? std::abs(x[(first + j) * col_stride]) : -1.0f;
+      for (int k = 0; k < n; ++k) {
+        float best = score[0];
+        int at = 0;
+        for (int j = 1; j < m; ++j) {
+          const bool better = score[j] > best;
+          best = better ? score[j] : best;
+          at = better ? j : at;
+        }
+        taken[k] = at;
+        score[at] = -2.0f;
+      }
+      for (int k = 1; k < n; ++k)  // insertion sort: n is small
+        for (int i = k; i > 0 && taken[i - 1] > taken[i]; --i) std::swap(taken[i - 1], taken[i]);
+      float* v = values + (row * groups + g) * n;
+      uint8_t* ix = index + (row * groups + g) * n;
+      for (int k = 0; k < n; ++k) {
+        ix[k] = uint8_t(taken[k]);
+        v[k] = taken[k] < real ? x[(first + taken[k]) * col_stride] : 0.0f;
+      }
+    };
     for (int64_t row = r0; row < r1; ++row) {
       const float* x = w + row * row_stride;
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t first = g * m;
-        const int real = int(std::min<int64_t>(m, cols - first));
-        for (int j = 0; j < m; ++j)
-          score[j] = j < real ? std::abs(x[(first + j) * col_stride]) : -1.0f;
-        for (int k = 0; k < n; ++k) {
-          float best = score[0];
-          int at = 0;
-          for (int j = 1; j < m; ++j) {
-            const bool better = score[j] > best;
-            best = better ? score[j] : best;
-            at = better ? j : at;
-          }
-          taken[k] = at;
-          score[at] = -2.0f;
-        }
-        for (int k = 1; k < n; ++k)  // insertion sort: n is small
-          for (int i = k; i > 0 && taken[i - 1] > taken[i]; --i) std::swap(taken[i - 1], taken[i]);
-        float* v = values + (row * groups + g) * n;
-        uint8_t* ix = index + (row * groups + g) * n;
-        for (int k = 0; k < n; ++k) {
-          ix[k] = uint8_t(taken[k]);
-          v[k] = taken[k] < real ? x[(first + taken[k]) * col_stride] : 0.0f;
-        }
+      int64_t g = 0;
+      if (vector && row_stride == 1 && row % 16 == 0 && row + 16 <= r1) {
+        // A transposed view (columns contiguous): these 16 rows are 16 contiguous columns
+        // of the matrix read, 8 plain loads per group.
+        for (; (g + 1) * 8 <= cols; ++g)
+          detail::prune16_nm8_columns_avx512(x + g * 8 * col_stride, col_stride, n, groups * n,
+                                             values + (row * groups + g) * n,
+                                             index + (row * groups + g) * n);
+        for (int64_t r = row; r < row + 16; ++r)
+          for (int64_t rest = g; rest < groups; ++rest) scalar_group(w + r, r, rest);
+        row += 15;
+        continue;
       }
+      if (vector && col_stride == 1) {  // 16 full groups of a contiguous row at a time
+        for (; g + 16 <= groups && (g + 16) * 8 <= cols; g += 16)
+          detail::prune16_nm8_avx512(x + g * 8, n, values + (row * groups + g) * n,
+                                     index + (row * groups + g) * n);
+      }
+      for (; g < groups; ++g) scalar_group(x, row, g);
     }
   });
 }

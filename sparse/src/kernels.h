@@ -96,4 +96,15 @@ void row_minmax_avx512(const float* x, int64_t rows, int64_t cols, int64_t ld, f
 void quantize_rows_avx512(const float* x, int64_t rows, int64_t cols, int64_t ld,
                           const float* inv_scale, const int32_t* zero, uint8_t* q);
 
+// N:M pruning, m = 8, n <= 8, of 16 groups at once: the n largest |w| of each group,
+// positions ascending, ties to the earlier position, exactly as the scalar pass in
+// formats.cpp. prune16_nm8_avx512: 16 consecutive groups of a contiguous row (w: the
+// first weight of the first group); writes n values and positions per group.
+// prune16_nm8_columns_avx512: the transpose of a row-major matrix, 16 consecutive columns
+// (lanes) of 8 consecutive rows (a group) `ld` floats apart; lane l's n values and
+// positions go to values/index + l * lane_stride.
+void prune16_nm8_avx512(const float* w, int64_t n, float* values, uint8_t* index);
+void prune16_nm8_columns_avx512(const float* w, int64_t ld, int64_t n, int64_t lane_stride,
+                                float* values, uint8_t* index);
+
 }  // namespace strata::sparse::detail

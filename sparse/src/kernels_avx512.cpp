@@ -431,4 +431,85 @@ void quantize_rows_avx512(const float* x, int64_t rows, int64_t cols, int64_t ld
   }
 }
 
+namespace {
+
+// The n largest of 8 scores in each of 16 lanes: positions ascending, ties to the earlier.
+void select_top_n(__m512 score[8], int64_t n, __m512i taken[8]) {
+  for (int64_t k = 0; k < n; ++k) {
+    __m512 best = score[0];
+    __m512i at = _mm512_setzero_si512();
+    for (int j = 1; j < 8; ++j) {
+      const __mmask16 better = _mm512_cmp_ps_mask(score[j], best, _CMP_GT_OQ);
+      best = _mm512_mask_blend_ps(better, best, score[j]);
+      at = _mm512_mask_blend_epi32(better, at, _mm512_set1_epi32(j));
+    }
+    taken[k] = at;
+    for (int j = 0; j < 8; ++j)  // a taken position scores -2, below any |w|
+      score[j] = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(j)), score[j],
+                                      _mm512_set1_ps(-2.0f));
+  }
+  for (int64_t k = 1; k < n; ++k)  // insertion sort across the n vectors, lane by lane
+    for (int64_t i = k; i > 0; --i) {
+      const __m512i lo = _mm512_min_epi32(taken[i - 1], taken[i]);
+      taken[i] = _mm512_max_epi32(taken[i - 1], taken[i]);
+      taken[i - 1] = lo;
+    }
+}
+
+// Lane l's n values and positions to values/index + l * lane_stride.
+void store_lanes(const __m512i taken[8], const __m512 value[8], int64_t n, int64_t lane_stride,
+                 float* values, uint8_t* index) {
+  alignas(64) int32_t pos[8][16];
+  alignas(64) float val[8][16];
+  for (int64_t k = 0; k < n; ++k) {
+    _mm512_store_si512(pos[k], taken[k]);
+    _mm512_store_ps(val[k], value[k]);
+  }
+  for (int l = 0; l < 16; ++l)
+    for (int64_t k = 0; k < n; ++k) {
+      values[l * lane_stride + k] = val[k][l];
+      index[l * lane_stride + k] = uint8_t(pos[k][l]);
+    }
+}
+
+}  // namespace
+
+void prune16_nm8_avx512(const float* w, int64_t n, float* values, uint8_t* index) {
+  // Lane l holds group l: element j of the 16 groups is gathered with stride 8 floats.
+  const __m512i base = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(8));
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  __m512 score[8];
+  for (int j = 0; j < 8; ++j)
+    score[j] = _mm512_andnot_ps(
+        sign, _mm512_i32gather_ps(_mm512_add_epi32(base, _mm512_set1_epi32(j)), w, 4));
+  __m512i taken[8];
+  select_top_n(score, n, taken);
+  __m512 value[8];
+  for (int64_t k = 0; k < n; ++k)
+    value[k] = _mm512_i32gather_ps(_mm512_add_epi32(base, taken[k]), w, 4);
+  store_lanes(taken, value, n, n, values, index);
+}
+
+void prune16_nm8_columns_avx512(const float* w, int64_t ld, int64_t n, int64_t lane_stride,
+                                float* values, uint8_t* index) {
+  // Lane l is column l; element j of its group is row j: 8 plain loads, no gathers.
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  __m512 raw[8], score[8];
+  for (int j = 0; j < 8; ++j) {
+    raw[j] = _mm512_loadu_ps(w + j * ld);
+    score[j] = _mm512_andnot_ps(sign, raw[j]);
+  }
+  __m512i taken[8];
+  select_top_n(score, n, taken);
+  __m512 value[8];
+  for (int64_t k = 0; k < n; ++k) {
+    value[k] = _mm512_setzero_ps();
+    for (int j = 0; j < 8; ++j)
+      value[k] = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(taken[k], _mm512_set1_epi32(j)),
+                                      value[k], raw[j]);
+  }
+  store_lanes(taken, value, n, lane_stride, values, index);
+}
+
 }  // namespace strata::sparse::detail

@@ -14,7 +14,7 @@ using testing::random_weight;
 
 TEST(SparseNMTraining, PruneEqualsMaskThenPack) {
   for (auto [n, m, in] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-           {2, 4, 16}, {2, 8, 37}, {1, 4, 5}, {3, 32, 70}, {4, 8, 3}}) {
+           {2, 4, 16}, {2, 8, 37}, {1, 4, 5}, {3, 32, 70}, {4, 8, 3}, {2, 8, 200}, {5, 8, 301}}) {
     const at::Tensor w = random_weight(9, in, uint64_t(in));
     const NMSparse fast = NMSparse::prune(w, n, m);
     const NMSparse ref = NMSparse::from_dense(w, nm_magnitude_mask(w, n, m), n, m);
@@ -22,6 +22,26 @@ TEST(SparseNMTraining, PruneEqualsMaskThenPack) {
     EXPECT_TRUE(at::equal(fast.to_dense(), ref.to_dense())) << what;
     EXPECT_TRUE(at::equal(fast.mask(), nm_magnitude_mask(w, n, m))) << what;
     EXPECT_EQ(fast.groups, ref.groups) << what;
+    // The transposed view (the AVX-512 column path for 2:8 and 5:8) equals pruning a copy.
+    const NMSparse view = NMSparse::prune(w.t(), n, m);
+    const NMSparse copy = NMSparse::prune(w.t().contiguous(), n, m);
+    EXPECT_TRUE(at::equal(view.to_dense(), copy.to_dense())) << what << " transposed";
+    EXPECT_TRUE(at::equal(view.index, copy.index)) << what << " transposed";
+  }
+}
+
+TEST(SparseNMTraining, PruneVectorPathEqualsPortablePath) {
+  // 33 rows (two blocks of 16 and one left over) x 203 columns (25 full groups and a
+  // padded one), with ties: the AVX-512 passes against STRATA_SPARSE_PORTABLE=1.
+  at::Tensor w = random_weight(33, 203, 11);
+  w.slice(1, 0, 16).fill_(0.5);  // ties inside the first groups
+  for (const at::Tensor& t : {w, w.t().contiguous(), at::Tensor(w.t())}) {
+    const NMSparse vector = NMSparse::prune(t, 2, 8);
+    setenv("STRATA_SPARSE_PORTABLE", "1", 1);
+    const NMSparse portable = NMSparse::prune(t, 2, 8);
+    unsetenv("STRATA_SPARSE_PORTABLE");
+    EXPECT_TRUE(at::equal(vector.index, portable.index));
+    EXPECT_TRUE(at::equal(vector.values, portable.values));
   }
 }
 
