@@ -31,6 +31,7 @@ namespace {
 namespace nn = torch::nn;
 namespace q = strata::quant;
 using strata::core::FashionMnist;
+using strata::core::classification_accuracy;
 
 struct Config {
   std::string data_dir = strata::core::kFashionMnistDir;
@@ -120,18 +121,6 @@ void train(nn::Sequential& model, const std::vector<torch::optim::Optimizer*>& o
   }
 }
 
-double accuracy(nn::Sequential& model, const FashionMnist& test) {
-  model->eval();
-  torch::NoGradGuard no_grad;
-  double correct = 0;
-  for (int64_t begin = 0; begin < test.size(); begin += 1000) {
-    const int64_t end = std::min(begin + 1000, test.size());
-    const at::Tensor logits = model->forward(test.images.slice(0, begin, end));
-    correct += logits.argmax(1).eq(test.labels.slice(0, begin, end)).sum().item<double>();
-  }
-  return correct / static_cast<double>(test.size());
-}
-
 struct Result {
   std::string method;
   int bits = 0;  // 0: float
@@ -155,7 +144,7 @@ class Experiment {
     nn::Sequential float_model = strata::core::make_fmnist_cnn();
     torch::optim::SGD sgd(float_model->parameters(), torch::optim::SGDOptions(c_.lr).momentum(c_.momentum));
     train(float_model, {&sgd}, train_, c_.epochs * steps_per_epoch(), c_.batch, "float");
-    record({"float", 0, 0, accuracy(float_model, test_)});
+    record({"float", 0, 0, classification_accuracy(float_model, test_)});
 
     for (int w : c_.bits) quantize(float_model, q::QfxOptions(w));
     if (c_.k_hot > 0) quantize(float_model, q::QfxOptions(c_.k_hot_bits).k_hot(c_.k_hot));
@@ -172,12 +161,12 @@ class Experiment {
     const std::string suffix = k > 0 ? "-khot" : "";
     nn::Sequential ptq_max = q::quantize_model(float_model, options);
     q::calibrate_ptq(ptq_max, calibration_);
-    record(with_multipliers({"ptq-max" + suffix, w, k, accuracy(ptq_max, test_)}, ptq_max));
+    record(with_multipliers({"ptq-max" + suffix, w, k, classification_accuracy(ptq_max, test_)}, ptq_max));
 
     nn::Sequential model = q::quantize_model(float_model, options);
     q::calibrate_ptq(model, calibration_,
                      q::PtqOptions().statistic(q::RangeStatistic::Percentile).percentile(c_.percentile));
-    record(with_multipliers({"ptq-percentile" + suffix, w, k, accuracy(model, test_)}, model));
+    record(with_multipliers({"ptq-percentile" + suffix, w, k, classification_accuracy(model, test_)}, model));
 
     // Weights by SGD as in float training; binary points by Adam, whose steps do not
     // depend on the gradient's scale (a log2 step size moves ~ lr per step when its
@@ -192,7 +181,7 @@ class Experiment {
     int moved = 0;
     for (size_t i = 0; i < start.size(); ++i) moved += start[i] != end[i];
     spdlog::info("qfx W={}{}: {} of {} binary points moved in training", w, suffix, moved, start.size());
-    record(with_multipliers({"qfx" + suffix, w, k, accuracy(model, test_)}, model));
+    record(with_multipliers({"qfx" + suffix, w, k, classification_accuracy(model, test_)}, model));
     if (!c_.export_dir.empty()) {
       q::export_qfx(model, (std::filesystem::path(c_.export_dir) /
                             ("qfx-w" + std::to_string(w) + suffix + ".json"))

@@ -32,6 +32,7 @@ namespace {
 
 namespace sp = strata::sparse;
 using strata::core::FashionMnist;
+using strata::core::classification_accuracy;
 
 struct Config {
   std::string data_dir = strata::core::kFashionMnistDir;
@@ -76,17 +77,6 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--test-samples", c.test_samples,
                  "Test images scored and timed (the first N of the 10,000)")
       ->check(CLI::Range(int64_t{1}, int64_t{10000}));
-}
-
-double accuracy(torch::nn::Sequential& model, const FashionMnist& test) {
-  torch::NoGradGuard no_grad;
-  double correct = 0;
-  for (int64_t begin = 0; begin < test.size(); begin += 1000) {
-    const int64_t end = std::min(begin + 1000, test.size());
-    const at::Tensor logits = model->forward(test.images.slice(0, begin, end));
-    correct += logits.argmax(1).eq(test.labels.slice(0, begin, end)).sum().item<double>();
-  }
-  return correct / double(test.size());
 }
 
 // Median seconds of inference over the test set in batches of `batch`, `runs` times.
@@ -218,13 +208,13 @@ int run(const Config& c) {
   }
   result["steps"] = last_step;
   result["step_ms"] = 1e3 * train_seconds / double(std::max<int64_t>(1, last_step - warmup));
-  result["test_accuracy"] = accuracy(model, test_set);
+  result["test_accuracy"] = classification_accuracy(model, test_set);
 
   if (pruner) {
     const auto names = sp::prunable_weights(*model, prune_options.skip());
     result["measured_sparsity"] = sp::sparsity_of(*model, names);
     auto sparse_model = sp::to_sparse_linear(model, pruner->masks(), inference_format(prune_options.structure()));
-    result["sparse_test_accuracy"] = accuracy(sparse_model, test_set);
+    result["sparse_test_accuracy"] = classification_accuracy(sparse_model, test_set);
     const double dense_s = inference_seconds(model, test_set, 128, 5);
     const double sparse_s = inference_seconds(sparse_model, test_set, 128, 5);
     result["inference_dense_ms_per_batch"] = 1e3 * dense_s / double(test_set.size() / 128);

@@ -124,4 +124,20 @@ FashionMnist load_fashion_mnist(const std::string& dir, FashionMnistSplit split)
   return data;
 }
 
+double classification_accuracy(torch::nn::Sequential& model, const FashionMnist& data,
+                               int64_t batch) {
+  STRATA_CHECK(batch > 0, "classification_accuracy: batch ", batch, ": expected at least 1");
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  double correct = 0;
+  for (int64_t begin = 0; begin < data.size(); begin += batch) {
+    const int64_t end = std::min(begin + batch, data.size());
+    const at::Tensor logits = model->forward(data.images.slice(0, begin, end));
+    correct += logits.argmax(1).eq(data.labels.slice(0, begin, end)).sum().item<double>();
+  }
+  model->train(was_training);
+  return data.size() ? correct / static_cast<double>(data.size()) : 0.0;
+}
+
 }  // namespace strata::core

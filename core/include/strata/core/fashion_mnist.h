@@ -2,6 +2,7 @@
 // Fashion-MNIST from the gzip'ed IDX files of Debian's dataset-fashion-mnist package.
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/modules/container/sequential.h>
 
 #include <cstdint>
 #include <string>
@@ -26,5 +27,10 @@ struct FashionMnist {
 
 // Loads `<dir>/train-*-ubyte.gz` (60,000 samples) or `<dir>/t10k-*-ubyte.gz` (10,000).
 FashionMnist load_fashion_mnist(const std::string& dir, FashionMnistSplit split);
+
+// Fraction of `data` a classifier gets right (argmax of its logits), in batches of
+// `batch`, in eval mode and without gradients; the model's training flag is restored.
+double classification_accuracy(torch::nn::Sequential& model, const FashionMnist& data,
+                               int64_t batch = 1000);
 
 }  // namespace strata::core
