@@ -8,7 +8,7 @@
 //
 // bitmod: BitModLinear (4-bit BitMoD weights, group 128, run on the packed codes) against
 // torch::matmul fp32 with the dense weight, on the bert-gemm weight shapes (BENCHMARKS.md)
-// at M = 1 and 128 tokens; paired runs (bench_timing.h), ratio = dense time / BitMoD time.
+// at M = 1 and 128 tokens; paired runs (bench_common.h), ratio = dense time / BitMoD time.
 // {"bench":"quant","case":"bitmod-linear/<M>x<K>x<N>","threads":n,"value":GFLOP/s,
 //  "unit":"GFLOP/s","baseline":dense GFLOP/s,"ratio":...,"runs":n,"kernel":"avx512-gemv"}
 //
@@ -28,9 +28,8 @@
 #include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
-#include "bench_timing.h"
+#include "bench_common.h"
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
 #include "strata/core/text_corpus.h"
@@ -79,8 +78,7 @@ double median_seconds(int runs, const Body& body) {
 
 void print_json(const std::string& c, int threads, double value, const std::string& unit,
                 double baseline, double ratio, int runs, const std::string& kernel = "") {
-  json line = {{"bench", "quant"},     {"case", c},      {"value", value}, {"unit", unit},
-               {"baseline", baseline}, {"ratio", ratio}, {"runs", runs}};
+  json line = strata::bench::json_line("quant", c, value, unit, baseline, ratio, runs);
   if (threads > 0) line["threads"] = threads;
   if (!kernel.empty()) line["kernel"] = kernel;
   std::cout << line.dump() << std::endl;
@@ -117,11 +115,7 @@ void run_bitmod(const Config& c) {
     strata::core::set_num_threads(n);
     for (const int64_t m : c.tokens)
       for (const std::string& shape : c.shapes) {
-        int64_t k = 0, out = 0;
-        char sep = 0;
-        std::istringstream in(shape);
-        STRATA_CHECK((in >> k >> sep >> out) && sep == 'x' && k > 0 && out > 0, "--shapes ", shape,
-                     ": expected KxN, e.g. 768x3072");
+        const auto [k, out] = strata::bench::parse_shape(shape);
         torch::manual_seed(0);
         const at::Tensor x = at::randn({m, k});
         const at::Tensor w = at::randn({out, k}) / std::sqrt(double(k));  // a Linear's [out, in]

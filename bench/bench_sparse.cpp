@@ -19,9 +19,8 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
-#include "bench_timing.h"
+#include "bench_common.h"
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
 #include "strata/core/threads.h"
@@ -57,7 +56,7 @@ struct Config {
   }
 };
 
-// bench_timing.h with this run's --runs and --min-ms.
+// bench_common.h with this run's --runs and --min-ms.
 template <typename D, typename F>
 Timing time_paired(const Config& c, D&& dense, F&& f) {
   return strata::bench::time_paired(c.runs, c.min_ms, dense, f);
@@ -75,15 +74,11 @@ void report(const Config& c, int threads, const std::string& kernel, const std::
   std::printf("%-10s %-16s %-5s %9.1f GFLOP/s  dense %6.1f  %7.2fx  %8.1f us  %s\n", kernel.c_str(),
               shape.c_str(), sparsity.c_str(), gflops, dense, t.ratio, t.seconds * 1e6,
               impl.c_str());
-  const json line = {{"bench", "sparse"},
-                     {"case", kernel + "/" + shape + (sparsity.empty() ? "" : "/" + sparsity)},
-                     {"threads", threads},
-                     {"value", gflops},
-                     {"unit", "GFLOP/s"},
-                     {"baseline", dense},
-                     {"ratio", t.ratio},
-                     {"runs", c.runs},
-                     {"kernel", impl}};
+  json line = strata::bench::json_line(
+      "sparse", kernel + "/" + shape + (sparsity.empty() ? "" : "/" + sparsity), gflops, "GFLOP/s",
+      dense, t.ratio, c.runs);
+  line["threads"] = threads;
+  line["kernel"] = impl;
   std::cout << line.dump() << std::endl;
 }
 
@@ -150,14 +145,10 @@ void run_training(const Config& c, int threads) {
     std::printf("%-16s fmnist-mlp/%-5lld %8.1f ms/step  dense %8.1f  %6.2fx\n", name.c_str(),
                 static_cast<long long>(c.train_batch), t.seconds * 1e3, t.dense_seconds * 1e3,
                 t.ratio);
-    const json line = {{"bench", "sparse"},
-                       {"case", name + "/fmnist-mlp/" + std::to_string(c.train_batch)},
-                       {"threads", threads},
-                       {"value", t.seconds * 1e3},
-                       {"unit", "ms/step"},
-                       {"baseline", t.dense_seconds * 1e3},
-                       {"ratio", t.ratio},
-                       {"runs", c.runs}};
+    json line = strata::bench::json_line(
+        "sparse", name + "/fmnist-mlp/" + std::to_string(c.train_batch), t.seconds * 1e3,
+        "ms/step", t.dense_seconds * 1e3, t.ratio, c.runs);
+    line["threads"] = threads;
     std::cout << line.dump() << std::endl;
   }
 }
@@ -198,15 +189,11 @@ void run_spgemm(const Config& c, int threads) {
       const double mflops = flops / t.seconds * 1e-6, base = flops / t.dense_seconds * 1e-6;
       std::printf("spgemm-%-6s %-22s nnz %9lld %9.1f MFLOP/s  torch.sparse %8.1f  %6.2fx\n", acc_name,
                   k.name.c_str(), static_cast<long long>(a.nnz()), mflops, base, t.ratio);
-      const json line = {{"bench", "sparse"},
-                         {"case", std::string("spgemm-") + acc_name + "/" + k.name},
-                         {"threads", threads},
-                         {"value", mflops},
-                         {"unit", "MFLOP/s"},
-                         {"baseline", base},
-                         {"ratio", t.ratio},
-                         {"runs", c.runs},
-                         {"nnz", a.nnz()}};
+      json line = strata::bench::json_line("sparse",
+                                           std::string("spgemm-") + acc_name + "/" + k.name,
+                                           mflops, "MFLOP/s", base, t.ratio, c.runs);
+      line["threads"] = threads;
+      line["nnz"] = a.nnz();
       std::cout << line.dump() << std::endl;
     }
   }
@@ -243,11 +230,7 @@ int main(int argc, char** argv) {
       if (!c.wants_section("kernels")) continue;
       for (int64_t m : c.tokens)
         for (const std::string& s : c.shapes) {
-          int64_t k = 0, n = 0;
-          char sep = 0;
-          std::istringstream in(s);
-          STRATA_CHECK((in >> k >> sep >> n) && sep == 'x' && k > 0 && n > 0, "--shapes ", s,
-                       ": expected KxN, e.g. 768x3072");
+          const auto [k, n] = strata::bench::parse_shape(s);
           run_shape(c, t, m, k, n);
         }
     }

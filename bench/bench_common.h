@@ -1,15 +1,19 @@
 #pragma once
-// Timing helpers the benchmarks share: paired runs of a kernel and its baseline on a
-// shared machine, and medians.
+// What the benchmarks share: paired runs of a kernel and its baseline on a shared
+// machine, medians, the environment they re-execute with, "KxN" shape arguments and the
+// JSON line every figure is printed as (docs/BENCHMARKS.md).
 
 #include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "strata/core/error.h"
 #include "strata/core/timer.h"
 
 namespace strata::bench {
@@ -82,6 +86,24 @@ Timing time_paired(int runs, double min_ms, D&& baseline, F&& f) {
     ratio.push_back(tb.back() / tk.back());
   }
   return {median(tk), median(tb), median(ratio)};
+}
+
+// A --shapes entry "KxN" (e.g. 768x3072): input and output features, both positive.
+inline std::pair<int64_t, int64_t> parse_shape(const std::string& text) {
+  int64_t k = 0, n = 0;
+  char sep = 0;
+  std::istringstream in(text);
+  STRATA_CHECK((in >> k >> sep >> n) && sep == 'x' && k > 0 && n > 0, "--shapes ", text,
+               ": expected KxN, e.g. 768x3072");
+  return {k, n};
+}
+
+// One figure as a JSON line's fields; callers add their own (threads, kernel, ...) and
+// print line.dump().
+inline nlohmann::json json_line(const std::string& bench, const std::string& name, double value,
+                                const std::string& unit, double baseline, double ratio, int runs) {
+  return {{"bench", bench},       {"case", name},   {"value", value}, {"unit", unit},
+          {"baseline", baseline}, {"ratio", ratio}, {"runs", runs}};
 }
 
 }  // namespace strata::bench
