@@ -209,7 +209,8 @@ CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& op
   const std::vector<int64_t> start = balanced_chunks(
       bound, std::max<int64_t>(1, std::min<int64_t>(av.rows, 8 * at::get_num_threads())));
   const int64_t chunks = int64_t(start.size()) - 1;
-  // merge(i, out): row i merged into `out` (or only counted), by the row's accumulator.
+  // f(accumulator, i, dense) for every row with products, the rows split over the threads
+  // in chunks of about equal work; dense: the row's accumulator choice.
   const auto for_each_row = [&](auto&& f) {
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
       RowAccumulator acc(bv.cols);

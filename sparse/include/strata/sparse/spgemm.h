@@ -10,8 +10,9 @@
 // bound_i = sum over k in row i of A of nnz(row k of B):
 //   hash   an open-addressing table of 2^ceil(log2(2 bound)) slots, then the few columns
 //          it holds sorted; cheap when bound is small next to the number of columns;
-//   dense  one float per column of C and a flag per column, scanned over the row's column
-//          range; cheap when the row fills a good part of it.
+//   dense  one float and one row stamp per column of C (a column is touched in this row
+//          when its stamp is the row's, so nothing is cleared), the touched columns sorted,
+//          or all columns scanned when they are many; cheap while C's width fits in cache.
 // Rows are split over LibTorch's intra-op threads in chunks of about equal work (sum of
 // bounds); each thread keeps its own accumulators. Each row is merged once into a buffer
 // with room for its bound, then the rows are compacted into C; when that buffer would be
@@ -31,7 +32,8 @@ namespace strata::sparse {
 enum class SpgemmAccumulator { kAuto, kHash, kDense };
 
 struct SpgemmOptions {
-  // kAuto picks per row: dense when bound_i * dense_ratio >= the row's column range.
+  // kAuto picks per row: dense when bound_i * dense_ratio >= the number of columns of C
+  // (the hash accumulator was slower on every matrix measured: docs/benchmarks.md).
   TORCH_ARG(SpgemmAccumulator, accumulator) = SpgemmAccumulator::kAuto;
   TORCH_ARG(int64_t, dense_ratio) = 64;
   // One pass into a buffer of sum_i bound_i entries, then compaction, when that buffer
