@@ -36,12 +36,16 @@ inline void exec_with_sleeping_thread_pools(char** argv) {
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
   using CoreName = char* (*)();
   auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+#if defined(__x86_64__)
   if (core_name && std::string(core_name()) == "Prescott") {
     if (__builtin_cpu_supports("avx512f"))
       setenv("OPENBLAS_CORETYPE", "SkylakeX", 0);
     else if (__builtin_cpu_supports("avx2"))
       setenv("OPENBLAS_CORETYPE", "Haswell", 0);
   }
+#else
+  (void)core_name;
+#endif
   execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
 }
 

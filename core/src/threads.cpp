@@ -47,12 +47,16 @@ void warn_if_blas_is_generic() {
   warned = true;
   using CoreName = char* (*)();
   auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+#if defined(__x86_64__)
   if (!core_name || std::string(core_name()) != "Prescott") return;
   if (!__builtin_cpu_supports("avx2")) return;  // then Prescott is OpenBLAS's right choice
   spdlog::warn(
       "OpenBLAS does not know this CPU and runs its slow Prescott kernels (matmul 3-4x slower); "
       "start the program with OPENBLAS_CORETYPE={} (scripts/blas_env.sh does)",
       __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell");
+#else
+  (void)core_name;  // Prescott is an x86 core type: nothing to check elsewhere
+#endif
 }
 
 }  // namespace strata::core
