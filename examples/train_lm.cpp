@@ -2,12 +2,18 @@
 //
 //   build/examples/train_lm --steps 2000 --eval-every 200 --generate 300
 //   mpirun -np 2 build/examples/train_lm --pp 2 --micro-batches 4   # pipelined over 2 ranks
+//   build/examples/train_lm --matformer        # fortunes-lm-mat: FFN 1024/512/256/128 nested
 //
 // Each step samples `--batch` random windows of `--context` bytes from the train split
 // (the same windows on every rank; each data-parallel replica trains on its share);
 // validation loss and bits per byte are measured on a fixed set of validation windows, so
 // that evaluations at different steps (and runs) compare. With --pp the embedding and the
 // tied output head sit on the first and last stage, and their gradients are summed.
+//
+// With --matformer every step sums the losses of the granularities (all, or --mat-sample
+// of them drawn per step), one optimizer step; validation reports each granularity, and
+// at the end the slowly changing Mix'n'Match submodels are scored on a few validation
+// batches and stored in the checkpoint, for tools/strata-extract --list and --budget-params.
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -16,6 +22,7 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <numeric>
 
 #include <spdlog/spdlog.h>
 
@@ -29,12 +36,16 @@
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
 #include "strata/core/transformer_lm.h"
+#include "strata/elastic/extract.h"
+#include "strata/elastic/matformer.h"
+#include "strata/elastic/mix_n_match.h"
 #include "strata/parallel/mpi_communicator.h"
 #include "strata/parallel/pipeline_program.h"
 
 namespace {
 
 namespace core = strata::core;
+namespace elastic = strata::elastic;
 using strata::parallel::HybridParallel;
 
 struct Config {
@@ -56,6 +67,11 @@ struct Config {
   std::string prompt = "The ";
   int64_t generate = 0;
   double temperature = 0.8;
+  bool matformer = false;
+  std::vector<int64_t> granularities;       // empty: ffn, ffn/2, ffn/4, ffn/8
+  std::vector<int64_t> head_granularities;  // empty: all heads at every granularity
+  int mat_sample = 0;                       // granularities per step; 0: all
+  int64_t mix_n_match_batches = 4;
   strata::core::TrainingRunFlags run;
   strata::parallel::PipelineFlags pipeline;
 
@@ -67,6 +83,11 @@ struct Config {
         .heads(heads)
         .ffn(ffn)
         .dropout(dropout);
+  }
+  std::vector<elastic::Granularity> matformer_granularities() const {
+    return elastic::matformer_granularities(
+        model(), elastic::MatFormerOptions().granularities(granularities).head_granularities(
+                     head_granularities));
   }
 };
 
@@ -101,6 +122,21 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--temperature", c.temperature, "Sampling temperature (0: greedy)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--matformer", c.matformer,
+               "Train MatFormer nested FFNs jointly (fortunes-lm-mat)");
+  app.add_option("--granularities", c.granularities,
+                 "MatFormer FFN widths, largest = --ffn (default: ffn, ffn/2, ffn/4, ffn/8)")
+      ->delimiter(',');
+  app.add_option("--head-granularities", c.head_granularities,
+                 "Attention heads of each granularity, to nest heads too (default: all heads)")
+      ->delimiter(',');
+  app.add_option("--mat-sample", c.mat_sample,
+                 "Granularities drawn per step (0: every granularity every step)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--mix-n-match-batches", c.mix_n_match_batches,
+                 "Validation batches that score the Mix'n'Match submodels after training "
+                 "(0: skip)")
+      ->check(CLI::NonNegativeNumber);
   strata::core::add_training_run_flags(app, c.run);
   strata::parallel::add_pipeline_flags(app, c.pipeline);
 }
@@ -129,8 +165,28 @@ double validation_loss(HybridParallel& model, const core::TextCorpus& corpus, co
 // What the checkpoint's "extra" records about the model, checked on resume: a model with
 // other heads has the same tensor shapes, so load_checkpoint alone cannot tell.
 nlohmann::json model_description(const Config& c) {
-  return {{"model", "fortunes-lm"}, {"layers", c.layers}, {"d_model", c.d_model},
-          {"heads", c.heads},       {"ffn", c.ffn},       {"context", c.context}};
+  nlohmann::json description = core::transformer_lm_to_json(c.model());
+  if (c.matformer) description["matformer"] = elastic::matformer_to_json(c.matformer_granularities());
+  return description;
+}
+
+// The granularities one MatFormer step trains: all of them, or `mat_sample` drawn from
+// the step's own generator (the same on every rank).
+std::vector<elastic::Submodel> matformer_passes(const Config& c,
+                                                const std::vector<elastic::Granularity>& all,
+                                                int64_t step) {
+  std::vector<size_t> chosen(all.size());
+  for (size_t i = 0; i < all.size(); ++i) chosen[i] = i;
+  if (c.mat_sample > 0) {
+    const at::Tensor order = at::randperm(static_cast<int64_t>(all.size()),
+                                          step_generator(~c.seed, step), at::kLong);
+    chosen.clear();
+    for (int i = 0; i < c.mat_sample; ++i) chosen.push_back(static_cast<size_t>(order[i].item<int64_t>()));
+    std::sort(chosen.begin(), chosen.end());
+  }
+  std::vector<elastic::Submodel> passes;
+  for (const size_t i : chosen) passes.push_back(elastic::Submodel::uniform(c.model(), all[i]));
+  return passes;
 }
 
 int64_t resume(const Config& c, HybridParallel& model, torch::optim::Optimizer& optimizer) {
@@ -148,6 +204,30 @@ int64_t resume(const Config& c, HybridParallel& model, torch::optim::Optimizer& 
   return step;
 }
 
+// Scores the slowly changing Mix'n'Match submodels (mix_n_match.h) on the first
+// --mix-n-match-batches validation batches; returns them, largest first, as JSON.
+nlohmann::json score_mix_n_match(const Config& c,
+                                 const std::vector<elastic::Granularity>& granularities,
+                                 torch::nn::Sequential& lm, HybridParallel& model,
+                                 const core::TextCorpus& corpus) {
+  Config scoring = c;
+  scoring.eval_batches = c.mix_n_match_batches;
+  std::vector<elastic::ScoredSubmodel> scored =
+      elastic::slowly_changing_submodels(c.model(), granularities);
+  for (elastic::ScoredSubmodel& s : scored) {
+    elastic::apply_submodel(*lm, s.submodel);
+    s.loss = validation_loss(model, corpus, scoring);
+  }
+  elastic::reset_submodel(*lm);
+  std::string text;
+  for (const elastic::ScoredSubmodel& s : elastic::pareto_front(scored))
+    text += fmt::format("\n  {:>9} parameters  loss {:.4f}  {}", s.parameters, s.loss,
+                        s.submodel.describe());
+  spdlog::info("Mix'n'Match: {} submodels scored on {} validation batches; the front:{}",
+               scored.size(), c.mix_n_match_batches, text);
+  return elastic::scored_to_json(scored);
+}
+
 int train(const Config& c) {
   auto world = strata::parallel::MpiCommunicator::world();
   const int rank = world->rank();
@@ -160,6 +240,13 @@ int train(const Config& c) {
   const core::TextCorpus corpus = core::TextCorpus::load(c.data_dir);
   // Fail now rather than at the first evaluation if the validation split is too short.
   corpus.sample_batch(false, 1, c.context, generator(0));
+
+  std::vector<elastic::Granularity> granularities;
+  if (c.matformer) {
+    granularities = c.matformer_granularities();
+    STRATA_CHECK(c.mat_sample <= static_cast<int>(granularities.size()), "--mat-sample ",
+                 c.mat_sample, " is more than the ", granularities.size(), " granularities");
+  }
 
   torch::manual_seed(c.seed);  // the same model on every rank
   torch::nn::Sequential lm = core::make_transformer_lm(options);
@@ -182,16 +269,38 @@ int train(const Config& c) {
 
   core::MetricsWriter metrics(rank == 0 ? c.run.metrics_out : "");
   core::ProgressReporter progress(c.steps, c.run.log_every, rank == 0);
+  nlohmann::json mix_n_match;  // scored submodels, once measured
   auto save = [&](int64_t step) {
     if (c.run.checkpoint_dir.empty()) return;
+    nlohmann::json extra = model_description(c);
+    if (!mix_n_match.is_null()) extra["mix_n_match"] = mix_n_match;
     model.save_checkpoint(core::checkpoint_path(c.run.checkpoint_dir, step), optimizer, step,
-                          model_description(c));
+                          extra);
   };
+  nlohmann::json granularity_losses;  // the last evaluation's, by FFN width
   auto evaluate = [&](int64_t step) {
-    const double loss = validation_loss(model, corpus, c);
+    nlohmann::json record = {{"step", step}};
+    if (c.matformer) {
+      std::string text;
+      for (const elastic::Granularity& g : granularities) {
+        elastic::apply_submodel(*lm, elastic::Submodel::uniform(options, g));
+        const double loss = validation_loss(model, corpus, c);
+        granularity_losses[std::to_string(g.ffn)] = loss;
+        text += fmt::format(" {}:{:.4f}", g.ffn, loss);
+      }
+      elastic::reset_submodel(*lm);
+      spdlog::info("step {}: validation loss by FFN width{}", step, text);
+      record["granularity_val_loss"] = granularity_losses;
+    }
+    // The largest granularity is the whole model.
+    const double loss =
+        c.matformer ? granularity_losses[std::to_string(granularities.front().ffn)].get<double>()
+                    : validation_loss(model, corpus, c);
     spdlog::info("step {}: validation loss {:.4f}, {:.3f} bits per byte", step, loss,
                  core::bits_per_byte(loss));
-    metrics.write({{"step", step}, {"val_loss", loss}, {"val_bpb", core::bits_per_byte(loss)}});
+    record["val_loss"] = loss;
+    record["val_bpb"] = core::bits_per_byte(loss);
+    metrics.write(record);
     return loss;
   };
 
@@ -209,9 +318,22 @@ int train(const Config& c) {
     auto [inputs, targets] =
         corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
     const int replicas = model.data_parallel_size();
+    const at::Tensor my_inputs = inputs.chunk(replicas)[model.data_parallel_rank()];
+    const at::Tensor my_targets = targets.chunk(replicas)[model.data_parallel_rank()];
     measure.reset();
-    loss_sum += model.train_step(inputs.chunk(replicas)[model.data_parallel_rank()],
-                                 targets.chunk(replicas)[model.data_parallel_rank()], optimizer);
+    if (c.matformer) {
+      // The sum of the granularities' losses, one optimizer step; the loss logged is their
+      // mean, comparable across --mat-sample settings.
+      const std::vector<elastic::Submodel> passes = matformer_passes(c, granularities, step);
+      const std::vector<double> losses = model.train_step(
+          my_inputs, my_targets, optimizer, static_cast<int>(passes.size()),
+          [&](int i) { elastic::apply_submodel(*lm, passes[static_cast<size_t>(i)]); });
+      elastic::reset_submodel(*lm);
+      loss_sum += std::accumulate(losses.begin(), losses.end(), 0.0) /
+                  static_cast<double>(losses.size());
+    } else {
+      loss_sum += model.train_step(my_inputs, my_targets, optimizer);
+    }
     const double seconds = measure.seconds();
     if (step >= warmup_end) measured_seconds += seconds;
     report.record(step, warmup_end, seconds);
@@ -230,6 +352,11 @@ int train(const Config& c) {
   if (c.eval_every == 0 || step % c.eval_every != 0 || step == first_step) {
     val_loss = evaluate(step);
   }
+  if (c.matformer && c.mix_n_match_batches > 0) {
+    mix_n_match = score_mix_n_match(c, granularities, lm, model, corpus);
+    // The checkpoint must carry the scores: write it again if the loop already did.
+    if (c.run.checkpoint_every > 0 && step % c.run.checkpoint_every == 0) save(step);
+  }
   if (c.run.checkpoint_every == 0 || step % c.run.checkpoint_every != 0) save(step);
   const std::vector<double> idle = report.finish();
 
@@ -245,7 +372,8 @@ int train(const Config& c) {
                        {"context", c.context}, {"threads", c.threads},
                        {"parameters", parameter_count}, {"config", model_description(c)},
                        {"pp", c.pipeline.pp}, {"world_size", world->size()},
-                       {"idle_fraction", idle}});
+                       {"idle_fraction", idle}, {"granularity_val_loss", granularity_losses},
+                       {"mix_n_match", mix_n_match}});
 
   if (c.generate > 0) {
     // Every rank generates alike (equal logits, equal generators); rank 0 prints.

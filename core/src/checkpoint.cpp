@@ -239,10 +239,8 @@ Manifest read_manifest(const std::string& path) {
   return manifest;
 }
 
-// Reads every tensor of the manifest from tensors.bin into fresh CPU tensors and checks
-// the file size and every checksum.
-std::unordered_map<std::string, at::Tensor> read_tensors(const std::string& path,
-                                                         const Manifest& manifest) {
+// Opens tensors.bin, checking that its size is the manifest's total.
+std::ifstream open_tensors(const std::string& path, const Manifest& manifest) {
   const std::string bin_path = path + "/" + kTensors;
   uint64_t expected = 0;
   for (const ManifestTensor& t : manifest.tensors) expected += t.nbytes;
@@ -253,19 +251,20 @@ std::unordered_map<std::string, at::Tensor> read_tensors(const std::string& path
                expected);
   STRATA_CHECK(size == expected, path, ": tensors.bin has ", size, " bytes, expected ", expected,
                " (trailing data)");
-
   std::ifstream in(bin_path, std::ios::binary);
   STRATA_CHECK(in.good(), bin_path, ": cannot open (", errno_text(), ")");
-  std::unordered_map<std::string, at::Tensor> out;
-  for (const ManifestTensor& t : manifest.tensors) {
-    at::Tensor tensor = at::empty(t.shape, at::TensorOptions().dtype(t.dtype));
-    in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(t.nbytes));
-    STRATA_CHECK(in.good(), bin_path, ": read failed at tensor '", t.name, "'");
-    STRATA_CHECK(hex64(checksum(tensor)) == t.xxh64, "tensor '", t.name,
-                 "': checksum mismatch (corrupt checkpoint ", path, ")");
-    out.emplace(t.name, std::move(tensor));
-  }
-  return out;
+  return in;
+}
+
+// Tensor `t` of the checkpoint at `path` as a fresh CPU tensor, its checksum verified.
+at::Tensor read_tensor(std::ifstream& in, const std::string& path, const ManifestTensor& t) {
+  at::Tensor tensor = at::empty(t.shape, at::TensorOptions().dtype(t.dtype));
+  in.seekg(static_cast<std::streamoff>(t.offset));
+  in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(t.nbytes));
+  STRATA_CHECK(in.good(), path, "/", kTensors, ": read failed at tensor '", t.name, "'");
+  STRATA_CHECK(hex64(checksum(tensor)) == t.xxh64, "tensor '", t.name,
+               "': checksum mismatch (corrupt checkpoint ", path, ")");
+  return tensor;
 }
 
 void check_same(const std::string& kind, const ManifestTensor& saved, const at::Tensor& live) {
@@ -305,80 +304,153 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model,
   write_checkpoint(path, checkpoint_contents(model, optimizer), step, extra);
 }
 
-void write_checkpoint(const std::string& path_in, const CheckpointContents& contents,
-                      int64_t step, const json& extra) {
-  const std::string path = strip_slashes(path_in);
-  STRATA_CHECK(!path.empty() && path != "/", "checkpoint path '", path_in,
-               "': expected a directory name");
-  STRATA_CHECK(step >= 0, "checkpoint step ", step, ", expected at least 0");
+void write_checkpoint(const std::string& path, const CheckpointContents& contents, int64_t step,
+                      const json& extra) {
+  CheckpointWriter writer(path);
+  for (const CheckpointTensor& item : contents.tensors) writer.add(item.name, item.kind, item.tensor);
+  writer.commit(step, extra, contents.optimizer);
+}
+
+// ---------------------------------------------------------------- CheckpointWriter
+
+struct CheckpointWriter::State {
+  std::string path, tmp, parent, pid;
+  std::optional<SyncedFile> bin;
   std::set<std::string> names;
-  for (const CheckpointTensor& item : contents.tensors)
-    STRATA_CHECK(names.insert(item.name).second, "checkpoint ", path, ": tensor '", item.name,
-                 "' given twice");
+  std::vector<nlohmann::ordered_json> entries;
+  uint64_t offset = 0;
+  bool committed = false;
+};
 
-  const fs::path parent = fs::path(path).parent_path();
+CheckpointWriter::CheckpointWriter(const std::string& path_in) : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.path = strip_slashes(path_in);
+  STRATA_CHECK(!s.path.empty() && s.path != "/", "checkpoint path '", path_in,
+               "': expected a directory name");
+  s.parent = fs::path(s.path).parent_path().string();
   std::error_code ec;
-  if (!parent.empty()) {
-    fs::create_directories(parent, ec);
-    STRATA_CHECK(!ec, "checkpoint directory ", parent.string(), ": cannot create (",
-                 ec.message(), ")");
+  if (!s.parent.empty()) {
+    fs::create_directories(s.parent, ec);
+    STRATA_CHECK(!ec, "checkpoint directory ", s.parent, ": cannot create (", ec.message(), ")");
   }
-  const std::string pid = std::to_string(::getpid());
-  const std::string tmp = path + ".tmp-" + pid;
-  fs::remove_all(tmp, ec);
-  STRATA_CHECK(fs::create_directory(tmp, ec) && !ec, "checkpoint: cannot create ", tmp, " (",
+  s.pid = std::to_string(::getpid());
+  s.tmp = s.path + ".tmp-" + s.pid;
+  fs::remove_all(s.tmp, ec);
+  STRATA_CHECK(fs::create_directory(s.tmp, ec) && !ec, "checkpoint: cannot create ", s.tmp, " (",
                ec.message(), ")");
-
   try {
-    std::vector<nlohmann::ordered_json> entries;
-    uint64_t offset = 0;
-    SyncedFile bin(tmp + "/" + kTensors);
-    for (const CheckpointTensor& item : contents.tensors) {
-      const at::Tensor cpu = item.tensor.detach().to(at::kCPU).contiguous();
-      bin.write(cpu.data_ptr(), cpu.nbytes());
-      entries.push_back({{"name", item.name},
-                         {"kind", item.kind},
-                         {"dtype", detail::dtype_name(cpu.scalar_type())},
-                         {"shape", cpu.sizes().vec()},
-                         {"offset", offset},
-                         {"nbytes", cpu.nbytes()},
-                         {"xxh64", hex64(checksum(cpu))}});
-      offset += cpu.nbytes();
-    }
-    bin.close();
-
-    const nlohmann::ordered_json head = {{"format", kFormat},
-                                         {"version", kVersion},
-                                         {"step", step},
-                                         {"extra", extra.is_null() ? json::object() : extra},
-                                         {"optimizer", contents.optimizer}};
-    SyncedFile manifest_file(tmp + "/" + kManifest);
-    const std::string text = manifest_text(head, entries);
-    manifest_file.write(text.data(), text.size());
-    manifest_file.close();
-    sync_directory(tmp);
-
-    // Replace an existing checkpoint: move it aside, move the new one in, then delete the
-    // old one. A crash in between leaves either the old or the new one readable.
-    if (fs::exists(path)) {
-      const std::string old = path + ".old-" + pid;
-      fs::remove_all(old, ec);
-      rename_or_throw(path, old);
-      try {
-        rename_or_throw(tmp, path);
-      } catch (...) {
-        std::rename(old.c_str(), path.c_str());
-        throw;
-      }
-      fs::remove_all(old, ec);
-    } else {
-      rename_or_throw(tmp, path);
-    }
-    sync_directory(parent.empty() ? "." : parent.string());
+    s.bin.emplace(s.tmp + "/" + kTensors);
   } catch (...) {
-    fs::remove_all(tmp, ec);
+    fs::remove_all(s.tmp, ec);
     throw;
   }
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  if (state_->committed) return;
+  state_->bin.reset();
+  std::error_code ec;
+  fs::remove_all(state_->tmp, ec);
+}
+
+void CheckpointWriter::add(const std::string& name, const std::string& kind,
+                           const at::Tensor& tensor) {
+  State& s = *state_;
+  STRATA_CHECK(!s.committed, "checkpoint ", s.path, ": add() after commit()");
+  STRATA_CHECK(s.names.insert(name).second, "checkpoint ", s.path, ": tensor '", name,
+               "' given twice");
+  STRATA_CHECK(kind == "parameter" || kind == "buffer" || kind == "optimizer", "checkpoint ",
+               s.path, ": tensor '", name, "' of kind '", kind,
+               "', expected parameter, buffer or optimizer");
+  const at::Tensor cpu = tensor.detach().to(at::kCPU).contiguous();
+  s.bin->write(cpu.data_ptr(), cpu.nbytes());
+  s.entries.push_back({{"name", name},
+                       {"kind", kind},
+                       {"dtype", detail::dtype_name(cpu.scalar_type())},
+                       {"shape", cpu.sizes().vec()},
+                       {"offset", s.offset},
+                       {"nbytes", cpu.nbytes()},
+                       {"xxh64", hex64(checksum(cpu))}});
+  s.offset += cpu.nbytes();
+}
+
+void CheckpointWriter::commit(int64_t step, const json& extra, const json& optimizer) {
+  State& s = *state_;
+  STRATA_CHECK(!s.committed, "checkpoint ", s.path, ": commit() twice");
+  STRATA_CHECK(step >= 0, "checkpoint step ", step, ", expected at least 0");
+  s.bin->close();
+  const nlohmann::ordered_json head = {{"format", kFormat},
+                                       {"version", kVersion},
+                                       {"step", step},
+                                       {"extra", extra.is_null() ? json::object() : extra},
+                                       {"optimizer", optimizer}};
+  SyncedFile manifest_file(s.tmp + "/" + kManifest);
+  const std::string text = manifest_text(head, s.entries);
+  manifest_file.write(text.data(), text.size());
+  manifest_file.close();
+  sync_directory(s.tmp);
+
+  // Replace an existing checkpoint: move it aside, move the new one in, then delete the
+  // old one. A crash in between leaves either the old or the new one readable.
+  std::error_code ec;
+  if (fs::exists(s.path)) {
+    const std::string old = s.path + ".old-" + s.pid;
+    fs::remove_all(old, ec);
+    rename_or_throw(s.path, old);
+    try {
+      rename_or_throw(s.tmp, s.path);
+    } catch (...) {
+      std::rename(old.c_str(), s.path.c_str());
+      throw;
+    }
+    fs::remove_all(old, ec);
+  } else {
+    rename_or_throw(s.tmp, s.path);
+  }
+  s.committed = true;
+  sync_directory(s.parent.empty() ? "." : s.parent);
+}
+
+// ---------------------------------------------------------------- CheckpointReader
+
+struct CheckpointReader::State {
+  std::string path;
+  Manifest manifest;
+  std::vector<Entry> entries;
+  std::unordered_map<std::string, size_t> index;
+  std::ifstream in;
+};
+
+CheckpointReader::CheckpointReader(const std::string& path_in) : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.path = strip_slashes(path_in);
+  s.manifest = read_manifest(s.path);
+  for (const ManifestTensor& t : s.manifest.tensors) {
+    s.index.emplace(t.name, s.entries.size());
+    s.entries.push_back({t.name, t.kind, t.dtype, t.shape});
+  }
+  s.in = open_tensors(s.path, s.manifest);
+}
+
+CheckpointReader::~CheckpointReader() = default;
+
+const std::string& CheckpointReader::path() const { return state_->path; }
+int64_t CheckpointReader::step() const { return state_->manifest.step; }
+const json& CheckpointReader::extra() const { return state_->manifest.extra; }
+const std::vector<CheckpointReader::Entry>& CheckpointReader::entries() const {
+  return state_->entries;
+}
+
+const CheckpointReader::Entry* CheckpointReader::find(const std::string& name) const {
+  const auto it = state_->index.find(name);
+  return it == state_->index.end() ? nullptr : &state_->entries[it->second];
+}
+
+at::Tensor CheckpointReader::read(const std::string& name) {
+  State& s = *state_;
+  const auto it = s.index.find(name);
+  STRATA_CHECK(it != s.index.end(), "checkpoint ", s.path, " has no tensor '", name, "'");
+  return read_tensor(s.in, s.path, s.manifest.tensors[it->second]);
 }
 
 // ---------------------------------------------------------------- load
@@ -428,7 +500,9 @@ int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
   }
 
   // 4. Data: file size and checksums.
-  const std::unordered_map<std::string, at::Tensor> data = read_tensors(path, manifest);
+  std::ifstream in = open_tensors(path, manifest);
+  std::unordered_map<std::string, at::Tensor> data;
+  for (const ManifestTensor& t : manifest.tensors) data.emplace(t.name, read_tensor(in, path, t));
 
   // 5. Optimizer state fields, grouped by parameter and checked against it.
   std::map<std::string, StateFields> state;

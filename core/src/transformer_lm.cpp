@@ -6,6 +6,7 @@
 #include <limits>
 #include <unordered_set>
 
+#include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
 
 namespace strata::core {
@@ -23,6 +24,56 @@ void TransformerLMOptions::validate() const {
   STRATA_CHECK(context() >= 1, "transformer context ", context(), ", expected at least 1");
   STRATA_CHECK(dropout() >= 0.0 && dropout() < 1.0, "transformer dropout ", dropout(),
                ", expected a value in [0, 1)");
+  const auto check_layers = [&](const std::vector<int64_t>& widths, const char* name) {
+    STRATA_CHECK(widths.empty() || static_cast<int64_t>(widths.size()) == layers(), "transformer ",
+                 name, ": ", widths.size(), " widths, expected one per layer (", layers(), ")");
+    for (const int64_t w : widths)
+      STRATA_CHECK(w >= 1, "transformer ", name, ": width ", w, ", expected at least 1");
+  };
+  check_layers(layer_ffn(), "layer_ffn");
+  check_layers(layer_heads(), "layer_heads");
+}
+
+int64_t TransformerLMOptions::ffn_of(int64_t layer) const {
+  return layer_ffn().empty() ? ffn() : layer_ffn().at(static_cast<size_t>(layer));
+}
+
+int64_t TransformerLMOptions::heads_of(int64_t layer) const {
+  return layer_heads().empty() ? heads() : layer_heads().at(static_cast<size_t>(layer));
+}
+
+nlohmann::json transformer_lm_to_json(const TransformerLMOptions& o) {
+  nlohmann::json j = {{"model", "fortunes-lm"}, {"vocab", o.vocab()},     {"layers", o.layers()},
+                      {"d_model", o.d_model()},  {"heads", o.heads()},     {"ffn", o.ffn()},
+                      {"context", o.context()}};
+  if (!o.layer_ffn().empty()) j["layer_ffn"] = o.layer_ffn();
+  if (!o.layer_heads().empty()) j["layer_heads"] = o.layer_heads();
+  return j;
+}
+
+TransformerLMOptions transformer_lm_from_json(const nlohmann::json& j) {
+  STRATA_CHECK(j.is_object() && j.value("model", "") == "fortunes-lm",
+               "not a fortunes-lm description (expected \"model\": \"fortunes-lm\")");
+  const auto get = [&](const char* key) {
+    STRATA_CHECK(j.contains(key) && j[key].is_number_integer(), "fortunes-lm description: \"",
+                 key, "\" missing or not an integer");
+    return j[key].get<int64_t>();
+  };
+  TransformerLMOptions o;
+  o.vocab(j.contains("vocab") ? get("vocab") : o.vocab())  // older checkpoints: bytes
+      .layers(get("layers"))
+      .d_model(get("d_model"))
+      .heads(get("heads"))
+      .ffn(get("ffn"))
+      .context(get("context"));
+  try {
+    if (j.contains("layer_ffn")) o.layer_ffn(j["layer_ffn"].get<std::vector<int64_t>>());
+    if (j.contains("layer_heads")) o.layer_heads(j["layer_heads"].get<std::vector<int64_t>>());
+  } catch (const nlohmann::json::exception&) {
+    STRATA_FAIL("fortunes-lm description: layer_ffn or layer_heads is not a list of integers");
+  }
+  o.validate();
+  return o;
 }
 
 // ---------------------------------------------------------------- TokenEmbedding
@@ -51,11 +102,13 @@ at::Tensor TokenEmbeddingImpl::forward(const at::Tensor& tokens) {
 
 // ---------------------------------------------------------------- CausalSelfAttention
 
-CausalSelfAttentionImpl::CausalSelfAttentionImpl(const TransformerLMOptions& options_)
-    : options(options_) {
+CausalSelfAttentionImpl::CausalSelfAttentionImpl(const TransformerLMOptions& options_,
+                                                 int64_t layer)
+    : options(options_), heads(options_.heads_of(layer)), active_heads(heads) {
   options.validate();
-  qkv = register_module("qkv", nn::Linear(options.d_model(), 3 * options.d_model()));
-  out = register_module("out", nn::Linear(options.d_model(), options.d_model()));
+  const int64_t inner = heads * options.head_dim();
+  qkv = register_module("qkv", nn::Linear(options.d_model(), 3 * inner));
+  out = register_module("out", nn::Linear(inner, options.d_model()));
 }
 
 at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
@@ -80,25 +133,58 @@ at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout
 at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
   STRATA_CHECK(x.dim() == 3 && x.size(2) == options.d_model(), "attention input: shape ",
                x.sizes(), ", expected [batch, time, ", options.d_model(), "]");
-  return out(causal_attention(qkv(x), options.heads(), options.dropout(), is_training()));
+  STRATA_CHECK(active_heads >= 1 && active_heads <= heads, "attention: ", active_heads,
+               " active heads, expected 1 to ", heads);
+  if (active_heads == heads)
+    return out(causal_attention(qkv(x), heads, options.dropout(), is_training()));
+  // The first active_heads heads: the leading rows of each of the q, k and v blocks.
+  const int64_t inner = heads * options.head_dim(), width = active_heads * options.head_dim();
+  std::vector<at::Tensor> parts;
+  for (int64_t block = 0; block < 3; ++block) {
+    parts.push_back(at::linear(x, qkv->weight.narrow(0, block * inner, width),
+                               qkv->bias.narrow(0, block * inner, width)));
+  }
+  const at::Tensor y =
+      causal_attention(at::cat(parts, -1), active_heads, options.dropout(), is_training());
+  return at::linear(y, out->weight.narrow(1, 0, width), out->bias);
 }
 
 // ---------------------------------------------------------------- DecoderBlock
 
-DecoderBlockImpl::DecoderBlockImpl(const TransformerLMOptions& options_) : options(options_) {
+at::Tensor feed_forward(const at::Tensor& x, const nn::Linear& ffn_in, const nn::Linear& ffn_out,
+                        int64_t width) {
+  STRATA_CHECK(width >= 1 && width <= ffn_in->weight.size(0), "feed-forward width ", width,
+               ", expected 1 to ", ffn_in->weight.size(0));
+  const at::Tensor hidden = at::gelu(
+      at::linear(x, ffn_in->weight.narrow(0, 0, width), ffn_in->bias.narrow(0, 0, width)));
+  return at::linear(hidden, ffn_out->weight.narrow(1, 0, width), ffn_out->bias);
+}
+
+DecoderBlockImpl::DecoderBlockImpl(const TransformerLMOptions& options_, int64_t layer)
+    : options(options_), active_ffn_(options_.ffn_of(layer)) {
   options.validate();
   const int64_t d = options.d_model();
   norm1 = register_module("norm1", nn::LayerNorm(nn::LayerNormOptions({d})));
-  attn = register_module("attn", CausalSelfAttention(options));
+  attn = register_module("attn", CausalSelfAttention(options, layer));
   norm2 = register_module("norm2", nn::LayerNorm(nn::LayerNormOptions({d})));
-  ffn_in = register_module("ffn_in", nn::Linear(d, options.ffn()));
-  ffn_out = register_module("ffn_out", nn::Linear(options.ffn(), d));
+  ffn_in = register_module("ffn_in", nn::Linear(d, active_ffn_));
+  ffn_out = register_module("ffn_out", nn::Linear(active_ffn_, d));
+}
+
+void DecoderBlockImpl::set_width(int64_t ffn, int64_t heads) {
+  STRATA_CHECK(ffn >= 1 && ffn <= ffn_in->weight.size(0), "decoder block: FFN width ", ffn,
+               ", expected 1 to ", ffn_in->weight.size(0));
+  STRATA_CHECK(heads >= 1 && heads <= attn->heads, "decoder block: ", heads,
+               " attention heads, expected 1 to ", attn->heads);
+  active_ffn_ = ffn;
+  attn->active_heads = heads;
 }
 
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x) {
+  if (skip) return x;
   const double p = options.dropout();
   const at::Tensor h = x + at::dropout(attn(norm1(x)), p, is_training());
-  return h + at::dropout(ffn_out(at::gelu(ffn_in(norm2(h)))), p, is_training());
+  return h + at::dropout(feed_forward(norm2(h), ffn_in, ffn_out, active_ffn_), p, is_training());
 }
 
 // ---------------------------------------------------------------- LMHead
@@ -119,7 +205,7 @@ torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options) {
   TokenEmbedding embed(options);
   model->push_back("embed", embed);
   for (int64_t i = 0; i < options.layers(); ++i) {
-    model->push_back("block" + std::to_string(i), DecoderBlock(options));
+    model->push_back("block" + std::to_string(i), DecoderBlock(options, i));
   }
   model->push_back("norm", nn::LayerNorm(nn::LayerNormOptions({options.d_model()})));
   model->push_back("head", LMHead(embed->token->weight));
@@ -135,6 +221,54 @@ torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options) {
     }
   }
   return model;
+}
+
+std::map<std::string, std::vector<int64_t>> transformer_lm_shapes(const TransformerLMOptions& o) {
+  o.validate();
+  const int64_t d = o.d_model();
+  std::map<std::string, std::vector<int64_t>> shapes = {
+      {"embed.token.weight", {o.vocab(), d}}, {"embed.position.weight", {o.context(), d}},
+      {"norm.weight", {d}},                   {"norm.bias", {d}},
+      {"head.weight", {o.vocab(), d}}};
+  for (int64_t i = 0; i < o.layers(); ++i) {
+    const std::string b = "block" + std::to_string(i) + ".";
+    const int64_t inner = o.heads_of(i) * o.head_dim(), f = o.ffn_of(i);
+    for (const char* norm : {"norm1", "norm2"}) {
+      shapes[b + norm + ".weight"] = {d};
+      shapes[b + norm + ".bias"] = {d};
+    }
+    shapes[b + "attn.qkv.weight"] = {3 * inner, d};
+    shapes[b + "attn.qkv.bias"] = {3 * inner};
+    shapes[b + "attn.out.weight"] = {d, inner};
+    shapes[b + "attn.out.bias"] = {d};
+    shapes[b + "ffn_in.weight"] = {f, d};
+    shapes[b + "ffn_in.bias"] = {f};
+    shapes[b + "ffn_out.weight"] = {d, f};
+    shapes[b + "ffn_out.bias"] = {d};
+  }
+  return shapes;
+}
+
+std::vector<DecoderBlock> decoder_blocks(const torch::nn::Module& model) {
+  std::vector<DecoderBlock> blocks;
+  for (const auto& module : model.modules(/*include_self=*/true)) {
+    if (auto block = std::dynamic_pointer_cast<DecoderBlockImpl>(module))
+      blocks.emplace_back(std::move(block));
+  }
+  return blocks;
+}
+
+LoadedTransformerLM load_transformer_lm(const std::string& checkpoint) {
+  const CheckpointReader reader(checkpoint);
+  LoadedTransformerLM loaded;
+  try {
+    loaded.options = transformer_lm_from_json(reader.extra());
+  } catch (const Error& e) {
+    STRATA_FAIL("checkpoint ", checkpoint, ": ", e.what());
+  }
+  loaded.model = make_transformer_lm(loaded.options);
+  loaded.step = load_checkpoint(checkpoint, *loaded.model, nullptr, &loaded.extra);
+  return loaded;
 }
 
 at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& targets) {

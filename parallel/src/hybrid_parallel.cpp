@@ -2,7 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <optional>
+
 #include "strata/core/checkpoint.h"
+#include "strata/core/error.h"
 #include "strata/core/parameters.h"
 
 namespace strata::parallel {
@@ -32,12 +35,35 @@ std::vector<at::Tensor> HybridParallel::parameters() const {
 
 double HybridParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
                                   torch::optim::Optimizer& optimizer) {
+  return train_step(inputs, targets, optimizer, 1, [](int) {}).front();
+}
+
+std::vector<double> HybridParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
+                                               torch::optim::Optimizer& optimizer, int passes,
+                                               const std::function<void(int)>& before_pass) {
+  STRATA_CHECK(passes >= 1, "train step: ", passes, " passes, expected at least 1");
   optimizer.zero_grad();
-  if (pipeline_) return pipeline_->train_step(inputs, targets, &optimizer);
-  const at::Tensor loss = loss_(model_->forward(inputs), targets);
-  loss.backward();  // DistributedDataParallel has averaged the gradients when this returns
-  optimizer.step();
-  return loss.item<double>();
+  std::vector<double> losses;
+  for (int pass = 0; pass < passes; ++pass) {
+    before_pass(pass);
+    const bool last = pass + 1 == passes;
+    if (pipeline_) {
+      // The last pass runs the schedule's all-reduce and optimizer-step instructions.
+      losses.push_back(last ? pipeline_->train_step(inputs, targets, &optimizer)
+                            : pipeline_->train_step(inputs, targets, nullptr,
+                                                    GradientSync::Accumulate));
+      continue;
+    }
+    // Until the last pass, the gradients only accumulate; the last backward averages
+    // their sum over the replicas.
+    std::optional<DistributedDataParallel::NoSyncGuard> no_sync;
+    if (!last) no_sync.emplace(*ddp_);
+    const at::Tensor loss = loss_(model_->forward(inputs), targets);
+    loss.backward();
+    losses.push_back(loss.item<double>());
+    if (last) optimizer.step();
+  }
+  return losses;
 }
 
 double HybridParallel::mean_over_replicas(double replica_value) {

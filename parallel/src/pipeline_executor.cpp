@@ -77,7 +77,10 @@ class TrayScope {
 }  // namespace
 
 double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& targets,
-                                    torch::optim::Optimizer* optimizer) {
+                                    torch::optim::Optimizer* optimizer, GradientSync sync) {
+  STRATA_CHECK(sync == GradientSync::Synchronize || optimizer == nullptr,
+               "pipeline executor: an optimizer step needs synchronized gradients");
+  sync_ = sync;
   const int m = schedule_.num_micro_batches;
   STRATA_CHECK(inputs.dim() >= 1 && inputs.size(0) % m == 0,
                "pipeline executor: batch size ", inputs.dim() >= 1 ? inputs.size(0) : 0,
@@ -129,6 +132,7 @@ void PipelineExecutor::run(const PipelineInstruction& in, torch::optim::Optimize
     case PipelineOp::RecvActivation:
     case PipelineOp::RecvGradient: return receive(in);
     case PipelineOp::AllReduceGradients:
+      if (sync_ == GradientSync::Accumulate) return;
       sync_tied_gradients();
       if (gradient_sync_) gradient_sync_();
       return;

@@ -186,8 +186,8 @@ void PipelineParallel::synchronize_gradients() {
 }
 
 double PipelineParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
-                                    torch::optim::Optimizer* optimizer) {
-  return executor_->train_step(inputs, targets, optimizer);
+                                    torch::optim::Optimizer* optimizer, GradientSync sync) {
+  return executor_->train_step(inputs, targets, optimizer, sync);
 }
 
 at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {

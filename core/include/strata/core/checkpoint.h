@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,6 +62,61 @@ CheckpointContents checkpoint_contents(const torch::nn::Module& model,
 // must be unique.
 void write_checkpoint(const std::string& path, const CheckpointContents& contents, int64_t step,
                       const nlohmann::json& extra = {});
+
+// Writes a checkpoint one tensor at a time, so that a tool transforming a checkpoint holds
+// one tensor in memory, not all: add() appends to `<path>.tmp-<pid>/tensors.bin`,
+// commit() writes the manifest and renames the directory into place (replacing an
+// existing checkpoint safely). Destroyed without commit(), it removes what it wrote.
+// write_checkpoint is this with every tensor of `contents`.
+class CheckpointWriter {
+ public:
+  // Creates missing parent directories of `path`.
+  explicit CheckpointWriter(const std::string& path);
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // `kind`: "parameter", "buffer" or "optimizer"; names must be unique.
+  void add(const std::string& name, const std::string& kind, const at::Tensor& tensor);
+  // `optimizer`: {"type": ..., "lr": [...]} or null, as CheckpointContents::optimizer.
+  void commit(int64_t step, const nlohmann::json& extra = {},
+              const nlohmann::json& optimizer = nullptr);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Reads a checkpoint one tensor at a time. The constructor reads and checks the manifest
+// and the size of tensors.bin (strata::Error naming the problem); read() checks the
+// tensor's checksum.
+class CheckpointReader {
+ public:
+  struct Entry {
+    std::string name;
+    std::string kind;  // "parameter", "buffer" or "optimizer"
+    at::ScalarType dtype;
+    std::vector<int64_t> shape;
+  };
+
+  explicit CheckpointReader(const std::string& path);
+  ~CheckpointReader();
+  CheckpointReader(const CheckpointReader&) = delete;
+  CheckpointReader& operator=(const CheckpointReader&) = delete;
+
+  const std::string& path() const;
+  int64_t step() const;
+  const nlohmann::json& extra() const;
+  // In file order.
+  const std::vector<Entry>& entries() const;
+  const Entry* find(const std::string& name) const;  // nullptr when absent
+  // A fresh CPU tensor; strata::Error for an unknown name, a short read or a bad checksum.
+  at::Tensor read(const std::string& name);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // Which tensors of a checkpoint a load must use.
 enum class CheckpointMatch {

@@ -25,8 +25,11 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,6 +40,10 @@ namespace strata::core {
 struct TransformerLMOptions {
   // Throws strata::Error naming the first bad option (e.g. d_model not divisible by heads).
   void validate() const;
+  int64_t head_dim() const { return d_model() / heads(); }
+  // Block `layer`'s FFN width and heads.
+  int64_t ffn_of(int64_t layer) const;
+  int64_t heads_of(int64_t layer) const;
 
   TORCH_ARG(int64_t, vocab) = 256;
   TORCH_ARG(int64_t, d_model) = 256;
@@ -45,7 +52,17 @@ struct TransformerLMOptions {
   TORCH_ARG(int64_t, layers) = 4;
   TORCH_ARG(int64_t, context) = 128;
   TORCH_ARG(double, dropout) = 0.0;
+  // Per-layer widths, for a submodel cut out of a MatFormer-trained model
+  // (strata::elastic): block i's FFN has layer_ffn[i] hidden neurons and its attention
+  // layer_heads[i] heads of head_dim() each. Empty: every block has `ffn` and `heads`.
+  TORCH_ARG(std::vector<int64_t>, layer_ffn) = {};
+  TORCH_ARG(std::vector<int64_t>, layer_heads) = {};
 };
+
+// The options as JSON (a checkpoint's "extra" records them) and back; from_json raises
+// strata::Error naming a missing or bad field. Per-layer widths appear only when set.
+nlohmann::json transformer_lm_to_json(const TransformerLMOptions& options);
+TransformerLMOptions transformer_lm_from_json(const nlohmann::json& description);
 
 // Token embedding plus a learned position embedding; sequences up to `context` long.
 class TokenEmbeddingImpl : public torch::nn::Module {
@@ -67,30 +84,56 @@ TORCH_MODULE(TokenEmbedding);
 at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
                             at::Tensor* probs = nullptr);
 
-// Causal multi-head self-attention: out(causal_attention(qkv(x))).
+// Causal multi-head self-attention: out(causal_attention(qkv(x))), with the heads of
+// layer `layer` (options.heads_of(layer), head_dim() wide each).
+//
+// Nested heads (MatFormer): with active_heads h < heads it runs the first h heads only,
+// by slicing the weights (views, no copies): the first h * head_dim rows of each of the
+// query, key and value blocks of qkv, and the first h * head_dim columns of out. That is
+// the attention of a model built with h heads from those rows and columns.
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
-  explicit CausalSelfAttentionImpl(const TransformerLMOptions& options);
+  explicit CausalSelfAttentionImpl(const TransformerLMOptions& options, int64_t layer = 0);
   at::Tensor forward(const at::Tensor& x);
 
   TransformerLMOptions options;
-  torch::nn::Linear qkv{nullptr};  // d_model -> 3 d_model: queries, keys, values of all heads
-  torch::nn::Linear out{nullptr};  // d_model -> d_model
+  int64_t heads;         // this layer's heads
+  int64_t active_heads;  // the heads forward() runs, 1..heads; all by default
+  torch::nn::Linear qkv{nullptr};  // d_model -> 3 heads head_dim: queries, keys, values
+  torch::nn::Linear out{nullptr};  // heads head_dim -> d_model
 };
 TORCH_MODULE(CausalSelfAttention);
 
-// x + attn(norm1(x)), then x + ffn_out(gelu(ffn_in(norm2(x)))).
+// ffn_out(gelu(ffn_in(x))) using only the first `width` hidden neurons: the first `width`
+// rows of ffn_in and columns of ffn_out, as views (no copies). This is MatFormer's nested
+// FFN (strata::elastic::MatFfn); width = ffn_in's output size is the ordinary FFN.
+at::Tensor feed_forward(const at::Tensor& x, const torch::nn::Linear& ffn_in,
+                        const torch::nn::Linear& ffn_out, int64_t width);
+
+// Block `layer` of the model: x + attn(norm1(x)), then x + ffn(norm2(x)) with
+// ffn = feed_forward(., ffn_in, ffn_out, active_ffn).
 class DecoderBlockImpl : public torch::nn::Module {
  public:
-  explicit DecoderBlockImpl(const TransformerLMOptions& options);
+  explicit DecoderBlockImpl(const TransformerLMOptions& options, int64_t layer = 0);
   at::Tensor forward(const at::Tensor& x);
 
+  // The widths forward() runs at (a nested submodel of a MatFormer-trained model): the
+  // first `ffn` hidden neurons and the first `heads` attention heads. Throws
+  // strata::Error outside 1..full.
+  void set_width(int64_t ffn, int64_t heads);
+  int64_t active_ffn() const { return active_ffn_; }
+
   TransformerLMOptions options;
+  // A skipped block is the identity: a submodel that leaves this layer out.
+  bool skip = false;
   torch::nn::LayerNorm norm1{nullptr};
   CausalSelfAttention attn{nullptr};
   torch::nn::LayerNorm norm2{nullptr};
   torch::nn::Linear ffn_in{nullptr};
   torch::nn::Linear ffn_out{nullptr};
+
+ private:
+  int64_t active_ffn_;
 };
 TORCH_MODULE(DecoderBlock);
 
@@ -108,6 +151,26 @@ TORCH_MODULE(LMHead);
 // The model above, initialized like GPT-2: weights normal(0, 0.02), biases zero,
 // LayerNorms identity; deterministic under torch::manual_seed.
 torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options = {});
+
+// The shape of every parameter make_transformer_lm(options) registers, by name (the tied
+// table under both of its names), without building the model.
+std::map<std::string, std::vector<int64_t>> transformer_lm_shapes(const TransformerLMOptions& options);
+
+// The decoder blocks of `model` (one made by make_transformer_lm, or any module holding
+// such blocks), in model order.
+std::vector<DecoderBlock> decoder_blocks(const torch::nn::Module& model);
+
+// A fortunes-lm checkpoint (written by examples/train_lm or tools/strata-extract): its
+// model, built from the options its extra records (transformer_lm_to_json), with its
+// weights, in training mode.
+// Throws strata::Error for a checkpoint that is not a fortunes-lm or does not load.
+struct LoadedTransformerLM {
+  torch::nn::Sequential model;
+  TransformerLMOptions options;
+  nlohmann::json extra;  // everything the checkpoint's extra holds
+  int64_t step = 0;
+};
+LoadedTransformerLM load_transformer_lm(const std::string& checkpoint);
 
 
 // Mean cross-entropy in nats over all positions: logits [B, T, V], targets int64 [B, T].

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,14 @@ class HybridParallel {
   // replica's batch (on every rank of a pipeline).
   double train_step(const at::Tensor& inputs, const at::Tensor& targets,
                     torch::optim::Optimizer& optimizer);
+  // One step whose gradient is the sum over `passes` forward and backward passes of the
+  // same batch (a MatFormer step sums the losses of its granularities): before pass i
+  // every rank calls before_pass(i), which may change what the model computes (its active
+  // widths). The passes' gradients add up locally, are averaged over the replicas once,
+  // and the optimizer steps once. Returns each pass's mean loss on this replica's batch.
+  std::vector<double> train_step(const at::Tensor& inputs, const at::Tensor& targets,
+                                 torch::optim::Optimizer& optimizer, int passes,
+                                 const std::function<void(int pass)>& before_pass);
   // The model's output for `inputs` in eval mode without gradients, on every rank.
   at::Tensor evaluate(const at::Tensor& inputs);
 

@@ -38,6 +38,11 @@ using PipelineLoss =
 // Which stages drop their activations after the forward and recompute them for the
 // backward. Except-last spares the last global stage, whose backward follows its forward.
 enum class Recompute { Never, Always, ExceptLast };
+
+// Whether a training step synchronizes its gradients (sums tied copies across stages and
+// averages over the data-parallel replicas) or only accumulates them locally, for a
+// later step to synchronize: DistributedDataParallel's no_sync, for pipelines.
+enum class GradientSync { Synchronize, Accumulate };
 std::string to_string(Recompute recompute);  // "never", "always", "except_last"
 Recompute parse_recompute(const std::string& text);
 
@@ -83,9 +88,12 @@ class PipelineExecutor {
   // added to the parameters' .grad (zero them before, as after loss.backward()). At
   // optimizer-step, calls optimizer->step() when an optimizer is given. Returns the mean
   // of the micro-batch losses (for a mean loss, the loss of the whole batch) on every
-  // rank.
+  // rank. With GradientSync::Accumulate the all-reduce-grads instruction does nothing
+  // (and no optimizer may be given): the gradients of several steps add up locally, and
+  // the last one, with Synchronize, sums tied copies and averages over replicas once.
   double train_step(const at::Tensor& inputs, const at::Tensor& targets,
-                    torch::optim::Optimizer* optimizer = nullptr);
+                    torch::optim::Optimizer* optimizer = nullptr,
+                    GradientSync sync = GradientSync::Synchronize);
 
   // The last step's instructions in execution order, one record each.
   const std::vector<PipelineInstructionRecord>& records() const { return records_; }
@@ -157,6 +165,7 @@ class PipelineExecutor {
   PipelineLoss loss_;
   PipelineExecutorOptions options_;
   std::function<void()> gradient_sync_;
+  GradientSync sync_ = GradientSync::Synchronize;  // this step's
   std::vector<PipelineInstructionRecord> records_;
   bool split_backward_ = false;  // the program has B and W passes
   std::vector<SkipRoute> skip_routes_;

@@ -78,8 +78,11 @@ class PipelineParallel {
   // data-parallel group, then optimizer->step() when given. Gradients add to .grad: zero
   // them before. Returns the mean loss of this replica's batch on every rank of its
   // pipeline (average it over data_parallel() for the global batch's).
+  // GradientSync::Accumulate leaves the gradients unsynchronized, to add more before a
+  // synchronizing step (PipelineExecutor::train_step).
   double train_step(const at::Tensor& inputs, const at::Tensor& targets,
-                    torch::optim::Optimizer* optimizer = nullptr);
+                    torch::optim::Optimizer* optimizer = nullptr,
+                    GradientSync sync = GradientSync::Synchronize);
 
   // The model's output for `inputs` (no gradients, eval mode), on every rank of this
   // pipeline: each stage runs its layers and passes the result on.
