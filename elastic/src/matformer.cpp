@@ -159,8 +159,20 @@ core::TransformerLMOptions submodel_options(const core::TransformerLMOptions& mo
     ffn.push_back(s.ffn[i]);
     heads.push_back(s.heads[i]);
   }
+  // One width for every layer is an ordinary fortunes-lm, described without per-layer
+  // lists (so train_lm --ffn m can resume it); the head count can only be folded in when it
+  // is the model's, as it sets the head width.
+  const auto all_equal = [](const std::vector<int64_t>& v, int64_t x) {
+    return std::all_of(v.begin(), v.end(), [&](int64_t y) { return y == x; });
+  };
   core::TransformerLMOptions out = model;
-  out.layers(static_cast<int64_t>(ffn.size())).layer_ffn(ffn).layer_heads(heads);
+  out.layers(static_cast<int64_t>(ffn.size()));
+  if (all_equal(ffn, ffn.front())) {
+    out.ffn(ffn.front());
+  } else {
+    out.layer_ffn(ffn);
+  }
+  if (!all_equal(heads, model.heads())) out.layer_heads(heads);
   out.validate();
   return out;
 }

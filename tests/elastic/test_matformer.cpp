@@ -126,6 +126,10 @@ TEST(MatFormer, ParameterCountsAndShapesMatchTheBuiltModel) {
   EXPECT_EQ(sub.layers(), 2);
   EXPECT_EQ(sub.layer_ffn(), (std::vector<int64_t>{8, 16}));
   EXPECT_EQ(sub.layer_heads(), (std::vector<int64_t>{2, 2}));
+  // One width everywhere is a plain fortunes-lm; fewer heads stay per layer (head width).
+  const TransformerLMOptions uniform = elastic::submodel_options(tiny(), {{8, 8, 8}, {4, 4, 4}, {}});
+  EXPECT_EQ(uniform.ffn(), 8);
+  EXPECT_TRUE(uniform.layer_ffn().empty() && uniform.layer_heads().empty());
   for (const TransformerLMOptions& options : {tiny(), sub}) {
     torch::nn::Sequential lm = core::make_transformer_lm(options);
     int64_t n = 0;

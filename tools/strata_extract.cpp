@@ -1,0 +1,150 @@
+// strata-extract: cuts a submodel out of a MatFormer checkpoint (examples/train_lm
+// --matformer) and writes it as an ordinary, smaller fortunes-lm checkpoint.
+//
+//   strata-extract --checkpoint ckpt/step-00002000 --list
+//   strata-extract --checkpoint ckpt/step-00002000 --granularity 256 --out lm-256
+//   strata-extract --checkpoint ckpt/step-00002000 --budget-params 2000000 --out lm-2m
+//   strata-extract --checkpoint ckpt/step-00002000 --config submodel.json --out lm-custom
+//
+// --granularity m: every layer at FFN width m (with that granularity's heads).
+// --budget-params P: the Mix'n'Match submodel with the lowest validation loss among those
+//   scored at the end of training within P parameters; without scores, the heuristic's
+//   (slowly changing widths, the largest within P).
+// --config FILE: {"ffn": [per layer], "heads": [per layer], "skip": [layers to leave out]}.
+// --skip 1,3 leaves layers out of a --granularity or --budget-params submodel.
+// The output loads with strata::core::load_transformer_lm; it is written one tensor at a
+// time, and nothing is written on any error.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "strata/core/cli.h"
+#include "strata/core/error.h"
+#include "strata/elastic/extract.h"
+
+namespace {
+
+namespace core = strata::core;
+namespace elastic = strata::elastic;
+
+struct Flags {
+  std::string checkpoint;
+  std::string out;
+  bool list = false;
+  int64_t granularity = 0;
+  double budget_params = 0;
+  std::string config;
+  std::vector<int64_t> skip;
+};
+
+void print_list(const elastic::MatFormerCheckpoint& info) {
+  std::cout << "granularities (FFN width, heads, parameters, GFLOPs per " << info.model.context()
+            << "-token forward):\n";
+  for (const elastic::Granularity& g : info.granularities) {
+    const auto m = elastic::measure_submodel(info.model, elastic::Submodel::uniform(info.model, g));
+    std::cout << fmt::format("  {:>6} {:>4} {:>11} {:>9.4f}\n", g.ffn, g.heads, m.parameters,
+                             m.flops / 1e9);
+  }
+  const auto front = elastic::pareto_front(info.scored);
+  if (front.empty()) {
+    std::cout << "Mix'n'Match: no scored submodels in this checkpoint; the slowly changing ones:\n";
+    for (const auto& s : elastic::slowly_changing_submodels(info.model, info.granularities))
+      std::cout << fmt::format("  {:>11} parameters  {}\n", s.parameters, s.submodel.describe());
+    return;
+  }
+  std::cout << "Mix'n'Match front (" << info.scored.size()
+            << " submodels scored after training; validation loss):\n";
+  for (const auto& s : front)
+    std::cout << fmt::format("  {:>11} parameters  loss {:.4f}  {}\n", s.parameters, s.loss,
+                             s.submodel.describe());
+}
+
+elastic::Submodel read_config(const std::string& path) {
+  std::ifstream in(path);
+  STRATA_CHECK(in.good(), "--config ", path, ": cannot open");
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  STRATA_CHECK(!j.is_discarded(), "--config ", path, ": not valid JSON");
+  try {
+    return elastic::Submodel::from_json(j);
+  } catch (const strata::Error& e) {
+    STRATA_FAIL("--config ", path, ": ", e.what());
+  }
+}
+
+elastic::Submodel choose(const Flags& f, const elastic::MatFormerCheckpoint& info) {
+  if (!f.config.empty()) return read_config(f.config);
+  elastic::Submodel s;
+  if (f.granularity > 0) {
+    const auto it = std::find_if(info.granularities.begin(), info.granularities.end(),
+                                 [&](const auto& g) { return g.ffn == f.granularity; });
+    std::vector<int64_t> widths;
+    for (const auto& g : info.granularities) widths.push_back(g.ffn);
+    STRATA_CHECK(it != info.granularities.end(), "--granularity ", f.granularity,
+                 " is not in the model (", elastic::join_widths(widths), ")");
+    s = elastic::Submodel::uniform(info.model, *it);
+  } else {
+    const elastic::SubmodelBudget budget{elastic::SubmodelCost::Parameters, f.budget_params};
+    const elastic::ScoredSubmodel* best = elastic::best_within(info.scored, budget);
+    s = best != nullptr ? best->submodel
+                        : elastic::mix_n_match_heuristic(info.model, info.granularities, budget)
+                              .submodel;
+  }
+  s.skip = f.skip;
+  return s;
+}
+
+int run(const Flags& f) {
+  core::CheckpointReader reader(f.checkpoint);
+  const elastic::MatFormerCheckpoint info = elastic::read_matformer_checkpoint(reader);
+  if (f.list) {
+    print_list(info);
+    return 0;
+  }
+  const elastic::Submodel submodel = choose(f, info);
+  const elastic::ExtractReport r = elastic::extract_submodel(f.checkpoint, submodel, f.out);
+  const auto full = elastic::measure_submodel(
+      info.model, elastic::Submodel::uniform(info.model, info.granularities.front()));
+  std::cout << fmt::format(
+      "wrote {}: {}\n  {} parameters ({:.1f}% of {}), {:.4f} GFLOPs per {}-token forward "
+      "({:.1f}%), {:.1f} MB in {:.2f} s\n",
+      f.out, submodel.describe(), r.parameters, 100.0 * r.parameters / full.parameters,
+      full.parameters, r.flops / 1e9, info.model.context(), 100.0 * r.flops / full.flops,
+      r.bytes_written / 1e6, r.seconds);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return core::run_main([&] {
+    Flags f;
+    CLI::App app{"Cut a submodel out of a MatFormer fortunes-lm checkpoint."};
+    core::configure_cli(app);
+    app.add_option("--checkpoint", f.checkpoint, "MatFormer checkpoint (a step-N directory)")
+        ->required();
+    auto* out = app.add_option("--out", f.out, "Output checkpoint directory (its parent must exist)");
+    auto* list = app.add_flag("--list", f.list, "Print the granularities and the Mix'n'Match front");
+    auto* granularity = app.add_option("--granularity", f.granularity,
+                                       "FFN width of every layer (one of the granularities)")
+                            ->check(CLI::PositiveNumber);
+    auto* budget = app.add_option("--budget-params", f.budget_params,
+                                  "Best Mix'n'Match submodel within this many parameters")
+                       ->check(CLI::PositiveNumber);
+    auto* config = app.add_option("--config", f.config, "JSON file: {\"ffn\": [...], \"heads\": "
+                                                         "[...], \"skip\": [...]}");
+    app.add_option("--skip", f.skip, "Layers to leave out (with --granularity or --budget-params)")
+        ->delimiter(',')
+        ->excludes(config);
+    granularity->excludes(budget)->excludes(config)->excludes(list);
+    budget->excludes(config)->excludes(list);
+    config->excludes(list);
+    out->excludes(list);
+    if (auto code = core::parse_cli(app, argc, argv)) return *code;
+    STRATA_CHECK(f.list || *granularity || *budget || *config,
+                 "choose a submodel: --granularity, --budget-params or --config (or --list)");
+    STRATA_CHECK(f.list || *out, "--out is required to extract a submodel");
+    return run(f);
+  });
+}
