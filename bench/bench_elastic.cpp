@@ -10,8 +10,9 @@
 //            and peak resident memory against the submodel's size.
 //
 //   scripts/bench_elastic.sh   # trains the models, then runs this and plots
-//   build/bench/bench_elastic --universal mat/step-00000300 \
-//       --dense d1024/step-00000300,d512/step-00000300,d256/step-00000300,d128/step-00000300
+//   build/bench/bench_elastic --universal mat/step-00000300 --dense d1024/step-00000300,...
+//   build/bench/bench_elastic --suites extract     # needs no trained model
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -181,11 +182,14 @@ std::pair<double, int64_t> run_child(const std::vector<std::string>& args) {
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  std::cout.flush();  // or the child would inherit and print the unflushed output again
+  std::fflush(stdout);
   core::Stopwatch watch;
   const pid_t pid = fork();
   STRATA_CHECK(pid >= 0, "fork failed");
   if (pid == 0) {
-    std::freopen("/dev/null", "w", stdout);
+    const int null = open("/dev/null", O_WRONLY);
+    dup2(null, STDOUT_FILENO);
     execv(argv[0], argv.data());
     _exit(127);
   }
