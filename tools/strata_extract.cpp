@@ -10,6 +10,8 @@
 // --budget-params P: the Mix'n'Match submodel with the lowest validation loss among those
 //   scored at the end of training within P parameters; without scores, the heuristic's
 //   (slowly changing widths, the largest within P).
+// --budget-params P --search N: scores the 16 largest submodels within P (any width per
+//   layer) on N validation batches of --data-dir instead, and takes the best.
 // --config FILE: {"ffn": [per layer], "heads": [per layer], "skip": [layers to leave out]}.
 // --skip 1,3 leaves layers out of a --granularity or --budget-params submodel.
 // The output loads with strata::core::load_transformer_lm; it is written one tensor at a
@@ -20,10 +22,14 @@
 #include <fstream>
 #include <iostream>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
+#include <torch/torch.h>
 
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
+#include "strata/core/text_corpus.h"
+#include "strata/core/transformer_lm.h"
 #include "strata/elastic/extract.h"
 
 namespace {
@@ -39,7 +45,34 @@ struct Flags {
   double budget_params = 0;
   std::string config;
   std::vector<int64_t> skip;
+  int64_t search = 0;
+  std::string data_dir = core::kFortunesDir;
 };
+
+// Mix'n'Match by measurement: the mean loss of each candidate over `batches` validation
+// batches (32 windows of the context each, the same for every candidate).
+elastic::ScoredSubmodel search(const Flags& f, const elastic::MatFormerCheckpoint& info,
+                               const elastic::SubmodelBudget& budget) {
+  const core::TextCorpus corpus = core::TextCorpus::load(f.data_dir);
+  core::LoadedTransformerLM lm = core::load_transformer_lm(f.checkpoint);
+  lm.model->eval();
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20240229);
+  std::vector<std::pair<at::Tensor, at::Tensor>> batches;
+  for (int64_t i = 0; i < f.search; ++i)
+    batches.push_back(corpus.sample_batch(false, 32, info.model.context(), gen));
+  const auto ranked = elastic::mix_n_match_search(
+      info.model, info.granularities, budget, [&](const elastic::Submodel& s) {
+        torch::NoGradGuard no_grad;
+        elastic::apply_submodel(*lm.model, s);
+        double loss = 0;
+        for (const auto& [x, y] : batches) loss += core::lm_loss(lm.model->forward(x), y).item<double>();
+        return loss / static_cast<double>(batches.size());
+      });
+  for (const auto& r : ranked)
+    std::cout << fmt::format("  scored {:>11} parameters  loss {:.4f}  {}\n", r.parameters, r.loss,
+                             r.submodel.describe());
+  return ranked.front();
+}
 
 void print_list(const elastic::MatFormerCheckpoint& info) {
   std::cout << "granularities (FFN width, heads, parameters, GFLOPs per " << info.model.context()
@@ -89,9 +122,13 @@ elastic::Submodel choose(const Flags& f, const elastic::MatFormerCheckpoint& inf
   } else {
     const elastic::SubmodelBudget budget{elastic::SubmodelCost::Parameters, f.budget_params};
     const elastic::ScoredSubmodel* best = elastic::best_within(info.scored, budget);
-    s = best != nullptr ? best->submodel
-                        : elastic::mix_n_match_heuristic(info.model, info.granularities, budget)
-                              .submodel;
+    if (f.search > 0) {
+      s = search(f, info, budget).submodel;
+    } else if (best != nullptr) {
+      s = best->submodel;
+    } else {
+      s = elastic::mix_n_match_heuristic(info.model, info.granularities, budget).submodel;
+    }
   }
   s.skip = f.skip;
   return s;
@@ -142,6 +179,11 @@ int main(int argc, char** argv) {
                        ->check(CLI::PositiveNumber);
     auto* config = app.add_option("--config", f.config, "JSON file: {\"ffn\": [...], \"heads\": "
                                                          "[...], \"skip\": [...]}");
+    app.add_option("--search", f.search,
+                   "With --budget-params: score candidates on this many validation batches")
+        ->check(CLI::PositiveNumber)
+        ->needs(budget);
+    app.add_option("--data-dir", f.data_dir, "Text corpus for --search");
     app.add_option("--skip", f.skip, "Layers to leave out (with --granularity or --budget-params)")
         ->delimiter(',')
         ->excludes(config);

@@ -84,6 +84,14 @@ if "$extract" --checkpoint "$ckpt" --budget-params 40000 --out "$tmp/b" >"$tmp/s
 else
   fail "--budget-params: $(cat "$tmp/stdout")"
 fi
+if "$extract" --checkpoint "$ckpt" --budget-params 40000 --search 2 --out "$tmp/s" >"$tmp/stdout" 2>&1; then
+  params=$(sed -n 's/^ *\([0-9]*\) parameters.*/\1/p' "$tmp/stdout")
+  scored=$(grep -c '^  scored' "$tmp/stdout")
+  [[ -n $params && $params -le 40000 && $scored -ge 2 ]] && pass "search: $scored scored, $params parameters" \
+    || fail "search: $(cat "$tmp/stdout")"
+else
+  fail "--search: $(cat "$tmp/stdout")"
+fi
 echo '{"ffn": [16, 64], "heads": [1, 2], "skip": [0]}' >"$tmp/config.json"
 if "$extract" --checkpoint "$ckpt" --config "$tmp/config.json" --out "$tmp/c" >"$tmp/stdout" 2>&1 &&
     grep -q '"layers":1' "$tmp/c/manifest.json" && grep -q '"block0.ffn_in.weight".*\[64,32\]' "$tmp/c/manifest.json"; then
@@ -111,6 +119,8 @@ bad "output in a missing directory" "output directory $tmp/nowhere does not exis
 bad "missing checkpoint" "does not exist" --checkpoint "$tmp/nothing" --granularity 32 --out "$tmp/out"
 bad "no submodel chosen" "choose a submodel" --checkpoint "$ckpt" --out "$tmp/out"
 bad "--list with --out" "excludes" --checkpoint "$ckpt" --list --out "$tmp/out"
+bad "--search without a budget" "requires --budget-params" --checkpoint "$ckpt" --granularity 32 \
+  --search 2 --out "$tmp/out"
 echo '{"ffn": [16]}' >"$tmp/short.json"
 bad "config of the wrong length" "expected an FFN width and a head count for each of the 2 layers" \
   --checkpoint "$ckpt" --config "$tmp/short.json" --out "$tmp/out"
