@@ -1,7 +1,7 @@
 // QMoE benchmarks (strata::moe), two suites (--suites, both by default):
 //
-// trained: one expert FFN of fortunes-lm-moe's shape (d 256, hidden 512) trained briefly
-// on a teacher task with correlated inputs, then compressed with ternary GPTQ (Hessians
+// trained: one expert FFN of fortunes-lm-moe's shape (d 256, hidden 512), initialized as
+// the MoE layer's experts, trained briefly on a teacher task with correlated inputs, then compressed with ternary GPTQ (Hessians
 // from --calibration training inputs) and with round-to-nearest: bits per parameter of
 // the compressed weights (codes, row offsets, levels; biases not counted), and the
 // task's held-out loss with the compressed expert against the dense one (the loss gap).
@@ -78,9 +78,19 @@ void trained_suite(const Config& c) {
   torch::manual_seed(0);
   TeacherTask task(c.d, c.hidden, 1);
   torch::nn::Linear in(c.d, c.hidden), out(c.hidden, c.d);
+  {
+    // Initialized as the MoE layer initializes its experts (GPT-2's N(0, 0.02), zero
+    // biases): the share of zeros after ternary quantization depends on the weights'
+    // distribution (torch's default uniform init would give about half zeros).
+    torch::NoGradGuard no_grad;
+    for (auto* linear : {&in, &out}) {
+      (*linear)->weight.normal_(0.0, 0.02);
+      (*linear)->bias.zero_();
+    }
+  }
   std::vector<at::Tensor> params = in->parameters();
   for (const auto& p : out->parameters()) params.push_back(p);
-  torch::optim::Adam opt(params, torch::optim::AdamOptions(1e-3));
+  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(3e-4));  // fortunes-lm's optimizer
   double loss_value = 0;
   for (int64_t step = 0; step < c.train_steps; ++step) {
     const at::Tensor x = task.inputs(c.batch);
