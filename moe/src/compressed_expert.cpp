@@ -12,9 +12,9 @@ namespace strata::moe {
 
 namespace {
 
-// Tokens per call of the batch kernel: its transposed input block, (cols + 32) x 64
+// Tokens per call of the batch kernel: its transposed input block, (cols + 32) x 32
 // floats, stays in L2 for expert widths up to a few thousand.
-constexpr int64_t kBatchTokens = 64;
+constexpr int64_t kBatchTokens = 32;
 // Rows per task of at::parallel_for: a row is cols / 20 codewords or so, tiny alone.
 constexpr int64_t kRowGrain = 16;
 

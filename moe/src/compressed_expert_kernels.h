@@ -21,13 +21,18 @@ struct TernaryView {
   int64_t rows, cols;
 };
 
-// A codeword as two digit masks: bit k of `low` (`high`) is set when digit k is code 1
-// (code 2); bits 28..31 of `low` hold the codeword's number of pairs. Derived from the
-// reference's decode table (ternary_dictionary.h), 8 bytes a codeword as that table.
+// A codeword as digit masks: bit k of low[k / 16] (high[k / 16]) is set when digit k is
+// code 1 (code 2), in 16-bit halves: the AVX-512 kernel's mask registers. Derived from the
+// reference's decode table
+// (ternary_dictionary.h), 8 bytes a codeword as that table.
 struct CodewordMasks {
-  uint32_t low, high;
+  uint16_t low[2], high[2];
+  uint32_t low_bits() const { return uint32_t(low[0]) | uint32_t(low[1]) << 16; }
+  uint32_t high_bits() const { return uint32_t(high[0]) | uint32_t(high[1]) << 16; }
 };
 const CodewordMasks* codeword_masks();
+// Digits (2 x pairs) each codeword covers.
+const uint8_t* codeword_digits();
 
 // y[r] = sum_k W[r, k] x[k] for r in [row_begin, row_end); x holds cols + kInputPadding
 // floats. The reference kernel reads the decode table digit by digit, as the reference's
@@ -41,7 +46,8 @@ void ternary_matvec_avx512(const TernaryView& w, const float* x, float* y, int64
 
 // y[b * ldy + r] = sum_k W[r, k] xt[k * batch + b] for b < batch, r in [row_begin, row_end):
 // xt is the input transposed, (cols + kInputPadding) x batch with zero padding rows, so
-// that every weight of a codeword adds one contiguous row of xt.
+// that every weight of a codeword adds one contiguous row of xt. The AVX-512 kernel keeps
+// the sums of 32 tokens in registers when batch == 32 (ternary_linear's block size).
 void ternary_matmul_portable(const TernaryView& w, const float* xt, int64_t batch, float* y,
                              int64_t ldy, int64_t row_begin, int64_t row_end);
 void ternary_matmul_avx512(const TernaryView& w, const float* xt, int64_t batch, float* y,

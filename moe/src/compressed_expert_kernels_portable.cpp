@@ -13,18 +13,27 @@ const CodewordMasks* codeword_masks() {
     const TernaryDictionary& dict = ternary_dictionary();
     std::vector<CodewordMasks> out(kTernaryCodewords);
     for (int64_t c = 0; c < kTernaryCodewords; ++c) {
-      const int pairs = dict.pairs(uint16_t(c));
-      CodewordMasks m{uint32_t(pairs) << 28, 0};
-      for (int k = 0; k < 2 * pairs; ++k) {
+      CodewordMasks m{{0, 0}, {0, 0}};
+      for (int k = 0; k < 2 * dict.pairs(uint16_t(c)); ++k) {
         const int code = dict.digit(uint16_t(c), k);
-        if (code == 1) m.low |= 1u << k;
-        if (code == 2) m.high |= 1u << k;
+        if (code == 1) m.low[k / 16] = uint16_t(m.low[k / 16] | 1u << (k % 16));
+        if (code == 2) m.high[k / 16] = uint16_t(m.high[k / 16] | 1u << (k % 16));
       }
       out[c] = m;
     }
     return out;
   }();
   return masks.data();
+}
+
+const uint8_t* codeword_digits() {
+  static const std::vector<uint8_t> digits = [] {
+    const TernaryDictionary& dict = ternary_dictionary();
+    std::vector<uint8_t> out(kTernaryCodewords);
+    for (int64_t c = 0; c < kTernaryCodewords; ++c) out[c] = uint8_t(2 * dict.pairs(uint16_t(c)));
+    return out;
+  }();
+  return digits.data();
 }
 
 void ternary_matvec_reference(const TernaryView& w, const float* x, float* y, int64_t row_begin,
@@ -47,16 +56,17 @@ void ternary_matvec_reference(const TernaryView& w, const float* x, float* y, in
 void ternary_matvec_portable(const TernaryView& w, const float* x, float* y, int64_t row_begin,
                              int64_t row_end) {
   const CodewordMasks* masks = codeword_masks();
+  const uint8_t* digits = codeword_digits();
   for (int64_t r = row_begin; r < row_end; ++r) {
     float low_sum = 0.f, high_sum = 0.f;
     int64_t column = 0;
     for (int32_t i = w.row_offsets[r]; i < w.row_offsets[r + 1]; ++i) {
       const CodewordMasks m = masks[w.codes[i]];
-      for (uint32_t bits = m.low & 0x0FFFFFFFu; bits != 0; bits &= bits - 1)
+      for (uint32_t bits = m.low_bits(); bits != 0; bits &= bits - 1)
         low_sum += x[column + __builtin_ctz(bits)];
-      for (uint32_t bits = m.high; bits != 0; bits &= bits - 1)
+      for (uint32_t bits = m.high_bits(); bits != 0; bits &= bits - 1)
         high_sum += x[column + __builtin_ctz(bits)];
-      column += 2 * (m.low >> 28);
+      column += digits[w.codes[i]];
     }
     y[r] = w.levels[2 * r] * low_sum + w.levels[2 * r + 1] * high_sum;
   }
@@ -64,7 +74,7 @@ void ternary_matvec_portable(const TernaryView& w, const float* x, float* y, int
 
 void ternary_matmul_portable(const TernaryView& w, const float* xt, int64_t batch, float* y,
                              int64_t ldy, int64_t row_begin, int64_t row_end) {
-  ternary_matmul_rows(w, codeword_masks(), xt, batch, y, ldy, row_begin, row_end);
+  ternary_matmul_rows(w, codeword_masks(), codeword_digits(), xt, batch, y, ldy, row_begin, row_end);
 }
 
 }  // namespace strata::moe::detail
