@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "compressed_expert_kernels.h"
 #include "strata/core/error.h"
