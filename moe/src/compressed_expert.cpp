@@ -16,8 +16,16 @@ namespace {
 // Tokens per call of the batch kernel: its transposed input block, (cols + 32) x 32
 // floats, stays in L2 for expert widths up to a few thousand.
 constexpr int64_t kBatchTokens = 32;
-// Rows per task of at::parallel_for: a row is cols / 20 codewords or so, tiny alone.
-constexpr int64_t kRowGrain = 16;
+// Work per task of at::parallel_for, in codewords times tokens: about 20 us. Waking the
+// intra-op threads costs more than a small expert's whole matvec (256 x 512: ~20 us on
+// one thread, 2.5x that on two; bench_qmoe), so small products run on one thread.
+constexpr int64_t kWorkPerTask = 8192;
+
+// Rows per task for `tokens` tokens.
+int64_t row_grain(const TernaryMatrix& w, int64_t tokens) {
+  const int64_t work = std::max<int64_t>(1, w.codes.size(0) * tokens);
+  return std::max<int64_t>(1, (kWorkPerTask * w.rows + work - 1) / work);
+}
 
 detail::TernaryView view_of(const TernaryMatrix& w, const at::Tensor& levels) {
   return {reinterpret_cast<const uint16_t*>(w.codes.data_ptr<int16_t>()),
@@ -31,8 +39,8 @@ TernaryKernel resolve(TernaryKernel kernel) {
   return kernel;
 }
 
-void matvec(const detail::TernaryView& w, TernaryKernel kernel, const float* x, float* y) {
-  at::parallel_for(0, w.rows, kRowGrain, [&](int64_t begin, int64_t end) {
+void matvec(const detail::TernaryView& w, int64_t grain, TernaryKernel kernel, const float* x, float* y) {
+  at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
     switch (kernel) {
       case TernaryKernel::Reference: detail::ternary_matvec_reference(w, x, y, begin, end); break;
       case TernaryKernel::Avx512: detail::ternary_matvec_avx512(w, x, y, begin, end); break;
@@ -84,7 +92,7 @@ at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, cons
     padded.assign(static_cast<size_t>(cols + detail::kInputPadding), 0.f);
     for (int64_t t = 0; t < n; ++t) {
       std::memcpy(padded.data(), xp + t * cols, sizeof(float) * cols);
-      matvec(view, kernel, padded.data(), yp + t * w.rows);
+      matvec(view, row_grain(w, 1), kernel, padded.data(), yp + t * w.rows);
     }
     return y;
   }
@@ -95,7 +103,7 @@ at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, cons
     for (int64_t t = 0; t < batch; ++t)
       for (int64_t k = 0; k < cols; ++k) xt[k * batch + t] = xp[(t0 + t) * cols + k];
     float* yb = yp + t0 * w.rows;
-    at::parallel_for(0, w.rows, kRowGrain, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, w.rows, row_grain(w, batch), [&](int64_t begin, int64_t end) {
       if (kernel == TernaryKernel::Avx512)
         detail::ternary_matmul_avx512(view, xt.data(), batch, yb, w.rows, begin, end);
       else

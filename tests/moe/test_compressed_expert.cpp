@@ -52,15 +52,20 @@ TEST(CompressedExpert, MatvecAndBatchEqualTheDecodedDenseProduct) {
 }
 
 TEST(CompressedExpert, RunsOnThreads) {
-  const TernaryMatrix w = random_ternary(300, 123, 5);
-  const at::Tensor x = at::randn({9, 123});
+  // Large enough that the rows are split over 2 threads (compressed_expert.cpp splits
+  // only products of more than ~8k codewords x tokens per task).
+  const TernaryMatrix w = random_ternary(2000, 500, 5);
+  const at::Tensor levels = w.levels.to(at::kFloat);
+  const at::Tensor x = at::randn({9, 500});
   const int threads = at::get_num_threads();
   at::set_num_threads(2);
-  const at::Tensor two = ternary_linear(w, w.levels.to(at::kFloat), x);
+  const at::Tensor two = ternary_linear(w, levels, x), two_one = ternary_linear(w, levels, x.narrow(0, 0, 1));
   at::set_num_threads(1);
-  const at::Tensor one = ternary_linear(w, w.levels.to(at::kFloat), x);
+  const at::Tensor one = ternary_linear(w, levels, x), one_one = ternary_linear(w, levels, x.narrow(0, 0, 1));
   at::set_num_threads(threads);
   EXPECT_TRUE(at::equal(one, two)) << "rows are split, not sums";
+  EXPECT_TRUE(at::equal(one_one, two_one));
+  expect_close(two, ternary_decode(w), x, "2 threads");
 }
 
 TEST(CompressedExpert, FfnEqualsTheDenseFfnOfTheDecodedWeights) {
