@@ -146,6 +146,61 @@ at::Tensor RecordedCalibration::expert_inputs(const ExpertStack& stack, int64_t 
   return x.index_select(0, rows.narrow(0, 0, std::min(max_tokens, rows.size(0)))).to(at::kFloat);
 }
 
+RoutedTokenRecorder::RoutedTokenRecorder(int64_t max_tokens_per_expert)
+    : max_tokens_per_expert_(max_tokens_per_expert) {
+  STRATA_CHECK(max_tokens_per_expert >= 1, "RoutedTokenRecorder: max tokens per expert ",
+               max_tokens_per_expert, ", expected >= 1");
+}
+
+void RoutedTokenRecorder::record(const std::string& layer, const at::Tensor& tokens, const at::Tensor& experts) {
+  STRATA_CHECK(tokens.dim() == 2 && experts.dim() == 1 && experts.size(0) == tokens.size(0) &&
+                   experts.scalar_type() == at::kLong,
+               "RoutedTokenRecorder: tokens ", tokens.sizes(), " and experts ", experts.sizes(), " ",
+               experts.scalar_type(), " for layer '", layer, "', expected [n, d] and int64 [n]");
+  Layer& l = layers_[layer];
+  if (!l.tokens.empty())
+    STRATA_CHECK(tokens.size(1) == l.tokens.front().size(1), "RoutedTokenRecorder: layer '", layer,
+                 "' tokens of width ", tokens.size(1), ", earlier ", l.tokens.front().size(1));
+  const at::Tensor ids = experts.contiguous();
+  const int64_t* id = ids.data_ptr<int64_t>();
+  std::vector<int64_t> keep;
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    STRATA_CHECK(id[i] >= 0, "RoutedTokenRecorder: layer '", layer, "' expert id ", id[i]);
+    if (static_cast<size_t>(id[i]) >= l.counts.size()) l.counts.resize(static_cast<size_t>(id[i]) + 1, 0);
+    if (l.counts[static_cast<size_t>(id[i])] < max_tokens_per_expert_) {
+      ++l.counts[static_cast<size_t>(id[i])];
+      keep.push_back(i);
+    }
+  }
+  if (keep.empty()) return;
+  const at::Tensor rows = at::tensor(keep, at::kLong);
+  l.tokens.push_back(tokens.detach().index_select(0, rows).to(at::kFloat));
+  l.experts.push_back(ids.index_select(0, rows));
+}
+
+std::map<std::string, at::Tensor> RoutedTokenRecorder::tensors() const {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [name, l] : layers_) {
+    if (l.tokens.empty()) continue;
+    out.emplace(name + ".tokens", at::cat(l.tokens));
+    out.emplace(name + ".experts", at::cat(l.experts));
+  }
+  return out;
+}
+
+void RoutedTokenRecorder::save(const std::string& path) const {
+  core::CheckpointContents contents;
+  for (const auto& [name, tensor] : tensors()) contents.tensors.push_back({name, "buffer", tensor});
+  STRATA_CHECK(!contents.tensors.empty(), "RoutedTokenRecorder: nothing recorded to save to ", path);
+  core::write_checkpoint(path, contents, 0, {{"max_tokens_per_expert", max_tokens_per_expert_}});
+}
+
+int64_t RoutedTokenRecorder::tokens(const std::string& layer, int64_t expert) const {
+  const auto it = layers_.find(layer);
+  if (it == layers_.end() || expert < 0 || static_cast<size_t>(expert) >= it->second.counts.size()) return 0;
+  return it->second.counts[static_cast<size_t>(expert)];
+}
+
 json QmoeLayerReport::to_json() const {
   return {{"layer", name},
           {"experts", experts},

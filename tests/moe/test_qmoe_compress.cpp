@@ -102,5 +102,28 @@ TEST(QmoeCompress, GaussianCalibrationIsDeterministic) {
   EXPECT_FALSE(at::equal(a.expert_inputs(stack, 0, 20), a.expert_inputs(stack, 1, 20)));
 }
 
+TEST(QmoeCompress, RoutedTokenRecorderKeepsTheFirstTokensOfEachExpert) {
+  TempDir dir;
+  RoutedTokenRecorder recorder(3);
+  const at::Tensor a = at::randn({5, 4}), b = at::randn({4, 4});
+  recorder.record("blocks.0.moe", a, at::tensor({0, 1, 0, 0, 0}, at::kLong));  // expert 0: 4 rows, keeps 3
+  recorder.record("blocks.0.moe", b, at::tensor({1, 2, 0, 1}, at::kLong));
+  EXPECT_EQ(recorder.tokens("blocks.0.moe", 0), 3);
+  EXPECT_EQ(recorder.tokens("blocks.0.moe", 1), 3);
+  EXPECT_EQ(recorder.tokens("blocks.0.moe", 2), 1);
+  EXPECT_EQ(recorder.tokens("blocks.1.moe", 0), 0);
+  recorder.save(dir / "tokens");
+  RecordedCalibration saved(read_checkpoint_tensors(dir / "tokens"), "saved");
+  std::map<std::string, at::Tensor> stack_tensors{{"blocks.0.moe.w_in", at::zeros({3, 2, 4})},
+                                                  {"blocks.0.moe.w_out", at::zeros({3, 4, 2})}};
+  const ExpertStack stack = find_expert_stacks(stack_tensors)[0];
+  const at::Tensor expert0 = saved.expert_inputs(stack, 0, 10);
+  EXPECT_TRUE(at::equal(expert0, at::stack({a[0], a[2], a[3]})));
+  EXPECT_TRUE(at::equal(saved.expert_inputs(stack, 1, 10), at::stack({a[1], b[0], b[3]})));
+  EXPECT_TRUE(at::equal(recorder.calibration().expert_inputs(stack, 2, 10), b[1].unsqueeze(0)));
+  EXPECT_THROW(recorder.record("blocks.0.moe", at::randn({2, 5}), at::zeros({2}, at::kLong)), strata::Error);
+  EXPECT_THROW(recorder.record("blocks.0.moe", a, at::zeros({4}, at::kLong)), strata::Error);
+}
+
 }  // namespace
 }  // namespace strata::moe

@@ -78,6 +78,34 @@ class RecordedCalibration : public CalibrationSource {
   std::string origin_;
 };
 
+// Collects the routed tokens of calibration forward passes, for the model's routing hook
+// to call: record(layer, tokens, experts) per layer and step. Keeps the first
+// max_tokens_per_expert tokens of each expert of each layer, then gives them to
+// compress_expert_stack (calibration()) or saves them for `strata-qmoe compress
+// --calibration-inputs` (save(), a strata checkpoint with P.tokens and P.experts).
+class RoutedTokenRecorder {
+ public:
+  explicit RoutedTokenRecorder(int64_t max_tokens_per_expert = 4096);
+
+  // tokens [n, d]: what the experts of `layer` receive (after the layer's pre-expert
+  // norm); experts [n] int64: where each row goes (a token sent to k experts is k rows).
+  void record(const std::string& layer, const at::Tensor& tokens, const at::Tensor& experts);
+
+  // The recorded tokens as "P.tokens" / "P.experts" tensors, per layer P.
+  std::map<std::string, at::Tensor> tensors() const;
+  RecordedCalibration calibration() const { return RecordedCalibration(tensors(), "recorded routing"); }
+  void save(const std::string& path) const;
+  int64_t tokens(const std::string& layer, int64_t expert) const;
+
+ private:
+  struct Layer {
+    std::vector<at::Tensor> tokens, experts;
+    std::vector<int64_t> counts;  // per expert
+  };
+  int64_t max_tokens_per_expert_;
+  std::map<std::string, Layer> layers_;
+};
+
 struct QmoeCompressOptions {
   // Calibration tokens per expert (the most taken from the source).
   TORCH_ARG(int64_t, calibration_tokens) = 512;
