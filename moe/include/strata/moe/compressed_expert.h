@@ -27,7 +27,7 @@ bool cpu_has_avx512();
 // x [n, cols] float -> x W^T [n, rows], with `levels` the float copy of w.levels (kept by
 // the caller so that a matvec does not convert it every call). One token runs a matvec;
 // more run the batch kernel (Reference runs the matvec per token). Rows are split over
-// LibTorch's intra-op threads.
+// LibTorch's intra-op threads when the product is large enough to pay for waking them.
 at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, const at::Tensor& x,
                           TernaryKernel kernel = TernaryKernel::Auto);
 
