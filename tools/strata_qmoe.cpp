@@ -66,7 +66,8 @@ int write_dictionary(const std::string& out) {
   return 0;
 }
 
-// A model-shaped checkpoint to try the tool on: `layers` expert stacks "blocks.<l>.moe.*"
+// A model-shaped checkpoint to try the tool on (by default fortunes-lm-moe's expert
+// shape): `layers` expert stacks "blocks.<l>.moe.*"
 // and one non-expert tensor; with tokens_out, recorded "routed" tokens for each layer
 // (correlated, as hidden states are, and routed at random).
 int write_synthetic(const std::string& out, const std::string& tokens_out, int64_t layers, int64_t experts,
@@ -101,6 +102,7 @@ int write_synthetic(const std::string& out, const std::string& tokens_out, int64
 int compress(const std::string& checkpoint, int64_t calibration, const std::string& out,
              const std::string& inputs, bool rtn, double damp, uint64_t seed) {
   STRATA_CHECK(calibration >= 1, "--calibration ", calibration, ", expected >= 1 tokens per expert");
+  STRATA_CHECK(damp >= 0, "--damp ", damp, ", expected >= 0");
   json checkpoint_extra;
   const auto tensors = moe::read_checkpoint_tensors(checkpoint, &checkpoint_extra);
   const std::vector<moe::ExpertStack> stacks = moe::find_expert_stacks(tensors);
@@ -166,7 +168,7 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
 
     std::string out, checkpoint, inputs, tokens_out, file;
-    int64_t calibration = 0, layers = 2, experts = 4, d = 64, hidden = 256, tokens = 4096;
+    int64_t calibration = 0, layers = 2, experts = 4, d = 256, hidden = 512, tokens = 4096;
     uint64_t seed = 0;
     bool rtn = false;
     double damp = 0.1;

@@ -69,6 +69,8 @@ expect_error "no expert stacks" "holds no expert stacks" compress --checkpoint "
   --calibration 8 --out "$tmp/out/x.qmoe"
 expect_error "calibration without the layer" "no 'blocks.0.moe.tokens'" compress --checkpoint "$tmp/ckpt" \
   --calibration 8 --out "$tmp/out/x.qmoe" --calibration-inputs "$tmp/ckpt"
+expect_error "negative damp" "--damp -1, expected >= 0" compress --checkpoint "$tmp/ckpt" \
+  --calibration 8 --out "$tmp/out/x.qmoe" --damp -1
 expect_error "missing flag" "calibration" compress --checkpoint "$tmp/ckpt" --out "$tmp/out/x.qmoe"
 expect_error "no subcommand" "subcommand"
 if [[ -z $(ls -A "$tmp/out") ]]; then pass "nothing written on errors"; else fail "left $(ls -A "$tmp/out")"; fi
