@@ -232,6 +232,10 @@ QmoeModel read_qmoe(const std::string& path) {
       uint64_t numel = 1;
       for (const int64_t s : shape) {
         STRATA_CHECK(s >= 0, path, ": tensor '", name, "' has a negative size");
+        // A tensor cannot hold more elements than the file has bytes (also keeps the
+        // product from overflowing on a corrupt header).
+        STRATA_CHECK(s == 0 || numel <= size / uint64_t(s), path, ": tensor '", name, "' of shape ",
+                     at::IntArrayRef(shape), " is larger than the file (", size, " bytes)");
         numel *= uint64_t(s);
       }
       const uint64_t nbytes = entry.at("nbytes").get<uint64_t>();
