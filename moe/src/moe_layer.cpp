@@ -1,0 +1,144 @@
+#include "strata/moe/moe_layer.h"
+
+#include <torch/torch.h>
+
+#include "strata/core/error.h"
+#include "strata/moe/expert_parallel.h"
+
+namespace strata::moe {
+
+namespace {
+
+// Identity on `out` in forward; in backward, also gradient 1 into the scalar `aux`, so that
+// backward of any loss of `out` includes d(aux)/d(parameters) (see the header).
+struct AddAuxLossGradient : torch::autograd::Function<AddAuxLossGradient> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& out,
+                            const at::Tensor& aux) {
+    ctx->saved_data["aux_options"] = aux.options().dtype().toScalarType();
+    // A new tensor rather than `out` itself: returning an input from a custom function
+    // would make the output an alias of it, with a view's rules for in-place use.
+    return out.clone();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto dtype = ctx->saved_data["aux_options"].toScalarType();
+    return {grads[0], at::ones({}, grads[0].options().dtype(dtype))};
+  }
+};
+
+}  // namespace
+
+void MoELayerOptions::validate() const {
+  router().validate();
+  STRATA_CHECK(hidden() >= 1, "MoE expert hidden width ", hidden(), ", expected at least 1");
+  if (expert_group()) {
+    STRATA_CHECK(experts() % expert_group()->size() == 0, "MoE experts ", experts(),
+                 " are not divisible by the expert-parallel size ", expert_group()->size());
+  }
+}
+
+RouterOptions MoELayerOptions::router() const {
+  return RouterOptions(d_model(), experts())
+      .top_k(top_k())
+      .capacity_factor(capacity_factor())
+      .drop_priority(drop_priority())
+      .balance_loss_coef(balance_loss_coef())
+      .z_loss_coef(z_loss_coef())
+      .jitter(jitter());
+}
+
+MoELayerImpl::MoELayerImpl(const MoELayerOptions& options_) : options(options_) {
+  options.validate();
+  router = register_module("router", Router(options.router()));
+  const int64_t experts = options.experts(), d = options.d_model(), h = options.hidden();
+  const int64_t ranks = expert_parallel_size();
+  const int64_t local = experts / ranks;
+  first_expert_ = options.expert_group() ? options.expert_group()->rank() * local : 0;
+
+  // GPT-2's initialization (as core::make_transformer_lm). Every rank draws the whole
+  // stacks and keeps its slice, so that for one seed the experts are the same whatever
+  // the expert-parallel size.
+  torch::NoGradGuard no_grad;
+  router->gate->weight.normal_(0.0, 0.02);
+  auto slice = [&](const at::Tensor& full) { return full.narrow(0, first_expert_, local).clone(); };
+  w_in = register_parameter("w_in", slice(at::empty({experts, h, d}).normal_(0.0, 0.02)));
+  b_in = register_parameter("b_in", at::zeros({local, h}));
+  w_out = register_parameter("w_out", slice(at::empty({experts, d, h}).normal_(0.0, 0.02)));
+  b_out = register_parameter("b_out", at::zeros({local, d}));
+}
+
+int64_t MoELayerImpl::expert_parallel_size() const {
+  return options.expert_group() ? options.expert_group()->size() : 1;
+}
+
+torch::OrderedDict<std::string, at::Tensor> MoELayerImpl::expert_parameters() const {
+  torch::OrderedDict<std::string, at::Tensor> params;
+  params.insert("w_in", w_in);
+  params.insert("b_in", b_in);
+  params.insert("w_out", w_out);
+  params.insert("b_out", b_out);
+  return params;
+}
+
+at::Tensor MoELayerImpl::run_local_experts(const at::Tensor& tokens,
+                                           const std::vector<int64_t>& counts) {
+  std::vector<at::Tensor> outputs;
+  int64_t offset = 0;
+  for (size_t j = 0; j < counts.size(); ++j) {
+    if (counts[j] == 0) continue;
+    const at::Tensor rows = tokens.narrow(0, offset, counts[j]);
+    offset += counts[j];
+    if (observer_) observer_(first_expert_ + static_cast<int64_t>(j), rows.detach());
+    const at::Tensor hidden = at::gelu(at::linear(rows, w_in[j], b_in[j]));
+    outputs.push_back(at::linear(hidden, w_out[j], b_out[j]));
+  }
+  if (outputs.empty()) return at::zeros({0, options.d_model()}, tokens.options());
+  return at::cat(outputs, 0);
+}
+
+at::Tensor MoELayerImpl::forward(const at::Tensor& x) {
+  const int64_t d = options.d_model(), experts = options.experts(), k = options.top_k();
+  STRATA_CHECK(x.dim() >= 1 && x.size(-1) == d, "MoE layer input: shape ", x.sizes(),
+               ", expected [..., ", d, "]");
+  const at::Tensor tokens = x.reshape({-1, d});
+  const int64_t n = tokens.size(0);
+  const Routing routing = router(tokens);
+
+  // Token copies (token-major: token t's slots are t*k .. t*k + k-1) that fit, sorted by
+  // expert; the stable sort keeps each expert's rows in token order.
+  const at::Tensor kept = routing.kept.reshape({-1}).nonzero().squeeze(1);
+  const at::Tensor expert_of_copy = routing.expert_index.reshape({-1});
+  const at::Tensor by_expert =
+      kept.index_select(0, stable_argsort(expert_of_copy.index_select(0, kept)));
+  const at::Tensor token_of_copy = by_expert.div(k, "floor");
+  const at::Tensor counts_tensor =
+      at::bincount(expert_of_copy.index_select(0, by_expert), {}, experts);
+  const std::vector<int64_t> counts(counts_tensor.data_ptr<int64_t>(),
+                                    counts_tensor.data_ptr<int64_t>() + experts);
+
+  const at::Tensor x_sorted = tokens.index_select(0, token_of_copy);
+  const auto run_local = [this](const at::Tensor& rows, const std::vector<int64_t>& c) {
+    return run_local_experts(rows, c);
+  };
+  const at::Tensor y_sorted =
+      expert_parallel_size() > 1
+          ? run_experts_parallel(x_sorted, counts, options.expert_group(), run_local)
+          : run_local(x_sorted, counts);
+  const at::Tensor gate = routing.weight.reshape({-1}).index_select(0, by_expert).unsqueeze(1);
+  at::Tensor out = at::zeros_like(tokens).index_add(0, token_of_copy, y_sorted * gate);
+
+  stats_.tokens_per_expert = counts_tensor;
+  stats_.dropped = n * k - kept.numel();
+  stats_.capacity = routing.capacity;
+  stats_.balance_loss = routing.balance_loss.item<double>();
+  stats_.z_loss = routing.z_loss.item<double>();
+
+  const double balance_coef = options.balance_loss_coef(), z_coef = options.z_loss_coef();
+  if (is_training() && torch::GradMode::is_enabled() && (balance_coef > 0 || z_coef > 0)) {
+    const at::Tensor aux = balance_coef * routing.balance_loss + z_coef * routing.z_loss;
+    out = AddAuxLossGradient::apply(out, aux);
+  }
+  return out.view(x.sizes());
+}
+
+}  // namespace strata::moe
