@@ -2,6 +2,7 @@
 //
 //   build/examples/train_lm --steps 2000 --eval-every 200 --generate 300
 //   mpirun -np 2 build/examples/train_lm --pp 2 --micro-batches 4   # pipelined over 2 ranks
+//   mpirun -np 2 build/examples/train_lm --moe --ep 2   # fortunes-lm-moe, experts over 2 ranks
 //
 // Each step samples `--batch` random windows of `--context` bytes from the train split
 // (the same windows on every rank; each data-parallel replica trains on its share);
@@ -29,6 +30,8 @@
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
 #include "strata/core/transformer_lm.h"
+#include "strata/moe/expert_parallel.h"
+#include "strata/moe/moe_lm.h"
 #include "strata/parallel/mpi_communicator.h"
 #include "strata/parallel/pipeline_program.h"
 
@@ -58,6 +61,7 @@ struct Config {
   double temperature = 0.8;
   strata::core::TrainingRunFlags run;
   strata::parallel::PipelineFlags pipeline;
+  strata::moe::MoEFlags moe;
 
   core::TransformerLMOptions model() const {
     return core::TransformerLMOptions()
@@ -103,6 +107,7 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::NonNegativeNumber);
   strata::core::add_training_run_flags(app, c.run);
   strata::parallel::add_pipeline_flags(app, c.pipeline);
+  strata::moe::add_moe_flags(app, c.moe);
 }
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
@@ -129,8 +134,19 @@ double validation_loss(HybridParallel& model, const core::TextCorpus& corpus, co
 // What the checkpoint's "extra" records about the model, checked on resume: a model with
 // other heads has the same tensor shapes, so load_checkpoint alone cannot tell.
 nlohmann::json model_description(const Config& c) {
-  return {{"model", "fortunes-lm"}, {"layers", c.layers}, {"d_model", c.d_model},
-          {"heads", c.heads},       {"ffn", c.ffn},       {"context", c.context}};
+  nlohmann::json description = {{"model", "fortunes-lm"}, {"layers", c.layers},
+                                 {"d_model", c.d_model},   {"heads", c.heads},
+                                 {"ffn", c.ffn},           {"context", c.context}};
+  if (c.moe.enabled) description.update(c.moe.description());
+  return description;
+}
+
+// fortunes-lm, or with --moe fortunes-lm-moe whose experts are spread over the grid's
+// expert-parallel group.
+torch::nn::Sequential make_model(const Config& c, const strata::parallel::ProcessGrid& grid) {
+  if (!c.moe.enabled) return core::make_transformer_lm(c.model());
+  return strata::moe::make_moe_transformer_lm(
+      c.model(), c.moe.layer_options(c.d_model, grid.expert_parallel()));
 }
 
 int64_t resume(const Config& c, HybridParallel& model, torch::optim::Optimizer& optimizer) {
@@ -161,13 +177,16 @@ int train(const Config& c) {
   // Fail now rather than at the first evaluation if the validation split is too short.
   corpus.sample_batch(false, 1, c.context, generator(0));
 
+  const strata::parallel::ProcessGrid grid(
+      world,
+      strata::parallel::ProcessGridOptions().pipeline_parallel(c.pipeline.pp).expert_parallel(c.moe.ep));
   torch::manual_seed(c.seed);  // the same model on every rank
-  torch::nn::Sequential lm = core::make_transformer_lm(options);
+  torch::nn::Sequential lm = make_model(c, grid);
   int64_t parameter_count = 0;
   for (const at::Tensor& p : core::unique_parameters(*lm)) parameter_count += p.numel();
-  HybridParallel model(lm, world, core::lm_loss,
+  HybridParallel model(lm, grid, core::lm_loss,
                        corpus.sample_batch(true, replica_batch, c.context, generator(0)).first,
-                       c.pipeline.options());
+                       c.pipeline.options().expert_parameters(strata::moe::expert_parameter_names(*lm)));
   // This rank's parameters, each tensor once: a tied table must not be stepped twice.
   const std::vector<at::Tensor> params = model.parameters();
   torch::optim::AdamW optimizer(params,
@@ -179,6 +198,13 @@ int train(const Config& c) {
                c.layers, c.d_model, c.heads, c.ffn, parameter_count / 1e6, corpus.train().numel(),
                corpus.validation().numel(), world->size(), c.pipeline.pp, c.threads, first_step,
                c.steps, c.batch, c.context);
+  if (c.moe.enabled) {
+    spdlog::info("mixture of experts: {} experts of ffn {} per block, top-{}, capacity factor {}"
+                 " ({} drop priority), {} expert(s) per rank (ep {}); parameters counted on this "
+                 "rank",
+                 c.moe.experts, c.moe.expert_ffn, c.moe.top_k, c.moe.capacity_factor,
+                 c.moe.drop_priority, c.moe.experts / c.moe.ep, c.moe.ep);
+  }
 
   core::MetricsWriter metrics(rank == 0 ? c.run.metrics_out : "");
   core::ProgressReporter progress(c.steps, c.run.log_every, rank == 0);
@@ -268,6 +294,7 @@ int main(int argc, char** argv) {
     add_flags(app, config);
     if (auto exit_code = core::parse_cli(app, argc, argv)) return *exit_code;
     strata::parallel::check_pipeline_flags(app, config.pipeline);
+    strata::moe::check_moe_flags(app, config.moe);
     return train(config);
   });
 }

@@ -95,10 +95,18 @@ DecoderBlockImpl::DecoderBlockImpl(const TransformerLMOptions& options_) : optio
   ffn_out = register_module("ffn_out", nn::Linear(options.ffn(), d));
 }
 
+at::Tensor pre_norm_residuals(const at::Tensor& x, nn::LayerNorm& norm1,
+                              CausalSelfAttention& attn, nn::LayerNorm& norm2,
+                              const std::function<at::Tensor(const at::Tensor&)>& ffn, double p,
+                              bool training) {
+  const at::Tensor h = x + at::dropout(attn(norm1(x)), p, training);
+  return h + at::dropout(ffn(norm2(h)), p, training);
+}
+
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x) {
-  const double p = options.dropout();
-  const at::Tensor h = x + at::dropout(attn(norm1(x)), p, is_training());
-  return h + at::dropout(ffn_out(at::gelu(ffn_in(norm2(h)))), p, is_training());
+  return pre_norm_residuals(
+      x, norm1, attn, norm2, [this](const at::Tensor& h) { return ffn_out(at::gelu(ffn_in(h))); },
+      options.dropout(), is_training());
 }
 
 // ---------------------------------------------------------------- LMHead

@@ -79,7 +79,15 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(CausalSelfAttention);
 
-// x + attn(norm1(x)), then x + ffn_out(gelu(ffn_in(norm2(x)))).
+// The residual structure of a pre-LayerNorm decoder block: h = x + attn(norm1(x)), then
+// h + ffn(norm2(h)), with dropout `p` on both branches in training. DecoderBlock's, shared
+// with blocks whose feed-forward layer is another module (strata::moe's MoE blocks).
+at::Tensor pre_norm_residuals(const at::Tensor& x, torch::nn::LayerNorm& norm1,
+                              CausalSelfAttention& attn, torch::nn::LayerNorm& norm2,
+                              const std::function<at::Tensor(const at::Tensor&)>& ffn, double p,
+                              bool training);
+
+// x + attn(norm1(x)), then x + ffn_out(gelu(ffn_in(norm2(x)))): pre_norm_residuals.
 class DecoderBlockImpl : public torch::nn::Module {
  public:
   explicit DecoderBlockImpl(const TransformerLMOptions& options);
