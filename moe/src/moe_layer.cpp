@@ -28,6 +28,25 @@ struct AddAuxLossGradient : torch::autograd::Function<AddAuxLossGradient> {
 
 }  // namespace
 
+SortedDispatch sort_by_expert(const Routing& routing, int64_t experts) {
+  SortedDispatch d;
+  // Copies are token-major (token t's slots are t * k .. t * k + k - 1).
+  const at::Tensor kept = routing.kept.reshape({-1}).nonzero().squeeze(1);
+  const at::Tensor expert_of_copy = routing.expert_index.reshape({-1});
+  d.copy = kept.index_select(0, stable_argsort(expert_of_copy.index_select(0, kept)));
+  d.token = d.copy.div(routing.expert_index.size(1), "floor");
+  d.counts = at::bincount(expert_of_copy.index_select(0, d.copy), {}, experts);
+  d.count.assign(d.counts.data_ptr<int64_t>(), d.counts.data_ptr<int64_t>() + experts);
+  return d;
+}
+
+at::Tensor combine(const at::Tensor& y_sorted, const Routing& routing,
+                   const SortedDispatch& dispatch, int64_t tokens) {
+  const at::Tensor gate = routing.weight.reshape({-1}).index_select(0, dispatch.copy).unsqueeze(1);
+  return at::zeros({tokens, y_sorted.size(1)}, y_sorted.options())
+      .index_add(0, dispatch.token, y_sorted * gate);
+}
+
 void MoELayerOptions::validate() const {
   router().validate();
   STRATA_CHECK(hidden() >= 1, "MoE expert hidden width ", hidden(), ", expected at least 1");
@@ -104,31 +123,19 @@ at::Tensor MoELayerImpl::forward(const at::Tensor& x) {
   const int64_t n = tokens.size(0);
   const Routing routing = router(tokens);
 
-  // Token copies (token-major: token t's slots are t*k .. t*k + k-1) that fit, sorted by
-  // expert; the stable sort keeps each expert's rows in token order.
-  const at::Tensor kept = routing.kept.reshape({-1}).nonzero().squeeze(1);
-  const at::Tensor expert_of_copy = routing.expert_index.reshape({-1});
-  const at::Tensor by_expert =
-      kept.index_select(0, stable_argsort(expert_of_copy.index_select(0, kept)));
-  const at::Tensor token_of_copy = by_expert.div(k, "floor");
-  const at::Tensor counts_tensor =
-      at::bincount(expert_of_copy.index_select(0, by_expert), {}, experts);
-  const std::vector<int64_t> counts(counts_tensor.data_ptr<int64_t>(),
-                                    counts_tensor.data_ptr<int64_t>() + experts);
-
-  const at::Tensor x_sorted = tokens.index_select(0, token_of_copy);
+  const SortedDispatch dispatch = sort_by_expert(routing, experts);
+  const at::Tensor x_sorted = tokens.index_select(0, dispatch.token);
   const auto run_local = [this](const at::Tensor& rows, const std::vector<int64_t>& c) {
     return run_local_experts(rows, c);
   };
   const at::Tensor y_sorted =
       expert_parallel_size() > 1
-          ? run_experts_parallel(x_sorted, counts, options.expert_group(), run_local)
-          : run_local(x_sorted, counts);
-  const at::Tensor gate = routing.weight.reshape({-1}).index_select(0, by_expert).unsqueeze(1);
-  at::Tensor out = at::zeros_like(tokens).index_add(0, token_of_copy, y_sorted * gate);
+          ? run_experts_parallel(x_sorted, dispatch.count, options.expert_group(), run_local)
+          : run_local(x_sorted, dispatch.count);
+  at::Tensor out = combine(y_sorted, routing, dispatch, n);
 
-  stats_.tokens_per_expert = counts_tensor;
-  stats_.dropped = n * k - kept.numel();
+  stats_.tokens_per_expert = dispatch.counts;
+  stats_.dropped = n * k - dispatch.copy.numel();
   stats_.capacity = routing.capacity;
   stats_.balance_loss = routing.balance_loss.item<double>();
   stats_.z_loss = routing.z_loss.item<double>();

@@ -55,6 +55,20 @@ struct MoELayerOptions {
   TORCH_ARG(parallel::CommunicatorPtr, expert_group) = nullptr;
 };
 
+// The sorted dispatch of a routing: the token copies that fit their experts, sorted by
+// expert (stable, so each expert's rows keep token order).
+struct SortedDispatch {
+  at::Tensor copy;             // [M] int64: flat index t * k + slot of each kept copy
+  at::Tensor token;            // [M] int64: its token, the row of x it reads
+  at::Tensor counts;           // [E] int64: copies per expert
+  std::vector<int64_t> count;  // the same, on the host
+};
+SortedDispatch sort_by_expert(const Routing& routing, int64_t experts);
+// The layer's output [N, d]: each token's sum of gate weight x its copies' outputs
+// y_sorted [M, d] (rows in dispatch order); zero for a token whose copies all dropped.
+at::Tensor combine(const at::Tensor& y_sorted, const Routing& routing,
+                   const SortedDispatch& dispatch, int64_t tokens);
+
 // What the last forward did, for this rank's tokens.
 struct MoEStats {
   at::Tensor tokens_per_expert;  // int64 [E]: assignments each expert processed
