@@ -68,7 +68,7 @@ RouterOptions MoELayerOptions::router() const {
 
 MoELayerImpl::MoELayerImpl(const MoELayerOptions& options_) : options(options_) {
   options.validate();
-  router = register_module("router", Router(options.router()));
+  if (options.own_router()) router = register_module("router", Router(options.router()));
   const int64_t experts = options.experts(), d = options.d_model(), h = options.hidden();
   const int64_t ranks = expert_parallel_size();
   const int64_t local = experts / ranks;
@@ -78,7 +78,7 @@ MoELayerImpl::MoELayerImpl(const MoELayerOptions& options_) : options(options_) 
   // stacks and keeps its slice, so that for one seed the experts are the same whatever
   // the expert-parallel size.
   torch::NoGradGuard no_grad;
-  router->gate->weight.normal_(0.0, 0.02);
+  if (router) router->gate->weight.normal_(0.0, 0.02);
   auto slice = [&](const at::Tensor& full) { return full.narrow(0, first_expert_, local).clone(); };
   w_in = register_parameter("w_in", slice(at::empty({experts, h, d}).normal_(0.0, 0.02)));
   b_in = register_parameter("b_in", at::zeros({local, h}));
@@ -99,34 +99,43 @@ torch::OrderedDict<std::string, at::Tensor> MoELayerImpl::expert_parameters() co
   return params;
 }
 
-at::Tensor MoELayerImpl::run_local_experts(const at::Tensor& tokens,
-                                           const std::vector<int64_t>& counts) {
+at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts,
+                       const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_out,
+                       const at::Tensor& b_out, int64_t first_expert,
+                       const TokenObserver& observer) {
   std::vector<at::Tensor> outputs;
   int64_t offset = 0;
   for (size_t j = 0; j < counts.size(); ++j) {
     if (counts[j] == 0) continue;
-    const at::Tensor rows = tokens.narrow(0, offset, counts[j]);
+    const at::Tensor expert_rows = rows.narrow(0, offset, counts[j]);
     offset += counts[j];
-    if (observer_) observer_(first_expert_ + static_cast<int64_t>(j), rows.detach());
-    const at::Tensor hidden = at::gelu(at::linear(rows, w_in[j], b_in[j]));
+    if (observer) observer(first_expert + static_cast<int64_t>(j), expert_rows.detach());
+    const at::Tensor hidden = at::gelu(at::linear(expert_rows, w_in[j], b_in[j]));
     outputs.push_back(at::linear(hidden, w_out[j], b_out[j]));
   }
-  if (outputs.empty()) return at::zeros({0, options.d_model()}, tokens.options());
+  if (outputs.empty()) return at::zeros({0, w_out.size(1)}, rows.options());
   return at::cat(outputs, 0);
 }
 
+at::Tensor add_aux_loss_gradient(const at::Tensor& out, const at::Tensor& aux) {
+  return AddAuxLossGradient::apply(out, aux);
+}
+
 at::Tensor MoELayerImpl::forward(const at::Tensor& x) {
-  const int64_t d = options.d_model(), experts = options.experts(), k = options.top_k();
+  const int64_t d = options.d_model();
   STRATA_CHECK(x.dim() >= 1 && x.size(-1) == d, "MoE layer input: shape ", x.sizes(),
                ", expected [..., ", d, "]");
+  STRATA_CHECK(router, "MoE layer without a router of its own: call forward_routed");
   const at::Tensor tokens = x.reshape({-1, d});
-  const int64_t n = tokens.size(0);
-  const Routing routing = router(tokens);
+  return forward_routed(tokens, router(tokens)).view(x.sizes());
+}
 
-  const SortedDispatch dispatch = sort_by_expert(routing, experts);
+at::Tensor MoELayerImpl::forward_routed(const at::Tensor& tokens, const Routing& routing) {
+  const int64_t n = tokens.size(0), k = routing.expert_index.size(1);
+  const SortedDispatch dispatch = sort_by_expert(routing, options.experts());
   const at::Tensor x_sorted = tokens.index_select(0, dispatch.token);
-  const auto run_local = [this](const at::Tensor& rows, const std::vector<int64_t>& c) {
-    return run_local_experts(rows, c);
+  const auto run_local = [this](const at::Tensor& rows, const std::vector<int64_t>& counts) {
+    return run_experts(rows, counts, w_in, b_in, w_out, b_out, first_expert_, observer_);
   };
   const at::Tensor y_sorted =
       expert_parallel_size() > 1
@@ -142,10 +151,10 @@ at::Tensor MoELayerImpl::forward(const at::Tensor& x) {
 
   const double balance_coef = options.balance_loss_coef(), z_coef = options.z_loss_coef();
   if (is_training() && torch::GradMode::is_enabled() && (balance_coef > 0 || z_coef > 0)) {
-    const at::Tensor aux = balance_coef * routing.balance_loss + z_coef * routing.z_loss;
-    out = AddAuxLossGradient::apply(out, aux);
+    out = add_aux_loss_gradient(out, balance_coef * routing.balance_loss +
+                                         z_coef * routing.z_loss);
   }
-  return out.view(x.sizes());
+  return out;
 }
 
 }  // namespace strata::moe

@@ -85,17 +85,18 @@ void HybridParallel::save_checkpoint(const std::string& path, torch::optim::Opti
   grid_.world()->barrier()->wait();
 }
 
+bool HybridParallel::is_expert_tensor(const core::CheckpointTensor& t) const {
+  for (const std::string& name : expert_parameters_) {
+    if (t.name == name) return true;
+    // Optimizer state with the parameter's shape (not Adam's scalar step).
+    const std::string state = "optimizer/" + name + "/";
+    if (t.name.compare(0, state.size(), state) == 0 && t.tensor.dim() >= 1) return true;
+  }
+  return false;
+}
+
 void HybridParallel::gather_expert_tensors(core::CheckpointContents& contents) {
   if (expert_parameters_.empty()) return;
-  // A parameter, or an optimizer state of it ("optimizer/<name>/<field>") with its shape.
-  auto is_expert_tensor = [&](const core::CheckpointTensor& t) {
-    for (const std::string& name : expert_parameters_) {
-      if (t.name == name) return true;
-      const std::string state = "optimizer/" + name + "/";
-      if (t.name.compare(0, state.size(), state) == 0 && t.tensor.dim() >= 1) return true;
-    }
-    return false;
-  };
   // Every rank lists the same tensors in the same order, so the gathers line up.
   const CommunicatorPtr group = grid_.expert_parallel();
   for (core::CheckpointTensor& t : contents.tensors) {
@@ -114,10 +115,40 @@ void HybridParallel::gather_expert_tensors(core::CheckpointContents& contents) {
 int64_t HybridParallel::load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
                                         nlohmann::json* extra) {
   if (pipeline_) return pipeline_->load_checkpoint(path, &optimizer, extra);
-  STRATA_CHECK(expert_parameters_.empty(), "load checkpoint ", path,
-               ": loading into experts spread over ", grid_.expert_parallel_size(),
-               " ranks is not supported yet, expected an expert-parallel size of 1");
-  return core::load_checkpoint(path, *model_, &optimizer, extra);
+  if (expert_parameters_.empty()) return core::load_checkpoint(path, *model_, &optimizer, extra);
+
+  // The checkpoint holds whole expert stacks: give the expert parameters their whole shape
+  // for the load (checked and read like any other tensor), then keep this rank's slice of
+  // them and of their optimizer state.
+  const int64_t shards = grid_.expert_parallel_size(), shard = grid_.expert_parallel_rank();
+  const auto named = model_->named_parameters();
+  std::vector<at::Tensor> experts, originals;
+  for (const std::string& name : expert_parameters_) {
+    at::Tensor p = named[name];
+    std::vector<int64_t> whole = p.sizes().vec();
+    whole[0] *= shards;
+    experts.push_back(p);
+    originals.push_back(p.detach());
+    p.set_data(at::empty(whole, p.options()));
+  }
+  int64_t step = 0;
+  try {
+    step = core::load_checkpoint(path, *model_, &optimizer, extra);
+  } catch (...) {
+    for (size_t i = 0; i < experts.size(); ++i) experts[i].set_data(originals[i]);
+    throw;  // model and optimizer untouched, as core::load_checkpoint promises
+  }
+  torch::NoGradGuard no_grad;
+  auto slice = [&](const at::Tensor& whole) {
+    const int64_t rows = whole.size(0) / shards;
+    return whole.narrow(0, shard * rows, rows).clone();
+  };
+  for (at::Tensor& p : experts) p.set_data(slice(p));
+  // The optimizer state tensors are the live ones: set_ slices them in place.
+  for (core::CheckpointTensor& t : core::checkpoint_contents(*model_, &optimizer).tensors) {
+    if (t.kind == "optimizer" && is_expert_tensor(t)) t.tensor.set_(slice(t.tensor));
+  }
+  return step;
 }
 
 }  // namespace strata::parallel

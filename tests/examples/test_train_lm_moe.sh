@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests train_lm --moe (fortunes-lm-moe) from the outside with a tiny model: the loss falls,
 # experts spread over 2 ranks train exactly like 2 data-parallel ranks holding every expert,
-# an ep=2 checkpoint resumes in one process, and bad inputs fail with one line.
+# an ep=2 checkpoint resumes in one process and with ep=2, and bad inputs fail with one line.
 set -uo pipefail
 bin="$1"
 source "$(dirname "$0")/../cli_test_lib.sh"
@@ -45,6 +45,13 @@ if "$bin" "${run[@]}" --layers 2 --experts 4 --steps 13 --resume "$tmp/ep" >/dev
   pass "an ep=2 checkpoint resumes in one process"
 else
   fail "ep=2 checkpoint in one process: $(cat "$tmp/stderr")"
+fi
+
+if mpirun -np 2 "$bin" "${run[@]}" --layers 2 --experts 4 --steps 13 --ep 2 --resume "$tmp/ep" \
+    >/dev/null 2>"$tmp/stderr"; then
+  pass "an ep=2 checkpoint resumes with ep=2"
+else
+  fail "ep=2 checkpoint with ep=2: $(cat "$tmp/stderr")"
 fi
 
 expect_clean_error "top-k above the experts" "--top-k 5 is above --experts 4" \

@@ -1,6 +1,7 @@
 // Expert parallelism: with the experts spread over an expert-parallel group (and data
 // parallelism over the rest), each rank's outputs and every parameter's gradient equal
-// those of one process on the whole batch; a checkpoint saved with ep > 1 loads with ep = 1.
+// those of one process on the whole batch; a checkpoint saved with ep > 1 loads with ep = 1
+// and resumes with ep > 1.
 // Each body runs as InProcess<Suite> (2 and 4 threads) and Mpi<Suite> (the mpirun ranks).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -149,9 +150,23 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
   // The loaded experts are the trained ones, not the initial ones.
   EXPECT_GT((loaded["moe.w_in"] - build(nullptr)->named_parameters()["moe.w_in"]).abs().max().item<double>(),
             1e-4);
-  EXPECT_NE(strata::test::error_of([&] { parallel.load_checkpoint(path, adamw); })
-                .find("is not supported yet"),
-            std::string::npos);
+
+  // Resumed with the same ep, each rank takes its slice back, optimizer state included: a
+  // further step from the loaded state equals one from the live state.
+  torch::nn::Sequential resumed = build(grid.expert_parallel());
+  strata::parallel::HybridParallel resumed_parallel(
+      resumed, grid, loss_of, x, strata::parallel::HybridParallelOptions().expert_parameters(names));
+  torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(), torch::optim::AdamWOptions(1e-2));
+  EXPECT_THROW(resumed_parallel.load_checkpoint(path + "-missing", resumed_adamw), strata::Error);
+  EXPECT_EQ(moe_of(resumed).w_in.size(0), kExperts / ep);  // a failed load changes nothing
+  EXPECT_EQ(resumed_parallel.load_checkpoint(path, resumed_adamw), 1);
+  const at::Tensor x2 = batch(5).chunk(ep)[grid.rank()], target2 = batch(6).chunk(ep)[grid.rank()];
+  parallel.train_step(x2, target2, adamw);
+  resumed_parallel.train_step(x2, target2, resumed_adamw);
+  const auto resumed_params = resumed->named_parameters();
+  for (const auto& item : model->named_parameters()) {
+    expect_close(resumed_params[item.key()], item.value(), "resumed " + item.key());
+  }
   world->barrier()->wait();
   if (world->rank() == 0) std::filesystem::remove_all(path);
 }

@@ -53,6 +53,9 @@ struct MoELayerOptions {
   // The expert-parallel group (ProcessGrid::expert_parallel()); null: every expert here.
   // Its size must divide the experts.
   TORCH_ARG(parallel::CommunicatorPtr, expert_group) = nullptr;
+  // false: no router of its own; routings come from outside through forward_routed (the
+  // per-task routers of TaskMoELayer), and forward() is an error.
+  TORCH_ARG(bool, own_router) = true;
 };
 
 // The sorted dispatch of a routing: the token copies that fit their experts, sorted by
@@ -69,6 +72,22 @@ SortedDispatch sort_by_expert(const Routing& routing, int64_t experts);
 at::Tensor combine(const at::Tensor& y_sorted, const Routing& routing,
                    const SortedDispatch& dispatch, int64_t tokens);
 
+// Called in forward with each expert's (global index) input rows [rows, d], detached, on
+// the rank that holds the expert: e.g. to collect per-expert Hessians for calibration.
+using TokenObserver = std::function<void(int64_t expert, const at::Tensor& tokens)>;
+
+// Runs stacked experts on rows sorted by expert, counts[j] rows for expert j of the stacks
+// (an expert without rows is not touched), calling observer(first_expert + j, its rows)
+// when set. Returns their outputs [rows, d] in the same order.
+at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts,
+                       const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_out,
+                       const at::Tensor& b_out, int64_t first_expert,
+                       const TokenObserver& observer);
+
+// Identity on `out` in forward; in backward, also gradient 1 into the scalar `aux` (see the
+// top of this file).
+at::Tensor add_aux_loss_gradient(const at::Tensor& out, const at::Tensor& aux);
+
 // What the last forward did, for this rank's tokens.
 struct MoEStats {
   at::Tensor tokens_per_expert;  // int64 [E]: assignments each expert processed
@@ -78,15 +97,14 @@ struct MoEStats {
   double z_loss = 0;             // before the coefficient
 };
 
-// Called in forward with each expert's (global index) input rows [rows, d], detached, on
-// the rank that holds the expert: e.g. to collect per-expert Hessians for calibration.
-using TokenObserver = std::function<void(int64_t expert, const at::Tensor& tokens)>;
-
 class MoELayerImpl : public torch::nn::Module {
  public:
   explicit MoELayerImpl(const MoELayerOptions& options);
   // x [..., d_model] -> [..., d_model]. Collective over the expert group, if any.
   at::Tensor forward(const at::Tensor& x);
+  // tokens [N, d_model] with a routing made elsewhere (its expert_index in global expert
+  // indices): dispatch, experts, combine, stats and the aux-loss gradient of forward.
+  at::Tensor forward_routed(const at::Tensor& tokens, const Routing& routing);
 
   const MoEStats& last_stats() const { return stats_; }
   void set_token_observer(TokenObserver observer) { observer_ = std::move(observer); }
@@ -99,13 +117,10 @@ class MoELayerImpl : public torch::nn::Module {
   torch::OrderedDict<std::string, at::Tensor> expert_parameters() const;
 
   MoELayerOptions options;
-  Router router{nullptr};
+  Router router{nullptr};  // null without own_router
   at::Tensor w_in, b_in, w_out, b_out;
 
  private:
-  // Runs this rank's experts on rows sorted by local expert, counts[j] rows for expert j.
-  at::Tensor run_local_experts(const at::Tensor& tokens, const std::vector<int64_t>& counts);
-
   int64_t first_expert_ = 0;
   MoEStats stats_;
   TokenObserver observer_;

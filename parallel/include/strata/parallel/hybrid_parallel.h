@@ -65,7 +65,7 @@ class HybridParallel {
   // Collective. One checkpoint of the whole model in its own parameter names (world rank 0
   // writes it), loadable with any pipeline and data-parallel size. Expert parameters are
   // gathered from the expert-parallel group into whole stacks, so a checkpoint saved with
-  // ep > 1 loads with ep = 1; loading with ep > 1 is not supported yet (a clear error).
+  // ep > 1 loads with ep = 1, and with ep > 1 each rank keeps its slice on load.
   void save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer, int64_t step,
                        const nlohmann::json& extra = {});
   // Returns the checkpoint's step; `extra`, when not null, receives its extra JSON.
@@ -84,6 +84,8 @@ class HybridParallel {
   PipelineParallel* pipeline() { return pipeline_.get(); }
 
  private:
+  // An expert parameter, or an optimizer state of one with its shape.
+  bool is_expert_tensor(const core::CheckpointTensor& t) const;
   // Replaces each expert tensor of `contents` (a shard) by the whole stack. Collective.
   void gather_expert_tensors(core::CheckpointContents& contents);
 
