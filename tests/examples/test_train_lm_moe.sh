@@ -54,6 +54,22 @@ else
   fail "ep=2 checkpoint with ep=2: $(cat "$tmp/stderr")"
 fi
 
+# Pipelined (ep 1): MoE blocks are ordinary Sequential elements. With the router losses off
+# and one micro-batch, a 2-stage run is the one-process run.
+piped=("${run[@]}" --layers 2 --experts 4 --steps 12 --lr 3e-3 --eval-every 0 --balance-loss 0 --z-loss 0)
+if "$bin" "${piped[@]}" --metrics-out "$tmp/pp1.jsonl" >/dev/null 2>"$tmp/stderr" &&
+    mpirun -np 2 "$bin" "${piped[@]}" --pp 2 --micro-batches 1 --metrics-out "$tmp/pp2.jsonl" \
+      >/dev/null 2>>"$tmp/stderr"; then
+  one=$(val_loss "$tmp/pp1.jsonl"); two=$(val_loss "$tmp/pp2.jsonl")
+  if awk -v a="$one" -v b="$two" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4 * a) }'; then
+    pass "pp=2 MoE matches one process: validation loss $two vs $one"
+  else
+    fail "pp=2 MoE validation loss $two, one process $one"
+  fi
+else
+  fail "pp runs: $(cat "$tmp/stderr")"
+fi
+
 expect_clean_error "top-k above the experts" "--top-k 5 is above --experts 4" \
   "$bin" "${tiny[@]}" --top-k 5
 expect_clean_error "experts not divisible by ep" "--experts 3 is not divisible by --ep 2" \
