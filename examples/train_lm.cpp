@@ -3,6 +3,7 @@
 //   build/examples/train_lm --steps 2000 --eval-every 200 --generate 300
 //   mpirun -np 2 build/examples/train_lm --pp 2 --micro-batches 4   # pipelined over 2 ranks
 //   build/examples/train_lm --matformer        # fortunes-lm-mat: FFN 1024/512/256/128 nested
+//   mpirun -np 2 build/examples/train_lm --moe --ep 2   # fortunes-lm-moe, experts over 2 ranks
 //
 // Each step samples `--batch` random windows of `--context` bytes from the train split
 // (the same windows on every rank; each data-parallel replica trains on its share);
@@ -39,6 +40,8 @@
 #include "strata/elastic/extract.h"
 #include "strata/elastic/matformer.h"
 #include "strata/elastic/mix_n_match.h"
+#include "strata/moe/expert_parallel.h"
+#include "strata/moe/moe_lm.h"
 #include "strata/parallel/mpi_communicator.h"
 #include "strata/parallel/pipeline_program.h"
 
@@ -74,6 +77,7 @@ struct Config {
   int64_t mix_n_match_batches = 4;
   strata::core::TrainingRunFlags run;
   strata::parallel::PipelineFlags pipeline;
+  strata::moe::MoEFlags moe;
 
   core::TransformerLMOptions model() const {
     return core::TransformerLMOptions()
@@ -139,6 +143,7 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::NonNegativeNumber);
   strata::core::add_training_run_flags(app, c.run);
   strata::parallel::add_pipeline_flags(app, c.pipeline);
+  strata::moe::add_moe_flags(app, c.moe);
 }
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
@@ -167,6 +172,7 @@ double validation_loss(HybridParallel& model, const core::TextCorpus& corpus, co
 nlohmann::json model_description(const Config& c) {
   nlohmann::json description = core::transformer_lm_to_json(c.model());
   if (c.matformer) description["matformer"] = elastic::matformer_to_json(c.matformer_granularities());
+  if (c.moe.enabled) description.update(c.moe.description());
   return description;
 }
 
@@ -187,6 +193,14 @@ std::vector<elastic::Submodel> matformer_passes(const Config& c,
   std::vector<elastic::Submodel> passes;
   for (const size_t i : chosen) passes.push_back(elastic::Submodel::uniform(c.model(), all[i]));
   return passes;
+}
+
+// fortunes-lm, or with --moe fortunes-lm-moe whose experts are spread over the grid's
+// expert-parallel group.
+torch::nn::Sequential make_model(const Config& c, const strata::parallel::ProcessGrid& grid) {
+  if (!c.moe.enabled) return core::make_transformer_lm(c.model());
+  return strata::moe::make_moe_transformer_lm(
+      c.model(), c.moe.layer_options(c.d_model, grid.expert_parallel()));
 }
 
 int64_t resume(const Config& c, HybridParallel& model, torch::optim::Optimizer& optimizer) {
@@ -243,18 +257,22 @@ int train(const Config& c) {
 
   std::vector<elastic::Granularity> granularities;
   if (c.matformer) {
+    STRATA_CHECK(!c.moe.enabled, "--matformer nests dense FFNs; it does not combine with --moe");
     granularities = c.matformer_granularities();
     STRATA_CHECK(c.mat_sample <= static_cast<int>(granularities.size()), "--mat-sample ",
                  c.mat_sample, " is more than the ", granularities.size(), " granularities");
   }
 
+  const strata::parallel::ProcessGrid grid(
+      world,
+      strata::parallel::ProcessGridOptions().pipeline_parallel(c.pipeline.pp).expert_parallel(c.moe.ep));
   torch::manual_seed(c.seed);  // the same model on every rank
-  torch::nn::Sequential lm = core::make_transformer_lm(options);
+  torch::nn::Sequential lm = make_model(c, grid);
   int64_t parameter_count = 0;
   for (const at::Tensor& p : core::unique_parameters(*lm)) parameter_count += p.numel();
-  HybridParallel model(lm, world, core::lm_loss,
+  HybridParallel model(lm, grid, core::lm_loss,
                        corpus.sample_batch(true, replica_batch, c.context, generator(0)).first,
-                       c.pipeline.options());
+                       c.pipeline.options().expert_parameters(strata::moe::expert_parameter_names(*lm)));
   // This rank's parameters, each tensor once: a tied table must not be stepped twice.
   const std::vector<at::Tensor> params = model.parameters();
   torch::optim::AdamW optimizer(params,
@@ -266,6 +284,13 @@ int train(const Config& c) {
                c.layers, c.d_model, c.heads, c.ffn, parameter_count / 1e6, corpus.train().numel(),
                corpus.validation().numel(), world->size(), c.pipeline.pp, c.threads, first_step,
                c.steps, c.batch, c.context);
+  if (c.moe.enabled) {
+    spdlog::info("mixture of experts: {} experts of ffn {} per block, top-{}, capacity factor {}"
+                 " ({} drop priority), {} expert(s) per rank (ep {}); parameters counted on this "
+                 "rank",
+                 c.moe.experts, c.moe.expert_ffn, c.moe.top_k, c.moe.capacity_factor,
+                 c.moe.drop_priority, c.moe.experts / c.moe.ep, c.moe.ep);
+  }
 
   core::MetricsWriter metrics(rank == 0 ? c.run.metrics_out : "");
   core::ProgressReporter progress(c.steps, c.run.log_every, rank == 0);
@@ -396,6 +421,7 @@ int main(int argc, char** argv) {
     add_flags(app, config);
     if (auto exit_code = core::parse_cli(app, argc, argv)) return *exit_code;
     strata::parallel::check_pipeline_flags(app, config.pipeline);
+    strata::moe::check_moe_flags(app, config.moe);
     return train(config);
   });
 }

@@ -4,10 +4,13 @@
 # (BENCH_PIPELINE_ARGS adds flags, e.g. BENCH_PIPELINE_ARGS=--quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh --target train_fmnist bench_pipeline strata-schedule bench_quant bench_sparse
+bash scripts/build.sh --target train_fmnist bench_pipeline strata-schedule bench_quant bench_sparse \
+  bench_moe train_lm
 source scripts/blas_env.sh
 /usr/bin/python3 bench/bench_data_parallel.py "$@"
 # shellcheck disable=SC2086  # BENCH_PIPELINE_ARGS is a list of flags
 /usr/bin/python3 bench/bench_pipeline.py ${BENCH_PIPELINE_ARGS:-}
 build/bench/bench_quant
 build/bench/bench_sparse
+build/bench/bench_moe
+bash bench/bench_moe_ep.sh build/examples/train_lm

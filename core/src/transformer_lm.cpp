@@ -180,11 +180,20 @@ void DecoderBlockImpl::set_width(int64_t ffn, int64_t heads) {
   attn->active_heads = heads;
 }
 
+at::Tensor pre_norm_residuals(const at::Tensor& x, nn::LayerNorm& norm1,
+                              CausalSelfAttention& attn, nn::LayerNorm& norm2,
+                              const std::function<at::Tensor(const at::Tensor&)>& ffn, double p,
+                              bool training) {
+  const at::Tensor h = x + at::dropout(attn(norm1(x)), p, training);
+  return h + at::dropout(ffn(norm2(h)), p, training);
+}
+
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x) {
   if (skip) return x;
-  const double p = options.dropout();
-  const at::Tensor h = x + at::dropout(attn(norm1(x)), p, is_training());
-  return h + at::dropout(feed_forward(norm2(h), ffn_in, ffn_out, active_ffn_), p, is_training());
+  return pre_norm_residuals(
+      x, norm1, attn, norm2,
+      [this](const at::Tensor& h) { return feed_forward(h, ffn_in, ffn_out, active_ffn_); },
+      options.dropout(), is_training());
 }
 
 // ---------------------------------------------------------------- LMHead

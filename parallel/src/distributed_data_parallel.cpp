@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <unordered_map>
 
 #include "strata/core/error.h"
@@ -32,9 +33,10 @@ at::Tensor storage_slice(const at::Tensor& buffer, int64_t offset, at::IntArrayR
 // destroyed DistributedDataParallel leaves harmless hooks behind.
 class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
  public:
-  GradientReducer(std::vector<at::Tensor> params, CommunicatorPtr comm,
+  // Gradients are divided by `divisor` and summed over `comm`.
+  GradientReducer(std::vector<at::Tensor> params, CommunicatorPtr comm, int divisor,
                   const DistributedDataParallelOptions& options)
-      : params_(std::move(params)), comm_(std::move(comm)) {
+      : params_(std::move(params)), comm_(std::move(comm)), divisor_(divisor) {
     build_buckets(options);
   }
 
@@ -165,7 +167,7 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
       Bucket& bucket = buckets_[next_to_launch_];
       if (bucket.pending > 0 && !force) break;
       for (size_t i : bucket.params) move_grad_into_bucket(i);
-      bucket.buffer.div_(comm_->size());
+      bucket.buffer.div_(divisor_);
       bucket.work = comm_->allreduce(bucket.buffer, ReduceOp::Sum);
       ++next_to_launch_;
     }
@@ -186,6 +188,7 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
 
   std::vector<at::Tensor> params_;
   CommunicatorPtr comm_;
+  int divisor_;
   std::vector<Bucket> buckets_;
   std::vector<std::pair<size_t, size_t>> location_;  // param -> (bucket, slot)
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
@@ -195,23 +198,51 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
 
 }  // namespace detail
 
+namespace {
+bool contains(const std::vector<at::Tensor>& tensors, const at::Tensor& t) {
+  return std::any_of(tensors.begin(), tensors.end(), [&](const at::Tensor& e) { return e.is_same(t); });
+}
+}  // namespace
+
 DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Module> module,
                                                  CommunicatorPtr comm,
                                                  DistributedDataParallelOptions options)
     : module_(std::move(module)), comm_(std::move(comm)) {
   STRATA_CHECK(module_ != nullptr, "DistributedDataParallel: module is null");
   STRATA_CHECK(comm_ != nullptr, "DistributedDataParallel: communicator is null");
+  // Expert parameters apart (see the options), by their names.
+  const auto named = module_->named_parameters();
+  for (const std::string& name : options.expert_parameters()) {
+    const at::Tensor* p = named.find(name);
+    STRATA_CHECK(p != nullptr, "DistributedDataParallel: expert parameter \"", name,
+                 "\" is not a parameter of the module");
+    expert_params_.push_back(*p);
+  }
+  if (!expert_params_.empty()) {
+    expert_comm_ = options.expert_data_parallel_group();
+    STRATA_CHECK(expert_comm_ != nullptr, "DistributedDataParallel: ", expert_params_.size(),
+                 " expert parameters but no expert_data_parallel_group");
+  }
   // Each tensor once: a tied weight has one gradient, reduced once.
-  std::vector<at::Tensor> params;
+  std::vector<at::Tensor> params, expert_params;
   for (const auto& p : core::unique_parameters(*module_)) {
-    if (p.requires_grad()) params.push_back(p);
+    if (p.requires_grad()) (contains(expert_params_, p) ? expert_params : params).push_back(p);
   }
   broadcast_state();
-  reducer_ = std::make_shared<detail::GradientReducer>(std::move(params), comm_, options);
+  reducer_ = std::make_shared<detail::GradientReducer>(std::move(params), comm_, comm_->size(),
+                                                       options);
   reducer_->install_hooks();
+  if (!expert_params.empty()) {
+    expert_reducer_ = std::make_shared<detail::GradientReducer>(
+        std::move(expert_params), expert_comm_, comm_->size(), options);
+    expert_reducer_->install_hooks();
+  }
 }
 
-DistributedDataParallel::~DistributedDataParallel() { reducer_->remove_hooks(); }
+DistributedDataParallel::~DistributedDataParallel() {
+  reducer_->remove_hooks();
+  if (expert_reducer_) expert_reducer_->remove_hooks();
+}
 
 namespace {
 // Broadcasts from rank 0 into detached aliases: the backend may write from another
@@ -228,7 +259,12 @@ void broadcast_from_rank0(Communicator& comm, const std::vector<at::Tensor>& ten
 }  // namespace
 
 void DistributedDataParallel::broadcast_state() {
-  broadcast_from_rank0(*comm_, module_->parameters());
+  std::vector<at::Tensor> params;
+  for (const auto& p : module_->parameters()) {
+    if (!contains(expert_params_, p)) params.push_back(p);
+  }
+  broadcast_from_rank0(*comm_, params);
+  if (!expert_params_.empty()) broadcast_from_rank0(*expert_comm_, expert_params_);
   broadcast_buffers();
 }
 
@@ -237,9 +273,13 @@ void DistributedDataParallel::broadcast_buffers() { broadcast_from_rank0(*comm_,
 DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)
     : ddp_(ddp), previous_(ddp.reducer_->sync_enabled) {
   ddp_.reducer_->sync_enabled = false;
+  if (ddp_.expert_reducer_) ddp_.expert_reducer_->sync_enabled = false;
 }
 
-DistributedDataParallel::NoSyncGuard::~NoSyncGuard() { ddp_.reducer_->sync_enabled = previous_; }
+DistributedDataParallel::NoSyncGuard::~NoSyncGuard() {
+  ddp_.reducer_->sync_enabled = previous_;
+  if (ddp_.expert_reducer_) ddp_.expert_reducer_->sync_enabled = previous_;
+}
 
 int64_t DistributedDataParallel::num_buckets() const { return reducer_->num_buckets(); }
 

@@ -33,6 +33,9 @@ ProcessGrid::ProcessGrid(CommunicatorPtr world, ProcessGridOptions options)
   STRATA_CHECK(static_cast<long long>(pp) * dp == world_size, "pipeline ", pp,
                " x data parallel ", dp, " = ", static_cast<long long>(pp) * dp,
                " ranks, but the world has ", world_size);
+  const int ep = options_.expert_parallel();
+  STRATA_CHECK(ep >= 1 && dp % ep == 0, "expert-parallel size ", ep,
+               ", expected a divisor of the data-parallel size ", dp);
 
   // rank = pp_index * dp + dp_index (see the header). Both splits run on every rank, in
   // this order, as collectives must.
@@ -40,6 +43,16 @@ ProcessGrid::ProcessGrid(CommunicatorPtr world, ProcessGridOptions options)
   const int dp_index = rank() % dp;
   data_parallel_ = group(world_, dp, /*color=*/pp_index, /*key=*/dp_index);
   pipeline_ = group(world_, pp, /*color=*/dp_index, /*key=*/pp_index);
+  // With ep = 1 the expert-data group is the data group, with ep = dp the expert group
+  // is: no new communicator then. Otherwise colors are unique over the world: one group
+  // per (stage, dp_index / ep), resp. per (stage, ep_index).
+  const int ep_index = dp_index % ep;
+  expert_parallel_ = ep == dp ? data_parallel_
+                              : world_->split(/*color=*/pp_index * (dp / ep) + dp_index / ep,
+                                              /*key=*/ep_index);
+  expert_data_parallel_ = ep == 1 ? data_parallel_
+                                  : group(world_, dp / ep, /*color=*/pp_index * ep + ep_index,
+                                          /*key=*/dp_index / ep);
 }
 
 }  // namespace strata::parallel

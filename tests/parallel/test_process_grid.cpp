@@ -1,6 +1,7 @@
 // ProcessGrid on both backends: the default grid, every pipeline x data-parallel layout of
 // the world (group memberships read back by all-gathering world ranks inside each group),
-// pp = 2 x dp = 2 on four ranks spelled out, and the layouts it must refuse.
+// pp = 2 x dp = 2 on four ranks spelled out, the expert groups, and the layouts it must
+// refuse.
 #include <string>
 #include <vector>
 
@@ -151,8 +152,40 @@ void bad_layouts_body(Communicator& c) {
   expect_tensor_eq(t, at::full({1}, n, at::kLong), "allreduce after the refusals");
 }
 
+// Expert groups of every pp x dp x ep layout: with ep_index = dp_index % ep, the expert
+// group is the ep consecutive replicas with the same dp_index / ep, ordered by ep_index,
+// and the expert-data group the dp / ep replicas with the same ep_index.
+void expert_groups_body(Communicator& c) {
+  const int n = c.size(), r = c.rank();
+  for (int pp = 1; pp <= n; ++pp) {
+    if (n % pp != 0) continue;
+    const int dp = n / pp;
+    for (int ep = 1; ep <= dp; ++ep) {
+      if (dp % ep != 0) continue;
+      SCOPED_TRACE(layout_name(pp, dp) + " x ep " + std::to_string(ep));
+      ProcessGrid grid(c.shared_from_this(),
+                       ProcessGridOptions().pipeline_parallel(pp).expert_parallel(ep));
+      const int stage_first = r - r % dp, dp_index = r % dp, ep_index = dp_index % ep;
+      std::vector<int64_t> expert_group, expert_data_group;
+      for (int e = 0; e < ep; ++e) expert_group.push_back(stage_first + dp_index - ep_index + e);
+      for (int d = ep_index; d < dp; d += ep) expert_data_group.push_back(stage_first + d);
+      EXPECT_EQ(grid.expert_parallel_size(), ep);
+      EXPECT_EQ(grid.expert_parallel_rank(), ep_index);
+      EXPECT_EQ(members(grid.expert_parallel(), r), expert_group);
+      EXPECT_EQ(members(grid.expert_data_parallel(), r), expert_data_group);
+    }
+  }
+  expect_error([&] { ProcessGrid(c.shared_from_this(), ProcessGridOptions().expert_parallel(0)); },
+               "expert-parallel size 0, expected a divisor of the data-parallel size");
+  expect_error(
+      [&] { ProcessGrid(c.shared_from_this(), ProcessGridOptions().expert_parallel(n + 1)); },
+      "expert-parallel size " + std::to_string(n + 1) +
+          ", expected a divisor of the data-parallel size " + std::to_string(n));
+}
+
 }  // namespace
 
+STRATA_COMM_TEST(ProcessGrid, ExpertGroupsOfEveryLayout, expert_groups_body)
 STRATA_COMM_TEST(ProcessGrid, DefaultIsOneDataParallelGroup, default_grid_body)
 STRATA_COMM_TEST(ProcessGrid, EveryPipelineByDataParallelLayout, every_layout_body)
 STRATA_COMM_TEST(ProcessGrid, GroupsCarryGradientsAndActivations, groups_carry_traffic_body)

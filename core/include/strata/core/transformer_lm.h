@@ -110,7 +110,16 @@ TORCH_MODULE(CausalSelfAttention);
 at::Tensor feed_forward(const at::Tensor& x, const torch::nn::Linear& ffn_in,
                         const torch::nn::Linear& ffn_out, int64_t width);
 
-// Block `layer` of the model: x + attn(norm1(x)), then x + ffn(norm2(x)) with
+
+// The residual structure of a pre-LayerNorm decoder block: h = x + attn(norm1(x)), then
+// h + ffn(norm2(h)), with dropout `p` on both branches in training. DecoderBlock's, shared
+// with blocks whose feed-forward layer is another module (strata::moe's MoE blocks).
+at::Tensor pre_norm_residuals(const at::Tensor& x, torch::nn::LayerNorm& norm1,
+                              CausalSelfAttention& attn, torch::nn::LayerNorm& norm2,
+                              const std::function<at::Tensor(const at::Tensor&)>& ffn, double p,
+                              bool training);
+
+// Block `layer` of the model: pre_norm_residuals with
 // ffn = feed_forward(., ffn_in, ffn_out, active_ffn).
 class DecoderBlockImpl : public torch::nn::Module {
  public:

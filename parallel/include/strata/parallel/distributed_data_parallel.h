@@ -18,6 +18,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "strata/parallel/communicator.h"
 
@@ -29,6 +31,16 @@ struct DistributedDataParallelOptions {
   TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
   // The first bucket (the last layers) is small so that communication starts early.
   TORCH_ARG(int64_t, first_bucket_cap_bytes) = 1024 * 1024;
+  // Expert parameters of mixture-of-experts layers spread over an expert-parallel group
+  // (their names in the module; see strata::moe::expert_parameter_names): each rank holds
+  // different experts, so these are broadcast from rank 0 of, and their gradients summed
+  // over, `expert_data_parallel_group` (the ranks holding the same experts), then divided
+  // by the size of the data-parallel communicator like every other gradient. An expert's
+  // local gradient already sums the contributions of every rank's tokens (the all-to-all
+  // brought them), so each parameter ends with the gradient of the global batch's mean
+  // loss. Required when expert_parameters is not empty.
+  TORCH_ARG(std::vector<std::string>, expert_parameters) = {};
+  TORCH_ARG(CommunicatorPtr, expert_data_parallel_group) = nullptr;
 };
 
 namespace detail {
@@ -74,7 +86,10 @@ class DistributedDataParallel {
  private:
   std::shared_ptr<torch::nn::Module> module_;
   CommunicatorPtr comm_;
+  CommunicatorPtr expert_comm_;  // null without expert parameters
+  std::vector<at::Tensor> expert_params_;
   std::shared_ptr<detail::GradientReducer> reducer_;
+  std::shared_ptr<detail::GradientReducer> expert_reducer_;  // null without expert parameters
 };
 
 }  // namespace strata::parallel

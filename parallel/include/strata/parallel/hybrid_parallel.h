@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "strata/core/checkpoint.h"
 #include "strata/parallel/distributed_data_parallel.h"
 #include "strata/parallel/pipeline_parallel.h"
 
@@ -33,6 +34,10 @@ struct HybridParallelOptions {
   // Schedule, micro-batches, balance, ...; used when pipeline_parallel > 1.
   TORCH_ARG(PipelineParallelOptions, pipeline) = {};
   TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
+  // Names of the model's expert parameters spread over the grid's expert-parallel group
+  // (strata::moe::expert_parameter_names): averaged over the ranks holding the same
+  // experts, and gathered whole into checkpoints. Needs pipeline_parallel 1.
+  TORCH_ARG(std::vector<std::string>, expert_parameters) = {};
 };
 
 class HybridParallel {
@@ -40,6 +45,10 @@ class HybridParallel {
   // Collective over `world`; `model` must be the same on every rank. `sample_batch`: a
   // batch of one replica's size, for the pipeline partitioner's profile.
   HybridParallel(torch::nn::Sequential model, CommunicatorPtr world, PipelineLoss loss,
+                 const at::Tensor& sample_batch, HybridParallelOptions options = {});
+  // The same on a grid the caller made: a model with expert parallelism needs the grid's
+  // expert groups before it is built. The grid's pipeline size must be the options'.
+  HybridParallel(torch::nn::Sequential model, ProcessGrid grid, PipelineLoss loss,
                  const at::Tensor& sample_batch, HybridParallelOptions options = {});
   ~HybridParallel();
 
@@ -63,7 +72,9 @@ class HybridParallel {
   at::Tensor evaluate(const at::Tensor& inputs);
 
   // Collective. One checkpoint of the whole model in its own parameter names (world rank 0
-  // writes it), loadable with any pipeline and data-parallel size.
+  // writes it), loadable with any pipeline and data-parallel size. Expert parameters are
+  // gathered from the expert-parallel group into whole stacks, so a checkpoint saved with
+  // ep > 1 loads with ep = 1, and with ep > 1 each rank keeps its slice on load.
   void save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer, int64_t step,
                        const nlohmann::json& extra = {});
   // Returns the checkpoint's step; `extra`, when not null, receives its extra JSON.
@@ -82,11 +93,17 @@ class HybridParallel {
   PipelineParallel* pipeline() { return pipeline_.get(); }
 
  private:
+  // An expert parameter, or an optimizer state of one with its shape.
+  bool is_expert_tensor(const core::CheckpointTensor& t) const;
+  // Replaces each expert tensor of `contents` (a shard) by the whole stack. Collective.
+  void gather_expert_tensors(core::CheckpointContents& contents);
+
   ProcessGrid grid_;
   PipelineLoss loss_;
   torch::nn::Sequential model_;  // the whole model, with pipeline_parallel 1
   std::unique_ptr<DistributedDataParallel> ddp_;
   std::unique_ptr<PipelineParallel> pipeline_;
+  std::vector<std::string> expert_parameters_;
 };
 
 }  // namespace strata::parallel

@@ -12,7 +12,18 @@
 // the same stage and all-reduce its gradients), and a pipeline group is the pp ranks with
 // the same dp_index, one per stage, ordered by stage ({dp_index, dp_index + dp, ...}).
 // Consecutive ranks usually share a host, so the gradient all-reduces, the heaviest
-// traffic, stay on the fastest links. Expert groups will be a further dimension.
+// traffic, stay on the fastest links.
+//
+// Expert parallelism (mixture-of-experts layers, ep ranks share out the experts) divides
+// each data-parallel group further: ep must divide dp, and with ep_index = dp_index % ep
+//
+//   expert-parallel group       the ep consecutive data-parallel ranks with the same
+//                               dp_index / ep; they exchange tokens, rank = ep_index
+//   expert-data-parallel group  the dp / ep ranks with the same ep_index: they hold the
+//                               same experts and sum those experts' gradients
+//
+// Every rank still sees its own data shard, so non-expert parameters are averaged over
+// the whole data-parallel group as without experts.
 
 #include <torch/arg.h>
 
@@ -26,6 +37,9 @@ struct ProcessGridOptions {
   // Ranks per data-parallel group (replicas of each stage); -1: world size / pipeline_parallel.
   // pipeline_parallel * data_parallel must equal the world size.
   TORCH_ARG(int, data_parallel) = -1;
+  // Ranks that share out the experts of each mixture-of-experts layer; must divide
+  // data_parallel. 1: every rank holds every expert.
+  TORCH_ARG(int, expert_parallel) = 1;
 };
 
 class ProcessGrid {
@@ -41,6 +55,11 @@ class ProcessGrid {
   // This rank's data-parallel group: the ranks that hold the same stage (the same model
   // part) and average their gradients.
   CommunicatorPtr data_parallel() const { return data_parallel_; }
+  // This rank's expert-parallel group (see the top): the ranks among which each
+  // mixture-of-experts layer's experts are spread.
+  CommunicatorPtr expert_parallel() const { return expert_parallel_; }
+  // The ranks holding the same experts as this one (data_parallel_size / ep of them).
+  CommunicatorPtr expert_data_parallel() const { return expert_data_parallel_; }
 
   // This rank's pipeline stage, 0 .. pipeline_size() - 1.
   int pipeline_rank() const { return pipeline_->rank(); }
@@ -48,6 +67,8 @@ class ProcessGrid {
   int data_parallel_rank() const { return data_parallel_->rank(); }
   int pipeline_size() const { return options_.pipeline_parallel(); }
   int data_parallel_size() const { return options_.data_parallel(); }
+  int expert_parallel_rank() const { return expert_parallel_->rank(); }
+  int expert_parallel_size() const { return options_.expert_parallel(); }
 
   // This rank in the world.
   int rank() const { return world_->rank(); }
@@ -60,6 +81,8 @@ class ProcessGrid {
   ProcessGridOptions options_;
   CommunicatorPtr data_parallel_;
   CommunicatorPtr pipeline_;
+  CommunicatorPtr expert_parallel_;
+  CommunicatorPtr expert_data_parallel_;
 };
 
 }  // namespace strata::parallel

@@ -1,0 +1,76 @@
+#pragma once
+// fortunes-lm-moe (docs/BENCHMARKS.md): fortunes-lm whose every decoder block's FFN is a
+// MoELayer (8 experts of FFN 512, top-2 in the benchmark), as the same flat Sequential
+//
+//   embed, block0 .. (MoEDecoderBlock), norm, head
+//
+// so that training programs, pipelines and checkpoints treat it like fortunes-lm. Also the
+// command-line flags of train_lm --moe.
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <string>
+
+#include "strata/core/transformer_lm.h"
+#include "strata/moe/moe_layer.h"
+
+namespace strata::moe {
+
+// core::DecoderBlock's residual structure with a MoELayer as the FFN:
+// x + attn(norm1(x)), then h + moe(norm2(h)).
+class MoEDecoderBlockImpl : public torch::nn::Module {
+ public:
+  // Takes the attention half of `dense` (the same modules, not copies) and puts `moe`'s
+  // layer where its FFN was.
+  MoEDecoderBlockImpl(const core::DecoderBlock& dense, const MoELayerOptions& moe);
+  at::Tensor forward(const at::Tensor& x);
+
+  double dropout = 0.0;
+  torch::nn::LayerNorm norm1{nullptr};
+  core::CausalSelfAttention attn{nullptr};
+  torch::nn::LayerNorm norm2{nullptr};
+  MoELayer moe{nullptr};
+};
+TORCH_MODULE(MoEDecoderBlock);
+
+// fortunes-lm of `lm` with each FFN replaced by a MoELayer of `moe` (whose d_model must be
+// lm's; lm.ffn() is not used). Initialized like core::make_transformer_lm, deterministic
+// under torch::manual_seed; the experts are the same whatever moe.expert_group()'s size.
+torch::nn::Sequential make_moe_transformer_lm(const core::TransformerLMOptions& lm,
+                                              const MoELayerOptions& moe);
+
+// Every MoELayer of `model`, in order.
+std::vector<MoELayerImpl*> moe_layers(torch::nn::Module& model);
+
+// The flags of a program that trains fortunes-lm-moe.
+struct MoEFlags {
+  bool enabled = false;  // --moe
+  int64_t experts = 8;
+  int64_t top_k = 2;
+  int64_t expert_ffn = 512;
+  double capacity_factor = 0.0;
+  std::string drop_priority = "order";
+  double balance_loss = 0.01;
+  double z_loss = 0.001;
+  double jitter = 0.0;
+  int ep = 1;
+
+  // The layers' options for a model of width d_model; expert_group from the ProcessGrid.
+  MoELayerOptions layer_options(int64_t d_model, parallel::CommunicatorPtr expert_group) const;
+  // What a checkpoint's "extra" records about the experts.
+  nlohmann::json description() const;
+};
+
+// --moe, --experts, --top-k, --expert-ffn, --capacity-factor, --drop-priority,
+// --balance-loss, --z-loss, --router-jitter, --ep.
+void add_moe_flags(CLI::App& app, MoEFlags& flags);
+// After parsing, before any communication: MoE flags without --moe, a top-k above the
+// experts, experts not divisible by --ep are strata::Errors naming the flags.
+void check_moe_flags(const CLI::App& app, const MoEFlags& flags);
+
+}  // namespace strata::moe

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Tests train_lm --moe (fortunes-lm-moe) from the outside with a tiny model: the loss falls,
+# experts spread over 2 ranks train exactly like 2 data-parallel ranks holding every expert,
+# an ep=2 checkpoint resumes in one process and with ep=2, and bad inputs fail with one line.
+set -uo pipefail
+bin="$1"
+source "$(dirname "$0")/../cli_test_lib.sh"
+
+run=(--threads 1 --context 32 --batch 8 --eval-batches 2 --log-every 10 --d-model 32 --heads 2
+     --moe --expert-ffn 32)
+tiny=("${run[@]}" --layers 1 --experts 4)
+
+val_loss() { grep final "$1" | sed 's/.*"val_loss":\([0-9.e+-]*\).*/\1/'; }
+
+if "$bin" "${tiny[@]}" --steps 60 --lr 3e-3 --eval-every 30 --metrics-out "$tmp/m.jsonl" \
+    >"$tmp/stdout" 2>"$tmp/stderr"; then
+  first=$(grep '"loss"' "$tmp/m.jsonl" | head -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
+  last=$(grep '"loss"' "$tmp/m.jsonl" | grep -v final | tail -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
+  if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.3) }'; then
+    pass "loss falls: $first -> $last"
+  else
+    fail "loss did not fall: $first -> $last"
+  fi
+  grep -q '"model":"fortunes-lm-moe"' "$tmp/m.jsonl" && pass "final line names fortunes-lm-moe" \
+    || fail "final line: $(grep final "$tmp/m.jsonl")"
+else
+  fail "short run: $(cat "$tmp/stderr")"
+fi
+
+# Same data, same per-rank auxiliary losses: ep=2 must equal plain data parallelism.
+small=("${run[@]}" --layers 2 --experts 4 --steps 12 --lr 3e-3 --eval-every 0 --capacity-factor 1.5)
+if mpirun -np 2 "$bin" "${small[@]}" --metrics-out "$tmp/dp.jsonl" >/dev/null 2>"$tmp/stderr" &&
+    mpirun -np 2 "$bin" "${small[@]}" --ep 2 --metrics-out "$tmp/ep.jsonl" \
+      --checkpoint-dir "$tmp/ep" >/dev/null 2>>"$tmp/stderr"; then
+  dp=$(val_loss "$tmp/dp.jsonl"); ep=$(val_loss "$tmp/ep.jsonl")
+  if awk -v a="$dp" -v b="$ep" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4 * a) }'; then
+    pass "ep=2 matches data parallelism: validation loss $ep vs $dp"
+  else
+    fail "ep=2 validation loss $ep, data parallel $dp"
+  fi
+else
+  fail "2-rank runs: $(cat "$tmp/stderr")"
+fi
+if "$bin" "${run[@]}" --layers 2 --experts 4 --steps 13 --resume "$tmp/ep" >/dev/null 2>"$tmp/stderr"; then
+  pass "an ep=2 checkpoint resumes in one process"
+else
+  fail "ep=2 checkpoint in one process: $(cat "$tmp/stderr")"
+fi
+
+if mpirun -np 2 "$bin" "${run[@]}" --layers 2 --experts 4 --steps 13 --ep 2 --resume "$tmp/ep" \
+    >/dev/null 2>"$tmp/stderr"; then
+  pass "an ep=2 checkpoint resumes with ep=2"
+else
+  fail "ep=2 checkpoint with ep=2: $(cat "$tmp/stderr")"
+fi
+
+# Pipelined (ep 1): MoE blocks are ordinary Sequential elements. With the router losses off
+# and one micro-batch, a 2-stage run is the one-process run.
+piped=("${run[@]}" --layers 2 --experts 4 --steps 12 --lr 3e-3 --eval-every 0 --balance-loss 0 --z-loss 0)
+if "$bin" "${piped[@]}" --metrics-out "$tmp/pp1.jsonl" >/dev/null 2>"$tmp/stderr" &&
+    mpirun -np 2 "$bin" "${piped[@]}" --pp 2 --micro-batches 1 --metrics-out "$tmp/pp2.jsonl" \
+      >/dev/null 2>>"$tmp/stderr"; then
+  one=$(val_loss "$tmp/pp1.jsonl"); two=$(val_loss "$tmp/pp2.jsonl")
+  if awk -v a="$one" -v b="$two" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4 * a) }'; then
+    pass "pp=2 MoE matches one process: validation loss $two vs $one"
+  else
+    fail "pp=2 MoE validation loss $two, one process $one"
+  fi
+else
+  fail "pp runs: $(cat "$tmp/stderr")"
+fi
+
+expect_clean_error "top-k above the experts" "--top-k 5 is above --experts 4" \
+  "$bin" "${tiny[@]}" --top-k 5
+expect_clean_error "experts not divisible by ep" "--experts 3 is not divisible by --ep 2" \
+  "$bin" "${run[@]}" --layers 1 --experts 3 --ep 2
+expect_clean_error "expert flag without --moe" "--experts needs --moe" \
+  "$bin" --threads 1 --experts 4
+expect_clean_error "ep above the ranks" "expert-parallel size 2, expected a divisor of the data-parallel size 1" \
+  "$bin" "${tiny[@]}" --ep 2
+expect_clean_error "MoE checkpoint in a dense run" "checkpoint" \
+  "$bin" --threads 1 --context 32 --batch 8 --d-model 32 --heads 2 --layers 2 --resume "$tmp/ep"
+
+finish

@@ -1,0 +1,190 @@
+// Expert parallelism: with the experts spread over an expert-parallel group (and data
+// parallelism over the rest), each rank's outputs and every parameter's gradient equal
+// those of one process on the whole batch; a checkpoint saved with ep > 1 loads with ep = 1
+// and resumes with ep > 1.
+// Each body runs as InProcess<Suite> (2 and 4 threads) and Mpi<Suite> (the mpirun ranks).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <mutex>
+#include <set>
+
+#include "core/test_util.h"
+#include "parallel/comm_test_support.h"
+#include "strata/core/checkpoint.h"
+#include "strata/moe/expert_parallel.h"
+#include "strata/moe/moe_layer.h"
+#include "strata/parallel/hybrid_parallel.h"
+#include "strata/parallel/process_grid.h"
+
+namespace {
+
+using strata::moe::MoELayer;
+using strata::moe::MoELayerOptions;
+using strata::parallel::Communicator;
+using strata::parallel::CommunicatorPtr;
+using strata::parallel::ProcessGrid;
+using strata::parallel::ProcessGridOptions;
+
+constexpr int64_t kD = 8, kExperts = 4, kHidden = 16, kTokens = 48;  // 48: 1, 2, 3, 4 ranks
+constexpr double kTolerance = 1e-5;
+
+// pre (Linear) then moe: the router's input depends on a non-expert parameter too.
+// Built under one lock from one seed: the in-process ranks are threads sharing torch's
+// global generator.
+torch::nn::Sequential build(const CommunicatorPtr& expert_group) {
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  torch::manual_seed(5);
+  torch::nn::Sequential model;
+  model->push_back("pre", torch::nn::Linear(kD, kD));
+  // Auxiliary losses off: each rank's balance loss is over its own tokens, not the batch's.
+  model->push_back("moe", MoELayer(MoELayerOptions(kD, kExperts, kHidden)
+                                       .top_k(2)
+                                       .balance_loss_coef(0)
+                                       .z_loss_coef(0)
+                                       .expert_group(expert_group)));
+  torch::NoGradGuard no_grad;
+  model[1]->as<strata::moe::MoELayerImpl>()->router->gate->weight.mul_(20);  // spread the load
+  return model;
+}
+
+at::Tensor batch(uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::randn({kTokens, kD}, gen);
+}
+
+at::Tensor loss_of(const at::Tensor& out, const at::Tensor& target) {
+  return (out * target).sum(-1).mean();
+}
+
+void expect_close(const at::Tensor& actual, const at::Tensor& expected, const std::string& what) {
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  const double scale = std::max(1.0, expected.abs().max().item<double>());
+  EXPECT_LE((actual - expected).abs().max().item<double>(), kTolerance * scale) << what;
+}
+
+strata::moe::MoELayerImpl& moe_of(torch::nn::Sequential& model) {
+  return *model[1]->as<strata::moe::MoELayerImpl>();
+}
+
+// The expected value of parameter `name` on this rank: an expert stack is its slice.
+at::Tensor local_part(torch::nn::Sequential& model, const std::string& name, const at::Tensor& full,
+                      const std::vector<std::string>& expert_names) {
+  if (std::find(expert_names.begin(), expert_names.end(), name) == expert_names.end()) return full;
+  return full.narrow(0, moe_of(model).first_expert(), moe_of(model).local_experts());
+}
+
+std::set<int> expert_sizes(int world_size) { return {2, world_size}; }
+
+void check_matches_single_process(Communicator& comm) {
+  const CommunicatorPtr world = comm.shared_from_this();
+  const at::Tensor x = batch(1), target = batch(2);
+
+  torch::nn::Sequential single = build(nullptr);
+  const at::Tensor full_out = single->forward(x);
+  loss_of(full_out, target).backward();
+
+  for (int ep : expert_sizes(world->size())) {
+    SCOPED_TRACE("ep " + std::to_string(ep) + " of " + std::to_string(world->size()));
+    ProcessGrid grid(world, ProcessGridOptions().expert_parallel(ep));
+    torch::nn::Sequential model = build(grid.expert_parallel());
+    ASSERT_EQ(moe_of(model).local_experts(), kExperts / ep);
+    const auto names = strata::moe::expert_parameter_names(*model);
+    ASSERT_EQ(names.size(), 4u);
+    strata::parallel::DistributedDataParallel ddp(
+        model.ptr(), grid.data_parallel(),
+        strata::parallel::DistributedDataParallelOptions().expert_parameters(names)
+            .expert_data_parallel_group(grid.expert_data_parallel()));
+    const int dp = grid.data_parallel_size(), r = grid.data_parallel_rank();
+    const at::Tensor out = model->forward(x.chunk(dp)[r]);
+    loss_of(out, target.chunk(dp)[r]).backward();
+
+    expect_close(out, full_out.chunk(dp)[r], "logits");
+    EXPECT_EQ(moe_of(model).last_stats().dropped, 0);
+    const auto expected = single->named_parameters();
+    for (const auto& item : model->named_parameters()) {
+      expect_close(item.value().grad(),
+                   local_part(model, item.key(), expected[item.key()].grad(), names),
+                   "gradient of " + item.key());
+    }
+  }
+}
+STRATA_COMM_TEST(ExpertParallel, LogitsAndGradientsEqualSingleProcess,
+                 check_matches_single_process)
+
+// A directory name every rank agrees on: rank 0's pid, broadcast.
+std::string shared_path(Communicator& world, const std::string& stem) {
+  at::Tensor pid = at::full({1}, static_cast<int64_t>(::getpid()), at::kLong);
+  world.broadcast(pid, 0)->wait();
+  return (std::filesystem::temp_directory_path() /
+          (stem + "-" + std::to_string(pid.item<int64_t>()) + "-" + std::to_string(world.size())))
+      .string();
+}
+
+void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
+  const CommunicatorPtr world = comm.shared_from_this();
+  const int ep = world->size();
+  const std::string path = shared_path(comm, "strata-moe-ep-checkpoint");
+  ProcessGrid grid(world, ProcessGridOptions().expert_parallel(ep));
+  torch::nn::Sequential model = build(grid.expert_parallel());
+  const auto names = strata::moe::expert_parameter_names(*model);
+  const at::Tensor x = batch(3).chunk(ep)[grid.rank()], target = batch(4).chunk(ep)[grid.rank()];
+  strata::parallel::HybridParallel parallel(model, grid, loss_of, x,
+                                            strata::parallel::HybridParallelOptions().expert_parameters(names));
+  torch::optim::AdamW adamw(parallel.parameters(), torch::optim::AdamWOptions(1e-2));
+  parallel.train_step(x, target, adamw);
+  parallel.save_checkpoint(path, adamw, 1);
+
+  // Saved whole: one process with every expert loads it exactly (optimizer state too).
+  torch::nn::Sequential single = build(nullptr);
+  torch::optim::AdamW single_adamw(single->parameters(), torch::optim::AdamWOptions(1e-2));
+  EXPECT_EQ(strata::core::load_checkpoint(path, *single, &single_adamw), 1);
+  const auto loaded = single->named_parameters();
+  for (const auto& item : model->named_parameters()) {
+    expect_close(item.value(), local_part(model, item.key(), loaded[item.key()], names),
+                 "loaded " + item.key());
+  }
+  // The loaded experts are the trained ones, not the initial ones.
+  EXPECT_GT((loaded["moe.w_in"] - build(nullptr)->named_parameters()["moe.w_in"]).abs().max().item<double>(),
+            1e-4);
+
+  // Resumed with the same ep, each rank takes its slice back, optimizer state included: a
+  // further step from the loaded state equals one from the live state.
+  torch::nn::Sequential resumed = build(grid.expert_parallel());
+  strata::parallel::HybridParallel resumed_parallel(
+      resumed, grid, loss_of, x, strata::parallel::HybridParallelOptions().expert_parameters(names));
+  torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(), torch::optim::AdamWOptions(1e-2));
+  EXPECT_THROW(resumed_parallel.load_checkpoint(path + "-missing", resumed_adamw), strata::Error);
+  EXPECT_EQ(moe_of(resumed).w_in.size(0), kExperts / ep);  // a failed load changes nothing
+  EXPECT_EQ(resumed_parallel.load_checkpoint(path, resumed_adamw), 1);
+  const at::Tensor x2 = batch(5).chunk(ep)[grid.rank()], target2 = batch(6).chunk(ep)[grid.rank()];
+  parallel.train_step(x2, target2, adamw);
+  resumed_parallel.train_step(x2, target2, resumed_adamw);
+  const auto resumed_params = resumed->named_parameters();
+  for (const auto& item : model->named_parameters()) {
+    expect_close(resumed_params[item.key()], item.value(), "resumed " + item.key());
+  }
+  world->barrier()->wait();
+  if (world->rank() == 0) std::filesystem::remove_all(path);
+}
+STRATA_COMM_TEST(ExpertParallel, CheckpointSavedWithEpLoadsWithoutIt,
+                 check_checkpoint_loads_without_expert_parallelism)
+
+void check_bad_expert_parallel_size(Communicator& comm) {
+  const CommunicatorPtr world = comm.shared_from_this();
+  EXPECT_NE(strata::test::error_of([&] {
+              ProcessGrid(world, ProcessGridOptions().expert_parallel(3));
+            }).find("expert-parallel size 3, expected a divisor of the data-parallel size"),
+            std::string::npos);
+  ProcessGrid grid(world, ProcessGridOptions().expert_parallel(2));
+  EXPECT_NE(strata::test::error_of([&] {
+              MoELayer(MoELayerOptions(kD, 5, kHidden).expert_group(grid.expert_parallel()));
+            }).find("experts 5 are not divisible by the expert-parallel size 2"),
+            std::string::npos);
+}
+STRATA_COMM_TEST(ExpertParallel, BadSizesFailClearly, check_bad_expert_parallel_size)
+
+}  // namespace
