@@ -112,7 +112,7 @@ void quality(const Flags& f) {
     print(line);
   }
 
-  std::cout << fmt::format("{:<34} {:>10} {:>8} {:>8} {:>7} {:>9}\n", "submodel", "parameters",
+  std::cout << fmt::format("{:<42} {:>10} {:>8} {:>8} {:>7} {:>9}\n", "submodel", "parameters",
                            "loss", "dense", "ratio", "agreement");
   const auto report = [&](const std::string& kind, const elastic::ScoredSubmodel& m) {
     elastic::apply_submodel(*universal.model, m.submodel);
@@ -121,7 +121,7 @@ void quality(const Flags& f) {
                                      [&](int64_t w) { return w == m.submodel.ffn[0]; });
     const auto dense = uniform ? dense_loss.find(m.submodel.ffn[0]) : dense_loss.end();
     const double base = dense == dense_loss.end() ? 0.0 : dense->second;
-    std::cout << fmt::format("{:<34} {:>10} {:>8.4f} {:>8} {:>7} {:>8.1f}%\n", m.submodel.describe(),
+    std::cout << fmt::format("{:<42} {:>10} {:>8.4f} {:>8} {:>7} {:>8.1f}%\n", m.submodel.describe(),
                              m.parameters, s.loss, base > 0 ? fmt::format("{:.4f}", base) : "",
                              base > 0 ? fmt::format("{:.3f}", s.loss / base) : "",
                              100 * s.agreement);
