@@ -294,6 +294,7 @@ int train(const Config& c) {
     if (c.run.checkpoint_dir.empty()) return;
     nlohmann::json extra = model_description(c);
     if (!mix_n_match.is_null()) extra["mix_n_match"] = mix_n_match;
+    if (c.moe.enabled) extra["moe_routing"] = c.moe.routing_description();
     model.save_checkpoint(core::checkpoint_path(c.run.checkpoint_dir, step), optimizer, step,
                           extra);
   };

@@ -71,9 +71,12 @@ MoELayerOptions MoEFlags::layer_options(int64_t d_model,
 }
 
 nlohmann::json MoEFlags::description() const {
-  return {{"model", "fortunes-lm-moe"},          {"experts", experts},
-          {"top_k", top_k},                      {"expert_ffn", expert_ffn},
-          {"capacity_factor", capacity_factor}, {"drop_priority", drop_priority}};
+  return {{"model", "fortunes-lm-moe"}, {"experts", experts}, {"top_k", top_k},
+          {"expert_ffn", expert_ffn}};
+}
+
+nlohmann::json MoEFlags::routing_description() const {
+  return {{"capacity_factor", capacity_factor}, {"drop_priority", drop_priority}};
 }
 
 MoELayerOptions moe_layer_options_from_json(const nlohmann::json& j, int64_t d_model) {
@@ -88,16 +91,17 @@ MoELayerOptions moe_layer_options_from_json(const nlohmann::json& j, int64_t d_m
   f.experts = get("experts");
   f.top_k = get("top_k");
   f.expert_ffn = get("expert_ffn");
-  // Checkpoints written before these were recorded trained with the defaults.
-  if (j.contains("capacity_factor")) {
-    STRATA_CHECK(j["capacity_factor"].is_number(),
-                 "fortunes-lm-moe description: \"capacity_factor\" is not a number");
-    f.capacity_factor = j["capacity_factor"].get<double>();
+  // Without "moe_routing" (checkpoints written before it was recorded): the defaults.
+  const nlohmann::json routing = j.value("moe_routing", nlohmann::json::object());
+  if (routing.contains("capacity_factor")) {
+    STRATA_CHECK(routing["capacity_factor"].is_number(),
+                 "fortunes-lm-moe description: \"moe_routing.capacity_factor\" is not a number");
+    f.capacity_factor = routing["capacity_factor"].get<double>();
   }
-  if (j.contains("drop_priority")) {
-    STRATA_CHECK(j["drop_priority"].is_string(),
-                 "fortunes-lm-moe description: \"drop_priority\" is not a string");
-    f.drop_priority = j["drop_priority"].get<std::string>();
+  if (routing.contains("drop_priority")) {
+    STRATA_CHECK(routing["drop_priority"].is_string(),
+                 "fortunes-lm-moe description: \"moe_routing.drop_priority\" is not a string");
+    f.drop_priority = routing["drop_priority"].get<std::string>();
   }
   MoELayerOptions options = f.layer_options(d_model, nullptr);
   options.validate();

@@ -30,14 +30,40 @@ MoEFlags tiny_moe(int64_t experts) {
 }
 
 // A fortunes-lm-moe checkpoint as train_lm --moe writes it (weights and description).
-void write_tiny_checkpoint(const std::string& path, int64_t experts, uint64_t seed) {
+void write_tiny_checkpoint(const std::string& path, int64_t experts, uint64_t seed,
+                           MoEFlags f = tiny_moe(4)) {
   torch::manual_seed(seed);
-  const MoEFlags f = tiny_moe(experts);
+  f.experts = experts;
   torch::nn::Sequential model =
       make_moe_transformer_lm(tiny_lm(), f.layer_options(tiny_lm().d_model(), nullptr));
   nlohmann::json description = core::transformer_lm_to_json(tiny_lm());
   description.update(f.description());
+  description["moe_routing"] = f.routing_description();
   core::save_checkpoint(path, *model, nullptr, 7, description);
+}
+
+TEST(QmoeLM, LoadRebuildsTheModelAndItsRouting) {
+  TempDir dir;
+  MoEFlags f = tiny_moe(4);
+  f.capacity_factor = 1.25;
+  f.drop_priority = "score";
+  write_tiny_checkpoint(dir / "ckpt", 4, 1, f);
+  LoadedMoETransformerLM lm = load_moe_transformer_lm(dir / "ckpt");
+  EXPECT_EQ(lm.options.d_model(), 32);
+  EXPECT_EQ(lm.options.layers(), 2);
+  const MoELayerOptions& o = moe_layers(*lm.model).at(1)->options;
+  EXPECT_EQ(o.experts(), 4);
+  EXPECT_EQ(o.hidden(), 48);
+  EXPECT_EQ(o.top_k(), 2);
+  EXPECT_EQ(o.capacity_factor(), 1.25);
+  EXPECT_EQ(o.drop_priority(), DropPriority::Score);
+
+  torch::nn::Sequential dense = core::make_transformer_lm(tiny_lm());
+  nlohmann::json description = core::transformer_lm_to_json(tiny_lm());
+  core::save_checkpoint(dir / "dense", *dense, nullptr, 0, description);
+  EXPECT_EQ(error_of([&] { load_moe_transformer_lm(dir / "dense"); }),
+            "checkpoint " + dir / "dense" +
+                ": not a fortunes-lm-moe checkpoint (its extra has no \"model\": \"fortunes-lm-moe\")");
 }
 
 // Every expert stack of the checkpoint, compressed (Gaussian calibration: enough here).

@@ -64,14 +64,18 @@ struct MoEFlags {
 
   // The layers' options for a model of width d_model; expert_group from the ProcessGrid.
   MoELayerOptions layer_options(int64_t d_model, parallel::CommunicatorPtr expert_group) const;
-  // What a checkpoint's "extra" records about the experts: what load_moe_transformer_lm
-  // needs to rebuild the model (the routing coefficients and jitter only act in training).
+  // What a checkpoint's "extra" records about the experts (a resumed run must match it).
   nlohmann::json description() const;
+  // What it records under "moe_routing": the capacity factor and drop priority the run
+  // trained with, for load_moe_transformer_lm to route alike. Not checked on resume (a run
+  // may change them); the coefficients and jitter act only in training and are not kept.
+  nlohmann::json routing_description() const;
 };
 
-// The layers' options a fortunes-lm-moe description (train_lm's model description:
-// core::transformer_lm_to_json plus MoEFlags::description()) records, for width d_model,
-// in one process. strata::Error when it is not a fortunes-lm-moe description.
+// The layers' options a fortunes-lm-moe checkpoint's extra (train_lm's model description:
+// core::transformer_lm_to_json plus MoEFlags::description(), and "moe_routing" when
+// present) records, for width d_model, in one process. strata::Error when it is not a
+// fortunes-lm-moe description.
 MoELayerOptions moe_layer_options_from_json(const nlohmann::json& description, int64_t d_model);
 
 // A fortunes-lm-moe checkpoint (examples/train_lm --moe, with any --ep: checkpoints hold
