@@ -30,6 +30,7 @@
 #include "strata/core/checkpoint.h"
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
+#include "strata/core/lm_validation.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
 #include "strata/core/progress.h"
@@ -154,17 +155,11 @@ at::Generator step_generator(uint64_t seed, int64_t step) {
   return generator(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step));
 }
 
-// Mean loss over the same validation windows at every call (a fixed generator seed,
-// independent of --seed, so that runs with different seeds compare too).
+// Mean loss over the same validation windows at every call (core/lm_validation.h).
 // Every rank computes it (a pipeline's ranks all receive the logits).
 double validation_loss(HybridParallel& model, const core::TextCorpus& corpus, const Config& c) {
-  at::Generator gen = generator(20240229);
-  double sum = 0;
-  for (int64_t i = 0; i < c.eval_batches; ++i) {
-    auto [inputs, targets] = corpus.sample_batch(false, c.batch, c.context, gen);
-    sum += core::lm_loss(model.evaluate(inputs), targets).item<double>();
-  }
-  return sum / static_cast<double>(c.eval_batches);
+  return core::validation_loss(corpus, c.eval_batches, c.batch, c.context,
+                               [&](const at::Tensor& inputs) { return model.evaluate(inputs); });
 }
 
 // What the checkpoint's "extra" records about the model, checked on resume: a model with
@@ -299,6 +294,7 @@ int train(const Config& c) {
     if (c.run.checkpoint_dir.empty()) return;
     nlohmann::json extra = model_description(c);
     if (!mix_n_match.is_null()) extra["mix_n_match"] = mix_n_match;
+    if (c.moe.enabled) extra["moe_routing"] = c.moe.routing_description();
     model.save_checkpoint(core::checkpoint_path(c.run.checkpoint_dir, step), optimizer, step,
                           extra);
   };

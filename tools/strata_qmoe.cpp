@@ -5,6 +5,7 @@
 //   strata-qmoe compress --checkpoint ckpt --calibration 512 --out model.qmoe
 //       [--calibration-inputs tokens] [--rtn] [--damp 0.1] [--seed 0]
 //   strata-qmoe info model.qmoe
+//   strata-qmoe eval --checkpoint ckpt --compressed model.qmoe [--batches 20] [--batch 32]
 //
 // dict writes the dictionary's decode table, 2 x 65536 little-endian uint32, exactly the
 // `dec` table of IST-DASLab/qmoe's sub1.py that its CUDA kernel reads. compress finds
@@ -13,7 +14,14 @@
 // --calibration tokens per expert and writes the compressed experts (docs/qmoe.md); it
 // prints one JSON line per layer and a summary line. The tokens come from
 // --calibration-inputs (a checkpoint holding P.tokens [n, d] and P.experts [n] per layer,
-// the routed tokens the model recorded) or else are standard normal.
+// the routed tokens the model recorded) or else are standard normal. A fortunes-lm-moe
+// checkpoint (examples/train_lm --moe) is calibrated on the model itself instead: the
+// model reads --calibration sequences of the training text (--data-dir) and every token
+// its routers send to an expert goes into that expert's Hessian.
+//
+// eval scores a fortunes-lm-moe checkpoint and the same model with the experts of a
+// compressed file on train_lm's validation windows and prints one JSON line: both
+// validation losses, the gap and the bits per weight of the compressed experts.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -27,8 +35,11 @@
 #include "strata/core/checkpoint.h"
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
+#include "strata/core/lm_validation.h"
+#include "strata/core/text_corpus.h"
 #include "strata/moe/qmoe_compress.h"
 #include "strata/moe/qmoe_file.h"
+#include "strata/moe/qmoe_lm.h"
 #include "strata/moe/ternary_dictionary.h"
 
 namespace {
@@ -99,25 +110,53 @@ int write_synthetic(const std::string& out, const std::string& tokens_out, int64
   return 0;
 }
 
-int compress(const std::string& checkpoint, int64_t calibration, const std::string& out,
-             const std::string& inputs, bool rtn, double damp, uint64_t seed) {
-  STRATA_CHECK(calibration >= 1, "--calibration ", calibration, ", expected >= 1 tokens per expert");
-  STRATA_CHECK(damp >= 0, "--damp ", damp, ", expected >= 0");
+// What compress needs to know about the calibration.
+struct CompressFlags {
+  std::string checkpoint, out, inputs, data_dir = strata::core::kFortunesDir;
+  int64_t calibration = 0;  // sequences for a fortunes-lm-moe, else tokens per expert
+  bool rtn = false;
+  double damp = 0.1;
+  uint64_t seed = 0;
+};
+
+bool is_fortunes_lm_moe(const json& extra) {
+  return extra.is_object() && extra.value("model", "") == "fortunes-lm-moe";
+}
+
+// The routed tokens of a fortunes-lm-moe reading f.calibration training sequences: all of
+// them are kept, so the tokens per expert are at most sequences x context x top-k.
+std::unique_ptr<moe::CalibrationSource> model_calibration(const CompressFlags& f, int64_t* tokens_per_expert) {
+  moe::LoadedMoETransformerLM lm = moe::load_moe_transformer_lm(f.checkpoint);
+  const strata::core::TextCorpus corpus = strata::core::TextCorpus::load(f.data_dir);
+  *tokens_per_expert = f.calibration * lm.options.context() * lm.moe.top_k();
+  moe::RoutedTokenRecorder recorder(*tokens_per_expert);
+  moe::record_routed_tokens(lm.model, corpus, f.calibration, lm.options.context(), f.seed, recorder);
+  return std::make_unique<moe::RecordedCalibration>(
+      recorder.tensors(), "fortunes-lm-moe routing of " + std::to_string(f.calibration) + " sequences of " +
+                              f.data_dir + " (seed " + std::to_string(f.seed) + ")");
+}
+
+int compress(const CompressFlags& f) {
+  STRATA_CHECK(f.calibration >= 1, "--calibration ", f.calibration, ", expected >= 1");
+  STRATA_CHECK(f.damp >= 0, "--damp ", f.damp, ", expected >= 0");
   json checkpoint_extra;
-  const auto tensors = moe::read_checkpoint_tensors(checkpoint, &checkpoint_extra);
+  const auto tensors = moe::read_checkpoint_tensors(f.checkpoint, &checkpoint_extra);
   const std::vector<moe::ExpertStack> stacks = moe::find_expert_stacks(tensors);
-  STRATA_CHECK(!stacks.empty(), "checkpoint ", checkpoint,
+  STRATA_CHECK(!stacks.empty(), "checkpoint ", f.checkpoint,
                " holds no expert stacks (tensors P.w_in [E, hidden, d] and P.w_out [E, d, hidden])");
   std::unique_ptr<moe::CalibrationSource> source;
-  if (inputs.empty())
-    source = std::make_unique<moe::GaussianCalibration>(seed);
+  int64_t tokens_per_expert = f.calibration;
+  if (!f.inputs.empty())
+    source = std::make_unique<moe::RecordedCalibration>(moe::read_checkpoint_tensors(f.inputs), f.inputs);
+  else if (is_fortunes_lm_moe(checkpoint_extra))
+    source = model_calibration(f, &tokens_per_expert);
   else
-    source = std::make_unique<moe::RecordedCalibration>(moe::read_checkpoint_tensors(inputs), inputs);
+    source = std::make_unique<moe::GaussianCalibration>(f.seed);
 
   const auto options = moe::QmoeCompressOptions()
-                           .calibration_tokens(calibration)
-                           .round_to_nearest(rtn)
-                           .gptq(moe::TernaryGptqOptions().damp(damp));
+                           .calibration_tokens(tokens_per_expert)
+                           .round_to_nearest(f.rtn)
+                           .gptq(moe::TernaryGptqOptions().damp(f.damp));
   moe::QmoeModel model;
   int64_t bytes = 0, weights = 0;
   for (const moe::ExpertStack& stack : stacks) {
@@ -127,16 +166,58 @@ int compress(const std::string& checkpoint, int64_t calibration, const std::stri
     bytes += model.layers.back().weight_bytes();
     weights += 2 * stack.experts() * stack.model_dim() * stack.hidden_dim();
   }
-  model.extra = {{"checkpoint", checkpoint},
+  model.extra = {{"checkpoint", f.checkpoint},
                  {"checkpoint_extra", checkpoint_extra},
-                 {"method", rtn ? "round-to-nearest" : "gptq"},
-                 {"damp", damp},
+                 {"method", f.rtn ? "round-to-nearest" : "gptq"},
+                 {"damp", f.damp},
                  {"calibration", source->describe()},
-                 {"calibration_tokens_per_expert", calibration}};
-  moe::write_qmoe(out, model);
-  std::cout << json{{"out", out},
+                 {"calibration_tokens_per_expert", tokens_per_expert}};
+  moe::write_qmoe(f.out, model);
+  std::cout << json{{"out", f.out},
                     {"layers", model.layers.size()},
                     {"weights", weights},
+                    {"compressed_bytes", bytes},
+                    {"bits_per_weight", 8.0 * double(bytes) / double(weights)}}
+                   .dump()
+            << std::endl;
+  return 0;
+}
+
+// Validation loss of the dense checkpoint and of its compressed twin, one model in memory
+// at a time.
+int evaluate(const std::string& checkpoint, const std::string& compressed, int64_t batches, int64_t batch,
+             const std::string& data_dir) {
+  STRATA_CHECK(batches >= 1, "--batches ", batches, ", expected >= 1");
+  STRATA_CHECK(batch >= 1, "--batch ", batch, ", expected >= 1");
+  const strata::core::TextCorpus corpus = strata::core::TextCorpus::load(data_dir);
+  torch::NoGradGuard no_grad;
+  const auto loss_of = [&](moe::LoadedMoETransformerLM& lm) {
+    lm.model->eval();
+    return strata::core::validation_loss(corpus, batches, batch, lm.options.context(),
+                                         [&](const at::Tensor& x) { return lm.model->forward(x); });
+  };
+  // The compressed model first: a file that does not fit the checkpoint fails at once.
+  moe::LoadedMoETransformerLM small = moe::load_compressed_moe_lm(checkpoint, compressed);
+  const double compressed_loss = loss_of(small);
+  const int64_t context = small.options.context();
+  int64_t bytes = 0, weights = 0;
+  for (moe::MoELayerImpl* layer : moe::moe_layers(*small.model)) {
+    const moe::CompressedExperts& experts = layer->compressed_experts();
+    bytes += experts->weight_bytes();
+    weights += 2 * experts->size() * experts->model_dim() * experts->hidden_dim();
+  }
+  small = {};
+  moe::LoadedMoETransformerLM dense = moe::load_moe_transformer_lm(checkpoint);
+  const double dense_loss = loss_of(dense);
+  std::cout << json{{"checkpoint", checkpoint},
+                    {"compressed", compressed},
+                    {"validation_batches", batches},
+                    {"batch", batch},
+                    {"context", context},
+                    {"dense_val_loss", dense_loss},
+                    {"compressed_val_loss", compressed_loss},
+                    {"val_loss_gap", compressed_loss - dense_loss},
+                    {"expert_weights", weights},
                     {"compressed_bytes", bytes},
                     {"bits_per_weight", 8.0 * double(bytes) / double(weights)}}
                    .dump()
@@ -167,11 +248,10 @@ int main(int argc, char** argv) {
     strata::core::configure_cli(app);
     app.require_subcommand(1);
 
-    std::string out, checkpoint, inputs, tokens_out, file;
-    int64_t calibration = 0, layers = 2, experts = 4, d = 256, hidden = 512, tokens = 4096;
+    std::string out, tokens_out, file, compressed, eval_checkpoint, eval_data_dir = strata::core::kFortunesDir;
+    int64_t layers = 2, experts = 4, d = 256, hidden = 512, tokens = 4096, batches = 20, batch = 32;
     uint64_t seed = 0;
-    bool rtn = false;
-    double damp = 0.1;
+    CompressFlags cf;
 
     CLI::App* dict_cmd = app.add_subcommand("dict", "Write the dictionary's decode table (little-endian uint32)");
     dict_cmd->add_option("--out", out, "Output file")->required();
@@ -187,15 +267,32 @@ int main(int argc, char** argv) {
     synth_cmd->add_option("--seed", seed, "Random seed")->capture_default_str();
 
     CLI::App* compress_cmd = app.add_subcommand("compress", "Compress the experts of a checkpoint");
-    compress_cmd->add_option("--checkpoint", checkpoint, "strata checkpoint directory")->required();
-    compress_cmd->add_option("--calibration", calibration, "Calibration tokens per expert")->required();
-    compress_cmd->add_option("--out", out, "Compressed file to write (.qmoe)")->required();
-    compress_cmd->add_option("--calibration-inputs", inputs,
-                             "Checkpoint of recorded routed tokens (P.tokens, P.experts); default: N(0, 1)");
-    compress_cmd->add_flag("--rtn", rtn, "Round to nearest instead of GPTQ (the baseline)");
-    compress_cmd->add_option("--damp", damp, "GPTQ dampening, a fraction of the mean Hessian diagonal")
+    compress_cmd->add_option("--checkpoint", cf.checkpoint, "strata checkpoint directory")->required();
+    compress_cmd->add_option("--calibration", cf.calibration,
+                             "fortunes-lm-moe: training sequences the model reads for calibration; "
+                             "other checkpoints: calibration tokens per expert")
+        ->required();
+    compress_cmd->add_option("--out", cf.out, "Compressed file to write (.qmoe)")->required();
+    compress_cmd->add_option("--calibration-inputs", cf.inputs,
+                             "Checkpoint of recorded routed tokens (P.tokens, P.experts); default: the "
+                             "model's own routing for fortunes-lm-moe, else N(0, 1)");
+    compress_cmd->add_option("--data-dir", cf.data_dir, "Text a fortunes-lm-moe reads for calibration")
         ->capture_default_str();
-    compress_cmd->add_option("--seed", seed, "Seed of the Gaussian calibration tokens")->capture_default_str();
+    compress_cmd->add_flag("--rtn", cf.rtn, "Round to nearest instead of GPTQ (the baseline)");
+    compress_cmd->add_option("--damp", cf.damp, "GPTQ dampening, a fraction of the mean Hessian diagonal")
+        ->capture_default_str();
+    compress_cmd->add_option("--seed", cf.seed, "Seed of the calibration sequences or Gaussian tokens")
+        ->capture_default_str();
+
+    CLI::App* eval_cmd = app.add_subcommand(
+        "eval", "Validation loss of a fortunes-lm-moe checkpoint, dense and with its compressed experts");
+    eval_cmd->add_option("--checkpoint", eval_checkpoint, "fortunes-lm-moe checkpoint directory")->required();
+    eval_cmd->add_option("--compressed", compressed, "Its compressed experts (.qmoe)")->required();
+    eval_cmd->add_option("--batches", batches, "Validation batches (train_lm's --eval-batches)")
+        ->capture_default_str();
+    eval_cmd->add_option("--batch", batch, "Windows per batch (train_lm's --batch)")->capture_default_str();
+    eval_cmd->add_option("--data-dir", eval_data_dir, "Text whose validation split is scored")
+        ->capture_default_str();
 
     CLI::App* info_cmd = app.add_subcommand("info", "Verify a compressed file and describe its layers");
     info_cmd->add_option("file", file, "Compressed file (.qmoe)")->required();
@@ -203,7 +300,8 @@ int main(int argc, char** argv) {
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
     if (dict_cmd->parsed()) return write_dictionary(out);
     if (synth_cmd->parsed()) return write_synthetic(out, tokens_out, layers, experts, d, hidden, tokens, seed);
-    if (compress_cmd->parsed()) return compress(checkpoint, calibration, out, inputs, rtn, damp, seed);
+    if (compress_cmd->parsed()) return compress(cf);
+    if (eval_cmd->parsed()) return evaluate(eval_checkpoint, compressed, batches, batch, eval_data_dir);
     return info(file);
   });
 }

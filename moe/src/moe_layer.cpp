@@ -100,8 +100,7 @@ torch::OrderedDict<std::string, at::Tensor> MoELayerImpl::expert_parameters() co
 }
 
 at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts,
-                       const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_out,
-                       const at::Tensor& b_out, int64_t first_expert,
+                       const ExpertFunction& expert, int64_t d_out, int64_t first_expert,
                        const TokenObserver& observer) {
   std::vector<at::Tensor> outputs;
   int64_t offset = 0;
@@ -110,11 +109,36 @@ at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& count
     const at::Tensor expert_rows = rows.narrow(0, offset, counts[j]);
     offset += counts[j];
     if (observer) observer(first_expert + static_cast<int64_t>(j), expert_rows.detach());
-    const at::Tensor hidden = at::gelu(at::linear(expert_rows, w_in[j], b_in[j]));
-    outputs.push_back(at::linear(hidden, w_out[j], b_out[j]));
+    outputs.push_back(expert(static_cast<int64_t>(j), expert_rows));
   }
-  if (outputs.empty()) return at::zeros({0, w_out.size(1)}, rows.options());
+  if (outputs.empty()) return at::zeros({0, d_out}, rows.options());
   return at::cat(outputs, 0);
+}
+
+at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts,
+                       const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_out,
+                       const at::Tensor& b_out, int64_t first_expert,
+                       const TokenObserver& observer) {
+  const auto dense = [&](int64_t j, const at::Tensor& x) {
+    return at::linear(at::gelu(at::linear(x, w_in[j], b_in[j])), w_out[j], b_out[j]);
+  };
+  return run_experts(rows, counts, dense, w_out.size(1), first_expert, observer);
+}
+
+void MoELayerImpl::set_compressed_experts(CompressedExperts experts) {
+  STRATA_CHECK(experts, "MoE layer: null compressed experts");
+  STRATA_CHECK(expert_parallel_size() == 1, "MoE layer: compressed experts run in one process, "
+               "not over an expert group of ", expert_parallel_size());
+  const int64_t d = options.d_model(), h = options.hidden();
+  STRATA_CHECK(experts->size() == options.experts() && experts->model_dim() == d &&
+                   experts->hidden_dim() == h,
+               "MoE layer: compressed experts ", experts->size(), " of d ", experts->model_dim(),
+               ", hidden ", experts->hidden_dim(), ", expected ", options.experts(), " of d ", d,
+               ", hidden ", h);
+  compressed_ = std::move(experts);
+  // The dense stacks stay registered (the parameter names do not change) but hold nothing.
+  torch::NoGradGuard no_grad;
+  for (at::Tensor* p : {&w_in, &b_in, &w_out, &b_out}) p->set_data(at::empty({0}, p->options()));
 }
 
 at::Tensor add_aux_loss_gradient(const at::Tensor& out, const at::Tensor& aux) {
@@ -134,7 +158,19 @@ at::Tensor MoELayerImpl::forward_routed(const at::Tensor& tokens, const Routing&
   const int64_t n = tokens.size(0), k = routing.expert_index.size(1);
   const SortedDispatch dispatch = sort_by_expert(routing, options.experts());
   const at::Tensor x_sorted = tokens.index_select(0, dispatch.token);
+  if (compressed_) {
+    // The kernels have no backward: gradients through the layer would silently be wrong.
+    STRATA_CHECK(!is_training() && !(torch::GradMode::is_enabled() && tokens.requires_grad()),
+                 "MoE layer with compressed experts is inference only: call eval() and run "
+                 "under torch::NoGradGuard");
+  }
   const auto run_local = [this](const at::Tensor& rows, const std::vector<int64_t>& counts) {
+    if (compressed_) {
+      const auto compressed = [this](int64_t j, const at::Tensor& x) {
+        return compressed_->forward(j, x);
+      };
+      return run_experts(rows, counts, compressed, options.d_model(), first_expert_, observer_);
+    }
     return run_experts(rows, counts, w_in, b_in, w_out, b_out, first_expert_, observer_);
   };
   const at::Tensor y_sorted =

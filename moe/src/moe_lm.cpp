@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
 
 namespace strata::moe {
@@ -45,8 +46,14 @@ torch::nn::Sequential make_moe_transformer_lm(const core::TransformerLMOptions& 
 
 std::vector<MoELayerImpl*> moe_layers(torch::nn::Module& model) {
   std::vector<MoELayerImpl*> layers;
-  for (const auto& module : model.modules()) {
-    if (auto* layer = module->as<MoELayerImpl>()) layers.push_back(layer);
+  for (const auto& [name, layer] : named_moe_layers(model)) layers.push_back(layer);
+  return layers;
+}
+
+std::vector<std::pair<std::string, MoELayerImpl*>> named_moe_layers(torch::nn::Module& model) {
+  std::vector<std::pair<std::string, MoELayerImpl*>> layers;
+  for (const auto& item : model.named_modules()) {
+    if (auto* layer = item.value()->as<MoELayerImpl>()) layers.emplace_back(item.key(), layer);
   }
   return layers;
 }
@@ -66,6 +73,58 @@ MoELayerOptions MoEFlags::layer_options(int64_t d_model,
 nlohmann::json MoEFlags::description() const {
   return {{"model", "fortunes-lm-moe"}, {"experts", experts}, {"top_k", top_k},
           {"expert_ffn", expert_ffn}};
+}
+
+nlohmann::json MoEFlags::routing_description() const {
+  return {{"capacity_factor", capacity_factor}, {"drop_priority", drop_priority}};
+}
+
+MoELayerOptions moe_layer_options_from_json(const nlohmann::json& j, int64_t d_model) {
+  STRATA_CHECK(j.is_object() && j.value("model", "") == "fortunes-lm-moe",
+               "not a fortunes-lm-moe description (expected \"model\": \"fortunes-lm-moe\")");
+  const auto get = [&](const char* key) {
+    STRATA_CHECK(j.contains(key) && j[key].is_number_integer(), "fortunes-lm-moe description: \"",
+                 key, "\" missing or not an integer");
+    return j[key].get<int64_t>();
+  };
+  MoEFlags f;
+  f.experts = get("experts");
+  f.top_k = get("top_k");
+  f.expert_ffn = get("expert_ffn");
+  // Without "moe_routing" (checkpoints written before it was recorded): the defaults.
+  const nlohmann::json routing = j.value("moe_routing", nlohmann::json::object());
+  if (routing.contains("capacity_factor")) {
+    STRATA_CHECK(routing["capacity_factor"].is_number(),
+                 "fortunes-lm-moe description: \"moe_routing.capacity_factor\" is not a number");
+    f.capacity_factor = routing["capacity_factor"].get<double>();
+  }
+  if (routing.contains("drop_priority")) {
+    STRATA_CHECK(routing["drop_priority"].is_string(),
+                 "fortunes-lm-moe description: \"moe_routing.drop_priority\" is not a string");
+    f.drop_priority = routing["drop_priority"].get<std::string>();
+  }
+  MoELayerOptions options = f.layer_options(d_model, nullptr);
+  options.validate();
+  return options;
+}
+
+LoadedMoETransformerLM load_moe_transformer_lm(const std::string& checkpoint) {
+  const core::CheckpointReader reader(checkpoint);
+  LoadedMoETransformerLM loaded;
+  try {
+    const nlohmann::json& description = reader.extra();
+    STRATA_CHECK(description.is_object() && description.value("model", "") == "fortunes-lm-moe",
+                 "not a fortunes-lm-moe checkpoint (its extra has no \"model\": \"fortunes-lm-moe\")");
+    nlohmann::json dense = description;
+    dense["model"] = "fortunes-lm";  // the rest of the description is fortunes-lm's
+    loaded.options = core::transformer_lm_from_json(dense);
+    loaded.moe = moe_layer_options_from_json(description, loaded.options.d_model());
+  } catch (const Error& e) {
+    STRATA_FAIL("checkpoint ", checkpoint, ": ", e.what());
+  }
+  loaded.model = make_moe_transformer_lm(loaded.options, loaded.moe);
+  loaded.step = core::load_checkpoint(checkpoint, *loaded.model, nullptr, &loaded.extra);
+  return loaded;
 }
 
 namespace {

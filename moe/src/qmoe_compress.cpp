@@ -209,6 +209,7 @@ json QmoeLayerReport::to_json() const {
           {"calibration_tokens", calibration_tokens},
           {"rounded_to_nearest", rounded_to_nearest},
           {"bits_per_weight", bits_per_weight},
+          {"zero_fraction", zero_fraction},
           {"relative_output_error", relative_output_error}};
 }
 
@@ -251,6 +252,9 @@ QmoeLayer compress_expert_stack(const ExpertStack& stack, CalibrationSource& cal
     report->d = d;
     report->hidden = hidden;
     report->bits_per_weight = layer.bits_per_weight();
+    report->zero_fraction =
+        static_cast<double>((q_in.codes == 0).sum().item<int64_t>() + (q_out.codes == 0).sum().item<int64_t>()) /
+        static_cast<double>(q_in.codes.numel() + q_out.codes.numel());
     if (!options.round_to_nearest()) {
       for (int64_t e = 0; e < experts; ++e)
         report->rounded_to_nearest += q_in.rounded_to_nearest[e] + q_out.rounded_to_nearest[e];

@@ -2,9 +2,12 @@
 # strata-qmoe from the outside: the dictionary file has the reference table's size and
 # bytes; a synthetic checkpoint compresses (GPTQ output error below round-to-nearest's),
 # verifies and describes itself; bad inputs and corrupt files fail with one error line
-# and leave nothing behind.
+# and leave nothing behind. With train_lm as the second argument, also end to end: a tiny
+# fortunes-lm-moe trained, compressed on its own routing, and scored dense and compressed
+# on train_lm's validation windows.
 set -uo pipefail
 bin="$1"
+train_lm="${2:-}"
 source "$(dirname "$0")/../cli_test_lib.sh"
 
 expect_error() {
@@ -74,5 +77,39 @@ expect_error "negative damp" "--damp -1, expected >= 0" compress --checkpoint "$
 expect_error "missing flag" "calibration" compress --checkpoint "$tmp/ckpt" --out "$tmp/out/x.qmoe"
 expect_error "no subcommand" "subcommand"
 if [[ -z $(ls -A "$tmp/out") ]]; then pass "nothing written on errors"; else fail "left $(ls -A "$tmp/out")"; fi
+
+
+# fortunes-lm-moe end to end: train_lm --moe, compress calibrated on the model's routing,
+# eval on the validation windows train_lm scores (the dense loss must be train_lm's).
+if [[ -n $train_lm ]]; then
+  "$train_lm" --threads 1 --context 32 --batch 8 --eval-batches 2 --eval-every 0 --d-model 32 \
+    --heads 2 --layers 2 --moe --experts 4 --expert-ffn 32 --steps 6 --lr 3e-3 \
+    --checkpoint-dir "$tmp/lm" --metrics-out "$tmp/lm.jsonl" >/dev/null 2>"$tmp/stderr" ||
+    fail "train_lm --moe: $(cat "$tmp/stderr")"
+  lm="$tmp/lm/step-00000006"
+  if "$bin" compress --checkpoint "$lm" --calibration 8 --out "$tmp/lm.qmoe" >"$tmp/lm-compress.out" &&
+     [[ $(grep -c '"layer":"block[01].moe"' "$tmp/lm-compress.out") -eq 2 ]] &&
+     "$bin" info "$tmp/lm.qmoe" | grep -q 'fortunes-lm-moe routing of 8 sequences'; then
+    pass "compress a fortunes-lm-moe on its own routing"
+  else
+    fail "compress fortunes-lm-moe: $(cat "$tmp/lm-compress.out")"
+  fi
+  number() { sed "s/.*\"$1\":\([0-9.e+-]*\).*/\1/" "$2"; }
+  if "$bin" eval --checkpoint "$lm" --compressed "$tmp/lm.qmoe" --batches 2 --batch 8 >"$tmp/eval.out" &&
+     grep -q '"compressed_val_loss"' "$tmp/eval.out" && grep -q '"bits_per_weight"' "$tmp/eval.out"; then
+    dense=$(number dense_val_loss "$tmp/eval.out"); trained=$(grep final "$tmp/lm.jsonl" | grep -o '"val_loss":[0-9.e+-]*' | cut -d: -f2)
+    if awk -v a="$dense" -v b="$trained" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-5 * b) }'; then
+      pass "eval: dense $dense (train_lm's $trained), compressed $(number compressed_val_loss "$tmp/eval.out")"
+    else
+      fail "eval: dense validation loss $dense, train_lm reported $trained"
+    fi
+  else
+    fail "eval: $(cat "$tmp/eval.out" "$tmp/stderr" 2>/dev/null)"
+  fi
+  expect_error "compressed file of another model" "gptq.qmoe: no compressed layer 'block0.moe'" \
+    eval --checkpoint "$lm" --compressed "$tmp/gptq.qmoe" --batches 1 --batch 2
+  expect_error "eval of a checkpoint that is no fortunes-lm-moe" "not a fortunes-lm-moe checkpoint" \
+    eval --checkpoint "$tmp/ckpt" --compressed "$tmp/gptq.qmoe" --batches 1 --batch 2
+fi
 
 finish

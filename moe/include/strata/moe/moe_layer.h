@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "strata/moe/compressed_expert.h"
 #include "strata/moe/router.h"
 #include "strata/parallel/communicator.h"
 
@@ -76,9 +77,16 @@ at::Tensor combine(const at::Tensor& y_sorted, const Routing& routing,
 // the rank that holds the expert: e.g. to collect per-expert Hessians for calibration.
 using TokenObserver = std::function<void(int64_t expert, const at::Tensor& tokens)>;
 
-// Runs stacked experts on rows sorted by expert, counts[j] rows for expert j of the stacks
-// (an expert without rows is not touched), calling observer(first_expert + j, its rows)
-// when set. Returns their outputs [rows, d] in the same order.
+// Expert j (an index into the experts at hand) on its rows [n, d] -> [n, d].
+using ExpertFunction = std::function<at::Tensor(int64_t expert, const at::Tensor& rows)>;
+
+// Runs experts on rows sorted by expert, counts[j] rows for expert j (an expert without
+// rows is not called), calling observer(first_expert + j, its rows) when set. Returns
+// their outputs [rows, d_out] in the same order.
+at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts,
+                       const ExpertFunction& expert, int64_t d_out, int64_t first_expert,
+                       const TokenObserver& observer);
+// The same for stacked dense experts (the layout at the top of this file).
 at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& counts,
                        const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_out,
                        const at::Tensor& b_out, int64_t first_expert,
@@ -109,10 +117,19 @@ class MoELayerImpl : public torch::nn::Module {
   const MoEStats& last_stats() const { return stats_; }
   void set_token_observer(TokenObserver observer) { observer_ = std::move(observer); }
 
+  // From now on the experts run from their QMoE-compressed weights (compressed_expert.h),
+  // for inference: the dense stacks are released (w_in, b_in, w_out, b_out become empty),
+  // and a forward in training mode or with gradients flowing into the layer is an error.
+  // `experts` must match the layer (expert count, d_model, hidden); one process only (no
+  // expert group).
+  void set_compressed_experts(CompressedExperts experts);
+  // Null while the experts are dense.
+  const CompressedExperts& compressed_experts() const { return compressed_; }
+
   int64_t expert_parallel_size() const;
   // Global index of this rank's first expert, and how many it holds.
   int64_t first_expert() const { return first_expert_; }
-  int64_t local_experts() const { return w_in.size(0); }
+  int64_t local_experts() const { return options.experts() / expert_parallel_size(); }
   // w_in, b_in, w_out, b_out by name.
   torch::OrderedDict<std::string, at::Tensor> expert_parameters() const;
 
@@ -124,6 +141,7 @@ class MoELayerImpl : public torch::nn::Module {
   int64_t first_expert_ = 0;
   MoEStats stats_;
   TokenObserver observer_;
+  CompressedExperts compressed_{nullptr};
 };
 TORCH_MODULE(MoELayer);
 

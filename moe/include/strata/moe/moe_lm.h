@@ -46,6 +46,8 @@ torch::nn::Sequential make_moe_transformer_lm(const core::TransformerLMOptions& 
 
 // Every MoELayer of `model`, in order.
 std::vector<MoELayerImpl*> moe_layers(torch::nn::Module& model);
+// The same with their names in `model` (e.g. "block0.moe", the prefix of their parameters).
+std::vector<std::pair<std::string, MoELayerImpl*>> named_moe_layers(torch::nn::Module& model);
 
 // The flags of a program that trains fortunes-lm-moe.
 struct MoEFlags {
@@ -62,9 +64,31 @@ struct MoEFlags {
 
   // The layers' options for a model of width d_model; expert_group from the ProcessGrid.
   MoELayerOptions layer_options(int64_t d_model, parallel::CommunicatorPtr expert_group) const;
-  // What a checkpoint's "extra" records about the experts.
+  // What a checkpoint's "extra" records about the experts (a resumed run must match it).
   nlohmann::json description() const;
+  // What it records under "moe_routing": the capacity factor and drop priority the run
+  // trained with, for load_moe_transformer_lm to route alike. Not checked on resume (a run
+  // may change them); the coefficients and jitter act only in training and are not kept.
+  nlohmann::json routing_description() const;
 };
+
+// The layers' options a fortunes-lm-moe checkpoint's extra (train_lm's model description:
+// core::transformer_lm_to_json plus MoEFlags::description(), and "moe_routing" when
+// present) records, for width d_model, in one process. strata::Error when it is not a
+// fortunes-lm-moe description.
+MoELayerOptions moe_layer_options_from_json(const nlohmann::json& description, int64_t d_model);
+
+// A fortunes-lm-moe checkpoint (examples/train_lm --moe, with any --ep: checkpoints hold
+// whole expert stacks) as one process's model, with its weights, in training mode.
+// Throws strata::Error for a checkpoint that is not a fortunes-lm-moe or does not load.
+struct LoadedMoETransformerLM {
+  torch::nn::Sequential model;
+  core::TransformerLMOptions options;
+  MoELayerOptions moe{1, 1, 1};
+  nlohmann::json extra;  // everything the checkpoint's extra holds
+  int64_t step = 0;
+};
+LoadedMoETransformerLM load_moe_transformer_lm(const std::string& checkpoint);
 
 // --moe, --experts, --top-k, --expert-ffn, --capacity-factor, --drop-priority,
 // --balance-loss, --z-loss, --router-jitter, --ep.

@@ -121,6 +121,9 @@ struct QmoeLayerReport {
   int64_t calibration_tokens = 0;      // over all experts
   int64_t rounded_to_nearest = 0;      // experts (w_in and w_out counted apart) GPTQ skipped
   double bits_per_weight = 0;
+  // Share of the ternary weights (w_in and w_out of all experts) that are zero: the
+  // dictionary is built for 0.885, and fewer zeros cost more bits per weight.
+  double zero_fraction = 0;
   // ||ffn_q(X) - ffn(X)||^2 / ||ffn(X)||^2 over the calibration tokens of all experts.
   double relative_output_error = 0;
   nlohmann::json to_json() const;
