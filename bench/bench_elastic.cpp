@@ -30,6 +30,7 @@
 #include "strata/core/checkpoint.h"
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
+#include "strata/core/lm_validation.h"
 #include "strata/core/text_corpus.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
@@ -55,12 +56,12 @@ struct Flags {
 
 void print(const nlohmann::json& line) { std::cout << line.dump() << std::endl; }
 
-// The validation windows train_lm scores (the same generator seed), so that losses compare
-// with its logs.
+// The validation windows train_lm scores (core::validation_loss's), kept in memory so that
+// every submodel's loss and agreement is measured on the same tensors.
 std::vector<std::pair<at::Tensor, at::Tensor>> validation_batches(const core::TransformerLMOptions& o,
                                                                   int64_t batches) {
   const core::TextCorpus corpus = core::TextCorpus::load();
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20240229);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(core::kValidationSeed);
   std::vector<std::pair<at::Tensor, at::Tensor>> out;
   for (int64_t i = 0; i < batches; ++i) out.push_back(corpus.sample_batch(false, 32, o.context(), gen));
   return out;

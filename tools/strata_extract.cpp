@@ -22,12 +22,12 @@
 #include <fstream>
 #include <iostream>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
+#include "strata/core/lm_validation.h"
 #include "strata/core/text_corpus.h"
 #include "strata/core/transformer_lm.h"
 #include "strata/elastic/extract.h"
@@ -49,24 +49,19 @@ struct Flags {
   std::string data_dir = core::kFortunesDir;
 };
 
-// Mix'n'Match by measurement: the mean loss of each candidate over `batches` validation
-// batches (32 windows of the context each, the same for every candidate).
+// Mix'n'Match by measurement: the mean loss of each candidate over --search validation
+// batches (32 windows of the context each: train_lm's validation windows).
 elastic::ScoredSubmodel search(const Flags& f, const elastic::MatFormerCheckpoint& info,
                                const elastic::SubmodelBudget& budget) {
   const core::TextCorpus corpus = core::TextCorpus::load(f.data_dir);
   core::LoadedTransformerLM lm = core::load_transformer_lm(f.checkpoint);
   lm.model->eval();
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20240229);
-  std::vector<std::pair<at::Tensor, at::Tensor>> batches;
-  for (int64_t i = 0; i < f.search; ++i)
-    batches.push_back(corpus.sample_batch(false, 32, info.model.context(), gen));
   const auto ranked = elastic::mix_n_match_search(
       info.model, info.granularities, budget, [&](const elastic::Submodel& s) {
         torch::NoGradGuard no_grad;
         elastic::apply_submodel(*lm.model, s);
-        double loss = 0;
-        for (const auto& [x, y] : batches) loss += core::lm_loss(lm.model->forward(x), y).item<double>();
-        return loss / static_cast<double>(batches.size());
+        return core::validation_loss(corpus, f.search, 32, info.model.context(),
+                                     [&](const at::Tensor& x) { return lm.model->forward(x); });
       });
   for (const auto& r : ranked)
     std::cout << fmt::format("  scored {:>11} parameters  loss {:.4f}  {}\n", r.parameters, r.loss,
