@@ -33,6 +33,14 @@ expect_clean_error() {
   pass "$name: $(cat "$tmp/stderr")"
 }
 
+# final_number FILE KEY: the number after "KEY": in the final line of a metrics file.
+final_number() { grep final "$1" | sed "s/.*\"$2\":\([0-9.e+-]*\).*/\1/"; }
+
+# near A B REL: true when A and B differ by less than REL times |B|.
+near() {
+  awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; exit !(d < r * m) }'
+}
+
 finish() {
   echo "$passes passed, $failures failed"
   [[ $failures -eq 0 ]]

@@ -98,7 +98,7 @@ if [[ -n $train_lm ]]; then
   if "$bin" eval --checkpoint "$lm" --compressed "$tmp/lm.qmoe" --batches 2 --batch 8 >"$tmp/eval.out" &&
      grep -q '"compressed_val_loss"' "$tmp/eval.out" && grep -q '"bits_per_weight"' "$tmp/eval.out"; then
     dense=$(number dense_val_loss "$tmp/eval.out"); trained=$(grep final "$tmp/lm.jsonl" | grep -o '"val_loss":[0-9.e+-]*' | cut -d: -f2)
-    if awk -v a="$dense" -v b="$trained" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-5 * b) }'; then
+    if near "$dense" "$trained" 1e-5; then
       pass "eval: dense $dense (train_lm's $trained), compressed $(number compressed_val_loss "$tmp/eval.out")"
     else
       fail "eval: dense validation loss $dense, train_lm reported $trained"

@@ -61,9 +61,9 @@ small=("${run[@]}" --layers 2 --heads 2 --steps 12 --lr 3e-3 --eval-every 0)
 "$bin" "${small[@]}" --metrics-out "$tmp/one.jsonl" >/dev/null 2>&1 || fail "one-process run"
 if mpirun -np 2 "$bin" "${small[@]}" --pp 2 --micro-batches 4 --balance 2,3 --checkpoint-dir "$tmp/pp" \
     --metrics-out "$tmp/pp.jsonl" --generate 20 --prompt XYZZY >"$tmp/stdout" 2>"$tmp/stderr"; then
-  one=$(grep final "$tmp/one.jsonl" | sed 's/.*"val_loss":\([0-9.e+-]*\).*/\1/')
-  two=$(grep final "$tmp/pp.jsonl" | sed 's/.*"val_loss":\([0-9.e+-]*\).*/\1/')
-  if awk -v a="$one" -v b="$two" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4 * a) }'; then
+  one=$(final_number "$tmp/one.jsonl" val_loss)
+  two=$(final_number "$tmp/pp.jsonl" val_loss)
+  if near "$two" "$one" 1e-4; then
     pass "pp=2 matches one process: validation loss $two vs $one"
   else
     fail "pp=2 validation loss $two, one process $one"

@@ -10,8 +10,6 @@ run=(--threads 1 --context 32 --batch 8 --eval-batches 2 --log-every 10 --d-mode
      --moe --expert-ffn 32)
 tiny=("${run[@]}" --layers 1 --experts 4)
 
-val_loss() { grep final "$1" | sed 's/.*"val_loss":\([0-9.e+-]*\).*/\1/'; }
-
 if "$bin" "${tiny[@]}" --steps 60 --lr 3e-3 --eval-every 30 --metrics-out "$tmp/m.jsonl" \
     >"$tmp/stdout" 2>"$tmp/stderr"; then
   first=$(grep '"loss"' "$tmp/m.jsonl" | head -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
@@ -32,8 +30,8 @@ small=("${run[@]}" --layers 2 --experts 4 --steps 12 --lr 3e-3 --eval-every 0 --
 if mpirun -np 2 "$bin" "${small[@]}" --metrics-out "$tmp/dp.jsonl" >/dev/null 2>"$tmp/stderr" &&
     mpirun -np 2 "$bin" "${small[@]}" --ep 2 --metrics-out "$tmp/ep.jsonl" \
       --checkpoint-dir "$tmp/ep" >/dev/null 2>>"$tmp/stderr"; then
-  dp=$(val_loss "$tmp/dp.jsonl"); ep=$(val_loss "$tmp/ep.jsonl")
-  if awk -v a="$dp" -v b="$ep" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4 * a) }'; then
+  dp=$(final_number "$tmp/dp.jsonl" val_loss); ep=$(final_number "$tmp/ep.jsonl" val_loss)
+  if near "$ep" "$dp" 1e-4; then
     pass "ep=2 matches data parallelism: validation loss $ep vs $dp"
   else
     fail "ep=2 validation loss $ep, data parallel $dp"
@@ -60,8 +58,8 @@ piped=("${run[@]}" --layers 2 --experts 4 --steps 12 --lr 3e-3 --eval-every 0 --
 if "$bin" "${piped[@]}" --metrics-out "$tmp/pp1.jsonl" >/dev/null 2>"$tmp/stderr" &&
     mpirun -np 2 "$bin" "${piped[@]}" --pp 2 --micro-batches 1 --metrics-out "$tmp/pp2.jsonl" \
       >/dev/null 2>>"$tmp/stderr"; then
-  one=$(val_loss "$tmp/pp1.jsonl"); two=$(val_loss "$tmp/pp2.jsonl")
-  if awk -v a="$one" -v b="$two" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4 * a) }'; then
+  one=$(final_number "$tmp/pp1.jsonl" val_loss); two=$(final_number "$tmp/pp2.jsonl" val_loss)
+  if near "$two" "$one" 1e-4; then
     pass "pp=2 MoE matches one process: validation loss $two vs $one"
   else
     fail "pp=2 MoE validation loss $two, one process $one"

@@ -37,9 +37,9 @@ short=("${mat[@]}" --steps 6 --eval-every 0 --mix-n-match-batches 0)
 "$train_lm" "${short[@]}" --metrics-out "$tmp/one.jsonl" >/dev/null 2>&1 || fail "one-process run"
 if mpirun -np 2 "$train_lm" "${short[@]}" --pp 2 --micro-batches 2 --metrics-out "$tmp/pp.jsonl" \
     >/dev/null 2>"$tmp/stderr"; then
-  one=$(grep final "$tmp/one.jsonl" | sed 's/.*"val_loss":\([0-9.e+-]*\).*/\1/')
-  two=$(grep final "$tmp/pp.jsonl" | sed 's/.*"val_loss":\([0-9.e+-]*\).*/\1/')
-  if awk -v a="$one" -v b="$two" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4 * a) }'; then
+  one=$(final_number "$tmp/one.jsonl" val_loss)
+  two=$(final_number "$tmp/pp.jsonl" val_loss)
+  if near "$two" "$one" 1e-4; then
     pass "matformer pp=2 matches one process: $two vs $one"
   else
     fail "matformer pp=2 validation loss $two, one process $one"
@@ -63,9 +63,9 @@ if "$extract" --checkpoint "$ckpt" --granularity 32 --out "$tmp/g32" >"$tmp/stdo
   grep -q "parameters (" "$tmp/stdout" && pass "prints the submodel's size" || fail "output: $(cat "$tmp/stdout")"
   if "$train_lm" "${run[@]}" --layers 2 --ffn 32 --steps 40 --eval-every 0 --resume "$tmp/g32" \
       --metrics-out "$tmp/g32.jsonl" >/dev/null 2>"$tmp/stderr"; then
-    resumed=$(grep final "$tmp/g32.jsonl" | sed 's/.*"val_loss":\([0-9.e+-]*\).*/\1/')
-    universal=$(grep final "$tmp/m.jsonl" | sed 's/.*"32":\([0-9.e+-]*\).*/\1/')
-    if awk -v a="$resumed" -v b="$universal" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4 * b) }'; then
+    resumed=$(final_number "$tmp/g32.jsonl" val_loss)
+    universal=$(final_number "$tmp/m.jsonl" 32)
+    if near "$resumed" "$universal" 1e-4; then
       pass "train_lm loads the extracted model: loss $resumed = universal at FFN 32 $universal"
     else
       fail "extracted model's loss $resumed, universal at FFN 32 $universal"
