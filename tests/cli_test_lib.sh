@@ -41,6 +41,19 @@ near() {
   awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; exit !(d < r * m) }'
 }
 
+# expect_loss_falls FILE MARGIN: the first logged training loss of a metrics file is
+# above the last one by more than MARGIN (a pass or a failure is recorded).
+expect_loss_falls() {
+  local first last
+  first=$(grep '"loss"' "$1" | head -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
+  last=$(grep '"loss"' "$1" | grep -v final | tail -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
+  if awk -v a="$first" -v b="$last" -v m="$2" 'BEGIN { exit !(b < a - m) }'; then
+    pass "loss falls: $first -> $last"
+  else
+    fail "loss did not fall: $first -> $last"
+  fi
+}
+
 finish() {
   echo "$passes passed, $failures failed"
   [[ $failures -eq 0 ]]

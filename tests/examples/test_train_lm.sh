@@ -12,13 +12,7 @@ tiny=("${run[@]}" --layers 1 --heads 2)
 # A few dozen steps: the logged loss falls, and every kind of metrics line is there.
 if "$bin" "${tiny[@]}" --steps 60 --lr 3e-3 --eval-every 30 --metrics-out "$tmp/m.jsonl" \
     >"$tmp/stdout" 2>"$tmp/stderr"; then
-  first=$(grep '"loss"' "$tmp/m.jsonl" | head -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
-  last=$(grep '"loss"' "$tmp/m.jsonl" | grep -v final | tail -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
-  if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.3) }'; then
-    pass "loss falls: $first -> $last"
-  else
-    fail "loss did not fall: $first -> $last"
-  fi
+  expect_loss_falls "$tmp/m.jsonl" 0.3
   [[ $(grep -c '"loss"' "$tmp/m.jsonl") -ge 6 ]] && pass "train loss lines" || fail "train loss lines: $(cat "$tmp/m.jsonl")"
   [[ $(grep -c '"val_bpb"' "$tmp/m.jsonl") -ge 3 ]] && pass "validation lines" || fail "validation lines: $(cat "$tmp/m.jsonl")"
   grep -q '"event":"final"' "$tmp/m.jsonl" && pass "final line" || fail "no final line"

@@ -12,13 +12,7 @@ tiny=("${run[@]}" --layers 1 --experts 4)
 
 if "$bin" "${tiny[@]}" --steps 60 --lr 3e-3 --eval-every 30 --metrics-out "$tmp/m.jsonl" \
     >"$tmp/stdout" 2>"$tmp/stderr"; then
-  first=$(grep '"loss"' "$tmp/m.jsonl" | head -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
-  last=$(grep '"loss"' "$tmp/m.jsonl" | grep -v final | tail -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
-  if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.3) }'; then
-    pass "loss falls: $first -> $last"
-  else
-    fail "loss did not fall: $first -> $last"
-  fi
+  expect_loss_falls "$tmp/m.jsonl" 0.3
   grep -q '"model":"fortunes-lm-moe"' "$tmp/m.jsonl" && pass "final line names fortunes-lm-moe" \
     || fail "final line: $(grep final "$tmp/m.jsonl")"
 else
