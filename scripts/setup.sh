@@ -7,7 +7,7 @@ packages=(
   cmake g++ make ccache pkg-config
   libtorch-dev libopenblas0-pthread
   libopenmpi-dev openmpi-bin
-  libboost-dev
+  libboost-dev libgloo-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libxxhash-dev zlib1g-dev
   python3-torch python3-matplotlib

@@ -17,6 +17,7 @@
 
 #include "checkpoint_detail.h"
 #include "strata/core/error.h"
+#include "strata/core/flight_recorder.h"
 #include "strata/core/version.h"
 
 namespace strata::core {
@@ -306,6 +307,7 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model,
 
 void write_checkpoint(const std::string& path, const CheckpointContents& contents, int64_t step,
                       const json& extra) {
+  FlightRecordScope record("checkpoint write " + path + " (step " + std::to_string(step) + ")");
   CheckpointWriter writer(path);
   for (const CheckpointTensor& item : contents.tensors) writer.add(item.name, item.kind, item.tensor);
   writer.commit(step, extra, contents.optimizer);

@@ -6,6 +6,7 @@
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
+#include "strata/core/flight_recorder.h"
 #include "strata/core/parameters.h"
 
 namespace strata::parallel {
@@ -75,10 +76,19 @@ std::vector<double> HybridParallel::train_step(const at::Tensor& inputs, const a
     // their sum over the replicas.
     std::optional<DistributedDataParallel::NoSyncGuard> no_sync;
     if (!last) no_sync.emplace(*ddp_);
-    const at::Tensor loss = loss_(model_->forward(inputs), targets);
-    loss.backward();
+    const at::Tensor loss = [&] {
+      core::FlightRecordScope record("forward of a replica's batch");
+      return loss_(model_->forward(inputs), targets);
+    }();
+    {
+      core::FlightRecordScope record("backward of a replica's batch (gradient all-reduces)");
+      loss.backward();
+    }
     losses.push_back(loss.item<double>());
-    if (last) optimizer.step();
+    if (last) {
+      core::FlightRecordScope record("optimizer step");
+      optimizer.step();
+    }
   }
   return losses;
 }

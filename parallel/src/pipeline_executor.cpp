@@ -18,6 +18,7 @@
 
 #include "pipeline_executor_internal.h"
 #include "strata/core/error.h"
+#include "strata/core/flight_recorder.h"
 #include "strata/parallel/pipeline_skip.h"
 #include "strata/parallel/tensor_message.h"
 
@@ -107,7 +108,11 @@ double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& 
   for (const auto& in : schedule_.ranks[comm_->rank()]) {
     progress_receives();
     const double start = seconds();
-    run(in, optimizer);
+    {
+      // What the watchdog reports if this instruction never ends.
+      core::FlightRecordScope record(to_string(in), in.peer);
+      run(in, optimizer);
+    }
     records_.push_back({in, start, seconds()});
   }
   for (auto& work : sends_) work->wait();
