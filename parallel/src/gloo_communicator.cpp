@@ -14,7 +14,10 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <numeric>
 
@@ -62,13 +65,19 @@ class GlooWork final : public Work {
  public:
   GlooWork(c10::intrusive_ptr<c10d::Work> work, std::function<void()> finish)
       : work_(std::move(work)), finish_(std::move(finish)) {}
+  // c10d's send and receive works block again on a second wait(): wait for them once.
   void wait() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (done_) return;
     work_->wait();
-    std::call_once(once_, [this] {
-      if (finish_) finish_();
-    });
+    if (finish_) finish_();
+    done_ = true;
   }
   bool is_completed() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (done_) return true;
+    }
     if (!work_->isCompleted()) return false;
     wait();  // rethrows an error, runs finish
     return true;
@@ -77,7 +86,8 @@ class GlooWork final : public Work {
  private:
   c10::intrusive_ptr<c10d::Work> work_;
   std::function<void()> finish_;
-  std::once_flag once_;
+  std::mutex mutex_;
+  bool done_ = false;
 };
 
 // Another Work, then `finish` once it is done.
@@ -134,7 +144,54 @@ at::Tensor bytes_view(const at::Tensor& contiguous) {
 
 }  // namespace
 
+// A receive from this rank itself (Gloo has no pair to itself): done when the matching
+// send arrives.
+class SelfRecvWork final : public Work {
+ public:
+  SelfRecvWork(at::Tensor target, int rank, int tag) : target_(std::move(target)), rank_(rank), tag_(tag) {}
+  void deliver(const at::Tensor& message) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      detail::check_received_numel(message.numel(), target_.numel(), rank_, tag_);
+      target_.copy_(message.view(target_.sizes()));
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+  void wait() override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [this] { return done_; });
+  }
+  bool is_completed() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return done_;
+  }
+
+ private:
+  at::Tensor target_;
+  int rank_, tag_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
 struct GlooCommunicator::Impl {
+  // Messages to this rank itself, by tag, in order: sent and not yet received, or
+  // receives posted before their send.
+  std::mutex self_mutex;
+  std::map<int, std::deque<at::Tensor>> self_messages;
+  std::map<int, std::deque<std::shared_ptr<SelfRecvWork>>> self_receives;
+  // Gloo matches a receive to a send by (peer, slot), and two messages in flight on one
+  // slot get mixed up; MPI orders messages of one (peer, tag). The n-th message of a
+  // (peer, tag) goes on slot tag * 2^16 + n mod 2^16: distinct while in flight, and matched
+  // in order like MPI's.
+  std::mutex slot_mutex;
+  std::map<std::pair<int, int>, int> sent, received;  // by (peer, tag)
+  int slot(std::map<std::pair<int, int>, int>& counts, int peer, int tag) {
+    std::lock_guard<std::mutex> lock(slot_mutex);
+    const int n = counts[{peer, tag}]++;
+    return tag * 65536 + (n & 0xffff);
+  }
   std::shared_ptr<ControlStoreClient> client;
   c10::intrusive_ptr<c10d::Store> store;  // prefixed
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
@@ -176,9 +233,23 @@ WorkPtr GlooCommunicator::isend(const at::Tensor& tensor, int dst, int tag) {
   detail::check_defined(tensor, "isend tensor");
   detail::check_peer(dst, size_, "isend destination");
   detail::check_tag(tag, "isend tag");
+  STRATA_CHECK(tag < 32768, "gloo isend tag: got ", tag, ", expected less than 32768");
+  // Gloo cannot send zero bytes; the receiver's tensor is empty too, and skips as well.
+  if (tensor.numel() == 0) return std::make_shared<CompletedWork>();
+  if (dst == rank_) {
+    std::lock_guard<std::mutex> lock(impl_->self_mutex);
+    auto& waiting = impl_->self_receives[tag];
+    if (!waiting.empty()) {
+      waiting.front()->deliver(tensor.reshape({-1}));
+      waiting.pop_front();
+    } else {
+      impl_->self_messages[tag].push_back(tensor.reshape({-1}).clone());
+    }
+    return std::make_shared<CompletedWork>();
+  }
   at::Tensor buffer = tensor.contiguous();
   std::vector<at::Tensor> tensors{bytes_view(buffer)};
-  auto work = impl_->group->send(tensors, dst, tag);
+  auto work = impl_->group->send(tensors, dst, impl_->slot(impl_->sent, dst, tag));
   // The buffer lives until the send is done.
   return std::make_shared<GlooWork>(work, [buffer] {});
 }
@@ -187,9 +258,23 @@ WorkPtr GlooCommunicator::irecv(at::Tensor& tensor, int src, int tag) {
   detail::check_defined(tensor, "irecv tensor");
   detail::check_peer(src, size_, "irecv source");
   detail::check_tag(tag, "irecv tag");
+  STRATA_CHECK(tag < 32768, "gloo irecv tag: got ", tag, ", expected less than 32768");
+  if (tensor.numel() == 0) return std::make_shared<CompletedWork>();
+  if (src == rank_) {
+    auto work = std::make_shared<SelfRecvWork>(tensor, rank_, tag);
+    std::lock_guard<std::mutex> lock(impl_->self_mutex);
+    auto& queued = impl_->self_messages[tag];
+    if (!queued.empty()) {
+      work->deliver(queued.front());
+      queued.pop_front();
+    } else {
+      impl_->self_receives[tag].push_back(work);
+    }
+    return work;
+  }
   detail::StagedTensor staged = detail::stage(tensor, /*keep_contents=*/false);
   std::vector<at::Tensor> tensors{bytes_view(staged.buffer)};
-  auto work = impl_->group->recv(tensors, src, tag);
+  auto work = impl_->group->recv(tensors, src, impl_->slot(impl_->received, src, tag));
   return std::make_shared<GlooWork>(work, [staged] { staged.copy_back(); });
 }
 

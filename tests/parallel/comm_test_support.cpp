@@ -4,9 +4,13 @@
 
 #include <cstdio>
 #include <exception>
+#include <map>
+#include <memory>
 #include <thread>
 
 #include "strata/core/error.h"
+#include "strata/parallel/control_store.h"
+#include "strata/parallel/gloo_communicator.h"
 #include "strata/parallel/inprocess_communicator.h"
 #include "strata/parallel/mpi_communicator.h"
 
@@ -146,6 +150,40 @@ void run_in_process(int world_size, const Body& body, std::chrono::milliseconds 
       } catch (const std::exception& error) {
         ADD_FAILURE() << "rank " << r << " raised: " << error.what();
         communicators[r]->abort(error.what());
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+}
+
+void run_gloo(int world_size, const Body& body) {
+  struct Job {
+    std::unique_ptr<ControlStoreServer> server;
+    std::vector<std::shared_ptr<Communicator>> ranks;
+  };
+  static std::map<int, Job> jobs;  // by world size; the tests run one at a time
+  Job& job = jobs[world_size];
+  if (job.ranks.empty()) {
+    job.server = std::make_unique<ControlStoreServer>();
+    job.ranks.resize(static_cast<size_t>(world_size));
+    std::vector<std::thread> joining;
+    for (int r = 0; r < world_size; ++r) {
+      joining.emplace_back([&, r] {
+        auto store = std::make_shared<ControlStoreClient>(job.server->address());
+        // A failing rank leaves the others waiting: a short timeout ends the test instead.
+        job.ranks[static_cast<size_t>(r)] =
+            GlooCommunicator::create(store, r, world_size, "test", std::chrono::seconds(20));
+      });
+    }
+    for (auto& thread : joining) thread.join();
+  }
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world_size; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        body(*job.ranks[static_cast<size_t>(r)]);
+      } catch (const std::exception& error) {
+        ADD_FAILURE() << "rank " << r << " raised: " << error.what();
       }
     });
   }

@@ -60,6 +60,10 @@ using Body = std::function<void(Communicator&)>;
 // rank fails the test and aborts the job, so that the other ranks stop waiting.
 void run_in_process(int world_size, const Body& body,
                     std::chrono::milliseconds timeout = std::chrono::seconds(60));
+// Runs `body` on `world_size` threads, each with a GlooCommunicator of one Gloo group
+// (meeting through a control store of this process). The groups are made once per world
+// size and reused by every later call. Call it only where gloo_available().
+void run_gloo(int world_size, const Body& body);
 // Runs `body` on this rank of MpiCommunicator::world(). An exception that escapes fails
 // the test and aborts the MPI job (the other ranks could wait for this one forever).
 void run_mpi(const Body& body);

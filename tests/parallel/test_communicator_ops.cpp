@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "comm_test_support.h"
+#include "strata/parallel/control_plane.h"
 
 namespace strata::parallel::testing {
 namespace {
@@ -154,6 +155,7 @@ void alltoall(Communicator& c, const Case& k) {
 
 class InProcessOps : public ::testing::TestWithParam<std::tuple<int, Case>> {};
 class MpiOps : public ::testing::TestWithParam<Case> {};
+class GlooOps : public ::testing::TestWithParam<Case> {};
 
 std::string in_process_name(const ::testing::TestParamInfo<std::tuple<int, Case>>& info) {
   return case_name(std::get<1>(info.param)) + "_w" + std::to_string(std::get<0>(info.param));
@@ -179,6 +181,10 @@ std::vector<Case> four_rank_cases() {
   }                                                                                       \
   TEST_P(MpiOps, name) {                                                                  \
     run_mpi([&](Communicator& c) { body(c, GetParam()); });                               \
+  }                                                                                       \
+  TEST_P(GlooOps, name) {                                                                 \
+    if (!gloo_available()) GTEST_SKIP() << "strata was built without Gloo";               \
+    run_gloo(2, [&](Communicator& c) { body(c, GetParam()); });                           \
   }
 
 STRATA_OP_TEST(SendRecv, send_recv)
@@ -196,6 +202,9 @@ INSTANTIATE_TEST_SUITE_P(InProcess2, InProcessOps,
 INSTANTIATE_TEST_SUITE_P(InProcess4, InProcessOps,
                          ::testing::Combine(::testing::Values(4), ::testing::ValuesIn(four_rank_cases())),
                          in_process_name);
+// Gloo on 2 threads of this process (tools/strata-run jobs use it between processes).
+INSTANTIATE_TEST_SUITE_P(Gloo2, GlooOps, ::testing::ValuesIn(op_cases()),
+                         [](const auto& info) { return case_name(info.param); });
 INSTANTIATE_TEST_SUITE_P(Mpi, MpiOps, ::testing::ValuesIn(op_cases()),
                          [](const auto& info) { return case_name(info.param); });
 
