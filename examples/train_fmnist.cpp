@@ -30,7 +30,7 @@
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
-#include "strata/parallel/mpi_communicator.h"
+#include "strata/parallel/control_plane.h"
 #include "strata/parallel/pipeline_program.h"
 
 namespace {
@@ -51,6 +51,7 @@ struct Config {
   int threads = strata::core::default_threads_per_rank();
   bool log_all_ranks = false;
   strata::core::TrainingRunFlags run;
+  strata::parallel::ReliabilityFlags reliability;
   strata::parallel::PipelineFlags pipeline;
 };
 
@@ -72,6 +73,7 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::PositiveNumber);
   app.add_flag("--log-all-ranks", c.log_all_ranks, "Log from every rank, not only rank 0");
   strata::core::add_training_run_flags(app, c.run);
+  strata::parallel::add_reliability_flags(app, c.reliability);
   strata::parallel::add_pipeline_flags(app, c.pipeline);
 }
 
@@ -105,7 +107,9 @@ double test_accuracy(strata::parallel::HybridParallel& model, const FashionMnist
 }
 
 int train(const Config& c) {
-  auto world = strata::parallel::MpiCommunicator::world();
+  // MPI under mpirun, Gloo under strata-run; the watchdog ends a hang with a report.
+  auto world = strata::parallel::world_communicator();
+  strata::parallel::ControlPlane control(*world, c.reliability);
   const int rank = world->rank();
   const int ranks = world->size();
   strata::core::init_logging(rank, c.log_all_ranks);

@@ -43,7 +43,7 @@
 #include "strata/elastic/mix_n_match.h"
 #include "strata/moe/expert_parallel.h"
 #include "strata/moe/moe_lm.h"
-#include "strata/parallel/mpi_communicator.h"
+#include "strata/parallel/control_plane.h"
 #include "strata/parallel/pipeline_program.h"
 
 namespace {
@@ -77,6 +77,7 @@ struct Config {
   int mat_sample = 0;                       // granularities per step; 0: all
   int64_t mix_n_match_batches = 4;
   strata::core::TrainingRunFlags run;
+  strata::parallel::ReliabilityFlags reliability;
   strata::parallel::PipelineFlags pipeline;
   strata::moe::MoEFlags moe;
 
@@ -143,6 +144,7 @@ void add_flags(CLI::App& app, Config& c) {
                  "(0: skip)")
       ->check(CLI::NonNegativeNumber);
   strata::core::add_training_run_flags(app, c.run);
+  strata::parallel::add_reliability_flags(app, c.reliability);
   strata::parallel::add_pipeline_flags(app, c.pipeline);
   strata::moe::add_moe_flags(app, c.moe);
 }
@@ -238,7 +240,9 @@ nlohmann::json score_mix_n_match(const Config& c,
 }
 
 int train(const Config& c) {
-  auto world = strata::parallel::MpiCommunicator::world();
+  // MPI under mpirun, Gloo under strata-run; the watchdog ends a hang with a report.
+  auto world = strata::parallel::world_communicator();
+  strata::parallel::ControlPlane control(*world, c.reliability);
   const int rank = world->rank();
   core::init_logging(rank);
   core::set_num_threads(c.threads);

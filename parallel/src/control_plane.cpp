@@ -38,6 +38,14 @@ std::chrono::milliseconds ReliabilityFlags::heartbeat_interval() const {
 }
 
 void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags) {
+  // strata-run --timeout passes its value down as the default.
+  if (const char* env = std::getenv("STRATA_TIMEOUT")) {
+    try {
+      flags.timeout = std::stod(env);
+    } catch (const std::exception&) {
+      STRATA_FAIL("STRATA_TIMEOUT: got \"", env, "\", expected a number of seconds");
+    }
+  }
   app.add_option("--timeout", flags.timeout,
                  "Seconds a rank may wait in one operation or go without a heartbeat before the "
                  "watchdog aborts the job with a report (0: no watchdog)")

@@ -120,8 +120,18 @@ void Watchdog::beat() {
 std::optional<std::string> Watchdog::check_ranks() {
   const auto now = Clock::now();
   const double timeout = seconds(options_.timeout());
-  std::optional<std::string> stalled_rank, waiting, stuck;
-  double longest = 0;
+  // Something waits past the timeout (or a rank went silent): that triggers the abort.
+  // The diagnosis then names the best explanation among every rank's entries in
+  // progress, not only the one that crossed the line first: a silent rank is the root
+  // cause; else a wait for one named peer (a receive) explains the collectives blocked
+  // behind it; else the longest collective.
+  bool triggered = false;
+  std::optional<std::string> silent_rank;
+  struct Candidate {
+    double seconds = 0;
+    std::string text;
+  };
+  std::optional<Candidate> peer_wait, collective;
   for (int r = 0; r < world_size_; ++r) {
     const auto i = static_cast<size_t>(r);
     if (done_[i]) continue;
@@ -141,31 +151,34 @@ std::optional<std::string> Watchdog::check_ranks() {
       summaries_[i] = nlohmann::json::parse(*summary, nullptr, /*allow_exceptions=*/false);
     }
     const double silent = seconds(now - last_change_[i]);
-    if (silent > timeout && !stalled_rank) {
-      stalled_rank = "rank " + std::to_string(r) +
-                     (beat ? " sent no heartbeat for " + fixed(silent) + " s"
-                           : " sent no heartbeat in the " + fixed(silent) + " s since the watchdog started") +
-                     " (timeout " + fixed(timeout) + " s)";
+    if (silent > timeout && !silent_rank) {
+      triggered = true;
+      silent_rank = "rank " + std::to_string(r) +
+                    (beat ? " sent no heartbeat for " + fixed(silent) + " s"
+                          : " sent no heartbeat in the " + fixed(silent) + " s since the watchdog started") +
+                    " (timeout " + fixed(timeout) + " s)";
     }
     if (!summaries_[i].is_object()) continue;
     for (const auto& e : summaries_[i].value("in_progress", nlohmann::json::array())) {
       const double running = e["seconds"].get<double>();
-      if (running <= timeout) continue;
+      if (running > timeout) triggered = true;
+      // Ordinary traffic finishes within a heartbeat or two; only older entries explain.
+      if (running < 2 * seconds(options_.heartbeat_interval())) continue;
       const int peer = e["peer"].get<int>();
       const std::string what = "\"" + e["what"].get<std::string>() + "\" for " + fixed(running) +
                                " s (timeout " + fixed(timeout) + " s)";
-      // A wait for one named peer explains a hang best; a collective comes next.
-      if (peer >= 0 && !waiting) {
-        waiting = "rank " + std::to_string(r) + " waits for rank " + std::to_string(peer) + " in " + what;
-      } else if (peer < 0 && running > longest) {
-        longest = running;
-        stuck = "rank " + std::to_string(r) + " is stuck in " + what;
-      }
+      std::optional<Candidate>& slot = peer >= 0 ? peer_wait : collective;
+      if (slot && slot->seconds >= running) continue;
+      slot = Candidate{running, peer >= 0 ? "rank " + std::to_string(r) + " waits for rank " +
+                                                std::to_string(peer) + " in " + what
+                                          : "rank " + std::to_string(r) + " is stuck in " + what};
     }
   }
-  if (waiting) return waiting;
-  if (stuck) return stuck;
-  return stalled_rank;
+  if (!triggered) return std::nullopt;
+  if (silent_rank) return silent_rank;
+  if (peer_wait) return peer_wait->text;
+  if (collective) return collective->text;
+  return std::nullopt;
 }
 
 nlohmann::json Watchdog::build_report(const std::string& reason, int detected_by) {

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "comm_test_support.h"
+#include "strata/parallel/control_plane.h"
 #include "strata/parallel/distributed_data_parallel.h"
 
 namespace {
@@ -184,4 +185,19 @@ TEST(MpiDataParallel, NoSyncAccumulatesThenSynchronizes) { run_mpi(check_gradien
 TEST(MpiDataParallel, TenStepsMatchSingleProcess) { run_mpi(check_training_steps); }
 TEST(MpiDataParallel, BroadcastsRankZeroAtConstruction) { run_mpi(check_initial_broadcast); }
 
+}  // namespace
+
+// The same over Gloo, the data plane of strata-run jobs (2 ranks as threads).
+namespace {
+using strata::parallel::testing::run_gloo;
+#define STRATA_GLOO_DDP_TEST(name, body)                                            \
+  TEST(GlooDataParallel, name) {                                                    \
+    if (!strata::parallel::gloo_available()) GTEST_SKIP() << "built without Gloo";  \
+    run_gloo(2, body);                                                              \
+  }
+STRATA_GLOO_DDP_TEST(GradientsEqualSingleProcess, check_gradients_equal_single_process)
+STRATA_GLOO_DDP_TEST(NoSyncAccumulatesThenSynchronizes, check_gradient_accumulation)
+STRATA_GLOO_DDP_TEST(TenStepsMatchSingleProcess, check_training_steps)
+STRATA_GLOO_DDP_TEST(BroadcastsRankZeroAtConstruction, check_initial_broadcast)
+#undef STRATA_GLOO_DDP_TEST
 }  // namespace

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Faults during training, and training over Gloo:
+# - strata-run trains fmnist-mlp on 2 ranks (Gloo data plane) to the end: status 0, loss falls;
+#   the same pipelined (--pp 2);
+# - SIGKILL one rank of a strata-run job mid-training: the job ends at once, non-zero, and
+#   the launcher names the rank and the signal;
+# - SIGSTOP one rank of a pipelined mpirun job: it stops beating and its peer waits for it;
+#   the watchdog ends the job within the timeout, non-zero, with the report;
+# - SIGKILL one rank of an mpirun job: mpirun ends the job, non-zero.
+#   test_kill.sh TRAIN_FMNIST STRATA_RUN MPIEXEC
+set -uo pipefail
+train="$1" launcher="$2" mpiexec="$3"
+source "$(dirname "$0")/../cli_test_lib.sh"
+common=(--model mlp --threads 1)
+
+# rank_pid VAR RANK: the pid of the training process whose environment has VAR=RANK.
+rank_pid() {
+  local pid
+  for pid in $(pgrep -f "^$train"); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "$1=$2"; then echo "$pid"; return; fi
+  done
+}
+
+# wait_for_progress FILE: until the metrics file has a step logged (at most 60 s).
+wait_for_progress() {
+  for _ in $(seq 600); do
+    grep -q '"step"' "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---- strata-run to completion over Gloo
+timeout -s KILL 300 "$launcher" -n 2 "$train" "${common[@]}" --max-steps 60 --log-every 10 \
+  --metrics-out "$tmp/gloo.jsonl" >"$tmp/stdout" 2>"$tmp/stderr"
+status=$?
+if [[ $status -eq 0 ]] && grep -q '"world_size":2' "$tmp/gloo.jsonl"; then
+  pass "strata-run -n 2 train_fmnist (Gloo): status 0, $(grep -o 'test accuracy [0-9.]*%' "$tmp/stdout" "$tmp/stderr" | head -1)"
+  expect_loss_falls "$tmp/gloo.jsonl" 0.3
+else
+  fail "strata-run -n 2 train_fmnist (Gloo): status $status: $(tail -5 "$tmp/stderr")"
+fi
+timeout -s KILL 300 "$launcher" -n 2 "$train" "${common[@]}" --pp 2 --micro-batches 4 --max-steps 40 \
+  --log-every 10 --metrics-out "$tmp/gloo_pp.jsonl" >"$tmp/stdout" 2>"$tmp/stderr"
+status=$?
+if [[ $status -eq 0 ]] && grep -q '"pp":2' "$tmp/gloo_pp.jsonl"; then
+  pass "strata-run -n 2 train_fmnist --pp 2 (Gloo): status 0"
+  expect_loss_falls "$tmp/gloo_pp.jsonl" 0.3
+else
+  fail "strata-run -n 2 train_fmnist --pp 2 (Gloo): status $status: $(tail -5 "$tmp/stderr")"
+fi
+
+# ---- SIGKILL a rank of a strata-run job
+"$launcher" -n 2 "$train" "${common[@]}" --max-steps 5000 --log-every 5 --timeout 10 \
+  --metrics-out "$tmp/killed.jsonl" >"$tmp/stdout" 2>"$tmp/stderr" &
+job=$!
+if wait_for_progress "$tmp/killed.jsonl" && victim=$(rank_pid STRATA_RANK 1) && [[ -n $victim ]]; then
+  kill -KILL "$victim"
+  start=$(date +%s.%N)
+  ( sleep 30; kill -KILL "$job" 2>/dev/null ) & guard=$!
+  wait "$job"; status=$?
+  kill "$guard" 2>/dev/null
+  elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  if [[ $status -eq 137 ]] && grep -q "strata-run: rank 1 (pid $victim) was killed by signal 9" "$tmp/stderr" &&
+     awk -v e="$elapsed" 'BEGIN { exit !(e < 10) }'; then
+    pass "strata-run: SIGKILL of rank 1 ends the job in ${elapsed} s: $(grep 'strata-run: rank 1' "$tmp/stderr")"
+  else
+    fail "strata-run: SIGKILL of rank 1: status $status after ${elapsed} s: $(tail -5 "$tmp/stderr")"
+  fi
+else
+  fail "strata-run: the job did not start training: $(tail -5 "$tmp/stderr")"
+  kill -KILL "$job" 2>/dev/null
+fi
+
+# ---- SIGSTOP a rank of a pipelined mpirun job: the watchdog's report
+"$mpiexec" -np 2 "$train" "${common[@]}" --pp 2 --micro-batches 4 --max-steps 5000 --log-every 5 \
+  --timeout 4 --hang-report "$tmp/stopped.json" --metrics-out "$tmp/stopped.jsonl" \
+  >"$tmp/stdout" 2>"$tmp/stderr" &
+job=$!
+if wait_for_progress "$tmp/stopped.jsonl" && victim=$(rank_pid OMPI_COMM_WORLD_RANK 1) && [[ -n $victim ]]; then
+  kill -STOP "$victim"
+  start=$(date +%s.%N)
+  ( sleep 40; kill -KILL "$victim" "$job" 2>/dev/null ) & guard=$!
+  wait "$job"; status=$?
+  kill "$guard" 2>/dev/null
+  kill -KILL "$victim" 2>/dev/null
+  elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  if [[ $status -ne 0 ]] && awk -v e="$elapsed" 'BEGIN { exit !(e < 12) }' &&
+     grep -Eq 'strata watchdog: job aborted: (rank 0 waits for rank 1|rank 1 sent no heartbeat)' "$tmp/stderr" &&
+     grep -q 'stage' "$tmp/stderr"; then
+    pass "mpirun: SIGSTOP of rank 1 ends the job in ${elapsed} s: $(grep 'job aborted' "$tmp/stderr")"
+    grep -A12 'job aborted' "$tmp/stderr" | head -24
+  else
+    fail "mpirun: SIGSTOP of rank 1: status $status after ${elapsed} s: $(tail -20 "$tmp/stderr")"
+  fi
+  if grep -q '"reason"' "$tmp/stopped.json" 2>/dev/null; then pass "mpirun: hang report JSON written"
+  else fail "mpirun: no hang report JSON"; fi
+else
+  fail "mpirun: the job did not start training: $(tail -5 "$tmp/stderr")"
+  kill -KILL "$job" 2>/dev/null
+fi
+
+# ---- SIGKILL a rank of an mpirun job
+"$mpiexec" -np 2 "$train" "${common[@]}" --max-steps 5000 --log-every 5 --timeout 10 \
+  --metrics-out "$tmp/mpikill.jsonl" >"$tmp/stdout" 2>"$tmp/stderr" &
+job=$!
+if wait_for_progress "$tmp/mpikill.jsonl" && victim=$(rank_pid OMPI_COMM_WORLD_RANK 1) && [[ -n $victim ]]; then
+  kill -KILL "$victim"
+  start=$(date +%s.%N)
+  ( sleep 30; kill -KILL "$job" 2>/dev/null ) & guard=$!
+  wait "$job"; status=$?
+  kill "$guard" 2>/dev/null
+  elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  if [[ $status -ne 0 ]] && awk -v e="$elapsed" 'BEGIN { exit !(e < 12) }'; then
+    pass "mpirun: SIGKILL of rank 1 ends the job in ${elapsed} s (status $status)"
+  else
+    fail "mpirun: SIGKILL of rank 1: status $status after ${elapsed} s: $(tail -5 "$tmp/stderr")"
+  fi
+else
+  fail "mpirun: the job did not start training: $(tail -5 "$tmp/stderr")"
+  kill -KILL "$job" 2>/dev/null
+fi
+finish
