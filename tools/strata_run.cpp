@@ -17,6 +17,7 @@
 // SIGTERM to the others, SIGKILL after --grace seconds, and exits with that rank's status
 // (128 + the signal number for a signal).
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,10 +69,14 @@ int exit_code_of(int status) {
 }
 
 pid_t start_rank(const Options& o, int rank, const std::string& address) {
+  const pid_t launcher = getpid();
   const pid_t pid = fork();
   STRATA_CHECK(pid >= 0, "strata-run: fork failed: ", std::strerror(errno));
   if (pid > 0) return pid;
-  // The child.
+  // The child. It dies with the launcher, even one killed by SIGKILL: no orphan rank
+  // trains on alone.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != launcher) std::_Exit(1);  // the launcher is gone already
   setenv("STRATA_RANK", std::to_string(rank).c_str(), 1);
   setenv("STRATA_WORLD_SIZE", std::to_string(o.ranks).c_str(), 1);
   setenv("STRATA_STORE_ADDR", address.c_str(), 1);

@@ -56,7 +56,16 @@ std::string format_hang_report(const nlohmann::json& report) {
       out << "no heartbeat seen\n";
     }
     const auto& summary = r.contains("recorder") ? r["recorder"] : nlohmann::json::object();
-    for (const auto& e : summary.value("in_progress", nlohmann::json::array())) {
+    const auto open = summary.value("in_progress", nlohmann::json::array());
+    // A pipeline may have many transfers posted: the oldest entries and the newest (the
+    // instruction the rank is in) explain a hang; the middle is elided.
+    constexpr size_t kEnds = 3;
+    for (size_t k = 0; k < open.size(); ++k) {
+      if (open.size() > 2 * kEnds + 1 && k >= kEnds && k < open.size() - kEnds) {
+        if (k == kEnds) out << "  ... " << open.size() - 2 * kEnds << " more in progress\n";
+        continue;
+      }
+      const auto& e = open[k];
       out << "  in progress #" << e["seq"].get<uint64_t>() << " " << e["what"].get<std::string>()
           << ", for " << fixed(e["seconds"].get<double>()) << " s";
       const int peer = e["peer"].get<int>();
@@ -237,7 +246,14 @@ void Watchdog::abort(const std::string& reason, bool detected_here) {
 void Watchdog::lost_store(const std::string& error) {
   const std::string reason = "rank " + std::to_string(rank_) + " lost the control store (" + error + ")";
   aborted_ = true;
-  nlohmann::json report = build_report(reason, rank_);
+  // What this rank knows of the others is stale now: report this rank alone.
+  nlohmann::json report = {{"reason", reason},
+                           {"detected_by", rank_},
+                           {"timeout_s", seconds(options_.timeout())},
+                           {"ranks", nlohmann::json::array({{{"rank", rank_},
+                                                             {"done", false},
+                                                             {"last_heartbeat_s_ago", 0.0},
+                                                             {"recorder", recorder_.summary()}}})}};
   if (options_.on_abort()) {
     options_.on_abort()(WatchdogAbort{reason, true, report});
     return;
