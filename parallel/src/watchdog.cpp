@@ -227,11 +227,25 @@ void Watchdog::abort(const std::string& reason, bool detected_here) {
     std::fflush(stderr);
     try {
       store_->set("abort/reported", "1");
+      // The store may live in this process (rank 0 under mpirun): stay until the other
+      // ranks have seen the abort (or a few heartbeats), so that they report it as such
+      // rather than as a lost store.
+      const auto deadline = Clock::now() + std::max<Clock::duration>(3 * options_.heartbeat_interval(),
+                                                                     std::chrono::milliseconds(300));
+      while (Clock::now() < deadline) {
+        const auto acks = store_->try_get("abort/ack");
+        if (acks && std::stoll(*acks) >= world_size_ - 1) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
     } catch (const std::exception&) {
     }
   } else {
     std::fprintf(stderr, "strata watchdog: rank %d aborts: %s\n", rank_, reason.c_str());
     std::fflush(stderr);
+    try {
+      store_->add("abort/ack", 1);
+    } catch (const std::exception&) {
+    }
     // Let the detecting rank print its report before this rank's exit ends the job
     // (mpirun and strata-run stop every rank once one has failed).
     try {
