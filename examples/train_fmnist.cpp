@@ -22,6 +22,7 @@
 #include "strata/core/cli.h"
 #include "strata/core/distributed_sampler.h"
 #include "strata/core/error.h"
+#include "strata/core/fault_injection.h"
 #include "strata/core/fashion_mnist.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
@@ -130,9 +131,7 @@ int train(const Config& c) {
   torch::optim::SGD optimizer(model.parameters(),
                               torch::optim::SGDOptions(c.lr).momentum(c.momentum));
   int64_t step = 0;
-  if (!c.run.resume.empty()) {
-    const auto path = strata::core::find_checkpoint(c.run.resume);
-    STRATA_CHECK(path.has_value(), "--resume ", c.run.resume, ": no checkpoint there");
+  if (const auto path = c.run.checkpoint_to_resume()) {
     step = model.load_checkpoint(*path, optimizer);
     spdlog::info("resumed from {} at step {}", *path, step);
   }
@@ -173,6 +172,7 @@ int train(const Config& c) {
   at::Tensor epoch_indices;
   int64_t loaded_epoch = -1;
   for (; step < last_step; ++step) {
+    strata::core::fault_point("train-step");
     if (step == warmup_steps) measure.reset();
     const int64_t epoch = step / steps_per_epoch;
     if (epoch != loaded_epoch) {

@@ -33,10 +33,16 @@ struct TrainingRunFlags {
   std::string metrics_out;
   int64_t log_every = 50;
 
-  // After parsing: --checkpoint-every without --checkpoint-dir is an error.
+  // After parsing: --checkpoint-every or --resume auto without --checkpoint-dir is an error.
   void check() const;
+  // The checkpoint to resume from: none without --resume; with --resume auto the newest
+  // valid checkpoint in --checkpoint-dir, or none yet (a fresh start, so that a job can
+  // be restarted with the same command line until it finishes); otherwise the checkpoint
+  // --resume names (or the latest in that directory), and a strata::Error if there is none.
+  std::optional<std::string> checkpoint_to_resume() const;
 };
-// --checkpoint-dir, --checkpoint-every, --resume, --metrics-out, --log-every.
+// --checkpoint-dir, --checkpoint-every, --resume (a path or "auto"), --metrics-out,
+// --log-every.
 void add_training_run_flags(CLI::App& app, TrainingRunFlags& flags);
 
 }  // namespace strata::core
