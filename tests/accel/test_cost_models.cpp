@@ -1,0 +1,3 @@
+#include <gtest/gtest.h>
+
+#include "strata/accel/cost_model.h"
