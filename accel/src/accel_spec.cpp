@@ -359,10 +359,6 @@ void AcceleratorSpec::validate(const std::string& source) const {
     if (!(v > 0) || !std::isfinite(v))
       STRATA_FAIL(source, ": field '", field, "': got ", v, ", expected ", what);
   };
-  positive("word_bytes", static_cast<double>(word_bytes), "a positive integer");
-  positive("clock_mhz", clock_mhz, "a positive number");
-  positive("dram_bytes_per_cycle", dram_bytes_per_cycle, "a positive number");
-  positive("vector_lanes", static_cast<double>(vector_lanes), "a positive integer");
   if (kind == Template::ProcessingInMemory) {
     positive("pim.banks", static_cast<double>(pim.banks), "a positive integer");
     positive("pim.macs_per_access", static_cast<double>(pim.macs_per_access), "a positive integer");
@@ -379,6 +375,10 @@ void AcceleratorSpec::validate(const std::string& source) const {
     positive("sram_kib.filter", filter_sram_kib, "a positive number of KiB");
     positive("sram_kib.ofmap", ofmap_sram_kib, "a positive number of KiB");
   }
+  positive("word_bytes", static_cast<double>(word_bytes), "a positive integer");
+  positive("clock_mhz", clock_mhz, "a positive number");
+  positive("dram_bytes_per_cycle", dram_bytes_per_cycle, "a positive number");
+  positive("vector_lanes", static_cast<double>(vector_lanes), "a positive integer");
   const json e = energy.to_json();
   for (const auto& item : e.items()) {
     const double v = item.value().get<double>();

@@ -33,31 +33,31 @@ OpCost AttentionArray::attention(const AttentionShape& shape) const {
 OpCost AttentionArray::one_pass(const AttentionShape& a, bool fused) const {
   const int64_t lq = a.seq_q, lk = a.seq_kv, d = a.head_dim;
   const int64_t R = spec_.rows, C = spec_.cols;
-  const int64_t q_row_folds = ceil_div(lq, R);
-  const Dataflow os = Dataflow::OutputStationary;
+  const int64_t q_blocks = ceil_div(lq, R), kv_tiles = ceil_div(lk, C);
 
   OpCost c;
   c.macs = 2 * lq * lk * d;
-  const int64_t g1 = systolic_stall_free_cycles(os, R, C, lq, d, lk);
-  const int64_t g2 = systolic_stall_free_cycles(os, R, C, lq, lk, d);
+  // Both Einsums on one R x C tile of S (query rows x keys): D steps for Q K^T, D steps
+  // for P V; tiles follow each other without draining, one fill and drain per query block.
+  const int64_t einsums = 2 * q_blocks * kv_tiles * d + q_blocks * (R + C - 2);
   const int64_t softmax_ops = static_cast<int64_t>(kSoftmaxOpsPerElement) * lq * lk;
-  // Online softmax rescales the running output row block once per key tile of C columns.
-  c.vector_ops = softmax_ops + (fused ? lq * d * ceil_div(lk, C) : 0);
-  c.compute_cycles = g1 + g2;
-  if (!fused) c.compute_cycles += ceil_div(softmax_ops, spec_.vector_lanes);
+  // Online softmax rescales the running output block once per key tile.
+  c.vector_ops = softmax_ops + (fused ? lq * d * kv_tiles : 0);
+  c.compute_cycles = einsums + (fused ? 0 : ceil_div(softmax_ops, spec_.vector_lanes));
 
-  // SRAM: the os counts of both GEMMs (Q and P are the ifmaps, K^T and V the filters).
-  c.sram_reads = lq * d * ceil_div(lk, C) + d * lk * q_row_folds + lq * lk * ceil_div(d, C) +
-                 lk * d * q_row_folds;
-  c.sram_writes = lq * d;  // O; in flat, S goes through the buffer (below)
-  const bool s_block_fits = R * lk <= spec_.ofmap_words();
+  // SRAM: a Q block per key tile, K and V tiles per query block, O once; flat also
+  // writes S to the buffer and reads it twice (maximum, then exponentials), and P once
+  // more for P V.
+  c.sram_reads = lq * d * kv_tiles + 2 * lk * d * q_blocks;
+  c.sram_writes = lq * d;
   if (!fused) {
-    c.sram_reads += 2 * lq * lk;
-    c.sram_writes += 2 * lq * lk;  // S, then P
+    c.sram_reads += 3 * lq * lk;
+    c.sram_writes += 2 * lq * lk;
   }
-  const int64_t kv_reads = (lk * d <= spec_.filter_words() ? 1 : q_row_folds) * lk * d;
+  const int64_t kv_reads = (lk * d <= spec_.filter_words() ? 1 : q_blocks) * lk * d;
   c.dram_reads = lq * d + 2 * kv_reads;
   c.dram_writes = lq * d;
+  const bool s_block_fits = R * lk <= spec_.ofmap_words();
   if (!fused && !s_block_fits) {
     c.dram_writes += lq * lk;
     c.dram_reads += lq * lk;
