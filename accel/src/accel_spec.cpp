@@ -256,13 +256,6 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
     if (!find_preset(name)) f.fail("preset", "'" + name + "' is not a preset (" + preset_list() + ")");
     s = preset(name);
   }
-  if (!from_preset) {
-    f.require("template", "systolic, row_stationary, pim or attention");
-    f.require("word_bytes", "bytes per data word");
-    f.require("clock_mhz", "clock in MHz");
-    f.require("dram_bytes_per_cycle", "off-chip bandwidth in bytes per cycle");
-  }
-  if (f.has("name")) s.name = f.string("name");
   if (f.has("template")) {
     const std::string t = f.string("template");
     try {
@@ -271,6 +264,13 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
       f.fail("template", e.what());
     }
   }
+  if (!from_preset) {
+    f.require("template", "systolic, row_stationary, pim or attention");
+    f.require("word_bytes", "bytes per data word");
+    f.require("clock_mhz", "clock in MHz");
+    f.require("dram_bytes_per_cycle", "off-chip bandwidth in bytes per cycle");
+  }
+  if (f.has("name")) s.name = f.string("name");
   const bool pim = s.kind == Template::ProcessingInMemory;
   if (!from_preset) {
     if (!pim) {
