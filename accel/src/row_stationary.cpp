@@ -31,30 +31,31 @@ OpCost RowStationary::conv(const ConvShape& s) const {
   const int64_t cin = s.in_channels / s.groups, cout = s.out_channels / s.groups;
   const int64_t kh_chunk = std::min(s.kernel_h, R), chunks = ceil_div(s.kernel_h, R);
   const int64_t e = std::min(e_out, C), strips = ceil_div(e_out, e);
-  const int64_t sets = (R / kh_chunk) * (C / e);
-  const int64_t jobs = s.batch * cout * cin * strips * chunks;
-  const int64_t passes = ceil_div(jobs, sets);
+  // PE sets of kh' x e: v stacked vertically on input channels (their partial sums add up
+  // down the columns), h side by side on output channels (sharing the input rows).
+  const int64_t v = std::min(R / kh_chunk, cin), h = std::min(C / e, cout);
+  const int64_t channel_blocks = ceil_div(cin, v), out_blocks = ceil_div(cout, h);
+  const int64_t passes = s.batch * strips * chunks * channel_blocks * out_blocks;
 
   OpCost c;
   c.macs = s.macs();
-  c.compute_cycles = s.groups * passes * (s.kernel_w * f_out + kh_chunk - 1);
+  c.compute_cycles = s.groups * passes * (s.kernel_w * f_out + kh_chunk * v - 1);
 
-  // Per (image, output channel, input channel): filter rows, input rows, psum rows.
+  // Input words one input channel of one image needs, over strips and filter chunks.
   const int64_t in_row_words = (f_out - 1) * s.stride_w + (s.kernel_w - 1) * s.dilation_w + 1;
   auto input_rows = [&](int64_t out_rows, int64_t filter_rows) {
     return (out_rows - 1) * s.stride_h + (filter_rows - 1) * s.dilation_h + 1;
   };
-  int64_t in_words = 0;  // per (n, m, c), over strips and chunks
+  int64_t in_words = 0;
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t rows_here = std::min(kh_chunk, s.kernel_h - chunk * kh_chunk);
     const int64_t last = e_out - (strips - 1) * e;
     in_words += ((strips - 1) * input_rows(e, rows_here) + input_rows(last, rows_here)) * in_row_words;
   }
-  const int64_t triples = s.groups * s.batch * cout * cin;
-  const int64_t filter_reads = triples * s.kernel_h * s.kernel_w;
-  const int64_t ifmap_reads = triples * in_words;
-  const int64_t psum_writes = triples * chunks * e_out * f_out;
   const int64_t outputs = s.batch * s.out_channels * e_out * f_out;
+  const int64_t filter_reads = s.groups * s.batch * cout * cin * s.kernel_h * s.kernel_w;
+  const int64_t ifmap_reads = s.groups * s.batch * cin * in_words * out_blocks;
+  const int64_t psum_writes = outputs * channel_blocks * chunks;
   const int64_t psum_reads = psum_writes - outputs;
   c.sram_reads = filter_reads + ifmap_reads + psum_reads;
   c.sram_writes = psum_writes;

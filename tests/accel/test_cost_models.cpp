@@ -169,13 +169,16 @@ TEST(RowStationary, HandCheckedMappingAndGemm) {
   ConvShape conv;  // 3x3 kernel, 14x14 input, 12x12 output, 4 in, 4 out channels
   conv.in_channels = 4, conv.out_channels = 4, conv.height = conv.width = 14, conv.kernel_h = conv.kernel_w = 3;
   const OpCost c = model.conv(conv);
-  // PE sets of 3 x 12: floor(12/3) * floor(14/12) = 4 at once; 16 jobs -> 4 passes of
-  // 3 * 12 MACs per PE plus 2 cycles of vertical accumulation.
-  EXPECT_EQ(c.compute_cycles, 4 * (3 * 12 + 2));
+  // PE sets of 3 x 12: v = floor(12/3) = 4 input channels down, h = floor(14/12) = 1
+  // output channel across: 1 input-channel block x 4 output-channel blocks = 4 passes of
+  // 3 * 12 MACs per PE plus 3 * 4 - 1 cycles of vertical accumulation.
+  EXPECT_EQ(c.compute_cycles, 4 * (3 * 12 + 11));
   EXPECT_EQ(c.macs, 4 * 4 * 12 * 12 * 9);
-  EXPECT_NEAR(c.utilization(), 20736.0 / (152.0 * 168.0), 1e-12);
-  EXPECT_EQ(c.sram_writes, 4 * 4 * 12 * 12);  // one psum row per output row and input channel
-  EXPECT_EQ(c.sram_reads - (c.sram_writes - 4 * 12 * 12), 16 * 9 + 16 * 14 * 14);
+  EXPECT_NEAR(c.utilization(), 20736.0 / (188.0 * 168.0), 1e-12);
+  // Outputs written once (all 4 input channels summed in the array), never read back;
+  // filters once per (output, input channel); all 14 input rows once per output channel.
+  EXPECT_EQ(c.sram_writes, 4 * 12 * 12);
+  EXPECT_EQ(c.sram_reads, 16 * 9 + 4 * 14 * 14 * 4);
   // A GEMM is a 1x1 convolution of a 1 x M image.
   ConvShape one;
   one.in_channels = 30, one.out_channels = 20, one.height = 1, one.width = 50, one.kernel_h = one.kernel_w = 1;
