@@ -47,6 +47,10 @@ struct AtenConvArgs {
 // "aten::add_.Tensor" -> "add_".
 std::string aten_base_name(const std::string& name);
 
+// dtype_size: bytes per element as the accelerator moves them (bytes_in, bytes_out of
+// vector ops and copies): spec.word_bytes models the accelerator's own datatype, as the
+// GEMM, conv and attention models do (they count elements as words); the tensor's element
+// size models moving the host's bytes.
 // Never throws for an op it cannot describe: that is an Unknown description with a note.
 OpDescription describe_aten_op(const std::string& name,
                                const std::vector<std::vector<int64_t>>& input_sizes,
