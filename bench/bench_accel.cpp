@@ -3,7 +3,8 @@
 //   cycles  simulated cycles, stalls and utilization of the fmnist-cnn layers (batch 256)
 //           and the fortunes-lm layers (d_model 256, FFN 1024, 4 heads, context 128,
 //           batch 32) on every preset; and the simulated stall-free cycles of every
-//           systolic GEMM against SCALE-Sim v2's formulas computed here (ratio 1.0).
+//           systolic GEMM against SCALE-Sim v2's formulas computed here (ratio 1.0);
+//           the unfused, flat and fused attention mappings on the fusemax preset.
 //
 //   build/bench/bench_accel                 # every suite
 //   build/bench/bench_accel --suites cycles
@@ -18,6 +19,7 @@
 
 #include "bench_common.h"
 #include "strata/accel/accel_spec.h"
+#include "strata/accel/attention_array.h"
 #include "strata/accel/cost_model.h"
 #include "strata/accel/systolic_array.h"
 #include "strata/core/cli.h"
@@ -96,6 +98,28 @@ void cycles_suite() {
       line = strata::bench::json_line("accel", preset + "/" + layer.name + "/utilization", c.utilization(),
                                       "fraction", 1.0, c.utilization(), 1);
       line["suite"] = "cycles";
+      print(line);
+    }
+  }
+  // The three attention mappings on the attention array: fortunes-lm's context and a
+  // long sequence.
+  std::cout << "\nattention mappings on fusemax (batch 1, 4 heads of 64)\n";
+  const accel::AttentionArray fusemax(accel::AcceleratorSpec::preset("fusemax"));
+  for (const int64_t seq : {128, 4096}) {
+    for (const auto m : {accel::AttentionMapping::Unfused, accel::AttentionMapping::Flat,
+                         accel::AttentionMapping::Fused}) {
+      accel::AttentionShape a;
+      a.heads = 4, a.seq_q = a.seq_kv = seq, a.head_dim = 64, a.mapping = m;
+      const accel::OpCost c = fusemax.attention(a);
+      std::cout << fmt::format("  seq {:>5} {:<8} {:>12} cycles  util {:>5.1f}%  DRAM {:>12} words\n", seq,
+                               accel::to_string(m), c.cycles, 100 * c.utilization(), c.dram_reads + c.dram_writes);
+      const std::string name = fmt::format("fusemax/attention-{}/seq{}", accel::to_string(m), seq);
+      nlohmann::json line = strata::bench::json_line("accel", name, double(c.cycles), "cycles",
+                                                     double(c.compute_cycles),
+                                                     double(c.cycles) / double(c.compute_cycles), 1);
+      line["suite"] = "cycles";
+      line["utilization"] = c.utilization();
+      line["dram_words"] = c.dram_reads + c.dram_writes;
       print(line);
     }
   }
