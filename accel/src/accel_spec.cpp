@@ -327,11 +327,15 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
   // table stays when its word size does).
   if (!from_preset || s.word_bytes != old_word) {
     if (f.has("energy_pj")) {
-      // Only the word sizes with a default need every entry given; others start at 0.
-      if (s.word_bytes == 1 || s.word_bytes == 2 || s.word_bytes == 4)
+      // A word size with no default table needs every entry given.
+      if (s.word_bytes == 1 || s.word_bytes == 2 || s.word_bytes == 4) {
         s.energy = EnergyTable::horowitz_45nm(s.word_bytes);
-      else
+      } else {
+        const FieldReader e = f.object("energy_pj");
+        for (const char* k : {"mac", "sram_read", "sram_write", "dram_read", "dram_write", "vector_op"})
+          e.require(k, "no default 45 nm energy for word_bytes " + std::to_string(s.word_bytes));
         s.energy = EnergyTable{};
+      }
     } else {
       try {
         s.energy = EnergyTable::horowitz_45nm(s.word_bytes);

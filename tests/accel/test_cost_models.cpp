@@ -403,6 +403,13 @@ TEST(AcceleratorSpec, BadSpecsNameTheField) {
   EXPECT_TRUE(has(m, "'dataflow'") && has(m, "os, ws or is")) << m;
   m = bad([](json& j) { j["word_bytes"] = 3; });
   EXPECT_TRUE(has(m, "'word_bytes'") && has(m, "energy_pj")) << m;
+  m = bad([](json& j) { j["word_bytes"] = 8, j["energy_pj"] = {{"mac", 9}}; });
+  EXPECT_TRUE(has(m, "missing field 'energy_pj.sram_read'") && has(m, "word_bytes 8")) << m;
+  json fp64 = valid_spec();
+  fp64["word_bytes"] = 8;
+  fp64["energy_pj"] = {{"mac", 9}, {"sram_read", 20}, {"sram_write", 20}, {"dram_read", 3900},
+                       {"dram_write", 3900}, {"vector_op", 2}};
+  EXPECT_DOUBLE_EQ(AcceleratorSpec::from_json(fp64).energy.dram_write, 3900);
   m = bad([](json& j) { j = {{"preset", "tpu-v9"}}; });
   EXPECT_TRUE(has(m, "'preset'") && has(m, "tpu-v9") && has(m, "eyeriss")) << m;
   m = bad([](json& j) { j = {{"template", "pim"}, {"word_bytes", 2}, {"clock_mhz", 1}, {"dram_bytes_per_cycle", 1}}; });
