@@ -183,6 +183,40 @@ TEST(AccelDevice, FallbackHandlesListsTuplesScalarsAndOutArguments) {
   EXPECT_TRUE(torch::equal(on_cpu(s), x[1]));
 }
 
+TEST(AccelDevice, CommonTensorOperations) {
+  const auto dev = device(0);
+  torch::manual_seed(1);
+  const auto cpu_r = torch::randn({3, 4});
+  torch::manual_seed(1);
+  const auto dev_r = torch::randn({3, 4}, torch::TensorOptions().device(dev));
+  EXPECT_EQ(dev_r.device(), dev);
+  EXPECT_TRUE(torch::equal(cpu_r, on_cpu(dev_r)));  // same generator, same numbers
+  // Non-contiguous sources and destinations, clone, contiguous, empty tensors.
+  const auto nhwc = torch::randn({2, 3, 4, 5}).contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto moved = nhwc.to(dev);
+  EXPECT_TRUE(torch::equal(on_cpu(moved), nhwc));
+  EXPECT_TRUE(torch::equal(on_cpu(moved.permute({0, 2, 3, 1}).contiguous()),
+                           nhwc.permute({0, 2, 3, 1}).contiguous()));
+  auto c = moved.clone();
+  EXPECT_NE(c.data_ptr(), moved.data_ptr());
+  EXPECT_EQ(torch::zeros({0, 3}, torch::TensorOptions().device(dev)).sum(0).numel(), 3);
+  // Inference mode and no-grad.
+  {
+    torch::InferenceMode guard;
+    auto y = torch::relu(moved) * 2;
+    EXPECT_EQ(y.device(), dev);
+    EXPECT_TRUE(torch::equal(on_cpu(y), torch::relu(nhwc) * 2));
+  }
+  // Autograd through in-place ops on views.
+  auto leaf = torch::ones({4}, torch::TensorOptions().device(dev).requires_grad(true));
+  auto w = leaf * 3;
+  w.narrow(0, 1, 2).mul_(2);
+  w.sum().backward();
+  EXPECT_TRUE(torch::equal(on_cpu(leaf.grad()), torch::tensor({3.f, 6.f, 6.f, 3.f})));
+  // Tensors on two devices in one op: an error, as on a real accelerator.
+  EXPECT_THROW(dev_r + dev_r.to(device(1)), c10::Error);
+}
+
 TEST(AccelDevice, MemoryStatsFollowAllocations) {
   const auto before = memory_stats(4).allocated_bytes;
   {
@@ -197,8 +231,16 @@ TEST(AccelDevice, MemoryStatsFollowAllocations) {
 
 TEST(AccelDevice, ModelTrainsBitExactlyAsOnCpu) {
   TestNet cpu = make_net(), dev = make_net();
+  const auto handles = dev->parameters();  // taken before the move
+  const at::Tensor weight_field = dev->conv1->weight;
   to_device(dev, device(0));
   for (auto& p : dev->parameters()) EXPECT_TRUE(p.requires_grad());
+  // The same TensorImpls, now on the device: what an optimizer or a module field holds.
+  for (size_t i = 0; i < handles.size(); ++i) {
+    EXPECT_EQ(handles[i].unsafeGetTensorImpl(), dev->parameters()[i].unsafeGetTensorImpl());
+    EXPECT_EQ(handles[i].device(), device(0));
+  }
+  EXPECT_EQ(weight_field.device(), device(0));
   expect_same_parameters(cpu, dev, false);
   // Optimizers made after moving (their state lives where the parameters are).
   torch::optim::SGD cpu_opt(cpu->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
