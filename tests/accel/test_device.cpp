@@ -148,6 +148,12 @@ TEST(AccelDevice, CopiesAreReportedOnceAsTransfers) {
   EXPECT_EQ(t[2].dst_device, -1);
   for (const auto& x : t) EXPECT_EQ(x.bytes, 5 * 7 * 4);
   EXPECT_EQ(rec->count("aten::copy_"), 1);
+  EXPECT_EQ(b[1][2].item<float>(), cpu[1][2].item<float>());  // one element read back
+  ASSERT_EQ(rec->transfers().size(), 4u);
+  EXPECT_EQ(rec->transfers()[3].src_device, 1);
+  EXPECT_EQ(rec->transfers()[3].dst_device, -1);
+  EXPECT_EQ(rec->transfers()[3].bytes, 4);
+  EXPECT_EQ(rec->count("aten::_local_scalar_dense"), 0);
   EXPECT_TRUE(torch::equal(on_cpu(d), cpu.to(torch::kDouble)));
 }
 

@@ -134,6 +134,12 @@ void boxed_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     r = arg >= 0 ? originals[size_t(arg)] : conv.to_device(r);
   }
 
+  if (record && schema.name() == "aten::_local_scalar_dense") {
+    // tensor.item(): one element read back to the host.
+    const at::Tensor& t = originals[0].toTensor();
+    report_transfer({conv.index, -1, int64_t(t.element_size())});
+    return;
+  }
   // Views are not compute: not reported.
   if (record && !view) {
     std::vector<at::Tensor> outputs;

@@ -8,7 +8,8 @@
 // and views (empty, empty_strided, as_strided, view, _reshape_alias, resize_, set_, and
 // any fallback op whose schema says it returns an alias) are not compute and not reported.
 // A copy between two devices, or between a device and the CPU, is reported once, as a
-// DeviceTransfer, and not as an op.
+// DeviceTransfer, and not as an op; so is tensor.item() on a device tensor (one element
+// read back by the host, aten::_local_scalar_dense).
 
 #include <cstdint>
 #include <map>
