@@ -285,6 +285,29 @@ TEST(AccelDevice, ModelTrainsBitExactlyAsOnCpu) {
   EXPECT_TRUE(torch::equal(a, b));
 }
 
+TEST(AccelDevice, ToDeviceMovesGradientsAndUsesTheAutogradKeyOfTheDevice) {
+  torch::manual_seed(2);
+  std::shared_ptr<torch::nn::Module> lin = std::make_shared<torch::nn::LinearImpl>(3, 2);
+  torch::nn::LinearImpl& impl = dynamic_cast<torch::nn::LinearImpl&>(*lin);
+  impl.forward(torch::randn({4, 3})).sum().backward();
+  const auto grad = impl.weight.grad().clone();
+  to_device(lin, device(2));  // the shared_ptr overload
+  EXPECT_EQ(impl.weight.device(), device(2));
+  ASSERT_EQ(impl.weight.grad().device(), device(2));
+  EXPECT_TRUE(torch::equal(on_cpu(impl.weight.grad()), grad));
+  EXPECT_TRUE(impl.weight.requires_grad());
+  EXPECT_TRUE(impl.weight.key_set().has(c10::DispatchKey::AutogradPrivateUse1));
+  EXPECT_FALSE(impl.weight.key_set().has(c10::DispatchKey::AutogradCPU));
+  EXPECT_EQ(storage_layer(impl.weight.storage()), "");
+  // A second backward accumulates into the moved gradient, on the device.
+  impl.forward(torch::randn({4, 3}).to(device(2))).sum().backward();
+  EXPECT_EQ(impl.weight.grad().device(), device(2));
+  to_device(lin, torch::Device(torch::kCPU));
+  EXPECT_TRUE(impl.weight.device().is_cpu());
+  EXPECT_TRUE(impl.weight.grad().device().is_cpu());
+  EXPECT_TRUE(impl.weight.key_set().has(c10::DispatchKey::AutogradCPU));
+}
+
 TEST(AccelDevice, RecorderSeesOpsShapesAndLayers) {
   TestNet net = make_net();
   to_device(net, device(0));
