@@ -337,6 +337,14 @@ TEST(AccelDevice, RecorderSeesOpsShapesAndLayers) {
   ASSERT_NE(head, ops.end());
   EXPECT_EQ(head->input_sizes, (std::vector<std::vector<int64_t>>{{5}, {2, 32}, {32, 5}}));
   EXPECT_EQ(head->output_sizes, (std::vector<std::vector<int64_t>>{{2, 5}}));
+  EXPECT_TRUE(head->int_args.empty());  // beta and alpha are Scalars, not ints
+  auto pool = find("aten::max_pool2d_with_indices", "bn");
+  ASSERT_NE(pool, ops.end());
+  // kernel_size, stride, padding, dilation (ceil_mode is a bool: left out).
+  EXPECT_EQ(pool->int_args, (std::vector<std::vector<int64_t>>{{2, 2}, {2, 2}, {0, 0}, {1, 1}}));
+  auto softmax = find("aten::_softmax", "attn");
+  ASSERT_NE(softmax, ops.end());
+  EXPECT_EQ(softmax->int_args, (std::vector<std::vector<int64_t>>{{-1}}));
   EXPECT_NE(find("aten::native_batch_norm", "bn"), ops.end());
   EXPECT_NE(find("aten::native_layer_norm", "ln"), ops.end());
   // relu reads no parameter: it gets the layer of the op before it (bn).

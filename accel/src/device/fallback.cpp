@@ -84,6 +84,15 @@ void collect_tensors(const c10::IValue& v, std::vector<at::Tensor>& out) {
   }
 }
 
+// int, int[], SymInt, SymInt[] and their optionals; not Scalar (alpha, beta), which boxes
+// as an int too when it holds one.
+bool is_int_argument(const c10::Argument& a) {
+  c10::TypePtr t = a.type();
+  if (auto opt = t->cast<c10::OptionalType>()) t = opt->getElementType();
+  if (auto list = t->cast<c10::ListType>()) t = list->getElementType();
+  return t->kind() == c10::TypeKind::IntType || t->kind() == c10::TypeKind::SymIntType;
+}
+
 void collect_ints(const c10::IValue& v, std::vector<std::vector<int64_t>>& out) {
   if (v.isIntList())
     out.push_back(v.toIntVector());
@@ -145,7 +154,8 @@ void boxed_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     std::vector<at::Tensor> outputs;
     std::vector<std::vector<int64_t>> ints;
     for (size_t j = first_ret; j < stack->size(); ++j) collect_tensors((*stack)[j], outputs);
-    for (const auto& v : originals) collect_ints(v, ints);
+    for (size_t i = 0; i < args.size(); ++i)
+      if (is_int_argument(args[i])) collect_ints(originals[i], ints);
     std::vector<at::Tensor> inputs;
     for (const auto& v : originals) collect_tensors(v, inputs);
     report_op(schema.name(), conv.index, inputs, outputs, std::move(ints));

@@ -29,7 +29,7 @@ struct DeviceOp {
   std::vector<std::vector<int64_t>> output_sizes;  // every defined returned tensor
   // The integer arguments in schema order: each int list (stride, padding, dilation,
   // kernel_size, dims...) as it is, each plain int (groups, dim) as a one-element list.
-  // Bools and floats are left out. Convolution: stride, padding, dilation,
+  // Bools, floats and Scalars (alpha, beta) are left out; so are omitted optional ints. Convolution: stride, padding, dilation,
   // output_padding, {groups}.
   std::vector<std::vector<int64_t>> int_args;
   int64_t element_size = 0;        // bytes per element of the first tensor argument
