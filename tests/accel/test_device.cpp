@@ -349,6 +349,16 @@ TEST(AccelDevice, RecorderSeesOpsShapesAndLayers) {
   EXPECT_NE(find("aten::native_layer_norm", "ln"), ops.end());
   // relu reads no parameter: it gets the layer of the op before it (bn).
   EXPECT_NE(find("aten::relu", "bn"), ops.end());
+  // Backward ops (on the autograd engine's thread) get the layer of their forward op.
+  EXPECT_NE(find("aten::threshold_backward", "bn"), ops.end());
+  EXPECT_NE(find("aten::threshold_backward", "conv2"), ops.end());
+  EXPECT_NE(find("aten::max_pool2d_with_indices_backward", "bn"), ops.end());
+  EXPECT_NE(find("aten::native_layer_norm_backward", "ln"), ops.end());
+  EXPECT_NE(find("aten::_softmax_backward_data", "attn"), ops.end());
+  EXPECT_EQ(std::count_if(ops.begin(), ops.end(), [](const DeviceOp& op) {
+              return op.name == "aten::mm" && op.layer == "head";
+            }),
+            2);  // the input and weight gradients of head
   EXPECT_GE(rec->count("aten::mm") + rec->count("aten::bmm") + rec->count("aten::addmm"), 3);
   EXPECT_GE(rec->count("aten::_softmax"), 1);
   // Views and allocations are not ops.
@@ -361,7 +371,7 @@ TEST(AccelDevice, RecorderSeesOpsShapesAndLayers) {
   {
     RecorderScope scope(rec);
     LayerScope layer("custom");
-    net->forward(x);
+    net->forward(x).sum().backward();  // backward too: its ops follow their forward ops
   }
   for (const auto& op : rec->ops()) EXPECT_EQ(op.layer, "custom") << op.name;
   EXPECT_GT(rec->ops().size(), 10u);

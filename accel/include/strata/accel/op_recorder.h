@@ -93,8 +93,9 @@ class CountingRecorder : public OpRecorder {
 // scopes: the innermost wins). Without a scope, an op is attributed to the layer whose
 // parameter or buffer storage (tagged by to_device) it reads; an op that reads none
 // (relu, pooling) gets the layer of the most recent such op on the same thread.
-// Scopes are per thread: the autograd engine runs device backward ops on its own worker
-// threads, which do not see the scopes of the thread that called backward().
+// Backward ops run on the autograd engine's worker threads, which do not see the
+// caller's scopes; while a recorder is installed each of them gets the layer its forward
+// op was attributed to (through the autograd Node's sequence number).
 class LayerScope {
  public:
   explicit LayerScope(std::string name);
