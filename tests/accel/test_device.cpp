@@ -187,6 +187,13 @@ TEST(AccelDevice, FallbackHandlesListsTuplesScalarsAndOutArguments) {
   auto s = torch::empty({0}, torch::TensorOptions().device(dev));
   s.set_(xd.storage(), 5, {5}, {1});
   EXPECT_TRUE(torch::equal(on_cpu(s), x[1]));
+  auto whole = torch::empty({0}, torch::TensorOptions().device(dev));
+  whole.set_(xd.storage());
+  EXPECT_EQ(whole.numel(), 20);
+  EXPECT_EQ(whole.data_ptr(), xd.data_ptr());
+  auto resized = torch::empty({1}, torch::TensorOptions().device(dev));
+  at::_copy_from_and_resize(x, resized);
+  EXPECT_TRUE(torch::equal(on_cpu(resized), x));
 }
 
 TEST(AccelDevice, CommonTensorOperations) {
