@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <sstream>
 
 #include "strata/accel/device.h"
 #include "strata/accel/device_allocator.h"
@@ -226,6 +227,9 @@ TEST(AccelDevice, CommonTensorOperations) {
   w.narrow(0, 1, 2).mul_(2);
   w.sum().backward();
   EXPECT_TRUE(torch::equal(on_cpu(leaf.grad()), torch::tensor({3.f, 6.f, 6.f, 3.f})));
+  std::ostringstream printed;
+  printed << dev_r;
+  EXPECT_NE(printed.str().find("PrivateUse1"), std::string::npos) << printed.str();
   // Tensors on two devices in one op: an error, as on a real accelerator.
   EXPECT_THROW(dev_r + dev_r.to(device(1)), c10::Error);
 }
@@ -298,6 +302,9 @@ TEST(AccelDevice, ToDeviceMovesGradientsAndUsesTheAutogradKeyOfTheDevice) {
   torch::nn::LinearImpl& impl = dynamic_cast<torch::nn::LinearImpl&>(*lin);
   impl.forward(torch::randn({4, 3})).sum().backward();
   const auto grad = impl.weight.grad().clone();
+  EXPECT_THROW(to_device(lin, c10::Device(c10::DeviceType::PrivateUse1, device_count())),
+               strata::Error);
+  EXPECT_TRUE(impl.weight.device().is_cpu());
   to_device(lin, device(2));  // the shared_ptr overload
   EXPECT_EQ(impl.weight.device(), device(2));
   ASSERT_EQ(impl.weight.grad().device(), device(2));

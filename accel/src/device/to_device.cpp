@@ -49,6 +49,7 @@ void move_in_place(at::Tensor& t, c10::Device device, const std::string& layer) 
 
 void to_device(torch::nn::Module& module, c10::Device device) {
   register_device();
+  if (is_device(device) && device.has_index()) accel::device(device.index());  // checks it
   // Shared parameters appear under several names: move each tensor once, tagged with
   // its first owner.
   std::unordered_set<const c10::TensorImpl*> done;
