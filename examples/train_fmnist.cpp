@@ -31,6 +31,7 @@
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
+#include "strata/parallel/configuration_check.h"
 #include "strata/parallel/mpi_communicator.h"
 #include "strata/parallel/pipeline_program.h"
 
@@ -105,8 +106,9 @@ double test_accuracy(strata::parallel::HybridParallel& model, const FashionMnist
   return sum_over_ranks(*grid.world(), correct) / static_cast<double>(test.size());
 }
 
-int train(const Config& c) {
+int train(const Config& c, const std::string& configuration) {
   auto world = strata::parallel::MpiCommunicator::world();
+  strata::parallel::check_same_configuration(*world, configuration);
   const int rank = world->rank();
   const int ranks = world->size();
   strata::core::init_logging(rank, c.log_all_ranks);
@@ -235,6 +237,6 @@ int main(int argc, char** argv) {
     add_flags(app, config);
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
     strata::parallel::check_pipeline_flags(app, config.pipeline);
-    return train(config);
+    return train(config, strata::core::configuration_text(app));
   });
 }

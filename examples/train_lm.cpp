@@ -44,6 +44,7 @@
 #include "strata/elastic/mix_n_match.h"
 #include "strata/moe/expert_parallel.h"
 #include "strata/moe/moe_lm.h"
+#include "strata/parallel/configuration_check.h"
 #include "strata/parallel/mpi_communicator.h"
 #include "strata/parallel/pipeline_program.h"
 
@@ -239,8 +240,9 @@ nlohmann::json score_mix_n_match(const Config& c,
   return elastic::scored_to_json(scored);
 }
 
-int train(const Config& c) {
+int train(const Config& c, const std::string& configuration) {
   auto world = strata::parallel::MpiCommunicator::world();
+  strata::parallel::check_same_configuration(*world, configuration);
   const int rank = world->rank();
   core::init_logging(rank);
   core::set_num_threads(c.threads);
@@ -421,6 +423,6 @@ int main(int argc, char** argv) {
     if (auto exit_code = core::parse_cli(app, argc, argv)) return *exit_code;
     strata::parallel::check_pipeline_flags(app, config.pipeline);
     strata::moe::check_moe_flags(app, config.moe);
-    return train(config);
+    return train(config, core::configuration_text(app));
   });
 }

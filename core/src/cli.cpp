@@ -69,6 +69,10 @@ std::optional<int> parse_cli(CLI::App& app, int argc, char** argv) {
   return std::nullopt;
 }
 
+std::string configuration_text(const CLI::App& app) {
+  return app.config_to_str(/*default_also=*/true, /*write_description=*/false);
+}
+
 void TrainingRunFlags::check() const {
   STRATA_CHECK(checkpoint_every == 0 || !checkpoint_dir.empty(),
                "--checkpoint-every needs --checkpoint-dir");

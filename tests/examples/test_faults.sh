@@ -5,7 +5,7 @@
 # non-zero, the newest complete checkpoint is intact, and `--resume auto` continues to
 # parameters bit-identical to an uninterrupted run's (one thread per rank). A corrupt
 # newest checkpoint is skipped for the one before it; a job restarted with another number
-# of ranks resumes too.
+# of ranks resumes too. Ranks started with different flags stop at once, naming the flag.
 set -uo pipefail
 bin="$1"
 source "$(dirname "$0")/../cli_test_lib.sh"
@@ -108,6 +108,18 @@ if "$bin" "${quick[@]}" --checkpoint-dir "$tmp/p1" --resume auto >"$tmp/stdout" 
   pass "a 2-rank job restarted on 1 rank resumes from step 8 and finishes"
 else
   fail "elastic restart on 1 rank: $(tail -3 "$tmp/stderr")"
+fi
+
+# 6. Ranks started with different flags stop at once, naming the flag, and write nothing.
+rm -rf "$tmp/out"; mkdir -p "$tmp/out"
+if mpirun -np 1 "$bin" "${base[@]}" --lr 0.05 --checkpoint-dir "$tmp/out/ckpt" : \
+     -np 1 "$bin" "${base[@]}" --lr 0.1 --checkpoint-dir "$tmp/out/ckpt" >"$tmp/stdout" 2>"$tmp/stderr"; then
+  fail "mismatched flags: exit code 0"
+elif grep -q "configuration differs across ranks: rank 1 has lr=0.1 where rank 0 has lr=0.05" "$tmp/stderr" &&
+    [[ -z $(ls -A "$tmp/out") ]]; then
+  pass "mismatched flags: $(grep -m1 "configuration differs" "$tmp/stderr")"
+else
+  fail "mismatched flags: $(cat "$tmp/stderr")"
 fi
 
 finish

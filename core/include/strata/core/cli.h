@@ -25,6 +25,10 @@ void configure_cli(CLI::App& app);
 //   if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
 std::optional<int> parse_cli(CLI::App& app, int argc, char** argv);
 
+// Every option of `app` with its value, defaults included, one "name=value" per line in a
+// fixed order: what ranks compare at start-up (parallel::check_same_configuration).
+std::string configuration_text(const CLI::App& app);
+
 // The flags every training program shares: checkpoints, resuming, metrics, progress.
 struct TrainingRunFlags {
   std::string checkpoint_dir;
