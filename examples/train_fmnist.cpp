@@ -22,6 +22,7 @@
 #include "strata/core/cli.h"
 #include "strata/core/distributed_sampler.h"
 #include "strata/core/error.h"
+#include "strata/core/fault_injection.h"
 #include "strata/core/fashion_mnist.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
@@ -30,6 +31,7 @@
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
+#include "strata/parallel/configuration_check.h"
 #include "strata/parallel/control_plane.h"
 #include "strata/parallel/pipeline_program.h"
 
@@ -106,9 +108,10 @@ double test_accuracy(strata::parallel::HybridParallel& model, const FashionMnist
   return sum_over_ranks(*grid.world(), correct) / static_cast<double>(test.size());
 }
 
-int train(const Config& c) {
+int train(const Config& c, const std::string& configuration) {
   // MPI under mpirun, Gloo under strata-run; the watchdog ends a hang with a report.
   auto world = strata::parallel::world_communicator();
+  strata::parallel::check_same_configuration(*world, configuration);
   strata::parallel::ControlPlane control(*world, c.reliability);
   const int rank = world->rank();
   const int ranks = world->size();
@@ -134,9 +137,7 @@ int train(const Config& c) {
   torch::optim::SGD optimizer(model.parameters(),
                               torch::optim::SGDOptions(c.lr).momentum(c.momentum));
   int64_t step = 0;
-  if (!c.run.resume.empty()) {
-    const auto path = strata::core::find_checkpoint(c.run.resume);
-    STRATA_CHECK(path.has_value(), "--resume ", c.run.resume, ": no checkpoint there");
+  if (const auto path = c.run.checkpoint_to_resume()) {
     step = model.load_checkpoint(*path, optimizer);
     spdlog::info("resumed from {} at step {}", *path, step);
   }
@@ -177,6 +178,7 @@ int train(const Config& c) {
   at::Tensor epoch_indices;
   int64_t loaded_epoch = -1;
   for (; step < last_step; ++step) {
+    strata::core::fault_point("train-step");
     if (step == warmup_steps) measure.reset();
     const int64_t epoch = step / steps_per_epoch;
     if (epoch != loaded_epoch) {
@@ -239,6 +241,6 @@ int main(int argc, char** argv) {
     add_flags(app, config);
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
     strata::parallel::check_pipeline_flags(app, config.pipeline);
-    return train(config);
+    return train(config, strata::core::configuration_text(app));
   });
 }

@@ -30,6 +30,7 @@
 #include "strata/core/checkpoint.h"
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
+#include "strata/core/fault_injection.h"
 #include "strata/core/lm_validation.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
@@ -43,6 +44,7 @@
 #include "strata/elastic/mix_n_match.h"
 #include "strata/moe/expert_parallel.h"
 #include "strata/moe/moe_lm.h"
+#include "strata/parallel/configuration_check.h"
 #include "strata/parallel/control_plane.h"
 #include "strata/parallel/pipeline_program.h"
 
@@ -200,9 +202,10 @@ torch::nn::Sequential make_model(const Config& c, const strata::parallel::Proces
       c.model(), c.moe.layer_options(c.d_model, grid.expert_parallel()));
 }
 
+// The step to start from: 0, or the step of the checkpoint --resume names.
 int64_t resume(const Config& c, HybridParallel& model, torch::optim::Optimizer& optimizer) {
-  const auto path = core::find_checkpoint(c.run.resume);
-  STRATA_CHECK(path.has_value(), "--resume ", c.run.resume, ": no checkpoint there");
+  const auto path = c.run.checkpoint_to_resume();
+  if (!path) return 0;
   nlohmann::json extra;
   const int64_t step = model.load_checkpoint(*path, optimizer, &extra);
   const nlohmann::json expected = model_description(c);
@@ -239,9 +242,10 @@ nlohmann::json score_mix_n_match(const Config& c,
   return elastic::scored_to_json(scored);
 }
 
-int train(const Config& c) {
+int train(const Config& c, const std::string& configuration) {
   // MPI under mpirun, Gloo under strata-run; the watchdog ends a hang with a report.
   auto world = strata::parallel::world_communicator();
+  strata::parallel::check_same_configuration(*world, configuration);
   strata::parallel::ControlPlane control(*world, c.reliability);
   const int rank = world->rank();
   core::init_logging(rank);
@@ -276,7 +280,7 @@ int train(const Config& c) {
   const std::vector<at::Tensor> params = model.parameters();
   torch::optim::AdamW optimizer(params,
                                 torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
-  const int64_t first_step = c.run.resume.empty() ? 0 : resume(c, model, optimizer);
+  const int64_t first_step = resume(c, model, optimizer);
   spdlog::info("training fortunes-lm ({} layers, d_model {}, {} heads, ffn {}, {:.2f}M parameters) "
                "on {} train / {} validation bytes, {} rank(s) ({} pipeline stage(s)) x {} "
                "thread(s): steps {} to {} of batch {} x {}",
@@ -340,6 +344,7 @@ int train(const Config& c) {
   double val_loss = std::numeric_limits<double>::quiet_NaN();
   int64_t step = first_step;
   for (; step < c.steps; ++step) {
+    core::fault_point("train-step");
     auto [inputs, targets] =
         corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
     const int replicas = model.data_parallel_size();
@@ -422,6 +427,6 @@ int main(int argc, char** argv) {
     if (auto exit_code = core::parse_cli(app, argc, argv)) return *exit_code;
     strata::parallel::check_pipeline_flags(app, config.pipeline);
     strata::moe::check_moe_flags(app, config.moe);
-    return train(config);
+    return train(config, core::configuration_text(app));
   });
 }

@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +18,7 @@
 
 #include "checkpoint_detail.h"
 #include "strata/core/error.h"
+#include "strata/core/fault_injection.h"
 #include "strata/core/flight_recorder.h"
 #include "strata/core/version.h"
 
@@ -374,6 +376,7 @@ void CheckpointWriter::add(const std::string& name, const std::string& kind,
                        {"nbytes", cpu.nbytes()},
                        {"xxh64", hex64(checksum(cpu))}});
   s.offset += cpu.nbytes();
+  fault_point("checkpoint-write");
 }
 
 void CheckpointWriter::commit(int64_t step, const json& extra, const json& optimizer) {
@@ -558,25 +561,46 @@ std::string checkpoint_path(const std::string& dir, int64_t step) {
   return (fs::path(dir) / name).string();
 }
 
-std::optional<std::string> latest_checkpoint(const std::string& dir) {
+namespace {
+
+// The complete `step-N` checkpoints in `dir` (with a manifest), newest first. Unfinished
+// "step-N.tmp-<pid>" and "step-N.old-<pid>" directories are not.
+std::vector<std::pair<int64_t, std::string>> checkpoints_newest_first(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return std::nullopt;
-  std::optional<std::string> best;
-  int64_t best_step = -1;
+  if (!fs::is_directory(dir, ec)) return found;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    // Only "step-<digits>": unfinished "step-N.tmp-<pid>" and "step-N.old-<pid>" are not.
     if (name.size() <= 5 || name.compare(0, 5, "step-") != 0) continue;
     if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
     if (name.size() > 5 + 18) continue;  // would overflow int64
     if (!fs::is_regular_file(entry.path() / kManifest, ec)) continue;
-    const int64_t step = std::stoll(name.substr(5));
-    if (step > best_step) {
-      best_step = step;
-      best = entry.path().string();
+    found.emplace_back(std::stoll(name.substr(5)), entry.path().string());
+  }
+  std::sort(found.begin(), found.end(), std::greater<>());
+  return found;
+}
+
+}  // namespace
+
+std::optional<std::string> latest_checkpoint(const std::string& dir) {
+  const auto found = checkpoints_newest_first(dir);
+  if (found.empty()) return std::nullopt;
+  return found.front().second;
+}
+
+std::optional<std::string> latest_valid_checkpoint(const std::string& dir,
+                                                   std::vector<std::string>* rejected) {
+  for (const auto& [step, path] : checkpoints_newest_first(dir)) {
+    try {
+      CheckpointReader reader(path);
+      for (const CheckpointReader::Entry& entry : reader.entries()) reader.read(entry.name);
+      return path;
+    } catch (const Error& e) {
+      if (rejected != nullptr) rejected->push_back(e.what());
     }
   }
-  return best;
+  return std::nullopt;
 }
 
 std::optional<std::string> find_checkpoint(const std::string& path) {

@@ -111,7 +111,13 @@ at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& count
     if (observer) observer(first_expert + static_cast<int64_t>(j), expert_rows.detach());
     outputs.push_back(expert(static_cast<int64_t>(j), expert_rows));
   }
-  if (outputs.empty()) return at::zeros({0, d_out}, rows.options());
+  if (outputs.empty()) {
+    // No rows for any of these experts. Under expert parallelism the empty result must
+    // still be part of the autograd graph, or this rank would skip the all-to-all of the
+    // backward pass that the other ranks of its group run, and they would wait forever.
+    if (torch::GradMode::is_enabled() && rows.requires_grad()) return expert(0, rows);
+    return at::zeros({0, d_out}, rows.options());
+  }
   return at::cat(outputs, 0);
 }
 

@@ -18,6 +18,7 @@
 
 #include "pipeline_executor_internal.h"
 #include "strata/core/error.h"
+#include "strata/core/fault_injection.h"
 #include "strata/core/flight_recorder.h"
 #include "strata/parallel/pipeline_skip.h"
 #include "strata/parallel/tensor_message.h"
@@ -107,6 +108,7 @@ double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& 
   post_receives();
   for (const auto& in : schedule_.ranks[comm_->rank()]) {
     progress_receives();
+    core::fault_point("pipeline-instruction");
     const double start = seconds();
     {
       // What the watchdog reports if this instruction never ends.

@@ -13,6 +13,7 @@
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
 #include "strata/core/parameters.h"
+#include "strata/parallel/expert_checkpoint.h"
 #include "strata/parallel/tensor_message.h"
 
 namespace strata::parallel {
@@ -118,18 +119,23 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
       local_->register_module(child.key(), child.value());
   }
 
-  // Replicas of a stage start equal: the first replica's values win.
+  for (const std::string& name : options_.expert_parameters())
+    STRATA_CHECK(model->named_parameters().find(name) != nullptr, "pipeline: expert parameter \"",
+                 name, "\" is not a parameter of the model");
+
+  // Replicas of a stage start equal: the first replica's values win; expert slices are
+  // equal among the replicas holding the same experts.
   // (Detached: the copy may run on another thread, where no NoGradGuard holds.)
-  if (grid_.data_parallel_size() > 1) {
-    for (const auto& t : core::unique_parameters(*local_)) {
+  auto broadcast_all = [](Communicator& group, const std::vector<at::Tensor>& tensors) {
+    if (group.size() == 1) return;
+    for (const auto& t : tensors) {
       at::Tensor data = t.detach();
-      grid_.data_parallel()->broadcast(data, 0)->wait();
+      group.broadcast(data, 0)->wait();
     }
-    for (const auto& t : local_->buffers()) {
-      at::Tensor data = t.detach();
-      grid_.data_parallel()->broadcast(data, 0)->wait();
-    }
-  }
+  };
+  broadcast_all(*grid_.data_parallel(), dense_parameters());
+  broadcast_all(*grid_.data_parallel(), local_->buffers());
+  broadcast_all(*grid_.expert_data_parallel(), expert_parameters());
 
   executor_ = std::make_unique<PipelineExecutor>(
       stages_, grid_.pipeline(), std::move(schedule), std::move(loss),
@@ -145,12 +151,33 @@ std::vector<at::Tensor> PipelineParallel::parameters() const {
   return core::unique_parameters(*local_);
 }
 
-// Averages every local gradient over the data-parallel group: the gradients are packed
-// into buckets of bucket_cap_bytes, every bucket's all-reduce is started, then each is
-// unpacked as it completes.
-void PipelineParallel::synchronize_gradients() {
-  Communicator& group = *grid_.data_parallel();
-  std::vector<at::Tensor> parameters = this->parameters();
+std::vector<at::Tensor> PipelineParallel::expert_parameters() const {
+  std::vector<at::Tensor> experts;
+  const auto named = local_->named_parameters();
+  for (const std::string& name : options_.expert_parameters())
+    if (const at::Tensor* p = named.find(name)) experts.push_back(*p);
+  return experts;
+}
+
+std::vector<at::Tensor> PipelineParallel::dense_parameters() const {
+  const std::vector<at::Tensor> experts = expert_parameters();
+  std::vector<at::Tensor> dense;
+  for (const at::Tensor& p : parameters()) {
+    const bool expert = std::any_of(experts.begin(), experts.end(), [&](const at::Tensor& e) {
+      return e.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
+    });
+    if (!expert) dense.push_back(p);
+  }
+  return dense;
+}
+
+namespace {
+
+// Sums the gradients of `parameters` over `group` and divides them by `divisor`: they are
+// packed into buckets of bucket_cap_bytes, every bucket's all-reduce is started, then each
+// is unpacked as it completes.
+void reduce_gradients(std::vector<at::Tensor> parameters, Communicator& group, int divisor,
+                      int64_t bucket_cap_bytes) {
   for (auto& p : parameters)
     if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);  // every rank sends alike
 
@@ -162,27 +189,47 @@ void PipelineParallel::synchronize_gradients() {
   std::vector<Bucket> buckets;
   int64_t bytes = 0;
   for (auto& p : parameters) {
-    if (buckets.empty() || bytes >= options_.bucket_cap_bytes()) {
+    if (buckets.empty() || bytes >= bucket_cap_bytes) {
       buckets.emplace_back();
       bytes = 0;
     }
     buckets.back().grads.push_back(p.grad());
     bytes += p.grad().nbytes();
   }
+  // Averaging over the whole group is one Avg all-reduce; otherwise sum, then divide.
+  const bool average = divisor == group.size();
   for (Bucket& b : buckets) {
     std::vector<at::Tensor> flat;
     for (const auto& g : b.grads) flat.push_back(g.reshape({-1}));
     b.flat = at::cat(flat);
-    b.work = group.allreduce(b.flat, ReduceOp::Avg);
+    b.work = group.size() == 1 ? std::make_shared<CompletedWork>()
+                               : group.allreduce(b.flat, average ? ReduceOp::Avg : ReduceOp::Sum);
   }
   for (Bucket& b : buckets) {
     b.work->wait();
+    if (!average) b.flat.div_(divisor);
     int64_t offset = 0;
     for (auto& g : b.grads) {
       g.copy_(b.flat.slice(0, offset, offset + g.numel()).view_as(g));
       offset += g.numel();
     }
   }
+}
+
+}  // namespace
+
+// Dense gradients are averaged over the data-parallel group. An expert's gradient comes
+// from the tokens of every replica in its expert-parallel group (the all-to-all brought
+// them), so summing over the replicas holding the same experts and dividing by the
+// data-parallel size gives the same mean over all tokens.
+void PipelineParallel::synchronize_gradients() {
+  const int replicas = grid_.data_parallel_size();
+  reduce_gradients(dense_parameters(), *grid_.data_parallel(), replicas,
+                   options_.bucket_cap_bytes());
+  const std::vector<at::Tensor> experts = expert_parameters();
+  if (!experts.empty())
+    reduce_gradients(experts, *grid_.expert_data_parallel(), replicas,
+                     options_.bucket_cap_bytes());
 }
 
 double PipelineParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
@@ -216,10 +263,12 @@ at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {
 
 void PipelineParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer,
                                        int64_t step, const nlohmann::json& extra) {
-  // Replicas hold equal stages: the first one's suffice.
+  // Every replica gathers its stages' whole expert stacks (the expert groups line up
+  // only when all take part); then replicas hold equal stages: the first one's suffice.
+  core::CheckpointContents contents = core::checkpoint_contents(*local_, optimizer);
+  gather_expert_tensors(contents, options_.expert_parameters(), *grid_.expert_parallel());
   if (grid_.data_parallel_rank() == 0) {
     Communicator& pipe = *grid_.pipeline();
-    core::CheckpointContents contents = core::checkpoint_contents(*local_, optimizer);
     if (pipe.rank() != 0) {
       nlohmann::json names = nlohmann::json::array();
       for (const auto& t : contents.tensors) names.push_back({t.name, t.kind});
@@ -254,7 +303,11 @@ void PipelineParallel::save_checkpoint(const std::string& path, torch::optim::Op
 int64_t PipelineParallel::load_checkpoint(const std::string& path,
                                           torch::optim::Optimizer* optimizer,
                                           nlohmann::json* extra) {
-  return core::load_checkpoint(path, *local_, optimizer, extra, core::CheckpointMatch::Subset);
+  return load_checkpoint_with_expert_slices(path, *local_, optimizer, extra,
+                                            core::CheckpointMatch::Subset,
+                                            options_.expert_parameters(),
+                                            grid_.expert_parallel_size(),
+                                            grid_.expert_parallel_rank());
 }
 
 }  // namespace strata::parallel

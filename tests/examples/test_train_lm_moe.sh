@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests train_lm --moe (fortunes-lm-moe) from the outside with a tiny model: the loss falls,
 # experts spread over 2 ranks train exactly like 2 data-parallel ranks holding every expert,
-# an ep=2 checkpoint resumes in one process and with ep=2, and bad inputs fail with one line.
+# an ep=2 checkpoint resumes in one process and with ep=2, experts inside pipeline stages
+# (pp 2 x ep 2) train like pp 2 x dp 2, and bad inputs fail with one line.
 set -uo pipefail
 bin="$1"
 source "$(dirname "$0")/../cli_test_lib.sh"
@@ -60,6 +61,29 @@ if "$bin" "${piped[@]}" --metrics-out "$tmp/pp1.jsonl" >/dev/null 2>"$tmp/stderr
   fi
 else
   fail "pp runs: $(cat "$tmp/stderr")"
+fi
+
+# Experts spread inside pipeline stages: pp 2 x ep 2 on 4 ranks equals pp 2 x dp 2 with
+# every expert on every rank; its checkpoint resumes in one process and with the same layout.
+staged=("${small[@]}" --pp 2 --micro-batches 2)
+if mpirun -np 4 "$bin" "${staged[@]}" --metrics-out "$tmp/ppdp.jsonl" >/dev/null 2>"$tmp/stderr" &&
+    mpirun -np 4 "$bin" "${staged[@]}" --ep 2 --metrics-out "$tmp/ppep.jsonl" \
+      --checkpoint-dir "$tmp/ppep" >/dev/null 2>>"$tmp/stderr"; then
+  dp=$(final_number "$tmp/ppdp.jsonl" val_loss); ep=$(final_number "$tmp/ppep.jsonl" val_loss)
+  if near "$ep" "$dp" 1e-4; then
+    pass "pp=2 x ep=2 matches pp=2 x dp=2: validation loss $ep vs $dp"
+  else
+    fail "pp=2 x ep=2 validation loss $ep, pp=2 x dp=2 $dp"
+  fi
+  if "$bin" "${run[@]}" --layers 2 --experts 4 --steps 13 --resume "$tmp/ppep" >/dev/null 2>"$tmp/stderr" &&
+      mpirun -np 4 "$bin" "${run[@]}" --layers 2 --experts 4 --steps 13 --pp 2 --ep 2 \
+        --micro-batches 2 --resume "$tmp/ppep" >/dev/null 2>>"$tmp/stderr"; then
+    pass "a pp=2 x ep=2 checkpoint resumes in one process and with pp=2 x ep=2"
+  else
+    fail "pp=2 x ep=2 checkpoint: $(cat "$tmp/stderr")"
+  fi
+else
+  fail "4-rank pipelined runs: $(cat "$tmp/stderr")"
 fi
 
 expect_clean_error "top-k above the experts" "--top-k 5 is above --experts 4" \

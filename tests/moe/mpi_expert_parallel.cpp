@@ -1,7 +1,7 @@
 // Expert parallelism: with the experts spread over an expert-parallel group (and data
 // parallelism over the rest), each rank's outputs and every parameter's gradient equal
 // those of one process on the whole batch; a checkpoint saved with ep > 1 loads with ep = 1
-// and resumes with ep > 1.
+// and resumes with ep > 1; the same inside pipeline stages (pp 2 x ep).
 // Each body runs as InProcess<Suite> (2 and 4 threads) and Mpi<Suite> (the mpirun ranks).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -115,6 +115,46 @@ void check_matches_single_process(Communicator& comm) {
 STRATA_COMM_TEST(ExpertParallel, LogitsAndGradientsEqualSingleProcess,
                  check_matches_single_process)
 
+// Every token picks experts 0 and 1, so with ep 2 the other rank's experts get no rows.
+// That rank must still take part in the backward all-to-alls (it once skipped them and
+// its group waited forever); its expert gradients are zero, as in one process.
+void check_idle_experts(Communicator& comm) {
+  const CommunicatorPtr world = comm.shared_from_this();
+  const at::Tensor x = batch(9).abs(), target = batch(10);
+  auto skew = [](torch::nn::Sequential& model) {
+    torch::NoGradGuard no_grad;
+    auto pre = model[0]->as<torch::nn::LinearImpl>();  // positive inputs reach the router
+    pre->weight.copy_(at::eye(kD));
+    pre->bias.zero_();
+    at::Tensor gate = moe_of(model).router->gate->weight;
+    gate.fill_(-1);
+    gate[0].fill_(2);
+    gate[1].fill_(1);
+  };
+  torch::nn::Sequential single = build(nullptr);
+  skew(single);
+  loss_of(single->forward(x), target).backward();
+
+  ProcessGrid grid(world, ProcessGridOptions().expert_parallel(2));
+  torch::nn::Sequential model = build(grid.expert_parallel());
+  skew(model);
+  const auto names = strata::moe::expert_parameter_names(*model);
+  strata::parallel::DistributedDataParallel ddp(
+      model.ptr(), grid.data_parallel(),
+      strata::parallel::DistributedDataParallelOptions().expert_parameters(names)
+          .expert_data_parallel_group(grid.expert_data_parallel()));
+  const int dp = grid.data_parallel_size(), r = grid.data_parallel_rank();
+  loss_of(model->forward(x.chunk(dp)[r]), target.chunk(dp)[r]).backward();
+  EXPECT_EQ(moe_of(model).last_stats().tokens_per_expert.slice(0, 2).sum().item<int64_t>(), 0);
+  const auto expected = single->named_parameters();
+  for (const auto& item : model->named_parameters()) {
+    expect_close(item.value().grad(),
+                 local_part(model, item.key(), expected[item.key()].grad(), names),
+                 "gradient of " + item.key());
+  }
+}
+STRATA_COMM_TEST(ExpertParallel, RankWhoseExpertsGetNoTokensStillRunsBackward, check_idle_experts)
+
 // A directory name every rank agrees on: rank 0's pid, broadcast.
 std::string shared_path(Communicator& world, const std::string& stem) {
   at::Tensor pid = at::full({1}, static_cast<int64_t>(::getpid()), at::kLong);
@@ -172,6 +212,105 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
 }
 STRATA_COMM_TEST(ExpertParallel, CheckpointSavedWithEpLoadsWithoutIt,
                  check_checkpoint_loads_without_expert_parallelism)
+
+// pre, moe, mid, moe2: with two pipeline stages each stage holds one MoE layer.
+torch::nn::Sequential build_deep(const CommunicatorPtr& expert_group) {
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  torch::manual_seed(7);
+  torch::nn::Sequential model;
+  auto moe = [&] {
+    MoELayer layer(MoELayerOptions(kD, kExperts, kHidden)
+                       .top_k(2)
+                       .balance_loss_coef(0)
+                       .z_loss_coef(0)
+                       .expert_group(expert_group));
+    torch::NoGradGuard no_grad;
+    layer->router->gate->weight.mul_(20);
+    return layer;
+  };
+  model->push_back("pre", torch::nn::Linear(kD, kD));
+  model->push_back("moe", moe());
+  model->push_back("mid", torch::nn::Linear(kD, kD));
+  model->push_back("moe2", moe());
+  return model;
+}
+
+// Expert parallelism inside pipeline stages: pp 2 with the experts of each stage spread
+// over that stage's replicas (ep = dp). The loss, every gradient after a step and a
+// checkpoint equal one process's; the checkpoint resumes with the same layout.
+void check_pipeline_with_expert_parallelism(Communicator& comm) {
+  const CommunicatorPtr world = comm.shared_from_this();
+  const int dp = world->size() / 2, ep = dp;
+  const at::Tensor x = batch(7), target = batch(8);
+
+  torch::nn::Sequential single = build_deep(nullptr);
+  const at::Tensor full_loss = loss_of(single->forward(x), target);
+  full_loss.backward();
+
+  ProcessGrid grid(world, ProcessGridOptions().pipeline_parallel(2).expert_parallel(ep));
+  torch::nn::Sequential model = build_deep(grid.expert_parallel());
+  const auto names = strata::moe::expert_parameter_names(*model);
+  ASSERT_EQ(names.size(), ep > 1 ? 8u : 0u);
+  const int r = grid.data_parallel_rank();
+  const at::Tensor rx = x.chunk(dp)[r], rtarget = target.chunk(dp)[r];
+  auto options = [&] {
+    return strata::parallel::HybridParallelOptions()
+        .pipeline_parallel(2)
+        .pipeline(strata::parallel::PipelineParallelOptions().micro_batches(2).balance("2,2"))
+        .expert_parameters(names);
+  };
+  strata::parallel::HybridParallel parallel(model, grid, loss_of, rx, options());
+  // SGD with lr 0 keeps the parameters, so the gradients can be compared after the step.
+  torch::optim::SGD frozen(parallel.parameters(), torch::optim::SGDOptions(0));
+  const double loss = parallel.mean_over_replicas(parallel.train_step(rx, rtarget, frozen));
+  EXPECT_NEAR(loss, full_loss.item<double>(), kTolerance * std::max(1.0, std::abs(loss)));
+
+  const auto expected = single->named_parameters();
+  const auto local = parallel.pipeline()->local_module().named_parameters();
+  ASSERT_GT(local.size(), 0u);
+  for (const auto& item : local) {
+    const std::string& name = item.key();
+    at::Tensor full = expected[name].grad();
+    if (std::find(names.begin(), names.end(), name) != names.end()) {
+      const int64_t rows = full.size(0) / ep;
+      full = full.narrow(0, grid.expert_parallel_rank() * rows, rows);
+    }
+    expect_close(item.value().grad(), full, "gradient of " + name);
+  }
+
+  // Train a step, save with pp 2 x ep, load in one process: the whole expert stacks.
+  const std::string path = shared_path(comm, "strata-moe-pp-ep-checkpoint");
+  torch::optim::AdamW adamw(parallel.parameters(), torch::optim::AdamWOptions(1e-2));
+  parallel.train_step(rx, rtarget, adamw);
+  parallel.save_checkpoint(path, adamw, 1);
+  torch::nn::Sequential loaded = build_deep(nullptr);
+  EXPECT_EQ(strata::core::load_checkpoint(path, *loaded, nullptr), 1);
+  const auto whole = loaded->named_parameters();
+  for (const auto& item : local) {
+    at::Tensor full = whole[item.key()];
+    if (std::find(names.begin(), names.end(), item.key()) != names.end()) {
+      const int64_t rows = full.size(0) / ep;
+      full = full.narrow(0, grid.expert_parallel_rank() * rows, rows);
+    }
+    expect_close(item.value(), full, "saved " + item.key());
+  }
+
+  // Resumed with the same layout, a further step equals the live run's.
+  torch::nn::Sequential resumed = build_deep(grid.expert_parallel());
+  strata::parallel::HybridParallel resumed_parallel(resumed, grid, loss_of, rx, options());
+  torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(), torch::optim::AdamWOptions(1e-2));
+  EXPECT_EQ(resumed_parallel.load_checkpoint(path, resumed_adamw), 1);
+  parallel.train_step(rx, rtarget, adamw);
+  resumed_parallel.train_step(rx, rtarget, resumed_adamw);
+  const auto resumed_params = resumed_parallel.pipeline()->local_module().named_parameters();
+  for (const auto& item : local)
+    expect_close(resumed_params[item.key()], item.value(), "resumed " + item.key());
+  world->barrier()->wait();
+  if (world->rank() == 0) std::filesystem::remove_all(path);
+}
+STRATA_COMM_TEST(ExpertParallel, InsidePipelineStagesEqualsSingleProcess,
+                 check_pipeline_with_expert_parallelism)
 
 void check_bad_expert_parallel_size(Communicator& comm) {
   const CommunicatorPtr world = comm.shared_from_this();

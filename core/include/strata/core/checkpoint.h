@@ -143,6 +143,12 @@ std::string checkpoint_path(const std::string& dir, int64_t step);
 // in `dir`, ignoring unfinished `*.tmp-*` directories; nullopt if none or no such dir.
 std::optional<std::string> latest_checkpoint(const std::string& dir);
 
+// The newest checkpoint in `dir` that reads back whole: manifest, sizes and every
+// tensor's checksum verified, older ones tried in turn. `rejected`, when not null,
+// receives one line per newer checkpoint skipped (why it is invalid). nullopt if none.
+std::optional<std::string> latest_valid_checkpoint(const std::string& dir,
+                                                   std::vector<std::string>* rejected = nullptr);
+
 // What a --resume flag names: `path` itself when it is a checkpoint (has a manifest),
 // else latest_checkpoint(path); nullopt if neither.
 std::optional<std::string> find_checkpoint(const std::string& path);

@@ -25,6 +25,10 @@ void configure_cli(CLI::App& app);
 //   if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
 std::optional<int> parse_cli(CLI::App& app, int argc, char** argv);
 
+// Every option of `app` with its value, defaults included, one "name=value" per line in a
+// fixed order: what ranks compare at start-up (parallel::check_same_configuration).
+std::string configuration_text(const CLI::App& app);
+
 // The flags every training program shares: checkpoints, resuming, metrics, progress.
 struct TrainingRunFlags {
   std::string checkpoint_dir;
@@ -33,10 +37,16 @@ struct TrainingRunFlags {
   std::string metrics_out;
   int64_t log_every = 50;
 
-  // After parsing: --checkpoint-every without --checkpoint-dir is an error.
+  // After parsing: --checkpoint-every or --resume auto without --checkpoint-dir is an error.
   void check() const;
+  // The checkpoint to resume from: none without --resume; with --resume auto the newest
+  // valid checkpoint in --checkpoint-dir, or none yet (a fresh start, so that a job can
+  // be restarted with the same command line until it finishes); otherwise the checkpoint
+  // --resume names (or the latest in that directory), and a strata::Error if there is none.
+  std::optional<std::string> checkpoint_to_resume() const;
 };
-// --checkpoint-dir, --checkpoint-every, --resume, --metrics-out, --log-every.
+// --checkpoint-dir, --checkpoint-every, --resume (a path or "auto"), --metrics-out,
+// --log-every.
 void add_training_run_flags(CLI::App& app, TrainingRunFlags& flags);
 
 }  // namespace strata::core

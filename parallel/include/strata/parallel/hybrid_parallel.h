@@ -36,7 +36,7 @@ struct HybridParallelOptions {
   TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
   // Names of the model's expert parameters spread over the grid's expert-parallel group
   // (strata::moe::expert_parameter_names): averaged over the ranks holding the same
-  // experts, and gathered whole into checkpoints. Needs pipeline_parallel 1.
+  // experts, and gathered whole into checkpoints; with or without a pipeline.
   TORCH_ARG(std::vector<std::string>, expert_parameters) = {};
 };
 
@@ -93,11 +93,6 @@ class HybridParallel {
   PipelineParallel* pipeline() { return pipeline_.get(); }
 
  private:
-  // An expert parameter, or an optimizer state of one with its shape.
-  bool is_expert_tensor(const core::CheckpointTensor& t) const;
-  // Replaces each expert tensor of `contents` (a shard) by the whole stack. Collective.
-  void gather_expert_tensors(core::CheckpointContents& contents);
-
   ProcessGrid grid_;
   PipelineLoss loss_;
   torch::nn::Sequential model_;  // the whole model, with pipeline_parallel 1

@@ -51,6 +51,12 @@ struct PipelineParallelOptions {
   TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
   // Bytes of optimizer state per parameter byte, for the partitioner's memory model.
   TORCH_ARG(double, optimizer_state_factor) = 1;
+  // Names (in the whole model) of expert parameters spread over the grid's expert-parallel
+  // group (strata::moe::expert_parameter_names): each rank of a stage's expert group holds
+  // its slice of the stage's experts. Their gradients are summed over the ranks holding
+  // the same experts and divided by the data-parallel size (the mean over all tokens, as
+  // DistributedDataParallel does); checkpoints hold the whole stacks.
+  TORCH_ARG(std::vector<std::string>, expert_parameters) = {};
 };
 
 class PipelineParallel {
@@ -104,6 +110,9 @@ class PipelineParallel {
 
  private:
   void synchronize_gradients();
+  // This rank's expert parameters, and the rest, each once.
+  std::vector<at::Tensor> expert_parameters() const;
+  std::vector<at::Tensor> dense_parameters() const;
 
   ProcessGrid grid_;
   PipelineParallelOptions options_;

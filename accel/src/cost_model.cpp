@@ -1,0 +1,77 @@
+#include "strata/accel/cost_model.h"
+
+#include "strata/accel/attention_array.h"
+#include "strata/accel/processing_in_memory.h"
+#include "strata/accel/row_stationary.h"
+#include "strata/accel/systolic_array.h"
+#include "strata/core/error.h"
+
+namespace strata::accel {
+
+CostModel::CostModel(AcceleratorSpec spec) : spec_(std::move(spec)), vector_(spec_) {}
+
+OpCost CostModel::conv(const ConvShape& shape) const {
+  shape.check();
+  return gemm(shape.lowered());
+}
+
+OpCost CostModel::attention(const AttentionShape& shape) const { return unfused_attention(shape); }
+
+OpCost CostModel::unfused_attention(const AttentionShape& a) const {
+  a.check();
+  const int64_t scores = a.seq_q * a.seq_kv;
+  const int64_t score_bytes = scores * spec_.word_bytes;
+  OpCost head = gemm({a.seq_q, a.head_dim, a.seq_kv, 1});  // S = Q K^T, S to DRAM
+  head += vector_.elementwise(scores, kSoftmaxOpsPerElement, score_bytes, score_bytes);
+  head += gemm({a.seq_q, a.seq_kv, a.head_dim, 1});  // O = P V, P from DRAM
+  return head.repeated(a.batch * a.heads);
+}
+
+std::unique_ptr<CostModel> make_cost_model(const AcceleratorSpec& spec) {
+  switch (spec.kind) {
+    case Template::Systolic: return std::make_unique<SystolicArray>(spec);
+    case Template::RowStationary: return std::make_unique<RowStationary>(spec);
+    case Template::ProcessingInMemory: return std::make_unique<ProcessingInMemory>(spec);
+    case Template::Attention: return std::make_unique<AttentionArray>(spec);
+  }
+  STRATA_FAIL("spec '", spec.name, "': no cost model for template ", to_string(spec.kind));
+}
+
+CostDispatcher::CostDispatcher(const AcceleratorSpec& spec) : model_(make_cost_model(spec)) {}
+
+Charge CostDispatcher::charge(const OpDescription& op) const {
+  Charge out;
+  try {
+    switch (op.kind) {
+      case OpKind::Gemm:
+        if (op.gemms.empty()) {
+          out.reason = "a GEMM op without shapes";
+          return out;
+        }
+        for (const GemmShape& g : op.gemms) out.cost += model_->gemm(g);
+        break;
+      case OpKind::Conv: out.cost = model_->conv(op.conv); break;
+      case OpKind::Attention: out.cost = model_->attention(op.attention); break;
+      case OpKind::Elementwise:
+      case OpKind::Reduction:
+        out.cost = model_->vector_unit().elementwise(op.elements, op.ops_per_element, op.bytes_in,
+                                                     op.bytes_out);
+        break;
+      case OpKind::Copy: out.cost = model_->vector_unit().copy(op.bytes_in); break;
+      case OpKind::View: break;  // aliases existing storage: no data moves, nothing to charge
+      case OpKind::Unknown:
+        out.reason = op.note.empty() ? "no cost model for this op" : op.note;
+        return out;
+    }
+  } catch (const Error& e) {
+    // A description the models reject (a zero size): listed, not charged, not fatal to
+    // the program being simulated.
+    out.cost = OpCost{};
+    out.reason = e.what();
+    return out;
+  }
+  out.charged = true;
+  return out;
+}
+
+}  // namespace strata::accel

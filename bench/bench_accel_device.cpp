@@ -1,0 +1,129 @@
+// Wall time of training steps on the simulated accelerator (accel's PrivateUse1 device)
+// against the same steps on the CPU: fmnist-cnn and fmnist-mlp (docs/BENCHMARKS.md),
+// batch 256, SGD lr 0.05 momentum 0.9, synthetic inputs, one thread by default.
+//
+//   bench_accel_device [--models cnn,mlp] [--runs 5] [--threads 1] [--min-ms 300]
+//
+// One JSON line per model and case: value = device ms per step, baseline = CPU ms per
+// step, ratio = CPU time / device time of the same run (median over runs; the target is
+// ratio >= 1/1.5), slowdown = 1 / ratio. Case "train_step_recording" has an OpRecorder
+// installed that counts the ops, as the cost models would.
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <iostream>
+
+#include "bench_common.h"
+#include "strata/accel/device.h"
+#include "strata/accel/op_recorder.h"
+#include "strata/accel/to_device.h"
+#include "strata/core/cli.h"
+#include "strata/core/models.h"
+#include "strata/core/threads.h"
+
+namespace {
+
+namespace accel = strata::accel;
+namespace core = strata::core;
+
+struct Flags {
+  std::vector<std::string> models = {"cnn", "mlp"};
+  int runs = 5;
+  int threads = 1;
+  double min_ms = 300;
+  int64_t batch = 256;
+};
+
+// Counts ops and transfers without keeping them: the recording cost alone.
+struct CountOnly : accel::OpRecorder {
+  std::atomic<int64_t> ops{0}, transfers{0};
+  void on_op(const accel::DeviceOp&) override { ++ops; }
+  void on_transfer(const accel::DeviceTransfer&) override { ++transfers; }
+};
+
+struct Trainer {
+  torch::nn::Sequential model;
+  std::unique_ptr<torch::optim::SGD> optimizer;
+  at::Tensor x, y;
+
+  Trainer(const std::string& name, c10::Device device, const at::Tensor& x_cpu,
+          const at::Tensor& y_cpu) {
+    torch::manual_seed(0);
+    model = core::make_fmnist_model(name);
+    accel::to_device(model, device);
+    // After moving: the optimizer's state is made where the parameters are.
+    optimizer = std::make_unique<torch::optim::SGD>(model->parameters(),
+                                                    torch::optim::SGDOptions(0.05).momentum(0.9));
+    x = x_cpu.to(device);
+    y = y_cpu.to(device);
+  }
+  void step() {
+    optimizer->zero_grad();
+    auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    loss.backward();
+    optimizer->step();
+  }
+};
+
+void print(nlohmann::json line, const Flags& f, double ratio) {
+  line["slowdown"] = ratio > 0 ? 1.0 / ratio : 0.0;
+  line["threads"] = f.threads;
+  line["batch"] = f.batch;
+  std::cout << line.dump() << std::endl;
+}
+
+int run(const Flags& f) {
+  core::set_num_threads(f.threads);
+  for (const auto& name : f.models) {
+    torch::manual_seed(1);
+    // Normalized as the real data would be (mean 0.2860, std 0.3530).
+    const auto x = (torch::rand({f.batch, 1, 28, 28}) - 0.2860) / 0.3530;
+    const auto y = torch::randint(0, 10, {f.batch});
+    Trainer cpu(name, torch::Device(torch::kCPU), x, y);
+    Trainer dev(name, accel::device(0), x, y);
+    for (int i = 0; i < 2; ++i) {  // warm-up: allocator, OpenMP pool, autograd threads
+      cpu.step();
+      dev.step();
+    }
+    auto t = strata::bench::time_paired(f.runs, f.min_ms, [&] { cpu.step(); }, [&] { dev.step(); });
+    print(strata::bench::json_line("accel_device", "fmnist-" + name + "/train_step", 1e3 * t.seconds,
+                                   "ms", 1e3 * t.dense_seconds, t.ratio, f.runs),
+          f, t.ratio);
+    auto counter = std::make_shared<CountOnly>();
+    {
+      accel::RecorderScope scope(counter);
+      t = strata::bench::time_paired(f.runs, f.min_ms, [&] { cpu.step(); }, [&] { dev.step(); });
+    }
+    nlohmann::json line = strata::bench::json_line("accel_device", "fmnist-" + name + "/train_step_recording",
+                                                   1e3 * t.seconds, "ms", 1e3 * t.dense_seconds, t.ratio, f.runs);
+    line["ops_recorded"] = counter->ops.load();
+    print(line, f, t.ratio);
+  }
+  // The fixed cost of one op through the fallback: an add of two 16-element tensors.
+  const auto a = torch::rand({16}), b = torch::rand({16});
+  const auto ad = a.to(accel::device(0)), bd = b.to(accel::device(0));
+  auto t = strata::bench::time_paired(f.runs, f.min_ms, [&] { a.add(b); }, [&] { ad.add(bd); });
+  print(strata::bench::json_line("accel_device", "small_op/add16", 1e6 * t.seconds, "us",
+                                 1e6 * t.dense_seconds, t.ratio, f.runs),
+        f, t.ratio);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  strata::bench::exec_with_sleeping_thread_pools(argv);
+  return core::run_main([&] {
+    Flags f;
+    CLI::App app("Training steps on the simulated accelerator device against the CPU");
+    core::configure_cli(app);
+    app.add_option("--models", f.models, "fmnist models: cnn, mlp")->delimiter(',');
+    app.add_option("--runs", f.runs, "timed runs (median)")->check(CLI::PositiveNumber);
+    app.add_option("--threads", f.threads, "intra-op threads")->check(CLI::PositiveNumber);
+    app.add_option("--min-ms", f.min_ms, "least milliseconds per run and side")->check(CLI::PositiveNumber);
+    app.add_option("--batch", f.batch, "batch size")->check(CLI::PositiveNumber);
+    if (auto code = core::parse_cli(app, argc, argv)) return *code;
+    return run(f);
+  });
+}

@@ -1,0 +1,20 @@
+#pragma once
+// Fault injection for reliability tests: a process can be made to die (SIGKILL, no
+// cleanup, as the OOM killer or a lost node would end it) at a named point of its work,
+// so that a test can check what survives: the previous checkpoint, the other ranks' exit.
+//
+//   STRATA_FAULT=<point>:<n>[:<rank>]   e.g. STRATA_FAULT=checkpoint-write:18:0
+//
+// kills the process the n-th time (counting from 1) it reaches fault_point(<point>),
+// only on world rank <rank> (from OMPI_COMM_WORLD_RANK or STRATA_RANK; any rank if
+// omitted). Without STRATA_FAULT, fault_point returns after one check.
+//
+// Points: "checkpoint-write" (after each tensor a checkpoint writer appends, before the
+// checkpoint is committed), "pipeline-instruction" (before each instruction of a pipeline
+// step), "train-step" (before each step of the example programs).
+
+namespace strata::core {
+
+void fault_point(const char* point);
+
+}  // namespace strata::core

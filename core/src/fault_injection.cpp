@@ -1,0 +1,68 @@
+#include "strata/core/fault_injection.h"
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+#include <unistd.h>
+
+#include "strata/core/error.h"
+
+namespace strata::core {
+namespace {
+
+struct Fault {
+  std::string point;  // empty: no fault armed
+  long long nth = 0;
+  long long reached = 0;
+};
+
+// This process's world rank as the launcher told it, or -1.
+int launcher_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "STRATA_RANK"}) {
+    if (const char* value = std::getenv(name)) return std::atoi(value);
+  }
+  return -1;
+}
+
+Fault parse_fault() {
+  Fault fault;
+  const char* spec = std::getenv("STRATA_FAULT");
+  if (spec == nullptr || *spec == '\0') return fault;
+  const std::string text = spec;
+  const size_t first = text.find(':');
+  STRATA_CHECK(first != std::string::npos && first > 0, "STRATA_FAULT '", text,
+               "': expected <point>:<n>[:<rank>]");
+  const size_t second = text.find(':', first + 1);
+  const std::string nth = text.substr(first + 1, second == std::string::npos ? std::string::npos
+                                                                             : second - first - 1);
+  try {
+    fault.nth = std::stoll(nth);
+  } catch (const std::exception&) {
+    fault.nth = 0;
+  }
+  STRATA_CHECK(fault.nth >= 1, "STRATA_FAULT '", text, "': count '", nth,
+               "', expected a positive number");
+  if (second != std::string::npos && std::stoi(text.substr(second + 1)) != launcher_rank())
+    return fault;  // armed on another rank
+  fault.point = text.substr(0, first);
+  return fault;
+}
+
+}  // namespace
+
+void fault_point(const char* point) {
+  static std::mutex mutex;
+  static Fault fault = parse_fault();
+  if (fault.point.empty()) return;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (fault.point != point || ++fault.reached != fault.nth) return;
+  std::fprintf(stderr, "strata: injected fault: killing pid %d at %s #%lld\n",
+               static_cast<int>(::getpid()), point, fault.nth);
+  std::fflush(stderr);
+  std::raise(SIGKILL);
+}
+
+}  // namespace strata::core
