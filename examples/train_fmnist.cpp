@@ -4,12 +4,14 @@
 //   mpirun -np 2 build/examples/train_fmnist --model cnn --epochs 8             # 2 replicas
 //   mpirun -np 2 build/examples/train_fmnist --model cnn --pp 2 --micro-batches 4  # 2 stages
 //   mpirun -np 4 build/examples/train_fmnist --pp 2 --schedule zb-h1   # 2 stages x 2 replicas
+//   build/tools/strata-run -n 2 build/examples/train_fmnist --model mlp  # without mpirun (Gloo)
 //
 // With --pp 1 every rank holds a replica, trains on its shard of each global batch and
 // DistributedDataParallel averages the gradients. With --pp P the model is cut into P
 // stages run by a pipeline schedule, and the world size / P replicas of each stage average
 // their gradients. Rank 0 prints progress, writes metrics and checkpoints (in the whole
 // model's names, so a run resumes with any --pp). Without mpirun it trains in one process.
+// --timeout and --hang-report steer the watchdog (docs/reliability.md).
 #include <torch/torch.h>
 
 #include <cmath>

@@ -13,11 +13,14 @@ train="$1" launcher="$2" mpiexec="$3"
 source "$(dirname "$0")/../cli_test_lib.sh"
 common=(--model mlp --threads 1)
 
-# rank_pid VAR RANK: the pid of the training process whose environment has VAR=RANK.
+# rank_pid JOB VAR RANK: the pid of the training process started by JOB (a child or a
+# grandchild: other tests may run the same program at the same time) whose environment
+# has VAR=RANK.
 rank_pid() {
   local pid
-  for pid in $(pgrep -f "^$train"); do
-    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "$1=$2"; then echo "$pid"; return; fi
+  for pid in $(pgrep -P "$1") $(for c in $(pgrep -P "$1"); do pgrep -P "$c"; done); do
+    [[ $(readlink "/proc/$pid/exe") == "$(readlink -f "$train")" ]] || continue
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "$2=$3"; then echo "$pid"; return; fi
   done
 }
 
@@ -56,7 +59,7 @@ rm -f "$tmp/stdout" "$tmp/stderr"
 "$launcher" -n 2 "$train" "${common[@]}" --max-steps 5000 --log-every 5 --timeout 10 \
   --metrics-out "$tmp/killed.jsonl" >"$tmp/stdout" 2>"$tmp/stderr" &
 job=$!
-if wait_for_progress "$tmp/stdout" && victim=$(rank_pid STRATA_RANK 1) && [[ -n $victim ]]; then
+if wait_for_progress "$tmp/stdout" && victim=$(rank_pid "$job" STRATA_RANK 1) && [[ -n $victim ]]; then
   kill -KILL "$victim"
   start=$(date +%s.%N)
   ( sleep 30; kill -KILL "$job" 2>/dev/null ) & guard=$!
@@ -80,7 +83,7 @@ rm -f "$tmp/stdout" "$tmp/stderr"
   --timeout 4 --hang-report "$tmp/stopped.json" --metrics-out "$tmp/stopped.jsonl" \
   >"$tmp/stdout" 2>"$tmp/stderr" &
 job=$!
-if wait_for_progress "$tmp/stdout" && victim=$(rank_pid OMPI_COMM_WORLD_RANK 1) && [[ -n $victim ]]; then
+if wait_for_progress "$tmp/stdout" && victim=$(rank_pid "$job" OMPI_COMM_WORLD_RANK 1) && [[ -n $victim ]]; then
   kill -STOP "$victim"
   start=$(date +%s.%N)
   ( sleep 40; kill -KILL "$victim" "$job" 2>/dev/null ) & guard=$!
@@ -108,7 +111,7 @@ rm -f "$tmp/stdout" "$tmp/stderr"
 "$mpiexec" -np 2 "$train" "${common[@]}" --max-steps 5000 --log-every 5 --timeout 10 \
   --metrics-out "$tmp/mpikill.jsonl" >"$tmp/stdout" 2>"$tmp/stderr" &
 job=$!
-if wait_for_progress "$tmp/stdout" && victim=$(rank_pid OMPI_COMM_WORLD_RANK 1) && [[ -n $victim ]]; then
+if wait_for_progress "$tmp/stdout" && victim=$(rank_pid "$job" OMPI_COMM_WORLD_RANK 1) && [[ -n $victim ]]; then
   kill -KILL "$victim"
   start=$(date +%s.%N)
   ( sleep 30; kill -KILL "$job" 2>/dev/null ) & guard=$!
