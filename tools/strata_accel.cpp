@@ -179,7 +179,9 @@ struct Workload {
       run(x);
       return;
     }
-    loss(run(x)).backward();
+    const at::Tensor l = loss(run(x));
+    accel::LayerScope scope("loss");  // the seed gradient (ones) is made on this thread
+    l.backward();
   }
 };
 
