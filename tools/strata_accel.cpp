@@ -212,17 +212,20 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
     // devices, so a cut between them is refused.
     STRATA_CHECK(!w.lm, "--devices: fortunes-lm ties its embedding and head weights, which a pipeline "
                  "on separate devices cannot share; use fmnist-cnn or fmnist-mlp");
-    std::vector<std::vector<double>> costs;
+    std::vector<int64_t> balance;
     if (f.balance == "parameters") {
-      costs = accel::parameter_costs(w.model, static_cast<int>(specs.size()));
+      balance = accel::balance_stages(accel::parameter_costs(w.model, static_cast<int>(specs.size())));
     } else {
-      costs = accel::layer_microseconds(w.model, specs, [&](c10::Device d) {
+      // Simulated time: each layer's on each device, plus the copies a cut makes.
+      const auto cuts = accel::cut_microseconds(accel::layer_input_bytes(w.model, w.x), specs, train);
+      const auto costs = accel::layer_microseconds(w.model, specs, [&](c10::Device d) {
         w.step([&](const at::Tensor& x) { return accel::forward_by_layer(w.model, x.to(d)); }, train);
       });
+      balance = accel::balance_stages(costs, cuts.enter, cuts.leave);
     }
     std::vector<int> devices;
     for (size_t i = 0; i < specs.size(); ++i) devices.push_back(static_cast<int>(i));
-    pipe = std::make_unique<accel::SimulatedPipeline>(w.model, accel::balance_stages(costs), devices);
+    pipe = std::make_unique<accel::SimulatedPipeline>(w.model, balance, devices);
     forward = [&](const at::Tensor& x) { return pipe->forward(x); };
   } else {
     accel::to_device(w.model, accel::device(0));

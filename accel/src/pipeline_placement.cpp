@@ -41,6 +41,12 @@ at::Tensor forward_by_layer(torch::nn::Sequential& model, at::Tensor x) {
 }
 
 std::vector<int64_t> balance_stages(const std::vector<std::vector<double>>& costs) {
+  return balance_stages(costs, {}, {});
+}
+
+std::vector<int64_t> balance_stages(const std::vector<std::vector<double>>& costs,
+                                    const std::vector<std::vector<double>>& enter,
+                                    const std::vector<std::vector<double>>& leave) {
   const size_t stages = costs.size();
   STRATA_CHECK(stages > 0, "balance_stages: no stages");
   const size_t n = costs[0].size();
@@ -48,30 +54,70 @@ std::vector<int64_t> balance_stages(const std::vector<std::vector<double>>& cost
     STRATA_CHECK(row.size() == n, "balance_stages: cost rows of ", row.size(), " and ", n, " layers");
   STRATA_CHECK(n >= stages, "balance_stages: ", n, " layers cannot fill ", stages,
                " stages (each needs at least one)");
+  for (const auto* m : {&enter, &leave}) {
+    STRATA_CHECK(m->empty() || m->size() == stages, "balance_stages: cut costs for ", m->size(), " stages, expected ",
+                 stages);
+    for (const auto& row : *m)
+      STRATA_CHECK(row.size() == n, "balance_stages: cut cost rows of ", row.size(), " and ", n, " layers");
+  }
+  // Stage s holding layers [i, j): its layers, plus receiving its input and its gradient.
+  const auto cut = [&](size_t s, size_t i, size_t j) {
+    double c = 0;
+    if (!enter.empty() && i > 0) c += enter[s][i];
+    if (!leave.empty() && j < n) c += leave[s][j];
+    return c;
+  };
   // best[s][j]: the smallest largest-stage cost of layers [0, j) on stages [0, s].
   const double inf = std::numeric_limits<double>::infinity();
   std::vector<std::vector<double>> best(stages, std::vector<double>(n + 1, inf));
-  std::vector<std::vector<size_t>> cut(stages, std::vector<size_t>(n + 1, 0));
+  std::vector<std::vector<size_t>> start(stages, std::vector<size_t>(n + 1, 0));
   double sum = 0;
-  for (size_t j = 1; j <= n; ++j) best[0][j] = (sum += costs[0][j - 1]);
+  for (size_t j = 1; j <= n; ++j) best[0][j] = (sum += costs[0][j - 1]) + cut(0, 0, j);
   for (size_t s = 1; s < stages; ++s) {
     for (size_t j = s + 1; j <= n; ++j) {
       double stage = 0;  // layers [i, j) on stage s
       for (size_t i = j; i-- > s;) {
         stage += costs[s][i];
-        const double worst = std::max(best[s - 1][i], stage);
-        if (worst < best[s][j]) best[s][j] = worst, cut[s][j] = i;
+        const double worst = std::max(best[s - 1][i], stage + cut(s, i, j));
+        if (worst < best[s][j]) best[s][j] = worst, start[s][j] = i;
       }
     }
   }
   std::vector<int64_t> balance(stages);
   size_t end = n;
   for (size_t s = stages; s-- > 0;) {
-    const size_t begin = s == 0 ? 0 : cut[s][end];
+    const size_t begin = s == 0 ? 0 : start[s][end];
     balance[s] = static_cast<int64_t>(end - begin);
     end = begin;
   }
   return balance;
+}
+
+std::vector<int64_t> layer_input_bytes(torch::nn::Sequential& model, const at::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> bytes;
+  at::Tensor h = x;
+  for (auto& child : *model) {
+    bytes.push_back(static_cast<int64_t>(h.numel() * h.element_size()));
+    h = child.forward<at::Tensor>(h);
+  }
+  return bytes;
+}
+
+CutCosts cut_microseconds(const std::vector<int64_t>& input_bytes, const std::vector<AcceleratorSpec>& specs,
+                          bool train) {
+  const size_t stages = specs.size(), n = input_bytes.size();
+  CutCosts c;
+  c.enter.assign(stages, std::vector<double>(n, 0.0));
+  if (train) c.leave.assign(stages, std::vector<double>(n, 0.0));
+  for (size_t s = 0; s < stages; ++s)
+    for (size_t l = 0; l < n; ++l) {
+      if (s > 0)
+        c.enter[s][l] = transfer_cost(input_bytes[l], &specs[s - 1], &specs[s]).microseconds(specs[s].clock_mhz);
+      if (train && s + 1 < stages)
+        c.leave[s][l] = transfer_cost(input_bytes[l], &specs[s + 1], &specs[s]).microseconds(specs[s].clock_mhz);
+    }
+  return c;
 }
 
 std::vector<std::vector<double>> parameter_costs(torch::nn::Sequential& model, int stages) {

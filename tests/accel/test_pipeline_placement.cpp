@@ -21,6 +21,14 @@ TEST(AccelPipeline, BalanceStagesMinimizesTheLargestStage) {
   // Heterogeneous: the second device is four times as fast, so it takes three layers.
   EXPECT_EQ(balance_stages({{4, 4, 4, 4}, {1, 1, 1, 1}}), (std::vector<int64_t>{1, 3}));
   EXPECT_EQ(balance_stages({{7, 1, 1}}), (std::vector<int64_t>{3}));
+  // A cut that copies a large activation moves to where the copy is small.
+  const std::vector<std::vector<double>> flat{{2, 2, 2, 2}, {2, 2, 2, 2}};
+  EXPECT_EQ(balance_stages(flat), (std::vector<int64_t>{2, 2}));
+  const std::vector<std::vector<double>> enter{{0, 0, 0, 0}, {0, 9, 5, 0}};
+  EXPECT_EQ(balance_stages(flat, enter, {}), (std::vector<int64_t>{3, 1}));  // max(6, 2 + 0)
+  const std::vector<std::vector<double>> leave{{0, 0, 0, 7}, {0, 0, 0, 0}};
+  EXPECT_EQ(balance_stages(flat, enter, leave), (std::vector<int64_t>{2, 2}));  // max(4, 4 + 5) < max(6 + 7, 2)
+  EXPECT_THROW(balance_stages(flat, {{0, 0, 0, 0}}, {}), Error);
   EXPECT_THROW(balance_stages({{1}, {1}}), Error);
   EXPECT_THROW(balance_stages({{1, 2}, {1}}), Error);
 }
@@ -104,6 +112,21 @@ TEST(AccelPipeline, StagesRunOnTheirDevicesWithTransfersBetween) {
   EXPECT_DOUBLE_EQ(p.energy_pj, energy);
   EXPECT_EQ(p.to_json()["stages"].size(), 2u);
   EXPECT_NE(p.table().find("throughput bound"), std::string::npos);
+}
+
+TEST(AccelPipeline, CutCostsAreTheTransfersOfTheActivations) {
+  torch::nn::Sequential model(torch::nn::Linear(4, 8), torch::nn::ReLU(), torch::nn::Linear(8, 2));
+  const auto bytes = layer_input_bytes(model, torch::randn({3, 4}));
+  EXPECT_EQ(bytes, (std::vector<int64_t>{3 * 4 * 4, 3 * 8 * 4, 3 * 8 * 4}));
+  const std::vector<AcceleratorSpec> specs{AcceleratorSpec::preset("nvdla"), AcceleratorSpec::preset("eyeriss")};
+  const auto c = cut_microseconds(bytes, specs, true);
+  ASSERT_EQ(c.enter.size(), 2u);
+  ASSERT_EQ(c.leave.size(), 2u);
+  EXPECT_EQ(c.enter[0][1], 0.0);  // nothing comes into the first stage from before it
+  EXPECT_DOUBLE_EQ(c.enter[1][1], transfer_cost(96, &specs[0], &specs[1]).microseconds(specs[1].clock_mhz));
+  EXPECT_DOUBLE_EQ(c.leave[0][2], transfer_cost(96, &specs[1], &specs[0]).microseconds(specs[0].clock_mhz));
+  EXPECT_EQ(c.leave[1][2], 0.0);
+  EXPECT_TRUE(cut_microseconds(bytes, specs, false).leave.empty());
 }
 
 TEST(AccelPipeline, LayerMicrosecondsFollowTheSpecs) {

@@ -39,6 +39,26 @@ at::Tensor forward_by_layer(torch::nn::Sequential& model, at::Tensor x);
 // there are fewer layers than stages.
 std::vector<int64_t> balance_stages(const std::vector<std::vector<double>>& costs);
 
+// The same with what a cut costs: enter[s][l] is added to stage s when it starts at layer
+// l > 0 (receiving the activation), leave[s][l] when it ends before layer l < n (receiving
+// the gradient back, when training). Either may be empty (no cost).
+std::vector<int64_t> balance_stages(const std::vector<std::vector<double>>& costs,
+                                    const std::vector<std::vector<double>>& enter,
+                                    const std::vector<std::vector<double>>& leave);
+
+// Bytes of each child's input when `x` goes through the model (no gradients are made);
+// bytes[l] is what a cut before child l copies between devices.
+std::vector<int64_t> layer_input_bytes(torch::nn::Sequential& model, const at::Tensor& x);
+
+// enter and leave for balance_stages in simulated microseconds of transfer_cost
+// (simulator.h): the activation into stage s from s - 1; when training, its gradient back
+// from s + 1 into stage s.
+struct CutCosts {
+  std::vector<std::vector<double>> enter, leave;
+};
+CutCosts cut_microseconds(const std::vector<int64_t>& input_bytes, const std::vector<AcceleratorSpec>& specs,
+                          bool train);
+
 // costs[s][l] = parameters of child l, the same for every one of `stages` stages.
 std::vector<std::vector<double>> parameter_costs(torch::nn::Sequential& model, int stages);
 
