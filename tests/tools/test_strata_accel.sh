@@ -94,6 +94,14 @@ if "$bin" model --model fmnist-cnn --batch 4 --devices nvdla,shidiannao --json >
 else
   fail "model --devices: $(head -c 400 "$tmp/pipe.json") $(cat "$tmp/stderr")"
 fi
+if "$bin" model --model fortunes-lm --batch 1 --seq 8 --devices generic-32,fusemax,tpu-like --json >"$tmp/lmpipe.json" 2>"$tmp/stderr" &&
+   jq -e '(.pipeline.stages | length == 3) and .pipeline.stages[0].layers[0] == "embed"
+          and .pipeline.stages[2].layers[-1] == "head" and (.report.uncharged | length == 0)
+          and (.report.devices[2].ops | has("transfer 1->2"))' "$tmp/lmpipe.json" >/dev/null; then
+  pass "model fortunes-lm --devices: stages $(jq -c '[.pipeline.stages[].layers]' "$tmp/lmpipe.json")"
+else
+  fail "model fortunes-lm --devices: $(head -c 400 "$tmp/lmpipe.json") $(cat "$tmp/stderr")"
+fi
 if "$bin" model --model fmnist-cnn --batch 2 --devices generic-32,tpu-like | grep -q "throughput bound"; then
   pass "model --devices table"
 else
@@ -126,7 +134,6 @@ expect_error "model: bad model" "--model resnet: unknown" model --model resnet -
 expect_error "model: bad spec" "zero.json: field 'rows': got 0" model --spec "$tmp/zero.json" --batch 2
 expect_error "model: bad device spec" "tpu-v9: cannot open (not a preset either" model --devices nvdla,tpu-v9 --batch 2
 expect_error "model: too many devices" "--devices: 9 devices, at most 8" model --devices nvdla,nvdla,nvdla,nvdla,nvdla,nvdla,nvdla,nvdla,nvdla --batch 2
-expect_error "model: lm pipeline" "ties its embedding" model --model fortunes-lm --devices nvdla,eyeriss --batch 1 --seq 4
 expect_error "model: bad balance" "--balance time" model --devices nvdla,eyeriss --balance time --batch 2
 expect_error "no subcommand" "subcommand"
 
