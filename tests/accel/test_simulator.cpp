@@ -99,6 +99,25 @@ TEST(AccelSimulator, Conv2dIsChargedItsLoweredGemm) {
   expect_same_cost(bwd[0].cost, d.model().gemm({g.n, g.m, g.k}));
 }
 
+TEST(AccelSimulator, TransposedConvIsToldApartByItsOutput) {
+  // The device reports no `transposed` flag (a bool); the simulator infers it from the
+  // output's sizes. Transposed: every input pixel scatters a kh x kw patch per output
+  // channel, M = N*H*W = 25, K = C_in = 4, N = C_out * kh * kw = 18.
+  const auto spec = AcceleratorSpec::preset("generic-32");
+  auto sim = std::make_shared<Simulator>(spec);
+  torch::nn::ConvTranspose2d deconv(torch::nn::ConvTranspose2dOptions(4, 2, 3).stride(2));
+  to_device(deconv, device(0));
+  const auto x = torch::randn({1, 4, 5, 5}).to(device(0));
+  {
+    RecorderScope scope(sim);
+    EXPECT_EQ(deconv->forward(x).sizes(), (std::vector<int64_t>{1, 2, 11, 11}));
+  }
+  const auto fwd = entries_named(sim->report(), "aten::convolution");
+  ASSERT_EQ(fwd.size(), 1u);
+  expect_same_cost(fwd[0].cost, CostDispatcher(spec).model().gemm({25, 4, 18}));
+  EXPECT_EQ(fwd[0].cost.macs, 25 * 4 * 18);
+}
+
 TEST(AccelSimulator, ElementwiseOpsAreChargedTheVectorUnit) {
   const auto spec = AcceleratorSpec::preset("eyeriss");
   auto sim = std::make_shared<Simulator>(spec);
