@@ -1,7 +1,7 @@
 // NASAIC-style co-exploration of fmnist-cnn variants and simulated accelerators, and a
 // DRACO-style PE-utilization study (docs/accel-codesign.md).
 //
-//   build/examples/accel_codesign --latency-ms 0.5 --energy-mj 0.05 --area-mm2 2
+//   build/examples/accel_codesign --latency-ms 0.015 --energy-mj 0.06 --area-mm2 1.5
 //   build/examples/accel_codesign --utilization-study
 //
 // Search: every (network, hardware) pair is priced analytically from the layer shapes with
