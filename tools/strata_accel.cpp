@@ -6,17 +6,33 @@
 //   strata-accel attention --preset fusemax --mapping fused --seq-q 4096 --head-dim 64
 //   strata-accel gemm --spec accel/specs/systolic_ws_32.json --m 128 --k 768 --n 3072
 //   strata-accel presets
+//   strata-accel model --preset eyeriss --model fmnist-cnn --batch 64 --train-steps 1
+//   strata-accel model --model fmnist-cnn --devices nvdla,shidiannao --json
 //
 // The accelerator is --spec FILE (a JSON spec, or a preset's name), --preset NAME, or the
 // generic-32 preset; --array, --dataflow and --bandwidth replace its fields. The output
 // is {"spec": ..., "op": ..., "cost": ..., "microseconds": ...}; access counts are words
 // of the spec's word size, energies pJ (docs/accel.md).
+//
+// `model` runs a built-in model (fmnist-cnn, fmnist-mlp, fortunes-lm) on the simulated
+// device with random inputs under the Simulator and prints its CostReport (a table, or
+// JSON with --json); --devices A,B,... cuts the model into a pipeline of stages, stage i
+// on device i with spec i, and adds the per-stage report.
+#include <torch/torch.h>
+
 #include <iostream>
 
 #include "strata/accel/accel_spec.h"
 #include "strata/accel/cost_model.h"
+#include "strata/accel/device.h"
+#include "strata/accel/pipeline_placement.h"
+#include "strata/accel/simulator.h"
+#include "strata/accel/to_device.h"
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
+#include "strata/core/models.h"
+#include "strata/core/parameters.h"
+#include "strata/core/transformer_lm.h"
 
 namespace {
 
@@ -116,6 +132,161 @@ int list_presets(bool as_json) {
   return 0;
 }
 
+struct ModelFlags {
+  std::string model = "fmnist-cnn";
+  int64_t batch = 64;
+  int64_t seq = 128;  // fortunes-lm tokens per sequence
+  int64_t train_steps = 1;
+  bool json = false;
+  std::string trace;
+  std::vector<std::string> devices;
+  std::string balance = "cycles";
+};
+
+// A built-in model with random inputs and its loss; step() runs forward (every child under
+// its own layer name) and, when training, the loss's backward.
+struct Workload {
+  torch::nn::Sequential model;
+  at::Tensor x, y;
+  bool lm = false;
+
+  explicit Workload(const ModelFlags& f) {
+    torch::manual_seed(0);
+    if (f.model == "fortunes-lm") {
+      lm = true;
+      auto options = strata::core::TransformerLMOptions().context(f.seq);
+      model = strata::core::make_transformer_lm(options);
+      x = torch::randint(0, options.vocab(), {f.batch, f.seq});
+      y = torch::randint(0, options.vocab(), {f.batch, f.seq});
+    } else {
+      STRATA_CHECK(f.model == "fmnist-cnn" || f.model == "fmnist-mlp", "--model ", f.model,
+                   ": unknown, expected fmnist-cnn, fmnist-mlp or fortunes-lm");
+      model = strata::core::make_fmnist_model(f.model.substr(7));
+      // Normalized as Fashion-MNIST would be (mean 0.2860, std 0.3530).
+      x = (torch::rand({f.batch, 1, 28, 28}) - 0.2860) / 0.3530;
+      y = torch::randint(0, 10, {f.batch});
+    }
+  }
+  at::Tensor loss(const at::Tensor& out) {
+    accel::LayerScope scope("loss");
+    const auto target = y.to(out.device());
+    return lm ? strata::core::lm_loss(out, target) : torch::nn::functional::cross_entropy(out, target);
+  }
+  // forward and backward of one batch on a model already placed; `run` maps input -> output.
+  void step(const std::function<at::Tensor(const at::Tensor&)>& run, bool train) {
+    if (!train) {
+      torch::NoGradGuard no_grad;
+      run(x);
+      return;
+    }
+    const at::Tensor l = loss(run(x));
+    accel::LayerScope scope("loss");  // the seed gradient (ones) is made on this thread
+    l.backward();
+  }
+};
+
+// fortunes-lm's head shares its weight with the embedding, and one tensor cannot live on
+// two devices: a pipeline gives the head its own copy. What is charged is the same but for
+// the one add that sums a tied weight's two gradients (and the copy's optimizer update).
+void untie_head(torch::nn::Sequential& model) {
+  const auto names = model->named_children().keys();
+  torch::nn::Sequential untied;
+  size_t i = 0;
+  for (const auto& any : *model) {
+    if (auto head = std::dynamic_pointer_cast<strata::core::LMHeadImpl>(any.ptr()))
+      untied->push_back(std::string(names[i]), strata::core::LMHead(head->weight.detach().clone().requires_grad_(true)));
+    else
+      untied->push_back(std::string(names[i]), any);
+    ++i;
+  }
+  untied->train(model->is_training());
+  model = untied;
+}
+
+int run_model(const SpecFlags& sf, const ModelFlags& f) {
+  STRATA_CHECK(f.balance == "cycles" || f.balance == "parameters", "--balance ", f.balance,
+               ": expected cycles or parameters");
+  std::vector<accel::AcceleratorSpec> specs;
+  if (f.devices.empty()) {
+    specs.push_back(build_spec(sf));
+  } else {
+    STRATA_CHECK(sf.spec.empty() && sf.preset.empty() && sf.array.empty() && sf.dataflow.empty() && sf.bandwidth == 0,
+                 "--devices gives every device's spec: --spec, --preset, --array, --dataflow and --bandwidth "
+                 "do not apply");
+    STRATA_CHECK(static_cast<int>(f.devices.size()) <= accel::device_count(), "--devices: ", f.devices.size(),
+                 " devices, at most ", accel::device_count());
+    for (const auto& d : f.devices) specs.push_back(accel::AcceleratorSpec::resolve(d));
+  }
+  Workload w(f);
+  const bool train = f.train_steps > 0;
+  w.model->train(train);
+  auto sim = std::make_shared<accel::Simulator>(specs.front());
+  for (size_t i = 0; i < specs.size(); ++i) sim->configure(static_cast<int>(i), specs[i]);
+
+  std::unique_ptr<accel::SimulatedPipeline> pipe;
+  std::function<at::Tensor(const at::Tensor&)> forward;
+  if (specs.size() > 1) {
+    if (w.lm) untie_head(w.model);
+    std::vector<int64_t> balance;
+    if (f.balance == "parameters") {
+      balance = accel::balance_stages(accel::parameter_costs(w.model, static_cast<int>(specs.size())));
+    } else {
+      // Simulated time: each layer's on each device, plus the copies a cut makes.
+      const auto cuts = accel::cut_microseconds(accel::layer_input_bytes(w.model, w.x), specs, train);
+      const auto costs = accel::layer_microseconds(w.model, specs, [&](c10::Device d) {
+        w.step([&](const at::Tensor& x) { return accel::forward_by_layer(w.model, x.to(d)); }, train);
+      });
+      balance = accel::balance_stages(costs, cuts.enter, cuts.leave);
+    }
+    std::vector<int> devices;
+    for (size_t i = 0; i < specs.size(); ++i) devices.push_back(static_cast<int>(i));
+    pipe = std::make_unique<accel::SimulatedPipeline>(w.model, balance, devices);
+    forward = [&](const at::Tensor& x) { return pipe->forward(x); };
+  } else {
+    accel::to_device(w.model, accel::device(0));
+    forward = [&](const at::Tensor& x) { return accel::forward_by_layer(w.model, x.to(accel::device(0))); };
+  }
+  // Made after placing: its state lives where the parameters are.
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  const auto params = strata::core::unique_parameters(*w.model);
+  if (w.lm)
+    optimizer = std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(3e-4));
+  else
+    optimizer = std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(0.05).momentum(0.9));
+  {
+    accel::RecorderScope scope(sim);
+    for (int64_t s = 0; s < std::max<int64_t>(f.train_steps, 1); ++s) {
+      if (train) optimizer->zero_grad();
+      w.step(forward, train);
+      if (train) {
+        accel::LayerScope optimizer_scope("optimizer");
+        optimizer->step();
+      }
+    }
+  }
+  const accel::CostReport report = sim->report();
+  if (!f.trace.empty()) report.write_chrome_trace(f.trace);
+  if (f.json) {
+    nlohmann::ordered_json out;
+    out["model"] = f.model;
+    out["batch"] = f.batch;
+    if (w.lm) out["seq"] = f.seq;
+    out["train_steps"] = f.train_steps;
+    nlohmann::json spec_list = nlohmann::json::array();
+    for (const auto& s : specs) spec_list.push_back(s.to_json());
+    out["specs"] = spec_list;
+    out["report"] = report.to_json();
+    if (pipe) out["pipeline"] = accel::pipeline_report(report, pipe->stages()).to_json();
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << f.model << ", batch " << f.batch << (w.lm ? " x " + std::to_string(f.seq) : std::string()) << ", "
+            << (train ? std::to_string(f.train_steps) + " training step(s)" : std::string("forward only")) << "\n"
+            << report.table();
+  if (pipe) std::cout << "pipeline\n" << accel::pipeline_report(report, pipe->stages()).table();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -165,8 +336,23 @@ int main(int argc, char** argv) {
     CLI::App* presets = app.add_subcommand("presets", "List the presets");
     presets->add_flag("--json", as_json, "Every preset's full spec as JSON");
 
+    ModelFlags mf;
+    CLI::App* model = app.add_subcommand("model", "Run a built-in model on simulated accelerators and report its cost");
+    add_spec_flags(model, sf);
+    model->add_option("--model", mf.model, "fmnist-cnn, fmnist-mlp or fortunes-lm");
+    model->add_option("--batch", mf.batch, "Batch size")->check(CLI::PositiveNumber);
+    model->add_option("--seq", mf.seq, "fortunes-lm: tokens per sequence")->check(CLI::PositiveNumber);
+    model->add_option("--train-steps", mf.train_steps, "Training steps (0: one forward pass only)")
+        ->check(CLI::NonNegativeNumber);
+    model->add_flag("--json", mf.json, "The report as JSON");
+    model->add_option("--trace", mf.trace, "Write a Chrome trace of the simulated timeline");
+    model->add_option("--devices", mf.devices, "Pipeline: one spec (file or preset) per stage, e.g. nvdla,eyeriss")
+        ->delimiter(',');
+    model->add_option("--balance", mf.balance, "Pipeline split: cycles (simulated time) or parameters");
+
     if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
     if (presets->parsed()) return list_presets(as_json);
+    if (model->parsed()) return run_model(sf, mf);
     const accel::AcceleratorSpec spec = build_spec(sf);
     if (gemm->parsed()) {
       g.check();

@@ -52,7 +52,7 @@ const std::map<std::string, Entry>& table() {
          "clamp", "clamp_min", "clamp_max", "hardtanh", "hardtanh_backward", "leaky_relu",
          "leaky_relu_backward", "maximum", "minimum", "where", "masked_fill", "eq", "ne", "lt",
          "le", "gt", "ge", "sign", "reciprocal", "square", "fill", "zero", "zeros", "ones", "full",
-         "zeros_like", "ones_like", "full_like", "lerp", "addcmul", "addcdiv", "floor", "ceil",
+         "zeros_like", "ones_like", "full_like", "arange", "linspace", "lerp", "addcmul", "addcdiv", "floor", "ceil",
          "round", "native_dropout_backward", "max_pool2d_with_indices_backward",
          "avg_pool2d_backward", "nll_loss_backward", "mse_loss_backward", "_log_softmax_backward_data",
          "embedding_dense_backward", "tril", "triu", "bitwise_and", "bitwise_or", "logical_not"});

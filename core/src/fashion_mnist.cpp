@@ -3,9 +3,11 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <memory>
+#include <vector>
 
 #include "strata/core/error.h"
 
@@ -16,6 +18,7 @@ constexpr uint32_t kLabelsMagic = 0x00000801;
 constexpr uint32_t kImagesMagic = 0x00000803;
 // Far above any IDX file strata reads; guards against allocating a corrupt header's size.
 constexpr uint64_t kMaxPayload = uint64_t{1} << 34;
+constexpr uint64_t kReadChunk = uint64_t{1} << 24;
 
 struct GzCloser {
   void operator()(gzFile_s* file) const { gzclose(file); }
@@ -85,10 +88,23 @@ at::Tensor read_idx_file(const std::string& path) {
                  i, " is ", size, ")");
   }
 
-  at::Tensor data = at::empty(shape, at::kByte);
-  const uint64_t got = read_some(file.get(), path, data.data_ptr<uint8_t>(), payload);
+  // Read before allocating all of it: a damaged header may promise gigabytes that a small
+  // file does not hold (the fuzzer found one), and that must be "truncated", not an
+  // out-of-memory. The buffer grows with the data actually read.
+  std::vector<uint8_t> bytes;
+  bytes.reserve(std::min<uint64_t>(payload, kReadChunk));
+  uint64_t got = 0;
+  while (got < payload) {
+    const uint64_t chunk = std::min<uint64_t>(payload - got, kReadChunk);
+    bytes.resize(got + chunk);
+    const uint64_t n = read_some(file.get(), path, bytes.data() + got, chunk);
+    got += n;
+    if (n < chunk) break;
+  }
   STRATA_CHECK(got == payload, path, ": truncated: ", got, " bytes of data, expected ", payload,
                " for shape ", c10::IntArrayRef(shape));
+  at::Tensor data = at::empty(shape, at::kByte);
+  std::copy(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(got), data.data_ptr<uint8_t>());
   uint8_t extra = 0;
   STRATA_CHECK(read_some(file.get(), path, &extra, 1) == 0, path,
                ": trailing bytes after the ", payload, " bytes the header promises");

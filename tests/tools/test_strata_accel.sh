@@ -57,6 +57,57 @@ else
   fail "presets"
 fi
 
+# model: a built-in model on the simulated device, as JSON with cycles, per-layer totals and
+# the uncharged list; --devices cuts it into a pipeline with one stage per device.
+if "$bin" model --preset eyeriss --model fmnist-cnn --batch 4 --json --trace "$tmp/trace.json" >"$tmp/model.json" 2>"$tmp/stderr" &&
+   jq -e '.report.total.cycles > 0 and (.report.devices[0].layers | keys | index("3") != null)
+          and (.report.devices[0].ops["aten::convolution_backward"].calls == 2)
+          and (.report.uncharged | length == 0) and .report.devices[0].name == "eyeriss"' "$tmp/model.json" >/dev/null &&
+   jq -e '.traceEvents | length > 0' "$tmp/trace.json" >/dev/null; then
+  pass "model fmnist-cnn: $(jq .report.total.cycles "$tmp/model.json") cycles"
+else
+  fail "model fmnist-cnn: $(head -c 300 "$tmp/model.json") $(cat "$tmp/stderr")"
+fi
+if "$bin" model --spec "$specs/systolic_ws_32.json" --model fmnist-mlp --batch 2 --train-steps 0 --json >"$tmp/mlp.json" 2>"$tmp/stderr" &&
+   jq -e '.report.total.cycles > 0 and (.report.devices[0].ops | has("aten::mm") | not)
+          and (.report.devices[0].layers | has("optimizer") | not)' "$tmp/mlp.json" >/dev/null; then
+  pass "model forward only: no backward, no optimizer"
+else
+  fail "model forward only: $(head -c 300 "$tmp/mlp.json") $(cat "$tmp/stderr")"
+fi
+if "$bin" model --model fortunes-lm --preset fusemax --batch 1 --seq 8 --json >"$tmp/lm.json" 2>"$tmp/stderr" &&
+   jq -e '.report.total.cycles > 0 and (.report.devices[0].layers | has("block3") and has("embed") and has("head"))' \
+     "$tmp/lm.json" >/dev/null; then
+  pass "model fortunes-lm"
+else
+  fail "model fortunes-lm: $(head -c 300 "$tmp/lm.json") $(cat "$tmp/stderr")"
+fi
+if "$bin" model --model fmnist-cnn --batch 4 --devices nvdla,shidiannao --json >"$tmp/pipe.json" 2>"$tmp/stderr" &&
+   jq -e '(.pipeline.stages | length == 2) and .pipeline.stages[0].name == "nvdla"
+          and .pipeline.stages[1].name == "shidiannao"
+          and (.pipeline.stages[1].transfers.calls >= 1)
+          and (.report.devices[1].ops | has("transfer 0->1"))
+          and (.pipeline.latency_us - ([.pipeline.stages[].microseconds] | add) | fabs < 1e-6)
+          and (.pipeline.bottleneck_us == ([.pipeline.stages[].microseconds] | max))
+          and ([.pipeline.stages[].layers | length] | add) == 8' "$tmp/pipe.json" >/dev/null; then
+  pass "model --devices: stages $(jq -c '[.pipeline.stages[].layers]' "$tmp/pipe.json")"
+else
+  fail "model --devices: $(head -c 400 "$tmp/pipe.json") $(cat "$tmp/stderr")"
+fi
+if "$bin" model --model fortunes-lm --batch 1 --seq 8 --devices generic-32,fusemax,tpu-like --json >"$tmp/lmpipe.json" 2>"$tmp/stderr" &&
+   jq -e '(.pipeline.stages | length == 3) and .pipeline.stages[0].layers[0] == "embed"
+          and .pipeline.stages[2].layers[-1] == "head" and (.report.uncharged | length == 0)
+          and (.report.devices[2].ops | has("transfer 1->2"))' "$tmp/lmpipe.json" >/dev/null; then
+  pass "model fortunes-lm --devices: stages $(jq -c '[.pipeline.stages[].layers]' "$tmp/lmpipe.json")"
+else
+  fail "model fortunes-lm --devices: $(head -c 400 "$tmp/lmpipe.json") $(cat "$tmp/stderr")"
+fi
+if "$bin" model --model fmnist-cnn --batch 2 --devices generic-32,tpu-like | grep -q "throughput bound"; then
+  pass "model --devices table"
+else
+  fail "model --devices table"
+fi
+
 printf '{"template": "systolic", "dataflow": "os", "rows": 0, "cols": 8, "sram_kib": {"ifmap": 1, "filter": 1, "ofmap": 1}, "word_bytes": 1, "clock_mhz": 1, "dram_bytes_per_cycle": 1}' >"$tmp/zero.json"
 printf '{"template": "dataflow-graph", "rows": 8, "cols": 8}' >"$tmp/template.json"
 printf '{"template": "systolic", "dataflow": "os", "rows": 8, "cols": 8, "word_bytes": 1, "clock_mhz": 1, "dram_bytes_per_cycle": 1}' >"$tmp/missing.json"
@@ -79,6 +130,11 @@ expect_error "kernel too big" "larger than the padded input" conv --in-channels 
 expect_error "fused on systolic" "only an attention array" attention --mapping fused --seq-q 128 --head-dim 64
 expect_error "bad mapping" "mapping 'fast'" attention --preset fusemax --mapping fast --seq-q 128 --head-dim 64
 expect_error "spec and preset" "excludes" gemm --spec eyeriss --preset nvdla --m 8 --k 8 --n 8
+expect_error "model: bad model" "--model resnet: unknown" model --model resnet --batch 2
+expect_error "model: bad spec" "zero.json: field 'rows': got 0" model --spec "$tmp/zero.json" --batch 2
+expect_error "model: bad device spec" "tpu-v9: cannot open (not a preset either" model --devices nvdla,tpu-v9 --batch 2
+expect_error "model: too many devices" "--devices: 9 devices, at most 8" model --devices nvdla,nvdla,nvdla,nvdla,nvdla,nvdla,nvdla,nvdla,nvdla --batch 2
+expect_error "model: bad balance" "--balance time" model --devices nvdla,eyeriss --balance time --batch 2
 expect_error "no subcommand" "subcommand"
 
 finish
