@@ -12,6 +12,7 @@
 #include "communicator_checks.h"
 #include "staged_tensor.h"
 #include "strata/core/error.h"
+#include "strata/parallel/control_store.h"
 
 // ncclAvg and ncclBfloat16 arrived in NCCL 2.10.
 static_assert(NCCL_VERSION_CODE >= 21000, "the NCCL backend needs NCCL >= 2.10");
@@ -282,6 +283,23 @@ std::shared_ptr<NcclCommunicator> NcclCommunicator::create_from_mpi(Communicator
   bootstrap.broadcast(bytes, 0)->wait();
   std::memcpy(id.bytes.data(), bytes.data_ptr(), id.bytes.size());
   return std::make_shared<NcclCommunicator>(bootstrap.rank(), bootstrap.size(), id, device);
+}
+
+std::shared_ptr<NcclCommunicator> NcclCommunicator::create_from_store(ControlStoreClient& store,
+                                                                      int rank, int size,
+                                                                      int device,
+                                                                      const std::string& key) {
+  NcclUniqueId id;
+  if (rank == 0) {
+    id = make_unique_id();
+    store.set(key, std::string(id.bytes.data(), id.bytes.size()));
+  } else {
+    const std::string bytes = store.get(key);
+    STRATA_CHECK(bytes.size() == id.bytes.size(), "NCCL unique id under store key '", key,
+                 "': ", bytes.size(), " bytes, expected ", id.bytes.size());
+    std::memcpy(id.bytes.data(), bytes.data(), id.bytes.size());
+  }
+  return std::make_shared<NcclCommunicator>(rank, size, id, device);
 }
 
 int NcclCommunicator::device() const { return state_->device; }

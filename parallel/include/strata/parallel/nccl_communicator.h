@@ -19,6 +19,8 @@
 
 namespace strata::parallel {
 
+class ControlStoreClient;  // control_store.h
+
 namespace detail {
 struct NcclState;  // the ncclComm_t, stream and device; defined in nccl_communicator.cpp
 }
@@ -38,6 +40,11 @@ class NcclCommunicator final : public Communicator {
   // Rank 0 of `bootstrap` makes the id and broadcasts it over `bootstrap` (any backend with
   // CPU tensors: MPI, in-process); the new communicator has bootstrap's ranks.
   static std::shared_ptr<NcclCommunicator> create_from_mpi(Communicator& bootstrap, int device);
+  // The same through the control plane's rendezvous store (a job started by strata-run):
+  // rank 0 makes the id and sets it under `key`, the other ranks wait for it there.
+  static std::shared_ptr<NcclCommunicator> create_from_store(ControlStoreClient& store, int rank,
+                                                             int size, int device,
+                                                             const std::string& key = "nccl/unique_id");
 
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
