@@ -231,8 +231,8 @@ GlooCommunicator::~GlooCommunicator() = default;
 
 WorkPtr GlooCommunicator::isend(const at::Tensor& tensor, int dst, int tag) {
   detail::check_defined(tensor, "isend tensor");
-  detail::check_peer(dst, size_, "isend destination");
-  detail::check_tag(tag, "isend tag");
+  detail::check_peer(dst, size_, "isend dst");
+  detail::check_tag(tag, "isend");
   STRATA_CHECK(tag < 32768, "gloo isend tag: got ", tag, ", expected less than 32768");
   // Gloo cannot send zero bytes; the receiver's tensor is empty too, and skips as well.
   if (tensor.numel() == 0) return std::make_shared<CompletedWork>();
@@ -256,8 +256,8 @@ WorkPtr GlooCommunicator::isend(const at::Tensor& tensor, int dst, int tag) {
 
 WorkPtr GlooCommunicator::irecv(at::Tensor& tensor, int src, int tag) {
   detail::check_defined(tensor, "irecv tensor");
-  detail::check_peer(src, size_, "irecv source");
-  detail::check_tag(tag, "irecv tag");
+  detail::check_peer(src, size_, "irecv src");
+  detail::check_tag(tag, "irecv");
   STRATA_CHECK(tag < 32768, "gloo irecv tag: got ", tag, ", expected less than 32768");
   if (tensor.numel() == 0) return std::make_shared<CompletedWork>();
   if (src == rank_) {

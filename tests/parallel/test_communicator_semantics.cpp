@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "comm_test_support.h"
+#include "strata/parallel/control_plane.h"
 
 namespace strata::parallel::testing {
 namespace {
@@ -173,5 +174,18 @@ STRATA_COMM_TEST(Communicator, Split, split_body)
 STRATA_COMM_TEST(Communicator, BadInputsRaise, bad_inputs_body)
 STRATA_COMM_TEST(Communicator, RecvSizeMismatchRaises, recv_size_mismatch_body)
 STRATA_COMM_TEST(Communicator, IsCompletedMakesProgress, poll_body)
+
+// The same on the Gloo backend (strata-run's data plane), 2 ranks. Not a receive into a
+// tensor of another size: Gloo aborts the process on it (docs/reliability.md, "Limits").
+#define STRATA_GLOO_TEST(name, body) \
+  TEST(GlooCommunicatorSemantics, name) { \
+    if (!gloo_available()) GTEST_SKIP() << "LibTorch without Gloo"; \
+    run_gloo(2, body); \
+  }
+STRATA_GLOO_TEST(WorksKeepTensorsAlive, keep_alive_body)
+STRATA_GLOO_TEST(Barrier, barrier_body)
+STRATA_GLOO_TEST(Split, split_body)
+STRATA_GLOO_TEST(BadInputsRaise, bad_inputs_body)
+STRATA_GLOO_TEST(IsCompletedMakesProgress, poll_body)
 
 }  // namespace strata::parallel::testing
