@@ -1,5 +1,10 @@
 #include "strata/parallel/watchdog.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -81,6 +86,21 @@ std::string format_hang_report(const nlohmann::json& report) {
   return out.str();
 }
 
+namespace {
+
+// SIGTERM: the handler may only do async-signal-safe work, so it writes one byte to a
+// pipe; the installing watchdog's terminate thread reads it and reports. 'q' stops it.
+int g_terminate_pipe[2] = {-1, -1};
+std::atomic<bool> g_terminate_installed{false};
+struct sigaction g_previous_terminate;
+
+void on_terminate_signal(int) {
+  const char byte = 't';
+  [[maybe_unused]] const ssize_t n = ::write(g_terminate_pipe[1], &byte, 1);
+}
+
+}  // namespace
+
 Watchdog::Watchdog(std::shared_ptr<ControlStoreClient> store, int rank, int world_size,
                    WatchdogOptions options, core::FlightRecorder& recorder)
     : store_(std::move(store)), rank_(rank), world_size_(world_size), options_(std::move(options)),
@@ -100,6 +120,30 @@ Watchdog::Watchdog(std::shared_ptr<ControlStoreClient> store, int rank, int worl
   summaries_.assign(static_cast<size_t>(world_size_), nlohmann::json::object());
   done_.assign(static_cast<size_t>(world_size_), false);
   thread_ = std::thread([this] { loop(); });
+  bool expected = false;
+  if (options_.report_on_terminate() &&
+      g_terminate_installed.compare_exchange_strong(expected, true)) {
+    if (::pipe2(g_terminate_pipe, O_CLOEXEC) == 0) {
+      owns_terminate_ = true;
+      terminate_thread_ = std::thread([this] { wait_for_terminate(); });
+      struct sigaction action {};
+      action.sa_handler = on_terminate_signal;
+      sigemptyset(&action.sa_mask);
+      sigaction(SIGTERM, &action, &g_previous_terminate);
+    } else {
+      g_terminate_installed = false;
+    }
+  }
+}
+
+void Watchdog::wait_for_terminate() {
+  char byte = 0;
+  while (::read(g_terminate_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  if (byte != 't') return;
+  report_this_rank_and_exit("rank " + std::to_string(rank_) +
+                            " was told to stop (SIGTERM) by its launcher: another rank of the "
+                            "job ended; this rank's last operations follow");
 }
 
 Watchdog::~Watchdog() { stop(); }
@@ -112,6 +156,16 @@ void Watchdog::stop() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (owns_terminate_) {
+    sigaction(SIGTERM, &g_previous_terminate, nullptr);
+    const char quit = 'q';
+    [[maybe_unused]] const ssize_t n = ::write(g_terminate_pipe[1], &quit, 1);
+    if (terminate_thread_.joinable()) terminate_thread_.join();
+    ::close(g_terminate_pipe[0]);
+    ::close(g_terminate_pipe[1]);
+    owns_terminate_ = false;
+    g_terminate_installed = false;
+  }
   if (aborted_) return;
   try {
     store_->set(heartbeat_key(rank_), "done");
@@ -208,7 +262,7 @@ nlohmann::json Watchdog::build_report(const std::string& reason, int detected_by
 }
 
 void Watchdog::abort(const std::string& reason, bool detected_here) {
-  aborted_ = true;
+  if (aborted_.exchange(true)) return;  // the terminate thread is already reporting
   WatchdogAbort event{reason, detected_here, build_report(reason, detected_here ? rank_ : -1)};
   if (!detected_here) event.report.erase("detected_by");
   if (detected_here) {
@@ -258,16 +312,24 @@ void Watchdog::abort(const std::string& reason, bool detected_here) {
 }
 
 void Watchdog::lost_store(const std::string& error) {
-  const std::string reason = "rank " + std::to_string(rank_) + " lost the control store (" + error + ")";
-  aborted_ = true;
-  // What this rank knows of the others is stale now: report this rank alone.
-  nlohmann::json report = {{"reason", reason},
-                           {"detected_by", rank_},
-                           {"timeout_s", seconds(options_.timeout())},
-                           {"ranks", nlohmann::json::array({{{"rank", rank_},
-                                                             {"done", false},
-                                                             {"last_heartbeat_s_ago", 0.0},
-                                                             {"recorder", recorder_.summary()}}})}};
+  report_this_rank_and_exit("rank " + std::to_string(rank_) + " lost the control store (" +
+                            error + ")");
+}
+
+nlohmann::json Watchdog::this_rank_report(const std::string& reason) {
+  return {{"reason", reason},
+          {"detected_by", rank_},
+          {"timeout_s", seconds(options_.timeout())},
+          {"ranks", nlohmann::json::array({{{"rank", rank_},
+                                            {"done", false},
+                                            {"last_heartbeat_s_ago", 0.0},
+                                            {"recorder", recorder_.summary()}}})}};
+}
+
+void Watchdog::report_this_rank_and_exit(const std::string& reason) {
+  // What this rank knows of the others is stale or unknown: report this rank alone.
+  if (aborted_.exchange(true)) return;  // the loop thread is already reporting
+  const nlohmann::json report = this_rank_report(reason);
   if (options_.on_abort()) {
     options_.on_abort()(WatchdogAbort{reason, true, report});
     return;

@@ -62,6 +62,10 @@ struct WatchdogOptions {
   // tests and for programs that abort their own way.
   TORCH_ARG(std::function<void(const WatchdogAbort&)>, on_abort) = nullptr;
   TORCH_ARG(int, exit_code) = kWatchdogExitCode;
+  // On SIGTERM (mpirun and strata-run send it to the other ranks when one rank dies),
+  // print this rank's report (what it was doing, which rank it waited for) before exiting.
+  // Only the first watchdog of a process installs the handler.
+  TORCH_ARG(bool, report_on_terminate) = true;
 };
 
 class Watchdog {
@@ -90,6 +94,12 @@ class Watchdog {
   nlohmann::json build_report(const std::string& reason, int detected_by);
   void abort(const std::string& reason, bool detected_here);
   void lost_store(const std::string& error);
+  // A report of this rank alone, when the others' state is stale or unknown.
+  nlohmann::json this_rank_report(const std::string& reason);
+  // Prints this_rank_report (or calls on_abort) and ends the process.
+  void report_this_rank_and_exit(const std::string& reason);
+  // The thread that waits for SIGTERM (see report_on_terminate).
+  void wait_for_terminate();
 
   std::shared_ptr<ControlStoreClient> store_;
   int rank_, world_size_;
@@ -108,6 +118,8 @@ class Watchdog {
   bool stopping_ = false;
   std::atomic<bool> aborted_{false};
   std::thread thread_;
+  bool owns_terminate_ = false;  // installed the SIGTERM handler
+  std::thread terminate_thread_;
 };
 
 }  // namespace strata::parallel
