@@ -54,19 +54,27 @@ else
   fail "strata-run -n 2 train_fmnist --pp 2 (Gloo): status $status: $(tail -5 "$tmp/stderr")"
 fi
 
-# ---- SIGKILL a rank of a strata-run job
-# (the old output goes first: a background job truncates it only once it has started)
-rm -f "$tmp/stdout" "$tmp/stderr"
-"$launcher" -n 2 "$train" "${common[@]}" --max-steps 5000 --log-every 5 --timeout 10 \
-  --metrics-out "$tmp/killed.jsonl" >"$tmp/stdout" 2>"$tmp/stderr" &
-job=$!
-if wait_for_progress "$tmp/stdout" && victim=$(rank_pid "$job" STRATA_RANK 1) && [[ -n $victim ]]; then
+# kill_rank_1 JOB VAR: once JOB trains, SIGKILLs its rank 1 (the process with VAR=1 in its
+# environment) and waits for JOB, 30 s at most; sets victim, status (JOB's exit status) and
+# elapsed (seconds from the kill to JOB's end). False when JOB did not start training.
+kill_rank_1() {
+  local job="$1" var="$2" start guard
+  wait_for_progress "$tmp/stdout" && victim=$(rank_pid "$job" "$var" 1) && [[ -n $victim ]] || return 1
   kill -KILL "$victim"
   start=$(date +%s.%N)
   ( sleep 30; kill -KILL "$job" 2>/dev/null ) & guard=$!
   wait "$job"; status=$?
   kill "$guard" 2>/dev/null
   elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+}
+
+# ---- SIGKILL a rank of a strata-run job
+# (the old output goes first: a background job truncates it only once it has started)
+rm -f "$tmp/stdout" "$tmp/stderr"
+"$launcher" -n 2 "$train" "${common[@]}" --max-steps 5000 --log-every 5 --timeout 10 \
+  --metrics-out "$tmp/killed.jsonl" >"$tmp/stdout" 2>"$tmp/stderr" &
+job=$!
+if kill_rank_1 "$job" STRATA_RANK; then
   if [[ $status -eq 137 ]] && grep -q "strata-run: rank 1 (pid $victim) was killed by signal 9" "$tmp/stderr" &&
      awk -v e="$elapsed" 'BEGIN { exit !(e < 10) }'; then
     pass "strata-run: SIGKILL of rank 1 ends the job in ${elapsed} s: $(grep 'strata-run: rank 1' "$tmp/stderr")"
@@ -112,13 +120,7 @@ rm -f "$tmp/stdout" "$tmp/stderr"
 "$mpiexec" -np 2 "$train" "${common[@]}" --max-steps 5000 --log-every 5 --timeout 10 \
   --metrics-out "$tmp/mpikill.jsonl" >"$tmp/stdout" 2>"$tmp/stderr" &
 job=$!
-if wait_for_progress "$tmp/stdout" && victim=$(rank_pid "$job" OMPI_COMM_WORLD_RANK 1) && [[ -n $victim ]]; then
-  kill -KILL "$victim"
-  start=$(date +%s.%N)
-  ( sleep 30; kill -KILL "$job" 2>/dev/null ) & guard=$!
-  wait "$job"; status=$?
-  kill "$guard" 2>/dev/null
-  elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+if kill_rank_1 "$job" OMPI_COMM_WORLD_RANK; then
   if [[ $status -ne 0 ]] && awk -v e="$elapsed" 'BEGIN { exit !(e < 12) }' &&
       grep -q "rank 0 was told to stop (SIGTERM) by its launcher" "$tmp/stderr"; then
     pass "mpirun: SIGKILL of rank 1 ends the job in ${elapsed} s (status $status), rank 0 reports: $(grep -m1 'in progress' "$tmp/stderr")"
