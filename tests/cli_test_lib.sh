@@ -41,6 +41,18 @@ near() {
   awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; exit !(d < r * m) }'
 }
 
+# expect_same_val_loss WHAT FILE EXPECTED_FILE: the final validation losses of two metrics
+# files agree to 1e-4 (relative); records a pass or a failure named WHAT.
+expect_same_val_loss() {
+  local got expected
+  got=$(final_number "$2" val_loss); expected=$(final_number "$3" val_loss)
+  if near "$got" "$expected" 1e-4; then
+    pass "$1: validation loss $got vs $expected"
+  else
+    fail "$1: validation loss $got, expected $expected"
+  fi
+}
+
 # expect_loss_falls FILE MARGIN: the first logged training loss of a metrics file is
 # above the last one by more than MARGIN (a pass or a failure is recorded).
 expect_loss_falls() {

@@ -55,13 +55,7 @@ small=("${run[@]}" --layers 2 --heads 2 --steps 12 --lr 3e-3 --eval-every 0)
 "$bin" "${small[@]}" --metrics-out "$tmp/one.jsonl" >/dev/null 2>&1 || fail "one-process run"
 if mpirun -np 2 "$bin" "${small[@]}" --pp 2 --micro-batches 4 --balance 2,3 --checkpoint-dir "$tmp/pp" \
     --metrics-out "$tmp/pp.jsonl" --generate 20 --prompt XYZZY >"$tmp/stdout" 2>"$tmp/stderr"; then
-  one=$(final_number "$tmp/one.jsonl" val_loss)
-  two=$(final_number "$tmp/pp.jsonl" val_loss)
-  if near "$two" "$one" 1e-4; then
-    pass "pp=2 matches one process: validation loss $two vs $one"
-  else
-    fail "pp=2 validation loss $two, one process $one"
-  fi
+  expect_same_val_loss "pp=2 matches one process" "$tmp/pp.jsonl" "$tmp/one.jsonl"
   [[ $(grep -ac '^XYZZY' "$tmp/stdout") -eq 1 ]] && pass "pp=2 generates once, on rank 0" \
     || fail "pp=2 generation: $(cat "$tmp/stdout")"
 else

@@ -25,12 +25,7 @@ small=("${run[@]}" --layers 2 --experts 4 --steps 12 --lr 3e-3 --eval-every 0 --
 if mpirun -np 2 "$bin" "${small[@]}" --metrics-out "$tmp/dp.jsonl" >/dev/null 2>"$tmp/stderr" &&
     mpirun -np 2 "$bin" "${small[@]}" --ep 2 --metrics-out "$tmp/ep.jsonl" \
       --checkpoint-dir "$tmp/ep" >/dev/null 2>>"$tmp/stderr"; then
-  dp=$(final_number "$tmp/dp.jsonl" val_loss); ep=$(final_number "$tmp/ep.jsonl" val_loss)
-  if near "$ep" "$dp" 1e-4; then
-    pass "ep=2 matches data parallelism: validation loss $ep vs $dp"
-  else
-    fail "ep=2 validation loss $ep, data parallel $dp"
-  fi
+  expect_same_val_loss "ep=2 matches data parallelism" "$tmp/ep.jsonl" "$tmp/dp.jsonl"
 else
   fail "2-rank runs: $(cat "$tmp/stderr")"
 fi
@@ -53,12 +48,7 @@ piped=("${run[@]}" --layers 2 --experts 4 --steps 12 --lr 3e-3 --eval-every 0 --
 if "$bin" "${piped[@]}" --metrics-out "$tmp/pp1.jsonl" >/dev/null 2>"$tmp/stderr" &&
     mpirun -np 2 "$bin" "${piped[@]}" --pp 2 --micro-batches 1 --metrics-out "$tmp/pp2.jsonl" \
       >/dev/null 2>>"$tmp/stderr"; then
-  one=$(final_number "$tmp/pp1.jsonl" val_loss); two=$(final_number "$tmp/pp2.jsonl" val_loss)
-  if near "$two" "$one" 1e-4; then
-    pass "pp=2 MoE matches one process: validation loss $two vs $one"
-  else
-    fail "pp=2 MoE validation loss $two, one process $one"
-  fi
+  expect_same_val_loss "pp=2 MoE matches one process" "$tmp/pp2.jsonl" "$tmp/pp1.jsonl"
 else
   fail "pp runs: $(cat "$tmp/stderr")"
 fi
@@ -69,12 +59,7 @@ staged=("${small[@]}" --pp 2 --micro-batches 2)
 if mpirun -np 4 "$bin" "${staged[@]}" --metrics-out "$tmp/ppdp.jsonl" >/dev/null 2>"$tmp/stderr" &&
     mpirun -np 4 "$bin" "${staged[@]}" --ep 2 --metrics-out "$tmp/ppep.jsonl" \
       --checkpoint-dir "$tmp/ppep" >/dev/null 2>>"$tmp/stderr"; then
-  dp=$(final_number "$tmp/ppdp.jsonl" val_loss); ep=$(final_number "$tmp/ppep.jsonl" val_loss)
-  if near "$ep" "$dp" 1e-4; then
-    pass "pp=2 x ep=2 matches pp=2 x dp=2: validation loss $ep vs $dp"
-  else
-    fail "pp=2 x ep=2 validation loss $ep, pp=2 x dp=2 $dp"
-  fi
+  expect_same_val_loss "pp=2 x ep=2 matches pp=2 x dp=2" "$tmp/ppep.jsonl" "$tmp/ppdp.jsonl"
   if "$bin" "${run[@]}" --layers 2 --experts 4 --steps 13 --resume "$tmp/ppep" >/dev/null 2>"$tmp/stderr" &&
       mpirun -np 4 "$bin" "${run[@]}" --layers 2 --experts 4 --steps 13 --pp 2 --ep 2 \
         --micro-batches 2 --resume "$tmp/ppep" >/dev/null 2>>"$tmp/stderr"; then

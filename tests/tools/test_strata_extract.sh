@@ -37,13 +37,7 @@ short=("${mat[@]}" --steps 6 --eval-every 0 --mix-n-match-batches 0)
 "$train_lm" "${short[@]}" --metrics-out "$tmp/one.jsonl" >/dev/null 2>&1 || fail "one-process run"
 if mpirun -np 2 "$train_lm" "${short[@]}" --pp 2 --micro-batches 2 --metrics-out "$tmp/pp.jsonl" \
     >/dev/null 2>"$tmp/stderr"; then
-  one=$(final_number "$tmp/one.jsonl" val_loss)
-  two=$(final_number "$tmp/pp.jsonl" val_loss)
-  if near "$two" "$one" 1e-4; then
-    pass "matformer pp=2 matches one process: $two vs $one"
-  else
-    fail "matformer pp=2 validation loss $two, one process $one"
-  fi
+  expect_same_val_loss "matformer pp=2 matches one process" "$tmp/pp.jsonl" "$tmp/one.jsonl"
 else
   fail "matformer pp=2 run: $(cat "$tmp/stderr")"
 fi
