@@ -33,7 +33,8 @@ struct Layer {
   accel::OpDescription op;
 };
 
-accel::ConvShape conv(int64_t batch, int64_t in, int64_t out, int64_t hw, int64_t kernel, int64_t pad) {
+accel::ConvShape conv(int64_t batch, int64_t in, int64_t out, int64_t hw, int64_t kernel,
+                      int64_t pad) {
   accel::ConvShape c;
   c.batch = batch, c.in_channels = in, c.out_channels = out, c.height = c.width = hw;
   c.kernel_h = c.kernel_w = kernel, c.pad_h = c.pad_w = pad;
@@ -64,9 +65,12 @@ int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // REFERENCE.md's SCALE-Sim v2 counts, written out here independently of the model.
 int64_t scalesim(accel::Dataflow d, int64_t R, int64_t C, const accel::GemmShape& g) {
   switch (d) {
-    case accel::Dataflow::OutputStationary: return cdiv(g.m, R) * cdiv(g.n, C) * (g.k + R + C - 2) - 1;
-    case accel::Dataflow::WeightStationary: return cdiv(g.k, R) * cdiv(g.n, C) * (2 * R + C + g.m - 2) - 1;
-    case accel::Dataflow::InputStationary: return cdiv(g.k, R) * cdiv(g.m, C) * (2 * R + C + g.n - 2) - 1;
+    case accel::Dataflow::OutputStationary:
+      return cdiv(g.m, R) * cdiv(g.n, C) * (g.k + R + C - 2) - 1;
+    case accel::Dataflow::WeightStationary:
+      return cdiv(g.k, R) * cdiv(g.n, C) * (2 * R + C + g.m - 2) - 1;
+    case accel::Dataflow::InputStationary:
+      return cdiv(g.k, R) * cdiv(g.m, C) * (2 * R + C + g.n - 2) - 1;
   }
   return 0;
 }
@@ -74,8 +78,8 @@ int64_t scalesim(accel::Dataflow d, int64_t R, int64_t C, const accel::GemmShape
 void print(const nlohmann::json& line) { std::cout << line.dump() << std::endl; }
 
 void cycles_suite() {
-  std::cout << fmt::format("{:<12} {:<24} {:>14} {:>14} {:>8} {:>14} {:>12}\n", "preset", "layer", "cycles",
-                           "stall-free", "util%", "DRAM words", "energy uJ");
+  std::cout << fmt::format("{:<12} {:<24} {:>14} {:>14} {:>8} {:>14} {:>12}\n", "preset", "layer",
+                           "cycles", "stall-free", "util%", "DRAM words", "energy uJ");
   for (const auto& preset : accel::preset_names()) {
     const accel::AcceleratorSpec spec = accel::AcceleratorSpec::preset(preset);
     const accel::CostDispatcher device(spec);
@@ -85,18 +89,18 @@ void cycles_suite() {
       const accel::Charge charge = device.charge(layer.op);
       STRATA_CHECK(charge.charged, preset, " ", layer.name, ": ", charge.reason);
       const accel::OpCost& c = charge.cost;
-      std::cout << fmt::format("{:<12} {:<24} {:>14} {:>14} {:>8.1f} {:>14} {:>12.2f}\n", preset, layer.name,
-                               c.cycles, c.compute_cycles, 100 * c.utilization(), c.dram_reads + c.dram_writes,
-                               c.energy_pj() * 1e-6);
-      nlohmann::json line = strata::bench::json_line("accel", preset + "/" + layer.name, double(c.cycles), "cycles",
-                                                     double(c.compute_cycles),
-                                                     double(c.cycles) / double(c.compute_cycles), 1);
+      std::cout << fmt::format("{:<12} {:<24} {:>14} {:>14} {:>8.1f} {:>14} {:>12.2f}\n", preset,
+                               layer.name, c.cycles, c.compute_cycles, 100 * c.utilization(),
+                               c.dram_reads + c.dram_writes, c.energy_pj() * 1e-6);
+      nlohmann::json line = strata::bench::json_line(
+          "accel", preset + "/" + layer.name, double(c.cycles), "cycles", double(c.compute_cycles),
+          double(c.cycles) / double(c.compute_cycles), 1);
       line["suite"] = "cycles";
       line["microseconds"] = c.microseconds(spec.clock_mhz);
       line["energy_pj"] = c.energy_pj();
       print(line);
-      line = strata::bench::json_line("accel", preset + "/" + layer.name + "/utilization", c.utilization(),
-                                      "fraction", 1.0, c.utilization(), 1);
+      line = strata::bench::json_line("accel", preset + "/" + layer.name + "/utilization",
+                                      c.utilization(), "fraction", 1.0, c.utilization(), 1);
       line["suite"] = "cycles";
       print(line);
     }
@@ -111,12 +115,13 @@ void cycles_suite() {
       accel::AttentionShape a;
       a.heads = 4, a.seq_q = a.seq_kv = seq, a.head_dim = 64, a.mapping = m;
       const accel::OpCost c = fusemax.attention(a);
-      std::cout << fmt::format("  seq {:>5} {:<8} {:>12} cycles  util {:>5.1f}%  DRAM {:>12} words\n", seq,
-                               accel::to_string(m), c.cycles, 100 * c.utilization(), c.dram_reads + c.dram_writes);
+      std::cout << fmt::format(
+          "  seq {:>5} {:<8} {:>12} cycles  util {:>5.1f}%  DRAM {:>12} words\n", seq,
+          accel::to_string(m), c.cycles, 100 * c.utilization(), c.dram_reads + c.dram_writes);
       const std::string name = fmt::format("fusemax/attention-{}/seq{}", accel::to_string(m), seq);
-      nlohmann::json line = strata::bench::json_line("accel", name, double(c.cycles), "cycles",
-                                                     double(c.compute_cycles),
-                                                     double(c.cycles) / double(c.compute_cycles), 1);
+      nlohmann::json line = strata::bench::json_line(
+          "accel", name, double(c.cycles), "cycles", double(c.compute_cycles),
+          double(c.cycles) / double(c.compute_cycles), 1);
       line["suite"] = "cycles";
       line["utilization"] = c.utilization();
       line["dram_words"] = c.dram_reads + c.dram_writes;
@@ -127,8 +132,9 @@ void cycles_suite() {
   // arrays in each dataflow, against the formula.
   std::cout << "\nsimulated stall-free cycles vs SCALE-Sim v2's formula\n";
   double worst = 1.0;
-  for (const accel::Dataflow d : {accel::Dataflow::OutputStationary, accel::Dataflow::WeightStationary,
-                                  accel::Dataflow::InputStationary}) {
+  for (const accel::Dataflow d :
+       {accel::Dataflow::OutputStationary, accel::Dataflow::WeightStationary,
+        accel::Dataflow::InputStationary}) {
     for (const int64_t size : {32, 128}) {
       accel::AcceleratorSpec spec = accel::AcceleratorSpec::preset("generic-32");
       spec.dataflow = d;
@@ -136,14 +142,16 @@ void cycles_suite() {
       const accel::SystolicArray model(spec);
       for (const Layer& layer : layers()) {
         if (layer.op.kind == accel::OpKind::Attention) continue;
-        const accel::GemmShape g = layer.op.kind == accel::OpKind::Conv ? layer.op.conv.lowered() : layer.op.gemms[0];
+        const accel::GemmShape g =
+            layer.op.kind == accel::OpKind::Conv ? layer.op.conv.lowered() : layer.op.gemms[0];
         const double simulated = double(model.gemm(g).compute_cycles);
         const double formula = double(g.batch * scalesim(d, size, size, g));
         const double ratio = simulated / formula;
         if (std::abs(ratio - 1.0) > std::abs(worst - 1.0)) worst = ratio;
         nlohmann::json line = strata::bench::json_line(
-            "accel", fmt::format("formula/{}/{}x{}/{}", accel::to_string(d), size, size, layer.name), simulated,
-            "cycles", formula, ratio, 1);
+            "accel",
+            fmt::format("formula/{}/{}x{}/{}", accel::to_string(d), size, size, layer.name),
+            simulated, "cycles", formula, ratio, 1);
         line["suite"] = "cycles";
         print(line);
       }
@@ -156,7 +164,8 @@ void cycles_suite() {
 
 int main(int argc, char** argv) {
   return strata::core::run_main([&] {
-    CLI::App app{"Simulated accelerator figures: cycles and utilization of standard layers on each preset."};
+    CLI::App app{
+        "Simulated accelerator figures: cycles and utilization of standard layers on each preset."};
     strata::core::configure_cli(app);
     std::vector<std::string> suites = {"cycles"};
     app.add_option("--suites", suites, "Suites to run: cycles")->delimiter(',');

@@ -87,7 +87,8 @@ void print(nlohmann::json line, const Flags& f, double ratio) {
   std::cout << line.dump() << std::endl;
 }
 
-void print_layers(const std::string& preset, const std::string& model, const accel::CostReport& report) {
+void print_layers(const std::string& preset, const std::string& model,
+                  const accel::CostReport& report) {
   auto line = [&](const std::string& layer, const accel::CostTotal& t) {
     const accel::OpCost& c = t.cost;
     const double stall_free = static_cast<double>(c.compute_cycles);
@@ -144,7 +145,9 @@ void layers_suite() {
 
 int run(const Flags& f) {
   core::set_num_threads(f.threads);
-  const auto wants = [&](const std::string& s) { return std::count(f.suites.begin(), f.suites.end(), s) > 0; };
+  const auto wants = [&](const std::string& s) {
+    return std::count(f.suites.begin(), f.suites.end(), s) > 0;
+  };
   if (wants("layers")) layers_suite();
   if (!wants("time")) return 0;
   for (const auto& name : f.models) {
@@ -158,34 +161,39 @@ int run(const Flags& f) {
       cpu.step();
       dev.step();
     }
-    auto t = strata::bench::time_paired(f.runs, f.min_ms, [&] { cpu.step(); }, [&] { dev.step(); });
-    print(strata::bench::json_line("accel_device", "fmnist-" + name + "/train_step", 1e3 * t.seconds,
-                                   "ms", 1e3 * t.dense_seconds, t.ratio, f.runs),
+    auto t = strata::bench::time_paired(
+        f.runs, f.min_ms, [&] { cpu.step(); }, [&] { dev.step(); });
+    print(strata::bench::json_line("accel_device", "fmnist-" + name + "/train_step",
+                                   1e3 * t.seconds, "ms", 1e3 * t.dense_seconds, t.ratio, f.runs),
           f, t.ratio);
     auto counter = std::make_shared<CountOnly>();
     {
       accel::RecorderScope scope(counter);
-      t = strata::bench::time_paired(f.runs, f.min_ms, [&] { cpu.step(); }, [&] { dev.step(); });
+      t = strata::bench::time_paired(
+          f.runs, f.min_ms, [&] { cpu.step(); }, [&] { dev.step(); });
     }
-    nlohmann::json line = strata::bench::json_line("accel_device", "fmnist-" + name + "/train_step_recording",
-                                                   1e3 * t.seconds, "ms", 1e3 * t.dense_seconds, t.ratio, f.runs);
+    nlohmann::json line =
+        strata::bench::json_line("accel_device", "fmnist-" + name + "/train_step_recording",
+                                 1e3 * t.seconds, "ms", 1e3 * t.dense_seconds, t.ratio, f.runs);
     line["ops_recorded"] = counter->ops.load();
     print(line, f, t.ratio);
     auto sim = std::make_shared<accel::Simulator>("generic-32");
     {
       accel::RecorderScope scope(sim);
       // The report keeps one entry per op (a few dozen per step): a run's steps fit.
-      t = strata::bench::time_paired(f.runs, f.min_ms, [&] { cpu.step(); }, [&] { dev.step(); });
+      t = strata::bench::time_paired(
+          f.runs, f.min_ms, [&] { cpu.step(); }, [&] { dev.step(); });
     }
-    line = strata::bench::json_line("accel_device", "fmnist-" + name + "/train_step_simulator", 1e3 * t.seconds, "ms",
-                                    1e3 * t.dense_seconds, t.ratio, f.runs);
+    line = strata::bench::json_line("accel_device", "fmnist-" + name + "/train_step_simulator",
+                                    1e3 * t.seconds, "ms", 1e3 * t.dense_seconds, t.ratio, f.runs);
     line["ops_charged"] = static_cast<int64_t>(sim->report().entries().size());
     print(line, f, t.ratio);
   }
   // The fixed cost of one op through the fallback: an add of two 16-element tensors.
   const auto a = torch::rand({16}), b = torch::rand({16});
   const auto ad = a.to(accel::device(0)), bd = b.to(accel::device(0));
-  auto t = strata::bench::time_paired(f.runs, f.min_ms, [&] { a.add(b); }, [&] { ad.add(bd); });
+  auto t = strata::bench::time_paired(
+      f.runs, f.min_ms, [&] { a.add(b); }, [&] { ad.add(bd); });
   print(strata::bench::json_line("accel_device", "small_op/add16", 1e6 * t.seconds, "us",
                                  1e6 * t.dense_seconds, t.ratio, f.runs),
         f, t.ratio);
@@ -193,7 +201,8 @@ int run(const Flags& f) {
     // The same op charged by the Simulator: the fixed cost of recording and charging.
     auto sim = std::make_shared<accel::Simulator>("generic-32");
     accel::RecorderScope scope(sim);
-    t = strata::bench::time_paired(f.runs, f.min_ms, [&] { a.add(b); }, [&] { ad.add(bd); });
+    t = strata::bench::time_paired(
+        f.runs, f.min_ms, [&] { a.add(b); }, [&] { ad.add(bd); });
   }
   print(strata::bench::json_line("accel_device", "small_op/add16_simulator", 1e6 * t.seconds, "us",
                                  1e6 * t.dense_seconds, t.ratio, f.runs),
@@ -209,12 +218,14 @@ int main(int argc, char** argv) {
     Flags f;
     CLI::App app("Training steps on the simulated accelerator device against the CPU");
     core::configure_cli(app);
-    app.add_option("--suites", f.suites, "time (wall time against CPU), layers (simulated cost per layer)")
+    app.add_option("--suites", f.suites,
+                   "time (wall time against CPU), layers (simulated cost per layer)")
         ->delimiter(',');
     app.add_option("--models", f.models, "fmnist models: cnn, mlp")->delimiter(',');
     app.add_option("--runs", f.runs, "timed runs (median)")->check(CLI::PositiveNumber);
     app.add_option("--threads", f.threads, "intra-op threads")->check(CLI::PositiveNumber);
-    app.add_option("--min-ms", f.min_ms, "least milliseconds per run and side")->check(CLI::PositiveNumber);
+    app.add_option("--min-ms", f.min_ms, "least milliseconds per run and side")
+        ->check(CLI::PositiveNumber);
     app.add_option("--batch", f.batch, "batch size")->check(CLI::PositiveNumber);
     if (auto code = core::parse_cli(app, argc, argv)) return *code;
     return run(f);

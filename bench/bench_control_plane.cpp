@@ -37,7 +37,8 @@ struct Trainer {
   void step(Communicator& comm) {
     optimizer.zero_grad();
     torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
-    for (auto& p : model->parameters()) comm.allreduce(p.mutable_grad(), strata::parallel::ReduceOp::Avg)->wait();
+    for (auto& p : model->parameters())
+      comm.allreduce(p.mutable_grad(), strata::parallel::ReduceOp::Avg)->wait();
     optimizer.step();
   }
 };
@@ -59,8 +60,9 @@ int main(int argc, char** argv) {
     strata::parallel::ControlStoreServer server;
     strata::parallel::Watchdog watchdog(
         std::make_shared<strata::parallel::ControlStoreClient>(server.address()), 0, 1,
-        strata::parallel::WatchdogOptions().timeout(std::chrono::seconds(60)).heartbeat_interval(
-            std::chrono::milliseconds(100)));
+        strata::parallel::WatchdogOptions()
+            .timeout(std::chrono::seconds(60))
+            .heartbeat_interval(std::chrono::milliseconds(100)));
 
     Trainer trainer;
     const auto step = strata::bench::time_paired(
@@ -69,9 +71,10 @@ int main(int argc, char** argv) {
           strata::core::FlightRecordScope record("train step");
           trainer.step(*recorded);
         });
-    std::printf("fmnist-mlp step (batch 128, 1 thread): %.3f ms plain, %.3f ms with recorder + watchdog "
-                "(plain / control plane %.4f)\n",
-                1e3 * step.dense_seconds, 1e3 * step.seconds, step.ratio);
+    std::printf(
+        "fmnist-mlp step (batch 128, 1 thread): %.3f ms plain, %.3f ms with recorder + watchdog "
+        "(plain / control plane %.4f)\n",
+        1e3 * step.dense_seconds, 1e3 * step.seconds, step.ratio);
     std::puts(strata::bench::json_line("control_plane", "step fmnist-mlp", 1e3 * step.seconds, "ms",
                                        1e3 * step.dense_seconds, step.ratio, runs)
                   .dump()
@@ -79,11 +82,14 @@ int main(int argc, char** argv) {
 
     at::Tensor tiny = at::ones({4});
     const auto op = strata::bench::time_paired(
-        runs, 300, [&] { plain->allreduce(tiny)->wait(); }, [&] { recorded->allreduce(tiny)->wait(); });
-    std::printf("allreduce of 4 floats on 1 rank: %.2f us plain, %.2f us recorded (+%.2f us per operation)\n",
-                1e6 * op.dense_seconds, 1e6 * op.seconds, 1e6 * (op.seconds - op.dense_seconds));
-    std::puts(strata::bench::json_line("control_plane", "allreduce 4 floats", 1e6 * op.seconds, "us",
-                                       1e6 * op.dense_seconds, op.ratio, runs)
+        runs, 300, [&] { plain->allreduce(tiny)->wait(); },
+        [&] { recorded->allreduce(tiny)->wait(); });
+    std::printf(
+        "allreduce of 4 floats on 1 rank: %.2f us plain, %.2f us recorded (+%.2f us per "
+        "operation)\n",
+        1e6 * op.dense_seconds, 1e6 * op.seconds, 1e6 * (op.seconds - op.dense_seconds));
+    std::puts(strata::bench::json_line("control_plane", "allreduce 4 floats", 1e6 * op.seconds,
+                                       "us", 1e6 * op.dense_seconds, op.ratio, runs)
                   .dump()
                   .c_str());
     watchdog.stop();

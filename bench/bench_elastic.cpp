@@ -58,12 +58,13 @@ void print(const nlohmann::json& line) { std::cout << line.dump() << std::endl; 
 
 // The validation windows train_lm scores (core::validation_loss's), kept in memory so that
 // every submodel's loss and agreement is measured on the same tensors.
-std::vector<std::pair<at::Tensor, at::Tensor>> validation_batches(const core::TransformerLMOptions& o,
-                                                                  int64_t batches) {
+std::vector<std::pair<at::Tensor, at::Tensor>> validation_batches(
+    const core::TransformerLMOptions& o, int64_t batches) {
   const core::TextCorpus corpus = core::TextCorpus::load();
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(core::kValidationSeed);
   std::vector<std::pair<at::Tensor, at::Tensor>> out;
-  for (int64_t i = 0; i < batches; ++i) out.push_back(corpus.sample_batch(false, 32, o.context(), gen));
+  for (int64_t i = 0; i < batches; ++i)
+    out.push_back(corpus.sample_batch(false, 32, o.context(), gen));
   return out;
 }
 
@@ -74,7 +75,8 @@ struct Scores {
 
 // Loss of `model` (whatever submodel is applied) on the batches, and agreement of its
 // greedy predictions with `reference` (argmax per position, one tensor per batch).
-Scores score(torch::nn::Sequential& model, const std::vector<std::pair<at::Tensor, at::Tensor>>& data,
+Scores score(torch::nn::Sequential& model,
+             const std::vector<std::pair<at::Tensor, at::Tensor>>& data,
              const std::vector<at::Tensor>& reference) {
   torch::NoGradGuard no_grad;
   model->eval();
@@ -82,7 +84,8 @@ Scores score(torch::nn::Sequential& model, const std::vector<std::pair<at::Tenso
   for (size_t i = 0; i < data.size(); ++i) {
     const at::Tensor logits = model->forward(data[i].first);
     s.loss += core::lm_loss(logits, data[i].second).item<double>();
-    if (!reference.empty()) s.agreement += logits.argmax(-1).eq(reference[i]).to(at::kDouble).mean().item<double>();
+    if (!reference.empty())
+      s.agreement += logits.argmax(-1).eq(reference[i]).to(at::kDouble).mean().item<double>();
   }
   s.loss /= static_cast<double>(data.size());
   s.agreement /= static_cast<double>(data.size());
@@ -122,10 +125,10 @@ void quality(const Flags& f) {
                                      [&](int64_t w) { return w == m.submodel.ffn[0]; });
     const auto dense = uniform ? dense_loss.find(m.submodel.ffn[0]) : dense_loss.end();
     const double base = dense == dense_loss.end() ? 0.0 : dense->second;
-    std::cout << fmt::format("{:<42} {:>10} {:>8.4f} {:>8} {:>7} {:>8.1f}%\n", m.submodel.describe(),
-                             m.parameters, s.loss, base > 0 ? fmt::format("{:.4f}", base) : "",
-                             base > 0 ? fmt::format("{:.3f}", s.loss / base) : "",
-                             100 * s.agreement);
+    std::cout << fmt::format(
+        "{:<42} {:>10} {:>8.4f} {:>8} {:>7} {:>8.1f}%\n", m.submodel.describe(), m.parameters,
+        s.loss, base > 0 ? fmt::format("{:.4f}", base) : "",
+        base > 0 ? fmt::format("{:.3f}", s.loss / base) : "", 100 * s.agreement);
     nlohmann::json line = strata::bench::json_line("elastic", kind, s.loss, "nats", base,
                                                    base > 0 ? s.loss / base : 0.0, 1);
     line["submodel"] = m.submodel.to_json();
@@ -136,7 +139,8 @@ void quality(const Flags& f) {
     print(line);
   };
   for (const elastic::Granularity& g : info.granularities)
-    report("granularity", elastic::measure_submodel(info.model, elastic::Submodel::uniform(info.model, g)));
+    report("granularity",
+           elastic::measure_submodel(info.model, elastic::Submodel::uniform(info.model, g)));
   for (const auto& m : elastic::slowly_changing_submodels(info.model, info.granularities)) {
     const bool uniform = std::all_of(m.submodel.ffn.begin(), m.submodel.ffn.end(),
                                      [&](int64_t w) { return w == m.submodel.ffn[0]; });
@@ -151,15 +155,16 @@ void speed(const Flags& f) {
   fs::create_directories(f.scratch);
   core::LoadedTransformerLM full = core::load_transformer_lm(f.universal);
   const double full_flops = elastic::forward_flops(info.model, info.model.context());
-  std::cout << fmt::format("\n{:<10} {:>6} {:>12} {:>10} {:>10}\n", "FFN", "batch",
-                           "ms/forward", "time ratio", "FLOP ratio");
+  std::cout << fmt::format("\n{:<10} {:>6} {:>12} {:>10} {:>10}\n", "FFN", "batch", "ms/forward",
+                           "time ratio", "FLOP ratio");
   for (const elastic::Granularity& g : info.granularities) {
     const std::string path = f.scratch + "/g" + std::to_string(g.ffn);
     elastic::extract_submodel(f.universal, elastic::Submodel::uniform(info.model, g), path);
     core::LoadedTransformerLM sub = core::load_transformer_lm(path);
     const double flops = elastic::forward_flops(sub.options, info.model.context());
     for (const int64_t batch : {1, 32}) {
-      const at::Tensor x = at::randint(0, info.model.vocab(), {batch, info.model.context()}, at::kLong);
+      const at::Tensor x =
+          at::randint(0, info.model.vocab(), {batch, info.model.context()}, at::kLong);
       torch::NoGradGuard no_grad;
       full.model->eval();
       sub.model->eval();
@@ -197,7 +202,8 @@ std::pair<double, int64_t> run_child(const std::vector<std::string>& args) {
   int status = 0;
   struct rusage usage {};
   wait4(pid, &status, 0, &usage);
-  STRATA_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, args[0], " failed (status ", status, ")");
+  STRATA_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, args[0], " failed (status ", status,
+               ")");
   return {watch.seconds(), static_cast<int64_t>(usage.ru_maxrss) * 1024};
 }
 
@@ -209,8 +215,7 @@ void extract(const Flags& f) {
   {
     torch::nn::Sequential lm = core::make_transformer_lm(options);
     nlohmann::json extra = core::transformer_lm_to_json(options);
-    extra["matformer"] =
-        elastic::matformer_to_json(elastic::matformer_granularities(options, {}));
+    extra["matformer"] = elastic::matformer_to_json(elastic::matformer_granularities(options, {}));
     core::save_checkpoint(universal, *lm, nullptr, 0, extra);
   }
   std::cout << fmt::format("\nsynthetic universal checkpoint: {} parameters, {:.0f} MB\n",
@@ -219,7 +224,8 @@ void extract(const Flags& f) {
   // The cost of starting the tool (LibTorch's libraries) apart from extracting.
   std::vector<double> base_rss;
   for (int r = 0; r < 3; ++r)
-    base_rss.push_back(static_cast<double>(run_child({f.extract_bin, "--checkpoint", universal, "--list"}).second));
+    base_rss.push_back(static_cast<double>(
+        run_child({f.extract_bin, "--checkpoint", universal, "--list"}).second));
   const double baseline = strata::bench::median(base_rss);
   std::cout << fmt::format("{:>6} {:>12} {:>8} {:>14} {:>14} {:>8}\n", "FFN", "submodel MB",
                            "seconds", "peak RSS MB", "RSS - base MB", "x size");
@@ -237,8 +243,8 @@ void extract(const Flags& f) {
     std::cout << fmt::format("{:>6} {:>12.0f} {:>8.2f} {:>14.0f} {:>14.0f} {:>8.2f}\n", ffn,
                              size / 1e6, strata::bench::median(seconds), peak / 1e6,
                              (peak - baseline) / 1e6, peak / size);
-    nlohmann::json line = strata::bench::json_line("elastic", "extract", strata::bench::median(seconds),
-                                                   "s", 0, 0, 3);
+    nlohmann::json line = strata::bench::json_line("elastic", "extract",
+                                                   strata::bench::median(seconds), "s", 0, 0, 3);
     line["ffn"] = ffn;
     line["submodel_bytes"] = size;
     line["peak_rss_bytes"] = peak;
@@ -262,7 +268,8 @@ int main(int argc, char** argv) {
     app.add_option("--universal", f.universal, "MatFormer checkpoint (train_lm --matformer)");
     app.add_option("--dense", f.dense, "Dense checkpoints trained alone, one per FFN width")
         ->delimiter(',');
-    app.add_option("--batches", f.batches, "Validation batches of 32 x context")->check(CLI::PositiveNumber);
+    app.add_option("--batches", f.batches, "Validation batches of 32 x context")
+        ->check(CLI::PositiveNumber);
     app.add_option("--runs", f.runs, "Timing runs (median)")->check(CLI::PositiveNumber);
     app.add_option("--threads", f.threads, "Threads")->check(CLI::PositiveNumber);
     app.add_option("--extract-bin", f.extract_bin, "strata-extract program");
@@ -270,9 +277,10 @@ int main(int argc, char** argv) {
     if (auto code = core::parse_cli(app, argc, argv)) return *code;
     core::set_num_threads(f.threads);
     for (const std::string& suite : f.suites) {
-      STRATA_CHECK(suite == "quality" || suite == "speed" || suite == "extract", "--suites: unknown '",
-                   suite, "', expected quality, speed or extract");
-      STRATA_CHECK(suite == "extract" || !f.universal.empty(), "--suites ", suite, " needs --universal");
+      STRATA_CHECK(suite == "quality" || suite == "speed" || suite == "extract",
+                   "--suites: unknown '", suite, "', expected quality, speed or extract");
+      STRATA_CHECK(suite == "extract" || !f.universal.empty(), "--suites ", suite,
+                   " needs --universal");
       if (suite == "quality") quality(f);
       if (suite == "speed") speed(f);
       if (suite == "extract") extract(f);

@@ -73,9 +73,8 @@ at::Tensor einsum_dispatch(const at::Tensor& x, const moe::Routing& routing, con
 void run(const Config& c, int threads) {
   strata::core::set_num_threads(threads);
   torch::manual_seed(0);
-  moe::Router router(moe::RouterOptions(c.d_model, c.experts)
-                         .top_k(c.top_k)
-                         .capacity_factor(c.capacity_factor));
+  moe::Router router(
+      moe::RouterOptions(c.d_model, c.experts).top_k(c.top_k).capacity_factor(c.capacity_factor));
   const at::Tensor x = at::randn({c.tokens, c.d_model});
   moe::Routing routing;
   {
@@ -92,15 +91,16 @@ void run(const Config& c, int threads) {
   const auto t = strata::bench::time_paired(
       c.runs, c.min_ms, [&] { einsum_dispatch(x, routing, c); },
       [&] { sorted_dispatch(x, routing, c); });
-  std::printf("dispatch+combine %lld tokens x %lld, %lld experts, top-%lld, capacity %lld, "
-              "%d thread(s): sorted %8.3f ms  one-hot einsum %8.3f ms  %6.1fx\n",
-              static_cast<long long>(c.tokens), static_cast<long long>(c.d_model),
-              static_cast<long long>(c.experts), static_cast<long long>(c.top_k),
-              static_cast<long long>(routing.capacity), threads, t.seconds * 1e3,
-              t.dense_seconds * 1e3, t.ratio);
-  nlohmann::json line = strata::bench::json_line(
-      "moe", "dispatch-combine/sorted-vs-einsum", t.seconds * 1e3, "ms", t.dense_seconds * 1e3,
-      t.ratio, c.runs);
+  std::printf(
+      "dispatch+combine %lld tokens x %lld, %lld experts, top-%lld, capacity %lld, "
+      "%d thread(s): sorted %8.3f ms  one-hot einsum %8.3f ms  %6.1fx\n",
+      static_cast<long long>(c.tokens), static_cast<long long>(c.d_model),
+      static_cast<long long>(c.experts), static_cast<long long>(c.top_k),
+      static_cast<long long>(routing.capacity), threads, t.seconds * 1e3, t.dense_seconds * 1e3,
+      t.ratio);
+  nlohmann::json line =
+      strata::bench::json_line("moe", "dispatch-combine/sorted-vs-einsum", t.seconds * 1e3, "ms",
+                               t.dense_seconds * 1e3, t.ratio, c.runs);
   line["threads"] = threads;
   line["tokens"] = c.tokens;
   line["d_model"] = c.d_model;

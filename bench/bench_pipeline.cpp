@@ -77,8 +77,7 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::PositiveNumber);
   app.add_option("--virtual-stages", c.virtual_stages, "Model chunks per rank (interleaved)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--partition", c.partition,
-                 "Balance stages by parameters or by profiled time")
+  app.add_option("--partition", c.partition, "Balance stages by parameters or by profiled time")
       ->check(CLI::IsMember({"parameters", "time"}));
   app.add_option("--recompute", c.recompute, "Activation recomputation")
       ->check(CLI::IsMember({"never", "always", "except_last"}));
@@ -102,8 +101,8 @@ Batches load_batches(const Config& c) {
   const auto train =
       strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);
   const int64_t count = std::min<int64_t>(4, train.size() / c.batch);
-  STRATA_CHECK(count > 0, "--batch ", c.batch, " is larger than the training set (",
-               train.size(), ")");
+  STRATA_CHECK(count > 0, "--batch ", c.batch, " is larger than the training set (", train.size(),
+               ")");
   Batches batches;
   for (int64_t i = 0; i < count; ++i) {
     batches.images.push_back(train.images.slice(0, i * c.batch, (i + 1) * c.batch).clone());
@@ -173,17 +172,17 @@ void append_json(const Config& c, const json& line) {
 
 json common_fields(const Config& c, const std::vector<double>& step_seconds, double loss) {
   const double step = median(step_seconds);
-  return {{"bench", "pipeline"},      {"mode", c.mode},         {"model", "fmnist-mlp"},
-          {"batch", c.batch},         {"threads", c.threads},   {"warmup", c.warmup},
-          {"steps", c.steps},         {"step_seconds", step},   {"samples_per_s", c.batch / step},
+  return {{"bench", "pipeline"}, {"mode", c.mode},       {"model", "fmnist-mlp"},
+          {"batch", c.batch},    {"threads", c.threads}, {"warmup", c.warmup},
+          {"steps", c.steps},    {"step_seconds", step}, {"samples_per_s", c.batch / step},
           {"loss", loss}};
 }
 
 int run_single(const Config& c) {
   STRATA_CHECK(c.trace_out.empty(), "--trace-out needs --mode pipeline");
   const int64_t rows = c.micro_batch_rows > 0 ? c.micro_batch_rows : c.batch;
-  STRATA_CHECK(c.batch % rows == 0, "--batch ", c.batch, " is not a multiple of --micro-batch-rows ",
-               rows);
+  STRATA_CHECK(c.batch % rows == 0, "--batch ", c.batch,
+               " is not a multiple of --micro-batch-rows ", rows);
   const int64_t chunks = c.batch / rows;
   strata::core::set_num_threads(c.threads);
   const Batches batches = load_batches(c);
@@ -312,8 +311,9 @@ int run_pipeline(const Config& c) {
 int main(int argc, char** argv) {
   return strata::core::run_main([&] {
     Config config;
-    CLI::App app{"Pipeline-parallel throughput, idle time and memory of fmnist-mlp.\n"
-                 "--mode pipeline under mpirun -np K; --mode single in one process."};
+    CLI::App app{
+        "Pipeline-parallel throughput, idle time and memory of fmnist-mlp.\n"
+        "--mode pipeline under mpirun -np K; --mode single in one process."};
     strata::core::configure_cli(app);
     add_flags(app, config);
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;

@@ -1,10 +1,11 @@
 // QMoE benchmarks (strata::moe), two suites (--suites, both by default):
 //
 // trained: one expert FFN of fortunes-lm-moe's shape (d 256, hidden 512), initialized as
-// the MoE layer's experts, trained briefly on a teacher task with correlated inputs, then compressed with ternary GPTQ (Hessians
-// from --calibration training inputs) and with round-to-nearest: bits per parameter of
-// the compressed weights (codes, row offsets, levels; biases not counted), and the
-// task's held-out loss with the compressed expert against the dense one (the loss gap).
+// the MoE layer's experts, trained briefly on a teacher task with correlated inputs, then
+// compressed with ternary GPTQ (Hessians from --calibration training inputs) and with
+// round-to-nearest: bits per parameter of the compressed weights (codes, row offsets, levels;
+// biases not counted), and the task's held-out loss with the compressed expert against the dense
+// one (the loss gap).
 // {"bench":"qmoe","case":"trained-expert/gptq/bits","value":bits/param,"unit":"bits/param",
 //  "baseline":32,"ratio":32/value,"runs":1}
 // {"bench":"qmoe","case":"trained-expert/gptq/loss","value":MSE,"unit":"mse",
@@ -63,13 +64,15 @@ void print(json line) { std::cout << line.dump() << std::endl; }
 struct TeacherTask {
   at::Tensor mixing, w1, w2;
   at::Generator gen;
-  TeacherTask(int64_t d, int64_t hidden, uint64_t seed) : gen(at::make_generator<at::CPUGeneratorImpl>(seed)) {
+  TeacherTask(int64_t d, int64_t hidden, uint64_t seed)
+      : gen(at::make_generator<at::CPUGeneratorImpl>(seed)) {
     mixing = at::randn({d / 8, d}, gen) / std::sqrt(double(d / 8));
     w1 = at::randn({hidden, d}, gen) / std::sqrt(double(d));
     w2 = at::randn({d, hidden}, gen) / std::sqrt(double(hidden));
   }
   at::Tensor inputs(int64_t n) {
-    return at::mm(at::randn({n, mixing.size(0)}, gen), mixing) + 0.1 * at::randn({n, mixing.size(1)}, gen);
+    return at::mm(at::randn({n, mixing.size(0)}, gen), mixing) +
+           0.1 * at::randn({n, mixing.size(1)}, gen);
   }
   at::Tensor target(const at::Tensor& x) { return at::linear(at::gelu(at::linear(x, w1)), w2); }
 };
@@ -106,44 +109,53 @@ void trained_suite(const Config& c) {
   torch::NoGradGuard no_grad;
   moe::ExpertStack stack{"expert", in->weight.detach().unsqueeze(0), in->bias.detach().unsqueeze(0),
                          out->weight.detach().unsqueeze(0), out->bias.detach().unsqueeze(0)};
-  moe::RecordedCalibration calibration(
-      {{"expert.tokens", task.inputs(c.calibration)}, {"expert.experts", at::zeros({c.calibration}, at::kLong)}},
-      "training inputs");
+  moe::RecordedCalibration calibration({{"expert.tokens", task.inputs(c.calibration)},
+                                        {"expert.experts", at::zeros({c.calibration}, at::kLong)}},
+                                       "training inputs");
   const int batches = 8;
   std::vector<at::Tensor> val_x;
   for (int b = 0; b < batches; ++b) val_x.push_back(task.inputs(1024));
   double dense_loss = 0;
-  for (const auto& x : val_x) dense_loss += torch::mse_loss(out->forward(at::gelu(in->forward(x))), task.target(x)).item<double>() / batches;
+  for (const auto& x : val_x)
+    dense_loss +=
+        torch::mse_loss(out->forward(at::gelu(in->forward(x))), task.target(x)).item<double>() /
+        batches;
   for (const bool rtn : {false, true}) {
     const std::string method = rtn ? "rtn" : "gptq";
     moe::QmoeLayerReport report;
     const moe::QmoeLayer layer = moe::compress_expert_stack(
-        stack, calibration, moe::QmoeCompressOptions().calibration_tokens(c.calibration).round_to_nearest(rtn), &report);
+        stack, calibration,
+        moe::QmoeCompressOptions().calibration_tokens(c.calibration).round_to_nearest(rtn),
+        &report);
     moe::CompressedExperts compressed = moe::make_compressed_experts(layer);
     double loss = 0;
-    for (const auto& x : val_x) loss += torch::mse_loss(compressed->forward(0, x), task.target(x)).item<double>() / batches;
-    const std::string name = "trained-expert-" + std::to_string(c.d) + "x" + std::to_string(c.hidden) + "/" + method;
-    print(strata::bench::json_line("qmoe", name + "/bits", layer.bits_per_weight(), "bits/param", 32,
-                                   32 / layer.bits_per_weight(), 1));
-    print(strata::bench::json_line("qmoe", name + "/loss", loss, "mse", dense_loss, loss / dense_loss, batches));
+    for (const auto& x : val_x)
+      loss += torch::mse_loss(compressed->forward(0, x), task.target(x)).item<double>() / batches;
+    const std::string name =
+        "trained-expert-" + std::to_string(c.d) + "x" + std::to_string(c.hidden) + "/" + method;
+    print(strata::bench::json_line("qmoe", name + "/bits", layer.bits_per_weight(), "bits/param",
+                                   32, 32 / layer.bits_per_weight(), 1));
+    print(strata::bench::json_line("qmoe", name + "/loss", loss, "mse", dense_loss,
+                                   loss / dense_loss, batches));
     const at::Tensor codes = moe::ternary_decode_codes(layer.w_in[0]);
     std::cerr << method << ": " << layer.bits_per_weight() << " bits/param, zeros in w_in "
-              << (codes == 0).to(at::kFloat).mean().item<double>() << ", validation MSE " << loss << " (dense "
-              << dense_loss << ")\n";
+              << (codes == 0).to(at::kFloat).mean().item<double>() << ", validation MSE " << loss
+              << " (dense " << dense_loss << ")\n";
   }
 }
 
 moe::TernaryKernel kernel_named(const std::string& name) {
-  for (const auto k : {moe::TernaryKernel::Auto, moe::TernaryKernel::Reference, moe::TernaryKernel::Portable,
-                       moe::TernaryKernel::Avx512})
+  for (const auto k : {moe::TernaryKernel::Auto, moe::TernaryKernel::Reference,
+                       moe::TernaryKernel::Portable, moe::TernaryKernel::Avx512})
     if (moe::to_string(k) == name) return k;
   STRATA_FAIL("--kernel ", name, ": expected auto, reference, portable or avx512");
 }
 
 void speed_suite(const Config& c) {
   const moe::TernaryKernel kernel = kernel_named(c.kernel);
-  const std::string kernel_used =
-      kernel == moe::TernaryKernel::Auto ? (moe::cpu_has_avx512() ? "avx512" : "portable") : c.kernel;
+  const std::string kernel_used = kernel == moe::TernaryKernel::Auto
+                                      ? (moe::cpu_has_avx512() ? "avx512" : "portable")
+                                      : c.kernel;
   for (const auto& shape : c.shapes) {
     const auto [k, n] = strata::bench::parse_shape(shape);
     auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
@@ -159,12 +171,13 @@ void speed_suite(const Config& c) {
         strata::core::set_num_threads(threads);
         at::Tensor sink;
         const auto t = strata::bench::time_paired(
-            c.runs, c.min_ms,
-            [&] { sink = tokens == 1 ? at::mv(w, x0) : at::mm(x, w.t()); },
+            c.runs, c.min_ms, [&] { sink = tokens == 1 ? at::mv(w, x0) : at::mm(x, w.t()); },
             [&] { sink = moe::ternary_linear(m, levels, x, kernel); });
-        const std::string name = std::string(tokens == 1 ? "matvec/" : "matmul/") + std::to_string(tokens) + "x" +
-                                 std::to_string(k) + "x" + std::to_string(n);
-        json line = strata::bench::json_line("qmoe", name, t.seconds * 1e6, "us", t.dense_seconds * 1e6, t.ratio, c.runs);
+        const std::string name = std::string(tokens == 1 ? "matvec/" : "matmul/") +
+                                 std::to_string(tokens) + "x" + std::to_string(k) + "x" +
+                                 std::to_string(n);
+        json line = strata::bench::json_line("qmoe", name, t.seconds * 1e6, "us",
+                                             t.dense_seconds * 1e6, t.ratio, c.runs);
         line["threads"] = threads;
         line["kernel"] = kernel_used;
         line["bits_per_param"] = m.bits_per_weight();
@@ -179,18 +192,28 @@ void speed_suite(const Config& c) {
 int main(int argc, char** argv) {
   strata::bench::exec_with_sleeping_thread_pools(argv);
   return strata::core::run_main([&] {
-    CLI::App app{"QMoE benchmarks: bits per parameter and loss gap of a trained expert, compressed vs dense speed."};
+    CLI::App app{
+        "QMoE benchmarks: bits per parameter and loss gap of a trained expert, compressed vs dense "
+        "speed."};
     strata::core::configure_cli(app);
     Config c;
     app.add_option("--suites", c.suites, "trained, speed")->delimiter(',')->capture_default_str();
-    app.add_option("--threads", c.threads, "Thread counts (speed)")->delimiter(',')->capture_default_str();
+    app.add_option("--threads", c.threads, "Thread counts (speed)")
+        ->delimiter(',')
+        ->capture_default_str();
     app.add_option("--runs", c.runs, "Paired runs per figure")->capture_default_str();
     app.add_option("--min-ms", c.min_ms, "Least milliseconds per timed run")->capture_default_str();
-    app.add_option("--train-steps", c.train_steps, "Training steps of the expert")->capture_default_str();
+    app.add_option("--train-steps", c.train_steps, "Training steps of the expert")
+        ->capture_default_str();
     app.add_option("--calibration", c.calibration, "Calibration tokens")->capture_default_str();
-    app.add_option("--shapes", c.shapes, "KxN expert shapes (in x out)")->delimiter(',')->capture_default_str();
-    app.add_option("--tokens", c.tokens, "Tokens per product (speed)")->delimiter(',')->capture_default_str();
-    app.add_option("--kernel", c.kernel, "auto, reference, portable or avx512")->capture_default_str();
+    app.add_option("--shapes", c.shapes, "KxN expert shapes (in x out)")
+        ->delimiter(',')
+        ->capture_default_str();
+    app.add_option("--tokens", c.tokens, "Tokens per product (speed)")
+        ->delimiter(',')
+        ->capture_default_str();
+    app.add_option("--kernel", c.kernel, "auto, reference, portable or avx512")
+        ->capture_default_str();
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
     STRATA_CHECK(c.runs >= 1, "--runs ", c.runs, ", expected >= 1");
     for (const auto& s : c.suites)

@@ -23,8 +23,8 @@
 #include "bench_common.h"
 #include "strata/core/cli.h"
 #include "strata/core/error.h"
-#include "strata/core/threads.h"
 #include "strata/core/models.h"
+#include "strata/core/threads.h"
 #include "strata/sparse/nm_sparse_linear.h"
 #include "strata/sparse/pruning.h"
 #include "strata/sparse/spgemm.h"
@@ -146,8 +146,8 @@ void run_training(const Config& c, int threads) {
                 static_cast<long long>(c.train_batch), t.seconds * 1e3, t.dense_seconds * 1e3,
                 t.ratio);
     json line = strata::bench::json_line(
-        "sparse", name + "/fmnist-mlp/" + std::to_string(c.train_batch), t.seconds * 1e3,
-        "ms/step", t.dense_seconds * 1e3, t.ratio, c.runs);
+        "sparse", name + "/fmnist-mlp/" + std::to_string(c.train_batch), t.seconds * 1e3, "ms/step",
+        t.dense_seconds * 1e3, t.ratio, c.runs);
     line["threads"] = threads;
     std::cout << line.dump() << std::endl;
   }
@@ -172,7 +172,8 @@ void run_spgemm(const Config& c, int threads) {
     // Power law: row i holds about 2000 (i + 1)^-0.8 entries, rows shuffled.
     const int64_t n = 8192;
     const at::Tensor density =
-        (2000.0 / double(n)) * at::pow(at::arange(1, n + 1, at::kDouble), -0.8).index_select(0, at::randperm(n));
+        (2000.0 / double(n)) *
+        at::pow(at::arange(1, n + 1, at::kDouble), -0.8).index_select(0, at::randperm(n));
     const at::Tensor keep = at::rand({n, n}, at::kDouble) < density.unsqueeze(1);
     cases.push_back({"powerlaw-" + std::to_string(n), keep.to(at::kFloat) * at::randn({n, n})});
   }
@@ -187,11 +188,11 @@ void run_spgemm(const Config& c, int threads) {
       const sp::SpgemmOptions o = sp::SpgemmOptions().accumulator(acc);
       const Timing t = time_paired(c, baseline, [&] { return sp::spgemm(a, a, o); });
       const double mflops = flops / t.seconds * 1e-6, base = flops / t.dense_seconds * 1e-6;
-      std::printf("spgemm-%-6s %-22s nnz %9lld %9.1f MFLOP/s  torch.sparse %8.1f  %6.2fx\n", acc_name,
-                  k.name.c_str(), static_cast<long long>(a.nnz()), mflops, base, t.ratio);
-      json line = strata::bench::json_line("sparse",
-                                           std::string("spgemm-") + acc_name + "/" + k.name,
-                                           mflops, "MFLOP/s", base, t.ratio, c.runs);
+      std::printf("spgemm-%-6s %-22s nnz %9lld %9.1f MFLOP/s  torch.sparse %8.1f  %6.2fx\n",
+                  acc_name, k.name.c_str(), static_cast<long long>(a.nnz()), mflops, base, t.ratio);
+      json line =
+          strata::bench::json_line("sparse", std::string("spgemm-") + acc_name + "/" + k.name,
+                                   mflops, "MFLOP/s", base, t.ratio, c.runs);
       line["threads"] = threads;
       line["nnz"] = a.nnz();
       std::cout << line.dump() << std::endl;

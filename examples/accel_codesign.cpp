@@ -83,8 +83,9 @@ Network parse_network(const std::string& text) {
   while (begin <= text.size()) {
     const size_t end = std::min(text.find('-', begin), text.size());
     const std::string part = text.substr(begin, end - begin);
-    const bool digits = !part.empty() && part.size() <= 4 &&
-                        std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(c); });
+    const bool digits =
+        !part.empty() && part.size() <= 4 &&
+        std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(c); });
     STRATA_CHECK(digits && std::stoll(part) > 0, "--networks '", text,
                  "': expected C1 or C1-C2 (positive conv channels of 1 or 2 blocks), e.g. 16-32");
     n.widths.push_back(std::stoll(part));
@@ -133,8 +134,8 @@ std::vector<Layer> network_layers(const Network& n, int64_t batch, int64_t word_
     layers.push_back({std::to_string(index++) + " relu",
                       ac::describe_aten_op("aten::relu", {out}, {out}, word_bytes)});
     layers.push_back({std::to_string(index++) + " maxpool",
-                      ac::describe_aten_op("aten::max_pool2d", {out}, {{batch, w, side / 2, side / 2}},
-                                           word_bytes)});
+                      ac::describe_aten_op("aten::max_pool2d", {out},
+                                           {{batch, w, side / 2, side / 2}}, word_bytes)});
     in = w;
     side /= 2;
   }
@@ -164,7 +165,8 @@ struct Hardware {
 
 // A template preset resized to rows x cols PEs and `sram_kib` of buffers in the preset's
 // proportions; its clock, bandwidth, datatype and vector unit stay the preset's.
-ac::AcceleratorSpec resized(const std::string& preset, int64_t rows, int64_t cols, double sram_kib) {
+ac::AcceleratorSpec resized(const std::string& preset, int64_t rows, int64_t cols,
+                            double sram_kib) {
   ac::AcceleratorSpec s = ac::AcceleratorSpec::preset(preset);
   const double total = s.ifmap_sram_kib + s.filter_sram_kib + s.ofmap_sram_kib;
   s.rows = rows;
@@ -248,7 +250,8 @@ PairCost price(const Network& n, const Hardware& h, int64_t batch) {
       const auto& sub = *h.subs[s];
       const ac::Charge charge = sub.device.charge(layers_by_word[sub.spec.word_bytes][i].op);
       STRATA_CHECK(charge.charged, "layer ", layers_by_word[sub.spec.word_bytes][i].name,
-                   " of network ", n.name, ": no cost model on ", sub.spec.name, ": ", charge.reason);
+                   " of network ", n.name, ": no cost model on ", sub.spec.name, ": ",
+                   charge.reason);
       const double ms = charge.cost.microseconds(sub.spec.clock_mhz) * 1e-3;
       const double mj = charge.cost.energy_pj() * 1e-9;
       if (ms < best_ms || (ms == best_ms && mj < best_mj)) best_ms = ms, best_mj = mj, best = s;
@@ -273,7 +276,8 @@ bool meets(const PairCost& p, const Config& c) {
 
 // How far over the limits a pair is: its largest cost-to-limit ratio (<= 1: it meets them).
 double excess(const PairCost& p, const Config& c) {
-  return std::max({p.latency_ms / c.latency_ms, p.energy_mj / c.energy_mj, p.area_mm2 / c.area_mm2});
+  return std::max(
+      {p.latency_ms / c.latency_ms, p.energy_mj / c.energy_mj, p.area_mm2 / c.area_mm2});
 }
 
 // A heterogeneous design whose second sub-accelerator would idle on a network is the first
@@ -315,10 +319,12 @@ double train_and_score(const Network& n, const Data& data, const Config& c) {
   at::Tensor order;
   for (int64_t step = 0; step < c.steps; ++step) {
     if (step % per_epoch == 0) order = at::randperm(data.train.size());
-    const at::Tensor idx = order.slice(0, (step % per_epoch) * c.batch, (step % per_epoch + 1) * c.batch);
+    const at::Tensor idx =
+        order.slice(0, (step % per_epoch) * c.batch, (step % per_epoch + 1) * c.batch);
     optimizer.zero_grad();
-    const at::Tensor loss = torch::nn::functional::cross_entropy(
-        model->forward(data.train.images.index_select(0, idx)), data.train.labels.index_select(0, idx));
+    const at::Tensor loss =
+        torch::nn::functional::cross_entropy(model->forward(data.train.images.index_select(0, idx)),
+                                             data.train.labels.index_select(0, idx));
     loss.backward();
     optimizer.step();
   }
@@ -337,14 +343,16 @@ json design_json(const std::string& kind, const Candidate& d, const std::vector<
           {"assignment", d.cost.assignment}};
 }
 
-std::string design_row(const Candidate& d, const std::vector<Network>& nets, const std::vector<Hardware>& hw) {
-  return fmt::format("{:<7} {:<38} {:>7.2f}% {:>11.4f} {:>11.5f} {:>9.3f}  {}\n", nets[d.network].name,
-                     hw[d.hardware].name, 100 * d.accuracy, d.cost.latency_ms, d.cost.energy_mj,
-                     d.cost.area_mm2, d.cost.assignment);
+std::string design_row(const Candidate& d, const std::vector<Network>& nets,
+                       const std::vector<Hardware>& hw) {
+  return fmt::format("{:<7} {:<38} {:>7.2f}% {:>11.4f} {:>11.5f} {:>9.3f}  {}\n",
+                     nets[d.network].name, hw[d.hardware].name, 100 * d.accuracy, d.cost.latency_ms,
+                     d.cost.energy_mj, d.cost.area_mm2, d.cost.assignment);
 }
 
 const char* kDesignHeader =
-    "network hardware                                accuracy  latency_ms   energy_mj  area_mm2  layers on\n";
+    "network hardware                                accuracy  latency_ms   energy_mj  area_mm2  "
+    "layers on\n";
 
 int run_search(const Config& c, std::ostream& json_out) {
   STRATA_CHECK(c.latency_ms > 0 && c.energy_mj > 0 && c.area_mm2 > 0,
@@ -356,7 +364,8 @@ int run_search(const Config& c, std::ostream& json_out) {
 
   // Price every pair and prune those over the limits.
   std::vector<Candidate> feasible;
-  double min_latency = std::numeric_limits<double>::infinity(), min_energy = min_latency, min_area = min_latency;
+  double min_latency = std::numeric_limits<double>::infinity(), min_energy = min_latency,
+         min_area = min_latency;
   std::vector<std::vector<PairCost>> costs(nets.size());
   for (size_t n = 0; n < nets.size(); ++n)
     for (size_t h = 0; h < hw.size(); ++h) {
@@ -370,12 +379,14 @@ int run_search(const Config& c, std::ostream& json_out) {
   const size_t pairs = nets.size() * hw.size();
   STRATA_CHECK(!feasible.empty(), "no design meets the limits (latency <= ", c.latency_ms,
                " ms, energy <= ", c.energy_mj, " mJ, area <= ", c.area_mm2, " mm^2) among ", pairs,
-               " pairs; the smallest seen: latency ", fmt::format("{:.4g}", min_latency), " ms, energy ",
-               fmt::format("{:.4g}", min_energy), " mJ, area ", fmt::format("{:.4g}", min_area), " mm^2");
+               " pairs; the smallest seen: latency ", fmt::format("{:.4g}", min_latency),
+               " ms, energy ", fmt::format("{:.4g}", min_energy), " mJ, area ",
+               fmt::format("{:.4g}", min_area), " mm^2");
   std::set<size_t> surviving;
   for (const auto& f : feasible) surviving.insert(f.network);
-  spdlog::info("{} networks x {} hardware designs = {} pairs; {} within the limits, {} networks to train",
-               nets.size(), hw.size(), pairs, feasible.size(), surviving.size());
+  spdlog::info(
+      "{} networks x {} hardware designs = {} pairs; {} within the limits, {} networks to train",
+      nets.size(), hw.size(), pairs, feasible.size(), surviving.size());
 
   // Train each network once: the survivors, then (for NAS then ASIC) the rest.
   const Data data = [&] {
@@ -394,29 +405,39 @@ int run_search(const Config& c, std::ostream& json_out) {
     strata::core::Stopwatch clock;
     accuracy[order[i]] = train_and_score(nets[order[i]], data, c);
     spdlog::info("candidate {}/{}: network {}{}: {} steps, test accuracy {:.2f}% ({:.1f} s)", i + 1,
-                 order.size(), nets[order[i]].name, surviving.count(order[i]) ? "" : " (NAS then ASIC only)",
-                 c.steps, 100 * accuracy[order[i]], clock.seconds());
+                 order.size(), nets[order[i]].name,
+                 surviving.count(order[i]) ? "" : " (NAS then ASIC only)", c.steps,
+                 100 * accuracy[order[i]], clock.seconds());
   }
   for (auto& f : feasible) f.accuracy = accuracy[f.network];
 
   // The Pareto front over (accuracy, latency, energy, area) and the best design.
   std::vector<Candidate> front;
   for (const auto& a : feasible)
-    if (std::none_of(feasible.begin(), feasible.end(), [&](const Candidate& b) { return dominates(b, a); }))
+    if (std::none_of(feasible.begin(), feasible.end(),
+                     [&](const Candidate& b) { return dominates(b, a); }))
       front.push_back(a);
   std::sort(front.begin(), front.end(), better_design);
   const Candidate best = *std::min_element(feasible.begin(), feasible.end(), better_design);
 
-  std::cout << fmt::format("limits: latency <= {} ms, energy <= {} mJ, area <= {} mm^2 (inference of {} image{})\n",
-                           c.latency_ms, c.energy_mj, c.area_mm2, c.infer_batch, c.infer_batch == 1 ? "" : "s");
-  std::cout << fmt::format("Pareto front ({} of {} designs within the limits):\n", front.size(), feasible.size())
+  std::cout << fmt::format(
+      "limits: latency <= {} ms, energy <= {} mJ, area <= {} mm^2 (inference of {} image{})\n",
+      c.latency_ms, c.energy_mj, c.area_mm2, c.infer_batch, c.infer_batch == 1 ? "" : "s");
+  std::cout << fmt::format("Pareto front ({} of {} designs within the limits):\n", front.size(),
+                           feasible.size())
             << kDesignHeader;
   for (const auto& d : front) std::cout << design_row(d, nets, hw);
   std::cout << "best design (highest accuracy within the limits, ties by energy):\n"
             << kDesignHeader << design_row(best, nets, hw);
-  json_out << json{{"kind", "limits"}, {"latency_ms", c.latency_ms}, {"energy_mj", c.energy_mj},
-                   {"area_mm2", c.area_mm2}, {"infer_batch", c.infer_batch}, {"pairs", pairs},
-                   {"feasible", feasible.size()}, {"steps", c.steps}}.dump()
+  json_out << json{{"kind", "limits"},
+                   {"latency_ms", c.latency_ms},
+                   {"energy_mj", c.energy_mj},
+                   {"area_mm2", c.area_mm2},
+                   {"infer_batch", c.infer_batch},
+                   {"pairs", pairs},
+                   {"feasible", feasible.size()},
+                   {"steps", c.steps}}
+                  .dump()
            << "\n";
   for (const auto& d : feasible) json_out << design_json("candidate", d, nets, hw).dump() << "\n";
   for (const auto& d : front) json_out << design_json("pareto", d, nets, hw).dump() << "\n";
@@ -433,15 +454,19 @@ int run_search(const Config& c, std::ostream& json_out) {
     for (size_t h = 0; h < hw.size(); ++h) {
       const PairCost& p = costs[top][h];
       if (!uses_every_sub(p, hw[h])) continue;
-      if (meets(p, c) && (!within || p.energy_mj < within->cost.energy_mj)) within = Candidate{top, h, p, accuracy[top]};
-      if (!closest || excess(p, c) < excess(closest->cost, c)) closest = Candidate{top, h, p, accuracy[top]};
+      if (meets(p, c) && (!within || p.energy_mj < within->cost.energy_mj))
+        within = Candidate{top, h, p, accuracy[top]};
+      if (!closest || excess(p, c) < excess(closest->cost, c))
+        closest = Candidate{top, h, p, accuracy[top]};
     }
     const bool base_meets = within.has_value();
     const Candidate base = base_meets ? *within : *closest;
     const std::string verdict =
         base_meets ? "within the limits"
-                   : fmt::format("NO hardware meets the limits; the closest is {:.2f}x over", excess(base.cost, c));
-    std::cout << "NAS then ASIC (" << verdict << "):\n" << kDesignHeader << design_row(base, nets, hw);
+                   : fmt::format("NO hardware meets the limits; the closest is {:.2f}x over",
+                                 excess(base.cost, c));
+    std::cout << "NAS then ASIC (" << verdict << "):\n"
+              << kDesignHeader << design_row(base, nets, hw);
     json j = design_json("nas_then_asic", base, nets, hw);
     j["meets_limits"] = base_meets;
     j["limit_ratio"] = excess(base.cost, c);
@@ -451,10 +476,11 @@ int run_search(const Config& c, std::ostream& json_out) {
     j["area_ratio"] = base.cost.area_mm2 / best.cost.area_mm2;
     j["accuracy_loss"] = base.accuracy - best.accuracy;
     std::cout << fmt::format(
-        "NAS then ASIC / joint search's best: latency {:.2f}x, energy {:.2f}x, area {:.2f}x; the joint "
+        "NAS then ASIC / joint search's best: latency {:.2f}x, energy {:.2f}x, area {:.2f}x; the "
+        "joint "
         "search's accuracy {:+.2f} points{}\n",
-        j["latency_ratio"].get<double>(), j["energy_ratio"].get<double>(), j["area_ratio"].get<double>(),
-        -100 * j["accuracy_loss"].get<double>(),
+        j["latency_ratio"].get<double>(), j["energy_ratio"].get<double>(),
+        j["area_ratio"].get<double>(), -100 * j["accuracy_loss"].get<double>(),
         best.network == base.network && best.hardware == base.hardware ? " (the same design)" : "");
     json_out << j.dump() << "\n";
   }
@@ -480,8 +506,8 @@ std::vector<StudyLayer> study_layers() {
   }
   // fortunes-lm: d_model 256, FFN 1024, 4 heads of 64, context 128, batch 32, byte vocabulary.
   const int64_t tokens = 32 * 128;
-  auto gemm = [&](const std::string& model, const std::string& name, int64_t m, int64_t k, int64_t n,
-                  int64_t batch = 1) {
+  auto gemm = [&](const std::string& model, const std::string& name, int64_t m, int64_t k,
+                  int64_t n, int64_t batch = 1) {
     layers.push_back({model, name, ac::OpDescription::gemm(name, {{m, k, n, batch}})});
   };
   const std::string lm = "fortunes-lm b32x128";
@@ -505,9 +531,15 @@ std::vector<StudyLayer> study_layers() {
 
 ac::AcceleratorSpec study_array(const std::string& dataflow, double bandwidth) {
   return ac::AcceleratorSpec::from_json(
-      {{"name", fmt::format("{}-64x64", dataflow)}, {"template", "systolic"}, {"dataflow", dataflow},
-       {"rows", 64}, {"cols", 64}, {"sram_kib", {{"ifmap", 256}, {"filter", 256}, {"ofmap", 256}}},
-       {"word_bytes", 1}, {"clock_mhz", 1000}, {"dram_bytes_per_cycle", bandwidth}},
+      {{"name", fmt::format("{}-64x64", dataflow)},
+       {"template", "systolic"},
+       {"dataflow", dataflow},
+       {"rows", 64},
+       {"cols", 64},
+       {"sram_kib", {{"ifmap", 256}, {"filter", 256}, {"ofmap", 256}}},
+       {"word_bytes", 1},
+       {"clock_mhz", 1000},
+       {"dram_bytes_per_cycle", bandwidth}},
       "utilization study");
 }
 
@@ -518,7 +550,8 @@ int run_utilization_study(const Config& c, std::ostream& json_out) {
   const double balance = 64.0 * 64.0 / c.bandwidth;  // MACs per DRAM byte the array needs
   std::cout << fmt::format(
       "PE utilization on a 64x64 array (int8, 256 KiB per buffer), DRAM {} B/cycle vs unlimited.\n"
-      "Machine balance {:.0f} MACs per DRAM byte: a layer whose DRAM traffic gives fewer is memory bound.\n",
+      "Machine balance {:.0f} MACs per DRAM byte: a layer whose DRAM traffic gives fewer is memory "
+      "bound.\n",
       c.bandwidth, balance);
   std::cout << "model                  layer       dataflow           M      K      N  MACs/byte  "
                "util(no limit)  util(limited)  stall%  bound\n";
@@ -526,10 +559,12 @@ int run_utilization_study(const Config& c, std::ostream& json_out) {
   // unlimited bandwidth.
   std::map<std::string, std::array<std::vector<double>, 2>> util_by_bound, ideal_by_bound;
   for (const std::string dataflow : {"ws", "os"}) {
-    const ac::CostDispatcher limited(study_array(dataflow, c.bandwidth)), free(study_array(dataflow, unlimited));
+    const ac::CostDispatcher limited(study_array(dataflow, c.bandwidth)),
+        free(study_array(dataflow, unlimited));
     for (const auto& l : study_layers()) {
       const ac::OpCost lim = limited.charge(l.op).cost, ideal = free.charge(l.op).cost;
-      const ac::GemmShape g = l.op.kind == ac::OpKind::Conv ? l.op.conv.lowered() : l.op.gemms.front();
+      const ac::GemmShape g =
+          l.op.kind == ac::OpKind::Conv ? l.op.conv.lowered() : l.op.gemms.front();
       const double dram_bytes = double(lim.dram_reads + lim.dram_writes);  // 1-byte words
       const double intensity = double(lim.macs) / dram_bytes;
       // Memory bound (roofline): fewer MACs per byte of the DRAM traffic this dataflow moves
@@ -540,17 +575,27 @@ int run_utilization_study(const Config& c, std::ostream& json_out) {
       const double stall_pct = 100.0 * double(lim.stall_cycles) / double(lim.cycles);
       util_by_bound[dataflow][memory_bound ? 1 : 0].push_back(lim.utilization());
       ideal_by_bound[dataflow][memory_bound ? 1 : 0].push_back(ideal.utilization());
-      std::cout << fmt::format("{:<22} {:<11} {:<8} {:>11} {:>6} {:>6} {:>10.1f} {:>15.3f} {:>14.3f} {:>7.1f}  {}\n",
-                               l.model, l.layer, dataflow, g.m * g.batch, g.k, g.n, intensity,
-                               ideal.utilization(), lim.utilization(), stall_pct,
-                               memory_bound ? "memory" : "compute");
-      json_out << json{{"kind", "utilization"}, {"model", l.model}, {"layer", l.layer}, {"dataflow", dataflow},
-                       {"m", g.m * g.batch}, {"k", g.k}, {"n", g.n}, {"macs", lim.macs},
-                       {"macs_per_dram_byte", intensity}, {"machine_balance", balance},
+      std::cout << fmt::format(
+          "{:<22} {:<11} {:<8} {:>11} {:>6} {:>6} {:>10.1f} {:>15.3f} {:>14.3f} {:>7.1f}  {}\n",
+          l.model, l.layer, dataflow, g.m * g.batch, g.k, g.n, intensity, ideal.utilization(),
+          lim.utilization(), stall_pct, memory_bound ? "memory" : "compute");
+      json_out << json{{"kind", "utilization"},
+                       {"model", l.model},
+                       {"layer", l.layer},
+                       {"dataflow", dataflow},
+                       {"m", g.m * g.batch},
+                       {"k", g.k},
+                       {"n", g.n},
+                       {"macs", lim.macs},
+                       {"macs_per_dram_byte", intensity},
+                       {"machine_balance", balance},
                        {"utilization_unlimited_bw", ideal.utilization()},
-                       {"utilization", lim.utilization()}, {"compute_cycles", lim.compute_cycles},
-                       {"stall_cycles", lim.stall_cycles}, {"bandwidth_bytes_per_cycle", c.bandwidth},
-                       {"bound", memory_bound ? "memory" : "compute"}}.dump()
+                       {"utilization", lim.utilization()},
+                       {"compute_cycles", lim.compute_cycles},
+                       {"stall_cycles", lim.stall_cycles},
+                       {"bandwidth_bytes_per_cycle", c.bandwidth},
+                       {"bound", memory_bound ? "memory" : "compute"}}
+                      .dump()
                << "\n";
     }
   }
@@ -562,15 +607,19 @@ int run_utilization_study(const Config& c, std::ostream& json_out) {
   for (const auto& [dataflow, groups] : util_by_bound) {
     const auto& ideal = ideal_by_bound[dataflow];
     std::cout << fmt::format(
-        "{}: mean utilization of {} memory-bound layers {:.3f} ({:.3f} with unlimited bandwidth), of {} "
+        "{}: mean utilization of {} memory-bound layers {:.3f} ({:.3f} with unlimited bandwidth), "
+        "of {} "
         "compute-bound layers {:.3f} ({:.3f})\n",
-        dataflow, groups[1].size(), mean(groups[1]), mean(ideal[1]), groups[0].size(), mean(groups[0]),
-        mean(ideal[0]));
-    json_out << json{{"kind", "utilization_summary"}, {"dataflow", dataflow},
-                     {"bandwidth_bytes_per_cycle", c.bandwidth}, {"memory_bound_layers", groups[1].size()},
+        dataflow, groups[1].size(), mean(groups[1]), mean(ideal[1]), groups[0].size(),
+        mean(groups[0]), mean(ideal[0]));
+    json_out << json{{"kind", "utilization_summary"},
+                     {"dataflow", dataflow},
+                     {"bandwidth_bytes_per_cycle", c.bandwidth},
+                     {"memory_bound_layers", groups[1].size()},
                      {"memory_bound_mean_utilization", mean(groups[1])},
                      {"memory_bound_mean_utilization_unlimited_bw", mean(ideal[1])},
-                     {"compute_bound_layers", groups[0].size()}, {"compute_bound_mean_utilization", mean(groups[0])},
+                     {"compute_bound_layers", groups[0].size()},
+                     {"compute_bound_mean_utilization", mean(groups[0])},
                      {"compute_bound_mean_utilization_unlimited_bw", mean(ideal[0])}}
                     .dump()
              << "\n";
@@ -581,19 +630,24 @@ int run_utilization_study(const Config& c, std::ostream& json_out) {
 void add_flags(CLI::App& app, Config& c) {
   app.add_option("--latency-ms", c.latency_ms, "Latency limit of one inference, ms");
   app.add_option("--energy-mj", c.energy_mj, "Energy limit of one inference, mJ");
-  app.add_option("--area-mm2", c.area_mm2, "Area limit, mm^2 (45 nm estimates, accel/area_model.h)");
-  app.add_option("--networks,--candidates", c.networks,
-                 "Networks: C1 (one conv block) or C1-C2 (two), conv channels; 16-32 is fmnist-cnn");
-  app.add_option("--templates", c.templates, "Accelerator templates (presets): nvdla, shidiannao, eyeriss, ...");
+  app.add_option("--area-mm2", c.area_mm2,
+                 "Area limit, mm^2 (45 nm estimates, accel/area_model.h)");
+  app.add_option(
+      "--networks,--candidates", c.networks,
+      "Networks: C1 (one conv block) or C1-C2 (two), conv channels; 16-32 is fmnist-cnn");
+  app.add_option("--templates", c.templates,
+                 "Accelerator templates (presets): nvdla, shidiannao, eyeriss, ...");
   app.add_option("--arrays", c.arrays, "PE array sides N (N x N PEs)");
-  app.add_option("--sram-kib", c.sram_kib, "On-chip SRAM sizes, KiB (split as the template's buffers)");
+  app.add_option("--sram-kib", c.sram_kib,
+                 "On-chip SRAM sizes, KiB (split as the template's buffers)");
   app.add_flag("--homogeneous-only", c.homogeneous_only,
                "No heterogeneous designs (two sub-accelerators sharing the PEs)");
   app.add_flag("!--no-nas-then-asic", c.nas_then_asic,
                "Skip the NAS-then-ASIC baseline (and training the networks the limits prune)");
   app.add_option("--infer-batch", c.infer_batch, "Images per priced inference");
   app.add_option("--steps", c.steps, "Training steps per network");
-  app.add_option("--batch", c.batch, "Training batch size")->check(CLI::Range(int64_t{1}, int64_t{60000}));
+  app.add_option("--batch", c.batch, "Training batch size")
+      ->check(CLI::Range(int64_t{1}, int64_t{60000}));
   app.add_option("--lr", c.lr, "SGD learning rate (momentum 0.9)");
   app.add_option("--seed", c.seed, "Seed for initialization and shuffling");
   app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)");
@@ -601,22 +655,26 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::Range(int64_t{1}, int64_t{10000}));
   app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
   app.add_option("--json-out", c.json_out, "Write the results as JSON lines here");
-  app.add_flag("--utilization-study", c.utilization_study,
-               "Instead of the search: PE utilization of fmnist-cnn and fortunes-lm layers on 64x64 arrays");
-  app.add_option("--bandwidth", c.bandwidth, "DRAM bytes per cycle of the utilization study's limited case");
+  app.add_flag(
+      "--utilization-study", c.utilization_study,
+      "Instead of the search: PE utilization of fmnist-cnn and fortunes-lm layers on 64x64 arrays");
+  app.add_option("--bandwidth", c.bandwidth,
+                 "DRAM bytes per cycle of the utilization study's limited case");
 }
 
 int run(const Config& c) {
   // Checked here rather than with CLI11's PositiveNumber, whose message prints DBL_MAX.
   STRATA_CHECK(c.steps > 0, "--steps ", c.steps, ": expected a positive number of training steps");
-  STRATA_CHECK(c.infer_batch > 0, "--infer-batch ", c.infer_batch, ": expected a positive number of images");
+  STRATA_CHECK(c.infer_batch > 0, "--infer-batch ", c.infer_batch,
+               ": expected a positive number of images");
   STRATA_CHECK(c.lr > 0, "--lr ", c.lr, ": expected a positive learning rate");
   STRATA_CHECK(c.threads > 0, "--threads ", c.threads, ": expected a positive number of threads");
   strata::core::init_logging(0, false);
   strata::core::set_num_threads(c.threads);
   // Results go to a buffer first, so that a failed run leaves no --json-out file behind.
   std::ostringstream json_lines;
-  const int code = c.utilization_study ? run_utilization_study(c, json_lines) : run_search(c, json_lines);
+  const int code =
+      c.utilization_study ? run_utilization_study(c, json_lines) : run_search(c, json_lines);
   if (!c.json_out.empty()) {
     std::ofstream out(c.json_out);
     STRATA_CHECK(out, "--json-out ", c.json_out, ": cannot open for writing");

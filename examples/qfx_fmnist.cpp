@@ -30,20 +30,20 @@ namespace {
 
 namespace nn = torch::nn;
 namespace q = strata::quant;
-using strata::core::FashionMnist;
 using strata::core::classification_accuracy;
+using strata::core::FashionMnist;
 
 struct Config {
   std::string data_dir = strata::core::kFashionMnistDir;
-  int epochs = 2;             // float training
-  int64_t qfx_steps = 120;    // fine-tuning steps per quantized model
+  int epochs = 2;           // float training
+  int64_t qfx_steps = 120;  // fine-tuning steps per quantized model
   std::vector<int> bits = {4, 6, 8};
-  int k_hot = 2;              // 0: skip the K-hot models
+  int k_hot = 2;  // 0: skip the K-hot models
   int k_hot_bits = 8;
   int64_t batch = 256;
   double lr = 0.05;
   double momentum = 0.9;
-  double qfx_lr = 0.01;       // weights while fine-tuning
+  double qfx_lr = 0.01;  // weights while fine-tuning
   double binary_point_lr = 0.05;
   int calibration_batches = 4;
   double percentile = 99.9;
@@ -64,7 +64,8 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::Range(1, 24));
   app.add_option("--k-hot", c.k_hot, "K of the multiplier-free models (0: none)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--k-hot-bits", c.k_hot_bits, "Width of the K-hot models")->check(CLI::Range(1, 24));
+  app.add_option("--k-hot-bits", c.k_hot_bits, "Width of the K-hot models")
+      ->check(CLI::Range(1, 24));
   app.add_option("--batch", c.batch, "Batch size")->check(CLI::PositiveNumber);
   app.add_option("--lr", c.lr, "Peak learning rate of float training (SGD, cosine)")
       ->check(CLI::PositiveNumber);
@@ -81,15 +82,17 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::Range(0.0, 100.0));
   app.add_option("--seed", c.seed, "Seed for initialization and shuffling");
   app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)")->check(CLI::PositiveNumber);
-  app.add_flag("--quick", c.quick,
-               "Smoke run: 1024 training and 500 test images, 1 epoch, at most 10 fine-tuning steps");
+  app.add_flag(
+      "--quick", c.quick,
+      "Smoke run: 1024 training and 500 test images, 1 epoch, at most 10 fine-tuning steps");
   app.add_option("--out", c.out, "Write one JSON object per result to this file");
   app.add_option("--export-dir", c.export_dir,
                  "Write every QFX model as JSON (export_qfx) into this existing directory");
 }
 
 double cosine(double peak, int64_t step, int64_t steps) {
-  return 0.5 * peak * (1.0 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(steps)));
+  return 0.5 * peak *
+         (1.0 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(steps)));
 }
 
 // Shuffled batches, every optimizer stepping on the same loss with a cosine schedule
@@ -97,25 +100,28 @@ double cosine(double peak, int64_t step, int64_t steps) {
 void train(nn::Sequential& model, const std::vector<torch::optim::Optimizer*>& optimizers,
            const FashionMnist& data, int64_t steps, int64_t batch, const std::string& what) {
   std::vector<double> peaks;
-  for (auto* optimizer : optimizers) peaks.push_back(optimizer->param_groups()[0].options().get_lr());
+  for (auto* optimizer : optimizers)
+    peaks.push_back(optimizer->param_groups()[0].options().get_lr());
   model->train();
   const int64_t per_epoch = data.size() / batch;
   at::Tensor order;
   double loss_sum = 0;
   for (int64_t step = 0; step < steps; ++step) {
     if (step % per_epoch == 0) order = torch::randperm(data.size(), torch::kLong);
-    const at::Tensor idx = order.slice(0, (step % per_epoch) * batch, (step % per_epoch + 1) * batch);
+    const at::Tensor idx =
+        order.slice(0, (step % per_epoch) * batch, (step % per_epoch + 1) * batch);
     for (size_t i = 0; i < optimizers.size(); ++i) {
       optimizers[i]->param_groups()[0].options().set_lr(cosine(peaks[i], step, steps));
       optimizers[i]->zero_grad();
     }
-    const at::Tensor loss = nn::functional::cross_entropy(model->forward(data.images.index_select(0, idx)),
-                                                          data.labels.index_select(0, idx));
+    const at::Tensor loss = nn::functional::cross_entropy(
+        model->forward(data.images.index_select(0, idx)), data.labels.index_select(0, idx));
     loss.backward();
     for (auto* optimizer : optimizers) optimizer->step();
     loss_sum += loss.item<double>();
     if ((step + 1) % 100 == 0 || step + 1 == steps) {
-      spdlog::info("{}: step {}/{} loss {:.4f}", what, step + 1, steps, loss_sum / ((step % 100) + 1));
+      spdlog::info("{}: step {}/{} loss {:.4f}", what, step + 1, steps,
+                   loss_sum / ((step % 100) + 1));
       loss_sum = 0;
     }
   }
@@ -142,7 +148,8 @@ class Experiment {
   void run() {
     strata::core::seed_everything(c_.seed);
     nn::Sequential float_model = strata::core::make_fmnist_cnn();
-    torch::optim::SGD sgd(float_model->parameters(), torch::optim::SGDOptions(c_.lr).momentum(c_.momentum));
+    torch::optim::SGD sgd(float_model->parameters(),
+                          torch::optim::SGDOptions(c_.lr).momentum(c_.momentum));
     train(float_model, {&sgd}, train_, c_.epochs * steps_per_epoch(), c_.batch, "float");
     record({"float", 0, 0, classification_accuracy(float_model, test_)});
 
@@ -161,12 +168,15 @@ class Experiment {
     const std::string suffix = k > 0 ? "-khot" : "";
     nn::Sequential ptq_max = q::quantize_model(float_model, options);
     q::calibrate_ptq(ptq_max, calibration_);
-    record(with_multipliers({"ptq-max" + suffix, w, k, classification_accuracy(ptq_max, test_)}, ptq_max));
+    record(with_multipliers({"ptq-max" + suffix, w, k, classification_accuracy(ptq_max, test_)},
+                            ptq_max));
 
     nn::Sequential model = q::quantize_model(float_model, options);
-    q::calibrate_ptq(model, calibration_,
-                     q::PtqOptions().statistic(q::RangeStatistic::Percentile).percentile(c_.percentile));
-    record(with_multipliers({"ptq-percentile" + suffix, w, k, classification_accuracy(model, test_)}, model));
+    q::calibrate_ptq(
+        model, calibration_,
+        q::PtqOptions().statistic(q::RangeStatistic::Percentile).percentile(c_.percentile));
+    record(with_multipliers(
+        {"ptq-percentile" + suffix, w, k, classification_accuracy(model, test_)}, model));
 
     // Weights by SGD as in float training; binary points by Adam, whose steps do not
     // depend on the gradient's scale (a log2 step size moves ~ lr per step when its
@@ -176,11 +186,13 @@ class Experiment {
     torch::optim::Adam adam(q::binary_point_parameters(*model),
                             torch::optim::AdamOptions(c_.binary_point_lr));
     const std::vector<int> start = integer_bits(model);
-    train(model, {&sgd, &adam}, train_, c_.qfx_steps, c_.batch, "qfx W=" + std::to_string(w) + suffix);
+    train(model, {&sgd, &adam}, train_, c_.qfx_steps, c_.batch,
+          "qfx W=" + std::to_string(w) + suffix);
     const std::vector<int> end = integer_bits(model);
     int moved = 0;
     for (size_t i = 0; i < start.size(); ++i) moved += start[i] != end[i];
-    spdlog::info("qfx W={}{}: {} of {} binary points moved in training", w, suffix, moved, start.size());
+    spdlog::info("qfx W={}{}: {} of {} binary points moved in training", w, suffix, moved,
+                 start.size());
     record(with_multipliers({"qfx" + suffix, w, k, classification_accuracy(model, test_)}, model));
     if (!c_.export_dir.empty()) {
       q::export_qfx(model, (std::filesystem::path(c_.export_dir) /
@@ -191,7 +203,8 @@ class Experiment {
 
   static std::vector<int> integer_bits(const nn::Sequential& model) {
     std::vector<int> out;
-    for (const auto& quantizer : q::quantizers_of(*model)) out.push_back(quantizer->type().integer_bits);
+    for (const auto& quantizer : q::quantizers_of(*model))
+      out.push_back(quantizer->type().integer_bits);
     return out;
   }
 
@@ -203,17 +216,22 @@ class Experiment {
   }
 
   void record(const Result& r) {
-    spdlog::info("{} W={} K={}: test accuracy {:.2f}%", r.method, r.bits, r.k_hot, 100 * r.accuracy);
+    spdlog::info("{} W={} K={}: test accuracy {:.2f}%", r.method, r.bits, r.k_hot,
+                 100 * r.accuracy);
     results_.push_back(r);
-    metrics_.write({{"example", "qfx_fmnist"}, {"method", r.method}, {"bits", r.bits},
-                    {"k_hot", r.k_hot}, {"test_accuracy", r.accuracy},
-                    {"multipliers", r.multipliers}, {"shift_adds", r.shift_adds},
+    metrics_.write({{"example", "qfx_fmnist"},
+                    {"method", r.method},
+                    {"bits", r.bits},
+                    {"k_hot", r.k_hot},
+                    {"test_accuracy", r.accuracy},
+                    {"multipliers", r.multipliers},
+                    {"shift_adds", r.shift_adds},
                     {"quick", c_.quick}});
   }
 
   void print_table() {
-    std::printf("\n%-20s %5s %3s %10s %12s %11s\n", "method", "bits", "K", "accuracy", "multipliers",
-                "shift-adds");
+    std::printf("\n%-20s %5s %3s %10s %12s %11s\n", "method", "bits", "K", "accuracy",
+                "multipliers", "shift-adds");
     for (const Result& r : results_) {
       std::printf("%-20s %5s %3d %9.2f%% %12lld %11lld\n", r.method.c_str(),
                   r.bits ? std::to_string(r.bits).c_str() : "float", r.k_hot, 100 * r.accuracy,
@@ -242,8 +260,10 @@ int run(Config c) {
   if (c.k_hot > 0) q::QfxOptions(c.k_hot_bits).k_hot(c.k_hot).check();
   STRATA_CHECK(c.export_dir.empty() || std::filesystem::is_directory(c.export_dir), "--export-dir ",
                c.export_dir, ": no such directory");
-  FashionMnist train_set = strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);
-  FashionMnist test_set = strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Test);
+  FashionMnist train_set =
+      strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);
+  FashionMnist test_set =
+      strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Test);
   if (c.quick) {
     train_set = head(train_set, 1024);
     test_set = head(test_set, 500);
@@ -252,7 +272,8 @@ int run(Config c) {
     c.qfx_steps = std::min<int64_t>(c.qfx_steps, 10);
     c.calibration_batches = std::min(c.calibration_batches, 2);
   }
-  STRATA_CHECK(train_set.size() >= c.batch, "--batch ", c.batch, " is larger than the training set");
+  STRATA_CHECK(train_set.size() >= c.batch, "--batch ", c.batch,
+               " is larger than the training set");
   strata::core::Stopwatch clock;
   Experiment(c, std::move(train_set), std::move(test_set)).run();
   spdlog::info("done in {:.0f} s", clock.seconds());
@@ -264,8 +285,9 @@ int run(Config c) {
 int main(int argc, char** argv) {
   return strata::core::run_main([&] {
     Config config;
-    CLI::App app{"QFX on fmnist-cnn: float training, then post-training quantization and QFX "
-                 "fine-tuning at each width, and multiplier-free K-hot weights."};
+    CLI::App app{
+        "QFX on fmnist-cnn: float training, then post-training quantization and QFX "
+        "fine-tuning at each width, and multiplier-free K-hot weights."};
     strata::core::configure_cli(app);
     add_flags(app, config);
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;

@@ -31,8 +31,8 @@
 namespace {
 
 namespace sp = strata::sparse;
-using strata::core::FashionMnist;
 using strata::core::classification_accuracy;
+using strata::core::FashionMnist;
 
 struct Config {
   std::string data_dir = strata::core::kFashionMnistDir;
@@ -136,14 +136,17 @@ int run(const Config& c) {
   const bool nm_training = c.mode == "srste" || c.mode == "bdwp";
   if (nm_training) {
     const sp::PruneStructure nm = sp::PruneStructure::parse(c.nm);
-    STRATA_CHECK(nm.kind == sp::PruneStructure::Kind::kNM, "--nm ", c.nm, ": expected N:M, e.g. 2:8");
+    STRATA_CHECK(nm.kind == sp::PruneStructure::Kind::kNM, "--nm ", c.nm,
+                 ": expected N:M, e.g. 2:8");
     int replaced = 0;
     model = sp::with_nm_sparse_training(
         model,
         sp::NMSparseLinearOptions(1, 1).n(nm.n).m(nm.m).method(sp::parse_nm_training(c.mode)),
         /*keep_last_dense=*/true, &replaced);
-    spdlog::info("{} N:M sparse training with {}: {} of 7 Linear layers sparse (the classifier "
-                 "stays dense)", c.mode, c.nm, replaced);
+    spdlog::info(
+        "{} N:M sparse training with {}: {} of 7 Linear layers sparse (the classifier "
+        "stays dense)",
+        c.mode, c.nm, replaced);
     result["nm"] = c.nm;
   }
 
@@ -161,14 +164,16 @@ int run(const Config& c) {
         .sparsity(c.sparsity)
         .skip({classifier});
     const int64_t start = c.schedule == "gradual" ? last_step / 10 : last_step * 2 / 3;
-    const int64_t end = c.schedule == "gradual" ? std::max(start + 1, last_step * 6 / 10) : start + 1;
-    pruner.emplace(*model, sp::GradualPruningOptions()
-                               .prune(prune_options)
-                               .start_step(start)
-                               .end_step(end)
-                               .every(c.schedule == "gradual" ? std::max<int64_t>(1, (end - start) / 20)
-                                                              : end - start)
-                               .initial_sparsity(c.schedule == "gradual" ? 0.0 : c.sparsity));
+    const int64_t end =
+        c.schedule == "gradual" ? std::max(start + 1, last_step * 6 / 10) : start + 1;
+    pruner.emplace(
+        *model,
+        sp::GradualPruningOptions()
+            .prune(prune_options)
+            .start_step(start)
+            .end_step(end)
+            .every(c.schedule == "gradual" ? std::max<int64_t>(1, (end - start) / 20) : end - start)
+            .initial_sparsity(c.schedule == "gradual" ? 0.0 : c.sparsity));
     spdlog::info("pruning {} to {} sparsity ({}), steps {}..{}", c.structure, c.sparsity,
                  c.schedule, start, end);
     result["structure"] = c.structure;
@@ -185,8 +190,8 @@ int run(const Config& c) {
   at::Tensor order;
   for (int64_t step = 0; step < last_step; ++step) {
     if (step % steps_per_epoch == 0) order = at::randperm(train_set.size());
-    const at::Tensor idx = order.slice(0, (step % steps_per_epoch) * c.batch,
-                                       (step % steps_per_epoch + 1) * c.batch);
+    const at::Tensor idx =
+        order.slice(0, (step % steps_per_epoch) * c.batch, (step % steps_per_epoch + 1) * c.batch);
     const at::Tensor x = train_set.images.index_select(0, idx);
     const at::Tensor y = train_set.labels.index_select(0, idx);
     strata::core::Stopwatch clock;
@@ -213,18 +218,20 @@ int run(const Config& c) {
   if (pruner) {
     const auto names = sp::prunable_weights(*model, prune_options.skip());
     result["measured_sparsity"] = sp::sparsity_of(*model, names);
-    auto sparse_model = sp::to_sparse_linear(model, pruner->masks(), inference_format(prune_options.structure()));
+    auto sparse_model =
+        sp::to_sparse_linear(model, pruner->masks(), inference_format(prune_options.structure()));
     result["sparse_test_accuracy"] = classification_accuracy(sparse_model, test_set);
     const double dense_s = inference_seconds(model, test_set, 128, 5);
     const double sparse_s = inference_seconds(sparse_model, test_set, 128, 5);
     result["inference_dense_ms_per_batch"] = 1e3 * dense_s / double(test_set.size() / 128);
     result["inference_sparse_ms_per_batch"] = 1e3 * sparse_s / double(test_set.size() / 128);
     result["inference_speedup"] = dense_s / sparse_s;
-    spdlog::info("inference over {} test images, batch 128: dense {:.3f} s, sparse {:.3f} s ({:.2f}x)",
-                 test_set.size(), dense_s, sparse_s, dense_s / sparse_s);
+    spdlog::info(
+        "inference over {} test images, batch 128: dense {:.3f} s, sparse {:.3f} s ({:.2f}x)",
+        test_set.size(), dense_s, sparse_s, dense_s / sparse_s);
   }
-  spdlog::info("test accuracy {:.2f}%, {:.1f} ms per training step", 100 * result["test_accuracy"].get<double>(),
-               result["step_ms"].get<double>());
+  spdlog::info("test accuracy {:.2f}%, {:.1f} ms per training step",
+               100 * result["test_accuracy"].get<double>(), result["step_ms"].get<double>());
   std::cout << result.dump() << std::endl;
   return 0;
 }

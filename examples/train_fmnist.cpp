@@ -24,8 +24,8 @@
 #include "strata/core/cli.h"
 #include "strata/core/distributed_sampler.h"
 #include "strata/core/error.h"
-#include "strata/core/fault_injection.h"
 #include "strata/core/fashion_mnist.h"
+#include "strata/core/fault_injection.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
 #include "strata/core/models.h"
@@ -151,15 +151,17 @@ int train(const Config& c, const std::string& configuration) {
   const int64_t steps_per_epoch = sampler.local_size() / local_batch;
   STRATA_CHECK(steps_per_epoch > 0, "--batch ", c.batch, " is larger than the training set");
   const int64_t schedule_steps = steps_per_epoch * c.epochs;
-  const int64_t last_step = c.max_steps > 0 ? std::min(schedule_steps, c.max_steps) : schedule_steps;
+  const int64_t last_step =
+      c.max_steps > 0 ? std::min(schedule_steps, c.max_steps) : schedule_steps;
   if (pipe.pp == 1) {
     spdlog::info("training fmnist-{} on {} rank(s) x {} thread(s): {} steps of global batch {}",
                  c.model, ranks, c.threads, last_step - step, c.batch);
   } else {
-    spdlog::info("training fmnist-{} on {} pipeline stage(s) x {} replica(s) x {} thread(s), "
-                 "schedule {} with {} micro-batches: {} steps of global batch {}",
-                 c.model, pipe.pp, replicas, c.threads, pipe.schedule, pipe.micro_batches,
-                 last_step - step, c.batch);
+    spdlog::info(
+        "training fmnist-{} on {} pipeline stage(s) x {} replica(s) x {} thread(s), "
+        "schedule {} with {} micro-batches: {} steps of global batch {}",
+        c.model, pipe.pp, replicas, c.threads, pipe.schedule, pipe.micro_batches, last_step - step,
+        c.batch);
   }
 
   strata::core::MetricsWriter metrics(rank == 0 ? c.run.metrics_out : "");
@@ -191,7 +193,8 @@ int train(const Config& c, const std::string& configuration) {
     const int64_t first = (step % steps_per_epoch) * local_batch;
     const at::Tensor idx = epoch_indices.slice(0, first, first + local_batch);
     for (auto& group : optimizer.param_groups()) {
-      static_cast<torch::optim::SGDOptions&>(group.options()).lr(learning_rate(c, step, schedule_steps));
+      static_cast<torch::optim::SGDOptions&>(group.options())
+          .lr(learning_rate(c, step, schedule_steps));
     }
     strata::core::Stopwatch step_time;
     loss_sum += model.train_step(train_set.images.index_select(0, idx),
@@ -204,7 +207,9 @@ int train(const Config& c, const std::string& configuration) {
       last_loss = model.mean_over_replicas(loss_sum / loss_count);
       loss_sum = 0;
       loss_count = 0;
-      metrics.write({{"step", step + 1}, {"epoch", epoch}, {"loss", last_loss},
+      metrics.write({{"step", step + 1},
+                     {"epoch", epoch},
+                     {"loss", last_loss},
                      {"lr", learning_rate(c, step, schedule_steps)}});
     }
     progress.update(step + 1, epoch, last_loss, c.batch);
@@ -219,10 +224,10 @@ int train(const Config& c, const std::string& configuration) {
   const double accuracy = test_accuracy(model, test_set);
   spdlog::info("done: test accuracy {:.2f}%, train loss {:.4f}, {:.0f} samples/s", 100 * accuracy,
                last_loss, samples_per_s);
-  nlohmann::json final_record = {{"test_accuracy", accuracy}, {"train_loss", last_loss},
-                                 {"samples_per_s", samples_per_s}, {"steps", last_step},
-                                 {"world_size", ranks}, {"threads", c.threads},
-                                 {"model", c.model}, {"batch", c.batch}, {"pp", pipe.pp}};
+  nlohmann::json final_record = {
+      {"test_accuracy", accuracy}, {"train_loss", last_loss}, {"samples_per_s", samples_per_s},
+      {"steps", last_step},        {"world_size", ranks},     {"threads", c.threads},
+      {"model", c.model},          {"batch", c.batch},        {"pp", pipe.pp}};
   if (pipe.pp > 1) {
     final_record["schedule"] = pipe.schedule;
     final_record["micro_batches"] = pipe.micro_batches;
@@ -237,8 +242,9 @@ int train(const Config& c, const std::string& configuration) {
 int main(int argc, char** argv) {
   return strata::core::run_main([&] {
     Config config;
-    CLI::App app{"Data-parallel and pipelined training of fmnist-mlp or fmnist-cnn on "
-                 "Fashion-MNIST.\nRun under mpirun -np N for N ranks, or alone for one process."};
+    CLI::App app{
+        "Data-parallel and pipelined training of fmnist-mlp or fmnist-cnn on "
+        "Fashion-MNIST.\nRun under mpirun -np N for N ranks, or alone for one process."};
     strata::core::configure_cli(app);
     add_flags(app, config);
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;

@@ -93,9 +93,9 @@ struct Config {
         .dropout(dropout);
   }
   std::vector<elastic::Granularity> matformer_granularities() const {
-    return elastic::matformer_granularities(
-        model(), elastic::MatFormerOptions().granularities(granularities).head_granularities(
-                     head_granularities));
+    return elastic::matformer_granularities(model(), elastic::MatFormerOptions()
+                                                         .granularities(granularities)
+                                                         .head_granularities(head_granularities));
   }
 };
 
@@ -130,8 +130,7 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--temperature", c.temperature, "Sampling temperature (0: greedy)")
       ->check(CLI::NonNegativeNumber);
-  app.add_flag("--matformer", c.matformer,
-               "Train MatFormer nested FFNs jointly (fortunes-lm-mat)");
+  app.add_flag("--matformer", c.matformer, "Train MatFormer nested FFNs jointly (fortunes-lm-mat)");
   app.add_option("--granularities", c.granularities,
                  "MatFormer FFN widths, largest = --ffn (default: ffn, ffn/2, ffn/4, ffn/8)")
       ->delimiter(',');
@@ -170,7 +169,8 @@ double validation_loss(HybridParallel& model, const core::TextCorpus& corpus, co
 // other heads has the same tensor shapes, so load_checkpoint alone cannot tell.
 nlohmann::json model_description(const Config& c) {
   nlohmann::json description = core::transformer_lm_to_json(c.model());
-  if (c.matformer) description["matformer"] = elastic::matformer_to_json(c.matformer_granularities());
+  if (c.matformer)
+    description["matformer"] = elastic::matformer_to_json(c.matformer_granularities());
   if (c.moe.enabled) description.update(c.moe.description());
   return description;
 }
@@ -183,10 +183,11 @@ std::vector<elastic::Submodel> matformer_passes(const Config& c,
   std::vector<size_t> chosen(all.size());
   for (size_t i = 0; i < all.size(); ++i) chosen[i] = i;
   if (c.mat_sample > 0) {
-    const at::Tensor order = at::randperm(static_cast<int64_t>(all.size()),
-                                          step_generator(~c.seed, step), at::kLong);
+    const at::Tensor order =
+        at::randperm(static_cast<int64_t>(all.size()), step_generator(~c.seed, step), at::kLong);
     chosen.clear();
-    for (int i = 0; i < c.mat_sample; ++i) chosen.push_back(static_cast<size_t>(order[i].item<int64_t>()));
+    for (int i = 0; i < c.mat_sample; ++i)
+      chosen.push_back(static_cast<size_t>(order[i].item<int64_t>()));
     std::sort(chosen.begin(), chosen.end());
   }
   std::vector<elastic::Submodel> passes;
@@ -266,33 +267,36 @@ int train(const Config& c, const std::string& configuration) {
                  c.mat_sample, " is more than the ", granularities.size(), " granularities");
   }
 
-  const strata::parallel::ProcessGrid grid(
-      world,
-      strata::parallel::ProcessGridOptions().pipeline_parallel(c.pipeline.pp).expert_parallel(c.moe.ep));
+  const strata::parallel::ProcessGrid grid(world, strata::parallel::ProcessGridOptions()
+                                                      .pipeline_parallel(c.pipeline.pp)
+                                                      .expert_parallel(c.moe.ep));
   torch::manual_seed(c.seed);  // the same model on every rank
   torch::nn::Sequential lm = make_model(c, grid);
   int64_t parameter_count = 0;
   for (const at::Tensor& p : core::unique_parameters(*lm)) parameter_count += p.numel();
-  HybridParallel model(lm, grid, core::lm_loss,
-                       corpus.sample_batch(true, replica_batch, c.context, generator(0)).first,
-                       c.pipeline.options().expert_parameters(strata::moe::expert_parameter_names(*lm)));
+  HybridParallel model(
+      lm, grid, core::lm_loss,
+      corpus.sample_batch(true, replica_batch, c.context, generator(0)).first,
+      c.pipeline.options().expert_parameters(strata::moe::expert_parameter_names(*lm)));
   // This rank's parameters, each tensor once: a tied table must not be stepped twice.
   const std::vector<at::Tensor> params = model.parameters();
   torch::optim::AdamW optimizer(params,
                                 torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
   const int64_t first_step = resume(c, model, optimizer);
-  spdlog::info("training fortunes-lm ({} layers, d_model {}, {} heads, ffn {}, {:.2f}M parameters) "
-               "on {} train / {} validation bytes, {} rank(s) ({} pipeline stage(s)) x {} "
-               "thread(s): steps {} to {} of batch {} x {}",
-               c.layers, c.d_model, c.heads, c.ffn, parameter_count / 1e6, corpus.train().numel(),
-               corpus.validation().numel(), world->size(), c.pipeline.pp, c.threads, first_step,
-               c.steps, c.batch, c.context);
+  spdlog::info(
+      "training fortunes-lm ({} layers, d_model {}, {} heads, ffn {}, {:.2f}M parameters) "
+      "on {} train / {} validation bytes, {} rank(s) ({} pipeline stage(s)) x {} "
+      "thread(s): steps {} to {} of batch {} x {}",
+      c.layers, c.d_model, c.heads, c.ffn, parameter_count / 1e6, corpus.train().numel(),
+      corpus.validation().numel(), world->size(), c.pipeline.pp, c.threads, first_step, c.steps,
+      c.batch, c.context);
   if (c.moe.enabled) {
-    spdlog::info("mixture of experts: {} experts of ffn {} per block, top-{}, capacity factor {}"
-                 " ({} drop priority), {} expert(s) per rank (ep {}); parameters counted on this "
-                 "rank",
-                 c.moe.experts, c.moe.expert_ffn, c.moe.top_k, c.moe.capacity_factor,
-                 c.moe.drop_priority, c.moe.experts / c.moe.ep, c.moe.ep);
+    spdlog::info(
+        "mixture of experts: {} experts of ffn {} per block, top-{}, capacity factor {}"
+        " ({} drop priority), {} expert(s) per rank (ep {}); parameters counted on this "
+        "rank",
+        c.moe.experts, c.moe.expert_ffn, c.moe.top_k, c.moe.capacity_factor, c.moe.drop_priority,
+        c.moe.experts / c.moe.ep, c.moe.ep);
   }
 
   core::MetricsWriter metrics(rank == 0 ? c.run.metrics_out : "");
@@ -359,8 +363,8 @@ int train(const Config& c, const std::string& configuration) {
           my_inputs, my_targets, optimizer, static_cast<int>(passes.size()),
           [&](int i) { elastic::apply_submodel(*lm, passes[static_cast<size_t>(i)]); });
       elastic::reset_submodel(*lm);
-      loss_sum += std::accumulate(losses.begin(), losses.end(), 0.0) /
-                  static_cast<double>(losses.size());
+      loss_sum +=
+          std::accumulate(losses.begin(), losses.end(), 0.0) / static_cast<double>(losses.size());
     } else {
       loss_sum += model.train_step(my_inputs, my_targets, optimizer);
     }
@@ -393,23 +397,32 @@ int train(const Config& c, const std::string& configuration) {
   const int64_t measured_steps = std::max<int64_t>(0, c.steps - std::max(warmup_end, first_step));
   const double ms_per_step = measured_steps > 0 ? 1000 * measured_seconds / measured_steps : 0.0;
   const double tokens_per_s = ms_per_step > 0 ? c.batch * c.context * 1000 / ms_per_step : 0.0;
-  spdlog::info("done: validation loss {:.4f} ({:.3f} bits per byte), train loss {:.4f}, "
-               "{:.1f} ms/step, {:.0f} tokens/s",
-               val_loss, core::bits_per_byte(val_loss), last_loss, ms_per_step, tokens_per_s);
-  metrics.write_final({{"val_loss", val_loss}, {"val_bpb", core::bits_per_byte(val_loss)},
-                       {"train_loss", last_loss}, {"ms_per_step", ms_per_step},
-                       {"tokens_per_s", tokens_per_s}, {"steps", step}, {"batch", c.batch},
-                       {"context", c.context}, {"threads", c.threads},
-                       {"parameters", parameter_count}, {"config", model_description(c)},
-                       {"pp", c.pipeline.pp}, {"world_size", world->size()},
-                       {"idle_fraction", idle}, {"granularity_val_loss", granularity_losses},
+  spdlog::info(
+      "done: validation loss {:.4f} ({:.3f} bits per byte), train loss {:.4f}, "
+      "{:.1f} ms/step, {:.0f} tokens/s",
+      val_loss, core::bits_per_byte(val_loss), last_loss, ms_per_step, tokens_per_s);
+  metrics.write_final({{"val_loss", val_loss},
+                       {"val_bpb", core::bits_per_byte(val_loss)},
+                       {"train_loss", last_loss},
+                       {"ms_per_step", ms_per_step},
+                       {"tokens_per_s", tokens_per_s},
+                       {"steps", step},
+                       {"batch", c.batch},
+                       {"context", c.context},
+                       {"threads", c.threads},
+                       {"parameters", parameter_count},
+                       {"config", model_description(c)},
+                       {"pp", c.pipeline.pp},
+                       {"world_size", world->size()},
+                       {"idle_fraction", idle},
+                       {"granularity_val_loss", granularity_losses},
                        {"mix_n_match", mix_n_match}});
 
   if (c.generate > 0) {
     // Every rank generates alike (equal logits, equal generators); rank 0 prints.
-    const std::string text = core::generate(
-        [&](const at::Tensor& tokens) { return model.evaluate(tokens); }, c.prompt, c.generate,
-        c.temperature, c.context, generator(c.seed));
+    const std::string text =
+        core::generate([&](const at::Tensor& tokens) { return model.evaluate(tokens); }, c.prompt,
+                       c.generate, c.temperature, c.context, generator(c.seed));
     spdlog::info("generated {} bytes at temperature {}:", c.generate, c.temperature);
     if (rank == 0) std::cout << c.prompt << text << std::endl;
   }

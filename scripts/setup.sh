@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  cmake g++ make ccache pkg-config
+  cmake g++ make ccache pkg-config clang-format-14
   libtorch-dev libopenblas0-pthread
   libopenmpi-dev openmpi-bin
   libboost-dev libgloo-dev

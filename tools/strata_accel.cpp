@@ -95,7 +95,8 @@ int print_cost(const accel::AcceleratorSpec& spec, const accel::OpDescription& o
   const accel::CostDispatcher device(spec);
   const accel::Charge charge = device.charge(op);
   STRATA_CHECK(charge.charged, op.name, ": ", charge.reason);
-  nlohmann::ordered_json spec_json = {{"name", spec.name}, {"template", accel::to_string(spec.kind)},
+  nlohmann::ordered_json spec_json = {{"name", spec.name},
+                                      {"template", accel::to_string(spec.kind)},
                                       {"model", device.model().name()}};
   if (spec.kind != accel::Template::ProcessingInMemory) {
     spec_json["rows"] = spec.rows;
@@ -116,7 +117,8 @@ int print_cost(const accel::AcceleratorSpec& spec, const accel::OpDescription& o
 int list_presets(bool as_json) {
   if (as_json) {
     nlohmann::json all = nlohmann::json::object();
-    for (const auto& name : accel::preset_names()) all[name] = accel::AcceleratorSpec::preset(name).to_json();
+    for (const auto& name : accel::preset_names())
+      all[name] = accel::AcceleratorSpec::preset(name).to_json();
     std::cout << all.dump(2) << "\n";
     return 0;
   }
@@ -125,7 +127,8 @@ int list_presets(bool as_json) {
     std::string shape = s.kind == accel::Template::ProcessingInMemory
                             ? std::to_string(s.pim.banks) + " banks"
                             : std::to_string(s.rows) + "x" + std::to_string(s.cols);
-    std::string flow = s.kind == accel::Template::Systolic ? " " + accel::to_string(s.dataflow) : "";
+    std::string flow =
+        s.kind == accel::Template::Systolic ? " " + accel::to_string(s.dataflow) : "";
     std::cout << name << "  (" << accel::to_string(s.kind) << flow << ", " << shape << ")\n    "
               << accel::preset_description(name) << "\n";
   }
@@ -170,7 +173,8 @@ struct Workload {
   at::Tensor loss(const at::Tensor& out) {
     accel::LayerScope scope("loss");
     const auto target = y.to(out.device());
-    return lm ? strata::core::lm_loss(out, target) : torch::nn::functional::cross_entropy(out, target);
+    return lm ? strata::core::lm_loss(out, target)
+              : torch::nn::functional::cross_entropy(out, target);
   }
   // forward and backward of one batch on a model already placed; `run` maps input -> output.
   void step(const std::function<at::Tensor(const at::Tensor&)>& run, bool train) {
@@ -194,7 +198,8 @@ void untie_head(torch::nn::Sequential& model) {
   size_t i = 0;
   for (const auto& any : *model) {
     if (auto head = std::dynamic_pointer_cast<strata::core::LMHeadImpl>(any.ptr()))
-      untied->push_back(std::string(names[i]), strata::core::LMHead(head->weight.detach().clone().requires_grad_(true)));
+      untied->push_back(std::string(names[i]),
+                        strata::core::LMHead(head->weight.detach().clone().requires_grad_(true)));
     else
       untied->push_back(std::string(names[i]), any);
     ++i;
@@ -210,11 +215,13 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
   if (f.devices.empty()) {
     specs.push_back(build_spec(sf));
   } else {
-    STRATA_CHECK(sf.spec.empty() && sf.preset.empty() && sf.array.empty() && sf.dataflow.empty() && sf.bandwidth == 0,
-                 "--devices gives every device's spec: --spec, --preset, --array, --dataflow and --bandwidth "
+    STRATA_CHECK(sf.spec.empty() && sf.preset.empty() && sf.array.empty() && sf.dataflow.empty() &&
+                     sf.bandwidth == 0,
+                 "--devices gives every device's spec: --spec, --preset, --array, --dataflow and "
+                 "--bandwidth "
                  "do not apply");
-    STRATA_CHECK(static_cast<int>(f.devices.size()) <= accel::device_count(), "--devices: ", f.devices.size(),
-                 " devices, at most ", accel::device_count());
+    STRATA_CHECK(static_cast<int>(f.devices.size()) <= accel::device_count(),
+                 "--devices: ", f.devices.size(), " devices, at most ", accel::device_count());
     for (const auto& d : f.devices) specs.push_back(accel::AcceleratorSpec::resolve(d));
   }
   Workload w(f);
@@ -229,12 +236,15 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
     if (w.lm) untie_head(w.model);
     std::vector<int64_t> balance;
     if (f.balance == "parameters") {
-      balance = accel::balance_stages(accel::parameter_costs(w.model, static_cast<int>(specs.size())));
+      balance =
+          accel::balance_stages(accel::parameter_costs(w.model, static_cast<int>(specs.size())));
     } else {
       // Simulated time: each layer's on each device, plus the copies a cut makes.
-      const auto cuts = accel::cut_microseconds(accel::layer_input_bytes(w.model, w.x), specs, train);
+      const auto cuts =
+          accel::cut_microseconds(accel::layer_input_bytes(w.model, w.x), specs, train);
       const auto costs = accel::layer_microseconds(w.model, specs, [&](c10::Device d) {
-        w.step([&](const at::Tensor& x) { return accel::forward_by_layer(w.model, x.to(d)); }, train);
+        w.step([&](const at::Tensor& x) { return accel::forward_by_layer(w.model, x.to(d)); },
+               train);
       });
       balance = accel::balance_stages(costs, cuts.enter, cuts.leave);
     }
@@ -244,7 +254,9 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
     forward = [&](const at::Tensor& x) { return pipe->forward(x); };
   } else {
     accel::to_device(w.model, accel::device(0));
-    forward = [&](const at::Tensor& x) { return accel::forward_by_layer(w.model, x.to(accel::device(0))); };
+    forward = [&](const at::Tensor& x) {
+      return accel::forward_by_layer(w.model, x.to(accel::device(0)));
+    };
   }
   // Made after placing: its state lives where the parameters are.
   std::unique_ptr<torch::optim::Optimizer> optimizer;
@@ -252,7 +264,8 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
   if (w.lm)
     optimizer = std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(3e-4));
   else
-    optimizer = std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(0.05).momentum(0.9));
+    optimizer =
+        std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(0.05).momentum(0.9));
   {
     accel::RecorderScope scope(sim);
     for (int64_t s = 0; s < std::max<int64_t>(f.train_steps, 1); ++s) {
@@ -280,8 +293,11 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  std::cout << f.model << ", batch " << f.batch << (w.lm ? " x " + std::to_string(f.seq) : std::string()) << ", "
-            << (train ? std::to_string(f.train_steps) + " training step(s)" : std::string("forward only")) << "\n"
+  std::cout << f.model << ", batch " << f.batch
+            << (w.lm ? " x " + std::to_string(f.seq) : std::string()) << ", "
+            << (train ? std::to_string(f.train_steps) + " training step(s)"
+                      : std::string("forward only"))
+            << "\n"
             << report.table();
   if (pipe) std::cout << "pipeline\n" << accel::pipeline_report(report, pipe->stages()).table();
   return 0;
@@ -291,8 +307,9 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
 
 int main(int argc, char** argv) {
   return strata::core::run_main([&] {
-    CLI::App app{"Cost of one layer on a simulated accelerator (cycles, stalls, utilization, "
-                 "SRAM/DRAM accesses, energy) as JSON."};
+    CLI::App app{
+        "Cost of one layer on a simulated accelerator (cycles, stalls, utilization, "
+        "SRAM/DRAM accesses, energy) as JSON."};
     strata::core::configure_cli(app);
     app.require_subcommand(1);
 
@@ -300,9 +317,13 @@ int main(int argc, char** argv) {
     accel::GemmShape g;
     CLI::App* gemm = app.add_subcommand("gemm", "An M x K by K x N matrix product");
     add_spec_flags(gemm, sf);
-    gemm->add_option("--m", g.m, "Rows of the input (tokens, output pixels)")->required()->check(CLI::PositiveNumber);
+    gemm->add_option("--m", g.m, "Rows of the input (tokens, output pixels)")
+        ->required()
+        ->check(CLI::PositiveNumber);
     gemm->add_option("--k", g.k, "Reduction")->required()->check(CLI::PositiveNumber);
-    gemm->add_option("--n", g.n, "Output columns (channels)")->required()->check(CLI::PositiveNumber);
+    gemm->add_option("--n", g.n, "Output columns (channels)")
+        ->required()
+        ->check(CLI::PositiveNumber);
     gemm->add_option("--batch", g.batch, "Independent GEMMs")->check(CLI::PositiveNumber);
 
     accel::ConvShape c;
@@ -310,13 +331,18 @@ int main(int argc, char** argv) {
     CLI::App* conv = app.add_subcommand("conv", "A 2-D convolution (square kernel, NCHW)");
     add_spec_flags(conv, sf);
     conv->add_option("--batch", c.batch, "Images")->check(CLI::PositiveNumber);
-    conv->add_option("--in-channels", c.in_channels, "Input channels")->required()->check(CLI::PositiveNumber);
-    conv->add_option("--out-channels", c.out_channels, "Output channels")->required()->check(CLI::PositiveNumber);
+    conv->add_option("--in-channels", c.in_channels, "Input channels")
+        ->required()
+        ->check(CLI::PositiveNumber);
+    conv->add_option("--out-channels", c.out_channels, "Output channels")
+        ->required()
+        ->check(CLI::PositiveNumber);
     conv->add_option("--height", c.height, "Input height")->required()->check(CLI::PositiveNumber);
     conv->add_option("--width", c.width, "Input width")->required()->check(CLI::PositiveNumber);
     conv->add_option("--kernel", kernel, "Kernel size")->required()->check(CLI::PositiveNumber);
     conv->add_option("--stride", stride, "Stride")->check(CLI::PositiveNumber);
-    conv->add_option("--padding", padding, "Zero padding on each side")->check(CLI::NonNegativeNumber);
+    conv->add_option("--padding", padding, "Zero padding on each side")
+        ->check(CLI::NonNegativeNumber);
     conv->add_option("--dilation", dilation, "Dilation")->check(CLI::PositiveNumber);
     conv->add_option("--groups", c.groups, "Groups")->check(CLI::PositiveNumber);
 
@@ -325,30 +351,41 @@ int main(int argc, char** argv) {
     int64_t seq_kv = 0;
     CLI::App* attention = app.add_subcommand("attention", "softmax(Q K^T) V per batch and head");
     add_spec_flags(attention, sf);
-    attention->add_option("--mapping", mapping, "unfused, flat or fused (flat and fused need an attention spec)");
+    attention->add_option("--mapping", mapping,
+                          "unfused, flat or fused (flat and fused need an attention spec)");
     attention->add_option("--batch", a.batch, "Batch")->check(CLI::PositiveNumber);
     attention->add_option("--heads", a.heads, "Heads")->check(CLI::PositiveNumber);
-    attention->add_option("--seq-q", a.seq_q, "Query length")->required()->check(CLI::PositiveNumber);
-    attention->add_option("--seq-kv", seq_kv, "Key/value length (default: --seq-q)")->check(CLI::PositiveNumber);
-    attention->add_option("--head-dim", a.head_dim, "Head dimension")->required()->check(CLI::PositiveNumber);
+    attention->add_option("--seq-q", a.seq_q, "Query length")
+        ->required()
+        ->check(CLI::PositiveNumber);
+    attention->add_option("--seq-kv", seq_kv, "Key/value length (default: --seq-q)")
+        ->check(CLI::PositiveNumber);
+    attention->add_option("--head-dim", a.head_dim, "Head dimension")
+        ->required()
+        ->check(CLI::PositiveNumber);
 
     bool as_json = false;
     CLI::App* presets = app.add_subcommand("presets", "List the presets");
     presets->add_flag("--json", as_json, "Every preset's full spec as JSON");
 
     ModelFlags mf;
-    CLI::App* model = app.add_subcommand("model", "Run a built-in model on simulated accelerators and report its cost");
+    CLI::App* model = app.add_subcommand(
+        "model", "Run a built-in model on simulated accelerators and report its cost");
     add_spec_flags(model, sf);
     model->add_option("--model", mf.model, "fmnist-cnn, fmnist-mlp or fortunes-lm");
     model->add_option("--batch", mf.batch, "Batch size")->check(CLI::PositiveNumber);
-    model->add_option("--seq", mf.seq, "fortunes-lm: tokens per sequence")->check(CLI::PositiveNumber);
+    model->add_option("--seq", mf.seq, "fortunes-lm: tokens per sequence")
+        ->check(CLI::PositiveNumber);
     model->add_option("--train-steps", mf.train_steps, "Training steps (0: one forward pass only)")
         ->check(CLI::NonNegativeNumber);
     model->add_flag("--json", mf.json, "The report as JSON");
     model->add_option("--trace", mf.trace, "Write a Chrome trace of the simulated timeline");
-    model->add_option("--devices", mf.devices, "Pipeline: one spec (file or preset) per stage, e.g. nvdla,eyeriss")
+    model
+        ->add_option("--devices", mf.devices,
+                     "Pipeline: one spec (file or preset) per stage, e.g. nvdla,eyeriss")
         ->delimiter(',');
-    model->add_option("--balance", mf.balance, "Pipeline split: cycles (simulated time) or parameters");
+    model->add_option("--balance", mf.balance,
+                      "Pipeline split: cycles (simulated time) or parameters");
 
     if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
     if (presets->parsed()) return list_presets(as_json);
@@ -368,9 +405,10 @@ int main(int argc, char** argv) {
     }
     a.mapping = accel::parse_attention_mapping(mapping);
     a.seq_kv = seq_kv > 0 ? seq_kv : a.seq_q;
-    STRATA_CHECK(a.mapping == accel::AttentionMapping::Unfused || spec.kind == accel::Template::Attention,
-                 "--mapping ", mapping, ": spec '", spec.name, "' is ", accel::to_string(spec.kind),
-                 ", only an attention array (e.g. --preset fusemax) fuses attention");
+    STRATA_CHECK(
+        a.mapping == accel::AttentionMapping::Unfused || spec.kind == accel::Template::Attention,
+        "--mapping ", mapping, ": spec '", spec.name, "' is ", accel::to_string(spec.kind),
+        ", only an attention array (e.g. --preset fusemax) fuses attention");
     return print_cost(spec, accel::OpDescription::attention_op("attention", a));
   });
 }

@@ -164,16 +164,19 @@ int main(int argc, char** argv) {
     core::configure_cli(app);
     app.add_option("--checkpoint", f.checkpoint, "MatFormer checkpoint (a step-N directory)")
         ->required();
-    auto* out = app.add_option("--out", f.out, "Output checkpoint directory (its parent must exist)");
-    auto* list = app.add_flag("--list", f.list, "Print the granularities and the Mix'n'Match front");
+    auto* out =
+        app.add_option("--out", f.out, "Output checkpoint directory (its parent must exist)");
+    auto* list =
+        app.add_flag("--list", f.list, "Print the granularities and the Mix'n'Match front");
     auto* granularity = app.add_option("--granularity", f.granularity,
                                        "FFN width of every layer (one of the granularities)")
                             ->check(CLI::PositiveNumber);
     auto* budget = app.add_option("--budget-params", f.budget_params,
                                   "Best Mix'n'Match submodel within this many parameters")
                        ->check(CLI::PositiveNumber);
-    auto* config = app.add_option("--config", f.config, "JSON file: {\"ffn\": [...], \"heads\": "
-                                                         "[...], \"skip\": [...]}");
+    auto* config = app.add_option("--config", f.config,
+                                  "JSON file: {\"ffn\": [...], \"heads\": "
+                                  "[...], \"skip\": [...]}");
     app.add_option("--search", f.search,
                    "With --budget-params: score candidates on this many validation batches")
         ->check(CLI::PositiveNumber)

@@ -81,8 +81,8 @@ int write_dictionary(const std::string& out) {
 // shape): `layers` expert stacks "blocks.<l>.moe.*"
 // and one non-expert tensor; with tokens_out, recorded "routed" tokens for each layer
 // (correlated, as hidden states are, and routed at random).
-int write_synthetic(const std::string& out, const std::string& tokens_out, int64_t layers, int64_t experts,
-                    int64_t d, int64_t hidden, int64_t tokens, uint64_t seed) {
+int write_synthetic(const std::string& out, const std::string& tokens_out, int64_t layers,
+                    int64_t experts, int64_t d, int64_t hidden, int64_t tokens, uint64_t seed) {
   STRATA_CHECK(layers >= 1 && experts >= 1 && d >= 1 && hidden >= 1 && tokens >= 1,
                "synth: --layers, --experts, --d, --hidden and --tokens must be >= 1");
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -90,16 +90,20 @@ int write_synthetic(const std::string& out, const std::string& tokens_out, int64
   model.tensors.push_back({"embed.weight", "parameter", at::randn({16, d}, gen)});
   for (int64_t l = 0; l < layers; ++l) {
     const std::string p = "blocks." + std::to_string(l) + ".moe";
-    model.tensors.push_back({p + ".w_in", "parameter", at::randn({experts, hidden, d}, gen) / std::sqrt(double(d))});
+    model.tensors.push_back(
+        {p + ".w_in", "parameter", at::randn({experts, hidden, d}, gen) / std::sqrt(double(d))});
     model.tensors.push_back({p + ".b_in", "parameter", 0.1 * at::randn({experts, hidden}, gen)});
-    model.tensors.push_back({p + ".w_out", "parameter", at::randn({experts, d, hidden}, gen) / std::sqrt(double(hidden))});
+    model.tensors.push_back({p + ".w_out", "parameter",
+                             at::randn({experts, d, hidden}, gen) / std::sqrt(double(hidden))});
     model.tensors.push_back({p + ".b_out", "parameter", 0.1 * at::randn({experts, d}, gen)});
     const at::Tensor mixing = at::randn({std::max<int64_t>(1, d / 4), d}, gen);
     recorded.tensors.push_back({p + ".tokens", "buffer",
-                                at::mm(at::randn({tokens, mixing.size(0)}, gen), mixing) + 0.1 * at::randn({tokens, d}, gen)});
+                                at::mm(at::randn({tokens, mixing.size(0)}, gen), mixing) +
+                                    0.1 * at::randn({tokens, d}, gen)});
     recorded.tensors.push_back({p + ".experts", "buffer", at::randint(experts, {tokens}, gen)});
   }
-  const json extra{{"synthetic", {{"layers", layers}, {"experts", experts}, {"d", d}, {"hidden", hidden}}}};
+  const json extra{
+      {"synthetic", {{"layers", layers}, {"experts", experts}, {"d", d}, {"hidden", hidden}}}};
   strata::core::write_checkpoint(out, model, 0, extra);
   std::cout << "wrote " << out << ": " << layers << " layers of " << experts << " experts, d " << d
             << ", hidden " << hidden << "\n";
@@ -125,15 +129,18 @@ bool is_fortunes_lm_moe(const json& extra) {
 
 // The routed tokens of a fortunes-lm-moe reading f.calibration training sequences: all of
 // them are kept, so the tokens per expert are at most sequences x context x top-k.
-std::unique_ptr<moe::CalibrationSource> model_calibration(const CompressFlags& f, int64_t* tokens_per_expert) {
+std::unique_ptr<moe::CalibrationSource> model_calibration(const CompressFlags& f,
+                                                          int64_t* tokens_per_expert) {
   moe::LoadedMoETransformerLM lm = moe::load_moe_transformer_lm(f.checkpoint);
   const strata::core::TextCorpus corpus = strata::core::TextCorpus::load(f.data_dir);
   *tokens_per_expert = f.calibration * lm.options.context() * lm.moe.top_k();
   moe::RoutedTokenRecorder recorder(*tokens_per_expert);
-  moe::record_routed_tokens(lm.model, corpus, f.calibration, lm.options.context(), f.seed, recorder);
+  moe::record_routed_tokens(lm.model, corpus, f.calibration, lm.options.context(), f.seed,
+                            recorder);
   return std::make_unique<moe::RecordedCalibration>(
-      recorder.tensors(), "fortunes-lm-moe routing of " + std::to_string(f.calibration) + " sequences of " +
-                              f.data_dir + " (seed " + std::to_string(f.seed) + ")");
+      recorder.tensors(), "fortunes-lm-moe routing of " + std::to_string(f.calibration) +
+                              " sequences of " + f.data_dir + " (seed " + std::to_string(f.seed) +
+                              ")");
 }
 
 int compress(const CompressFlags& f) {
@@ -142,12 +149,14 @@ int compress(const CompressFlags& f) {
   json checkpoint_extra;
   const auto tensors = moe::read_checkpoint_tensors(f.checkpoint, &checkpoint_extra);
   const std::vector<moe::ExpertStack> stacks = moe::find_expert_stacks(tensors);
-  STRATA_CHECK(!stacks.empty(), "checkpoint ", f.checkpoint,
-               " holds no expert stacks (tensors P.w_in [E, hidden, d] and P.w_out [E, d, hidden])");
+  STRATA_CHECK(
+      !stacks.empty(), "checkpoint ", f.checkpoint,
+      " holds no expert stacks (tensors P.w_in [E, hidden, d] and P.w_out [E, d, hidden])");
   std::unique_ptr<moe::CalibrationSource> source;
   int64_t tokens_per_expert = f.calibration;
   if (!f.inputs.empty())
-    source = std::make_unique<moe::RecordedCalibration>(moe::read_checkpoint_tensors(f.inputs), f.inputs);
+    source = std::make_unique<moe::RecordedCalibration>(moe::read_checkpoint_tensors(f.inputs),
+                                                        f.inputs);
   else if (is_fortunes_lm_moe(checkpoint_extra))
     source = model_calibration(f, &tokens_per_expert);
   else
@@ -185,8 +194,8 @@ int compress(const CompressFlags& f) {
 
 // Validation loss of the dense checkpoint and of its compressed twin, one model in memory
 // at a time.
-int evaluate(const std::string& checkpoint, const std::string& compressed, int64_t batches, int64_t batch,
-             const std::string& data_dir) {
+int evaluate(const std::string& checkpoint, const std::string& compressed, int64_t batches,
+             int64_t batch, const std::string& data_dir) {
   STRATA_CHECK(batches >= 1, "--batches ", batches, ", expected >= 1");
   STRATA_CHECK(batch >= 1, "--batch ", batch, ", expected >= 1");
   const strata::core::TextCorpus corpus = strata::core::TextCorpus::load(data_dir);
@@ -248,15 +257,18 @@ int main(int argc, char** argv) {
     strata::core::configure_cli(app);
     app.require_subcommand(1);
 
-    std::string out, tokens_out, file, compressed, eval_checkpoint, eval_data_dir = strata::core::kFortunesDir;
+    std::string out, tokens_out, file, compressed, eval_checkpoint,
+        eval_data_dir = strata::core::kFortunesDir;
     int64_t layers = 2, experts = 4, d = 256, hidden = 512, tokens = 4096, batches = 20, batch = 32;
     uint64_t seed = 0;
     CompressFlags cf;
 
-    CLI::App* dict_cmd = app.add_subcommand("dict", "Write the dictionary's decode table (little-endian uint32)");
+    CLI::App* dict_cmd =
+        app.add_subcommand("dict", "Write the dictionary's decode table (little-endian uint32)");
     dict_cmd->add_option("--out", out, "Output file")->required();
 
-    CLI::App* synth_cmd = app.add_subcommand("synth", "Write a synthetic MoE checkpoint (and routed tokens)");
+    CLI::App* synth_cmd =
+        app.add_subcommand("synth", "Write a synthetic MoE checkpoint (and routed tokens)");
     synth_cmd->add_option("--out", out, "Checkpoint directory to write")->required();
     synth_cmd->add_option("--tokens-out", tokens_out, "Also write recorded routed tokens here");
     synth_cmd->add_option("--layers", layers, "MoE layers")->capture_default_str();
@@ -267,41 +279,53 @@ int main(int argc, char** argv) {
     synth_cmd->add_option("--seed", seed, "Random seed")->capture_default_str();
 
     CLI::App* compress_cmd = app.add_subcommand("compress", "Compress the experts of a checkpoint");
-    compress_cmd->add_option("--checkpoint", cf.checkpoint, "strata checkpoint directory")->required();
-    compress_cmd->add_option("--calibration", cf.calibration,
-                             "fortunes-lm-moe: training sequences the model reads for calibration; "
-                             "other checkpoints: calibration tokens per expert")
+    compress_cmd->add_option("--checkpoint", cf.checkpoint, "strata checkpoint directory")
+        ->required();
+    compress_cmd
+        ->add_option("--calibration", cf.calibration,
+                     "fortunes-lm-moe: training sequences the model reads for calibration; "
+                     "other checkpoints: calibration tokens per expert")
         ->required();
     compress_cmd->add_option("--out", cf.out, "Compressed file to write (.qmoe)")->required();
-    compress_cmd->add_option("--calibration-inputs", cf.inputs,
-                             "Checkpoint of recorded routed tokens (P.tokens, P.experts); default: the "
-                             "model's own routing for fortunes-lm-moe, else N(0, 1)");
-    compress_cmd->add_option("--data-dir", cf.data_dir, "Text a fortunes-lm-moe reads for calibration")
+    compress_cmd->add_option(
+        "--calibration-inputs", cf.inputs,
+        "Checkpoint of recorded routed tokens (P.tokens, P.experts); default: the "
+        "model's own routing for fortunes-lm-moe, else N(0, 1)");
+    compress_cmd
+        ->add_option("--data-dir", cf.data_dir, "Text a fortunes-lm-moe reads for calibration")
         ->capture_default_str();
     compress_cmd->add_flag("--rtn", cf.rtn, "Round to nearest instead of GPTQ (the baseline)");
-    compress_cmd->add_option("--damp", cf.damp, "GPTQ dampening, a fraction of the mean Hessian diagonal")
+    compress_cmd
+        ->add_option("--damp", cf.damp, "GPTQ dampening, a fraction of the mean Hessian diagonal")
         ->capture_default_str();
-    compress_cmd->add_option("--seed", cf.seed, "Seed of the calibration sequences or Gaussian tokens")
+    compress_cmd
+        ->add_option("--seed", cf.seed, "Seed of the calibration sequences or Gaussian tokens")
         ->capture_default_str();
 
     CLI::App* eval_cmd = app.add_subcommand(
-        "eval", "Validation loss of a fortunes-lm-moe checkpoint, dense and with its compressed experts");
-    eval_cmd->add_option("--checkpoint", eval_checkpoint, "fortunes-lm-moe checkpoint directory")->required();
+        "eval",
+        "Validation loss of a fortunes-lm-moe checkpoint, dense and with its compressed experts");
+    eval_cmd->add_option("--checkpoint", eval_checkpoint, "fortunes-lm-moe checkpoint directory")
+        ->required();
     eval_cmd->add_option("--compressed", compressed, "Its compressed experts (.qmoe)")->required();
     eval_cmd->add_option("--batches", batches, "Validation batches (train_lm's --eval-batches)")
         ->capture_default_str();
-    eval_cmd->add_option("--batch", batch, "Windows per batch (train_lm's --batch)")->capture_default_str();
+    eval_cmd->add_option("--batch", batch, "Windows per batch (train_lm's --batch)")
+        ->capture_default_str();
     eval_cmd->add_option("--data-dir", eval_data_dir, "Text whose validation split is scored")
         ->capture_default_str();
 
-    CLI::App* info_cmd = app.add_subcommand("info", "Verify a compressed file and describe its layers");
+    CLI::App* info_cmd =
+        app.add_subcommand("info", "Verify a compressed file and describe its layers");
     info_cmd->add_option("file", file, "Compressed file (.qmoe)")->required();
 
     if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
     if (dict_cmd->parsed()) return write_dictionary(out);
-    if (synth_cmd->parsed()) return write_synthetic(out, tokens_out, layers, experts, d, hidden, tokens, seed);
+    if (synth_cmd->parsed())
+      return write_synthetic(out, tokens_out, layers, experts, d, hidden, tokens, seed);
     if (compress_cmd->parsed()) return compress(cf);
-    if (eval_cmd->parsed()) return evaluate(eval_checkpoint, compressed, batches, batch, eval_data_dir);
+    if (eval_cmd->parsed())
+      return evaluate(eval_checkpoint, compressed, batches, batch, eval_data_dir);
     return info(file);
   });
 }

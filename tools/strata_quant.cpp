@@ -97,7 +97,8 @@ int main(int argc, char** argv) {
     std::string type_text;
     std::vector<std::string> values;
     bool raw = false;
-    CLI::App* cast_cmd = app.add_subcommand("cast", "Cast values to a fixed-point type, one per line");
+    CLI::App* cast_cmd =
+        app.add_subcommand("cast", "Cast values to a fixed-point type, one per line");
     cast_cmd->add_option("--type", type_text, "e.g. 'ap_fixed<8,3,AP_RND,AP_SAT>'")->required();
     cast_cmd->add_option("--values", values, "Comma-separated values (default: read stdin)")
         ->delimiter(',');

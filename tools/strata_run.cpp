@@ -114,7 +114,8 @@ std::optional<std::pair<int, int>> reap(std::vector<Rank>& ranks, int& running) 
 }
 
 int launch(const Options& o) {
-  STRATA_CHECK(!o.command.empty(), "strata-run: no program given, expected strata-run -n N program [args...]");
+  STRATA_CHECK(!o.command.empty(),
+               "strata-run: no program given, expected strata-run -n N program [args...]");
   strata::parallel::ControlStoreServer store(
       strata::parallel::ControlStoreServerOptions().host(o.host).port(o.port));
   const std::string address = store.address();
@@ -135,23 +136,27 @@ int launch(const Options& o) {
   std::chrono::steady_clock::time_point kill_at;
   while (running > 0) {
     if (const int s = pending_signal.exchange(0)) {
-      std::fprintf(stderr, "strata-run: got signal %d (%s), passing it to the ranks\n", s, strsignal(s));
+      std::fprintf(stderr, "strata-run: got signal %d (%s), passing it to the ranks\n", s,
+                   strsignal(s));
       signal_all(ranks, s);
       if (!stopping) {
         stopping = true;
         exit_code = 128 + s;
-        kill_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(o.grace * 1000));
+        kill_at = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(o.grace * 1000));
       }
     }
     if (auto failed = reap(ranks, running); failed && !stopping) {
       const auto [rank, status] = *failed;
       std::fprintf(stderr, "strata-run: rank %d (pid %d) %s; stopping the other %d rank(s)\n", rank,
-                   static_cast<int>(ranks[static_cast<size_t>(rank)].pid), describe(status).c_str(), running);
+                   static_cast<int>(ranks[static_cast<size_t>(rank)].pid), describe(status).c_str(),
+                   running);
       std::fflush(stderr);
       exit_code = exit_code_of(status);
       stopping = true;
       signal_all(ranks, SIGTERM);
-      kill_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(o.grace * 1000));
+      kill_at = std::chrono::steady_clock::now() +
+                std::chrono::milliseconds(static_cast<int64_t>(o.grace * 1000));
     }
     if (stopping && running > 0 && std::chrono::steady_clock::now() >= kill_at) {
       signal_all(ranks, SIGKILL);
@@ -167,17 +172,21 @@ int launch(const Options& o) {
 int main(int argc, char** argv) {
   return strata::core::run_main([&] {
     Options o;
-    CLI::App app{"Starts N ranks of a strata program with a control store, like torchrun:\n"
-                 "  strata-run -n 2 build/examples/train_fmnist --model mlp"};
+    CLI::App app{
+        "Starts N ranks of a strata program with a control store, like torchrun:\n"
+        "  strata-run -n 2 build/examples/train_fmnist --model mlp"};
     strata::core::configure_cli(app);
     app.prefix_command();  // everything from the program name on belongs to the program
     app.add_option("-n,--nproc", o.ranks, "Number of ranks")->check(CLI::Range(1, 1024));
-    app.add_option("--port", o.port, "Control store port (0: any free port)")->check(CLI::Range(0, 65535));
+    app.add_option("--port", o.port, "Control store port (0: any free port)")
+        ->check(CLI::Range(0, 65535));
     app.add_option("--host", o.host, "Address the control store listens on");
-    app.add_option("--timeout", o.timeout,
-                   "Hang timeout in seconds for the ranks (STRATA_TIMEOUT: their --timeout default)")
+    app.add_option(
+           "--timeout", o.timeout,
+           "Hang timeout in seconds for the ranks (STRATA_TIMEOUT: their --timeout default)")
         ->check(CLI::NonNegativeNumber);
-    app.add_option("--grace", o.grace, "Seconds the other ranks get to exit after one failed, before SIGKILL")
+    app.add_option("--grace", o.grace,
+                   "Seconds the other ranks get to exit after one failed, before SIGKILL")
         ->check(CLI::NonNegativeNumber);
     if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
     o.command = app.remaining();

@@ -45,8 +45,8 @@ PipelineSchedule load_schedule(const std::string& path) {
   return strata::parallel::schedule_from_json(json);
 }
 
-void write_trace(const PipelineSchedule& schedule,
-                 const strata::parallel::PipelineSimulation& sim, const std::string& path) {
+void write_trace(const PipelineSchedule& schedule, const strata::parallel::PipelineSimulation& sim,
+                 const std::string& path) {
   strata::core::ChromeTrace trace;
   trace.set_process_name(0, "simulated " + schedule.name + " (time unit: 1 forward = 1 ms)");
   for (int r = 0; r < schedule.num_ranks; ++r) {
@@ -55,8 +55,8 @@ void write_trace(const PipelineSchedule& schedule,
       const auto& [start, end] = sim.intervals[r][i];
       if (end <= start) continue;  // transfers and the step take no simulated time
       const auto& in = schedule.ranks[r][i];
-      trace.add_complete(strata::parallel::to_string(in), strata::parallel::to_string(in.op), 0,
-                         r, start * 1000.0, (end - start) * 1000.0,
+      trace.add_complete(strata::parallel::to_string(in), strata::parallel::to_string(in.op), 0, r,
+                         start * 1000.0, (end - start) * 1000.0,
                          {{"stage", in.stage}, {"micro_batch", in.micro_batch}});
     }
   }
@@ -74,16 +74,17 @@ int run(const Config& c) {
   std::cout << fmt::format("schedule '{}': {} ranks, {} stages, {} micro-batches: verified\n",
                            schedule.name, schedule.num_ranks, schedule.num_stages,
                            schedule.num_micro_batches);
-  std::cout << fmt::format("simulated makespan {:.2f} (forward {}, backward-input {}, "
-                           "backward-weight {}, send {})\n",
-                           sim.makespan, c.costs.forward, c.costs.backward_input,
-                           c.costs.backward_weight, c.costs.send);
+  std::cout << fmt::format(
+      "simulated makespan {:.2f} (forward {}, backward-input {}, "
+      "backward-weight {}, send {})\n",
+      sim.makespan, c.costs.forward, c.costs.backward_input, c.costs.backward_weight, c.costs.send);
   for (int r = 0; r < schedule.num_ranks; ++r) {
     std::cout << fmt::format("  rank {}: idle {:5.1f}%  peak in flight {}\n", r,
                              100 * sim.idle_fraction[r], sim.peak_in_flight[r]);
   }
   const double k = schedule.num_ranks, m = schedule.num_micro_batches;
-  std::cout << fmt::format("GPipe/1F1B theory (K-1)/(M+K-1) = {:.1f}%\n", 100 * (k - 1) / (m + k - 1));
+  std::cout << fmt::format("GPipe/1F1B theory (K-1)/(M+K-1) = {:.1f}%\n",
+                           100 * (k - 1) / (m + k - 1));
   if (!c.save.empty()) {
     std::ofstream out(c.save);
     STRATA_CHECK(out.good(), c.save, ": cannot write");

@@ -40,7 +40,8 @@ Template parse_template(const std::string& text) {
 }
 
 Dataflow parse_dataflow(const std::string& text) {
-  for (Dataflow d : {Dataflow::OutputStationary, Dataflow::WeightStationary, Dataflow::InputStationary})
+  for (Dataflow d :
+       {Dataflow::OutputStationary, Dataflow::WeightStationary, Dataflow::InputStationary})
     if (text == to_string(d)) return d;
   STRATA_FAIL("dataflow '", text, "': expected os, ws or is");
 }
@@ -60,20 +61,25 @@ EnergyTable EnergyTable::horowitz_45nm(int64_t word_bytes) {
   const double bits = 8.0 * word_bytes;
   EnergyTable e;
   e.mac = mul + add;
-  e.sram_read = e.sram_write = 10.0 * bits / 64;   // 10 pJ per 64-bit read, 8 KB SRAM
+  e.sram_read = e.sram_write = 10.0 * bits / 64;    // 10 pJ per 64-bit read, 8 KB SRAM
   e.dram_read = e.dram_write = 1950.0 * bits / 64;  // midpoint of 1.3-2.6 nJ per 64 bits
   e.vector_op = add;
   return e;
 }
 
 json EnergyTable::to_json() const {
-  return {{"mac", mac},         {"sram_read", sram_read},   {"sram_write", sram_write},
-          {"dram_read", dram_read}, {"dram_write", dram_write}, {"vector_op", vector_op}};
+  return {{"mac", mac},
+          {"sram_read", sram_read},
+          {"sram_write", sram_write},
+          {"dram_read", dram_read},
+          {"dram_write", dram_write},
+          {"vector_op", vector_op}};
 }
 
 json PimParams::to_json() const {
-  return {{"banks", banks}, {"macs_per_access", macs_per_access}, {"row_bytes", row_bytes},
-          {"t_rcd", t_rcd}, {"t_rp", t_rp},       {"t_ccd", t_ccd}};
+  return {{"banks", banks},         {"macs_per_access", macs_per_access},
+          {"row_bytes", row_bytes}, {"t_rcd", t_rcd},
+          {"t_rp", t_rp},           {"t_ccd", t_ccd}};
 }
 
 namespace {
@@ -116,7 +122,8 @@ class FieldReader {
       if (std::find(known.begin(), known.end(), item.key()) != known.end()) continue;
       std::string list;
       for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      STRATA_FAIL(source_, ": unknown field '", field(item.key()), "' (expected one of ", list, ")");
+      STRATA_FAIL(source_, ": unknown field '", field(item.key()), "' (expected one of ", list,
+                  ")");
     }
   }
 
@@ -253,7 +260,8 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
   const bool from_preset = f.has("preset");
   if (from_preset) {
     const std::string name = f.string("preset");
-    if (!find_preset(name)) f.fail("preset", "'" + name + "' is not a preset (" + preset_list() + ")");
+    if (!find_preset(name))
+      f.fail("preset", "'" + name + "' is not a preset (" + preset_list() + ")");
     s = preset(name);
   }
   if (f.has("template")) {
@@ -278,7 +286,8 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
       f.require("cols", "PE array columns");
       f.require("sram_kib", "{\"ifmap\", \"filter\", \"ofmap\"} buffer sizes in KiB");
     } else {
-      f.require("pim", "{\"banks\", \"macs_per_access\", \"row_bytes\", \"t_rcd\", \"t_rp\", \"t_ccd\"}");
+      f.require("pim",
+                "{\"banks\", \"macs_per_access\", \"row_bytes\", \"t_rcd\", \"t_rp\", \"t_ccd\"}");
     }
     if (s.kind == Template::Systolic) f.require("dataflow", "os, ws or is");
   }
@@ -307,7 +316,8 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
   f.maybe_number("dram_bytes_per_cycle", s.dram_bytes_per_cycle);
   if (f.has("pim")) {
     const FieldReader p = f.object("pim");
-    const std::vector<std::string> keys = {"banks", "macs_per_access", "row_bytes", "t_rcd", "t_rp", "t_ccd"};
+    const std::vector<std::string> keys = {"banks", "macs_per_access", "row_bytes", "t_rcd", "t_rp",
+                                           "t_ccd"};
     p.only(keys);
     if (!from_preset)
       for (const auto& k : keys) p.require(k, "see docs/accel.md");
@@ -322,7 +332,8 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
     s.vector_lanes = f.integer("vector_lanes");
   else if (!from_preset)
     s.vector_lanes = pim ? s.pim.banks : s.cols;
-  if (s.word_bytes <= 0) f.fail("word_bytes", "got " + std::to_string(s.word_bytes) + ", expected a positive integer");
+  if (s.word_bytes <= 0)
+    f.fail("word_bytes", "got " + std::to_string(s.word_bytes) + ", expected a positive integer");
   // The default table follows the word size, unless the file gives energies (a preset's
   // table stays when its word size does).
   if (!from_preset || s.word_bytes != old_word) {
@@ -332,7 +343,8 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
         s.energy = EnergyTable::horowitz_45nm(s.word_bytes);
       } else {
         const FieldReader e = f.object("energy_pj");
-        for (const char* k : {"mac", "sram_read", "sram_write", "dram_read", "dram_write", "vector_op"})
+        for (const char* k :
+             {"mac", "sram_read", "sram_write", "dram_read", "dram_write", "vector_op"})
           e.require(k, "no default 45 nm energy for word_bytes " + std::to_string(s.word_bytes));
         s.energy = EnergyTable{};
       }
@@ -386,19 +398,20 @@ void AcceleratorSpec::validate(const std::string& source) const {
   const json e = energy.to_json();
   for (const auto& item : e.items()) {
     const double v = item.value().get<double>();
-    STRATA_CHECK(v >= 0 && std::isfinite(v), source, ": field 'energy_pj.", item.key(), "': got ", v,
-                 ", expected a number >= 0");
+    STRATA_CHECK(v >= 0 && std::isfinite(v), source, ": field 'energy_pj.", item.key(), "': got ",
+                 v, ", expected a number >= 0");
   }
 }
 
 AcceleratorSpec AcceleratorSpec::load(const std::string& path) {
   std::ifstream in(path);
-  STRATA_CHECK(in.good(), "spec file ", path, ": cannot open (not a preset either: ",
-               preset_list(), ")");
+  STRATA_CHECK(in.good(), "spec file ", path, ": cannot open (not a preset either: ", preset_list(),
+               ")");
   const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
   STRATA_CHECK(!j.is_discarded(), "spec file ", path, ": not valid JSON");
   AcceleratorSpec s = from_json(j, "spec file " + path);
-  if (!j.contains("name") && !j.contains("preset")) s.name = std::filesystem::path(path).stem().string();
+  if (!j.contains("name") && !j.contains("preset"))
+    s.name = std::filesystem::path(path).stem().string();
   return s;
 }
 
@@ -427,7 +440,8 @@ json AcceleratorSpec::to_json() const {
     j["dataflow"] = to_string(dataflow);
     j["rows"] = rows;
     j["cols"] = cols;
-    j["sram_kib"] = {{"ifmap", ifmap_sram_kib}, {"filter", filter_sram_kib}, {"ofmap", ofmap_sram_kib}};
+    j["sram_kib"] = {
+        {"ifmap", ifmap_sram_kib}, {"filter", filter_sram_kib}, {"ofmap", ofmap_sram_kib}};
   }
   return j;
 }

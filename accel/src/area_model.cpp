@@ -50,8 +50,11 @@ json AreaTable::to_json() const {
 }
 
 json AreaBreakdown::to_json() const {
-  return {{"pe_mm2", pe_mm2},     {"vector_mm2", vector_mm2}, {"sram_mm2", sram_mm2},
-          {"overhead_mm2", overhead_mm2}, {"total_mm2", total_mm2()}};
+  return {{"pe_mm2", pe_mm2},
+          {"vector_mm2", vector_mm2},
+          {"sram_mm2", sram_mm2},
+          {"overhead_mm2", overhead_mm2},
+          {"total_mm2", total_mm2()}};
 }
 
 AreaBreakdown accelerator_area(const AcceleratorSpec& spec, const AreaTable& table) {
@@ -63,8 +66,8 @@ AreaBreakdown accelerator_area(const AcceleratorSpec& spec, const AreaTable& tab
   a.pe_mm2 = static_cast<double>(spec.rows * spec.cols) * table.mac_um2 * 1e-6;
   a.vector_mm2 = static_cast<double>(spec.vector_lanes > 0 ? spec.vector_lanes : spec.cols) *
                  table.add_um2 * 1e-6;
-  a.sram_mm2 = (spec.ifmap_sram_kib + spec.filter_sram_kib + spec.ofmap_sram_kib) *
-               table.sram_mm2_per_kib;
+  a.sram_mm2 =
+      (spec.ifmap_sram_kib + spec.filter_sram_kib + spec.ofmap_sram_kib) * table.sram_mm2_per_kib;
   a.overhead_mm2 = table.overhead_mm2;
   return a;
 }

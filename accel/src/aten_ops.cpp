@@ -15,9 +15,22 @@ using Sizes = std::vector<int64_t>;
 using SizesList = std::vector<Sizes>;
 
 enum class Rule {
-  Mm, Addmm, Bmm, Baddbmm, Matmul, Linear, Dot, Mv, Addmv,
-  Conv, ConvBackward, Attention,
-  Elementwise, Reduction, Copy, View
+  Mm,
+  Addmm,
+  Bmm,
+  Baddbmm,
+  Matmul,
+  Linear,
+  Dot,
+  Mv,
+  Addmv,
+  Conv,
+  ConvBackward,
+  Attention,
+  Elementwise,
+  Reduction,
+  Copy,
+  View
 };
 
 struct Entry {
@@ -44,28 +57,98 @@ const std::map<std::string, Entry>& table() {
     add(Rule::Dot, 1, {"dot", "vdot"});
     add(Rule::Mv, 1, {"mv"});
     add(Rule::Addmv, 1, {"addmv"});
-    add(Rule::Conv, 1, {"convolution", "_convolution", "convolution_overrideable", "conv2d", "conv1d"});
+    add(Rule::Conv, 1,
+        {"convolution", "_convolution", "convolution_overrideable", "conv2d", "conv1d"});
     add(Rule::ConvBackward, 1, {"convolution_backward", "convolution_backward_overrideable"});
     add(Rule::Attention, 1, {"scaled_dot_product_attention", "_scaled_dot_product_attention_math"});
     add(Rule::Elementwise, 1,
-        {"add", "sub", "rsub", "mul", "div", "neg", "abs", "relu", "threshold", "threshold_backward",
-         "clamp", "clamp_min", "clamp_max", "hardtanh", "hardtanh_backward", "leaky_relu",
-         "leaky_relu_backward", "maximum", "minimum", "where", "masked_fill", "eq", "ne", "lt",
-         "le", "gt", "ge", "sign", "reciprocal", "square", "fill", "zero", "zeros", "ones", "full",
-         "zeros_like", "ones_like", "full_like", "arange", "linspace", "lerp", "addcmul", "addcdiv", "floor", "ceil",
-         "round", "native_dropout_backward", "max_pool2d_with_indices_backward",
-         "avg_pool2d_backward", "nll_loss_backward", "mse_loss_backward", "_log_softmax_backward_data",
-         "embedding_dense_backward", "tril", "triu", "bitwise_and", "bitwise_or", "logical_not"});
+        {"add",
+         "sub",
+         "rsub",
+         "mul",
+         "div",
+         "neg",
+         "abs",
+         "relu",
+         "threshold",
+         "threshold_backward",
+         "clamp",
+         "clamp_min",
+         "clamp_max",
+         "hardtanh",
+         "hardtanh_backward",
+         "leaky_relu",
+         "leaky_relu_backward",
+         "maximum",
+         "minimum",
+         "where",
+         "masked_fill",
+         "eq",
+         "ne",
+         "lt",
+         "le",
+         "gt",
+         "ge",
+         "sign",
+         "reciprocal",
+         "square",
+         "fill",
+         "zero",
+         "zeros",
+         "ones",
+         "full",
+         "zeros_like",
+         "ones_like",
+         "full_like",
+         "arange",
+         "linspace",
+         "lerp",
+         "addcmul",
+         "addcdiv",
+         "floor",
+         "ceil",
+         "round",
+         "native_dropout_backward",
+         "max_pool2d_with_indices_backward",
+         "avg_pool2d_backward",
+         "nll_loss_backward",
+         "mse_loss_backward",
+         "_log_softmax_backward_data",
+         "embedding_dense_backward",
+         "tril",
+         "triu",
+         "bitwise_and",
+         "bitwise_or",
+         "logical_not"});
     add(Rule::Elementwise, 2, {"dropout", "native_dropout", "bernoulli"});
-    add(Rule::Elementwise, 4,
-        {"exp", "log", "log1p", "expm1", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward",
-         "gelu", "gelu_backward", "silu", "silu_backward", "elu", "elu_backward", "erf", "sqrt",
-         "rsqrt", "pow", "sin", "cos", "softplus", "normal", "uniform", "randn", "rand",
-         "randn_like", "rand_like"});
+    add(Rule::Elementwise, 4, {"exp",      "log",           "log1p",    "expm1",
+                               "tanh",     "tanh_backward", "sigmoid",  "sigmoid_backward",
+                               "gelu",     "gelu_backward", "silu",     "silu_backward",
+                               "elu",      "elu_backward",  "erf",      "sqrt",
+                               "rsqrt",    "pow",           "sin",      "cos",
+                               "softplus", "normal",        "uniform",  "randn",
+                               "rand",     "randn_like",    "rand_like"});
     add(Rule::Reduction, 1,
-        {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "prod", "any", "all",
-         "max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d",
-         "_adaptive_avg_pool2d", "adaptive_max_pool2d", "nll_loss_forward", "nll_loss", "cumsum"});
+        {"sum",
+         "mean",
+         "amax",
+         "amin",
+         "max",
+         "min",
+         "argmax",
+         "argmin",
+         "prod",
+         "any",
+         "all",
+         "max_pool2d",
+         "max_pool2d_with_indices",
+         "avg_pool2d",
+         "adaptive_avg_pool2d",
+         "_adaptive_avg_pool2d",
+         "adaptive_max_pool2d",
+         "nll_loss_forward",
+         "nll_loss",
+         "cumsum"});
     add(Rule::Reduction, 2, {"norm", "linalg_vector_norm", "_adaptive_avg_pool2d_backward"});
     add(Rule::Reduction, 3, {"var", "std", "var_mean", "std_mean", "mse_loss"});
     add(Rule::Reduction, 5,
@@ -76,16 +159,46 @@ const std::map<std::string, Entry>& table() {
          "native_batch_norm", "_native_batch_norm_legit", "native_batch_norm_backward",
          "_batch_norm_impl_index", "group_norm", "native_group_norm"});
     add(Rule::Copy, 0,
-        {"copy", "clone", "_to_copy", "to", "contiguous", "cat", "_cat", "stack", "index_select",
-         "gather", "scatter", "index", "embedding", "repeat", "flip", "roll", "_copy_from",
-         "_copy_from_and_resize", "constant_pad_nd", "masked_select"});
-    add(Rule::View, 0,
-        {"view", "_unsafe_view", "reshape", "_reshape_alias", "as_strided", "t", "transpose",
-         "permute", "expand", "expand_as", "unsqueeze", "squeeze", "slice", "select", "narrow",
-         "alias", "detach", "unfold", "split", "split_with_sizes", "chunk", "unbind", "flatten",
-         "view_as", "numpy_T", "empty", "empty_like", "empty_strided", "new_empty",
-         "new_empty_strided", "resize", "set", "lift_fresh", "_local_scalar_dense", "item",
-         "result_type", "size", "stride", "is_nonzero"});
+        {"copy",
+         "clone",
+         "_to_copy",
+         "to",
+         "contiguous",
+         "cat",
+         "_cat",
+         "stack",
+         "index_select",
+         "gather",
+         "scatter",
+         "index",
+         "embedding",
+         "repeat",
+         "flip",
+         "roll",
+         "_copy_from",
+         "_copy_from_and_resize",
+         "constant_pad_nd",
+         "masked_select"});
+    add(Rule::View, 0, {"view",       "_unsafe_view",
+                        "reshape",    "_reshape_alias",
+                        "as_strided", "t",
+                        "transpose",  "permute",
+                        "expand",     "expand_as",
+                        "unsqueeze",  "squeeze",
+                        "slice",      "select",
+                        "narrow",     "alias",
+                        "detach",     "unfold",
+                        "split",      "split_with_sizes",
+                        "chunk",      "unbind",
+                        "flatten",    "view_as",
+                        "numpy_T",    "empty",
+                        "empty_like", "empty_strided",
+                        "new_empty",  "new_empty_strided",
+                        "resize",     "set",
+                        "lift_fresh", "_local_scalar_dense",
+                        "item",       "result_type",
+                        "size",       "stride",
+                        "is_nonzero"});
     return m;
   }();
   return t;
@@ -111,15 +224,18 @@ void need_inputs(const SizesList& in, size_t count, const std::string& what) {
 
 void need_dims(const Sizes& s, size_t dims, const std::string& what) {
   if (s.size() != dims)
-    bad_shapes(what + ": got " + std::to_string(s.size()) + " dimensions, expected " + std::to_string(dims));
+    bad_shapes(what + ": got " + std::to_string(s.size()) + " dimensions, expected " +
+               std::to_string(dims));
 }
 
 // A conv argument list of one or two values, as two values.
-std::pair<int64_t, int64_t> pair_of(const std::vector<int64_t>& v, int64_t fallback, const char* what) {
+std::pair<int64_t, int64_t> pair_of(const std::vector<int64_t>& v, int64_t fallback,
+                                    const char* what) {
   if (v.empty()) return {fallback, fallback};
   if (v.size() == 1) return {v[0], v[0]};
   if (v.size() == 2) return {v[0], v[1]};
-  STRATA_FAIL("conv ", what, ": got ", v.size(), " values, expected 1 or 2 (2-D convolutions only)");
+  STRATA_FAIL("conv ", what, ": got ", v.size(),
+              " values, expected 1 or 2 (2-D convolutions only)");
 }
 
 ConvShape conv_shape(const Sizes& input, const Sizes& weight, const AtenConvArgs& args) {
@@ -127,8 +243,11 @@ ConvShape conv_shape(const Sizes& input, const Sizes& weight, const AtenConvArgs
   if (input.size() == 3 && weight.size() == 3) {  // conv1d: N C L as N C 1 L
     s.batch = input[0], s.in_channels = input[1], s.height = 1, s.width = input[2];
     s.out_channels = weight[0], s.kernel_h = 1, s.kernel_w = weight[2];
-    const auto pick = [](const std::vector<int64_t>& v, int64_t d) { return v.empty() ? d : v.back(); };
-    s.stride_w = pick(args.stride, 1), s.pad_w = pick(args.padding, 0), s.dilation_w = pick(args.dilation, 1);
+    const auto pick = [](const std::vector<int64_t>& v, int64_t d) {
+      return v.empty() ? d : v.back();
+    };
+    s.stride_w = pick(args.stride, 1), s.pad_w = pick(args.padding, 0),
+    s.dilation_w = pick(args.dilation, 1);
   } else {
     need_dims(input, 4, "conv input");
     need_dims(weight, 4, "conv weight");
@@ -143,7 +262,8 @@ ConvShape conv_shape(const Sizes& input, const Sizes& weight, const AtenConvArgs
 }
 
 OpDescription describe(const std::string& name, const std::string& base, const Entry& e,
-                       const SizesList& in, const SizesList& out, int64_t dtype, const AtenConvArgs& args) {
+                       const SizesList& in, const SizesList& out, int64_t dtype,
+                       const AtenConvArgs& args) {
   int64_t bytes_in = 0, bytes_out = 0, out_elements = 0;
   for (const auto& s : in) bytes_in += numel(s) * dtype;
   for (const auto& s : out) {
@@ -189,14 +309,16 @@ OpDescription describe(const std::string& name, const std::string& base, const E
       const Sizes &a = in[0], &b = in[1];
       if (a.empty() || b.empty()) bad_shapes(base + ": a scalar operand");
       if (a.size() == 1 && b.size() == 1) return OpDescription::gemm(name, {{1, a[0], 1, 1}});
-      if (b.size() == 1) return OpDescription::gemm(name, {{prod(a, 0, a.size() - 1), a.back(), 1, 1}});
+      if (b.size() == 1)
+        return OpDescription::gemm(name, {{prod(a, 0, a.size() - 1), a.back(), 1, 1}});
       const int64_t k = b[b.size() - 2], n = b.back();
       if (a.size() == 1) return OpDescription::gemm(name, {{1, k, n, prod(b, 0, b.size() - 2)}});
       if (b.size() == 2)  // a batch of rows times one matrix: one GEMM with the rows stacked
         return OpDescription::gemm(name, {{prod(a, 0, a.size() - 1), k, n, 1}});
       const int64_t m = a[a.size() - 2];
-      const int64_t batch = out.empty() ? std::max(prod(a, 0, a.size() - 2), prod(b, 0, b.size() - 2))
-                                        : numel(out[0]) / (m * n);
+      const int64_t batch = out.empty()
+                                ? std::max(prod(a, 0, a.size() - 2), prod(b, 0, b.size() - 2))
+                                : numel(out[0]) / (m * n);
       return OpDescription::gemm(name, {{m, k, n, batch}});
     }
     case Rule::Conv: {
@@ -261,16 +383,18 @@ std::string aten_base_name(const std::string& name) {
   return base;
 }
 
-OpDescription describe_aten_op(const std::string& name, const std::vector<std::vector<int64_t>>& input_sizes,
-                               const std::vector<std::vector<int64_t>>& output_sizes, int64_t dtype_size,
-                               const AtenConvArgs& conv) {
+OpDescription describe_aten_op(const std::string& name,
+                               const std::vector<std::vector<int64_t>>& input_sizes,
+                               const std::vector<std::vector<int64_t>>& output_sizes,
+                               int64_t dtype_size, const AtenConvArgs& conv) {
   std::string base = aten_base_name(name);
   auto it = table().find(base);
   if (it == table().end() && base.size() > 1 && base.back() == '_') {
     base.pop_back();  // in place: add_ costs what add does
     it = table().find(base);
   }
-  if (it == table().end()) return OpDescription::unknown(name, "no entry for '" + base + "' in the ATen op table");
+  if (it == table().end())
+    return OpDescription::unknown(name, "no entry for '" + base + "' in the ATen op table");
   try {
     return describe(name, base, it->second, input_sizes, output_sizes, dtype_size, conv);
   } catch (const Error& e) {

@@ -16,9 +16,12 @@ AcceleratorSpec as_output_stationary(AcceleratorSpec spec) {
 }
 }  // namespace
 
-AttentionArray::AttentionArray(AcceleratorSpec spec) : CostModel(as_output_stationary(std::move(spec))) {}
+AttentionArray::AttentionArray(AcceleratorSpec spec)
+    : CostModel(as_output_stationary(std::move(spec))) {}
 
-OpCost AttentionArray::gemm(const GemmShape& shape) const { return SystolicArray(spec_).gemm(shape); }
+OpCost AttentionArray::gemm(const GemmShape& shape) const {
+  return SystolicArray(spec_).gemm(shape);
+}
 
 OpCost AttentionArray::attention(const AttentionShape& shape) const {
   shape.check();

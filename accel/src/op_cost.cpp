@@ -19,13 +19,16 @@ nlohmann::json EnergyBreakdown::to_json() const {
 
 void OpCost::price(const EnergyTable& t) {
   energy.mac = static_cast<double>(macs) * t.mac;
-  energy.sram = static_cast<double>(sram_reads) * t.sram_read + static_cast<double>(sram_writes) * t.sram_write;
-  energy.dram = static_cast<double>(dram_reads) * t.dram_read + static_cast<double>(dram_writes) * t.dram_write;
+  energy.sram = static_cast<double>(sram_reads) * t.sram_read +
+                static_cast<double>(sram_writes) * t.sram_write;
+  energy.dram = static_cast<double>(dram_reads) * t.dram_read +
+                static_cast<double>(dram_writes) * t.dram_write;
   energy.vector = static_cast<double>(vector_ops) * t.vector_op;
 }
 
 void OpCost::add_stalls(const AcceleratorSpec& spec) {
-  const double bytes = static_cast<double>(dram_reads + dram_writes) * static_cast<double>(spec.word_bytes);
+  const double bytes =
+      static_cast<double>(dram_reads + dram_writes) * static_cast<double>(spec.word_bytes);
   const auto memory_cycles = static_cast<int64_t>(std::ceil(bytes / spec.dram_bytes_per_cycle));
   stall_cycles = std::max<int64_t>(0, memory_cycles - compute_cycles);
   cycles = compute_cycles + stall_cycles;

@@ -41,14 +41,22 @@ GemmShape ConvShape::lowered() const {
 }
 
 void ConvShape::check() const {
-  const std::pair<const char*, int64_t> positive[] = {
-      {"batch", batch},       {"in_channels", in_channels}, {"out_channels", out_channels},
-      {"height", height},     {"width", width},             {"kernel_h", kernel_h},
-      {"kernel_w", kernel_w}, {"stride_h", stride_h},       {"stride_w", stride_w},
-      {"dilation_h", dilation_h}, {"dilation_w", dilation_w}, {"groups", groups}};
+  const std::pair<const char*, int64_t> positive[] = {{"batch", batch},
+                                                      {"in_channels", in_channels},
+                                                      {"out_channels", out_channels},
+                                                      {"height", height},
+                                                      {"width", width},
+                                                      {"kernel_h", kernel_h},
+                                                      {"kernel_w", kernel_w},
+                                                      {"stride_h", stride_h},
+                                                      {"stride_w", stride_w},
+                                                      {"dilation_h", dilation_h},
+                                                      {"dilation_w", dilation_w},
+                                                      {"groups", groups}};
   for (const auto& [name, v] : positive)
     STRATA_CHECK(v > 0, "conv ", name, ": got ", v, ", expected a positive size");
-  STRATA_CHECK(pad_h >= 0 && pad_w >= 0, "conv padding: got ", pad_h, "x", pad_w, ", expected >= 0");
+  STRATA_CHECK(pad_h >= 0 && pad_w >= 0, "conv padding: got ", pad_h, "x", pad_w,
+               ", expected >= 0");
   STRATA_CHECK(in_channels % groups == 0 && out_channels % groups == 0, "conv groups ", groups,
                ": does not divide in_channels ", in_channels, " and out_channels ", out_channels);
   STRATA_CHECK(out_height() > 0 && out_width() > 0, "conv kernel ", kernel_h, "x", kernel_w,
@@ -71,8 +79,11 @@ AttentionMapping parse_attention_mapping(const std::string& text) {
 }
 
 void AttentionShape::check() const {
-  const std::pair<const char*, int64_t> positive[] = {
-      {"batch", batch}, {"heads", heads}, {"seq_q", seq_q}, {"seq_kv", seq_kv}, {"head_dim", head_dim}};
+  const std::pair<const char*, int64_t> positive[] = {{"batch", batch},
+                                                      {"heads", heads},
+                                                      {"seq_q", seq_q},
+                                                      {"seq_kv", seq_kv},
+                                                      {"head_dim", head_dim}};
   for (const auto& [name, v] : positive)
     STRATA_CHECK(v > 0, "attention ", name, ": got ", v, ", expected a positive size");
 }
@@ -117,12 +128,14 @@ OpDescription vector_op(OpKind kind, std::string name, int64_t elements, double 
 
 OpDescription OpDescription::elementwise(std::string name, int64_t elements, double ops_per_element,
                                          int64_t bytes_in, int64_t bytes_out) {
-  return vector_op(OpKind::Elementwise, std::move(name), elements, ops_per_element, bytes_in, bytes_out);
+  return vector_op(OpKind::Elementwise, std::move(name), elements, ops_per_element, bytes_in,
+                   bytes_out);
 }
 
 OpDescription OpDescription::reduction(std::string name, int64_t elements, double ops_per_element,
                                        int64_t bytes_in, int64_t bytes_out) {
-  return vector_op(OpKind::Reduction, std::move(name), elements, ops_per_element, bytes_in, bytes_out);
+  return vector_op(OpKind::Reduction, std::move(name), elements, ops_per_element, bytes_in,
+                   bytes_out);
 }
 
 OpDescription OpDescription::copy(std::string name, int64_t bytes) {
@@ -149,21 +162,28 @@ nlohmann::json OpDescription::to_json() const {
   switch (kind) {
     case OpKind::Gemm: {
       nlohmann::json list = nlohmann::json::array();
-      for (const auto& g : gemms) list.push_back({{"m", g.m}, {"k", g.k}, {"n", g.n}, {"batch", g.batch}});
+      for (const auto& g : gemms)
+        list.push_back({{"m", g.m}, {"k", g.k}, {"n", g.n}, {"batch", g.batch}});
       j["gemms"] = list;
       break;
     }
     case OpKind::Conv:
-      j["conv"] = {{"batch", conv.batch},       {"in_channels", conv.in_channels},
-                   {"out_channels", conv.out_channels}, {"height", conv.height},
-                   {"width", conv.width},       {"kernel", {conv.kernel_h, conv.kernel_w}},
-                   {"stride", {conv.stride_h, conv.stride_w}}, {"padding", {conv.pad_h, conv.pad_w}},
-                   {"dilation", {conv.dilation_h, conv.dilation_w}}, {"groups", conv.groups}};
+      j["conv"] = {{"batch", conv.batch},
+                   {"in_channels", conv.in_channels},
+                   {"out_channels", conv.out_channels},
+                   {"height", conv.height},
+                   {"width", conv.width},
+                   {"kernel", {conv.kernel_h, conv.kernel_w}},
+                   {"stride", {conv.stride_h, conv.stride_w}},
+                   {"padding", {conv.pad_h, conv.pad_w}},
+                   {"dilation", {conv.dilation_h, conv.dilation_w}},
+                   {"groups", conv.groups}};
       break;
     case OpKind::Attention:
-      j["attention"] = {{"batch", attention.batch},   {"heads", attention.heads},
-                        {"seq_q", attention.seq_q},   {"seq_kv", attention.seq_kv},
-                        {"head_dim", attention.head_dim}, {"mapping", to_string(attention.mapping)}};
+      j["attention"] = {
+          {"batch", attention.batch},       {"heads", attention.heads},
+          {"seq_q", attention.seq_q},       {"seq_kv", attention.seq_kv},
+          {"head_dim", attention.head_dim}, {"mapping", to_string(attention.mapping)}};
       break;
     case OpKind::Elementwise:
     case OpKind::Reduction:

@@ -51,14 +51,16 @@ std::vector<int64_t> balance_stages(const std::vector<std::vector<double>>& cost
   STRATA_CHECK(stages > 0, "balance_stages: no stages");
   const size_t n = costs[0].size();
   for (const auto& row : costs)
-    STRATA_CHECK(row.size() == n, "balance_stages: cost rows of ", row.size(), " and ", n, " layers");
+    STRATA_CHECK(row.size() == n, "balance_stages: cost rows of ", row.size(), " and ", n,
+                 " layers");
   STRATA_CHECK(n >= stages, "balance_stages: ", n, " layers cannot fill ", stages,
                " stages (each needs at least one)");
   for (const auto* m : {&enter, &leave}) {
-    STRATA_CHECK(m->empty() || m->size() == stages, "balance_stages: cut costs for ", m->size(), " stages, expected ",
-                 stages);
+    STRATA_CHECK(m->empty() || m->size() == stages, "balance_stages: cut costs for ", m->size(),
+                 " stages, expected ", stages);
     for (const auto& row : *m)
-      STRATA_CHECK(row.size() == n, "balance_stages: cut cost rows of ", row.size(), " and ", n, " layers");
+      STRATA_CHECK(row.size() == n, "balance_stages: cut cost rows of ", row.size(), " and ", n,
+                   " layers");
   }
   // Stage s holding layers [i, j): its layers, plus receiving its input and its gradient.
   const auto cut = [&](size_t s, size_t i, size_t j) {
@@ -104,8 +106,8 @@ std::vector<int64_t> layer_input_bytes(torch::nn::Sequential& model, const at::T
   return bytes;
 }
 
-CutCosts cut_microseconds(const std::vector<int64_t>& input_bytes, const std::vector<AcceleratorSpec>& specs,
-                          bool train) {
+CutCosts cut_microseconds(const std::vector<int64_t>& input_bytes,
+                          const std::vector<AcceleratorSpec>& specs, bool train) {
   const size_t stages = specs.size(), n = input_bytes.size();
   CutCosts c;
   c.enter.assign(stages, std::vector<double>(n, 0.0));
@@ -113,16 +115,19 @@ CutCosts cut_microseconds(const std::vector<int64_t>& input_bytes, const std::ve
   for (size_t s = 0; s < stages; ++s)
     for (size_t l = 0; l < n; ++l) {
       if (s > 0)
-        c.enter[s][l] = transfer_cost(input_bytes[l], &specs[s - 1], &specs[s]).microseconds(specs[s].clock_mhz);
+        c.enter[s][l] = transfer_cost(input_bytes[l], &specs[s - 1], &specs[s])
+                            .microseconds(specs[s].clock_mhz);
       if (train && s + 1 < stages)
-        c.leave[s][l] = transfer_cost(input_bytes[l], &specs[s + 1], &specs[s]).microseconds(specs[s].clock_mhz);
+        c.leave[s][l] = transfer_cost(input_bytes[l], &specs[s + 1], &specs[s])
+                            .microseconds(specs[s].clock_mhz);
     }
   return c;
 }
 
 std::vector<std::vector<double>> parameter_costs(torch::nn::Sequential& model, int stages) {
   std::vector<double> row;
-  for (const auto& child : model->children()) row.push_back(static_cast<double>(parameters_of(*child)));
+  for (const auto& child : model->children())
+    row.push_back(static_cast<double>(parameters_of(*child)));
   return std::vector<std::vector<double>>(static_cast<size_t>(stages), row);
 }
 
@@ -154,10 +159,11 @@ std::vector<std::vector<double>> layer_microseconds(torch::nn::Sequential& model
   return costs;
 }
 
-SimulatedPipeline::SimulatedPipeline(torch::nn::Sequential model, const std::vector<int64_t>& balance,
+SimulatedPipeline::SimulatedPipeline(torch::nn::Sequential model,
+                                     const std::vector<int64_t>& balance,
                                      const std::vector<int>& devices) {
-  STRATA_CHECK(balance.size() == devices.size(), "pipeline: ", balance.size(), " stages in the balance but ",
-               devices.size(), " devices");
+  STRATA_CHECK(balance.size() == devices.size(), "pipeline: ", balance.size(),
+               " stages in the balance but ", devices.size(), " devices");
   STRATA_CHECK(std::set<int>(devices.begin(), devices.end()).size() == devices.size(),
                "pipeline: every stage needs its own device");
   const auto names = child_names(model);
@@ -166,8 +172,8 @@ SimulatedPipeline::SimulatedPipeline(torch::nn::Sequential model, const std::vec
     STRATA_CHECK(b > 0, "pipeline: a stage of ", b, " layers, expected at least 1");
     covered += b;
   }
-  STRATA_CHECK(covered == static_cast<int64_t>(names.size()), "pipeline: the balance covers ", covered,
-               " layers, the model has ", names.size());
+  STRATA_CHECK(covered == static_cast<int64_t>(names.size()), "pipeline: the balance covers ",
+               covered, " layers, the model has ", names.size());
   const auto children = model->children();
   const std::vector<torch::nn::AnyModule> anys(model->begin(), model->end());
   int64_t begin = 0;
@@ -209,7 +215,8 @@ PipelineReport pipeline_report(const CostReport& report, const std::vector<Pipel
   for (const auto& e : report.entries()) {
     const auto it = stage_of.find(e.device);
     if (!e.charged || it == stage_of.end()) continue;
-    CostTotal& t = e.layer == kTransferLayer ? out.stages[it->second].transfers : out.stages[it->second].compute;
+    CostTotal& t = e.layer == kTransferLayer ? out.stages[it->second].transfers
+                                             : out.stages[it->second].compute;
     ++t.calls;
     t.cost += e.cost;
   }
@@ -257,20 +264,23 @@ nlohmann::json PipelineReport::to_json() const {
 
 std::string PipelineReport::table() const {
   std::ostringstream out;
-  out << fmt::format("{:<5} {:<24} {:<14} {:>12} {:>14} {:>6} {:>12} {:>12} {:>12}\n", "stage", "device", "layers",
-                     "parameters", "cycles", "util%", "energy uJ", "transfer us", "stage us");
+  out << fmt::format("{:<5} {:<24} {:<14} {:>12} {:>14} {:>6} {:>12} {:>12} {:>12}\n", "stage",
+                     "device", "layers", "parameters", "cycles", "util%", "energy uJ",
+                     "transfer us", "stage us");
   for (size_t i = 0; i < stages.size(); ++i) {
     const auto& s = stages[i];
-    const std::string layers = s.stage.layers.empty() ? "" : s.stage.layers.front() + ".." + s.stage.layers.back();
-    out << fmt::format("{:<5} {:<24} {:<14} {:>12} {:>14} {:>6.1f} {:>12.3f} {:>12.3f} {:>12.3f}\n", i,
-                       fmt::format("{} ({})", s.stage.device, s.device_name), layers, s.stage.parameters,
-                       s.compute.cost.cycles + s.transfers.cost.cycles, 100.0 * s.compute.cost.utilization(),
-                       (s.compute.cost.energy_pj() + s.transfers.cost.energy_pj()) * 1e-6, s.transfer_us,
-                       s.microseconds());
+    const std::string layers =
+        s.stage.layers.empty() ? "" : s.stage.layers.front() + ".." + s.stage.layers.back();
+    out << fmt::format("{:<5} {:<24} {:<14} {:>12} {:>14} {:>6.1f} {:>12.3f} {:>12.3f} {:>12.3f}\n",
+                       i, fmt::format("{} ({})", s.stage.device, s.device_name), layers,
+                       s.stage.parameters, s.compute.cost.cycles + s.transfers.cost.cycles,
+                       100.0 * s.compute.cost.utilization(),
+                       (s.compute.cost.energy_pj() + s.transfers.cost.energy_pj()) * 1e-6,
+                       s.transfer_us, s.microseconds());
   }
   out << fmt::format("latency (one batch, stages in turn): {:.3f} us\n", latency_us);
-  out << fmt::format("throughput bound (micro-batches streaming): one per {:.3f} us, stage {}\n", bottleneck_us,
-                     bottleneck_stage);
+  out << fmt::format("throughput bound (micro-batches streaming): one per {:.3f} us, stage {}\n",
+                     bottleneck_us, bottleneck_stage);
   out << fmt::format("energy: {:.3f} uJ\n", energy_pj * 1e-6);
   return out.str();
 }

@@ -15,11 +15,13 @@ nlohmann::json CostTotal::to_json() const {
 }
 
 void CostReport::set_device(int index, const std::string& name, double clock_mhz) {
-  STRATA_CHECK(clock_mhz > 0, "device ", index, " (", name, "): clock ", clock_mhz, " MHz, expected > 0");
+  STRATA_CHECK(clock_mhz > 0, "device ", index, " (", name, "): clock ", clock_mhz,
+               " MHz, expected > 0");
   devices_[index] = {name, clock_mhz};
 }
 
-void CostReport::add(int device, const std::string& layer, const std::string& op, const OpCost& cost) {
+void CostReport::add(int device, const std::string& layer, const std::string& op,
+                     const OpCost& cost) {
   entries_.push_back({device, layer, op, true, cost, {}});
 }
 
@@ -28,7 +30,8 @@ void CostReport::add_uncharged(int device, const std::string& layer, const std::
   entries_.push_back({device, layer, op, false, OpCost{}, reason});
 }
 
-void CostReport::add(int device, const std::string& layer, const std::string& op, const Charge& charge) {
+void CostReport::add(int device, const std::string& layer, const std::string& op,
+                     const Charge& charge) {
   if (charge.charged)
     add(device, layer, op, charge.cost);
   else
@@ -56,7 +59,8 @@ std::map<std::string, CostTotal> CostReport::per_op(int device) const {
 }
 
 std::map<std::string, CostTotal> CostReport::per_layer(int device) const {
-  return group<std::string>(entries_, device, [](const ReportEntry& e) { return layer_name(e.layer); });
+  return group<std::string>(entries_, device,
+                            [](const ReportEntry& e) { return layer_name(e.layer); });
 }
 
 std::map<int, CostTotal> CostReport::per_device() const {
@@ -90,7 +94,9 @@ nlohmann::json CostReport::to_json() const {
   };
   nlohmann::json devices = nlohmann::json::array();
   for (const auto& [index, t] : per_device()) {
-    nlohmann::json d = {{"index", index}, {"cost", t.to_json()}, {"layers", totals(per_layer(index))},
+    nlohmann::json d = {{"index", index},
+                        {"cost", t.to_json()},
+                        {"layers", totals(per_layer(index))},
                         {"ops", totals(per_op(index))}};
     const auto it = devices_.find(index);
     if (it != devices_.end()) {
@@ -101,28 +107,29 @@ nlohmann::json CostReport::to_json() const {
     devices.push_back(d);
   }
   nlohmann::json missing = nlohmann::json::array();
-  for (const auto& [op, cr] : uncharged()) missing.push_back({{"op", op}, {"count", cr.first}, {"reason", cr.second}});
+  for (const auto& [op, cr] : uncharged())
+    missing.push_back({{"op", op}, {"count", cr.first}, {"reason", cr.second}});
   return {{"total", total().to_json()}, {"devices", devices}, {"uncharged", missing}};
 }
 
 std::string CostReport::table() const {
   std::ostringstream out;
   const auto header = [&](const std::string& what) {
-    out << fmt::format("{:<40} {:>7} {:>14} {:>12} {:>6} {:>14} {:>12}\n", what, "calls", "cycles", "stalls",
-                       "util%", "DRAM words", "energy uJ");
+    out << fmt::format("{:<40} {:>7} {:>14} {:>12} {:>6} {:>14} {:>12}\n", what, "calls", "cycles",
+                       "stalls", "util%", "DRAM words", "energy uJ");
   };
   const auto row = [&](const std::string& name, const CostTotal& t) {
     const OpCost& c = t.cost;
-    out << fmt::format("{:<40} {:>7} {:>14} {:>12} {:>6.1f} {:>14} {:>12.3f}\n", name, t.calls, c.cycles,
-                       c.stall_cycles, 100.0 * c.utilization(), c.dram_reads + c.dram_writes,
-                       c.energy_pj() * 1e-6);
+    out << fmt::format("{:<40} {:>7} {:>14} {:>12} {:>6.1f} {:>14} {:>12.3f}\n", name, t.calls,
+                       c.cycles, c.stall_cycles, 100.0 * c.utilization(),
+                       c.dram_reads + c.dram_writes, c.energy_pj() * 1e-6);
   };
   for (const auto& [index, t] : per_device()) {
     const auto it = devices_.find(index);
     std::string title = fmt::format("device {}", index);
     if (it != devices_.end())
-      title += fmt::format(" ({}, {:.1f} us at {} MHz)", it->second.name, t.cost.microseconds(it->second.clock_mhz),
-                           it->second.clock_mhz);
+      title += fmt::format(" ({}, {:.1f} us at {} MHz)", it->second.name,
+                           t.cost.microseconds(it->second.clock_mhz), it->second.clock_mhz);
     out << title << "\n";
     header("  layer");
     for (const auto& [layer, lt] : per_layer(index)) row("  " + layer, lt);
@@ -133,7 +140,8 @@ std::string CostReport::table() const {
   const auto missing = uncharged();
   if (!missing.empty()) {
     out << "uncharged ops (no cost model):\n";
-    for (const auto& [op, cr] : missing) out << fmt::format("  {} x{}: {}\n", op, cr.first, cr.second);
+    for (const auto& [op, cr] : missing)
+      out << fmt::format("  {} x{}: {}\n", op, cr.first, cr.second);
   }
   return out.str();
 }

@@ -50,7 +50,8 @@ OpCost RowStationary::conv(const ConvShape& s) const {
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t rows_here = std::min(kh_chunk, s.kernel_h - chunk * kh_chunk);
     const int64_t last = e_out - (strips - 1) * e;
-    in_words += ((strips - 1) * input_rows(e, rows_here) + input_rows(last, rows_here)) * in_row_words;
+    in_words +=
+        ((strips - 1) * input_rows(e, rows_here) + input_rows(last, rows_here)) * in_row_words;
   }
   const int64_t outputs = s.batch * s.out_channels * e_out * f_out;
   const int64_t filter_reads = s.groups * s.batch * cout * cin * s.kernel_h * s.kernel_w;

@@ -14,8 +14,8 @@ namespace {
 bool same(const std::vector<int64_t>& a, const std::vector<int64_t>& b) { return a == b; }
 
 // The output sizes a non-transposed convolution of `input` by `weight` would have.
-std::vector<int64_t> plain_conv_output(const std::vector<int64_t>& input, const std::vector<int64_t>& weight,
-                                       const AtenConvArgs& a) {
+std::vector<int64_t> plain_conv_output(const std::vector<int64_t>& input,
+                                       const std::vector<int64_t>& weight, const AtenConvArgs& a) {
   std::vector<int64_t> out{input[0], weight[0]};
   const size_t spatial = input.size() - 2;
   for (size_t i = 0; i < spatial; ++i) {
@@ -29,16 +29,20 @@ std::vector<int64_t> plain_conv_output(const std::vector<int64_t>& input, const 
   return out;
 }
 
-std::string end_name(const AcceleratorSpec* s, int index) { return s ? std::to_string(index) : "cpu"; }
+std::string end_name(const AcceleratorSpec* s, int index) {
+  return s ? std::to_string(index) : "cpu";
+}
 
 }  // namespace
 
 OpDescription describe_device_op(const DeviceOp& op, int64_t word_bytes) {
   AtenConvArgs conv;
-  const bool is_conv = op.name == "aten::convolution" || op.name == "aten::convolution_overrideable";
-  const bool is_conv_backward =
-      op.name == "aten::convolution_backward" || op.name == "aten::convolution_backward_overrideable";
-  if ((is_conv || is_conv_backward) && op.int_args.size() >= 5 && op.input_sizes.size() >= (is_conv ? 2u : 3u)) {
+  const bool is_conv =
+      op.name == "aten::convolution" || op.name == "aten::convolution_overrideable";
+  const bool is_conv_backward = op.name == "aten::convolution_backward" ||
+                                op.name == "aten::convolution_backward_overrideable";
+  if ((is_conv || is_conv_backward) && op.int_args.size() >= 5 &&
+      op.input_sizes.size() >= (is_conv ? 2u : 3u)) {
     conv.stride = op.int_args[0];
     conv.padding = op.int_args[1];
     conv.dilation = op.int_args[2];
@@ -48,9 +52,11 @@ OpDescription describe_device_op(const DeviceOp& op, int64_t word_bytes) {
     if (input.size() >= 3 && weight.size() == input.size()) {
       // Transposed when the output (forward) or grad_output (backward) is not what a
       // plain convolution of these sizes makes.
-      const auto& produced = is_conv ? (op.output_sizes.empty() ? std::vector<int64_t>{} : op.output_sizes[0])
-                                     : op.input_sizes[0];
-      conv.transposed = !produced.empty() && !same(produced, plain_conv_output(input, weight, conv));
+      const auto& produced =
+          is_conv ? (op.output_sizes.empty() ? std::vector<int64_t>{} : op.output_sizes[0])
+                  : op.input_sizes[0];
+      conv.transposed =
+          !produced.empty() && !same(produced, plain_conv_output(input, weight, conv));
     }
     if (is_conv_backward) {
       // Only the gradients asked for are returned: match them by shape (grad_input has
@@ -79,9 +85,12 @@ OpCost transfer_cost(int64_t bytes, const AcceleratorSpec* src, const Accelerato
   const double bytes_per_cycle = bytes_per_us / charged.clock_mhz;
   OpCost c;
   c.compute_cycles = 0;
-  c.cycles = c.stall_cycles = static_cast<int64_t>(std::ceil(static_cast<double>(bytes) / bytes_per_cycle));
+  c.cycles = c.stall_cycles =
+      static_cast<int64_t>(std::ceil(static_cast<double>(bytes) / bytes_per_cycle));
   c.pe_cycles = static_cast<double>(c.cycles) * charged.peak_macs_per_cycle();
-  const auto words = [&](const AcceleratorSpec& s) { return (bytes + s.word_bytes - 1) / s.word_bytes; };
+  const auto words = [&](const AcceleratorSpec& s) {
+    return (bytes + s.word_bytes - 1) / s.word_bytes;
+  };
   if (src) {
     c.dram_reads = words(*src);
     c.energy.dram += static_cast<double>(c.dram_reads) * src->energy.dram_read;
@@ -93,15 +102,16 @@ OpCost transfer_cost(int64_t bytes, const AcceleratorSpec* src, const Accelerato
   return c;
 }
 
-Simulator::Simulator(const std::string& default_spec) : Simulator(AcceleratorSpec::resolve(default_spec)) {}
+Simulator::Simulator(const std::string& default_spec)
+    : Simulator(AcceleratorSpec::resolve(default_spec)) {}
 
 Simulator::Simulator(AcceleratorSpec default_spec) : default_spec_(std::move(default_spec)) {
   default_spec_.validate("spec '" + default_spec_.name + "'");
 }
 
 void Simulator::configure(int index, const AcceleratorSpec& spec) {
-  STRATA_CHECK(index >= 0 && index < kMaxDevices, "simulator: device index ", index, ", expected 0..",
-               kMaxDevices - 1);
+  STRATA_CHECK(index >= 0 && index < kMaxDevices, "simulator: device index ", index,
+               ", expected 0..", kMaxDevices - 1);
   spec.validate("spec '" + spec.name + "'");
   std::lock_guard<std::mutex> lock(mutex_);
   Device& d = devices_[index];
@@ -137,7 +147,8 @@ void Simulator::on_op(const DeviceOp& op) {
   auto it = cache_.find(key);
   if (it == cache_.end()) {
     Device& d = device_locked(op.device);
-    auto charge = std::make_shared<Charge>(d.dispatcher->charge(describe_device_op(op, d.spec.word_bytes)));
+    auto charge =
+        std::make_shared<Charge>(d.dispatcher->charge(describe_device_op(op, d.spec.word_bytes)));
     it = cache_.emplace(std::move(key), std::move(charge)).first;
   }
   report_.add(op.device, op.layer, op.name, *it->second);
@@ -149,7 +160,8 @@ void Simulator::on_transfer(const DeviceTransfer& t) {
   const AcceleratorSpec* dst = t.dst_device >= 0 ? &device_locked(t.dst_device).spec : nullptr;
   if (!src && !dst) return;  // CPU to CPU: not the device's business
   const int charged = dst ? t.dst_device : t.src_device;
-  const std::string op = fmt::format("transfer {}->{}", end_name(src, t.src_device), end_name(dst, t.dst_device));
+  const std::string op =
+      fmt::format("transfer {}->{}", end_name(src, t.src_device), end_name(dst, t.dst_device));
   report_.add(charged, "(transfer)", op, transfer_cost(t.bytes, src, dst));
 }
 

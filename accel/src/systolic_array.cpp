@@ -41,7 +41,8 @@ OpCost SystolicArray::gemm(const GemmShape& shape) const {
   const int64_t m = shape.m, k = shape.k, n = shape.n;
   const int64_t R = spec_.rows, C = spec_.cols;
   const Mapping map = map_gemm(spec_.dataflow, m, k, n);
-  const int64_t row_folds = ceil_div(map.spatial_rows, R), col_folds = ceil_div(map.spatial_cols, C);
+  const int64_t row_folds = ceil_div(map.spatial_rows, R),
+                col_folds = ceil_div(map.spatial_cols, C);
 
   OpCost c;
   c.macs = m * k * n;

@@ -8,13 +8,15 @@ namespace strata::accel {
 
 VectorUnit::VectorUnit(AcceleratorSpec spec) : spec_(std::move(spec)) {}
 
-int64_t VectorUnit::words(int64_t bytes) const { return (bytes + spec_.word_bytes - 1) / spec_.word_bytes; }
+int64_t VectorUnit::words(int64_t bytes) const {
+  return (bytes + spec_.word_bytes - 1) / spec_.word_bytes;
+}
 
 OpCost VectorUnit::elementwise(int64_t elements, double ops_per_element, int64_t bytes_in,
                                int64_t bytes_out) const {
   STRATA_CHECK(elements >= 0 && ops_per_element >= 0 && bytes_in >= 0 && bytes_out >= 0,
-               "vector op: negative size (elements ", elements, ", ops per element ", ops_per_element,
-               ", bytes ", bytes_in, " in, ", bytes_out, " out)");
+               "vector op: negative size (elements ", elements, ", ops per element ",
+               ops_per_element, ", bytes ", bytes_in, " in, ", bytes_out, " out)");
   OpCost c;
   c.vector_ops = static_cast<int64_t>(std::ceil(static_cast<double>(elements) * ops_per_element));
   c.compute_cycles = (c.vector_ops + spec_.vector_lanes - 1) / spec_.vector_lanes;

@@ -24,9 +24,9 @@
 
 namespace strata::core {
 namespace fs = std::filesystem;
-using nlohmann::json;
 using detail::OptimizerKind;
 using detail::StateFields;
+using nlohmann::json;
 
 namespace {
 
@@ -229,10 +229,10 @@ Manifest read_manifest(const std::string& path) {
       }
       const uint64_t expected = numel * c10::elementSize(t.dtype);
       STRATA_CHECK(t.nbytes == expected, manifest_path, ": tensor '", t.name, "' has nbytes ",
-                   t.nbytes, ", expected ", expected, " for shape ", c10::IntArrayRef(t.shape),
-                   " ", dtype);
-      STRATA_CHECK(t.offset == next_offset, manifest_path, ": tensor '", t.name,
-                   "' has offset ", t.offset, ", expected ", next_offset);
+                   t.nbytes, ", expected ", expected, " for shape ", c10::IntArrayRef(t.shape), " ",
+                   dtype);
+      STRATA_CHECK(t.offset == next_offset, manifest_path, ": tensor '", t.name, "' has offset ",
+                   t.offset, ", expected ", next_offset);
       next_offset += t.nbytes;
       manifest.tensors.push_back(std::move(t));
     }
@@ -271,9 +271,8 @@ at::Tensor read_tensor(std::ifstream& in, const std::string& path, const Manifes
 }
 
 void check_same(const std::string& kind, const ManifestTensor& saved, const at::Tensor& live) {
-  STRATA_CHECK(live.sizes() == c10::IntArrayRef(saved.shape), kind, " '", saved.name,
-               "': shape ", c10::IntArrayRef(saved.shape), " in checkpoint, ", live.sizes(),
-               " in the model");
+  STRATA_CHECK(live.sizes() == c10::IntArrayRef(saved.shape), kind, " '", saved.name, "': shape ",
+               c10::IntArrayRef(saved.shape), " in checkpoint, ", live.sizes(), " in the model");
   STRATA_CHECK(saved.dtype == live.scalar_type(), kind, " '", saved.name, "': dtype ",
                detail::dtype_name(saved.dtype), " in checkpoint, ",
                detail::dtype_name(live.scalar_type()), " in the model");
@@ -311,7 +310,8 @@ void write_checkpoint(const std::string& path, const CheckpointContents& content
                       const json& extra) {
   FlightRecordScope record("checkpoint write " + path + " (step " + std::to_string(step) + ")");
   CheckpointWriter writer(path);
-  for (const CheckpointTensor& item : contents.tensors) writer.add(item.name, item.kind, item.tensor);
+  for (const CheckpointTensor& item : contents.tensors)
+    writer.add(item.name, item.kind, item.tensor);
   writer.commit(step, extra, contents.optimizer);
 }
 
@@ -486,7 +486,8 @@ int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
   }
 
   // 2. Shapes and dtypes, checked on the manifest before reading any data.
-  for (const CheckpointTensor& item : live) check_same(item.kind, *saved.at(item.name), item.tensor);
+  for (const CheckpointTensor& item : live)
+    check_same(item.kind, *saved.at(item.name), item.tensor);
 
   // 3. Optimizer: same type and param groups, state for the optimizer's own parameters.
   std::optional<OptimizerKind> kind;

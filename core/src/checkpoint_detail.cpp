@@ -56,9 +56,10 @@ std::unique_ptr<torch::optim::OptimizerParamState> make_adam_state(const StateFi
 }
 
 constexpr std::pair<at::ScalarType, const char*> kDtypes[] = {
-    {at::kFloat, "float32"}, {at::kDouble, "float64"}, {at::kHalf, "float16"},
-    {at::kBFloat16, "bfloat16"}, {at::kLong, "int64"}, {at::kInt, "int32"},
-    {at::kShort, "int16"}, {at::kChar, "int8"}, {at::kByte, "uint8"}, {at::kBool, "bool"}};
+    {at::kFloat, "float32"},     {at::kDouble, "float64"}, {at::kHalf, "float16"},
+    {at::kBFloat16, "bfloat16"}, {at::kLong, "int64"},     {at::kInt, "int32"},
+    {at::kShort, "int16"},       {at::kChar, "int8"},      {at::kByte, "uint8"},
+    {at::kBool, "bool"}};
 
 }  // namespace
 
@@ -66,7 +67,8 @@ std::string dtype_name(at::ScalarType dtype) {
   for (const auto& [type, name] : kDtypes) {
     if (type == dtype) return name;
   }
-  STRATA_FAIL("checkpoint: dtype ", dtype, " is not supported, expected one of float32, float64, "
+  STRATA_FAIL("checkpoint: dtype ", dtype,
+              " is not supported, expected one of float32, float64, "
               "float16, bfloat16, int64, int32, int16, int8, uint8, bool");
 }
 
@@ -126,9 +128,9 @@ void check_param_state(OptimizerKind kind, const std::string& name, const at::Te
     STRATA_CHECK(known, "checkpoint: tensor 'optimizer/", name, "/", field, "' is not part of ",
                  kind_name, " state (saved with another optimizer?)");
     if (field == "step") {
-      STRATA_CHECK(tensor.dim() == 0 && tensor.scalar_type() == at::kLong, "checkpoint: tensor 'optimizer/",
-                   name, "/step': shape ", tensor.sizes(), " dtype ", dtype_name(tensor.scalar_type()),
-                   ", expected an int64 scalar");
+      STRATA_CHECK(tensor.dim() == 0 && tensor.scalar_type() == at::kLong,
+                   "checkpoint: tensor 'optimizer/", name, "/step': shape ", tensor.sizes(),
+                   " dtype ", dtype_name(tensor.scalar_type()), ", expected an int64 scalar");
       continue;
     }
     STRATA_CHECK(tensor.sizes() == param.sizes(), "optimizer state 'optimizer/", name, "/", field,
@@ -155,7 +157,9 @@ void set_param_state(torch::optim::Optimizer& optimizer, OptimizerKind kind,
       break;
     }
     case OptimizerKind::Adam: state = make_adam_state<torch::optim::AdamParamState>(placed); break;
-    case OptimizerKind::AdamW: state = make_adam_state<torch::optim::AdamWParamState>(placed); break;
+    case OptimizerKind::AdamW:
+      state = make_adam_state<torch::optim::AdamWParamState>(placed);
+      break;
   }
   optimizer.state()[state_key<StateKey>(param)] = std::move(state);
 }

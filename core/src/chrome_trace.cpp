@@ -44,9 +44,7 @@ void ChromeTrace::add_complete(const std::string& name, const std::string& categ
                           args.is_null() ? nlohmann::json::object() : args});
 }
 
-void ChromeTrace::set_process_name(int pid, const std::string& name) {
-  process_names_[pid] = name;
-}
+void ChromeTrace::set_process_name(int pid, const std::string& name) { process_names_[pid] = name; }
 
 void ChromeTrace::set_thread_name(int pid, int tid, const std::string& name) {
   thread_names_[{pid, tid}] = name;
@@ -134,9 +132,9 @@ ChromeTrace ChromeTrace::merge(const std::vector<ChromeTrace>& traces) {
     for (const auto& [pid, name] : trace.process_names_)
       merge_name(merged.process_names_, pid, name, "process " + std::to_string(pid));
     for (const auto& [row, name] : trace.thread_names_)
-      merge_name(merged.thread_names_, row, name,
-                 "thread " + std::to_string(row.second) + " of process " +
-                     std::to_string(row.first));
+      merge_name(
+          merged.thread_names_, row, name,
+          "thread " + std::to_string(row.second) + " of process " + std::to_string(row.first));
   }
   return merged;
 }

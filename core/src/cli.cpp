@@ -86,7 +86,8 @@ std::optional<std::string> TrainingRunFlags::checkpoint_to_resume() const {
     std::vector<std::string> rejected;
     auto path = latest_valid_checkpoint(checkpoint_dir, &rejected);
     for (const std::string& why : rejected) spdlog::warn("--resume auto: skipped {}", why);
-    if (!path) spdlog::info("--resume auto: no checkpoint in {} yet, starting fresh", checkpoint_dir);
+    if (!path)
+      spdlog::info("--resume auto: no checkpoint in {} yet, starting fresh", checkpoint_dir);
     return path;
   }
   auto path = find_checkpoint(resume);

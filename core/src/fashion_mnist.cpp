@@ -76,16 +76,16 @@ at::Tensor read_idx_file(const std::string& path) {
   const int64_t dims = magic == kImagesMagic ? 3 : 1;
   std::array<uint8_t, 12> dim_bytes{};
   const uint64_t dims_read = read_some(file.get(), path, dim_bytes.data(), 4 * dims);
-  STRATA_CHECK(dims_read == static_cast<uint64_t>(4 * dims), path, ": truncated header: ",
-               dims_read, " bytes of dimensions, expected ", 4 * dims);
+  STRATA_CHECK(dims_read == static_cast<uint64_t>(4 * dims), path,
+               ": truncated header: ", dims_read, " bytes of dimensions, expected ", 4 * dims);
   std::vector<int64_t> shape;
   uint64_t payload = 1;
   for (int64_t i = 0; i < dims; ++i) {
     const uint32_t size = big_endian(dim_bytes.data() + 4 * i);
     shape.push_back(size);
     payload *= size;
-    STRATA_CHECK(payload <= kMaxPayload, path, ": header gives an implausible size (dimension ",
-                 i, " is ", size, ")");
+    STRATA_CHECK(payload <= kMaxPayload, path, ": header gives an implausible size (dimension ", i,
+                 " is ", size, ")");
   }
 
   // Read before allocating all of it: a damaged header may promise gigabytes that a small
@@ -104,10 +104,11 @@ at::Tensor read_idx_file(const std::string& path) {
   STRATA_CHECK(got == payload, path, ": truncated: ", got, " bytes of data, expected ", payload,
                " for shape ", c10::IntArrayRef(shape));
   at::Tensor data = at::empty(shape, at::kByte);
-  std::copy(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(got), data.data_ptr<uint8_t>());
+  std::copy(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(got),
+            data.data_ptr<uint8_t>());
   uint8_t extra = 0;
-  STRATA_CHECK(read_some(file.get(), path, &extra, 1) == 0, path,
-               ": trailing bytes after the ", payload, " bytes the header promises");
+  STRATA_CHECK(read_some(file.get(), path, &extra, 1) == 0, path, ": trailing bytes after the ",
+               payload, " bytes the header promises");
   return data;
 }
 

@@ -36,8 +36,8 @@ Fault parse_fault() {
   STRATA_CHECK(first != std::string::npos && first > 0, "STRATA_FAULT '", text,
                "': expected <point>:<n>[:<rank>]");
   const size_t second = text.find(':', first + 1);
-  const std::string nth = text.substr(first + 1, second == std::string::npos ? std::string::npos
-                                                                             : second - first - 1);
+  const std::string nth =
+      text.substr(first + 1, second == std::string::npos ? std::string::npos : second - first - 1);
   try {
     fault.nth = std::stoll(nth);
   } catch (const std::exception&) {

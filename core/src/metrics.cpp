@@ -31,12 +31,11 @@ MetricsWriter::~MetricsWriter() {
 void MetricsWriter::write(const nlohmann::json& record) {
   if (!enabled()) return;
   STRATA_CHECK(!finished_, "metrics file ", path_, ": write after write_final");
-  STRATA_CHECK(record.is_object(), "metrics record ", record.dump(),
-               ": expected a JSON object");
+  STRATA_CHECK(record.is_object(), "metrics record ", record.dump(), ": expected a JSON object");
   out_ << record.dump() << '\n';
   out_.flush();
-  STRATA_CHECK(out_.good(), "metrics file ", tmp_path_, ": write failed (",
-               std::strerror(errno), ")");
+  STRATA_CHECK(out_.good(), "metrics file ", tmp_path_, ": write failed (", std::strerror(errno),
+               ")");
 }
 
 void MetricsWriter::write_final(nlohmann::json record) {

@@ -21,7 +21,8 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   STRATA_CHECK(in.good(), path, ": cannot open");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   STRATA_CHECK(!in.bad(), path, ": read error");
   return bytes;
 }
@@ -88,9 +89,8 @@ std::pair<at::Tensor, at::Tensor> TextCorpus::sample_batch(bool train, int64_t b
   STRATA_CHECK(data.defined(), "text corpus: sample_batch on a corpus that was not loaded");
   STRATA_CHECK(batch >= 1, "text corpus: batch ", batch, ", expected at least 1");
   STRATA_CHECK(context >= 1, "text corpus: context ", context, ", expected at least 1");
-  STRATA_CHECK(data.size(0) >= context + 1, "text corpus: context ", context,
-               " needs at least ", context + 1, " bytes, the ", split, " split has ",
-               data.size(0));
+  STRATA_CHECK(data.size(0) >= context + 1, "text corpus: context ", context, " needs at least ",
+               context + 1, " bytes, the ", split, " split has ", data.size(0));
   // Window i covers bytes [start_i, start_i + context]; inputs drop its last byte and
   // targets its first, so targets[t] is the byte that follows inputs[t].
   const at::Tensor starts = at::randint(0, data.size(0) - context, {batch}, gen, at::kLong);

@@ -43,8 +43,8 @@ int64_t TransformerLMOptions::heads_of(int64_t layer) const {
 }
 
 nlohmann::json transformer_lm_to_json(const TransformerLMOptions& o) {
-  nlohmann::json j = {{"model", "fortunes-lm"}, {"vocab", o.vocab()},     {"layers", o.layers()},
-                      {"d_model", o.d_model()},  {"heads", o.heads()},     {"ffn", o.ffn()},
+  nlohmann::json j = {{"model", "fortunes-lm"}, {"vocab", o.vocab()}, {"layers", o.layers()},
+                      {"d_model", o.d_model()}, {"heads", o.heads()}, {"ffn", o.ffn()},
                       {"context", o.context()}};
   if (!o.layer_ffn().empty()) j["layer_ffn"] = o.layer_ffn();
   if (!o.layer_heads().empty()) j["layer_heads"] = o.layer_heads();
@@ -55,8 +55,8 @@ TransformerLMOptions transformer_lm_from_json(const nlohmann::json& j) {
   STRATA_CHECK(j.is_object() && j.value("model", "") == "fortunes-lm",
                "not a fortunes-lm description (expected \"model\": \"fortunes-lm\")");
   const auto get = [&](const char* key) {
-    STRATA_CHECK(j.contains(key) && j[key].is_number_integer(), "fortunes-lm description: \"",
-                 key, "\" missing or not an integer");
+    STRATA_CHECK(j.contains(key) && j[key].is_number_integer(), "fortunes-lm description: \"", key,
+                 "\" missing or not an integer");
     return j[key].get<int64_t>();
   };
   TransformerLMOptions o;
@@ -85,9 +85,9 @@ TokenEmbeddingImpl::TokenEmbeddingImpl(const TransformerLMOptions& options_) : o
 }
 
 at::Tensor TokenEmbeddingImpl::forward(const at::Tensor& tokens) {
-  STRATA_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
-               "transformer input: got a ", tokens.scalar_type(), " tensor of shape ",
-               tokens.sizes(), ", expected int64 tokens [batch, time]");
+  STRATA_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong, "transformer input: got a ",
+               tokens.scalar_type(), " tensor of shape ", tokens.sizes(),
+               ", expected int64 tokens [batch, time]");
   const int64_t time = tokens.size(1);
   STRATA_CHECK(time >= 1 && time <= options.context(), "transformer input: ", time,
                " tokens, expected 1 to ", options.context(), " (the context)");
@@ -131,8 +131,8 @@ at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout
 }
 
 at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
-  STRATA_CHECK(x.dim() == 3 && x.size(2) == options.d_model(), "attention input: shape ",
-               x.sizes(), ", expected [batch, time, ", options.d_model(), "]");
+  STRATA_CHECK(x.dim() == 3 && x.size(2) == options.d_model(), "attention input: shape ", x.sizes(),
+               ", expected [batch, time, ", options.d_model(), "]");
   STRATA_CHECK(active_heads >= 1 && active_heads <= heads, "attention: ", active_heads,
                " active heads, expected 1 to ", heads);
   if (active_heads == heads)
@@ -155,8 +155,8 @@ at::Tensor feed_forward(const at::Tensor& x, const nn::Linear& ffn_in, const nn:
                         int64_t width) {
   STRATA_CHECK(width >= 1 && width <= ffn_in->weight.size(0), "feed-forward width ", width,
                ", expected 1 to ", ffn_in->weight.size(0));
-  const at::Tensor hidden = at::gelu(
-      at::linear(x, ffn_in->weight.narrow(0, 0, width), ffn_in->bias.narrow(0, 0, width)));
+  const at::Tensor hidden =
+      at::gelu(at::linear(x, ffn_in->weight.narrow(0, 0, width), ffn_in->bias.narrow(0, 0, width)));
   return at::linear(hidden, ffn_out->weight.narrow(1, 0, width), ffn_out->bias);
 }
 
@@ -180,8 +180,8 @@ void DecoderBlockImpl::set_width(int64_t ffn, int64_t heads) {
   attn->active_heads = heads;
 }
 
-at::Tensor pre_norm_residuals(const at::Tensor& x, nn::LayerNorm& norm1,
-                              CausalSelfAttention& attn, nn::LayerNorm& norm2,
+at::Tensor pre_norm_residuals(const at::Tensor& x, nn::LayerNorm& norm1, CausalSelfAttention& attn,
+                              nn::LayerNorm& norm2,
                               const std::function<at::Tensor(const at::Tensor&)>& ffn, double p,
                               bool training) {
   const at::Tensor h = x + at::dropout(attn(norm1(x)), p, training);
@@ -199,7 +199,8 @@ at::Tensor DecoderBlockImpl::forward(const at::Tensor& x) {
 // ---------------------------------------------------------------- LMHead
 
 LMHeadImpl::LMHeadImpl(at::Tensor weight_) {
-  STRATA_CHECK(weight_.defined() && weight_.dim() == 2, "LM head weight: expected a defined "
+  STRATA_CHECK(weight_.defined() && weight_.dim() == 2,
+               "LM head weight: expected a defined "
                "[vocab, d_model] tensor");
   weight = register_parameter("weight", std::move(weight_));
 }
@@ -235,10 +236,11 @@ torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options) {
 std::map<std::string, std::vector<int64_t>> transformer_lm_shapes(const TransformerLMOptions& o) {
   o.validate();
   const int64_t d = o.d_model();
-  std::map<std::string, std::vector<int64_t>> shapes = {
-      {"embed.token.weight", {o.vocab(), d}}, {"embed.position.weight", {o.context(), d}},
-      {"norm.weight", {d}},                   {"norm.bias", {d}},
-      {"head.weight", {o.vocab(), d}}};
+  std::map<std::string, std::vector<int64_t>> shapes = {{"embed.token.weight", {o.vocab(), d}},
+                                                        {"embed.position.weight", {o.context(), d}},
+                                                        {"norm.weight", {d}},
+                                                        {"norm.bias", {d}},
+                                                        {"head.weight", {o.vocab(), d}}};
   for (int64_t i = 0; i < o.layers(); ++i) {
     const std::string b = "block" + std::to_string(i) + ".";
     const int64_t inner = o.heads_of(i) * o.head_dim(), f = o.ffn_of(i);

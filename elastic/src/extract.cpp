@@ -62,18 +62,20 @@ Cut cut_of(const std::string& name, const std::vector<int64_t>& new_index) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // The submodel's part of one universal tensor of layer `layer`.
-at::Tensor slice(const std::string& name, const at::Tensor& t, const core::TransformerLMOptions& model,
-                 const Submodel& s, int64_t layer) {
+at::Tensor slice(const std::string& name, const at::Tensor& t,
+                 const core::TransformerLMOptions& model, const Submodel& s, int64_t layer) {
   if (layer < 0) return t;
   const auto i = static_cast<size_t>(layer);
   const int64_t inner = model.heads() * model.head_dim(), width = s.heads[i] * model.head_dim();
   if (ends_with(name, ".attn.qkv.weight") || ends_with(name, ".attn.qkv.bias")) {
     // The first heads of each of the query, key and value blocks.
-    return at::cat({t.narrow(0, 0, width), t.narrow(0, inner, width), t.narrow(0, 2 * inner, width)});
+    return at::cat(
+        {t.narrow(0, 0, width), t.narrow(0, inner, width), t.narrow(0, 2 * inner, width)});
   }
   if (ends_with(name, ".attn.out.weight")) return t.narrow(1, 0, width);
   if (ends_with(name, ".ffn_in.weight") || ends_with(name, ".ffn_in.bias"))

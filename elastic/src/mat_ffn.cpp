@@ -32,10 +32,10 @@ MatFfnImpl::MatFfnImpl(const MatFfnOptions& options_) : options(options_) {
 }
 
 void MatFfnImpl::check_granularity(int64_t width) const {
-  STRATA_CHECK(std::find(granularities_.begin(), granularities_.end(), width) !=
-                   granularities_.end(),
-               "MatFfn: width ", width, " is not one of its granularities (",
-               join_widths(granularities_), ")");
+  STRATA_CHECK(
+      std::find(granularities_.begin(), granularities_.end(), width) != granularities_.end(),
+      "MatFfn: width ", width, " is not one of its granularities (", join_widths(granularities_),
+      ")");
 }
 
 void MatFfnImpl::set_width(int64_t width) {

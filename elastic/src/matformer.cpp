@@ -42,8 +42,8 @@ std::vector<Granularity> matformer_granularities(const core::TransformerLMOption
   checked_granularities(ffn, model.ffn(), "MatFormer");  // ranges and repeats
   std::vector<int64_t> heads = options.head_granularities();
   if (heads.empty()) heads.assign(ffn.size(), model.heads());
-  STRATA_CHECK(heads.size() == ffn.size(), "MatFormer: ", heads.size(),
-               " head granularities for ", ffn.size(), " FFN granularities, expected one each");
+  STRATA_CHECK(heads.size() == ffn.size(), "MatFormer: ", heads.size(), " head granularities for ",
+               ffn.size(), " FFN granularities, expected one each");
 
   // The i-th head count goes with the i-th FFN width, as given; then largest first.
   std::vector<Granularity> out;
@@ -59,16 +59,19 @@ std::vector<Granularity> matformer_granularities(const core::TransformerLMOption
                out.front().heads, " heads, expected the whole model (FFN ", model.ffn(), ", ",
                model.heads(), " heads)");
   for (size_t i = 1; i < out.size(); ++i)
-    STRATA_CHECK(out[i].heads <= out[i - 1].heads, "MatFormer: head granularities must not grow "
-                 "as the FFN shrinks (", out[i].heads, " heads at FFN ", out[i].ffn, ", ",
-                 out[i - 1].heads, " at FFN ", out[i - 1].ffn, ")");
+    STRATA_CHECK(out[i].heads <= out[i - 1].heads,
+                 "MatFormer: head granularities must not grow "
+                 "as the FFN shrinks (",
+                 out[i].heads, " heads at FFN ", out[i].ffn, ", ", out[i - 1].heads, " at FFN ",
+                 out[i - 1].ffn, ")");
   return out;
 }
 
 // ---------------------------------------------------------------- Submodel
 
 Submodel Submodel::uniform(const core::TransformerLMOptions& model, const Granularity& g) {
-  return {std::vector<int64_t>(model.layers(), g.ffn), std::vector<int64_t>(model.layers(), g.heads),
+  return {std::vector<int64_t>(model.layers(), g.ffn),
+          std::vector<int64_t>(model.layers(), g.heads),
           {}};
 }
 
@@ -88,7 +91,8 @@ nlohmann::json Submodel::to_json() const {
 }
 
 Submodel Submodel::from_json(const nlohmann::json& j) {
-  STRATA_CHECK(j.is_object(), "submodel: expected a JSON object {\"ffn\": [...], \"heads\": [...], "
+  STRATA_CHECK(j.is_object(),
+               "submodel: expected a JSON object {\"ffn\": [...], \"heads\": [...], "
                "\"skip\": [...]}");
   Submodel s;
   try {
@@ -96,8 +100,9 @@ Submodel Submodel::from_json(const nlohmann::json& j) {
     if (j.contains("heads")) s.heads = j.at("heads").get<std::vector<int64_t>>();
     if (j.contains("skip")) s.skip = j.at("skip").get<std::vector<int64_t>>();
   } catch (const nlohmann::json::exception&) {
-    STRATA_FAIL("submodel: \"ffn\" missing, or \"ffn\", \"heads\" or \"skip\" not a list of "
-                "integers");
+    STRATA_FAIL(
+        "submodel: \"ffn\" missing, or \"ffn\", \"heads\" or \"skip\" not a list of "
+        "integers");
   }
   return s;
 }
@@ -116,9 +121,9 @@ void check_submodel(const core::TransformerLMOptions& model,
     STRATA_CHECK(std::count(ffn_widths.begin(), ffn_widths.end(), s.ffn[i]), "submodel: FFN width ",
                  s.ffn[i], " of layer ", i, " is not a granularity of the model (",
                  join_widths(ffn_widths), ")");
-    STRATA_CHECK(std::count(head_counts.begin(), head_counts.end(), s.heads[i]), "submodel: ",
-                 s.heads[i], " heads in layer ", i, " is not a head granularity of the model (",
-                 join_widths(head_counts), ")");
+    STRATA_CHECK(std::count(head_counts.begin(), head_counts.end(), s.heads[i]),
+                 "submodel: ", s.heads[i], " heads in layer ", i,
+                 " is not a head granularity of the model (", join_widths(head_counts), ")");
   }
   for (size_t i = 0; i < s.skip.size(); ++i) {
     STRATA_CHECK(s.skip[i] >= 0 && s.skip[i] < model.layers(), "submodel: skipped layer ",
@@ -149,9 +154,9 @@ void reset_submodel(torch::nn::Module& model) {
 
 core::TransformerLMOptions submodel_options(const core::TransformerLMOptions& model,
                                             const Submodel& s) {
-  STRATA_CHECK(s.ffn.size() == static_cast<size_t>(model.layers()) && s.heads.size() == s.ffn.size(),
-               "submodel ", s.describe(), ": expected one width per layer of the ",
-               model.layers());
+  STRATA_CHECK(
+      s.ffn.size() == static_cast<size_t>(model.layers()) && s.heads.size() == s.ffn.size(),
+      "submodel ", s.describe(), ": expected one width per layer of the ", model.layers());
   const std::set<int64_t> skip(s.skip.begin(), s.skip.end());
   std::vector<int64_t> ffn, heads;
   for (int64_t i = 0; i < model.layers(); ++i) {
@@ -182,10 +187,10 @@ int64_t count_parameters(const core::TransformerLMOptions& o) {
   int64_t n = o.vocab() * d + o.context() * d + 2 * d;  // embeddings, final norm; head tied
   for (int64_t i = 0; i < o.layers(); ++i) {
     const int64_t inner = o.heads_of(i) * o.head_dim(), f = o.ffn_of(i);
-    n += 4 * d;                              // two LayerNorms
-    n += 3 * inner * d + 3 * inner;          // qkv
-    n += inner * d + d;                      // out
-    n += d * f + f + f * d + d;              // ffn_in, ffn_out
+    n += 4 * d;                      // two LayerNorms
+    n += 3 * inner * d + 3 * inner;  // qkv
+    n += inner * d + d;              // out
+    n += d * f + f + f * d + d;      // ffn_in, ffn_out
   }
   return n;
 }

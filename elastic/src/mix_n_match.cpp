@@ -41,10 +41,10 @@ void largest_first(std::vector<ScoredSubmodel>& v) {
 std::vector<ScoredSubmodel> within_budget(std::vector<ScoredSubmodel> candidates,
                                           const SubmodelBudget& budget) {
   STRATA_CHECK(!candidates.empty(), "Mix'n'Match: no candidate submodels");
-  const auto smallest = std::min_element(
-      candidates.begin(), candidates.end(), [&](const ScoredSubmodel& a, const ScoredSubmodel& b) {
-        return cost_of(a, budget.cost) < cost_of(b, budget.cost);
-      });
+  const auto smallest = std::min_element(candidates.begin(), candidates.end(),
+                                         [&](const ScoredSubmodel& a, const ScoredSubmodel& b) {
+                                           return cost_of(a, budget.cost) < cost_of(b, budget.cost);
+                                         });
   STRATA_CHECK(cost_of(*smallest, budget.cost) <= budget.limit, "budget of ", budget.limit, " ",
                cost_name(budget.cost), " is below the smallest submodel (",
                smallest->submodel.describe(), ": ", cost_of(*smallest, budget.cost), " ",
@@ -102,8 +102,8 @@ std::vector<ScoredSubmodel> slowly_changing_submodels(
 std::vector<ScoredSubmodel> mix_n_match_candidates(const core::TransformerLMOptions& model,
                                                    const std::vector<Granularity>& granularities,
                                                    int64_t limit) {
-  const double count = std::pow(static_cast<double>(granularities.size()),
-                                static_cast<double>(model.layers()));
+  const double count =
+      std::pow(static_cast<double>(granularities.size()), static_cast<double>(model.layers()));
   if (count > static_cast<double>(limit)) return slowly_changing_submodels(model, granularities);
   std::vector<ScoredSubmodel> out;
   std::vector<size_t> indices(static_cast<size_t>(model.layers()), 0);
@@ -123,23 +123,27 @@ ScoredSubmodel mix_n_match_heuristic(const core::TransformerLMOptions& model,
   return within_budget(slowly_changing_submodels(model, granularities), budget).front();
 }
 
-std::vector<ScoredSubmodel> mix_n_match_search(
-    const core::TransformerLMOptions& model, const std::vector<Granularity>& granularities,
-    const SubmodelBudget& budget, const std::function<double(const Submodel&)>& score, int top) {
+std::vector<ScoredSubmodel> mix_n_match_search(const core::TransformerLMOptions& model,
+                                               const std::vector<Granularity>& granularities,
+                                               const SubmodelBudget& budget,
+                                               const std::function<double(const Submodel&)>& score,
+                                               int top) {
   STRATA_CHECK(top >= 1, "Mix'n'Match search: top ", top, ", expected at least 1");
   std::vector<ScoredSubmodel> candidates =
       within_budget(mix_n_match_candidates(model, granularities), budget);
   if (candidates.size() > static_cast<size_t>(top)) candidates.resize(static_cast<size_t>(top));
   for (ScoredSubmodel& c : candidates) c.loss = score(c.submodel);
-  std::stable_sort(candidates.begin(), candidates.end(),
-                   [](const ScoredSubmodel& a, const ScoredSubmodel& b) { return a.loss < b.loss; });
+  std::stable_sort(
+      candidates.begin(), candidates.end(),
+      [](const ScoredSubmodel& a, const ScoredSubmodel& b) { return a.loss < b.loss; });
   return candidates;
 }
 
 std::vector<ScoredSubmodel> pareto_front(std::vector<ScoredSubmodel> scored) {
-  std::stable_sort(scored.begin(), scored.end(), [](const ScoredSubmodel& a, const ScoredSubmodel& b) {
-    return a.parameters != b.parameters ? a.parameters < b.parameters : a.loss < b.loss;
-  });
+  std::stable_sort(
+      scored.begin(), scored.end(), [](const ScoredSubmodel& a, const ScoredSubmodel& b) {
+        return a.parameters != b.parameters ? a.parameters < b.parameters : a.loss < b.loss;
+      });
   // Smallest first: a submodel is on the front when it beats every smaller one's loss.
   std::vector<ScoredSubmodel> front;
   for (ScoredSubmodel& s : scored) {

@@ -33,13 +33,15 @@ detail::TernaryView view_of(const TernaryMatrix& w, const at::Tensor& levels) {
 }
 
 TernaryKernel resolve(TernaryKernel kernel) {
-  if (kernel == TernaryKernel::Auto) return cpu_has_avx512() ? TernaryKernel::Avx512 : TernaryKernel::Portable;
+  if (kernel == TernaryKernel::Auto)
+    return cpu_has_avx512() ? TernaryKernel::Avx512 : TernaryKernel::Portable;
   STRATA_CHECK(kernel != TernaryKernel::Avx512 || cpu_has_avx512(),
                "ternary kernel avx512: this CPU lacks AVX-512F/BW/VL/DQ");
   return kernel;
 }
 
-void matvec(const detail::TernaryView& w, int64_t grain, TernaryKernel kernel, const float* x, float* y) {
+void matvec(const detail::TernaryView& w, int64_t grain, TernaryKernel kernel, const float* x,
+            float* y) {
   at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
     switch (kernel) {
       case TernaryKernel::Reference: detail::ternary_matvec_reference(w, x, y, begin, end); break;
@@ -69,8 +71,8 @@ bool cpu_has_avx512() {
 
 at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, const at::Tensor& x,
                           TernaryKernel kernel_in) {
-  STRATA_CHECK(x.dim() == 2 && x.size(1) == w.cols, "compressed linear: input of shape ",
-               x.sizes(), ", expected [n, ", w.cols, "]");
+  STRATA_CHECK(x.dim() == 2 && x.size(1) == w.cols, "compressed linear: input of shape ", x.sizes(),
+               ", expected [n, ", w.cols, "]");
   STRATA_CHECK(x.scalar_type() == at::kFloat, "compressed linear: expected a float32 input, got ",
                x.scalar_type());
   STRATA_CHECK(levels.scalar_type() == at::kFloat && levels.is_contiguous() &&
@@ -122,8 +124,9 @@ CompressedLinearImpl::CompressedLinearImpl(TernaryMatrix weight_in, const at::Te
   weight.levels = register_buffer("levels", weight.levels);
   levels_float_ = weight.levels.to(at::kFloat).contiguous();
   if (bias_in.defined()) {
-    STRATA_CHECK(bias_in.dim() == 1 && bias_in.size(0) == weight.rows, "CompressedLinear: bias of shape ",
-                 bias_in.sizes(), ", expected [", weight.rows, "]");
+    STRATA_CHECK(bias_in.dim() == 1 && bias_in.size(0) == weight.rows,
+                 "CompressedLinear: bias of shape ", bias_in.sizes(), ", expected [", weight.rows,
+                 "]");
     bias = register_buffer("bias", bias_in.detach().to(at::kFloat).contiguous());
   }
 }
@@ -133,7 +136,8 @@ at::Tensor CompressedLinearImpl::forward(const at::Tensor& x) {
                x.sizes(), ", expected [..., ", weight.cols, "]");
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = weight.rows;
-  at::Tensor y = ternary_linear(weight, levels_float_, x.reshape({-1, weight.cols}), options.kernel());
+  at::Tensor y =
+      ternary_linear(weight, levels_float_, x.reshape({-1, weight.cols}), options.kernel());
   if (bias.defined()) y.add_(bias);
   return y.view(out_shape);
 }
@@ -141,9 +145,9 @@ at::Tensor CompressedLinearImpl::forward(const at::Tensor& x) {
 CompressedExpertFfnImpl::CompressedExpertFfnImpl(TernaryMatrix w_in, const at::Tensor& b_in,
                                                  TernaryMatrix w_out, const at::Tensor& b_out,
                                                  const CompressedLinearOptions& options) {
-  STRATA_CHECK(w_in.cols == w_out.rows && w_in.rows == w_out.cols,
-               "CompressedExpertFfn: w_in [", w_in.rows, ", ", w_in.cols, "] and w_out [",
-               w_out.rows, ", ", w_out.cols, "], expected [hidden, d] and [d, hidden]");
+  STRATA_CHECK(w_in.cols == w_out.rows && w_in.rows == w_out.cols, "CompressedExpertFfn: w_in [",
+               w_in.rows, ", ", w_in.cols, "] and w_out [", w_out.rows, ", ", w_out.cols,
+               "], expected [hidden, d] and [d, hidden]");
   in = register_module("in", CompressedLinear(std::move(w_in), b_in, options));
   out = register_module("out", CompressedLinear(std::move(w_out), b_out, options));
 }
@@ -156,9 +160,10 @@ CompressedExpertsImpl::CompressedExpertsImpl(std::vector<CompressedExpertFfn> ex
     : experts(std::move(experts_in)) {
   STRATA_CHECK(!experts.empty(), "CompressedExperts: no experts");
   for (size_t e = 0; e < experts.size(); ++e) {
-    STRATA_CHECK(experts[e]->in->weight.cols == model_dim() && experts[e]->in->weight.rows == hidden_dim(),
-                 "CompressedExperts: expert ", e, " has w_in [", experts[e]->in->weight.rows, ", ",
-                 experts[e]->in->weight.cols, "], expected [", hidden_dim(), ", ", model_dim(), "]");
+    STRATA_CHECK(
+        experts[e]->in->weight.cols == model_dim() && experts[e]->in->weight.rows == hidden_dim(),
+        "CompressedExperts: expert ", e, " has w_in [", experts[e]->in->weight.rows, ", ",
+        experts[e]->in->weight.cols, "], expected [", hidden_dim(), ", ", model_dim(), "]");
     register_module(std::to_string(e), experts[e]);
   }
 }

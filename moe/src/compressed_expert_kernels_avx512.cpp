@@ -78,10 +78,12 @@ void ternary_matvec_avx512(const TernaryView& w, const float* x, float* y, int64
       column += digits[b];
     }
     if (i < end) even.add(masks[w.codes[i]], x + column);
-    const __m512 low = _mm512_add_ps(_mm512_add_ps(even.low0, even.low1), _mm512_add_ps(odd.low0, odd.low1));
+    const __m512 low =
+        _mm512_add_ps(_mm512_add_ps(even.low0, even.low1), _mm512_add_ps(odd.low0, odd.low1));
     const __m512 high =
         _mm512_add_ps(_mm512_add_ps(even.high0, even.high1), _mm512_add_ps(odd.high0, odd.high1));
-    y[r] = w.levels[2 * r] * _mm512_reduce_add_ps(low) + w.levels[2 * r + 1] * _mm512_reduce_add_ps(high);
+    y[r] = w.levels[2 * r] * _mm512_reduce_add_ps(low) +
+           w.levels[2 * r + 1] * _mm512_reduce_add_ps(high);
   }
 }
 
@@ -90,7 +92,8 @@ void ternary_matmul_avx512(const TernaryView& w, const float* xt, int64_t batch,
   if (batch == 32 && 32 * ldy <= INT32_MAX)
     matmul_rows_32(w, xt, y, ldy, row_begin, row_end);
   else
-    ternary_matmul_rows(w, codeword_masks(), codeword_digits(), xt, batch, y, ldy, row_begin, row_end);
+    ternary_matmul_rows(w, codeword_masks(), codeword_digits(), xt, batch, y, ldy, row_begin,
+                        row_end);
 }
 
 }  // namespace strata::moe::detail

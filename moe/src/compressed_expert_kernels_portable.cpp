@@ -74,7 +74,8 @@ void ternary_matvec_portable(const TernaryView& w, const float* x, float* y, int
 
 void ternary_matmul_portable(const TernaryView& w, const float* xt, int64_t batch, float* y,
                              int64_t ldy, int64_t row_begin, int64_t row_end) {
-  ternary_matmul_rows(w, codeword_masks(), codeword_digits(), xt, batch, y, ldy, row_begin, row_end);
+  ternary_matmul_rows(w, codeword_masks(), codeword_digits(), xt, batch, y, ldy, row_begin,
+                      row_end);
 }
 
 }  // namespace strata::moe::detail

@@ -19,7 +19,9 @@ struct GroupCapsule : torch::CustomClassHolder {
   CommunicatorPtr group;
 };
 
-int64_t sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
+int64_t sum(const std::vector<int64_t>& v) {
+  return std::accumulate(v.begin(), v.end(), int64_t{0});
+}
 
 at::Tensor exchange(const at::Tensor& x, parallel::Communicator& group,
                     const std::vector<int64_t>& send_splits,
@@ -43,8 +45,8 @@ struct AllToAll : torch::autograd::Function<AllToAll> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto capsule = c10::static_intrusive_pointer_cast<GroupCapsule>(
-        ctx->saved_data["group"].toCapsule());
+    auto capsule =
+        c10::static_intrusive_pointer_cast<GroupCapsule>(ctx->saved_data["group"].toCapsule());
     const std::vector<int64_t> send = ctx->saved_data["send"].toIntVector();
     const std::vector<int64_t> recv = ctx->saved_data["recv"].toIntVector();
     // The rows came from where they were sent to: the same exchange with the roles swapped.

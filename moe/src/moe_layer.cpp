@@ -133,8 +133,10 @@ at::Tensor run_experts(const at::Tensor& rows, const std::vector<int64_t>& count
 
 void MoELayerImpl::set_compressed_experts(CompressedExperts experts) {
   STRATA_CHECK(experts, "MoE layer: null compressed experts");
-  STRATA_CHECK(expert_parallel_size() == 1, "MoE layer: compressed experts run in one process, "
-               "not over an expert group of ", expert_parallel_size());
+  STRATA_CHECK(expert_parallel_size() == 1,
+               "MoE layer: compressed experts run in one process, "
+               "not over an expert group of ",
+               expert_parallel_size());
   const int64_t d = options.d_model(), h = options.hidden();
   STRATA_CHECK(experts->size() == options.experts() && experts->model_dim() == d &&
                    experts->hidden_dim() == h,
@@ -193,8 +195,7 @@ at::Tensor MoELayerImpl::forward_routed(const at::Tensor& tokens, const Routing&
 
   const double balance_coef = options.balance_loss_coef(), z_coef = options.z_loss_coef();
   if (is_training() && torch::GradMode::is_enabled() && (balance_coef > 0 || z_coef > 0)) {
-    out = add_aux_loss_gradient(out, balance_coef * routing.balance_loss +
-                                         z_coef * routing.z_loss);
+    out = add_aux_loss_gradient(out, balance_coef * routing.balance_loss + z_coef * routing.z_loss);
   }
   return out;
 }

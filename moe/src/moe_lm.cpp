@@ -38,7 +38,8 @@ torch::nn::Sequential make_moe_transformer_lm(const core::TransformerLMOptions& 
     if (const auto block = std::dynamic_pointer_cast<core::DecoderBlockImpl>(element.ptr())) {
       model->push_back(std::move(name), MoEDecoderBlock(core::DecoderBlock(block), moe));
     } else {
-      model->push_back(std::move(name), element);  // the same module (the head keeps its tied table)
+      model->push_back(std::move(name),
+                       element);  // the same module (the head keeps its tied table)
     }
   }
   return model;
@@ -71,7 +72,9 @@ MoELayerOptions MoEFlags::layer_options(int64_t d_model,
 }
 
 nlohmann::json MoEFlags::description() const {
-  return {{"model", "fortunes-lm-moe"}, {"experts", experts}, {"top_k", top_k},
+  return {{"model", "fortunes-lm-moe"},
+          {"experts", experts},
+          {"top_k", top_k},
           {"expert_ffn", expert_ffn}};
 }
 
@@ -113,8 +116,9 @@ LoadedMoETransformerLM load_moe_transformer_lm(const std::string& checkpoint) {
   LoadedMoETransformerLM loaded;
   try {
     const nlohmann::json& description = reader.extra();
-    STRATA_CHECK(description.is_object() && description.value("model", "") == "fortunes-lm-moe",
-                 "not a fortunes-lm-moe checkpoint (its extra has no \"model\": \"fortunes-lm-moe\")");
+    STRATA_CHECK(
+        description.is_object() && description.value("model", "") == "fortunes-lm-moe",
+        "not a fortunes-lm-moe checkpoint (its extra has no \"model\": \"fortunes-lm-moe\")");
     nlohmann::json dense = description;
     dense["model"] = "fortunes-lm";  // the rest of the description is fortunes-lm's
     loaded.options = core::transformer_lm_from_json(dense);
@@ -128,9 +132,9 @@ LoadedMoETransformerLM load_moe_transformer_lm(const std::string& checkpoint) {
 }
 
 namespace {
-const char* const kMoEOnlyFlags[] = {"--experts",      "--top-k",        "--expert-ffn",
+const char* const kMoEOnlyFlags[] = {"--experts",         "--top-k",         "--expert-ffn",
                                      "--capacity-factor", "--drop-priority", "--balance-loss",
-                                     "--z-loss",       "--router-jitter", "--ep"};
+                                     "--z-loss",          "--router-jitter", "--ep"};
 }  // namespace
 
 void add_moe_flags(CLI::App& app, MoEFlags& f) {

@@ -3,8 +3,8 @@
 #include <torch/torch.h>
 
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "strata/core/checkpoint.h"
@@ -31,7 +31,8 @@ class TensorTree : public torch::nn::Module {
     }
     const std::string head = dotted.substr(0, dot);
     auto it = children_.find(head);
-    if (it == children_.end()) it = children_.emplace(head, register_module(head, std::make_shared<TensorTree>())).first;
+    if (it == children_.end())
+      it = children_.emplace(head, register_module(head, std::make_shared<TensorTree>())).first;
     it->second->add(dotted.substr(dot + 1), tensor, parameter);
   }
 
@@ -41,9 +42,10 @@ class TensorTree : public torch::nn::Module {
 
 at::ScalarType dtype_named(const std::string& name, const std::string& path) {
   static const std::map<std::string, at::ScalarType> types{
-      {"float32", at::kFloat}, {"float64", at::kDouble}, {"float16", at::kHalf}, {"bfloat16", at::kBFloat16},
-      {"int64", at::kLong},    {"int32", at::kInt},      {"int16", at::kShort},  {"int8", at::kChar},
-      {"uint8", at::kByte},    {"bool", at::kBool}};
+      {"float32", at::kFloat},     {"float64", at::kDouble}, {"float16", at::kHalf},
+      {"bfloat16", at::kBFloat16}, {"int64", at::kLong},     {"int32", at::kInt},
+      {"int16", at::kShort},       {"int8", at::kChar},      {"uint8", at::kByte},
+      {"bool", at::kBool}};
   const auto it = types.find(name);
   STRATA_CHECK(it != types.end(), "checkpoint ", path, ": unknown dtype '", name, "'");
   return it->second;
@@ -59,7 +61,8 @@ at::Tensor bias_or_zeros(const std::map<std::string, at::Tensor>& tensors, const
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() > suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -76,9 +79,10 @@ std::vector<ExpertStack> find_expert_stacks(const std::map<std::string, at::Tens
     s.w_in = w_in.to(at::kFloat);
     s.w_out = out->second.to(at::kFloat);
     const int64_t e = s.experts(), hidden = s.hidden_dim(), d = s.model_dim();
-    STRATA_CHECK(e >= 1 && hidden >= 1 && d >= 1 && s.w_out.sizes() == at::IntArrayRef({e, d, hidden}),
-                 "expert stack '", prefix, "': w_in ", s.w_in.sizes(), " and w_out ", s.w_out.sizes(),
-                 ", expected [E, hidden, d] and [E, d, hidden]");
+    STRATA_CHECK(
+        e >= 1 && hidden >= 1 && d >= 1 && s.w_out.sizes() == at::IntArrayRef({e, d, hidden}),
+        "expert stack '", prefix, "': w_in ", s.w_in.sizes(), " and w_out ", s.w_out.sizes(),
+        ", expected [E, hidden, d] and [E, d, hidden]");
     s.b_in = bias_or_zeros(tensors, prefix + ".b_in", {e, hidden});
     s.b_out = bias_or_zeros(tensors, prefix + ".b_out", {e, d});
     stacks.push_back(std::move(s));
@@ -113,14 +117,17 @@ std::map<std::string, at::Tensor> read_checkpoint_tensors(const std::string& pat
   } catch (const json::exception& e) {
     STRATA_FAIL(manifest_path, ": malformed manifest (", e.what(), ")");
   } catch (const c10::Error& e) {
-    STRATA_FAIL("checkpoint ", path, ": tensor names do not form a module tree (", e.what_without_backtrace(), ")");
+    STRATA_FAIL("checkpoint ", path, ": tensor names do not form a module tree (",
+                e.what_without_backtrace(), ")");
   }
   core::load_checkpoint(path, tree, nullptr, extra);
   return tensors;
 }
 
-at::Tensor GaussianCalibration::expert_inputs(const ExpertStack& stack, int64_t expert, int64_t max_tokens) {
-  const uint64_t seed = seed_ * 1000003u + std::hash<std::string>{}(stack.name) * 31u + uint64_t(expert);
+at::Tensor GaussianCalibration::expert_inputs(const ExpertStack& stack, int64_t expert,
+                                              int64_t max_tokens) {
+  const uint64_t seed =
+      seed_ * 1000003u + std::hash<std::string>{}(stack.name) * 31u + uint64_t(expert);
   return at::randn({max_tokens, stack.model_dim()}, at::make_generator<at::CPUGeneratorImpl>(seed));
 }
 
@@ -128,10 +135,12 @@ std::string GaussianCalibration::describe() const {
   return "gaussian tokens (seed " + std::to_string(seed_) + ")";
 }
 
-RecordedCalibration::RecordedCalibration(std::map<std::string, at::Tensor> tensors, std::string origin)
+RecordedCalibration::RecordedCalibration(std::map<std::string, at::Tensor> tensors,
+                                         std::string origin)
     : tensors_(std::move(tensors)), origin_(std::move(origin)) {}
 
-at::Tensor RecordedCalibration::expert_inputs(const ExpertStack& stack, int64_t expert, int64_t max_tokens) {
+at::Tensor RecordedCalibration::expert_inputs(const ExpertStack& stack, int64_t expert,
+                                              int64_t max_tokens) {
   const auto tokens = tensors_.find(stack.name + ".tokens");
   const auto experts = tensors_.find(stack.name + ".experts");
   STRATA_CHECK(tokens != tensors_.end() && experts != tensors_.end(), origin_, ": no '", stack.name,
@@ -140,8 +149,9 @@ at::Tensor RecordedCalibration::expert_inputs(const ExpertStack& stack, int64_t 
   const at::Tensor& routed = experts->second;
   STRATA_CHECK(x.dim() == 2 && x.size(1) == stack.model_dim() && routed.dim() == 1 &&
                    routed.size(0) == x.size(0) && routed.scalar_type() == at::kLong,
-               origin_, ": '", stack.name, ".tokens' ", x.sizes(), " and '", stack.name, ".experts' ",
-               routed.sizes(), " ", routed.scalar_type(), ", expected [n, ", stack.model_dim(), "] and int64 [n]");
+               origin_, ": '", stack.name, ".tokens' ", x.sizes(), " and '", stack.name,
+               ".experts' ", routed.sizes(), " ", routed.scalar_type(), ", expected [n, ",
+               stack.model_dim(), "] and int64 [n]");
   const at::Tensor rows = (routed == expert).nonzero().flatten();
   return x.index_select(0, rows.narrow(0, 0, std::min(max_tokens, rows.size(0)))).to(at::kFloat);
 }
@@ -152,11 +162,13 @@ RoutedTokenRecorder::RoutedTokenRecorder(int64_t max_tokens_per_expert)
                max_tokens_per_expert, ", expected >= 1");
 }
 
-void RoutedTokenRecorder::record(const std::string& layer, const at::Tensor& tokens, const at::Tensor& experts) {
+void RoutedTokenRecorder::record(const std::string& layer, const at::Tensor& tokens,
+                                 const at::Tensor& experts) {
   STRATA_CHECK(tokens.dim() == 2 && experts.dim() == 1 && experts.size(0) == tokens.size(0) &&
                    experts.scalar_type() == at::kLong,
-               "RoutedTokenRecorder: tokens ", tokens.sizes(), " and experts ", experts.sizes(), " ",
-               experts.scalar_type(), " for layer '", layer, "', expected [n, d] and int64 [n]");
+               "RoutedTokenRecorder: tokens ", tokens.sizes(), " and experts ", experts.sizes(),
+               " ", experts.scalar_type(), " for layer '", layer,
+               "', expected [n, d] and int64 [n]");
   Layer& l = layers_[layer];
   if (!l.tokens.empty())
     STRATA_CHECK(tokens.size(1) == l.tokens.front().size(1), "RoutedTokenRecorder: layer '", layer,
@@ -166,7 +178,8 @@ void RoutedTokenRecorder::record(const std::string& layer, const at::Tensor& tok
   std::vector<int64_t> keep;
   for (int64_t i = 0; i < ids.size(0); ++i) {
     STRATA_CHECK(id[i] >= 0, "RoutedTokenRecorder: layer '", layer, "' expert id ", id[i]);
-    if (static_cast<size_t>(id[i]) >= l.counts.size()) l.counts.resize(static_cast<size_t>(id[i]) + 1, 0);
+    if (static_cast<size_t>(id[i]) >= l.counts.size())
+      l.counts.resize(static_cast<size_t>(id[i]) + 1, 0);
     if (l.counts[static_cast<size_t>(id[i])] < max_tokens_per_expert_) {
       ++l.counts[static_cast<size_t>(id[i])];
       keep.push_back(i);
@@ -191,13 +204,15 @@ std::map<std::string, at::Tensor> RoutedTokenRecorder::tensors() const {
 void RoutedTokenRecorder::save(const std::string& path) const {
   core::CheckpointContents contents;
   for (const auto& [name, tensor] : tensors()) contents.tensors.push_back({name, "buffer", tensor});
-  STRATA_CHECK(!contents.tensors.empty(), "RoutedTokenRecorder: nothing recorded to save to ", path);
+  STRATA_CHECK(!contents.tensors.empty(), "RoutedTokenRecorder: nothing recorded to save to ",
+               path);
   core::write_checkpoint(path, contents, 0, {{"max_tokens_per_expert", max_tokens_per_expert_}});
 }
 
 int64_t RoutedTokenRecorder::tokens(const std::string& layer, int64_t expert) const {
   const auto it = layers_.find(layer);
-  if (it == layers_.end() || expert < 0 || static_cast<size_t>(expert) >= it->second.counts.size()) return 0;
+  if (it == layers_.end() || expert < 0 || static_cast<size_t>(expert) >= it->second.counts.size())
+    return 0;
   return it->second.counts[static_cast<size_t>(expert)];
 }
 
@@ -215,8 +230,8 @@ json QmoeLayerReport::to_json() const {
 
 QmoeLayer compress_expert_stack(const ExpertStack& stack, CalibrationSource& calibration,
                                 const QmoeCompressOptions& options, QmoeLayerReport* report) {
-  STRATA_CHECK(options.calibration_tokens() >= 0, "calibration tokens ", options.calibration_tokens(),
-               ", expected >= 0");
+  STRATA_CHECK(options.calibration_tokens() >= 0, "calibration tokens ",
+               options.calibration_tokens(), ", expected >= 0");
   torch::NoGradGuard no_grad;
   const int64_t experts = stack.experts(), d = stack.model_dim(), hidden = stack.hidden_dim();
   HessianCollector h_in(experts, d), h_out(experts, hidden);
@@ -224,15 +239,17 @@ QmoeLayer compress_expert_stack(const ExpertStack& stack, CalibrationSource& cal
   for (int64_t e = 0; e < experts; ++e) {
     at::Tensor x = calibration.expert_inputs(stack, e, options.calibration_tokens());
     STRATA_CHECK(x.dim() == 2 && x.size(1) == d && x.size(0) <= options.calibration_tokens(),
-                 calibration.describe(), ": inputs of shape ", x.sizes(), " for expert ", e, " of '",
-                 stack.name, "', expected [<= ", options.calibration_tokens(), ", ", d, "]");
+                 calibration.describe(), ": inputs of shape ", x.sizes(), " for expert ", e,
+                 " of '", stack.name, "', expected [<= ", options.calibration_tokens(), ", ", d,
+                 "]");
     x = x.to(at::kFloat);
     h_in.add(e, x);
     h_out.add(e, at::gelu(at::linear(x, stack.w_in[e], stack.b_in[e])));
     inputs.push_back(x);
   }
-  const TernaryQuantized q_in = options.round_to_nearest() ? ternary_round_to_nearest(stack.w_in)
-                                                           : ternary_gptq(stack.w_in, h_in.hessians(), options.gptq());
+  const TernaryQuantized q_in = options.round_to_nearest()
+                                    ? ternary_round_to_nearest(stack.w_in)
+                                    : ternary_gptq(stack.w_in, h_in.hessians(), options.gptq());
   const TernaryQuantized q_out = options.round_to_nearest()
                                      ? ternary_round_to_nearest(stack.w_out)
                                      : ternary_gptq(stack.w_out, h_out.hessians(), options.gptq());
@@ -252,9 +269,9 @@ QmoeLayer compress_expert_stack(const ExpertStack& stack, CalibrationSource& cal
     report->d = d;
     report->hidden = hidden;
     report->bits_per_weight = layer.bits_per_weight();
-    report->zero_fraction =
-        static_cast<double>((q_in.codes == 0).sum().item<int64_t>() + (q_out.codes == 0).sum().item<int64_t>()) /
-        static_cast<double>(q_in.codes.numel() + q_out.codes.numel());
+    report->zero_fraction = static_cast<double>((q_in.codes == 0).sum().item<int64_t>() +
+                                                (q_out.codes == 0).sum().item<int64_t>()) /
+                            static_cast<double>(q_in.codes.numel() + q_out.codes.numel());
     if (!options.round_to_nearest()) {
       for (int64_t e = 0; e < experts; ++e)
         report->rounded_to_nearest += q_in.rounded_to_nearest[e] + q_out.rounded_to_nearest[e];
@@ -265,8 +282,8 @@ QmoeLayer compress_expert_stack(const ExpertStack& stack, CalibrationSource& cal
       const at::Tensor& x = inputs[e];
       report->calibration_tokens += x.size(0);
       if (x.size(0) == 0) continue;
-      const at::Tensor dense =
-          at::linear(at::gelu(at::linear(x, stack.w_in[e], stack.b_in[e])), stack.w_out[e], stack.b_out[e]);
+      const at::Tensor dense = at::linear(at::gelu(at::linear(x, stack.w_in[e], stack.b_in[e])),
+                                          stack.w_out[e], stack.b_out[e]);
       error += (compressed->forward(e, x) - dense).pow(2).sum().item<double>();
       norm += dense.pow(2).sum().item<double>();
     }

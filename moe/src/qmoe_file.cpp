@@ -30,8 +30,10 @@ constexpr int kVersion = 1;
 
 // The dtypes the format uses, by the names the header gives them.
 const std::map<std::string, at::ScalarType>& dtypes() {
-  static const std::map<std::string, at::ScalarType> names{
-      {"int16", at::kShort}, {"int32", at::kInt}, {"bfloat16", at::kBFloat16}, {"float32", at::kFloat}};
+  static const std::map<std::string, at::ScalarType> names{{"int16", at::kShort},
+                                                           {"int32", at::kInt},
+                                                           {"bfloat16", at::kBFloat16},
+                                                           {"float32", at::kFloat}};
   return names;
 }
 
@@ -64,7 +66,8 @@ std::vector<std::pair<std::string, at::Tensor>> tensors_of(const QmoeModel& mode
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const QmoeLayer& layer : model.layers) {
     for (int64_t e = 0; e < layer.experts(); ++e) {
-      for (const auto& [which, m] : {std::pair{"w_in", &layer.w_in[e]}, std::pair{"w_out", &layer.w_out[e]}}) {
+      for (const auto& [which, m] :
+           {std::pair{"w_in", &layer.w_in[e]}, std::pair{"w_out", &layer.w_out[e]}}) {
         const std::string prefix = layer.name + "/" + std::to_string(e) + "/" + which + "/";
         out.emplace_back(prefix + "codes", m->codes);
         out.emplace_back(prefix + "row_offsets", m->row_offsets);
@@ -88,18 +91,20 @@ void check_layer(const QmoeLayer& layer, const std::string& what) {
     const std::string expert = what + ": layer '" + layer.name + "' expert " + std::to_string(e);
     check_ternary_matrix(layer.w_in[e], expert + " w_in");
     check_ternary_matrix(layer.w_out[e], expert + " w_out");
-    STRATA_CHECK(layer.w_in[e].rows == hidden && layer.w_in[e].cols == d && layer.w_out[e].rows == d &&
-                     layer.w_out[e].cols == hidden,
+    STRATA_CHECK(layer.w_in[e].rows == hidden && layer.w_in[e].cols == d &&
+                     layer.w_out[e].rows == d && layer.w_out[e].cols == hidden,
                  expert, ": w_in [", layer.w_in[e].rows, ", ", layer.w_in[e].cols, "] and w_out [",
                  layer.w_out[e].rows, ", ", layer.w_out[e].cols, "], expected [", hidden, ", ", d,
                  "] and [", d, ", ", hidden, "]");
   }
   STRATA_CHECK(layer.b_in.defined() && layer.b_in.scalar_type() == at::kFloat &&
                    layer.b_in.sizes() == at::IntArrayRef({layer.experts(), hidden}),
-               what, ": layer '", layer.name, "' b_in must be float32 [", layer.experts(), ", ", hidden, "]");
+               what, ": layer '", layer.name, "' b_in must be float32 [", layer.experts(), ", ",
+               hidden, "]");
   STRATA_CHECK(layer.b_out.defined() && layer.b_out.scalar_type() == at::kFloat &&
                    layer.b_out.sizes() == at::IntArrayRef({layer.experts(), d}),
-               what, ": layer '", layer.name, "' b_out must be float32 [", layer.experts(), ", ", d, "]");
+               what, ": layer '", layer.name, "' b_out must be float32 [", layer.experts(), ", ", d,
+               "]");
 }
 
 void write_all(int fd, const char* data, size_t size, const std::string& path) {
@@ -131,7 +136,9 @@ void write_qmoe(const std::string& path, const QmoeModel& model) {
   for (const QmoeLayer& layer : model.layers) {
     check_layer(layer, path);
     STRATA_CHECK(names.insert(layer.name).second, path, ": layer '", layer.name, "' appears twice");
-    layers.push_back({{"name", layer.name}, {"experts", layer.experts()}, {"d", layer.model_dim()},
+    layers.push_back({{"name", layer.name},
+                      {"experts", layer.experts()},
+                      {"d", layer.model_dim()},
                       {"hidden", layer.hidden_dim()}});
   }
   const auto tensors = tensors_of(model);
@@ -171,7 +178,8 @@ void write_qmoe(const std::string& path, const QmoeModel& model) {
   STRATA_CHECK(fd >= 0, tmp, ": cannot create (", std::strerror(errno), ")");
   try {
     write_all(fd, head.data(), head.size(), tmp);
-    for (const at::Tensor& t : contiguous) write_all(fd, static_cast<const char*>(t.data_ptr()), t.nbytes(), tmp);
+    for (const at::Tensor& t : contiguous)
+      write_all(fd, static_cast<const char*>(t.data_ptr()), t.nbytes(), tmp);
     STRATA_CHECK(::fsync(fd) == 0, tmp, ": fsync failed (", std::strerror(errno), ")");
   } catch (...) {
     ::close(fd);
@@ -194,8 +202,8 @@ QmoeModel read_qmoe(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   STRATA_CHECK(in.good(), path, ": cannot open (", std::strerror(errno), ")");
   char start[16];
-  STRATA_CHECK(size >= sizeof start && in.read(start, sizeof start),
-               path, ": truncated (", size, " bytes): not a strata-qmoe file");
+  STRATA_CHECK(size >= sizeof start && in.read(start, sizeof start), path, ": truncated (", size,
+               " bytes): not a strata-qmoe file");
   STRATA_CHECK(std::memcmp(start, kMagic, sizeof kMagic) == 0, path,
                ": not a strata-qmoe file (bad magic bytes)");
   const uint64_t header_size = get_u64(start + 8);
@@ -219,8 +227,8 @@ QmoeModel read_qmoe(const std::string& path) {
     STRATA_CHECK(header.at("version") == kVersion, path, ": version ", header.at("version").dump(),
                  ", expected ", kVersion);
     STRATA_CHECK(header.at("dictionary").at("codewords") == kTernaryCodewords, path,
-                 ": dictionary of ", header.at("dictionary").at("codewords").dump(), " codewords, expected ",
-                 kTernaryCodewords);
+                 ": dictionary of ", header.at("dictionary").at("codewords").dump(),
+                 " codewords, expected ", kTernaryCodewords);
     model.extra = header.value("extra", json::object());
     uint64_t expected_offset = 0;
     for (const json& entry : header.at("tensors")) {
@@ -242,19 +250,21 @@ QmoeModel read_qmoe(const std::string& path) {
       STRATA_CHECK(nbytes == numel * c10::elementSize(type->second), path, ": tensor '", name,
                    "' has nbytes ", nbytes, ", expected ", numel * c10::elementSize(type->second));
       STRATA_CHECK(entry.at("offset").get<uint64_t>() == expected_offset, path, ": tensor '", name,
-                   "' has offset ", entry.at("offset").get<uint64_t>(), ", expected ", expected_offset);
+                   "' has offset ", entry.at("offset").get<uint64_t>(), ", expected ",
+                   expected_offset);
       STRATA_CHECK(payload_start + expected_offset + nbytes <= size, path, ": truncated: ", size,
-                   " bytes, tensor '", name, "' ends at byte ", payload_start + expected_offset + nbytes);
+                   " bytes, tensor '", name, "' ends at byte ",
+                   payload_start + expected_offset + nbytes);
       at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type->second));
       in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(nbytes));
       STRATA_CHECK(in.good(), path, ": read failed at tensor '", name, "'");
-      STRATA_CHECK(hex64(checksum(t.data_ptr(), nbytes)) == entry.at("xxh64").get<std::string>(), path,
-                   ": tensor '", name, "': checksum mismatch (corrupt file)");
+      STRATA_CHECK(hex64(checksum(t.data_ptr(), nbytes)) == entry.at("xxh64").get<std::string>(),
+                   path, ": tensor '", name, "': checksum mismatch (corrupt file)");
       STRATA_CHECK(tensors.emplace(name, t).second, path, ": tensor '", name, "' appears twice");
       expected_offset += nbytes;
     }
-    STRATA_CHECK(payload_start + expected_offset == size, path, ": ", size - payload_start - expected_offset,
-                 " bytes of trailing data");
+    STRATA_CHECK(payload_start + expected_offset == size, path, ": ",
+                 size - payload_start - expected_offset, " bytes of trailing data");
 
     auto take = [&](const std::string& name) {
       const auto it = tensors.find(name);
@@ -269,7 +279,8 @@ QmoeModel read_qmoe(const std::string& path) {
       STRATA_CHECK(experts >= 1 && d >= 1 && hidden >= 1, path, ": layer '", layer.name, "' has ",
                    experts, " experts of ", d, "x", hidden);
       for (int64_t e = 0; e < experts; ++e) {
-        for (const auto& [which, rows, cols] : {std::tuple{"w_in", hidden, d}, std::tuple{"w_out", d, hidden}}) {
+        for (const auto& [which, rows, cols] :
+             {std::tuple{"w_in", hidden, d}, std::tuple{"w_out", d, hidden}}) {
           const std::string prefix = layer.name + "/" + std::to_string(e) + "/" + which + "/";
           TernaryMatrix m;
           m.rows = rows;
@@ -292,7 +303,8 @@ QmoeModel read_qmoe(const std::string& path) {
   return model;
 }
 
-CompressedExperts make_compressed_experts(const QmoeLayer& layer, const CompressedLinearOptions& options) {
+CompressedExperts make_compressed_experts(const QmoeLayer& layer,
+                                          const CompressedLinearOptions& options) {
   std::vector<CompressedExpertFfn> experts;
   for (int64_t e = 0; e < layer.experts(); ++e)
     experts.emplace_back(layer.w_in[e], layer.b_in[e], layer.w_out[e], layer.b_out[e], options);

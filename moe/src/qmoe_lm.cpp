@@ -64,11 +64,11 @@ void use_compressed_experts(torch::nn::Module& model, const QmoeModel& compresse
                  "' (the model's MoE layers: ", names, ")");
     const QmoeLayer& q = *it->second;
     const MoELayerOptions& o = layer->options;
-    STRATA_CHECK(q.experts() == o.experts() && q.model_dim() == o.d_model() &&
-                     q.hidden_dim() == o.hidden(),
-                 what, ": layer '", name, "' has ", q.experts(), " experts of d ", q.model_dim(),
-                 ", hidden ", q.hidden_dim(), "; the model's has ", o.experts(), " of d ",
-                 o.d_model(), ", hidden ", o.hidden());
+    STRATA_CHECK(
+        q.experts() == o.experts() && q.model_dim() == o.d_model() && q.hidden_dim() == o.hidden(),
+        what, ": layer '", name, "' has ", q.experts(), " experts of d ", q.model_dim(),
+        ", hidden ", q.hidden_dim(), "; the model's has ", o.experts(), " of d ", o.d_model(),
+        ", hidden ", o.hidden());
   }
   for (const auto& [name, layer] : layers)
     layer->set_compressed_experts(make_compressed_experts(*by_name.at(name), options));

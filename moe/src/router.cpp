@@ -25,8 +25,8 @@ void RouterOptions::validate() const {
                ", expected 1 to the number of experts (", experts(), ")");
   STRATA_CHECK(std::isfinite(capacity_factor()) && capacity_factor() >= 0.0,
                "router capacity factor ", capacity_factor(), ", expected 0 (dropless) or more");
-  STRATA_CHECK(balance_loss_coef() >= 0.0, "router balance loss coefficient ",
-               balance_loss_coef(), ", expected 0 or more");
+  STRATA_CHECK(balance_loss_coef() >= 0.0, "router balance loss coefficient ", balance_loss_coef(),
+               ", expected 0 or more");
   STRATA_CHECK(z_loss_coef() >= 0.0, "router z-loss coefficient ", z_loss_coef(),
                ", expected 0 or more");
   STRATA_CHECK(jitter() >= 0.0 && jitter() < 1.0, "router jitter ", jitter(),
@@ -62,17 +62,17 @@ at::Tensor keep_within_capacity(const at::Tensor& expert_index, const at::Tensor
       by_priority.index_select(0, stable_argsort(expert.index_select(0, by_priority)));
   const at::Tensor counts = at::bincount(expert, {}, experts);
   const at::Tensor starts = counts.cumsum(0) - counts;
-  const at::Tensor place_sorted =
-      at::arange(k * tokens, expert.options()) - starts.index_select(0, expert.index_select(0, by_expert));
+  const at::Tensor place_sorted = at::arange(k * tokens, expert.options()) -
+                                  starts.index_select(0, expert.index_select(0, by_expert));
   const at::Tensor place = at::empty_like(place_sorted).scatter_(0, by_expert, place_sorted);
   return (place < capacity).view({k, tokens}).t();
 }
 
 RouterImpl::RouterImpl(const RouterOptions& options_) : options(options_) {
   options.validate();
-  gate = register_module("gate", torch::nn::Linear(torch::nn::LinearOptions(options.d_model(),
-                                                                            options.experts())
-                                                       .bias(false)));
+  gate = register_module(
+      "gate", torch::nn::Linear(
+                  torch::nn::LinearOptions(options.d_model(), options.experts()).bias(false)));
 }
 
 Routing RouterImpl::forward(const at::Tensor& x) {
@@ -100,8 +100,8 @@ Routing RouterImpl::forward(const at::Tensor& x) {
                        static_cast<double>(assignments);
   const at::Tensor p = x.size(0) > 0 ? r.probs.mean(0) : at::zeros({experts}, r.probs.options());
   r.balance_loss = static_cast<double>(experts) * (f * p).sum();
-  r.z_loss = x.size(0) > 0 ? at::logsumexp(r.logits, -1).pow(2).mean()
-                           : at::zeros({}, r.logits.options());
+  r.z_loss =
+      x.size(0) > 0 ? at::logsumexp(r.logits, -1).pow(2).mean() : at::zeros({}, r.logits.options());
   return r;
 }
 

@@ -33,8 +33,8 @@ void TaskMoELayerOptions::validate() const {
                  experts.size(), " experts, expected at least top-k ", layer().top_k());
     std::set<int64_t> seen;
     for (int64_t e : experts) {
-      STRATA_CHECK(e >= 0 && e < layer().experts(), "task ", t, ": expert ", e,
-                   ", expected 0 to ", layer().experts() - 1);
+      STRATA_CHECK(e >= 0 && e < layer().experts(), "task ", t, ": expert ", e, ", expected 0 to ",
+                   layer().experts() - 1);
       STRATA_CHECK(seen.insert(e).second, "task ", t, ": expert ", e, " listed twice");
     }
   }
@@ -81,16 +81,15 @@ at::Tensor TaskMoELayerImpl::forward(const at::Tensor& x) {
 
 MoELayer extract_task(const TaskMoELayerImpl& layer, int64_t task) {
   const std::vector<int64_t>& experts = layer.experts_of(task);
-  MoELayer single(MoELayerOptions(layer.options.layer())
-                      .experts(static_cast<int64_t>(experts.size())));
+  MoELayer single(
+      MoELayerOptions(layer.options.layer()).experts(static_cast<int64_t>(experts.size())));
   torch::NoGradGuard no_grad;
   const at::Tensor rows = at::tensor(experts, at::kLong);
   single->w_in.copy_(layer.moe->w_in.index_select(0, rows));
   single->b_in.copy_(layer.moe->b_in.index_select(0, rows));
   single->w_out.copy_(layer.moe->w_out.index_select(0, rows));
   single->b_out.copy_(layer.moe->b_out.index_select(0, rows));
-  single->router->gate->weight.copy_(
-      layer.routers->ptr(task)->as<RouterImpl>()->gate->weight);
+  single->router->gate->weight.copy_(layer.routers->ptr(task)->as<RouterImpl>()->gate->weight);
   return single;
 }
 

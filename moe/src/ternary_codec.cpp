@@ -98,7 +98,8 @@ at::Tensor ternary_decode_codes(const TernaryMatrix& m) {
     int64_t column = 0;
     for (int32_t i = off[r]; i < off[r + 1]; ++i) {
       const int digits = 2 * dict.pairs(codes[i]);
-      for (int k = 0; k < digits; ++k) out[r * stride + column + k] = uint8_t(dict.digit(codes[i], k));
+      for (int k = 0; k < digits; ++k)
+        out[r * stride + column + k] = uint8_t(dict.digit(codes[i], k));
       column += digits;
     }
   }
@@ -128,8 +129,8 @@ void check_ternary_matrix(const TernaryMatrix& m, const std::string& what) {
   const TernaryDictionary& dict = ternary_dictionary();
   const uint16_t* codes = reinterpret_cast<const uint16_t*>(m.codes.data_ptr<int16_t>());
   const int32_t* off = m.row_offsets.data_ptr<int32_t>();
-  STRATA_CHECK(off[0] == 0 && off[m.rows] == m.codes.size(0), what, ": row offsets span [",
-               off[0], ", ", off[m.rows], "], expected [0, ", m.codes.size(0), "]");
+  STRATA_CHECK(off[0] == 0 && off[m.rows] == m.codes.size(0), what, ": row offsets span [", off[0],
+               ", ", off[m.rows], "], expected [0, ", m.codes.size(0), "]");
   // Greedy encoding covers ceil(cols / 2) pairs per row, exactly.
   const int64_t pairs_per_row = (m.cols + 1) / 2;
   for (int64_t r = 0; r < m.rows; ++r) {

@@ -40,7 +40,8 @@ TernaryDictionary build() {
   const std::array<double, 3> code_probability{zeros, (1 - zeros) / 2, (1 - zeros) / 2};
   std::array<double, 9> pair_probability{};
   for (int a = 0; a < 3; ++a)
-    for (int b = 0; b < 3; ++b) pair_probability[3 * a + b] = (1.0 * code_probability[a]) * code_probability[b];
+    for (int b = 0; b < 3; ++b)
+      pair_probability[3 * a + b] = (1.0 * code_probability[a]) * code_probability[b];
 
   // Most probable runs first: pop the best run, keep it unless it is the empty start,
   // extend it by every pair unless it is already 14 pairs long.

@@ -22,7 +22,8 @@ std::pair<at::Tensor, at::Tensor> quantize_column(const at::Tensor& w, const at:
   const at::Tensor is_high = (w > high / 2) & (high != 0);
   const at::Tensor is_low = (w < low / 2) & (low != 0);
   const at::Tensor codes = is_low.to(at::kByte) + 2 * is_high.to(at::kByte);
-  const at::Tensor values = at::where(is_high, high, at::where(is_low, low, at::zeros({}, w.options())));
+  const at::Tensor values =
+      at::where(is_high, high, at::where(is_low, low, at::zeros({}, w.options())));
   return {codes, values};
 }
 
@@ -50,7 +51,9 @@ TernaryQuantized ternary_round_to_nearest(const at::Tensor& w_in) {
   const at::Tensor w = w_in.detach().to(at::kFloat);
   TernaryQuantized out;
   out.levels = ternary_levels(w);
-  out.codes = quantize_column(w, out.levels.select(2, 0).unsqueeze(2), out.levels.select(2, 1).unsqueeze(2)).first;
+  out.codes =
+      quantize_column(w, out.levels.select(2, 0).unsqueeze(2), out.levels.select(2, 1).unsqueeze(2))
+          .first;
   out.rounded_to_nearest.assign(static_cast<size_t>(w.size(0)), true);
   return out;
 }
@@ -60,8 +63,9 @@ TernaryQuantized ternary_gptq(const at::Tensor& w_in, const at::Tensor& hessian,
   check_weight(w_in, "ternary_gptq");
   const int64_t experts = w_in.size(0), rows = w_in.size(1), cols = w_in.size(2);
   STRATA_CHECK(hessian.defined() && hessian.sizes() == at::IntArrayRef({experts, cols, cols}),
-               "ternary_gptq: Hessian of shape ", hessian.defined() ? hessian.sizes() : at::IntArrayRef{},
-               ", expected [", experts, ", ", cols, ", ", cols, "]");
+               "ternary_gptq: Hessian of shape ",
+               hessian.defined() ? hessian.sizes() : at::IntArrayRef{}, ", expected [", experts,
+               ", ", cols, ", ", cols, "]");
   STRATA_CHECK(options.damp() >= 0, "ternary_gptq: damp ", options.damp(), ", expected >= 0");
   STRATA_CHECK(options.block_size() >= 1, "ternary_gptq: block_size ", options.block_size(),
                ", expected >= 1");
@@ -110,10 +114,13 @@ TernaryQuantized ternary_gptq(const at::Tensor& w_in, const at::Tensor& hessian,
       out.codes.select(2, i1 + i).copy_(codes);
       const at::Tensor error = (column - values) / d;  // [E, rows]
       block.narrow(2, i, count - i)
-          .sub_(at::bmm(error.unsqueeze(2), hinv_block.select(1, i).narrow(1, i, count - i).unsqueeze(1)));
+          .sub_(at::bmm(error.unsqueeze(2),
+                        hinv_block.select(1, i).narrow(1, i, count - i).unsqueeze(1)));
       errors.select(2, i).copy_(error);
     }
-    if (i2 < cols) w.narrow(2, i2, cols - i2).sub_(at::bmm(errors, hinv.narrow(1, i1, count).narrow(2, i2, cols - i2)));
+    if (i2 < cols)
+      w.narrow(2, i2, cols - i2)
+          .sub_(at::bmm(errors, hinv.narrow(1, i1, count).narrow(2, i2, cols - i2)));
   }
   return out;
 }
@@ -128,8 +135,9 @@ HessianCollector::HessianCollector(int64_t experts, int64_t features)
 void HessianCollector::add(int64_t expert, const at::Tensor& tokens) {
   STRATA_CHECK(expert >= 0 && expert < experts(), "HessianCollector: expert ", expert,
                ", expected 0 to ", experts() - 1);
-  STRATA_CHECK(tokens.dim() == 2 && tokens.size(1) == features_, "HessianCollector: tokens of shape ",
-               tokens.sizes(), ", expected [n, ", features_, "]");
+  STRATA_CHECK(tokens.dim() == 2 && tokens.size(1) == features_,
+               "HessianCollector: tokens of shape ", tokens.sizes(), ", expected [n, ", features_,
+               "]");
   if (tokens.size(0) == 0) return;
   const at::Tensor x = tokens.detach().to(at::kDouble);
   sums_[expert].addmm_(x.t(), x);

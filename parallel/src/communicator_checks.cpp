@@ -112,8 +112,7 @@ AlltoallLayout check_alltoall(const at::Tensor& input, const at::Tensor& output,
   check_defined(input, "alltoall input");
   check_defined(output, "alltoall output");
   STRATA_CHECK(input.dim() >= 1, "alltoall input: got a 0-dim tensor, expected at least 1 dim");
-  STRATA_CHECK(output.dim() >= 1,
-               "alltoall output: got a 0-dim tensor, expected at least 1 dim");
+  STRATA_CHECK(output.dim() >= 1, "alltoall output: got a 0-dim tensor, expected at least 1 dim");
   check_same_dtype(output, input, "alltoall output", "the input");
   check_shape(output.sizes().slice(1), input.sizes().slice(1), "alltoall output row");
   AlltoallLayout layout;

@@ -29,14 +29,13 @@ void check_same_dtype(const at::Tensor& seen, const at::Tensor& expected, const 
 // output has shape [size, *input.sizes()] and input's dtype.
 void check_allgather(const at::Tensor& input, const at::Tensor& output, int size);
 // input has shape [size, *output.sizes()] and output's dtype; op fits the dtype.
-void check_reduce_scatter(const at::Tensor& input, const at::Tensor& output, int size,
-                          ReduceOp op);
+void check_reduce_scatter(const at::Tensor& input, const at::Tensor& output, int size, ReduceOp op);
 
 // Where each rank's rows lie in an alltoall's input and output, in rows of dim 0.
 struct AlltoallLayout {
   std::vector<int64_t> send_rows, send_offsets;  // per destination rank
   std::vector<int64_t> recv_rows, recv_offsets;  // per source rank
-  int64_t row_numel = 0;                        // elements in one row (a dim 0 slice)
+  int64_t row_numel = 0;                         // elements in one row (a dim 0 slice)
 };
 // Resolves empty splits to equal ones and checks: one split per rank, non-negative,
 // summing to dim 0 of input (send) and output (recv); same dtype and row shape.

@@ -68,9 +68,8 @@ void check_same_configuration(Communicator& world, const std::string& configurat
   const std::string reference =
       tensor_to_string(broadcast_tensor(world, string_to_tensor(configuration), 0));
   const int first = static_cast<int>(same.logical_not().nonzero()[0].item<int64_t>());
-  std::string message = world.rank() == first
-                            ? first_difference(configuration, reference, first)
-                            : std::string();
+  std::string message =
+      world.rank() == first ? first_difference(configuration, reference, first) : std::string();
   message = tensor_to_string(broadcast_tensor(world, string_to_tensor(message), first));
   STRATA_FAIL("configuration differs across ranks: ", message);
 }

@@ -22,8 +22,8 @@ int env_int(const char* name, const char* value, int low, int high) {
   } catch (const std::exception&) {
     parsed = low - 1;
   }
-  STRATA_CHECK(parsed >= low && parsed <= high, name, ": got \"", value, "\", expected an integer in ",
-               low, "..", high);
+  STRATA_CHECK(parsed >= low && parsed <= high, name, ": got \"", value,
+               "\", expected an integer in ", low, "..", high);
   return parsed;
 }
 
@@ -34,7 +34,8 @@ std::chrono::milliseconds ReliabilityFlags::timeout_ms() const {
 }
 
 std::chrono::milliseconds ReliabilityFlags::heartbeat_interval() const {
-  return std::clamp(timeout_ms() / 10, std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
+  return std::clamp(timeout_ms() / 10, std::chrono::milliseconds(100),
+                    std::chrono::milliseconds(1000));
 }
 
 void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags) {
@@ -59,8 +60,10 @@ std::optional<LaunchEnvironment> launch_environment() {
   const char* rank = std::getenv("STRATA_RANK");
   const char* size = std::getenv("STRATA_WORLD_SIZE");
   if (!address && !rank && !size) return std::nullopt;
-  STRATA_CHECK(address && rank && size, "strata-run environment: got only some of STRATA_RANK, "
-               "STRATA_WORLD_SIZE and STRATA_STORE_ADDR, expected all three (start with tools/strata-run)");
+  STRATA_CHECK(
+      address && rank && size,
+      "strata-run environment: got only some of STRATA_RANK, "
+      "STRATA_WORLD_SIZE and STRATA_STORE_ADDR, expected all three (start with tools/strata-run)");
   LaunchEnvironment env;
   env.world_size = env_int("STRATA_WORLD_SIZE", size, 1, 1 << 20);
   env.rank = env_int("STRATA_RANK", rank, 0, env.world_size - 1);
@@ -74,12 +77,14 @@ CommunicatorPtr world_communicator() {
     const auto env = launch_environment();
     // mpirun's variables win: a job started by mpirun is an MPI job.
     if (env && !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("PMI_SIZE")) {
-      if (env->world_size == 1 && !gloo_available()) return record_operations(MpiCommunicator::world());
+      if (env->world_size == 1 && !gloo_available())
+        return record_operations(MpiCommunicator::world());
       STRATA_CHECK(gloo_available(), "strata-run with ", env->world_size,
                    " ranks needs the Gloo data plane, and strata was built without it "
                    "(install libgloo-dev and rebuild), expected a Gloo build or mpirun");
       auto client = std::make_shared<ControlStoreClient>(env->store_address);
-      return record_operations(GlooCommunicator::create(client, env->rank, env->world_size, "world"));
+      return record_operations(
+          GlooCommunicator::create(client, env->rank, env->world_size, "world"));
     }
     return record_operations(MpiCommunicator::world());
   }();
@@ -88,7 +93,8 @@ CommunicatorPtr world_communicator() {
 
 ControlPlane::ControlPlane(Communicator& world, const ReliabilityFlags& flags)
     : rank_(world.rank()), world_size_(world.size()), flags_(flags) {
-  STRATA_CHECK(flags.timeout >= 0, "--timeout: got ", flags.timeout, ", expected 0 or more seconds");
+  STRATA_CHECK(flags.timeout >= 0, "--timeout: got ", flags.timeout,
+               ", expected 0 or more seconds");
   if (const auto env = launch_environment();
       env && !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("PMI_SIZE")) {
     address_ = env->store_address;
@@ -104,7 +110,8 @@ ControlPlane::ControlPlane(Communicator& world, const ReliabilityFlags& flags)
   }
   store_ = std::make_shared<ControlStoreClient>(address_);
   if (flags.timeout > 0) {
-    watchdog_ = std::make_unique<Watchdog>(std::make_shared<ControlStoreClient>(address_), rank_, world_size_,
+    watchdog_ = std::make_unique<Watchdog>(std::make_shared<ControlStoreClient>(address_), rank_,
+                                           world_size_,
                                            WatchdogOptions()
                                                .timeout(flags.timeout_ms())
                                                .heartbeat_interval(flags.heartbeat_interval())

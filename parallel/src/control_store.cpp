@@ -39,7 +39,8 @@ void put_str(std::string& out, const std::string& s) {
 }
 uint32_t get_u32(const char* p) {
   uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    v |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
   return v;
 }
 
@@ -149,10 +150,11 @@ struct ControlStoreServer::Impl {
     void send(const std::string& body) {
       auto self = shared_from_this();
       auto out = std::make_shared<std::string>(frame(body));
-      asio::async_write(socket_, asio::buffer(*out), [self, out](boost::system::error_code ec, size_t) {
-        if (ec) return self->close();
-        self->read_header();
-      });
+      asio::async_write(socket_, asio::buffer(*out),
+                        [self, out](boost::system::error_code ec, size_t) {
+                          if (ec) return self->close();
+                          self->read_header();
+                        });
     }
     void close() {
       boost::system::error_code ignored;
@@ -163,17 +165,18 @@ struct ControlStoreServer::Impl {
    private:
     void read_header() {
       auto self = shared_from_this();
-      asio::async_read(socket_, asio::buffer(header_), [self](boost::system::error_code ec, size_t) {
-        if (ec) return self->close();
-        const uint32_t length = get_u32(self->header_);
-        if (length == 0 || length > kMaxFrame) return self->close();
-        self->body_.assign(length, '\0');
-        asio::async_read(self->socket_, asio::buffer(self->body_),
-                         [self](boost::system::error_code ec2, size_t) {
-                           if (ec2) return self->close();
-                           self->store_.handle(self, self->body_);
-                         });
-      });
+      asio::async_read(socket_, asio::buffer(header_),
+                       [self](boost::system::error_code ec, size_t) {
+                         if (ec) return self->close();
+                         const uint32_t length = get_u32(self->header_);
+                         if (length == 0 || length > kMaxFrame) return self->close();
+                         self->body_.assign(length, '\0');
+                         asio::async_read(self->socket_, asio::buffer(self->body_),
+                                          [self](boost::system::error_code ec2, size_t) {
+                                            if (ec2) return self->close();
+                                            self->store_.handle(self, self->body_);
+                                          });
+                       });
     }
     Impl& store_;
     tcp::socket socket_;
@@ -193,7 +196,8 @@ struct ControlStoreServer::Impl {
   }
 
   bool has_all(const std::vector<std::string>& keys) const {
-    return std::all_of(keys.begin(), keys.end(), [&](const std::string& k) { return data.count(k) > 0; });
+    return std::all_of(keys.begin(), keys.end(),
+                       [&](const std::string& k) { return data.count(k) > 0; });
   }
 
   std::string answer_waiter(const Waiter& w) const {
@@ -220,8 +224,8 @@ struct ControlStoreServer::Impl {
       session->send(answer_waiter(Waiter{session, keys, op, nullptr}));
       return;
     }
-    waiters.push_back(Waiter{session, std::move(keys), op,
-                             std::make_unique<asio::steady_timer>(io)});
+    waiters.push_back(
+        Waiter{session, std::move(keys), op, std::make_unique<asio::steady_timer>(io)});
     auto it = std::prev(waiters.end());
     it->timer->expires_after(std::chrono::milliseconds(std::max<int64_t>(0, timeout_ms)));
     it->timer->async_wait([this, it](boost::system::error_code ec) {
@@ -262,7 +266,8 @@ struct ControlStoreServer::Impl {
           const std::string key = in.str();
           in.done();
           auto it = data.find(key);
-          return session->send(it == data.end() ? reply(Status::Missing) : reply(Status::Ok, it->second));
+          return session->send(it == data.end() ? reply(Status::Missing)
+                                                : reply(Status::Ok, it->second));
         }
         case Op::Wait: {
           std::vector<std::string> keys = in.strs();
@@ -337,7 +342,8 @@ struct ControlStoreServer::Impl {
   }
 };
 
-ControlStoreServer::ControlStoreServer(ControlStoreServerOptions options) : impl_(std::make_unique<Impl>()) {
+ControlStoreServer::ControlStoreServer(ControlStoreServerOptions options)
+    : impl_(std::make_unique<Impl>()) {
   boost::system::error_code ec;
   const auto ip = asio::ip::make_address(options.host(), ec);
   STRATA_CHECK(!ec, "control store server host: got \"", options.host(),
@@ -364,7 +370,9 @@ ControlStoreServer::~ControlStoreServer() {
 
 int ControlStoreServer::port() const { return impl_->port; }
 const std::string& ControlStoreServer::host() const { return impl_->host; }
-std::string ControlStoreServer::address() const { return impl_->host + ":" + std::to_string(impl_->port); }
+std::string ControlStoreServer::address() const {
+  return impl_->host + ":" + std::to_string(impl_->port);
+}
 
 // ---- Client ----------------------------------------------------------------------------
 
@@ -412,11 +420,13 @@ std::pair<std::string, int> parse_store_address(const std::string& address) {
   return {address.substr(0, colon), port};
 }
 
-ControlStoreClient::ControlStoreClient(const std::string& address, ControlStoreClientOptions options)
+ControlStoreClient::ControlStoreClient(const std::string& address,
+                                       ControlStoreClientOptions options)
     : ControlStoreClient(parse_store_address(address).first, parse_store_address(address).second,
                          std::move(options)) {}
 
-ControlStoreClient::ControlStoreClient(std::string host, int port, ControlStoreClientOptions options)
+ControlStoreClient::ControlStoreClient(std::string host, int port,
+                                       ControlStoreClientOptions options)
     : options_(std::move(options)), impl_(std::make_unique<Impl>()) {
   impl_->host = std::move(host);
   impl_->port = port;
@@ -457,7 +467,8 @@ ControlStoreClient::~ControlStoreClient() = default;
 std::string ControlStoreClient::address() const { return impl_->address(); }
 
 // Sends one request and returns the reply body (status byte first).
-std::string ControlStoreClient::request(const std::string& body, std::chrono::milliseconds reply_within,
+std::string ControlStoreClient::request(const std::string& body,
+                                        std::chrono::milliseconds reply_within,
                                         const std::string& what) {
   std::lock_guard<std::mutex> lock(mutex_);
   Impl& c = *impl_;
@@ -496,8 +507,8 @@ std::string ControlStoreClient::request(const std::string& body, std::chrono::mi
   });
   if (!c.run_until(done, deadline)) {
     c.broken = true;
-    STRATA_FAIL("control store ", c.address(), ": ", what, ": no reply within ", reply_within.count(),
-                " ms (is the server stopped or gone?)");
+    STRATA_FAIL("control store ", c.address(), ": ", what, ": no reply within ",
+                reply_within.count(), " ms (is the server stopped or gone?)");
   }
   if (error) {
     c.broken = true;
@@ -505,7 +516,8 @@ std::string ControlStoreClient::request(const std::string& body, std::chrono::mi
                 "); the server is gone");
   }
   const auto status = static_cast<Status>(in[0]);
-  if (status == Status::Error) STRATA_FAIL("control store ", c.address(), ": ", what, ": ", in.substr(1));
+  if (status == Status::Error)
+    STRATA_FAIL("control store ", c.address(), ": ", what, ": ", in.substr(1));
   return in;
 }
 
@@ -532,8 +544,8 @@ std::string ControlStoreClient::get(const std::string& key, std::chrono::millise
   put_i64(body, timeout.count());
   const std::string what = "get(\"" + key + "\")";
   std::string in = request(body, blocking_deadline(timeout, options_.io_timeout()), what);
-  STRATA_CHECK(static_cast<Status>(in[0]) != Status::Timeout, "control store ", address(), ": ", what,
-               ": key \"", key, "\" did not appear within ", timeout.count(), " ms");
+  STRATA_CHECK(static_cast<Status>(in[0]) != Status::Timeout, "control store ", address(), ": ",
+               what, ": key \"", key, "\" did not appear within ", timeout.count(), " ms");
   return in.substr(1);
 }
 
@@ -545,17 +557,20 @@ std::optional<std::string> ControlStoreClient::try_get(const std::string& key) {
   return in.substr(1);
 }
 
-void ControlStoreClient::wait(const std::vector<std::string>& keys) { wait(keys, options_.timeout()); }
+void ControlStoreClient::wait(const std::vector<std::string>& keys) {
+  wait(keys, options_.timeout());
+}
 
-void ControlStoreClient::wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) {
+void ControlStoreClient::wait(const std::vector<std::string>& keys,
+                              std::chrono::milliseconds timeout) {
   std::string body(1, static_cast<char>(Op::Wait));
   put_u32(body, static_cast<uint32_t>(keys.size()));
   for (const auto& k : keys) put_str(body, k);
   put_i64(body, timeout.count());
   const std::string what = "wait(" + quoted_keys(keys) + ")";
   std::string in = request(body, blocking_deadline(timeout, options_.io_timeout()), what);
-  STRATA_CHECK(static_cast<Status>(in[0]) != Status::Timeout, "control store ", address(), ": ", what,
-               ": key \"", in.substr(1), "\" did not appear within ", timeout.count(), " ms");
+  STRATA_CHECK(static_cast<Status>(in[0]) != Status::Timeout, "control store ", address(), ": ",
+               what, ": key \"", in.substr(1), "\" did not appear within ", timeout.count(), " ms");
 }
 
 int64_t ControlStoreClient::add(const std::string& key, int64_t delta) {

@@ -65,11 +65,11 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
 
  private:
   struct Bucket {
-    at::Tensor buffer;                 // flat, one dtype, all the bucket's gradients
-    std::vector<size_t> params;        // indices into params_
-    std::vector<at::Tensor> views;     // views[k]: params[k]'s slice of buffer
-    size_t pending = 0;                // gradients not yet ready this backward
-    WorkPtr work;                      // the all-reduce in flight, if launched
+    at::Tensor buffer;              // flat, one dtype, all the bucket's gradients
+    std::vector<size_t> params;     // indices into params_
+    std::vector<at::Tensor> views;  // views[k]: params[k]'s slice of buffer
+    size_t pending = 0;             // gradients not yet ready this backward
+    WorkPtr work;                   // the all-reduce in flight, if launched
   };
 
   // Called by autograd after a parameter's gradient has been accumulated into .grad.
@@ -200,7 +200,8 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
 
 namespace {
 bool contains(const std::vector<at::Tensor>& tensors, const at::Tensor& t) {
-  return std::any_of(tensors.begin(), tensors.end(), [&](const at::Tensor& e) { return e.is_same(t); });
+  return std::any_of(tensors.begin(), tensors.end(),
+                     [&](const at::Tensor& e) { return e.is_same(t); });
 }
 }  // namespace
 
@@ -229,8 +230,8 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     if (p.requires_grad()) (contains(expert_params_, p) ? expert_params : params).push_back(p);
   }
   broadcast_state();
-  reducer_ = std::make_shared<detail::GradientReducer>(std::move(params), comm_, comm_->size(),
-                                                       options);
+  reducer_ =
+      std::make_shared<detail::GradientReducer>(std::move(params), comm_, comm_->size(), options);
   reducer_->install_hooks();
   if (!expert_params.empty()) {
     expert_reducer_ = std::make_shared<detail::GradientReducer>(
@@ -268,7 +269,9 @@ void DistributedDataParallel::broadcast_state() {
   broadcast_buffers();
 }
 
-void DistributedDataParallel::broadcast_buffers() { broadcast_from_rank0(*comm_, module_->buffers()); }
+void DistributedDataParallel::broadcast_buffers() {
+  broadcast_from_rank0(*comm_, module_->buffers());
+}
 
 DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)
     : ddp_(ddp), previous_(ddp.reducer_->sync_enabled) {

@@ -51,7 +51,8 @@ class StoreAdapter final : public c10d::Store {
   bool check(const std::vector<std::string>& keys) override { return client_->check(keys); }
   int64_t getNumKeys() override { return client_->num_keys(); }
   void wait(const std::vector<std::string>& keys) override { client_->wait(keys, timeout_); }
-  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
     client_->wait(keys, timeout == kNoTimeout ? timeout_ : timeout);
   }
 
@@ -93,7 +94,8 @@ class GlooWork final : public Work {
 // Another Work, then `finish` once it is done.
 class ThenWork final : public Work {
  public:
-  ThenWork(WorkPtr inner, std::function<void()> finish) : inner_(std::move(inner)), finish_(std::move(finish)) {}
+  ThenWork(WorkPtr inner, std::function<void()> finish)
+      : inner_(std::move(inner)), finish_(std::move(finish)) {}
   void wait() override {
     inner_->wait();
     std::call_once(once_, finish_);
@@ -112,8 +114,13 @@ class ThenWork final : public Work {
 
 bool gloo_reduces(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kFloat: case at::kDouble: case at::kHalf: case at::kInt: case at::kLong:
-    case at::kChar: case at::kByte: return true;
+    case at::kFloat:
+    case at::kDouble:
+    case at::kHalf:
+    case at::kInt:
+    case at::kLong:
+    case at::kChar:
+    case at::kByte: return true;
     default: return false;
   }
 }
@@ -148,7 +155,8 @@ at::Tensor bytes_view(const at::Tensor& contiguous) {
 // send arrives.
 class SelfRecvWork final : public Work {
  public:
-  SelfRecvWork(at::Tensor target, int rank, int tag) : target_(std::move(target)), rank_(rank), tag_(tag) {}
+  SelfRecvWork(at::Tensor target, int rank, int tag)
+      : target_(std::move(target)), rank_(rank), tag_(tag) {}
   void deliver(const at::Tensor& message) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -199,9 +207,9 @@ struct GlooCommunicator::Impl {
   std::chrono::milliseconds timeout;
 };
 
-std::shared_ptr<GlooCommunicator> GlooCommunicator::create(std::shared_ptr<ControlStoreClient> store,
-                                                           int rank, int size, const std::string& prefix,
-                                                           std::chrono::milliseconds timeout) {
+std::shared_ptr<GlooCommunicator> GlooCommunicator::create(
+    std::shared_ptr<ControlStoreClient> store, int rank, int size, const std::string& prefix,
+    std::chrono::milliseconds timeout) {
   STRATA_CHECK(store != nullptr, "gloo communicator: got no control store");
   STRATA_CHECK(size >= 1 && rank >= 0 && rank < size, "gloo communicator rank: got ", rank, " of ",
                size, ", expected 0 <= rank < size");
@@ -209,11 +217,13 @@ std::shared_ptr<GlooCommunicator> GlooCommunicator::create(std::shared_ptr<Contr
   impl->client = store;
   impl->prefix = prefix;
   impl->timeout = timeout;
-  impl->store = c10::make_intrusive<c10d::PrefixStore>(prefix, c10::make_intrusive<StoreAdapter>(store));
+  impl->store =
+      c10::make_intrusive<c10d::PrefixStore>(prefix, c10::make_intrusive<StoreAdapter>(store));
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   // Loopback unless told otherwise: jobs of one host, like the store.
   const char* host = std::getenv("STRATA_GLOO_HOST");
-  options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host ? host : "127.0.0.1"));
+  options->devices.push_back(
+      c10d::ProcessGroupGloo::createDeviceForHostname(host ? host : "127.0.0.1"));
   options->threads = 1;  // ranks pin their threads; one Gloo worker keeps operations in order
   try {
     impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, rank, size, options);
@@ -336,7 +346,8 @@ WorkPtr GlooCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& ou
   WorkPtr reduce = allreduce(all, op);
   const int row = rank_;
   at::Tensor target = output;
-  return std::make_shared<ThenWork>(reduce, [all, target, row]() mutable { target.copy_(all[row]); });
+  return std::make_shared<ThenWork>(reduce,
+                                    [all, target, row]() mutable { target.copy_(all[row]); });
 }
 
 WorkPtr GlooCommunicator::alltoall(const at::Tensor& input, at::Tensor& output,
@@ -379,9 +390,10 @@ std::shared_ptr<Communicator> GlooCommunicator::split(int color, int key) {
   for (size_t i = 0; i < members.size(); ++i) {
     if (members[i].second == rank_) new_rank = static_cast<int>(i);
   }
-  return create(impl_->client, new_rank, static_cast<int>(members.size()),
-                impl_->prefix + "/split" + std::to_string(split_index) + "/color" + std::to_string(color),
-                impl_->timeout);
+  return create(
+      impl_->client, new_rank, static_cast<int>(members.size()),
+      impl_->prefix + "/split" + std::to_string(split_index) + "/color" + std::to_string(color),
+      impl_->timeout);
 }
 
 bool gloo_available() { return true; }
@@ -394,10 +406,12 @@ namespace strata::parallel {
 
 struct GlooCommunicator::Impl {};
 
-std::shared_ptr<GlooCommunicator> GlooCommunicator::create(std::shared_ptr<ControlStoreClient>, int, int,
-                                                           const std::string&, std::chrono::milliseconds) {
-  STRATA_FAIL("gloo communicator: strata was built without Gloo (install libgloo-dev and rebuild); "
-              "start the job with mpirun instead");
+std::shared_ptr<GlooCommunicator> GlooCommunicator::create(std::shared_ptr<ControlStoreClient>, int,
+                                                           int, const std::string&,
+                                                           std::chrono::milliseconds) {
+  STRATA_FAIL(
+      "gloo communicator: strata was built without Gloo (install libgloo-dev and rebuild); "
+      "start the job with mpirun instead");
 }
 GlooCommunicator::~GlooCommunicator() = default;
 WorkPtr GlooCommunicator::isend(const at::Tensor&, int, int) { return nullptr; }
@@ -405,7 +419,9 @@ WorkPtr GlooCommunicator::irecv(at::Tensor&, int, int) { return nullptr; }
 WorkPtr GlooCommunicator::allreduce(at::Tensor&, ReduceOp) { return nullptr; }
 WorkPtr GlooCommunicator::broadcast(at::Tensor&, int) { return nullptr; }
 WorkPtr GlooCommunicator::allgather(const at::Tensor&, at::Tensor&) { return nullptr; }
-WorkPtr GlooCommunicator::reduce_scatter(const at::Tensor&, at::Tensor&, ReduceOp) { return nullptr; }
+WorkPtr GlooCommunicator::reduce_scatter(const at::Tensor&, at::Tensor&, ReduceOp) {
+  return nullptr;
+}
 WorkPtr GlooCommunicator::alltoall(const at::Tensor&, at::Tensor&, const std::vector<int64_t>&,
                                    const std::vector<int64_t>&) {
   return nullptr;

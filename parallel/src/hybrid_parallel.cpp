@@ -16,8 +16,8 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, CommunicatorPtr worl
                                PipelineLoss loss, const at::Tensor& sample_batch,
                                HybridParallelOptions options)
     : HybridParallel(std::move(model),
-                     ProcessGrid(std::move(world),
-                                 ProcessGridOptions().pipeline_parallel(options.pipeline_parallel())),
+                     ProcessGrid(std::move(world), ProcessGridOptions().pipeline_parallel(
+                                                       options.pipeline_parallel())),
                      std::move(loss), sample_batch, options) {}
 
 HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, PipelineLoss loss,
@@ -65,9 +65,9 @@ std::vector<double> HybridParallel::train_step(const at::Tensor& inputs, const a
     const bool last = pass + 1 == passes;
     if (pipeline_) {
       // The last pass runs the schedule's all-reduce and optimizer-step instructions.
-      losses.push_back(last ? pipeline_->train_step(inputs, targets, &optimizer)
-                            : pipeline_->train_step(inputs, targets, nullptr,
-                                                    GradientSync::Accumulate));
+      losses.push_back(
+          last ? pipeline_->train_step(inputs, targets, &optimizer)
+               : pipeline_->train_step(inputs, targets, nullptr, GradientSync::Accumulate));
       continue;
     }
     // Until the last pass, the gradients only accumulate; the last backward averages
@@ -121,10 +121,9 @@ void HybridParallel::save_checkpoint(const std::string& path, torch::optim::Opti
 int64_t HybridParallel::load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
                                         nlohmann::json* extra) {
   if (pipeline_) return pipeline_->load_checkpoint(path, &optimizer, extra);
-  return load_checkpoint_with_expert_slices(path, *model_, &optimizer, extra,
-                                            core::CheckpointMatch::Exact, expert_parameters_,
-                                            grid_.expert_parallel_size(),
-                                            grid_.expert_parallel_rank());
+  return load_checkpoint_with_expert_slices(
+      path, *model_, &optimizer, extra, core::CheckpointMatch::Exact, expert_parameters_,
+      grid_.expert_parallel_size(), grid_.expert_parallel_rank());
 }
 
 }  // namespace strata::parallel

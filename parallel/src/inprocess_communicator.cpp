@@ -67,8 +67,8 @@ struct InProcessPendingRecv {
 };
 
 struct InProcessMailbox {
-  std::deque<at::Tensor> messages;                                 // sent, not yet received
-  std::deque<std::shared_ptr<InProcessPendingRecv>> receivers;    // posted, not yet matched
+  std::deque<at::Tensor> messages;                              // sent, not yet received
+  std::deque<std::shared_ptr<InProcessPendingRecv>> receivers;  // posted, not yet matched
 };
 
 struct InProcessGroup {
@@ -77,7 +77,7 @@ struct InProcessGroup {
   const std::shared_ptr<InProcessJob> job;
   const int size;
   std::vector<bool> gone;  // ranks whose communicator was destroyed
-  std::map<uint64_t, std::shared_ptr<InProcessRendezvous>> calls;  // by sequence number
+  std::map<uint64_t, std::shared_ptr<InProcessRendezvous>> calls;   // by sequence number
   std::map<std::tuple<int, int, int>, InProcessMailbox> mailboxes;  // by (src, dst, tag)
 };
 
@@ -321,8 +321,8 @@ std::vector<std::shared_ptr<InProcessCommunicator>> InProcessCommunicator::creat
   STRATA_CHECK(world_size >= 1, "inprocess world size: got ", world_size, ", expected >= 1");
   STRATA_CHECK(timeout.count() > 0, "inprocess timeout: got ", timeout.count(),
                " ms, expected > 0");
-  auto group = std::make_shared<InProcessGroup>(std::make_shared<InProcessJob>(timeout),
-                                                world_size);
+  auto group =
+      std::make_shared<InProcessGroup>(std::make_shared<InProcessJob>(timeout), world_size);
   std::vector<std::shared_ptr<InProcessCommunicator>> ranks;
   for (int r = 0; r < world_size; ++r) {
     ranks.push_back(std::shared_ptr<InProcessCommunicator>(new InProcessCommunicator(group, r)));
@@ -437,8 +437,8 @@ void InProcessCommunicator::run(uint64_t sequence, Collective& collective) {
     STRATA_CHECK(slots[q].op == op, "collective mismatch: call #", sequence, " is ", op,
                  " on rank ", rank_, " but ", slots[q].op, " on rank ", q);
     STRATA_CHECK(slots[q].signature == slots[0].signature, op,
-                 " arguments differ between ranks: rank 0 passed ", slots[0].signature,
-                 ", rank ", q, " passed ", slots[q].signature);
+                 " arguments differ between ranks: rank 0 passed ", slots[0].signature, ", rank ",
+                 q, " passed ", slots[q].signature);
   }
   if (collective.agree) collective.agree(slots);
 
@@ -511,10 +511,12 @@ WorkPtr InProcessCommunicator::allreduce(at::Tensor& tensor, ReduceOp op) {
       return flat.slice(0, numel * r / size, numel * (r + 1) / size);
     };
     c.read = [chunk, size, op, rank = rank_](const Slots& slots, InProcessSlot& mine) {
-      mine.partial = reduce_parts(size, op, [&](int q) { return chunk(slots[q].input.view(-1), rank); });
+      mine.partial =
+          reduce_parts(size, op, [&](int q) { return chunk(slots[q].input.view(-1), rank); });
     };
     c.write = [chunk, size, tensor](const Slots& slots) {
-      at::Tensor flat = tensor.is_contiguous() ? tensor.view(-1) : at::empty({tensor.numel()}, tensor.options());
+      at::Tensor flat =
+          tensor.is_contiguous() ? tensor.view(-1) : at::empty({tensor.numel()}, tensor.options());
       for (int q = 0; q < size; ++q) chunk(flat, q).copy_(slots[q].partial);
       if (!tensor.is_contiguous()) tensor.copy_(flat.view(tensor.sizes()));
     };
@@ -578,8 +580,8 @@ WorkPtr InProcessCommunicator::alltoall(const at::Tensor& input, at::Tensor& out
       for (size_t p = 0; p < slots.size(); ++p) {
         for (size_t q = 0; q < slots.size(); ++q) {
           int64_t sent = slots[p].layout.send_rows[q], expected = slots[q].layout.recv_rows[p];
-          STRATA_CHECK(sent == expected, "alltoall: rank ", p, " sends ", sent,
-                       " rows to rank ", q, ", which expects ", expected);
+          STRATA_CHECK(sent == expected, "alltoall: rank ", p, " sends ", sent, " rows to rank ", q,
+                       ", which expects ", expected);
         }
       }
     };
@@ -614,7 +616,8 @@ std::shared_ptr<Communicator> InProcessCommunicator::split(int color, int key) {
     };
     c.write = [result, color, rank = rank_](const Slots& slots) {
       auto members = split_members(slots, color);
-      int new_rank = static_cast<int>(std::find(members.begin(), members.end(), rank) - members.begin());
+      int new_rank =
+          static_cast<int>(std::find(members.begin(), members.end(), rank) - members.begin());
       *result = std::shared_ptr<InProcessCommunicator>(
           new InProcessCommunicator(slots[members.front()].new_group, new_rank));
     };

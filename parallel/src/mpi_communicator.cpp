@@ -19,7 +19,8 @@ namespace {
 std::string mpi_error_string(int code) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
-  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) return "MPI error " + std::to_string(code);
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS)
+    return "MPI error " + std::to_string(code);
   return std::string(text, static_cast<size_t>(length));
 }
 
@@ -64,7 +65,7 @@ void combine_elements(void* in, void* inout, int* length, MPI_Datatype*) {
 // The user-defined datatype and ops, made once after MPI is initialized. Freed before
 // MPI_Finalize when we finalize; when the program finalizes MPI itself, MPI frees them.
 struct CustomTypes {
-  MPI_Datatype two_bytes = MPI_DATATYPE_NULL;  // c10::Half and c10::BFloat16
+  MPI_Datatype two_bytes = MPI_DATATYPE_NULL;                        // c10::Half and c10::BFloat16
   MPI_Op half_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};      // sum, max, min
   MPI_Op bfloat16_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};  // sum, max, min
 };
@@ -117,9 +118,10 @@ MPI_Datatype mpi_datatype(at::ScalarType dtype) {
     case at::kBool: return MPI_C_BOOL;
     case at::kComplexFloat: return MPI_C_FLOAT_COMPLEX;
     case at::kComplexDouble: return MPI_C_DOUBLE_COMPLEX;
-    default: STRATA_FAIL("mpi backend dtype: got ", c10::toString(dtype),
-                         ", expected one of Float, Double, Half, BFloat16, Char, Short, Int, "
-                         "Long, Byte, Bool, ComplexFloat, ComplexDouble");
+    default:
+      STRATA_FAIL("mpi backend dtype: got ", c10::toString(dtype),
+                  ", expected one of Float, Double, Half, BFloat16, Char, Short, Int, "
+                  "Long, Byte, Bool, ComplexFloat, ComplexDouble");
   }
 }
 
@@ -149,8 +151,7 @@ void ensure_mpi_initialized() {
   MPI_Initialized(&initialized);
   if (!initialized) {
     int provided = 0;
-    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided),
-              "MPI_Init_thread");
+    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
     // Registered now, before world()'s static communicator finishes construction, so it
     // runs after that communicator is destroyed: MPI_Finalize comes after MPI_Comm_free.
     std::atexit(finalize_at_exit);
@@ -286,7 +287,7 @@ WorkPtr start(std::shared_ptr<MpiWork> work, const std::function<int(MPI_Request
 
 std::string describe(const char* op, const at::Tensor& tensor) {
   return strata::detail::concat(op, " of ", tensor.numel(), " elements of ",
-                        c10::toString(tensor.scalar_type()));
+                                c10::toString(tensor.scalar_type()));
 }
 
 }  // namespace
@@ -353,8 +354,7 @@ WorkPtr MpiCommunicator::irecv(at::Tensor& tensor, int src, int tag) {
         int received = 0;
         mpi_check(MPI_Get_count(&status, type, &received), "MPI_Get_count");
         // MPI_UNDEFINED: a byte count that is no multiple of the dtype's size.
-        detail::check_received_numel(received == MPI_UNDEFINED ? -1 : received, count, src,
-                                     tag);
+        detail::check_received_numel(received == MPI_UNDEFINED ? -1 : received, count, src, tag);
         staged.copy_back();
       });
   return start(work, [&](MPI_Request* request) {
@@ -371,12 +371,12 @@ WorkPtr MpiCommunicator::allreduce(at::Tensor& tensor, ReduceOp op) {
   MPI_Datatype type = mpi_datatype(tensor.scalar_type());
   MPI_Op mpi_reduce = mpi_op(tensor.scalar_type(), op);
   const int size = size_;
-  auto work = std::make_shared<MpiWork>(
-      describe("allreduce", tensor), std::vector<at::Tensor>{staged.buffer},
-      [staged, op, size](const MPI_Status&) {
-        if (op == ReduceOp::Avg) staged.buffer.div_(size);
-        staged.copy_back();
-      });
+  auto work = std::make_shared<MpiWork>(describe("allreduce", tensor),
+                                        std::vector<at::Tensor>{staged.buffer},
+                                        [staged, op, size](const MPI_Status&) {
+                                          if (op == ReduceOp::Avg) staged.buffer.div_(size);
+                                          staged.copy_back();
+                                        });
   return start(work, [&](MPI_Request* request) {
     return MPI_Iallreduce(MPI_IN_PLACE, staged.buffer.data_ptr(), count, type, mpi_reduce, comm_,
                           request);
@@ -419,8 +419,7 @@ WorkPtr MpiCommunicator::allgather(const at::Tensor& input, at::Tensor& output) 
   });
 }
 
-WorkPtr MpiCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output,
-                                        ReduceOp op) {
+WorkPtr MpiCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
   check_cpu(input, "reduce_scatter input");
   check_cpu(output, "reduce_scatter output");
   detail::check_reduce_scatter(input, output, size_, op);
@@ -432,12 +431,12 @@ WorkPtr MpiCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& out
   MPI_Datatype type = mpi_datatype(output.scalar_type());
   MPI_Op mpi_reduce = mpi_op(output.scalar_type(), op);
   const int size = size_;
-  auto work = std::make_shared<MpiWork>(
-      describe("reduce_scatter", output), std::vector<at::Tensor>{send, staged.buffer},
-      [staged, op, size](const MPI_Status&) {
-        if (op == ReduceOp::Avg) staged.buffer.div_(size);
-        staged.copy_back();
-      });
+  auto work = std::make_shared<MpiWork>(describe("reduce_scatter", output),
+                                        std::vector<at::Tensor>{send, staged.buffer},
+                                        [staged, op, size](const MPI_Status&) {
+                                          if (op == ReduceOp::Avg) staged.buffer.div_(size);
+                                          staged.copy_back();
+                                        });
   return start(work, [&](MPI_Request* request) {
     return MPI_Ireduce_scatter_block(send.data_ptr(), staged.buffer.data_ptr(), count, type,
                                      mpi_reduce, comm_, request);
@@ -465,14 +464,15 @@ WorkPtr MpiCommunicator::alltoall(const at::Tensor& input, at::Tensor& output,
     for (size_t r = 0; r < rows.size(); ++r) out[r] = static_cast<int>(rows[r] * layout.row_numel);
     return out;
   };
-  auto counts = std::make_shared<Counts>(Counts{elements(layout.send_rows), elements(layout.send_offsets),
-                                                elements(layout.recv_rows), elements(layout.recv_offsets)});
+  auto counts =
+      std::make_shared<Counts>(Counts{elements(layout.send_rows), elements(layout.send_offsets),
+                                      elements(layout.recv_rows), elements(layout.recv_offsets)});
   at::Tensor send = input.contiguous();
   detail::StagedTensor staged = detail::stage(output, false);
   MPI_Datatype type = mpi_datatype(input.scalar_type());
-  auto work = std::make_shared<MpiWork>(describe("alltoall", input),
-                                        std::vector<at::Tensor>{send, staged.buffer},
-                                        [staged, counts](const MPI_Status&) { staged.copy_back(); });
+  auto work = std::make_shared<MpiWork>(
+      describe("alltoall", input), std::vector<at::Tensor>{send, staged.buffer},
+      [staged, counts](const MPI_Status&) { staged.copy_back(); });
   return start(work, [&](MPI_Request* request) {
     return MPI_Ialltoallv(send.data_ptr(), counts->send_counts.data(), counts->send_offsets.data(),
                           type, staged.buffer.data_ptr(), counts->recv_counts.data(),

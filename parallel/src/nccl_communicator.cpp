@@ -19,18 +19,18 @@ static_assert(NCCL_VERSION_CODE >= 21000, "the NCCL backend needs NCCL >= 2.10")
 static_assert(sizeof(ncclUniqueId) == sizeof(strata::parallel::NcclUniqueId),
               "NcclUniqueId must hold an ncclUniqueId");
 
-#define STRATA_NCCL_CHECK(call)                                                        \
-  do {                                                                                 \
-    ncclResult_t strata_result_ = (call);                                              \
-    if (strata_result_ != ncclSuccess)                                                 \
-      STRATA_FAIL("nccl: ", #call, ": ", ncclGetErrorString(strata_result_));          \
+#define STRATA_NCCL_CHECK(call)                                               \
+  do {                                                                        \
+    ncclResult_t strata_result_ = (call);                                     \
+    if (strata_result_ != ncclSuccess)                                        \
+      STRATA_FAIL("nccl: ", #call, ": ", ncclGetErrorString(strata_result_)); \
   } while (0)
 
-#define STRATA_CUDA_CHECK(call)                                                        \
-  do {                                                                                 \
-    cudaError_t strata_error_ = (call);                                                \
-    if (strata_error_ != cudaSuccess)                                                  \
-      STRATA_FAIL("cuda: ", #call, ": ", cudaGetErrorString(strata_error_));           \
+#define STRATA_CUDA_CHECK(call)                                              \
+  do {                                                                       \
+    cudaError_t strata_error_ = (call);                                      \
+    if (strata_error_ != cudaSuccess)                                        \
+      STRATA_FAIL("cuda: ", #call, ": ", cudaGetErrorString(strata_error_)); \
   } while (0)
 
 namespace strata::parallel {
@@ -197,8 +197,8 @@ WorkPtr launch(NcclState& state, std::vector<at::Tensor> tensors, std::function<
 
 void check_cuda(const at::Tensor& tensor, int device, const char* what) {
   detail::check_defined(tensor, what);
-  STRATA_CHECK(tensor.is_cuda() && tensor.get_device() == device, "nccl ", what,
-               " device: got ", tensor.device(), ", expected cuda:", device);
+  STRATA_CHECK(tensor.is_cuda() && tensor.get_device() == device, "nccl ", what, " device: got ",
+               tensor.device(), ", expected cuda:", device);
 }
 
 // For reductions. Bool is bytes of 0 or 1, reduced with max ("or") and min ("and").
@@ -213,9 +213,10 @@ ncclDataType_t nccl_reduce_type(at::ScalarType dtype) {
     case at::kBool: return ncclUint8;
     case at::kInt: return ncclInt32;
     case at::kLong: return ncclInt64;
-    default: STRATA_FAIL("nccl reduction dtype: got ", c10::toString(dtype),
-                         ", expected one of Float, Double, Half, BFloat16, Char, Byte, Bool, Int, "
-                         "Long");
+    default:
+      STRATA_FAIL("nccl reduction dtype: got ", c10::toString(dtype),
+                  ", expected one of Float, Double, Half, BFloat16, Char, Byte, Bool, Int, "
+                  "Long");
   }
 }
 
@@ -313,8 +314,8 @@ WorkPtr NcclCommunicator::isend(const at::Tensor& tensor, int dst, int tag) {
   if (tensor.numel() == 0) return std::make_shared<CompletedWork>();
   at::Tensor buffer = tensor.contiguous();
   return launch(*state_, {buffer}, nullptr, [&] {
-    STRATA_NCCL_CHECK(ncclSend(buffer.data_ptr(), byte_count(buffer), ncclUint8, dst,
-                               state_->comm, state_->stream));
+    STRATA_NCCL_CHECK(ncclSend(buffer.data_ptr(), byte_count(buffer), ncclUint8, dst, state_->comm,
+                               state_->stream));
   });
 }
 
@@ -324,10 +325,12 @@ WorkPtr NcclCommunicator::irecv(at::Tensor& tensor, int src, int tag) {
   detail::check_tag(tag, "irecv");
   if (tensor.numel() == 0) return std::make_shared<CompletedWork>();
   auto staged = detail::stage(tensor, false);
-  return launch(*state_, {staged.buffer}, [staged] { staged.copy_back(); }, [&] {
-    STRATA_NCCL_CHECK(ncclRecv(staged.buffer.data_ptr(), byte_count(staged.buffer), ncclUint8,
-                               src, state_->comm, state_->stream));
-  });
+  return launch(
+      *state_, {staged.buffer}, [staged] { staged.copy_back(); },
+      [&] {
+        STRATA_NCCL_CHECK(ncclRecv(staged.buffer.data_ptr(), byte_count(staged.buffer), ncclUint8,
+                                   src, state_->comm, state_->stream));
+      });
 }
 
 WorkPtr NcclCommunicator::allreduce(at::Tensor& tensor, ReduceOp op) {
@@ -336,12 +339,13 @@ WorkPtr NcclCommunicator::allreduce(at::Tensor& tensor, ReduceOp op) {
   ncclDataType_t type = nccl_reduce_type(tensor.scalar_type());
   if (tensor.numel() == 0) return std::make_shared<CompletedWork>();
   auto staged = detail::stage(tensor, true);
-  return launch(*state_, {staged.buffer}, [staged] { staged.copy_back(); }, [&] {
-    STRATA_NCCL_CHECK(ncclAllReduce(staged.buffer.data_ptr(), staged.buffer.data_ptr(),
-                                    static_cast<size_t>(tensor.numel()), type,
-                                    nccl_reduce_op(tensor.scalar_type(), op), state_->comm,
-                                    state_->stream));
-  });
+  return launch(
+      *state_, {staged.buffer}, [staged] { staged.copy_back(); },
+      [&] {
+        STRATA_NCCL_CHECK(ncclAllReduce(
+            staged.buffer.data_ptr(), staged.buffer.data_ptr(), static_cast<size_t>(tensor.numel()),
+            type, nccl_reduce_op(tensor.scalar_type(), op), state_->comm, state_->stream));
+      });
 }
 
 WorkPtr NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
@@ -351,11 +355,13 @@ WorkPtr NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
   const bool is_root = root == rank_;
   auto staged = detail::stage(tensor, is_root);
   if (is_root) staged.target = at::Tensor();  // the root's tensor does not change
-  return launch(*state_, {staged.buffer}, [staged] { staged.copy_back(); }, [&] {
-    STRATA_NCCL_CHECK(ncclBroadcast(staged.buffer.data_ptr(), staged.buffer.data_ptr(),
-                                    byte_count(staged.buffer), ncclUint8, root, state_->comm,
-                                    state_->stream));
-  });
+  return launch(
+      *state_, {staged.buffer}, [staged] { staged.copy_back(); },
+      [&] {
+        STRATA_NCCL_CHECK(ncclBroadcast(staged.buffer.data_ptr(), staged.buffer.data_ptr(),
+                                        byte_count(staged.buffer), ncclUint8, root, state_->comm,
+                                        state_->stream));
+      });
 }
 
 WorkPtr NcclCommunicator::allgather(const at::Tensor& input, at::Tensor& output) {
@@ -365,14 +371,15 @@ WorkPtr NcclCommunicator::allgather(const at::Tensor& input, at::Tensor& output)
   if (input.numel() == 0) return std::make_shared<CompletedWork>();
   at::Tensor send = input.contiguous();
   auto staged = detail::stage(output, false);
-  return launch(*state_, {send, staged.buffer}, [staged] { staged.copy_back(); }, [&] {
-    STRATA_NCCL_CHECK(ncclAllGather(send.data_ptr(), staged.buffer.data_ptr(), byte_count(send),
-                                    ncclUint8, state_->comm, state_->stream));
-  });
+  return launch(
+      *state_, {send, staged.buffer}, [staged] { staged.copy_back(); },
+      [&] {
+        STRATA_NCCL_CHECK(ncclAllGather(send.data_ptr(), staged.buffer.data_ptr(), byte_count(send),
+                                        ncclUint8, state_->comm, state_->stream));
+      });
 }
 
-WorkPtr NcclCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output,
-                                         ReduceOp op) {
+WorkPtr NcclCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
   check_cuda(input, state_->device, "reduce_scatter input");
   check_cuda(output, state_->device, "reduce_scatter output");
   detail::check_reduce_scatter(input, output, size_, op);
@@ -380,12 +387,13 @@ WorkPtr NcclCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& ou
   if (output.numel() == 0) return std::make_shared<CompletedWork>();
   at::Tensor send = input.contiguous();
   auto staged = detail::stage(output, false);
-  return launch(*state_, {send, staged.buffer}, [staged] { staged.copy_back(); }, [&] {
-    STRATA_NCCL_CHECK(ncclReduceScatter(send.data_ptr(), staged.buffer.data_ptr(),
-                                        static_cast<size_t>(output.numel()), type,
-                                        nccl_reduce_op(output.scalar_type(), op), state_->comm,
-                                        state_->stream));
-  });
+  return launch(
+      *state_, {send, staged.buffer}, [staged] { staged.copy_back(); },
+      [&] {
+        STRATA_NCCL_CHECK(ncclReduceScatter(
+            send.data_ptr(), staged.buffer.data_ptr(), static_cast<size_t>(output.numel()), type,
+            nccl_reduce_op(output.scalar_type(), op), state_->comm, state_->stream));
+      });
 }
 
 WorkPtr NcclCommunicator::alltoall(const at::Tensor& input, at::Tensor& output,
@@ -398,35 +406,38 @@ WorkPtr NcclCommunicator::alltoall(const at::Tensor& input, at::Tensor& output,
   at::Tensor send = input.contiguous();
   auto staged = detail::stage(output, false);
   const size_t row_bytes = static_cast<size_t>(layout.row_numel) * input.element_size();
-  return launch(*state_, {send, staged.buffer}, [staged] { staged.copy_back(); }, [&] {
-    // One group: every pair's send and receive progress together, whatever the order.
-    STRATA_NCCL_CHECK(ncclGroupStart());
-    try {
-      for (int peer = 0; peer < size_; ++peer) {
-        // Both sides skip an empty exchange: sender and receiver agree on its size.
-        if (layout.send_rows[peer] > 0) {
-          STRATA_NCCL_CHECK(ncclSend(bytes_of(send) + layout.send_offsets[peer] * row_bytes,
-                                     layout.send_rows[peer] * row_bytes, ncclUint8, peer,
-                                     state_->comm, state_->stream));
+  return launch(
+      *state_, {send, staged.buffer}, [staged] { staged.copy_back(); },
+      [&] {
+        // One group: every pair's send and receive progress together, whatever the order.
+        STRATA_NCCL_CHECK(ncclGroupStart());
+        try {
+          for (int peer = 0; peer < size_; ++peer) {
+            // Both sides skip an empty exchange: sender and receiver agree on its size.
+            if (layout.send_rows[peer] > 0) {
+              STRATA_NCCL_CHECK(ncclSend(bytes_of(send) + layout.send_offsets[peer] * row_bytes,
+                                         layout.send_rows[peer] * row_bytes, ncclUint8, peer,
+                                         state_->comm, state_->stream));
+            }
+            if (layout.recv_rows[peer] > 0) {
+              STRATA_NCCL_CHECK(
+                  ncclRecv(bytes_of(staged.buffer) + layout.recv_offsets[peer] * row_bytes,
+                           layout.recv_rows[peer] * row_bytes, ncclUint8, peer, state_->comm,
+                           state_->stream));
+            }
+          }
+        } catch (...) {
+          ncclGroupEnd();
+          throw;
         }
-        if (layout.recv_rows[peer] > 0) {
-          STRATA_NCCL_CHECK(ncclRecv(bytes_of(staged.buffer) + layout.recv_offsets[peer] * row_bytes,
-                                     layout.recv_rows[peer] * row_bytes, ncclUint8, peer,
-                                     state_->comm, state_->stream));
-        }
-      }
-    } catch (...) {
-      ncclGroupEnd();
-      throw;
-    }
-    STRATA_NCCL_CHECK(ncclGroupEnd());
-  });
+        STRATA_NCCL_CHECK(ncclGroupEnd());
+      });
 }
 
 WorkPtr NcclCommunicator::barrier() {
   return launch(*state_, {}, nullptr, [&] {
-    STRATA_NCCL_CHECK(ncclAllReduce(state_->barrier_value, state_->barrier_value, 1,
-                                    ncclFloat32, ncclSum, state_->comm, state_->stream));
+    STRATA_NCCL_CHECK(ncclAllReduce(state_->barrier_value, state_->barrier_value, 1, ncclFloat32,
+                                    ncclSum, state_->comm, state_->stream));
   });
 }
 

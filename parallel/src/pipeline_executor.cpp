@@ -84,9 +84,9 @@ double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& 
                "pipeline executor: an optimizer step needs synchronized gradients");
   sync_ = sync;
   const int m = schedule_.num_micro_batches;
-  STRATA_CHECK(inputs.dim() >= 1 && inputs.size(0) % m == 0,
-               "pipeline executor: batch size ", inputs.dim() >= 1 ? inputs.size(0) : 0,
-               " is not a multiple of the ", m, " micro-batches");
+  STRATA_CHECK(inputs.dim() >= 1 && inputs.size(0) % m == 0, "pipeline executor: batch size ",
+               inputs.dim() >= 1 ? inputs.size(0) : 0, " is not a multiple of the ", m,
+               " micro-batches");
   STRATA_CHECK_EQ(targets.size(0), inputs.size(0), "pipeline executor: targets' batch size");
   input_chunks_ = inputs.chunk(m, 0);
   target_chunks_ = targets.chunk(m, 0);
@@ -184,8 +184,8 @@ at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
     auto route = std::find_if(skip_routes_.begin(), skip_routes_.end(), [&](const SkipRoute& r) {
       return r.name == name && r.from == stage;
     });
-    STRATA_CHECK(route != skip_routes_.end(), "pipeline executor: stage ", stage, " left '",
-                 name, "' on the skip tray, expected it popped in this stage");
+    STRATA_CHECK(route != skip_routes_.end(), "pipeline executor: stage ", stage, " left '", name,
+                 "' on the skip tray, expected it popped in this stage");
     saved.skip_outputs.emplace_back(static_cast<int>(route - skip_routes_.begin()), tensor);
   }
 
@@ -207,8 +207,8 @@ void PipelineExecutor::forward(int stage, int micro_batch) {
   } else {
     auto it = activations_.find({stage - 1, micro_batch});
     // verify_schedule guarantees it is there; a failure here is an executor bug.
-    STRATA_CHECK(it != activations_.end(), "pipeline executor: no activation of stage ",
-                 stage - 1, ", micro-batch ", micro_batch, " for the forward of stage ", stage);
+    STRATA_CHECK(it != activations_.end(), "pipeline executor: no activation of stage ", stage - 1,
+                 ", micro-batch ", micro_batch, " for the forward of stage ", stage);
     // A leaf of this stage's graph, so that its gradient is what goes back.
     saved->input = it->second.detach().requires_grad_(true);
     activations_.erase(it);

@@ -47,8 +47,8 @@ std::vector<ContentLine> parse_contents(const std::string& text) {
   std::string line;
   while (std::getline(in, line)) {
     const size_t a = line.find(' '), b = line.find(' ', a + 1);
-    lines.push_back({line.substr(0, a), std::stoi(line.substr(a + 1, b - a - 1)),
-                     line.substr(b + 1)});
+    lines.push_back(
+        {line.substr(0, a), std::stoi(line.substr(a + 1, b - a - 1)), line.substr(b + 1)});
   }
   return lines;
 }
@@ -78,9 +78,9 @@ std::vector<std::vector<std::string>> find_tied_parameters(const torch::nn::Modu
     if (added) groups.emplace_back();
     groups[it->second].push_back(p.key());
   }
-  groups.erase(std::remove_if(groups.begin(), groups.end(),
-                              [](const auto& g) { return g.size() < 2; }),
-               groups.end());
+  groups.erase(
+      std::remove_if(groups.begin(), groups.end(), [](const auto& g) { return g.size() < 2; }),
+      groups.end());
   return groups;
 }
 
@@ -130,8 +130,8 @@ void PipelineExecutor::exchange_stage_contents() {
     for (int s = 0; s < schedule_.num_stages; ++s) {
       if (schedule_.rank_of_stage(s) != rank) continue;
       auto it = stages_.find(s);
-      STRATA_CHECK(it != stages_.end() && !it->second.is_empty(), "pipeline executor: rank ",
-                   rank, " runs stage ", s, " of schedule '", schedule_.name,
+      STRATA_CHECK(it != stages_.end() && !it->second.is_empty(), "pipeline executor: rank ", rank,
+                   " runs stage ", s, " of schedule '", schedule_.name,
                    "' but no module was given for it");
     }
     for (const auto& [s, module] : stages_) {
@@ -181,8 +181,8 @@ void PipelineExecutor::exchange_stage_contents() {
     STRATA_CHECK(from.size() == 1, "pipeline executor: SkipStash('", name, "') appears ",
                  from.size(), " times in the stages, expected once");
     auto it = pops.find(name);
-    STRATA_CHECK(it != pops.end(), "pipeline executor: SkipStash('", name, "') in stage ",
-                 from[0], " has no SkipPop('", name, "') in any stage");
+    STRATA_CHECK(it != pops.end(), "pipeline executor: SkipStash('", name, "') in stage ", from[0],
+                 " has no SkipPop('", name, "') in any stage");
     STRATA_CHECK(it->second.size() == 1, "pipeline executor: SkipPop('", name, "') appears ",
                  it->second.size(), " times in the stages, expected once");
     const int to = it->second[0];
@@ -203,8 +203,8 @@ void PipelineExecutor::exchange_stage_contents() {
     std::set<int> ranks;
     for (const auto& name : groups[g]) {
       auto it = holders.find(name);
-      STRATA_CHECK(it != holders.end(), "pipeline executor: tied parameter '", name,
-                   "' (group ", g, ") is in no rank's stages");
+      STRATA_CHECK(it != holders.end(), "pipeline executor: tied parameter '", name, "' (group ", g,
+                   ") is in no rank's stages");
       ranks.insert(it->second.begin(), it->second.end());
     }
     const bool holds = ranks.count(rank) > 0;

@@ -64,7 +64,8 @@ PipelinePartition choose_partition(const std::vector<LayerProfile>& layers,
   if (ranks <= 0) ranks = stages;
   if (balance == "params")
     return partition_rank_balanced(layers, stages, ranks, BalanceBy::Parameters, memory);
-  if (balance == "time") return partition_rank_balanced(layers, stages, ranks, BalanceBy::Time, memory);
+  if (balance == "time")
+    return partition_rank_balanced(layers, stages, ranks, BalanceBy::Time, memory);
   if (balance == "memory") return partition_balanced(layers, stages, BalanceBy::Memory, memory);
   if (balance == "auto") {
     // Speed first, but not at any memory cost: the fastest split whose largest stage needs
@@ -142,7 +143,8 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
       PipelineExecutorOptions()
           .recompute(options_.recompute())
           .tied_parameters(find_tied_parameters(*model)));
-  if (grid_.data_parallel_size() > 1) executor_->set_gradient_sync([this] { synchronize_gradients(); });
+  if (grid_.data_parallel_size() > 1)
+    executor_->set_gradient_sync([this] { synchronize_gradients(); });
 }
 
 PipelineParallel::~PipelineParallel() = default;
@@ -228,8 +230,7 @@ void PipelineParallel::synchronize_gradients() {
                    options_.bucket_cap_bytes());
   const std::vector<at::Tensor> experts = expert_parameters();
   if (!experts.empty())
-    reduce_gradients(experts, *grid_.expert_data_parallel(), replicas,
-                     options_.bucket_cap_bytes());
+    reduce_gradients(experts, *grid_.expert_data_parallel(), replicas, options_.bucket_cap_bytes());
 }
 
 double PipelineParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
@@ -253,8 +254,8 @@ at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {
     x = stage->forward(x);
     stage->train(training);
     if (s + 1 < stages && executor_->schedule().rank_of_stage(s + 1) != pipe.rank()) {
-      for (auto& work : isend_tensor(pipe, x, executor_->schedule().rank_of_stage(s + 1),
-                                     kCheckpointTag + 1))
+      for (auto& work :
+           isend_tensor(pipe, x, executor_->schedule().rank_of_stage(s + 1), kCheckpointTag + 1))
         work->wait();
     }
   }
@@ -272,8 +273,8 @@ void PipelineParallel::save_checkpoint(const std::string& path, torch::optim::Op
     if (pipe.rank() != 0) {
       nlohmann::json names = nlohmann::json::array();
       for (const auto& t : contents.tensors) names.push_back({t.name, t.kind});
-      std::vector<WorkPtr> works = isend_tensor(pipe, string_to_tensor(names.dump()), 0,
-                                                kCheckpointTag);
+      std::vector<WorkPtr> works =
+          isend_tensor(pipe, string_to_tensor(names.dump()), 0, kCheckpointTag);
       for (const auto& t : contents.tensors) {
         auto more = isend_tensor(pipe, t.tensor.detach(), 0, kCheckpointTag);
         works.insert(works.end(), more.begin(), more.end());
@@ -303,11 +304,9 @@ void PipelineParallel::save_checkpoint(const std::string& path, torch::optim::Op
 int64_t PipelineParallel::load_checkpoint(const std::string& path,
                                           torch::optim::Optimizer* optimizer,
                                           nlohmann::json* extra) {
-  return load_checkpoint_with_expert_slices(path, *local_, optimizer, extra,
-                                            core::CheckpointMatch::Subset,
-                                            options_.expert_parameters(),
-                                            grid_.expert_parallel_size(),
-                                            grid_.expert_parallel_rank());
+  return load_checkpoint_with_expert_slices(
+      path, *local_, optimizer, extra, core::CheckpointMatch::Subset, options_.expert_parameters(),
+      grid_.expert_parallel_size(), grid_.expert_parallel_rank());
 }
 
 }  // namespace strata::parallel

@@ -19,7 +19,8 @@ constexpr double kInfinity = std::numeric_limits<double>::infinity();
 constexpr double kMaxRankBalancedSplits = 2e5;
 
 void check_layers(const std::vector<LayerProfile>& layers) {
-  STRATA_CHECK(!layers.empty(), "cannot partition an empty model: got 0 layers, expected at least 1");
+  STRATA_CHECK(!layers.empty(),
+               "cannot partition an empty model: got 0 layers, expected at least 1");
   for (size_t i = 0; i < layers.size(); ++i) {
     const LayerProfile& l = layers[i];
     const auto where = [&] { return detail::concat("layer ", i, " ('", l.name, "') "); };
@@ -96,8 +97,8 @@ int64_t memory_of(const LayerSums& sums, int64_t b, int64_t e, int64_t stage,
                   const MemoryModel& memory) {
   const auto& in_flight = memory.in_flight();
   const int64_t held = in_flight.empty() ? 1 : in_flight.at(stage);
-  const double state = static_cast<double>(sums.parameter_bytes(b, e)) *
-                       (2.0 + memory.optimizer_state_factor());
+  const double state =
+      static_cast<double>(sums.parameter_bytes(b, e)) * (2.0 + memory.optimizer_state_factor());
   return static_cast<int64_t>(std::llround(state)) + sums.activation_bytes(b, e) * held;
 }
 
@@ -214,11 +215,12 @@ std::string PipelinePartition::describe() const {
     if (stages[s].memory_bytes > stages[largest].memory_bytes) largest = static_cast<int64_t>(s);
   }
   out << "pipeline partition: " << layers << " layers into " << stages.size() << " stages";
-  if (memory_limit_bytes > 0) out << ", at most " << format_megabytes(memory_limit_bytes) << " each";
+  if (memory_limit_bytes > 0)
+    out << ", at most " << format_megabytes(memory_limit_bytes) << " each";
   out << "\n";
   out << std::left << std::setw(7) << "stage" << std::setw(22) << "layers" << std::right
-      << std::setw(12) << "parameters" << std::setw(12) << "time (ms)" << std::setw(12)
-      << "memory" << "\n";
+      << std::setw(12) << "parameters" << std::setw(12) << "time (ms)" << std::setw(12) << "memory"
+      << "\n";
   for (size_t s = 0; s < stages.size(); ++s) {
     const StagePlan& st = stages[s];
     std::ostringstream time;
@@ -342,8 +344,8 @@ PipelinePartition partition_joint(const std::vector<LayerProfile>& layers, int s
       needed = std::max(needed, s.memory_bytes);
     STRATA_FAIL("no split of ", n, " layers into ", stages, " stages fits ",
                 format_megabytes(limit_bytes), " (", limit_bytes,
-                " bytes) per stage; the best split needs ", format_megabytes(needed), " (",
-                needed, " bytes)");
+                " bytes) per stage; the best split needs ", format_megabytes(needed), " (", needed,
+                " bytes)");
   }
   PipelinePartition partition = make_partition(layers, begins, memory);
   partition.memory_limit_bytes = limit_bytes;

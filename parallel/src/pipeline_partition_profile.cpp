@@ -34,7 +34,8 @@ double median(std::vector<double> values) {
 class GradientGuard {
  public:
   explicit GradientGuard(torch::nn::Module& module) : parameters_(module.parameters()) {
-    for (auto& p : parameters_) saved_.push_back(p.grad().defined() ? p.grad().clone() : at::Tensor());
+    for (auto& p : parameters_)
+      saved_.push_back(p.grad().defined() ? p.grad().clone() : at::Tensor());
   }
   ~GradientGuard() {
     for (size_t i = 0; i < parameters_.size(); ++i) parameters_[i].mutable_grad() = saved_[i];
@@ -50,7 +51,8 @@ class GradientGuard {
 
 std::vector<LayerProfile> profile_layers(torch::nn::Sequential& model,
                                          const at::Tensor& sample_micro_batch, int repeats) {
-  STRATA_CHECK(!model->is_empty(), "cannot profile an empty model: got 0 layers, expected at least 1");
+  STRATA_CHECK(!model->is_empty(),
+               "cannot profile an empty model: got 0 layers, expected at least 1");
   STRATA_CHECK(repeats >= 1, "profile repeats: got ", repeats, ", expected at least 1");
   STRATA_CHECK(sample_micro_batch.defined(), "profile sample micro-batch: got an undefined tensor");
   GradientGuard guard(*model);

@@ -8,9 +8,9 @@ namespace strata::parallel {
 
 namespace {
 // Options that only mean something in a pipeline.
-const std::vector<std::string> kPipelineOnlyFlags = {"--micro-batches", "--schedule",
-                                                     "--virtual-stages", "--recompute",
-                                                     "--balance", "--trace-out", "--trace-steps"};
+const std::vector<std::string> kPipelineOnlyFlags = {
+    "--micro-batches", "--schedule",  "--virtual-stages", "--recompute",
+    "--balance",       "--trace-out", "--trace-steps"};
 }  // namespace
 
 HybridParallelOptions PipelineFlags::options() const {

@@ -45,10 +45,8 @@ std::string to_string(const PipelineInstruction& in) {
       out << "(stage " << in.stage << " <- rank " << in.peer << ", mb " << in.micro_batch << ")";
       break;
     case PipelineOp::AllReduceGradients:
-    case PipelineOp::OptimizerStep:
-      break;
-    default:
-      out << "(stage " << in.stage << ", mb " << in.micro_batch << ")";
+    case PipelineOp::OptimizerStep: break;
+    default: out << "(stage " << in.stage << ", mb " << in.micro_batch << ")";
   }
   return out.str();
 }
@@ -107,8 +105,7 @@ PipelineSchedule assemble(std::string name, int ranks, int micro_batches, int vi
     auto remote = [&](int stage) { return s.rank_of_stage(stage) != r; };
     for (const auto& in : compute_order[r]) {
       const int st = in.stage, mb = in.micro_batch;
-      const bool backward =
-          in.op == PipelineOp::Backward || in.op == PipelineOp::BackwardInput;
+      const bool backward = in.op == PipelineOp::Backward || in.op == PipelineOp::BackwardInput;
       if (in.op == PipelineOp::Forward && st > 0 && remote(st - 1))
         program.push_back({PipelineOp::RecvActivation, st - 1, mb, s.rank_of_stage(st - 1)});
       if (backward && st < last && remote(st + 1))
@@ -132,8 +129,7 @@ PipelineSchedule make_gpipe_schedule(int ranks, int micro_batches) {
   std::vector<std::vector<PipelineInstruction>> order(ranks);
   for (int r = 0; r < ranks; ++r) {
     for (int m = 0; m < micro_batches; ++m) order[r].push_back(compute(PipelineOp::Forward, r, m));
-    for (int m = 0; m < micro_batches; ++m)
-      order[r].push_back(compute(PipelineOp::Backward, r, m));
+    for (int m = 0; m < micro_batches; ++m) order[r].push_back(compute(PipelineOp::Backward, r, m));
   }
   return assemble("gpipe", ranks, micro_batches, 1, order);
 }
@@ -154,8 +150,7 @@ PipelineSchedule make_1f1b_schedule(int ranks, int micro_batches) {
   return assemble("1f1b", ranks, micro_batches, 1, order);
 }
 
-PipelineSchedule make_interleaved_1f1b_schedule(int ranks, int micro_batches,
-                                                int virtual_stages) {
+PipelineSchedule make_interleaved_1f1b_schedule(int ranks, int micro_batches, int virtual_stages) {
   check_shape("interleaved", ranks, micro_batches, virtual_stages);
   // Megatron-LM walks micro-batches in groups of `ranks` through each chunk in turn;
   // groups only line up when every group is full.

@@ -11,8 +11,7 @@
 
 namespace strata::parallel {
 
-PipelineSimulation simulate_schedule(const PipelineSchedule& schedule,
-                                     const PipelineCosts& costs) {
+PipelineSimulation simulate_schedule(const PipelineSchedule& schedule, const PipelineCosts& costs) {
   verify_schedule(schedule);  // so that the play below cannot hang or miss a send
   STRATA_CHECK(costs.forward >= 0 && costs.backward_input >= 0 && costs.backward_weight >= 0 &&
                    costs.send >= 0,

@@ -40,8 +40,8 @@ class Verifier {
   }
 
  private:
-  using Unit = std::pair<int, int>;                // (stage, micro-batch)
-  using Message = std::tuple<bool, int, int>;      // (is gradient, stage, micro-batch)
+  using Unit = std::pair<int, int>;            // (stage, micro-batch)
+  using Message = std::tuple<bool, int, int>;  // (is gradient, stage, micro-batch)
   struct Sent {
     int rank;
     size_t index;
@@ -63,8 +63,8 @@ class Verifier {
     STRATA_CHECK(s_.num_micro_batches >= 1, prefix(), "num_micro_batches must be >= 1, got ",
                  s_.num_micro_batches);
     STRATA_CHECK(s_.num_stages >= s_.num_ranks && s_.num_stages % s_.num_ranks == 0, prefix(),
-                 "num_stages must be a positive multiple of num_ranks (", s_.num_ranks,
-                 "), got ", s_.num_stages);
+                 "num_stages must be a positive multiple of num_ranks (", s_.num_ranks, "), got ",
+                 s_.num_stages);
     STRATA_CHECK(static_cast<int>(s_.ranks.size()) == s_.num_ranks, prefix(),
                  "number of rank programs: got ", s_.ranks.size(), ", expected ", s_.num_ranks);
   }
@@ -145,8 +145,8 @@ class Verifier {
         if (in.op == PipelineOp::Backward) require_once(backward_weight_, unit, r, i, "W");
         return true;
       case PipelineOp::BackwardWeight:
-        STRATA_CHECK(backward_input_.count(unit), where(r, i),
-                     "W before the B of stage ", in.stage, ", micro-batch ", in.micro_batch);
+        STRATA_CHECK(backward_input_.count(unit), where(r, i), "W before the B of stage ", in.stage,
+                     ", micro-batch ", in.micro_batch);
         require_once(backward_weight_, unit, r, i, "backward (W)");
         return true;
       case PipelineOp::SendActivation:
@@ -155,8 +155,7 @@ class Verifier {
         STRATA_CHECK((grad ? backward_input_ : forward_).count(unit), where(r, i), "sends the ",
                      grad ? "gradient" : "activation", " of stage ", in.stage, ", micro-batch ",
                      in.micro_batch, " before its ", grad ? "backward" : "forward");
-        const auto [it, fresh] = sent_.emplace(Message{grad, in.stage, in.micro_batch},
-                                               Sent{r, i});
+        const auto [it, fresh] = sent_.emplace(Message{grad, in.stage, in.micro_batch}, Sent{r, i});
         STRATA_CHECK(fresh, where(r, i), "already sent at instruction ", it->second.index);
         return true;
       }
@@ -182,8 +181,8 @@ class Verifier {
   void require_once(std::map<Unit, size_t>& done, const Unit& unit, int r, size_t i,
                     const char* what) {
     const auto [it, fresh] = done.emplace(unit, i);
-    STRATA_CHECK(fresh, where(r, i), "stage ", unit.first, ", micro-batch ", unit.second,
-                 " is ", what, " twice (first at instruction ", it->second, ")");
+    STRATA_CHECK(fresh, where(r, i), "stage ", unit.first, ", micro-batch ", unit.second, " is ",
+                 what, " twice (first at instruction ", it->second, ")");
   }
 
   void require_input(const std::set<Unit>& present, const char* what, int stage, int r,
@@ -201,15 +200,15 @@ class Verifier {
              std::to_string(it->second.index) + " " +
              to_string(s_.ranks[it->second.rank][it->second.index]) +
              " is never received before it)";
-    STRATA_FAIL(where(r, i), what, " of stage ", stage, ", micro-batch ", mb,
-                " was never received", hint);
+    STRATA_FAIL(where(r, i), what, " of stage ", stage, ", micro-batch ", mb, " was never received",
+                hint);
   }
 
   void require_all_backward(int r, size_t i) const {
     for (int st = r; st < s_.num_stages; st += s_.num_ranks)
       for (int mb = 0; mb < s_.num_micro_batches; ++mb)
-        STRATA_CHECK(backward_weight_.count({st, mb}), where(r, i), "stage ", st,
-                     ", micro-batch ", mb, " has no finished backward yet");
+        STRATA_CHECK(backward_weight_.count({st, mb}), where(r, i), "stage ", st, ", micro-batch ",
+                     mb, " has no finished backward yet");
   }
 
   void check_complete() const {

@@ -14,8 +14,8 @@ thread_local SkipTray tray;
 SkipTray exchange_skip_tray(SkipTray contents) { return std::exchange(tray, std::move(contents)); }
 
 SkipStashImpl::SkipStashImpl(std::string name) : name_(std::move(name)) {
-  STRATA_CHECK(!name_.empty() && name_.find('\n') == std::string::npos,
-               "SkipStash: name '", name_, "' must be non-empty and on one line");
+  STRATA_CHECK(!name_.empty() && name_.find('\n') == std::string::npos, "SkipStash: name '", name_,
+               "' must be non-empty and on one line");
 }
 
 at::Tensor SkipStashImpl::forward(const at::Tensor& x) {
@@ -27,8 +27,8 @@ at::Tensor SkipStashImpl::forward(const at::Tensor& x) {
 
 SkipPopImpl::SkipPopImpl(std::string name, SkipCombine combine)
     : name_(std::move(name)), combine_(std::move(combine)) {
-  STRATA_CHECK(!name_.empty() && name_.find('\n') == std::string::npos,
-               "SkipPop: name '", name_, "' must be non-empty and on one line");
+  STRATA_CHECK(!name_.empty() && name_.find('\n') == std::string::npos, "SkipPop: name '", name_,
+               "' must be non-empty and on one line");
 }
 
 at::Tensor SkipPopImpl::forward(const at::Tensor& x) {

@@ -64,10 +64,11 @@ PipelineIdle measure_idle(const std::vector<PipelineInstructionRecord>& records,
 }
 
 double theoretical_idle_fraction(const std::string& schedule, int K, int M, int virtual_stages) {
-  STRATA_CHECK(K >= 1 && M >= 1 && virtual_stages >= 1, "theoretical idle fraction: K ", K,
-               ", M ", M, ", v ", virtual_stages, ": each must be at least 1");
-  STRATA_CHECK(schedule == "interleaved" || virtual_stages == 1, "theoretical idle fraction: ",
-               schedule, " has one stage per rank, got v ", virtual_stages);
+  STRATA_CHECK(K >= 1 && M >= 1 && virtual_stages >= 1, "theoretical idle fraction: K ", K, ", M ",
+               M, ", v ", virtual_stages, ": each must be at least 1");
+  STRATA_CHECK(schedule == "interleaved" || virtual_stages == 1,
+               "theoretical idle fraction: ", schedule, " has one stage per rank, got v ",
+               virtual_stages);
   // Work in units of one micro-batch's compute on one stage: the bubble is `bubble`
   // units against `work` units of compute per rank.
   double work = M;
@@ -114,8 +115,8 @@ core::ChromeTrace gather_trace(Communicator& comm, const core::ChromeTrace& loca
   STRATA_CHECK(root >= 0 && root < comm.size(), "gather trace: root ", root,
                " is not a rank of a communicator of ", comm.size());
   if (comm.rank() != root) {
-    for (auto& work : isend_tensor(comm, string_to_tensor(local.to_json().dump()), root,
-                                   kGatherTag))
+    for (auto& work :
+         isend_tensor(comm, string_to_tensor(local.to_json().dump()), root, kGatherTag))
       work->wait();
     return {};
   }

@@ -30,9 +30,9 @@ ProcessGrid::ProcessGrid(CommunicatorPtr world, ProcessGridOptions options)
                  " does not divide world size ", world_size);
     dp = world_size / pp;
   }
-  STRATA_CHECK(static_cast<long long>(pp) * dp == world_size, "pipeline ", pp,
-               " x data parallel ", dp, " = ", static_cast<long long>(pp) * dp,
-               " ranks, but the world has ", world_size);
+  STRATA_CHECK(static_cast<long long>(pp) * dp == world_size, "pipeline ", pp, " x data parallel ",
+               dp, " = ", static_cast<long long>(pp) * dp, " ranks, but the world has ",
+               world_size);
   const int ep = options_.expert_parallel();
   STRATA_CHECK(ep >= 1 && dp % ep == 0, "expert-parallel size ", ep,
                ", expected a divisor of the data-parallel size ", dp);

@@ -98,15 +98,16 @@ WorkPtr RecordingCommunicator::irecv(at::Tensor& tensor, int src, int tag) {
 }
 
 WorkPtr RecordingCommunicator::allreduce(at::Tensor& tensor, ReduceOp op) {
-  return record("allreduce " + to_string(op) + " over " + group() + " (" + bytes_of(tensor) + ")", -1,
-                [&] { return inner_->allreduce(tensor, op); });
+  return record("allreduce " + to_string(op) + " over " + group() + " (" + bytes_of(tensor) + ")",
+                -1, [&] { return inner_->allreduce(tensor, op); });
 }
 
 WorkPtr RecordingCommunicator::broadcast(at::Tensor& tensor, int root) {
   const int peer = world_rank(root);
   return record("broadcast from rank " + std::to_string(peer) + " over " + group() + " (" +
                     bytes_of(tensor) + ")",
-                inner_->rank() == root ? -1 : peer, [&] { return inner_->broadcast(tensor, root); });
+                inner_->rank() == root ? -1 : peer,
+                [&] { return inner_->broadcast(tensor, root); });
 }
 
 WorkPtr RecordingCommunicator::allgather(const at::Tensor& input, at::Tensor& output) {
@@ -114,16 +115,19 @@ WorkPtr RecordingCommunicator::allgather(const at::Tensor& input, at::Tensor& ou
                 [&] { return inner_->allgather(input, output); });
 }
 
-WorkPtr RecordingCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
-  return record("reduce_scatter " + to_string(op) + " over " + group() + " (" + bytes_of(input) + ")", -1,
-                [&] { return inner_->reduce_scatter(input, output, op); });
+WorkPtr RecordingCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output,
+                                              ReduceOp op) {
+  return record(
+      "reduce_scatter " + to_string(op) + " over " + group() + " (" + bytes_of(input) + ")", -1,
+      [&] { return inner_->reduce_scatter(input, output, op); });
 }
 
 WorkPtr RecordingCommunicator::alltoall(const at::Tensor& input, at::Tensor& output,
                                         const std::vector<int64_t>& send_splits,
                                         const std::vector<int64_t>& recv_splits) {
-  return record("alltoall over " + group() + " (" + bytes_of(input) + " out, " + bytes_of(output) + " in)",
-                -1, [&] { return inner_->alltoall(input, output, send_splits, recv_splits); });
+  return record(
+      "alltoall over " + group() + " (" + bytes_of(input) + " out, " + bytes_of(output) + " in)",
+      -1, [&] { return inner_->alltoall(input, output, send_splits, recv_splits); });
 }
 
 WorkPtr RecordingCommunicator::barrier() {

@@ -19,8 +19,8 @@ at::Tensor tensor_message_header(const at::Tensor& tensor) {
 
 at::Tensor allocate_from_header(const at::Tensor& header) {
   auto h = header.accessor<int64_t, 1>();
-  STRATA_CHECK(h[0] >= 0 && h[0] < static_cast<int64_t>(at::ScalarType::NumOptions) &&
-                   h[1] >= 0 && h[1] <= kTensorMessageMaxDims,
+  STRATA_CHECK(h[0] >= 0 && h[0] < static_cast<int64_t>(at::ScalarType::NumOptions) && h[1] >= 0 &&
+                   h[1] <= kTensorMessageMaxDims,
                "tensor message: malformed header (dtype ", h[0], ", dims ", h[1], ")");
   std::vector<int64_t> sizes(h[1]);
   for (int64_t d = 0; d < h[1]; ++d) sizes[d] = h[2 + d];
@@ -42,8 +42,8 @@ at::Tensor recv_tensor(Communicator& comm, int src, int tag) {
 
 at::Tensor broadcast_tensor(Communicator& comm, const at::Tensor& tensor, int root) {
   const bool is_root = comm.rank() == root;
-  at::Tensor header = is_root ? tensor_message_header(tensor)
-                              : at::empty({kTensorMessageHeaderLength}, at::kLong);
+  at::Tensor header =
+      is_root ? tensor_message_header(tensor) : at::empty({kTensorMessageHeaderLength}, at::kLong);
   comm.broadcast(header, root)->wait();
   at::Tensor data = is_root ? tensor.contiguous().clone() : allocate_from_header(header);
   comm.broadcast(data, root)->wait();

@@ -46,7 +46,8 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 std::string format_hang_report(const nlohmann::json& report) {
   std::ostringstream out;
   out << "strata watchdog: job aborted: " << report.value("reason", std::string("?"));
-  if (report.contains("detected_by")) out << " (detected by rank " << report["detected_by"].get<int>() << ")";
+  if (report.contains("detected_by"))
+    out << " (detected by rank " << report["detected_by"].get<int>() << ")";
   out << "\n";
   if (!report.contains("ranks")) return out.str();
   for (const auto& r : report["ranks"]) {
@@ -103,7 +104,10 @@ void on_terminate_signal(int) {
 
 Watchdog::Watchdog(std::shared_ptr<ControlStoreClient> store, int rank, int world_size,
                    WatchdogOptions options, core::FlightRecorder& recorder)
-    : store_(std::move(store)), rank_(rank), world_size_(world_size), options_(std::move(options)),
+    : store_(std::move(store)),
+      rank_(rank),
+      world_size_(world_size),
+      options_(std::move(options)),
       recorder_(recorder) {
   STRATA_CHECK(store_ != nullptr, "watchdog: got no control store");
   STRATA_CHECK(world_size_ >= 1 && rank_ >= 0 && rank_ < world_size_, "watchdog rank: got rank ",
@@ -113,7 +117,8 @@ Watchdog::Watchdog(std::shared_ptr<ControlStoreClient> store, int rank, int worl
   STRATA_CHECK(options_.heartbeat_interval().count() > 0 &&
                    options_.heartbeat_interval() < options_.timeout(),
                "watchdog heartbeat interval: got ", options_.heartbeat_interval().count(),
-               " ms, expected more than 0 and less than the timeout of ", options_.timeout().count(), " ms");
+               " ms, expected more than 0 and less than the timeout of ",
+               options_.timeout().count(), " ms");
   started_ = Clock::now();
   last_beat_.assign(static_cast<size_t>(world_size_), -1);
   last_change_.assign(static_cast<size_t>(world_size_), started_);
@@ -216,10 +221,11 @@ std::optional<std::string> Watchdog::check_ranks() {
     const double silent = seconds(now - last_change_[i]);
     if (silent > timeout && !silent_rank) {
       triggered = true;
-      silent_rank = "rank " + std::to_string(r) +
-                    (beat ? " sent no heartbeat for " + fixed(silent) + " s"
-                          : " sent no heartbeat in the " + fixed(silent) + " s since the watchdog started") +
-                    " (timeout " + fixed(timeout) + " s)";
+      silent_rank =
+          "rank " + std::to_string(r) +
+          (beat ? " sent no heartbeat for " + fixed(silent) + " s"
+                : " sent no heartbeat in the " + fixed(silent) + " s since the watchdog started") +
+          " (timeout " + fixed(timeout) + " s)";
     }
     if (!summaries_[i].is_object()) continue;
     for (const auto& e : summaries_[i].value("in_progress", nlohmann::json::array())) {
@@ -250,8 +256,9 @@ nlohmann::json Watchdog::build_report(const std::string& reason, int detected_by
   for (int r = 0; r < world_size_; ++r) {
     const auto i = static_cast<size_t>(r);
     nlohmann::json entry = {{"rank", r}, {"done", static_cast<bool>(done_[i])}};
-    entry["last_heartbeat_s_ago"] =
-        last_beat_[i] >= 0 ? nlohmann::json(seconds(now - last_change_[i])) : nlohmann::json(nullptr);
+    entry["last_heartbeat_s_ago"] = last_beat_[i] >= 0
+                                        ? nlohmann::json(seconds(now - last_change_[i]))
+                                        : nlohmann::json(nullptr);
     entry["recorder"] = r == rank_ ? recorder_.summary() : summaries_[i];
     ranks.push_back(std::move(entry));
   }
@@ -277,15 +284,17 @@ void Watchdog::abort(const std::string& reason, bool detected_here) {
   }
   if (detected_here) {
     std::fputs(format_hang_report(event.report).c_str(), stderr);
-    if (!options_.hang_report().empty()) write_file_atomically(options_.hang_report(), event.report.dump(2));
+    if (!options_.hang_report().empty())
+      write_file_atomically(options_.hang_report(), event.report.dump(2));
     std::fflush(stderr);
     try {
       store_->set("abort/reported", "1");
       // The store may live in this process (rank 0 under mpirun): stay until the other
       // ranks have seen the abort (or a few heartbeats), so that they report it as such
       // rather than as a lost store.
-      const auto deadline = Clock::now() + std::max<Clock::duration>(3 * options_.heartbeat_interval(),
-                                                                     std::chrono::milliseconds(300));
+      const auto deadline =
+          Clock::now() + std::max<Clock::duration>(3 * options_.heartbeat_interval(),
+                                                   std::chrono::milliseconds(300));
       while (Clock::now() < deadline) {
         const auto acks = store_->try_get("abort/ack");
         if (acks && std::stoll(*acks) >= world_size_ - 1) break;
@@ -312,8 +321,8 @@ void Watchdog::abort(const std::string& reason, bool detected_here) {
 }
 
 void Watchdog::lost_store(const std::string& error) {
-  report_this_rank_and_exit("rank " + std::to_string(rank_) + " lost the control store (" +
-                            error + ")");
+  report_this_rank_and_exit("rank " + std::to_string(rank_) + " lost the control store (" + error +
+                            ")");
 }
 
 nlohmann::json Watchdog::this_rank_report(const std::string& reason) {

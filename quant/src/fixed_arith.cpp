@@ -97,10 +97,9 @@ FixedPointTensor fixed_add(const FixedPointTensor& a, const FixedPointTensor& b)
                to_string(b.type), " is ", to_string(t), ", wider than ", kMaxFixedWidth,
                " bits; cast an operand to a narrower type first");
   const int f = t.fraction_bits();
-  return {elementwise(a.raw, b.raw,
-                      [&](int64_t x, int64_t y) {
-                        return to_raw(aligned_sum(x, a.type, y, b.type, f));
-                      }),
+  return {elementwise(
+              a.raw, b.raw,
+              [&](int64_t x, int64_t y) { return to_raw(aligned_sum(x, a.type, y, b.type, f)); }),
           t};
 }
 
@@ -144,9 +143,9 @@ void Accumulator::add(const FixedPointTensor& x) {
   STRATA_CHECK(at::is_expandable_to(x.raw.sizes(), acc_.raw.sizes()), "Accumulator::add: shape ",
                x.raw.sizes(), " does not broadcast to the accumulator's ", acc_.raw.sizes());
   const FixedPointType sum_type = add_result_type(acc_.type, x.type);
-  STRATA_CHECK(sum_type.width <= kMaxExactSumWidth, "Accumulator::add: ",
-               to_string(acc_.type), " + ", to_string(x.type), " is ", to_string(sum_type),
-               ", wider than the ", kMaxExactSumWidth, " bits an exact sum may have");
+  STRATA_CHECK(sum_type.width <= kMaxExactSumWidth, "Accumulator::add: ", to_string(acc_.type),
+               " + ", to_string(x.type), " is ", to_string(sum_type), ", wider than the ",
+               kMaxExactSumWidth, " bits an exact sum may have");
   const int f = sum_type.fraction_bits();
   const int k = acc_.type.fraction_bits() - f;  // the sum's LSBs in the accumulator's
   const FixedPointType& t = acc_.type;

@@ -99,8 +99,7 @@ inline uint64_t overflow_bits(uint64_t v, const FixedPointType& t, bool overflow
       if (!t.is_signed) return set_bits(v, w - n, w - 1, true);
       v = set_bits(v, w - 1, w - 1, negative);
       return set_bits(v, w - n, w - 2, !negative);
-    case OverflowMode::AP_SAT_ZERO:
-      return 0;
+    case OverflowMode::AP_SAT_ZERO: return 0;
     case OverflowMode::AP_WRAP_SM: {  // signed only (validate)
       const bool top = (v >> (w - 1)) & 1;
       if (n == 0) {

@@ -49,8 +49,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
     for (size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
-                          d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      d[i][j] = std::min(
+          {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
       if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
         d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
       }
@@ -89,9 +89,9 @@ class TypeParser {
     if (name == "ap_fixed" || name == "ap_ufixed") {
       t.is_signed = name == "ap_fixed";
     } else {
-      fail((name.empty() ? "expected" : "unknown type '" + name + "'" +
-                                            suggestion(name, {"ap_fixed", "ap_ufixed"}) +
-                                            ", expected") +
+      fail((name.empty() ? "expected"
+                         : "unknown type '" + name + "'" +
+                               suggestion(name, {"ap_fixed", "ap_ufixed"}) + ", expected") +
            " ap_fixed<W,I,Q,O,N> or ap_ufixed<W,I,Q,O,N>");
     }
     expect('<', "after " + name);
@@ -169,8 +169,10 @@ class TypeParser {
     }
     for (const auto& [mode, spelling] : kOverflowNames) {
       if (name == spelling) {
-        fail(name + " is an overflow mode, but the quantization mode comes first: "
-                    "ap_fixed<W,I,Q,O,N> (Q one of " + joined(kQuantNames) + ")");
+        fail(name +
+             " is an overflow mode, but the quantization mode comes first: "
+             "ap_fixed<W,I,Q,O,N> (Q one of " +
+             joined(kQuantNames) + ")");
       }
     }
     fail((name.empty() ? "expected a quantization mode, " + found()
@@ -224,15 +226,13 @@ void validate(const FixedPointType& t) {
   STRATA_CHECK(t.integer_bits >= -kMaxIntegerBits && t.integer_bits <= kMaxIntegerBits,
                "integer bits I=", t.integer_bits, " out of range, expected ", -kMaxIntegerBits,
                " to ", kMaxIntegerBits);
-  STRATA_CHECK(t.saturation_bits >= 0 && t.saturation_bits <= t.width, "saturation bits N=",
-               t.saturation_bits, " out of range, expected 0 to W=", t.width);
+  STRATA_CHECK(t.saturation_bits >= 0 && t.saturation_bits <= t.width,
+               "saturation bits N=", t.saturation_bits, " out of range, expected 0 to W=", t.width);
   STRATA_CHECK(t.is_signed || t.overflow != OverflowMode::AP_WRAP_SM,
                "AP_WRAP_SM needs a signed type (HLS refuses ap_ufixed with AP_WRAP_SM)");
 }
 
-FixedPointType parse_fixed_point_type(const std::string& text) {
-  return TypeParser(text).parse();
-}
+FixedPointType parse_fixed_point_type(const std::string& text) { return TypeParser(text).parse(); }
 
 std::string to_string(QuantMode mode) {
   for (const auto& [m, name] : kQuantNames) {

@@ -23,7 +23,8 @@ constexpr int kFloatExactBits = 24;
 inline std::string layer_name(const torch::nn::Module& m) {
   std::string name = m.name();
   const std::string suffix = "Impl";
-  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+  if (name.size() > suffix.size() &&
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
     name.resize(name.size() - suffix.size());
   }
   return name;

@@ -48,8 +48,9 @@ void add_mac_fields(ordered_json& j, const QfxQuantizers& q, const at::Tensor& w
   j["k_hot"] = q.weight->options.k_hot().value_or(0);
   j["weight_shape"] = weight.sizes().vec();
   j["weight"] = ints(q.weight->raw(weight));
-  j["bias"] = bias.defined() ? ints(fixed_point_cast_raw(bias.detach(), detail::bias_type(accumulator)))
-                             : std::vector<int64_t>{};
+  j["bias"] = bias.defined()
+                  ? ints(fixed_point_cast_raw(bias.detach(), detail::bias_type(accumulator)))
+                  : std::vector<int64_t>{};
 }
 
 ordered_json conv_json(const QfxConv2dImpl& conv, const std::string& layer) {
@@ -82,7 +83,8 @@ ordered_json linear_json(const QfxLinearImpl& linear, const std::string& layer) 
                     {"out_features", linear.options.out_features()}};
   type_of(linear.quantizers.input, layer, "input");
   type_of(linear.quantizers.weight, layer, "weight");
-  add_mac_fields(j, linear.quantizers, linear.weight, linear.bias, linear.accumulator_type(), layer);
+  add_mac_fields(j, linear.quantizers, linear.weight, linear.bias, linear.accumulator_type(),
+                 layer);
   return j;
 }
 
@@ -111,9 +113,12 @@ void add_layers(const nn::SequentialImpl& model, ordered_json& layers) {
       j = {{"kind", "relu"}};
     } else if (auto* pool = dynamic_cast<const nn::MaxPool2dImpl*>(m.get())) {
       const auto& p = pool->options;
-      j = {{"kind", "maxpool2d"},        {"kernel_size", array(p.kernel_size())},
-           {"stride", array(p.stride())}, {"padding", array(p.padding())},
-           {"dilation", array(p.dilation())}, {"ceil_mode", p.ceil_mode()}};
+      j = {{"kind", "maxpool2d"},
+           {"kernel_size", array(p.kernel_size())},
+           {"stride", array(p.stride())},
+           {"padding", array(p.padding())},
+           {"dilation", array(p.dilation())},
+           {"ceil_mode", p.ceil_mode()}};
     } else if (auto* flatten = dynamic_cast<const nn::FlattenImpl*>(m.get())) {
       j = {{"kind", "flatten"},
            {"start_dim", flatten->options.start_dim()},
@@ -142,7 +147,8 @@ void export_qfx(const nn::Sequential& model, const std::string& path) {
   ordered_json layers = ordered_json::array();
   add_layers(*model, layers);
   // One layer per line: small (weights are long arrays) and still readable with grep.
-  std::string text = R"({"format": "strata-qfx", "version": 1, "layers": [)" "\n";
+  std::string text = R"({"format": "strata-qfx", "version": 1, "layers": [)"
+                     "\n";
   for (size_t i = 0; i < layers.size(); ++i) {
     text += layers[i].dump() + (i + 1 < layers.size() ? ",\n" : "\n");
   }
@@ -163,7 +169,8 @@ void export_qfx(const nn::Sequential& model, const std::string& path) {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int error = errno;
     std::remove(tmp.c_str());
-    STRATA_FAIL("export_qfx ", path, ": cannot rename ", tmp, " to it (", std::strerror(error), ")");
+    STRATA_FAIL("export_qfx ", path, ": cannot rename ", tmp, " to it (", std::strerror(error),
+                ")");
   }
 }
 

@@ -26,7 +26,8 @@ std::vector<int64_t> k_hot_magnitudes(int bits, int k) {
   for (int b = 0; b < bits; ++b) {
     const size_t n = values.size();
     for (size_t i = 0; i < n; ++i) {
-      if (values[i].second < k) values.push_back({values[i].first | (int64_t{1} << b), values[i].second + 1});
+      if (values[i].second < k)
+        values.push_back({values[i].first | (int64_t{1} << b), values[i].second + 1});
     }
   }
   std::vector<int64_t> out;
@@ -70,8 +71,8 @@ at::Tensor quantized_value(const at::Tensor& x, const FixedPointType& t, int k_h
 at::Tensor project_k_hot(const at::Tensor& raw, int k, const FixedPointType& t) {
   STRATA_CHECK(k >= 1, "K-hot projection: K=", k, ", expected at least 1 set bit");
   validate(t);
-  STRATA_CHECK(t.width <= detail::kMaxQfxWidth, "K-hot projection: width W=", t.width,
-               " above ", detail::kMaxQfxWidth);
+  STRATA_CHECK(t.width <= detail::kMaxQfxWidth, "K-hot projection: width W=", t.width, " above ",
+               detail::kMaxQfxWidth);
   STRATA_CHECK(raw.scalar_type() == at::kLong, "K-hot projection: expected int64 raw values, got ",
                raw.scalar_type());
   const int64_t pos_max = detail::max_raw(t), neg_max = -detail::min_raw(t);
@@ -86,8 +87,8 @@ at::Tensor project_k_hot(const at::Tensor& raw, int k, const FixedPointType& t) 
       table.index_select(0, (upper_index - 1).clamp_min(0).flatten()).view_as(raw);
   // The nearest admissible magnitude (ties: the smaller), unless the larger one is out
   // of the type's range for this sign (+2^(W-1) for a signed type, for example).
-  const at::Tensor limit = at::where(raw.ge(0), at::full({}, pos_max, at::kLong),
-                                     at::full({}, neg_max, at::kLong));
+  const at::Tensor limit =
+      at::where(raw.ge(0), at::full({}, pos_max, at::kLong), at::full({}, neg_max, at::kLong));
   const at::Tensor take_upper = upper.le(magnitude)
                                     .logical_or((upper - magnitude).lt(magnitude - lower))
                                     .logical_and(upper.le(limit));
@@ -102,7 +103,8 @@ at::Tensor count_set_bits(const at::Tensor& raw) {
   at::Tensor out = at::empty_like(in);
   const int64_t* src = in.data_ptr<int64_t>();
   int64_t* dst = out.data_ptr<int64_t>();
-  for (int64_t i = 0; i < in.numel(); ++i) dst[i] = __builtin_popcountll(static_cast<uint64_t>(src[i]));
+  for (int64_t i = 0; i < in.numel(); ++i)
+    dst[i] = __builtin_popcountll(static_cast<uint64_t>(src[i]));
   return out;
 }
 

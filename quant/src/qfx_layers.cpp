@@ -110,13 +110,13 @@ at::Tensor finish_mac(QfxQuantizers q, int64_t terms, at::ScalarType out_dtype, 
     // w = hi * 2^k + lo, 0 <= lo < 2^k, so that each half's products sum exactly in
     // float32 (two float convolutions cost half of one in double); the halves and the
     // bias then add exactly in double. Double throughout when even a half is too wide.
-    const at::Tensor b = bias.defined()
-                             ? straight_through_cast(bias.to(at::kDouble), bias_type(acc))
-                             : bias;
+    const at::Tensor b =
+        bias.defined() ? straight_through_cast(bias.to(at::kDouble), bias_type(acc)) : bias;
     const int k = (w.width + 1) / 2;
     const bool split = w.width >= 2 &&
-                       exact_in_float(in, w.is_signed ? ap_fixed(w.width - k, w.integer_bits)
-                                                      : ap_ufixed(w.width - k, w.integer_bits),
+                       exact_in_float(in,
+                                      w.is_signed ? ap_fixed(w.width - k, w.integer_bits)
+                                                  : ap_ufixed(w.width - k, w.integer_bits),
                                       terms) &&
                        exact_in_float(in, ap_ufixed(k, w.integer_bits - (w.width - k)), terms);
     if (split) {
@@ -145,11 +145,10 @@ QfxQuantizers register_quantizers(torch::nn::Module& m, const QfxOptions& o, boo
   QfxQuantizers q;
   q.input = m.register_module("input_quantizer", FixedPointQuantizer(o.quantizer(!unsigned_input)));
   q.weight = m.register_module("weight_quantizer", FixedPointQuantizer(o.weight_quantizer()));
-  q.output =
-      m.register_module("output_quantizer", FixedPointQuantizer(o.output_quantizer(!unsigned_output)));
+  q.output = m.register_module("output_quantizer",
+                               FixedPointQuantizer(o.output_quantizer(!unsigned_output)));
   return q;
 }
-
 
 // Conv2dOptions' padding as the functional op takes it, refusing non-zero padding modes.
 void check_conv(const torch::nn::Conv2dOptions& c) {
@@ -167,8 +166,8 @@ QfxLinearImpl::QfxLinearImpl(QfxLinearOptions options_) : options(std::move(opti
 void QfxLinearImpl::reset() {
   options.qfx().check();
   // The float layer's initialization, so that a QfxLinear trains from scratch too.
-  torch::nn::Linear init(torch::nn::LinearOptions(options.in_features(), options.out_features())
-                             .bias(options.bias()));
+  torch::nn::Linear init(
+      torch::nn::LinearOptions(options.in_features(), options.out_features()).bias(options.bias()));
   weight = register_parameter("weight", init->weight.detach().clone());
   if (options.bias()) bias = register_parameter("bias", init->bias.detach().clone());
   quantizers = register_quantizers(*this, options.qfx(), options.unsigned_input(),
@@ -182,10 +181,9 @@ FixedPointType QfxLinearImpl::accumulator_type() const {
 at::Tensor QfxLinearImpl::forward(const at::Tensor& x) {
   const at::Tensor xq = quantizers.input(x);
   const at::Tensor wq = quantizers.weight(weight);
-  return detail::finish_mac(quantizers, fan_in(), x.scalar_type(), !is_training(), xq, wq, bias,
-                            {-1}, [](const at::Tensor& in, const at::Tensor& w) {
-                              return F::linear(in, w);
-                            });
+  return detail::finish_mac(
+      quantizers, fan_in(), x.scalar_type(), !is_training(), xq, wq, bias, {-1},
+      [](const at::Tensor& in, const at::Tensor& w) { return F::linear(in, w); });
 }
 
 // ---------------------------------------------------------------------------------------

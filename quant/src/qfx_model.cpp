@@ -45,13 +45,14 @@ bool quantize_layer(const std::shared_ptr<nn::Module>& m, const QfxOptions& o, b
   }
   if (auto conv = std::dynamic_pointer_cast<nn::Conv2dImpl>(m)) {
     const auto& co = conv->options;
-    const auto conv_options = nn::Conv2dOptions(co.in_channels(), co.out_channels(), co.kernel_size())
-                                  .stride(co.stride())
-                                  .padding(co.padding())
-                                  .dilation(co.dilation())
-                                  .groups(co.groups())
-                                  .bias(co.bias())
-                                  .padding_mode(co.padding_mode());
+    const auto conv_options =
+        nn::Conv2dOptions(co.in_channels(), co.out_channels(), co.kernel_size())
+            .stride(co.stride())
+            .padding(co.padding())
+            .dilation(co.dilation())
+            .groups(co.groups())
+            .bias(co.bias())
+            .padding_mode(co.padding_mode());
     QfxConv2d q(QfxConv2dOptions(conv_options, o)
                     .unsigned_input(unsigned_input)
                     .unsigned_output(unsigned_output));
@@ -89,8 +90,8 @@ nn::Sequential quantize_sequential(const nn::SequentialImpl& model, const QfxOpt
     const std::shared_ptr<nn::Module> m = model.ptr(i);
     // An unsigned output type clamps negatives to 0 only when it saturates; a wrapping
     // one would turn them into large positive values.
-    const bool relu_next = i + 1 < model.size() && is<nn::ReLUImpl>(model.ptr(i + 1)) &&
-                           !detail::wraps(o.overflow());
+    const bool relu_next =
+        i + 1 < model.size() && is<nn::ReLUImpl>(model.ptr(i + 1)) && !detail::wraps(o.overflow());
     if (quantize_layer(m, o, nonnegative, relu_next, out, std::to_string(i))) {
       nonnegative = relu_next;
       // The ReLU after an unsigned output is a no-op, but it stays for readability.
@@ -142,7 +143,8 @@ std::vector<at::Tensor> binary_point_parameters(const nn::Module& model) {
 
 std::vector<at::Tensor> weight_parameters(const nn::Module& model) {
   std::unordered_set<const void*> binary_points;
-  for (const auto& q : quantizers_of(model)) binary_points.insert(q->integer_bits.unsafeGetTensorImpl());
+  for (const auto& q : quantizers_of(model))
+    binary_points.insert(q->integer_bits.unsafeGetTensorImpl());
   std::vector<at::Tensor> out;
   for (const auto& p : model.parameters()) {
     if (!binary_points.count(p.unsafeGetTensorImpl())) out.push_back(p);
@@ -157,7 +159,8 @@ void calibrate_ptq(nn::Sequential model, const std::vector<at::Tensor>& batches,
   STRATA_CHECK(!quantizers.empty(), "calibrate_ptq: the model has no QFX layers");
   // Checked once here so that a bad percentile leaves every quantizer as it was.
   STRATA_CHECK(options.percentile() > 0 && options.percentile() <= 100,
-               "calibrate_ptq: percentile ", options.percentile(), " out of range, expected (0, 100]");
+               "calibrate_ptq: percentile ", options.percentile(),
+               " out of range, expected (0, 100]");
   const bool was_training = model->is_training();
   model->eval();
   for (auto q : quantizers) q->start_observing(options.statistic(), options.percentile());

@@ -83,8 +83,7 @@ struct FixedPointCastFunction : public torch::autograd::Function<FixedPointCastF
           ctx->saved_data["hi"].toDouble(), ctx->saved_data["wrap"].toBool());
     });
     const double grad_bits = std::log(2.0) * sum * ctx->saved_data["scale"].toDouble();
-    return {grad_x,
-            at::full(ctx->saved_data["bits_shape"].toIntVector(), grad_bits, at::kFloat),
+    return {grad_x, at::full(ctx->saved_data["bits_shape"].toIntVector(), grad_bits, at::kFloat),
             at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -116,8 +115,9 @@ void FixedPointQuantizerImpl::reset() {
   STRATA_CHECK(w >= 1 && w <= detail::kMaxQfxWidth, "FixedPointQuantizer: width W=", w,
                " out of range, expected 1 to ", detail::kMaxQfxWidth,
                " (values must be exact in float32)");
-  STRATA_CHECK(options.k_hot().value_or(1) >= 1, "FixedPointQuantizer: K-hot with K=",
-               *options.k_hot(), ", expected at least 1 set bit");
+  STRATA_CHECK(options.k_hot().value_or(1) >= 1,
+               "FixedPointQuantizer: K-hot with K=", *options.k_hot(),
+               ", expected at least 1 set bit");
   validate(make_type(options, 0));  // modes and signedness (AP_WRAP_SM needs a sign)
   const double start = options.integer_bits().has_value()
                            ? *options.integer_bits()
@@ -126,12 +126,11 @@ void FixedPointQuantizerImpl::reset() {
                                     options.learn_integer_bits());
 }
 
-bool FixedPointQuantizerImpl::calibrated() const {
-  return !std::isnan(integer_bits.item<float>());
-}
+bool FixedPointQuantizerImpl::calibrated() const { return !std::isnan(integer_bits.item<float>()); }
 
 FixedPointType FixedPointQuantizerImpl::type() const {
-  STRATA_CHECK(calibrated(), "FixedPointQuantizer: not calibrated yet (run a forward pass or "
+  STRATA_CHECK(calibrated(),
+               "FixedPointQuantizer: not calibrated yet (run a forward pass or "
                "calibrate_ptq first, or give integer_bits)");
   return make_type(options, static_cast<int>(std::lround(integer_bits.item<float>())));
 }

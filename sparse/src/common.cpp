@@ -53,10 +53,9 @@ std::pair<int64_t, int64_t> block_padding(const at::Tensor& weight, BlockShape s
           padded_size(weight.size(1), shape.in, pad, name + ": in")};
 }
 
-torch::nn::Sequential replace_linears(
-    const torch::nn::Sequential& model,
-    const std::function<std::optional<torch::nn::AnyModule>(const std::string&,
-                                                            const torch::nn::Linear&)>& replace) {
+torch::nn::Sequential replace_linears(const torch::nn::Sequential& model,
+                                      const std::function<std::optional<torch::nn::AnyModule>(
+                                          const std::string&, const torch::nn::Linear&)>& replace) {
   // named_children() and the AnyModule iterators list the children in the same order.
   const auto children = model->named_children();
   const auto modules = model->begin();

@@ -29,9 +29,8 @@ std::pair<int64_t, int64_t> block_padding(const at::Tensor& weight, BlockShape s
 
 // A copy of the Sequential `model` (the same child modules, not cloned) in which each
 // torch::nn::Linear child for which `replace(name, linear)` returns a module is replaced.
-torch::nn::Sequential replace_linears(
-    const torch::nn::Sequential& model,
-    const std::function<std::optional<torch::nn::AnyModule>(const std::string&,
-                                                            const torch::nn::Linear&)>& replace);
+torch::nn::Sequential replace_linears(const torch::nn::Sequential& model,
+                                      const std::function<std::optional<torch::nn::AnyModule>(
+                                          const std::string&, const torch::nn::Linear&)>& replace);
 
 }  // namespace strata::sparse::detail

@@ -135,14 +135,13 @@ namespace {
 // ties to the earlier position, then the n positions in ascending order. Padding
 // positions score -1, below any real |w|, so they are taken only when a group runs short.
 template <int kM>
-void prune_rows(const float* w, int64_t row_stride, int64_t col_stride, int64_t rows,
-                int64_t cols, int64_t n, int64_t m_runtime, int64_t groups, float* values,
-                uint8_t* index) {
+void prune_rows(const float* w, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols,
+                int64_t n, int64_t m_runtime, int64_t groups, float* values, uint8_t* index) {
   const int m = kM ? kM : int(m_runtime);
   // The AVX-512 path (m = 8, n <= 8) unless the CPU lacks it or STRATA_SPARSE_PORTABLE=1.
   const char* portable = std::getenv("STRATA_SPARSE_PORTABLE");
-  const bool vector = kM == 8 && n <= 8 && cpu_has_avx512() &&
-                      !(portable && std::string(portable) == "1");
+  const bool vector =
+      kM == 8 && n <= 8 && cpu_has_avx512() && !(portable && std::string(portable) == "1");
   at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
     float score[32];
     int taken[32];
@@ -204,8 +203,8 @@ NMSparse NMSparse::prune(const at::Tensor& weight, int64_t n, int64_t m, bool pa
   STRATA_CHECK(weight.defined() && weight.dim() == 2 && at::isFloatingType(weight.scalar_type()),
                "NMSparse::prune: expected a 2-D floating weight [out, in]");
   // A float weight is read through its strides, so a transposed view costs no copy.
-  const at::Tensor w = weight.scalar_type() == at::kFloat ? weight.detach()
-                                                          : weight.detach().to(at::kFloat);
+  const at::Tensor w =
+      weight.scalar_type() == at::kFloat ? weight.detach() : weight.detach().to(at::kFloat);
   const int64_t out = w.size(0), in = w.size(1);
   const int64_t in_p = detail::padded_size(
       in, m, pad, "N:M " + std::to_string(n) + ":" + std::to_string(m) + ": M does not divide in");
@@ -217,21 +216,14 @@ NMSparse NMSparse::prune(const at::Tensor& weight, int64_t n, int64_t m, bool pa
   r.groups = in_p / m;
   r.values = at::empty({out, r.groups, n}, at::kFloat);
   r.index = at::empty({out, r.groups, n}, at::kByte);
-  const auto args = std::make_tuple(w.data_ptr<float>(), w.stride(0), w.stride(1), out, in, n, m,
-                                    r.groups, r.values.data_ptr<float>(),
-                                    r.index.data_ptr<uint8_t>());
+  const auto args =
+      std::make_tuple(w.data_ptr<float>(), w.stride(0), w.stride(1), out, in, n, m, r.groups,
+                      r.values.data_ptr<float>(), r.index.data_ptr<uint8_t>());
   switch (m) {
-    case 4:
-      std::apply(prune_rows<4>, args);
-      break;
-    case 8:
-      std::apply(prune_rows<8>, args);
-      break;
-    case 16:
-      std::apply(prune_rows<16>, args);
-      break;
-    default:
-      std::apply(prune_rows<0>, args);
+    case 4: std::apply(prune_rows<4>, args); break;
+    case 8: std::apply(prune_rows<8>, args); break;
+    case 16: std::apply(prune_rows<16>, args); break;
+    default: std::apply(prune_rows<0>, args);
   }
   return r;
 }

@@ -69,7 +69,7 @@ void block4_int8_avx512(const BlockView& w, const uint32_t* xq, int64_t tokens, 
 
 // The dequantization both paths apply, in this order, so that they agree bit for bit.
 static inline float dequant_one(int32_t acc, int32_t x_zero, int32_t row_sum, float x_scale,
-                         float w_scale) {
+                                float w_scale) {
   const int32_t centered = static_cast<int32_t>(
       static_cast<uint32_t>(acc) - static_cast<uint32_t>(x_zero) * static_cast<uint32_t>(row_sum));
   return static_cast<float>(centered) * (x_scale * w_scale);

@@ -192,18 +192,10 @@ void rows_f32_unit(const RowsView& w, const float* xp, int64_t tokens, float* y,
         });
   } else {
     switch (w.n) {  // the usual N as constants, so the slot loop unrolls
-      case 1:
-        nm_rows<R, 1>(w, xg, gs, o0, rows, cursor, acc);
-        break;
-      case 2:
-        nm_rows<R, 2>(w, xg, gs, o0, rows, cursor, acc);
-        break;
-      case 4:
-        nm_rows<R, 4>(w, xg, gs, o0, rows, cursor, acc);
-        break;
-      default:
-        nm_rows<R, 0>(w, xg, gs, o0, rows, cursor, acc);
-        break;
+      case 1: nm_rows<R, 1>(w, xg, gs, o0, rows, cursor, acc); break;
+      case 2: nm_rows<R, 2>(w, xg, gs, o0, rows, cursor, acc); break;
+      case 4: nm_rows<R, 4>(w, xg, gs, o0, rows, cursor, acc); break;
+      default: nm_rows<R, 0>(w, xg, gs, o0, rows, cursor, acc); break;
     }
   }
   __m512 tile[R][16];
@@ -368,14 +360,10 @@ void rows_f32_avx512(const RowsView& w, const float* xp, int64_t tokens, float* 
                      int64_t unit_begin, int64_t unit_end) {
   for_row_units(w.out, tokens, unit_begin, unit_end, [&](int64_t R, int64_t sg, int64_t chunk) {
     switch (R) {
-      case 1:
-        return rows_f32_unit<1>(w, xp, tokens, y, sg, chunk);
-      case 2:
-        return rows_f32_unit<2>(w, xp, tokens, y, sg, chunk);
-      case 3:
-        return rows_f32_unit<3>(w, xp, tokens, y, sg, chunk);
-      default:
-        return rows_f32_unit<4>(w, xp, tokens, y, sg, chunk);
+      case 1: return rows_f32_unit<1>(w, xp, tokens, y, sg, chunk);
+      case 2: return rows_f32_unit<2>(w, xp, tokens, y, sg, chunk);
+      case 3: return rows_f32_unit<3>(w, xp, tokens, y, sg, chunk);
+      default: return rows_f32_unit<4>(w, xp, tokens, y, sg, chunk);
     }
   });
 }
@@ -384,14 +372,10 @@ void block4_int8_avx512(const BlockView& w, const uint32_t* xq, int64_t tokens, 
                         const Int8Dequant* dq, int64_t unit_begin, int64_t unit_end) {
   for_row_units(w.out, tokens, unit_begin, unit_end, [&](int64_t R, int64_t sg, int64_t chunk) {
     switch (R) {
-      case 1:
-        return int8_unit<1>(w, xq, tokens, y, dq, sg, chunk);
-      case 2:
-        return int8_unit<2>(w, xq, tokens, y, dq, sg, chunk);
-      case 3:
-        return int8_unit<3>(w, xq, tokens, y, dq, sg, chunk);
-      default:
-        return int8_unit<4>(w, xq, tokens, y, dq, sg, chunk);
+      case 1: return int8_unit<1>(w, xq, tokens, y, dq, sg, chunk);
+      case 2: return int8_unit<2>(w, xq, tokens, y, dq, sg, chunk);
+      case 3: return int8_unit<3>(w, xq, tokens, y, dq, sg, chunk);
+      default: return int8_unit<4>(w, xq, tokens, y, dq, sg, chunk);
     }
   });
 }

@@ -111,12 +111,9 @@ NMTraining parse_nm_training(const std::string& name) {
   STRATA_FAIL("N:M training method '", name, "': expected srste or bdwp");
 }
 
-const char* to_string(NMTraining method) {
-  return method == NMTraining::kSrSte ? "srste" : "bdwp";
-}
+const char* to_string(NMTraining method) { return method == NMTraining::kSrSte ? "srste" : "bdwp"; }
 
-NMSparseLinearImpl::NMSparseLinearImpl(const NMSparseLinearOptions& options_)
-    : options(options_) {
+NMSparseLinearImpl::NMSparseLinearImpl(const NMSparseLinearOptions& options_) : options(options_) {
   reset();
 }
 
@@ -132,15 +129,14 @@ NMSparseLinearImpl::NMSparseLinearImpl(const torch::nn::Linear& linear,
 }
 
 void NMSparseLinearImpl::reset() {
-  STRATA_CHECK(options.in_features() > 0 && options.out_features() > 0,
-               "NMSparseLinear: sizes ", options.in_features(), " -> ", options.out_features(),
-               ": expected positive sizes");
+  STRATA_CHECK(options.in_features() > 0 && options.out_features() > 0, "NMSparseLinear: sizes ",
+               options.in_features(), " -> ", options.out_features(), ": expected positive sizes");
   STRATA_CHECK(options.n() > 0 && options.n() < options.m() && options.m() <= 32, "N:M ",
                options.n(), ":", options.m(), ": expected 0 < N < M <= 32");
   STRATA_CHECK(options.decay() >= 0.0, "NMSparseLinear: decay ", options.decay(),
                ": expected >= 0");
-  weight = register_parameter("weight",
-                              torch::empty({options.out_features(), options.in_features()}));
+  weight =
+      register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
   bias = options.bias() ? register_parameter("bias", torch::empty({options.out_features()}))
                         : register_parameter("bias", {}, /*requires_grad=*/false);
   // torch::nn::Linear's initialisation: kaiming_uniform(a = sqrt(5)), bias U(+-1/sqrt(in)).
@@ -155,9 +151,9 @@ at::Tensor NMSparseLinearImpl::forward(const at::Tensor& x) {
   STRATA_CHECK(x.dim() >= 1 && x.size(-1) == options.in_features(), "NMSparseLinear: input ",
                x.sizes(), ": expected [*, ", options.in_features(), "]");
   const at::Tensor x2 = x.reshape({-1, options.in_features()}).to(at::kFloat);
-  at::Tensor y = NMSparseLinearFunction::apply(
-      x2, weight, bias, options.n(), options.m(), static_cast<int64_t>(options.method()),
-      options.decay(), options.spmm().portable());
+  at::Tensor y = NMSparseLinearFunction::apply(x2, weight, bias, options.n(), options.m(),
+                                               static_cast<int64_t>(options.method()),
+                                               options.decay(), options.spmm().portable());
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = options.out_features();
   return y.view(shape);
@@ -178,8 +174,11 @@ SparseLinear NMSparseLinearImpl::to_sparse_linear() const {
   dense->weight.copy_(weight);
   if (bias.defined()) dense->bias.copy_(bias);
   return SparseLinear(dense,
-                      SparseLinearOptions().format(SparseFormat::kNM).n(options.n()).m(options.m()).spmm(
-                          options.spmm()),
+                      SparseLinearOptions()
+                          .format(SparseFormat::kNM)
+                          .n(options.n())
+                          .m(options.m())
+                          .spmm(options.spmm()),
                       mask());
 }
 
@@ -197,8 +196,9 @@ torch::nn::Sequential with_nm_sparse_training(const torch::nn::Sequential& model
     if (child.value()->as<torch::nn::Linear>()) last = child.key();
   int count = 0;
   auto result = detail::replace_linears(
-      model, [&](const std::string& name,
-                 const torch::nn::Linear& linear) -> std::optional<torch::nn::AnyModule> {
+      model,
+      [&](const std::string& name,
+          const torch::nn::Linear& linear) -> std::optional<torch::nn::AnyModule> {
         if (keep_last_dense && name == last) return std::nullopt;
         ++count;
         return torch::nn::AnyModule(NMSparseLinear(linear, like));

@@ -100,12 +100,9 @@ PruneStructure PruneStructure::parse(const std::string& text) {
 
 std::string PruneStructure::str() const {
   switch (kind) {
-    case Kind::kUnstructured:
-      return "unstructured";
-    case Kind::kBlock:
-      return block.str();
-    case Kind::kNM:
-      return std::to_string(n) + ":" + std::to_string(m);
+    case Kind::kUnstructured: return "unstructured";
+    case Kind::kBlock: return block.str();
+    case Kind::kNM: return std::to_string(n) + ":" + std::to_string(m);
   }
   return "?";
 }
@@ -113,12 +110,10 @@ std::string PruneStructure::str() const {
 at::Tensor structured_mask(const at::Tensor& weight, const PruneStructure& structure,
                            double sparsity) {
   switch (structure.kind) {
-    case PruneStructure::Kind::kUnstructured:
-      return magnitude_mask(weight, sparsity);
+    case PruneStructure::Kind::kUnstructured: return magnitude_mask(weight, sparsity);
     case PruneStructure::Kind::kBlock:
       return block_magnitude_mask(weight, sparsity, structure.block);
-    case PruneStructure::Kind::kNM:
-      return nm_magnitude_mask(weight, structure.n, structure.m);
+    case PruneStructure::Kind::kNM: return nm_magnitude_mask(weight, structure.n, structure.m);
   }
   STRATA_FAIL("unknown pruning structure");
 }
@@ -142,8 +137,8 @@ std::vector<std::pair<std::string, at::Tensor>> linear_weights(
 void check_skip(torch::nn::Module& model, const std::vector<std::string>& skip) {
   const auto all = linear_weights(model, {});
   for (const std::string& name : skip) {
-    const bool found = std::any_of(all.begin(), all.end(),
-                                   [&](const auto& item) { return item.first == name; });
+    const bool found =
+        std::any_of(all.begin(), all.end(), [&](const auto& item) { return item.first == name; });
     STRATA_CHECK(found, "pruning: skip '", name, "' is not the weight of a Linear of the model");
   }
 }
@@ -165,7 +160,8 @@ std::map<std::string, at::Tensor> global_masks(
   std::map<std::string, at::Tensor> masks;
   int64_t offset = 0;
   for (size_t i = 0; i < weights.size(); ++i) {
-    const at::Tensor part = keep.slice(0, offset, offset + scores[i].numel()).view(scores[i].sizes());
+    const at::Tensor part =
+        keep.slice(0, offset, offset + scores[i].numel()).view(scores[i].sizes());
     offset += scores[i].numel();
     masks[weights[i].first] = st.kind == PruneStructure::Kind::kBlock
                                   ? expand_blocks(part, weights[i].second, st.block)
@@ -213,8 +209,8 @@ void apply_masks(torch::nn::Module& model, const std::map<std::string, at::Tenso
   for (const auto& [name, mask] : masks) {
     const at::Tensor* weight = parameters.find(name);
     STRATA_CHECK(weight, "pruning: the model has no parameter '", name, "'");
-    STRATA_CHECK(weight->sizes() == mask.sizes(), "pruning: mask of '", name, "' is ",
-                 mask.sizes(), " but the weight is ", weight->sizes());
+    STRATA_CHECK(weight->sizes() == mask.sizes(), "pruning: mask of '", name, "' is ", mask.sizes(),
+                 " but the weight is ", weight->sizes());
     weight->mul_(mask.to(weight->scalar_type()));
   }
 }
@@ -247,8 +243,8 @@ double GradualPruner::sparsity_at(int64_t step) const {
   const double s0 = options_.initial_sparsity(), s1 = options_.prune().sparsity();
   if (step < options_.start_step()) return 0.0;
   if (step >= options_.end_step()) return s1;
-  const double progress = double(step - options_.start_step()) /
-                          double(options_.end_step() - options_.start_step());
+  const double progress =
+      double(step - options_.start_step()) / double(options_.end_step() - options_.start_step());
   return s1 + (s0 - s1) * std::pow(1.0 - progress, 3);
 }
 
@@ -269,8 +265,9 @@ torch::nn::Sequential to_sparse_linear(const torch::nn::Sequential& model,
                                        const SparseLinearOptions& options) {
   size_t used = 0;
   auto result = detail::replace_linears(
-      model, [&](const std::string& name,
-                 const torch::nn::Linear& linear) -> std::optional<torch::nn::AnyModule> {
+      model,
+      [&](const std::string& name,
+          const torch::nn::Linear& linear) -> std::optional<torch::nn::AnyModule> {
         const auto mask = masks.find(name + ".weight");
         if (mask == masks.end()) return std::nullopt;
         ++used;

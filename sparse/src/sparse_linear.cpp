@@ -7,14 +7,10 @@ namespace strata::sparse {
 
 const char* format_name(SparseFormat format) {
   switch (format) {
-    case SparseFormat::kBlock:
-      return "block";
-    case SparseFormat::kInt8Block:
-      return "int8-block";
-    case SparseFormat::kNM:
-      return "nm";
-    case SparseFormat::kCsr:
-      return "csr";
+    case SparseFormat::kBlock: return "block";
+    case SparseFormat::kInt8Block: return "int8-block";
+    case SparseFormat::kNM: return "nm";
+    case SparseFormat::kCsr: return "csr";
   }
   return "?";
 }

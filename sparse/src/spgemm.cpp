@@ -238,7 +238,8 @@ CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& op
   if (total_bound * int64_t(sizeof(int32_t) + sizeof(float)) <= options.max_buffer_bytes()) {
     // One pass into a buffer with room for each row's bound, then the rows compacted.
     std::vector<int64_t> at_bound(size_t(av.rows) + 1, 0);
-    for (int64_t i = 0; i < av.rows; ++i) at_bound[size_t(i) + 1] = at_bound[size_t(i)] + bound[size_t(i)];
+    for (int64_t i = 0; i < av.rows; ++i)
+      at_bound[size_t(i) + 1] = at_bound[size_t(i)] + bound[size_t(i)];
     const at::Tensor buffer_col_t = at::empty({total_bound}, at::kInt);
     const at::Tensor buffer_val_t = at::empty({total_bound}, at::kFloat);
     int32_t* buffer_col = buffer_col_t.data_ptr<int32_t>();

@@ -243,8 +243,10 @@ QuantizedActivations quantize_activations(const at::Tensor& x_in, const SpmmOpti
   };
   const auto quantize = [&](int64_t t) {
     const float inv = 1.0f / scale[t];
-    if (vec) return detail::quantize_rows_avx512(xp + t * in, 1, in, in, &inv, zero + t, qp + t * in);
-    for (int64_t k = 0; k < in; ++k) qp[t * in + k] = detail::quantize_one(xp[t * in + k], inv, zero[t]);
+    if (vec)
+      return detail::quantize_rows_avx512(xp + t * in, 1, in, in, &inv, zero + t, qp + t * in);
+    for (int64_t k = 0; k < in; ++k)
+      qp[t * in + k] = detail::quantize_one(xp[t * in + k], inv, zero[t]);
   };
   // Per token, a row is quantized right after its range, while it is still in L1.
   parallel_units(tokens, [&](int64_t b, int64_t e) {

@@ -11,9 +11,15 @@ namespace {
 
 ac::AcceleratorSpec ws(int64_t rows, int64_t cols, double kib_each) {
   return ac::AcceleratorSpec::from_json(
-      {{"template", "systolic"}, {"dataflow", "ws"}, {"rows", rows}, {"cols", cols},
+      {{"template", "systolic"},
+       {"dataflow", "ws"},
+       {"rows", rows},
+       {"cols", cols},
        {"sram_kib", {{"ifmap", kib_each}, {"filter", kib_each}, {"ofmap", kib_each}}},
-       {"word_bytes", 1}, {"clock_mhz", 1000}, {"dram_bytes_per_cycle", 16}, {"vector_lanes", 16}});
+       {"word_bytes", 1},
+       {"clock_mhz", 1000},
+       {"dram_bytes_per_cycle", 16},
+       {"vector_lanes", 16}});
 }
 
 }  // namespace
@@ -64,15 +70,23 @@ TEST(AreaModel, BadInputIsAnErrorNamingIt) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(message([&] { ac::AreaTable::from_json({{"mac_area", 1}}, base); }).find("unknown field 'mac_area'"),
+  EXPECT_NE(message([&] {
+              ac::AreaTable::from_json({{"mac_area", 1}}, base);
+            }).find("unknown field 'mac_area'"),
             std::string::npos);
-  EXPECT_NE(message([&] { ac::AreaTable::from_json({{"mac_um2", -1}}, base); }).find("non-negative"),
+  EXPECT_NE(message([&] {
+              ac::AreaTable::from_json({{"mac_um2", -1}}, base);
+            }).find("non-negative"),
             std::string::npos);
-  EXPECT_NE(message([&] { ac::AreaTable::from_json({{"mac_um2", "big"}}, base); }).find("'mac_um2'"),
+  EXPECT_NE(message([&] {
+              ac::AreaTable::from_json({{"mac_um2", "big"}}, base);
+            }).find("'mac_um2'"),
             std::string::npos);
-  EXPECT_NE(message([] { ac::AreaTable::estimate_45nm(3); }).find("word_bytes 3"), std::string::npos);
-  EXPECT_NE(message([] { ac::accelerator_area(ac::AcceleratorSpec::preset("pim-gpt")); }).find("pim"),
+  EXPECT_NE(message([] { ac::AreaTable::estimate_45nm(3); }).find("word_bytes 3"),
             std::string::npos);
+  EXPECT_NE(
+      message([] { ac::accelerator_area(ac::AcceleratorSpec::preset("pim-gpt")); }).find("pim"),
+      std::string::npos);
   auto bad = ws(8, 8, 1);
   bad.rows = 0;
   EXPECT_NE(message([&] { ac::accelerator_area(bad); }).find("rows"), std::string::npos);

@@ -55,7 +55,8 @@ TEST(SystolicArray, StallFreeCyclesEqualScaleSimOverRandomShapes) {
       const SystolicArray model(systolic(d, R, C, 1e6, 1e9));
       const OpCost c = model.gemm({M, K, N, 1});
       const int64_t expected = scalesim_cycles(d, R, C, M, K, N);
-      ASSERT_EQ(c.compute_cycles, expected) << to_string(d) << " " << R << "x" << C << " M" << M << " K" << K << " N" << N;
+      ASSERT_EQ(c.compute_cycles, expected)
+          << to_string(d) << " " << R << "x" << C << " M" << M << " K" << K << " N" << N;
       ASSERT_EQ(c.stall_cycles, 0);
       ASSERT_EQ(c.cycles, expected);
       ASSERT_EQ(c.macs, M * K * N);
@@ -67,12 +68,17 @@ TEST(SystolicArray, StallFreeCyclesEqualScaleSimOverRandomShapes) {
 
 TEST(SystolicArray, HandCheckedCycles) {
   // os 32x32, 64^3: 2 x 2 folds of (64 + 32 + 32 - 2) cycles, minus one.
-  EXPECT_EQ(SystolicArray(systolic(Dataflow::OutputStationary, 32, 32)).gemm({64, 64, 64}).compute_cycles,
-            4 * 126 - 1);
+  EXPECT_EQ(
+      SystolicArray(systolic(Dataflow::OutputStationary, 32, 32)).gemm({64, 64, 64}).compute_cycles,
+      4 * 126 - 1);
   // ws 4x4, M 10, K 8, N 4: 2 x 1 folds of (8 + 4 + 10 - 2).
-  EXPECT_EQ(SystolicArray(systolic(Dataflow::WeightStationary, 4, 4)).gemm({10, 8, 4}).compute_cycles, 39);
+  EXPECT_EQ(
+      SystolicArray(systolic(Dataflow::WeightStationary, 4, 4)).gemm({10, 8, 4}).compute_cycles,
+      39);
   // is 8x8, M 16, K 8, N 20: 1 x 2 folds of (16 + 8 + 20 - 2).
-  EXPECT_EQ(SystolicArray(systolic(Dataflow::InputStationary, 8, 8)).gemm({16, 8, 20}).compute_cycles, 83);
+  EXPECT_EQ(
+      SystolicArray(systolic(Dataflow::InputStationary, 8, 8)).gemm({16, 8, 20}).compute_cycles,
+      83);
   // A batch of 3 costs three GEMMs.
   const SystolicArray os(systolic(Dataflow::OutputStationary, 32, 32));
   EXPECT_EQ(os.gemm({64, 64, 64, 3}).compute_cycles, 3 * 503);
@@ -102,7 +108,8 @@ TEST(SystolicArray, AccessCountsFollowTheDataflow) {
     EXPECT_EQ(c.sram_reads, mk + kn * cdiv(M, C) + mn * (cdiv(K, R) - 1));
   }
   {  // Buffers too small for anything: every SRAM read is a DRAM fetch, partial sums spill.
-    const OpCost c = SystolicArray(systolic(Dataflow::WeightStationary, R, C, 0.01)).gemm({M, K, N});
+    const OpCost c =
+        SystolicArray(systolic(Dataflow::WeightStationary, R, C, 0.01)).gemm({M, K, N});
     EXPECT_EQ(c.dram_reads, c.sram_reads);
     EXPECT_EQ(c.dram_writes, c.sram_writes);
   }
@@ -164,10 +171,11 @@ TEST(SystolicArray, ConvolutionEqualsTheGemmItLowersTo) {
 
 TEST(RowStationary, HandCheckedMappingAndGemm) {
   AcceleratorSpec eyeriss = AcceleratorSpec::preset("eyeriss");  // 12 x 14
-  eyeriss.dram_bytes_per_cycle = 1e9;  // no stalls: the mapping alone
+  eyeriss.dram_bytes_per_cycle = 1e9;                            // no stalls: the mapping alone
   const RowStationary model(eyeriss);
   ConvShape conv;  // 3x3 kernel, 14x14 input, 12x12 output, 4 in, 4 out channels
-  conv.in_channels = 4, conv.out_channels = 4, conv.height = conv.width = 14, conv.kernel_h = conv.kernel_w = 3;
+  conv.in_channels = 4, conv.out_channels = 4, conv.height = conv.width = 14,
+  conv.kernel_h = conv.kernel_w = 3;
   const OpCost c = model.conv(conv);
   // PE sets of 3 x 12: v = floor(12/3) = 4 input channels down, h = floor(14/12) = 1
   // output channel across: 1 input-channel block x 4 output-channel blocks = 4 passes of
@@ -181,14 +189,16 @@ TEST(RowStationary, HandCheckedMappingAndGemm) {
   EXPECT_EQ(c.sram_reads, 16 * 9 + 4 * 14 * 14 * 4);
   // A GEMM is a 1x1 convolution of a 1 x M image.
   ConvShape one;
-  one.in_channels = 30, one.out_channels = 20, one.height = 1, one.width = 50, one.kernel_h = one.kernel_w = 1;
+  one.in_channels = 30, one.out_channels = 20, one.height = 1, one.width = 50,
+  one.kernel_h = one.kernel_w = 1;
   EXPECT_EQ(model.gemm({50, 30, 20}).to_json(), model.conv(one).to_json());
   // Random shapes stay within the array's peak.
   std::mt19937 rng(7);
   std::uniform_int_distribution<int64_t> ch(1, 40), hw(5, 40), k(1, 7);
   for (int i = 0; i < 100; ++i) {
     ConvShape s;
-    s.batch = 2, s.in_channels = ch(rng), s.out_channels = ch(rng), s.height = hw(rng), s.width = hw(rng);
+    s.batch = 2, s.in_channels = ch(rng), s.out_channels = ch(rng), s.height = hw(rng),
+    s.width = hw(rng);
     s.kernel_h = k(rng), s.kernel_w = k(rng), s.pad_h = s.pad_w = 1;
     if (s.kernel_h > 14) continue;
     const OpCost r = model.conv(s);
@@ -235,8 +245,10 @@ TEST(AttentionArray, FusedMovesLessAndUsesMoreThanFlatThanUnfused) {
   const auto traffic = [&](AttentionMapping m) { return cost[m].dram_reads + cost[m].dram_writes; };
   EXPECT_LT(traffic(AttentionMapping::Fused), traffic(AttentionMapping::Flat));
   EXPECT_LT(traffic(AttentionMapping::Flat), traffic(AttentionMapping::Unfused));
-  EXPECT_GT(cost[AttentionMapping::Fused].utilization(), cost[AttentionMapping::Flat].utilization());
-  EXPECT_GT(cost[AttentionMapping::Flat].utilization(), cost[AttentionMapping::Unfused].utilization());
+  EXPECT_GT(cost[AttentionMapping::Fused].utilization(),
+            cost[AttentionMapping::Flat].utilization());
+  EXPECT_GT(cost[AttentionMapping::Flat].utilization(),
+            cost[AttentionMapping::Unfused].utilization());
   EXPECT_GT(cost[AttentionMapping::Fused].utilization(), 0.8);
   // Fused: Q read and O written once; K and V (512K words each) fit the 2M-word filter
   // buffer, so they are read once too.
@@ -247,13 +259,15 @@ TEST(AttentionArray, FusedMovesLessAndUsesMoreThanFlatThanUnfused) {
   const SystolicArray os(spec);
   const VectorUnit vec(spec);
   const int64_t s = 8192 * 8192;
-  const OpCost expected = (os.gemm({8192, 64, 8192}) + vec.elementwise(s, 5, 2 * s, 2 * s) +
-                           os.gemm({8192, 8192, 64})).repeated(2);
+  const OpCost expected =
+      (os.gemm({8192, 64, 8192}) + vec.elementwise(s, 5, 2 * s, 2 * s) + os.gemm({8192, 8192, 64}))
+          .repeated(2);
   EXPECT_EQ(cost[AttentionMapping::Unfused].to_json(), expected.to_json());
 }
 
 TEST(VectorUnit, NothingIsFree) {
-  const AcceleratorSpec spec = systolic(Dataflow::OutputStationary, 32, 32, 64, 1e9);  // 32 lanes, fp16
+  const AcceleratorSpec spec =
+      systolic(Dataflow::OutputStationary, 32, 32, 64, 1e9);  // 32 lanes, fp16
   const VectorUnit v(spec);
   const OpCost relu = v.elementwise(1000, 1, 2000, 2000);
   EXPECT_EQ(relu.compute_cycles, cdiv(1000, 32));
@@ -277,7 +291,9 @@ TEST(CostDispatcher, RoutesEachKindAndListsWhatItCannotCharge) {
   EXPECT_EQ(device.model().name(), "systolic-ws");
   const Charge g = device.charge(OpDescription::gemm("fc", {{256, 1568, 10}, {10, 256, 1568}}));
   ASSERT_TRUE(g.charged);
-  EXPECT_EQ(g.cost.to_json(), (SystolicArray(spec).gemm({256, 1568, 10}) + SystolicArray(spec).gemm({10, 256, 1568})).to_json());
+  EXPECT_EQ(g.cost.to_json(),
+            (SystolicArray(spec).gemm({256, 1568, 10}) + SystolicArray(spec).gemm({10, 256, 1568}))
+                .to_json());
   const Charge e = device.charge(OpDescription::elementwise("relu", 100, 1, 100, 100));
   ASSERT_TRUE(e.charged);
   EXPECT_GT(e.cost.cycles, 0);
@@ -305,8 +321,8 @@ TEST(OpCost, SumsKeepUtilizationAndEnergy) {
   EXPECT_DOUBLE_EQ(s.utilization(), double(a.macs + b.macs) / ((a.cycles + b.cycles) * 64.0));
   EXPECT_DOUBLE_EQ(s.energy_pj(), a.energy_pj() + b.energy_pj());
   const json j = s.to_json();
-  for (const char* key : {"cycles", "stall_cycles", "utilization", "sram_reads", "sram_writes", "dram_reads",
-                          "dram_writes", "energy_pj"})
+  for (const char* key : {"cycles", "stall_cycles", "utilization", "sram_reads", "sram_writes",
+                          "dram_reads", "dram_writes", "energy_pj"})
     EXPECT_TRUE(j.contains(key)) << key;
 }
 
@@ -322,7 +338,8 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 json valid_spec() {
-  return json::parse(R"({"name": "t", "template": "systolic", "dataflow": "ws", "rows": 16, "cols": 8,
+  return json::parse(
+      R"({"name": "t", "template": "systolic", "dataflow": "ws", "rows": 16, "cols": 8,
                          "sram_kib": {"ifmap": 32, "filter": 32, "ofmap": 16}, "word_bytes": 1,
                          "clock_mhz": 500, "dram_bytes_per_cycle": 8})");
 }
@@ -407,17 +424,20 @@ TEST(AcceleratorSpec, BadSpecsNameTheField) {
   EXPECT_TRUE(has(m, "missing field 'energy_pj.sram_read'") && has(m, "word_bytes 8")) << m;
   json fp64 = valid_spec();
   fp64["word_bytes"] = 8;
-  fp64["energy_pj"] = {{"mac", 9}, {"sram_read", 20}, {"sram_write", 20}, {"dram_read", 3900},
-                       {"dram_write", 3900}, {"vector_op", 2}};
+  fp64["energy_pj"] = {{"mac", 9},          {"sram_read", 20},    {"sram_write", 20},
+                       {"dram_read", 3900}, {"dram_write", 3900}, {"vector_op", 2}};
   EXPECT_DOUBLE_EQ(AcceleratorSpec::from_json(fp64).energy.dram_write, 3900);
   m = bad([](json& j) { j = {{"preset", "tpu-v9"}}; });
   EXPECT_TRUE(has(m, "'preset'") && has(m, "tpu-v9") && has(m, "eyeriss")) << m;
-  m = bad([](json& j) { j = {{"template", "pim"}, {"word_bytes", 2}, {"clock_mhz", 1}, {"dram_bytes_per_cycle", 1}}; });
+  m = bad([](json& j) {
+    j = {{"template", "pim"}, {"word_bytes", 2}, {"clock_mhz", 1}, {"dram_bytes_per_cycle", 1}};
+  });
   EXPECT_TRUE(has(m, "missing field 'pim'")) << m;
   m = bad([](json& j) { j = {{"preset", "pim-gpt"}, {"pim", {{"banks", 0}}}}; });
   EXPECT_TRUE(has(m, "'pim.banks'")) << m;
   // Files: missing, not JSON, and a bad one naming the file.
-  EXPECT_TRUE(has(error_of([] { AcceleratorSpec::resolve("/nonexistent/x.json"); }), "/nonexistent/x.json"));
+  EXPECT_TRUE(has(error_of([] { AcceleratorSpec::resolve("/nonexistent/x.json"); }),
+                  "/nonexistent/x.json"));
   const std::string path = ::testing::TempDir() + "/bad_spec.json";
   std::ofstream(path) << "{\"template\": \"systolic\", \"rows\": 0";
   EXPECT_TRUE(has(error_of([&] { AcceleratorSpec::load(path); }), "not valid JSON"));

@@ -43,12 +43,12 @@ struct TestNetImpl : torch::nn::Module {
     register_module("head", head);
   }
   torch::Tensor forward(torch::Tensor x) {
-    x = pool1(torch::relu(bn(conv1(x))));                   // [B, 8, 4, 4]
-    x = pool2(torch::relu(conv2(x)));                        // [B, 16, 2, 2]
-    x = ln(proj(x.flatten(2).transpose(1, 2)));              // [B, 4, 32]
-    x = x.transpose(0, 1);                                   // [4, B, 32]
+    x = pool1(torch::relu(bn(conv1(x))));        // [B, 8, 4, 4]
+    x = pool2(torch::relu(conv2(x)));            // [B, 16, 2, 2]
+    x = ln(proj(x.flatten(2).transpose(1, 2)));  // [B, 4, 32]
+    x = x.transpose(0, 1);                       // [4, B, 32]
     x = drop(std::get<0>(attn(x, x, x)));
-    return head(x.mean(0));                                  // [B, 5]
+    return head(x.mean(0));  // [B, 5]
   }
   torch::nn::Conv2d conv1;
   torch::nn::BatchNorm2d bn;
@@ -108,9 +108,9 @@ TEST(AccelDevice, TensorsReportTheirDevice) {
 
 TEST(AccelDevice, ViewsAliasTheirBase) {
   auto x = torch::zeros({4, 6}).to(device(0));
-  x.view({24})[5].fill_(1);         // view, select
-  x.t()[2][1].fill_(2);             // transpose: x[1][2]
-  x[3].narrow(0, 1, 2).fill_(3);    // x[3][1..2]
+  x.view({24})[5].fill_(1);           // view, select
+  x.t()[2][1].fill_(2);               // transpose: x[1][2]
+  x[3].narrow(0, 1, 2).fill_(3);      // x[3][1..2]
   x.reshape({2, 12})[1][0].fill_(4);  // reshape of a contiguous tensor is a view: x[2][0]
   auto expected = torch::zeros({4, 6});
   expected[0][5] = 1;
@@ -334,17 +334,18 @@ TEST(AccelDevice, RecorderSeesOpsShapesAndLayers) {
   }
   const auto ops = rec->ops();
   auto find = [&](const std::string& name, const std::string& layer) {
-    return std::find_if(ops.begin(), ops.end(), [&](const DeviceOp& op) {
-      return op.name == name && op.layer == layer;
-    });
+    return std::find_if(ops.begin(), ops.end(),
+                        [&](const DeviceOp& op) { return op.name == name && op.layer == layer; });
   };
   auto conv = find("aten::convolution", "conv1");
   ASSERT_NE(conv, ops.end());
   EXPECT_EQ(conv->device, 0);
   EXPECT_EQ(conv->element_size, 4);
-  EXPECT_EQ(conv->input_sizes, (std::vector<std::vector<int64_t>>{{2, 3, 8, 8}, {8, 3, 3, 3}, {8}}));
+  EXPECT_EQ(conv->input_sizes,
+            (std::vector<std::vector<int64_t>>{{2, 3, 8, 8}, {8, 3, 3, 3}, {8}}));
   EXPECT_EQ(conv->output_sizes, (std::vector<std::vector<int64_t>>{{2, 8, 8, 8}}));
-  EXPECT_EQ(conv->int_args, (std::vector<std::vector<int64_t>>{{1, 1}, {1, 1}, {1, 1}, {0, 0}, {1}}));
+  EXPECT_EQ(conv->int_args,
+            (std::vector<std::vector<int64_t>>{{1, 1}, {1, 1}, {1, 1}, {0, 0}, {1}}));
   EXPECT_NE(find("aten::convolution", "conv2"), ops.end());
   EXPECT_NE(find("aten::convolution_backward", "conv1"), ops.end());
   auto head = find("aten::addmm", "head");
@@ -369,10 +370,10 @@ TEST(AccelDevice, RecorderSeesOpsShapesAndLayers) {
   EXPECT_NE(find("aten::max_pool2d_with_indices_backward", "bn"), ops.end());
   EXPECT_NE(find("aten::native_layer_norm_backward", "ln"), ops.end());
   EXPECT_NE(find("aten::_softmax_backward_data", "attn"), ops.end());
-  EXPECT_EQ(std::count_if(ops.begin(), ops.end(), [](const DeviceOp& op) {
-              return op.name == "aten::mm" && op.layer == "head";
-            }),
-            2);  // the input and weight gradients of head
+  EXPECT_EQ(
+      std::count_if(ops.begin(), ops.end(),
+                    [](const DeviceOp& op) { return op.name == "aten::mm" && op.layer == "head"; }),
+      2);  // the input and weight gradients of head
   EXPECT_GE(rec->count("aten::mm") + rec->count("aten::bmm") + rec->count("aten::addmm"), 3);
   EXPECT_GE(rec->count("aten::_softmax"), 1);
   // Views and allocations are not ops.
@@ -430,9 +431,7 @@ TEST(AccelDevice, GradientsFlowAcrossDevicesWithOneTransferEachWay) {
 
 TEST(AccelDevice, NoRecorderNoReports) {
   auto rec = std::make_shared<CountingRecorder>();
-  {
-    RecorderScope scope(rec);
-  }
+  { RecorderScope scope(rec); }
   auto x = torch::randn({3}).to(device(0));
   (x + 1).to(torch::kCPU);
   EXPECT_TRUE(rec->ops().empty());

@@ -27,7 +27,8 @@ TEST(AccelPipeline, BalanceStagesMinimizesTheLargestStage) {
   const std::vector<std::vector<double>> enter{{0, 0, 0, 0}, {0, 9, 5, 0}};
   EXPECT_EQ(balance_stages(flat, enter, {}), (std::vector<int64_t>{3, 1}));  // max(6, 2 + 0)
   const std::vector<std::vector<double>> leave{{0, 0, 0, 7}, {0, 0, 0, 0}};
-  EXPECT_EQ(balance_stages(flat, enter, leave), (std::vector<int64_t>{2, 2}));  // max(4, 4 + 5) < max(6 + 7, 2)
+  EXPECT_EQ(balance_stages(flat, enter, leave),
+            (std::vector<int64_t>{2, 2}));  // max(4, 4 + 5) < max(6 + 7, 2)
   EXPECT_THROW(balance_stages(flat, {{0, 0, 0, 0}}, {}), Error);
   EXPECT_THROW(balance_stages({{1}, {1}}), Error);
   EXPECT_THROW(balance_stages({{1, 2}, {1}}), Error);
@@ -44,8 +45,9 @@ TEST(AccelPipeline, StagesRunOnTheirDevicesWithTransfersBetween) {
   torch::manual_seed(0);
   auto make = [] {
     torch::manual_seed(3);
-    return torch::nn::Sequential(torch::nn::Linear(6, 8), torch::nn::ReLU(), torch::nn::Linear(8, 8),
-                                 torch::nn::ReLU(), torch::nn::Linear(8, 3));
+    return torch::nn::Sequential(torch::nn::Linear(6, 8), torch::nn::ReLU(),
+                                 torch::nn::Linear(8, 8), torch::nn::ReLU(),
+                                 torch::nn::Linear(8, 3));
   };
   auto reference = make();
   auto model = make();
@@ -100,7 +102,8 @@ TEST(AccelPipeline, StagesRunOnTheirDevicesWithTransfersBetween) {
     EXPECT_EQ(sc.compute.calls + sc.transfers.calls, dev.calls);
     EXPECT_EQ(sc.transfers.calls, s == 0 ? 2 : 1);
     EXPECT_GT(sc.compute.cost.macs, 0);
-    EXPECT_DOUBLE_EQ(sc.microseconds(), dev.cost.microseconds(sim->spec(static_cast<int>(s)).clock_mhz));
+    EXPECT_DOUBLE_EQ(sc.microseconds(),
+                     dev.cost.microseconds(sim->spec(static_cast<int>(s)).clock_mhz));
     latency += sc.microseconds();
     worst = std::max(worst, sc.microseconds());
     energy += dev.cost.energy_pj();
@@ -118,20 +121,24 @@ TEST(AccelPipeline, CutCostsAreTheTransfersOfTheActivations) {
   torch::nn::Sequential model(torch::nn::Linear(4, 8), torch::nn::ReLU(), torch::nn::Linear(8, 2));
   const auto bytes = layer_input_bytes(model, torch::randn({3, 4}));
   EXPECT_EQ(bytes, (std::vector<int64_t>{3 * 4 * 4, 3 * 8 * 4, 3 * 8 * 4}));
-  const std::vector<AcceleratorSpec> specs{AcceleratorSpec::preset("nvdla"), AcceleratorSpec::preset("eyeriss")};
+  const std::vector<AcceleratorSpec> specs{AcceleratorSpec::preset("nvdla"),
+                                           AcceleratorSpec::preset("eyeriss")};
   const auto c = cut_microseconds(bytes, specs, true);
   ASSERT_EQ(c.enter.size(), 2u);
   ASSERT_EQ(c.leave.size(), 2u);
   EXPECT_EQ(c.enter[0][1], 0.0);  // nothing comes into the first stage from before it
-  EXPECT_DOUBLE_EQ(c.enter[1][1], transfer_cost(96, &specs[0], &specs[1]).microseconds(specs[1].clock_mhz));
-  EXPECT_DOUBLE_EQ(c.leave[0][2], transfer_cost(96, &specs[1], &specs[0]).microseconds(specs[0].clock_mhz));
+  EXPECT_DOUBLE_EQ(c.enter[1][1],
+                   transfer_cost(96, &specs[0], &specs[1]).microseconds(specs[1].clock_mhz));
+  EXPECT_DOUBLE_EQ(c.leave[0][2],
+                   transfer_cost(96, &specs[1], &specs[0]).microseconds(specs[0].clock_mhz));
   EXPECT_EQ(c.leave[1][2], 0.0);
   EXPECT_TRUE(cut_microseconds(bytes, specs, false).leave.empty());
 }
 
 TEST(AccelPipeline, LayerMicrosecondsFollowTheSpecs) {
   torch::manual_seed(0);
-  torch::nn::Sequential model(torch::nn::Linear(16, 32), torch::nn::ReLU(), torch::nn::Linear(32, 4));
+  torch::nn::Sequential model(torch::nn::Linear(16, 32), torch::nn::ReLU(),
+                              torch::nn::Linear(32, 4));
   const auto x = torch::randn({8, 16});
   const auto slow = AcceleratorSpec::preset("generic-32");
   auto fast = slow;

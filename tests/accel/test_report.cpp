@@ -14,7 +14,8 @@ namespace {
 using namespace strata::accel;
 
 TEST(CostReport, TotalsTableJsonAndTrace) {
-  const AcceleratorSpec a = AcceleratorSpec::preset("nvdla"), b = AcceleratorSpec::preset("eyeriss");
+  const AcceleratorSpec a = AcceleratorSpec::preset("nvdla"),
+                        b = AcceleratorSpec::preset("eyeriss");
   const CostDispatcher da(a), db(b);
   CostReport report;
   report.set_device(0, a.name, a.clock_mhz);
@@ -38,7 +39,8 @@ TEST(CostReport, TotalsTableJsonAndTrace) {
   EXPECT_EQ(report.per_device().at(0).cost.cycles, 2 * mm_a.cycles + relu_a.cycles);
   EXPECT_EQ(report.per_device().at(1).calls, 1);
   EXPECT_EQ(report.total().cost.cycles, 2 * mm_a.cycles + relu_a.cycles + mm_b.cycles);
-  EXPECT_DOUBLE_EQ(report.total().cost.energy_pj(), 2 * mm_a.energy_pj() + relu_a.energy_pj() + mm_b.energy_pj());
+  EXPECT_DOUBLE_EQ(report.total().cost.energy_pj(),
+                   2 * mm_a.energy_pj() + relu_a.energy_pj() + mm_b.energy_pj());
   const auto missing = report.uncharged();
   ASSERT_EQ(missing.size(), 1u);
   EXPECT_EQ(missing.at("aten::fft_fft").first, 2);
@@ -51,7 +53,8 @@ TEST(CostReport, TotalsTableJsonAndTrace) {
   EXPECT_EQ(j["uncharged"][0]["op"], "aten::fft_fft");
 
   const std::string table = report.table();
-  for (const char* part : {"device 0 (nvdla", "device 1 (eyeriss", "fc1", "aten::relu", "uncharged", "fft_fft x2"})
+  for (const char* part :
+       {"device 0 (nvdla", "device 1 (eyeriss", "fc1", "aten::relu", "uncharged", "fft_fft x2"})
     EXPECT_NE(table.find(part), std::string::npos) << part << "\n" << table;
 
   // The trace: one row per device, ops end to end at the device's clock.

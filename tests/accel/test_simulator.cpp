@@ -168,7 +168,8 @@ TEST(AccelSimulator, CopiesAreChargedOnceWithTheirBytes) {
   EXPECT_EQ(in[0].cost.dram_writes, bytes / spec0.word_bytes);
   EXPECT_EQ(in[0].cost.dram_reads, 0);
   EXPECT_EQ(in[0].cost.cycles, static_cast<int64_t>(std::ceil(bytes / spec0.dram_bytes_per_cycle)));
-  EXPECT_DOUBLE_EQ(in[0].cost.energy_pj(), static_cast<double>(bytes / spec0.word_bytes) * spec0.energy.dram_write);
+  EXPECT_DOUBLE_EQ(in[0].cost.energy_pj(),
+                   static_cast<double>(bytes / spec0.word_bytes) * spec0.energy.dram_write);
   EXPECT_EQ(across[0].cost.dram_reads, bytes / spec0.word_bytes);
   EXPECT_EQ(across[0].cost.dram_writes, bytes / spec1.word_bytes);
   EXPECT_EQ(out[0].cost.dram_reads, bytes / spec1.word_bytes);
@@ -199,7 +200,8 @@ TEST(AccelSimulator, OpsWithNoModelAreListedAsUncharged) {
 
 TEST(AccelSimulator, TwoDevicesWithDifferentSpecsReportSeparately) {
   auto sim = std::make_shared<Simulator>();
-  const auto eyeriss = AcceleratorSpec::preset("eyeriss"), tpu = AcceleratorSpec::preset("tpu-like");
+  const auto eyeriss = AcceleratorSpec::preset("eyeriss"),
+             tpu = AcceleratorSpec::preset("tpu-like");
   sim->configure(0, eyeriss);
   sim->configure(1, tpu);
   const auto a = torch::randn({64, 48}), b = torch::randn({48, 32});
@@ -214,7 +216,8 @@ TEST(AccelSimulator, TwoDevicesWithDifferentSpecsReportSeparately) {
   const auto per_device = r.per_device();
   ASSERT_EQ(per_device.size(), 2u);
   expect_same_cost(per_device.at(0).cost, CostDispatcher(eyeriss).model().gemm({64, 48, 32}));
-  expect_same_cost(per_device.at(1).cost, CostDispatcher(tpu).model().gemm({64, 48, 32}).repeated(2));
+  expect_same_cost(per_device.at(1).cost,
+                   CostDispatcher(tpu).model().gemm({64, 48, 32}).repeated(2));
   EXPECT_NE(per_device.at(0).cost.cycles, per_device.at(1).cost.cycles / 2);
   const auto json = r.to_json();
   ASSERT_EQ(json["devices"].size(), 2u);

@@ -262,8 +262,7 @@ class CorruptCheckpoint : public testing::Test {
   std::vector<at::Tensor> momentum() const {
     std::vector<at::Tensor> out;
     for (const auto& [key, state] : optimizer_->state()) {
-      out.push_back(
-          static_cast<torch::optim::SGDParamState&>(*state).momentum_buffer().clone());
+      out.push_back(static_cast<torch::optim::SGDParamState&>(*state).momentum_buffer().clone());
     }
     return out;
   }
@@ -424,10 +423,9 @@ TEST(Checkpoint, SubsetLoadsOnePartOfTheModel) {
   // A part the checkpoint does not cover is still an error.
   nn::Module stranger;
   stranger.register_module("9", nn::Linear(16, 4));
-  EXPECT_THAT(error_of([&] {
-                load_checkpoint(path, stranger, nullptr, nullptr, CheckpointMatch::Subset);
-              }),
-              HasSubstr("has no tensor for parameter '9.weight'"));
+  EXPECT_THAT(
+      error_of([&] { load_checkpoint(path, stranger, nullptr, nullptr, CheckpointMatch::Subset); }),
+      HasSubstr("has no tensor for parameter '9.weight'"));
 }
 
 // A weight registered under two names (an embedding and a tied output head) has its

@@ -99,8 +99,7 @@ TEST(RunMain, TurnsErrorsIntoExitCodes) {
 
   testing::internal::CaptureStderr();
   EXPECT_EQ(run_main([]() -> int { STRATA_FAIL("epochs: got -1, expected at least 1"); }), 1);
-  EXPECT_EQ(testing::internal::GetCapturedStderr(),
-            "error: epochs: got -1, expected at least 1\n");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "error: epochs: got -1, expected at least 1\n");
 
   testing::internal::CaptureStderr();
   EXPECT_EQ(run_main([]() -> int {

@@ -63,9 +63,9 @@ TEST(DistributedSampler, DropLastAndPadding) {
   for (const auto& part : padded) EXPECT_EQ(part.numel(), 4);
   const at::Tensor all = torch::cat(padded);
   EXPECT_EQ(std::get<0>(at::_unique(all)).numel(), 10);  // covers every sample
-  EXPECT_EQ(DistributedSampler(DistributedSamplerOptions(10).world_size(3).drop_last(false))
-                .local_size(),
-            4);
+  EXPECT_EQ(
+      DistributedSampler(DistributedSamplerOptions(10).world_size(3).drop_last(false)).local_size(),
+      4);
 
   // Without shuffling, rank r takes r, r + world, ...; padding wraps to 0, 1.
   DistributedSampler plain(
@@ -77,8 +77,9 @@ TEST(DistributedSampler, DropLastAndPadding) {
 }
 
 TEST(DistributedSampler, BadOptions) {
-  EXPECT_EQ(error_of([] { DistributedSampler(DistributedSamplerOptions(10).world_size(2).rank(2)); }),
-            "distributed sampler: rank 2, expected 0 to 1 (world_size 2)");
+  EXPECT_EQ(
+      error_of([] { DistributedSampler(DistributedSamplerOptions(10).world_size(2).rank(2)); }),
+      "distributed sampler: rank 2, expected 0 to 1 (world_size 2)");
   EXPECT_THAT(error_of([] { DistributedSampler(DistributedSamplerOptions(10).rank(-1)); }),
               HasSubstr("rank -1"));
   EXPECT_THAT(error_of([] { DistributedSampler(DistributedSamplerOptions(10).world_size(0)); }),

@@ -43,7 +43,10 @@ TEST(Metrics, AppearsUnderItsNameOnlyWhenFinal) {
   EXPECT_EQ(lines[1]["loss"], 1.25);
   EXPECT_EQ(lines[2]["event"], "final");
   EXPECT_EQ(lines[2]["accuracy"], 0.875);
-  EXPECT_THAT(error_of([&] { metrics.write({{"step", 3}}); }), HasSubstr("write after write_final"));
+  EXPECT_THAT(error_of([&] {
+                metrics.write({{"step", 3}});
+              }),
+              HasSubstr("write after write_final"));
 }
 
 TEST(Metrics, DestructorRenames) {

@@ -177,11 +177,17 @@ TEST(TransformerLM, BadOptionsAndInputs) {
   torch::nn::Sequential model = seeded_model(tiny());
   EXPECT_THAT(error_of([&] { model->forward(random_tokens(1, 17, 1)); }),
               HasSubstr("17 tokens, expected 1 to 16 (the context)"));
-  EXPECT_THAT(error_of([&] { model->forward(torch::zeros({1, 4})); }),
+  EXPECT_THAT(error_of([&] {
+                model->forward(torch::zeros({1, 4}));
+              }),
               HasSubstr("expected int64 tokens [batch, time]"));
-  EXPECT_THAT(error_of([&] { model->forward(torch::full({1, 4}, 256, at::kLong)); }),
+  EXPECT_THAT(error_of([&] {
+                model->forward(torch::full({1, 4}, 256, at::kLong));
+              }),
               HasSubstr("token values must lie in [0, 256)"));
   const at::Tensor wrong_targets = torch::zeros({2, 4}, at::kLong);
-  EXPECT_THAT(error_of([&] { core::lm_loss(torch::zeros({2, 3, 256}), wrong_targets); }),
+  EXPECT_THAT(error_of([&] {
+                core::lm_loss(torch::zeros({2, 3, 256}), wrong_targets);
+              }),
               HasSubstr("expected [batch, time, vocab] and [batch, time]"));
 }

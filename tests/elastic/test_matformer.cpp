@@ -109,8 +109,8 @@ TEST(MatFormer, GranularitiesAreCheckedAndPaired) {
               }),
               HasSubstr("granularity 64, expected 1 to 32"));
   EXPECT_THAT(error_of([] {
-                elastic::matformer_granularities(tiny(),
-                                                 elastic::MatFormerOptions().granularities({16, 8}));
+                elastic::matformer_granularities(
+                    tiny(), elastic::MatFormerOptions().granularities({16, 8}));
               }),
               HasSubstr("expected the whole model"));
   EXPECT_THAT(error_of([] {
@@ -121,13 +121,13 @@ TEST(MatFormer, GranularitiesAreCheckedAndPaired) {
 }
 
 TEST(MatFormer, ParameterCountsAndShapesMatchTheBuiltModel) {
-  const TransformerLMOptions sub =
-      elastic::submodel_options(tiny(), mixed());
+  const TransformerLMOptions sub = elastic::submodel_options(tiny(), mixed());
   EXPECT_EQ(sub.layers(), 2);
   EXPECT_EQ(sub.layer_ffn(), (std::vector<int64_t>{8, 16}));
   EXPECT_EQ(sub.layer_heads(), (std::vector<int64_t>{2, 2}));
   // One width everywhere is a plain fortunes-lm; fewer heads stay per layer (head width).
-  const TransformerLMOptions uniform = elastic::submodel_options(tiny(), {{8, 8, 8}, {4, 4, 4}, {}});
+  const TransformerLMOptions uniform =
+      elastic::submodel_options(tiny(), {{8, 8, 8}, {4, 4, 4}, {}});
   EXPECT_EQ(uniform.ffn(), 8);
   EXPECT_TRUE(uniform.layer_ffn().empty() && uniform.layer_heads().empty());
   for (const TransformerLMOptions& options : {tiny(), sub}) {
@@ -191,19 +191,20 @@ TEST(MatFormer, ExtractionRejectsBadInputAndWritesNothing) {
   const std::string universal = save_universal(dir, lm, granularities);
   const std::string out = dir / "out";
 
-  EXPECT_THAT(error_of([&] {
-                elastic::extract_submodel(universal, Submodel::uniform(tiny(), {12, 4}), out);
-              }),
-              HasSubstr("FFN width 12 of layer 0 is not a granularity of the model (32, 16, 8, 4)"));
+  EXPECT_THAT(
+      error_of([&] {
+        elastic::extract_submodel(universal, Submodel::uniform(tiny(), {12, 4}), out);
+      }),
+      HasSubstr("FFN width 12 of layer 0 is not a granularity of the model (32, 16, 8, 4)"));
   EXPECT_THAT(error_of([&] {
                 elastic::extract_submodel(universal, Submodel::uniform(tiny(), {8, 2}), out);
               }),
               HasSubstr("2 heads in layer 0 is not a head granularity"));
-  EXPECT_THAT(error_of([&] {
-                elastic::extract_submodel(universal, Submodel{{8, 8, 8}, {4, 4, 4}, {0, 1, 2}},
-                                          out);
-              }),
-              HasSubstr("skips all 3 layers"));
+  EXPECT_THAT(
+      error_of([&] {
+        elastic::extract_submodel(universal, Submodel{{8, 8, 8}, {4, 4, 4}, {0, 1, 2}}, out);
+      }),
+      HasSubstr("skips all 3 layers"));
   EXPECT_THAT(error_of([&] {
                 elastic::extract_submodel(universal, Submodel::uniform(tiny(), granularities[1]),
                                           dir / "missing/out");
@@ -219,8 +220,8 @@ TEST(MatFormer, ExtractionRejectsBadInputAndWritesNothing) {
 
   // A checkpoint whose tensors do not match its model.
   nlohmann::json extra = core::transformer_lm_to_json(tiny().ffn(16));
-  extra["matformer"] = elastic::matformer_to_json(
-      elastic::matformer_granularities(tiny().ffn(16), {}));
+  extra["matformer"] =
+      elastic::matformer_to_json(elastic::matformer_granularities(tiny().ffn(16), {}));
   core::save_checkpoint(dir / "lying", *lm, nullptr, 1, extra);
   EXPECT_THAT(error_of([&] {
                 elastic::extract_submodel(dir / "lying", Submodel::uniform(tiny(), {8, 4}), out);
@@ -262,7 +263,11 @@ TEST(MixNMatch, HeuristicAndSearchRespectTheBudget) {
   int scored = 0;
   const auto searched = elastic::mix_n_match_search(
       tiny(), granularities, budget,
-      [&](const Submodel& s) { ++scored; return static_cast<double>(s.ffn[0]); }, 5);
+      [&](const Submodel& s) {
+        ++scored;
+        return static_cast<double>(s.ffn[0]);
+      },
+      5);
   EXPECT_EQ(scored, 5);
   ASSERT_EQ(searched.size(), 5u);
   for (size_t i = 0; i < searched.size(); ++i) {
@@ -286,8 +291,8 @@ TEST(MixNMatch, ParetoFrontKeepsOnlyUnbeatenSubmodels) {
     s.loss = loss;
     return s;
   };
-  const auto front = elastic::pareto_front({make(30, 1.0), make(10, 2.0), make(20, 2.5),
-                                            make(40, 1.5)});
+  const auto front =
+      elastic::pareto_front({make(30, 1.0), make(10, 2.0), make(20, 2.5), make(40, 1.5)});
   ASSERT_EQ(front.size(), 2u);
   EXPECT_EQ(front[0].parameters, 10);
   EXPECT_EQ(front[1].parameters, 30);
@@ -361,17 +366,21 @@ void check_joint_step(parallel::Communicator& comm, int pp) {
 
 TEST(MatFormerTraining, JointGradientIsTheSumOfEachGranularitysGradient) {
   // One process, the passes run by HybridParallel on a world of one.
-  parallel::testing::run_in_process(1, [](parallel::Communicator& comm) { check_joint_step(comm, 1); });
+  parallel::testing::run_in_process(
+      1, [](parallel::Communicator& comm) { check_joint_step(comm, 1); });
 }
 
 TEST(MatFormerTraining, DataParallelJointStepMatchesOneProcess) {
-  parallel::testing::run_in_process(2, [](parallel::Communicator& comm) { check_joint_step(comm, 1); });
+  parallel::testing::run_in_process(
+      2, [](parallel::Communicator& comm) { check_joint_step(comm, 1); });
 }
 
 TEST(MatFormerTraining, PipelinedJointStepMatchesOneProcess) {
   // pp 2 (the tied embedding and head on different stages), then pp 2 x dp 2.
-  parallel::testing::run_in_process(2, [](parallel::Communicator& comm) { check_joint_step(comm, 2); });
-  parallel::testing::run_in_process(4, [](parallel::Communicator& comm) { check_joint_step(comm, 2); });
+  parallel::testing::run_in_process(
+      2, [](parallel::Communicator& comm) { check_joint_step(comm, 2); });
+  parallel::testing::run_in_process(
+      4, [](parallel::Communicator& comm) { check_joint_step(comm, 2); });
 }
 
 TEST(MatFormerTraining, EveryGranularitysLossDecreases) {

@@ -53,7 +53,8 @@ void fix_checksums(nlohmann::json& json, const char* list, const std::string& pa
   for (auto& entry : json[list]) {
     if (!entry.is_object() || !entry.contains("offset") || !entry.contains("nbytes")) continue;
     if (!entry["offset"].is_number_unsigned() || !entry["nbytes"].is_number_unsigned()) continue;
-    const uint64_t offset = entry["offset"].get<uint64_t>(), nbytes = entry["nbytes"].get<uint64_t>();
+    const uint64_t offset = entry["offset"].get<uint64_t>(),
+                   nbytes = entry["nbytes"].get<uint64_t>();
     if (offset > payload.size() || nbytes > payload.size() - offset) continue;
     entry["xxh64"] = hex64(hash(payload.data() + offset, nbytes));
   }
@@ -71,11 +72,11 @@ inline void split_input(const uint8_t* data, size_t size, std::string& json, std
 }  // namespace strata::fuzz
 
 // The body of every target: run `parse`, accept std::exception as a clear rejection.
-#define STRATA_FUZZ_TARGET(...)                                              \
+#define STRATA_FUZZ_TARGET(...)                                             \
   extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { \
-    try {                                                                    \
-      __VA_ARGS__                                                            \
-    } catch (const std::exception&) {                                        \
-    }                                                                        \
-    return 0;                                                                \
+    try {                                                                   \
+      __VA_ARGS__                                                           \
+    } catch (const std::exception&) {                                       \
+    }                                                                       \
+    return 0;                                                               \
   }

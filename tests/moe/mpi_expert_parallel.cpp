@@ -96,7 +96,8 @@ void check_matches_single_process(Communicator& comm) {
     ASSERT_EQ(names.size(), 4u);
     strata::parallel::DistributedDataParallel ddp(
         model.ptr(), grid.data_parallel(),
-        strata::parallel::DistributedDataParallelOptions().expert_parameters(names)
+        strata::parallel::DistributedDataParallelOptions()
+            .expert_parameters(names)
             .expert_data_parallel_group(grid.expert_data_parallel()));
     const int dp = grid.data_parallel_size(), r = grid.data_parallel_rank();
     const at::Tensor out = model->forward(x.chunk(dp)[r]);
@@ -112,8 +113,7 @@ void check_matches_single_process(Communicator& comm) {
     }
   }
 }
-STRATA_COMM_TEST(ExpertParallel, LogitsAndGradientsEqualSingleProcess,
-                 check_matches_single_process)
+STRATA_COMM_TEST(ExpertParallel, LogitsAndGradientsEqualSingleProcess, check_matches_single_process)
 
 // Every token picks experts 0 and 1, so with ep 2 the other rank's experts get no rows.
 // That rank must still take part in the backward all-to-alls (it once skipped them and
@@ -141,7 +141,8 @@ void check_idle_experts(Communicator& comm) {
   const auto names = strata::moe::expert_parameter_names(*model);
   strata::parallel::DistributedDataParallel ddp(
       model.ptr(), grid.data_parallel(),
-      strata::parallel::DistributedDataParallelOptions().expert_parameters(names)
+      strata::parallel::DistributedDataParallelOptions()
+          .expert_parameters(names)
           .expert_data_parallel_group(grid.expert_data_parallel()));
   const int dp = grid.data_parallel_size(), r = grid.data_parallel_rank();
   loss_of(model->forward(x.chunk(dp)[r]), target.chunk(dp)[r]).backward();
@@ -172,8 +173,8 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
   torch::nn::Sequential model = build(grid.expert_parallel());
   const auto names = strata::moe::expert_parameter_names(*model);
   const at::Tensor x = batch(3).chunk(ep)[grid.rank()], target = batch(4).chunk(ep)[grid.rank()];
-  strata::parallel::HybridParallel parallel(model, grid, loss_of, x,
-                                            strata::parallel::HybridParallelOptions().expert_parameters(names));
+  strata::parallel::HybridParallel parallel(
+      model, grid, loss_of, x, strata::parallel::HybridParallelOptions().expert_parameters(names));
   torch::optim::AdamW adamw(parallel.parameters(), torch::optim::AdamWOptions(1e-2));
   parallel.train_step(x, target, adamw);
   parallel.save_checkpoint(path, adamw, 1);
@@ -188,15 +189,20 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
                  "loaded " + item.key());
   }
   // The loaded experts are the trained ones, not the initial ones.
-  EXPECT_GT((loaded["moe.w_in"] - build(nullptr)->named_parameters()["moe.w_in"]).abs().max().item<double>(),
+  EXPECT_GT((loaded["moe.w_in"] - build(nullptr)->named_parameters()["moe.w_in"])
+                .abs()
+                .max()
+                .item<double>(),
             1e-4);
 
   // Resumed with the same ep, each rank takes its slice back, optimizer state included: a
   // further step from the loaded state equals one from the live state.
   torch::nn::Sequential resumed = build(grid.expert_parallel());
   strata::parallel::HybridParallel resumed_parallel(
-      resumed, grid, loss_of, x, strata::parallel::HybridParallelOptions().expert_parameters(names));
-  torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(), torch::optim::AdamWOptions(1e-2));
+      resumed, grid, loss_of, x,
+      strata::parallel::HybridParallelOptions().expert_parameters(names));
+  torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(),
+                                    torch::optim::AdamWOptions(1e-2));
   EXPECT_THROW(resumed_parallel.load_checkpoint(path + "-missing", resumed_adamw), strata::Error);
   EXPECT_EQ(moe_of(resumed).w_in.size(0), kExperts / ep);  // a failed load changes nothing
   EXPECT_EQ(resumed_parallel.load_checkpoint(path, resumed_adamw), 1);
@@ -299,7 +305,8 @@ void check_pipeline_with_expert_parallelism(Communicator& comm) {
   // Resumed with the same layout, a further step equals the live run's.
   torch::nn::Sequential resumed = build_deep(grid.expert_parallel());
   strata::parallel::HybridParallel resumed_parallel(resumed, grid, loss_of, rx, options());
-  torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(), torch::optim::AdamWOptions(1e-2));
+  torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(),
+                                    torch::optim::AdamWOptions(1e-2));
   EXPECT_EQ(resumed_parallel.load_checkpoint(path, resumed_adamw), 1);
   parallel.train_step(rx, rtarget, adamw);
   resumed_parallel.train_step(rx, rtarget, resumed_adamw);

@@ -13,12 +13,14 @@ TernaryMatrix random_ternary(int64_t rows, int64_t cols, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const at::Tensor u = at::rand({rows, cols}, gen);
   const at::Tensor codes = (u > 0.85).to(at::kByte) + (u > 0.93).to(at::kByte);
-  const at::Tensor levels = at::stack({-at::rand({rows}, gen) - 0.1, at::rand({rows}, gen) + 0.1}, 1);
+  const at::Tensor levels =
+      at::stack({-at::rand({rows}, gen) - 0.1, at::rand({rows}, gen) + 0.1}, 1);
   return ternary_encode(codes, levels);
 }
 
 std::vector<TernaryKernel> kernels() {
-  std::vector<TernaryKernel> out{TernaryKernel::Reference, TernaryKernel::Portable, TernaryKernel::Auto};
+  std::vector<TernaryKernel> out{TernaryKernel::Reference, TernaryKernel::Portable,
+                                 TernaryKernel::Auto};
   if (cpu_has_avx512()) out.push_back(TernaryKernel::Avx512);
   return out;
 }
@@ -29,7 +31,8 @@ void expect_close(const at::Tensor& got, const at::Tensor& dense_w, const at::Te
                   const std::string& what) {
   const at::Tensor expected = at::mm(x.to(at::kDouble), dense_w.to(at::kDouble).t());
   const at::Tensor scale = at::mm(x.abs().to(at::kDouble), dense_w.abs().to(at::kDouble).t());
-  const double worst = ((got.to(at::kDouble) - expected).abs() / (scale + 1e-30)).max().item<double>();
+  const double worst =
+      ((got.to(at::kDouble) - expected).abs() / (scale + 1e-30)).max().item<double>();
   EXPECT_LT(worst, 1e-5) << what;
 }
 
@@ -41,11 +44,12 @@ TEST(CompressedExpert, MatvecAndBatchEqualTheDecodedDenseProduct) {
     const at::Tensor dense = ternary_decode(w);
     const at::Tensor levels = w.levels.to(at::kFloat).contiguous();
     for (const int64_t tokens : {1, 2, 5, 32, 70}) {
-      const at::Tensor x = at::randn({tokens, cols}, at::make_generator<at::CPUGeneratorImpl>(seed++));
+      const at::Tensor x =
+          at::randn({tokens, cols}, at::make_generator<at::CPUGeneratorImpl>(seed++));
       for (const TernaryKernel k : kernels()) {
         expect_close(ternary_linear(w, levels, x, k), dense, x,
-                     to_string(k) + " " + std::to_string(rows) + "x" + std::to_string(cols) + " tokens " +
-                         std::to_string(tokens));
+                     to_string(k) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
+                         " tokens " + std::to_string(tokens));
       }
     }
   }
@@ -59,9 +63,11 @@ TEST(CompressedExpert, RunsOnThreads) {
   const at::Tensor x = at::randn({9, 500});
   const int threads = at::get_num_threads();
   at::set_num_threads(2);
-  const at::Tensor two = ternary_linear(w, levels, x), two_one = ternary_linear(w, levels, x.narrow(0, 0, 1));
+  const at::Tensor two = ternary_linear(w, levels, x),
+                   two_one = ternary_linear(w, levels, x.narrow(0, 0, 1));
   at::set_num_threads(1);
-  const at::Tensor one = ternary_linear(w, levels, x), one_one = ternary_linear(w, levels, x.narrow(0, 0, 1));
+  const at::Tensor one = ternary_linear(w, levels, x),
+                   one_one = ternary_linear(w, levels, x.narrow(0, 0, 1));
   at::set_num_threads(threads);
   EXPECT_TRUE(at::equal(one, two)) << "rows are split, not sums";
   EXPECT_TRUE(at::equal(one_one, two_one));

@@ -27,7 +27,8 @@ at::Tensor random_tokens(int64_t tokens, uint64_t seed) {
   return at::randn({tokens, kD}, gen);
 }
 
-MoELayer make_layer(int64_t k, double capacity_factor, DropPriority priority = DropPriority::Order) {
+MoELayer make_layer(int64_t k, double capacity_factor,
+                    DropPriority priority = DropPriority::Order) {
   torch::manual_seed(3);
   MoELayer layer(MoELayerOptions(kD, kExperts, kHidden)
                      .top_k(k)
@@ -84,8 +85,8 @@ TEST(MoELayer, SortedDispatchEqualsPerTokenLoop) {
   for (int64_t k : {1, 2, 4}) {
     for (double factor : {0.0, 0.5}) {
       for (DropPriority priority : {DropPriority::Order, DropPriority::Score}) {
-        SCOPED_TRACE("k " + std::to_string(k) + " capacity factor " + std::to_string(factor) +
-                     " " + strata::moe::to_string(priority));
+        SCOPED_TRACE("k " + std::to_string(k) + " capacity factor " + std::to_string(factor) + " " +
+                     strata::moe::to_string(priority));
         MoELayer layer = make_layer(k, factor, priority);
         torch::NoGradGuard no_grad;
         const at::Tensor out = layer(x);
@@ -120,7 +121,8 @@ TEST(MoELayer, KeepWithinCapacityFollowsPriority) {
   for (DropPriority priority : {DropPriority::Order, DropPriority::Score}) {
     for (int64_t capacity : {-1, 0, 3, 10}) {
       SCOPED_TRACE(strata::moe::to_string(priority) + " capacity " + std::to_string(capacity));
-      const at::Tensor kept = strata::moe::keep_within_capacity(index, score, 4, capacity, priority);
+      const at::Tensor kept =
+          strata::moe::keep_within_capacity(index, score, 4, capacity, priority);
       EXPECT_TRUE(at::equal(kept, naive_keep(index, score, capacity, priority)));
     }
   }
@@ -189,8 +191,9 @@ TEST(MoELayer, AuxiliaryLossGradientReachesTheRouter) {
     EXPECT_TRUE(at::allclose(item.value().grad(), b[item.key()].grad(), 1e-5, 1e-7));
   }
   // The test can fail: the aux losses do change the router's gradient.
-  EXPECT_GT((a["router.gate.weight"].grad() - c["router.gate.weight"].grad()).abs().max().item<double>(),
-            1e-4);
+  EXPECT_GT(
+      (a["router.gate.weight"].grad() - c["router.gate.weight"].grad()).abs().max().item<double>(),
+      1e-4);
 }
 
 TEST(MoELayer, ObserverSeesEachExpertsTokens) {
@@ -223,17 +226,20 @@ TEST(MoELayer, KeepsInputShapeAndStackedLayout) {
 }
 
 TEST(MoELayer, BadOptionsFailClearly) {
-  EXPECT_NE(error_of([] { MoELayer(MoELayerOptions(kD, 4, kHidden).top_k(5)); })
-                .find("top-k 5, expected 1 to the number of experts (4)"),
+  EXPECT_NE(error_of([] {
+              MoELayer(MoELayerOptions(kD, 4, kHidden).top_k(5));
+            }).find("top-k 5, expected 1 to the number of experts (4)"),
             std::string::npos);
   EXPECT_NE(error_of([] { Router(RouterOptions(kD, 4).top_k(0)); }).find("top-k 0"),
             std::string::npos);
-  EXPECT_NE(error_of([] { MoELayer(MoELayerOptions(kD, 4, kHidden).capacity_factor(-1)); })
-                .find("capacity factor -1"),
+  EXPECT_NE(error_of([] {
+              MoELayer(MoELayerOptions(kD, 4, kHidden).capacity_factor(-1));
+            }).find("capacity factor -1"),
             std::string::npos);
   const auto group = strata::parallel::InProcessCommunicator::create(2);
-  EXPECT_NE(error_of([&] { MoELayer(MoELayerOptions(kD, 3, kHidden).expert_group(group[0])); })
-                .find("experts 3 are not divisible by the expert-parallel size 2"),
+  EXPECT_NE(error_of([&] {
+              MoELayer(MoELayerOptions(kD, 3, kHidden).expert_group(group[0]));
+            }).find("experts 3 are not divisible by the expert-parallel size 2"),
             std::string::npos);
   EXPECT_NE(error_of([] { strata::moe::drop_priority_from_string("random"); }).find("random"),
             std::string::npos);

@@ -47,7 +47,8 @@ TEST(QmoeCompress, FindsExpertStacksInACheckpoint) {
   EXPECT_TRUE(at::equal(stacks[1].b_out, at::zeros({2, 24}))) << "a missing bias is zeros";
   auto bad = tensors;
   bad["blocks.0.moe.w_out"] = at::randn({3, 24, 41});
-  EXPECT_NE(error_of([&] { find_expert_stacks(bad); }).find("expert stack 'blocks.0.moe'"), std::string::npos);
+  EXPECT_NE(error_of([&] { find_expert_stacks(bad); }).find("expert stack 'blocks.0.moe'"),
+            std::string::npos);
 }
 
 TEST(QmoeCompress, GptqOnRoutedTokensBeatsRoundToNearestAndTheFileRunsTheSame) {
@@ -62,16 +63,20 @@ TEST(QmoeCompress, GptqOnRoutedTokensBeatsRoundToNearestAndTheFileRunsTheSame) {
   // Recorded routed tokens with correlations; expert 2 gets none (it is then rounded to
   // nearest by the dampening: no error, no crash).
   const at::Tensor mixing = at::randn({5, 24}, gen);
-  const at::Tensor tokens = at::mm(at::randn({600, 5}, gen), mixing) + 0.05 * at::randn({600, 24}, gen);
+  const at::Tensor tokens =
+      at::mm(at::randn({600, 5}, gen), mixing) + 0.05 * at::randn({600, 24}, gen);
   const at::Tensor experts = at::randint(2, {600}, gen);
-  RecordedCalibration recorded({{"blocks.0.moe.tokens", tokens}, {"blocks.0.moe.experts", experts}}, "test");
+  RecordedCalibration recorded({{"blocks.0.moe.tokens", tokens}, {"blocks.0.moe.experts", experts}},
+                               "test");
   EXPECT_EQ(recorded.expert_inputs(stack, 0, 1000).size(0), (experts == 0).sum().item<int64_t>());
   EXPECT_EQ(recorded.expert_inputs(stack, 1, 100).size(0), 100);
   EXPECT_EQ(recorded.expert_inputs(stack, 2, 100).size(0), 0);
 
   QmoeLayerReport gptq_report, rtn_report;
-  const QmoeLayer gptq = compress_expert_stack(stack, recorded, QmoeCompressOptions().calibration_tokens(256), &gptq_report);
-  compress_expert_stack(stack, recorded, QmoeCompressOptions().calibration_tokens(256).round_to_nearest(true),
+  const QmoeLayer gptq = compress_expert_stack(
+      stack, recorded, QmoeCompressOptions().calibration_tokens(256), &gptq_report);
+  compress_expert_stack(stack, recorded,
+                        QmoeCompressOptions().calibration_tokens(256).round_to_nearest(true),
                         &rtn_report);
   EXPECT_EQ(gptq_report.calibration_tokens, 512);
   EXPECT_EQ(gptq_report.rounded_to_nearest, 0);
@@ -85,10 +90,13 @@ TEST(QmoeCompress, GptqOnRoutedTokensBeatsRoundToNearestAndTheFileRunsTheSame) {
   const at::Tensor x = tokens.narrow(0, 0, 7);
   for (int64_t e = 0; e < 3; ++e) {
     const at::Tensor w_in = ternary_decode(gptq.w_in[e]), w_out = ternary_decode(gptq.w_out[e]);
-    const at::Tensor dense = at::linear(at::gelu(at::linear(x, w_in, stack.b_in[e])), w_out, stack.b_out[e]);
+    const at::Tensor dense =
+        at::linear(at::gelu(at::linear(x, w_in, stack.b_in[e])), w_out, stack.b_out[e]);
     EXPECT_TRUE(at::allclose(loaded->forward(e, x), dense, 1e-4, 1e-4)) << "expert " << e;
   }
-  EXPECT_NE(error_of([&] { recorded.expert_inputs(find_expert_stacks(tensors)[1], 0, 10); }).find("no 'blocks.1.moe.tokens'"),
+  EXPECT_NE(error_of([&] {
+              recorded.expert_inputs(find_expert_stacks(tensors)[1], 0, 10);
+            }).find("no 'blocks.1.moe.tokens'"),
             std::string::npos);
 }
 
@@ -106,7 +114,8 @@ TEST(QmoeCompress, RoutedTokenRecorderKeepsTheFirstTokensOfEachExpert) {
   TempDir dir;
   RoutedTokenRecorder recorder(3);
   const at::Tensor a = at::randn({5, 4}), b = at::randn({4, 4});
-  recorder.record("blocks.0.moe", a, at::tensor({0, 1, 0, 0, 0}, at::kLong));  // expert 0: 4 rows, keeps 3
+  recorder.record("blocks.0.moe", a,
+                  at::tensor({0, 1, 0, 0, 0}, at::kLong));  // expert 0: 4 rows, keeps 3
   recorder.record("blocks.0.moe", b, at::tensor({1, 2, 0, 1}, at::kLong));
   EXPECT_EQ(recorder.tokens("blocks.0.moe", 0), 3);
   EXPECT_EQ(recorder.tokens("blocks.0.moe", 1), 3);
@@ -121,7 +130,8 @@ TEST(QmoeCompress, RoutedTokenRecorderKeepsTheFirstTokensOfEachExpert) {
   EXPECT_TRUE(at::equal(expert0, at::stack({a[0], a[2], a[3]})));
   EXPECT_TRUE(at::equal(saved.expert_inputs(stack, 1, 10), at::stack({a[1], b[0], b[3]})));
   EXPECT_TRUE(at::equal(recorder.calibration().expert_inputs(stack, 2, 10), b[1].unsqueeze(0)));
-  EXPECT_THROW(recorder.record("blocks.0.moe", at::randn({2, 5}), at::zeros({2}, at::kLong)), strata::Error);
+  EXPECT_THROW(recorder.record("blocks.0.moe", at::randn({2, 5}), at::zeros({2}, at::kLong)),
+               strata::Error);
   EXPECT_THROW(recorder.record("blocks.0.moe", a, at::zeros({4}, at::kLong)), strata::Error);
 }
 

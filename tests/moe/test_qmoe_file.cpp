@@ -23,7 +23,8 @@ TernaryMatrix random_ternary(int64_t rows, int64_t cols, at::Generator& gen) {
   return ternary_encode(codes, at::stack({-at::rand({rows}, gen), at::rand({rows}, gen)}, 1));
 }
 
-QmoeLayer random_layer(const std::string& name, int64_t experts, int64_t d, int64_t hidden, uint64_t seed) {
+QmoeLayer random_layer(const std::string& name, int64_t experts, int64_t d, int64_t hidden,
+                       uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   QmoeLayer layer;
   layer.name = name;
@@ -64,7 +65,8 @@ TEST(QmoeFile, RoundTripsEveryBitAndRunsTheSameExperts) {
     EXPECT_TRUE(at::equal(a.b_in, b.b_in));
     EXPECT_NEAR(a.bits_per_weight(), b.bits_per_weight(), 0);
     const at::Tensor x = at::randn({5, 13});
-    EXPECT_TRUE(at::equal(make_compressed_experts(a)->forward(1, x), make_compressed_experts(b)->forward(1, x)));
+    EXPECT_TRUE(at::equal(make_compressed_experts(a)->forward(1, x),
+                          make_compressed_experts(b)->forward(1, x)));
   }
 }
 
@@ -83,16 +85,19 @@ TEST(QmoeFile, CorruptOrTruncatedFilesFailWithAClearError) {
     return b;
   };
   // Every message starts with the file's path.
-  for (const size_t cut : {size_t(0), size_t(5), size_t(20), size_t(200), bytes.size() / 2, bytes.size() - 1}) {
+  for (const size_t cut :
+       {size_t(0), size_t(5), size_t(20), size_t(200), bytes.size() / 2, bytes.size() - 1}) {
     const std::string error = error_with(bytes.substr(0, cut));
     EXPECT_EQ(error.rfind(bad + ": ", 0), 0u) << error;
     EXPECT_NE(error.find("truncated"), std::string::npos) << "cut at " << cut << ": " << error;
   }
   EXPECT_NE(error_with(flipped(2)).find("bad magic"), std::string::npos);
   EXPECT_NE(error_with(flipped(40)).find("header checksum mismatch"), std::string::npos);
-  EXPECT_NE(error_with(flipped(bytes.size() - 3)).find("checksum mismatch (corrupt file)"), std::string::npos);
+  EXPECT_NE(error_with(flipped(bytes.size() - 3)).find("checksum mismatch (corrupt file)"),
+            std::string::npos);
   EXPECT_NE(error_with(bytes + "xyz").find("trailing data"), std::string::npos);
-  EXPECT_NE(error_of([&] { read_qmoe(dir / "missing.qmoe"); }).find("no such file"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_qmoe(dir / "missing.qmoe"); }).find("no such file"),
+            std::string::npos);
   EXPECT_EQ(error_with(bytes), "<no error>");
 }
 
@@ -103,7 +108,8 @@ TEST(QmoeFile, ValidChecksumsButBrokenCodeStreamsAreCaught) {
   QmoeModel model = random_model();
   QmoeLayer& layer = model.layers[0];
   layer.w_in[1].cols = 12;  // encoded with 13 columns
-  EXPECT_NE(error_of([&] { write_qmoe(dir / "x.qmoe", model); }).find("expert 1 w_in"), std::string::npos);
+  EXPECT_NE(error_of([&] { write_qmoe(dir / "x.qmoe", model); }).find("expert 1 w_in"),
+            std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(dir / "x.qmoe"));
   EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "nothing half-written";
 }

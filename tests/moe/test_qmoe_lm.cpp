@@ -61,9 +61,10 @@ TEST(QmoeLM, LoadRebuildsTheModelAndItsRouting) {
   torch::nn::Sequential dense = core::make_transformer_lm(tiny_lm());
   nlohmann::json description = core::transformer_lm_to_json(tiny_lm());
   core::save_checkpoint(dir / "dense", *dense, nullptr, 0, description);
-  EXPECT_EQ(error_of([&] { load_moe_transformer_lm(dir / "dense"); }),
-            "checkpoint " + dir / "dense" +
-                ": not a fortunes-lm-moe checkpoint (its extra has no \"model\": \"fortunes-lm-moe\")");
+  EXPECT_EQ(
+      error_of([&] { load_moe_transformer_lm(dir / "dense"); }),
+      "checkpoint " + dir / "dense" +
+          ": not a fortunes-lm-moe checkpoint (its extra has no \"model\": \"fortunes-lm-moe\")");
 }
 
 // Every expert stack of the checkpoint, compressed (Gaussian calibration: enough here).

@@ -76,14 +76,17 @@ TEST(TaskMoELayer, GradientsReachOnlyTheTasksRouterAndExperts) {
 
 TEST(TaskMoELayer, BadOptionsFailClearly) {
   const MoELayerOptions layer(kD, kExperts, 14);
-  EXPECT_NE(error_of([&] { TaskMoELayer(TaskMoELayerOptions(layer, 2).task_experts({{0, 9}, {1, 2}})); })
-                .find("task 0: expert 9, expected 0 to 5"),
+  EXPECT_NE(error_of([&] {
+              TaskMoELayer(TaskMoELayerOptions(layer, 2).task_experts({{0, 9}, {1, 2}}));
+            }).find("task 0: expert 9, expected 0 to 5"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { TaskMoELayer(TaskMoELayerOptions(layer, 2).task_experts({{0, 1}, {1}})); })
-                .find("task 1: 1 experts, expected at least top-k 2"),
+  EXPECT_NE(error_of([&] {
+              TaskMoELayer(TaskMoELayerOptions(layer, 2).task_experts({{0, 1}, {1}}));
+            }).find("task 1: 1 experts, expected at least top-k 2"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { TaskMoELayer(TaskMoELayerOptions(layer, 2).task_experts({{0, 1}})); })
-                .find("1 expert lists for 2 tasks"),
+  EXPECT_NE(error_of([&] {
+              TaskMoELayer(TaskMoELayerOptions(layer, 2).task_experts({{0, 1}}));
+            }).find("1 expert lists for 2 tasks"),
             std::string::npos);
   TaskMoELayer ok(TaskMoELayerOptions(layer, 2));
   EXPECT_EQ(ok->experts_of(1).size(), static_cast<size_t>(kExperts));

@@ -26,9 +26,8 @@ at::Tensor random_levels(int64_t rows, uint64_t seed) {
 
 TEST(TernaryCodec, RoundTripsExactlyForAnyShape) {
   // Odd and prime widths, a single column, widths around the 28 digits of a codeword.
-  const std::vector<std::pair<int64_t, int64_t>> shapes{{1, 1},  {3, 2},   {5, 27},  {7, 28},
-                                                        {4, 29}, {33, 31}, {17, 97}, {64, 256},
-                                                        {10, 1001}};
+  const std::vector<std::pair<int64_t, int64_t>> shapes{
+      {1, 1}, {3, 2}, {5, 27}, {7, 28}, {4, 29}, {33, 31}, {17, 97}, {64, 256}, {10, 1001}};
   uint64_t seed = 1;
   for (const auto& [rows, cols] : shapes) {
     for (const double zeros : {0.0, 0.5, 0.885, 1.0}) {
@@ -38,7 +37,8 @@ TEST(TernaryCodec, RoundTripsExactlyForAnyShape) {
       ASSERT_TRUE(at::equal(ternary_decode_codes(m), codes)) << rows << "x" << cols;
       const at::Tensor low = levels.select(1, 0).to(at::kBFloat16).to(at::kFloat).unsqueeze(1);
       const at::Tensor high = levels.select(1, 1).to(at::kBFloat16).to(at::kFloat).unsqueeze(1);
-      const at::Tensor expected = at::where(codes == 1, low, at::where(codes == 2, high, at::zeros({1})));
+      const at::Tensor expected =
+          at::where(codes == 1, low, at::where(codes == 2, high, at::zeros({1})));
       ASSERT_TRUE(at::equal(ternary_decode(m), expected)) << rows << "x" << cols;
     }
   }
@@ -63,10 +63,12 @@ TEST(TernaryCodec, GreedyLongestMatchAsTheReference) {
   // 9, runs of zeros come first); a single column: the pair r = code (codeword 12 for code
   // 1); 3 columns: the pairs (1, 2) and (2, pad 0).
   auto encode_row = [](std::vector<uint8_t> row) {
-    const at::Tensor codes = at::tensor(std::vector<int64_t>(row.begin(), row.end())).to(at::kByte).unsqueeze(0);
+    const at::Tensor codes =
+        at::tensor(std::vector<int64_t>(row.begin(), row.end())).to(at::kByte).unsqueeze(0);
     const TernaryMatrix m = ternary_encode(codes, at::tensor({-1.f, 1.f}).unsqueeze(0));
     std::vector<uint16_t> out;
-    for (int64_t i = 0; i < m.codes.size(0); ++i) out.push_back(uint16_t(m.codes[i].item<int16_t>()));
+    for (int64_t i = 0; i < m.codes.size(0); ++i)
+      out.push_back(uint16_t(m.codes[i].item<int16_t>()));
     return out;
   };
   EXPECT_EQ(encode_row(std::vector<uint8_t>(48, 0)), (std::vector<uint16_t>{25, 9}));

@@ -107,7 +107,8 @@ at::Tensor expected_reduction(at::ScalarType dtype, at::IntArrayRef shape, int s
 }
 
 std::vector<ReduceOp> reduce_ops(at::ScalarType dtype) {
-  if (at::isFloatingType(dtype)) return {ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Max, ReduceOp::Min};
+  if (at::isFloatingType(dtype))
+    return {ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Max, ReduceOp::Min};
   return {ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min};
 }
 
@@ -116,7 +117,8 @@ void expect_tensor_eq(const at::Tensor& actual, const at::Tensor& expected,
   ASSERT_TRUE(actual.defined()) << what;
   EXPECT_EQ(actual.scalar_type(), expected.scalar_type()) << what;
   ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  if (actual.scalar_type() == expected.scalar_type() && at::equal(actual.contiguous(), expected.contiguous())) {
+  if (actual.scalar_type() == expected.scalar_type() &&
+      at::equal(actual.contiguous(), expected.contiguous())) {
     return;
   }
   at::Tensor a = actual.to(at::kDouble).reshape(-1);

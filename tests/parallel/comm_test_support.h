@@ -72,11 +72,11 @@ void run_mpi(const Body& body);
 
 // Defines test `name` twice from one body: InProcess<suite>.name runs it on 2 and 4
 // threads, Mpi<suite>.name on every rank of the mpirun job.
-#define STRATA_COMM_TEST(suite, name, body)                                            \
-  TEST(InProcess##suite, name) {                                                       \
-    for (int world_size : {2, 4}) {                                                    \
-      SCOPED_TRACE("world size " + std::to_string(world_size));                        \
-      ::strata::parallel::testing::run_in_process(world_size, body);                   \
-    }                                                                                  \
-  }                                                                                    \
+#define STRATA_COMM_TEST(suite, name, body)                          \
+  TEST(InProcess##suite, name) {                                     \
+    for (int world_size : {2, 4}) {                                  \
+      SCOPED_TRACE("world size " + std::to_string(world_size));      \
+      ::strata::parallel::testing::run_in_process(world_size, body); \
+    }                                                                \
+  }                                                                  \
   TEST(Mpi##suite, name) { ::strata::parallel::testing::run_mpi(body); }

@@ -47,7 +47,8 @@ void isend_irecv(Communicator& c, const Case& k) {
   std::vector<WorkPtr> sends;
   std::vector<Receive> receives;
   for (int dst : {r, (r + 1) % n}) {
-    for (int salt : {1, 2, 3}) sends.push_back(c.isend(make_tensor(k, k.shape, r, salt), dst, tag_of(salt)));
+    for (int salt : {1, 2, 3})
+      sends.push_back(c.isend(make_tensor(k, k.shape, r, salt), dst, tag_of(salt)));
   }
   for (int src : {r, (r + n - 1) % n}) {
     for (int salt : {1, 2, 3}) {
@@ -83,7 +84,8 @@ void allreduce(Communicator& c, const Case& k) {
 
 void broadcast(Communicator& c, const Case& k) {
   for (int root : {0, c.size() - 1}) {
-    at::Tensor tensor = c.rank() == root ? make_tensor(k, k.shape, root, 0) : make_output(k, k.shape);
+    at::Tensor tensor =
+        c.rank() == root ? make_tensor(k, k.shape, root, 0) : make_output(k, k.shape);
     c.broadcast(tensor, root)->wait();
     expect_tensor_eq(tensor, make_values(k.dtype, k.shape, root, 0),
                      at_rank("broadcast", c.rank()) + " from root " + std::to_string(root));
@@ -102,8 +104,8 @@ void allgather(Communicator& c, const Case& k) {
 void reduce_scatter(Communicator& c, const Case& k) {
   const int r = c.rank(), n = c.size();
   const auto input_shape = with_leading(n, k.shape);
-  const int64_t row_numel = std::accumulate(k.shape.begin(), k.shape.end(), int64_t{1},
-                                            std::multiplies<int64_t>());
+  const int64_t row_numel =
+      std::accumulate(k.shape.begin(), k.shape.end(), int64_t{1}, std::multiplies<int64_t>());
   for (ReduceOp op : reduce_ops(k.dtype)) {
     const int salt = static_cast<int>(op);
     at::Tensor input = make_tensor(k, input_shape, r, salt);
@@ -126,7 +128,9 @@ void alltoall(Communicator& c, const Case& k) {
     for (int q = 0; q < n; ++q) splits[q] = rows(p, q);
     return splits;
   };
-  auto total = [](const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); };
+  auto total = [](const std::vector<int64_t>& v) {
+    return std::accumulate(v.begin(), v.end(), int64_t{0});
+  };
 
   std::vector<int64_t> send_splits = sent_by(r), recv_splits(n);
   for (int q = 0; q < n; ++q) recv_splits[q] = rows(q, r);
@@ -148,7 +152,8 @@ void alltoall(Communicator& c, const Case& k) {
   c.alltoall(even_input, even_output)->wait();
   pieces.clear();
   for (int q = 0; q < n; ++q) {
-    pieces.push_back(make_values(k.dtype, with_leading(n * unit, row_shape), q, 1).narrow(0, r * unit, unit));
+    pieces.push_back(
+        make_values(k.dtype, with_leading(n * unit, row_shape), q, 1).narrow(0, r * unit, unit));
   }
   expect_tensor_eq(even_output, at::cat(pieces), at_rank("alltoall equal", r));
 }
@@ -166,7 +171,8 @@ std::string in_process_name(const ::testing::TestParamInfo<std::tuple<int, Case>
 std::vector<Case> four_rank_cases() {
   std::vector<Case> cases;
   for (const Case& c : op_cases()) {
-    if (c.dtype == at::kFloat || c.shape_name.find("large") == std::string::npos) cases.push_back(c);
+    if (c.dtype == at::kFloat || c.shape_name.find("large") == std::string::npos)
+      cases.push_back(c);
   }
   return cases;
 }
@@ -174,17 +180,17 @@ std::vector<Case> four_rank_cases() {
 }  // namespace
 
 // One body, both backends.
-#define STRATA_OP_TEST(name, body)                                                        \
-  TEST_P(InProcessOps, name) {                                                            \
-    run_in_process(std::get<0>(GetParam()),                                               \
-                   [&](Communicator& c) { body(c, std::get<1>(GetParam())); });           \
-  }                                                                                       \
-  TEST_P(MpiOps, name) {                                                                  \
-    run_mpi([&](Communicator& c) { body(c, GetParam()); });                               \
-  }                                                                                       \
-  TEST_P(GlooOps, name) {                                                                 \
-    if (!gloo_available()) GTEST_SKIP() << "strata was built without Gloo";               \
-    run_gloo(2, [&](Communicator& c) { body(c, GetParam()); });                           \
+#define STRATA_OP_TEST(name, body)                                              \
+  TEST_P(InProcessOps, name) {                                                  \
+    run_in_process(std::get<0>(GetParam()),                                     \
+                   [&](Communicator& c) { body(c, std::get<1>(GetParam())); }); \
+  }                                                                             \
+  TEST_P(MpiOps, name) {                                                        \
+    run_mpi([&](Communicator& c) { body(c, GetParam()); });                     \
+  }                                                                             \
+  TEST_P(GlooOps, name) {                                                       \
+    if (!gloo_available()) GTEST_SKIP() << "strata was built without Gloo";     \
+    run_gloo(2, [&](Communicator& c) { body(c, GetParam()); });                 \
   }
 
 STRATA_OP_TEST(SendRecv, send_recv)
@@ -200,7 +206,8 @@ INSTANTIATE_TEST_SUITE_P(InProcess2, InProcessOps,
                          ::testing::Combine(::testing::Values(2), ::testing::ValuesIn(op_cases())),
                          in_process_name);
 INSTANTIATE_TEST_SUITE_P(InProcess4, InProcessOps,
-                         ::testing::Combine(::testing::Values(4), ::testing::ValuesIn(four_rank_cases())),
+                         ::testing::Combine(::testing::Values(4),
+                                            ::testing::ValuesIn(four_rank_cases())),
                          in_process_name);
 // Gloo on 2 threads of this process (tools/strata-run jobs use it between processes);
 // large tensors only in float, as for 4 threads, to keep the suite quick.

@@ -40,8 +40,9 @@ void split_body(Communicator& c) {
   WorkPtr parent_work = c.allreduce(parent_sum);
   sub->allreduce(sum)->wait();
   parent_work->wait();
-  expect_tensor_eq(sum, at::full({3}, std::accumulate(members.begin(), members.end(), int64_t{0}), at::kLong),
-                   "sub-group allreduce on rank " + str(r));
+  expect_tensor_eq(
+      sum, at::full({3}, std::accumulate(members.begin(), members.end(), int64_t{0}), at::kLong),
+      "sub-group allreduce on rank " + str(r));
   expect_tensor_eq(parent_sum, at::full({2}, n, at::kFloat), "parent allreduce on rank " + str(r));
 
   // Rows arrive in the sub-group's rank order.
@@ -84,21 +85,29 @@ void bad_inputs_body(Communicator& c) {
   expect_error([&] { c.allreduce(longs, ReduceOp::Avg); },
                "allreduce avg needs a floating dtype, got Long");
   at::Tensor scattered = at::ones({1}, at::kLong);
-  expect_error([&] { c.reduce_scatter(at::ones({n, 1}, at::kLong), scattered, ReduceOp::Avg); },
-               "reduce_scatter avg needs a floating dtype, got Long");
+  expect_error(
+      [&] {
+        c.reduce_scatter(at::ones({n, 1}, at::kLong), scattered, ReduceOp::Avg);
+      },
+      "reduce_scatter avg needs a floating dtype, got Long");
   at::Tensor row = at::zeros({2});
-  expect_error([&] { c.reduce_scatter(at::zeros({n + 1, 2}), row); },
-               "reduce_scatter input shape: got [" + str(n + 1) + ", 2], expected [" + size + ", 2]");
+  expect_error(
+      [&] {
+        c.reduce_scatter(at::zeros({n + 1, 2}), row);
+      },
+      "reduce_scatter input shape: got [" + str(n + 1) + ", 2], expected [" + size + ", 2]");
 
   at::Tensor a_in = at::zeros({n, 2}), a_out = at::zeros({n, 2});
   std::vector<int64_t> ones(n, 1), too_many(n, 1), too_few(n - 1, 1), negative(n, 1);
   too_many[0] = 2;
   negative[0] = -1;
   negative[1] = 2;
-  expect_error([&] { c.alltoall(a_in, a_out, too_many, ones); },
-               "alltoall send_splits: sum " + str(n + 1) + ", expected " + size + " (dim 0 of input)");
-  expect_error([&] { c.alltoall(a_in, a_out, ones, too_many); },
-               "alltoall recv_splits: sum " + str(n + 1) + ", expected " + size + " (dim 0 of output)");
+  expect_error(
+      [&] { c.alltoall(a_in, a_out, too_many, ones); },
+      "alltoall send_splits: sum " + str(n + 1) + ", expected " + size + " (dim 0 of input)");
+  expect_error(
+      [&] { c.alltoall(a_in, a_out, ones, too_many); },
+      "alltoall recv_splits: sum " + str(n + 1) + ", expected " + size + " (dim 0 of output)");
   expect_error([&] { c.alltoall(a_in, a_out, ones, too_few); },
                "alltoall recv_splits: got " + str(n - 1) + " entries, expected " + size);
   expect_error([&] { c.alltoall(a_in, a_out, negative, ones); },
@@ -132,7 +141,8 @@ void recv_size_mismatch_body(Communicator& c) {
   } else if (c.rank() == 1) {
     at::Tensor small = at::zeros({4}), big = at::zeros({6});
     expect_error([&] { c.recv(small, 0, 2); }, "from rank 0 (tag 2)");
-    expect_error([&] { c.recv(big, 0, 2); }, "recv from rank 0 (tag 2): got 5 elements, expected 6");
+    expect_error([&] { c.recv(big, 0, 2); },
+                 "recv from rank 0 (tag 2): got 5 elements, expected 6");
   }
   c.barrier()->wait();
 }
@@ -177,10 +187,10 @@ STRATA_COMM_TEST(Communicator, IsCompletedMakesProgress, poll_body)
 
 // The same on the Gloo backend (strata-run's data plane), 2 ranks. Not a receive into a
 // tensor of another size: Gloo aborts the process on it (docs/reliability.md, "Limits").
-#define STRATA_GLOO_TEST(name, body) \
-  TEST(GlooCommunicatorSemantics, name) { \
+#define STRATA_GLOO_TEST(name, body)                                \
+  TEST(GlooCommunicatorSemantics, name) {                           \
     if (!gloo_available()) GTEST_SKIP() << "LibTorch without Gloo"; \
-    run_gloo(2, body); \
+    run_gloo(2, body);                                              \
   }
 STRATA_GLOO_TEST(WorksKeepTensorsAlive, keep_alive_body)
 STRATA_GLOO_TEST(Barrier, barrier_body)

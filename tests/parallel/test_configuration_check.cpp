@@ -23,9 +23,9 @@ void check_configurations(Communicator& comm) {
   EXPECT_NO_THROW(check_same_configuration(comm, kConfig));
   const bool last = comm.rank() == comm.size() - 1;
   const std::string last_rank = "rank " + std::to_string(comm.size() - 1);
-  expect_every_rank_fails(comm, last ? "batch=256\nlr=0.1\nmodel=\"cnn\"\n" : kConfig,
-                          "configuration differs across ranks: " + last_rank +
-                              " has lr=0.1 where rank 0 has lr=0.05");
+  expect_every_rank_fails(
+      comm, last ? "batch=256\nlr=0.1\nmodel=\"cnn\"\n" : kConfig,
+      "configuration differs across ranks: " + last_rank + " has lr=0.1 where rank 0 has lr=0.05");
   expect_every_rank_fails(comm, last ? "batch=256\nmodel=\"cnn\"\n" : kConfig,
                           last_rank + " has no lr where rank 0 has lr=0.05");
   expect_every_rank_fails(comm, last ? kConfig + "pp=2\n" : kConfig,

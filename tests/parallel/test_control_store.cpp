@@ -147,7 +147,8 @@ TEST(ControlStore, TimeoutsNameTheMissingKey) {
   ControlStoreClient store(server.address());
   auto start = std::chrono::steady_clock::now();
   std::string message = error_of([&] { store.get("rank/7/ready", 200ms); });
-  EXPECT_NE(message.find("\"rank/7/ready\" did not appear within 200 ms"), std::string::npos) << message;
+  EXPECT_NE(message.find("\"rank/7/ready\" did not appear within 200 ms"), std::string::npos)
+      << message;
   EXPECT_NE(message.find(server.address()), std::string::npos) << message;
   EXPECT_GE(seconds_since(start), 0.19);
   EXPECT_LT(seconds_since(start), 2.0);
@@ -177,13 +178,17 @@ class RawSocket {
   }
   ~RawSocket() { ::close(fd_); }
   bool connected() const { return connected_; }
-  void send(const std::string& bytes) { ASSERT_EQ(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size())); }
+  void send(const std::string& bytes) {
+    ASSERT_EQ(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
+  }
   // Reads one reply frame's body; "" when the server closed the connection.
   std::string reply() {
     char header[4];
     if (!read_exactly(header, 4)) return "";
     uint32_t length = 0;
-    for (int i = 0; i < 4; ++i) length |= static_cast<uint32_t>(static_cast<unsigned char>(header[i])) << (8 * i);
+    for (int i = 0; i < 4; ++i)
+      length |= static_cast<uint32_t>(static_cast<unsigned char>(header[i])) << (8 * i);
     std::string body(length, '\0');
     if (!read_exactly(body.data(), length)) return "";
     return body;
@@ -221,7 +226,10 @@ TEST(ControlStore, BadMessagesGetErrorsAndDoNotStopTheServer) {
     EXPECT_EQ(reply[0], 1);  // error status
     EXPECT_NE(reply.find("unknown op 99"), std::string::npos) << reply;
     // A set whose key claims more bytes than the frame has.
-    raw.send(frame(std::string("\x01\xff\x00\x00\x00" "abc", 8)));
+    raw.send(
+        frame(std::string("\x01\xff\x00\x00\x00"
+                          "abc",
+                          8)));
     reply = raw.reply();
     ASSERT_FALSE(reply.empty());
     EXPECT_EQ(reply[0], 1);

@@ -101,7 +101,9 @@ void check_gradients_equal_single_process(Communicator& comm) {
   const CommunicatorPtr self = comm.shared_from_this();
   Net net;
   // Tiny buckets, so that several all-reduces are in flight during backward.
-  DistributedDataParallel ddp(net.ptr(), self, DistributedDataParallelOptions().bucket_cap_bytes(4096).first_bucket_cap_bytes(512));
+  DistributedDataParallel ddp(
+      net.ptr(), self,
+      DistributedDataParallelOptions().bucket_cap_bytes(4096).first_bucket_cap_bytes(512));
   EXPECT_GT(ddp.num_buckets(), 3);
   loss_of(net, shard(global_batch(0), comm.rank(), comm.size())).backward();
   expect_gradients_match(net, reference_gradients(1), comm.rank());
@@ -125,10 +127,12 @@ void check_gradient_accumulation(Communicator& comm) {
 void check_training_steps(Communicator& comm) {
   const CommunicatorPtr self = comm.shared_from_this();
   Net reference;
-  torch::optim::SGD reference_sgd(reference->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  torch::optim::SGD reference_sgd(reference->parameters(),
+                                  torch::optim::SGDOptions(0.1).momentum(0.9));
   Net net;
   torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  DistributedDataParallel ddp(net.ptr(), self, DistributedDataParallelOptions().bucket_cap_bytes(8192));
+  DistributedDataParallel ddp(net.ptr(), self,
+                              DistributedDataParallelOptions().bucket_cap_bytes(8192));
   for (int step = 0; step < 10; ++step) {
     reference_sgd.zero_grad();
     loss_of(reference, global_batch(step)).backward();
@@ -137,10 +141,16 @@ void check_training_steps(Communicator& comm) {
     loss_of(net, shard(global_batch(step), comm.rank(), comm.size())).backward();
     sgd.step();
   }
-  at::Tensor mine = torch::cat(
-      [&] { std::vector<at::Tensor> flat; for (auto& p : net->parameters()) flat.push_back(p.detach().flatten()); return flat; }());
-  at::Tensor expected = torch::cat(
-      [&] { std::vector<at::Tensor> flat; for (auto& p : reference->parameters()) flat.push_back(p.detach().flatten()); return flat; }());
+  at::Tensor mine = torch::cat([&] {
+    std::vector<at::Tensor> flat;
+    for (auto& p : net->parameters()) flat.push_back(p.detach().flatten());
+    return flat;
+  }());
+  at::Tensor expected = torch::cat([&] {
+    std::vector<at::Tensor> flat;
+    for (auto& p : reference->parameters()) flat.push_back(p.detach().flatten());
+    return flat;
+  }());
   EXPECT_LT(relative_error(mine, expected), kTolerance) << "rank " << comm.rank();
   at::Tensor all = at::empty({comm.size(), mine.numel()}, mine.options());
   comm.allgather(mine, all)->wait();
@@ -180,7 +190,9 @@ TEST_P(InProcessDataParallel, BroadcastsRankZeroAtConstruction) {
 }
 INSTANTIATE_TEST_SUITE_P(Ranks, InProcessDataParallel, testing::Values(1, 2, 3, 4));
 
-TEST(MpiDataParallel, GradientsEqualSingleProcess) { run_mpi(check_gradients_equal_single_process); }
+TEST(MpiDataParallel, GradientsEqualSingleProcess) {
+  run_mpi(check_gradients_equal_single_process);
+}
 TEST(MpiDataParallel, NoSyncAccumulatesThenSynchronizes) { run_mpi(check_gradient_accumulation); }
 TEST(MpiDataParallel, TenStepsMatchSingleProcess) { run_mpi(check_training_steps); }
 TEST(MpiDataParallel, BroadcastsRankZeroAtConstruction) { run_mpi(check_initial_broadcast); }
@@ -190,10 +202,10 @@ TEST(MpiDataParallel, BroadcastsRankZeroAtConstruction) { run_mpi(check_initial_
 // The same over Gloo, the data plane of strata-run jobs (2 ranks as threads).
 namespace {
 using strata::parallel::testing::run_gloo;
-#define STRATA_GLOO_DDP_TEST(name, body)                                            \
-  TEST(GlooDataParallel, name) {                                                    \
-    if (!strata::parallel::gloo_available()) GTEST_SKIP() << "built without Gloo";  \
-    run_gloo(2, body);                                                              \
+#define STRATA_GLOO_DDP_TEST(name, body)                                           \
+  TEST(GlooDataParallel, name) {                                                   \
+    if (!strata::parallel::gloo_available()) GTEST_SKIP() << "built without Gloo"; \
+    run_gloo(2, body);                                                             \
   }
 STRATA_GLOO_DDP_TEST(GradientsEqualSingleProcess, check_gradients_equal_single_process)
 STRATA_GLOO_DDP_TEST(NoSyncAccumulatesThenSynchronizes, check_gradient_accumulation)

@@ -143,7 +143,8 @@ TEST(RecordingCommunicator, RecordsEachOperationUntilItsWorkEnds) {
     std::vector<std::string> what;
     for (const auto& e : recorders[r].finished()) what.push_back(e.description);
     ASSERT_GE(what.size(), 4u);
-    EXPECT_EQ(what[0], r == 0 ? "send to rank 1 tag 3 (16 bytes)" : "recv from rank 0 tag 3 (16 bytes)");
+    EXPECT_EQ(what[0],
+              r == 0 ? "send to rank 1 tag 3 (16 bytes)" : "recv from rank 0 tag 3 (16 bytes)");
     EXPECT_EQ(what[1], "allreduce sum over world of 2 (16 bytes)");
     EXPECT_EQ(what.back(), "broadcast from rank " + std::to_string(r) + " over group of 1 (ranks " +
                                std::to_string(r) + ") (4 bytes)");

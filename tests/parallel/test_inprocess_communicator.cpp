@@ -14,7 +14,8 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST(InProcessCommunicator, CreateChecksItsArguments) {
-  expect_error([] { InProcessCommunicator::create(0); }, "inprocess world size: got 0, expected >= 1");
+  expect_error([] { InProcessCommunicator::create(0); },
+               "inprocess world size: got 0, expected >= 1");
   auto one = InProcessCommunicator::create(1);
   ASSERT_EQ(one.size(), 1u);
   EXPECT_EQ(one[0]->size(), 1);
@@ -73,7 +74,8 @@ TEST(InProcessCommunicator, RecvChecksTheDtype) {
     if (c.rank() == 0) c.send(at::ones({3}, at::kInt), 1);
     if (c.rank() == 1) {
       at::Tensor t = at::zeros({3});
-      expect_error([&] { c.recv(t, 0); }, "recv from rank 0 (tag 0) dtype: got Int, expected Float");
+      expect_error([&] { c.recv(t, 0); },
+                   "recv from rank 0 (tag 0) dtype: got Int, expected Float");
     }
   });
 }
@@ -105,7 +107,8 @@ TEST(InProcessCommunicator, MismatchedCallsRaise) {
     expect_error([&] { work->wait(); },
                  "allreduce arguments differ between ranks: rank 0 passed Float [1] sum, rank 1 "
                  "passed Float [2] sum");
-    std::vector<int64_t> splits = c.rank() == 0 ? std::vector<int64_t>{1, 1} : std::vector<int64_t>{0, 2};
+    std::vector<int64_t> splits =
+        c.rank() == 0 ? std::vector<int64_t>{1, 1} : std::vector<int64_t>{0, 2};
     at::Tensor in = at::zeros({2}), out = at::zeros({2});
     work = c.alltoall(in, out, splits, splits);
     expect_error([&] { work->wait(); }, "alltoall: rank 0 sends 1 rows to rank 1, which expects 0");

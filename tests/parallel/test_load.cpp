@@ -62,10 +62,11 @@ void run_load(Communicator& comm) {
     if (step > warmup) rss_peak = std::max(rss_peak, resident_bytes());
   }
   const double growth_mb = (rss_peak - rss_after_warmup) / 1048576.0;
-  std::printf("rank %d: %lld steps, resident %.1f MB after %lld warm-up steps, peak %.1f MB after "
-              "(+%.2f MB), last loss %.4f\n",
-              comm.rank(), static_cast<long long>(steps), rss_after_warmup / 1048576.0,
-              static_cast<long long>(warmup), rss_peak / 1048576.0, growth_mb, last_loss);
+  std::printf(
+      "rank %d: %lld steps, resident %.1f MB after %lld warm-up steps, peak %.1f MB after "
+      "(+%.2f MB), last loss %.4f\n",
+      comm.rank(), static_cast<long long>(steps), rss_after_warmup / 1048576.0,
+      static_cast<long long>(warmup), rss_peak / 1048576.0, growth_mb, last_loss);
   EXPECT_LT(growth_mb, 4.0) << "resident memory grew after the warm-up: a leak per step?";
 }
 

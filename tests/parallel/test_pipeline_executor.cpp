@@ -152,8 +152,9 @@ struct Variant {
 };
 
 PipelineExecutorOptions executor_options(const Variant& v, const torch::nn::Sequential& model) {
-  return PipelineExecutorOptions().recompute(v.recompute).tied_parameters(
-      find_tied_parameters(*model));
+  return PipelineExecutorOptions()
+      .recompute(v.recompute)
+      .tied_parameters(find_tied_parameters(*model));
 }
 
 // One step of `name` with K = comm.size() ranks and M micro-batches against the reference.
@@ -166,8 +167,8 @@ void check_schedule(Communicator& comm, const ScheduleCase& c, int micro_batches
     return;  // a combination the generator does not make (interleaved with M % K != 0)
   }
   SCOPED_TRACE(c.name + " v " + std::to_string(c.virtual_stages) + " K " +
-               std::to_string(comm.size()) + " M " + std::to_string(micro_batches) +
-               " recompute " + to_string(v.recompute));
+               std::to_string(comm.size()) + " M " + std::to_string(micro_batches) + " recompute " +
+               to_string(v.recompute));
   auto model = make_model(v.model);
   auto stages = my_stages(model, schedule, comm.rank());
   if (v.model == ModelKind::Tied && comm.rank() != 0) {
@@ -203,8 +204,7 @@ void check_schedule(Communicator& comm, const ScheduleCase& c, int micro_batches
 void check_all_micro_batches(const ScheduleCase& c, const Variant& v = {}) {
   for (int ranks : {2, 4})
     for (int micro_batches : {1, 3, 8})
-      run_in_process(ranks,
-                     [&](Communicator& comm) { check_schedule(comm, c, micro_batches, v); });
+      run_in_process(ranks, [&](Communicator& comm) { check_schedule(comm, c, micro_batches, v); });
 }
 
 void check_every_schedule(const Variant& v) {
@@ -235,7 +235,8 @@ TEST(PipelineExecutor, OneRankRunsEveryStageLocally) {
 std::vector<at::Tensor> distinct(const std::vector<at::Tensor>& parameters) {
   std::vector<at::Tensor> result;
   for (const auto& p : parameters)
-    if (std::none_of(result.begin(), result.end(), [&](const at::Tensor& q) { return q.is_same(p); }))
+    if (std::none_of(result.begin(), result.end(),
+                     [&](const at::Tensor& q) { return q.is_same(p); }))
       result.push_back(p);
   return result;
 }
@@ -326,8 +327,9 @@ TEST(PipelineExecutor, RejectsStagesThatDoNotMatchTheSchedule) {
     auto stages = my_stages(model, schedule, comm.rank());
     auto missing = stages;
     missing.erase(comm.rank());
-    expect_error([&] { PipelineExecutor executor(missing, comm.shared_from_this(), schedule, mse); },
-                 "but no module was given for it");
+    expect_error(
+        [&] { PipelineExecutor executor(missing, comm.shared_from_this(), schedule, mse); },
+        "but no module was given for it");
     auto extra = stages;
     extra[1 - comm.rank()] = stages.begin()->second;
     expect_error([&] { PipelineExecutor executor(extra, comm.shared_from_this(), schedule, mse); },
@@ -486,8 +488,9 @@ TEST(PipelineExecutor, RejectsSkipsWithoutAPopOrPoppedBeforeTheirStash) {
       return my_stages(model, schedule, comm.rank());
     };
     auto no_pop = inserted(make_model(), 1, SkipStash("x"));
-    expect_error([&] { PipelineExecutor e(stages_of(no_pop), comm.shared_from_this(), schedule, mse); },
-                 "SkipStash('x') in stage 0 has no SkipPop('x') in any stage");
+    expect_error(
+        [&] { PipelineExecutor e(stages_of(no_pop), comm.shared_from_this(), schedule, mse); },
+        "SkipStash('x') in stage 0 has no SkipPop('x') in any stage");
     auto backwards = inserted(inserted(make_model(), 12, SkipStash("y")), 1, SkipPop("y"));
     expect_error(
         [&] { PipelineExecutor e(stages_of(backwards), comm.shared_from_this(), schedule, mse); },
@@ -519,9 +522,9 @@ TEST(PipelineExecutor, RejectsTiedParametersInNoStage) {
     auto model = make_model();
     expect_error(
         [&] {
-          PipelineExecutor e(my_stages(model, schedule, comm.rank()), comm.shared_from_this(),
-                             schedule, mse,
-                             PipelineExecutorOptions().tied_parameters({{"0.weight", "99.weight"}}));
+          PipelineExecutor e(
+              my_stages(model, schedule, comm.rank()), comm.shared_from_this(), schedule, mse,
+              PipelineExecutorOptions().tied_parameters({{"0.weight", "99.weight"}}));
         },
         "tied parameter '99.weight' (group 0) is in no rank's stages");
   });

@@ -4,9 +4,9 @@
 #include <torch/torch.h>
 
 #include "comm_test_support.h"
+#include "core/test_util.h"
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline_parallel.h"
-#include "core/test_util.h"
 
 namespace strata::parallel::testing {
 namespace {
@@ -70,9 +70,9 @@ TEST(PipelineParallel, PipelineTimesDataParallelMatchesSingleProcess) {
       ProcessGrid grid(comm.shared_from_this(),
                        ProcessGridOptions().pipeline_parallel(2).data_parallel(2));
       const Batch mine = shard(global, grid.data_parallel_rank(), 2);
-      PipelineParallel pipe(make_classifier(), grid, cross_entropy, mine.inputs,
-                            PipelineParallelOptions().schedule(schedule).micro_batches(3).recompute(
-                                recompute));
+      PipelineParallel pipe(
+          make_classifier(), grid, cross_entropy, mine.inputs,
+          PipelineParallelOptions().schedule(schedule).micro_batches(3).recompute(recompute));
       const double loss = pipe.train_step(mine.inputs, mine.labels);
       const double replica_loss =
           cross_entropy(make_classifier()->forward(mine.inputs), mine.labels).item<double>();
@@ -158,8 +158,7 @@ TEST(PipelineParallel, CheckpointsResumeWithAnyLayout) {
       EXPECT_EQ(extra["note"], "pp2 dp2");
       const Batch mine = shard(next, grid.data_parallel_rank(), dp);
       sgd.zero_grad();
-      const double loss =
-          mean_over_replicas(grid, pipe.train_step(mine.inputs, mine.labels, &sgd));
+      const double loss = mean_over_replicas(grid, pipe.train_step(mine.inputs, mine.labels, &sgd));
       EXPECT_NEAR(loss, expected, 1e-6);
     });
   }
@@ -170,14 +169,12 @@ TEST(PipelineParallel, ChoosesThePartitionItIsAskedFor) {
   for (int i = 0; i < 6; ++i)
     layers.push_back({std::to_string(i), "Linear", 10 * (i + 1), 40 * (i + 1), 1.0 + (i == 0) * 9,
                       100 * (6 - i)});
-  EXPECT_EQ(choose_partition(layers, "2,4", 2, "1f1b", 4).balance(),
-            (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(choose_partition(layers, "2,4", 2, "1f1b", 4).balance(), (std::vector<int64_t>{2, 4}));
   // Parameters grow with depth: the later stage gets fewer layers.
   EXPECT_EQ(choose_partition(layers, "params", 2, "1f1b", 4).balance(),
             (std::vector<int64_t>{4, 2}));
   // Layer 0 is ten times slower than the rest.
-  EXPECT_EQ(choose_partition(layers, "time", 2, "1f1b", 4).balance(),
-            (std::vector<int64_t>{1, 5}));
+  EXPECT_EQ(choose_partition(layers, "time", 2, "1f1b", 4).balance(), (std::vector<int64_t>{1, 5}));
   const PipelinePartition automatic = choose_partition(layers, "auto", 2, "gpipe", 4);
   EXPECT_GT(automatic.memory_limit_bytes, 0);
   expect_error([&] { choose_partition(layers, "3,x", 2, "1f1b", 4); },
@@ -197,9 +194,12 @@ TEST(PipelineParallel, ErrorsReachEveryRank) {
                         PipelineParallelOptions().balance("1,1,1"));
         },
         "balance '1,1,1' has 3 stages, expected 2");
-    expect_error([&] { make_pipeline(comm, 2, make_classifier(), batch,
-                                     PipelineParallelOptions().micro_batches(9)); },
-                 "the sample batch has 8 rows, expected at least the 9 micro-batches");
+    expect_error(
+        [&] {
+          make_pipeline(comm, 2, make_classifier(), batch,
+                        PipelineParallelOptions().micro_batches(9));
+        },
+        "the sample batch has 8 rows, expected at least the 9 micro-batches");
   });
 }
 

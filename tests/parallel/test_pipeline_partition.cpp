@@ -19,7 +19,8 @@ namespace {
 // ---- An independent reference: every contiguous split, costs summed directly. ----
 
 // Every way to cut n layers into k non-empty stages, as layers per stage.
-void for_each_balance(int64_t n, int64_t k, const std::function<void(const std::vector<int64_t>&)>& f,
+void for_each_balance(int64_t n, int64_t k,
+                      const std::function<void(const std::vector<int64_t>&)>& f,
                       std::vector<int64_t>& prefix) {
   if (k == 1) {
     prefix.push_back(n);
@@ -37,7 +38,8 @@ void for_each_balance(int64_t n, int64_t k, const std::function<void(const std::
 std::vector<std::vector<int64_t>> all_balances(int64_t n, int64_t k) {
   std::vector<std::vector<int64_t>> all;
   std::vector<int64_t> prefix;
-  for_each_balance(n, k, [&](const std::vector<int64_t>& b) { all.push_back(b); }, prefix);
+  for_each_balance(
+      n, k, [&](const std::vector<int64_t>& b) { all.push_back(b); }, prefix);
   return all;
 }
 
@@ -89,8 +91,8 @@ void expect_valid(const PipelinePartition& p, const std::vector<LayerProfile>& l
     EXPECT_EQ(static_cast<int64_t>(st.layer_names.size()), st.end - st.begin);
     EXPECT_EQ(st.memory_bytes, reference_memory(layers, st.begin, st.end, s, m));
     EXPECT_NEAR(st.time, reference_cost(layers, st.begin, st.end, s, BalanceBy::Time, m), 1e-9);
-    EXPECT_EQ(st.parameters,
-              static_cast<int64_t>(reference_cost(layers, st.begin, st.end, s, BalanceBy::Parameters, m)));
+    EXPECT_EQ(st.parameters, static_cast<int64_t>(reference_cost(layers, st.begin, st.end, s,
+                                                                 BalanceBy::Parameters, m)));
     next = st.end;
   }
   EXPECT_EQ(next, static_cast<int64_t>(layers.size()));
@@ -147,9 +149,9 @@ TEST(PipelinePartitionBalanced, EqualsBruteForceOnRandomModels) {
   for (int trial = 0; trial < 400; ++trial) {
     const RandomCase c = random_case(rng);
     for (BalanceBy by : {BalanceBy::Parameters, BalanceBy::Time, BalanceBy::Memory}) {
-      SCOPED_TRACE(::testing::Message() << "trial " << trial << ", criterion " << static_cast<int>(by)
-                                      << ", " << c.layers.size() << " layers, " << c.stages
-                                      << " stages");
+      SCOPED_TRACE(::testing::Message()
+                   << "trial " << trial << ", criterion " << static_cast<int>(by) << ", "
+                   << c.layers.size() << " layers, " << c.stages << " stages");
       double best = std::numeric_limits<double>::infinity();
       for (const auto& b : all_balances(c.layers.size(), c.stages))
         best = std::min(best, objective(c.layers, b, by, c.memory));
@@ -182,7 +184,8 @@ TEST(PipelinePartitionRankBalanced, EqualsBruteForceOnRandomModels) {
     const int stages = 4;
     if (static_cast<int>(c.layers.size()) < stages) continue;
     for (BalanceBy by : {BalanceBy::Parameters, BalanceBy::Time}) {
-      SCOPED_TRACE(::testing::Message() << "trial " << trial << ", " << c.layers.size() << " layers");
+      SCOPED_TRACE(::testing::Message()
+                   << "trial " << trial << ", " << c.layers.size() << " layers");
       double best = std::numeric_limits<double>::infinity();
       for (const auto& b : all_balances(c.layers.size(), stages))
         best = std::min(best, busiest_rank(c.layers, b, ranks, by));
@@ -196,8 +199,8 @@ TEST(PipelinePartitionRankBalanced, EqualsBruteForceOnRandomModels) {
 // fmnist-mlp's layers by parameters, 4 stages on 2 ranks: balancing stages leaves rank 0
 // with about twice rank 1's parameters; balancing ranks evens them out.
 TEST(PipelinePartitionRankBalanced, EvensOutTheRanksOfAnInterleavedMlp) {
-  std::vector<LayerProfile> layers = {{"flatten", "Flatten", 0}, {"fc0", "Linear", 803840},
-                                      {"relu0", "ReLU", 0}};
+  std::vector<LayerProfile> layers = {
+      {"flatten", "Flatten", 0}, {"fc0", "Linear", 803840}, {"relu0", "ReLU", 0}};
   for (int i = 1; i <= 5; ++i) {
     layers.push_back({"fc" + std::to_string(i), "Linear", 1049600});
     layers.push_back({"relu" + std::to_string(i), "ReLU", 0});
@@ -234,9 +237,10 @@ TEST(PipelinePartitionJoint, EqualsBruteForceUnderTheLimit) {
     }
     const auto needed = static_cast<int64_t>(lowest);
     const int64_t limit = std::max<int64_t>(
-        1, std::uniform_int_distribution<int64_t>(needed * 3 / 4, static_cast<int64_t>(highest))(rng));
+        1,
+        std::uniform_int_distribution<int64_t>(needed * 3 / 4, static_cast<int64_t>(highest))(rng));
     SCOPED_TRACE(::testing::Message() << "trial " << trial << ", limit " << limit << ", "
-                                    << c.layers.size() << " layers, " << c.stages << " stages");
+                                      << c.layers.size() << " layers, " << c.stages << " stages");
     if (limit < needed) {
       ++infeasible;
       expect_error([&] { partition_joint(c.layers, c.stages, limit, c.memory); },
@@ -309,15 +313,26 @@ TEST(PipelinePartitionErrors, ImpossibleRequestsAreClear) {
                "pipeline stages: got 0, expected at least 1");
   expect_error([&] { partition_balanced({}, 1, BalanceBy::Time); },
                "cannot partition an empty model: got 0 layers");
-  expect_error([&] { partition_explicit(three, {1, 1}); },
-               "pipeline balance: got 2 layers in all, expected 3");
-  expect_error([&] { partition_explicit(three, {2, 0, 1}); },
-               "pipeline balance[1]: got 0 layers, expected at least 1");
-  expect_error([&] { partition_explicit(three, {1, 1, 1, 1}); }, "cannot split 3 layers into 4 stages");
+  expect_error(
+      [&] {
+        partition_explicit(three, {1, 1});
+      },
+      "pipeline balance: got 2 layers in all, expected 3");
+  expect_error(
+      [&] {
+        partition_explicit(three, {2, 0, 1});
+      },
+      "pipeline balance[1]: got 0 layers, expected at least 1");
+  expect_error(
+      [&] {
+        partition_explicit(three, {1, 1, 1, 1});
+      },
+      "cannot split 3 layers into 4 stages");
   expect_error([&] { partition_joint(three, 1, 0); },
                "per-stage memory limit: got 0 bytes, expected more than 0");
-  expect_error([&] { partition_balanced(three, 2, BalanceBy::Memory, MemoryModel().in_flight({1})); },
-               "memory model in_flight: got counts for 1 stages, expected 2");
+  expect_error(
+      [&] { partition_balanced(three, 2, BalanceBy::Memory, MemoryModel().in_flight({1})); },
+      "memory model in_flight: got counts for 1 stages, expected 2");
   std::vector<LayerProfile> negative = three;
   negative[1].time = -1;
   expect_error([&] { partition_balanced(negative, 2, BalanceBy::Time); },
@@ -335,8 +350,8 @@ TEST(PipelinePartitionSplit, StagesChainToTheModelAndShareItsParameters) {
   const at::Tensor expected = model->forward(x);
   std::vector<LayerProfile> layers(model->size());
   for (size_t i = 0; i < layers.size(); ++i) layers[i].name = std::to_string(i);
-  for (const auto& balance : {std::vector<int64_t>{14}, std::vector<int64_t>{7, 7},
-                              std::vector<int64_t>{1, 4, 6, 3}}) {
+  for (const auto& balance :
+       {std::vector<int64_t>{14}, std::vector<int64_t>{7, 7}, std::vector<int64_t>{1, 4, 6, 3}}) {
     const auto stages = split_sequential(model, partition_explicit(layers, balance));
     ASSERT_EQ(stages.size(), balance.size());
     at::Tensor y = x;
@@ -354,8 +369,11 @@ TEST(PipelinePartitionSplit, StagesChainToTheModelAndShareItsParameters) {
       EXPECT_TRUE(parameters[i].second.is_same(original[i].value()));
     }
   }
-  expect_error([&] { split_sequential(model, partition_explicit(layers_with_times({1, 1}), {1, 1})); },
-               "partition layers: got 2, expected 14");
+  expect_error(
+      [&] {
+        split_sequential(model, partition_explicit(layers_with_times({1, 1}), {1, 1}));
+      },
+      "partition layers: got 2, expected 14");
 }
 
 TEST(PipelinePartitionProfile, FmnistMlpLayers) {

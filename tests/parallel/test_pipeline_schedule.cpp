@@ -47,8 +47,8 @@ std::string describe(const Shape& s) {
 TEST(PipelineScheduleGenerators, PassTheVerifier) {
   for (const auto& shape : all_shapes()) {
     SCOPED_TRACE(describe(shape));
-    const auto s = make_pipeline_schedule(shape.name, shape.ranks, shape.micro_batches,
-                                          shape.virtual_stages);
+    const auto s =
+        make_pipeline_schedule(shape.name, shape.ranks, shape.micro_batches, shape.virtual_stages);
     EXPECT_EQ(s.name, shape.name);
     EXPECT_EQ(s.num_ranks, shape.ranks);
     EXPECT_EQ(s.num_stages, shape.ranks * shape.virtual_stages);
@@ -60,8 +60,8 @@ TEST(PipelineScheduleGenerators, PassTheVerifier) {
 TEST(PipelineScheduleGenerators, InstructionCounts) {
   for (const auto& shape : all_shapes()) {
     SCOPED_TRACE(describe(shape));
-    const auto s = make_pipeline_schedule(shape.name, shape.ranks, shape.micro_batches,
-                                          shape.virtual_stages);
+    const auto s =
+        make_pipeline_schedule(shape.name, shape.ranks, shape.micro_batches, shape.virtual_stages);
     const int units = s.num_stages * s.num_micro_batches;  // (stage, micro-batch) pairs
     const int transfers = s.num_ranks > 1 ? (s.num_stages - 1) * s.num_micro_batches : 0;
     auto counts = count_ops(s);
@@ -199,7 +199,8 @@ TEST(PipelineScheduleSimulation, ZeroBubbleH1Bubble) {
     }
   // Fewer micro-batches than ranks: still well below 1F1B.
   const auto zb = simulate_schedule(make_zb_h1_schedule(4, 3), costs);
-  EXPECT_LT(zb.idle_fraction[0], simulate_schedule(make_1f1b_schedule(4, 3), costs).idle_fraction[0]);
+  EXPECT_LT(zb.idle_fraction[0],
+            simulate_schedule(make_1f1b_schedule(4, 3), costs).idle_fraction[0]);
 }
 
 TEST(PipelineScheduleSimulation, InterleavedBubbleBelowOneFOneB) {
@@ -367,8 +368,7 @@ TEST(PipelineScheduleVerifier, WeightPassBeforeInputPass) {
 TEST(PipelineScheduleVerifier, RejectsABadHeader) {
   auto s = custom();
   s.ranks.pop_back();
-  EXPECT_EQ(error_of(s),
-            "pipeline schedule 'custom': number of rank programs: got 1, expected 2");
+  EXPECT_EQ(error_of(s), "pipeline schedule 'custom': number of rank programs: got 1, expected 2");
 }
 
 TEST(PipelineScheduleFormat, OneRowPerStep) {

@@ -126,14 +126,12 @@ TEST(PipelineTrace, RowsPerStageAndCommWithMicroBatchArgs) {
 TEST(PipelineTrace, GatherMergesEveryRankOnRoot) {
   for (int world_size : {2, 4}) {
     for (int root : {0, world_size - 1}) {
-      SCOPED_TRACE("world size " + std::to_string(world_size) + ", root " +
-                   std::to_string(root));
+      SCOPED_TRACE("world size " + std::to_string(world_size) + ", root " + std::to_string(root));
       run_in_process(world_size, [root](Communicator& comm) {
         core::ChromeTrace local;
         // Rank r adds r + 1 boxes, so every rank's share is visible in the count.
         for (int i = 0; i <= comm.rank(); ++i)
-          add_pipeline_records(local,
-                               {record(PipelineOp::Forward, comm.rank(), i, i, i + 0.5)},
+          add_pipeline_records(local, {record(PipelineOp::Forward, comm.rank(), i, i, i + 0.5)},
                                comm.rank(), 0, 0);
         const core::ChromeTrace merged = gather_trace(comm, local, root);
         if (comm.rank() != root) {

@@ -70,8 +70,8 @@ void every_layout_body(Communicator& c) {
   for (int pp = 1; pp <= n; ++pp) {
     if (n % pp != 0) continue;
     const int dp = n / pp;
-    expect_layout(ProcessGrid(c.shared_from_this(), ProcessGridOptions().pipeline_parallel(pp)),
-                  pp, dp);
+    expect_layout(ProcessGrid(c.shared_from_this(), ProcessGridOptions().pipeline_parallel(pp)), pp,
+                  dp);
     expect_layout(ProcessGrid(c.shared_from_this(),
                               ProcessGridOptions().pipeline_parallel(pp).data_parallel(dp)),
                   pp, dp);
@@ -101,8 +101,8 @@ void groups_carry_traffic_body(Communicator& c) {
     if (stage > 0) {
       at::Tensor activation = at::empty({1}, at::kLong);
       grid.pipeline()->recv(activation, stage - 1);
-      expect_tensor_eq(activation, at::full({1}, r - dp, at::kLong), "activation from stage " +
-                                                                         std::to_string(stage - 1));
+      expect_tensor_eq(activation, at::full({1}, r - dp, at::kLong),
+                       "activation from stage " + std::to_string(stage - 1));
     }
   }
 }
@@ -136,9 +136,9 @@ void bad_layouts_body(Communicator& c) {
                "data-parallel size: got 0, expected -1 (world size / pipeline-parallel size) or "
                "at least 1");
   expect_error(grid(ProcessGridOptions().data_parallel(-2)), "data-parallel size: got -2");
-  expect_error(grid(ProcessGridOptions().pipeline_parallel(n + 1)),
-               "pipeline-parallel size " + std::to_string(n + 1) + " does not divide world size " +
-                   world);
+  expect_error(
+      grid(ProcessGridOptions().pipeline_parallel(n + 1)),
+      "pipeline-parallel size " + std::to_string(n + 1) + " does not divide world size " + world);
   expect_error(grid(ProcessGridOptions().pipeline_parallel(2).data_parallel(3)),
                "pipeline 2 x data parallel 3 = 6 ranks, but the world has " + world);
   // dp alone must now be the whole world: smaller groups need their pipeline size too.
@@ -200,10 +200,14 @@ TEST(MpiProcessGrid, TwoByTwoOnFourRanks) {
 
 TEST(InProcessProcessGrid, ErrorsOnFourRanks) {
   run_in_process(4, [](Communicator& c) {
-    expect_error([&] { ProcessGrid(c.shared_from_this(), ProcessGridOptions().pipeline_parallel(3)); },
-                 "pipeline-parallel size 3 does not divide world size 4");
     expect_error(
-        [&] { ProcessGrid(c.shared_from_this(), ProcessGridOptions().pipeline_parallel(3).data_parallel(1)); },
+        [&] { ProcessGrid(c.shared_from_this(), ProcessGridOptions().pipeline_parallel(3)); },
+        "pipeline-parallel size 3 does not divide world size 4");
+    expect_error(
+        [&] {
+          ProcessGrid(c.shared_from_this(),
+                      ProcessGridOptions().pipeline_parallel(3).data_parallel(1));
+        },
         "pipeline 3 x data parallel 1 = 3 ranks, but the world has 4");
     expect_error([&] { ProcessGrid(c.shared_from_this(), ProcessGridOptions().data_parallel(2)); },
                  "pipeline 1 x data parallel 2 = 2 ranks, but the world has 4");

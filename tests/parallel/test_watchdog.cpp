@@ -65,7 +65,9 @@ TEST(Watchdog, AbortsEveryRankWhenOneWaitsPastTheTimeout) {
   // One diagnosis, made by one rank, followed by the other.
   EXPECT_EQ(a0.reason, a1.reason);
   EXPECT_NE(a0.detected_here, a1.detected_here);
-  EXPECT_EQ(a0.reason.rfind("rank 1 waits for rank 0 in \"recv from rank 0 tag 7 (16 bytes)\" for ", 0), 0u)
+  EXPECT_EQ(
+      a0.reason.rfind("rank 1 waits for rank 0 in \"recv from rank 0 tag 7 (16 bytes)\" for ", 0),
+      0u)
       << a0.reason;
   EXPECT_NE(a0.reason.find("(timeout 1.0 s)"), std::string::npos) << a0.reason;
   const WatchdogAbort& detected = a0.detected_here ? a0 : a1;
@@ -76,9 +78,11 @@ TEST(Watchdog, AbortsEveryRankWhenOneWaitsPastTheTimeout) {
   EXPECT_EQ(ranks[1]["recorder"]["finished"][0]["what"], "forward stage 1 micro-batch 0");
   EXPECT_LT(ranks[0]["last_heartbeat_s_ago"].get<double>(), 0.5);
   const std::string text = strata::parallel::format_hang_report(detected.report);
-  EXPECT_NE(text.find("strata watchdog: job aborted: rank 1 waits for rank 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("strata watchdog: job aborted: rank 1 waits for rank 0"), std::string::npos)
+      << text;
   EXPECT_NE(text.find("rank 1: last heartbeat"), std::string::npos) << text;
-  EXPECT_NE(text.find("in progress #2 recv from rank 0 tag 7 (16 bytes), for "), std::string::npos) << text;
+  EXPECT_NE(text.find("in progress #2 recv from rank 0 tag 7 (16 bytes), for "), std::string::npos)
+      << text;
   EXPECT_NE(text.find(": waits for rank 0"), std::string::npos) << text;
   EXPECT_NE(text.find("finished    #1 forward stage 0 micro-batch 0"), std::string::npos) << text;
   // The store holds the verdict for anyone who looks later.
@@ -110,8 +114,10 @@ TEST(Watchdog, StaysQuietWhileRanksProgressAndAfterOneFinishes) {
   ControlStoreServer server;
   FlightRecorder recorders[2] = {FlightRecorder(16), FlightRecorder(16)};
   AbortCatcher caught[2];
-  auto rank0 = std::make_unique<Watchdog>(client(server), 0, 2, caught[0].options(500ms), recorders[0]);
-  auto rank1 = std::make_unique<Watchdog>(client(server), 1, 2, caught[1].options(500ms), recorders[1]);
+  auto rank0 =
+      std::make_unique<Watchdog>(client(server), 0, 2, caught[0].options(500ms), recorders[0]);
+  auto rank1 =
+      std::make_unique<Watchdog>(client(server), 1, 2, caught[1].options(500ms), recorders[1]);
   // Short operations for longer than the timeout in all.
   for (int i = 0; i < 12; ++i) {
     for (auto& r : recorders) {
@@ -143,14 +149,16 @@ TEST(Watchdog, AbortsWhenTheStoreIsLost) {
   server.reset();
   ASSERT_EQ(caught.future.wait_for(3s), std::future_status::ready);
   const WatchdogAbort a = caught.future.get();
-  EXPECT_EQ(a.reason.rfind("rank 0 lost the control store (control store 127.0.0.1:", 0), 0u) << a.reason;
+  EXPECT_EQ(a.reason.rfind("rank 0 lost the control store (control store 127.0.0.1:", 0), 0u)
+      << a.reason;
 }
 
 TEST(Watchdog, RejectsBadOptions) {
   ControlStoreServer server;
   EXPECT_THROW(Watchdog(client(server), 2, 2), strata::Error);
-  EXPECT_THROW(Watchdog(client(server), 0, 1, WatchdogOptions().timeout(100ms).heartbeat_interval(200ms)),
-               strata::Error);
+  EXPECT_THROW(
+      Watchdog(client(server), 0, 1, WatchdogOptions().timeout(100ms).heartbeat_interval(200ms)),
+      strata::Error);
   EXPECT_THROW(Watchdog(nullptr, 0, 1), strata::Error);
 }
 

@@ -111,13 +111,11 @@ int128 assign(int128 n, int e, const FixedPointType& t) {
 
   // 3. Out of range: one rule per mode.
   switch (t.overflow) {
-    case OverflowMode::AP_SAT:
-      return too_big ? max : min;
+    case OverflowMode::AP_SAT: return too_big ? max : min;
     case OverflowMode::AP_SAT_SYM:
       if (too_big) return max;
       return t.is_signed && w > 1 ? -max : min;
-    case OverflowMode::AP_SAT_ZERO:
-      return 0;
+    case OverflowMode::AP_SAT_ZERO: return 0;
     case OverflowMode::AP_WRAP: {
       const int n_sat = t.saturation_bits;
       if (n_sat == 0) return from_bits(wrapped_bits, t);

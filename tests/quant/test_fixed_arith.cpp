@@ -43,8 +43,9 @@ TEST(FixedArith, AddResultTypes) {
   // Negative and large I: I = max(-2, 8) + 1, F = max(6, -4).
   EXPECT_EQ(add_result_type(ap_fixed(4, -2), ap_fixed(4, 8)), ap_fixed(15, 9));
   // The operands' modes do not carry over: HLS results are AP_TRN, AP_WRAP.
-  EXPECT_EQ(add_result_type(ap_fixed(8, 3, QuantMode::AP_RND, OverflowMode::AP_SAT), ap_fixed(8, 3)),
-            ap_fixed(9, 4));
+  EXPECT_EQ(
+      add_result_type(ap_fixed(8, 3, QuantMode::AP_RND, OverflowMode::AP_SAT), ap_fixed(8, 3)),
+      ap_fixed(9, 4));
 }
 
 TEST(FixedArith, MulResultTypes) {
@@ -56,7 +57,7 @@ TEST(FixedArith, MulResultTypes) {
 
 TEST(FixedArith, AddAndMultiplyAreExact) {
   torch::manual_seed(7);
-  const std::vector<FixedPointType> types = {ap_fixed(8, 3), ap_ufixed(6, 1), ap_fixed(12, -2),
+  const std::vector<FixedPointType> types = {ap_fixed(8, 3),   ap_ufixed(6, 1),   ap_fixed(12, -2),
                                              ap_fixed(10, 12), ap_ufixed(16, 16), ap_fixed(1, 1),
                                              ap_fixed(26, 4)};
   for (const auto& ta : types) {
@@ -94,17 +95,21 @@ TEST(FixedArith, TooWideIsAClearError) {
               HasSubstr("fixed_mul: ap_fixed<40,20> * ap_fixed<30,10> is ap_fixed<70,30>, wider "
                         "than 64 bits; cast an operand to a narrower type first"));
   const FixedPointTensor c = fixed({1}, ap_fixed(40, 40)), d = fixed({1}, ap_fixed(40, 0));
-  EXPECT_THAT(error_of([&] { fixed_add(c, d); }), HasSubstr("is ap_fixed<81,41>, wider than 64 bits"));
-  EXPECT_THAT(error_of([&] { fixed_add({torch::ones({1}), ap_fixed(8, 3)}, c); }),
+  EXPECT_THAT(error_of([&] { fixed_add(c, d); }),
+              HasSubstr("is ap_fixed<81,41>, wider than 64 bits"));
+  EXPECT_THAT(error_of([&] {
+                fixed_add({torch::ones({1}), ap_fixed(8, 3)}, c);
+              }),
               HasSubstr("raw values must be int64, got Float"));
 }
 
 TEST(FixedArith, CastMatchesTheReference) {
   std::mt19937_64 rng(11);
   torch::manual_seed(11);
-  const std::vector<QuantMode> quants = {QuantMode::AP_TRN, QuantMode::AP_TRN_ZERO, QuantMode::AP_RND,
-                                         QuantMode::AP_RND_ZERO, QuantMode::AP_RND_MIN_INF,
-                                         QuantMode::AP_RND_INF, QuantMode::AP_RND_CONV};
+  const std::vector<QuantMode> quants = {QuantMode::AP_TRN,         QuantMode::AP_TRN_ZERO,
+                                         QuantMode::AP_RND,         QuantMode::AP_RND_ZERO,
+                                         QuantMode::AP_RND_MIN_INF, QuantMode::AP_RND_INF,
+                                         QuantMode::AP_RND_CONV};
   const std::vector<OverflowMode> overflows = {OverflowMode::AP_WRAP, OverflowMode::AP_SAT,
                                                OverflowMode::AP_SAT_ZERO, OverflowMode::AP_SAT_SYM,
                                                OverflowMode::AP_WRAP_SM};
@@ -114,10 +119,12 @@ TEST(FixedArith, CastMatchesTheReference) {
                                     ? ap_fixed(std::uniform_int_distribution<int>(1, 40)(rng), 8)
                                     : ap_ufixed(std::uniform_int_distribution<int>(1, 40)(rng), 6);
     const int w = std::uniform_int_distribution<int>(1, 24)(rng);
-    const int n_sat = std::uniform_int_distribution<int>(0, 1)(rng) ? 0 : std::uniform_int_distribution<int>(1, w)(rng);
-    const FixedPointType to = ap_fixed(w, std::uniform_int_distribution<int>(-4, 12)(rng),
-                                       quants[rng() % quants.size()],
-                                       overflows[rng() % overflows.size()], n_sat);
+    const int n_sat = std::uniform_int_distribution<int>(0, 1)(rng)
+                          ? 0
+                          : std::uniform_int_distribution<int>(1, w)(rng);
+    const FixedPointType to =
+        ap_fixed(w, std::uniform_int_distribution<int>(-4, 12)(rng), quants[rng() % quants.size()],
+                 overflows[rng() % overflows.size()], n_sat);
     const FixedPointTensor x = to_fixed(torch::randn({500}, torch::kDouble) * 64, from);
     const FixedPointTensor y = fixed_cast(x, to);
     EXPECT_EQ(y.type, to);
@@ -152,17 +159,18 @@ TEST(FixedArith, AccumulatorRoundsEveryAdd) {
   // Two fraction bits in the register, ten in the products: each add rounds (AP_RND).
   Accumulator acc(ap_fixed(10, 8, QuantMode::AP_RND, OverflowMode::AP_SAT), {1});
   const FixedPointTensor x = fixed({0.375}, ap_fixed(12, 2));  // 1.5 LSBs of the register
-  acc.add(x);  // 0.375 -> 0.5 (a tie, up)
-  acc.add(x);  // 0.875 -> 1.0 (a tie, up)
+  acc.add(x);                                                  // 0.375 -> 0.5 (a tie, up)
+  acc.add(x);                                                  // 0.875 -> 1.0 (a tie, up)
   EXPECT_EQ(doubles(acc.value().to_double()), std::vector<double>{1.0});
 }
 
 TEST(FixedArith, AccumulatorOfProductsMatchesTheReference) {
   torch::manual_seed(5);
-  for (const OverflowMode o : {OverflowMode::AP_WRAP, OverflowMode::AP_SAT, OverflowMode::AP_SAT_SYM,
-                               OverflowMode::AP_WRAP_SM}) {
+  for (const OverflowMode o : {OverflowMode::AP_WRAP, OverflowMode::AP_SAT,
+                               OverflowMode::AP_SAT_SYM, OverflowMode::AP_WRAP_SM}) {
     const FixedPointType ta = ap_fixed(8, 3), tb = ap_ufixed(8, 1);
-    const FixedPointType t_acc = ap_fixed(14, 7, QuantMode::AP_RND_CONV, o, o == OverflowMode::AP_WRAP ? 2 : 0);
+    const FixedPointType t_acc =
+        ap_fixed(14, 7, QuantMode::AP_RND_CONV, o, o == OverflowMode::AP_WRAP ? 2 : 0);
     Accumulator acc(t_acc, {64});
     std::vector<reference::int128> expected(64, 0);
     const FixedPointType t_prod = mul_result_type(ta, tb);
@@ -173,23 +181,29 @@ TEST(FixedArith, AccumulatorOfProductsMatchesTheReference) {
       acc.add_product(a, b);
       const auto p = raws(fixed_mul(a, b));
       for (int i = 0; i < 64; ++i) {
-        const reference::int128 sum = expected[i] * (reference::int128{1} << (f - t_acc.fraction_bits())) +
-                                      p[i] * (reference::int128{1} << (f - t_prod.fraction_bits()));
+        const reference::int128 sum =
+            expected[i] * (reference::int128{1} << (f - t_acc.fraction_bits())) +
+            p[i] * (reference::int128{1} << (f - t_prod.fraction_bits()));
         expected[i] = reference::assign(sum, -f, t_acc);
       }
     }
     const auto got = raws(acc.value());
-    for (int i = 0; i < 64; ++i) EXPECT_TRUE(got[i] == expected[i]) << to_string(t_acc) << " [" << i << "]";
+    for (int i = 0; i < 64; ++i)
+      EXPECT_TRUE(got[i] == expected[i]) << to_string(t_acc) << " [" << i << "]";
   }
 }
 
 TEST(FixedArith, AccumulatorErrors) {
   Accumulator acc(ap_fixed(16, 8), {3});
-  EXPECT_THAT(error_of([&] { acc.add(fixed({1, 2, 3, 4}, ap_fixed(8, 4))); }),
+  EXPECT_THAT(error_of([&] {
+                acc.add(fixed({1, 2, 3, 4}, ap_fixed(8, 4)));
+              }),
               HasSubstr("Accumulator::add: shape [4] does not broadcast to the accumulator's [3]"));
   Accumulator wide(ap_fixed(64, 0), {1});
   EXPECT_THAT(error_of([&] { wide.add(fixed({1}, ap_fixed(64, 64))); }),
               HasSubstr("wider than the 125 bits an exact sum may have"));
-  EXPECT_THAT(error_of([] { Accumulator(FixedPointType{0, 0, true}, {1}); }),
+  EXPECT_THAT(error_of([] {
+                Accumulator(FixedPointType{0, 0, true}, {1});
+              }),
               HasSubstr("width W=0 out of range"));
 }

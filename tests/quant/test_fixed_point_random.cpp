@@ -16,12 +16,13 @@ using reference::int128;
 
 namespace {
 
-const std::vector<QuantMode> kQuantModes = {
-    QuantMode::AP_TRN,     QuantMode::AP_TRN_ZERO,    QuantMode::AP_RND,     QuantMode::AP_RND_ZERO,
-    QuantMode::AP_RND_MIN_INF, QuantMode::AP_RND_INF, QuantMode::AP_RND_CONV};
-const std::vector<OverflowMode> kOverflowModes = {OverflowMode::AP_WRAP, OverflowMode::AP_SAT,
-                                                  OverflowMode::AP_SAT_ZERO, OverflowMode::AP_SAT_SYM,
-                                                  OverflowMode::AP_WRAP_SM};
+const std::vector<QuantMode> kQuantModes = {QuantMode::AP_TRN,         QuantMode::AP_TRN_ZERO,
+                                            QuantMode::AP_RND,         QuantMode::AP_RND_ZERO,
+                                            QuantMode::AP_RND_MIN_INF, QuantMode::AP_RND_INF,
+                                            QuantMode::AP_RND_CONV};
+const std::vector<OverflowMode> kOverflowModes = {
+    OverflowMode::AP_WRAP, OverflowMode::AP_SAT, OverflowMode::AP_SAT_ZERO,
+    OverflowMode::AP_SAT_SYM, OverflowMode::AP_WRAP_SM};
 
 int uniform(std::mt19937_64& rng, int lo, int hi) {
   return std::uniform_int_distribution<int>(lo, hi)(rng);
@@ -50,26 +51,34 @@ double random_value(std::mt19937_64& rng, const FixedPointType& t) {
         -(int64_t{1} << grid_bits), int64_t{1} << grid_bits)(rng));
   };
   switch (uniform(rng, 0, 9)) {
-    case 0: case 1: case 2: case 3:
+    case 0:
+    case 1:
+    case 2:
+    case 3:
       return std::ldexp(std::uniform_real_distribution<double>(-1.5, 1.5)(rng), t.integer_bits);
-    case 4:
-      return std::ldexp(grid_point() + 0.5, -f);  // an exact tie
+    case 4: return std::ldexp(grid_point() + 0.5, -f);  // an exact tie
     case 5: {
       const double g = std::ldexp(grid_point(), -f);
       return std::nextafter(g, uniform(rng, 0, 1) ? HUGE_VAL : -HUGE_VAL);
     }
-    case 6:
-      return std::ldexp(grid_point(), -f);
+    case 6: return std::ldexp(grid_point(), -f);
     case 7: {  // max or min, plus or minus a few half LSBs
-      const double edge = std::ldexp(1.0, t.width - (t.is_signed ? 1 : 0)) * (uniform(rng, 0, 1) ? 1 : -1);
+      const double edge =
+          std::ldexp(1.0, t.width - (t.is_signed ? 1 : 0)) * (uniform(rng, 0, 1) ? 1 : -1);
       return std::ldexp(edge + 0.5 * uniform(rng, -3, 3), -f);
     }
     case 8:
       return std::ldexp(1.0 + std::uniform_real_distribution<double>(0, 1)(rng),
-                        t.integer_bits + uniform(rng, -70, 70)) * (uniform(rng, 0, 1) ? 1 : -1);
+                        t.integer_bits + uniform(rng, -70, 70)) *
+             (uniform(rng, 0, 1) ? 1 : -1);
     default: {
       if (uniform(rng, 0, 9) == 0) {
-        const double specials[] = {0.0, -0.0, HUGE_VAL, -HUGE_VAL, std::nan(""), -std::nan(""),
+        const double specials[] = {0.0,
+                                   -0.0,
+                                   HUGE_VAL,
+                                   -HUGE_VAL,
+                                   std::nan(""),
+                                   -std::nan(""),
                                    std::numeric_limits<double>::denorm_min(),
                                    -std::numeric_limits<double>::min()};
         return specials[uniform(rng, 0, 7)];
@@ -88,7 +97,8 @@ int128 exact(int64_t raw, const FixedPointType& t) {
 
 std::string show(int128 v) {
   const bool negative = v < 0;
-  unsigned __int128 m = negative ? -static_cast<unsigned __int128>(v) : static_cast<unsigned __int128>(v);
+  unsigned __int128 m =
+      negative ? -static_cast<unsigned __int128>(v) : static_cast<unsigned __int128>(v);
   std::string digits;
   do {
     digits.insert(digits.begin(), static_cast<char>('0' + static_cast<int>(m % 10)));
@@ -153,9 +163,7 @@ TEST(FixedPointRandom, MillionDoublesWidths2To32) {
   run_random(/*types=*/200, /*values_per_type=*/5000, 2, 32, /*seed=*/1, torch::kDouble);
 }
 
-TEST(FixedPointRandom, DoublesWidths33To64) {
-  run_random(60, 5000, 33, 64, 2, torch::kDouble);
-}
+TEST(FixedPointRandom, DoublesWidths33To64) { run_random(60, 5000, 33, 64, 2, torch::kDouble); }
 
 TEST(FixedPointRandom, FloatInputs) {
   // Float outputs are exact up to 24 bits and correctly rounded above: both are checked.
@@ -163,9 +171,7 @@ TEST(FixedPointRandom, FloatInputs) {
   run_random(20, 5000, 33, 64, 4, torch::kFloat);
 }
 
-TEST(FixedPointRandom, WidthOne) {
-  run_random(40, 2000, 1, 1, 5, torch::kDouble);
-}
+TEST(FixedPointRandom, WidthOne) { run_random(40, 2000, 1, 1, 5, torch::kDouble); }
 
 TEST(FixedPointRandom, NonContiguousAndShapedInputs) {
   const FixedPointType t = ap_fixed(10, 3, QuantMode::AP_RND_CONV, OverflowMode::AP_SAT_SYM);

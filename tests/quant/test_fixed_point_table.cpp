@@ -24,9 +24,10 @@ void check_rows(const std::vector<Row>& rows) {
     const FixedPointType t = parse_fixed_point_type(row.type);
     const int64_t raw = fixed_point_cast_raw(row.x, t);
     EXPECT_EQ(fixed_to_decimal(raw, t), row.expected) << row.type << " = " << row.x;
-    EXPECT_TRUE(reference::assign_double(row.x, t) == static_cast<__int128>(raw) ||
-                (!t.is_signed && t.width == 64 &&
-                 reference::assign_double(row.x, t) == static_cast<__int128>(static_cast<uint64_t>(raw))))
+    EXPECT_TRUE(
+        reference::assign_double(row.x, t) == static_cast<__int128>(raw) ||
+        (!t.is_signed && t.width == 64 &&
+         reference::assign_double(row.x, t) == static_cast<__int128>(static_cast<uint64_t>(raw))))
         << "reference disagrees: " << row.type << " = " << row.x;
   }
 }
@@ -39,83 +40,126 @@ const double kNaN = std::numeric_limits<double>::quiet_NaN();
 // ap_fixed<6,4,Q>: LSB 0.25. 0.375 and 0.625 are exact ties (1.5 and 2.5 LSB).
 TEST(FixedPointTable, QuantizationModes) {
   check_rows({
-      {"ap_fixed<6,4,AP_TRN>", 0.375, "0.25"},     {"ap_fixed<6,4,AP_TRN>", -0.375, "-0.5"},
-      {"ap_fixed<6,4,AP_TRN>", 0.625, "0.5"},      {"ap_fixed<6,4,AP_TRN>", -0.625, "-0.75"},
-      {"ap_fixed<6,4,AP_TRN>", 0.4, "0.25"},       {"ap_fixed<6,4,AP_TRN>", -0.35, "-0.5"},
+      {"ap_fixed<6,4,AP_TRN>", 0.375, "0.25"},
+      {"ap_fixed<6,4,AP_TRN>", -0.375, "-0.5"},
+      {"ap_fixed<6,4,AP_TRN>", 0.625, "0.5"},
+      {"ap_fixed<6,4,AP_TRN>", -0.625, "-0.75"},
+      {"ap_fixed<6,4,AP_TRN>", 0.4, "0.25"},
+      {"ap_fixed<6,4,AP_TRN>", -0.35, "-0.5"},
       {"ap_fixed<6,4,AP_TRN>", -0.75, "-0.75"},
 
-      {"ap_fixed<6,4,AP_TRN_ZERO>", 0.375, "0.25"},  {"ap_fixed<6,4,AP_TRN_ZERO>", -0.375, "-0.25"},
-      {"ap_fixed<6,4,AP_TRN_ZERO>", 0.625, "0.5"},   {"ap_fixed<6,4,AP_TRN_ZERO>", -0.625, "-0.5"},
-      {"ap_fixed<6,4,AP_TRN_ZERO>", -0.4, "-0.25"},  {"ap_fixed<6,4,AP_TRN_ZERO>", -0.75, "-0.75"},
+      {"ap_fixed<6,4,AP_TRN_ZERO>", 0.375, "0.25"},
+      {"ap_fixed<6,4,AP_TRN_ZERO>", -0.375, "-0.25"},
+      {"ap_fixed<6,4,AP_TRN_ZERO>", 0.625, "0.5"},
+      {"ap_fixed<6,4,AP_TRN_ZERO>", -0.625, "-0.5"},
+      {"ap_fixed<6,4,AP_TRN_ZERO>", -0.4, "-0.25"},
+      {"ap_fixed<6,4,AP_TRN_ZERO>", -0.75, "-0.75"},
 
-      {"ap_fixed<6,4,AP_RND>", 0.375, "0.5"},   {"ap_fixed<6,4,AP_RND>", -0.375, "-0.25"},
-      {"ap_fixed<6,4,AP_RND>", 0.625, "0.75"},  {"ap_fixed<6,4,AP_RND>", -0.625, "-0.5"},
-      {"ap_fixed<6,4,AP_RND>", 0.4, "0.5"},     {"ap_fixed<6,4,AP_RND>", -0.4, "-0.5"},
-      {"ap_fixed<6,4,AP_RND>", 0.35, "0.25"},   {"ap_fixed<6,4,AP_RND>", -0.35, "-0.25"},
+      {"ap_fixed<6,4,AP_RND>", 0.375, "0.5"},
+      {"ap_fixed<6,4,AP_RND>", -0.375, "-0.25"},
+      {"ap_fixed<6,4,AP_RND>", 0.625, "0.75"},
+      {"ap_fixed<6,4,AP_RND>", -0.625, "-0.5"},
+      {"ap_fixed<6,4,AP_RND>", 0.4, "0.5"},
+      {"ap_fixed<6,4,AP_RND>", -0.4, "-0.5"},
+      {"ap_fixed<6,4,AP_RND>", 0.35, "0.25"},
+      {"ap_fixed<6,4,AP_RND>", -0.35, "-0.25"},
 
-      {"ap_fixed<6,4,AP_RND_ZERO>", 0.375, "0.25"},  {"ap_fixed<6,4,AP_RND_ZERO>", -0.375, "-0.25"},
-      {"ap_fixed<6,4,AP_RND_ZERO>", 0.625, "0.5"},   {"ap_fixed<6,4,AP_RND_ZERO>", -0.625, "-0.5"},
-      {"ap_fixed<6,4,AP_RND_ZERO>", 0.4, "0.5"},     {"ap_fixed<6,4,AP_RND_ZERO>", -0.4, "-0.5"},
+      {"ap_fixed<6,4,AP_RND_ZERO>", 0.375, "0.25"},
+      {"ap_fixed<6,4,AP_RND_ZERO>", -0.375, "-0.25"},
+      {"ap_fixed<6,4,AP_RND_ZERO>", 0.625, "0.5"},
+      {"ap_fixed<6,4,AP_RND_ZERO>", -0.625, "-0.5"},
+      {"ap_fixed<6,4,AP_RND_ZERO>", 0.4, "0.5"},
+      {"ap_fixed<6,4,AP_RND_ZERO>", -0.4, "-0.5"},
 
-      {"ap_fixed<6,4,AP_RND_MIN_INF>", 0.375, "0.25"}, {"ap_fixed<6,4,AP_RND_MIN_INF>", -0.375, "-0.5"},
-      {"ap_fixed<6,4,AP_RND_MIN_INF>", 0.625, "0.5"},  {"ap_fixed<6,4,AP_RND_MIN_INF>", -0.625, "-0.75"},
-      {"ap_fixed<6,4,AP_RND_MIN_INF>", 0.4, "0.5"},    {"ap_fixed<6,4,AP_RND_MIN_INF>", -0.35, "-0.25"},
+      {"ap_fixed<6,4,AP_RND_MIN_INF>", 0.375, "0.25"},
+      {"ap_fixed<6,4,AP_RND_MIN_INF>", -0.375, "-0.5"},
+      {"ap_fixed<6,4,AP_RND_MIN_INF>", 0.625, "0.5"},
+      {"ap_fixed<6,4,AP_RND_MIN_INF>", -0.625, "-0.75"},
+      {"ap_fixed<6,4,AP_RND_MIN_INF>", 0.4, "0.5"},
+      {"ap_fixed<6,4,AP_RND_MIN_INF>", -0.35, "-0.25"},
 
-      {"ap_fixed<6,4,AP_RND_INF>", 0.375, "0.5"},   {"ap_fixed<6,4,AP_RND_INF>", -0.375, "-0.5"},
-      {"ap_fixed<6,4,AP_RND_INF>", 0.625, "0.75"},  {"ap_fixed<6,4,AP_RND_INF>", -0.625, "-0.75"},
-      {"ap_fixed<6,4,AP_RND_INF>", 0.35, "0.25"},   {"ap_fixed<6,4,AP_RND_INF>", -0.4, "-0.5"},
+      {"ap_fixed<6,4,AP_RND_INF>", 0.375, "0.5"},
+      {"ap_fixed<6,4,AP_RND_INF>", -0.375, "-0.5"},
+      {"ap_fixed<6,4,AP_RND_INF>", 0.625, "0.75"},
+      {"ap_fixed<6,4,AP_RND_INF>", -0.625, "-0.75"},
+      {"ap_fixed<6,4,AP_RND_INF>", 0.35, "0.25"},
+      {"ap_fixed<6,4,AP_RND_INF>", -0.4, "-0.5"},
 
-      {"ap_fixed<6,4,AP_RND_CONV>", 0.375, "0.5"},  {"ap_fixed<6,4,AP_RND_CONV>", -0.375, "-0.5"},
-      {"ap_fixed<6,4,AP_RND_CONV>", 0.625, "0.5"},  {"ap_fixed<6,4,AP_RND_CONV>", -0.625, "-0.5"},
-      {"ap_fixed<6,4,AP_RND_CONV>", 0.875, "1"},    {"ap_fixed<6,4,AP_RND_CONV>", -0.875, "-1"},
-      {"ap_fixed<6,4,AP_RND_CONV>", 0.4, "0.5"},    {"ap_fixed<6,4,AP_RND_CONV>", -0.35, "-0.25"},
+      {"ap_fixed<6,4,AP_RND_CONV>", 0.375, "0.5"},
+      {"ap_fixed<6,4,AP_RND_CONV>", -0.375, "-0.5"},
+      {"ap_fixed<6,4,AP_RND_CONV>", 0.625, "0.5"},
+      {"ap_fixed<6,4,AP_RND_CONV>", -0.625, "-0.5"},
+      {"ap_fixed<6,4,AP_RND_CONV>", 0.875, "1"},
+      {"ap_fixed<6,4,AP_RND_CONV>", -0.875, "-1"},
+      {"ap_fixed<6,4,AP_RND_CONV>", 0.4, "0.5"},
+      {"ap_fixed<6,4,AP_RND_CONV>", -0.35, "-0.25"},
   });
 }
 
 // ap_fixed<4,4,AP_TRN,O,N>: the integers -8..7.
 TEST(FixedPointTable, SignedOverflowModes) {
   check_rows({
-      {"ap_fixed<4,4>", 19, "3"},   {"ap_fixed<4,4>", -19, "-3"}, {"ap_fixed<4,4>", 8, "-8"},
-      {"ap_fixed<4,4>", -9, "7"},   {"ap_fixed<4,4>", 27, "-5"},  {"ap_fixed<4,4>", -27, "5"},
-      {"ap_fixed<4,4>", 7, "7"},    {"ap_fixed<4,4>", -8, "-8"},
+      {"ap_fixed<4,4>", 19, "3"},
+      {"ap_fixed<4,4>", -19, "-3"},
+      {"ap_fixed<4,4>", 8, "-8"},
+      {"ap_fixed<4,4>", -9, "7"},
+      {"ap_fixed<4,4>", 27, "-5"},
+      {"ap_fixed<4,4>", -27, "5"},
+      {"ap_fixed<4,4>", 7, "7"},
+      {"ap_fixed<4,4>", -8, "-8"},
 
-      {"ap_fixed<4,4,AP_RND,AP_SAT>", 19, "7"},  // UG902
+      {"ap_fixed<4,4,AP_RND,AP_SAT>", 19, "7"},    // UG902
       {"ap_fixed<4,4,AP_RND,AP_SAT>", -19, "-8"},  // UG902
-      {"ap_fixed<4,4,AP_TRN,AP_SAT>", 8, "7"},   {"ap_fixed<4,4,AP_TRN,AP_SAT>", -9, "-8"},
-      {"ap_fixed<4,4,AP_TRN,AP_SAT>", -8, "-8"}, {"ap_fixed<4,4,AP_TRN,AP_SAT,2>", 19, "7"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT>", 8, "7"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT>", -9, "-8"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT>", -8, "-8"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT,2>", 19, "7"},
 
-      {"ap_fixed<4,4,AP_RND,AP_SAT_ZERO>", 19, "0"},  // UG902
+      {"ap_fixed<4,4,AP_RND,AP_SAT_ZERO>", 19, "0"},   // UG902
       {"ap_fixed<4,4,AP_RND,AP_SAT_ZERO>", -19, "0"},  // UG902
-      {"ap_fixed<4,4,AP_TRN,AP_SAT_ZERO>", 8, "0"},   {"ap_fixed<4,4,AP_TRN,AP_SAT_ZERO>", -9, "0"},
-      {"ap_fixed<4,4,AP_TRN,AP_SAT_ZERO>", 7, "7"},   {"ap_fixed<4,4,AP_TRN,AP_SAT_ZERO>", -8, "-8"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT_ZERO>", 8, "0"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT_ZERO>", -9, "0"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT_ZERO>", 7, "7"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT_ZERO>", -8, "-8"},
 
-      {"ap_fixed<4,4,AP_RND,AP_SAT_SYM>", 19, "7"},  // UG902
+      {"ap_fixed<4,4,AP_RND,AP_SAT_SYM>", 19, "7"},    // UG902
       {"ap_fixed<4,4,AP_RND,AP_SAT_SYM>", -19, "-7"},  // UG902
-      {"ap_fixed<4,4,AP_TRN,AP_SAT_SYM>", -8, "-7"},  // min itself becomes -max
-      {"ap_fixed<4,4,AP_TRN,AP_SAT_SYM>", -9, "-7"},  {"ap_fixed<4,4,AP_TRN,AP_SAT_SYM>", -7, "-7"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT_SYM>", -8, "-7"},   // min itself becomes -max
+      {"ap_fixed<4,4,AP_TRN,AP_SAT_SYM>", -9, "-7"},
+      {"ap_fixed<4,4,AP_TRN,AP_SAT_SYM>", -7, "-7"},
       {"ap_fixed<4,4,AP_TRN,AP_SAT_SYM>", 7, "7"},
 
       // AP_WRAP with N saturation bits: the sign bit takes R's sign, the next N-1 bits
       // its complement, the low W-N bits wrap.
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", 27, "3"},   {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", -27, "-3"},
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", 19, "3"},   {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", -19, "-3"},
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", 8, "0"},    {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", -9, "-1"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", 27, "3"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", -27, "-3"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", 19, "3"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", -19, "-3"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", 8, "0"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", -9, "-1"},
       {"ap_fixed<4,4,AP_TRN,AP_WRAP,1>", 7, "7"},
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP,2>", 27, "7"},   {"ap_fixed<4,4,AP_TRN,AP_WRAP,2>", -27, "-7"},
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP,2>", 19, "7"},   {"ap_fixed<4,4,AP_TRN,AP_WRAP,2>", 8, "4"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,2>", 27, "7"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,2>", -27, "-7"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,2>", 19, "7"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,2>", 8, "4"},
       {"ap_fixed<4,4,AP_TRN,AP_WRAP,2>", -9, "-5"},
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP,4>", 27, "7"},   {"ap_fixed<4,4,AP_TRN,AP_WRAP,4>", -27, "-8"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,4>", 27, "7"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP,4>", -27, "-8"},
 
       // AP_WRAP_SM: with N = 0, when lD (bit W before rounding) differs from the wrapped
       // sign, the bits are inverted and the sign set to lD.
       {"ap_fixed<4,4,AP_RND,AP_WRAP_SM>", 19, "-4"},  // UG902
       {"ap_fixed<4,4,AP_RND,AP_WRAP_SM>", -19, "2"},  // UG902
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM>", 9, "6"},    {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM>", -9, "-8"},
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM>", 27, "-5"},  {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM>", -27, "5"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM>", 9, "6"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM>", -9, "-8"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM>", 27, "-5"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM>", -27, "5"},
       {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM>", 7, "7"},
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,1>", 27, "4"},   {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,1>", -27, "-6"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,1>", 27, "4"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,1>", -27, "-6"},
       {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,1>", 19, "3"},
-      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,2>", 27, "4"},   {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,2>", -27, "-6"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,2>", 27, "4"},
+      {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,2>", -27, "-6"},
       {"ap_fixed<4,4,AP_TRN,AP_WRAP_SM,2>", 19, "4"},
   });
 }
@@ -123,17 +167,26 @@ TEST(FixedPointTable, SignedOverflowModes) {
 // ap_ufixed<4,4>: the integers 0..15; negative values wrap like two's complement.
 TEST(FixedPointTable, UnsignedOverflowModes) {
   check_rows({
-      {"ap_ufixed<4,4>", -1, "15"},   {"ap_ufixed<4,4>", -3, "13"},  {"ap_ufixed<4,4>", 19, "3"},
+      {"ap_ufixed<4,4>", -1, "15"},
+      {"ap_ufixed<4,4>", -3, "13"},
+      {"ap_ufixed<4,4>", 19, "3"},
       {"ap_ufixed<4,4>", -0.5, "15"},  // floor first: -1
-      {"ap_ufixed<4,4,AP_TRN_ZERO>", -0.5, "0"},  {"ap_ufixed<4,4,AP_TRN_ZERO>", -1.5, "15"},
+      {"ap_ufixed<4,4,AP_TRN_ZERO>", -0.5, "0"},
+      {"ap_ufixed<4,4,AP_TRN_ZERO>", -1.5, "15"},
       {"ap_ufixed<8,4>", -0.0625, "15.9375"},
-      {"ap_ufixed<4,4,AP_TRN,AP_SAT>", -1, "0"},  {"ap_ufixed<4,4,AP_TRN,AP_SAT>", 19, "15"},
-      {"ap_ufixed<4,4,AP_TRN,AP_SAT>", 16, "15"}, {"ap_ufixed<4,4,AP_TRN,AP_SAT>", 15, "15"},
-      {"ap_ufixed<4,4,AP_TRN,AP_SAT_ZERO>", -1, "0"}, {"ap_ufixed<4,4,AP_TRN,AP_SAT_ZERO>", 19, "0"},
-      {"ap_ufixed<4,4,AP_TRN,AP_SAT_SYM>", -1, "0"},  {"ap_ufixed<4,4,AP_TRN,AP_SAT_SYM>", 19, "15"},
+      {"ap_ufixed<4,4,AP_TRN,AP_SAT>", -1, "0"},
+      {"ap_ufixed<4,4,AP_TRN,AP_SAT>", 19, "15"},
+      {"ap_ufixed<4,4,AP_TRN,AP_SAT>", 16, "15"},
+      {"ap_ufixed<4,4,AP_TRN,AP_SAT>", 15, "15"},
+      {"ap_ufixed<4,4,AP_TRN,AP_SAT_ZERO>", -1, "0"},
+      {"ap_ufixed<4,4,AP_TRN,AP_SAT_ZERO>", 19, "0"},
+      {"ap_ufixed<4,4,AP_TRN,AP_SAT_SYM>", -1, "0"},
+      {"ap_ufixed<4,4,AP_TRN,AP_SAT_SYM>", 19, "15"},
       // N saturation bits on an unsigned type: the top N bits are set, negative or not.
-      {"ap_ufixed<4,4,AP_TRN,AP_WRAP,2>", 19, "15"}, {"ap_ufixed<4,4,AP_TRN,AP_WRAP,2>", -6, "14"},
-      {"ap_ufixed<4,4,AP_TRN,AP_WRAP,2>", -3, "13"}, {"ap_ufixed<4,4,AP_TRN,AP_WRAP,2>", 16, "12"},
+      {"ap_ufixed<4,4,AP_TRN,AP_WRAP,2>", 19, "15"},
+      {"ap_ufixed<4,4,AP_TRN,AP_WRAP,2>", -6, "14"},
+      {"ap_ufixed<4,4,AP_TRN,AP_WRAP,2>", -3, "13"},
+      {"ap_ufixed<4,4,AP_TRN,AP_WRAP,2>", 16, "12"},
   });
 }
 
@@ -147,10 +200,10 @@ TEST(FixedPointTable, RoundingCarryOverflows) {
       {"ap_fixed<4,2,AP_RND_ZERO>", 1.875, "1.75"},
       {"ap_fixed<4,2,AP_RND,AP_SAT_ZERO>", 1.875, "0"},
       {"ap_fixed<4,2,AP_RND,AP_WRAP,1>", 1.875, "0"},
-      {"ap_fixed<4,2,AP_RND,AP_WRAP_SM>", 1.875, "1.75"},  // lD = bit 4 of 7 = 0
+      {"ap_fixed<4,2,AP_RND,AP_WRAP_SM>", 1.875, "1.75"},     // lD = bit 4 of 7 = 0
       {"ap_fixed<4,2,AP_RND,AP_SAT_SYM>", -1.9375, "-1.75"},  // rounds to min, then -max
-      {"ap_fixed<4,2,AP_RND>", -2.125, "-2"},                  // -8.5 ties up to -8
-      {"ap_fixed<4,2,AP_RND_INF,AP_SAT>", -2.125, "-2"},       // -8.5 ties away to -9
+      {"ap_fixed<4,2,AP_RND>", -2.125, "-2"},                 // -8.5 ties up to -8
+      {"ap_fixed<4,2,AP_RND_INF,AP_SAT>", -2.125, "-2"},      // -8.5 ties away to -9
       {"ap_fixed<4,2,AP_RND_INF>", -2.125, "1.75"},
       {"ap_ufixed<4,0,AP_RND,AP_SAT>", 0.99, "0.9375"},
       {"ap_ufixed<4,0,AP_RND>", 0.99, "0"},

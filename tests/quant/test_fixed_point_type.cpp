@@ -24,11 +24,12 @@ TEST(FixedPointType, DefaultsAreThoseOfHls) {
 }
 
 TEST(FixedPointType, ParsesEveryModeAndSpaces) {
-  const FixedPointType t = parse_fixed_point_type("  ap_fixed< 12 , -3 , AP_RND_CONV , AP_WRAP_SM , 2 > ");
+  const FixedPointType t =
+      parse_fixed_point_type("  ap_fixed< 12 , -3 , AP_RND_CONV , AP_WRAP_SM , 2 > ");
   EXPECT_EQ(t, ap_fixed(12, -3, QuantMode::AP_RND_CONV, OverflowMode::AP_WRAP_SM, 2));
-  for (QuantMode q : {QuantMode::AP_TRN, QuantMode::AP_TRN_ZERO, QuantMode::AP_RND,
-                      QuantMode::AP_RND_ZERO, QuantMode::AP_RND_MIN_INF, QuantMode::AP_RND_INF,
-                      QuantMode::AP_RND_CONV}) {
+  for (QuantMode q :
+       {QuantMode::AP_TRN, QuantMode::AP_TRN_ZERO, QuantMode::AP_RND, QuantMode::AP_RND_ZERO,
+        QuantMode::AP_RND_MIN_INF, QuantMode::AP_RND_INF, QuantMode::AP_RND_CONV}) {
     for (OverflowMode o : {OverflowMode::AP_WRAP, OverflowMode::AP_SAT, OverflowMode::AP_SAT_ZERO,
                            OverflowMode::AP_SAT_SYM, OverflowMode::AP_WRAP_SM}) {
       for (int n : {0, 3}) {
@@ -56,8 +57,10 @@ TEST(FixedPointType, WidthAndIntegerBitsLimits) {
   EXPECT_NO_THROW(ap_fixed(1, 1));
   EXPECT_NO_THROW(ap_fixed(64, 200));
   EXPECT_NO_THROW(ap_ufixed(64, -kMaxIntegerBits));
-  EXPECT_THAT(error_of([] { ap_fixed(65, 3); }), HasSubstr("width W=65 out of range, expected 1 to 64"));
-  EXPECT_THAT(error_of([] { ap_fixed(8, kMaxIntegerBits + 1); }), HasSubstr("integer bits I=1048577"));
+  EXPECT_THAT(error_of([] { ap_fixed(65, 3); }),
+              HasSubstr("width W=65 out of range, expected 1 to 64"));
+  EXPECT_THAT(error_of([] { ap_fixed(8, kMaxIntegerBits + 1); }),
+              HasSubstr("integer bits I=1048577"));
   EXPECT_THAT(error_of([] { ap_fixed(8, 3, QuantMode::AP_TRN, OverflowMode::AP_WRAP, 9); }),
               HasSubstr("saturation bits N=9 out of range, expected 0 to W=8"));
   EXPECT_THAT(error_of([] { ap_ufixed(8, 3, QuantMode::AP_TRN, OverflowMode::AP_WRAP_SM); }),
@@ -84,11 +87,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadType{"ap_fixed<0,3>", "width W=0 out of range, expected 1 to 64"},
         BadType{"ap_fixed<65,3>", "width W=65 out of range"},
         BadType{"ap_fixed<-4,3>", "width W=-4 out of range"},
-        BadType{"ap_fixed<8,3,AP_RDN>", "unknown quantization mode 'AP_RDN' (did you mean AP_RND?)"},
-        BadType{"ap_fixed<8,3,AP_RND,AP_STA>", "unknown overflow mode 'AP_STA' (did you mean AP_SAT?)"},
+        BadType{"ap_fixed<8,3,AP_RDN>",
+                "unknown quantization mode 'AP_RDN' (did you mean AP_RND?)"},
+        BadType{"ap_fixed<8,3,AP_RND,AP_STA>",
+                "unknown overflow mode 'AP_STA' (did you mean AP_SAT?)"},
         BadType{"ap_fixed<8,3,ap_rnd_conv>", "(did you mean AP_RND_CONV?)"},
-        BadType{"ap_fixed<8,3,AP_SAT>", "AP_SAT is an overflow mode, but the quantization mode comes first"},
-        BadType{"ap_fixed<8,3,BANANA>", "unknown quantization mode 'BANANA', expected one of AP_TRN,"},
+        BadType{"ap_fixed<8,3,AP_SAT>",
+                "AP_SAT is an overflow mode, but the quantization mode comes first"},
+        BadType{"ap_fixed<8,3,BANANA>",
+                "unknown quantization mode 'BANANA', expected one of AP_TRN,"},
         BadType{"ap_fixed<8,3", "missing '>' at the end"},
         BadType{"ap_fixed<8,3,AP_RND,AP_SAT", "missing '>' at the end"},
         BadType{"ap_fixed<8>", "expected ',' after the width"},

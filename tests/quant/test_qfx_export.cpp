@@ -15,10 +15,10 @@
 #include "strata/quant/qfx.h"
 
 using namespace strata::quant;
+using nlohmann::json;
 using strata::test::error_of;
 using strata::test::TempDir;
 using testing::HasSubstr;
-using nlohmann::json;
 namespace nn = torch::nn;
 
 namespace {
@@ -118,7 +118,8 @@ IntImage max_pool(const IntImage& in, const json& layer) {
       for (int64_t x = 0; x < out.w; ++x) {
         int64_t best = in.at(ch, y * s, x * s);
         for (int64_t dy = 0; dy < k; ++dy)
-          for (int64_t dx = 0; dx < k; ++dx) best = std::max(best, in.at(ch, y * s + dy, x * s + dx));
+          for (int64_t dx = 0; dx < k; ++dx)
+            best = std::max(best, in.at(ch, y * s + dy, x * s + dx));
         out.v[(ch * out.h + y) * out.w + x] = best;
       }
   return out;
@@ -135,7 +136,8 @@ std::vector<int64_t> integer_logits(const json& doc, const at::Tensor& image) {
   x.type = parse_fixed_point_type(layers[0]["input_type"]);
   const at::Tensor flat = image.contiguous().to(torch::kDouble);
   for (int64_t i = 0; i < flat.numel(); ++i) {
-    x.v.push_back(static_cast<int64_t>(reference::assign_double(flat.data_ptr<double>()[i], x.type)));
+    x.v.push_back(
+        static_cast<int64_t>(reference::assign_double(flat.data_ptr<double>()[i], x.type)));
   }
   for (const json& layer : layers) {
     const std::string kind = layer["kind"];
@@ -174,9 +176,9 @@ json read_json(const std::string& path) {
 // Quantizes fmnist-cnn, trains it a few steps (so that weights and binary points move off
 // their starting values), exports it and runs the integer model on `images`.
 void check_bit_exact(const QfxOptions& options, const at::Tensor& images) {
-  SCOPED_TRACE(::testing::Message() << "W=" << options.width() << " K=" << options.k_hot().value_or(0)
-                                    << " " << to_string(options.quant()) << " "
-                                    << to_string(options.overflow()));
+  SCOPED_TRACE(::testing::Message()
+               << "W=" << options.width() << " K=" << options.k_hot().value_or(0) << " "
+               << to_string(options.quant()) << " " << to_string(options.overflow()));
   torch::manual_seed(21);
   nn::Sequential model = quantize_model(strata::core::make_fmnist_cnn(), options);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.05));
@@ -197,8 +199,10 @@ void check_bit_exact(const QfxOptions& options, const at::Tensor& images) {
   // Round trip: the exported types and integers are the ones the forward used.
   for (size_t i : {0, 3, 7}) {
     const json& layer = doc["layers"][i];
-    QfxQuantizers q = i == 7 ? model->ptr<QfxLinearImpl>(i)->quantizers : model->ptr<QfxConv2dImpl>(i)->quantizers;
-    const at::Tensor weight = i == 7 ? model->ptr<QfxLinearImpl>(i)->weight : model->ptr<QfxConv2dImpl>(i)->weight;
+    QfxQuantizers q = i == 7 ? model->ptr<QfxLinearImpl>(i)->quantizers
+                             : model->ptr<QfxConv2dImpl>(i)->quantizers;
+    const at::Tensor weight =
+        i == 7 ? model->ptr<QfxLinearImpl>(i)->weight : model->ptr<QfxConv2dImpl>(i)->weight;
     EXPECT_EQ(parse_fixed_point_type(layer["weight_type"]), q.weight->type());
     EXPECT_EQ(parse_fixed_point_type(layer["input_type"]), q.input->type());
     EXPECT_EQ(parse_fixed_point_type(layer["output_type"]), q.output->type());

@@ -43,14 +43,15 @@ at::Tensor sample_inputs(int width, int i0, double lo_int, double hi_int) {
   const double s0 = std::ldexp(1.0, i0 - width);
   at::Tensor units = torch::rand({400}, torch::kDouble) * (hi_int - lo_int) * 1.6 +
                      (lo_int - 0.3 * (hi_int - lo_int));
-  const at::Tensor near_edge = (units - lo_int).abs().lt(1.5).logical_or((units - hi_int).abs().lt(1.5));
+  const at::Tensor near_edge =
+      (units - lo_int).abs().lt(1.5).logical_or((units - hi_int).abs().lt(1.5));
   units = units.index({near_edge.logical_not()});
   return units * s0;
 }
 
 void check_gradient(int width, bool is_signed, OverflowMode overflow) {
-  SCOPED_TRACE(::testing::Message() << "W=" << width << (is_signed ? " signed " : " unsigned ")
-                                    << to_string(overflow));
+  SCOPED_TRACE(::testing::Message()
+               << "W=" << width << (is_signed ? " signed " : " unsigned ") << to_string(overflow));
   const int i0 = 2;
   FixedPointQuantizer q(FixedPointQuantizerOptions(width)
                             .is_signed(is_signed)
@@ -59,8 +60,7 @@ void check_gradient(int width, bool is_signed, OverflowMode overflow) {
                             .integer_bits(i0 + 0.3)  // rounds to i0 in the forward pass
                             .scale_gradient(false));
   const double qp = is_signed ? std::ldexp(1.0, width - 1) - 1 : std::ldexp(1.0, width) - 1;
-  const double qn = !is_signed ? 0 : overflow == OverflowMode::AP_SAT_SYM ? -qp
-                                                                           : -qp - 1;
+  const double qn = !is_signed ? 0 : overflow == OverflowMode::AP_SAT_SYM ? -qp : -qp - 1;
   const at::Tensor x = sample_inputs(width, i0, qn, qp).requires_grad_(true);
   const at::Tensor c = torch::randn({x.numel()}, torch::kDouble);
   const at::Tensor y = q(x);

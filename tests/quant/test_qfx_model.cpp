@@ -46,7 +46,8 @@ TEST(QfxModel, SwapsLayersAndPicksSignedness) {
   auto conv2 = q->ptr<QfxConv2dImpl>(3);
   auto linear = q->ptr<QfxLinearImpl>(7);
   ASSERT_TRUE(conv1 && conv2 && linear);
-  EXPECT_TRUE(q->ptr<nn::ReLUImpl>(1) && q->ptr<nn::MaxPool2dImpl>(2) && q->ptr<nn::FlattenImpl>(6));
+  EXPECT_TRUE(q->ptr<nn::ReLUImpl>(1) && q->ptr<nn::MaxPool2dImpl>(2) &&
+              q->ptr<nn::FlattenImpl>(6));
   // The image can be negative; everything after a ReLU is not.
   EXPECT_TRUE(conv1->quantizers.input->options.is_signed());
   EXPECT_FALSE(conv2->quantizers.input->options.is_signed());
@@ -59,7 +60,8 @@ TEST(QfxModel, SwapsLayersAndPicksSignedness) {
   EXPECT_NE(conv1->weight.data_ptr(), model->ptr<nn::Conv2dImpl>(0)->weight.data_ptr());
   // Weights and binary points split into two groups covering every parameter.
   EXPECT_EQ(binary_point_parameters(*q).size(), 9u);
-  EXPECT_EQ(binary_point_parameters(*q).size() + weight_parameters(*q).size(), q->parameters().size());
+  EXPECT_EQ(binary_point_parameters(*q).size() + weight_parameters(*q).size(),
+            q->parameters().size());
 }
 
 TEST(QfxModel, KHotProjectionIsNearestWithAtMostKBits) {
@@ -106,7 +108,8 @@ TEST(QfxModel, KHotLayerNeedsNoMultipliers) {
     // The raw weights the forward used really have at most 2 set bits.
     auto* layer = dynamic_cast<QfxConv2dImpl*>(khot->ptr(i).get());
     if (layer) {
-      EXPECT_LE(count_set_bits(layer->quantizers.weight->raw(layer->weight)).max().item<int64_t>(), 2);
+      EXPECT_LE(count_set_bits(layer->quantizers.weight->raw(layer->weight)).max().item<int64_t>(),
+                2);
     }
   }
   const MultiplierReport total = multiplier_report(*plain);
@@ -141,9 +144,9 @@ TEST(QfxModel, AddCastsTheExactSum) {
   // The first forward calibrates each operand and the output from max |x|.
   const at::Tensor qa = fixed_point_cast(a, add->input_a->type());
   const at::Tensor qb = fixed_point_cast(b, add->input_b->type());
-  EXPECT_TRUE(torch::equal(got, fixed_point_cast(qa.to(torch::kDouble) + qb.to(torch::kDouble),
-                                                 add->output->type())
-                                    .to(torch::kFloat)));
+  EXPECT_TRUE(torch::equal(
+      got, fixed_point_cast(qa.to(torch::kDouble) + qb.to(torch::kDouble), add->output->type())
+               .to(torch::kFloat)));
 }
 
 TEST(QfxModel, PostTrainingCalibration) {
@@ -153,7 +156,8 @@ TEST(QfxModel, PostTrainingCalibration) {
   std::vector<at::Tensor> batches = {torch::randn({8, 1, 28, 28}), torch::randn({8, 1, 28, 28})};
   calibrate_ptq(q, batches);
   auto conv1 = q->ptr<QfxConv2dImpl>(0);
-  const double max_input = std::max(batches[0].abs().max().item<double>(), batches[1].abs().max().item<double>());
+  const double max_input =
+      std::max(batches[0].abs().max().item<double>(), batches[1].abs().max().item<double>());
   EXPECT_EQ(conv1->quantizers.input->type().integer_bits, integer_bits_for_range(max_input, true));
   EXPECT_EQ(conv1->quantizers.weight->type().integer_bits,
             integer_bits_for_range(conv1->weight.abs().max().item<double>(), true));

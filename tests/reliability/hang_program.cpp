@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
     strata::parallel::ReliabilityFlags reliability;
     CLI::App app{"Hangs on purpose (watchdog tests)."};
     strata::core::configure_cli(app);
-    app.add_option("--fault", fault, "recv, exit or none")->check(CLI::IsMember({"recv", "exit", "none"}));
+    app.add_option("--fault", fault, "recv, exit or none")
+        ->check(CLI::IsMember({"recv", "exit", "none"}));
     app.add_option("--steps", steps, "Healthy steps before the fault");
     strata::parallel::add_reliability_flags(app, reliability);
     if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
@@ -36,7 +37,8 @@ int main(int argc, char** argv) {
       world->allreduce(t)->wait();
       const float expected = world->size() * (world->size() + 1) / 2.0f;
       if (t[0].item<float>() != expected) {
-        std::fprintf(stderr, "error: allreduce gave %f, expected %f\n", t[0].item<float>(), expected);
+        std::fprintf(stderr, "error: allreduce gave %f, expected %f\n", t[0].item<float>(),
+                     expected);
         return 1;
       }
     }
@@ -54,7 +56,8 @@ int main(int argc, char** argv) {
       world->barrier()->wait();
     }
     control.finish();
-    if (rank == 0) std::printf("hang_program: %d healthy steps on %d rank(s)\n", steps, world->size());
+    if (rank == 0)
+      std::printf("hang_program: %d healthy steps on %d rank(s)\n", steps, world->size());
     return 0;
   });
 }

@@ -18,7 +18,8 @@ TEST(SparseNMTraining, PruneEqualsMaskThenPack) {
     const at::Tensor w = random_weight(9, in, uint64_t(in));
     const NMSparse fast = NMSparse::prune(w, n, m);
     const NMSparse ref = NMSparse::from_dense(w, nm_magnitude_mask(w, n, m), n, m);
-    const std::string what = std::to_string(n) + ":" + std::to_string(m) + " in " + std::to_string(in);
+    const std::string what =
+        std::to_string(n) + ":" + std::to_string(m) + " in " + std::to_string(in);
     EXPECT_TRUE(at::equal(fast.to_dense(), ref.to_dense())) << what;
     EXPECT_TRUE(at::equal(fast.mask(), nm_magnitude_mask(w, n, m))) << what;
     EXPECT_EQ(fast.groups, ref.groups) << what;
@@ -56,8 +57,8 @@ TEST(SparseNMTraining, ForwardIsTheLinearOfTheSparseWeight) {
   const at::Tensor y = layer(x);
   ASSERT_EQ(y.sizes(), (std::vector<int64_t>{5, 3, 24}));
   expect_close(y.detach().view({15, 24}),
-               testing::reference(x.view({15, 40}), sparse) + layer->bias.detach().to(at::kDouble), 1e-5,
-               "forward");
+               testing::reference(x.view({15, 40}), sparse) + layer->bias.detach().to(at::kDouble),
+               1e-5, "forward");
 }
 
 // dy, x and the layer's gradients after y = layer(x); (y * dy).sum().backward().
@@ -80,7 +81,8 @@ Gradients run_backward(NMSparseLinear& layer, uint64_t seed, int64_t tokens = 6)
 
 TEST(SparseNMTraining, SrSteBackwardFollowsItsFormula) {
   torch::manual_seed(1);
-  NMSparseLinear layer(NMSparseLinearOptions(32, 16).n(2).m(8).method(NMTraining::kSrSte).decay(0.01));
+  NMSparseLinear layer(
+      NMSparseLinearOptions(32, 16).n(2).m(8).method(NMTraining::kSrSte).decay(0.01));
   const at::Tensor w = layer->weight.detach().clone();
   const at::Tensor p = layer->mask();
   const Gradients g = run_backward(layer, 2);
@@ -90,7 +92,8 @@ TEST(SparseNMTraining, SrSteBackwardFollowsItsFormula) {
   (at::mm(xr, ws.t()) * g.dy).sum().backward();
   expect_close(g.dx, xr.grad(), 1e-5, "SR-STE dx");
   // dW: the gradient reaches every weight (straight through), plus the decay of pruned ones.
-  expect_close(g.dw, at::mm(g.dy.t(), g.x.detach()) + 0.01 * w * p.logical_not(), 1e-5, "SR-STE dW");
+  expect_close(g.dw, at::mm(g.dy.t(), g.x.detach()) + 0.01 * w * p.logical_not(), 1e-5,
+               "SR-STE dW");
   expect_close(g.db, g.dy.sum(0), 1e-6, "SR-STE db");
 }
 
@@ -131,7 +134,8 @@ TEST(SparseNMTraining, PortablePathGivesTheSameGradients) {
   for (NMTraining method : {NMTraining::kSrSte, NMTraining::kBdwp}) {
     torch::manual_seed(7);
     NMSparseLinear fast(NMSparseLinearOptions(48, 20).method(method));
-    NMSparseLinear portable(NMSparseLinearOptions(48, 20).method(method).spmm(SpmmOptions().portable(true)));
+    NMSparseLinear portable(
+        NMSparseLinearOptions(48, 20).method(method).spmm(SpmmOptions().portable(true)));
     {
       torch::NoGradGuard no_grad;
       portable->weight.copy_(fast->weight);
@@ -149,9 +153,11 @@ TEST(SparseNMTraining, TrainsAndConvertsToInference) {
     // Teacher: a random 2-layer network; the student learns it with 2:8 hidden layers.
     const at::Tensor x = torch::randn({256, 32});
     const at::Tensor target = at::tanh(x.matmul(torch::randn({32, 8})));
-    torch::nn::Sequential student(torch::nn::Linear(32, 64), torch::nn::Tanh(), torch::nn::Linear(64, 8));
+    torch::nn::Sequential student(torch::nn::Linear(32, 64), torch::nn::Tanh(),
+                                  torch::nn::Linear(64, 8));
     int replaced = 0;
-    student = with_nm_sparse_training(student, NMSparseLinearOptions(1, 1).method(method), true, &replaced);
+    student = with_nm_sparse_training(student, NMSparseLinearOptions(1, 1).method(method), true,
+                                      &replaced);
     ASSERT_EQ(replaced, 1);
     torch::optim::Adam opt(student->parameters(), 1e-2);
     double first = 0, last = 0;
@@ -176,7 +182,11 @@ TEST(SparseNMTraining, BadInputGivesClearErrors) {
   expect_error([] { parse_nm_training("bdwq"); }, "expected srste or bdwp");
   NMSparseLinear layer(NMSparseLinearOptions(8, 4));
   expect_error([&] { layer(torch::randn({2, 9})); }, "expected [*, 8]");
-  expect_error([] { NMSparse::prune(torch::randn({4, 10}), 2, 8, /*pad=*/false); }, "M does not divide");
+  expect_error(
+      [] {
+        NMSparse::prune(torch::randn({4, 10}), 2, 8, /*pad=*/false);
+      },
+      "M does not divide");
 }
 
 }  // namespace

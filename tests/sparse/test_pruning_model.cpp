@@ -13,7 +13,8 @@ using testing::expect_error;
 torch::nn::Sequential small_mlp() {
   torch::manual_seed(0);
   return torch::nn::Sequential(torch::nn::Linear(64, 48), torch::nn::ReLU(),
-                               torch::nn::Linear(48, 32), torch::nn::ReLU(), torch::nn::Linear(32, 10));
+                               torch::nn::Linear(48, 32), torch::nn::ReLU(),
+                               torch::nn::Linear(32, 10));
 }
 
 double zeros_of(const at::Tensor& t) { return (t == 0).to(at::kDouble).mean().item<double>(); }
@@ -35,8 +36,10 @@ TEST(SparsePruning, StructureParsesEveryKind) {
 TEST(SparsePruning, PerLayerPrunesEveryLinearButTheSkipped) {
   for (const char* structure : {"unstructured", "1x16", "4x1", "2:8"}) {
     auto model = small_mlp();
-    const auto masks = prune_magnitude(
-        *model, PruneOptions().structure(PruneStructure::parse(structure)).sparsity(0.75).skip({"4.weight"}));
+    const auto masks = prune_magnitude(*model, PruneOptions()
+                                                   .structure(PruneStructure::parse(structure))
+                                                   .sparsity(0.75)
+                                                   .skip({"4.weight"}));
     ASSERT_EQ(masks.size(), 2u) << structure;
     for (const auto& [name, mask] : masks) {
       const at::Tensor w = model->named_parameters()[name];
@@ -64,9 +67,13 @@ TEST(SparsePruning, GlobalScopeSharesOneThreshold) {
     EXPECT_GT(zeros_of(model->named_parameters()["2.weight"]), 0.95) << structure;
   }
   auto model = small_mlp();
-  expect_error([&] {
-    prune_magnitude(*model, PruneOptions().structure(PruneStructure::parse("2:4")).scope(PruneScope::kGlobal));
-  }, "per-layer scope");
+  expect_error(
+      [&] {
+        prune_magnitude(
+            *model,
+            PruneOptions().structure(PruneStructure::parse("2:4")).scope(PruneScope::kGlobal));
+      },
+      "per-layer scope");
 }
 
 TEST(SparsePruning, GradualScheduleIsCubic) {
@@ -87,11 +94,12 @@ TEST(SparsePruning, GradualScheduleIsCubic) {
 TEST(SparsePruning, GradualPruningDuringTraining) {
   auto model = small_mlp();
   const auto names = prunable_weights(*model);
-  GradualPruner pruner(*model, GradualPruningOptions()
-                                   .prune(PruneOptions().structure(PruneStructure::parse("1x16")).sparsity(0.75))
-                                   .start_step(0)
-                                   .end_step(40)
-                                   .every(5));
+  GradualPruner pruner(
+      *model, GradualPruningOptions()
+                  .prune(PruneOptions().structure(PruneStructure::parse("1x16")).sparsity(0.75))
+                  .start_step(0)
+                  .end_step(40)
+                  .every(5));
   torch::optim::SGD opt(model->parameters(), 0.05);
   torch::manual_seed(1);
   const at::Tensor x = torch::randn({128, 64});
@@ -113,8 +121,9 @@ TEST(SparsePruning, GradualPruningDuringTraining) {
 
 TEST(SparsePruning, PrunedModelRunsOnSparseLinear) {
   auto model = small_mlp();
-  const auto masks =
-      prune_magnitude(*model, PruneOptions().structure(PruneStructure::parse("1x16")).sparsity(0.8).skip({"4.weight"}));
+  const auto masks = prune_magnitude(
+      *model,
+      PruneOptions().structure(PruneStructure::parse("1x16")).sparsity(0.8).skip({"4.weight"}));
   torch::NoGradGuard no_grad;
   const at::Tensor x = torch::randn({7, 64});
   auto sparse = to_sparse_linear(model, masks, SparseLinearOptions().format(SparseFormat::kBlock));
@@ -125,14 +134,21 @@ TEST(SparsePruning, PrunedModelRunsOnSparseLinear) {
 
 TEST(SparsePruning, BadInputGivesClearErrors) {
   auto model = small_mlp();
-  expect_error([&] { prune_magnitude(*model, PruneOptions().skip({"9.weight"})); }, "is not the weight of a Linear");
+  expect_error([&] { prune_magnitude(*model, PruneOptions().skip({"9.weight"})); },
+               "is not the weight of a Linear");
   expect_error([&] { prune_magnitude(*model, PruneOptions().sparsity(1.5)); }, "expected 0..1");
-  expect_error([&] { apply_masks(*model, {{"0.weight", at::ones({3, 3}, at::kBool)}}); }, "mask of '0.weight'");
-  expect_error([&] {
-    GradualPruner(*model, GradualPruningOptions().start_step(5).end_step(5));
-  }, "expected 0 <= start < end");
-  expect_error([&] { to_sparse_linear(model, {{"1.weight", at::ones({1}, at::kBool)}}, {}); },
-               "name no Linear child");
+  expect_error(
+      [&] {
+        apply_masks(*model, {{"0.weight", at::ones({3, 3}, at::kBool)}});
+      },
+      "mask of '0.weight'");
+  expect_error([&] { GradualPruner(*model, GradualPruningOptions().start_step(5).end_step(5)); },
+               "expected 0 <= start < end");
+  expect_error(
+      [&] {
+        to_sparse_linear(model, {{"1.weight", at::ones({1}, at::kBool)}}, {});
+      },
+      "name no Linear child");
   torch::nn::Sequential no_linear{torch::nn::ReLU()};
   expect_error([&] { prune_magnitude(*no_linear, {}); }, "no Linear weight");
 }

@@ -37,7 +37,8 @@ void expect_product(const at::Tensor& a, const at::Tensor& b, const SpgemmOption
   const at::Tensor reach = at::mm((a != 0).to(at::kFloat), (b != 0).to(at::kFloat)) > 0;
   EXPECT_EQ(c.nnz(), reach.sum().item<int64_t>()) << what;
   for (int64_t i = 0; i < c.out_features; ++i) {
-    const at::Tensor cols = c.col.slice(0, c.row_ptr[i].item<int64_t>(), c.row_ptr[i + 1].item<int64_t>());
+    const at::Tensor cols =
+        c.col.slice(0, c.row_ptr[i].item<int64_t>(), c.row_ptr[i + 1].item<int64_t>());
     if (cols.numel() > 1) {
       EXPECT_TRUE((cols.slice(0, 1) > cols.slice(0, 0, -1)).all().item<bool>()) << what;
     }

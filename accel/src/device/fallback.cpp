@@ -23,8 +23,8 @@ struct Converted {
 
   void note(const at::Tensor& t) {
     const int i = t.device().index();
-    TORCH_CHECK(index < 0 || index == i, "accel device: an op got tensors on privateuseone:",
-                index, " and privateuseone:", i, "; move them to one device first");
+    TORCH_CHECK(index < 0 || index == i, "accel device: an op got tensors on privateuseone:", index,
+                " and privateuseone:", i, "; move them to one device first");
     index = i;
   }
   at::Tensor to_cpu(const at::Tensor& t) {
@@ -180,7 +180,8 @@ void route_to_cpu_kernels(torch::Library& aten) {
     if (!op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) &&
         !op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutogradNonFunctional))
       continue;
-    const std::string full = name.overload_name.empty() ? name.name : name.name + "." + name.overload_name;
+    const std::string full =
+        name.overload_name.empty() ? name.name : name.name + "." + name.overload_name;
     aten.impl(full.c_str(), torch::CppFunction::makeFromBoxedFunction<&boxed_fallback>());
   }
 }

@@ -21,19 +21,19 @@
 namespace strata::accel {
 
 struct DeviceOp {
-  int device = 0;                  // index of the simulated device that ran it
-  std::string name;                // schema name without overload, e.g. "aten::addmm"
+  int device = 0;    // index of the simulated device that ran it
+  std::string name;  // schema name without overload, e.g. "aten::addmm"
   // Sizes of every defined tensor argument (tensor lists flattened), in schema order;
   // in-place and out= arguments included.
   std::vector<std::vector<int64_t>> input_sizes;
   std::vector<std::vector<int64_t>> output_sizes;  // every defined returned tensor
   // The integer arguments in schema order: each int list (stride, padding, dilation,
   // kernel_size, dims...) as it is, each plain int (groups, dim) as a one-element list.
-  // Bools, floats and Scalars (alpha, beta) are left out; so are omitted optional ints. Convolution: stride, padding, dilation,
-  // output_padding, {groups}.
+  // Bools, floats and Scalars (alpha, beta) are left out; so are omitted optional ints.
+  // Convolution: stride, padding, dilation, output_padding, {groups}.
   std::vector<std::vector<int64_t>> int_args;
-  int64_t element_size = 0;        // bytes per element of the first tensor argument
-  std::string layer;               // module path ("features.0"), or "" when unknown
+  int64_t element_size = 0;  // bytes per element of the first tensor argument
+  std::string layer;         // module path ("features.0"), or "" when unknown
 };
 
 struct DeviceTransfer {

@@ -56,8 +56,8 @@ std::vector<int64_t> layer_input_bytes(torch::nn::Sequential& model, const at::T
 struct CutCosts {
   std::vector<std::vector<double>> enter, leave;
 };
-CutCosts cut_microseconds(const std::vector<int64_t>& input_bytes, const std::vector<AcceleratorSpec>& specs,
-                          bool train);
+CutCosts cut_microseconds(const std::vector<int64_t>& input_bytes,
+                          const std::vector<AcceleratorSpec>& specs, bool train);
 
 // costs[s][l] = parameters of child l, the same for every one of `stages` stages.
 std::vector<std::vector<double>> parameter_costs(torch::nn::Sequential& model, int stages);

@@ -43,7 +43,8 @@ class CostReport {
   // Names a device and gives its clock (for the trace and for microseconds in the table).
   void set_device(int index, const std::string& name, double clock_mhz);
   void add(int device, const std::string& layer, const std::string& op, const OpCost& cost);
-  void add_uncharged(int device, const std::string& layer, const std::string& op, const std::string& reason);
+  void add_uncharged(int device, const std::string& layer, const std::string& op,
+                     const std::string& reason);
   // Either of the above, as the dispatcher decided.
   void add(int device, const std::string& layer, const std::string& op, const Charge& charge);
   void clear() { entries_.clear(); }

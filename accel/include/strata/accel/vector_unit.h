@@ -21,7 +21,8 @@ class VectorUnit {
   explicit VectorUnit(AcceleratorSpec spec);
 
   // elements x ops_per_element element-ops reading bytes_in and writing bytes_out.
-  OpCost elementwise(int64_t elements, double ops_per_element, int64_t bytes_in, int64_t bytes_out) const;
+  OpCost elementwise(int64_t elements, double ops_per_element, int64_t bytes_in,
+                     int64_t bytes_out) const;
   // Moving `bytes` (read, then written).
   OpCost copy(int64_t bytes) const;
   // Bytes to whole words of the spec.

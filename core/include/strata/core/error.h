@@ -30,19 +30,19 @@ std::string concat(const Args&... args) {
 
 // STRATA_CHECK(cond, "message parts", value, ...): throws strata::Error with the parts
 // streamed together when cond is false.
-#define STRATA_CHECK(cond, ...)                                     \
-  do {                                                              \
+#define STRATA_CHECK(cond, ...)                                                \
+  do {                                                                         \
     if (!(cond)) throw ::strata::Error(::strata::detail::concat(__VA_ARGS__)); \
   } while (0)
 
 // STRATA_CHECK_EQ(seen, expected, "what"): "what: got <seen>, expected <expected>".
-#define STRATA_CHECK_EQ(seen, expected, what)                                        \
-  do {                                                                               \
-    const auto& strata_seen_ = (seen);                                               \
-    const auto& strata_expected_ = (expected);                                       \
-    if (!(strata_seen_ == strata_expected_))                                         \
-      throw ::strata::Error(::strata::detail::concat(what, ": got ", strata_seen_,    \
-                                                     ", expected ", strata_expected_)); \
+#define STRATA_CHECK_EQ(seen, expected, what)                                                     \
+  do {                                                                                            \
+    const auto& strata_seen_ = (seen);                                                            \
+    const auto& strata_expected_ = (expected);                                                    \
+    if (!(strata_seen_ == strata_expected_))                                                      \
+      throw ::strata::Error(::strata::detail::concat(what, ": got ", strata_seen_, ", expected ", \
+                                                     strata_expected_));                          \
   } while (0)
 
 #define STRATA_FAIL(...) throw ::strata::Error(::strata::detail::concat(__VA_ARGS__))

@@ -97,8 +97,8 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
 
   TransformerLMOptions options;
-  int64_t heads;         // this layer's heads
-  int64_t active_heads;  // the heads forward() runs, 1..heads; all by default
+  int64_t heads;                   // this layer's heads
+  int64_t active_heads;            // the heads forward() runs, 1..heads; all by default
   torch::nn::Linear qkv{nullptr};  // d_model -> 3 heads head_dim: queries, keys, values
   torch::nn::Linear out{nullptr};  // heads head_dim -> d_model
 };
@@ -109,7 +109,6 @@ TORCH_MODULE(CausalSelfAttention);
 // FFN (strata::elastic::MatFfn); width = ffn_in's output size is the ordinary FFN.
 at::Tensor feed_forward(const at::Tensor& x, const torch::nn::Linear& ffn_in,
                         const torch::nn::Linear& ffn_out, int64_t width);
-
 
 // The residual structure of a pre-LayerNorm decoder block: h = x + attn(norm1(x)), then
 // h + ffn(norm2(h)), with dropout `p` on both branches in training. DecoderBlock's, shared
@@ -163,7 +162,8 @@ torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options = 
 
 // The shape of every parameter make_transformer_lm(options) registers, by name (the tied
 // table under both of its names), without building the model.
-std::map<std::string, std::vector<int64_t>> transformer_lm_shapes(const TransformerLMOptions& options);
+std::map<std::string, std::vector<int64_t>> transformer_lm_shapes(
+    const TransformerLMOptions& options);
 
 // The decoder blocks of `model` (one made by make_transformer_lm, or any module holding
 // such blocks), in model order.
@@ -180,7 +180,6 @@ struct LoadedTransformerLM {
   int64_t step = 0;
 };
 LoadedTransformerLM load_transformer_lm(const std::string& checkpoint);
-
 
 // Mean cross-entropy in nats over all positions: logits [B, T, V], targets int64 [B, T].
 at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& targets);

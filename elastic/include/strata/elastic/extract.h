@@ -4,11 +4,12 @@
 //
 // A MatFormer checkpoint is a fortunes-lm checkpoint (examples/train_lm --matformer)
 // whose extra also holds {"matformer": {"granularities": [{"ffn": .., "heads": ..}, ...]}}
-// and, optionally, {"mix_n_match": [Mix'n'Match submodels scored after training]}. The extracted checkpoint holds the submodel's
-// weights under the names make_transformer_lm gives them (kept layers renumbered), and its
-// extra describes it with per-layer widths, so core::load_transformer_lm loads it without
-// any MatFormer code: the first m rows of ffn_in and columns of ffn_out, the first h'
-// heads' rows of each of q, k and v in qkv and their columns of out.
+// and, optionally, {"mix_n_match": [Mix'n'Match submodels scored after training]}. The extracted
+// checkpoint holds the submodel's weights under the names make_transformer_lm gives them (kept
+// layers renumbered), and its extra describes it with per-layer widths, so
+// core::load_transformer_lm loads it without any MatFormer code: the first m rows of ffn_in and
+// columns of ffn_out, the first h' heads' rows of each of q, k and v in qkv and their columns of
+// out.
 //
 //   auto info = strata::elastic::read_matformer_checkpoint(reader);
 //   auto report = strata::elastic::extract_submodel("universal/step-00002000",

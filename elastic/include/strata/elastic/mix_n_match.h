@@ -45,8 +45,8 @@ std::vector<ScoredSubmodel> mix_n_match_candidates(const core::TransformerLMOpti
                                                    const std::vector<Granularity>& granularities,
                                                    int64_t limit = 4096);
 // The slowly changing submodels (see above), largest first.
-std::vector<ScoredSubmodel> slowly_changing_submodels(const core::TransformerLMOptions& model,
-                                                      const std::vector<Granularity>& granularities);
+std::vector<ScoredSubmodel> slowly_changing_submodels(
+    const core::TransformerLMOptions& model, const std::vector<Granularity>& granularities);
 
 // The heuristic's pick. Throws strata::Error when even the smallest submodel exceeds the
 // budget, naming both.
@@ -57,10 +57,11 @@ ScoredSubmodel mix_n_match_heuristic(const core::TransformerLMOptions& model,
 // Scores the `top` candidates with the most parameters within the budget (`score`: lower
 // is better, e.g. a validation loss) and returns them, best first. Throws like the
 // heuristic when nothing fits.
-std::vector<ScoredSubmodel> mix_n_match_search(
-    const core::TransformerLMOptions& model, const std::vector<Granularity>& granularities,
-    const SubmodelBudget& budget, const std::function<double(const Submodel&)>& score,
-    int top = 16);
+std::vector<ScoredSubmodel> mix_n_match_search(const core::TransformerLMOptions& model,
+                                               const std::vector<Granularity>& granularities,
+                                               const SubmodelBudget& budget,
+                                               const std::function<double(const Submodel&)>& score,
+                                               int top = 16);
 
 // The scored submodels no other one beats on both parameters and loss, smallest first.
 std::vector<ScoredSubmodel> pareto_front(std::vector<ScoredSubmodel> scored);

@@ -7,11 +7,11 @@
 // so that training programs, pipelines and checkpoints treat it like fortunes-lm. Also the
 // command-line flags of train_lm --moe.
 
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/pimpl.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>

@@ -6,8 +6,8 @@
 // router actually sends to each expert.
 
 #include <ATen/core/Tensor.h>
-#include <nlohmann/json.hpp>
 #include <torch/arg.h>
+#include <nlohmann/json.hpp>
 
 #include <map>
 #include <string>
@@ -46,7 +46,8 @@ class CalibrationSource {
   // float [n, d], n <= max_tokens (n may be 0): inputs that reach expert `expert` of
   // `stack`, i.e. the tokens its router sends there, after whatever the layer applies
   // before its experts (a layer norm).
-  virtual at::Tensor expert_inputs(const ExpertStack& stack, int64_t expert, int64_t max_tokens) = 0;
+  virtual at::Tensor expert_inputs(const ExpertStack& stack, int64_t expert,
+                                   int64_t max_tokens) = 0;
   virtual std::string describe() const = 0;
 };
 
@@ -93,7 +94,9 @@ class RoutedTokenRecorder {
 
   // The recorded tokens as "P.tokens" / "P.experts" tensors, per layer P.
   std::map<std::string, at::Tensor> tensors() const;
-  RecordedCalibration calibration() const { return RecordedCalibration(tensors(), "recorded routing"); }
+  RecordedCalibration calibration() const {
+    return RecordedCalibration(tensors(), "recorded routing");
+  }
   void save(const std::string& path) const;
   int64_t tokens(const std::string& layer, int64_t expert) const;
 
@@ -118,8 +121,8 @@ struct QmoeCompressOptions {
 struct QmoeLayerReport {
   std::string name;
   int64_t experts = 0, d = 0, hidden = 0;
-  int64_t calibration_tokens = 0;      // over all experts
-  int64_t rounded_to_nearest = 0;      // experts (w_in and w_out counted apart) GPTQ skipped
+  int64_t calibration_tokens = 0;  // over all experts
+  int64_t rounded_to_nearest = 0;  // experts (w_in and w_out counted apart) GPTQ skipped
   double bits_per_weight = 0;
   // Share of the ternary weights (w_in and w_out of all experts) that are zero: the
   // dictionary is built for 0.885, and fewer zeros cost more bits per weight.

@@ -51,7 +51,7 @@ class TaskMoELayerImpl : public torch::nn::Module {
   const std::vector<int64_t>& experts_of(int64_t task) const;
 
   TaskMoELayerOptions options;
-  MoELayer moe{nullptr};                  // the expert stacks, without a router of its own
+  MoELayer moe{nullptr};                   // the expert stacks, without a router of its own
   torch::nn::ModuleList routers{nullptr};  // routers[t]: Router over task t's experts
 
  private:

@@ -80,8 +80,8 @@ class ControlPlane {
   ReliabilityFlags flags_;
   std::unique_ptr<ControlStoreServer> server_;
   std::string address_;
-  std::shared_ptr<ControlStoreClient> store_;           // for the program
-  std::unique_ptr<Watchdog> watchdog_;                  // with a connection of its own
+  std::shared_ptr<ControlStoreClient> store_;  // for the program
+  std::unique_ptr<Watchdog> watchdog_;         // with a connection of its own
   bool finished_ = false;
 };
 

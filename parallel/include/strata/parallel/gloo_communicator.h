@@ -28,11 +28,10 @@ class GlooCommunicator final : public Communicator {
   // Joins the group of `size` ranks meeting under `prefix` in `store` (collective: every
   // rank calls it with the same prefix). Operations that do not finish within `timeout`
   // raise an error. Throws strata::Error when strata was built without Gloo.
-  static std::shared_ptr<GlooCommunicator> create(std::shared_ptr<ControlStoreClient> store,
-                                                  int rank, int size,
-                                                  const std::string& prefix = "gloo",
-                                                  std::chrono::milliseconds timeout =
-                                                      std::chrono::minutes(30));
+  static std::shared_ptr<GlooCommunicator> create(
+      std::shared_ptr<ControlStoreClient> store, int rank, int size,
+      const std::string& prefix = "gloo",
+      std::chrono::milliseconds timeout = std::chrono::minutes(30));
   ~GlooCommunicator() override;
 
   int rank() const override { return rank_; }

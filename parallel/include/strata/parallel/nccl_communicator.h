@@ -42,9 +42,9 @@ class NcclCommunicator final : public Communicator {
   static std::shared_ptr<NcclCommunicator> create_from_mpi(Communicator& bootstrap, int device);
   // The same through the control plane's rendezvous store (a job started by strata-run):
   // rank 0 makes the id and sets it under `key`, the other ranks wait for it there.
-  static std::shared_ptr<NcclCommunicator> create_from_store(ControlStoreClient& store, int rank,
-                                                             int size, int device,
-                                                             const std::string& key = "nccl/unique_id");
+  static std::shared_ptr<NcclCommunicator> create_from_store(
+      ControlStoreClient& store, int rank, int size, int device,
+      const std::string& key = "nccl/unique_id");
 
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;

@@ -32,8 +32,7 @@
 namespace strata::parallel {
 
 // The loss of one micro-batch: the mean over its rows (the executor divides by M).
-using PipelineLoss =
-    std::function<at::Tensor(const at::Tensor& output, const at::Tensor& target)>;
+using PipelineLoss = std::function<at::Tensor(const at::Tensor& output, const at::Tensor& target)>;
 
 // Which stages drop their activations after the forward and recompute them for the
 // backward. Except-last spares the last global stage, whose backward follows its forward.
@@ -175,8 +174,8 @@ class PipelineExecutor {
   // Per step.
   std::vector<at::Tensor> input_chunks_, target_chunks_;
   std::map<Key, std::unique_ptr<Saved>> saved_;
-  std::map<Key, at::Tensor> activations_;  // a stage's output, keyed by that stage
-  std::map<Key, at::Tensor> gradients_;    // the gradient of a stage's input, by that stage
+  std::map<Key, at::Tensor> activations_;       // a stage's output, keyed by that stage
+  std::map<Key, at::Tensor> gradients_;         // the gradient of a stage's input, by that stage
   std::map<Key, at::Tensor> skip_activations_;  // keyed by (route, micro-batch)
   std::map<Key, at::Tensor> skip_gradients_;    // keyed by (route, micro-batch)
   std::map<int, std::unique_ptr<PendingRecv>> receives_;  // by message tag

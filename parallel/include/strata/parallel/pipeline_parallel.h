@@ -97,8 +97,8 @@ class PipelineParallel {
   // Collective: every rank calls it. The first replica's stages send their tensors and
   // optimizer state to world rank 0, which writes one checkpoint in the whole model's
   // names (core/checkpoint.h), loadable with any pipeline and data-parallel size.
-  void save_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer,
-                       int64_t step, const nlohmann::json& extra = {});
+  void save_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer, int64_t step,
+                       const nlohmann::json& extra = {});
   // Every rank loads its own layers (and their optimizer state) from a checkpoint of the
   // whole model; returns its step.
   int64_t load_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer,

@@ -67,8 +67,8 @@ struct StagePlan {
   int64_t begin = 0, end = 0;  // layers [begin, end)
   std::vector<std::string> layer_names;
   int64_t parameters = 0;
-  double time = 0;            // seconds per micro-batch, forward + backward
-  int64_t memory_bytes = 0;   // by the MemoryModel the partition was made with
+  double time = 0;           // seconds per micro-batch, forward + backward
+  int64_t memory_bytes = 0;  // by the MemoryModel the partition was made with
 };
 
 struct PipelinePartition {

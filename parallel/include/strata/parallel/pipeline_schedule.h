@@ -69,8 +69,7 @@ PipelineSchedule make_gpipe_schedule(int ranks, int micro_batches);
 PipelineSchedule make_1f1b_schedule(int ranks, int micro_batches);
 // Megatron-LM's interleaved 1F1B with v model chunks per rank; the bubble shrinks by about
 // v at v times the transfers. Needs micro_batches to be a multiple of ranks.
-PipelineSchedule make_interleaved_1f1b_schedule(int ranks, int micro_batches,
-                                                int virtual_stages);
+PipelineSchedule make_interleaved_1f1b_schedule(int ranks, int micro_batches, int virtual_stages);
 // ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism"): 1F1B with the backward split
 // into B and W; rank r delays its first r W passes so that they fill the cool-down
 // bubbles. Rank 0 holds at most K micro-batches, like 1F1B; with F = B = W the bubble is
@@ -78,8 +77,8 @@ PipelineSchedule make_interleaved_1f1b_schedule(int ranks, int micro_batches,
 PipelineSchedule make_zb_h1_schedule(int ranks, int micro_batches);
 // name: "gpipe", "1f1b", "interleaved" or "zb-h1". virtual_stages is for "interleaved"
 // and must be 1 otherwise.
-PipelineSchedule make_pipeline_schedule(const std::string& name, int ranks,
-                                        int micro_batches, int virtual_stages = 1);
+PipelineSchedule make_pipeline_schedule(const std::string& name, int ranks, int micro_batches,
+                                        int virtual_stages = 1);
 
 // Throws strata::Error naming the rank, the instruction index and the instruction when
 // the schedule would deadlock, sends something nobody receives, computes before its

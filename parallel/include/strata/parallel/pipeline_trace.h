@@ -45,8 +45,7 @@ PipelineIdle measure_idle(const std::vector<PipelineInstructionRecord>& records,
 //                 cool-down and the real bubble is larger; simulate_schedule gives it)
 // Raises strata::Error for an unknown schedule, K, M or v below 1, or v != 1 outside
 // interleaved.
-double theoretical_idle_fraction(const std::string& schedule, int K, int M,
-                                 int virtual_stages = 1);
+double theoretical_idle_fraction(const std::string& schedule, int K, int M, int virtual_stages = 1);
 
 // Rows a rank's trace uses besides one per stage (tid = stage): transfers and waits, and
 // the all-reduce and optimizer step.
@@ -66,7 +65,6 @@ void add_pipeline_records(core::ChromeTrace& trace,
 // the other ranks. Traces travel as JSON text in uint8 tensors (sizes all-gathered first,
 // then the bytes sent to root). Call it between steps, not during one.
 core::ChromeTrace gather_trace(Communicator& comm, const core::ChromeTrace& local, int root = 0);
-
 
 // The timeline of several steps of one executor, every rank in one trace: call add_step
 // after each step to keep (on every rank of `comm`, the first call is collective), then

@@ -40,7 +40,7 @@ namespace strata::parallel {
 
 // What a watchdog saw when the job aborted.
 struct WatchdogAbort {
-  std::string reason;         // one line: what hung, where, for how long
+  std::string reason;          // one line: what hung, where, for how long
   bool detected_here = false;  // this rank's watchdog set `abort`
   nlohmann::json report;       // {"reason", "detected_by", "timeout_s", "ranks": [...]}
 };

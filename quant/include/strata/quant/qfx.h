@@ -32,9 +32,9 @@ namespace strata::quant {
 
 struct FixedPointQuantizerOptions {
   explicit FixedPointQuantizerOptions(int width) : width_(width) {}
-  TORCH_ARG(int, width);                                 // W, 1..24 (exact in float32)
-  TORCH_ARG(bool, is_signed) = true;                     // ap_fixed, else ap_ufixed
-  TORCH_ARG(QuantMode, quant) = QuantMode::AP_RND;       // Q
+  TORCH_ARG(int, width);                                     // W, 1..24 (exact in float32)
+  TORCH_ARG(bool, is_signed) = true;                         // ap_fixed, else ap_ufixed
+  TORCH_ARG(QuantMode, quant) = QuantMode::AP_RND;           // Q
   TORCH_ARG(OverflowMode, overflow) = OverflowMode::AP_SAT;  // O
   // I to start from; unset: from max |x| of the first forward (calibration).
   TORCH_ARG(std::optional<double>, integer_bits) = std::nullopt;
@@ -119,7 +119,7 @@ struct QfxOptions {
   // Throws strata::Error for W or output W outside 1..24 or K < 1.
   void check() const;
   FixedPointQuantizerOptions quantizer(bool is_signed) const;  // activations
-  FixedPointQuantizerOptions weight_quantizer() const;        // with k_hot
+  FixedPointQuantizerOptions weight_quantizer() const;         // with k_hot
   FixedPointQuantizerOptions output_quantizer(bool is_signed) const;
 };
 

@@ -84,7 +84,6 @@ TORCH_MODULE(NMSparseLinear);
 // not divide is padded (see formats.h). Returns how many layers were replaced in *replaced.
 torch::nn::Sequential with_nm_sparse_training(const torch::nn::Sequential& model,
                                               const NMSparseLinearOptions& like,
-                                              bool keep_last_dense = true,
-                                              int* replaced = nullptr);
+                                              bool keep_last_dense = true, int* replaced = nullptr);
 
 }  // namespace strata::sparse
