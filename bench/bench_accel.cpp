@@ -22,7 +22,7 @@
 #include "strata/accel/attention_array.h"
 #include "strata/accel/cost_model.h"
 #include "strata/accel/systolic_array.h"
-#include "strata/core/cli.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -163,13 +163,13 @@ void cycles_suite() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     CLI::App app{
         "Simulated accelerator figures: cycles and utilization of standard layers on each preset."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     std::vector<std::string> suites = {"cycles"};
     app.add_option("--suites", suites, "Suites to run: cycles")->delimiter(',');
-    if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     for (const auto& s : suites) {
       if (s == "cycles")
         cycles_suite();

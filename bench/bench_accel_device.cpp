@@ -30,10 +30,10 @@
 #include "strata/accel/pipeline_placement.h"
 #include "strata/accel/simulator.h"
 #include "strata/accel/to_device.h"
-#include "strata/core/cli.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/core/threads.h"
-#include "strata/core/transformer_lm.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -214,10 +214,10 @@ int run(const Flags& f) {
 
 int main(int argc, char** argv) {
   strata::bench::exec_with_sleeping_thread_pools(argv);
-  return core::run_main([&] {
+  return strata::programs::run_main([&] {
     Flags f;
     CLI::App app("Training steps on the simulated accelerator device against the CPU");
-    core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.add_option("--suites", f.suites,
                    "time (wall time against CPU), layers (simulated cost per layer)")
         ->delimiter(',');
@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
     app.add_option("--min-ms", f.min_ms, "least milliseconds per run and side")
         ->check(CLI::PositiveNumber);
     app.add_option("--batch", f.batch, "batch size")->check(CLI::PositiveNumber);
-    if (auto code = core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     return run(f);
   });
 }

@@ -15,14 +15,14 @@
 #include <cstdio>
 
 #include "bench_common.h"
-#include "strata/core/cli.h"
 #include "strata/core/flight_recorder.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
 #include "strata/core/threads.h"
-#include "strata/parallel/control_store.h"
-#include "strata/parallel/inprocess_communicator.h"
-#include "strata/parallel/recording_communicator.h"
-#include "strata/parallel/watchdog.h"
+#include "strata/parallel/comm/inprocess_communicator.h"
+#include "strata/parallel/comm/recording_communicator.h"
+#include "strata/parallel/control/control_store.h"
+#include "strata/parallel/control/watchdog.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -47,12 +47,12 @@ struct Trainer {
 
 int main(int argc, char** argv) {
   strata::bench::exec_with_sleeping_thread_pools(argv);
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     int runs = 5;
     CLI::App app{"Cost of the control plane (flight recorder, watchdog) on a training step."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.add_option("--runs", runs, "Paired runs per case")->check(CLI::PositiveNumber);
-    if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     strata::core::set_num_threads(1);
 
     auto plain = strata::parallel::InProcessCommunicator::create(1)[0];

@@ -28,14 +28,14 @@
 
 #include "bench_common.h"
 #include "strata/core/checkpoint.h"
-#include "strata/core/cli.h"
+#include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
-#include "strata/core/lm_validation.h"
-#include "strata/core/text_corpus.h"
+#include "strata/core/models/lm_validation.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
-#include "strata/core/transformer_lm.h"
 #include "strata/elastic/extract.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -259,11 +259,11 @@ void extract(const Flags& f) {
 
 int main(int argc, char** argv) {
   strata::bench::exec_with_sleeping_thread_pools(argv);
-  return core::run_main([&] {
+  return strata::programs::run_main([&] {
     Flags f;
     f.extract_bin = (fs::path(argv[0]).parent_path() / "../tools/strata-extract").string();
     CLI::App app{"MatFormer benchmarks: quality of submodels, forward time, extraction."};
-    core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.add_option("--suites", f.suites, "quality, speed, extract")->delimiter(',');
     app.add_option("--universal", f.universal, "MatFormer checkpoint (train_lm --matformer)");
     app.add_option("--dense", f.dense, "Dense checkpoints trained alone, one per FFN width")
@@ -274,7 +274,7 @@ int main(int argc, char** argv) {
     app.add_option("--threads", f.threads, "Threads")->check(CLI::PositiveNumber);
     app.add_option("--extract-bin", f.extract_bin, "strata-extract program");
     app.add_option("--scratch", f.scratch, "Scratch directory for extracted checkpoints");
-    if (auto code = core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     core::set_num_threads(f.threads);
     for (const std::string& suite : f.suites) {
       STRATA_CHECK(suite == "quality" || suite == "speed" || suite == "extract",

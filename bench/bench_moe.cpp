@@ -19,10 +19,10 @@
 #include <iostream>
 
 #include "bench_common.h"
-#include "strata/core/cli.h"
 #include "strata/core/threads.h"
 #include "strata/moe/moe_layer.h"
 #include "strata/moe/router.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -114,10 +114,10 @@ void run(const Config& c, int threads) {
 
 int main(int argc, char** argv) {
   strata::bench::exec_with_sleeping_thread_pools(argv);
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     Config c;
     CLI::App app{"MoE dispatch and combine: sorted (MoELayer) against a one-hot einsum."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.add_option("--threads", c.threads, "Thread counts to run with")->check(CLI::PositiveNumber);
     app.add_option("--tokens", c.tokens, "Tokens routed")->check(CLI::PositiveNumber);
     app.add_option("--experts", c.experts, "Experts")->check(CLI::PositiveNumber);
@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
         ->check(CLI::PositiveNumber);
     app.add_option("--min-ms", c.min_ms, "Minimum length of each timed run")
         ->check(CLI::PositiveNumber);
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     for (int threads : c.threads) run(c, threads);
     return 0;
   });

@@ -20,17 +20,17 @@
 
 #include <nlohmann/json.hpp>
 
-#include "strata/core/cli.h"
+#include "strata/core/data/fashion_mnist.h"
 #include "strata/core/error.h"
-#include "strata/core/fashion_mnist.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
-#include "strata/parallel/mpi_communicator.h"
-#include "strata/parallel/pipeline_parallel.h"
-#include "strata/parallel/pipeline_trace.h"
-#include "strata/parallel/process_grid.h"
+#include "strata/parallel/comm/mpi_communicator.h"
+#include "strata/parallel/data/process_grid.h"
+#include "strata/parallel/pipeline/pipeline_parallel.h"
+#include "strata/parallel/pipeline/trace.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -309,14 +309,14 @@ int run_pipeline(const Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     Config config;
     CLI::App app{
         "Pipeline-parallel throughput, idle time and memory of fmnist-mlp.\n"
         "--mode pipeline under mpirun -np K; --mode single in one process."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     add_flags(app, config);
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     return config.mode == "single" ? run_single(config) : run_pipeline(config);
   });
 }

@@ -28,12 +28,12 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_common.h"
-#include "strata/core/cli.h"
 #include "strata/core/error.h"
 #include "strata/core/threads.h"
 #include "strata/moe/compressed_expert.h"
 #include "strata/moe/qmoe_compress.h"
 #include "strata/moe/ternary_gptq.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -191,11 +191,11 @@ void speed_suite(const Config& c) {
 
 int main(int argc, char** argv) {
   strata::bench::exec_with_sleeping_thread_pools(argv);
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     CLI::App app{
         "QMoE benchmarks: bits per parameter and loss gap of a trained expert, compressed vs dense "
         "speed."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     Config c;
     app.add_option("--suites", c.suites, "trained, speed")->delimiter(',')->capture_default_str();
     app.add_option("--threads", c.threads, "Thread counts (speed)")
@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--kernel", c.kernel, "auto, reference, portable or avx512")
         ->capture_default_str();
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     STRATA_CHECK(c.runs >= 1, "--runs ", c.runs, ", expected >= 1");
     for (const auto& s : c.suites)
       STRATA_CHECK(s == "trained" || s == "speed", "--suites ", s, ": expected trained or speed");

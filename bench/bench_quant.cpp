@@ -30,11 +30,11 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_common.h"
-#include "strata/core/cli.h"
+#include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
-#include "strata/core/text_corpus.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/core/threads.h"
-#include "strata/core/transformer_lm.h"
+#include "strata/programs/cli.h"
 #include "strata/quant/activation_quant.h"
 #include "strata/quant/bitmod.h"
 #include "strata/quant/fixed_point.h"
@@ -193,9 +193,9 @@ void run_lm(const Config& c) {
 
 int main(int argc, char** argv) {
   strata::bench::exec_with_sleeping_thread_pools(argv);
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     CLI::App app{"strata::quant benchmarks: fixed-point cast, BitModLinear, quantized fortunes-lm"};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     Config c;
     app.add_option("--suites", c.suites, "Suites to run: fixed bitmod lm")->delimiter(',');
     app.add_option("--runs", c.runs, "Timed runs per figure (median)")->check(CLI::PositiveNumber);
@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
     app.add_option("--lm-batches", c.lm_batches, "lm: validation batches of 32 x 128")
         ->check(CLI::PositiveNumber);
     app.add_option("--data-dir", c.data_dir, "lm: the fortunes text directory");
-    if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     STRATA_CHECK(!c.threads.empty(), "--threads: expected at least one thread count");
     for (const std::string& suite : c.suites)
       STRATA_CHECK(suite == "fixed" || suite == "bitmod" || suite == "lm",

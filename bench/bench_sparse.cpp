@@ -21,10 +21,10 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_common.h"
-#include "strata/core/cli.h"
 #include "strata/core/error.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
 #include "strata/core/threads.h"
+#include "strata/programs/cli.h"
 #include "strata/sparse/nm_sparse_linear.h"
 #include "strata/sparse/pruning.h"
 #include "strata/sparse/spgemm.h"
@@ -204,9 +204,9 @@ void run_spgemm(const Config& c, int threads) {
 
 int main(int argc, char** argv) {
   strata::bench::exec_with_sleeping_thread_pools(argv);
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     CLI::App app("Sparse kernels vs torch::matmul fp32 on the bert-gemm shapes");
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     Config c;
     app.add_option("--threads", c.threads, "intra-op (and OpenBLAS) thread counts, one table each");
     app.add_option("--tokens", c.tokens, "token counts M");
@@ -220,7 +220,7 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"kernels", "training", "spgemm"}));
     app.add_option("--train-batch", c.train_batch, "batch of the training section")
         ->check(CLI::PositiveNumber);
-    if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     std::printf("# kernels: avx512 %s, vnni %s%s\n", sp::cpu_has_avx512() ? "yes" : "no",
                 sp::cpu_has_avx512_vnni() ? "yes" : "no", c.portable ? " (portable forced)" : "");
     for (int t : c.threads) {

@@ -31,13 +31,13 @@
 #include "strata/accel/area_model.h"
 #include "strata/accel/aten_ops.h"
 #include "strata/accel/cost_model.h"
-#include "strata/core/cli.h"
+#include "strata/core/data/fashion_mnist.h"
 #include "strata/core/error.h"
-#include "strata/core/fashion_mnist.h"
 #include "strata/core/logging.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -686,12 +686,12 @@ int run(const Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     Config config;
     CLI::App app{"NASAIC-style co-exploration of fmnist-cnn variants and simulated accelerators"};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     add_flags(app, config);
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     return run(config);
   });
 }

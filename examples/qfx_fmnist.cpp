@@ -15,15 +15,15 @@
 
 #include <spdlog/spdlog.h>
 
-#include "strata/core/cli.h"
+#include "strata/core/data/fashion_mnist.h"
 #include "strata/core/error.h"
-#include "strata/core/fashion_mnist.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
+#include "strata/programs/cli.h"
 #include "strata/quant/qfx.h"
 
 namespace {
@@ -283,14 +283,14 @@ int run(Config c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     Config config;
     CLI::App app{
         "QFX on fmnist-cnn: float training, then post-training quantization and QFX "
         "fine-tuning at each width, and multiplier-free K-hot weights."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     add_flags(app, config);
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     return run(config);
   });
 }

@@ -15,16 +15,16 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "strata/core/cli.h"
+#include "strata/core/data/fashion_mnist.h"
 #include "strata/core/error.h"
-#include "strata/core/fashion_mnist.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
 #include "strata/core/progress.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
+#include "strata/programs/cli.h"
 #include "strata/sparse/nm_sparse_linear.h"
 #include "strata/sparse/pruning.h"
 
@@ -239,12 +239,12 @@ int run(const Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     Config config;
     CLI::App app{"N:M sparse training or magnitude pruning of fmnist-mlp on Fashion-MNIST"};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     add_flags(app, config);
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     return run(config);
   });
 }

@@ -21,21 +21,21 @@
 #include <spdlog/spdlog.h>
 
 #include "strata/core/checkpoint.h"
-#include "strata/core/cli.h"
-#include "strata/core/distributed_sampler.h"
+#include "strata/core/data/distributed_sampler.h"
+#include "strata/core/data/fashion_mnist.h"
 #include "strata/core/error.h"
-#include "strata/core/fashion_mnist.h"
 #include "strata/core/fault_injection.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
 #include "strata/core/progress.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
-#include "strata/parallel/configuration_check.h"
-#include "strata/parallel/control_plane.h"
-#include "strata/parallel/pipeline_program.h"
+#include "strata/parallel/control/configuration_check.h"
+#include "strata/parallel/control/control_plane.h"
+#include "strata/programs/cli.h"
+#include "strata/programs/pipeline_flags.h"
 
 namespace {
 
@@ -54,9 +54,9 @@ struct Config {
   uint64_t seed = 0;
   int threads = strata::core::default_threads_per_rank();
   bool log_all_ranks = false;
-  strata::core::TrainingRunFlags run;
+  strata::programs::TrainingRunFlags run;
   strata::parallel::ReliabilityFlags reliability;
-  strata::parallel::PipelineFlags pipeline;
+  strata::programs::PipelineFlags pipeline;
 };
 
 void add_flags(CLI::App& app, Config& c) {
@@ -76,9 +76,9 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--threads", c.threads, "Threads per rank (LibTorch and BLAS)")
       ->check(CLI::PositiveNumber);
   app.add_flag("--log-all-ranks", c.log_all_ranks, "Log from every rank, not only rank 0");
-  strata::core::add_training_run_flags(app, c.run);
+  strata::programs::add_training_run_flags(app, c.run);
   strata::parallel::add_reliability_flags(app, c.reliability);
-  strata::parallel::add_pipeline_flags(app, c.pipeline);
+  strata::programs::add_pipeline_flags(app, c.pipeline);
 }
 
 double learning_rate(const Config& c, int64_t step, int64_t schedule_steps) {
@@ -119,7 +119,7 @@ int train(const Config& c, const std::string& configuration) {
   const int ranks = world->size();
   strata::core::init_logging(rank, c.log_all_ranks);
   strata::core::set_num_threads(c.threads);
-  const strata::parallel::PipelineFlags& pipe = c.pipeline;
+  const strata::programs::PipelineFlags& pipe = c.pipeline;
   const int64_t local_batch = pipe.replica_batch(c.batch, ranks);
   const int replicas = ranks / pipe.pp;
   c.run.check();
@@ -174,7 +174,7 @@ int train(const Config& c, const std::string& configuration) {
 
   // Throughput is measured after a warm-up, so that first-touch allocations don't count.
   const int64_t warmup_steps = step + std::min<int64_t>(20, (last_step - step) / 10);
-  strata::parallel::PipelineReport report(pipe, model.pipeline());
+  strata::programs::PipelineReport report(pipe, model.pipeline());
   strata::core::Stopwatch measure;
   double loss_sum = 0;  // this replica's loss, summed since the last log line
   int64_t loss_count = 0;
@@ -240,15 +240,15 @@ int train(const Config& c, const std::string& configuration) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     Config config;
     CLI::App app{
         "Data-parallel and pipelined training of fmnist-mlp or fmnist-cnn on "
         "Fashion-MNIST.\nRun under mpirun -np N for N ranks, or alone for one process."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     add_flags(app, config);
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
-    strata::parallel::check_pipeline_flags(app, config.pipeline);
-    return train(config, strata::core::configuration_text(app));
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
+    strata::programs::check_pipeline_flags(app, config.pipeline);
+    return train(config, strata::programs::configuration_text(app));
   });
 }

@@ -28,25 +28,25 @@
 #include <spdlog/spdlog.h>
 
 #include "strata/core/checkpoint.h"
-#include "strata/core/cli.h"
+#include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
 #include "strata/core/fault_injection.h"
-#include "strata/core/lm_validation.h"
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
+#include "strata/core/models/lm_validation.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/core/progress.h"
-#include "strata/core/text_corpus.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
-#include "strata/core/transformer_lm.h"
 #include "strata/elastic/extract.h"
 #include "strata/elastic/matformer.h"
 #include "strata/elastic/mix_n_match.h"
 #include "strata/moe/expert_parallel.h"
 #include "strata/moe/moe_lm.h"
-#include "strata/parallel/configuration_check.h"
-#include "strata/parallel/control_plane.h"
-#include "strata/parallel/pipeline_program.h"
+#include "strata/parallel/control/configuration_check.h"
+#include "strata/parallel/control/control_plane.h"
+#include "strata/programs/cli.h"
+#include "strata/programs/pipeline_flags.h"
 
 namespace {
 
@@ -78,9 +78,9 @@ struct Config {
   std::vector<int64_t> head_granularities;  // empty: all heads at every granularity
   int mat_sample = 0;                       // granularities per step; 0: all
   int64_t mix_n_match_batches = 4;
-  strata::core::TrainingRunFlags run;
+  strata::programs::TrainingRunFlags run;
   strata::parallel::ReliabilityFlags reliability;
-  strata::parallel::PipelineFlags pipeline;
+  strata::programs::PipelineFlags pipeline;
   strata::moe::MoEFlags moe;
 
   core::TransformerLMOptions model() const {
@@ -144,9 +144,9 @@ void add_flags(CLI::App& app, Config& c) {
                  "Validation batches that score the Mix'n'Match submodels after training "
                  "(0: skip)")
       ->check(CLI::NonNegativeNumber);
-  strata::core::add_training_run_flags(app, c.run);
+  strata::programs::add_training_run_flags(app, c.run);
   strata::parallel::add_reliability_flags(app, c.reliability);
-  strata::parallel::add_pipeline_flags(app, c.pipeline);
+  strata::programs::add_pipeline_flags(app, c.pipeline);
   strata::moe::add_moe_flags(app, c.moe);
 }
 
@@ -339,7 +339,7 @@ int train(const Config& c, const std::string& configuration) {
 
   // Step time is measured after a warm-up, so that first-touch allocations don't count.
   const int64_t warmup_end = first_step + std::min<int64_t>(10, (c.steps - first_step) / 10);
-  strata::parallel::PipelineReport report(c.pipeline, model.pipeline());
+  strata::programs::PipelineReport report(c.pipeline, model.pipeline());
   core::Stopwatch measure;
   double measured_seconds = 0;  // training steps only, not evaluations or checkpoints
   double loss_sum = 0;
@@ -432,14 +432,14 @@ int train(const Config& c, const std::string& configuration) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return core::run_main([&] {
+  return strata::programs::run_main([&] {
     Config config;
     CLI::App app{"Train fortunes-lm, a byte-level Transformer language model, on a text corpus."};
-    core::configure_cli(app);
+    strata::programs::configure_cli(app);
     add_flags(app, config);
-    if (auto exit_code = core::parse_cli(app, argc, argv)) return *exit_code;
-    strata::parallel::check_pipeline_flags(app, config.pipeline);
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
+    strata::programs::check_pipeline_flags(app, config.pipeline);
     strata::moe::check_moe_flags(app, config.moe);
-    return train(config, core::configuration_text(app));
+    return train(config, strata::programs::configuration_text(app));
   });
 }

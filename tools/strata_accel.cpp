@@ -28,11 +28,11 @@
 #include "strata/accel/pipeline_placement.h"
 #include "strata/accel/simulator.h"
 #include "strata/accel/to_device.h"
-#include "strata/core/cli.h"
 #include "strata/core/error.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/core/parameters.h"
-#include "strata/core/transformer_lm.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -306,11 +306,11 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     CLI::App app{
         "Cost of one layer on a simulated accelerator (cycles, stalls, utilization, "
         "SRAM/DRAM accesses, energy) as JSON."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.require_subcommand(1);
 
     SpecFlags sf;
@@ -387,7 +387,7 @@ int main(int argc, char** argv) {
     model->add_option("--balance", mf.balance,
                       "Pipeline split: cycles (simulated time) or parameters");
 
-    if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     if (presets->parsed()) return list_presets(as_json);
     if (model->parsed()) return run_model(sf, mf);
     const accel::AcceleratorSpec spec = build_spec(sf);

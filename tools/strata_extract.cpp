@@ -25,12 +25,12 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "strata/core/cli.h"
+#include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
-#include "strata/core/lm_validation.h"
-#include "strata/core/text_corpus.h"
-#include "strata/core/transformer_lm.h"
+#include "strata/core/models/lm_validation.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/elastic/extract.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -158,10 +158,10 @@ int main(int argc, char** argv) {
   // and stay resident (a 100M-parameter extraction peaked at 2.6x its output instead of
   // one tensor). A fixed threshold keeps every tensor in its own mapping.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
-  return core::run_main([&] {
+  return strata::programs::run_main([&] {
     Flags f;
     CLI::App app{"Cut a submodel out of a MatFormer fortunes-lm checkpoint."};
-    core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.add_option("--checkpoint", f.checkpoint, "MatFormer checkpoint (a step-N directory)")
         ->required();
     auto* out =
@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
     budget->excludes(config)->excludes(list);
     config->excludes(list);
     out->excludes(list);
-    if (auto code = core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     STRATA_CHECK(f.list || *granularity || *budget || *config,
                  "choose a submodel: --granularity, --budget-params or --config (or --list)");
     STRATA_CHECK(f.list || *out, "--out is required to extract a submodel");

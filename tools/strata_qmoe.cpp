@@ -33,14 +33,14 @@
 #include <iostream>
 
 #include "strata/core/checkpoint.h"
-#include "strata/core/cli.h"
+#include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
-#include "strata/core/lm_validation.h"
-#include "strata/core/text_corpus.h"
+#include "strata/core/models/lm_validation.h"
 #include "strata/moe/qmoe_compress.h"
 #include "strata/moe/qmoe_file.h"
 #include "strata/moe/qmoe_lm.h"
 #include "strata/moe/ternary_dictionary.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -252,9 +252,9 @@ int info(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     CLI::App app{"QMoE sub-1-bit compression of mixture-of-experts checkpoints."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.require_subcommand(1);
 
     std::string out, tokens_out, file, compressed, eval_checkpoint,
@@ -319,7 +319,7 @@ int main(int argc, char** argv) {
         app.add_subcommand("info", "Verify a compressed file and describe its layers");
     info_cmd->add_option("file", file, "Compressed file (.qmoe)")->required();
 
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     if (dict_cmd->parsed()) return write_dictionary(out);
     if (synth_cmd->parsed())
       return write_synthetic(out, tokens_out, layers, experts, d, hidden, tokens, seed);

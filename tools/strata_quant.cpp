@@ -16,8 +16,8 @@
 #include <iostream>
 #include <sstream>
 
-#include "strata/core/cli.h"
 #include "strata/core/error.h"
+#include "strata/programs/cli.h"
 #include "strata/quant/fixed_point.h"
 
 namespace {
@@ -89,9 +89,9 @@ int describe(const std::string& type_text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     CLI::App app{"HLS ap_fixed / ap_ufixed emulation: cast values, describe types."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.require_subcommand(1);
 
     std::string type_text;
@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     CLI::App* type_cmd = app.add_subcommand("type", "Print a type's range and resolution");
     type_cmd->add_option("--type", type_text, "e.g. 'ap_ufixed<4,0>'")->required();
 
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     if (cast_cmd->parsed()) return cast(type_text, values, raw);
     return describe(type_text);
   });

@@ -32,9 +32,9 @@
 #include <thread>
 #include <vector>
 
-#include "strata/core/cli.h"
 #include "strata/core/error.h"
-#include "strata/parallel/control_store.h"
+#include "strata/parallel/control/control_store.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -170,12 +170,12 @@ int launch(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     Options o;
     CLI::App app{
         "Starts N ranks of a strata program with a control store, like torchrun:\n"
         "  strata-run -n 2 build/examples/train_fmnist --model mlp"};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.prefix_command();  // everything from the program name on belongs to the program
     app.add_option("-n,--nproc", o.ranks, "Number of ranks")->check(CLI::Range(1, 1024));
     app.add_option("--port", o.port, "Control store port (0: any free port)")
@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
     app.add_option("--grace", o.grace,
                    "Seconds the other ranks get to exit after one failed, before SIGKILL")
         ->check(CLI::NonNegativeNumber);
-    if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     o.command = app.remaining();
     return launch(o);
   });

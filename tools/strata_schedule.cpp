@@ -11,10 +11,10 @@
 #include <fmt/format.h>
 
 #include "strata/core/chrome_trace.h"
-#include "strata/core/cli.h"
 #include "strata/core/error.h"
-#include "strata/parallel/pipeline_schedule.h"
-#include "strata/parallel/pipeline_schedule_json.h"
+#include "strata/parallel/pipeline/schedule.h"
+#include "strata/parallel/pipeline/schedule_json.h"
+#include "strata/programs/cli.h"
 
 namespace {
 
@@ -97,10 +97,10 @@ int run(const Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     Config c;
     CLI::App app{"Generate, verify and simulate pipeline schedules."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.add_option("--schedule", c.schedule, "gpipe, 1f1b, interleaved or zb-h1")
         ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
     app.add_option("--ranks", c.ranks, "Pipeline ranks (K)");
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     app.add_option("--backward-input", c.costs.backward_input, "Cost of a backward-input pass");
     app.add_option("--backward-weight", c.costs.backward_weight, "Cost of a backward-weight pass");
     app.add_option("--send", c.costs.send, "Cost of a transfer");
-    if (auto exit_code = strata::core::parse_cli(app, argc, argv)) return *exit_code;
+    if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     return run(c);
   });
 }

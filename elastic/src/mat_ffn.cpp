@@ -6,7 +6,7 @@
 #include <functional>
 
 #include "strata/core/error.h"
-#include "strata/core/transformer_lm.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/elastic/matformer.h"
 
 namespace strata::elastic {

@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "strata/core/checkpoint.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
 #include "test_util.h"
 
 using namespace strata::core;

@@ -2,12 +2,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "strata/core/cli.h"
 #include "strata/core/error.h"
+#include "strata/programs/cli.h"
 
-using strata::core::configure_cli;
-using strata::core::parse_cli;
-using strata::core::run_main;
+using strata::programs::configure_cli;
+using strata::programs::parse_cli;
+using strata::programs::run_main;
 using testing::HasSubstr;
 using testing::StartsWith;
 

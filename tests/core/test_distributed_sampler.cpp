@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "strata/core/distributed_sampler.h"
+#include "strata/core/data/distributed_sampler.h"
 #include "test_util.h"
 
 using strata::core::DistributedSampler;

@@ -5,7 +5,7 @@
 
 #include <filesystem>
 
-#include "strata/core/fashion_mnist.h"
+#include "strata/core/data/fashion_mnist.h"
 #include "test_util.h"
 
 using strata::core::FashionMnistSplit;

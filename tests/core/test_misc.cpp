@@ -5,7 +5,7 @@
 #include <torch/torch.h>
 
 #include "strata/core/logging.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
 #include "strata/core/progress.h"
 #include "strata/core/random.h"
 #include "strata/core/timer.h"

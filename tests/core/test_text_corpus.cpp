@@ -6,7 +6,7 @@
 
 #include <filesystem>
 
-#include "strata/core/text_corpus.h"
+#include "strata/core/data/text_corpus.h"
 #include "test_util.h"
 
 using strata::core::TextCorpus;

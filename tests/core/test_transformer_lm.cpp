@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "strata/core/checkpoint.h"
-#include "strata/core/transformer_lm.h"
+#include "strata/core/models/transformer_lm.h"
 #include "test_util.h"
 
 namespace core = strata::core;

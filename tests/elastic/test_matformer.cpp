@@ -13,13 +13,13 @@
 #include "core/test_util.h"
 #include "parallel/comm_test_support.h"
 #include "strata/core/checkpoint.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/core/parameters.h"
-#include "strata/core/transformer_lm.h"
 #include "strata/elastic/extract.h"
 #include "strata/elastic/mat_ffn.h"
 #include "strata/elastic/matformer.h"
 #include "strata/elastic/mix_n_match.h"
-#include "strata/parallel/hybrid_parallel.h"
+#include "strata/parallel/data/hybrid_parallel.h"
 
 namespace core = strata::core;
 namespace elastic = strata::elastic;

@@ -4,7 +4,7 @@
 #include <zlib.h>
 
 #include "fuzz_support.h"
-#include "strata/core/fashion_mnist.h"
+#include "strata/core/data/fashion_mnist.h"
 
 STRATA_FUZZ_TARGET({
   if (size == 0) return 0;

@@ -1,8 +1,8 @@
 // Pipeline schedule files (parallel::schedule_from_json, as strata-schedule and
 // --schedule FILE read them), then the verifier and the simulator on what parses.
 #include "fuzz_support.h"
-#include "strata/parallel/pipeline_schedule.h"
-#include "strata/parallel/pipeline_schedule_json.h"
+#include "strata/parallel/pipeline/schedule.h"
+#include "strata/parallel/pipeline/schedule_json.h"
 
 STRATA_FUZZ_TARGET({
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -16,8 +16,8 @@
 #include "strata/core/checkpoint.h"
 #include "strata/moe/expert_parallel.h"
 #include "strata/moe/moe_layer.h"
-#include "strata/parallel/hybrid_parallel.h"
-#include "strata/parallel/process_grid.h"
+#include "strata/parallel/data/hybrid_parallel.h"
+#include "strata/parallel/data/process_grid.h"
 
 namespace {
 

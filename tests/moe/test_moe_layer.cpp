@@ -9,7 +9,7 @@
 
 #include "core/test_util.h"
 #include "strata/moe/moe_layer.h"
-#include "strata/parallel/inprocess_communicator.h"
+#include "strata/parallel/comm/inprocess_communicator.h"
 
 namespace {
 

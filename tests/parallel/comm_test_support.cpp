@@ -9,10 +9,10 @@
 #include <thread>
 
 #include "strata/core/error.h"
-#include "strata/parallel/control_store.h"
-#include "strata/parallel/gloo_communicator.h"
-#include "strata/parallel/inprocess_communicator.h"
-#include "strata/parallel/mpi_communicator.h"
+#include "strata/parallel/comm/gloo_communicator.h"
+#include "strata/parallel/comm/inprocess_communicator.h"
+#include "strata/parallel/comm/mpi_communicator.h"
+#include "strata/parallel/control/control_store.h"
 
 namespace strata::parallel::testing {
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "strata/parallel/communicator.h"
+#include "strata/parallel/comm/communicator.h"
 
 namespace strata::parallel::testing {
 

@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "comm_test_support.h"
-#include "strata/parallel/control_plane.h"
+#include "strata/parallel/control/control_plane.h"
 
 namespace strata::parallel::testing {
 namespace {

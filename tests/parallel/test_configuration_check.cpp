@@ -5,7 +5,7 @@
 
 #include "comm_test_support.h"
 #include "core/test_util.h"
-#include "strata/parallel/configuration_check.h"
+#include "strata/parallel/control/configuration_check.h"
 
 namespace strata::parallel::testing {
 namespace {

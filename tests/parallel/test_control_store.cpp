@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "strata/core/error.h"
-#include "strata/parallel/control_store.h"
+#include "strata/parallel/control/control_store.h"
 
 namespace {
 

@@ -4,8 +4,8 @@
 #include <torch/torch.h>
 
 #include "comm_test_support.h"
-#include "strata/parallel/control_plane.h"
-#include "strata/parallel/distributed_data_parallel.h"
+#include "strata/parallel/control/control_plane.h"
+#include "strata/parallel/data/distributed_data_parallel.h"
 
 namespace {
 

@@ -7,8 +7,8 @@
 
 #include "strata/core/error.h"
 #include "strata/core/flight_recorder.h"
-#include "strata/parallel/inprocess_communicator.h"
-#include "strata/parallel/recording_communicator.h"
+#include "strata/parallel/comm/inprocess_communicator.h"
+#include "strata/parallel/comm/recording_communicator.h"
 
 namespace {
 

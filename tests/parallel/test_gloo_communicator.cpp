@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "comm_test_support.h"
-#include "strata/parallel/control_plane.h"
+#include "strata/parallel/control/control_plane.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 
 #include "comm_test_support.h"
 #include "strata/core/error.h"
-#include "strata/parallel/inprocess_communicator.h"
+#include "strata/parallel/comm/inprocess_communicator.h"
 
 namespace strata::parallel::testing {
 namespace {

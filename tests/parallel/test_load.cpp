@@ -11,7 +11,7 @@
 #include <cstdlib>
 
 #include "comm_test_support.h"
-#include "strata/parallel/pipeline_parallel.h"
+#include "strata/parallel/pipeline/pipeline_parallel.h"
 
 namespace strata::parallel::testing {
 namespace {

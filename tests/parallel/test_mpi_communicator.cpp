@@ -3,7 +3,7 @@
 #include <mpi.h>
 
 #include "comm_test_support.h"
-#include "strata/parallel/mpi_communicator.h"
+#include "strata/parallel/comm/mpi_communicator.h"
 
 namespace strata::parallel::testing {
 namespace {

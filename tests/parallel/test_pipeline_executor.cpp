@@ -6,9 +6,9 @@
 
 #include "comm_test_support.h"
 #include "strata/core/error.h"
-#include "strata/parallel/pipeline_executor.h"
-#include "strata/parallel/pipeline_partition.h"
-#include "strata/parallel/pipeline_skip.h"
+#include "strata/parallel/pipeline/executor.h"
+#include "strata/parallel/pipeline/partition.h"
+#include "strata/parallel/pipeline/skip.h"
 
 namespace strata::parallel::testing {
 namespace {

@@ -6,7 +6,7 @@
 #include "comm_test_support.h"
 #include "core/test_util.h"
 #include "strata/core/error.h"
-#include "strata/parallel/pipeline_parallel.h"
+#include "strata/parallel/pipeline/pipeline_parallel.h"
 
 namespace strata::parallel::testing {
 namespace {

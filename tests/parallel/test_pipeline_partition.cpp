@@ -10,8 +10,8 @@
 #include <random>
 
 #include "comm_test_support.h"
-#include "strata/core/models.h"
-#include "strata/parallel/pipeline_partition.h"
+#include "strata/core/models/fmnist_models.h"
+#include "strata/parallel/pipeline/partition.h"
 
 namespace strata::parallel::testing {
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "strata/core/error.h"
-#include "strata/parallel/pipeline_schedule.h"
+#include "strata/parallel/pipeline/schedule.h"
 
 namespace strata::parallel::testing {
 namespace {

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "strata/core/error.h"
-#include "strata/parallel/pipeline_schedule_json.h"
+#include "strata/parallel/pipeline/schedule_json.h"
 
 namespace {
 

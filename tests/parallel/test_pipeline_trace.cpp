@@ -6,7 +6,7 @@
 
 #include "comm_test_support.h"
 #include "strata/core/error.h"
-#include "strata/parallel/pipeline_trace.h"
+#include "strata/parallel/pipeline/trace.h"
 
 namespace strata::parallel::testing {
 namespace {

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "comm_test_support.h"
-#include "strata/parallel/mpi_communicator.h"
-#include "strata/parallel/process_grid.h"
+#include "strata/parallel/comm/mpi_communicator.h"
+#include "strata/parallel/data/process_grid.h"
 
 namespace strata::parallel::testing {
 namespace {

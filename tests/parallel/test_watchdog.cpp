@@ -7,8 +7,8 @@
 #include <thread>
 
 #include "strata/core/error.h"
-#include "strata/parallel/control_store.h"
-#include "strata/parallel/watchdog.h"
+#include "strata/parallel/control/control_store.h"
+#include "strata/parallel/control/watchdog.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/test_util.h"
-#include "strata/core/transformer_lm.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/quant/activation_quant.h"
 
 using namespace strata::quant;

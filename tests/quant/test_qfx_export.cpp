@@ -10,8 +10,8 @@
 
 #include "core/test_util.h"
 #include "quant/reference.h"
-#include "strata/core/fashion_mnist.h"
-#include "strata/core/models.h"
+#include "strata/core/data/fashion_mnist.h"
+#include "strata/core/models/fmnist_models.h"
 #include "strata/quant/qfx.h"
 
 using namespace strata::quant;

@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "core/test_util.h"
-#include "strata/core/models.h"
+#include "strata/core/models/fmnist_models.h"
 #include "strata/quant/fixed_arith.h"
 #include "strata/quant/qfx.h"
 

@@ -11,22 +11,22 @@
 
 #include <spdlog/spdlog.h>
 
-#include "strata/core/cli.h"
 #include "strata/core/flight_recorder.h"
-#include "strata/parallel/control_plane.h"
+#include "strata/parallel/control/control_plane.h"
+#include "strata/programs/cli.h"
 
 int main(int argc, char** argv) {
-  return strata::core::run_main([&] {
+  return strata::programs::run_main([&] {
     std::string fault = "recv";
     int steps = 5;
     strata::parallel::ReliabilityFlags reliability;
     CLI::App app{"Hangs on purpose (watchdog tests)."};
-    strata::core::configure_cli(app);
+    strata::programs::configure_cli(app);
     app.add_option("--fault", fault, "recv, exit or none")
         ->check(CLI::IsMember({"recv", "exit", "none"}));
     app.add_option("--steps", steps, "Healthy steps before the fault");
     strata::parallel::add_reliability_flags(app, reliability);
-    if (auto code = strata::core::parse_cli(app, argc, argv)) return *code;
+    if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
 
     auto world = strata::parallel::world_communicator();
     strata::parallel::ControlPlane control(*world, reliability);

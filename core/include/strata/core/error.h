@@ -3,7 +3,7 @@
 //
 // A user mistake (a bad flag, a bad file, a shape mismatch, a corrupt checkpoint) raises
 // strata::Error with a message that names the thing, the value seen and the value
-// expected. Programs catch it in main (see strata::core::run_main), print one line and
+// expected. Programs catch it in main (see strata::programs::run_main), print one line and
 // exit non-zero.
 
 #include <sstream>

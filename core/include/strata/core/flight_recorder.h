@@ -2,7 +2,7 @@
 // The flight recorder: what this process started and finished last (pipeline
 // instructions, communicator operations, checkpoint writes, optimizer steps), so that a
 // hang can be explained by what every rank was doing. The heartbeat watchdog
-// (strata/parallel/watchdog.h) publishes its summary and prints it when the job aborts.
+// (strata/parallel/control/watchdog.h) publishes its summary and prints it when the job aborts.
 //
 //   auto& recorder = strata::core::FlightRecorder::global();
 //   {

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "strata/core/transformer_lm.h"
+#include "strata/core/models/transformer_lm.h"
 
 namespace strata::elastic {
 

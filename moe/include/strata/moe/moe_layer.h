@@ -30,7 +30,7 @@
 
 #include "strata/moe/compressed_expert.h"
 #include "strata/moe/router.h"
-#include "strata/parallel/communicator.h"
+#include "strata/parallel/comm/communicator.h"
 
 namespace strata::moe {
 

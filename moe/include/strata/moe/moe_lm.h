@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <string>
 
-#include "strata/core/transformer_lm.h"
+#include "strata/core/models/transformer_lm.h"
 #include "strata/moe/moe_layer.h"
 
 namespace strata::moe {

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <string>
 
-#include "strata/core/text_corpus.h"
+#include "strata/core/data/text_corpus.h"
 #include "strata/moe/moe_lm.h"
 #include "strata/moe/qmoe_compress.h"
 #include "strata/moe/qmoe_file.h"

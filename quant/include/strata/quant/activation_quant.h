@@ -1,7 +1,7 @@
 #pragma once
 // Agile-Quant-style activation quantization (REFERENCE.md, "Quantization"): per-token
 // symmetric 4- or 8-bit activations, 4-bit weights, and token pruning guided by outliers,
-// applied to the fortunes-lm Transformer (strata/core/transformer_lm.h).
+// applied to the fortunes-lm Transformer (strata/core/models/transformer_lm.h).
 //
 //   auto q = strata::quant::quantize_per_token(x, 8);       // int8 codes + one scale per token
 //   at::Tensor y = strata::quant::fake_quantize_per_token(x, 4);
@@ -25,7 +25,7 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/pimpl.h>
 
-#include "strata/core/transformer_lm.h"
+#include "strata/core/models/transformer_lm.h"
 
 namespace strata::quant {
 

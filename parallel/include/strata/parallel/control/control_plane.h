@@ -1,0 +1,88 @@
+#pragma once
+// How a strata program joins its job: the data plane (world_communicator) and the control
+// plane (the rendezvous store and the heartbeat watchdog), and the flags that steer them.
+//
+//   auto world = strata::parallel::world_communicator();   // MPI or Gloo, operations recorded
+//   strata::parallel::ControlPlane control(*world, flags);  // store + watchdog (collective)
+//   ... training ...
+//   control.finish();                                       // or let the destructor do it
+//
+// Jobs start two ways:
+// - under mpirun: the data plane is MPI; rank 0 starts the control store on loopback
+//   (any free port) and broadcasts its address to the other ranks over MPI;
+// - under tools/strata-run: every rank finds STRATA_RANK, STRATA_WORLD_SIZE and
+//   STRATA_STORE_ADDR (the store, which strata-run hosts) in its environment; the data
+//   plane is Gloo (c10d's ProcessGroupGloo, rendezvous through the store) when strata was
+//   built with it.
+// A program started alone is a world of one (MPI singleton).
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "strata/parallel/comm/communicator.h"
+#include "strata/parallel/control/control_store.h"
+#include "strata/parallel/control/watchdog.h"
+
+namespace strata::parallel {
+
+struct ReliabilityFlags {
+  double timeout = 300;     // seconds; 0 disables the watchdog
+  std::string hang_report;  // JSON report of a hang, written by the rank that detects it
+
+  // One tenth of the timeout, between 0.1 s and 1 s.
+  std::chrono::milliseconds heartbeat_interval() const;
+  std::chrono::milliseconds timeout_ms() const;
+};
+// --timeout, --hang-report.
+void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags);
+
+// The environment strata-run gives each rank; nullopt when the variables are not set.
+// Malformed values raise strata::Error naming the variable.
+struct LaunchEnvironment {
+  int rank = 0;
+  int world_size = 1;
+  std::string store_address;  // host:port
+};
+std::optional<LaunchEnvironment> launch_environment();
+
+// True when Gloo (c10d::ProcessGroupGloo) was found at build time.
+bool gloo_available();
+
+// The job's world, wrapped by record_operations: Gloo under strata-run (STRATA_STORE_ADDR
+// set), MPI otherwise. Raises strata::Error under strata-run with more than one rank when
+// strata was built without Gloo. Returns the same communicator on every call.
+CommunicatorPtr world_communicator();
+
+class ControlPlane {
+ public:
+  // Connects this rank to the job's store (starting it on rank 0 under mpirun) and, when
+  // flags.timeout > 0, starts the watchdog. Collective over `world`.
+  ControlPlane(Communicator& world, const ReliabilityFlags& flags);
+  // finish().
+  ~ControlPlane();
+  ControlPlane(const ControlPlane&) = delete;
+  ControlPlane& operator=(const ControlPlane&) = delete;
+
+  // Stops this rank's watchdog (marking it done), and on the rank hosting the store waits
+  // (up to the timeout) for every rank to be done before the store goes. Idempotent.
+  void finish();
+
+  ControlStoreClient& store() { return *store_; }
+  const std::string& store_address() const { return address_; }
+  bool hosts_store() const { return server_ != nullptr; }
+
+ private:
+  int rank_, world_size_;
+  ReliabilityFlags flags_;
+  std::unique_ptr<ControlStoreServer> server_;
+  std::string address_;
+  std::shared_ptr<ControlStoreClient> store_;  // for the program
+  std::unique_ptr<Watchdog> watchdog_;         // with a connection of its own
+  bool finished_ = false;
+};
+
+}  // namespace strata::parallel

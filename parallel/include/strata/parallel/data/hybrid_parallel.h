@@ -1,0 +1,104 @@
+#pragma once
+// A model trained with data parallelism, pipeline parallelism or both, behind one small
+// interface, so a training program is written once: with pipeline_parallel 1 every rank
+// holds the whole model and DistributedDataParallel averages its gradients during
+// backward; with more, PipelineParallel runs the stages on a pipeline x data-parallel grid.
+//
+//   HybridParallel model(strata::core::make_fmnist_cnn(), world, cross_entropy, sample,
+//                        HybridParallelOptions().pipeline_parallel(2));
+//   torch::optim::SGD sgd(model.parameters(), 0.05);
+//   auto [inputs, labels] = my_shard_of_the_batch(model.data_parallel_rank(),
+//                                                 model.data_parallel_size());
+//   double loss = model.train_step(inputs, labels, sgd);
+
+#include <torch/arg.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/optim/optimizer.h>
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "strata/core/checkpoint.h"
+#include "strata/parallel/data/distributed_data_parallel.h"
+#include "strata/parallel/pipeline/pipeline_parallel.h"
+
+namespace strata::parallel {
+
+struct HybridParallelOptions {
+  // Pipeline stages (ranks per pipeline); the world size / this is the data-parallel size.
+  TORCH_ARG(int, pipeline_parallel) = 1;
+  // Schedule, micro-batches, balance, ...; used when pipeline_parallel > 1.
+  TORCH_ARG(PipelineParallelOptions, pipeline) = {};
+  TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
+  // Names of the model's expert parameters spread over the grid's expert-parallel group
+  // (strata::moe::expert_parameter_names): averaged over the ranks holding the same
+  // experts, and gathered whole into checkpoints; with or without a pipeline.
+  TORCH_ARG(std::vector<std::string>, expert_parameters) = {};
+};
+
+class HybridParallel {
+ public:
+  // Collective over `world`; `model` must be the same on every rank. `sample_batch`: a
+  // batch of one replica's size, for the pipeline partitioner's profile.
+  HybridParallel(torch::nn::Sequential model, CommunicatorPtr world, PipelineLoss loss,
+                 const at::Tensor& sample_batch, HybridParallelOptions options = {});
+  // The same on a grid the caller made: a model with expert parallelism needs the grid's
+  // expert groups before it is built. The grid's pipeline size must be the options'.
+  HybridParallel(torch::nn::Sequential model, ProcessGrid grid, PipelineLoss loss,
+                 const at::Tensor& sample_batch, HybridParallelOptions options = {});
+  ~HybridParallel();
+
+  // This rank's parameters, each once: give these to the optimizer.
+  std::vector<at::Tensor> parameters() const;
+
+  // Zeroes the gradients, runs forward and backward on this replica's batch, averages the
+  // gradients over the replicas and steps the optimizer. Returns the mean loss of this
+  // replica's batch (on every rank of a pipeline).
+  double train_step(const at::Tensor& inputs, const at::Tensor& targets,
+                    torch::optim::Optimizer& optimizer);
+  // One step whose gradient is the sum over `passes` forward and backward passes of the
+  // same batch (a MatFormer step sums the losses of its granularities): before pass i
+  // every rank calls before_pass(i), which may change what the model computes (its active
+  // widths). The passes' gradients add up locally, are averaged over the replicas once,
+  // and the optimizer steps once. Returns each pass's mean loss on this replica's batch.
+  std::vector<double> train_step(const at::Tensor& inputs, const at::Tensor& targets,
+                                 torch::optim::Optimizer& optimizer, int passes,
+                                 const std::function<void(int pass)>& before_pass);
+  // The model's output for `inputs` in eval mode without gradients, on every rank.
+  at::Tensor evaluate(const at::Tensor& inputs);
+
+  // Collective. One checkpoint of the whole model in its own parameter names (world rank 0
+  // writes it), loadable with any pipeline and data-parallel size. Expert parameters are
+  // gathered from the expert-parallel group into whole stacks, so a checkpoint saved with
+  // ep > 1 loads with ep = 1, and with ep > 1 each rank keeps its slice on load.
+  void save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer, int64_t step,
+                       const nlohmann::json& extra = {});
+  // Returns the checkpoint's step; `extra`, when not null, receives its extra JSON.
+  int64_t load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
+                          nlohmann::json* extra = nullptr);
+
+  // Collective: the mean over the replicas of a value every rank of a replica holds alike
+  // (such as train_step's loss): the loss of the global batch.
+  double mean_over_replicas(double replica_value);
+
+  // Replicas: ranks that hold the same part of the model and split the batch.
+  int data_parallel_rank() const { return grid_.data_parallel_rank(); }
+  int data_parallel_size() const { return grid_.data_parallel_size(); }
+  const ProcessGrid& grid() const { return grid_; }
+  // The pipeline, or nullptr with pipeline_parallel 1.
+  PipelineParallel* pipeline() { return pipeline_.get(); }
+
+ private:
+  ProcessGrid grid_;
+  PipelineLoss loss_;
+  torch::nn::Sequential model_;  // the whole model, with pipeline_parallel 1
+  std::unique_ptr<DistributedDataParallel> ddp_;
+  std::unique_ptr<PipelineParallel> pipeline_;
+  std::vector<std::string> expert_parameters_;
+};
+
+}  // namespace strata::parallel

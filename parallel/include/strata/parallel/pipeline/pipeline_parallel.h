@@ -1,0 +1,135 @@
+#pragma once
+// Pipeline parallelism for a torch::nn::Sequential, with data parallelism beside it: the
+// one object a training program needs. It partitions the model (pipeline_partition.h),
+// keeps this rank's stages, runs them with a PipelineExecutor on the grid's pipeline
+// group, all-reduces each stage's gradients over the grid's data-parallel group, and
+// saves and loads checkpoints in the unpartitioned model's parameter names, so a run
+// saved with one layout resumes with any other. Parameters the model shares between
+// layers (a tied embedding and output head) are found and kept tied across stages.
+//
+//   strata::parallel::ProcessGrid grid(world, ProcessGridOptions().pipeline_parallel(2));
+//   auto model = strata::core::make_fmnist_mlp();          // the same on every rank
+//   PipelineParallel pipe(model, grid, cross_entropy, sample_batch,
+//                         PipelineParallelOptions().schedule("1f1b").micro_batches(8));
+//   torch::optim::SGD sgd(pipe.parameters(), 0.05);         // this rank's parameters
+//   sgd.zero_grad();
+//   double loss = pipe.train_step(images, labels, &sgd);    // this replica's batch
+//
+// See docs/pipeline.md, "Training with PipelineParallel".
+
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/optim/optimizer.h>
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "strata/parallel/data/process_grid.h"
+#include "strata/parallel/pipeline/executor.h"
+#include "strata/parallel/pipeline/partition.h"
+
+namespace strata::parallel {
+
+struct PipelineParallelOptions {
+  // "gpipe", "1f1b", "interleaved" or "zb-h1" (make_pipeline_schedule).
+  TORCH_ARG(std::string, schedule) = "1f1b";
+  TORCH_ARG(int, micro_batches) = 4;
+  // Model chunks per rank; more than 1 only with "interleaved".
+  TORCH_ARG(int, virtual_stages) = 1;
+  // Activation recomputation: never, always, or on every stage but the last.
+  TORCH_ARG(Recompute, recompute) = Recompute::Never;
+  // How to split the layers over the stages: "params", "time", "memory", "auto" (the
+  // fastest split whose stages each need at most 1.25x the memory of the most
+  // memory-balanced split), or layers per stage as a list "3,5".
+  TORCH_ARG(std::string, balance) = "params";
+  // Bucket size of the data-parallel gradient all-reduce.
+  TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
+  // Bytes of optimizer state per parameter byte, for the partitioner's memory model.
+  TORCH_ARG(double, optimizer_state_factor) = 1;
+  // Names (in the whole model) of expert parameters spread over the grid's expert-parallel
+  // group (strata::moe::expert_parameter_names): each rank of a stage's expert group holds
+  // its slice of the stage's experts. Their gradients are summed over the ranks holding
+  // the same experts and divided by the data-parallel size (the mean over all tokens, as
+  // DistributedDataParallel does); checkpoints hold the whole stacks.
+  TORCH_ARG(std::vector<std::string>, expert_parameters) = {};
+};
+
+class PipelineParallel {
+ public:
+  // Collective over grid.world(). `model` must be the same on every rank (the same
+  // layers, built from the same seed); `sample_batch` is one replica's batch (or any batch
+  // of the same row shape), used to profile the layers. Every rank profiles, the layer
+  // times are averaged over the ranks, and every rank partitions that one profile, so the
+  // split is the same everywhere. Raises strata::Error (on every rank) for a partition or
+  // schedule that cannot be.
+  PipelineParallel(torch::nn::Sequential model, const ProcessGrid& grid, PipelineLoss loss,
+                   const at::Tensor& sample_batch, PipelineParallelOptions options = {});
+  ~PipelineParallel();
+  PipelineParallel(const PipelineParallel&) = delete;
+  PipelineParallel& operator=(const PipelineParallel&) = delete;
+
+  // This rank's parameters, each once (give these to the optimizer).
+  std::vector<at::Tensor> parameters() const;
+  // This rank's layers under their names in the whole model ("3.weight", not "0.weight").
+  torch::nn::Module& local_module() { return *local_; }
+  const std::map<int, torch::nn::Sequential>& stages() const { return stages_; }
+
+  // One step on this replica's batch (the global batch / data-parallel size): forward and
+  // backward of M micro-batches through the pipeline, gradients averaged over the
+  // data-parallel group, then optimizer->step() when given. Gradients add to .grad: zero
+  // them before. Returns the mean loss of this replica's batch on every rank of its
+  // pipeline (average it over data_parallel() for the global batch's).
+  // GradientSync::Accumulate leaves the gradients unsynchronized, to add more before a
+  // synchronizing step (PipelineExecutor::train_step).
+  double train_step(const at::Tensor& inputs, const at::Tensor& targets,
+                    torch::optim::Optimizer* optimizer = nullptr,
+                    GradientSync sync = GradientSync::Synchronize);
+
+  // The model's output for `inputs` (no gradients, eval mode), on every rank of this
+  // pipeline: each stage runs its layers and passes the result on.
+  at::Tensor evaluate(const at::Tensor& inputs);
+
+  // Collective: every rank calls it. The first replica's stages send their tensors and
+  // optimizer state to world rank 0, which writes one checkpoint in the whole model's
+  // names (core/checkpoint.h), loadable with any pipeline and data-parallel size.
+  void save_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer, int64_t step,
+                       const nlohmann::json& extra = {});
+  // Every rank loads its own layers (and their optimizer state) from a checkpoint of the
+  // whole model; returns its step.
+  int64_t load_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer,
+                          nlohmann::json* extra = nullptr);
+
+  const PipelinePartition& partition() const { return partition_; }
+  PipelineExecutor& executor() { return *executor_; }
+  const ProcessGrid& grid() const { return grid_; }
+
+ private:
+  void synchronize_gradients();
+  // This rank's expert parameters, and the rest, each once.
+  std::vector<at::Tensor> expert_parameters() const;
+  std::vector<at::Tensor> dense_parameters() const;
+
+  ProcessGrid grid_;
+  PipelineParallelOptions options_;
+  PipelinePartition partition_;
+  std::map<int, torch::nn::Sequential> stages_;
+  std::shared_ptr<torch::nn::Module> local_;
+  std::unique_ptr<PipelineExecutor> executor_;
+};
+
+// The partition `balance` names ("params", "time", "memory", "auto" or a list of layer
+// counts "3,5") for `stages` stages of `layers`, with the memory model of `schedule`
+// (how many micro-batches each stage holds). With fewer `ranks` than stages (interleaved),
+// "params" and "time" balance each rank's total (partition_rank_balanced); 0: one stage
+// per rank.
+PipelinePartition choose_partition(const std::vector<LayerProfile>& layers,
+                                   const std::string& balance, int stages,
+                                   const std::string& schedule, int micro_batches,
+                                   double optimizer_state_factor = 1, int ranks = 0);
+
+}  // namespace strata::parallel

@@ -1,0 +1,142 @@
+#include "strata/parallel/control/control_plane.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include <spdlog/spdlog.h>
+
+#include "strata/core/error.h"
+#include "strata/parallel/comm/gloo_communicator.h"
+#include "strata/parallel/comm/mpi_communicator.h"
+#include "strata/parallel/comm/recording_communicator.h"
+
+namespace strata::parallel {
+namespace {
+
+int env_int(const char* name, const char* value, int low, int high) {
+  int parsed = -1;
+  try {
+    size_t used = 0;
+    parsed = std::stoi(value, &used);
+    if (used != std::string(value).size()) parsed = low - 1;
+  } catch (const std::exception&) {
+    parsed = low - 1;
+  }
+  STRATA_CHECK(parsed >= low && parsed <= high, name, ": got \"", value,
+               "\", expected an integer in ", low, "..", high);
+  return parsed;
+}
+
+}  // namespace
+
+std::chrono::milliseconds ReliabilityFlags::timeout_ms() const {
+  return std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000.0));
+}
+
+std::chrono::milliseconds ReliabilityFlags::heartbeat_interval() const {
+  return std::clamp(timeout_ms() / 10, std::chrono::milliseconds(100),
+                    std::chrono::milliseconds(1000));
+}
+
+void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags) {
+  // strata-run --timeout passes its value down as the default.
+  if (const char* env = std::getenv("STRATA_TIMEOUT")) {
+    try {
+      flags.timeout = std::stod(env);
+    } catch (const std::exception&) {
+      STRATA_FAIL("STRATA_TIMEOUT: got \"", env, "\", expected a number of seconds");
+    }
+  }
+  app.add_option("--timeout", flags.timeout,
+                 "Seconds a rank may wait in one operation or go without a heartbeat before the "
+                 "watchdog aborts the job with a report (0: no watchdog)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--hang-report", flags.hang_report,
+                 "Write the watchdog's report of a hang here as JSON");
+}
+
+std::optional<LaunchEnvironment> launch_environment() {
+  const char* address = std::getenv("STRATA_STORE_ADDR");
+  const char* rank = std::getenv("STRATA_RANK");
+  const char* size = std::getenv("STRATA_WORLD_SIZE");
+  if (!address && !rank && !size) return std::nullopt;
+  STRATA_CHECK(
+      address && rank && size,
+      "strata-run environment: got only some of STRATA_RANK, "
+      "STRATA_WORLD_SIZE and STRATA_STORE_ADDR, expected all three (start with tools/strata-run)");
+  LaunchEnvironment env;
+  env.world_size = env_int("STRATA_WORLD_SIZE", size, 1, 1 << 20);
+  env.rank = env_int("STRATA_RANK", rank, 0, env.world_size - 1);
+  env.store_address = address;
+  parse_store_address(env.store_address);  // checks it
+  return env;
+}
+
+CommunicatorPtr world_communicator() {
+  static const CommunicatorPtr world = []() -> CommunicatorPtr {
+    const auto env = launch_environment();
+    // mpirun's variables win: a job started by mpirun is an MPI job.
+    if (env && !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("PMI_SIZE")) {
+      if (env->world_size == 1 && !gloo_available())
+        return record_operations(MpiCommunicator::world());
+      STRATA_CHECK(gloo_available(), "strata-run with ", env->world_size,
+                   " ranks needs the Gloo data plane, and strata was built without it "
+                   "(install libgloo-dev and rebuild), expected a Gloo build or mpirun");
+      auto client = std::make_shared<ControlStoreClient>(env->store_address);
+      return record_operations(
+          GlooCommunicator::create(client, env->rank, env->world_size, "world"));
+    }
+    return record_operations(MpiCommunicator::world());
+  }();
+  return world;
+}
+
+ControlPlane::ControlPlane(Communicator& world, const ReliabilityFlags& flags)
+    : rank_(world.rank()), world_size_(world.size()), flags_(flags) {
+  STRATA_CHECK(flags.timeout >= 0, "--timeout: got ", flags.timeout,
+               ", expected 0 or more seconds");
+  if (const auto env = launch_environment();
+      env && !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("PMI_SIZE")) {
+    address_ = env->store_address;
+  } else {
+    // Rank 0 hosts the store on loopback, on any free port, and tells the others.
+    at::Tensor port = at::zeros({1}, at::kInt);
+    if (rank_ == 0) {
+      server_ = std::make_unique<ControlStoreServer>();
+      port[0] = server_->port();
+    }
+    if (world_size_ > 1) world.broadcast(port, 0)->wait();
+    address_ = "127.0.0.1:" + std::to_string(port.item<int>());
+  }
+  store_ = std::make_shared<ControlStoreClient>(address_);
+  if (flags.timeout > 0) {
+    watchdog_ = std::make_unique<Watchdog>(std::make_shared<ControlStoreClient>(address_), rank_,
+                                           world_size_,
+                                           WatchdogOptions()
+                                               .timeout(flags.timeout_ms())
+                                               .heartbeat_interval(flags.heartbeat_interval())
+                                               .hang_report(flags.hang_report));
+  }
+}
+
+ControlPlane::~ControlPlane() {
+  try {
+    finish();
+  } catch (const std::exception& e) {
+    spdlog::warn("control plane: {}", e.what());
+  }
+}
+
+void ControlPlane::finish() {
+  if (finished_) return;
+  finished_ = true;
+  if (watchdog_) watchdog_->stop();
+  store_->set("done/" + std::to_string(rank_), "1");
+  if (!server_) return;
+  // The store must outlive every rank's use of it.
+  std::vector<std::string> keys;
+  for (int r = 0; r < world_size_; ++r) keys.push_back("done/" + std::to_string(r));
+  store_->wait(keys, flags_.timeout > 0 ? flags_.timeout_ms() : std::chrono::milliseconds(60000));
+}
+
+}  // namespace strata::parallel

@@ -1,0 +1,312 @@
+// PipelineParallel: partition, stages, executor, data-parallel gradient sync and
+// topology-free checkpoints for one rank of a pipeline x data-parallel grid.
+#include "strata/parallel/pipeline/pipeline_parallel.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "strata/core/checkpoint.h"
+#include "strata/core/error.h"
+#include "strata/core/parameters.h"
+#include "strata/parallel/comm/tensor_message.h"
+#include "strata/parallel/data/expert_checkpoint.h"
+
+namespace strata::parallel {
+
+namespace {
+
+std::vector<int64_t> parse_balance_list(const std::string& text) {
+  std::vector<int64_t> balance;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t used = 0;
+    int64_t value = -1;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    STRATA_CHECK(used == item.size() && !item.empty() && value > 0, "balance '", text,
+                 "': expected params, time, memory, auto or positive layer counts such as 3,5");
+    balance.push_back(value);
+  }
+  return balance;
+}
+
+MemoryModel memory_model(const std::string& schedule, int stages, int micro_batches,
+                         double optimizer_state_factor) {
+  return MemoryModel()
+      .in_flight(schedule == "gpipe" ? gpipe_in_flight(stages, micro_batches)
+                                     : one_f_one_b_in_flight(stages, micro_batches))
+      .optimizer_state_factor(optimizer_state_factor);
+}
+
+// Tags of the checkpoint gather, apart from the executor's (which restart every step and
+// are all done by then anyway).
+constexpr int kCheckpointTag = 32000;
+
+}  // namespace
+
+PipelinePartition choose_partition(const std::vector<LayerProfile>& layers,
+                                   const std::string& balance, int stages,
+                                   const std::string& schedule, int micro_batches,
+                                   double optimizer_state_factor, int ranks) {
+  STRATA_CHECK(stages <= static_cast<int>(layers.size()), "pipeline: ", stages,
+               " stages but the model has only ", layers.size(), " layers");
+  const MemoryModel memory = memory_model(schedule, stages, micro_batches, optimizer_state_factor);
+  // With several stages per rank (interleaved), balance what each rank runs.
+  if (ranks <= 0) ranks = stages;
+  if (balance == "params")
+    return partition_rank_balanced(layers, stages, ranks, BalanceBy::Parameters, memory);
+  if (balance == "time")
+    return partition_rank_balanced(layers, stages, ranks, BalanceBy::Time, memory);
+  if (balance == "memory") return partition_balanced(layers, stages, BalanceBy::Memory, memory);
+  if (balance == "auto") {
+    // Speed first, but not at any memory cost: the fastest split whose largest stage needs
+    // at most a quarter more than the most memory-balanced split's largest stage.
+    const PipelinePartition lean = partition_balanced(layers, stages, BalanceBy::Memory, memory);
+    int64_t largest = 0;
+    for (const StagePlan& s : lean.stages) largest = std::max(largest, s.memory_bytes);
+    return partition_joint(layers, stages, largest + largest / 4, memory);
+  }
+  const std::vector<int64_t> counts = parse_balance_list(balance);
+  STRATA_CHECK(static_cast<int>(counts.size()) == stages, "balance '", balance, "' has ",
+               counts.size(), " stages, expected ", stages);
+  return partition_explicit(layers, counts, memory);
+}
+
+PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGrid& grid,
+                                   PipelineLoss loss, const at::Tensor& sample_batch,
+                                   PipelineParallelOptions options)
+    : grid_(grid), options_(std::move(options)) {
+  const int pipeline_ranks = grid_.pipeline_size();
+  const int micro_batches = options_.micro_batches();
+  STRATA_CHECK(micro_batches >= 1, "micro-batches: got ", micro_batches, ", expected at least 1");
+  STRATA_CHECK(sample_batch.dim() >= 1 && sample_batch.size(0) >= micro_batches,
+               "pipeline: the sample batch has ",
+               sample_batch.dim() >= 1 ? sample_batch.size(0) : 0, " rows, expected at least the ",
+               micro_batches, " micro-batches");
+  PipelineSchedule schedule = make_pipeline_schedule(options_.schedule(), pipeline_ranks,
+                                                     micro_batches, options_.virtual_stages());
+  const int stages = schedule.num_stages;
+
+  // Every rank profiles at once (so that no rank is timed while another spins in a
+  // collective), the times are averaged, and every rank partitions the same profile: the
+  // same split everywhere, or the same error everywhere when no split fits.
+  const at::Tensor micro_batch = sample_batch.chunk(micro_batches, 0)[0];
+  std::vector<LayerProfile> layers = profile_layers(model, micro_batch);
+  at::Tensor times = at::empty({static_cast<int64_t>(layers.size())}, at::kDouble);
+  for (size_t i = 0; i < layers.size(); ++i) times[i] = layers[i].time;
+  grid_.world()->allreduce(times, ReduceOp::Avg)->wait();
+  for (size_t i = 0; i < layers.size(); ++i) layers[i].time = times[i].item<double>();
+  partition_ = choose_partition(layers, options_.balance(), stages, options_.schedule(),
+                                micro_batches, options_.optimizer_state_factor(), pipeline_ranks);
+  if (grid_.rank() == 0)
+    spdlog::info("pipeline partition ({} stages, balance {}):\n{}", stages, options_.balance(),
+                 partition_.describe());
+
+  const std::vector<torch::nn::Sequential> parts = split_sequential(model, partition_);
+  local_ = std::make_shared<torch::nn::Module>("PipelineStages");
+  for (int s = 0; s < stages; ++s) {
+    if (schedule.rank_of_stage(s) != grid_.pipeline_rank()) continue;
+    stages_[s] = parts[s];
+    for (const auto& child : parts[s]->named_children())
+      local_->register_module(child.key(), child.value());
+  }
+
+  for (const std::string& name : options_.expert_parameters())
+    STRATA_CHECK(model->named_parameters().find(name) != nullptr, "pipeline: expert parameter \"",
+                 name, "\" is not a parameter of the model");
+
+  // Replicas of a stage start equal: the first replica's values win; expert slices are
+  // equal among the replicas holding the same experts.
+  // (Detached: the copy may run on another thread, where no NoGradGuard holds.)
+  auto broadcast_all = [](Communicator& group, const std::vector<at::Tensor>& tensors) {
+    if (group.size() == 1) return;
+    for (const auto& t : tensors) {
+      at::Tensor data = t.detach();
+      group.broadcast(data, 0)->wait();
+    }
+  };
+  broadcast_all(*grid_.data_parallel(), dense_parameters());
+  broadcast_all(*grid_.data_parallel(), local_->buffers());
+  broadcast_all(*grid_.expert_data_parallel(), expert_parameters());
+
+  executor_ = std::make_unique<PipelineExecutor>(
+      stages_, grid_.pipeline(), std::move(schedule), std::move(loss),
+      PipelineExecutorOptions()
+          .recompute(options_.recompute())
+          .tied_parameters(find_tied_parameters(*model)));
+  if (grid_.data_parallel_size() > 1)
+    executor_->set_gradient_sync([this] { synchronize_gradients(); });
+}
+
+PipelineParallel::~PipelineParallel() = default;
+
+std::vector<at::Tensor> PipelineParallel::parameters() const {
+  return core::unique_parameters(*local_);
+}
+
+std::vector<at::Tensor> PipelineParallel::expert_parameters() const {
+  std::vector<at::Tensor> experts;
+  const auto named = local_->named_parameters();
+  for (const std::string& name : options_.expert_parameters())
+    if (const at::Tensor* p = named.find(name)) experts.push_back(*p);
+  return experts;
+}
+
+std::vector<at::Tensor> PipelineParallel::dense_parameters() const {
+  const std::vector<at::Tensor> experts = expert_parameters();
+  std::vector<at::Tensor> dense;
+  for (const at::Tensor& p : parameters()) {
+    const bool expert = std::any_of(experts.begin(), experts.end(), [&](const at::Tensor& e) {
+      return e.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
+    });
+    if (!expert) dense.push_back(p);
+  }
+  return dense;
+}
+
+namespace {
+
+// Sums the gradients of `parameters` over `group` and divides them by `divisor`: they are
+// packed into buckets of bucket_cap_bytes, every bucket's all-reduce is started, then each
+// is unpacked as it completes.
+void reduce_gradients(std::vector<at::Tensor> parameters, Communicator& group, int divisor,
+                      int64_t bucket_cap_bytes) {
+  for (auto& p : parameters)
+    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);  // every rank sends alike
+
+  struct Bucket {
+    std::vector<at::Tensor> grads;
+    at::Tensor flat;
+    WorkPtr work;
+  };
+  std::vector<Bucket> buckets;
+  int64_t bytes = 0;
+  for (auto& p : parameters) {
+    if (buckets.empty() || bytes >= bucket_cap_bytes) {
+      buckets.emplace_back();
+      bytes = 0;
+    }
+    buckets.back().grads.push_back(p.grad());
+    bytes += p.grad().nbytes();
+  }
+  // Averaging over the whole group is one Avg all-reduce; otherwise sum, then divide.
+  const bool average = divisor == group.size();
+  for (Bucket& b : buckets) {
+    std::vector<at::Tensor> flat;
+    for (const auto& g : b.grads) flat.push_back(g.reshape({-1}));
+    b.flat = at::cat(flat);
+    b.work = group.size() == 1 ? std::make_shared<CompletedWork>()
+                               : group.allreduce(b.flat, average ? ReduceOp::Avg : ReduceOp::Sum);
+  }
+  for (Bucket& b : buckets) {
+    b.work->wait();
+    if (!average) b.flat.div_(divisor);
+    int64_t offset = 0;
+    for (auto& g : b.grads) {
+      g.copy_(b.flat.slice(0, offset, offset + g.numel()).view_as(g));
+      offset += g.numel();
+    }
+  }
+}
+
+}  // namespace
+
+// Dense gradients are averaged over the data-parallel group. An expert's gradient comes
+// from the tokens of every replica in its expert-parallel group (the all-to-all brought
+// them), so summing over the replicas holding the same experts and dividing by the
+// data-parallel size gives the same mean over all tokens.
+void PipelineParallel::synchronize_gradients() {
+  const int replicas = grid_.data_parallel_size();
+  reduce_gradients(dense_parameters(), *grid_.data_parallel(), replicas,
+                   options_.bucket_cap_bytes());
+  const std::vector<at::Tensor> experts = expert_parameters();
+  if (!experts.empty())
+    reduce_gradients(experts, *grid_.expert_data_parallel(), replicas, options_.bucket_cap_bytes());
+}
+
+double PipelineParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
+                                    torch::optim::Optimizer* optimizer, GradientSync sync) {
+  return executor_->train_step(inputs, targets, optimizer, sync);
+}
+
+at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {
+  torch::NoGradGuard no_grad;
+  Communicator& pipe = *grid_.pipeline();
+  const int stages = executor_->schedule().num_stages;
+  at::Tensor x;
+  for (auto& [s, stage] : stages_) {
+    if (s == 0) {
+      x = inputs;
+    } else if (executor_->schedule().rank_of_stage(s - 1) != pipe.rank()) {
+      x = recv_tensor(pipe, executor_->schedule().rank_of_stage(s - 1), kCheckpointTag + 1);
+    }
+    const bool training = stage->is_training();
+    stage->eval();
+    x = stage->forward(x);
+    stage->train(training);
+    if (s + 1 < stages && executor_->schedule().rank_of_stage(s + 1) != pipe.rank()) {
+      for (auto& work :
+           isend_tensor(pipe, x, executor_->schedule().rank_of_stage(s + 1), kCheckpointTag + 1))
+        work->wait();
+    }
+  }
+  return broadcast_tensor(pipe, x, executor_->schedule().rank_of_stage(stages - 1));
+}
+
+void PipelineParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer,
+                                       int64_t step, const nlohmann::json& extra) {
+  // Every replica gathers its stages' whole expert stacks (the expert groups line up
+  // only when all take part); then replicas hold equal stages: the first one's suffice.
+  core::CheckpointContents contents = core::checkpoint_contents(*local_, optimizer);
+  gather_expert_tensors(contents, options_.expert_parameters(), *grid_.expert_parallel());
+  if (grid_.data_parallel_rank() == 0) {
+    Communicator& pipe = *grid_.pipeline();
+    if (pipe.rank() != 0) {
+      nlohmann::json names = nlohmann::json::array();
+      for (const auto& t : contents.tensors) names.push_back({t.name, t.kind});
+      std::vector<WorkPtr> works =
+          isend_tensor(pipe, string_to_tensor(names.dump()), 0, kCheckpointTag);
+      for (const auto& t : contents.tensors) {
+        auto more = isend_tensor(pipe, t.tensor.detach(), 0, kCheckpointTag);
+        works.insert(works.end(), more.begin(), more.end());
+      }
+      for (auto& work : works) work->wait();
+    } else {
+      std::set<std::string> have;
+      for (const auto& t : contents.tensors) have.insert(t.name);
+      for (int r = 1; r < pipe.size(); ++r) {
+        const auto names =
+            nlohmann::json::parse(tensor_to_string(recv_tensor(pipe, r, kCheckpointTag)));
+        for (const auto& entry : names) {
+          at::Tensor tensor = recv_tensor(pipe, r, kCheckpointTag);
+          // A tied weight's copies are equal after every step; one of each name is enough.
+          const std::string name = entry.at(0).get<std::string>();
+          if (have.insert(name).second)
+            contents.tensors.push_back({name, entry.at(1).get<std::string>(), tensor});
+        }
+      }
+      core::write_checkpoint(path, contents, step, extra);
+    }
+  }
+  // Nobody goes on (and perhaps reads the checkpoint) before it is complete.
+  grid_.world()->barrier()->wait();
+}
+
+int64_t PipelineParallel::load_checkpoint(const std::string& path,
+                                          torch::optim::Optimizer* optimizer,
+                                          nlohmann::json* extra) {
+  return load_checkpoint_with_expert_slices(
+      path, *local_, optimizer, extra, core::CheckpointMatch::Subset, options_.expert_parameters(),
+      grid_.expert_parallel_size(), grid_.expert_parallel_rank());
+}
+
+}  // namespace strata::parallel

@@ -1,0 +1,156 @@
+#include "strata/parallel/pipeline/trace.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "strata/core/error.h"
+#include "strata/parallel/comm/tensor_message.h"
+
+namespace strata::parallel {
+
+namespace {
+
+// The largest tag MPI guarantees. A gather runs between steps, when every pipeline
+// message has been received (train_step waits for them), so no message can match it.
+constexpr int kGatherTag = 32767;
+
+// Box names as the papers draw them.
+const char* compute_name(PipelineOp op) {
+  switch (op) {
+    case PipelineOp::Forward: return "forward";
+    case PipelineOp::Backward: return "backward";
+    case PipelineOp::BackwardInput: return "B";
+    case PipelineOp::BackwardWeight: return "W";
+    default: return "";
+  }
+}
+
+bool is_transfer(PipelineOp op) {
+  return op == PipelineOp::SendActivation || op == PipelineOp::RecvActivation ||
+         op == PipelineOp::SendGradient || op == PipelineOp::RecvGradient;
+}
+
+}  // namespace
+
+bool is_compute(PipelineOp op) { return *compute_name(op) != '\0'; }
+
+double busy_seconds(const std::vector<PipelineInstructionRecord>& records) {
+  double busy = 0;
+  for (const auto& r : records)
+    if (is_compute(r.instruction.op)) busy += r.end - r.start;
+  return busy;
+}
+
+PipelineIdle measure_idle(const std::vector<PipelineInstructionRecord>& records) {
+  if (records.empty()) return {};
+  double first = records.front().start, last = records.front().end;
+  for (const auto& r : records) {
+    first = std::min(first, r.start);
+    last = std::max(last, r.end);
+  }
+  return measure_idle(records, last - first);
+}
+
+PipelineIdle measure_idle(const std::vector<PipelineInstructionRecord>& records,
+                          double wall_seconds) {
+  PipelineIdle idle;
+  idle.wall = wall_seconds;
+  idle.busy = busy_seconds(records);
+  // A small tolerance: the clock is read separately for the records and the caller's wall.
+  STRATA_CHECK(idle.busy <= wall_seconds * (1 + 1e-9) + 1e-9, "pipeline idle: ", idle.busy,
+               " s of compute in a wall time of ", wall_seconds, " s");
+  idle.idle_fraction = wall_seconds > 0 ? std::max(0.0, 1 - idle.busy / wall_seconds) : 0.0;
+  return idle;
+}
+
+double theoretical_idle_fraction(const std::string& schedule, int K, int M, int virtual_stages) {
+  STRATA_CHECK(K >= 1 && M >= 1 && virtual_stages >= 1, "theoretical idle fraction: K ", K, ", M ",
+               M, ", v ", virtual_stages, ": each must be at least 1");
+  STRATA_CHECK(schedule == "interleaved" || virtual_stages == 1,
+               "theoretical idle fraction: ", schedule, " has one stage per rank, got v ",
+               virtual_stages);
+  // Work in units of one micro-batch's compute on one stage: the bubble is `bubble`
+  // units against `work` units of compute per rank.
+  double work = M;
+  const double bubble = K - 1;
+  if (schedule == "interleaved") {
+    work = static_cast<double>(virtual_stages) * M;  // in units of one chunk's passes
+  } else if (schedule == "zb-h1") {
+    work = 3.0 * M;  // F, B and W of equal cost; the bubble is one F per rank step
+  } else {
+    STRATA_CHECK(schedule == "gpipe" || schedule == "1f1b",
+                 "theoretical idle fraction: unknown schedule '", schedule,
+                 "', expected gpipe, 1f1b, interleaved or zb-h1");
+  }
+  return bubble / (work + bubble);
+}
+
+void add_pipeline_records(core::ChromeTrace& trace,
+                          const std::vector<PipelineInstructionRecord>& records, int pid,
+                          double offset_us, int step) {
+  trace.set_process_name(pid, "rank " + std::to_string(pid));
+  for (const auto& r : records) {
+    const PipelineInstruction& in = r.instruction;
+    const double start_us = offset_us + r.start * 1e6;
+    const double duration_us = std::max(0.0, r.end - r.start) * 1e6;
+    nlohmann::json args = {{"step", step}};
+    if (in.stage >= 0) args["stage"] = in.stage;
+    if (in.micro_batch >= 0) args["micro_batch"] = in.micro_batch;
+    if (is_compute(in.op)) {
+      trace.set_thread_name(pid, in.stage, "stage " + std::to_string(in.stage));
+      trace.add_complete(compute_name(in.op), "compute", pid, in.stage, start_us, duration_us,
+                         args);
+    } else if (is_transfer(in.op)) {
+      args["peer"] = in.peer;
+      trace.set_thread_name(pid, kTraceCommRow, "comm");
+      trace.add_complete(to_string(in), "comm", pid, kTraceCommRow, start_us, duration_us, args);
+    } else {
+      trace.set_thread_name(pid, kTraceStepRow, "step");
+      trace.add_complete(to_string(in), "step", pid, kTraceStepRow, start_us, duration_us, args);
+    }
+  }
+}
+
+core::ChromeTrace gather_trace(Communicator& comm, const core::ChromeTrace& local, int root) {
+  STRATA_CHECK(root >= 0 && root < comm.size(), "gather trace: root ", root,
+               " is not a rank of a communicator of ", comm.size());
+  if (comm.rank() != root) {
+    for (auto& work :
+         isend_tensor(comm, string_to_tensor(local.to_json().dump()), root, kGatherTag))
+      work->wait();
+    return {};
+  }
+  std::vector<core::ChromeTrace> traces;
+  for (int r = 0; r < comm.size(); ++r) {
+    traces.push_back(r == root ? local
+                               : core::ChromeTrace::from_json(nlohmann::json::parse(
+                                     tensor_to_string(recv_tensor(comm, r, kGatherTag)))));
+  }
+  return core::ChromeTrace::merge(traces);
+}
+
+PipelineTraceRecorder::PipelineTraceRecorder(CommunicatorPtr comm, int pid)
+    : comm_(std::move(comm)), pid_(pid) {
+  STRATA_CHECK(comm_ != nullptr, "pipeline trace recorder: communicator is null");
+}
+
+void PipelineTraceRecorder::add_step(const PipelineExecutor& executor, int step) {
+  const double start_us =
+      std::chrono::duration<double, std::micro>(executor.step_start().time_since_epoch()).count();
+  if (steps_ == 0) {
+    // steady_clock is one clock for every process of a host: the earliest rank's start of
+    // the first step is the trace's zero, and every rank's boxes line up against it.
+    at::Tensor origin = at::full({1}, start_us, at::kDouble);
+    comm_->allreduce(origin, ReduceOp::Min)->wait();
+    origin_us_ = origin.item<double>();
+  }
+  add_pipeline_records(trace_, executor.records(), pid_, start_us - origin_us_, step);
+  ++steps_;
+}
+
+void PipelineTraceRecorder::write(const std::string& path, int root) {
+  const core::ChromeTrace merged = gather_trace(*comm_, trace_, root);
+  if (comm_->rank() == root) merged.write(path);
+}
+
+}  // namespace strata::parallel

@@ -1,0 +1,106 @@
+#include "strata/programs/pipeline_flags.h"
+
+#include <spdlog/spdlog.h>
+
+#include "strata/core/error.h"
+
+namespace strata::programs {
+using namespace strata::parallel;  // NOLINT(google-build-using-namespace): binds flags to pipeline
+                                   // types
+
+namespace {
+// Options that only mean something in a pipeline.
+const std::vector<std::string> kPipelineOnlyFlags = {
+    "--micro-batches", "--schedule",  "--virtual-stages", "--recompute",
+    "--balance",       "--trace-out", "--trace-steps"};
+}  // namespace
+
+HybridParallelOptions PipelineFlags::options() const {
+  return HybridParallelOptions()
+      .pipeline_parallel(pp)
+      .bucket_cap_bytes(static_cast<int64_t>(bucket_cap_mb * 1024 * 1024))
+      .pipeline(PipelineParallelOptions()
+                    .schedule(schedule)
+                    .micro_batches(micro_batches)
+                    .virtual_stages(virtual_stages)
+                    .recompute(parse_recompute(recompute))
+                    .balance(balance));
+}
+
+int64_t PipelineFlags::replica_batch(int64_t global_batch, int world_size) const {
+  STRATA_CHECK(world_size % pp == 0, "--pp ", pp, " does not divide the ", world_size, " ranks");
+  const int replicas = world_size / pp;
+  STRATA_CHECK(global_batch % replicas == 0, "--batch ", global_batch, " is not divisible by the ",
+               replicas, " data-parallel replicas");
+  const int64_t rows = global_batch / replicas;
+  STRATA_CHECK(pp == 1 || rows % micro_batches == 0, "--batch ", global_batch, " / ", replicas,
+               " replicas = ", rows, " rows is not divisible by --micro-batches ", micro_batches);
+  return rows;
+}
+
+void add_pipeline_flags(CLI::App& app, PipelineFlags& f) {
+  app.add_option("--pp", f.pp,
+                 "Pipeline stages; the world size / pp replicas of each stage train data "
+                 "parallel")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--micro-batches", f.micro_batches, "Micro-batches per replica batch")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--schedule", f.schedule, "Pipeline schedule")
+      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
+  app.add_option("--virtual-stages", f.virtual_stages,
+                 "Model chunks per rank (interleaved schedule)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--recompute", f.recompute, "Activation recomputation")
+      ->check(CLI::IsMember({"never", "always", "except_last"}));
+  app.add_option("--balance", f.balance,
+                 "Stage split: params, time, memory, auto, or layers per stage (e.g. 3,5)");
+  app.add_option("--trace-out", f.trace_out,
+                 "Write a Chrome trace (Perfetto, chrome://tracing) of a few pipeline steps");
+  app.add_option("--trace-steps", f.trace_steps, "Steps the trace covers, after the warm-up")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--bucket-cap-mb", f.bucket_cap_mb, "Data-parallel gradient bucket size in MB")
+      ->check(CLI::PositiveNumber);
+}
+
+void check_pipeline_flags(const CLI::App& app, const PipelineFlags& flags) {
+  if (flags.pp > 1) return;
+  for (const std::string& flag : kPipelineOnlyFlags)
+    STRATA_CHECK(app.count(flag) == 0, flag, " needs --pp 2 or more");
+}
+
+PipelineReport::PipelineReport(const PipelineFlags& flags, PipelineParallel* pipeline)
+    : flags_(flags), pipeline_(pipeline) {
+  if (pipeline_ != nullptr && !flags.trace_out.empty())
+    trace_.emplace(pipeline_->grid().world(), pipeline_->grid().rank());
+}
+
+void PipelineReport::record(int64_t step, int64_t first_measured_step, double seconds) {
+  if (pipeline_ == nullptr || step < first_measured_step) return;
+  const auto idle = measure_idle(pipeline_->executor().records(), seconds);
+  busy_ += idle.busy;
+  wall_ += idle.wall;
+  if (trace_ && trace_->steps() < flags_.trace_steps)
+    trace_->add_step(pipeline_->executor(), static_cast<int>(step));
+}
+
+std::vector<double> PipelineReport::finish() {
+  if (pipeline_ == nullptr) return {};
+  auto& world = *pipeline_->grid().world();
+  at::Tensor all = at::zeros({world.size()}, at::kDouble);
+  all[world.rank()] = wall_ > 0 ? 1.0 - busy_ / wall_ : 0.0;
+  world.allreduce(all)->wait();
+  const std::vector<double> idle(all.data_ptr<double>(), all.data_ptr<double>() + world.size());
+  std::string line;
+  for (size_t r = 0; r < idle.size(); ++r)
+    line += fmt::format("{}{:.1f}%", r == 0 ? "" : " ", 100 * idle[r]);
+  spdlog::info("idle fraction per rank: {} (theory {:.1f}% with equal stages)", line,
+               100 * theoretical_idle_fraction(flags_.schedule, flags_.pp, flags_.micro_batches,
+                                               flags_.virtual_stages));
+  if (trace_) {
+    trace_->write(flags_.trace_out);
+    spdlog::info("pipeline trace of {} step(s) written to {}", trace_->steps(), flags_.trace_out);
+  }
+  return idle;
+}
+
+}  // namespace strata::programs
