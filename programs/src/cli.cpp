@@ -84,13 +84,13 @@ std::optional<std::string> TrainingRunFlags::checkpoint_to_resume() const {
   if (resume.empty()) return std::nullopt;
   if (resume == "auto") {
     std::vector<std::string> rejected;
-    auto path = latest_valid_checkpoint(checkpoint_dir, &rejected);
+    auto path = core::latest_valid_checkpoint(checkpoint_dir, &rejected);
     for (const std::string& why : rejected) spdlog::warn("--resume auto: skipped {}", why);
     if (!path)
       spdlog::info("--resume auto: no checkpoint in {} yet, starting fresh", checkpoint_dir);
     return path;
   }
-  auto path = find_checkpoint(resume);
+  auto path = core::find_checkpoint(resume);
   STRATA_CHECK(path.has_value(), "--resume ", resume, ": no checkpoint there");
   return path;
 }
