@@ -29,6 +29,7 @@
 #include "strata/parallel/comm/mpi_communicator.h"
 #include "strata/parallel/data/process_grid.h"
 #include "strata/parallel/pipeline/pipeline_parallel.h"
+#include "strata/parallel/pipeline/schedule_registry.h"
 #include "strata/parallel/pipeline/trace.h"
 #include "strata/programs/cli.h"
 
@@ -71,8 +72,8 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--lr", c.lr, "SGD learning rate")->check(CLI::PositiveNumber);
   app.add_option("--momentum", c.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
   app.add_option("--seed", c.seed, "Seed of the model's initialization");
-  app.add_option("--schedule", c.schedule, "Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1")
-      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
+  app.add_option("--schedule", c.schedule, "Pipeline schedule")
+      ->check(CLI::IsMember(strata::parallel::schedule_names()));
   app.add_option("--micro-batches", c.micro_batches, "Micro-batches per batch (M)")
       ->check(CLI::PositiveNumber);
   app.add_option("--virtual-stages", c.virtual_stages, "Model chunks per rank (interleaved)")

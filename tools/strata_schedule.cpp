@@ -2,9 +2,11 @@
 //
 //   strata-schedule --schedule zb-h1 --ranks 4 --micro-batches 8 --print --trace-out zb.json
 //   strata-schedule --load my_schedule.json          # verify a hand-written schedule
+//   strata-schedule --list                           # the registered schedules
 //
 // Prints each rank's simulated idle fraction and peak in-flight micro-batches; the
 // Chrome trace shows the simulated timeline (one row per rank) in Perfetto.
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 
@@ -14,6 +16,7 @@
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline/schedule.h"
 #include "strata/parallel/pipeline/schedule_json.h"
+#include "strata/parallel/pipeline/schedule_registry.h"
 #include "strata/programs/cli.h"
 
 namespace {
@@ -30,6 +33,7 @@ struct Config {
   std::string save;
   std::string trace_out;
   bool print = false;
+  bool list = false;
   PipelineCosts costs;
 };
 
@@ -63,7 +67,24 @@ void write_trace(const PipelineSchedule& schedule, const strata::parallel::Pipel
   trace.write(path);
 }
 
+// One line per registered schedule: name, whether it takes --virtual-stages, description.
+void list_schedules() {
+  size_t width = 4;
+  for (const std::string& name : strata::parallel::schedule_names())
+    width = std::max(width, name.size());
+  std::cout << fmt::format("{:<{}}  virtual stages  description\n", "name", width);
+  for (const std::string& name : strata::parallel::schedule_names()) {
+    const auto& entry = strata::parallel::schedule_entry(name);
+    std::cout << fmt::format("{:<{}}  {:<14}  {}\n", name, width,
+                             entry.supports_virtual_stages ? "yes" : "no", entry.description);
+  }
+}
+
 int run(const Config& c) {
+  if (c.list) {
+    list_schedules();
+    return 0;
+  }
   const PipelineSchedule schedule =
       c.load.empty() ? strata::parallel::make_pipeline_schedule(c.schedule, c.ranks,
                                                                 c.micro_batches, c.virtual_stages)
@@ -101,8 +122,8 @@ int main(int argc, char** argv) {
     Config c;
     CLI::App app{"Generate, verify and simulate pipeline schedules."};
     strata::programs::configure_cli(app);
-    app.add_option("--schedule", c.schedule, "gpipe, 1f1b, interleaved or zb-h1")
-        ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
+    app.add_option("--schedule", c.schedule, "Pipeline schedule (--list describes them)")
+        ->check(CLI::IsMember(strata::parallel::schedule_names()));
     app.add_option("--ranks", c.ranks, "Pipeline ranks (K)");
     app.add_option("--micro-batches", c.micro_batches, "Micro-batches per batch (M)");
     app.add_option("--virtual-stages", c.virtual_stages, "Model chunks per rank (interleaved)");
@@ -110,6 +131,7 @@ int main(int argc, char** argv) {
     app.add_option("--save", c.save, "Write the schedule as JSON");
     app.add_option("--trace-out", c.trace_out, "Write the simulated timeline as a Chrome trace");
     app.add_flag("--print", c.print, "Print every rank's instruction list");
+    app.add_flag("--list", c.list, "List the registered schedules and exit");
     app.add_option("--forward", c.costs.forward, "Simulated cost of a forward pass");
     app.add_option("--backward-input", c.costs.backward_input, "Cost of a backward-input pass");
     app.add_option("--backward-weight", c.costs.backward_weight, "Cost of a backward-weight pass");

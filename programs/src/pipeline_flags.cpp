@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "strata/core/error.h"
+#include "strata/parallel/pipeline/schedule_registry.h"
 
 namespace strata::programs {
 using namespace strata::parallel;  // NOLINT(google-build-using-namespace): binds flags to pipeline
@@ -46,7 +47,7 @@ void add_pipeline_flags(CLI::App& app, PipelineFlags& f) {
   app.add_option("--micro-batches", f.micro_batches, "Micro-batches per replica batch")
       ->check(CLI::PositiveNumber);
   app.add_option("--schedule", f.schedule, "Pipeline schedule")
-      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
+      ->check(CLI::IsMember(schedule_names()));
   app.add_option("--virtual-stages", f.virtual_stages,
                  "Model chunks per rank (interleaved schedule)")
       ->check(CLI::PositiveNumber);

@@ -71,10 +71,14 @@ TEST(PipelineTrace, TheoryMatchesThePublishedBubbles) {
     EXPECT_NEAR(sim.idle_fraction[0], theoretical_idle_fraction(name, 4, 8, v), 1e-12);
   }
 
+  // The schedule's own errors: the name and the shape are the registry's to check.
   expect_error([] { theoretical_idle_fraction("pipedream", 2, 4); },
-               "unknown schedule 'pipedream', expected gpipe, 1f1b, interleaved or zb-h1");
+               "pipeline schedule name: got 'pipedream', expected one of gpipe, 1f1b, "
+               "interleaved, zb-h1");
   expect_error([] { theoretical_idle_fraction("1f1b", 2, 4, 2); },
-               "1f1b has one stage per rank, got v 2");
+               "pipeline schedule '1f1b': virtual_stages must be 1");
+  expect_error([] { theoretical_idle_fraction("interleaved", 4, 6, 2); },
+               "micro_batches (6) must be a multiple of ranks (4)");
   expect_error([] { theoretical_idle_fraction("gpipe", 2, 0); }, "K 2, M 0, v 1");
 }
 

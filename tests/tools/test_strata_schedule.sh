@@ -36,6 +36,23 @@ echo '{"num_ranks": 1, "num_stages": 1, "num_micro_batches": 1, "ranks": [[{"op"
 expect_error "unknown op" "ranks\[0\]\[0\].op: unknown op 'G'" --load "$tmp/op.json"
 expect_error "missing file" "cannot open" --load "$tmp/nothing.json"
 expect_error "unknown flag" "bogus" --bogus
-expect_error "interleaved needs M divisible by K" "" --schedule interleaved --ranks 4 --micro-batches 6 --virtual-stages 2
+expect_error "interleaved needs M divisible by K" \
+  "pipeline schedule 'interleaved': micro_batches (6) must be a multiple of ranks (4)" \
+  --schedule interleaved --ranks 4 --micro-batches 6 --virtual-stages 2
+expect_error "virtual stages only where supported" \
+  "pipeline schedule 'gpipe': virtual_stages must be 1 (schedules with virtual stages: interleaved), got 2" \
+  --schedule gpipe --virtual-stages 2
+# The choices are the registry's names.
+expect_error "unknown schedule" "pipedream not in {gpipe,1f1b,interleaved,zb-h1}" --schedule pipedream
+
+# --list: the registry, one line per schedule, with its virtual-stage support.
+if "$bin" --list >"$tmp/list" 2>&1 &&
+   [[ $(grep -c . "$tmp/list") -eq 5 ]] &&
+   grep -q "^interleaved  yes  " "$tmp/list" &&
+   grep -q "^gpipe        no   " "$tmp/list"; then
+  pass "--list: $(tr '\n' '|' <"$tmp/list")"
+else
+  fail "--list: $(cat "$tmp/list")"
+fi
 
 finish

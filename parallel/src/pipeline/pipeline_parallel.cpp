@@ -15,6 +15,7 @@
 #include "strata/core/parameters.h"
 #include "strata/parallel/comm/tensor_message.h"
 #include "strata/parallel/data/expert_checkpoint.h"
+#include "strata/parallel/pipeline/schedule_registry.h"
 
 namespace strata::parallel {
 
@@ -39,11 +40,14 @@ std::vector<int64_t> parse_balance_list(const std::string& text) {
   return balance;
 }
 
-MemoryModel memory_model(const std::string& schedule, int stages, int micro_batches,
+// What each stage holds comes from the schedule itself (simulated), so a schedule added to
+// the registry gets its own memory model rather than another schedule's.
+MemoryModel memory_model(const std::string& schedule, int stages, int ranks, int micro_batches,
                          double optimizer_state_factor) {
+  STRATA_CHECK(ranks >= 1 && stages % ranks == 0, "pipeline: ", stages,
+               " stages do not split evenly over ", ranks, " ranks");
   return MemoryModel()
-      .in_flight(schedule == "gpipe" ? gpipe_in_flight(stages, micro_batches)
-                                     : one_f_one_b_in_flight(stages, micro_batches))
+      .in_flight(schedule_in_flight(schedule, ranks, micro_batches, stages / ranks))
       .optimizer_state_factor(optimizer_state_factor);
 }
 
@@ -59,9 +63,10 @@ PipelinePartition choose_partition(const std::vector<LayerProfile>& layers,
                                    double optimizer_state_factor, int ranks) {
   STRATA_CHECK(stages <= static_cast<int>(layers.size()), "pipeline: ", stages,
                " stages but the model has only ", layers.size(), " layers");
-  const MemoryModel memory = memory_model(schedule, stages, micro_batches, optimizer_state_factor);
   // With several stages per rank (interleaved), balance what each rank runs.
   if (ranks <= 0) ranks = stages;
+  const MemoryModel memory =
+      memory_model(schedule, stages, ranks, micro_batches, optimizer_state_factor);
   if (balance == "params")
     return partition_rank_balanced(layers, stages, ranks, BalanceBy::Parameters, memory);
   if (balance == "time")

@@ -1,10 +1,10 @@
-// The instruction vocabulary and the schedule generators. Every generator only decides the
-// order of compute passes on each rank; assemble() adds the transfers next to them and the
-// all-reduce and optimizer step at the end, so the placement rule lives in one place.
+// The instruction vocabulary and what every generator shares: a generator (one file each
+// under schedules/) only decides the order of compute passes on each rank;
+// assemble_schedule adds the transfers next to them and the all-reduce and optimizer step
+// at the end, so the placement rule lives in one place.
 #include "strata/parallel/pipeline/schedule.h"
 
 #include <algorithm>
-#include <deque>
 #include <sstream>
 
 #include "strata/core/error.h"
@@ -74,9 +74,8 @@ std::string format_schedule(const PipelineSchedule& schedule) {
   return out.str();
 }
 
-namespace {
-
-void check_shape(const std::string& name, int ranks, int micro_batches, int virtual_stages) {
+void check_schedule_shape(const std::string& name, int ranks, int micro_batches,
+                          int virtual_stages) {
   STRATA_CHECK(ranks >= 1, "pipeline schedule '", name, "': ranks must be >= 1, got ", ranks);
   STRATA_CHECK(micro_batches >= 1, "pipeline schedule '", name,
                "': micro_batches must be >= 1, got ", micro_batches);
@@ -84,15 +83,12 @@ void check_shape(const std::string& name, int ranks, int micro_batches, int virt
                "': virtual_stages must be >= 1, got ", virtual_stages);
 }
 
-PipelineInstruction compute(PipelineOp op, int stage, int micro_batch) {
-  return {op, stage, micro_batch, -1};
-}
-
-// Turns each rank's compute order into its full program: a receive right before the pass
-// that consumes it, a send right after the pass that produces it (the executor posts both
-// non-blocking), then the gradient all-reduce and the optimizer step.
-PipelineSchedule assemble(std::string name, int ranks, int micro_batches, int virtual_stages,
-                          const std::vector<std::vector<PipelineInstruction>>& compute_order) {
+PipelineSchedule assemble_schedule(
+    std::string name, int ranks, int micro_batches, int virtual_stages,
+    const std::vector<std::vector<PipelineInstruction>>& compute_order) {
+  check_schedule_shape(name, ranks, micro_batches, virtual_stages);
+  STRATA_CHECK(static_cast<int>(compute_order.size()) == ranks, "pipeline schedule '", name,
+               "': compute order for ", compute_order.size(), " ranks, expected ", ranks);
   PipelineSchedule s;
   s.name = std::move(name);
   s.num_ranks = ranks;
@@ -106,6 +102,9 @@ PipelineSchedule assemble(std::string name, int ranks, int micro_batches, int vi
     for (const auto& in : compute_order[r]) {
       const int st = in.stage, mb = in.micro_batch;
       const bool backward = in.op == PipelineOp::Backward || in.op == PipelineOp::BackwardInput;
+      STRATA_CHECK(in.op == PipelineOp::Forward || backward || in.op == PipelineOp::BackwardWeight,
+                   "pipeline schedule '", s.name, "': rank ", r, "'s compute order holds ",
+                   to_string(in), ", expected only F, BW, B and W passes");
       if (in.op == PipelineOp::Forward && st > 0 && remote(st - 1))
         program.push_back({PipelineOp::RecvActivation, st - 1, mb, s.rank_of_stage(st - 1)});
       if (backward && st < last && remote(st + 1))
@@ -120,114 +119,6 @@ PipelineSchedule assemble(std::string name, int ranks, int micro_batches, int vi
     program.push_back({PipelineOp::OptimizerStep, -1, -1, -1});
   }
   return s;
-}
-
-}  // namespace
-
-PipelineSchedule make_gpipe_schedule(int ranks, int micro_batches) {
-  check_shape("gpipe", ranks, micro_batches, 1);
-  std::vector<std::vector<PipelineInstruction>> order(ranks);
-  for (int r = 0; r < ranks; ++r) {
-    for (int m = 0; m < micro_batches; ++m) order[r].push_back(compute(PipelineOp::Forward, r, m));
-    for (int m = 0; m < micro_batches; ++m) order[r].push_back(compute(PipelineOp::Backward, r, m));
-  }
-  return assemble("gpipe", ranks, micro_batches, 1, order);
-}
-
-PipelineSchedule make_1f1b_schedule(int ranks, int micro_batches) {
-  check_shape("1f1b", ranks, micro_batches, 1);
-  std::vector<std::vector<PipelineInstruction>> order(ranks);
-  for (int r = 0; r < ranks; ++r) {
-    const int warmup = std::min(ranks - r - 1, micro_batches);
-    int f = 0, b = 0;
-    while (f < warmup) order[r].push_back(compute(PipelineOp::Forward, r, f++));
-    while (f < micro_batches) {
-      order[r].push_back(compute(PipelineOp::Forward, r, f++));
-      order[r].push_back(compute(PipelineOp::Backward, r, b++));
-    }
-    while (b < micro_batches) order[r].push_back(compute(PipelineOp::Backward, r, b++));
-  }
-  return assemble("1f1b", ranks, micro_batches, 1, order);
-}
-
-PipelineSchedule make_interleaved_1f1b_schedule(int ranks, int micro_batches, int virtual_stages) {
-  check_shape("interleaved", ranks, micro_batches, virtual_stages);
-  // Megatron-LM walks micro-batches in groups of `ranks` through each chunk in turn;
-  // groups only line up when every group is full.
-  STRATA_CHECK(micro_batches % ranks == 0, "pipeline schedule 'interleaved': micro_batches (",
-               micro_batches, ") must be a multiple of ranks (", ranks, ")");
-  const int total = micro_batches * virtual_stages;  // (chunk, micro-batch) units per rank
-  const int group = ranks * virtual_stages;
-  auto micro_batch = [&](int k) { return (k / group) * ranks + k % ranks; };
-  std::vector<std::vector<PipelineInstruction>> order(ranks);
-  for (int r = 0; r < ranks; ++r) {
-    auto forward = [&](int k) {
-      const int chunk = (k / ranks) % virtual_stages;
-      return compute(PipelineOp::Forward, chunk * ranks + r, micro_batch(k));
-    };
-    auto backward = [&](int k) {
-      const int chunk = virtual_stages - 1 - (k / ranks) % virtual_stages;
-      return compute(PipelineOp::Backward, chunk * ranks + r, micro_batch(k));
-    };
-    // Same warm-up as Megatron-LM: enough forwards that the first backward's gradient can
-    // arrive without a stall; all of them when there is only one group.
-    const int warmup = micro_batches == ranks
-                           ? total
-                           : std::min(total, (ranks - r - 1) * 2 + (virtual_stages - 1) * ranks);
-    int f = 0, b = 0;
-    while (f < warmup) order[r].push_back(forward(f++));
-    while (f < total) {
-      order[r].push_back(forward(f++));
-      order[r].push_back(backward(b++));
-    }
-    while (b < total) order[r].push_back(backward(b++));
-  }
-  return assemble("interleaved", ranks, micro_batches, virtual_stages, order);
-}
-
-PipelineSchedule make_zb_h1_schedule(int ranks, int micro_batches) {
-  check_shape("zb-h1", ranks, micro_batches, 1);
-  std::vector<std::vector<PipelineInstruction>> order(ranks);
-  for (int r = 0; r < ranks; ++r) {
-    // 1F1B's warm-up; rank r then keeps up to r W passes pending. That gives every rank
-    // K micro-batches in flight (rank 0 no more than in 1F1B), lets B passes start
-    // earlier, and the pending W passes fill the cool-down where 1F1B waits.
-    const int warmup = std::min(ranks - r - 1, micro_batches);
-    std::deque<int> pending_w;
-    auto& out = order[r];
-    auto backward_input = [&](int m) {
-      out.push_back(compute(PipelineOp::BackwardInput, r, m));
-      pending_w.push_back(m);
-      if (static_cast<int>(pending_w.size()) > r) {
-        out.push_back(compute(PipelineOp::BackwardWeight, r, pending_w.front()));
-        pending_w.pop_front();
-      }
-    };
-    int f = 0, b = 0;
-    while (f < warmup) out.push_back(compute(PipelineOp::Forward, r, f++));
-    while (f < micro_batches) {
-      out.push_back(compute(PipelineOp::Forward, r, f++));
-      backward_input(b++);
-    }
-    while (b < micro_batches) backward_input(b++);
-    for (int m : pending_w) out.push_back(compute(PipelineOp::BackwardWeight, r, m));
-  }
-  return assemble("zb-h1", ranks, micro_batches, 1, order);
-}
-
-PipelineSchedule make_pipeline_schedule(const std::string& name, int ranks, int micro_batches,
-                                        int virtual_stages) {
-  if (name == "interleaved")
-    return make_interleaved_1f1b_schedule(ranks, micro_batches, virtual_stages);
-  STRATA_CHECK(name == "gpipe" || name == "1f1b" || name == "zb-h1",
-               "pipeline schedule name: got '", name,
-               "', expected one of gpipe, 1f1b, interleaved, zb-h1");
-  STRATA_CHECK(virtual_stages == 1, "pipeline schedule '", name,
-               "': virtual_stages must be 1 (only 'interleaved' has virtual stages), got ",
-               virtual_stages);
-  if (name == "gpipe") return make_gpipe_schedule(ranks, micro_batches);
-  if (name == "1f1b") return make_1f1b_schedule(ranks, micro_batches);
-  return make_zb_h1_schedule(ranks, micro_batches);
 }
 
 }  // namespace strata::parallel

@@ -22,9 +22,11 @@ PipelineSimulation simulate_schedule(const PipelineSchedule& schedule, const Pip
   std::vector<double> now(n, 0.0);
   std::vector<size_t> pc(n, 0);
   std::vector<int> in_flight(n, 0);
+  std::vector<int> stage_in_flight(schedule.num_stages, 0);
   PipelineSimulation sim;
   sim.busy.assign(n, 0.0);
   sim.peak_in_flight.assign(n, 0);
+  sim.stage_peak_in_flight.assign(schedule.num_stages, 0);
   sim.intervals.resize(n);
   // (is gradient, stage, micro-batch) -> when the data is at the receiver.
   std::map<std::tuple<bool, int, int>, double> arrival;
@@ -37,15 +39,19 @@ PipelineSimulation simulate_schedule(const PipelineSchedule& schedule, const Pip
       case PipelineOp::Forward:
         cost = costs.forward;
         sim.peak_in_flight[r] = std::max(sim.peak_in_flight[r], ++in_flight[r]);
+        sim.stage_peak_in_flight[in.stage] =
+            std::max(sim.stage_peak_in_flight[in.stage], ++stage_in_flight[in.stage]);
         break;
       case PipelineOp::Backward:
         cost = costs.backward_input + costs.backward_weight;
         --in_flight[r];
+        --stage_in_flight[in.stage];
         break;
       case PipelineOp::BackwardInput: cost = costs.backward_input; break;
       case PipelineOp::BackwardWeight:
         cost = costs.backward_weight;
         --in_flight[r];
+        --stage_in_flight[in.stage];
         break;
       case PipelineOp::SendActivation:
       case PipelineOp::SendGradient: arrival[message] = now[r] + costs.send; break;

@@ -5,6 +5,7 @@
 
 #include "strata/core/error.h"
 #include "strata/parallel/comm/tensor_message.h"
+#include "strata/parallel/pipeline/schedule_registry.h"
 
 namespace strata::parallel {
 
@@ -66,23 +67,7 @@ PipelineIdle measure_idle(const std::vector<PipelineInstructionRecord>& records,
 double theoretical_idle_fraction(const std::string& schedule, int K, int M, int virtual_stages) {
   STRATA_CHECK(K >= 1 && M >= 1 && virtual_stages >= 1, "theoretical idle fraction: K ", K, ", M ",
                M, ", v ", virtual_stages, ": each must be at least 1");
-  STRATA_CHECK(schedule == "interleaved" || virtual_stages == 1,
-               "theoretical idle fraction: ", schedule, " has one stage per rank, got v ",
-               virtual_stages);
-  // Work in units of one micro-batch's compute on one stage: the bubble is `bubble`
-  // units against `work` units of compute per rank.
-  double work = M;
-  const double bubble = K - 1;
-  if (schedule == "interleaved") {
-    work = static_cast<double>(virtual_stages) * M;  // in units of one chunk's passes
-  } else if (schedule == "zb-h1") {
-    work = 3.0 * M;  // F, B and W of equal cost; the bubble is one F per rank step
-  } else {
-    STRATA_CHECK(schedule == "gpipe" || schedule == "1f1b",
-                 "theoretical idle fraction: unknown schedule '", schedule,
-                 "', expected gpipe, 1f1b, interleaved or zb-h1");
-  }
-  return bubble / (work + bubble);
+  return schedule_idle_fraction(schedule, K, M, virtual_stages);
 }
 
 void add_pipeline_records(core::ChromeTrace& trace,

@@ -48,7 +48,8 @@ std::vector<LayerProfile> profile_layers(torch::nn::Sequential& model,
 // stage holds between its forward and its backward).
 struct MemoryModel {
   // Micro-batches stage s holds at once under the schedule; empty: 1 for every stage.
-  // See gpipe_in_flight and one_f_one_b_in_flight.
+  // schedule_in_flight (schedule_registry.h) derives it from any registered schedule;
+  // gpipe_in_flight and one_f_one_b_in_flight are the closed forms of two of them.
   TORCH_ARG(std::vector<int64_t>, in_flight);
   // Bytes of optimizer state per parameter byte: SGD 0, SGD with momentum 1, Adam 2.
   TORCH_ARG(double, optimizer_state_factor) = 1;

@@ -36,10 +36,12 @@
 namespace strata::parallel {
 
 struct PipelineParallelOptions {
-  // "gpipe", "1f1b", "interleaved" or "zb-h1" (make_pipeline_schedule).
+  // A registered schedule name (schedule_registry.h): "gpipe", "1f1b", "interleaved",
+  // "zb-h1", or one the program registered.
   TORCH_ARG(std::string, schedule) = "1f1b";
   TORCH_ARG(int, micro_batches) = 4;
-  // Model chunks per rank; more than 1 only with "interleaved".
+  // Model chunks per rank; more than 1 only for a schedule with virtual stages
+  // ("interleaved").
   TORCH_ARG(int, virtual_stages) = 1;
   // Activation recomputation: never, always, or on every stage but the last.
   TORCH_ARG(Recompute, recompute) = Recompute::Never;
@@ -124,9 +126,10 @@ class PipelineParallel {
 
 // The partition `balance` names ("params", "time", "memory", "auto" or a list of layer
 // counts "3,5") for `stages` stages of `layers`, with the memory model of `schedule`
-// (how many micro-batches each stage holds). With fewer `ranks` than stages (interleaved),
-// "params" and "time" balance each rank's total (partition_rank_balanced); 0: one stage
-// per rank.
+// (how many micro-batches each stage holds: schedule_in_flight, from simulating the
+// schedule on `ranks` ranks with stages / ranks chunks each, M = `micro_batches`). With
+// fewer `ranks` than stages (interleaved), "params" and "time" balance each rank's total
+// (partition_rank_balanced); 0: one stage per rank.
 PipelinePartition choose_partition(const std::vector<LayerProfile>& layers,
                                    const std::string& balance, int stages,
                                    const std::string& schedule, int micro_batches,

@@ -62,6 +62,9 @@ struct PipelineSchedule {
 // One table row per step, one column per rank, for logs and docs.
 std::string format_schedule(const PipelineSchedule& schedule);
 
+// The built-in generators. Each lives in its own file under parallel/src/pipeline/schedules/
+// and is registered by name in schedule_registry.cpp (see schedule_registry.h).
+//
 // Fill with every forward, then drain with every backward. Peak M micro-batches in flight.
 PipelineSchedule make_gpipe_schedule(int ranks, int micro_batches);
 // One forward, one backward: rank r warms up with K - r - 1 forwards, so at most K
@@ -75,10 +78,31 @@ PipelineSchedule make_interleaved_1f1b_schedule(int ranks, int micro_batches, in
 // bubbles. Rank 0 holds at most K micro-batches, like 1F1B; with F = B = W the bubble is
 // (K-1)/(3M+K-1) for M >= K, a third of 1F1B's in time.
 PipelineSchedule make_zb_h1_schedule(int ranks, int micro_batches);
-// name: "gpipe", "1f1b", "interleaved" or "zb-h1". virtual_stages is for "interleaved"
-// and must be 1 otherwise.
+// The schedule registered as `name` (schedule_registry.h: the built-ins are "gpipe",
+// "1f1b", "interleaved" and "zb-h1"). virtual_stages must be 1 unless the schedule supports
+// virtual stages. An unknown name raises strata::Error listing the registered names.
 PipelineSchedule make_pipeline_schedule(const std::string& name, int ranks, int micro_batches,
                                         int virtual_stages = 1);
+
+// Building blocks of a generator: a generator decides only the order of compute passes on
+// each rank and leaves the transfers and the step to assemble_schedule, so that every
+// schedule places them by the same rule.
+//
+// Throws strata::Error naming schedule `name` when ranks, micro_batches or virtual_stages
+// is below 1.
+void check_schedule_shape(const std::string& name, int ranks, int micro_batches,
+                          int virtual_stages);
+// A compute pass: op is Forward, Backward, BackwardInput or BackwardWeight.
+inline PipelineInstruction compute_pass(PipelineOp op, int stage, int micro_batch) {
+  return {op, stage, micro_batch, -1};
+}
+// compute_order[r]: rank r's compute passes in order. Returns the full programs: a receive
+// right before the pass that consumes it, a send right after the pass that produces it
+// (the executor posts both non-blocking), then the gradient all-reduce and the optimizer
+// step. The result is not verified: verify_schedule does that.
+PipelineSchedule assemble_schedule(
+    std::string name, int ranks, int micro_batches, int virtual_stages,
+    const std::vector<std::vector<PipelineInstruction>>& compute_order);
 
 // Throws strata::Error naming the rank, the instruction index and the instruction when
 // the schedule would deadlock, sends something nobody receives, computes before its
@@ -101,6 +125,9 @@ struct PipelineSimulation {
   // Per rank: the most micro-batches whose forward on this rank is done and whose last
   // backward pass (Backward or W) is not, summed over the rank's stages: its activations.
   std::vector<int> peak_in_flight;
+  // Per stage: the same count for that stage alone, what a memory model charges it with.
+  // Both depend only on each rank's order of passes, not on the costs.
+  std::vector<int> stage_peak_in_flight;
   // Per rank, per instruction: its (start, end) time; a receive starts when its data is there.
   std::vector<std::vector<std::pair<double, double>>> intervals;
 };

@@ -35,16 +35,17 @@ PipelineIdle measure_idle(const std::vector<PipelineInstructionRecord>& records,
                           double wall_seconds);
 
 // The fraction of a step a rank idles under `schedule` with K ranks, M micro-batches and
-// v chunks per rank, if every pass of a stage costs the same and transfers are free. Every
-// formula is a bubble b relative to a rank's compute, turned into a fraction of the step
-// as b / (1 + b):
+// v chunks per rank, if every pass of a stage costs the same and transfers are free:
+// schedule_idle_fraction (schedule_registry.h), the generated schedule simulated with unit
+// costs, so it holds for any registered schedule. For the built-ins it equals the papers'
+// bubbles b / (1 + b) where they are exact:
 //   gpipe, 1f1b:  b = (K-1)/M          ->  (K-1)/(M+K-1)      (v must be 1)
 //   interleaved:  b = (K-1)/(v*M)      ->  (K-1)/(v*M+K-1)    (Narayanan et al. 2021)
 //   zb-h1:        b = (K-1)/(3M)       ->  (K-1)/(3M+K-1)     (Qi et al. 2023, F = B = W;
 //                 for M >= K: with fewer micro-batches the W passes cannot fill the
-//                 cool-down and the real bubble is larger; simulate_schedule gives it)
-// Raises strata::Error for an unknown schedule, K, M or v below 1, or v != 1 outside
-// interleaved.
+//                 cool-down, and the simulated value is the larger real bubble)
+// Raises strata::Error for an unknown schedule, K, M or v below 1, v != 1 for a schedule
+// without virtual stages, or a shape the generator refuses.
 double theoretical_idle_fraction(const std::string& schedule, int K, int M, int virtual_stages = 1);
 
 // Rows a rank's trace uses besides one per stage (tid = stage): transfers and waits, and
