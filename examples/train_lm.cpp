@@ -244,8 +244,9 @@ nlohmann::json score_mix_n_match(const Config& c,
 }
 
 int train(const Config& c, const std::string& configuration) {
-  // MPI under mpirun, Gloo under strata-run; the watchdog ends a hang with a report.
-  auto world = strata::parallel::world_communicator();
+  // --backend, else MPI under mpirun and Gloo under strata-run; the watchdog ends a hang
+  // with a report.
+  auto world = strata::parallel::world_communicator(c.reliability.backend);
   strata::parallel::check_same_configuration(*world, configuration);
   strata::parallel::ControlPlane control(*world, c.reliability);
   const int rank = world->rank();

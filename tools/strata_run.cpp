@@ -6,8 +6,9 @@
 // starts N copies of the program, each with STRATA_RANK, STRATA_WORLD_SIZE,
 // STRATA_STORE_ADDR=host:port, LOCAL_RANK and LOCAL_WORLD_SIZE (so a rank takes its share
 // of the cores) in its environment, and STRATA_TIMEOUT when --timeout is given (the
-// programs' default for their --timeout). strata programs then rendezvous through the
-// store (world_communicator: Gloo) and beat their watchdog's heartbeat into it.
+// programs' default for their --timeout) and STRATA_BACKEND when --backend is given.
+// strata programs then rendezvous through the store (world_communicator: Gloo, unless
+// --backend names another) and beat their watchdog's heartbeat into it.
 //
 // The launcher hosts the store, rather than rank 0, because it outlives every rank: when
 // rank 0 dies the others still find the store, read the abort and explain it.
@@ -48,6 +49,7 @@ struct Options {
   std::string host = "127.0.0.1";
   double timeout = -1;  // not given
   double grace = 5;
+  std::string backend;  // not given: the programs choose (Gloo)
   std::vector<std::string> command;
 };
 
@@ -83,6 +85,7 @@ pid_t start_rank(const Options& o, int rank, const std::string& address) {
   setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
   setenv("LOCAL_WORLD_SIZE", std::to_string(o.ranks).c_str(), 1);
   if (o.timeout >= 0) setenv("STRATA_TIMEOUT", std::to_string(o.timeout).c_str(), 1);
+  if (!o.backend.empty()) setenv("STRATA_BACKEND", o.backend.c_str(), 1);
   std::vector<char*> argv;
   for (const auto& arg : o.command) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
@@ -185,6 +188,8 @@ int main(int argc, char** argv) {
            "--timeout", o.timeout,
            "Hang timeout in seconds for the ranks (STRATA_TIMEOUT: their --timeout default)")
         ->check(CLI::NonNegativeNumber);
+    app.add_option("--backend", o.backend,
+                   "Communicator backend of the ranks (STRATA_BACKEND; e.g. gloo, nccl)");
     app.add_option("--grace", o.grace,
                    "Seconds the other ranks get to exit after one failed, before SIGKILL")
         ->check(CLI::NonNegativeNumber);

@@ -2,17 +2,20 @@
 
 #include <mpi.h>
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include <atomic>
 #include <cstdio>
 #include <exception>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "strata/core/error.h"
-#include "strata/parallel/comm/gloo_communicator.h"
+#include "strata/parallel/comm/backend_registry.h"
 #include "strata/parallel/comm/inprocess_communicator.h"
-#include "strata/parallel/comm/mpi_communicator.h"
-#include "strata/parallel/control/control_store.h"
 
 namespace strata::parallel::testing {
 
@@ -38,6 +41,32 @@ std::vector<Case> op_cases() {
   return cases;
 }
 
+std::vector<Case> quick_op_cases() {
+  std::vector<Case> cases;
+  for (const Case& c : op_cases()) {
+    if (c.dtype == at::kFloat || c.shape_name.find("large") == std::string::npos)
+      cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<OpParam> op_params(const std::vector<BackendJob>& jobs,
+                               const std::vector<Case>& cases) {
+  std::vector<OpParam> params;
+  for (const BackendJob& job : jobs) {
+    for (const Case& c : cases) params.emplace_back(job, c);
+  }
+  return params;
+}
+
+std::string op_test_name(const ::testing::TestParamInfo<OpParam>& info) {
+  return case_name(std::get<1>(info.param)) + "_" + job_name(std::get<0>(info.param));
+}
+
+std::string job_test_name(const ::testing::TestParamInfo<BackendJob>& info) {
+  return job_name(info.param);
+}
+
 std::string case_name(const Case& c) {
   return std::string(c10::toString(c.dtype)) + "_" + c.shape_name;
 }
@@ -61,6 +90,9 @@ at::Tensor make_values(at::ScalarType dtype, at::IntArrayRef shape, int rank, in
 
 namespace {
 
+// Where make_tensor and make_output put tensors: the device of the backend run_on runs.
+thread_local at::Device tensor_device(at::kCPU);
+
 at::Tensor lay_out(const at::Tensor& values, Layout layout) {
   if (layout == Layout::Transposed && values.dim() >= 2) {
     auto sizes = values.sizes().vec();
@@ -78,13 +110,13 @@ at::Tensor lay_out(const at::Tensor& values, Layout layout) {
 }  // namespace
 
 at::Tensor make_tensor(const Case& c, at::IntArrayRef shape, int rank, int salt) {
-  return lay_out(make_values(c.dtype, shape, rank, salt), c.layout);
+  return lay_out(make_values(c.dtype, shape, rank, salt).to(tensor_device), c.layout);
 }
 
 at::Tensor make_output(const Case& c, at::IntArrayRef shape) {
   at::Tensor garbage = c.dtype == at::kBool ? at::ones(shape, at::kBool)
                                             : at::full(shape, 99, at::TensorOptions(c.dtype));
-  return lay_out(garbage, c.layout);
+  return lay_out(garbage.to(tensor_device), c.layout);
 }
 
 at::Tensor expected_reduction(at::ScalarType dtype, at::IntArrayRef shape, int size, ReduceOp op,
@@ -112,9 +144,10 @@ std::vector<ReduceOp> reduce_ops(at::ScalarType dtype) {
   return {ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min};
 }
 
-void expect_tensor_eq(const at::Tensor& actual, const at::Tensor& expected,
+void expect_tensor_eq(const at::Tensor& actual_anywhere, const at::Tensor& expected,
                       const std::string& what) {
-  ASSERT_TRUE(actual.defined()) << what;
+  ASSERT_TRUE(actual_anywhere.defined()) << what;
+  const at::Tensor actual = actual_anywhere.cpu();
   EXPECT_EQ(actual.scalar_type(), expected.scalar_type()) << what;
   ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
   if (actual.scalar_type() == expected.scalar_type() &&
@@ -142,59 +175,99 @@ void expect_error(const std::function<void()>& body, const std::string& needle) 
   }
 }
 
-void run_in_process(int world_size, const Body& body, std::chrono::milliseconds timeout) {
-  auto communicators = InProcessCommunicator::create(world_size, timeout);
+namespace {
+
+// Sets the calling thread's tensor_device for as long as it lives.
+class DeviceScope {
+ public:
+  explicit DeviceScope(at::Device device) : previous_(tensor_device) { tensor_device = device; }
+  ~DeviceScope() { tensor_device = previous_; }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  at::Device previous_;
+};
+
+// The rank on this host picks the device, as the backends' world factories do.
+at::Device device_of(const CommunicatorBackend& backend, const Communicator& comm) {
+  if (backend.device_type() == at::kCPU) return at::kCPU;
+  const auto count = c10::impl::getDeviceGuardImpl(backend.device_type())->deviceCount();
+  return at::Device(backend.device_type(), static_cast<c10::DeviceIndex>(comm.rank() % count));
+}
+
+// Runs `body` on each rank in a thread of its own; false when a rank raised. Such a rank
+// aborts an in-process job, so that the others stop waiting for it; other backends' ranks
+// give up after the timeout of their group.
+bool run_threads(const CommunicatorBackend& backend, const ThreadGroup& ranks, const Body& body) {
+  std::atomic<bool> ok{true};
   std::vector<std::thread> threads;
-  for (int r = 0; r < world_size; ++r) {
+  for (size_t r = 0; r < ranks.size(); ++r) {
     threads.emplace_back([&, r] {
       try {
-        body(*communicators[r]);
+        DeviceScope scope(device_of(backend, *ranks[r]));
+        body(*ranks[r]);
       } catch (const std::exception& error) {
+        ok = false;
         ADD_FAILURE() << "rank " << r << " raised: " << error.what();
-        communicators[r]->abort(error.what());
+        if (auto* inprocess = dynamic_cast<InProcessCommunicator*>(ranks[r].get()))
+          inprocess->abort(error.what());
       }
     });
   }
   for (auto& thread : threads) thread.join();
+  return ok;
 }
 
-void run_gloo(int world_size, const Body& body) {
-  struct Job {
-    std::unique_ptr<ControlStoreServer> server;
-    std::vector<std::shared_ptr<Communicator>> ranks;
-  };
-  static std::map<int, Job> jobs;  // by world size; the tests run one at a time
-  Job& job = jobs[world_size];
-  if (job.ranks.empty()) {
-    job.server = std::make_unique<ControlStoreServer>();
-    job.ranks.resize(static_cast<size_t>(world_size));
-    std::vector<std::thread> joining;
-    for (int r = 0; r < world_size; ++r) {
-      joining.emplace_back([&, r] {
-        auto store = std::make_shared<ControlStoreClient>(job.server->address());
-        // A failing rank leaves the others waiting: a short timeout ends the test instead.
-        job.ranks[static_cast<size_t>(r)] =
-            GlooCommunicator::create(store, r, world_size, "test", std::chrono::seconds(20));
-      });
-    }
-    for (auto& thread : joining) thread.join();
-  }
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world_size; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        body(*job.ranks[static_cast<size_t>(r)]);
-      } catch (const std::exception& error) {
-        ADD_FAILURE() << "rank " << r << " raised: " << error.what();
-      }
-    });
-  }
-  for (auto& thread : threads) thread.join();
+std::mutex instantiated_mutex;
+std::set<std::string> instantiated;
+
+}  // namespace
+
+std::string job_name(const BackendJob& job) {
+  if (job.world_size == 0) return job.backend;
+  return job.backend + "_w" + std::to_string(job.world_size);
 }
 
-void run_mpi(const Body& body) {
-  auto world = MpiCommunicator::world();
+std::vector<BackendJob> backend_jobs(const std::string& backend,
+                                     const std::vector<int>& thread_sizes) {
+  {
+    std::lock_guard<std::mutex> lock(instantiated_mutex);
+    instantiated.insert(backend);
+  }
+  const CommunicatorBackend& found = communicator_backend(backend, false);
+  if (!found.is_available()) return {};
+  if (!found.make_threads()) return {{backend, 0}};
+  std::vector<BackendJob> jobs;
+  for (int size : thread_sizes) jobs.push_back({backend, size});
+  return jobs;
+}
+
+std::vector<std::string> instantiated_backends() {
+  std::lock_guard<std::mutex> lock(instantiated_mutex);
+  return {instantiated.begin(), instantiated.end()};
+}
+
+void run_on(const BackendJob& job, const Body& body) {
+  const CommunicatorBackend& backend = communicator_backend(job.backend);
+  if (job.world_size > 0) {
+    STRATA_CHECK(static_cast<bool>(backend.make_threads()), "backend \"", job.backend,
+                 "\" world size: got ", job.world_size,
+                 ", expected 0 (its ranks are processes, not threads)");
+    // Made once: a Gloo group meets through a store, which takes a while. The tests run
+    // one at a time.
+    static std::map<std::string, ThreadGroup> groups;
+    ThreadGroup& group = groups[job_name(job)];
+    if (group.empty()) group = backend.make_threads()(job.world_size, std::chrono::seconds(60));
+    // A failed test may leave messages or a broken job behind: the next one starts afresh.
+    if (!run_threads(backend, group, body)) groups.erase(job_name(job));
+    return;
+  }
+  static std::map<std::string, CommunicatorPtr> worlds;  // one per backend and process
+  CommunicatorPtr& world = worlds[job.backend];
+  if (!world) world = backend.make_world()(BackendContext());
   try {
+    DeviceScope scope(device_of(backend, *world));
     body(*world);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "[rank %d] raised: %s\n", world->rank(), error.what());
@@ -202,5 +275,14 @@ void run_mpi(const Body& body) {
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
 }
+
+void run_in_process(int world_size, const Body& body, std::chrono::milliseconds timeout) {
+  const CommunicatorBackend& backend = communicator_backend("inprocess");
+  run_threads(backend, backend.make_threads()(world_size, timeout), body);
+}
+
+void run_gloo(int world_size, const Body& body) { run_on({"gloo", world_size}, body); }
+
+void run_mpi(const Body& body) { run_on({"mpi"}, body); }
 
 }  // namespace strata::parallel::testing

@@ -1,9 +1,8 @@
-// Every communicator operation, for every case of op_cases(), on both backends: one body
-// per operation, run by InProcessOps (2 and 4 threads) and MpiOps (the mpirun ranks).
+// Every communicator operation, for every case of op_cases(), on every backend of the
+// registry: one body per operation, one instantiation per backend (at the end).
 #include <numeric>
 
 #include "comm_test_support.h"
-#include "strata/parallel/control/control_plane.h"
 
 namespace strata::parallel::testing {
 namespace {
@@ -12,6 +11,12 @@ std::vector<int64_t> with_leading(int64_t leading, at::IntArrayRef shape) {
   std::vector<int64_t> out{leading};
   out.insert(out.end(), shape.begin(), shape.end());
   return out;
+}
+
+// Runs `op` on the test's case, on every rank of the test's backend job.
+void run_op(void (*op)(Communicator&, const Case&)) {
+  const OpParam& param = CommunicatorOps::GetParam();
+  run_on(std::get<0>(param), [&](Communicator& c) { op(c, std::get<1>(param)); });
 }
 
 std::string at_rank(const char* what, int rank) {
@@ -158,62 +163,38 @@ void alltoall(Communicator& c, const Case& k) {
   expect_tensor_eq(even_output, at::cat(pieces), at_rank("alltoall equal", r));
 }
 
-class InProcessOps : public ::testing::TestWithParam<std::tuple<int, Case>> {};
-class MpiOps : public ::testing::TestWithParam<Case> {};
-class GlooOps : public ::testing::TestWithParam<Case> {};
-
-std::string in_process_name(const ::testing::TestParamInfo<std::tuple<int, Case>>& info) {
-  return case_name(std::get<1>(info.param)) + "_w" + std::to_string(std::get<0>(info.param));
-}
-
-// With 4 threads, large tensors only in float: 4 ranks add little to 2 ranks there, and the
-// single-process suite has to stay quick on a 2-core machine. MpiOps runs them all.
-std::vector<Case> four_rank_cases() {
-  std::vector<Case> cases;
-  for (const Case& c : op_cases()) {
-    if (c.dtype == at::kFloat || c.shape_name.find("large") == std::string::npos)
-      cases.push_back(c);
-  }
-  return cases;
-}
-
 }  // namespace
 
-// One body, both backends.
-#define STRATA_OP_TEST(name, body)                                              \
-  TEST_P(InProcessOps, name) {                                                  \
-    run_in_process(std::get<0>(GetParam()),                                     \
-                   [&](Communicator& c) { body(c, std::get<1>(GetParam())); }); \
-  }                                                                             \
-  TEST_P(MpiOps, name) {                                                        \
-    run_mpi([&](Communicator& c) { body(c, GetParam()); });                     \
-  }                                                                             \
-  TEST_P(GlooOps, name) {                                                       \
-    if (!gloo_available()) GTEST_SKIP() << "strata was built without Gloo";     \
-    run_gloo(2, [&](Communicator& c) { body(c, GetParam()); });                 \
-  }
+TEST_P(CommunicatorOps, SendRecv) { run_op(send_recv); }
+TEST_P(CommunicatorOps, IsendIrecv) { run_op(isend_irecv); }
+TEST_P(CommunicatorOps, Allreduce) { run_op(allreduce); }
+TEST_P(CommunicatorOps, Broadcast) { run_op(broadcast); }
+TEST_P(CommunicatorOps, Allgather) { run_op(allgather); }
+TEST_P(CommunicatorOps, ReduceScatter) { run_op(reduce_scatter); }
+TEST_P(CommunicatorOps, Alltoall) { run_op(alltoall); }
 
-STRATA_OP_TEST(SendRecv, send_recv)
-STRATA_OP_TEST(IsendIrecv, isend_irecv)
-STRATA_OP_TEST(Allreduce, allreduce)
-STRATA_OP_TEST(Broadcast, broadcast)
-STRATA_OP_TEST(Allgather, allgather)
-STRATA_OP_TEST(ReduceScatter, reduce_scatter)
-STRATA_OP_TEST(Alltoall, alltoall)
-
-// The instance names prefix the suite names: "Mpi/MpiOps" is what --gtest_filter=Mpi* picks.
-INSTANTIATE_TEST_SUITE_P(InProcess2, InProcessOps,
-                         ::testing::Combine(::testing::Values(2), ::testing::ValuesIn(op_cases())),
-                         in_process_name);
-INSTANTIATE_TEST_SUITE_P(InProcess4, InProcessOps,
-                         ::testing::Combine(::testing::Values(4),
-                                            ::testing::ValuesIn(four_rank_cases())),
-                         in_process_name);
-// Gloo on 2 threads of this process (tools/strata-run jobs use it between processes);
-// large tensors only in float, as for 4 threads, to keep the suite quick.
-INSTANTIATE_TEST_SUITE_P(Gloo2, GlooOps, ::testing::ValuesIn(four_rank_cases()),
-                         [](const auto& info) { return case_name(info.param); });
-INSTANTIATE_TEST_SUITE_P(Mpi, MpiOps, ::testing::ValuesIn(op_cases()),
-                         [](const auto& info) { return case_name(info.param); });
+// One line per backend of the registry (CommunicatorBackends.EveryAvailableBackendRunsTheSuites
+// checks that none is missing); an unavailable backend instantiates nothing. The instance
+// names prefix the test names: "Mpi..." is what --gtest_filter=Mpi* runs under mpirun.
+// In-process on 2 and 4 threads, with 4 large tensors only in float: 4 ranks add little to
+// 2 ranks there, and the single-process suite has to stay quick on a 2-core machine.
+INSTANTIATE_TEST_SUITE_P(InProcess2, CommunicatorOps,
+                         ::testing::ValuesIn(op_params(backend_jobs("inprocess", {2}), op_cases())),
+                         op_test_name);
+INSTANTIATE_TEST_SUITE_P(InProcess4, CommunicatorOps,
+                         ::testing::ValuesIn(op_params(backend_jobs("inprocess", {4}),
+                                                       quick_op_cases())),
+                         op_test_name);
+// Gloo on 2 threads of this process (tools/strata-run jobs use it between processes).
+INSTANTIATE_TEST_SUITE_P(Gloo2, CommunicatorOps,
+                         ::testing::ValuesIn(op_params(backend_jobs("gloo"), quick_op_cases())),
+                         op_test_name);
+INSTANTIATE_TEST_SUITE_P(Mpi, CommunicatorOps,
+                         ::testing::ValuesIn(op_params(backend_jobs("mpi"), op_cases())),
+                         op_test_name);
+// On the GPUs of the mpirun job's ranks, in CUDA builds with NCCL.
+INSTANTIATE_TEST_SUITE_P(MpiNccl, CommunicatorOps,
+                         ::testing::ValuesIn(op_params(backend_jobs("nccl"), op_cases())),
+                         op_test_name);
 
 }  // namespace strata::parallel::testing

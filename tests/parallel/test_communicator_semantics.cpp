@@ -1,12 +1,12 @@
-// Behaviour both backends share beyond single operations: barriers, splits, argument
+// Behaviour every backend shares beyond single operations: barriers, splits, argument
 // errors (each raising the same strata::Error on every backend, after which the
 // communicator still works), size mismatches of point-to-point messages, and progress
-// through is_completed(). Each body runs as InProcess<Suite> and Mpi<Suite>.
+// through is_completed(). One instantiation per backend of the registry (at the end).
 #include <algorithm>
 #include <thread>
 
 #include "comm_test_support.h"
-#include "strata/parallel/control/control_plane.h"
+#include "strata/parallel/comm/backend_registry.h"
 
 namespace strata::parallel::testing {
 namespace {
@@ -176,26 +176,37 @@ void keep_alive_body(Communicator& c) {
   expect_tensor_eq(after, at::full({3}, c.size(), at::kFloat), "allreduce after dropped work");
 }
 
+// The bodies make CPU tensors of their own (beyond make_tensor): backends of other devices
+// run the op suite only.
+void run_semantics(const Body& body) {
+  const BackendJob& job = CommunicatorSemantics::GetParam();
+  if (communicator_backend(job.backend).device_type() != at::kCPU)
+    GTEST_SKIP() << job.backend << ": the semantics bodies make CPU tensors";
+  run_on(job, body);
+}
+
 }  // namespace
 
-STRATA_COMM_TEST(Communicator, WorksKeepTensorsAlive, keep_alive_body)
-STRATA_COMM_TEST(Communicator, Barrier, barrier_body)
-STRATA_COMM_TEST(Communicator, Split, split_body)
-STRATA_COMM_TEST(Communicator, BadInputsRaise, bad_inputs_body)
-STRATA_COMM_TEST(Communicator, RecvSizeMismatchRaises, recv_size_mismatch_body)
-STRATA_COMM_TEST(Communicator, IsCompletedMakesProgress, poll_body)
+TEST_P(CommunicatorSemantics, WorksKeepTensorsAlive) { run_semantics(keep_alive_body); }
+TEST_P(CommunicatorSemantics, Barrier) { run_semantics(barrier_body); }
+TEST_P(CommunicatorSemantics, Split) { run_semantics(split_body); }
+TEST_P(CommunicatorSemantics, BadInputsRaise) { run_semantics(bad_inputs_body); }
+TEST_P(CommunicatorSemantics, RecvSizeMismatchRaises) {
+  if (GetParam().backend == "gloo")
+    GTEST_SKIP() << "Gloo aborts the process on a receive into a tensor of another size "
+                    "(docs/reliability.md, \"Limits\")";
+  run_semantics(recv_size_mismatch_body);
+}
+TEST_P(CommunicatorSemantics, IsCompletedMakesProgress) { run_semantics(poll_body); }
 
-// The same on the Gloo backend (strata-run's data plane), 2 ranks. Not a receive into a
-// tensor of another size: Gloo aborts the process on it (docs/reliability.md, "Limits").
-#define STRATA_GLOO_TEST(name, body)                                \
-  TEST(GlooCommunicatorSemantics, name) {                           \
-    if (!gloo_available()) GTEST_SKIP() << "LibTorch without Gloo"; \
-    run_gloo(2, body);                                              \
-  }
-STRATA_GLOO_TEST(WorksKeepTensorsAlive, keep_alive_body)
-STRATA_GLOO_TEST(Barrier, barrier_body)
-STRATA_GLOO_TEST(Split, split_body)
-STRATA_GLOO_TEST(BadInputsRaise, bad_inputs_body)
-STRATA_GLOO_TEST(IsCompletedMakesProgress, poll_body)
+// One line per backend of the registry, as for the op suite (test_communicator_ops.cpp).
+INSTANTIATE_TEST_SUITE_P(InProcess, CommunicatorSemantics,
+                         ::testing::ValuesIn(backend_jobs("inprocess", {2, 4})), job_test_name);
+INSTANTIATE_TEST_SUITE_P(Gloo, CommunicatorSemantics, ::testing::ValuesIn(backend_jobs("gloo")),
+                         job_test_name);
+INSTANTIATE_TEST_SUITE_P(Mpi, CommunicatorSemantics, ::testing::ValuesIn(backend_jobs("mpi")),
+                         job_test_name);
+INSTANTIATE_TEST_SUITE_P(MpiNccl, CommunicatorSemantics, ::testing::ValuesIn(backend_jobs("nccl")),
+                         job_test_name);
 
 }  // namespace strata::parallel::testing

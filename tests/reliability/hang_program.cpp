@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     strata::parallel::add_reliability_flags(app, reliability);
     if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
 
-    auto world = strata::parallel::world_communicator();
+    auto world = strata::parallel::world_communicator(reliability.backend);
     strata::parallel::ControlPlane control(*world, reliability);
     const int rank = world->rank();
     for (int step = 0; step < steps; ++step) {

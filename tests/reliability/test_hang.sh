@@ -17,6 +17,15 @@ run_timed() {
   elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 }
 
+# expect_healthy NAME STEPS: the last run ended with status 0 after STEPS healthy steps on 2 ranks.
+expect_healthy() {
+  if [[ $status -eq 0 ]] && grep -q "hang_program: $2 healthy steps on 2 rank(s)" "$tmp/stdout"; then
+    pass "$1: healthy run ends with status 0 (${elapsed} s)"
+  else
+    fail "$1: healthy run: status $status: $(cat "$tmp/stdout" "$tmp/stderr")"
+  fi
+}
+
 # expect_hang_report NAME: the last run ended non-zero within 12 s (a 3 s timeout, a few
 # heartbeats, and the start-up of MPI or Gloo on a loaded machine) with the report.
 expect_hang_report() {
@@ -43,11 +52,7 @@ else
 fi
 
 run_timed "$mpiexec" -np 2 "$hang" --fault none --timeout 3
-if [[ $status -eq 0 ]] && grep -q 'hang_program: 5 healthy steps on 2 rank(s)' "$tmp/stdout"; then
-  pass "mpirun: healthy run ends with status 0 (${elapsed} s)"
-else
-  fail "mpirun: healthy run: status $status: $(cat "$tmp/stdout" "$tmp/stderr")"
-fi
+expect_healthy "mpirun" 5
 
 run_timed "$launcher" -n 2 --timeout 3 "$hang" --fault recv
 expect_hang_report "strata-run (Gloo): receive with no sender"
@@ -66,11 +71,17 @@ else
 fi
 
 run_timed "$launcher" -n 2 --timeout 3 "$hang" --fault none --steps 20
-if [[ $status -eq 0 ]] && grep -q 'hang_program: 20 healthy steps on 2 rank(s)' "$tmp/stdout"; then
-  pass "strata-run: healthy run ends with status 0 (${elapsed} s)"
-else
-  fail "strata-run: healthy run: status $status: $(cat "$tmp/stdout" "$tmp/stderr")"
-fi
+expect_healthy "strata-run" 20
+
+# Backends by name: each launcher's own backend named explicitly (strata-run passes its
+# --backend down as STRATA_BACKEND), and a name nobody registered.
+run_timed "$mpiexec" -np 2 "$hang" --fault none --timeout 3 --backend mpi
+expect_healthy "mpirun --backend mpi" 5
+run_timed "$launcher" -n 2 --backend gloo "$hang" --fault none --timeout 3
+expect_healthy "strata-run --backend gloo" 5
+fails_with_one_line "--backend carrier-pigeon" \
+  'communicator backend: got "carrier-pigeon", expected one of mpi, gloo, nccl, inprocess' \
+  "$hang" --backend carrier-pigeon && pass "--backend carrier-pigeon: $(cat "$tmp/stderr")"
 
 fails_with_one_line "strata-run without a program" "no program given" "$launcher" -n 2 &&
   pass "strata-run without a program: $(cat "$tmp/stderr")"

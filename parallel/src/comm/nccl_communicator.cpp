@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -12,6 +13,7 @@
 #include "communicator_checks.h"
 #include "staged_tensor.h"
 #include "strata/core/error.h"
+#include "strata/parallel/comm/mpi_communicator.h"
 #include "strata/parallel/control/control_store.h"
 
 // ncclAvg and ncclBfloat16 arrived in NCCL 2.10.
@@ -301,6 +303,26 @@ std::shared_ptr<NcclCommunicator> NcclCommunicator::create_from_store(ControlSto
     std::memcpy(id.bytes.data(), bytes.data(), id.bytes.size());
   }
   return std::make_shared<NcclCommunicator>(rank, size, id, device);
+}
+
+std::shared_ptr<NcclCommunicator> NcclCommunicator::create_world(const BackendContext& context) {
+  int devices = 0;
+  STRATA_CUDA_CHECK(cudaGetDeviceCount(&devices));
+  STRATA_CHECK(devices > 0, "nccl world devices: got 0, expected a visible CUDA device");
+  // The rank on this host, as strata-run (LOCAL_RANK) or mpirun says.
+  auto device = [devices](int rank) {
+    for (const char* name : {"LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"}) {
+      if (const char* local = std::getenv(name)) return std::atoi(local) % devices;
+    }
+    return rank % devices;
+  };
+  if (!context.store_address.empty()) {
+    ControlStoreClient store(context.store_address);
+    return create_from_store(store, context.rank, context.world_size, device(context.rank),
+                             "world/nccl_unique_id");
+  }
+  auto world = MpiCommunicator::world();
+  return create_from_mpi(*world, device(world->rank()));
 }
 
 int NcclCommunicator::device() const { return state_->device; }

@@ -6,8 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "strata/core/error.h"
-#include "strata/parallel/comm/gloo_communicator.h"
-#include "strata/parallel/comm/mpi_communicator.h"
+#include "strata/parallel/comm/backend_registry.h"
 #include "strata/parallel/comm/recording_communicator.h"
 
 namespace strata::parallel {
@@ -25,6 +24,19 @@ int env_int(const char* name, const char* value, int low, int high) {
   STRATA_CHECK(parsed >= low && parsed <= high, name, ": got \"", value,
                "\", expected an integer in ", low, "..", high);
   return parsed;
+}
+
+bool started_by_mpirun() { return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE"); }
+
+// What every strata program did before backends had names: Gloo under strata-run, MPI
+// otherwise (mpirun's variables win: a job started by mpirun is an MPI job).
+std::string automatic_backend(const std::optional<LaunchEnvironment>& env) {
+  if (!env || started_by_mpirun()) return "mpi";
+  if (env->world_size == 1 && !gloo_available()) return "mpi";
+  STRATA_CHECK(gloo_available(), "strata-run with ", env->world_size,
+               " ranks needs the Gloo data plane, and strata was built without it "
+               "(install libgloo-dev and rebuild), expected a Gloo build or mpirun");
+  return "gloo";
 }
 
 }  // namespace
@@ -53,6 +65,11 @@ void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--hang-report", flags.hang_report,
                  "Write the watchdog's report of a hang here as JSON");
+  std::string names;
+  for (const auto& name : registered_backends()) names += (names.empty() ? "" : ", ") + name;
+  app.add_option("--backend", flags.backend,
+                 "Communicator backend of the job's world: " + names +
+                     " (default: $STRATA_BACKEND, else gloo under strata-run and mpi otherwise)");
 }
 
 std::optional<LaunchEnvironment> launch_environment() {
@@ -72,22 +89,27 @@ std::optional<LaunchEnvironment> launch_environment() {
   return env;
 }
 
-CommunicatorPtr world_communicator() {
-  static const CommunicatorPtr world = []() -> CommunicatorPtr {
+CommunicatorPtr world_communicator(const std::string& backend) {
+  std::string name = backend;
+  if (name.empty()) {
+    const char* env = std::getenv("STRATA_BACKEND");
+    if (env) name = env;
+  }
+  static std::string made_by;
+  static const CommunicatorPtr world = [&]() -> CommunicatorPtr {
     const auto env = launch_environment();
-    // mpirun's variables win: a job started by mpirun is an MPI job.
-    if (env && !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("PMI_SIZE")) {
-      if (env->world_size == 1 && !gloo_available())
-        return record_operations(MpiCommunicator::world());
-      STRATA_CHECK(gloo_available(), "strata-run with ", env->world_size,
-                   " ranks needs the Gloo data plane, and strata was built without it "
-                   "(install libgloo-dev and rebuild), expected a Gloo build or mpirun");
-      auto client = std::make_shared<ControlStoreClient>(env->store_address);
-      return record_operations(
-          GlooCommunicator::create(client, env->rank, env->world_size, "world"));
+    made_by = name.empty() ? automatic_backend(env) : name;
+    const CommunicatorBackend& chosen = communicator_backend(made_by);
+    BackendContext context;
+    if (env && !started_by_mpirun()) {
+      context.rank = env->rank;
+      context.world_size = env->world_size;
+      context.store_address = env->store_address;
     }
-    return record_operations(MpiCommunicator::world());
+    return record_operations(chosen.make_world()(context));
   }();
+  STRATA_CHECK(name.empty() || name == made_by, "world communicator backend: got \"", name,
+               "\", expected \"", made_by, "\" (the process's world was made with it)");
   return world;
 }
 
@@ -95,8 +117,7 @@ ControlPlane::ControlPlane(Communicator& world, const ReliabilityFlags& flags)
     : rank_(world.rank()), world_size_(world.size()), flags_(flags) {
   STRATA_CHECK(flags.timeout >= 0, "--timeout: got ", flags.timeout,
                ", expected 0 or more seconds");
-  if (const auto env = launch_environment();
-      env && !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("PMI_SIZE")) {
+  if (const auto env = launch_environment(); env && !started_by_mpirun()) {
     address_ = env->store_address;
   } else {
     // Rank 0 hosts the store on loopback, on any free port, and tells the others.

@@ -1,7 +1,8 @@
 #pragma once
 // The one communicator interface every parallel feature uses, modelled on c10d's
-// ProcessGroup/Work. Backends: MPI (CPU tensors, mpirun jobs), in-process (N ranks as
-// threads sharing memory) and NCCL (CUDA tensors; built when CUDA and NCCL are found).
+// ProcessGroup/Work. Backends: MPI (CPU tensors, mpirun jobs), Gloo (CPU tensors,
+// strata-run jobs), in-process (N ranks as threads sharing memory) and NCCL (CUDA tensors;
+// built when CUDA and NCCL are found), each registered by name (backend_registry.h).
 //
 // Every operation takes at::Tensors of any dtype (contiguous or not, empty allowed) and
 // returns a Work handle. Non-blocking operations (isend, irecv and every collective) may
@@ -46,7 +47,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  // "mpi", "inprocess" or "nccl".
+  // "mpi", "gloo", "inprocess" or "nccl".
   virtual std::string backend() const = 0;
 
   // Point to point. The receiver's tensor must have the sender's dtype and numel.

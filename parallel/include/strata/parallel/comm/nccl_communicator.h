@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "strata/parallel/comm/backend_registry.h"
 #include "strata/parallel/comm/communicator.h"
 
 namespace strata::parallel {
@@ -45,6 +46,10 @@ class NcclCommunicator final : public Communicator {
   static std::shared_ptr<NcclCommunicator> create_from_store(
       ControlStoreClient& store, int rank, int size, int device,
       const std::string& key = "nccl/unique_id");
+  // The job's world for the backend registry: through the store under strata-run, else
+  // over MPI's world; the device is the rank on its host (LOCAL_RANK under strata-run,
+  // mpirun's local rank) modulo the visible devices.
+  static std::shared_ptr<NcclCommunicator> create_world(const BackendContext& context);
 
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;

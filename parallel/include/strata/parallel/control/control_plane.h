@@ -2,7 +2,7 @@
 // How a strata program joins its job: the data plane (world_communicator) and the control
 // plane (the rendezvous store and the heartbeat watchdog), and the flags that steer them.
 //
-//   auto world = strata::parallel::world_communicator();   // MPI or Gloo, operations recorded
+//   auto world = strata::parallel::world_communicator(flags.backend);  // operations recorded
 //   strata::parallel::ControlPlane control(*world, flags);  // store + watchdog (collective)
 //   ... training ...
 //   control.finish();                                       // or let the destructor do it
@@ -14,7 +14,8 @@
 //   STRATA_STORE_ADDR (the store, which strata-run hosts) in its environment; the data
 //   plane is Gloo (c10d's ProcessGroupGloo, rendezvous through the store) when strata was
 //   built with it.
-// A program started alone is a world of one (MPI singleton).
+// A program started alone is a world of one (MPI singleton). --backend NAME (or
+// STRATA_BACKEND=NAME) picks another backend of comm/backend_registry.h instead.
 
 #include <chrono>
 #include <memory>
@@ -32,12 +33,13 @@ namespace strata::parallel {
 struct ReliabilityFlags {
   double timeout = 300;     // seconds; 0 disables the watchdog
   std::string hang_report;  // JSON report of a hang, written by the rank that detects it
+  std::string backend;      // the data plane's backend; empty: STRATA_BACKEND, else automatic
 
   // One tenth of the timeout, between 0.1 s and 1 s.
   std::chrono::milliseconds heartbeat_interval() const;
   std::chrono::milliseconds timeout_ms() const;
 };
-// --timeout, --hang-report.
+// --timeout, --hang-report, --backend.
 void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags);
 
 // The environment strata-run gives each rank; nullopt when the variables are not set.
@@ -52,10 +54,13 @@ std::optional<LaunchEnvironment> launch_environment();
 // True when Gloo (c10d::ProcessGroupGloo) was found at build time.
 bool gloo_available();
 
-// The job's world, wrapped by record_operations: Gloo under strata-run (STRATA_STORE_ADDR
-// set), MPI otherwise. Raises strata::Error under strata-run with more than one rank when
-// strata was built without Gloo. Returns the same communicator on every call.
-CommunicatorPtr world_communicator();
+// The job's world, wrapped by record_operations, from the backend (comm/backend_registry.h)
+// named by `backend`, else by the STRATA_BACKEND environment variable, else chosen as
+// always: Gloo under strata-run (STRATA_STORE_ADDR set), MPI otherwise. Raises
+// strata::Error for an unknown or unavailable name, and under strata-run with more than one
+// rank when the automatic choice is Gloo and strata was built without it. Makes the world
+// on the first call and returns it on every later one (whose backend must not differ).
+CommunicatorPtr world_communicator(const std::string& backend = "");
 
 class ControlPlane {
  public:
