@@ -270,7 +270,7 @@ void check_gradients_live_in_buckets(Communicator& comm) {
         return grad.storage().is_alias_of(b.storage()) && slice >= begin &&
                slice + grad.nbytes() <= begin + b.nbytes();
       });
-      EXPECT_NE(owner, buckets.end()) << where << ": .grad is not a slice of any bucket";
+      EXPECT_TRUE(owner != buckets.end()) << where << ": .grad is not a slice of any bucket";
       covered += grad.numel();
       if (step == 0) {
         address[item.key()] = grad.data_ptr();
