@@ -53,6 +53,33 @@ expect_same_val_loss() {
   fi
 }
 
+# loss_at FILE STEP: the training loss a metrics file logged for step STEP (empty if none).
+loss_at() { grep "\"step\":$2[,}]" "$1" | grep '"loss"' | head -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/'; }
+
+# expect_same_losses WHAT FILE EXPECTED_FILE FROM TO REL: the training losses logged for
+# each step FROM..TO in two metrics files agree to REL (relative); a pass or a failure
+# named WHAT. A resumed run that lost its optimizer state matches the first step only.
+expect_same_losses() {
+  local what="$1" got="$2" expected="$3" from="$4" to="$5" rel="$6" step a b bad=""
+  for ((step = from; step <= to; step++)); do
+    a=$(loss_at "$got" "$step"); b=$(loss_at "$expected" "$step")
+    if [[ -z $a || -z $b ]] || ! near "$a" "$b" "$rel"; then bad+=" step $step: ${a:-none} vs ${b:-none};"; fi
+  done
+  if [[ -z $bad ]]; then pass "$what: losses of steps $from to $to within $rel"; else fail "$what:$bad"; fi
+}
+
+# expect_same_checkpoint WHAT EXPECTED ACTUAL: the two checkpoints hold the same tensors,
+# optimizer state included, by name (the test program in $compare_checkpoints, which the
+# script sets). Saving right after a resume and comparing with the checkpoint it resumed
+# from shows that the load kept everything, momentum and Adam's moments too.
+expect_same_checkpoint() {
+  if "$compare_checkpoints" "$2" "$3" >"$tmp/compare" 2>&1; then
+    pass "$1: $(cat "$tmp/compare")"
+  else
+    fail "$1: $(head -5 "$tmp/compare")"
+  fi
+}
+
 # expect_loss_falls FILE MARGIN: the first logged training loss of a metrics file is
 # above the last one by more than MARGIN (a pass or a failure is recorded).
 expect_loss_falls() {

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "checkpoint_compare.h"
 #include "strata/core/checkpoint.h"
 #include "strata/core/models/fmnist_models.h"
 #include "test_util.h"
@@ -53,10 +54,14 @@ void expect_same_model(const nn::Module& a, const nn::Module& b) {
   expect_bit_identical(a, snapshot(b));
 }
 
-// One more identical step on both; equal parameters afterwards mean the restored
-// optimizer state is bound to the right parameters.
+// The loaded optimizer holds the saved one's state, field by field, by parameter name;
+// then one more identical step on both gives equal parameters, so the restored state is
+// bound to the right parameters.
 void expect_same_next_step(nn::Sequential& a, torch::optim::Optimizer& oa, nn::Sequential& b,
                            torch::optim::Optimizer& ob) {
+  EXPECT_THAT(strata::test::tensor_differences(strata::test::optimizer_state(*a, oa),
+                                               strata::test::optimizer_state(*b, ob)),
+              testing::IsEmpty());
   train(a, oa, 1, 99);
   train(b, ob, 1, 99);
   expect_same_model(*a, *b);

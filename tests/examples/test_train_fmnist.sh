@@ -2,10 +2,12 @@
 # Tests train_fmnist from the outside: exit codes, error lines, files left behind, resume.
 set -uo pipefail
 bin="$1"
+compare_checkpoints="$2"
 data=/usr/share/datasets/fashion-mnist
 source "$(dirname "$0")/../cli_test_lib.sh"
 
-quick=(--threads 1 --batch 64 --epochs 1 --log-every 1000)
+base=(--threads 1 --batch 64 --epochs 1)
+quick=("${base[@]}" --log-every 1000)
 
 expect_clean_error "unknown flag" "bogus" "$bin" --bogus
 expect_clean_error "bad model" "model" "$bin" --model resnet
@@ -92,9 +94,11 @@ else
 fi
 
 # Checkpoints do not depend on the layout: a pp=2 run resumed with pp=2 is bit-exact to an
-# uninterrupted one, and the same checkpoint resumes in one process.
-mpirun -np 2 --oversubscribe "$bin" "${quick[@]}" "${pipe[@]}" --max-steps 24 --checkpoint-dir "$tmp/pfull" >/dev/null 2>&1 \
-  || fail "uninterrupted pipelined run"
+# uninterrupted one, and the same checkpoint resumes in one process with all its optimizer
+# state (saved again before any step: the same tensors, momentum included) and continues
+# the uninterrupted pp=2 run's losses to float rounding.
+mpirun -np 2 --oversubscribe "$bin" "${base[@]}" --log-every 1 "${pipe[@]}" --max-steps 24 --checkpoint-dir "$tmp/pfull" \
+  --metrics-out "$tmp/pfull.jsonl" >/dev/null 2>&1 || fail "uninterrupted pipelined run"
 mpirun -np 2 --oversubscribe "$bin" "${quick[@]}" "${pipe[@]}" --max-steps 12 --checkpoint-dir "$tmp/ppart" >/dev/null 2>&1 \
   || fail "first pipelined half"
 mpirun -np 2 --oversubscribe "$bin" "${quick[@]}" "${pipe[@]}" --max-steps 24 --checkpoint-dir "$tmp/ppart" --resume "$tmp/ppart" >/dev/null 2>&1 \
@@ -104,11 +108,18 @@ if cmp -s "$tmp/pfull/step-00000024/tensors.bin" "$tmp/ppart/step-00000024/tenso
 else
   fail "resumed pipelined run differs from the uninterrupted one"
 fi
-if "$bin" "${quick[@]}" --max-steps 13 --resume "$tmp/ppart/step-00000012" >"$tmp/stdout" 2>"$tmp/stderr" \
-    && grep -q "resumed from .* at step 12" "$tmp/stdout" "$tmp/stderr"; then
-  pass "a pp=2 checkpoint resumes in one process"
+if "$bin" "${quick[@]}" --max-steps 12 --resume "$tmp/ppart/step-00000012" --checkpoint-dir "$tmp/p1" \
+    >"$tmp/stdout" 2>"$tmp/stderr" && grep -q "resumed from .* at step 12" "$tmp/stdout" "$tmp/stderr"; then
+  expect_same_checkpoint "a pp=2 checkpoint resumes in one process" "$tmp/ppart/step-00000012" \
+    "$tmp/p1/step-00000012"
 else
   fail "a pp=2 checkpoint does not resume with pp=1: $(tail -1 "$tmp/stderr")"
+fi
+if "$bin" "${base[@]}" --log-every 1 --max-steps 16 --resume "$tmp/ppart/step-00000012" \
+    --metrics-out "$tmp/p1.jsonl" >/dev/null 2>"$tmp/stderr"; then
+  expect_same_losses "pp=2 resumed with pp=1 continues the pp=2 run" "$tmp/p1.jsonl" "$tmp/pfull.jsonl" 13 16 1e-4
+else
+  fail "pp=2 checkpoint continued with pp=1: $(tail -1 "$tmp/stderr")"
 fi
 
 finish

@@ -3,11 +3,12 @@
 # text appear, resume is bit-exact, and bad inputs fail with one line and leave nothing.
 set -uo pipefail
 bin="$1"
+compare_checkpoints="$2"
 source "$(dirname "$0")/../cli_test_lib.sh"
 
 # The model's shape flags apart, so that a case can change one (a flag may appear once).
-run=(--threads 1 --context 32 --batch 8 --eval-batches 2 --log-every 10 --d-model 32 --ffn 64)
-tiny=("${run[@]}" --layers 1 --heads 2)
+run=(--threads 1 --context 32 --batch 8 --eval-batches 2 --d-model 32 --ffn 64)
+tiny=("${run[@]}" --layers 1 --heads 2 --log-every 10)
 
 # A few dozen steps: the logged loss falls, and every kind of metrics line is there.
 if "$bin" "${tiny[@]}" --steps 60 --lr 3e-3 --eval-every 30 --metrics-out "$tmp/m.jsonl" \
@@ -49,22 +50,31 @@ else
 fi
 
 # Pipelined over 2 ranks (embedding and tied head on different stages), 1F1B with 4
-# micro-batches: the same run as one process, to float rounding; its checkpoint resumes in
-# one process; a schedule flag without --pp is an error.
-small=("${run[@]}" --layers 2 --heads 2 --steps 12 --lr 3e-3 --eval-every 0)
-"$bin" "${small[@]}" --metrics-out "$tmp/one.jsonl" >/dev/null 2>&1 || fail "one-process run"
-if mpirun -np 2 "$bin" "${small[@]}" --pp 2 --micro-batches 4 --balance 2,3 --checkpoint-dir "$tmp/pp" \
-    --metrics-out "$tmp/pp.jsonl" --generate 20 --prompt XYZZY >"$tmp/stdout" 2>"$tmp/stderr"; then
+# micro-batches: the same run as one process, to float rounding; its step-12 checkpoint
+# resumes in one process with all its AdamW state (saved again before any step: the same
+# tensors) and continues the pp=2 run's losses; a schedule flag without --pp is an error.
+small=("${run[@]}" --layers 2 --heads 2 --lr 3e-3 --eval-every 0 --log-every 1)
+"$bin" "${small[@]}" --steps 16 --metrics-out "$tmp/one.jsonl" >/dev/null 2>&1 || fail "one-process run"
+if mpirun -np 2 "$bin" "${small[@]}" --steps 16 --pp 2 --micro-batches 4 --balance 2,3 --checkpoint-dir "$tmp/pp" \
+    --checkpoint-every 12 --metrics-out "$tmp/pp.jsonl" --generate 20 --prompt XYZZY >"$tmp/stdout" 2>"$tmp/stderr"; then
   expect_same_val_loss "pp=2 matches one process" "$tmp/pp.jsonl" "$tmp/one.jsonl"
   [[ $(grep -ac '^XYZZY' "$tmp/stdout") -eq 1 ]] && pass "pp=2 generates once, on rank 0" \
     || fail "pp=2 generation: $(cat "$tmp/stdout")"
 else
   fail "pp=2 run: $(cat "$tmp/stderr")"
 fi
-if "$bin" "${run[@]}" --layers 2 --heads 2 --steps 13 --resume "$tmp/pp" >/dev/null 2>"$tmp/stderr"; then
-  pass "a pp=2 checkpoint resumes in one process"
+if "$bin" "${small[@]}" --steps 12 --resume "$tmp/pp/step-00000012" --checkpoint-dir "$tmp/pp1" \
+    >/dev/null 2>"$tmp/stderr"; then
+  expect_same_checkpoint "a pp=2 checkpoint resumes in one process" "$tmp/pp/step-00000012" \
+    "$tmp/pp1/step-00000012"
 else
   fail "pp=2 checkpoint in one process: $(cat "$tmp/stderr")"
+fi
+if "$bin" "${small[@]}" --steps 16 --resume "$tmp/pp/step-00000012" --metrics-out "$tmp/pp1.jsonl" \
+    >/dev/null 2>"$tmp/stderr"; then
+  expect_same_losses "pp=2 resumed in one process continues the pp=2 run" "$tmp/pp1.jsonl" "$tmp/pp.jsonl" 13 16 1e-4
+else
+  fail "pp=2 checkpoint continued in one process: $(cat "$tmp/stderr")"
 fi
 expect_clean_error "schedule without --pp" "--schedule needs --pp 2 or more" "$bin" "${tiny[@]}" --schedule gpipe
 

@@ -3,6 +3,7 @@
 // those of one process on the whole batch; a checkpoint saved with ep > 1 loads with ep = 1
 // and resumes with ep > 1; the same inside pipeline stages (pp 2 x ep).
 // Each body runs as InProcess<Suite> (2 and 4 threads) and Mpi<Suite> (the mpirun ranks).
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <set>
 
+#include "core/checkpoint_compare.h"
 #include "core/test_util.h"
 #include "parallel/comm_test_support.h"
 #include "strata/core/checkpoint.h"
@@ -27,6 +29,9 @@ using strata::parallel::Communicator;
 using strata::parallel::CommunicatorPtr;
 using strata::parallel::ProcessGrid;
 using strata::parallel::ProcessGridOptions;
+using strata::test::checkpoint_optimizer_state;
+using strata::test::optimizer_state;
+using strata::test::tensor_differences;
 
 constexpr int64_t kD = 8, kExperts = 4, kHidden = 16, kTokens = 48;  // 48: 1, 2, 3, 4 ranks
 constexpr double kTolerance = 1e-5;
@@ -179,10 +184,15 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
   parallel.train_step(x, target, adamw);
   parallel.save_checkpoint(path, adamw, 1);
 
-  // Saved whole: one process with every expert loads it exactly (optimizer state too).
+  // Saved whole: one process with every expert loads it exactly, optimizer state too
+  // (every parameter's AdamW moments and step, as saved).
   torch::nn::Sequential single = build(nullptr);
   torch::optim::AdamW single_adamw(single->parameters(), torch::optim::AdamWOptions(1e-2));
   EXPECT_EQ(strata::core::load_checkpoint(path, *single, &single_adamw), 1);
+  EXPECT_THAT(tensor_differences(checkpoint_optimizer_state(path, *single),
+                                 optimizer_state(*single, single_adamw)),
+              testing::IsEmpty())
+      << "optimizer state loaded with ep 1";
   const auto loaded = single->named_parameters();
   for (const auto& item : model->named_parameters()) {
     expect_close(item.value(), local_part(model, item.key(), loaded[item.key()], names),
@@ -195,8 +205,7 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
                 .item<double>(),
             1e-4);
 
-  // Resumed with the same ep, each rank takes its slice back, optimizer state included: a
-  // further step from the loaded state equals one from the live state.
+  // Resumed with the same ep, each rank takes its slice back, optimizer state included.
   torch::nn::Sequential resumed = build(grid.expert_parallel());
   strata::parallel::HybridParallel resumed_parallel(
       resumed, grid, loss_of, x,
@@ -206,12 +215,40 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
   EXPECT_THROW(resumed_parallel.load_checkpoint(path + "-missing", resumed_adamw), strata::Error);
   EXPECT_EQ(moe_of(resumed).w_in.size(0), kExperts / ep);  // a failed load changes nothing
   EXPECT_EQ(resumed_parallel.load_checkpoint(path, resumed_adamw), 1);
-  const at::Tensor x2 = batch(5).chunk(ep)[grid.rank()], target2 = batch(6).chunk(ep)[grid.rank()];
-  parallel.train_step(x2, target2, adamw);
-  resumed_parallel.train_step(x2, target2, resumed_adamw);
+  strata::test::TensorsByName saved_slices = checkpoint_optimizer_state(path, *resumed);
+  for (auto& [key, tensor] : saved_slices) {
+    // "optimizer/<parameter>/<field>"; a moment of an expert stack is sliced like it.
+    const size_t begin = key.find('/') + 1;
+    if (tensor.dim() > 0)
+      tensor = local_part(resumed, key.substr(begin, key.rfind('/') - begin), tensor, names);
+  }
+  EXPECT_THAT(tensor_differences(saved_slices, optimizer_state(*resumed, resumed_adamw)),
+              testing::IsEmpty())
+      << "optimizer state loaded with ep " << ep << " on rank " << grid.rank();
+
+  // Three more steps from the live state, from the state resumed with the same ep, and in
+  // the one process from the state it loaded (on the whole batch): the same losses and
+  // parameters. With Adam's moments lost, the second and third steps would differ.
+  for (int k = 0; k < 3; ++k) {
+    const at::Tensor gx = batch(5 + 2 * k), gtarget = batch(6 + 2 * k);
+    const at::Tensor rx = gx.chunk(ep)[grid.rank()], rtarget = gtarget.chunk(ep)[grid.rank()];
+    const double live = parallel.mean_over_replicas(parallel.train_step(rx, rtarget, adamw));
+    const double again = resumed_parallel.mean_over_replicas(
+        resumed_parallel.train_step(rx, rtarget, resumed_adamw));
+    single_adamw.zero_grad();
+    const at::Tensor whole = loss_of(single->forward(gx), gtarget);
+    whole.backward();
+    single_adamw.step();
+    const double tolerance = kTolerance * std::max(1.0, std::abs(live));
+    EXPECT_NEAR(again, live, tolerance) << "step " << 2 + k << " resumed with ep " << ep;
+    EXPECT_NEAR(whole.item<double>(), live, tolerance) << "step " << 2 + k << " with ep 1";
+  }
   const auto resumed_params = resumed->named_parameters();
+  const auto single_params = single->named_parameters();
   for (const auto& item : model->named_parameters()) {
     expect_close(resumed_params[item.key()], item.value(), "resumed " + item.key());
+    expect_close(local_part(model, item.key(), single_params[item.key()], names), item.value(),
+                 "ep 1 " + item.key());
   }
   world->barrier()->wait();
   if (world->rank() == 0) std::filesystem::remove_all(path);
@@ -291,7 +328,12 @@ void check_pipeline_with_expert_parallelism(Communicator& comm) {
   parallel.train_step(rx, rtarget, adamw);
   parallel.save_checkpoint(path, adamw, 1);
   torch::nn::Sequential loaded = build_deep(nullptr);
-  EXPECT_EQ(strata::core::load_checkpoint(path, *loaded, nullptr), 1);
+  torch::optim::AdamW loaded_adamw(loaded->parameters(), torch::optim::AdamWOptions(1e-2));
+  EXPECT_EQ(strata::core::load_checkpoint(path, *loaded, &loaded_adamw), 1);
+  EXPECT_THAT(tensor_differences(checkpoint_optimizer_state(path, *loaded),
+                                 optimizer_state(*loaded, loaded_adamw)),
+              testing::IsEmpty())
+      << "optimizer state of a pp 2 x ep " << ep << " checkpoint loaded in one process";
   const auto whole = loaded->named_parameters();
   for (const auto& item : local) {
     at::Tensor full = whole[item.key()];
@@ -302,14 +344,19 @@ void check_pipeline_with_expert_parallelism(Communicator& comm) {
     expect_close(item.value(), full, "saved " + item.key());
   }
 
-  // Resumed with the same layout, a further step equals the live run's.
+  // Resumed with the same layout, three further steps equal the live run's (the second
+  // and third only with the AdamW moments restored).
   torch::nn::Sequential resumed = build_deep(grid.expert_parallel());
   strata::parallel::HybridParallel resumed_parallel(resumed, grid, loss_of, rx, options());
   torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(),
                                     torch::optim::AdamWOptions(1e-2));
   EXPECT_EQ(resumed_parallel.load_checkpoint(path, resumed_adamw), 1);
-  parallel.train_step(rx, rtarget, adamw);
-  resumed_parallel.train_step(rx, rtarget, resumed_adamw);
+  for (int k = 0; k < 3; ++k) {
+    const double live = parallel.mean_over_replicas(parallel.train_step(rx, rtarget, adamw));
+    const double again = resumed_parallel.mean_over_replicas(
+        resumed_parallel.train_step(rx, rtarget, resumed_adamw));
+    EXPECT_NEAR(again, live, kTolerance * std::max(1.0, std::abs(live))) << "step " << 2 + k;
+  }
   const auto resumed_params = resumed_parallel.pipeline()->local_module().named_parameters();
   for (const auto& item : local)
     expect_close(resumed_params[item.key()], item.value(), "resumed " + item.key());

@@ -3,7 +3,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
 #include "comm_test_support.h"
+#include "strata/core/flight_recorder.h"
+#include "strata/parallel/comm/recording_communicator.h"
 #include "strata/parallel/control/control_plane.h"
 #include "strata/parallel/data/distributed_data_parallel.h"
 
@@ -171,6 +178,110 @@ void check_initial_broadcast(Communicator& comm) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(a[i].equal(b[i])) << "parameter " << i;
 }
 
+// Four equal layers, every parameter used: with a bucket cap below one layer's bytes each
+// layer is a bucket of its own, so a reducer that overlaps launches a layer's all-reduce
+// while the layers below it are still in backward.
+constexpr int kLayers = 4;
+torch::nn::Sequential make_stack() {
+  torch::nn::Sequential stack;
+  for (int i = 0; i < kLayers; ++i) {
+    stack->push_back(torch::nn::Linear(32, 32));
+    stack->push_back(torch::nn::Tanh());
+  }
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  for (auto& p : stack->parameters()) p.copy_(at::randn(p.sizes(), gen) * 0.3);
+  return stack;
+}
+
+// Overlap: the first bucket's all-reduce is launched while backward is still running,
+// before the first layer's gradient exists, and so is every bucket but the first layer's.
+// A reducer that launched its all-reduces only when backward ends fails both.
+void check_allreduce_overlaps_backward(Communicator& comm) {
+  // This rank's own recorder: the communicator wrapper enters each all-reduce when it is
+  // called (not when it finishes), a tensor hook each layer's weight gradient when autograd
+  // has computed it (before it is accumulated and the reducer hears of it).
+  strata::core::FlightRecorder recorder(256);
+  torch::nn::Sequential stack = make_stack();
+  DistributedDataParallel ddp(
+      stack.ptr(), strata::parallel::record_operations(comm.shared_from_this(), recorder),
+      DistributedDataParallelOptions().bucket_cap_bytes(4096).first_bucket_cap_bytes(512));
+  ASSERT_EQ(ddp.num_buckets(), kLayers);
+  for (int i = 0; i < kLayers; ++i) {
+    stack[2 * i]->named_parameters()["weight"].register_hook([&recorder, i](const at::Tensor&) {
+      recorder.end(recorder.begin("gradient of layer " + std::to_string(i)));
+    });
+  }
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(100 + comm.rank());
+  stack->forward(at::randn({8, 32}, gen)).square().mean().backward();
+
+  std::vector<strata::core::FlightRecord> records = recorder.finished();
+  for (auto& r : recorder.in_progress()) records.push_back(r);
+  std::sort(records.begin(), records.end(),
+            [](const auto& a, const auto& b) { return a.sequence < b.sequence; });
+  std::vector<std::string> events;  // "allreduce" or "gradient of layer <i>", in order
+  std::string order;
+  for (const auto& r : records) {
+    const bool allreduce = r.description.rfind("allreduce", 0) == 0;
+    if (allreduce || r.description.rfind("gradient", 0) == 0) {
+      events.push_back(allreduce ? "allreduce" : r.description);
+      order += events.back() + "; ";
+    }
+  }
+  const auto first_layer = std::find(events.begin(), events.end(), "gradient of layer 0");
+  ASSERT_NE(first_layer, events.end()) << "no gradient for layer 0: " << order;
+  const auto first_allreduce = std::find(events.begin(), events.end(), "allreduce");
+  EXPECT_LT(first_allreduce - events.begin(), first_layer - events.begin())
+      << "rank " << comm.rank() << ": no all-reduce before backward reached layer 0: " << order;
+  EXPECT_EQ(std::count(events.begin(), first_layer, "allreduce"), kLayers - 1)
+      << "rank " << comm.rank() << ": " << order;
+  EXPECT_EQ(std::count(events.begin(), events.end(), "allreduce"), kLayers)
+      << "rank " << comm.rank() << ": " << order;
+}
+
+// Aliasing: after each step every trained parameter's .grad is a slice of its bucket's
+// flat buffer, at the same address every step, and the slices cover the buffers. A reducer
+// that copied gradients into the buckets and back, or reallocated them, fails.
+void check_gradients_live_in_buckets(Communicator& comm) {
+  Net net;
+  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  DistributedDataParallel ddp(
+      net.ptr(), comm.shared_from_this(),
+      DistributedDataParallelOptions().bucket_cap_bytes(4096).first_bucket_cap_bytes(512));
+  const std::vector<at::Tensor> buckets = ddp.bucket_buffers();
+  ASSERT_EQ(static_cast<int64_t>(buckets.size()), ddp.num_buckets());
+  int64_t bucket_numel = 0;
+  for (const auto& b : buckets) bucket_numel += b.numel();
+  std::map<std::string, const void*> address;  // each gradient's address after step 0
+  for (int step = 0; step < 3; ++step) {
+    sgd.zero_grad();
+    loss_of(net, shard(global_batch(step), comm.rank(), comm.size())).backward();
+    sgd.step();
+    int64_t covered = 0;
+    for (const auto& item : net->named_parameters()) {
+      if (!item.value().requires_grad()) continue;
+      const std::string where = "rank " + std::to_string(comm.rank()) + " step " +
+                                std::to_string(step) + " " + item.key();
+      const at::Tensor& grad = item.value().grad();
+      ASSERT_TRUE(grad.defined()) << where;
+      const auto owner = std::find_if(buckets.begin(), buckets.end(), [&](const at::Tensor& b) {
+        const auto* begin = static_cast<const char*>(b.data_ptr());
+        const auto* slice = static_cast<const char*>(grad.data_ptr());
+        return grad.storage().is_alias_of(b.storage()) && slice >= begin &&
+               slice + grad.nbytes() <= begin + b.nbytes();
+      });
+      EXPECT_TRUE(owner != buckets.end()) << where << ": .grad is not a slice of any bucket";
+      covered += grad.numel();
+      if (step == 0) {
+        address[item.key()] = grad.data_ptr();
+      } else {
+        EXPECT_EQ(grad.data_ptr(), address[item.key()]) << where << ": .grad moved";
+      }
+    }
+    EXPECT_EQ(covered, bucket_numel) << "rank " << comm.rank() << " step " << step;
+  }
+}
+
 using strata::parallel::testing::run_in_process;
 using strata::parallel::testing::run_mpi;
 
@@ -187,6 +298,12 @@ TEST_P(InProcessDataParallel, TenStepsMatchSingleProcess) {
 }
 TEST_P(InProcessDataParallel, BroadcastsRankZeroAtConstruction) {
   run_in_process(GetParam(), check_initial_broadcast);
+}
+TEST_P(InProcessDataParallel, AllreduceStartsDuringBackward) {
+  run_in_process(GetParam(), check_allreduce_overlaps_backward);
+}
+TEST_P(InProcessDataParallel, GradientsAreSlicesOfTheBuckets) {
+  run_in_process(GetParam(), check_gradients_live_in_buckets);
 }
 INSTANTIATE_TEST_SUITE_P(Ranks, InProcessDataParallel, testing::Values(1, 2, 3, 4));
 

@@ -3,7 +3,10 @@
 // resume with another at the same loss; partition choices and their errors.
 #include <torch/torch.h>
 
+#include <gmock/gmock.h>
+
 #include "comm_test_support.h"
+#include "core/checkpoint_compare.h"
 #include "core/test_util.h"
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline/pipeline_parallel.h"
@@ -114,32 +117,40 @@ TEST(PipelineParallel, InterleavedStagesEvaluateInOrder) {
   });
 }
 
-// Two SGD steps with pp = 2, dp = 2, saved; the third step's loss is the same when the
-// checkpoint is resumed with pp = 1 (one rank), pp = 4, and pp = 2, dp = 2.
+// Two SGD steps (with momentum) with pp = 2, dp = 2, saved, then four more. Resumed with
+// pp = 1 (one rank), pp = 4, and pp = 2, dp = 2, every rank's optimizer holds exactly the
+// momentum the checkpoint saved for its parameters, and the next four steps' losses are the
+// uninterrupted run's to float rounding: a load that dropped the momentum would still give
+// the first of them, not the others.
 TEST(PipelineParallel, CheckpointsResumeWithAnyLayout) {
+  constexpr int kStepsAfterSave = 4;
   strata::test::TempDir dir;
   const std::string path = dir.path() + "/step-2";
   const auto sgd_for = [](PipelineParallel& pipe) {
     return torch::optim::SGD(pipe.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   };
-  const Batch next = make_batch(24, 30);
-  double expected = 0;
+  // The mean loss over replicas of the global batch of step `step`.
+  const auto train_step = [](PipelineParallel& pipe, torch::optim::SGD& sgd, int64_t step) {
+    const ProcessGrid& grid = pipe.grid();
+    const Batch mine =
+        shard(make_batch(24, 20 + step), grid.data_parallel_rank(), grid.data_parallel_size());
+    sgd.zero_grad();
+    return mean_over_replicas(grid, pipe.train_step(mine.inputs, mine.labels, &sgd));
+  };
+  const Batch sample = make_batch(24, 0);
+  std::vector<double> expected(kStepsAfterSave);
   run_in_process(4, [&](Communicator& comm) {
     ProcessGrid grid(comm.shared_from_this(),
                      ProcessGridOptions().pipeline_parallel(2).data_parallel(2));
-    PipelineParallel pipe(make_classifier(), grid, cross_entropy, next.inputs,
+    PipelineParallel pipe(make_classifier(), grid, cross_entropy, sample.inputs,
                           PipelineParallelOptions().micro_batches(2));
     auto sgd = sgd_for(pipe);
-    for (int step = 0; step < 2; ++step) {
-      const Batch mine = shard(make_batch(24, 20 + step), grid.data_parallel_rank(), 2);
-      sgd.zero_grad();
-      pipe.train_step(mine.inputs, mine.labels, &sgd);
-    }
+    for (int step = 0; step < 2; ++step) train_step(pipe, sgd, step);
     pipe.save_checkpoint(path, &sgd, 2, {{"note", "pp2 dp2"}});
-    const Batch mine = shard(next, grid.data_parallel_rank(), 2);
-    sgd.zero_grad();
-    const double loss = mean_over_replicas(grid, pipe.train_step(mine.inputs, mine.labels, &sgd));
-    if (comm.rank() == 0) expected = loss;
+    for (int k = 0; k < kStepsAfterSave; ++k) {
+      const double loss = train_step(pipe, sgd, 2 + k);
+      if (comm.rank() == 0) expected[k] = loss;
+    }
   });
   for (int pp : {1, 4, 2}) {
     SCOPED_TRACE("resumed with pp " + std::to_string(pp));
@@ -150,16 +161,21 @@ TEST(PipelineParallel, CheckpointsResumeWithAnyLayout) {
       // A different initialization: everything must come from the checkpoint.
       auto model = make_classifier();
       for (auto& p : model->parameters()) p.data().mul_(-2);
-      PipelineParallel pipe(model, grid, cross_entropy, next.inputs,
+      PipelineParallel pipe(model, grid, cross_entropy, sample.inputs,
                             PipelineParallelOptions().micro_batches(3));
       auto sgd = sgd_for(pipe);
       nlohmann::json extra;
       EXPECT_EQ(pipe.load_checkpoint(path, &sgd, &extra), 2);
       EXPECT_EQ(extra["note"], "pp2 dp2");
-      const Batch mine = shard(next, grid.data_parallel_rank(), dp);
-      sgd.zero_grad();
-      const double loss = mean_over_replicas(grid, pipe.train_step(mine.inputs, mine.labels, &sgd));
-      EXPECT_NEAR(loss, expected, 1e-6);
+      EXPECT_THAT(strata::test::tensor_differences(
+                      strata::test::checkpoint_optimizer_state(path, pipe.local_module()),
+                      strata::test::optimizer_state(pipe.local_module(), sgd)),
+                  ::testing::IsEmpty())
+          << "rank " << comm.rank() << ": optimizer state after the load";
+      for (int k = 0; k < kStepsAfterSave; ++k) {
+        const double loss = train_step(pipe, sgd, 2 + k);
+        EXPECT_NEAR(loss, expected[k], kTolerance * expected[k]) << "step " << 3 + k;
+      }
     });
   }
 }

@@ -62,6 +62,11 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
     for (const auto& bucket : buckets_) sizes.push_back(static_cast<int64_t>(bucket.params.size()));
     return sizes;
   }
+  std::vector<at::Tensor> bucket_buffers() const {
+    std::vector<at::Tensor> buffers;
+    for (const auto& bucket : buckets_) buffers.push_back(bucket.buffer);
+    return buffers;
+  }
 
  private:
   struct Bucket {
@@ -288,6 +293,10 @@ int64_t DistributedDataParallel::num_buckets() const { return reducer_->num_buck
 
 std::vector<int64_t> DistributedDataParallel::bucket_sizes() const {
   return reducer_->bucket_sizes();
+}
+
+std::vector<at::Tensor> DistributedDataParallel::bucket_buffers() const {
+  return reducer_->bucket_buffers();
 }
 
 }  // namespace strata::parallel

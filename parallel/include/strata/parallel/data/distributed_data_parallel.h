@@ -82,6 +82,10 @@ class DistributedDataParallel {
   int64_t num_buckets() const;
   // Number of parameters in each bucket, in launch order (bucket 0 holds the last layers).
   std::vector<int64_t> bucket_sizes() const;
+  // Each bucket's flat gradient buffer, in launch order. Once a backward pass has run,
+  // every parameter's .grad is a slice of one of them, the same slice at every step: the
+  // all-reduce works in place and no gradient is copied.
+  std::vector<at::Tensor> bucket_buffers() const;
 
  private:
   std::shared_ptr<torch::nn::Module> module_;
