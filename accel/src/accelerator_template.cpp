@@ -5,7 +5,11 @@
 #include <map>
 #include <mutex>
 
+#include "strata/accel/attention_array.h"
 #include "strata/accel/cost_model.h"
+#include "strata/accel/processing_in_memory.h"
+#include "strata/accel/row_stationary.h"
+#include "strata/accel/systolic_array.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
@@ -48,7 +52,7 @@ struct Registry {
 };
 
 Registry& registry() {
-  // The built-in templates: one line each.
+  // The built-in templates: one line each (and the include of the header declaring it).
   static Registry* r = [] {
     auto* created = new Registry;
     created->add(systolic_template());

@@ -8,12 +8,13 @@
 
 #include <algorithm>
 
+#include "error_message.h"
 #include "strata/accel/accelerator_template.h"
 #include "strata/accel/area_model.h"
 #include "strata/accel/cost_model.h"
 #include "strata/accel/device.h"
 #include "strata/accel/simulator.h"
-#include "strata/core/error.h"
+#include "strata/accel/systolic_array.h"
 
 namespace strata::accel {
 namespace {
@@ -79,18 +80,8 @@ json scalar_spec() {
           {"word_bytes", 1}, {"clock_mhz", 100},     {"dram_bytes_per_cycle", 1e6}};
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-bool has(const std::string& message, const std::string& part) {
-  return message.find(part) != std::string::npos;
-}
+using test_support::error_of;
+using test_support::has;
 
 TEST(AcceleratorTemplate, BuiltInsAreRegisteredWithTheirModels) {
   const auto names = template_names();

@@ -7,25 +7,15 @@
 #include <algorithm>
 #include <limits>
 
+#include "error_message.h"
 #include "strata/accel/area_model.h"
 #include "strata/accel/codesign.h"
-#include "strata/core/error.h"
 
 namespace strata::accel {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-bool has(const std::string& message, const std::string& part) {
-  return message.find(part) != std::string::npos;
-}
+using test_support::error_of;
+using test_support::has;
 
 Design design(double accuracy, double latency, double energy, double area) {
   Design d;

@@ -13,7 +13,8 @@
 //   static const strata::accel::TemplateRegistration kScalar(std::make_shared<Scalar>());
 //
 // (a program or test registers its own so; the library's built-in ones are listed in
-// accelerator_template.cpp, since a static library drops object files nothing refers to).
+// registry() of accelerator_template.cpp, since a static library drops object files
+// nothing refers to, and their static registrations with them).
 // Every spec then takes {"template": "scalar", ...}: AcceleratorSpec::from_json reads the
 // common fields (name, word_bytes, clock_mhz, dram_bytes_per_cycle, vector_lanes,
 // energy_pj) and hands the rest to the template.
@@ -164,11 +165,5 @@ struct TemplateRegistration {
     register_template(std::move(t));
   }
 };
-
-// The built-in templates, one per header/source pair (systolic_array.cpp and so on).
-std::shared_ptr<const AcceleratorTemplate> systolic_template();
-std::shared_ptr<const AcceleratorTemplate> row_stationary_template();
-std::shared_ptr<const AcceleratorTemplate> pim_template();
-std::shared_ptr<const AcceleratorTemplate> attention_template();
 
 }  // namespace strata::accel
