@@ -1,5 +1,7 @@
 // NASAIC-style co-exploration of fmnist-cnn variants and simulated accelerators, and a
-// DRACO-style PE-utilization study (docs/accel-codesign.md).
+// DRACO-style PE-utilization study (docs/accel-codesign.md). The search itself is
+// strata::accel::CodesignSearch (accel/codesign.h); this program adds the flags, trains
+// the candidate networks on Fashion-MNIST for their accuracy, and prints.
 //
 //   build/examples/accel_codesign --latency-ms 0.015 --energy-mj 0.06 --area-mm2 1.5
 //   build/examples/accel_codesign --utilization-study
@@ -15,21 +17,15 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <array>
-#include <cctype>
-#include <cmath>
 #include <fstream>
-#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <set>
 #include <sstream>
 
 #include "strata/accel/accel_spec.h"
-#include "strata/accel/area_model.h"
-#include "strata/accel/aten_ops.h"
+#include "strata/accel/codesign.h"
 #include "strata/accel/cost_model.h"
 #include "strata/core/data/fashion_mnist.h"
 #include "strata/core/error.h"
@@ -45,18 +41,7 @@ namespace ac = strata::accel;
 using nlohmann::json;
 
 struct Config {
-  double latency_ms = 0;
-  double energy_mj = 0;
-  double area_mm2 = 0;
-  std::vector<std::string> networks = {"8",     "16",    "32",    "8-16",  "8-32",  "8-64",
-                                       "16-16", "16-32", "16-64", "32-16", "32-32", "32-64"};
-  std::vector<std::string> templates = {"nvdla", "shidiannao", "eyeriss"};
-  std::vector<int64_t> arrays = {8, 16, 32, 64};
-  std::vector<double> sram_kib = {64, 256};
-  std::vector<double> splits = {0.25, 0.5, 0.75};
-  bool homogeneous_only = false;
-  bool nas_then_asic = true;
-  int64_t infer_batch = 1;
+  ac::CodesignOptions search;  // limits, networks, hardware space, baseline, infer batch
   int64_t steps = 150;
   int64_t batch = 256;
   double lr = 0.05;
@@ -69,35 +54,9 @@ struct Config {
   double bandwidth = 128;
 };
 
-// ---------------------------------------------------------------------------------------
-// Networks: fmnist-cnn with 1 or 2 conv blocks of chosen widths ("16-32" is fmnist-cnn).
-
-struct Network {
-  std::string name;             // "16-32"
-  std::vector<int64_t> widths;  // conv output channels, one per block
-};
-
-Network parse_network(const std::string& text) {
-  Network n{text, {}};
-  size_t begin = 0;
-  while (begin <= text.size()) {
-    const size_t end = std::min(text.find('-', begin), text.size());
-    const std::string part = text.substr(begin, end - begin);
-    const bool digits =
-        !part.empty() && part.size() <= 4 &&
-        std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(c); });
-    STRATA_CHECK(digits && std::stoll(part) > 0, "--networks '", text,
-                 "': expected C1 or C1-C2 (positive conv channels of 1 or 2 blocks), e.g. 16-32");
-    n.widths.push_back(std::stoll(part));
-    begin = end + 1;
-  }
-  STRATA_CHECK(n.widths.size() <= 2, "--networks '", text, "': got ", n.widths.size(),
-               " conv blocks, expected 1 or 2 (C1 or C1-C2)");
-  return n;
-}
-
-// Each block: Conv2d(5x5, pad 2), ReLU, MaxPool2d(2); then Flatten, Linear(.., 10).
-torch::nn::Sequential make_network(const Network& n) {
+// Each block: Conv2d(5x5, pad 2), ReLU, MaxPool2d(2); then Flatten, Linear(.., 10)
+// (ac::CodesignNetwork).
+torch::nn::Sequential make_network(const ac::CodesignNetwork& n) {
   namespace nn = torch::nn;
   nn::Sequential model;
   int64_t in = 1, side = 28;
@@ -113,197 +72,6 @@ torch::nn::Sequential make_network(const Network& n) {
   return model;
 }
 
-// The ops one inference of `batch` images runs, as the device would see them, in words of
-// `word_bytes` (the accelerator's datatype). The layer name is the module's index.
-struct Layer {
-  std::string name;
-  ac::OpDescription op;
-};
-
-std::vector<Layer> network_layers(const Network& n, int64_t batch, int64_t word_bytes) {
-  std::vector<Layer> layers;
-  int64_t in = 1, side = 28, index = 0;
-  ac::AtenConvArgs pad2;
-  pad2.padding = {2};
-  for (int64_t w : n.widths) {
-    const std::vector<int64_t> out{batch, w, side, side};
-    layers.push_back({std::to_string(index++) + " conv",
-                      ac::describe_aten_op("aten::convolution_overrideable",
-                                           {{batch, in, side, side}, {w, in, 5, 5}, {w}}, {out},
-                                           word_bytes, pad2)});
-    layers.push_back({std::to_string(index++) + " relu",
-                      ac::describe_aten_op("aten::relu", {out}, {out}, word_bytes)});
-    layers.push_back({std::to_string(index++) + " maxpool",
-                      ac::describe_aten_op("aten::max_pool2d", {out},
-                                           {{batch, w, side / 2, side / 2}}, word_bytes)});
-    in = w;
-    side /= 2;
-  }
-  ++index;  // Flatten is a view: it moves no data
-  const int64_t features = in * side * side;
-  layers.push_back({std::to_string(index) + " linear",
-                    ac::describe_aten_op("aten::addmm", {{10}, {batch, features}, {features, 10}},
-                                         {{batch, 10}}, word_bytes)});
-  return layers;
-}
-
-// ---------------------------------------------------------------------------------------
-// Hardware: one accelerator, or two sub-accelerators of different templates sharing a PE
-// and SRAM budget (NASAIC's heterogeneous designs).
-
-struct SubAccelerator {
-  ac::AcceleratorSpec spec;
-  ac::CostDispatcher device;
-  explicit SubAccelerator(const ac::AcceleratorSpec& s) : spec(s), device(s) {}
-};
-
-struct Hardware {
-  std::string name;
-  std::vector<std::shared_ptr<SubAccelerator>> subs;
-  double area_mm2 = 0;
-};
-
-// A template preset resized to rows x cols PEs and `sram_kib` of buffers in the preset's
-// proportions; its clock, bandwidth, datatype and vector unit stay the preset's.
-ac::AcceleratorSpec resized(const std::string& preset, int64_t rows, int64_t cols,
-                            double sram_kib) {
-  ac::AcceleratorSpec s = ac::AcceleratorSpec::preset(preset);
-  const double total = s.ifmap_sram_kib + s.filter_sram_kib + s.ofmap_sram_kib;
-  s.rows = rows;
-  s.cols = cols;
-  s.ifmap_sram_kib *= sram_kib / total;
-  s.filter_sram_kib *= sram_kib / total;
-  s.ofmap_sram_kib *= sram_kib / total;
-  s.name = fmt::format("{} {}x{}", preset, rows, cols);
-  s.validate(s.name);
-  return s;
-}
-
-std::vector<Hardware> hardware_space(const Config& c) {
-  for (const auto& t : c.templates) {
-    const ac::AcceleratorSpec s = ac::AcceleratorSpec::preset(t);  // errors list the presets
-    STRATA_CHECK(s.kind == ac::Template::Systolic || s.kind == ac::Template::RowStationary,
-                 "--templates ", t, ": template ", ac::to_string(s.kind),
-                 " cannot run a CNN here; expected a systolic or row_stationary preset "
-                 "(nvdla, shidiannao, eyeriss, tpu-like, generic-32)");
-  }
-  for (int64_t n : c.arrays)
-    STRATA_CHECK(n >= 4, "--arrays ", n, ": expected a side of at least 4 PEs");
-  for (double kib : c.sram_kib)
-    STRATA_CHECK(kib > 0, "--sram-kib ", kib, ": expected a positive size in KiB");
-  std::vector<Hardware> space;
-  auto add = [&](std::string name, std::vector<ac::AcceleratorSpec> specs) {
-    Hardware h{std::move(name), {}, 0};
-    for (const auto& s : specs) {
-      h.subs.push_back(std::make_shared<SubAccelerator>(s));
-      h.area_mm2 += ac::accelerator_area(s).total_mm2();
-    }
-    space.push_back(std::move(h));
-  };
-  for (double kib : c.sram_kib) {
-    for (int64_t n : c.arrays)
-      for (const auto& t : c.templates)
-        add(fmt::format("{} {}x{} {}K", t, n, n, kib), {resized(t, n, n, kib)});
-    if (c.homogeneous_only) continue;
-    for (int64_t n : c.arrays)
-      for (size_t a = 0; a < c.templates.size(); ++a)
-        for (size_t b = a + 1; b < c.templates.size(); ++b)
-          for (double f : c.splits) {
-            // The n x n PEs split by columns, the SRAM in the same proportion.
-            const int64_t cols_a = std::max<int64_t>(1, std::llround(f * double(n)));
-            if (cols_a >= n) continue;
-            const double share = double(cols_a) / double(n);
-            add(fmt::format("{} {}x{} + {} {}x{} {}K", c.templates[a], n, cols_a, c.templates[b], n,
-                            n - cols_a, kib),
-                {resized(c.templates[a], n, cols_a, kib * share),
-                 resized(c.templates[b], n, n - cols_a, kib * (1 - share))});
-          }
-  }
-  return space;
-}
-
-// ---------------------------------------------------------------------------------------
-// The cost of a (network, hardware) pair.
-
-struct PairCost {
-  double latency_ms = 0;
-  double energy_mj = 0;
-  double area_mm2 = 0;
-  std::string assignment;  // per layer, the sub-accelerator that runs it ("A", "B")
-};
-
-// Each layer runs on the sub-accelerator where it is fastest (ties: less energy). Every op
-// reads its inputs from DRAM and writes its outputs there (the cost models' convention),
-// so moving from one sub-accelerator to the other costs nothing beyond that.
-PairCost price(const Network& n, const Hardware& h, int64_t batch) {
-  PairCost cost;
-  cost.area_mm2 = h.area_mm2;
-  std::map<int64_t, std::vector<Layer>> layers_by_word;  // the datatypes may differ
-  for (const auto& sub : h.subs)
-    if (!layers_by_word.count(sub->spec.word_bytes))
-      layers_by_word[sub->spec.word_bytes] = network_layers(n, batch, sub->spec.word_bytes);
-  const size_t count = layers_by_word.begin()->second.size();
-  for (size_t i = 0; i < count; ++i) {
-    double best_ms = std::numeric_limits<double>::infinity(), best_mj = 0;
-    size_t best = 0;
-    for (size_t s = 0; s < h.subs.size(); ++s) {
-      const auto& sub = *h.subs[s];
-      const ac::Charge charge = sub.device.charge(layers_by_word[sub.spec.word_bytes][i].op);
-      STRATA_CHECK(charge.charged, "layer ", layers_by_word[sub.spec.word_bytes][i].name,
-                   " of network ", n.name, ": no cost model on ", sub.spec.name, ": ",
-                   charge.reason);
-      const double ms = charge.cost.microseconds(sub.spec.clock_mhz) * 1e-3;
-      const double mj = charge.cost.energy_pj() * 1e-9;
-      if (ms < best_ms || (ms == best_ms && mj < best_mj)) best_ms = ms, best_mj = mj, best = s;
-    }
-    cost.latency_ms += best_ms;
-    cost.energy_mj += best_mj;
-    cost.assignment += static_cast<char>('A' + best);
-  }
-  return cost;
-}
-
-struct Candidate {
-  size_t network = 0;
-  size_t hardware = 0;
-  PairCost cost;
-  double accuracy = -1;
-};
-
-bool meets(const PairCost& p, const Config& c) {
-  return p.latency_ms <= c.latency_ms && p.energy_mj <= c.energy_mj && p.area_mm2 <= c.area_mm2;
-}
-
-// How far over the limits a pair is: its largest cost-to-limit ratio (<= 1: it meets them).
-double excess(const PairCost& p, const Config& c) {
-  return std::max(
-      {p.latency_ms / c.latency_ms, p.energy_mj / c.energy_mj, p.area_mm2 / c.area_mm2});
-}
-
-// A heterogeneous design whose second sub-accelerator would idle on a network is the first
-// one alone with wasted area: no candidate for that network.
-bool uses_every_sub(const PairCost& p, const Hardware& h) {
-  for (size_t s = 0; s < h.subs.size(); ++s)
-    if (p.assignment.find(static_cast<char>('A' + s)) == std::string::npos) return false;
-  return true;
-}
-
-// a dominates b: no worse in accuracy, latency, energy and area, better in one.
-bool dominates(const Candidate& a, const Candidate& b) {
-  const bool no_worse = a.accuracy >= b.accuracy && a.cost.latency_ms <= b.cost.latency_ms &&
-                        a.cost.energy_mj <= b.cost.energy_mj && a.cost.area_mm2 <= b.cost.area_mm2;
-  const bool better = a.accuracy > b.accuracy || a.cost.latency_ms < b.cost.latency_ms ||
-                      a.cost.energy_mj < b.cost.energy_mj || a.cost.area_mm2 < b.cost.area_mm2;
-  return no_worse && better;
-}
-
-// Highest accuracy; ties by energy, then latency.
-bool better_design(const Candidate& a, const Candidate& b) {
-  if (a.accuracy != b.accuracy) return a.accuracy > b.accuracy;
-  if (a.cost.energy_mj != b.cost.energy_mj) return a.cost.energy_mj < b.cost.energy_mj;
-  return a.cost.latency_ms < b.cost.latency_ms;
-}
-
 // ---------------------------------------------------------------------------------------
 // Training.
 
@@ -311,7 +79,7 @@ struct Data {
   strata::core::FashionMnist train, test;
 };
 
-double train_and_score(const Network& n, const Data& data, const Config& c) {
+double train_and_score(const ac::CodesignNetwork& n, const Data& data, const Config& c) {
   strata::core::seed_everything(c.seed);
   torch::nn::Sequential model = make_network(n);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(c.lr).momentum(0.9));
@@ -331,11 +99,10 @@ double train_and_score(const Network& n, const Data& data, const Config& c) {
   return strata::core::classification_accuracy(model, data.test);
 }
 
-json design_json(const std::string& kind, const Candidate& d, const std::vector<Network>& nets,
-                 const std::vector<Hardware>& hw) {
+json design_json(const std::string& kind, const ac::Design& d, const ac::CodesignSearch& search) {
   return {{"kind", kind},
-          {"network", nets[d.network].name},
-          {"hardware", hw[d.hardware].name},
+          {"network", search.networks()[d.network].name},
+          {"hardware", search.hardware()[d.hardware].name},
           {"accuracy", d.accuracy},
           {"latency_ms", d.cost.latency_ms},
           {"energy_mj", d.cost.energy_mj},
@@ -343,11 +110,11 @@ json design_json(const std::string& kind, const Candidate& d, const std::vector<
           {"assignment", d.cost.assignment}};
 }
 
-std::string design_row(const Candidate& d, const std::vector<Network>& nets,
-                       const std::vector<Hardware>& hw) {
+std::string design_row(const ac::Design& d, const ac::CodesignSearch& search) {
   return fmt::format("{:<7} {:<38} {:>7.2f}% {:>11.4f} {:>11.5f} {:>9.3f}  {}\n",
-                     nets[d.network].name, hw[d.hardware].name, 100 * d.accuracy, d.cost.latency_ms,
-                     d.cost.energy_mj, d.cost.area_mm2, d.cost.assignment);
+                     search.networks()[d.network].name, search.hardware()[d.hardware].name,
+                     100 * d.accuracy, d.cost.latency_ms, d.cost.energy_mj, d.cost.area_mm2,
+                     d.cost.assignment);
 }
 
 const char* kDesignHeader =
@@ -355,122 +122,73 @@ const char* kDesignHeader =
     "layers on\n";
 
 int run_search(const Config& c, std::ostream& json_out) {
-  STRATA_CHECK(c.latency_ms > 0 && c.energy_mj > 0 && c.area_mm2 > 0,
-               "the search needs --latency-ms, --energy-mj and --area-mm2 (positive limits); got ",
-               c.latency_ms, ", ", c.energy_mj, ", ", c.area_mm2);
-  std::vector<Network> nets;
-  for (const auto& text : c.networks) nets.push_back(parse_network(text));
-  const std::vector<Hardware> hw = hardware_space(c);
-
-  // Price every pair and prune those over the limits.
-  std::vector<Candidate> feasible;
-  double min_latency = std::numeric_limits<double>::infinity(), min_energy = min_latency,
-         min_area = min_latency;
-  std::vector<std::vector<PairCost>> costs(nets.size());
-  for (size_t n = 0; n < nets.size(); ++n)
-    for (size_t h = 0; h < hw.size(); ++h) {
-      const PairCost p = price(nets[n], hw[h], c.infer_batch);
-      costs[n].push_back(p);
-      min_latency = std::min(min_latency, p.latency_ms);
-      min_energy = std::min(min_energy, p.energy_mj);
-      min_area = std::min(min_area, p.area_mm2);
-      if (meets(p, c) && uses_every_sub(p, hw[h])) feasible.push_back({n, h, p, -1});
-    }
-  const size_t pairs = nets.size() * hw.size();
-  STRATA_CHECK(!feasible.empty(), "no design meets the limits (latency <= ", c.latency_ms,
-               " ms, energy <= ", c.energy_mj, " mJ, area <= ", c.area_mm2, " mm^2) among ", pairs,
-               " pairs; the smallest seen: latency ", fmt::format("{:.4g}", min_latency),
-               " ms, energy ", fmt::format("{:.4g}", min_energy), " mJ, area ",
-               fmt::format("{:.4g}", min_area), " mm^2");
-  std::set<size_t> surviving;
-  for (const auto& f : feasible) surviving.insert(f.network);
+  const ac::CodesignSearch search(c.search);
+  const ac::CodesignLimits limits = c.search.limits();
+  const int64_t infer_batch = c.search.infer_batch();
+  const size_t pairs = search.pairs(), feasible = search.feasible().size();
   spdlog::info(
       "{} networks x {} hardware designs = {} pairs; {} within the limits, {} networks to train",
-      nets.size(), hw.size(), pairs, feasible.size(), surviving.size());
+      search.networks().size(), search.hardware().size(), pairs, feasible,
+      search.surviving_networks().size());
 
-  // Train each network once: the survivors, then (for NAS then ASIC) the rest.
-  const Data data = [&] {
-    Data d{strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train),
-           strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Test)};
-    d.test.images = d.test.images.slice(0, 0, c.test_samples);
-    d.test.labels = d.test.labels.slice(0, 0, c.test_samples);
-    return d;
-  }();
-  std::vector<size_t> order(surviving.begin(), surviving.end());
-  if (c.nas_then_asic)
-    for (size_t n = 0; n < nets.size(); ++n)
-      if (!surviving.count(n)) order.push_back(n);
-  std::vector<double> accuracy(nets.size(), -1);
-  for (size_t i = 0; i < order.size(); ++i) {
+  // Train each network once: the survivors, then (for NAS then ASIC) the rest. The data
+  // is loaded only once the limits leave something to train.
+  std::optional<Data> data;
+  const ac::CodesignResult r = search.run([&](const ac::ScoreRequest& request) {
+    if (!data) {
+      data =
+          Data{strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train),
+               strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Test)};
+      data->test.images = data->test.images.slice(0, 0, c.test_samples);
+      data->test.labels = data->test.labels.slice(0, 0, c.test_samples);
+    }
     strata::core::Stopwatch clock;
-    accuracy[order[i]] = train_and_score(nets[order[i]], data, c);
-    spdlog::info("candidate {}/{}: network {}{}: {} steps, test accuracy {:.2f}% ({:.1f} s)", i + 1,
-                 order.size(), nets[order[i]].name,
-                 surviving.count(order[i]) ? "" : " (NAS then ASIC only)", c.steps,
-                 100 * accuracy[order[i]], clock.seconds());
-  }
-  for (auto& f : feasible) f.accuracy = accuracy[f.network];
-
-  // The Pareto front over (accuracy, latency, energy, area) and the best design.
-  std::vector<Candidate> front;
-  for (const auto& a : feasible)
-    if (std::none_of(feasible.begin(), feasible.end(),
-                     [&](const Candidate& b) { return dominates(b, a); }))
-      front.push_back(a);
-  std::sort(front.begin(), front.end(), better_design);
-  const Candidate best = *std::min_element(feasible.begin(), feasible.end(), better_design);
+    const double accuracy = train_and_score(request.network, *data, c);
+    spdlog::info("candidate {}/{}: network {}{}: {} steps, test accuracy {:.2f}% ({:.1f} s)",
+                 request.number, request.of, request.network.name,
+                 request.baseline_only ? " (NAS then ASIC only)" : "", c.steps, 100 * accuracy,
+                 clock.seconds());
+    return accuracy;
+  });
 
   std::cout << fmt::format(
       "limits: latency <= {} ms, energy <= {} mJ, area <= {} mm^2 (inference of {} image{})\n",
-      c.latency_ms, c.energy_mj, c.area_mm2, c.infer_batch, c.infer_batch == 1 ? "" : "s");
-  std::cout << fmt::format("Pareto front ({} of {} designs within the limits):\n", front.size(),
-                           feasible.size())
+      limits.latency_ms, limits.energy_mj, limits.area_mm2, infer_batch,
+      infer_batch == 1 ? "" : "s");
+  std::cout << fmt::format("Pareto front ({} of {} designs within the limits):\n", r.front.size(),
+                           feasible)
             << kDesignHeader;
-  for (const auto& d : front) std::cout << design_row(d, nets, hw);
+  for (const auto& d : r.front) std::cout << design_row(d, search);
   std::cout << "best design (highest accuracy within the limits, ties by energy):\n"
-            << kDesignHeader << design_row(best, nets, hw);
+            << kDesignHeader << design_row(r.best, search);
   json_out << json{{"kind", "limits"},
-                   {"latency_ms", c.latency_ms},
-                   {"energy_mj", c.energy_mj},
-                   {"area_mm2", c.area_mm2},
-                   {"infer_batch", c.infer_batch},
+                   {"latency_ms", limits.latency_ms},
+                   {"energy_mj", limits.energy_mj},
+                   {"area_mm2", limits.area_mm2},
+                   {"infer_batch", infer_batch},
                    {"pairs", pairs},
-                   {"feasible", feasible.size()},
+                   {"feasible", feasible},
                    {"steps", c.steps}}
                   .dump()
            << "\n";
-  for (const auto& d : feasible) json_out << design_json("candidate", d, nets, hw).dump() << "\n";
-  for (const auto& d : front) json_out << design_json("pareto", d, nets, hw).dump() << "\n";
-  json_out << design_json("best", best, nets, hw).dump() << "\n";
+  for (const auto& d : r.feasible) json_out << design_json("candidate", d, search).dump() << "\n";
+  for (const auto& d : r.front) json_out << design_json("pareto", d, search).dump() << "\n";
+  json_out << design_json("best", r.best, search).dump() << "\n";
 
-  // NAS then ASIC: the most accurate network regardless of hardware, then the best
-  // hardware for it: the least energy within the limits, or, when no hardware meets them,
-  // the design closest to them (the least largest cost-to-limit ratio).
-  if (c.nas_then_asic) {
-    size_t top = 0;
-    for (size_t n = 1; n < nets.size(); ++n)
-      if (accuracy[n] > accuracy[top]) top = n;
-    std::optional<Candidate> within, closest;
-    for (size_t h = 0; h < hw.size(); ++h) {
-      const PairCost& p = costs[top][h];
-      if (!uses_every_sub(p, hw[h])) continue;
-      if (meets(p, c) && (!within || p.energy_mj < within->cost.energy_mj))
-        within = Candidate{top, h, p, accuracy[top]};
-      if (!closest || excess(p, c) < excess(closest->cost, c))
-        closest = Candidate{top, h, p, accuracy[top]};
-    }
-    const bool base_meets = within.has_value();
-    const Candidate base = base_meets ? *within : *closest;
+  if (r.nas_then_asic) {
+    const ac::NasThenAsic& nas = *r.nas_then_asic;
+    const ac::Design& base = nas.design;
+    const ac::Design& best = r.best;
     const std::string verdict =
-        base_meets ? "within the limits"
-                   : fmt::format("NO hardware meets the limits; the closest is {:.2f}x over",
-                                 excess(base.cost, c));
+        nas.meets_limits ? "within the limits"
+                         : fmt::format("NO hardware meets the limits; the closest is {:.2f}x over",
+                                       nas.limit_ratio);
     std::cout << "NAS then ASIC (" << verdict << "):\n"
-              << kDesignHeader << design_row(base, nets, hw);
-    json j = design_json("nas_then_asic", base, nets, hw);
-    j["meets_limits"] = base_meets;
-    j["limit_ratio"] = excess(base.cost, c);
-    j["joint_best"] = design_json("best", best, nets, hw);
+              << kDesignHeader << design_row(base, search);
+    json j = design_json("nas_then_asic", base, search);
+    j["meets_limits"] = nas.meets_limits;
+    j["limit_ratio"] = nas.limit_ratio;
+    j["joint_best"] = design_json("best", best, search);
     j["latency_ratio"] = base.cost.latency_ms / best.cost.latency_ms;
     j["energy_ratio"] = base.cost.energy_mj / best.cost.energy_mj;
     j["area_ratio"] = base.cost.area_mm2 / best.cost.area_mm2;
@@ -500,7 +218,7 @@ std::vector<StudyLayer> study_layers() {
   // fmnist-cnn at inference of one image and at the training batch of 256.
   for (int64_t batch : {1, 256}) {
     const std::string model = fmt::format("fmnist-cnn b{}", batch);
-    for (const auto& l : network_layers(parse_network("16-32"), batch, 1))
+    for (const auto& l : ac::codesign_layers(ac::parse_codesign_network("16-32"), batch, 1))
       if (l.op.kind == ac::OpKind::Conv || l.op.kind == ac::OpKind::Gemm)
         layers.push_back({model, l.name, l.op});
   }
@@ -628,23 +346,25 @@ int run_utilization_study(const Config& c, std::ostream& json_out) {
 }
 
 void add_flags(CLI::App& app, Config& c) {
-  app.add_option("--latency-ms", c.latency_ms, "Latency limit of one inference, ms");
-  app.add_option("--energy-mj", c.energy_mj, "Energy limit of one inference, mJ");
-  app.add_option("--area-mm2", c.area_mm2,
+  ac::CodesignOptions& s = c.search;
+  ac::HardwareSpaceOptions& hw = s.hardware();
+  app.add_option("--latency-ms", s.latency_ms(), "Latency limit of one inference, ms");
+  app.add_option("--energy-mj", s.energy_mj(), "Energy limit of one inference, mJ");
+  app.add_option("--area-mm2", s.area_mm2(),
                  "Area limit, mm^2 (45 nm estimates, accel/area_model.h)");
   app.add_option(
-      "--networks,--candidates", c.networks,
+      "--networks,--candidates", s.networks(),
       "Networks: C1 (one conv block) or C1-C2 (two), conv channels; 16-32 is fmnist-cnn");
-  app.add_option("--templates", c.templates,
+  app.add_option("--templates", hw.templates(),
                  "Accelerator templates (presets): nvdla, shidiannao, eyeriss, ...");
-  app.add_option("--arrays", c.arrays, "PE array sides N (N x N PEs)");
-  app.add_option("--sram-kib", c.sram_kib,
+  app.add_option("--arrays", hw.arrays(), "PE array sides N (N x N PEs)");
+  app.add_option("--sram-kib", hw.sram_kib(),
                  "On-chip SRAM sizes, KiB (split as the template's buffers)");
-  app.add_flag("--homogeneous-only", c.homogeneous_only,
+  app.add_flag("--homogeneous-only", hw.homogeneous_only(),
                "No heterogeneous designs (two sub-accelerators sharing the PEs)");
-  app.add_flag("!--no-nas-then-asic", c.nas_then_asic,
+  app.add_flag("!--no-nas-then-asic", s.nas_then_asic(),
                "Skip the NAS-then-ASIC baseline (and training the networks the limits prune)");
-  app.add_option("--infer-batch", c.infer_batch, "Images per priced inference");
+  app.add_option("--infer-batch", s.infer_batch(), "Images per priced inference");
   app.add_option("--steps", c.steps, "Training steps per network");
   app.add_option("--batch", c.batch, "Training batch size")
       ->check(CLI::Range(int64_t{1}, int64_t{60000}));
@@ -665,7 +385,7 @@ void add_flags(CLI::App& app, Config& c) {
 int run(const Config& c) {
   // Checked here rather than with CLI11's PositiveNumber, whose message prints DBL_MAX.
   STRATA_CHECK(c.steps > 0, "--steps ", c.steps, ": expected a positive number of training steps");
-  STRATA_CHECK(c.infer_batch > 0, "--infer-batch ", c.infer_batch,
+  STRATA_CHECK(c.search.infer_batch() > 0, "--infer-batch ", c.search.infer_batch(),
                ": expected a positive number of images");
   STRATA_CHECK(c.lr > 0, "--lr ", c.lr, ": expected a positive learning rate");
   STRATA_CHECK(c.threads > 0, "--threads ", c.threads, ": expected a positive number of threads");

@@ -6,6 +6,7 @@
 //   strata-accel attention --preset fusemax --mapping fused --seq-q 4096 --head-dim 64
 //   strata-accel gemm --spec accel/specs/systolic_ws_32.json --m 128 --k 768 --n 3072
 //   strata-accel presets
+//   strata-accel templates
 //   strata-accel model --preset eyeriss --model fmnist-cnn --batch 64 --train-steps 1
 //   strata-accel model --model fmnist-cnn --devices nvdla,shidiannao --json
 //
@@ -23,6 +24,7 @@
 #include <iostream>
 
 #include "strata/accel/accel_spec.h"
+#include "strata/accel/accelerator_template.h"
 #include "strata/accel/cost_model.h"
 #include "strata/accel/device.h"
 #include "strata/accel/pipeline_placement.h"
@@ -51,7 +53,14 @@ void add_spec_flags(CLI::App* cmd, SpecFlags& f) {
   auto* preset = cmd->add_option("--preset", f.preset, "Preset name (strata-accel presets)");
   spec->excludes(preset);
   cmd->add_option("--array", f.array, "PE array RxC, e.g. 32x32 (replaces the spec's)");
-  cmd->add_option("--dataflow", f.dataflow, "os, ws or is (replaces the spec's)");
+  // The templates are registered before main runs, so the help can name them.
+  std::vector<std::string> dataflow_templates;
+  for (const auto& name : accel::template_names())
+    if (accel::accelerator_template(name).has_dataflow()) dataflow_templates.push_back(name);
+
+  cmd->add_option("--dataflow", f.dataflow,
+                  "os, ws or is (replaces the spec's; templates " +
+                      accel::join_names(dataflow_templates) + ")");
   cmd->add_option("--bandwidth", f.bandwidth, "DRAM bytes per cycle (replaces the spec's)")
       ->check(CLI::PositiveNumber);
 }
@@ -76,14 +85,14 @@ accel::AcceleratorSpec build_spec(const SpecFlags& f) {
   accel::AcceleratorSpec s = !f.spec.empty()     ? accel::AcceleratorSpec::resolve(f.spec)
                              : !f.preset.empty() ? accel::AcceleratorSpec::preset(f.preset)
                                                  : accel::AcceleratorSpec::preset("generic-32");
-  const bool pim = s.kind == accel::Template::ProcessingInMemory;
+  const accel::AcceleratorTemplate& t = accel::accelerator_template(s.kind);
   if (!f.array.empty()) {
-    STRATA_CHECK(!pim, "--array: spec '", s.name, "' is processing in memory (no PE array)");
+    STRATA_CHECK(t.has_pe_array(), "--array: spec '", s.name, "' is ", t.name(), " (no PE array)");
     std::tie(s.rows, s.cols) = parse_array(f.array);
   }
   if (!f.dataflow.empty()) {
-    STRATA_CHECK(s.kind == accel::Template::Systolic, "--dataflow: spec '", s.name, "' is ",
-                 accel::to_string(s.kind), ", only a systolic array has a dataflow");
+    STRATA_CHECK(t.has_dataflow(), "--dataflow: spec '", s.name, "' is ", t.name(),
+                 ", only a systolic array has a dataflow");
     s.dataflow = accel::parse_dataflow(f.dataflow);
   }
   if (f.bandwidth > 0) s.dram_bytes_per_cycle = f.bandwidth;
@@ -98,7 +107,7 @@ int print_cost(const accel::AcceleratorSpec& spec, const accel::OpDescription& o
   nlohmann::ordered_json spec_json = {{"name", spec.name},
                                       {"template", accel::to_string(spec.kind)},
                                       {"model", device.model().name()}};
-  if (spec.kind != accel::Template::ProcessingInMemory) {
+  if (accel::accelerator_template(spec.kind).has_pe_array()) {
     spec_json["rows"] = spec.rows;
     spec_json["cols"] = spec.cols;
   }
@@ -124,14 +133,27 @@ int list_presets(bool as_json) {
   }
   for (const auto& name : accel::preset_names()) {
     const accel::AcceleratorSpec s = accel::AcceleratorSpec::preset(name);
-    std::string shape = s.kind == accel::Template::ProcessingInMemory
-                            ? std::to_string(s.pim.banks) + " banks"
-                            : std::to_string(s.rows) + "x" + std::to_string(s.cols);
-    std::string flow =
-        s.kind == accel::Template::Systolic ? " " + accel::to_string(s.dataflow) : "";
-    std::cout << name << "  (" << accel::to_string(s.kind) << flow << ", " << shape << ")\n    "
+    std::cout << name << "  (" << accel::accelerator_template(s.kind).summary(s) << ")\n    "
               << accel::preset_description(name) << "\n";
   }
+  return 0;
+}
+
+int list_templates(bool as_json) {
+  nlohmann::ordered_json all = nlohmann::ordered_json::object();
+  for (const auto& name : accel::template_names()) {
+    const accel::AcceleratorTemplate& t = accel::accelerator_template(name);
+    if (as_json) {
+      all[name] = {{"description", t.description()},
+                   {"fields", t.fields()},
+                   {"area_model", t.has_area_model()}};
+      continue;
+    }
+    const std::string fields = accel::join_names(t.fields());
+    std::cout << name << "  (fields: " << (fields.empty() ? "none" : fields) << ")\n    "
+              << t.description() << "\n";
+  }
+  if (as_json) std::cout << all.dump(2) << "\n";
   return 0;
 }
 
@@ -367,6 +389,9 @@ int main(int argc, char** argv) {
     bool as_json = false;
     CLI::App* presets = app.add_subcommand("presets", "List the presets");
     presets->add_flag("--json", as_json, "Every preset's full spec as JSON");
+    CLI::App* templates = app.add_subcommand(
+        "templates", "List the accelerator templates (the \"template\" of a spec file)");
+    templates->add_flag("--json", as_json, "As JSON: description, spec fields, area model");
 
     ModelFlags mf;
     CLI::App* model = app.add_subcommand(
@@ -389,6 +414,7 @@ int main(int argc, char** argv) {
 
     if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     if (presets->parsed()) return list_presets(as_json);
+    if (templates->parsed()) return list_templates(as_json);
     if (model->parsed()) return run_model(sf, mf);
     const accel::AcceleratorSpec spec = build_spec(sf);
     if (gemm->parsed()) {
@@ -405,10 +431,10 @@ int main(int argc, char** argv) {
     }
     a.mapping = accel::parse_attention_mapping(mapping);
     a.seq_kv = seq_kv > 0 ? seq_kv : a.seq_q;
-    STRATA_CHECK(
-        a.mapping == accel::AttentionMapping::Unfused || spec.kind == accel::Template::Attention,
-        "--mapping ", mapping, ": spec '", spec.name, "' is ", accel::to_string(spec.kind),
-        ", only an attention array (e.g. --preset fusemax) fuses attention");
+    STRATA_CHECK(a.mapping == accel::AttentionMapping::Unfused ||
+                     accel::accelerator_template(spec.kind).fuses_attention(),
+                 "--mapping ", mapping, ": spec '", spec.name, "' is ", accel::to_string(spec.kind),
+                 ", only an attention array (e.g. --preset fusemax) fuses attention");
     return print_cost(spec, accel::OpDescription::attention_op("attention", a));
   });
 }

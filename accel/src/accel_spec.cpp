@@ -7,21 +7,14 @@
 #include <map>
 #include <set>
 
+#include "strata/accel/accelerator_template.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
 
 using nlohmann::json;
 
-std::string to_string(Template t) {
-  switch (t) {
-    case Template::Systolic: return "systolic";
-    case Template::RowStationary: return "row_stationary";
-    case Template::ProcessingInMemory: return "pim";
-    case Template::Attention: return "attention";
-  }
-  return "?";
-}
+std::string to_string(const Template& t) { return t.name(); }
 
 std::string to_string(Dataflow d) {
   switch (d) {
@@ -33,10 +26,7 @@ std::string to_string(Dataflow d) {
 }
 
 Template parse_template(const std::string& text) {
-  for (Template t : {Template::Systolic, Template::RowStationary, Template::ProcessingInMemory,
-                     Template::Attention})
-    if (text == to_string(t)) return t;
-  STRATA_FAIL("template '", text, "': expected systolic, row_stationary, pim or attention");
+  return Template(accelerator_template(text).name());
 }
 
 Dataflow parse_dataflow(const std::string& text) {
@@ -87,87 +77,6 @@ namespace {
 int64_t kib_to_words(double kib, int64_t word_bytes) {
   return static_cast<int64_t>(std::floor(kib * 1024.0 / static_cast<double>(word_bytes)));
 }
-
-const char* type_name(const json& v) {
-  if (v.is_boolean()) return "a boolean";
-  if (v.is_number_integer() || v.is_number_unsigned()) return "an integer";
-  if (v.is_number_float()) return "a number";
-  if (v.is_string()) return "a string";
-  if (v.is_array()) return "an array";
-  if (v.is_object()) return "an object";
-  return "null";
-}
-
-// Reads fields of one JSON object, naming `prefix.field` and the source in every error.
-class FieldReader {
- public:
-  FieldReader(const json& object, std::string source, std::string prefix)
-      : object_(object), source_(std::move(source)), prefix_(std::move(prefix)) {}
-
-  std::string field(const std::string& key) const { return prefix_ + key; }
-
-  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    STRATA_FAIL(source_, ": field '", field(key), "': ", what);
-  }
-
-  bool has(const std::string& key) const { return object_.contains(key); }
-
-  void require(const std::string& key, const std::string& why) const {
-    if (!has(key)) STRATA_FAIL(source_, ": missing field '", field(key), "' (", why, ")");
-  }
-
-  // Every key must be one of `known`.
-  void only(const std::vector<std::string>& known) const {
-    for (const auto& item : object_.items()) {
-      if (std::find(known.begin(), known.end(), item.key()) != known.end()) continue;
-      std::string list;
-      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      STRATA_FAIL(source_, ": unknown field '", field(item.key()), "' (expected one of ", list,
-                  ")");
-    }
-  }
-
-  int64_t integer(const std::string& key) const {
-    const json& v = object_.at(key);
-    if (!v.is_number_integer() && !v.is_number_unsigned())
-      fail(key, std::string("got ") + v.dump() + " (" + type_name(v) + "), expected an integer");
-    return v.get<int64_t>();
-  }
-
-  double number(const std::string& key) const {
-    const json& v = object_.at(key);
-    if (!v.is_number())
-      fail(key, std::string("got ") + v.dump() + " (" + type_name(v) + "), expected a number");
-    return v.get<double>();
-  }
-
-  std::string string(const std::string& key) const {
-    const json& v = object_.at(key);
-    if (!v.is_string())
-      fail(key, std::string("got ") + v.dump() + " (" + type_name(v) + "), expected a string");
-    return v.get<std::string>();
-  }
-
-  FieldReader object(const std::string& key) const {
-    const json& v = object_.at(key);
-    if (!v.is_object())
-      fail(key, std::string("got ") + v.dump() + " (" + type_name(v) + "), expected an object");
-    return FieldReader(v, source_, field(key) + ".");
-  }
-
-  template <typename T>
-  void maybe_integer(const std::string& key, T& out) const {
-    if (has(key)) out = integer(key);
-  }
-  void maybe_number(const std::string& key, double& out) const {
-    if (has(key)) out = number(key);
-  }
-
- private:
-  const json& object_;
-  std::string source_;
-  std::string prefix_;
-};
 
 // The presets, as spec files would state them, so that they go through the same parser.
 // Figures are the designs' published ones where they exist, rounded; the rest (DRAM
@@ -246,16 +155,31 @@ int64_t AcceleratorSpec::filter_words() const { return kib_to_words(filter_sram_
 int64_t AcceleratorSpec::ofmap_words() const { return kib_to_words(ofmap_sram_kib, word_bytes); }
 
 double AcceleratorSpec::peak_macs_per_cycle() const {
-  if (kind == Template::ProcessingInMemory)
-    return static_cast<double>(pim.banks * pim.macs_per_access) / static_cast<double>(pim.t_ccd);
-  return static_cast<double>(rows * cols);
+  return accelerator_template(kind).peak_macs_per_cycle(*this);
 }
 
+namespace {
+
+// The fields every template has; the rest belong to templates.
+const std::vector<std::string>& common_fields() {
+  static const std::vector<std::string> list = {"preset",       "name",      "template",
+                                                "word_bytes",   "clock_mhz", "dram_bytes_per_cycle",
+                                                "vector_lanes", "energy_pj"};
+  return list;
+}
+
+std::vector<std::string> known_fields() {
+  std::vector<std::string> known = common_fields();
+  for (const auto& f : template_fields()) known.push_back(f);
+  return known;
+}
+
+}  // namespace
+
 AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& source) {
-  STRATA_CHECK(j.is_object(), source, ": expected a JSON object, got ", type_name(j));
-  const FieldReader f(j, source, "");
-  f.only({"preset", "name", "template", "dataflow", "rows", "cols", "sram_kib", "word_bytes",
-          "clock_mhz", "dram_bytes_per_cycle", "vector_lanes", "pim", "energy_pj"});
+  STRATA_CHECK(j.is_object(), source, ": expected a JSON object, got ", json_type_name(j));
+  const SpecFields f(j, source);
+  f.only(known_fields());
   AcceleratorSpec s;
   const bool from_preset = f.has("preset");
   if (from_preset) {
@@ -273,65 +197,32 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
     }
   }
   if (!from_preset) {
-    f.require("template", "systolic, row_stationary, pim or attention");
+    f.require("template", template_choices());
     f.require("word_bytes", "bytes per data word");
     f.require("clock_mhz", "clock in MHz");
     f.require("dram_bytes_per_cycle", "off-chip bandwidth in bytes per cycle");
   }
   if (f.has("name")) s.name = f.string("name");
-  const bool pim = s.kind == Template::ProcessingInMemory;
-  if (!from_preset) {
-    if (!pim) {
-      f.require("rows", "PE array rows");
-      f.require("cols", "PE array columns");
-      f.require("sram_kib", "{\"ifmap\", \"filter\", \"ofmap\"} buffer sizes in KiB");
-    } else {
-      f.require("pim",
-                "{\"banks\", \"macs_per_access\", \"row_bytes\", \"t_rcd\", \"t_rp\", \"t_ccd\"}");
-    }
-    if (s.kind == Template::Systolic) f.require("dataflow", "os, ws or is");
+  const AcceleratorTemplate& t = accelerator_template(s.kind);
+  // Another template's field is a mistake (a pim spec with "rows"), not something to ignore.
+  const std::vector<std::string> own = t.fields();
+  for (const auto& item : j.items()) {
+    const auto& common = common_fields();
+    if (std::find(common.begin(), common.end(), item.key()) != common.end() ||
+        std::find(own.begin(), own.end(), item.key()) != own.end())
+      continue;
+    f.fail(item.key(), "template " + t.name() + " has no such field (its own: " +
+                           (own.empty() ? "none" : join_names(own)) + ")");
   }
-  if (f.has("dataflow")) {
-    const std::string d = f.string("dataflow");
-    try {
-      s.dataflow = parse_dataflow(d);
-    } catch (const Error& e) {
-      f.fail("dataflow", e.what());
-    }
-  }
-  f.maybe_integer("rows", s.rows);
-  f.maybe_integer("cols", s.cols);
-  if (f.has("sram_kib")) {
-    const FieldReader b = f.object("sram_kib");
-    b.only({"ifmap", "filter", "ofmap"});
-    if (!from_preset)
-      for (const char* k : {"ifmap", "filter", "ofmap"}) b.require(k, "KiB");
-    b.maybe_number("ifmap", s.ifmap_sram_kib);
-    b.maybe_number("filter", s.filter_sram_kib);
-    b.maybe_number("ofmap", s.ofmap_sram_kib);
-  }
+  t.parse(f, s, !from_preset);
   const int64_t old_word = s.word_bytes;
   f.maybe_integer("word_bytes", s.word_bytes);
   f.maybe_number("clock_mhz", s.clock_mhz);
   f.maybe_number("dram_bytes_per_cycle", s.dram_bytes_per_cycle);
-  if (f.has("pim")) {
-    const FieldReader p = f.object("pim");
-    const std::vector<std::string> keys = {"banks", "macs_per_access", "row_bytes", "t_rcd", "t_rp",
-                                           "t_ccd"};
-    p.only(keys);
-    if (!from_preset)
-      for (const auto& k : keys) p.require(k, "see docs/accel.md");
-    p.maybe_integer("banks", s.pim.banks);
-    p.maybe_integer("macs_per_access", s.pim.macs_per_access);
-    p.maybe_integer("row_bytes", s.pim.row_bytes);
-    p.maybe_integer("t_rcd", s.pim.t_rcd);
-    p.maybe_integer("t_rp", s.pim.t_rp);
-    p.maybe_integer("t_ccd", s.pim.t_ccd);
-  }
   if (f.has("vector_lanes"))
     s.vector_lanes = f.integer("vector_lanes");
   else if (!from_preset)
-    s.vector_lanes = pim ? s.pim.banks : s.cols;
+    s.vector_lanes = t.default_vector_lanes(s);
   if (s.word_bytes <= 0)
     f.fail("word_bytes", "got " + std::to_string(s.word_bytes) + ", expected a positive integer");
   // The default table follows the word size, unless the file gives energies (a preset's
@@ -342,7 +233,7 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
       if (s.word_bytes == 1 || s.word_bytes == 2 || s.word_bytes == 4) {
         s.energy = EnergyTable::horowitz_45nm(s.word_bytes);
       } else {
-        const FieldReader e = f.object("energy_pj");
+        const SpecFields e = f.object("energy_pj");
         for (const char* k :
              {"mac", "sram_read", "sram_write", "dram_read", "dram_write", "vector_op"})
           e.require(k, "no default 45 nm energy for word_bytes " + std::to_string(s.word_bytes));
@@ -357,7 +248,7 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
     }
   }
   if (f.has("energy_pj")) {
-    const FieldReader e = f.object("energy_pj");
+    const SpecFields e = f.object("energy_pj");
     e.only({"mac", "sram_read", "sram_write", "dram_read", "dram_write", "vector_op"});
     e.maybe_number("mac", s.energy.mac);
     e.maybe_number("sram_read", s.energy.sram_read);
@@ -371,30 +262,14 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
 }
 
 void AcceleratorSpec::validate(const std::string& source) const {
-  auto positive = [&](const char* field, double v, const char* what) {
-    if (!(v > 0) || !std::isfinite(v))
-      STRATA_FAIL(source, ": field '", field, "': got ", v, ", expected ", what);
-  };
-  if (kind == Template::ProcessingInMemory) {
-    positive("pim.banks", static_cast<double>(pim.banks), "a positive integer");
-    positive("pim.macs_per_access", static_cast<double>(pim.macs_per_access), "a positive integer");
-    positive("pim.t_ccd", static_cast<double>(pim.t_ccd), "a positive integer");
-    STRATA_CHECK(pim.row_bytes >= word_bytes && pim.row_bytes % word_bytes == 0, source,
-                 ": field 'pim.row_bytes': got ", pim.row_bytes,
-                 ", expected a positive multiple of word_bytes (", word_bytes, ")");
-    STRATA_CHECK(pim.t_rcd >= 0, source, ": field 'pim.t_rcd': got ", pim.t_rcd, ", expected >= 0");
-    STRATA_CHECK(pim.t_rp >= 0, source, ": field 'pim.t_rp': got ", pim.t_rp, ", expected >= 0");
-  } else {
-    positive("rows", static_cast<double>(rows), "a positive integer");
-    positive("cols", static_cast<double>(cols), "a positive integer");
-    positive("sram_kib.ifmap", ifmap_sram_kib, "a positive number of KiB");
-    positive("sram_kib.filter", filter_sram_kib, "a positive number of KiB");
-    positive("sram_kib.ofmap", ofmap_sram_kib, "a positive number of KiB");
-  }
-  positive("word_bytes", static_cast<double>(word_bytes), "a positive integer");
-  positive("clock_mhz", clock_mhz, "a positive number");
-  positive("dram_bytes_per_cycle", dram_bytes_per_cycle, "a positive number");
-  positive("vector_lanes", static_cast<double>(vector_lanes), "a positive integer");
+  const AcceleratorTemplate* t = find_template(kind.name());
+  STRATA_CHECK(t != nullptr, source, ": field 'template': template '", kind.name(), "': expected ",
+               template_choices());
+  t->validate(*this, source);
+  check_positive(source, "word_bytes", static_cast<double>(word_bytes), "a positive integer");
+  check_positive(source, "clock_mhz", clock_mhz, "a positive number");
+  check_positive(source, "dram_bytes_per_cycle", dram_bytes_per_cycle, "a positive number");
+  check_positive(source, "vector_lanes", static_cast<double>(vector_lanes), "a positive integer");
   const json e = energy.to_json();
   for (const auto& item : e.items()) {
     const double v = item.value().get<double>();
@@ -434,15 +309,7 @@ json AcceleratorSpec::to_json() const {
             {"dram_bytes_per_cycle", dram_bytes_per_cycle},
             {"vector_lanes", vector_lanes},
             {"energy_pj", energy.to_json()}};
-  if (kind == Template::ProcessingInMemory) {
-    j["pim"] = pim.to_json();
-  } else {
-    j["dataflow"] = to_string(dataflow);
-    j["rows"] = rows;
-    j["cols"] = cols;
-    j["sram_kib"] = {
-        {"ifmap", ifmap_sram_kib}, {"filter", filter_sram_kib}, {"ofmap", ofmap_sram_kib}};
-  }
+  accelerator_template(kind).to_json(*this, j);
   return j;
 }
 

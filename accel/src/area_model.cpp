@@ -1,5 +1,6 @@
 #include "strata/accel/area_model.h"
 
+#include "strata/accel/accelerator_template.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
@@ -57,19 +58,26 @@ json AreaBreakdown::to_json() const {
           {"total_mm2", total_mm2()}};
 }
 
+AreaBreakdown AreaTable::price(int64_t macs, int64_t lanes, double sram_kib) const {
+  AreaBreakdown a;
+  a.pe_mm2 = static_cast<double>(macs) * mac_um2 * 1e-6;
+  a.vector_mm2 = static_cast<double>(lanes) * add_um2 * 1e-6;
+  a.sram_mm2 = sram_kib * sram_mm2_per_kib;
+  a.overhead_mm2 = overhead_mm2;
+  return a;
+}
+
 AreaBreakdown accelerator_area(const AcceleratorSpec& spec, const AreaTable& table) {
   spec.validate(spec.name);
-  STRATA_CHECK(spec.kind != Template::ProcessingInMemory, "accelerator '", spec.name,
-               "': template pim has no area model (its MAC units sit on DRAM dies); expected "
-               "systolic, row_stationary or attention");
-  AreaBreakdown a;
-  a.pe_mm2 = static_cast<double>(spec.rows * spec.cols) * table.mac_um2 * 1e-6;
-  a.vector_mm2 = static_cast<double>(spec.vector_lanes > 0 ? spec.vector_lanes : spec.cols) *
-                 table.add_um2 * 1e-6;
-  a.sram_mm2 =
-      (spec.ifmap_sram_kib + spec.filter_sram_kib + spec.ofmap_sram_kib) * table.sram_mm2_per_kib;
-  a.overhead_mm2 = table.overhead_mm2;
-  return a;
+  const AcceleratorTemplate& t = accelerator_template(spec.kind);
+  if (!t.has_area_model()) {
+    std::vector<std::string> with;
+    for (const auto& name : template_names())
+      if (accelerator_template(name).has_area_model()) with.push_back(name);
+    STRATA_FAIL("accelerator '", spec.name, "': template ", t.name(),
+                " has no area model; expected one of ", join_names(with));
+  }
+  return t.area(spec, table);
 }
 
 AreaBreakdown accelerator_area(const AcceleratorSpec& spec) {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "strata/accel/accelerator_template.h"
 #include "strata/accel/systolic_array.h"
 #include "strata/core/error.h"
 
@@ -68,6 +69,25 @@ OpCost AttentionArray::one_pass(const AttentionShape& a, bool fused) const {
   c.add_stalls(spec_);
   c.price(spec_.energy);
   return c.repeated(a.batch * a.heads);
+}
+
+namespace {
+class AttentionTemplate : public PeArrayTemplate {
+ public:
+  std::string name() const override { return "attention"; }
+  std::string description() const override {
+    return "FuseMax-like R x C array with a 1-D array for softmax: unfused, flat or fused "
+           "attention";
+  }
+  std::unique_ptr<CostModel> cost_model(const AcceleratorSpec& spec) const override {
+    return std::make_unique<AttentionArray>(spec);
+  }
+  bool fuses_attention() const override { return true; }
+};
+}  // namespace
+
+std::shared_ptr<const AcceleratorTemplate> attention_template() {
+  return std::make_shared<AttentionTemplate>();
 }
 
 }  // namespace strata::accel

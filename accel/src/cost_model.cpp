@@ -1,9 +1,6 @@
 #include "strata/accel/cost_model.h"
 
-#include "strata/accel/attention_array.h"
-#include "strata/accel/processing_in_memory.h"
-#include "strata/accel/row_stationary.h"
-#include "strata/accel/systolic_array.h"
+#include "strata/accel/accelerator_template.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
@@ -28,13 +25,10 @@ OpCost CostModel::unfused_attention(const AttentionShape& a) const {
 }
 
 std::unique_ptr<CostModel> make_cost_model(const AcceleratorSpec& spec) {
-  switch (spec.kind) {
-    case Template::Systolic: return std::make_unique<SystolicArray>(spec);
-    case Template::RowStationary: return std::make_unique<RowStationary>(spec);
-    case Template::ProcessingInMemory: return std::make_unique<ProcessingInMemory>(spec);
-    case Template::Attention: return std::make_unique<AttentionArray>(spec);
-  }
-  STRATA_FAIL("spec '", spec.name, "': no cost model for template ", to_string(spec.kind));
+  const AcceleratorTemplate* t = find_template(spec.kind.name());
+  STRATA_CHECK(t != nullptr, "spec '", spec.name, "': no cost model for template '",
+               spec.kind.name(), "' (expected ", template_choices(), ")");
+  return t->cost_model(spec);
 }
 
 CostDispatcher::CostDispatcher(const AcceleratorSpec& spec) : model_(make_cost_model(spec)) {}

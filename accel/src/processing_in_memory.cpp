@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "strata/accel/accelerator_template.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
@@ -40,6 +41,73 @@ OpCost ProcessingInMemory::gemv(int64_t k, int64_t n) const {
 OpCost ProcessingInMemory::gemm(const GemmShape& shape) const {
   shape.check();
   return gemv(shape.k, shape.n).repeated(shape.m * shape.batch);
+}
+
+namespace {
+// The "pim" object's fields (a function: parsing may run during static initialization).
+const std::vector<std::string>& pim_fields() {
+  static const std::vector<std::string> list = {
+      "banks", "macs_per_access", "row_bytes", "t_rcd", "t_rp", "t_ccd"};
+  return list;
+}
+
+class PimTemplate : public AcceleratorTemplate {
+ public:
+  std::string name() const override { return "pim"; }
+  std::string description() const override {
+    return "PIM-GPT-like processing in memory: MAC units beside each DRAM bank (GEMVs)";
+  }
+  std::vector<std::string> fields() const override { return {"pim"}; }
+
+  void parse(const SpecFields& f, AcceleratorSpec& s, bool complete) const override {
+    if (complete)
+      f.require("pim",
+                "{\"banks\", \"macs_per_access\", \"row_bytes\", \"t_rcd\", \"t_rp\", \"t_ccd\"}");
+    if (!f.has("pim")) return;
+    const SpecFields p = f.object("pim");
+    p.only(pim_fields());
+    if (complete)
+      for (const auto& k : pim_fields()) p.require(k, "see docs/accel.md");
+    p.maybe_integer("banks", s.pim.banks);
+    p.maybe_integer("macs_per_access", s.pim.macs_per_access);
+    p.maybe_integer("row_bytes", s.pim.row_bytes);
+    p.maybe_integer("t_rcd", s.pim.t_rcd);
+    p.maybe_integer("t_rp", s.pim.t_rp);
+    p.maybe_integer("t_ccd", s.pim.t_ccd);
+  }
+
+  void validate(const AcceleratorSpec& s, const std::string& source) const override {
+    const PimParams& pim = s.pim;
+    check_positive(source, "pim.banks", static_cast<double>(pim.banks), "a positive integer");
+    check_positive(source, "pim.macs_per_access", static_cast<double>(pim.macs_per_access),
+                   "a positive integer");
+    check_positive(source, "pim.t_ccd", static_cast<double>(pim.t_ccd), "a positive integer");
+    STRATA_CHECK(pim.row_bytes >= s.word_bytes && pim.row_bytes % s.word_bytes == 0, source,
+                 ": field 'pim.row_bytes': got ", pim.row_bytes,
+                 ", expected a positive multiple of word_bytes (", s.word_bytes, ")");
+    STRATA_CHECK(pim.t_rcd >= 0, source, ": field 'pim.t_rcd': got ", pim.t_rcd, ", expected >= 0");
+    STRATA_CHECK(pim.t_rp >= 0, source, ": field 'pim.t_rp': got ", pim.t_rp, ", expected >= 0");
+  }
+
+  void to_json(const AcceleratorSpec& s, nlohmann::json& out) const override {
+    out["pim"] = s.pim.to_json();
+  }
+  double peak_macs_per_cycle(const AcceleratorSpec& s) const override {
+    return static_cast<double>(s.pim.banks * s.pim.macs_per_access) /
+           static_cast<double>(s.pim.t_ccd);
+  }
+  int64_t default_vector_lanes(const AcceleratorSpec& s) const override { return s.pim.banks; }
+  std::string summary(const AcceleratorSpec& s) const override {
+    return name() + ", " + std::to_string(s.pim.banks) + " banks";
+  }
+  std::unique_ptr<CostModel> cost_model(const AcceleratorSpec& spec) const override {
+    return std::make_unique<ProcessingInMemory>(spec);
+  }
+};
+}  // namespace
+
+std::shared_ptr<const AcceleratorTemplate> pim_template() {
+  return std::make_shared<PimTemplate>();
 }
 
 }  // namespace strata::accel

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "strata/accel/accelerator_template.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
@@ -71,6 +72,23 @@ OpCost RowStationary::conv(const ConvShape& s) const {
   c.add_stalls(spec_);
   c.price(spec_.energy);
   return c;
+}
+
+namespace {
+class RowStationaryTemplate : public PeArrayTemplate {
+ public:
+  std::string name() const override { return "row_stationary"; }
+  std::string description() const override {
+    return "Eyeriss-like row-stationary array of R x C PEs (convolutions by row primitives)";
+  }
+  std::unique_ptr<CostModel> cost_model(const AcceleratorSpec& spec) const override {
+    return std::make_unique<RowStationary>(spec);
+  }
+};
+}  // namespace
+
+std::shared_ptr<const AcceleratorTemplate> row_stationary_template() {
+  return std::make_shared<RowStationaryTemplate>();
 }
 
 }  // namespace strata::accel

@@ -1,5 +1,6 @@
 #include "strata/accel/systolic_array.h"
 
+#include "strata/accel/accelerator_template.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
@@ -78,6 +79,24 @@ OpCost SystolicArray::gemm(const GemmShape& shape) const {
   c.add_stalls(spec_);
   c.price(spec_.energy);
   return c.repeated(shape.batch);
+}
+
+namespace {
+class SystolicTemplate : public PeArrayTemplate {
+ public:
+  std::string name() const override { return "systolic"; }
+  std::string description() const override {
+    return "R x C systolic array, output, weight or input stationary (SCALE-Sim v2)";
+  }
+  std::unique_ptr<CostModel> cost_model(const AcceleratorSpec& spec) const override {
+    return std::make_unique<SystolicArray>(spec);
+  }
+  bool has_dataflow() const override { return true; }
+};
+}  // namespace
+
+std::shared_ptr<const AcceleratorTemplate> systolic_template() {
+  return std::make_shared<SystolicTemplate>();
 }
 
 }  // namespace strata::accel

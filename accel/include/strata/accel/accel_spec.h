@@ -1,7 +1,8 @@
 #pragma once
 // What a simulated accelerator is: a template (systolic array, row-stationary array,
-// processing-in-memory, attention array), its size, buffers, clock, off-chip bandwidth,
-// vector unit and energy table. Read from a JSON spec file or taken from a named preset
+// processing-in-memory, attention array, or any other registered one: see
+// accelerator_template.h), its size, buffers, clock, off-chip bandwidth, vector unit and
+// energy table. Read from a JSON spec file or taken from a named preset
 // (docs/accel.md lists both); every place that takes a spec file also takes a preset name.
 //
 //   {"name": "my-ws", "template": "systolic", "dataflow": "ws", "rows": 32, "cols": 32,
@@ -13,6 +14,7 @@
 // cycle of that clock, DRAM timings in cycles, energies in pJ per word or per operation.
 
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -20,13 +22,38 @@
 
 namespace strata::accel {
 
-enum class Template { Systolic, RowStationary, ProcessingInMemory, Attention };
+// Which template a spec uses: the name it is registered under (accelerator_template.h).
+// The built-in ones have constants, for code that asks which one a spec is.
+class Template {
+ public:
+  Template() = default;
+  explicit Template(std::string name) : name_(std::move(name)) {}
+  const std::string& name() const { return name_; }
+
+  static const Template Systolic;            // "systolic"
+  static const Template RowStationary;       // "row_stationary"
+  static const Template ProcessingInMemory;  // "pim"
+  static const Template Attention;           // "attention"
+
+ private:
+  std::string name_ = "systolic";
+};
+
+inline const Template Template::Systolic{"systolic"};
+inline const Template Template::RowStationary{"row_stationary"};
+inline const Template Template::ProcessingInMemory{"pim"};
+inline const Template Template::Attention{"attention"};
+
+inline bool operator==(const Template& a, const Template& b) { return a.name() == b.name(); }
+inline bool operator!=(const Template& a, const Template& b) { return !(a == b); }
+inline std::ostream& operator<<(std::ostream& out, const Template& t) { return out << t.name(); }
+
 enum class Dataflow { OutputStationary, WeightStationary, InputStationary };
 
-// "systolic", "row_stationary", "pim", "attention"; "os", "ws", "is".
-std::string to_string(Template t);
+// The template's name; "os", "ws", "is".
+std::string to_string(const Template& t);
 std::string to_string(Dataflow d);
-// Raise strata::Error naming the text and the accepted values.
+// Raise strata::Error naming the text and the accepted values (the registered templates).
 Template parse_template(const std::string& text);
 Dataflow parse_dataflow(const std::string& text);
 
@@ -80,12 +107,16 @@ struct AcceleratorSpec {
   int64_t vector_lanes = 0;  // default: cols (banks for pim)
   PimParams pim;             // "pim" only
   EnergyTable energy;
+  // The fields of a template registered outside the library, which have no member here:
+  // its AcceleratorTemplate::parse keeps them, its cost model reads them.
+  nlohmann::json params = nlohmann::json::object();
 
   // Words that fit each buffer.
   int64_t ifmap_words() const;
   int64_t filter_words() const;
   int64_t ofmap_words() const;
-  // MACs the compute array can do per cycle at best (R*C; banks*macs_per_access/t_ccd).
+  // MACs the compute array can do per cycle at best (R*C; banks*macs_per_access/t_ccd):
+  // the template's AcceleratorTemplate::peak_macs_per_cycle.
   double peak_macs_per_cycle() const;
 
   // Parses a spec object (a file's contents). `source` (the file) starts every error
@@ -97,7 +128,8 @@ struct AcceleratorSpec {
   static AcceleratorSpec preset(const std::string& name);
   // A preset name if `name_or_path` is one, otherwise a spec file.
   static AcceleratorSpec resolve(const std::string& name_or_path);
-  // Checks the values (positive sizes and so on); from_json calls it.
+  // Checks the values (the template's fields, then positive sizes and so on); from_json
+  // calls it.
   void validate(const std::string& source = "spec") const;
   // Every field, in the file format (from_json(to_json()) gives the same spec).
   nlohmann::json to_json() const;

@@ -17,7 +17,8 @@
 //                     "System on Chip Design", Cambridge, 45 nm SRAM slide): 600 x (45 nm)^2
 //                     x 8192 bits = 0.00995 mm^2. Small macros are less dense; an estimate.
 //   overhead_mm2      0.2 mm^2 of control, DMA and I/O: a stated guess, not a published figure.
-// PIM designs add MAC units to DRAM dies; their area is not modelled (strata::Error).
+// PIM designs add MAC units to DRAM dies; their area is not modelled (strata::Error). Each
+// template prices its own design (AcceleratorTemplate::area, accelerator_template.h).
 
 #include <cstdint>
 
@@ -26,6 +27,15 @@
 #include "strata/accel/accel_spec.h"
 
 namespace strata::accel {
+
+struct AreaBreakdown {
+  double pe_mm2 = 0;
+  double vector_mm2 = 0;
+  double sram_mm2 = 0;
+  double overhead_mm2 = 0;
+  double total_mm2() const { return pe_mm2 + vector_mm2 + sram_mm2 + overhead_mm2; }
+  nlohmann::json to_json() const;
+};
 
 struct AreaTable {
   double mac_um2 = 0;           // one PE's multiply-accumulate unit
@@ -40,19 +50,12 @@ struct AreaTable {
   // strata::Error naming an unknown field or a negative or non-numeric value.
   static AreaTable from_json(const nlohmann::json& json, AreaTable base);
   nlohmann::json to_json() const;
+  // `macs` MAC units, `lanes` vector lanes, `sram_kib` of buffers and the overhead.
+  AreaBreakdown price(int64_t macs, int64_t lanes, double sram_kib) const;
 };
 
-struct AreaBreakdown {
-  double pe_mm2 = 0;
-  double vector_mm2 = 0;
-  double sram_mm2 = 0;
-  double overhead_mm2 = 0;
-  double total_mm2() const { return pe_mm2 + vector_mm2 + sram_mm2 + overhead_mm2; }
-  nlohmann::json to_json() const;
-};
-
-// The area of `spec` priced with `table`; strata::Error for a pim spec or a spec that does
-// not validate.
+// The area of `spec` priced with `table` by its template; strata::Error for a template with
+// no area model (pim) or a spec that does not validate.
 AreaBreakdown accelerator_area(const AcceleratorSpec& spec, const AreaTable& table);
 // The same with AreaTable::estimate_45nm(spec.word_bytes).
 AreaBreakdown accelerator_area(const AcceleratorSpec& spec);

@@ -25,6 +25,8 @@
 // flat and flat less than unfused, and utilization (MACs / (cycles R C)) is ordered the
 // other way. Any other GEMM runs as an output stationary systolic array.
 
+#include <memory>
+
 #include "strata/accel/cost_model.h"
 
 namespace strata::accel {
@@ -40,5 +42,9 @@ class AttentionArray : public CostModel {
  private:
   OpCost one_pass(const AttentionShape& shape, bool fused) const;
 };
+
+class AcceleratorTemplate;
+// The template of spec files' "template": "attention", registered by accelerator_template.cpp.
+std::shared_ptr<const AcceleratorTemplate> attention_template();
 
 }  // namespace strata::accel

@@ -48,7 +48,8 @@ class CostModel {
   VectorUnit vector_;
 };
 
-// SystolicArray, RowStationary, ProcessingInMemory or AttentionArray per spec.kind.
+// The model of spec.kind's registered template (SystolicArray, RowStationary,
+// ProcessingInMemory, AttentionArray, ...: accelerator_template.h).
 std::unique_ptr<CostModel> make_cost_model(const AcceleratorSpec& spec);
 
 // The element-ops softmax costs per element (max, subtract, exp, sum, divide).

@@ -17,6 +17,8 @@
 // global buffer) and N SRAM writes (y). Convolutions lower to GEMMs (CostModel::conv).
 // Peak MACs per cycle = banks * macs_per_access / t_ccd (utilization's denominator).
 
+#include <memory>
+
 #include "strata/accel/cost_model.h"
 
 namespace strata::accel {
@@ -29,5 +31,9 @@ class ProcessingInMemory : public CostModel {
   // One GEMV (M = 1) of a K x N weight matrix.
   OpCost gemv(int64_t k, int64_t n) const;
 };
+
+class AcceleratorTemplate;
+// The template of spec files' "template": "pim", registered by accelerator_template.cpp.
+std::shared_ptr<const AcceleratorTemplate> pim_template();
 
 }  // namespace strata::accel

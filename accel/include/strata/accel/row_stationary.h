@@ -28,6 +28,8 @@
 // GEMMs are 1x1 convolutions: M x K times K x N is a 1 x M image with K input and N
 // output channels. Stalls as for the systolic array (OpCost::add_stalls).
 
+#include <memory>
+
 #include "strata/accel/cost_model.h"
 
 namespace strata::accel {
@@ -39,5 +41,9 @@ class RowStationary : public CostModel {
   OpCost gemm(const GemmShape& shape) const override;
   OpCost conv(const ConvShape& shape) const override;
 };
+
+class AcceleratorTemplate;
+// The template of spec files' "template": "row_stationary", registered by accelerator_template.cpp.
+std::shared_ptr<const AcceleratorTemplate> row_stationary_template();
 
 }  // namespace strata::accel

@@ -27,6 +27,8 @@
 // cycles (transfers overlap compute, as with SCALE-Sim's double buffering); a total, not
 // per fold, so a bursty op is charged its average.
 
+#include <memory>
+
 #include "strata/accel/cost_model.h"
 
 namespace strata::accel {
@@ -41,5 +43,9 @@ class SystolicArray : public CostModel {
   std::string name() const override { return "systolic-" + to_string(spec_.dataflow); }
   OpCost gemm(const GemmShape& shape) const override;
 };
+
+class AcceleratorTemplate;
+// The template of spec files' "template": "systolic", registered by accelerator_template.cpp.
+std::shared_ptr<const AcceleratorTemplate> systolic_template();
 
 }  // namespace strata::accel
