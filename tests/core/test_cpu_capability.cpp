@@ -67,11 +67,15 @@ TEST(CpuCapability, EnvironmentVariableLimitsTheDetectedFeatures) {
 TEST(CpuCapability, DetectedFeaturesNeedAvx512) {
   // VNNI, BF16 and AMX count only with AVX-512 F/BW/VL/DQ: every kernel needs those too.
   const CpuCapability c = cpu_detected();
-  if (!c.avx512) EXPECT_EQ(c, CpuCapability{});
+  if (!c.avx512) {
+    EXPECT_EQ(c, CpuCapability{});
+  }
 #if defined(__x86_64__)
   EXPECT_EQ(c.avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"));
-  if (c.avx512) EXPECT_EQ(c.avx512_vnni, bool(__builtin_cpu_supports("avx512vnni")));
+  if (c.avx512) {
+    EXPECT_EQ(c.avx512_vnni, bool(__builtin_cpu_supports("avx512vnni")));
+  }
 #endif
 }
 
