@@ -153,9 +153,7 @@ moe::TernaryKernel kernel_named(const std::string& name) {
 
 void speed_suite(const Config& c) {
   const moe::TernaryKernel kernel = kernel_named(c.kernel);
-  const std::string kernel_used = kernel == moe::TernaryKernel::Auto
-                                      ? (moe::cpu_has_avx512() ? "avx512" : "portable")
-                                      : c.kernel;
+  const std::string kernel_used = moe::to_string(moe::resolve_kernel(kernel));
   for (const auto& shape : c.shapes) {
     const auto [k, n] = strata::bench::parse_shape(shape);
     auto gen = at::make_generator<at::CPUGeneratorImpl>(7);

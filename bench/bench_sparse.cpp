@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_common.h"
+#include "strata/core/cpu_capability.h"
 #include "strata/core/error.h"
 #include "strata/core/models/fmnist_models.h"
 #include "strata/core/threads.h"
@@ -221,8 +222,9 @@ int main(int argc, char** argv) {
     app.add_option("--train-batch", c.train_batch, "batch of the training section")
         ->check(CLI::PositiveNumber);
     if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
-    std::printf("# kernels: avx512 %s, vnni %s%s\n", sp::cpu_has_avx512() ? "yes" : "no",
-                sp::cpu_has_avx512_vnni() ? "yes" : "no", c.portable ? " (portable forced)" : "");
+    const strata::core::CpuCapability cpu = strata::core::cpu_capability();
+    std::printf("# kernels: avx512 %s, vnni %s%s\n", cpu.avx512 ? "yes" : "no",
+                cpu.avx512_vnni ? "yes" : "no", c.portable ? " (portable forced)" : "");
     for (int t : c.threads) {
       strata::core::set_num_threads(t);
       std::printf("# threads %d\n", t);

@@ -1,3 +1,5 @@
+include("${CMAKE_CURRENT_LIST_DIR}/StrataAvx512.cmake")
+
 # One precompiled header of the torch front end, shared by every strata target.
 # LibTorch's headers cost ~14 s per translation unit; with the PCH a file costs ~2 s.
 file(WRITE "${CMAKE_BINARY_DIR}/strata_pch.cpp" "// translation unit that owns the precompiled header\n")

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "compressed_expert_kernels.h"
+#include "strata/core/cpu_capability.h"
 #include "strata/core/error.h"
 
 namespace strata::moe {
@@ -32,14 +33,6 @@ detail::TernaryView view_of(const TernaryMatrix& w, const at::Tensor& levels) {
           w.row_offsets.data_ptr<int32_t>(), levels.data_ptr<float>(), w.rows, w.cols};
 }
 
-TernaryKernel resolve(TernaryKernel kernel) {
-  if (kernel == TernaryKernel::Auto)
-    return cpu_has_avx512() ? TernaryKernel::Avx512 : TernaryKernel::Portable;
-  STRATA_CHECK(kernel != TernaryKernel::Avx512 || cpu_has_avx512(),
-               "ternary kernel avx512: this CPU lacks AVX-512F/BW/VL/DQ");
-  return kernel;
-}
-
 void matvec(const detail::TernaryView& w, int64_t grain, TernaryKernel kernel, const float* x,
             float* y) {
   at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
@@ -63,10 +56,14 @@ std::string to_string(TernaryKernel kernel) {
   return "?";
 }
 
-bool cpu_has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return yes;
+TernaryKernel resolve_kernel(TernaryKernel kernel) {
+  const core::CpuCapability cpu = core::cpu_capability();
+  if (kernel == TernaryKernel::Auto)
+    return cpu.avx512 ? TernaryKernel::Avx512 : TernaryKernel::Portable;
+  STRATA_CHECK(kernel != TernaryKernel::Avx512 || cpu.avx512,
+               "ternary kernel avx512: needs AVX-512F/BW/VL/DQ, the CPU capability is ",
+               core::to_string(cpu), " (", core::kCpuCapabilityEnv, " may lower it)");
+  return kernel;
 }
 
 at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, const at::Tensor& x,
@@ -78,7 +75,7 @@ at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, cons
   STRATA_CHECK(levels.scalar_type() == at::kFloat && levels.is_contiguous() &&
                    levels.sizes() == at::IntArrayRef({w.rows, 2}),
                "compressed linear: levels must be a contiguous float [", w.rows, ", 2] tensor");
-  const TernaryKernel kernel = resolve(kernel_in);
+  const TernaryKernel kernel = resolve_kernel(kernel_in);
   const detail::TernaryView view = view_of(w, levels);
   const int64_t n = x.size(0), cols = w.cols;
   at::Tensor y = at::empty({n, w.rows}, at::kFloat);

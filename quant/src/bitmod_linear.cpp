@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bitmod_kernels.h"
+#include "strata/core/cpu_capability.h"
 #include "strata/core/error.h"
 #include "strata/quant/bitmod.h"
 
@@ -21,10 +22,9 @@ constexpr int64_t kGemvMaxTokens = 8;
 // 256 measured no better at 128 tokens (bench_quant, busy machine).
 constexpr int64_t kTileRows = 128;
 
-bool cpu_has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return yes;
+// The AVX-512 kernels decode 16 codes to one register: groups of a multiple of 16.
+bool use_avx512(const BitModLinearOptions& options, const BitModTensor& packed) {
+  return !options.portable() && core::cpu_capability().avx512 && packed.group_size % 16 == 0;
 }
 
 }  // namespace
@@ -49,7 +49,7 @@ BitModLinearImpl::BitModLinearImpl(const torch::nn::Linear& linear,
     : BitModLinearImpl(linear->weight, linear->bias, options_) {}
 
 std::string BitModLinearImpl::kernel(int64_t tokens) const {
-  const bool avx512 = !options.portable() && cpu_has_avx512() && packed.group_size % 16 == 0;
+  const bool avx512 = use_avx512(options, packed);
   return std::string(avx512 ? "avx512" : "portable") +
          (tokens <= kGemvMaxTokens ? "-gemv" : "-tile+mm");
 }
@@ -78,7 +78,7 @@ at::Tensor BitModLinearImpl::forward(const at::Tensor& input) {
                              out,
                              in,
                              packed.group_size};
-  const bool avx512 = !options.portable() && cpu_has_avx512() && packed.group_size % 16 == 0;
+  const bool avx512 = use_avx512(options, packed);
 
   at::Tensor y;
   if (tokens <= kGemvMaxTokens) {

@@ -1,3 +1,4 @@
+#include <strata/core/cpu_capability.h>
 #include <strata/sparse/formats.h>
 #include <strata/sparse/spmm.h>
 
@@ -5,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <string>
 #include <tuple>
 
@@ -138,10 +138,8 @@ template <int kM>
 void prune_rows(const float* w, int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols,
                 int64_t n, int64_t m_runtime, int64_t groups, float* values, uint8_t* index) {
   const int m = kM ? kM : int(m_runtime);
-  // The AVX-512 path (m = 8, n <= 8) unless the CPU lacks it or STRATA_SPARSE_PORTABLE=1.
-  const char* portable = std::getenv("STRATA_SPARSE_PORTABLE");
-  const bool vector =
-      kM == 8 && n <= 8 && cpu_has_avx512() && !(portable && std::string(portable) == "1");
+  // The AVX-512 path (m = 8, n <= 8) unless the CPU lacks it or STRATA_CPU_CAPABILITY=portable.
+  const bool vector = kM == 8 && n <= 8 && core::cpu_capability().avx512;
   at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
     float score[32];
     int taken[32];

@@ -1,7 +1,7 @@
 #pragma once
 // Raw-pointer kernels behind spmm.cpp. The *_avx512 ones live in kernels_avx512.cpp, the
 // only file compiled for AVX-512 (and without torch headers); call them only after
-// cpu_has_avx512() (and cpu_has_avx512_vnni() for int8) said yes. The helpers below are
+// core::cpu_capability() said avx512 (and avx512_vnni for int8). The helpers below are
 // `static inline`: an ordinary inline function compiled in both files could be linked in
 // its AVX-512 build and then run on the portable path.
 

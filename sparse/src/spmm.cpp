@@ -1,11 +1,10 @@
 #include <ATen/Parallel.h>
+#include <strata/core/cpu_capability.h>
 #include <strata/sparse/spmm.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "common.h"
@@ -13,33 +12,21 @@
 
 namespace strata::sparse {
 
-bool cpu_has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return yes;
-}
-
-bool cpu_has_avx512_vnni() {
-  static const bool yes = cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
-  return yes;
-}
-
 namespace {
 
-bool portable_forced(const SpmmOptions& o) {
-  if (o.portable()) return true;
-  const char* env = std::getenv("STRATA_SPARSE_PORTABLE");
-  return env != nullptr && *env != '\0' && std::strcmp(env, "0") != 0;
+// What the kernels may use: the CPU's capability (STRATA_CPU_CAPABILITY applied), none
+// when the options ask for the portable path.
+core::CpuCapability capability(const SpmmOptions& o) {
+  return o.portable() ? core::CpuCapability{} : core::cpu_capability();
 }
 
 bool vector_block16(const BlockSparse& w, const SpmmOptions& o) {
-  return !portable_forced(o) && cpu_has_avx512() && w.layout.shape.out == 16;
+  return capability(o).avx512 && w.layout.shape.out == 16;
 }
 bool vector_int8(const Int8BlockSparse& w, const SpmmOptions& o) {
-  return !portable_forced(o) && cpu_has_avx512_vnni() && w.layout.shape.out == 1 &&
-         w.layout.shape.in % 4 == 0;
+  return capability(o).avx512_vnni && w.layout.shape.out == 1 && w.layout.shape.in % 4 == 0;
 }
-bool vector_rows(const SpmmOptions& o) { return !portable_forced(o) && cpu_has_avx512(); }
+bool vector_rows(const SpmmOptions& o) { return capability(o).avx512; }
 
 // x as contiguous float [tokens, in].
 at::Tensor checked_input(const at::Tensor& x, int64_t in, const char* what) {
@@ -231,7 +218,7 @@ QuantizedActivations quantize_activations(const at::Tensor& x_in, const SpmmOpti
   float* scale = q.scale.data_ptr<float>();
   int32_t* zero = q.zero.data_ptr<int32_t>();
   uint8_t* qp = q.data.data_ptr<uint8_t>();
-  const bool vec = !portable_forced(o) && cpu_has_avx512();
+  const bool vec = vector_rows(o);
   const bool per_token = o.act_quant() == ActivationQuant::kPerToken;
   const auto range = [&](int64_t t) {
     if (vec) return detail::row_minmax_avx512(xp + t * in, 1, in, in, &lo[t], &hi[t]);

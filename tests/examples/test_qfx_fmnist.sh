@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tests qfx_fmnist from the outside: a --quick run prints the accuracy table, writes JSON
-# lines and exported models; bad flags fail with one line and leave nothing behind.
+# lines (accuracies above measured floors, QFX above PTQ at 4 bits) and exported models;
+# bad flags fail with one line and leave nothing behind.
 set -uo pipefail
 bin="$1"
 source "$(dirname "$0")/../cli_test_lib.sh"
@@ -35,7 +36,17 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 results = [r for r in rows if "method" in r]
 assert {r["method"] for r in results} == {"float", "ptq-max", "ptq-percentile", "qfx",
                                           "ptq-max-khot", "ptq-percentile-khot", "qfx-khot"}, results
-assert all(0 <= r["test_accuracy"] <= 1 for r in results), results
+acc = {r["method"]: r["test_accuracy"] for r in results}
+# Floors about 10 points under the --quick figures (seed 0, the same on 1 and 2 threads:
+# float 56.2%, PTQ max / percentile 54.0 / 53.6% at 4 bits, QFX 67.0%; K-hot at 6 bits
+# 56.8 / 56.6%, QFX 61.8%): a quantizer or training step that breaks lands near 10%.
+floors = {"float": 0.45, "ptq-max": 0.40, "ptq-percentile": 0.40, "qfx": 0.55,
+          "ptq-max-khot": 0.45, "ptq-percentile-khot": 0.45, "qfx-khot": 0.50}
+low = {m: a for m, a in acc.items() if a < floors[m] or a > 1}
+assert not low, f"accuracies below their floors {floors}: {low}"
+# QFX beats PTQ at 4 bits (docs/benchmarks.md: +1.4 points on the full run; +13 here,
+# where QFX's 10 training steps also help the short float training).
+assert acc["qfx"] >= max(acc["ptq-max"], acc["ptq-percentile"]) + 0.05, acc
 assert rows[-1]["event"] == "final", rows[-1]
 khot = [r for r in results if r["method"] == "qfx-khot"][0]
 assert khot["multipliers"] == 0 and khot["shift_adds"] > 0 and khot["bits"] == 6, khot

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "core/scoped_env.h"
+#include "core/test_util.h"
+#include "strata/core/cpu_capability.h"
 #include "strata/core/error.h"
 #include "strata/moe/compressed_expert.h"
 
@@ -21,7 +24,7 @@ TernaryMatrix random_ternary(int64_t rows, int64_t cols, uint64_t seed) {
 std::vector<TernaryKernel> kernels() {
   std::vector<TernaryKernel> out{TernaryKernel::Reference, TernaryKernel::Portable,
                                  TernaryKernel::Auto};
-  if (cpu_has_avx512()) out.push_back(TernaryKernel::Avx512);
+  if (core::cpu_capability().avx512) out.push_back(TernaryKernel::Avx512);
   return out;
 }
 
@@ -53,6 +56,23 @@ TEST(CompressedExpert, MatvecAndBatchEqualTheDecodedDenseProduct) {
       }
     }
   }
+}
+
+TEST(CompressedExpert, CpuCapabilityChoosesTheKernel) {
+  test::ScopedEnv env(core::kCpuCapabilityEnv, std::nullopt);
+  EXPECT_EQ(resolve_kernel(TernaryKernel::Auto),
+            core::cpu_detected().avx512 ? TernaryKernel::Avx512 : TernaryKernel::Portable);
+  // STRATA_CPU_CAPABILITY=portable: Auto runs the portable kernel, and asking for the
+  // AVX-512 one is an error that names the variable.
+  env.set("portable");
+  EXPECT_EQ(resolve_kernel(TernaryKernel::Auto), TernaryKernel::Portable);
+  EXPECT_EQ(resolve_kernel(TernaryKernel::Reference), TernaryKernel::Reference);
+  const std::string message = test::error_of([] { resolve_kernel(TernaryKernel::Avx512); });
+  EXPECT_NE(message.find("STRATA_CPU_CAPABILITY"), std::string::npos) << message;
+  const TernaryMatrix w = random_ternary(33, 47, 5);
+  const at::Tensor x = at::randn({5, 47}, at::make_generator<at::CPUGeneratorImpl>(6));
+  expect_close(ternary_linear(w, w.levels.to(at::kFloat).contiguous(), x), ternary_decode(w), x,
+               "auto under STRATA_CPU_CAPABILITY=portable");
 }
 
 TEST(CompressedExpert, RunsOnThreads) {

@@ -2,7 +2,8 @@
 // replicas, 1,000 short training steps whose batch size changes every step (shapes drawn
 // from one seed, the same on every rank), with an evaluation every 50 steps. No step may
 // hang (ctest's timeout), the loss must stay finite, and resident memory must stay flat
-// after the warm-up: a leak of even a few KiB per step would show over 800 steps.
+// after the warm-up: it may grow by less than 1 MB over the 800 steps after it (measured:
+// +0.03 MB), so a leak of 2 KiB per step (1.6 MB) fails.
 // STRATA_LOAD_STEPS overrides the step count.
 #include <torch/torch.h>
 #include <unistd.h>
@@ -67,7 +68,7 @@ void run_load(Communicator& comm) {
       "(+%.2f MB), last loss %.4f\n",
       comm.rank(), static_cast<long long>(steps), rss_after_warmup / 1048576.0,
       static_cast<long long>(warmup), rss_peak / 1048576.0, growth_mb, last_loss);
-  EXPECT_LT(growth_mb, 4.0) << "resident memory grew after the warm-up: a leak per step?";
+  EXPECT_LT(growth_mb, 1.0) << "resident memory grew after the warm-up: a leak per step?";
 }
 
 TEST(MpiLoad, ThousandShortPipelineStepsWithRandomShapes) { run_mpi(run_load); }

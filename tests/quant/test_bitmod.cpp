@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "core/scoped_env.h"
 #include "core/test_util.h"
+#include "strata/core/cpu_capability.h"
 #include "strata/quant/bitmod.h"
 
 using namespace strata::quant;
@@ -104,6 +106,28 @@ TEST(BitModLinear, EqualsTheDequantizedDenseLayerOnBothKernels) {
             << q->kernel(tokens) << " bits " << bits << " tokens " << tokens << " max diff "
             << (got - want).abs().max().item<float>();
       }
+}
+
+TEST(BitModLinear, CpuCapabilityChoosesTheKernel) {
+  torch::manual_seed(4);
+  torch::nn::Linear dense(128, 32);
+  BitModLinear q(dense, BitModLinearOptions().quant(BitModOptions().group_size(64)));
+  BitModLinear portable(dense,
+                        BitModLinearOptions().portable(true).quant(BitModOptions().group_size(64)));
+  strata::test::ScopedEnv env(strata::core::kCpuCapabilityEnv, std::nullopt);
+  const std::string vector = strata::core::cpu_detected().avx512 ? "avx512" : "portable";
+  EXPECT_EQ(q->kernel(1), vector + "-gemv");
+  EXPECT_EQ(q->kernel(9), vector + "-tile+mm");
+  EXPECT_EQ(portable->kernel(1), "portable-gemv");
+  const at::Tensor x = torch::randn({9, 128});
+  const at::Tensor y_vector = q(x);
+  env.set("portable");
+  EXPECT_EQ(q->kernel(1), "portable-gemv");
+  EXPECT_EQ(q->kernel(9), "portable-tile+mm");
+  // The portable path of the same layer: what portable(true) computes, bit for bit, and
+  // within rounding of the vector path.
+  EXPECT_TRUE(at::equal(q(x), portable(x)));
+  EXPECT_TRUE(torch::allclose(q(x), y_vector, 1e-4, 1e-4));
 }
 
 TEST(BitModLinear, KeepsLeadingDimensionsAndOddGroupSizes) {

@@ -34,6 +34,11 @@ TEST(QfxModel, SixteenBitsStayCloseToFloat) {
   quantized->eval();
   const at::Tensor got = quantized->forward(x);
   EXPECT_LT(relative_error(got, expected), 2e-3);
+  // Quantized, not float passed through: the logits lie on the last layer's output grid
+  // (a cast to it changes nothing), which the float logits do not.
+  const FixedPointType out_type = quantized->ptr<QfxLinearImpl>(7)->quantizers.output->type();
+  EXPECT_TRUE(torch::equal(fixed_point_cast(got, out_type), got));
+  EXPECT_FALSE(torch::equal(fixed_point_cast(expected, out_type), expected));
   // The float model is untouched and the structure kept.
   EXPECT_EQ(quantized->size(), model->size());
   EXPECT_TRUE(torch::equal(model->forward(x), expected));
@@ -128,7 +133,11 @@ TEST(QfxModel, BatchNormFoldsAndStaysClose) {
   nn::Sequential q = quantize_model(model, QfxOptions(16));
   q->eval();
   ASSERT_TRUE(q->ptr<QfxBatchNorm2dImpl>(1));
-  EXPECT_LT(relative_error(q->forward(x), expected), 2e-3);
+  const at::Tensor got = q->forward(x);
+  EXPECT_LT(relative_error(got, expected), 2e-3);
+  const FixedPointType out_type = q->ptr<QfxLinearImpl>(4)->quantizers.output->type();
+  EXPECT_TRUE(torch::equal(fixed_point_cast(got, out_type), got));
+  EXPECT_FALSE(torch::equal(fixed_point_cast(expected, out_type), expected));
   // Training mode uses batch statistics and updates the running ones.
   q->train();
   const at::Tensor before = q->ptr<QfxBatchNorm2dImpl>(1)->running_mean.clone();

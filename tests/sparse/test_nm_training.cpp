@@ -1,8 +1,10 @@
 // N:M sparse training: the one-pass pruner, NMSparseLinear's forward and its SR-STE and
 // BDWP backward passes against their formulas, training, and the model conversion.
+#include <strata/core/cpu_capability.h>
 #include <strata/sparse/nm_sparse_linear.h>
 #include <strata/sparse/pruning.h>
 
+#include "core/scoped_env.h"
 #include "sparse_test_util.h"
 
 namespace strata::sparse {
@@ -33,14 +35,13 @@ TEST(SparseNMTraining, PruneEqualsMaskThenPack) {
 
 TEST(SparseNMTraining, PruneVectorPathEqualsPortablePath) {
   // 33 rows (two blocks of 16 and one left over) x 203 columns (25 full groups and a
-  // padded one), with ties: the AVX-512 passes against STRATA_SPARSE_PORTABLE=1.
+  // padded one), with ties: the AVX-512 passes against STRATA_CPU_CAPABILITY=portable.
   at::Tensor w = random_weight(33, 203, 11);
   w.slice(1, 0, 16).fill_(0.5);  // ties inside the first groups
   for (const at::Tensor& t : {w, w.t().contiguous(), at::Tensor(w.t())}) {
     const NMSparse vector = NMSparse::prune(t, 2, 8);
-    setenv("STRATA_SPARSE_PORTABLE", "1", 1);
+    test::ScopedEnv env(core::kCpuCapabilityEnv, "portable");
     const NMSparse portable = NMSparse::prune(t, 2, 8);
-    unsetenv("STRATA_SPARSE_PORTABLE");
     EXPECT_TRUE(at::equal(vector.index, portable.index));
     EXPECT_TRUE(at::equal(vector.values, portable.values));
   }

@@ -1,10 +1,10 @@
 // Every kernel against the dense product of the masked weight, on odd shapes, empty rows
 // and columns, 0% and 100% sparsity, 1 and 2 threads, vector and portable paths.
+#include <strata/core/cpu_capability.h>
 #include <strata/sparse/pruning.h>
 #include <strata/sparse/spmm.h>
 
-#include <cstdlib>
-
+#include "core/scoped_env.h"
 #include "sparse_test_util.h"
 
 namespace strata::sparse {
@@ -31,7 +31,7 @@ void for_paths(F&& check) {
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
     check(true);
-    if (cpu_has_avx512()) check(false);
+    if (core::cpu_capability().avx512) check(false);
   }
 }
 
@@ -134,7 +134,8 @@ TEST(SparseSpmm, Int8EqualsIntegerReference) {
 }
 
 TEST(SparseSpmm, PortableEqualsVectorPaths) {
-  if (!cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU: only the portable path runs";
+  if (!core::cpu_capability().avx512)
+    GTEST_SKIP() << "no AVX-512 on this CPU: only the portable path runs";
   const at::Tensor w = random_weight(77, 130, 8);
   const at::Tensor x = at::randn({70, 130});
   const BlockSparse b = BlockSparse::from_dense(w, block_magnitude_mask(w, 0.8, {1, 16}), {1, 16});
@@ -166,17 +167,29 @@ TEST(SparseSpmm, KernelChoiceFollowsCpuOptionAndEnvironment) {
   const BlockSparse b = BlockSparse::from_dense(w, block_magnitude_mask(w, 0.5, {1, 16}), {1, 16});
   const Int8BlockSparse q = Int8BlockSparse::quantize(
       BlockSparse::from_dense(w, block_magnitude_mask(w, 0.5, {4, 1}), {4, 1}));
+  const NMSparse nm = NMSparse::from_dense(w, nm_magnitude_mask(w, 2, 8), 2, 8);
+  const CsrSparse c = CsrSparse::from_dense(w, magnitude_mask(w, 0.5));
+  test::ScopedEnv env(core::kCpuCapabilityEnv, std::nullopt);
+  const core::CpuCapability cpu = core::cpu_detected();
   EXPECT_EQ(spmm_kernel(b, SpmmOptions().portable(true)), "portable");
-  EXPECT_EQ(spmm_kernel(b), cpu_has_avx512() ? "avx512-block-fp32" : "portable");
-  EXPECT_EQ(spmm_kernel(q), cpu_has_avx512_vnni() ? "avx512vnni-block-int8" : "portable");
-  ::setenv("STRATA_SPARSE_PORTABLE", "1", 1);
+  EXPECT_EQ(spmm_kernel(b), cpu.avx512 ? "avx512-block-fp32" : "portable");
+  EXPECT_EQ(spmm_kernel(q), cpu.avx512_vnni ? "avx512vnni-block-int8" : "portable");
+  EXPECT_EQ(spmm_kernel(nm), cpu.avx512 ? "avx512-nm-fp32" : "portable");
+  EXPECT_EQ(spmm_kernel(c), cpu.avx512 ? "avx512-csr-fp32" : "portable");
+  env.set("portable");
   EXPECT_EQ(spmm_kernel(b), "portable");
   EXPECT_EQ(spmm_kernel(q), "portable");
+  EXPECT_EQ(spmm_kernel(nm), "portable");
+  EXPECT_EQ(spmm_kernel(c), "portable");
   const at::Tensor x = at::randn({5, 32});
   expect_close(spmm(b, x), reference(x, b.to_dense()), 1e-5, "forced portable");
-  ::setenv("STRATA_SPARSE_PORTABLE", "0", 1);
-  EXPECT_EQ(spmm_kernel(b), cpu_has_avx512() ? "avx512-block-fp32" : "portable");
-  ::unsetenv("STRATA_SPARSE_PORTABLE");
+  // avx512 without VNNI: the fp32 kernels stay vector, the int8 one turns portable.
+  env.set("avx512");
+  EXPECT_EQ(spmm_kernel(b), cpu.avx512 ? "avx512-block-fp32" : "portable");
+  EXPECT_EQ(spmm_kernel(q), "portable");
+  env.set("default");
+  EXPECT_EQ(spmm_kernel(q), cpu.avx512_vnni ? "avx512vnni-block-int8" : "portable");
+  env.set(std::nullopt);
   // Shapes the vector kernels do not cover run the portable path.
   EXPECT_EQ(spmm_kernel(BlockSparse::from_dense(w, at::ones({32, 32}, at::kBool), {4, 1})),
             "portable");

@@ -16,13 +16,16 @@
 namespace strata::moe {
 
 enum class TernaryKernel {
-  Auto,       // AVX-512 where the CPU has it, else portable
+  Auto,       // AVX-512 where core::cpu_capability() has it, else portable
   Reference,  // digit by digit through the decode table, as the reference's CUDA kernel
   Portable,   // sums of the inputs under each codeword's masks, plain C++
   Avx512,     // masked vector adds (needs AVX-512F/BW/VL/DQ; an error elsewhere)
 };
 std::string to_string(TernaryKernel kernel);
-bool cpu_has_avx512();
+// The kernel ternary_linear runs for `kernel`: Auto becomes Avx512 or Portable by
+// core::cpu_capability() (STRATA_CPU_CAPABILITY=portable: Portable); Avx512 where the
+// capability lacks AVX-512 is a strata::Error.
+TernaryKernel resolve_kernel(TernaryKernel kernel);
 
 // x [n, cols] float -> x W^T [n, rows], with `levels` the float copy of w.levels (kept by
 // the caller so that a matvec does not convert it every call). One token runs a matvec;

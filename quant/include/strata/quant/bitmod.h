@@ -82,7 +82,8 @@ double bitmod_group_error(const at::Tensor& group, int bits, BitModType type);
 
 struct BitModLinearOptions {
   TORCH_ARG(BitModOptions, quant) = {};
-  // Use the portable C++ kernels even where the CPU has AVX-512 (tests compare both).
+  // Use the portable C++ kernels even where the CPU has AVX-512 (tests compare both; also:
+  // STRATA_CPU_CAPABILITY=portable).
   TORCH_ARG(bool, portable) = false;
 };
 

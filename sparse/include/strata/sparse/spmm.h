@@ -13,11 +13,12 @@
 // Work is split over (token group, output block) pairs on LibTorch's intra-op threads.
 // docs/sparse.md describes the kernels, their cache blocking and measured speed.
 //
-// Kernel choice, at run time: the AVX-512 kernels when CPUID reports AVX-512 F/BW/VL/DQ
-// (and VNNI for int8), else the portable scalar path, which gives the same results (int8:
-// bit for bit; fp32: up to rounding). SpmmOptions::portable or the environment variable
-// STRATA_SPARSE_PORTABLE=1 force the portable path. Shapes the vector kernels do not cover
-// (fp32 blocks other than Bx16, int8 blocks other than 4Bx1) also run the portable path.
+// Kernel choice, at run time: the AVX-512 kernels when core::cpu_capability() reports
+// AVX-512 F/BW/VL/DQ (and VNNI for int8), else the portable scalar path, which gives the
+// same results (int8: bit for bit; fp32: up to rounding). SpmmOptions::portable or the
+// environment variable STRATA_CPU_CAPABILITY=portable force the portable path. Shapes the vector
+// kernels do not cover (fp32 blocks other than Bx16, int8 blocks other than 4Bx1) also run the
+// portable path.
 
 #include <ATen/ATen.h>
 #include <strata/sparse/formats.h>
@@ -30,7 +31,7 @@ namespace strata::sparse {
 enum class ActivationQuant { kPerToken, kPerTensor };
 
 struct SpmmOptions {
-  // Force the portable scalar kernels (also: STRATA_SPARSE_PORTABLE=1).
+  // Force the portable scalar kernels (also: STRATA_CPU_CAPABILITY=portable).
   TORCH_ARG(bool, portable) = false;
   // int8 only: one u8 scale and zero point per token (row of X) or for the whole X.
   TORCH_ARG(ActivationQuant, act_quant) = ActivationQuant::kPerToken;
@@ -66,9 +67,5 @@ std::string spmm_kernel(const BlockSparse& w, const SpmmOptions& options = {});
 std::string spmm_kernel(const Int8BlockSparse& w, const SpmmOptions& options = {});
 std::string spmm_kernel(const NMSparse& w, const SpmmOptions& options = {});
 std::string spmm_kernel(const CsrSparse& w, const SpmmOptions& options = {});
-
-// CPUID: AVX-512 F/BW/VL/DQ, and VNNI.
-bool cpu_has_avx512();
-bool cpu_has_avx512_vnni();
 
 }  // namespace strata::sparse
