@@ -174,7 +174,9 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
   const auto names = strata::moe::expert_parameter_names(*model);
   const at::Tensor x = batch(3).chunk(ep)[grid.rank()], target = batch(4).chunk(ep)[grid.rank()];
   strata::parallel::HybridParallel parallel(
-      model, grid, loss_of, x, strata::parallel::HybridParallelOptions().expert_parameters(names));
+      model, grid, loss_of, x,
+      strata::parallel::HybridParallelOptions().pipeline(
+          strata::parallel::PipelineParallelOptions().expert_parameters(names)));
   torch::optim::AdamW adamw(parallel.parameters(), torch::optim::AdamWOptions(1e-2));
   parallel.train_step(x, target, adamw);
   parallel.save_checkpoint(path, adamw, 1);
@@ -200,7 +202,8 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
   torch::nn::Sequential resumed = build(grid.expert_parallel());
   strata::parallel::HybridParallel resumed_parallel(
       resumed, grid, loss_of, x,
-      strata::parallel::HybridParallelOptions().expert_parameters(names));
+      strata::parallel::HybridParallelOptions().pipeline(
+          strata::parallel::PipelineParallelOptions().expert_parameters(names)));
   torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(),
                                     torch::optim::AdamWOptions(1e-2));
   EXPECT_THROW(resumed_parallel.load_checkpoint(path + "-missing", resumed_adamw), strata::Error);
@@ -261,10 +264,11 @@ void check_pipeline_with_expert_parallelism(Communicator& comm) {
   const int r = grid.data_parallel_rank();
   const at::Tensor rx = x.chunk(dp)[r], rtarget = target.chunk(dp)[r];
   auto options = [&] {
-    return strata::parallel::HybridParallelOptions()
-        .pipeline_parallel(2)
-        .pipeline(strata::parallel::PipelineParallelOptions().micro_batches(2).balance("2,2"))
-        .expert_parameters(names);
+    return strata::parallel::HybridParallelOptions().pipeline_parallel(2).pipeline(
+        strata::parallel::PipelineParallelOptions()
+            .micro_batches(2)
+            .balance("2,2")
+            .expert_parameters(names));
   };
   strata::parallel::HybridParallel parallel(model, grid, loss_of, rx, options());
   // SGD with lr 0 keeps the parameters, so the gradients can be compared after the step.
