@@ -17,11 +17,11 @@ namespace {
 using strata::test::error_of;
 using strata::test::TempDir;
 
-struct Run {
+struct TinyRun {
   TrainingRunFlags flags;
   ReliabilityFlags reliability;
   PipelineFlags pipeline;
-  Run() { reliability.control_plane.timeout(0); }  // no watchdog thread in a unit test
+  TinyRun() { reliability.control_plane.timeout(0); }  // no watchdog thread in a unit test
 
   // Trains a linear model to `last_step` with replica loss `step` at each step; returns the
   // step it started from.
@@ -61,7 +61,7 @@ std::vector<nlohmann::json> records(const std::string& path) {
 
 TEST(TrainingRun, LogsEveryWindowAndCheckpointsOnItsCadence) {
   TempDir dir;
-  Run run;
+  TinyRun run;
   run.flags.checkpoint_dir = dir / "ckpt";
   run.flags.checkpoint_every = 4;
   run.flags.metrics_out = dir / "metrics.jsonl";
@@ -92,7 +92,7 @@ TEST(TrainingRun, LogsEveryWindowAndCheckpointsOnItsCadence) {
 
 TEST(TrainingRun, SavesTheLastStepOnceWhenTheCadenceHitsIt) {
   TempDir dir;
-  Run run;
+  TinyRun run;
   run.flags.checkpoint_dir = dir / "ckpt";
   run.flags.checkpoint_every = 5;
   run.train(10, nlohmann::json::object());
@@ -102,7 +102,7 @@ TEST(TrainingRun, SavesTheLastStepOnceWhenTheCadenceHitsIt) {
 
 TEST(TrainingRun, ResumesFromTheNewestCheckpointOfTheSameModel) {
   TempDir dir;
-  Run run;
+  TinyRun run;
   run.flags.checkpoint_dir = dir / "ckpt";
   run.flags.checkpoint_every = 3;
   run.flags.resume = "auto";
@@ -114,7 +114,7 @@ TEST(TrainingRun, ResumesFromTheNewestCheckpointOfTheSameModel) {
 }
 
 TEST(TrainingRun, ChecksItsFlags) {
-  Run run;
+  TinyRun run;
   run.flags.checkpoint_every = 5;
   EXPECT_EQ(error_of([&] { run.train(1, nlohmann::json::object()); }),
             "--checkpoint-every needs --checkpoint-dir");
