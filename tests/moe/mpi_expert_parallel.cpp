@@ -111,6 +111,21 @@ void check_matches_single_process(Communicator& comm) {
                    local_part(model, item.key(), expected[item.key()].grad(), names),
                    "gradient of " + item.key());
     }
+
+    // The same through HybridParallel, whose expert parameters live in its pipeline
+    // options (the one place of them): with pp 1 they must reach its data parallelism.
+    torch::nn::Sequential hybrid_model = build(grid.expert_parallel());
+    strata::parallel::HybridParallel hybrid(
+        hybrid_model, grid, loss_of, x.chunk(dp)[r],
+        strata::parallel::HybridParallelOptions().pipeline(
+            strata::parallel::PipelineParallelOptions().expert_parameters(names)));
+    torch::optim::SGD frozen(hybrid.parameters(), torch::optim::SGDOptions(0));
+    hybrid.train_step(x.chunk(dp)[r], target.chunk(dp)[r], frozen);
+    for (const auto& item : hybrid_model->named_parameters()) {
+      expect_close(item.value().grad(),
+                   local_part(hybrid_model, item.key(), expected[item.key()].grad(), names),
+                   "HybridParallel gradient of " + item.key());
+    }
   }
 }
 STRATA_COMM_TEST(ExpertParallel, LogitsAndGradientsEqualSingleProcess, check_matches_single_process)
