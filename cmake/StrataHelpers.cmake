@@ -33,6 +33,21 @@ function(strata_add_module name)
   install(TARGETS ${target} EXPORT strataTargets ARCHIVE DESTINATION lib)
   install(DIRECTORY include/ DESTINATION include)
   set_property(GLOBAL APPEND PROPERTY STRATA_MODULES ${name})
+  # Command-line parsing belongs to the programs, as Megatron keeps arguments.py out of
+  # megatron/core: a library binds nothing to flags, the programs bind flags to its Options.
+  # CLI11 sits in the system include path, so linking alone cannot keep it out.
+  if(NOT name STREQUAL "programs")
+    file(GLOB_RECURSE sources "${CMAKE_CURRENT_SOURCE_DIR}/include/*.h"
+         "${CMAKE_CURRENT_SOURCE_DIR}/src/*.h" "${CMAKE_CURRENT_SOURCE_DIR}/src/*.cpp")
+    foreach(source ${sources})
+      file(STRINGS "${source}" cli_includes REGEX "#[ \t]*include[ \t]*[<\"]CLI/")
+      if(cli_includes)
+        message(FATAL_ERROR "${source} includes CLI11; strata::${name} is a library, and "
+                            "flags belong to programs/ (strata::programs), which binds them "
+                            "to the library's Options")
+      endif()
+    endforeach()
+  endif()
 endfunction()
 
 # strata_add_program(<name> SOURCES ... DEPS ...): an example, tool or benchmark.

@@ -15,27 +15,19 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <filesystem>
-#include <limits>
 
 #include <spdlog/spdlog.h>
 
-#include "strata/core/checkpoint.h"
 #include "strata/core/data/distributed_sampler.h"
 #include "strata/core/data/fashion_mnist.h"
 #include "strata/core/error.h"
-#include "strata/core/fault_injection.h"
-#include "strata/core/logging.h"
-#include "strata/core/metrics.h"
 #include "strata/core/models/fmnist_models.h"
-#include "strata/core/progress.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
-#include "strata/core/timer.h"
-#include "strata/parallel/control/configuration_check.h"
-#include "strata/parallel/control/control_plane.h"
 #include "strata/programs/cli.h"
 #include "strata/programs/pipeline_flags.h"
+#include "strata/programs/reliability_flags.h"
+#include "strata/programs/training_run.h"
 
 namespace {
 
@@ -55,7 +47,7 @@ struct Config {
   int threads = strata::core::default_threads_per_rank();
   bool log_all_ranks = false;
   strata::programs::TrainingRunFlags run;
-  strata::parallel::ReliabilityFlags reliability;
+  strata::programs::ReliabilityFlags reliability;
   strata::programs::PipelineFlags pipeline;
 };
 
@@ -77,7 +69,7 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::PositiveNumber);
   app.add_flag("--log-all-ranks", c.log_all_ranks, "Log from every rank, not only rank 0");
   strata::programs::add_training_run_flags(app, c.run);
-  strata::parallel::add_reliability_flags(app, c.reliability);
+  strata::programs::add_reliability_flags(app, c.reliability);
   strata::programs::add_pipeline_flags(app, c.pipeline);
 }
 
@@ -111,19 +103,13 @@ double test_accuracy(strata::parallel::HybridParallel& model, const FashionMnist
 }
 
 int train(const Config& c, const std::string& configuration) {
-  // --backend, else MPI under mpirun and Gloo under strata-run; the watchdog ends a hang
-  // with a report.
-  auto world = strata::parallel::world_communicator(c.reliability.backend);
-  strata::parallel::check_same_configuration(*world, configuration);
-  strata::parallel::ControlPlane control(*world, c.reliability);
-  const int rank = world->rank();
-  const int ranks = world->size();
-  strata::core::init_logging(rank, c.log_all_ranks);
-  strata::core::set_num_threads(c.threads);
-  const strata::programs::PipelineFlags& pipe = c.pipeline;
-  const int64_t local_batch = pipe.replica_batch(c.batch, ranks);
-  const int replicas = ranks / pipe.pp;
-  c.run.check();
+  // The job, the watchdog, logging, threads, checkpoints, metrics and progress.
+  strata::programs::TrainingRun run(configuration, c.run, c.reliability, c.pipeline, c.threads,
+                                    c.log_all_ranks);
+  const int ranks = run.world()->size();
+  const int pp = c.pipeline.options.pipeline_parallel();
+  const int64_t local_batch = run.replica_batch(c.batch);
+  const int replicas = ranks / pp;
 
   const FashionMnist train_set =
       strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);
@@ -134,16 +120,12 @@ int train(const Config& c, const std::string& configuration) {
   const auto cross_entropy = [](const at::Tensor& logits, const at::Tensor& labels) {
     return torch::nn::functional::cross_entropy(logits, labels);
   };
-  strata::parallel::HybridParallel model(strata::core::make_fmnist_model(c.model), world,
+  strata::parallel::HybridParallel model(strata::core::make_fmnist_model(c.model), run.world(),
                                          cross_entropy, train_set.images.slice(0, 0, local_batch),
-                                         pipe.options());
+                                         c.pipeline.options);
   torch::optim::SGD optimizer(model.parameters(),
                               torch::optim::SGDOptions(c.lr).momentum(c.momentum));
-  int64_t step = 0;
-  if (const auto path = c.run.checkpoint_to_resume()) {
-    step = model.load_checkpoint(*path, optimizer);
-    spdlog::info("resumed from {} at step {}", *path, step);
-  }
+  int64_t step = run.resume(model, optimizer);
 
   strata::core::DistributedSampler sampler(strata::core::DistributedSamplerOptions(train_set.size())
                                                .rank(model.data_parallel_rank())
@@ -154,37 +136,23 @@ int train(const Config& c, const std::string& configuration) {
   const int64_t schedule_steps = steps_per_epoch * c.epochs;
   const int64_t last_step =
       c.max_steps > 0 ? std::min(schedule_steps, c.max_steps) : schedule_steps;
-  if (pipe.pp == 1) {
+  if (pp == 1) {
     spdlog::info("training fmnist-{} on {} rank(s) x {} thread(s): {} steps of global batch {}",
                  c.model, ranks, c.threads, last_step - step, c.batch);
   } else {
+    const strata::parallel::PipelineParallelOptions& pipe = c.pipeline.options.pipeline();
     spdlog::info(
         "training fmnist-{} on {} pipeline stage(s) x {} replica(s) x {} thread(s), "
         "schedule {} with {} micro-batches: {} steps of global batch {}",
-        c.model, pipe.pp, replicas, c.threads, pipe.schedule, pipe.micro_batches, last_step - step,
+        c.model, pp, replicas, c.threads, pipe.schedule(), pipe.micro_batches(), last_step - step,
         c.batch);
   }
 
-  strata::core::MetricsWriter metrics(rank == 0 ? c.run.metrics_out : "");
-  strata::core::ProgressReporter progress(last_step, c.run.log_every, rank == 0);
-  auto save = [&](int64_t at_step) {
-    if (c.run.checkpoint_dir.empty()) return;
-    model.save_checkpoint(strata::core::checkpoint_path(c.run.checkpoint_dir, at_step), optimizer,
-                          at_step, {{"model", c.model}});
-  };
-
-  // Throughput is measured after a warm-up, so that first-touch allocations don't count.
-  const int64_t warmup_steps = step + std::min<int64_t>(20, (last_step - step) / 10);
-  strata::programs::PipelineReport report(pipe, model.pipeline());
-  strata::core::Stopwatch measure;
-  double loss_sum = 0;  // this replica's loss, summed since the last log line
-  int64_t loss_count = 0;
-  double last_loss = std::numeric_limits<double>::quiet_NaN();
+  run.start(model, optimizer, step, last_step, c.batch, /*max_warmup_steps=*/20);
+  const nlohmann::json checkpoint_extra = {{"model", c.model}};
   at::Tensor epoch_indices;
   int64_t loaded_epoch = -1;
   for (; step < last_step; ++step) {
-    strata::core::fault_point("train-step");
-    if (step == warmup_steps) measure.reset();
     const int64_t epoch = step / steps_per_epoch;
     if (epoch != loaded_epoch) {
       sampler.set_epoch(epoch);
@@ -193,48 +161,42 @@ int train(const Config& c, const std::string& configuration) {
     }
     const int64_t first = (step % steps_per_epoch) * local_batch;
     const at::Tensor idx = epoch_indices.slice(0, first, first + local_batch);
-    for (auto& group : optimizer.param_groups()) {
-      static_cast<torch::optim::SGDOptions&>(group.options())
-          .lr(learning_rate(c, step, schedule_steps));
-    }
-    strata::core::Stopwatch step_time;
-    loss_sum += model.train_step(train_set.images.index_select(0, idx),
-                                 train_set.labels.index_select(0, idx), optimizer);
-    report.record(step, warmup_steps, step_time.seconds());
-    ++loss_count;
-
-    const bool log_now = (step + 1) % c.run.log_every == 0 || step + 1 == last_step;
-    if (log_now) {
-      last_loss = model.mean_over_replicas(loss_sum / loss_count);
-      loss_sum = 0;
-      loss_count = 0;
-      metrics.write({{"step", step + 1},
-                     {"epoch", epoch},
-                     {"loss", last_loss},
-                     {"lr", learning_rate(c, step, schedule_steps)}});
-    }
-    progress.update(step + 1, epoch, last_loss, c.batch);
-    if (c.run.checkpoint_every > 0 && (step + 1) % c.run.checkpoint_every == 0) save(step + 1);
+    const double lr = learning_rate(c, step, schedule_steps);
+    for (auto& group : optimizer.param_groups())
+      static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+    run.begin_step(step);
+    const double loss = model.train_step(train_set.images.index_select(0, idx),
+                                         train_set.labels.index_select(0, idx), optimizer);
+    run.end_step(step, loss, {{"epoch", epoch}, {"lr", lr}}, epoch);
+    if (run.checkpoint_due(step + 1)) run.save(step + 1, checkpoint_extra);
   }
-  const int64_t measured_steps = last_step - std::max(warmup_steps, int64_t{0});
-  const double samples_per_s =
-      measured_steps > 0 ? static_cast<double>(measured_steps * c.batch) / measure.seconds() : 0.0;
-  if (c.run.checkpoint_every == 0 || last_step % c.run.checkpoint_every != 0) save(last_step);
-  const std::vector<double> idle = report.finish();
+  // Wall-clock throughput, everything in the loop included, as PyTorch peers measure it
+  // (bench/bench_data_parallel.py compares them).
+  const int64_t measured_steps = run.measured_steps();
+  const double samples_per_s = measured_steps > 0 ? static_cast<double>(measured_steps * c.batch) /
+                                                        run.measured_wall_seconds()
+                                                  : 0.0;
+  run.save_final(last_step, checkpoint_extra);
+  const std::vector<double> idle = run.finish();
 
   const double accuracy = test_accuracy(model, test_set);
   spdlog::info("done: test accuracy {:.2f}%, train loss {:.4f}, {:.0f} samples/s", 100 * accuracy,
-               last_loss, samples_per_s);
-  nlohmann::json final_record = {
-      {"test_accuracy", accuracy}, {"train_loss", last_loss}, {"samples_per_s", samples_per_s},
-      {"steps", last_step},        {"world_size", ranks},     {"threads", c.threads},
-      {"model", c.model},          {"batch", c.batch},        {"pp", pipe.pp}};
-  if (pipe.pp > 1) {
-    final_record["schedule"] = pipe.schedule;
-    final_record["micro_batches"] = pipe.micro_batches;
+               run.last_loss(), samples_per_s);
+  nlohmann::json final_record = {{"test_accuracy", accuracy},
+                                 {"train_loss", run.last_loss()},
+                                 {"samples_per_s", samples_per_s},
+                                 {"steps", last_step},
+                                 {"world_size", ranks},
+                                 {"threads", c.threads},
+                                 {"model", c.model},
+                                 {"batch", c.batch},
+                                 {"pp", pp}};
+  if (pp > 1) {
+    final_record["schedule"] = c.pipeline.options.pipeline().schedule();
+    final_record["micro_batches"] = c.pipeline.options.pipeline().micro_batches();
     final_record["idle_fraction"] = idle;
   }
-  metrics.write_final(final_record);
+  run.metrics().write_final(final_record);
   return 0;
 }
 

@@ -20,33 +20,28 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
-#include <filesystem>
 #include <iostream>
 #include <limits>
 #include <numeric>
 
 #include <spdlog/spdlog.h>
 
-#include "strata/core/checkpoint.h"
 #include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
-#include "strata/core/fault_injection.h"
-#include "strata/core/logging.h"
-#include "strata/core/metrics.h"
 #include "strata/core/models/lm_validation.h"
 #include "strata/core/models/transformer_lm.h"
-#include "strata/core/progress.h"
+#include "strata/core/parameters.h"
 #include "strata/core/threads.h"
-#include "strata/core/timer.h"
 #include "strata/elastic/extract.h"
 #include "strata/elastic/matformer.h"
 #include "strata/elastic/mix_n_match.h"
 #include "strata/moe/expert_parallel.h"
 #include "strata/moe/moe_lm.h"
-#include "strata/parallel/control/configuration_check.h"
-#include "strata/parallel/control/control_plane.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/moe_flags.h"
 #include "strata/programs/pipeline_flags.h"
+#include "strata/programs/reliability_flags.h"
+#include "strata/programs/training_run.h"
 
 namespace {
 
@@ -79,9 +74,9 @@ struct Config {
   int mat_sample = 0;                       // granularities per step; 0: all
   int64_t mix_n_match_batches = 4;
   strata::programs::TrainingRunFlags run;
-  strata::parallel::ReliabilityFlags reliability;
+  strata::programs::ReliabilityFlags reliability;
   strata::programs::PipelineFlags pipeline;
-  strata::moe::MoEFlags moe;
+  strata::programs::MoEFlags moe;
 
   core::TransformerLMOptions model() const {
     return core::TransformerLMOptions()
@@ -145,9 +140,9 @@ void add_flags(CLI::App& app, Config& c) {
                  "(0: skip)")
       ->check(CLI::NonNegativeNumber);
   strata::programs::add_training_run_flags(app, c.run);
-  strata::parallel::add_reliability_flags(app, c.reliability);
+  strata::programs::add_reliability_flags(app, c.reliability);
   strata::programs::add_pipeline_flags(app, c.pipeline);
-  strata::moe::add_moe_flags(app, c.moe);
+  strata::programs::add_moe_flags(app, c.moe);
 }
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
@@ -171,7 +166,7 @@ nlohmann::json model_description(const Config& c) {
   nlohmann::json description = core::transformer_lm_to_json(c.model());
   if (c.matformer)
     description["matformer"] = elastic::matformer_to_json(c.matformer_granularities());
-  if (c.moe.enabled) description.update(c.moe.description());
+  if (c.moe.enabled) description.update(strata::moe::moe_lm_description(c.moe.layer));
   return description;
 }
 
@@ -199,24 +194,9 @@ std::vector<elastic::Submodel> matformer_passes(const Config& c,
 // expert-parallel group.
 torch::nn::Sequential make_model(const Config& c, const strata::parallel::ProcessGrid& grid) {
   if (!c.moe.enabled) return core::make_transformer_lm(c.model());
+  strata::moe::MoELayerOptions layer = c.moe.layer;
   return strata::moe::make_moe_transformer_lm(
-      c.model(), c.moe.layer_options(c.d_model, grid.expert_parallel()));
-}
-
-// The step to start from: 0, or the step of the checkpoint --resume names.
-int64_t resume(const Config& c, HybridParallel& model, torch::optim::Optimizer& optimizer) {
-  const auto path = c.run.checkpoint_to_resume();
-  if (!path) return 0;
-  nlohmann::json extra;
-  const int64_t step = model.load_checkpoint(*path, optimizer, &extra);
-  const nlohmann::json expected = model_description(c);
-  for (const auto& [key, value] : expected.items()) {
-    const nlohmann::json saved = extra.value(key, nlohmann::json());
-    STRATA_CHECK(saved == value, "--resume ", *path, ": saved with ", key, " ", saved.dump(),
-                 ", this run has ", value.dump());
-  }
-  spdlog::info("resumed from {} at step {}", *path, step);
-  return step;
+      c.model(), layer.d_model(c.d_model).expert_group(grid.expert_parallel()));
 }
 
 // Scores the slowly changing Mix'n'Match submodels (mix_n_match.h) on the first
@@ -244,16 +224,11 @@ nlohmann::json score_mix_n_match(const Config& c,
 }
 
 int train(const Config& c, const std::string& configuration) {
-  // --backend, else MPI under mpirun and Gloo under strata-run; the watchdog ends a hang
-  // with a report.
-  auto world = strata::parallel::world_communicator(c.reliability.backend);
-  strata::parallel::check_same_configuration(*world, configuration);
-  strata::parallel::ControlPlane control(*world, c.reliability);
-  const int rank = world->rank();
-  core::init_logging(rank);
-  core::set_num_threads(c.threads);
-  const int64_t replica_batch = c.pipeline.replica_batch(c.batch, world->size());
-  c.run.check();
+  // The job, the watchdog, logging, threads, checkpoints, metrics and progress.
+  strata::programs::TrainingRun run(configuration, c.run, c.reliability, c.pipeline, c.threads);
+  const strata::parallel::CommunicatorPtr& world = run.world();
+  const int pp = c.pipeline.options.pipeline_parallel();
+  const int64_t replica_batch = run.replica_batch(c.batch);
   const core::TransformerLMOptions options = c.model();
   options.validate();
   const core::TextCorpus corpus = core::TextCorpus::load(c.data_dir);
@@ -268,48 +243,48 @@ int train(const Config& c, const std::string& configuration) {
                  c.mat_sample, " is more than the ", granularities.size(), " granularities");
   }
 
-  const strata::parallel::ProcessGrid grid(world, strata::parallel::ProcessGridOptions()
-                                                      .pipeline_parallel(c.pipeline.pp)
-                                                      .expert_parallel(c.moe.ep));
+  const strata::parallel::ProcessGrid grid(
+      world,
+      strata::parallel::ProcessGridOptions().pipeline_parallel(pp).expert_parallel(c.moe.ep));
   torch::manual_seed(c.seed);  // the same model on every rank
   torch::nn::Sequential lm = make_model(c, grid);
   int64_t parameter_count = 0;
   for (const at::Tensor& p : core::unique_parameters(*lm)) parameter_count += p.numel();
-  HybridParallel model(
-      lm, grid, core::lm_loss,
-      corpus.sample_batch(true, replica_batch, c.context, generator(0)).first,
-      c.pipeline.options().expert_parameters(strata::moe::expert_parameter_names(*lm)));
+  strata::parallel::HybridParallelOptions parallel = c.pipeline.options;
+  parallel.pipeline().expert_parameters(strata::moe::expert_parameter_names(*lm));
+  HybridParallel model(lm, grid, core::lm_loss,
+                       corpus.sample_batch(true, replica_batch, c.context, generator(0)).first,
+                       parallel);
   // This rank's parameters, each tensor once: a tied table must not be stepped twice.
   const std::vector<at::Tensor> params = model.parameters();
   torch::optim::AdamW optimizer(params,
                                 torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
-  const int64_t first_step = resume(c, model, optimizer);
+  const int64_t first_step = run.resume(model, optimizer, model_description(c));
   spdlog::info(
       "training fortunes-lm ({} layers, d_model {}, {} heads, ffn {}, {:.2f}M parameters) "
       "on {} train / {} validation bytes, {} rank(s) ({} pipeline stage(s)) x {} "
       "thread(s): steps {} to {} of batch {} x {}",
       c.layers, c.d_model, c.heads, c.ffn, parameter_count / 1e6, corpus.train().numel(),
-      corpus.validation().numel(), world->size(), c.pipeline.pp, c.threads, first_step, c.steps,
-      c.batch, c.context);
+      corpus.validation().numel(), world->size(), pp, c.threads, first_step, c.steps, c.batch,
+      c.context);
   if (c.moe.enabled) {
+    const strata::moe::MoELayerOptions& moe = c.moe.layer;
     spdlog::info(
         "mixture of experts: {} experts of ffn {} per block, top-{}, capacity factor {}"
         " ({} drop priority), {} expert(s) per rank (ep {}); parameters counted on this "
         "rank",
-        c.moe.experts, c.moe.expert_ffn, c.moe.top_k, c.moe.capacity_factor, c.moe.drop_priority,
-        c.moe.experts / c.moe.ep, c.moe.ep);
+        moe.experts(), moe.hidden(), moe.top_k(), moe.capacity_factor(),
+        strata::moe::to_string(moe.drop_priority()), moe.experts() / c.moe.ep, c.moe.ep);
   }
 
-  core::MetricsWriter metrics(rank == 0 ? c.run.metrics_out : "");
-  core::ProgressReporter progress(c.steps, c.run.log_every, rank == 0);
+  // Steps are timed after a warm-up of at most 10.
+  run.start(model, optimizer, first_step, c.steps, c.batch, /*max_warmup_steps=*/10);
   nlohmann::json mix_n_match;  // scored submodels, once measured
-  auto save = [&](int64_t step) {
-    if (c.run.checkpoint_dir.empty()) return;
+  auto checkpoint_extra = [&] {
     nlohmann::json extra = model_description(c);
     if (!mix_n_match.is_null()) extra["mix_n_match"] = mix_n_match;
-    if (c.moe.enabled) extra["moe_routing"] = c.moe.routing_description();
-    model.save_checkpoint(core::checkpoint_path(c.run.checkpoint_dir, step), optimizer, step,
-                          extra);
+    if (c.moe.enabled) extra["moe_routing"] = strata::moe::moe_routing_description(c.moe.layer);
+    return extra;
   };
   nlohmann::json granularity_losses;  // the last evaluation's, by FFN width
   auto evaluate = [&](int64_t step) {
@@ -334,28 +309,20 @@ int train(const Config& c, const std::string& configuration) {
                  core::bits_per_byte(loss));
     record["val_loss"] = loss;
     record["val_bpb"] = core::bits_per_byte(loss);
-    metrics.write(record);
+    run.metrics().write(record);
     return loss;
   };
 
-  // Step time is measured after a warm-up, so that first-touch allocations don't count.
-  const int64_t warmup_end = first_step + std::min<int64_t>(10, (c.steps - first_step) / 10);
-  strata::programs::PipelineReport report(c.pipeline, model.pipeline());
-  core::Stopwatch measure;
-  double measured_seconds = 0;  // training steps only, not evaluations or checkpoints
-  double loss_sum = 0;
-  int64_t loss_count = 0;
-  double last_loss = std::numeric_limits<double>::quiet_NaN();
   double val_loss = std::numeric_limits<double>::quiet_NaN();
   int64_t step = first_step;
   for (; step < c.steps; ++step) {
-    core::fault_point("train-step");
     auto [inputs, targets] =
         corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
     const int replicas = model.data_parallel_size();
     const at::Tensor my_inputs = inputs.chunk(replicas)[model.data_parallel_rank()];
     const at::Tensor my_targets = targets.chunk(replicas)[model.data_parallel_rank()];
-    measure.reset();
+    run.begin_step(step);
+    double loss;
     if (c.matformer) {
       // The sum of the granularities' losses, one optimizer step; the loss logged is their
       // mean, comparable across --mat-sample settings.
@@ -364,24 +331,14 @@ int train(const Config& c, const std::string& configuration) {
           my_inputs, my_targets, optimizer, static_cast<int>(passes.size()),
           [&](int i) { elastic::apply_submodel(*lm, passes[static_cast<size_t>(i)]); });
       elastic::reset_submodel(*lm);
-      loss_sum +=
+      loss =
           std::accumulate(losses.begin(), losses.end(), 0.0) / static_cast<double>(losses.size());
     } else {
-      loss_sum += model.train_step(my_inputs, my_targets, optimizer);
+      loss = model.train_step(my_inputs, my_targets, optimizer);
     }
-    const double seconds = measure.seconds();
-    if (step >= warmup_end) measured_seconds += seconds;
-    report.record(step, warmup_end, seconds);
-    ++loss_count;
-    if ((step + 1) % c.run.log_every == 0 || step + 1 == c.steps) {
-      last_loss = model.mean_over_replicas(loss_sum / static_cast<double>(loss_count));
-      loss_sum = 0;
-      loss_count = 0;
-      metrics.write({{"step", step + 1}, {"loss", last_loss}, {"lr", c.lr}});
-    }
-    progress.update(step + 1, -1, last_loss, c.batch);
+    run.end_step(step, loss, {{"lr", c.lr}});
     if (c.eval_every > 0 && (step + 1) % c.eval_every == 0) val_loss = evaluate(step + 1);
-    if (c.run.checkpoint_every > 0 && (step + 1) % c.run.checkpoint_every == 0) save(step + 1);
+    if (run.checkpoint_due(step + 1)) run.save(step + 1, checkpoint_extra());
   }
   // The last step's evaluation, unless the loop just made it.
   if (c.eval_every == 0 || step % c.eval_every != 0 || step == first_step) {
@@ -390,34 +347,35 @@ int train(const Config& c, const std::string& configuration) {
   if (c.matformer && c.mix_n_match_batches > 0) {
     mix_n_match = score_mix_n_match(c, granularities, lm, model, corpus);
     // The checkpoint must carry the scores: write it again if the loop already did.
-    if (c.run.checkpoint_every > 0 && step % c.run.checkpoint_every == 0) save(step);
+    if (run.checkpoint_due(step)) run.save(step, checkpoint_extra());
   }
-  if (c.run.checkpoint_every == 0 || step % c.run.checkpoint_every != 0) save(step);
-  const std::vector<double> idle = report.finish();
+  run.save_final(step, checkpoint_extra());
+  const std::vector<double> idle = run.finish();
 
-  const int64_t measured_steps = std::max<int64_t>(0, c.steps - std::max(warmup_end, first_step));
-  const double ms_per_step = measured_steps > 0 ? 1000 * measured_seconds / measured_steps : 0.0;
+  const int64_t measured_steps = run.measured_steps();
+  const double ms_per_step =
+      measured_steps > 0 ? 1000 * run.measured_seconds() / measured_steps : 0.0;
   const double tokens_per_s = ms_per_step > 0 ? c.batch * c.context * 1000 / ms_per_step : 0.0;
   spdlog::info(
       "done: validation loss {:.4f} ({:.3f} bits per byte), train loss {:.4f}, "
       "{:.1f} ms/step, {:.0f} tokens/s",
-      val_loss, core::bits_per_byte(val_loss), last_loss, ms_per_step, tokens_per_s);
-  metrics.write_final({{"val_loss", val_loss},
-                       {"val_bpb", core::bits_per_byte(val_loss)},
-                       {"train_loss", last_loss},
-                       {"ms_per_step", ms_per_step},
-                       {"tokens_per_s", tokens_per_s},
-                       {"steps", step},
-                       {"batch", c.batch},
-                       {"context", c.context},
-                       {"threads", c.threads},
-                       {"parameters", parameter_count},
-                       {"config", model_description(c)},
-                       {"pp", c.pipeline.pp},
-                       {"world_size", world->size()},
-                       {"idle_fraction", idle},
-                       {"granularity_val_loss", granularity_losses},
-                       {"mix_n_match", mix_n_match}});
+      val_loss, core::bits_per_byte(val_loss), run.last_loss(), ms_per_step, tokens_per_s);
+  run.metrics().write_final({{"val_loss", val_loss},
+                             {"val_bpb", core::bits_per_byte(val_loss)},
+                             {"train_loss", run.last_loss()},
+                             {"ms_per_step", ms_per_step},
+                             {"tokens_per_s", tokens_per_s},
+                             {"steps", step},
+                             {"batch", c.batch},
+                             {"context", c.context},
+                             {"threads", c.threads},
+                             {"parameters", parameter_count},
+                             {"config", model_description(c)},
+                             {"pp", pp},
+                             {"world_size", world->size()},
+                             {"idle_fraction", idle},
+                             {"granularity_val_loss", granularity_losses},
+                             {"mix_n_match", mix_n_match}});
 
   if (c.generate > 0) {
     // Every rank generates alike (equal logits, equal generators); rank 0 prints.
@@ -425,7 +383,7 @@ int train(const Config& c, const std::string& configuration) {
         core::generate([&](const at::Tensor& tokens) { return model.evaluate(tokens); }, c.prompt,
                        c.generate, c.temperature, c.context, generator(c.seed));
     spdlog::info("generated {} bytes at temperature {}:", c.generate, c.temperature);
-    if (rank == 0) std::cout << c.prompt << text << std::endl;
+    if (run.rank() == 0) std::cout << c.prompt << text << std::endl;
   }
   return 0;
 }
@@ -440,7 +398,7 @@ int main(int argc, char** argv) {
     add_flags(app, config);
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     strata::programs::check_pipeline_flags(app, config.pipeline);
-    strata::moe::check_moe_flags(app, config.moe);
+    strata::programs::check_moe_flags(app, config.moe);
     return train(config, strata::programs::configuration_text(app));
   });
 }

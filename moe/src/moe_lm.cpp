@@ -59,27 +59,16 @@ std::vector<std::pair<std::string, MoELayerImpl*>> named_moe_layers(torch::nn::M
   return layers;
 }
 
-MoELayerOptions MoEFlags::layer_options(int64_t d_model,
-                                        parallel::CommunicatorPtr expert_group) const {
-  return MoELayerOptions(d_model, experts, expert_ffn)
-      .top_k(top_k)
-      .capacity_factor(capacity_factor)
-      .drop_priority(drop_priority_from_string(drop_priority))
-      .balance_loss_coef(balance_loss)
-      .z_loss_coef(z_loss)
-      .jitter(jitter)
-      .expert_group(std::move(expert_group));
-}
-
-nlohmann::json MoEFlags::description() const {
+nlohmann::json moe_lm_description(const MoELayerOptions& moe) {
   return {{"model", "fortunes-lm-moe"},
-          {"experts", experts},
-          {"top_k", top_k},
-          {"expert_ffn", expert_ffn}};
+          {"experts", moe.experts()},
+          {"top_k", moe.top_k()},
+          {"expert_ffn", moe.hidden()}};
 }
 
-nlohmann::json MoEFlags::routing_description() const {
-  return {{"capacity_factor", capacity_factor}, {"drop_priority", drop_priority}};
+nlohmann::json moe_routing_description(const MoELayerOptions& moe) {
+  return {{"capacity_factor", moe.capacity_factor()},
+          {"drop_priority", to_string(moe.drop_priority())}};
 }
 
 MoELayerOptions moe_layer_options_from_json(const nlohmann::json& j, int64_t d_model) {
@@ -90,23 +79,20 @@ MoELayerOptions moe_layer_options_from_json(const nlohmann::json& j, int64_t d_m
                  key, "\" missing or not an integer");
     return j[key].get<int64_t>();
   };
-  MoEFlags f;
-  f.experts = get("experts");
-  f.top_k = get("top_k");
-  f.expert_ffn = get("expert_ffn");
+  MoELayerOptions options(d_model, get("experts"), get("expert_ffn"));
+  options.top_k(get("top_k"));
   // Without "moe_routing" (checkpoints written before it was recorded): the defaults.
   const nlohmann::json routing = j.value("moe_routing", nlohmann::json::object());
   if (routing.contains("capacity_factor")) {
     STRATA_CHECK(routing["capacity_factor"].is_number(),
                  "fortunes-lm-moe description: \"moe_routing.capacity_factor\" is not a number");
-    f.capacity_factor = routing["capacity_factor"].get<double>();
+    options.capacity_factor(routing["capacity_factor"].get<double>());
   }
   if (routing.contains("drop_priority")) {
     STRATA_CHECK(routing["drop_priority"].is_string(),
                  "fortunes-lm-moe description: \"moe_routing.drop_priority\" is not a string");
-    f.drop_priority = routing["drop_priority"].get<std::string>();
+    options.drop_priority(drop_priority_from_string(routing["drop_priority"].get<std::string>()));
   }
-  MoELayerOptions options = f.layer_options(d_model, nullptr);
   options.validate();
   return options;
 }
@@ -129,45 +115,6 @@ LoadedMoETransformerLM load_moe_transformer_lm(const std::string& checkpoint) {
   loaded.model = make_moe_transformer_lm(loaded.options, loaded.moe);
   loaded.step = core::load_checkpoint(checkpoint, *loaded.model, nullptr, &loaded.extra);
   return loaded;
-}
-
-namespace {
-const char* const kMoEOnlyFlags[] = {"--experts",         "--top-k",         "--expert-ffn",
-                                     "--capacity-factor", "--drop-priority", "--balance-loss",
-                                     "--z-loss",          "--router-jitter", "--ep"};
-}  // namespace
-
-void add_moe_flags(CLI::App& app, MoEFlags& f) {
-  app.add_flag("--moe", f.enabled,
-               "fortunes-lm-moe: every FFN becomes a mixture of experts (see --experts)");
-  app.add_option("--experts", f.experts, "Experts per MoE layer")->check(CLI::PositiveNumber);
-  app.add_option("--top-k", f.top_k, "Experts per token")->check(CLI::PositiveNumber);
-  app.add_option("--expert-ffn", f.expert_ffn, "Hidden width of each expert")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--capacity-factor", f.capacity_factor,
-                 "Expert capacity = ceil(top-k * tokens / experts * factor); 0: dropless")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--drop-priority", f.drop_priority, "Which tokens a full expert keeps")
-      ->check(CLI::IsMember({"order", "score"}));
-  app.add_option("--balance-loss", f.balance_loss, "Coefficient of the load-balancing loss")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--z-loss", f.z_loss, "Coefficient of the router z-loss")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--router-jitter", f.jitter, "Multiplicative router input noise in training")
-      ->check(CLI::Range(0.0, 0.99));
-  app.add_option("--ep", f.ep,
-                 "Expert-parallel size: ranks that share out each layer's experts (divides "
-                 "the data-parallel size)")
-      ->check(CLI::PositiveNumber);
-}
-
-void check_moe_flags(const CLI::App& app, const MoEFlags& f) {
-  if (!f.enabled) {
-    for (const char* flag : kMoEOnlyFlags) STRATA_CHECK(app.count(flag) == 0, flag, " needs --moe");
-    return;
-  }
-  STRATA_CHECK(f.top_k <= f.experts, "--top-k ", f.top_k, " is above --experts ", f.experts);
-  STRATA_CHECK(f.experts % f.ep == 0, "--experts ", f.experts, " is not divisible by --ep ", f.ep);
 }
 
 }  // namespace strata::moe

@@ -5,9 +5,6 @@
 #include <iostream>
 #include <string>
 
-#include <spdlog/spdlog.h>
-
-#include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
 
 namespace strata::programs {
@@ -71,42 +68,6 @@ std::optional<int> parse_cli(CLI::App& app, int argc, char** argv) {
 
 std::string configuration_text(const CLI::App& app) {
   return app.config_to_str(/*default_also=*/true, /*write_description=*/false);
-}
-
-void TrainingRunFlags::check() const {
-  STRATA_CHECK(checkpoint_every == 0 || !checkpoint_dir.empty(),
-               "--checkpoint-every needs --checkpoint-dir");
-  STRATA_CHECK(resume != "auto" || !checkpoint_dir.empty(),
-               "--resume auto needs --checkpoint-dir (where it looks for checkpoints)");
-}
-
-std::optional<std::string> TrainingRunFlags::checkpoint_to_resume() const {
-  if (resume.empty()) return std::nullopt;
-  if (resume == "auto") {
-    std::vector<std::string> rejected;
-    auto path = core::latest_valid_checkpoint(checkpoint_dir, &rejected);
-    for (const std::string& why : rejected) spdlog::warn("--resume auto: skipped {}", why);
-    if (!path)
-      spdlog::info("--resume auto: no checkpoint in {} yet, starting fresh", checkpoint_dir);
-    return path;
-  }
-  auto path = core::find_checkpoint(resume);
-  STRATA_CHECK(path.has_value(), "--resume ", resume, ": no checkpoint there");
-  return path;
-}
-
-void add_training_run_flags(CLI::App& app, TrainingRunFlags& f) {
-  app.add_option("--checkpoint-dir", f.checkpoint_dir,
-                 "Write checkpoints <dir>/step-<N> here (rank 0 writes)");
-  app.add_option("--checkpoint-every", f.checkpoint_every,
-                 "Checkpoint every N steps (0: only at the end)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--resume", f.resume,
-                 "Resume from a checkpoint, from the latest one in a directory, or 'auto': "
-                 "the newest valid one in --checkpoint-dir if there is one");
-  app.add_option("--metrics-out", f.metrics_out, "Write JSON-lines metrics here (rank 0)");
-  app.add_option("--log-every", f.log_every, "Print progress every N steps")
-      ->check(CLI::PositiveNumber);
 }
 
 }  // namespace strata::programs

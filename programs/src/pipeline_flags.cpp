@@ -4,6 +4,7 @@
 
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline/schedule_registry.h"
+#include "strata/programs/cli.h"
 
 namespace strata::programs {
 using namespace strata::parallel;  // NOLINT(google-build-using-namespace): binds flags to pipeline
@@ -14,21 +15,12 @@ namespace {
 const std::vector<std::string> kPipelineOnlyFlags = {
     "--micro-batches", "--schedule",  "--virtual-stages", "--recompute",
     "--balance",       "--trace-out", "--trace-steps"};
+constexpr double kBytesPerMb = 1024 * 1024;
 }  // namespace
 
-HybridParallelOptions PipelineFlags::options() const {
-  return HybridParallelOptions()
-      .pipeline_parallel(pp)
-      .bucket_cap_bytes(static_cast<int64_t>(bucket_cap_mb * 1024 * 1024))
-      .pipeline(PipelineParallelOptions()
-                    .schedule(schedule)
-                    .micro_batches(micro_batches)
-                    .virtual_stages(virtual_stages)
-                    .recompute(parse_recompute(recompute))
-                    .balance(balance));
-}
-
 int64_t PipelineFlags::replica_batch(int64_t global_batch, int world_size) const {
+  const int pp = options.pipeline_parallel();
+  const int micro_batches = options.pipeline().micro_batches();
   STRATA_CHECK(world_size % pp == 0, "--pp ", pp, " does not divide the ", world_size, " ranks");
   const int replicas = world_size / pp;
   STRATA_CHECK(global_batch % replicas == 0, "--batch ", global_batch, " is not divisible by the ",
@@ -40,31 +32,43 @@ int64_t PipelineFlags::replica_batch(int64_t global_batch, int world_size) const
 }
 
 void add_pipeline_flags(CLI::App& app, PipelineFlags& f) {
-  app.add_option("--pp", f.pp,
+  PipelineParallelOptions& pipeline = f.options.pipeline();
+  app.add_option("--pp", f.options.pipeline_parallel(),
                  "Pipeline stages; the world size / pp replicas of each stage train data "
                  "parallel")
       ->check(CLI::PositiveNumber);
-  app.add_option("--micro-batches", f.micro_batches, "Micro-batches per replica batch")
+  app.add_option("--micro-batches", pipeline.micro_batches(), "Micro-batches per replica batch")
       ->check(CLI::PositiveNumber);
-  app.add_option("--schedule", f.schedule, "Pipeline schedule")
+  app.add_option("--schedule", pipeline.schedule(), "Pipeline schedule")
       ->check(CLI::IsMember(schedule_names()));
-  app.add_option("--virtual-stages", f.virtual_stages,
+  app.add_option("--virtual-stages", pipeline.virtual_stages(),
                  "Model chunks per rank (interleaved schedule)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--recompute", f.recompute, "Activation recomputation")
-      ->check(CLI::IsMember({"never", "always", "except_last"}));
-  app.add_option("--balance", f.balance,
+  add_enum_option(app, "--recompute", pipeline.recompute(),
+                  {{"never", Recompute::Never},
+                   {"always", Recompute::Always},
+                   {"except_last", Recompute::ExceptLast}},
+                  "Activation recomputation");
+  app.add_option("--balance", pipeline.balance(),
                  "Stage split: params, time, memory, auto, or layers per stage (e.g. 3,5)");
   app.add_option("--trace-out", f.trace_out,
                  "Write a Chrome trace (Perfetto, chrome://tracing) of a few pipeline steps");
   app.add_option("--trace-steps", f.trace_steps, "Steps the trace covers, after the warm-up")
       ->check(CLI::PositiveNumber);
-  app.add_option("--bucket-cap-mb", f.bucket_cap_mb, "Data-parallel gradient bucket size in MB")
-      ->check(CLI::PositiveNumber);
+  // The options count bytes, the flag megabytes.
+  app.add_option_function<double>(
+         "--bucket-cap-mb",
+         [&pipeline](double mb) {
+           pipeline.bucket_cap_bytes(static_cast<int64_t>(mb * kBytesPerMb));
+         },
+         "Data-parallel gradient bucket size in MB")
+      ->check(CLI::PositiveNumber)
+      ->default_str(
+          fmt::format("{}", static_cast<double>(pipeline.bucket_cap_bytes()) / kBytesPerMb));
 }
 
 void check_pipeline_flags(const CLI::App& app, const PipelineFlags& flags) {
-  if (flags.pp > 1) return;
+  if (flags.options.pipeline_parallel() > 1) return;
   for (const std::string& flag : kPipelineOnlyFlags)
     STRATA_CHECK(app.count(flag) == 0, flag, " needs --pp 2 or more");
 }
@@ -86,6 +90,7 @@ void PipelineReport::record(int64_t step, int64_t first_measured_step, double se
 
 std::vector<double> PipelineReport::finish() {
   if (pipeline_ == nullptr) return {};
+  const PipelineParallelOptions& pipeline = flags_.options.pipeline();
   auto& world = *pipeline_->grid().world();
   at::Tensor all = at::zeros({world.size()}, at::kDouble);
   all[world.rank()] = wall_ > 0 ? 1.0 - busy_ / wall_ : 0.0;
@@ -94,9 +99,10 @@ std::vector<double> PipelineReport::finish() {
   std::string line;
   for (size_t r = 0; r < idle.size(); ++r)
     line += fmt::format("{}{:.1f}%", r == 0 ? "" : " ", 100 * idle[r]);
-  spdlog::info("idle fraction per rank: {} (theory {:.1f}% with equal stages)", line,
-               100 * theoretical_idle_fraction(flags_.schedule, flags_.pp, flags_.micro_batches,
-                                               flags_.virtual_stages));
+  spdlog::info(
+      "idle fraction per rank: {} (theory {:.1f}% with equal stages)", line,
+      100 * theoretical_idle_fraction(pipeline.schedule(), flags_.options.pipeline_parallel(),
+                                      pipeline.micro_batches(), pipeline.virtual_stages()));
   if (trace_) {
     trace_->write(flags_.trace_out);
     spdlog::info("pipeline trace of {} step(s) written to {}", trace_->steps(), flags_.trace_out);

@@ -116,6 +116,21 @@ void check_matches_single_process(Communicator& comm) {
                    local_part(model, item.key(), expected[item.key()].grad(), names),
                    "gradient of " + item.key());
     }
+
+    // The same through HybridParallel, whose expert parameters live in its pipeline
+    // options (the one place of them): with pp 1 they must reach its data parallelism.
+    torch::nn::Sequential hybrid_model = build(grid.expert_parallel());
+    strata::parallel::HybridParallel hybrid(
+        hybrid_model, grid, loss_of, x.chunk(dp)[r],
+        strata::parallel::HybridParallelOptions().pipeline(
+            strata::parallel::PipelineParallelOptions().expert_parameters(names)));
+    torch::optim::SGD frozen(hybrid.parameters(), torch::optim::SGDOptions(0));
+    hybrid.train_step(x.chunk(dp)[r], target.chunk(dp)[r], frozen);
+    for (const auto& item : hybrid_model->named_parameters()) {
+      expect_close(item.value().grad(),
+                   local_part(hybrid_model, item.key(), expected[item.key()].grad(), names),
+                   "HybridParallel gradient of " + item.key());
+    }
   }
 }
 STRATA_COMM_TEST(ExpertParallel, LogitsAndGradientsEqualSingleProcess, check_matches_single_process)
@@ -179,7 +194,9 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
   const auto names = strata::moe::expert_parameter_names(*model);
   const at::Tensor x = batch(3).chunk(ep)[grid.rank()], target = batch(4).chunk(ep)[grid.rank()];
   strata::parallel::HybridParallel parallel(
-      model, grid, loss_of, x, strata::parallel::HybridParallelOptions().expert_parameters(names));
+      model, grid, loss_of, x,
+      strata::parallel::HybridParallelOptions().pipeline(
+          strata::parallel::PipelineParallelOptions().expert_parameters(names)));
   torch::optim::AdamW adamw(parallel.parameters(), torch::optim::AdamWOptions(1e-2));
   parallel.train_step(x, target, adamw);
   parallel.save_checkpoint(path, adamw, 1);
@@ -209,7 +226,8 @@ void check_checkpoint_loads_without_expert_parallelism(Communicator& comm) {
   torch::nn::Sequential resumed = build(grid.expert_parallel());
   strata::parallel::HybridParallel resumed_parallel(
       resumed, grid, loss_of, x,
-      strata::parallel::HybridParallelOptions().expert_parameters(names));
+      strata::parallel::HybridParallelOptions().pipeline(
+          strata::parallel::PipelineParallelOptions().expert_parameters(names)));
   torch::optim::AdamW resumed_adamw(resumed_parallel.parameters(),
                                     torch::optim::AdamWOptions(1e-2));
   EXPECT_THROW(resumed_parallel.load_checkpoint(path + "-missing", resumed_adamw), strata::Error);
@@ -298,10 +316,11 @@ void check_pipeline_with_expert_parallelism(Communicator& comm) {
   const int r = grid.data_parallel_rank();
   const at::Tensor rx = x.chunk(dp)[r], rtarget = target.chunk(dp)[r];
   auto options = [&] {
-    return strata::parallel::HybridParallelOptions()
-        .pipeline_parallel(2)
-        .pipeline(strata::parallel::PipelineParallelOptions().micro_batches(2).balance("2,2"))
-        .expert_parameters(names);
+    return strata::parallel::HybridParallelOptions().pipeline_parallel(2).pipeline(
+        strata::parallel::PipelineParallelOptions()
+            .micro_batches(2)
+            .balance("2,2")
+            .expert_parameters(names));
   };
   strata::parallel::HybridParallel parallel(model, grid, loss_of, rx, options());
   // SGD with lr 0 keeps the parameters, so the gradients can be compared after the step.

@@ -20,34 +20,26 @@ core::TransformerLMOptions tiny_lm() {
   return core::TransformerLMOptions().d_model(32).heads(2).ffn(64).layers(2).context(16);
 }
 
-MoEFlags tiny_moe(int64_t experts) {
-  MoEFlags f;
-  f.enabled = true;
-  f.experts = experts;
-  f.top_k = 2;
-  f.expert_ffn = 48;
-  return f;
+MoELayerOptions tiny_moe(int64_t experts) {
+  return MoELayerOptions(tiny_lm().d_model(), experts, /*hidden=*/48).top_k(2);
 }
 
 // A fortunes-lm-moe checkpoint as train_lm --moe writes it (weights and description).
 void write_tiny_checkpoint(const std::string& path, int64_t experts, uint64_t seed,
-                           MoEFlags f = tiny_moe(4)) {
+                           MoELayerOptions moe = tiny_moe(4)) {
   torch::manual_seed(seed);
-  f.experts = experts;
-  torch::nn::Sequential model =
-      make_moe_transformer_lm(tiny_lm(), f.layer_options(tiny_lm().d_model(), nullptr));
+  moe.experts(experts);
+  torch::nn::Sequential model = make_moe_transformer_lm(tiny_lm(), moe);
   nlohmann::json description = core::transformer_lm_to_json(tiny_lm());
-  description.update(f.description());
-  description["moe_routing"] = f.routing_description();
+  description.update(moe_lm_description(moe));
+  description["moe_routing"] = moe_routing_description(moe);
   core::save_checkpoint(path, *model, nullptr, 7, description);
 }
 
 TEST(QmoeLM, LoadRebuildsTheModelAndItsRouting) {
   TempDir dir;
-  MoEFlags f = tiny_moe(4);
-  f.capacity_factor = 1.25;
-  f.drop_priority = "score";
-  write_tiny_checkpoint(dir / "ckpt", 4, 1, f);
+  write_tiny_checkpoint(dir / "ckpt", 4, 1,
+                        tiny_moe(4).capacity_factor(1.25).drop_priority(DropPriority::Score));
   LoadedMoETransformerLM lm = load_moe_transformer_lm(dir / "ckpt");
   EXPECT_EQ(lm.options.d_model(), 32);
   EXPECT_EQ(lm.options.layers(), 2);

@@ -104,14 +104,6 @@ TEST(CommunicatorBackends, WorldCommunicatorPicksTheNameThenStrataBackend) {
   expect_error([] { world_communicator("carrier-pigeon"); }, "got \"carrier-pigeon\"");
 }
 
-TEST(CommunicatorBackends, ReliabilityFlagsTakeBackend) {
-  CLI::App app;
-  ReliabilityFlags flags;
-  add_reliability_flags(app, flags);
-  app.parse("--backend gloo", false);
-  EXPECT_EQ(flags.backend, "gloo");
-}
-
 // A backend without its instantiation lines would silently go untested.
 TEST(CommunicatorBackends, EveryAvailableBackendRunsTheSharedSuites) {
   const auto instantiated = instantiated_backends();

@@ -14,22 +14,23 @@
 #include "strata/core/flight_recorder.h"
 #include "strata/parallel/control/control_plane.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/reliability_flags.h"
 
 int main(int argc, char** argv) {
   return strata::programs::run_main([&] {
     std::string fault = "recv";
     int steps = 5;
-    strata::parallel::ReliabilityFlags reliability;
+    strata::programs::ReliabilityFlags reliability;
     CLI::App app{"Hangs on purpose (watchdog tests)."};
     strata::programs::configure_cli(app);
     app.add_option("--fault", fault, "recv, exit or none")
         ->check(CLI::IsMember({"recv", "exit", "none"}));
     app.add_option("--steps", steps, "Healthy steps before the fault");
-    strata::parallel::add_reliability_flags(app, reliability);
+    strata::programs::add_reliability_flags(app, reliability);
     if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
 
     auto world = strata::parallel::world_communicator(reliability.backend);
-    strata::parallel::ControlPlane control(*world, reliability);
+    strata::parallel::ControlPlane control(*world, reliability.control_plane);
     const int rank = world->rank();
     for (int step = 0; step < steps; ++step) {
       strata::core::FlightRecordScope record("step " + std::to_string(step));

@@ -41,35 +41,13 @@ std::string automatic_backend(const std::optional<LaunchEnvironment>& env) {
 
 }  // namespace
 
-std::chrono::milliseconds ReliabilityFlags::timeout_ms() const {
-  return std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000.0));
+std::chrono::milliseconds ControlPlaneOptions::timeout_ms() const {
+  return std::chrono::milliseconds(static_cast<int64_t>(timeout() * 1000.0));
 }
 
-std::chrono::milliseconds ReliabilityFlags::heartbeat_interval() const {
+std::chrono::milliseconds ControlPlaneOptions::heartbeat_interval() const {
   return std::clamp(timeout_ms() / 10, std::chrono::milliseconds(100),
                     std::chrono::milliseconds(1000));
-}
-
-void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags) {
-  // strata-run --timeout passes its value down as the default.
-  if (const char* env = std::getenv("STRATA_TIMEOUT")) {
-    try {
-      flags.timeout = std::stod(env);
-    } catch (const std::exception&) {
-      STRATA_FAIL("STRATA_TIMEOUT: got \"", env, "\", expected a number of seconds");
-    }
-  }
-  app.add_option("--timeout", flags.timeout,
-                 "Seconds a rank may wait in one operation or go without a heartbeat before the "
-                 "watchdog aborts the job with a report (0: no watchdog)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--hang-report", flags.hang_report,
-                 "Write the watchdog's report of a hang here as JSON");
-  std::string names;
-  for (const auto& name : registered_backends()) names += (names.empty() ? "" : ", ") + name;
-  app.add_option("--backend", flags.backend,
-                 "Communicator backend of the job's world: " + names +
-                     " (default: $STRATA_BACKEND, else gloo under strata-run and mpi otherwise)");
 }
 
 std::optional<LaunchEnvironment> launch_environment() {
@@ -113,9 +91,9 @@ CommunicatorPtr world_communicator(const std::string& backend) {
   return world;
 }
 
-ControlPlane::ControlPlane(Communicator& world, const ReliabilityFlags& flags)
-    : rank_(world.rank()), world_size_(world.size()), flags_(flags) {
-  STRATA_CHECK(flags.timeout >= 0, "--timeout: got ", flags.timeout,
+ControlPlane::ControlPlane(Communicator& world, const ControlPlaneOptions& options)
+    : rank_(world.rank()), world_size_(world.size()), options_(options) {
+  STRATA_CHECK(options.timeout() >= 0, "--timeout: got ", options.timeout(),
                ", expected 0 or more seconds");
   if (const auto env = launch_environment(); env && !started_by_mpirun()) {
     address_ = env->store_address;
@@ -130,13 +108,13 @@ ControlPlane::ControlPlane(Communicator& world, const ReliabilityFlags& flags)
     address_ = "127.0.0.1:" + std::to_string(port.item<int>());
   }
   store_ = std::make_shared<ControlStoreClient>(address_);
-  if (flags.timeout > 0) {
+  if (options.timeout() > 0) {
     watchdog_ = std::make_unique<Watchdog>(std::make_shared<ControlStoreClient>(address_), rank_,
                                            world_size_,
                                            WatchdogOptions()
-                                               .timeout(flags.timeout_ms())
-                                               .heartbeat_interval(flags.heartbeat_interval())
-                                               .hang_report(flags.hang_report));
+                                               .timeout(options.timeout_ms())
+                                               .heartbeat_interval(options.heartbeat_interval())
+                                               .hang_report(options.hang_report()));
   }
 }
 
@@ -157,7 +135,8 @@ void ControlPlane::finish() {
   // The store must outlive every rank's use of it.
   std::vector<std::string> keys;
   for (int r = 0; r < world_size_; ++r) keys.push_back("done/" + std::to_string(r));
-  store_->wait(keys, flags_.timeout > 0 ? flags_.timeout_ms() : std::chrono::milliseconds(60000));
+  store_->wait(keys,
+               options_.timeout() > 0 ? options_.timeout_ms() : std::chrono::milliseconds(60000));
 }
 
 }  // namespace strata::parallel

@@ -24,7 +24,7 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, Pi
                                const at::Tensor& sample_batch, HybridParallelOptions options)
     : grid_(std::move(grid)),
       loss_(std::move(loss)),
-      expert_parameters_(options.expert_parameters()) {
+      expert_parameters_(options.pipeline().expert_parameters()) {
   STRATA_CHECK(grid_.pipeline_size() == options.pipeline_parallel(), "hybrid parallel: a grid of ",
                grid_.pipeline_size(), " pipeline stages, but options for ",
                options.pipeline_parallel());
@@ -33,13 +33,12 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, Pi
     ddp_ = std::make_unique<DistributedDataParallel>(
         model.ptr(), grid_.data_parallel(),
         DistributedDataParallelOptions()
-            .bucket_cap_bytes(options.bucket_cap_bytes())
+            .bucket_cap_bytes(options.pipeline().bucket_cap_bytes())
             .expert_parameters(expert_parameters_)
             .expert_data_parallel_group(grid_.expert_data_parallel()));
   } else {
-    PipelineParallelOptions pipeline = options.pipeline();
-    pipeline.bucket_cap_bytes(options.bucket_cap_bytes()).expert_parameters(expert_parameters_);
-    pipeline_ = std::make_unique<PipelineParallel>(model, grid_, loss_, sample_batch, pipeline);
+    pipeline_ =
+        std::make_unique<PipelineParallel>(model, grid_, loss_, sample_batch, options.pipeline());
   }
 }
 

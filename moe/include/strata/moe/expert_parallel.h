@@ -43,7 +43,8 @@ at::Tensor run_experts_parallel(const at::Tensor& x_sorted, const std::vector<in
 
 // The names (as `model` names its parameters) of the expert parameters that are sharded
 // over an expert-parallel group of more than one rank, for
-// DistributedDataParallelOptions / HybridParallelOptions::expert_parameters.
+// DistributedDataParallelOptions / PipelineParallelOptions::expert_parameters (which
+// HybridParallelOptions::pipeline holds).
 std::vector<std::string> expert_parameter_names(const torch::nn::Module& model);
 
 }  // namespace strata::moe

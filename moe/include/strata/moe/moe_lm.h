@@ -4,13 +4,12 @@
 //
 //   embed, block0 .. (MoEDecoderBlock), norm, head
 //
-// so that training programs, pipelines and checkpoints treat it like fortunes-lm. Also the
-// command-line flags of train_lm --moe.
+// so that training programs, pipelines and checkpoints treat it like fortunes-lm. (The
+// flags of train_lm --moe, which bind to MoELayerOptions, are strata/programs/moe_flags.h.)
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/pimpl.h>
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -49,31 +48,17 @@ std::vector<MoELayerImpl*> moe_layers(torch::nn::Module& model);
 // The same with their names in `model` (e.g. "block0.moe", the prefix of their parameters).
 std::vector<std::pair<std::string, MoELayerImpl*>> named_moe_layers(torch::nn::Module& model);
 
-// The flags of a program that trains fortunes-lm-moe.
-struct MoEFlags {
-  bool enabled = false;  // --moe
-  int64_t experts = 8;
-  int64_t top_k = 2;
-  int64_t expert_ffn = 512;
-  double capacity_factor = 0.0;
-  std::string drop_priority = "order";
-  double balance_loss = 0.01;
-  double z_loss = 0.001;
-  double jitter = 0.0;
-  int ep = 1;
-
-  // The layers' options for a model of width d_model; expert_group from the ProcessGrid.
-  MoELayerOptions layer_options(int64_t d_model, parallel::CommunicatorPtr expert_group) const;
-  // What a checkpoint's "extra" records about the experts (a resumed run must match it).
-  nlohmann::json description() const;
-  // What it records under "moe_routing": the capacity factor and drop priority the run
-  // trained with, for load_moe_transformer_lm to route alike. Not checked on resume (a run
-  // may change them); the coefficients and jitter act only in training and are not kept.
-  nlohmann::json routing_description() const;
-};
+// What a checkpoint's "extra" records about the experts of a fortunes-lm-moe whose layers
+// have `moe`'s options (a resumed run must match it): the model name, experts, top-k and
+// expert FFN width.
+nlohmann::json moe_lm_description(const MoELayerOptions& moe);
+// What it records under "moe_routing": the capacity factor and drop priority the run
+// trained with, for load_moe_transformer_lm to route alike. Not checked on resume (a run
+// may change them); the coefficients and jitter act only in training and are not kept.
+nlohmann::json moe_routing_description(const MoELayerOptions& moe);
 
 // The layers' options a fortunes-lm-moe checkpoint's extra (train_lm's model description:
-// core::transformer_lm_to_json plus MoEFlags::description(), and "moe_routing" when
+// core::transformer_lm_to_json plus moe_lm_description(), and "moe_routing" when
 // present) records, for width d_model, in one process. strata::Error when it is not a
 // fortunes-lm-moe description.
 MoELayerOptions moe_layer_options_from_json(const nlohmann::json& description, int64_t d_model);
@@ -89,12 +74,5 @@ struct LoadedMoETransformerLM {
   int64_t step = 0;
 };
 LoadedMoETransformerLM load_moe_transformer_lm(const std::string& checkpoint);
-
-// --moe, --experts, --top-k, --expert-ffn, --capacity-factor, --drop-priority,
-// --balance-loss, --z-loss, --router-jitter, --ep.
-void add_moe_flags(CLI::App& app, MoEFlags& flags);
-// After parsing, before any communication: MoE flags without --moe, a top-k above the
-// experts, experts not divisible by --ep are strata::Errors naming the flags.
-void check_moe_flags(const CLI::App& app, const MoEFlags& flags);
 
 }  // namespace strata::moe

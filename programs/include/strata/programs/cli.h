@@ -8,6 +8,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace strata::programs {
 
@@ -29,24 +31,28 @@ std::optional<int> parse_cli(CLI::App& app, int argc, char** argv);
 // fixed order: what ranks compare at start-up (parallel::check_same_configuration).
 std::string configuration_text(const CLI::App& app);
 
-// The flags every training program shares: checkpoints, resuming, metrics, progress.
-struct TrainingRunFlags {
-  std::string checkpoint_dir;
-  int64_t checkpoint_every = 0;  // 0: only at the end
-  std::string resume;
-  std::string metrics_out;
-  int64_t log_every = 50;
-
-  // After parsing: --checkpoint-every or --resume auto without --checkpoint-dir is an error.
-  void check() const;
-  // The checkpoint to resume from: none without --resume; with --resume auto the newest
-  // valid checkpoint in --checkpoint-dir, or none yet (a fresh start, so that a job can
-  // be restarted with the same command line until it finishes); otherwise the checkpoint
-  // --resume names (or the latest in that directory), and a strata::Error if there is none.
-  std::optional<std::string> checkpoint_to_resume() const;
-};
-// --checkpoint-dir, --checkpoint-every, --resume (a path or "auto"), --metrics-out,
-// --log-every.
-void add_training_run_flags(CLI::App& app, TrainingRunFlags& flags);
+// Binds `name` to an enum field (an Options field, with no copy): the command line gives one
+// of `names`, which CLI11's transformer maps to its value. Help and errors read as for a
+// string flag checked with CLI::IsMember: the names, and the default by its name.
+//   add_enum_option(app, "--recompute", options.recompute(),
+//                   {{"never", Recompute::Never}, {"always", Recompute::Always}}, "...");
+template <typename Enum>
+CLI::Option* add_enum_option(CLI::App& app, const std::string& name, Enum& value,
+                             const std::vector<std::pair<std::string, Enum>>& names,
+                             const std::string& description) {
+  std::vector<std::string> choices;
+  std::string default_name;
+  for (const auto& [choice, choice_value] : names) {
+    choices.push_back(choice);
+    if (choice_value == value) default_name = choice;
+  }
+  return app.add_option(name, value, description)
+      ->type_name("TEXT")
+      ->transform(CLI::Transformer(names).description(""))
+      // Inserted before the transformer (CLI11 runs transforms last added first): a name
+      // outside `names` is refused as it was typed.
+      ->transform(CLI::IsMember(choices))
+      ->default_str(default_name);
+}
 
 }  // namespace strata::programs

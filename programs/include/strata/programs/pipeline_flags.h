@@ -1,6 +1,6 @@
 #pragma once
 // What every pipelined training program shares: the pipeline flags on its command line,
-// the HybridParallel options they make, the checks of the batch against the layout, and
+// bound to the HybridParallel options, the checks of the batch against the layout, and
 // the end-of-run report (idle fraction per rank against theory, and the Chrome trace).
 // train_fmnist and train_lm use them, so the flags mean the same in both.
 
@@ -16,18 +16,13 @@
 
 namespace strata::programs {
 
+// The pipeline flags bind to `options` (--pp to pipeline_parallel, the others to the fields
+// of options.pipeline()); only the trace, which no Options struct describes, has fields here.
 struct PipelineFlags {
-  int pp = 1;
-  int micro_batches = 4;
-  std::string schedule = "1f1b";
-  int virtual_stages = 1;
-  std::string recompute = "never";
-  std::string balance = "params";
+  parallel::HybridParallelOptions options;
   std::string trace_out;
   int trace_steps = 3;
-  double bucket_cap_mb = 25;
 
-  parallel::HybridParallelOptions options() const;
   // The rows of one replica's batch for a global batch on `world_size` ranks; a layout the
   // ranks or the batch do not allow is a strata::Error naming the flags.
   int64_t replica_batch(int64_t global_batch, int world_size) const;

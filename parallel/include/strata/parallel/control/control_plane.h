@@ -1,9 +1,10 @@
 #pragma once
 // How a strata program joins its job: the data plane (world_communicator) and the control
-// plane (the rendezvous store and the heartbeat watchdog), and the flags that steer them.
+// plane (the rendezvous store and the heartbeat watchdog), and the options that steer them
+// (programs bind --timeout and --hang-report to them: strata/programs/reliability_flags.h).
 //
-//   auto world = strata::parallel::world_communicator(flags.backend);  // operations recorded
-//   strata::parallel::ControlPlane control(*world, flags);  // store + watchdog (collective)
+//   auto world = strata::parallel::world_communicator(backend);  // operations recorded
+//   strata::parallel::ControlPlane control(*world, options);  // store + watchdog (collective)
 //   ... training ...
 //   control.finish();                                       // or let the destructor do it
 //
@@ -17,12 +18,12 @@
 // A program started alone is a world of one (MPI singleton). --backend NAME (or
 // STRATA_BACKEND=NAME) picks another backend of comm/backend_registry.h instead.
 
+#include <torch/arg.h>
+
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "strata/parallel/comm/communicator.h"
 #include "strata/parallel/control/control_store.h"
@@ -30,17 +31,17 @@
 
 namespace strata::parallel {
 
-struct ReliabilityFlags {
-  double timeout = 300;     // seconds; 0 disables the watchdog
-  std::string hang_report;  // JSON report of a hang, written by the rank that detects it
-  std::string backend;      // the data plane's backend; empty: STRATA_BACKEND, else automatic
-
+struct ControlPlaneOptions {
   // One tenth of the timeout, between 0.1 s and 1 s.
   std::chrono::milliseconds heartbeat_interval() const;
   std::chrono::milliseconds timeout_ms() const;
+
+  // Seconds a rank may wait in one operation or go without a heartbeat before the watchdog
+  // aborts the job with a report; 0 disables the watchdog.
+  TORCH_ARG(double, timeout) = 300;
+  // Where the rank that detects a hang writes its report as JSON (empty: nowhere).
+  TORCH_ARG(std::string, hang_report) = "";
 };
-// --timeout, --hang-report, --backend.
-void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags);
 
 // The environment strata-run gives each rank; nullopt when the variables are not set.
 // Malformed values raise strata::Error naming the variable.
@@ -65,8 +66,8 @@ CommunicatorPtr world_communicator(const std::string& backend = "");
 class ControlPlane {
  public:
   // Connects this rank to the job's store (starting it on rank 0 under mpirun) and, when
-  // flags.timeout > 0, starts the watchdog. Collective over `world`.
-  ControlPlane(Communicator& world, const ReliabilityFlags& flags);
+  // options.timeout() > 0, starts the watchdog. Collective over `world`.
+  ControlPlane(Communicator& world, const ControlPlaneOptions& options);
   // finish().
   ~ControlPlane();
   ControlPlane(const ControlPlane&) = delete;
@@ -82,7 +83,7 @@ class ControlPlane {
 
  private:
   int rank_, world_size_;
-  ReliabilityFlags flags_;
+  ControlPlaneOptions options_;
   std::unique_ptr<ControlStoreServer> server_;
   std::string address_;
   std::shared_ptr<ControlStoreClient> store_;  // for the program

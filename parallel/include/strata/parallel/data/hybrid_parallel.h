@@ -31,13 +31,12 @@ namespace strata::parallel {
 struct HybridParallelOptions {
   // Pipeline stages (ranks per pipeline); the world size / this is the data-parallel size.
   TORCH_ARG(int, pipeline_parallel) = 1;
-  // Schedule, micro-batches, balance, ...; used when pipeline_parallel > 1.
+  // The one place of every other setting. Schedule, micro-batches, virtual stages,
+  // recomputation and balance act when pipeline_parallel > 1; bucket_cap_bytes (the
+  // gradient all-reduce's buckets) and expert_parameters (strata::moe::expert_parameter_names:
+  // averaged over the ranks holding the same experts, gathered whole into checkpoints) act
+  // with or without a pipeline.
   TORCH_ARG(PipelineParallelOptions, pipeline) = {};
-  TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
-  // Names of the model's expert parameters spread over the grid's expert-parallel group
-  // (strata::moe::expert_parameter_names): averaged over the ranks holding the same
-  // experts, and gathered whole into checkpoints; with or without a pipeline.
-  TORCH_ARG(std::vector<std::string>, expert_parameters) = {};
 };
 
 class HybridParallel {

@@ -1,0 +1,163 @@
+#include "strata/programs/training_run.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "strata/core/checkpoint.h"
+#include "strata/core/error.h"
+#include "strata/core/fault_injection.h"
+#include "strata/core/logging.h"
+#include "strata/core/threads.h"
+#include "strata/parallel/control/configuration_check.h"
+
+namespace strata::programs {
+namespace {
+
+// The world, once every rank has shown it parsed the same command line, so that ranks
+// started with different flags stop with that one error before anything else runs.
+parallel::CommunicatorPtr joined_world(const std::string& configuration,
+                                       const std::string& backend) {
+  parallel::CommunicatorPtr world = parallel::world_communicator(backend);
+  parallel::check_same_configuration(*world, configuration);
+  return world;
+}
+
+}  // namespace
+
+void TrainingRunFlags::check() const {
+  STRATA_CHECK(checkpoint_every == 0 || !checkpoint_dir.empty(),
+               "--checkpoint-every needs --checkpoint-dir");
+  STRATA_CHECK(resume != "auto" || !checkpoint_dir.empty(),
+               "--resume auto needs --checkpoint-dir (where it looks for checkpoints)");
+}
+
+std::optional<std::string> TrainingRunFlags::checkpoint_to_resume() const {
+  if (resume.empty()) return std::nullopt;
+  if (resume == "auto") {
+    std::vector<std::string> rejected;
+    auto path = core::latest_valid_checkpoint(checkpoint_dir, &rejected);
+    for (const std::string& why : rejected) spdlog::warn("--resume auto: skipped {}", why);
+    if (!path)
+      spdlog::info("--resume auto: no checkpoint in {} yet, starting fresh", checkpoint_dir);
+    return path;
+  }
+  auto path = core::find_checkpoint(resume);
+  STRATA_CHECK(path.has_value(), "--resume ", resume, ": no checkpoint there");
+  return path;
+}
+
+void add_training_run_flags(CLI::App& app, TrainingRunFlags& f) {
+  app.add_option("--checkpoint-dir", f.checkpoint_dir,
+                 "Write checkpoints <dir>/step-<N> here (rank 0 writes)");
+  app.add_option("--checkpoint-every", f.checkpoint_every,
+                 "Checkpoint every N steps (0: only at the end)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--resume", f.resume,
+                 "Resume from a checkpoint, from the latest one in a directory, or 'auto': "
+                 "the newest valid one in --checkpoint-dir if there is one");
+  app.add_option("--metrics-out", f.metrics_out, "Write JSON-lines metrics here (rank 0)");
+  app.add_option("--log-every", f.log_every, "Print progress every N steps")
+      ->check(CLI::PositiveNumber);
+}
+
+TrainingRun::TrainingRun(const std::string& configuration, const TrainingRunFlags& flags,
+                         const ReliabilityFlags& reliability, const PipelineFlags& pipeline,
+                         int threads, bool log_all_ranks)
+    : flags_(flags),
+      pipeline_flags_(pipeline),
+      world_(joined_world(configuration, reliability.backend)),
+      control_(*world_, reliability.control_plane) {
+  core::init_logging(world_->rank(), log_all_ranks);
+  core::set_num_threads(threads);
+  flags_.check();
+}
+
+int64_t TrainingRun::replica_batch(int64_t global_batch) const {
+  return pipeline_flags_.replica_batch(global_batch, world_->size());
+}
+
+int64_t TrainingRun::resume(parallel::HybridParallel& model, torch::optim::Optimizer& optimizer,
+                            const nlohmann::json& expected_extra) {
+  const auto path = flags_.checkpoint_to_resume();
+  if (!path) return 0;
+  nlohmann::json extra;
+  const int64_t step = model.load_checkpoint(*path, optimizer, &extra);
+  for (const auto& [key, value] : expected_extra.items()) {
+    const nlohmann::json saved = extra.value(key, nlohmann::json());
+    STRATA_CHECK(saved == value, "--resume ", *path, ": saved with ", key, " ", saved.dump(),
+                 ", this run has ", value.dump());
+  }
+  spdlog::info("resumed from {} at step {}", *path, step);
+  return step;
+}
+
+void TrainingRun::start(parallel::HybridParallel& model, torch::optim::Optimizer& optimizer,
+                        int64_t first_step, int64_t last_step, int64_t samples_per_step,
+                        int64_t max_warmup_steps) {
+  model_ = &model;
+  optimizer_ = &optimizer;
+  first_step_ = first_step;
+  last_step_ = last_step;
+  samples_per_step_ = samples_per_step;
+  metrics_.emplace(rank() == 0 ? flags_.metrics_out : "");
+  progress_.emplace(last_step, flags_.log_every, rank() == 0);
+  // Steps are timed after a warm-up, so that first-touch allocations don't count.
+  warmup_end_ = first_step + std::min<int64_t>(max_warmup_steps, (last_step - first_step) / 10);
+  report_.emplace(pipeline_flags_, model.pipeline());
+}
+
+void TrainingRun::begin_step(int64_t step) {
+  core::fault_point("train-step");
+  if (step == warmup_end_) wall_clock_.emplace();
+  step_clock_.reset();
+}
+
+void TrainingRun::end_step(int64_t step, double replica_loss, const nlohmann::json& fields,
+                           int64_t epoch) {
+  STRATA_CHECK(model_ != nullptr, "TrainingRun::end_step before start()");
+  const double seconds = step_clock_.seconds();
+  if (step >= warmup_end_) measured_seconds_ += seconds;
+  report_->record(step, warmup_end_, seconds);
+  loss_sum_ += replica_loss;
+  ++loss_count_;
+  if ((step + 1) % flags_.log_every == 0 || step + 1 == last_step_) {
+    last_loss_ = model_->mean_over_replicas(loss_sum_ / static_cast<double>(loss_count_));
+    loss_sum_ = 0;
+    loss_count_ = 0;
+    nlohmann::json record = {{"step", step + 1}, {"loss", last_loss_}};
+    record.update(fields);
+    metrics_->write(record);
+  }
+  progress_->update(step + 1, epoch, last_loss_, samples_per_step_);
+}
+
+bool TrainingRun::checkpoint_due(int64_t step) const {
+  return flags_.checkpoint_every > 0 && step % flags_.checkpoint_every == 0;
+}
+
+void TrainingRun::save(int64_t step, const nlohmann::json& extra) {
+  STRATA_CHECK(model_ != nullptr, "TrainingRun::save before start()");
+  if (flags_.checkpoint_dir.empty()) return;
+  model_->save_checkpoint(core::checkpoint_path(flags_.checkpoint_dir, step), *optimizer_, step,
+                          extra);
+}
+
+void TrainingRun::save_final(int64_t step, const nlohmann::json& extra) {
+  if (!checkpoint_due(step)) save(step, extra);
+}
+
+std::vector<double> TrainingRun::finish() {
+  STRATA_CHECK(report_.has_value(), "TrainingRun::finish before start()");
+  return report_->finish();
+}
+
+double TrainingRun::measured_wall_seconds() const {
+  return wall_clock_ ? wall_clock_->seconds() : 0.0;
+}
+
+int64_t TrainingRun::measured_steps() const {
+  return std::max<int64_t>(0, last_step_ - std::max(warmup_end_, first_step_));
+}
+
+}  // namespace strata::programs

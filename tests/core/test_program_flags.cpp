@@ -1,0 +1,158 @@
+// The training programs' flags bind to the libraries' Options: a flag sets the Options field
+// itself, enum flags take names, and help, defaults and errors read as before.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "core/test_util.h"
+#include "strata/programs/cli.h"
+#include "strata/programs/moe_flags.h"
+#include "strata/programs/pipeline_flags.h"
+#include "strata/programs/reliability_flags.h"
+
+namespace strata::programs {
+namespace {
+
+using strata::test::error_of;
+using testing::HasSubstr;
+
+struct Parsed {
+  std::optional<int> code;
+  std::string out, err;
+};
+
+// A program with one group of flags, configured as every strata program is.
+template <typename Flags>
+struct Program {
+  CLI::App app{"test"};
+  Flags flags;
+  explicit Program(void (*add_flags)(CLI::App&, Flags&)) {
+    configure_cli(app);
+    add_flags(app, flags);
+  }
+  // Parses `words` (after the program name), capturing what it prints.
+  Parsed parse(std::vector<std::string> words) {
+    words.insert(words.begin(), "prog");
+    std::vector<char*> argv;
+    for (auto& word : words) argv.push_back(word.data());
+    testing::internal::CaptureStdout();
+    testing::internal::CaptureStderr();
+    Parsed parsed;
+    parsed.code = parse_cli(app, static_cast<int>(argv.size()), argv.data());
+    parsed.out = testing::internal::GetCapturedStdout();
+    parsed.err = testing::internal::GetCapturedStderr();
+    return parsed;
+  }
+};
+
+TEST(PipelineFlags, BindToTheHybridParallelOptions) {
+  Program<PipelineFlags> program(add_pipeline_flags);
+  PipelineFlags& flags = program.flags;
+  const Parsed parsed =
+      program.parse({"--pp", "2", "--micro-batches", "8", "--schedule", "zb-h1", "--virtual-stages",
+                     "2", "--recompute", "except_last", "--balance", "3,5", "--bucket-cap-mb",
+                     "0.5", "--trace-out", "t.json", "--trace-steps", "5"});
+  ASSERT_EQ(parsed.code, std::nullopt) << parsed.err;
+  const parallel::PipelineParallelOptions& pipeline = flags.options.pipeline();
+  EXPECT_EQ(flags.options.pipeline_parallel(), 2);
+  EXPECT_EQ(pipeline.micro_batches(), 8);
+  EXPECT_EQ(pipeline.schedule(), "zb-h1");
+  EXPECT_EQ(pipeline.virtual_stages(), 2);
+  EXPECT_EQ(pipeline.recompute(), parallel::Recompute::ExceptLast);
+  EXPECT_EQ(pipeline.balance(), "3,5");
+  EXPECT_EQ(pipeline.bucket_cap_bytes(), 512 * 1024);
+  EXPECT_EQ(flags.trace_out, "t.json");
+  EXPECT_EQ(flags.trace_steps, 5);
+}
+
+TEST(PipelineFlags, DefaultsAreTheOptionsDefaults) {
+  Program<PipelineFlags> program(add_pipeline_flags);
+  PipelineFlags& flags = program.flags;
+  const Parsed parsed = program.parse({"--help"});
+  EXPECT_EQ(parsed.code, 0);
+  const parallel::PipelineParallelOptions defaults;
+  EXPECT_EQ(flags.options.pipeline().bucket_cap_bytes(), defaults.bucket_cap_bytes());
+  EXPECT_EQ(flags.options.pipeline().recompute(), parallel::Recompute::Never);
+  EXPECT_THAT(parsed.out, HasSubstr("--pp INT:POSITIVE=1"));
+  EXPECT_THAT(parsed.out, HasSubstr("--micro-batches INT:POSITIVE=4"));
+  EXPECT_THAT(parsed.out, HasSubstr("--recompute TEXT:{never,always,except_last}=never"));
+  EXPECT_THAT(parsed.out, HasSubstr("--bucket-cap-mb FLOAT:POSITIVE=25"));
+}
+
+TEST(PipelineFlags, AnEnumTakesOnlyItsNames) {
+  for (const std::string bad : {"sometimes", "1"}) {
+    Program<PipelineFlags> program(add_pipeline_flags);
+    const Parsed parsed = program.parse({"--recompute", bad});
+    EXPECT_EQ(parsed.code, 1) << bad;
+    EXPECT_EQ(parsed.err, "error: --recompute: " + bad + " not in {never,always,except_last}\n");
+  }
+}
+
+TEST(MoEFlags, BindToTheLayerOptions) {
+  Program<MoEFlags> program(add_moe_flags);
+  MoEFlags& flags = program.flags;
+  const Parsed parsed =
+      program.parse({"--moe", "--experts", "4", "--top-k", "1", "--expert-ffn", "64",
+                     "--capacity-factor", "1.25", "--drop-priority", "score", "--balance-loss",
+                     "0.1", "--z-loss", "0.2", "--router-jitter", "0.3", "--ep", "2"});
+  ASSERT_EQ(parsed.code, std::nullopt) << parsed.err;
+  EXPECT_TRUE(flags.enabled);
+  EXPECT_EQ(flags.ep, 2);
+  const moe::MoELayerOptions& layer = flags.layer;
+  EXPECT_EQ(layer.experts(), 4);
+  EXPECT_EQ(layer.top_k(), 1);
+  EXPECT_EQ(layer.hidden(), 64);
+  EXPECT_EQ(layer.capacity_factor(), 1.25);
+  EXPECT_EQ(layer.drop_priority(), moe::DropPriority::Score);
+  EXPECT_EQ(layer.balance_loss_coef(), 0.1);
+  EXPECT_EQ(layer.z_loss_coef(), 0.2);
+  EXPECT_EQ(layer.jitter(), 0.3);
+  EXPECT_EQ(error_of([&] { check_moe_flags(program.app, flags); }), "<no error>");
+}
+
+TEST(MoEFlags, ChecksNameTheFlags) {
+  {
+    Program<MoEFlags> program(add_moe_flags);
+    MoEFlags& flags = program.flags;
+    ASSERT_EQ(program.parse({"--experts", "4"}).code, std::nullopt);
+    EXPECT_EQ(error_of([&] { check_moe_flags(program.app, flags); }), "--experts needs --moe");
+  }
+  {
+    Program<MoEFlags> program(add_moe_flags);
+    MoEFlags& flags = program.flags;
+    ASSERT_EQ(program.parse({"--moe", "--experts", "6", "--ep", "4"}).code, std::nullopt);
+    EXPECT_EQ(error_of([&] { check_moe_flags(program.app, flags); }),
+              "--experts 6 is not divisible by --ep 4");
+  }
+  {
+    Program<MoEFlags> program(add_moe_flags);
+    const Parsed parsed = program.parse({"--help"});
+    EXPECT_THAT(parsed.out, HasSubstr("--drop-priority TEXT:{order,score}=order"));
+    EXPECT_THAT(parsed.out, HasSubstr("--experts INT:POSITIVE=8"));
+  }
+}
+
+TEST(ReliabilityFlags, BindToTheControlPlaneOptions) {
+  Program<ReliabilityFlags> program(add_reliability_flags);
+  ReliabilityFlags& flags = program.flags;
+  ASSERT_EQ(
+      program.parse({"--timeout", "2.5", "--hang-report", "hang.json", "--backend", "gloo"}).code,
+      std::nullopt);
+  EXPECT_EQ(flags.backend, "gloo");
+  EXPECT_EQ(flags.control_plane.timeout(), 2.5);
+  EXPECT_EQ(flags.control_plane.hang_report(), "hang.json");
+  EXPECT_EQ(flags.control_plane.heartbeat_interval(), std::chrono::milliseconds(250));
+}
+
+TEST(ReliabilityFlags, StrataRunPassesTheTimeoutDown) {
+  ::setenv("STRATA_TIMEOUT", "7", 1);
+  Program<ReliabilityFlags> program(add_reliability_flags);
+  ReliabilityFlags& flags = program.flags;
+  ::unsetenv("STRATA_TIMEOUT");
+  ASSERT_EQ(program.parse({}).code, std::nullopt);
+  EXPECT_EQ(flags.control_plane.timeout(), 7);
+}
+
+}  // namespace
+}  // namespace strata::programs
