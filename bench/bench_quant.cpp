@@ -166,7 +166,7 @@ void run_lm(const Config& c) {
   const double baseline = bits_per_byte(lm);
   using quant::LmQuantOptions;
   auto a_w = [](int a, int w) { return LmQuantOptions().activation_bits(a).weight_bits(w); };
-  const auto bitmod = quant::WeightQuant::kBitMod;
+  const auto bitmod = quant::WeightQuant::BitMod;
   const std::vector<std::pair<std::string, LmQuantOptions>> variants = {
       {"a8w8-rtn", a_w(8, 8)},
       {"a8w4-rtn", a_w(8, 4)},
@@ -175,7 +175,7 @@ void run_lm(const Config& c) {
       {"a4w4-bitmod", a_w(4, 4).weights(bitmod)},
       {"a8w4-bitmod-prune10-attention", a_w(8, 4).weights(bitmod).prune_ratio(0.1)},
       {"a8w4-bitmod-prune10-magnitude",
-       a_w(8, 4).weights(bitmod).prune_ratio(0.1).score(quant::TokenScore::kMagnitude)},
+       a_w(8, 4).weights(bitmod).prune_ratio(0.1).score(quant::TokenScore::Magnitude)},
   };
   std::cout << fmt::format("# fortunes-lm after {} training steps: float {:.4f} bits/byte\n",
                            c.lm_steps, baseline);

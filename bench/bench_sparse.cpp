@@ -138,7 +138,7 @@ void run_training(const Config& c, int threads) {
     };
   };
   auto dense = step_of(strata::core::make_fmnist_mlp());
-  for (auto method : {sp::NMTraining::kBdwp, sp::NMTraining::kSrSte}) {
+  for (auto method : {sp::NMTraining::Bdwp, sp::NMTraining::SrSte}) {
     auto sparse = step_of(sp::with_nm_sparse_training(
         strata::core::make_fmnist_mlp(), sp::NMSparseLinearOptions(1, 1).n(2).m(8).method(method)));
     const Timing t = time_paired(c, dense, sparse);
@@ -183,9 +183,9 @@ void run_spgemm(const Config& c, int threads) {
     const at::Tensor coo = k.a.to_sparse();
     const double flops = 2.0 * double(sp::spgemm_multiply_adds(a, a));
     const auto baseline = [&] { return at::mm(coo, coo); };
-    for (auto [acc, acc_name] : {std::pair{sp::SpgemmAccumulator::kAuto, "auto"},
-                                 {sp::SpgemmAccumulator::kHash, "hash"},
-                                 {sp::SpgemmAccumulator::kDense, "dense"}}) {
+    for (auto [acc, acc_name] : {std::pair{sp::SpgemmAccumulator::Auto, "auto"},
+                                 {sp::SpgemmAccumulator::Hash, "hash"},
+                                 {sp::SpgemmAccumulator::Dense, "dense"}}) {
       const sp::SpgemmOptions o = sp::SpgemmOptions().accumulator(acc);
       const Timing t = time_paired(c, baseline, [&] { return sp::spgemm(a, a, o); });
       const double mflops = flops / t.seconds * 1e-6, base = flops / t.dense_seconds * 1e-6;

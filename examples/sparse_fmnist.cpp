@@ -113,10 +113,10 @@ void he_init(torch::nn::Sequential& model) {
 sp::SparseLinearOptions inference_format(const sp::PruneStructure& s) {
   using Kind = sp::PruneStructure::Kind;
   sp::SparseLinearOptions o;
-  if (s.kind == Kind::kNM) return o.format(sp::SparseFormat::kNM).n(s.n).m(s.m);
-  if (s.kind == Kind::kUnstructured) return o.format(sp::SparseFormat::kCsr);
+  if (s.kind == Kind::NM) return o.format(sp::SparseFormat::NM).n(s.n).m(s.m);
+  if (s.kind == Kind::Unstructured) return o.format(sp::SparseFormat::Csr);
   const bool int8 = s.block.in % 4 == 0 && s.block.out == 1;
-  return o.format(int8 ? sp::SparseFormat::kInt8Block : sp::SparseFormat::kBlock).block(s.block);
+  return o.format(int8 ? sp::SparseFormat::Int8Block : sp::SparseFormat::Block).block(s.block);
 }
 
 int run(const Config& c) {
@@ -136,7 +136,7 @@ int run(const Config& c) {
   const bool nm_training = c.mode == "srste" || c.mode == "bdwp";
   if (nm_training) {
     const sp::PruneStructure nm = sp::PruneStructure::parse(c.nm);
-    STRATA_CHECK(nm.kind == sp::PruneStructure::Kind::kNM, "--nm ", c.nm,
+    STRATA_CHECK(nm.kind == sp::PruneStructure::Kind::NM, "--nm ", c.nm,
                  ": expected N:M, e.g. 2:8");
     int replaced = 0;
     model = sp::with_nm_sparse_training(

@@ -88,7 +88,7 @@ at::Tensor quantize_lm_weight(const at::Tensor& weight, const LmQuantOptions& op
   check_options(options);
   const at::Tensor w = weight.detach();
   if (options.weight_bits() == 0) return w.clone();
-  if (options.weights() == WeightQuant::kBitMod) {
+  if (options.weights() == WeightQuant::BitMod) {
     return bitmod_dequantize(bitmod_quantize(w, BitModOptions().bits(options.weight_bits())));
   }
   return fake_quantize_per_token(w, options.weight_bits());  // per output channel = per row
@@ -122,7 +122,7 @@ at::Tensor QuantDecoderBlockImpl::forward(const at::Tensor& x) {
       h + linear(at::gelu(linear(block->norm2(h), ffn_in_weight, block->ffn_in->bias)),
                  ffn_out_weight, block->ffn_out->bias);
   if (options.prune_ratio() == 0.0) return y;
-  const bool by_attention = options.score() == TokenScore::kAttention;
+  const bool by_attention = options.score() == TokenScore::Attention;
   const at::Tensor keep =
       by_attention ? token_keep_mask(attention_received(probs), options.prune_ratio(), false)
                    : token_keep_mask(token_outlier_scores(x), options.prune_ratio(), true);

@@ -24,10 +24,10 @@ void check_bits(int bits) {
 float extra_value(int bits, BitModType type) {
   const bool fp4 = bits == 4;
   switch (type) {
-    case BitModType::kResolutionPos: return fp4 ? 5.f : 3.f;
-    case BitModType::kResolutionNeg: return fp4 ? -5.f : -3.f;
-    case BitModType::kAsymmetryPos: return fp4 ? 8.f : 6.f;
-    case BitModType::kAsymmetryNeg: return fp4 ? -8.f : -6.f;
+    case BitModType::ResolutionPos: return fp4 ? 5.f : 3.f;
+    case BitModType::ResolutionNeg: return fp4 ? -5.f : -3.f;
+    case BitModType::AsymmetryPos: return fp4 ? 8.f : 6.f;
+    case BitModType::AsymmetryNeg: return fp4 ? -8.f : -6.f;
   }
   return 0.f;
 }
@@ -104,10 +104,10 @@ double quantize_group(const float* w, int64_t n, const Candidate& c, float* scal
 
 std::string to_string(BitModType type) {
   switch (type) {
-    case BitModType::kResolutionPos: return "resolution+";
-    case BitModType::kResolutionNeg: return "resolution-";
-    case BitModType::kAsymmetryPos: return "asymmetry+";
-    case BitModType::kAsymmetryNeg: return "asymmetry-";
+    case BitModType::ResolutionPos: return "resolution+";
+    case BitModType::ResolutionNeg: return "resolution-";
+    case BitModType::AsymmetryPos: return "asymmetry+";
+    case BitModType::AsymmetryNeg: return "asymmetry-";
   }
   return "?";
 }

@@ -127,7 +127,7 @@ std::vector<float> candidate_scales(const float* x, int64_t n, float normal_max)
 }  // namespace
 
 std::string to_string(OliveNormalType type) {
-  return type == OliveNormalType::kInt ? "int" : "flint";
+  return type == OliveNormalType::Int ? "int" : "flint";
 }
 
 int64_t OliveTensor::numel() const {
@@ -140,7 +140,7 @@ std::vector<float> olive_normal_grid(OliveNormalType type, int bits) {
   check_bits(bits);
   const int magnitudes = 1 << (bits - 1);
   std::vector<float> grid;
-  if (type == OliveNormalType::kInt) {
+  if (type == OliveNormalType::Int) {
     for (int i = 0; i < magnitudes; ++i) grid.push_back(float(i));
     return grid;
   }
@@ -186,7 +186,7 @@ OliveTensor olive_encode(const at::Tensor& x, const OliveOptions& options) {
   if (options.normal_type()) {
     types.push_back(*options.normal_type());
   } else {
-    types = {OliveNormalType::kInt, OliveNormalType::kFlint};
+    types = {OliveNormalType::Int, OliveNormalType::Flint};
   }
   OliveTensor out;
   out.bits = options.bits();

@@ -2,11 +2,11 @@
 // Checks and padding shared by the formats and the masks.
 
 #include <ATen/ATen.h>
-#include <strata/core/error.h>
-#include <strata/sparse/formats.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
+#include "strata/core/error.h"
+#include "strata/sparse/formats.h"
 
 #include <functional>
 #include <optional>

@@ -1,6 +1,6 @@
-#include <strata/core/cpu_capability.h>
-#include <strata/sparse/formats.h>
-#include <strata/sparse/spmm.h>
+#include "strata/sparse/formats.h"
+#include "strata/core/cpu_capability.h"
+#include "strata/sparse/spmm.h"
 
 #include <ATen/Parallel.h>
 

@@ -1,6 +1,6 @@
-#include <strata/core/error.h>
-#include <strata/sparse/nm_sparse_linear.h>
+#include "strata/sparse/nm_sparse_linear.h"
 #include <torch/torch.h>
+#include "strata/core/error.h"
 
 #include <ATen/Parallel.h>
 
@@ -84,7 +84,7 @@ struct NMSparseLinearFunction : public torch::autograd::Function<NMSparseLinearF
     if (ctx->needs_input_grad(0)) {
       // dx = dy Wb. BDWP: an N:M spmm with Wb^T [in, out], pruned along the output channels.
       // SR-STE: a dense product with the masked weight (its transpose is not N:M).
-      if (method == NMTraining::kBdwp) {
+      if (method == NMTraining::Bdwp) {
         // The transposed view, no copy: prune reads 16 columns of W per vector load.
         const NMSparse backward_weight = NMSparse::prune(w.t(), forward_weight.n, m);
         dx = spmm(backward_weight, dy, spmm_options);
@@ -106,12 +106,12 @@ struct NMSparseLinearFunction : public torch::autograd::Function<NMSparseLinearF
 }  // namespace
 
 NMTraining parse_nm_training(const std::string& name) {
-  if (name == "srste") return NMTraining::kSrSte;
-  if (name == "bdwp") return NMTraining::kBdwp;
+  if (name == "srste") return NMTraining::SrSte;
+  if (name == "bdwp") return NMTraining::Bdwp;
   STRATA_FAIL("N:M training method '", name, "': expected srste or bdwp");
 }
 
-const char* to_string(NMTraining method) { return method == NMTraining::kSrSte ? "srste" : "bdwp"; }
+std::string to_string(NMTraining method) { return method == NMTraining::SrSte ? "srste" : "bdwp"; }
 
 NMSparseLinearImpl::NMSparseLinearImpl(const NMSparseLinearOptions& options_) : options(options_) {
   reset();
@@ -175,7 +175,7 @@ SparseLinear NMSparseLinearImpl::to_sparse_linear() const {
   if (bias.defined()) dense->bias.copy_(bias);
   return SparseLinear(dense,
                       SparseLinearOptions()
-                          .format(SparseFormat::kNM)
+                          .format(SparseFormat::NM)
                           .n(options.n())
                           .m(options.m())
                           .spmm(options.spmm()),

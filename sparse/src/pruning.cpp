@@ -1,4 +1,4 @@
-#include <strata/sparse/pruning.h>
+#include "strata/sparse/pruning.h"
 
 #include <torch/nn/modules/linear.h>
 #include <torch/torch.h>
@@ -82,13 +82,13 @@ PruneStructure PruneStructure::parse(const std::string& text) {
   if (text == "unstructured") return s;
   if (std::sscanf(text.c_str(), "%lld%c%lld%c", &a, &sep, &b, &extra) == 3 && a > 0 && b > 0) {
     if (sep == 'x') {
-      s.kind = Kind::kBlock;
+      s.kind = Kind::Block;
       s.block = BlockShape{a, b};
       return s;
     }
     if (sep == ':') {
       detail::check_nm(a, b);
-      s.kind = Kind::kNM;
+      s.kind = Kind::NM;
       s.n = a;
       s.m = b;
       return s;
@@ -100,9 +100,9 @@ PruneStructure PruneStructure::parse(const std::string& text) {
 
 std::string PruneStructure::str() const {
   switch (kind) {
-    case Kind::kUnstructured: return "unstructured";
-    case Kind::kBlock: return block.str();
-    case Kind::kNM: return std::to_string(n) + ":" + std::to_string(m);
+    case Kind::Unstructured: return "unstructured";
+    case Kind::Block: return block.str();
+    case Kind::NM: return std::to_string(n) + ":" + std::to_string(m);
   }
   return "?";
 }
@@ -110,10 +110,10 @@ std::string PruneStructure::str() const {
 at::Tensor structured_mask(const at::Tensor& weight, const PruneStructure& structure,
                            double sparsity) {
   switch (structure.kind) {
-    case PruneStructure::Kind::kUnstructured: return magnitude_mask(weight, sparsity);
-    case PruneStructure::Kind::kBlock:
+    case PruneStructure::Kind::Unstructured: return magnitude_mask(weight, sparsity);
+    case PruneStructure::Kind::Block:
       return block_magnitude_mask(weight, sparsity, structure.block);
-    case PruneStructure::Kind::kNM: return nm_magnitude_mask(weight, structure.n, structure.m);
+    case PruneStructure::Kind::NM: return nm_magnitude_mask(weight, structure.n, structure.m);
   }
   STRATA_FAIL("unknown pruning structure");
 }
@@ -150,8 +150,8 @@ std::map<std::string, at::Tensor> global_masks(
   std::vector<at::Tensor> scores;
   for (const auto& [name, weight] : weights) {
     const at::Tensor w = detail::checked_weight(weight, "prune_magnitude");
-    scores.push_back(st.kind == PruneStructure::Kind::kBlock ? block_scores(w, st.block, true)
-                                                             : w.abs());
+    scores.push_back(st.kind == PruneStructure::Kind::Block ? block_scores(w, st.block, true)
+                                                            : w.abs());
   }
   std::vector<at::Tensor> flat;
   for (const at::Tensor& score : scores) flat.push_back(score.flatten());
@@ -163,7 +163,7 @@ std::map<std::string, at::Tensor> global_masks(
     const at::Tensor part =
         keep.slice(0, offset, offset + scores[i].numel()).view(scores[i].sizes());
     offset += scores[i].numel();
-    masks[weights[i].first] = st.kind == PruneStructure::Kind::kBlock
+    masks[weights[i].first] = st.kind == PruneStructure::Kind::Block
                                   ? expand_blocks(part, weights[i].second, st.block)
                                   : part.contiguous();
   }
@@ -175,8 +175,8 @@ std::map<std::string, at::Tensor> compute_masks(torch::nn::Module& model, const 
   check_skip(model, o.skip());
   const auto weights = linear_weights(model, o.skip());
   STRATA_CHECK(!weights.empty(), "pruning: the model has no Linear weight to prune");
-  if (o.scope() == PruneScope::kGlobal) {
-    STRATA_CHECK(o.structure().kind != PruneStructure::Kind::kNM, "pruning: N:M ",
+  if (o.scope() == PruneScope::Global) {
+    STRATA_CHECK(o.structure().kind != PruneStructure::Kind::NM, "pruning: N:M ",
                  o.structure().str(), " fixes the ratio of every group; use the per-layer scope");
     return global_masks(weights, PruneOptions(o).sparsity(sparsity));
   }
@@ -250,7 +250,7 @@ double GradualPruner::sparsity_at(int64_t step) const {
 
 bool GradualPruner::step(int64_t step) {
   const int64_t start = options_.start_step(), end = options_.end_step();
-  const bool nm = options_.prune().structure().kind == PruneStructure::Kind::kNM;
+  const bool nm = options_.prune().structure().kind == PruneStructure::Kind::NM;
   // Updates on start, every `every` steps after it, and on the last scheduled step.
   const bool due = step >= start && step <= end &&
                    ((step - start) % options_.every() == 0 || step == end) &&

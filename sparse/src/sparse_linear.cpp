@@ -1,16 +1,16 @@
-#include <strata/core/error.h>
-#include <strata/sparse/pruning.h>
-#include <strata/sparse/sparse_linear.h>
+#include "strata/sparse/sparse_linear.h"
 #include <torch/torch.h>
+#include "strata/core/error.h"
+#include "strata/sparse/pruning.h"
 
 namespace strata::sparse {
 
 const char* format_name(SparseFormat format) {
   switch (format) {
-    case SparseFormat::kBlock: return "block";
-    case SparseFormat::kInt8Block: return "int8-block";
-    case SparseFormat::kNM: return "nm";
-    case SparseFormat::kCsr: return "csr";
+    case SparseFormat::Block: return "block";
+    case SparseFormat::Int8Block: return "int8-block";
+    case SparseFormat::NM: return "nm";
+    case SparseFormat::Csr: return "csr";
   }
   return "?";
 }
@@ -20,19 +20,19 @@ namespace {
 SparseLinearImpl::Weight pack_weight(const at::Tensor& w, const SparseLinearOptions& o,
                                      at::Tensor mask) {
   switch (o.format()) {
-    case SparseFormat::kBlock:
-    case SparseFormat::kInt8Block: {
-      const bool int8 = o.format() == SparseFormat::kInt8Block;
+    case SparseFormat::Block:
+    case SparseFormat::Int8Block: {
+      const bool int8 = o.format() == SparseFormat::Int8Block;
       const BlockShape shape = o.block().value_or(int8 ? BlockShape{4, 1} : BlockShape{1, 16});
       if (!mask.defined()) mask = block_magnitude_mask(w, o.sparsity(), shape);
       BlockSparse fp32 = BlockSparse::from_dense(w, mask, shape);
       if (!int8) return fp32;
       return Int8BlockSparse::quantize(fp32);
     }
-    case SparseFormat::kNM:
+    case SparseFormat::NM:
       if (!mask.defined()) mask = nm_magnitude_mask(w, o.n(), o.m());
       return NMSparse::from_dense(w, mask, o.n(), o.m());
-    case SparseFormat::kCsr:
+    case SparseFormat::Csr:
       if (!mask.defined()) mask = magnitude_mask(w, o.sparsity());
       return CsrSparse::from_dense(w, mask);
   }

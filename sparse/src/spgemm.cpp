@@ -1,4 +1,4 @@
-#include <strata/sparse/spgemm.h>
+#include "strata/sparse/spgemm.h"
 
 #include <ATen/Parallel.h>
 
@@ -217,8 +217,8 @@ CsrSparse spgemm(const CsrSparse& a, const CsrSparse& b, const SpgemmOptions& op
       for (int64_t i = start[size_t(c0)]; i < start[size_t(c1)]; ++i) {
         const int64_t bnd = bound[size_t(i)];
         if (bnd == 0) continue;
-        const bool dense = options.accumulator() == SpgemmAccumulator::kDense ||
-                           (options.accumulator() == SpgemmAccumulator::kAuto &&
+        const bool dense = options.accumulator() == SpgemmAccumulator::Dense ||
+                           (options.accumulator() == SpgemmAccumulator::Auto &&
                             bnd * options.dense_ratio() >= bv.cols);
         f(acc, i, dense);
       }

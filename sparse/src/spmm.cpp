@@ -1,6 +1,6 @@
+#include "strata/sparse/spmm.h"
 #include <ATen/Parallel.h>
-#include <strata/core/cpu_capability.h>
-#include <strata/sparse/spmm.h>
+#include "strata/core/cpu_capability.h"
 
 #include <algorithm>
 #include <atomic>
@@ -219,7 +219,7 @@ QuantizedActivations quantize_activations(const at::Tensor& x_in, const SpmmOpti
   int32_t* zero = q.zero.data_ptr<int32_t>();
   uint8_t* qp = q.data.data_ptr<uint8_t>();
   const bool vec = vector_rows(o);
-  const bool per_token = o.act_quant() == ActivationQuant::kPerToken;
+  const bool per_token = o.act_quant() == ActivationQuant::PerToken;
   const auto range = [&](int64_t t) {
     if (vec) return detail::row_minmax_avx512(xp + t * in, 1, in, in, &lo[t], &hi[t]);
     lo[t] = hi[t] = 0.0f;

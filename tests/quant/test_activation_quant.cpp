@@ -181,12 +181,12 @@ TEST(ActivationQuant, QuantizedFortunesLmRunsAndStaysCloseToFloatAt8Bits) {
   const double w4 = loss(LmQuantOptions().activation_bits(0).weight_bits(4));
   const double a8w4 = loss(LmQuantOptions().activation_bits(8).weight_bits(4));
   const double a8w4_bitmod =
-      loss(LmQuantOptions().activation_bits(8).weight_bits(4).weights(WeightQuant::kBitMod));
+      loss(LmQuantOptions().activation_bits(8).weight_bits(4).weights(WeightQuant::BitMod));
   const double a4w4 = loss(LmQuantOptions().activation_bits(4).weight_bits(4));
   const double pruned = loss(LmQuantOptions().activation_bits(8).weight_bits(4).prune_ratio(0.25));
   const double pruned_mag =
       loss(LmQuantOptions().activation_bits(8).weight_bits(4).prune_ratio(0.25).score(
-          TokenScore::kMagnitude));
+          TokenScore::Magnitude));
   std::cout << "float " << float_loss << " a8w8 " << a8w8 << " w4 " << w4 << " a8w4 " << a8w4
             << " a8w4-bitmod " << a8w4_bitmod << " a4w4 " << a4w4 << " a8w4 pruned 25% (attention) "
             << pruned << " (magnitude) " << pruned_mag << "\n";
@@ -220,8 +220,7 @@ TEST(ActivationQuant, BadInputIsAClearError) {
               HasSubstr("prune ratio 1, expected a value in [0, 1)"));
   torch::nn::Sequential lm =
       core::make_transformer_lm(core::TransformerLMOptions().d_model(64).heads(2).layers(1));
-  EXPECT_THAT(error_of([&] {
-                quantize_transformer_lm(lm, LmQuantOptions().weights(WeightQuant::kBitMod));
-              }),
-              HasSubstr("group size 128 does not divide the input dimension 64"));
+  EXPECT_THAT(
+      error_of([&] { quantize_transformer_lm(lm, LmQuantOptions().weights(WeightQuant::BitMod)); }),
+      HasSubstr("group size 128 does not divide the input dimension 64"));
 }

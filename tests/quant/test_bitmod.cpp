@@ -28,15 +28,15 @@ at::Tensor row_on_grid(int bits, BitModType type, float scale) {
 }  // namespace
 
 TEST(BitMod, GridsHaveTheExtraValueOnTheMinusZeroCode) {
-  EXPECT_EQ(bitmod_grid(4, BitModType::kResolutionPos)[8], 5.f);
-  EXPECT_EQ(bitmod_grid(4, BitModType::kResolutionNeg)[8], -5.f);
-  EXPECT_EQ(bitmod_grid(4, BitModType::kAsymmetryPos)[8], 8.f);
-  EXPECT_EQ(bitmod_grid(4, BitModType::kAsymmetryNeg)[8], -8.f);
-  EXPECT_EQ(bitmod_grid(4, BitModType::kAsymmetryNeg)[7], 6.f);
-  EXPECT_EQ(bitmod_grid(4, BitModType::kAsymmetryNeg)[15], -6.f);
-  EXPECT_EQ(bitmod_grid(3, BitModType::kResolutionPos)[4], 3.f);
-  EXPECT_EQ(bitmod_grid(3, BitModType::kAsymmetryNeg)[4], -6.f);
-  EXPECT_EQ(bitmod_grid(3, BitModType::kAsymmetryNeg)[3], 4.f);
+  EXPECT_EQ(bitmod_grid(4, BitModType::ResolutionPos)[8], 5.f);
+  EXPECT_EQ(bitmod_grid(4, BitModType::ResolutionNeg)[8], -5.f);
+  EXPECT_EQ(bitmod_grid(4, BitModType::AsymmetryPos)[8], 8.f);
+  EXPECT_EQ(bitmod_grid(4, BitModType::AsymmetryNeg)[8], -8.f);
+  EXPECT_EQ(bitmod_grid(4, BitModType::AsymmetryNeg)[7], 6.f);
+  EXPECT_EQ(bitmod_grid(4, BitModType::AsymmetryNeg)[15], -6.f);
+  EXPECT_EQ(bitmod_grid(3, BitModType::ResolutionPos)[4], 3.f);
+  EXPECT_EQ(bitmod_grid(3, BitModType::AsymmetryNeg)[4], -6.f);
+  EXPECT_EQ(bitmod_grid(3, BitModType::AsymmetryNeg)[3], 4.f);
 }
 
 TEST(BitMod, PicksTheVariantWithTheLowestErrorOnConstructedGroups) {

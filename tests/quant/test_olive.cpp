@@ -38,19 +38,19 @@ at::Tensor values_on_grid(OliveNormalType type, int bits, float scale) {
 }  // namespace
 
 TEST(Olive, Grids) {
-  EXPECT_EQ(olive_normal_grid(OliveNormalType::kFlint, 4),
+  EXPECT_EQ(olive_normal_grid(OliveNormalType::Flint, 4),
             (std::vector<float>{0, 1, 2, 3, 4, 6, 8, 16}));
-  EXPECT_EQ(olive_outlier_grid(OliveNormalType::kInt, 4),
+  EXPECT_EQ(olive_outlier_grid(OliveNormalType::Int, 4),
             (std::vector<float>{8, 12, 16, 24, 32, 48, 64, 96}));
-  EXPECT_EQ(olive_outlier_grid(OliveNormalType::kFlint, 4).front(), 32.f);
-  EXPECT_EQ(olive_normal_grid(OliveNormalType::kInt, 8).back(), 127.f);
-  EXPECT_EQ(olive_outlier_grid(OliveNormalType::kInt, 8).front(), 128.f);
-  EXPECT_EQ(olive_normal_grid(OliveNormalType::kFlint, 8).size(), 128u);
+  EXPECT_EQ(olive_outlier_grid(OliveNormalType::Flint, 4).front(), 32.f);
+  EXPECT_EQ(olive_normal_grid(OliveNormalType::Int, 8).back(), 127.f);
+  EXPECT_EQ(olive_outlier_grid(OliveNormalType::Int, 8).front(), 128.f);
+  EXPECT_EQ(olive_normal_grid(OliveNormalType::Flint, 8).size(), 128u);
 }
 
 TEST(Olive, RoundTripIsExactForValuesOnTheGrid) {
   for (int bits : {4, 8})
-    for (OliveNormalType type : {OliveNormalType::kInt, OliveNormalType::kFlint}) {
+    for (OliveNormalType type : {OliveNormalType::Int, OliveNormalType::Flint}) {
       const float scale = 0.0625f * 1.37f;
       const at::Tensor x = values_on_grid(type, bits, scale);
       const OliveTensor q =
@@ -63,7 +63,7 @@ TEST(Olive, OutlierKeepsItsSlotAndItsPartnerBecomesTheVictim) {
   const at::Tensor x =
       torch::tensor({0.1f, 5.0f, 0.2f, 0.3f, -4.0f, 6.0f, 0.7f, -3.0f, 0.0f, -9.5f});
   const OliveTensor q =
-      olive_encode(x, OliveOptions().bits(4).normal_type(OliveNormalType::kInt).scale(0.1));
+      olive_encode(x, OliveOptions().bits(4).normal_type(OliveNormalType::Int).scale(0.1));
   // 5.0 = 50 steps -> abfloat 48; both of (-4, 6) are outliers: 6 (64 steps) is kept;
   // -3.0 -> -32 steps, 0.7 is its victim; -9.5 -> -96 steps, the one value an odd slot
   // cannot hold, so -64 (olive.h, "Code space").
@@ -85,7 +85,7 @@ TEST(Olive, StorageIsPackedAndOddLengthsArePadded) {
   EXPECT_EQ(olive_decode(q).sizes(), odd.sizes());
   const at::Tensor last = torch::tensor({0.5f, 1.0f, 12.0f});  // the outlier pairs with the pad
   const OliveTensor ql =
-      olive_encode(last, OliveOptions().normal_type(OliveNormalType::kInt).scale(0.25));
+      olive_encode(last, OliveOptions().normal_type(OliveNormalType::Int).scale(0.25));
   EXPECT_TRUE(torch::equal(olive_decode(ql), last));
 }
 
@@ -96,11 +96,11 @@ TEST(Olive, PicksTheNormalTypeWithTheLowerError) {
   for (const at::Tensor& x : {torch::rand({4096}) * 2 - 1, torch::randn({4096}).pow(3)})
     for (int bits : {4, 8}) {
       const double e_int = squared_error(
-          x, olive_encode(x, OliveOptions().bits(bits).normal_type(OliveNormalType::kInt)));
+          x, olive_encode(x, OliveOptions().bits(bits).normal_type(OliveNormalType::Int)));
       const double e_flint = squared_error(
-          x, olive_encode(x, OliveOptions().bits(bits).normal_type(OliveNormalType::kFlint)));
+          x, olive_encode(x, OliveOptions().bits(bits).normal_type(OliveNormalType::Flint)));
       const OliveTensor q = olive_encode(x, OliveOptions().bits(bits));
-      EXPECT_EQ(q.normal_type, e_int <= e_flint ? OliveNormalType::kInt : OliveNormalType::kFlint);
+      EXPECT_EQ(q.normal_type, e_int <= e_flint ? OliveNormalType::Int : OliveNormalType::Flint);
       EXPECT_NEAR(squared_error(x, q), std::min(e_int, e_flint), 1e-9 + 1e-6 * e_int);
     }
   // 8 bits are far more accurate than 4 on Gaussian data.

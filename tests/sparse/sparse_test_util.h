@@ -3,8 +3,8 @@
 // dense reference product, error expectations.
 
 #include <gtest/gtest.h>
-#include <strata/core/error.h>
 #include <torch/torch.h>
+#include "strata/core/error.h"
 
 #include <string>
 

@@ -1,6 +1,6 @@
 // Packed formats: round trips, padding, masks, and the errors for bad input.
-#include <strata/sparse/formats.h>
-#include <strata/sparse/pruning.h>
+#include "strata/sparse/formats.h"
+#include "strata/sparse/pruning.h"
 
 #include "sparse_test_util.h"
 

@@ -1,8 +1,8 @@
 // N:M sparse training: the one-pass pruner, NMSparseLinear's forward and its SR-STE and
 // BDWP backward passes against their formulas, training, and the model conversion.
-#include <strata/core/cpu_capability.h>
-#include <strata/sparse/nm_sparse_linear.h>
-#include <strata/sparse/pruning.h>
+#include "strata/core/cpu_capability.h"
+#include "strata/sparse/nm_sparse_linear.h"
+#include "strata/sparse/pruning.h"
 
 #include "core/scoped_env.h"
 #include "sparse_test_util.h"
@@ -83,7 +83,7 @@ Gradients run_backward(NMSparseLinear& layer, uint64_t seed, int64_t tokens = 6)
 TEST(SparseNMTraining, SrSteBackwardFollowsItsFormula) {
   torch::manual_seed(1);
   NMSparseLinear layer(
-      NMSparseLinearOptions(32, 16).n(2).m(8).method(NMTraining::kSrSte).decay(0.01));
+      NMSparseLinearOptions(32, 16).n(2).m(8).method(NMTraining::SrSte).decay(0.01));
   const at::Tensor w = layer->weight.detach().clone();
   const at::Tensor p = layer->mask();
   const Gradients g = run_backward(layer, 2);
@@ -132,7 +132,7 @@ TEST(SparseNMTraining, BdwpIsTheExactGradientWhenBothMasksAgree) {
 }
 
 TEST(SparseNMTraining, PortablePathGivesTheSameGradients) {
-  for (NMTraining method : {NMTraining::kSrSte, NMTraining::kBdwp}) {
+  for (NMTraining method : {NMTraining::SrSte, NMTraining::Bdwp}) {
     torch::manual_seed(7);
     NMSparseLinear fast(NMSparseLinearOptions(48, 20).method(method));
     NMSparseLinear portable(
@@ -149,7 +149,7 @@ TEST(SparseNMTraining, PortablePathGivesTheSameGradients) {
 }
 
 TEST(SparseNMTraining, TrainsAndConvertsToInference) {
-  for (NMTraining method : {NMTraining::kSrSte, NMTraining::kBdwp}) {
+  for (NMTraining method : {NMTraining::SrSte, NMTraining::Bdwp}) {
     torch::manual_seed(9);
     // Teacher: a random 2-layer network; the student learns it with 2:8 hidden layers.
     const at::Tensor x = torch::randn({256, 32});

@@ -1,6 +1,6 @@
 // Pruning a whole model: structures, per-layer and global scope, the gradual schedule,
 // and the conversion of the pruned model to SparseLinear layers.
-#include <strata/sparse/pruning.h>
+#include "strata/sparse/pruning.h"
 
 #include "sparse_test_util.h"
 
@@ -20,13 +20,13 @@ torch::nn::Sequential small_mlp() {
 double zeros_of(const at::Tensor& t) { return (t == 0).to(at::kDouble).mean().item<double>(); }
 
 TEST(SparsePruning, StructureParsesEveryKind) {
-  EXPECT_EQ(PruneStructure::parse("unstructured").kind, PruneStructure::Kind::kUnstructured);
+  EXPECT_EQ(PruneStructure::parse("unstructured").kind, PruneStructure::Kind::Unstructured);
   const PruneStructure block = PruneStructure::parse("4x1");
-  EXPECT_EQ(block.kind, PruneStructure::Kind::kBlock);
+  EXPECT_EQ(block.kind, PruneStructure::Kind::Block);
   EXPECT_EQ(block.block.in, 4);
   EXPECT_EQ(block.block.out, 1);
   const PruneStructure nm = PruneStructure::parse("2:8");
-  EXPECT_EQ(nm.kind, PruneStructure::Kind::kNM);
+  EXPECT_EQ(nm.kind, PruneStructure::Kind::NM);
   EXPECT_EQ(nm.str(), "2:8");
   for (const char* bad : {"", "1x", "2:8:1", "x16", "0x16", "unstructure"})
     expect_error([&] { PruneStructure::parse(bad); }, "pruning structure");
@@ -62,7 +62,7 @@ TEST(SparsePruning, GlobalScopeSharesOneThreshold) {
     prune_magnitude(*model, PruneOptions()
                                 .structure(PruneStructure::parse(structure))
                                 .sparsity(0.6)
-                                .scope(PruneScope::kGlobal));
+                                .scope(PruneScope::Global));
     EXPECT_NEAR(sparsity_of(*model, names), 0.6, 0.02) << structure;
     EXPECT_GT(zeros_of(model->named_parameters()["2.weight"]), 0.95) << structure;
   }
@@ -71,7 +71,7 @@ TEST(SparsePruning, GlobalScopeSharesOneThreshold) {
       [&] {
         prune_magnitude(
             *model,
-            PruneOptions().structure(PruneStructure::parse("2:4")).scope(PruneScope::kGlobal));
+            PruneOptions().structure(PruneStructure::parse("2:4")).scope(PruneScope::Global));
       },
       "per-layer scope");
 }
@@ -126,7 +126,7 @@ TEST(SparsePruning, PrunedModelRunsOnSparseLinear) {
       PruneOptions().structure(PruneStructure::parse("1x16")).sparsity(0.8).skip({"4.weight"}));
   torch::NoGradGuard no_grad;
   const at::Tensor x = torch::randn({7, 64});
-  auto sparse = to_sparse_linear(model, masks, SparseLinearOptions().format(SparseFormat::kBlock));
+  auto sparse = to_sparse_linear(model, masks, SparseLinearOptions().format(SparseFormat::Block));
   EXPECT_TRUE(sparse->ptr(0)->as<SparseLinear>() != nullptr);
   EXPECT_TRUE(sparse->ptr(4)->as<torch::nn::Linear>() != nullptr);
   expect_close(sparse->forward(x), model->forward(x).to(at::kDouble), 1e-5, "sparse model");

@@ -1,6 +1,6 @@
 // SparseLinear: a Linear packed in each format gives linear(x) with the pruned weight.
-#include <strata/sparse/pruning.h>
-#include <strata/sparse/sparse_linear.h>
+#include "strata/sparse/pruning.h"
+#include "strata/sparse/sparse_linear.h"
 
 #include "sparse_test_util.h"
 
@@ -20,16 +20,16 @@ TEST(SparseLinear, EveryFormatMatchesTheDenseLinearOfItsWeight) {
   auto linear = trained_linear(50, 40);
   const at::Tensor x = at::randn({2, 3, 50});
   for (SparseFormat f :
-       {SparseFormat::kBlock, SparseFormat::kNM, SparseFormat::kCsr, SparseFormat::kInt8Block}) {
+       {SparseFormat::Block, SparseFormat::NM, SparseFormat::Csr, SparseFormat::Int8Block}) {
     SparseLinear sparse(linear, SparseLinearOptions().format(f).sparsity(0.8));
     const at::Tensor y = sparse(x);
     ASSERT_EQ(y.sizes(), (std::vector<int64_t>{2, 3, 40}));
     const at::Tensor ref = torch::nn::functional::linear(x, sparse->dense_weight(), linear->bias);
     // int8 also quantizes the activations: within a few activation steps of the reference.
-    const double tol = f == SparseFormat::kInt8Block ? 2e-2 : 1e-5;
+    const double tol = f == SparseFormat::Int8Block ? 2e-2 : 1e-5;
     expect_close(y, ref, tol, format_name(f));
     const double kept = sparse->dense_weight().ne(0).to(at::kDouble).mean().item<double>();
-    if (f == SparseFormat::kNM) {
+    if (f == SparseFormat::NM) {
       EXPECT_NEAR(kept, 26.0 / 50, 1e-9);  // 12 groups x 2 + the 2 of the last
     } else {
       EXPECT_NEAR(kept, 0.2, 0.05) << format_name(f);
@@ -41,7 +41,7 @@ TEST(SparseLinear, GivenMaskAndNoBias) {
   torch::NoGradGuard no_grad;
   auto linear = trained_linear(64, 32, /*bias=*/false);
   const at::Tensor mask = nm_magnitude_mask(linear->weight, 2, 8);
-  SparseLinear sparse(linear, SparseLinearOptions().format(SparseFormat::kNM).n(2).m(8), mask);
+  SparseLinear sparse(linear, SparseLinearOptions().format(SparseFormat::NM).n(2).m(8), mask);
   EXPECT_TRUE(at::equal(sparse->dense_weight(), linear->weight * mask));
   const at::Tensor x = at::randn({5, 64});
   expect_close(sparse(x), x.matmul((linear->weight * mask).t()), 1e-5, "2:8");

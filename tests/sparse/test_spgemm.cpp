@@ -1,6 +1,6 @@
 // SpGEMM against torch::mm on dense copies: random and power-law matrices, both
 // accumulators and the automatic choice, one and several threads.
-#include <strata/sparse/spgemm.h>
+#include "strata/sparse/spgemm.h"
 
 #include "sparse_test_util.h"
 
@@ -51,7 +51,7 @@ TEST(SparseSpgemm, EqualsDenseProductForEveryAccumulator) {
   const at::Tensor b = random_sparse(45, 83, 0.15, 2);
   for (int threads : {1, 2, 3}) {
     at::set_num_threads(threads);
-    for (auto acc : {SpgemmAccumulator::kAuto, SpgemmAccumulator::kHash, SpgemmAccumulator::kDense})
+    for (auto acc : {SpgemmAccumulator::Auto, SpgemmAccumulator::Hash, SpgemmAccumulator::Dense})
       for (int64_t buffer : {int64_t{256} << 20, int64_t{0}})  // one pass, two passes
         expect_product(a, b, SpgemmOptions().accumulator(acc).max_buffer_bytes(buffer),
                        "threads " + std::to_string(threads) + " accumulator " +
@@ -64,7 +64,7 @@ TEST(SparseSpgemm, PowerLawMatrices) {
   at::set_num_threads(2);
   const at::Tensor a = power_law_sparse(300, 200, 3);
   const at::Tensor b = power_law_sparse(200, 400, 4);
-  for (auto acc : {SpgemmAccumulator::kAuto, SpgemmAccumulator::kHash, SpgemmAccumulator::kDense}) {
+  for (auto acc : {SpgemmAccumulator::Auto, SpgemmAccumulator::Hash, SpgemmAccumulator::Dense}) {
     expect_product(a, b, SpgemmOptions().accumulator(acc), "power law " + std::to_string(int(acc)));
     expect_product(a, b, SpgemmOptions().accumulator(acc).max_buffer_bytes(0),
                    "power law, two passes " + std::to_string(int(acc)));

@@ -1,8 +1,8 @@
 // Every kernel against the dense product of the masked weight, on odd shapes, empty rows
 // and columns, 0% and 100% sparsity, 1 and 2 threads, vector and portable paths.
-#include <strata/core/cpu_capability.h>
-#include <strata/sparse/pruning.h>
-#include <strata/sparse/spmm.h>
+#include "strata/core/cpu_capability.h"
+#include "strata/sparse/pruning.h"
+#include "strata/sparse/spmm.h"
 
 #include "core/scoped_env.h"
 #include "sparse_test_util.h"
@@ -103,7 +103,7 @@ at::Tensor int_reference(const QuantizedActivations& q, const Int8BlockSparse& w
 
 TEST(SparseSpmm, Int8EqualsIntegerReference) {
   for (BlockShape shape : {BlockShape{4, 1}, BlockShape{8, 1}, BlockShape{4, 4}})
-    for (ActivationQuant aq : {ActivationQuant::kPerToken, ActivationQuant::kPerTensor})
+    for (ActivationQuant aq : {ActivationQuant::PerToken, ActivationQuant::PerTensor})
       for (const Shape& s : kShapes)
         for (double sp : kSparsities) {
           const at::Tensor w = random_weight(s.out, s.in, 4);
@@ -152,11 +152,11 @@ TEST(SparseSpmm, PortableEqualsVectorPaths) {
 
 TEST(SparseSpmm, ActivationQuantizationRoundTrips) {
   const at::Tensor x = at::randn({9, 70}) * 3;
-  for (ActivationQuant aq : {ActivationQuant::kPerToken, ActivationQuant::kPerTensor}) {
+  for (ActivationQuant aq : {ActivationQuant::PerToken, ActivationQuant::PerTensor}) {
     const QuantizedActivations q = quantize_activations(x, SpmmOptions().act_quant(aq));
     const at::Tensor back = (q.data.to(at::kFloat) - q.zero.unsqueeze(1)) * q.scale.unsqueeze(1);
     EXPECT_TRUE(((back - x).abs() <= q.scale.unsqueeze(1) * 0.5001).all().item<bool>());
-    if (aq == ActivationQuant::kPerTensor) {
+    if (aq == ActivationQuant::PerTensor) {
       EXPECT_TRUE((q.scale == q.scale[0]).all().item<bool>());
     }
   }

@@ -44,7 +44,7 @@ at::Tensor dequantize_per_token(const PerTokenQuantized& q);
 // dequantize_per_token(quantize_per_token(x, bits)), computed in float, bit for bit the same.
 at::Tensor fake_quantize_per_token(const at::Tensor& x, int bits);
 
-enum class TokenScore { kAttention, kMagnitude };
+enum class TokenScore { Attention, Magnitude };
 
 // max |x_t| / mean |x_t| over the last dimension: [..., T, d] -> [..., T].
 at::Tensor token_outlier_scores(const at::Tensor& x);
@@ -55,15 +55,15 @@ at::Tensor attention_received(const at::Tensor& probs);
 // highest scores when `prune_highest`, else the lowest. ratio in [0, 1).
 at::Tensor token_keep_mask(const at::Tensor& scores, double ratio, bool prune_highest);
 
-enum class WeightQuant { kRoundToNearest, kBitMod };
+enum class WeightQuant { RoundToNearest, BitMod };
 
 struct LmQuantOptions {
   TORCH_ARG(int, activation_bits) = 8;  // per-token bits of every Linear's input; 0: float
   TORCH_ARG(int, weight_bits) = 4;      // 0: float weights
   // kRoundToNearest: symmetric per output channel; kBitMod: bitmod.h (3 or 4 bits).
-  TORCH_ARG(WeightQuant, weights) = WeightQuant::kRoundToNearest;
+  TORCH_ARG(WeightQuant, weights) = WeightQuant::RoundToNearest;
   TORCH_ARG(double, prune_ratio) = 0.0;  // tokens pruned per block, fraction in [0, 1)
-  TORCH_ARG(TokenScore, score) = TokenScore::kAttention;
+  TORCH_ARG(TokenScore, score) = TokenScore::Attention;
 };
 
 // A fortunes-lm decoder block whose four Linear layers (qkv, out, ffn_in, ffn_out) take

@@ -5,11 +5,11 @@
 // redundant code of sign-magnitude (-0) on one extra value:
 //
 //   bits 4, FP4 E2M1 magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}:
-//     kResolutionPos +5, kResolutionNeg -5   (inside the widest gap, 4..6)
-//     kAsymmetryPos  +8, kAsymmetryNeg  -8   (beyond the maximum, on one side)
+//     ResolutionPos +5, ResolutionNeg -5   (inside the widest gap, 4..6)
+//     AsymmetryPos  +8, AsymmetryNeg  -8   (beyond the maximum, on one side)
 //   bits 3, FP3 E2M0 magnitudes {0, 1, 2, 4}:
-//     kResolutionPos +3, kResolutionNeg -3   (inside the widest gap, 2..4)
-//     kAsymmetryPos  +6, kAsymmetryNeg  -6   (beyond the maximum, on one side)
+//     ResolutionPos +3, ResolutionNeg -3   (inside the widest gap, 2..4)
+//     AsymmetryPos  +6, AsymmetryNeg  -6   (beyond the maximum, on one side)
 //
 // Storage: one code per weight in a nibble, two per byte (low nibble = even column), so a
 // row of K weights is K/2 bytes; per group one float scale and one datatype id (uint8).
@@ -33,10 +33,10 @@ namespace strata::quant {
 
 // The datatype of one group; the value is the id stored per group.
 enum class BitModType : uint8_t {
-  kResolutionPos = 0,
-  kResolutionNeg = 1,
-  kAsymmetryPos = 2,
-  kAsymmetryNeg = 3,
+  ResolutionPos = 0,
+  ResolutionNeg = 1,
+  AsymmetryPos = 2,
+  AsymmetryNeg = 3,
 };
 constexpr int kBitModTypes = 4;
 

@@ -40,7 +40,7 @@
 
 namespace strata::quant {
 
-enum class OliveNormalType { kInt, kFlint };
+enum class OliveNormalType { Int, Flint };
 
 std::string to_string(OliveNormalType type);
 
@@ -57,7 +57,7 @@ struct OliveOptions {
 struct OliveTensor {
   at::Tensor codes;  // uint8: at 4 bits two codes per byte (even element in the low nibble)
   float scale = 1.f;
-  OliveNormalType normal_type = OliveNormalType::kInt;
+  OliveNormalType normal_type = OliveNormalType::Int;
   int bits = 4;
   std::vector<int64_t> shape;  // of the encoded tensor
 

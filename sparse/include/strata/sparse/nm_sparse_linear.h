@@ -3,7 +3,7 @@
 // the sparse kernels, while the optimizer updates the dense weight underneath.
 //
 //   auto layer = strata::sparse::NMSparseLinear(
-//       NMSparseLinearOptions(1024, 1024).n(2).m(8).method(NMTraining::kBdwp));
+//       NMSparseLinearOptions(1024, 1024).n(2).m(8).method(NMTraining::Bdwp));
 //   at::Tensor y = layer(x);   // x [*, 1024]; trains like a Linear
 //
 // Every forward prunes the current dense weight W [out, in] to its n largest |w| in each
@@ -21,24 +21,24 @@
 // The weight-gradient product stays dense in both, and so does SR-STE's dx (the transpose
 // of an N:M weight is not N:M).
 
-#include <strata/sparse/formats.h>
-#include <strata/sparse/sparse_linear.h>
-#include <strata/sparse/spmm.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+#include "strata/sparse/formats.h"
+#include "strata/sparse/sparse_linear.h"
+#include "strata/sparse/spmm.h"
 
 #include <ostream>
 #include <string>
 
 namespace strata::sparse {
 
-enum class NMTraining { kSrSte, kBdwp };
+enum class NMTraining { SrSte, Bdwp };
 
 // "srste" or "bdwp"; anything else is a strata::Error naming both.
 NMTraining parse_nm_training(const std::string& name);
-const char* to_string(NMTraining method);
+std::string to_string(NMTraining method);
 
 struct NMSparseLinearOptions {
   NMSparseLinearOptions(int64_t in_features, int64_t out_features)
@@ -48,7 +48,7 @@ struct NMSparseLinearOptions {
   TORCH_ARG(bool, bias) = true;
   TORCH_ARG(int64_t, n) = 2;
   TORCH_ARG(int64_t, m) = 8;
-  TORCH_ARG(NMTraining, method) = NMTraining::kBdwp;
+  TORCH_ARG(NMTraining, method) = NMTraining::Bdwp;
   // SR-STE's lambda: the gradient of a pruned weight gets decay * w added.
   TORCH_ARG(double, decay) = 2e-4;
   TORCH_ARG(SpmmOptions, spmm) = {};

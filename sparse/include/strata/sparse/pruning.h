@@ -11,11 +11,11 @@
 // Every mask is a bool tensor of its weight's shape; pruning multiplies the weight by it.
 
 #include <ATen/ATen.h>
-#include <strata/sparse/formats.h>
-#include <strata/sparse/sparse_linear.h>
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
+#include "strata/sparse/formats.h"
+#include "strata/sparse/sparse_linear.h"
 
 #include <cstdint>
 #include <map>
@@ -38,8 +38,8 @@ at::Tensor nm_magnitude_mask(const at::Tensor& weight, int64_t n, int64_t m, boo
 
 // What a pruned weight keeps: single weights, whole blocks, or N of every M.
 struct PruneStructure {
-  enum class Kind { kUnstructured, kBlock, kNM };
-  Kind kind = Kind::kUnstructured;
+  enum class Kind { Unstructured, Block, NM };
+  Kind kind = Kind::Unstructured;
   BlockShape block;      // kBlock
   int64_t n = 2, m = 4;  // kNM
 
@@ -54,15 +54,15 @@ at::Tensor structured_mask(const at::Tensor& weight, const PruneStructure& struc
                            double sparsity);
 
 enum class PruneScope {
-  kPerLayer,  // every layer at the target sparsity
-  kGlobal,    // one magnitude threshold over all layers (per block: mean |w|), so layers
-              // with small weights lose more; not for N:M, whose ratio is per group
+  PerLayer,  // every layer at the target sparsity
+  Global,    // one magnitude threshold over all layers (per block: mean |w|), so layers
+             // with small weights lose more; not for N:M, whose ratio is per group
 };
 
 struct PruneOptions {
   TORCH_ARG(PruneStructure, structure) = {};
   TORCH_ARG(double, sparsity) = 0.9;
-  TORCH_ARG(PruneScope, scope) = PruneScope::kPerLayer;
+  TORCH_ARG(PruneScope, scope) = PruneScope::PerLayer;
   // Parameter names (as in named_parameters()) of Linear weights not to prune, e.g. the
   // classifier's "13.weight". Every other torch::nn::Linear weight is pruned.
   TORCH_ARG(std::vector<std::string>, skip) = {};

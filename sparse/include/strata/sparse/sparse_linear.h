@@ -2,7 +2,7 @@
 // SparseLinear: a trained torch::nn::Linear packed into a sparse format, for inference.
 //
 //   auto sparse = strata::sparse::SparseLinear(linear, SparseLinearOptions()
-//                     .format(SparseFormat::kInt8Block).sparsity(0.9));
+//                     .format(SparseFormat::Int8Block).sparsity(0.9));
 //   torch::NoGradGuard no_grad;
 //   at::Tensor y = sparse(x);  // x [*, in] -> [*, out], as linear(x) with the pruned weight
 //
@@ -10,11 +10,11 @@
 // structure (whole blocks, N:M groups, or single weights for CSR). Inference only: the
 // packed weight is not a parameter and forward refuses inputs that require grad.
 
-#include <strata/sparse/formats.h>
-#include <strata/sparse/spmm.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+#include "strata/sparse/formats.h"
+#include "strata/sparse/spmm.h"
 
 #include <optional>
 #include <ostream>
@@ -23,10 +23,10 @@
 
 namespace strata::sparse {
 
-enum class SparseFormat { kBlock, kInt8Block, kNM, kCsr };
+enum class SparseFormat { Block, Int8Block, NM, Csr };
 
 struct SparseLinearOptions {
-  TORCH_ARG(SparseFormat, format) = SparseFormat::kBlock;
+  TORCH_ARG(SparseFormat, format) = SparseFormat::Block;
   // Used when no mask is given: the fraction of weights pruned (kNM ignores it: N:M fixes it).
   TORCH_ARG(double, sparsity) = 0.9;
   // Block shape (in x out); unset: 1x16 for kBlock (fp32), 4x1 for kInt8Block (VNNI).

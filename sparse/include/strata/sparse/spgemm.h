@@ -22,19 +22,19 @@
 // Structural non-zeros: an entry of C is stored when some product reaches it, also when
 // the products cancel to 0.0 (as torch.sparse and most SpGEMM libraries do).
 
-#include <strata/sparse/formats.h>
 #include <torch/arg.h>
+#include "strata/sparse/formats.h"
 
 #include <cstdint>
 
 namespace strata::sparse {
 
-enum class SpgemmAccumulator { kAuto, kHash, kDense };
+enum class SpgemmAccumulator { Auto, Hash, Dense };
 
 struct SpgemmOptions {
   // kAuto picks per row: dense when bound_i * dense_ratio >= the number of columns of C
   // (the hash accumulator was slower on every matrix measured: docs/benchmarks.md).
-  TORCH_ARG(SpgemmAccumulator, accumulator) = SpgemmAccumulator::kAuto;
+  TORCH_ARG(SpgemmAccumulator, accumulator) = SpgemmAccumulator::Auto;
   TORCH_ARG(int64_t, dense_ratio) = 64;
   // One pass into a buffer of sum_i bound_i entries, then compaction, when that buffer
   // takes at most this many bytes; else two passes (count each row, then write it).

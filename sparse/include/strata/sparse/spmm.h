@@ -21,20 +21,20 @@
 // portable path.
 
 #include <ATen/ATen.h>
-#include <strata/sparse/formats.h>
 #include <torch/arg.h>
+#include "strata/sparse/formats.h"
 
 #include <string>
 
 namespace strata::sparse {
 
-enum class ActivationQuant { kPerToken, kPerTensor };
+enum class ActivationQuant { PerToken, PerTensor };
 
 struct SpmmOptions {
   // Force the portable scalar kernels (also: STRATA_CPU_CAPABILITY=portable).
   TORCH_ARG(bool, portable) = false;
   // int8 only: one u8 scale and zero point per token (row of X) or for the whole X.
-  TORCH_ARG(ActivationQuant, act_quant) = ActivationQuant::kPerToken;
+  TORCH_ARG(ActivationQuant, act_quant) = ActivationQuant::PerToken;
 };
 
 // x: float [tokens, in] (any strides); returns float [tokens, out].
