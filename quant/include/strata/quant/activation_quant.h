@@ -11,10 +11,10 @@
 // Token pruning: in each decoder block a fraction of the tokens of every sequence is pruned,
 // meaning that they skip the block (their residual stream passes through unchanged), by
 // one of two scores:
-//   kAttention  the attention a token receives in the block (mean over heads and over the
+//   Attention  the attention a token receives in the block (mean over heads and over the
 //               queries that can see it): the least attended tokens are pruned (the
 //               attention guidance of Agile-Quant);
-//   kMagnitude  max |x_t| / mean |x_t| over the features of the block's input: the tokens
+//   Magnitude  max |x_t| / mean |x_t| over the features of the block's input: the tokens
 //               whose activations carry the strongest outliers are pruned.
 // This emulates the accuracy effect; the pruned tokens are still computed (a kernel that
 // skips them for speed is not part of this).
@@ -60,7 +60,7 @@ enum class WeightQuant { RoundToNearest, BitMod };
 struct LmQuantOptions {
   TORCH_ARG(int, activation_bits) = 8;  // per-token bits of every Linear's input; 0: float
   TORCH_ARG(int, weight_bits) = 4;      // 0: float weights
-  // kRoundToNearest: symmetric per output channel; kBitMod: bitmod.h (3 or 4 bits).
+  // RoundToNearest: symmetric per output channel; BitMod: bitmod.h (3 or 4 bits).
   TORCH_ARG(WeightQuant, weights) = WeightQuant::RoundToNearest;
   TORCH_ARG(double, prune_ratio) = 0.0;  // tokens pruned per block, fraction in [0, 1)
   TORCH_ARG(TokenScore, score) = TokenScore::Attention;

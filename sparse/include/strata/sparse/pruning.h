@@ -40,8 +40,8 @@ at::Tensor nm_magnitude_mask(const at::Tensor& weight, int64_t n, int64_t m, boo
 struct PruneStructure {
   enum class Kind { Unstructured, Block, NM };
   Kind kind = Kind::Unstructured;
-  BlockShape block;      // kBlock
-  int64_t n = 2, m = 4;  // kNM
+  BlockShape block;      // Block
+  int64_t n = 2, m = 4;  // NM
 
   // "unstructured", a block "<in>x<out>" (e.g. 1x16, 4x1) or N:M ("2:8"); else an error.
   static PruneStructure parse(const std::string& text);

@@ -27,9 +27,9 @@ enum class SparseFormat { Block, Int8Block, NM, Csr };
 
 struct SparseLinearOptions {
   TORCH_ARG(SparseFormat, format) = SparseFormat::Block;
-  // Used when no mask is given: the fraction of weights pruned (kNM ignores it: N:M fixes it).
+  // Used when no mask is given: the fraction of weights pruned (NM ignores it: N:M fixes it).
   TORCH_ARG(double, sparsity) = 0.9;
-  // Block shape (in x out); unset: 1x16 for kBlock (fp32), 4x1 for kInt8Block (VNNI).
+  // Block shape (in x out); unset: 1x16 for Block (fp32), 4x1 for Int8Block (VNNI).
   TORCH_ARG(std::optional<BlockShape>, block) = std::nullopt;
   TORCH_ARG(int64_t, n) = 2;
   TORCH_ARG(int64_t, m) = 4;

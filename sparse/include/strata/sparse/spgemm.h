@@ -32,7 +32,7 @@ namespace strata::sparse {
 enum class SpgemmAccumulator { Auto, Hash, Dense };
 
 struct SpgemmOptions {
-  // kAuto picks per row: dense when bound_i * dense_ratio >= the number of columns of C
+  // Auto picks per row: dense when bound_i * dense_ratio >= the number of columns of C
   // (the hash accumulator was slower on every matrix measured: docs/benchmarks.md).
   TORCH_ARG(SpgemmAccumulator, accumulator) = SpgemmAccumulator::Auto;
   TORCH_ARG(int64_t, dense_ratio) = 64;
