@@ -153,7 +153,7 @@ at::Generator step_generator(uint64_t seed, int64_t step) {
   return generator(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step));
 }
 
-// Mean loss over the same validation windows at every call (core/lm_validation.h).
+// Mean loss over the same validation windows at every call (core/models/lm_validation.h).
 // Every rank computes it (a pipeline's ranks all receive the logits).
 double validation_loss(HybridParallel& model, const core::TextCorpus& corpus, const Config& c) {
   return core::validation_loss(corpus, c.eval_batches, c.batch, c.context,

@@ -1,5 +1,5 @@
 // Partitioning: the exact min-max split, the memory model, describe() and splitting a
-// Sequential. Profiling is in pipeline_partition_profile.cpp.
+// Sequential. Profiling is in partition_profile.cpp.
 #include "strata/parallel/pipeline/partition.h"
 
 #include <algorithm>

@@ -11,7 +11,7 @@
 //   ffn->set_width(128);                // every later call
 //
 // The weights are never copied: a width is a view of the first rows and columns.
-// fortunes-lm's DecoderBlock (core/transformer_lm.h) nests the same way, through the same
+// fortunes-lm's DecoderBlock (core/models/transformer_lm.h) nests the same way, through the same
 // core::feed_forward, so that a checkpoint cut from it is an ordinary fortunes-lm.
 
 #include <ATen/core/Tensor.h>

@@ -8,7 +8,7 @@
 // to batch. The loss lives on the last stage and is scaled by 1/M exactly once;
 // gradients accumulate over the micro-batches; the optimizer steps once per batch. Every
 // instruction's start and end are recorded. Options add activation recomputation and
-// weights tied across stages; SkipStash/SkipPop (pipeline_skip.h) in the stages make skip
+// weights tied across stages; SkipStash/SkipPop (skip.h) in the stages make skip
 // connections across stages. See docs/pipeline.md, "Running a schedule" and
 // "Recomputation, skip connections and tied weights".
 

@@ -1,6 +1,6 @@
 #pragma once
 // Pipeline parallelism for a torch::nn::Sequential, with data parallelism beside it: the
-// one object a training program needs. It partitions the model (pipeline_partition.h),
+// one object a training program needs. It partitions the model (partition.h),
 // keeps this rank's stages, runs them with a PipelineExecutor on the grid's pipeline
 // group, all-reduces each stage's gradients over the grid's data-parallel group, and
 // saves and loads checkpoints in the unpartitioned model's parameter names, so a run
