@@ -3,6 +3,7 @@
 // compiling it for its own instruction set (hence the anonymous namespace: one copy per
 // file, no clash between the two builds of the same inline code).
 
+#include <cstddef>
 #include <vector>
 
 #include "compressed_expert_kernels.h"
@@ -16,7 +17,7 @@ namespace {
 inline void ternary_matmul_rows(const TernaryView& w, const CodewordMasks* masks,
                                 const uint8_t* digits, const float* xt, int64_t batch, float* y,
                                 int64_t ldy, int64_t row_begin, int64_t row_end) {
-  std::vector<float> sums(2 * static_cast<size_t>(batch));
+  std::vector<float> sums(2 * static_cast<std::size_t>(batch));
   float* low_sum = sums.data();
   float* high_sum = sums.data() + batch;
   for (int64_t r = row_begin; r < row_end; ++r) {

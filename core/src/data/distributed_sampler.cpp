@@ -7,8 +7,7 @@
 
 namespace strata::core {
 
-DistributedSampler::DistributedSampler(DistributedSamplerOptions options)
-    : options_(std::move(options)) {
+DistributedSampler::DistributedSampler(DistributedSamplerOptions options) : options_(options) {
   STRATA_CHECK(options_.num_samples() >= 1, "distributed sampler: num_samples ",
                options_.num_samples(), ", expected at least 1");
   STRATA_CHECK(options_.world_size() >= 1, "distributed sampler: world_size ",
