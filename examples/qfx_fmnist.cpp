@@ -20,10 +20,12 @@
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
 #include "strata/core/models/fmnist_models.h"
+#include "strata/core/output_files.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/output_flags.h"
 #include "strata/quant/qfx.h"
 
 namespace {
@@ -50,6 +52,7 @@ struct Config {
   uint64_t seed = 0;
   int threads = strata::core::default_threads_per_rank();
   bool quick = false;
+  bool overwrite = false;
   std::string out;
   std::string export_dir;
 };
@@ -88,6 +91,7 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--out", c.out, "Write one JSON object per result to this file");
   app.add_option("--export-dir", c.export_dir,
                  "Write every QFX model as JSON (export_qfx) into this existing directory");
+  strata::programs::add_overwrite_flag(app, c.overwrite);
 }
 
 double cosine(double peak, int64_t step, int64_t steps) {
@@ -260,6 +264,7 @@ int run(Config c) {
   if (c.k_hot > 0) q::QfxOptions(c.k_hot_bits).k_hot(c.k_hot).check();
   STRATA_CHECK(c.export_dir.empty() || std::filesystem::is_directory(c.export_dir), "--export-dir ",
                c.export_dir, ": no such directory");
+  strata::core::check_output("--out", c.out, {c.data_dir}, c.overwrite);
   FashionMnist train_set =
       strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);
   FashionMnist test_set =

@@ -16,12 +16,12 @@ step_dir=$(printf 'step-%08d' "$steps")
 common=(--steps "$steps" --eval-every 100 --threads 1 --log-every 50 --mix-n-match-batches 4)
 
 echo "training fortunes-lm-mat and 4 dense models for $steps steps (logs in $out/*.log)"
-build/examples/train_lm "${common[@]}" --matformer --checkpoint-dir "$out/mat" \
+build/examples/train_lm "${common[@]}" --matformer --checkpoint-dir "$out/mat" --overwrite \
   --metrics-out "$out/mat.jsonl" >"$out/mat.log" 2>&1 &
 mat_pid=$!
 dense=()
 for ffn in 1024 512 256 128; do
-  build/examples/train_lm "${common[@]}" --ffn "$ffn" --checkpoint-dir "$out/dense-$ffn" \
+  build/examples/train_lm "${common[@]}" --ffn "$ffn" --checkpoint-dir "$out/dense-$ffn" --overwrite \
     --metrics-out "$out/dense-$ffn.jsonl" >"$out/dense-$ffn.log" 2>&1
   dense+=("$out/dense-$ffn/$step_dir")
   echo "dense FFN $ffn done: $(grep -o 'validation loss [0-9.]*' "$out/dense-$ffn.log" | tail -1)"

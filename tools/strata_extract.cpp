@@ -29,8 +29,10 @@
 #include "strata/core/error.h"
 #include "strata/core/models/lm_validation.h"
 #include "strata/core/models/transformer_lm.h"
+#include "strata/core/output_files.h"
 #include "strata/elastic/extract.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/output_flags.h"
 
 namespace {
 
@@ -41,6 +43,7 @@ struct Flags {
   std::string checkpoint;
   std::string out;
   bool list = false;
+  bool overwrite = false;
   int64_t granularity = 0;
   double budget_params = 0;
   std::string config;
@@ -166,6 +169,7 @@ int main(int argc, char** argv) {
         ->required();
     auto* out =
         app.add_option("--out", f.out, "Output checkpoint directory (its parent must exist)");
+    strata::programs::add_overwrite_flag(app, f.overwrite);
     auto* list =
         app.add_flag("--list", f.list, "Print the granularities and the Mix'n'Match front");
     auto* granularity = app.add_option("--granularity", f.granularity,
@@ -193,6 +197,9 @@ int main(int argc, char** argv) {
     STRATA_CHECK(f.list || *granularity || *budget || *config,
                  "choose a submodel: --granularity, --budget-params or --config (or --list)");
     STRATA_CHECK(f.list || *out, "--out is required to extract a submodel");
+    // Before any work: the submodel never replaces the checkpoint it is cut from, nor a
+    // checkpoint the user did not offer.
+    core::check_output("--out", f.out, {f.checkpoint, f.config}, f.overwrite);
     return run(f);
   });
 }

@@ -23,7 +23,6 @@
 // compressed file on train_lm's validation windows and prints one JSON line: both
 // validation losses, the gap and the bits per weight of the compressed experts.
 #include <fcntl.h>
-#include <unistd.h>
 
 #include <torch/torch.h>
 
@@ -36,42 +35,24 @@
 #include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
 #include "strata/core/models/lm_validation.h"
+#include "strata/core/output_files.h"
 #include "strata/moe/qmoe_compress.h"
 #include "strata/moe/qmoe_file.h"
 #include "strata/moe/qmoe_lm.h"
 #include "strata/moe/ternary_dictionary.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/output_flags.h"
 
 namespace {
 
 namespace moe = strata::moe;
 using nlohmann::json;
 
-// Writes `bytes` to `path` through a temporary file and a rename: never half a file.
-void write_file_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    STRATA_CHECK(out.good(), tmp, ": cannot create (", std::strerror(errno), ")");
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out.good()) {
-      std::remove(tmp.c_str());
-      STRATA_FAIL(tmp, ": write failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(errno);
-    std::remove(tmp.c_str());
-    STRATA_FAIL(path, ": cannot write (", reason, ")");
-  }
-}
-
 int write_dictionary(const std::string& out) {
   std::string bytes;
   for (const uint32_t word : moe::ternary_dictionary().decode_table)
     for (int b = 0; b < 4; ++b) bytes.push_back(static_cast<char>((word >> (8 * b)) & 0xFF));
-  write_file_atomically(out, bytes);
+  strata::core::write_file_atomically(out, bytes);
   std::cout << "wrote " << out << ": " << moe::kTernaryCodewords << " codewords, " << bytes.size()
             << " bytes (2 little-endian uint32 per codeword)\n";
   return 0;
@@ -117,6 +98,7 @@ int write_synthetic(const std::string& out, const std::string& tokens_out, int64
 // What compress needs to know about the calibration.
 struct CompressFlags {
   std::string checkpoint, out, inputs, data_dir = strata::core::kFortunesDir;
+  bool overwrite = false;
   int64_t calibration = 0;  // sequences for a fortunes-lm-moe, else tokens per expert
   bool rtn = false;
   double damp = 0.1;
@@ -261,16 +243,19 @@ int main(int argc, char** argv) {
         eval_data_dir = strata::core::kFortunesDir;
     int64_t layers = 2, experts = 4, d = 256, hidden = 512, tokens = 4096, batches = 20, batch = 32;
     uint64_t seed = 0;
+    bool overwrite = false;
     CompressFlags cf;
 
     CLI::App* dict_cmd =
         app.add_subcommand("dict", "Write the dictionary's decode table (little-endian uint32)");
     dict_cmd->add_option("--out", out, "Output file")->required();
+    strata::programs::add_overwrite_flag(*dict_cmd, overwrite);
 
     CLI::App* synth_cmd =
         app.add_subcommand("synth", "Write a synthetic MoE checkpoint (and routed tokens)");
     synth_cmd->add_option("--out", out, "Checkpoint directory to write")->required();
     synth_cmd->add_option("--tokens-out", tokens_out, "Also write recorded routed tokens here");
+    strata::programs::add_overwrite_flag(*synth_cmd, overwrite);
     synth_cmd->add_option("--layers", layers, "MoE layers")->capture_default_str();
     synth_cmd->add_option("--experts", experts, "Experts per layer")->capture_default_str();
     synth_cmd->add_option("--d", d, "Model width")->capture_default_str();
@@ -287,6 +272,7 @@ int main(int argc, char** argv) {
                      "other checkpoints: calibration tokens per expert")
         ->required();
     compress_cmd->add_option("--out", cf.out, "Compressed file to write (.qmoe)")->required();
+    strata::programs::add_overwrite_flag(*compress_cmd, cf.overwrite);
     compress_cmd->add_option(
         "--calibration-inputs", cf.inputs,
         "Checkpoint of recorded routed tokens (P.tokens, P.experts); default: the "
@@ -320,10 +306,22 @@ int main(int argc, char** argv) {
     info_cmd->add_option("file", file, "Compressed file (.qmoe)")->required();
 
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
-    if (dict_cmd->parsed()) return write_dictionary(out);
-    if (synth_cmd->parsed())
+    // Before any work: an output never replaces an input or a file the user did not offer.
+    using strata::core::check_output;
+    if (dict_cmd->parsed()) {
+      check_output("--out", out, {}, overwrite);
+      return write_dictionary(out);
+    }
+    if (synth_cmd->parsed()) {
+      STRATA_CHECK(tokens_out != out, "--tokens-out ", tokens_out, ": is also --out");
+      check_output("--out", out, {}, overwrite);
+      check_output("--tokens-out", tokens_out, {}, overwrite);
       return write_synthetic(out, tokens_out, layers, experts, d, hidden, tokens, seed);
-    if (compress_cmd->parsed()) return compress(cf);
+    }
+    if (compress_cmd->parsed()) {
+      check_output("--out", cf.out, {cf.checkpoint, cf.inputs}, cf.overwrite);
+      return compress(cf);
+    }
     if (eval_cmd->parsed())
       return evaluate(eval_checkpoint, compressed, batches, batch, eval_data_dir);
     return info(file);

@@ -14,10 +14,12 @@
 
 #include "strata/core/chrome_trace.h"
 #include "strata/core/error.h"
+#include "strata/core/output_files.h"
 #include "strata/parallel/pipeline/schedule.h"
 #include "strata/parallel/pipeline/schedule_json.h"
 #include "strata/parallel/pipeline/schedule_registry.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/output_flags.h"
 
 namespace {
 
@@ -32,6 +34,7 @@ struct Config {
   std::string load;
   std::string save;
   std::string trace_out;
+  bool overwrite = false;
   bool print = false;
   bool list = false;
   PipelineCosts costs;
@@ -107,9 +110,8 @@ int run(const Config& c) {
   std::cout << fmt::format("GPipe/1F1B theory (K-1)/(M+K-1) = {:.1f}%\n",
                            100 * (k - 1) / (m + k - 1));
   if (!c.save.empty()) {
-    std::ofstream out(c.save);
-    STRATA_CHECK(out.good(), c.save, ": cannot write");
-    out << strata::parallel::schedule_to_json(schedule).dump(1) << "\n";
+    strata::core::write_file_atomically(
+        c.save, strata::parallel::schedule_to_json(schedule).dump(1) + "\n");
   }
   if (!c.trace_out.empty()) write_trace(schedule, sim, c.trace_out);
   return 0;
@@ -130,6 +132,7 @@ int main(int argc, char** argv) {
     app.add_option("--load", c.load, "Verify and simulate this JSON schedule instead");
     app.add_option("--save", c.save, "Write the schedule as JSON");
     app.add_option("--trace-out", c.trace_out, "Write the simulated timeline as a Chrome trace");
+    strata::programs::add_overwrite_flag(app, c.overwrite);
     app.add_flag("--print", c.print, "Print every rank's instruction list");
     app.add_flag("--list", c.list, "List the registered schedules and exit");
     app.add_option("--forward", c.costs.forward, "Simulated cost of a forward pass");
@@ -137,6 +140,9 @@ int main(int argc, char** argv) {
     app.add_option("--backward-weight", c.costs.backward_weight, "Cost of a backward-weight pass");
     app.add_option("--send", c.costs.send, "Cost of a transfer");
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
+    // Before any work: an output never replaces --load or a file the user did not offer.
+    strata::core::check_output("--save", c.save, {c.load}, c.overwrite);
+    strata::core::check_output("--trace-out", c.trace_out, {c.load}, c.overwrite);
     return run(c);
   });
 }

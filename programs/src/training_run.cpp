@@ -10,6 +10,7 @@
 #include "strata/core/logging.h"
 #include "strata/core/threads.h"
 #include "strata/parallel/control/configuration_check.h"
+#include "strata/programs/output_flags.h"
 
 namespace strata::programs {
 namespace {
@@ -59,6 +60,7 @@ void add_training_run_flags(CLI::App& app, TrainingRunFlags& f) {
   app.add_option("--metrics-out", f.metrics_out, "Write JSON-lines metrics here (rank 0)");
   app.add_option("--log-every", f.log_every, "Print progress every N steps")
       ->check(CLI::PositiveNumber);
+  add_overwrite_flag(app, f.overwrite);
 }
 
 TrainingRun::TrainingRun(const std::string& configuration, const TrainingRunFlags& flags,
@@ -80,7 +82,16 @@ int64_t TrainingRun::replica_batch(int64_t global_batch) const {
 int64_t TrainingRun::resume(parallel::HybridParallel& model, torch::optim::Optimizer& optimizer,
                             const nlohmann::json& expected_extra) {
   const auto path = flags_.checkpoint_to_resume();
-  if (!path) return 0;
+  if (!path) {
+    // A fresh run would write its checkpoints over another run's at the same steps.
+    const auto existing = flags_.checkpoint_dir.empty()
+                              ? std::nullopt
+                              : core::latest_checkpoint(flags_.checkpoint_dir);
+    STRATA_CHECK(!existing || flags_.overwrite, "--checkpoint-dir ", flags_.checkpoint_dir,
+                 ": holds ", existing.value_or(""),
+                 " from an earlier run; pass --resume to continue it or --overwrite to replace it");
+    return 0;
+  }
   nlohmann::json extra;
   const int64_t step = model.load_checkpoint(*path, optimizer, &extra);
   for (const auto& [key, value] : expected_extra.items()) {

@@ -113,6 +113,26 @@ TEST(TrainingRun, ResumesFromTheNewestCheckpointOfTheSameModel) {
                        ": saved with model \"tiny\", this run has \"other\"");
 }
 
+TEST(TrainingRun, AFreshRunNeverWritesOverAnotherRunsCheckpoints) {
+  TempDir dir;
+  TinyRun first;
+  first.flags.checkpoint_dir = dir / "ckpt";
+  first.train(4, {{"model", "tiny"}});
+  const std::string saved = strata::test::read_file(dir / "ckpt/step-00000004/tensors.bin");
+  TinyRun fresh;
+  fresh.flags.checkpoint_dir = dir / "ckpt";
+  EXPECT_EQ(error_of([&] {
+              fresh.train(4, {{"model", "other"}});
+            }),
+            "--checkpoint-dir " + (dir / "ckpt") + ": holds " + (dir / "ckpt/step-00000004") +
+                " from an earlier run; pass --resume to continue it or --overwrite to replace it");
+  EXPECT_EQ(strata::test::read_file(dir / "ckpt/step-00000004/tensors.bin"), saved);
+  fresh.flags.overwrite = true;
+  EXPECT_EQ(fresh.train(4, {{"model", "other"}}), 0);
+  EXPECT_EQ(core::CheckpointReader(dir / "ckpt/step-00000004").extra(),
+            nlohmann::json({{"model", "other"}}));
+}
+
 TEST(TrainingRun, ChecksItsFlags) {
   TinyRun run;
   run.flags.checkpoint_every = 5;

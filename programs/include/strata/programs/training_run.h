@@ -49,6 +49,9 @@ struct TrainingRunFlags {
   std::string resume;
   std::string metrics_out;
   int64_t log_every = 50;
+  // A fresh run (nothing to resume) may write into a --checkpoint-dir that already holds
+  // checkpoints, replacing those of the same steps.
+  bool overwrite = false;
 
   // After parsing: --checkpoint-every or --resume auto without --checkpoint-dir is an error.
   void check() const;
@@ -59,7 +62,7 @@ struct TrainingRunFlags {
   std::optional<std::string> checkpoint_to_resume() const;
 };
 // --checkpoint-dir, --checkpoint-every, --resume (a path or "auto"), --metrics-out,
-// --log-every.
+// --log-every, --overwrite.
 void add_training_run_flags(CLI::App& app, TrainingRunFlags& flags);
 
 class TrainingRun {
