@@ -46,8 +46,8 @@ void check_output(const std::string& flag, const std::string& path,
   STRATA_CHECK(overwrite, flag, " ", path, ": exists; pass --overwrite to replace it");
   if (fs::is_directory(out, ec)) {
     std::string other;
-    STRATA_CHECK(only_checkpoint_files(out, &other), flag, " ", path,
-                 ": is a directory holding ", other,
+    STRATA_CHECK(only_checkpoint_files(out, &other), flag, " ", path, ": is a directory holding ",
+                 other,
                  ", not only a checkpoint; strata never removes a directory, write elsewhere");
   }
 }

@@ -37,9 +37,10 @@ TEST(OutputFiles, AnOutputNeverReplacesAnInput) {
                   "; an output never replaces an input, write it elsewhere");
     EXPECT_THAT(error_of([&] { check_output("--save", dir / "link", {dir / "in"}, overwrite); }),
                 testing::HasSubstr("--save " + (dir / "link") + ": is the input"));
-    EXPECT_THAT(
-        error_of([&] { check_output("--out", dir / "ckpt", {"", dir / "ckpt/"}, overwrite); }),
-        testing::HasSubstr(": is the input"));
+    EXPECT_THAT(error_of([&] {
+                  check_output("--out", dir / "ckpt", {"", dir / "ckpt/"}, overwrite);
+                }),
+                testing::HasSubstr(": is the input"));
   }
   // An input that does not exist is skipped, not an error.
   EXPECT_EQ(error_of([&] { check_output("--out", dir / "new", {dir / "nothing"}, false); }),
@@ -80,7 +81,6 @@ TEST(OutputFiles, WriteFileAtomicallyReplacesAndLeavesNoTemporary) {
   EXPECT_THAT(error_of([&] { write_file_atomically(dir / "d", "data"); }),
               testing::HasSubstr(": cannot write ("));
   for (const auto& entry : fs::directory_iterator(dir.path()))
-    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos)
-        << entry.path();
+    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
   EXPECT_TRUE(fs::exists(dir / "d/x"));
 }
