@@ -180,7 +180,9 @@ at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
 
   // What is left on the tray was stashed here for a later stage.
   saved.skip_outputs.clear();
-  for (auto& [name, tensor] : scope.take()) {
+  for (auto& [stashed_name, tensor] : scope.take()) {
+    // A lambda may not capture a structured binding in C++17 (gcc allows it, clang not).
+    const std::string& name = stashed_name;
     auto route = std::find_if(skip_routes_.begin(), skip_routes_.end(), [&](const SkipRoute& r) {
       return r.name == name && r.from == stage;
     });
