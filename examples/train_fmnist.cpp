@@ -5,6 +5,7 @@
 //   mpirun -np 2 build/examples/train_fmnist --model cnn --pp 2 --micro-batches 4  # 2 stages
 //   mpirun -np 4 build/examples/train_fmnist --pp 2 --schedule zb-h1   # 2 stages x 2 replicas
 //   build/tools/strata-run -n 2 build/examples/train_fmnist --model mlp  # without mpirun (Gloo)
+//   build/examples/train_fmnist --pp 2 --devices accel:nvdla,accel:shidiannao  # one process
 //
 // With --pp 1 every rank holds a replica, trains on its shard of each global batch and
 // DistributedDataParallel averages the gradients. With --pp P the model is cut into P
@@ -109,7 +110,7 @@ int train(const Config& c, const std::string& configuration) {
   const int ranks = run.world()->size();
   const int pp = c.pipeline.options.pipeline_parallel();
   const int64_t local_batch = run.replica_batch(c.batch);
-  const int replicas = ranks / pp;
+  const int replicas = c.pipeline.in_process(ranks) ? 1 : ranks / pp;
 
   const FashionMnist train_set =
       strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);
@@ -191,11 +192,7 @@ int train(const Config& c, const std::string& configuration) {
                                  {"model", c.model},
                                  {"batch", c.batch},
                                  {"pp", pp}};
-  if (pp > 1) {
-    final_record["schedule"] = c.pipeline.options.pipeline().schedule();
-    final_record["micro_batches"] = c.pipeline.options.pipeline().micro_batches();
-    final_record["idle_fraction"] = idle;
-  }
+  strata::programs::add_pipeline_fields(final_record, c.pipeline, idle);
   run.metrics().write_final(final_record);
   return 0;
 }

@@ -244,8 +244,9 @@ int train(const Config& c, const std::string& configuration) {
   }
 
   const strata::parallel::ProcessGrid grid(
-      world,
-      strata::parallel::ProcessGridOptions().pipeline_parallel(pp).expert_parallel(c.moe.ep));
+      world, strata::parallel::ProcessGridOptions()
+                 .pipeline_parallel(c.pipeline.in_process(world->size()) ? 1 : pp)
+                 .expert_parallel(c.moe.ep));
   torch::manual_seed(c.seed);  // the same model on every rank
   torch::nn::Sequential lm = make_model(c, grid);
   int64_t parameter_count = 0;
@@ -374,6 +375,7 @@ int train(const Config& c, const std::string& configuration) {
                              {"pp", pp},
                              {"world_size", world->size()},
                              {"idle_fraction", idle},
+                             {"devices", c.pipeline.device_names()},
                              {"granularity_val_loss", granularity_losses},
                              {"mix_n_match", mix_n_match}});
 

@@ -14,15 +14,27 @@ namespace {
 // Options that only mean something in a pipeline.
 const std::vector<std::string> kPipelineOnlyFlags = {
     "--micro-batches", "--schedule",  "--virtual-stages", "--recompute",
-    "--balance",       "--trace-out", "--trace-steps"};
+    "--balance",       "--trace-out", "--trace-steps",    "--devices"};
 constexpr double kBytesPerMb = 1024 * 1024;
 }  // namespace
+
+bool PipelineFlags::in_process(int world_size) const {
+  return world_size == 1 && options.pipeline_parallel() > 1;
+}
+
+std::vector<std::string> PipelineFlags::device_names() const {
+  std::vector<std::string> names;
+  for (const StageDevice& d : devices) names.push_back(d.name);
+  if (names.empty()) names.assign(options.pipeline_parallel(), "cpu");
+  return names;
+}
 
 int64_t PipelineFlags::replica_batch(int64_t global_batch, int world_size) const {
   const int pp = options.pipeline_parallel();
   const int micro_batches = options.pipeline().micro_batches();
-  STRATA_CHECK(world_size % pp == 0, "--pp ", pp, " does not divide the ", world_size, " ranks");
-  const int replicas = world_size / pp;
+  STRATA_CHECK(in_process(world_size) || world_size % pp == 0, "--pp ", pp, " does not divide the ",
+               world_size, " ranks");
+  const int replicas = in_process(world_size) ? 1 : world_size / pp;
   STRATA_CHECK(global_batch % replicas == 0, "--batch ", global_batch, " is not divisible by the ",
                replicas, " data-parallel replicas");
   const int64_t rows = global_batch / replicas;
@@ -51,6 +63,10 @@ void add_pipeline_flags(CLI::App& app, PipelineFlags& f) {
                   "Activation recomputation");
   app.add_option("--balance", pipeline.balance(),
                  "Stage split: params, time, memory, auto, or layers per stage (e.g. 3,5)");
+  app.add_option("--devices", f.devices_list,
+                 "Device of each stage, or one for all: cpu, accel:<preset or spec file> (a "
+                 "simulated accelerator), cuda:<i>. Without mpirun the stages run in one "
+                 "process, one thread per device");
   app.add_option("--trace-out", f.trace_out,
                  "Write a Chrome trace (Perfetto, chrome://tracing) of a few pipeline steps");
   app.add_option("--trace-steps", f.trace_steps, "Steps the trace covers, after the warm-up")
@@ -67,10 +83,28 @@ void add_pipeline_flags(CLI::App& app, PipelineFlags& f) {
           fmt::format("{}", static_cast<double>(pipeline.bucket_cap_bytes()) / kBytesPerMb));
 }
 
-void check_pipeline_flags(const CLI::App& app, const PipelineFlags& flags) {
-  if (flags.options.pipeline_parallel() > 1) return;
-  for (const std::string& flag : kPipelineOnlyFlags)
-    STRATA_CHECK(app.count(flag) == 0, flag, " needs --pp 2 or more");
+void check_pipeline_flags(const CLI::App& app, PipelineFlags& flags) {
+  const int pp = flags.options.pipeline_parallel();
+  if (pp <= 1) {
+    for (const std::string& flag : kPipelineOnlyFlags)
+      STRATA_CHECK(app.count(flag) == 0, flag, " needs --pp 2 or more");
+    return;
+  }
+  const CLI::Option* threads = app.get_option_no_throw("--threads");
+  if (threads != nullptr && threads->count() > 0) flags.worker_threads = threads->as<int>();
+  if (app.count("--devices") == 0) return;
+  flags.devices = parse_stage_devices(flags.devices_list, pp);
+  flags.options.pipeline().devices(devices_of(flags.devices)).move_module(stage_mover());
+}
+
+void add_pipeline_fields(nlohmann::json& record, const PipelineFlags& flags,
+                         const std::vector<double>& idle) {
+  if (flags.options.pipeline_parallel() <= 1) return;
+  const PipelineParallelOptions& pipeline = flags.options.pipeline();
+  record["schedule"] = pipeline.schedule();
+  record["micro_batches"] = pipeline.micro_batches();
+  record["devices"] = flags.device_names();
+  record["idle_fraction"] = idle;
 }
 
 PipelineReport::PipelineReport(const PipelineFlags& flags, PipelineParallel* pipeline)
@@ -81,21 +115,26 @@ PipelineReport::PipelineReport(const PipelineFlags& flags, PipelineParallel* pip
 
 void PipelineReport::record(int64_t step, int64_t first_measured_step, double seconds) {
   if (pipeline_ == nullptr || step < first_measured_step) return;
-  const auto idle = measure_idle(pipeline_->executor().records(), seconds);
-  busy_ += idle.busy;
-  wall_ += idle.wall;
+  const std::vector<const PipelineExecutor*> executors = pipeline_->executors();
+  busy_.resize(executors.size());
+  for (size_t i = 0; i < executors.size(); ++i)
+    busy_[i] += measure_idle(executors[i]->records(), seconds).busy;
+  wall_ += seconds;
   if (trace_ && trace_->steps() < flags_.trace_steps)
-    trace_->add_step(pipeline_->executor(), static_cast<int>(step));
+    trace_->add_step(executors, static_cast<int>(step));
 }
 
 std::vector<double> PipelineReport::finish() {
   if (pipeline_ == nullptr) return {};
   const PipelineParallelOptions& pipeline = flags_.options.pipeline();
+  // One entry per pipeline rank of every process (an in-process pipeline has several).
   auto& world = *pipeline_->grid().world();
-  at::Tensor all = at::zeros({world.size()}, at::kDouble);
-  all[world.rank()] = wall_ > 0 ? 1.0 - busy_ / wall_ : 0.0;
+  const int here = static_cast<int>(pipeline_->executors().size());
+  at::Tensor all = at::zeros({world.size() * here}, at::kDouble);
+  for (int i = 0; i < here; ++i)
+    all[world.rank() * here + i] = wall_ > 0 && !busy_.empty() ? 1.0 - busy_[i] / wall_ : 0.0;
   world.allreduce(all)->wait();
-  const std::vector<double> idle(all.data_ptr<double>(), all.data_ptr<double>() + world.size());
+  const std::vector<double> idle(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());
   std::string line;
   for (size_t r = 0; r < idle.size(); ++r)
     line += fmt::format("{}{:.1f}%", r == 0 ? "" : " ", 100 * idle[r]);

@@ -71,7 +71,8 @@ TrainingRun::TrainingRun(const std::string& configuration, const TrainingRunFlag
       world_(joined_world(configuration, reliability.backend)),
       control_(*world_, reliability.control_plane) {
   core::init_logging(world_->rank(), log_all_ranks);
-  core::set_num_threads(threads);
+  // An in-process pipeline's workers each take this many intra-op threads.
+  core::set_num_threads(pipeline.in_process(world_->size()) ? pipeline.worker_threads : threads);
   flags_.check();
 }
 

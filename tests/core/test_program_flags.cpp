@@ -10,6 +10,9 @@
 #include "strata/programs/moe_flags.h"
 #include "strata/programs/pipeline_flags.h"
 #include "strata/programs/reliability_flags.h"
+#include "strata/programs/stage_devices.h"
+
+#include <ATen/Context.h>
 
 namespace strata::programs {
 namespace {
@@ -87,6 +90,58 @@ TEST(PipelineFlags, AnEnumTakesOnlyItsNames) {
     EXPECT_EQ(parsed.code, 1) << bad;
     EXPECT_EQ(parsed.err, "error: --recompute: " + bad + " not in {never,always,except_last}\n");
   }
+}
+
+// --devices gives one device per stage (each accel entry its own index) and the mover;
+// --threads, when given, is each in-process worker's thread count.
+TEST(PipelineFlags, DevicesBindOnePerStage) {
+  Program<PipelineFlags> program(add_pipeline_flags);
+  PipelineFlags& flags = program.flags;
+  EXPECT_EQ(flags.device_names(), (std::vector<std::string>{"cpu"}));
+  int threads = 4;
+  program.app.add_option("--threads", threads);
+  const Parsed parsed = program.parse(
+      {"--pp", "3", "--devices", "accel:nvdla,cpu,accel:shidiannao", "--threads", "2"});
+  ASSERT_EQ(parsed.code, std::nullopt) << parsed.err;
+  check_pipeline_flags(program.app, flags);
+  const auto& devices = flags.options.pipeline().devices();
+  ASSERT_EQ(devices.size(), 3u);
+  EXPECT_EQ(devices[0], c10::Device(c10::DeviceType::PrivateUse1, 0));
+  EXPECT_EQ(devices[1], c10::Device(c10::kCPU));
+  EXPECT_EQ(devices[2], c10::Device(c10::DeviceType::PrivateUse1, 1));
+  EXPECT_TRUE(static_cast<bool>(flags.options.pipeline().move_module()));
+  EXPECT_EQ(flags.device_names(),
+            (std::vector<std::string>{"accel:nvdla", "cpu", "accel:shidiannao"}));
+  EXPECT_EQ(flags.worker_threads, 2);
+}
+
+TEST(StageDevices, OneForAllGivesEachStageItsOwnDevice) {
+  const auto devices = parse_stage_devices("accel:eyeriss", 2);
+  ASSERT_EQ(devices.size(), 2u);
+  EXPECT_EQ(devices[0].device, c10::Device(c10::DeviceType::PrivateUse1, 0));
+  EXPECT_EQ(devices[1].device, c10::Device(c10::DeviceType::PrivateUse1, 1));
+  ASSERT_TRUE(devices[1].spec.has_value());
+  EXPECT_EQ(parse_stage_devices("cpu", 4).size(), 4u);
+}
+
+TEST(StageDevices, BadEntriesNameTheEntry) {
+  const std::vector<std::pair<std::pair<std::string, int>, std::string>> cases = {
+      {{"cpu,gpu", 2}, "--devices 'cpu,gpu': entry 2 'gpu' is not a device, expected cpu"},
+      {{"cpu,", 2}, "--devices 'cpu,': entry 2 is empty"},
+      {{"accel:nosuch,cpu", 2}, "--devices 'accel:nosuch,cpu': entry 1 'accel:nosuch': "},
+      {{"accel:,cpu", 2}, "entry 1 'accel:' names no accelerator"},
+      {{"cpu,cpu,cpu", 2},
+       "--devices 'cpu,cpu,cpu' has 3 entries for --pp 2, expected 2 (one "
+       "per stage) or 1 (for all)"},
+      {{"cpu,cpu", 3}, "has 2 entries for --pp 3"},
+  };
+  for (const auto& [input, message] : cases)
+    EXPECT_THAT(error_of([&] { parse_stage_devices(input.first, input.second); }),
+                HasSubstr(message))
+        << input.first;
+  if (!at::hasCUDA())
+    EXPECT_THAT(error_of([] { parse_stage_devices("cpu,cuda:0", 2); }),
+                HasSubstr("entry 2 'cuda:0': this build has no CUDA"));
 }
 
 TEST(MoEFlags, BindToTheLayerOptions) {

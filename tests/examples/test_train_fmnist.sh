@@ -64,9 +64,9 @@ expect_clean_error "checkpoint of another model" "checkpoint" "$bin" "${quick[@]
 
 # Pipeline flags: they need --pp, and --pp must fit the world and the batch.
 expect_clean_error "pipeline flag without --pp" "--schedule needs --pp 2 or more" "$bin" "${quick[@]}" --schedule gpipe
-expect_clean_error "more stages than ranks" "--pp 2 does not divide the 1 ranks" "$bin" "${quick[@]}" --pp 2
 expect_clean_error "bad schedule" "schedule" "$bin" "${quick[@]}" --pp 2 --schedule pipedream
 
+mpirun_expect_error "more stages than ranks" "--pp 4 does not divide the 2 ranks" "${quick[@]}" --pp 4
 mpirun_expect_error "micro-batches that do not divide the batch" "not divisible by --micro-batches 3" \
   "${quick[@]}" --pp 2 --micro-batches 3
 mpirun_expect_error "balance with the wrong number of stages" "balance '1,1,1' has 3 stages, expected 2" \
@@ -91,6 +91,31 @@ PY
   else fail "pipelined run: trace or metrics wrong"; fi
 else
   fail "pipelined run: $(cat "$tmp/stderr")"
+fi
+
+# One process, several devices (issue 17): without mpirun, --pp 2 runs both stages in this
+# process, one worker thread per device. On two simulated accelerators the losses are bit
+# for bit those of two CPU workers, and within 1e-5 of mpirun -np 2 --pp 2; the final
+# record names the devices.
+dev=(--threads 1 --batch 64 --epochs 1 --model mlp --pp 2 --micro-batches 4 --log-every 1 --max-steps 12)
+"$bin" "${dev[@]}" --devices cpu,cpu --metrics-out "$tmp/dcpu.jsonl" >/dev/null 2>"$tmp/stderr" \
+  || fail "one process on cpu,cpu: $(tail -1 "$tmp/stderr")"
+"$bin" "${dev[@]}" --devices accel:nvdla,accel:shidiannao --metrics-out "$tmp/daccel.jsonl" \
+  >/dev/null 2>"$tmp/stderr" || fail "one process on two accelerators: $(tail -1 "$tmp/stderr")"
+mpirun -np 2 --oversubscribe "$bin" "${dev[@]}" --metrics-out "$tmp/dmpi.jsonl" >/dev/null 2>&1 \
+  || fail "mpirun -np 2 --pp 2"
+if [[ -s $tmp/dcpu.jsonl && "$(grep '"step"' "$tmp/dcpu.jsonl" | grep -o '"loss":[^,}]*')" == \
+      "$(grep '"step"' "$tmp/daccel.jsonl" | grep -o '"loss":[^,}]*')" ]]; then
+  pass "cpu,cpu and accel:nvdla,accel:shidiannao: bit-identical losses"
+else
+  fail "cpu,cpu and accel:nvdla,accel:shidiannao losses differ"
+fi
+expect_same_losses "one process against mpirun -np 2 --pp 2" "$tmp/daccel.jsonl" "$tmp/dmpi.jsonl" 1 12 1e-5
+if grep -q '"devices":\["accel:nvdla","accel:shidiannao"\]' "$tmp/daccel.jsonl" \
+    && grep -q '"idle_fraction":\[[^],]*,[^],]*\]' "$tmp/daccel.jsonl"; then
+  pass "the final record names the devices and each worker's idle fraction"
+else
+  fail "final record: $(tail -1 "$tmp/daccel.jsonl")"
 fi
 
 # Checkpoints do not depend on the layout: a pp=2 run resumed with pp=2 is bit-exact to an

@@ -6,6 +6,8 @@
 
 #include "comm_test_support.h"
 #include "sequential_schedule.h"
+#include "strata/accel/device.h"
+#include "strata/accel/to_device.h"
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline/executor.h"
 #include "strata/parallel/pipeline/partition.h"
@@ -125,15 +127,19 @@ double reference_step(torch::nn::Sequential model, const Batch& batch) {
   return loss.item<double>();
 }
 
-// Every parameter of this rank's stages has the reference's gradient.
+// Every parameter of this rank's stages has the reference's gradient, and it and its
+// gradient are on `device`.
 void expect_gradients(const std::map<int, torch::nn::Sequential>& stages,
-                      const torch::nn::Sequential& reference) {
+                      const torch::nn::Sequential& reference,
+                      const c10::Device& device = c10::kCPU) {
   const auto expected = reference->named_parameters();
   for (const auto& [s, stage] : stages) {
     for (const auto& p : stage->named_parameters()) {
       SCOPED_TRACE("stage " + std::to_string(s) + " parameter " + p.key());
       ASSERT_TRUE(p.value().grad().defined());
-      EXPECT_LT(relative_error(p.value().grad(), expected[p.key()].grad()), kTolerance);
+      EXPECT_EQ(p.value().device(), device);
+      EXPECT_EQ(p.value().grad().device(), device);
+      EXPECT_LT(relative_error(p.value().grad().cpu(), expected[p.key()].grad()), kTolerance);
     }
   }
 }
@@ -145,17 +151,26 @@ struct ScheduleCase {
 const std::vector<ScheduleCase> kScheduleCases = {
     {"gpipe", 1}, {"1f1b", 1}, {"interleaved", 2}, {"zb-h1", 1}};
 
-// What a check runs: a model and the executor's recompute option (tied models get their
-// groups from find_tied_parameters).
+// What a check runs: a model, the executor's recompute option (tied models get their
+// groups from find_tied_parameters), and where the stages live: the CPU, or rank r's on
+// simulated accelerator r (accel::device(r)), so that every tensor between stages crosses
+// from one device to another.
 struct Variant {
   ModelKind model = ModelKind::Plain;
   Recompute recompute = Recompute::Never;
+  bool on_accelerators = false;
 };
 
-PipelineExecutorOptions executor_options(const Variant& v, const torch::nn::Sequential& model) {
+c10::Device rank_device(const Variant& v, int rank) {
+  return v.on_accelerators ? accel::device(rank) : c10::Device(c10::kCPU);
+}
+
+PipelineExecutorOptions executor_options(const Variant& v, const torch::nn::Sequential& model,
+                                         int rank) {
   return PipelineExecutorOptions()
       .recompute(v.recompute)
-      .tied_parameters(find_tied_parameters(*model));
+      .tied_parameters(find_tied_parameters(*model))
+      .device(rank_device(v, rank));
 }
 
 // One step of `name` with K = comm.size() ranks and M micro-batches against the reference.
@@ -163,7 +178,7 @@ void check_schedule(Communicator& comm, const ScheduleCase& c, int micro_batches
                     const Variant& v = {}) {
   SCOPED_TRACE(c.name + " v " + std::to_string(c.virtual_stages) + " K " +
                std::to_string(comm.size()) + " M " + std::to_string(micro_batches) + " recompute " +
-               to_string(v.recompute));
+               to_string(v.recompute) + (v.on_accelerators ? " on accelerators" : ""));
   if (c.name == "interleaved" && micro_batches % comm.size() != 0) {
     // The one combination a generator does not make: it must refuse it, not run it.
     expect_error(
@@ -183,15 +198,17 @@ void check_schedule(Communicator& comm, const ScheduleCase& c, int micro_batches
       for (auto& p : stage->named_parameters())
         if (p.key() == "14.weight") p.value().add_(1);
   }
+  const c10::Device device = rank_device(v, comm.rank());
+  for (auto& [s, stage] : stages) accel::to_device(stage, device);
   PipelineExecutor executor(stages, comm.shared_from_this(), schedule, mse,
-                            executor_options(v, model));
+                            executor_options(v, model, comm.rank()));
   const Batch batch = make_batch(24);
   const double loss = executor.train_step(batch.inputs, batch.targets);
 
   auto reference = make_model(v.model);
   const double expected = reference_step(reference, batch);
   EXPECT_NEAR(loss, expected, kTolerance * std::abs(expected));
-  expect_gradients(stages, reference);
+  expect_gradients(stages, reference, device);
 
   const auto& program = schedule.ranks[comm.rank()];
   const auto& records = executor.records();
@@ -259,12 +276,16 @@ void check_sgd_steps(Communicator& comm, const Variant& v) {
   const auto schedule = make_pipeline_schedule("1f1b", comm.size(), 3);
   auto model = make_model(v.model);
   auto stages = my_stages(model, schedule, comm.rank());
+  const c10::Device device = rank_device(v, comm.rank());
   std::vector<at::Tensor> parameters;
-  for (const auto& [s, stage] : stages)
+  for (auto& [s, stage] : stages) {
+    accel::to_device(stage, device);
     for (const auto& p : stage->parameters()) parameters.push_back(p);
+  }
+  // Made after the move: the momentum buffers live on the stage's device.
   torch::optim::SGD sgd(distinct(parameters), torch::optim::SGDOptions(0.1).momentum(0.9));
   PipelineExecutor executor(stages, comm.shared_from_this(), schedule, mse,
-                            executor_options(v, model));
+                            executor_options(v, model, comm.rank()));
 
   auto reference = make_model(v.model);
   torch::optim::SGD reference_sgd(distinct(reference->parameters()),
@@ -280,12 +301,63 @@ void check_sgd_steps(Communicator& comm, const Variant& v) {
   }
   const auto expected = reference->named_parameters();
   for (const auto& [s, stage] : stages)
-    for (const auto& p : stage->named_parameters())
-      EXPECT_LT(relative_error(p.value(), expected[p.key()]), kTolerance) << p.key();
+    for (const auto& p : stage->named_parameters()) {
+      EXPECT_EQ(p.value().device(), device) << p.key();
+      EXPECT_LT(relative_error(p.value().cpu(), expected[p.key()]), kTolerance) << p.key();
+    }
+  for (const auto& group : sgd.param_groups())
+    for (const auto& p : group.params()) {
+      const auto& state = static_cast<const torch::optim::SGDParamState&>(
+          *sgd.state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+      EXPECT_EQ(state.momentum_buffer().device(), device);
+    }
 }
 
 TEST(PipelineExecutor, OptimizerStepsEqualSingleProcessSgd) {
   run_in_process(2, [](Communicator& comm) { check_sgd_steps(comm, {}); });
+}
+
+// ---- Stages on devices: rank r's stages on simulated accelerator r ----------------------
+
+// Every schedule of the registry, K in {2, 4}, M in {1, 3, 8}: the loss and gradients of the
+// single-process run, with every parameter and gradient on its stage's device.
+TEST(PipelineExecutorDevices, EveryScheduleOnSimulatedAcceleratorsMatchesSingleProcess) {
+  register_sequential_schedule();
+  for (const ScheduleCase& c : kScheduleCases)
+    check_all_micro_batches(c, {ModelKind::Plain, Recompute::Never, true});
+  check_all_micro_batches({kSequentialSchedule, 1}, {ModelKind::Plain, Recompute::Never, true});
+}
+
+// Recomputation, skip connections and tied weights across devices, on fewer combinations.
+TEST(PipelineExecutorDevices, RecomputeSkipsAndTiedWeightsOnSimulatedAccelerators) {
+  for (int ranks : {2, 4})
+    run_in_process(ranks, [](Communicator& comm) {
+      for (const ScheduleCase& c : kScheduleCases) {
+        check_schedule(comm, c, 8, {ModelKind::Skip, Recompute::Always, true});
+        check_schedule(comm, c, 3, {ModelKind::Tied, Recompute::ExceptLast, true});
+      }
+      check_schedule(comm, {"zb-h1", 1}, 3, {ModelKind::InPlace, Recompute::Never, true});
+    });
+}
+
+TEST(PipelineExecutorDevices, OptimizerStateLivesOnTheStagesDevice) {
+  run_in_process(2, [](Communicator& comm) {
+    check_sgd_steps(comm, {ModelKind::Plain, Recompute::Never, true});
+    check_sgd_steps(comm, {ModelKind::Tied, Recompute::Never, true});
+  });
+}
+
+TEST(PipelineExecutorDevices, RejectsStagesNotOnTheirDevice) {
+  run_in_process(2, [](Communicator& comm) {
+    const auto schedule = make_pipeline_schedule("1f1b", comm.size(), 2);
+    auto stages = my_stages(make_model(), schedule, comm.rank());
+    expect_error(
+        [&] {
+          PipelineExecutor executor(stages, comm.shared_from_this(), schedule, mse,
+                                    PipelineExecutorOptions().device(accel::device(comm.rank())));
+        },
+        "is on cpu, expected privateuseone:");
+  });
 }
 
 TEST(PipelineExecutor, ShapesMayChangeBetweenSteps) {

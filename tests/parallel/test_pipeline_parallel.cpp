@@ -8,6 +8,8 @@
 #include "comm_test_support.h"
 #include "core/checkpoint_compare.h"
 #include "core/test_util.h"
+#include "strata/accel/device.h"
+#include "strata/accel/to_device.h"
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline/pipeline_parallel.h"
 
@@ -220,6 +222,142 @@ TEST(PipelineParallel, ErrorsReachEveryRank) {
 }
 
 // Over the whole mpirun job: pp = 2 and dp = world / 2.
+// ---- In-process pipelines: one process, one worker thread per device ---------------------
+
+PipelineParallelOptions on_devices(const std::vector<c10::Device>& devices) {
+  return PipelineParallelOptions().devices(devices).move_module(
+      [](torch::nn::Module& module, const c10::Device& device) {
+        accel::to_device(module, device);
+      });
+}
+
+// A world of one process with K devices runs the K pipeline ranks as threads: every
+// schedule gives the single-process loss and gradients, with every parameter and gradient
+// on its rank's device.
+TEST(PipelineParallelDevices, InProcessPipelineMatchesSingleProcess) {
+  const std::vector<std::tuple<std::string, int, int, Recompute>> cases = {
+      {"gpipe", 2, 1, Recompute::Never},
+      {"1f1b", 4, 1, Recompute::Always},
+      {"zb-h1", 2, 1, Recompute::ExceptLast},
+      {"interleaved", 2, 2, Recompute::Never}};
+  for (const bool accelerators : {false, true})
+    for (const auto& [schedule, ranks, virtual_stages, recompute] : cases) {
+      SCOPED_TRACE(schedule + (accelerators ? " on accelerators" : " on cpu"));
+      std::vector<c10::Device> devices;
+      for (int r = 0; r < ranks; ++r)
+        devices.push_back(accelerators ? accel::device(r) : c10::Device(c10::kCPU));
+      run_in_process(1, [&](Communicator& comm) {
+        const Batch batch = make_batch(24, 1);
+        ProcessGrid grid(comm.shared_from_this());
+        PipelineParallel pipe(make_classifier(), grid, cross_entropy, batch.inputs,
+                              on_devices(devices)
+                                  .schedule(schedule)
+                                  .micro_batches(4)
+                                  .virtual_stages(virtual_stages)
+                                  .recompute(recompute));
+        ASSERT_EQ(pipe.executors().size(), static_cast<size_t>(ranks));
+        const double loss = pipe.train_step(batch.inputs, batch.labels);
+        auto reference = make_classifier();
+        const at::Tensor expected = cross_entropy(reference->forward(batch.inputs), batch.labels);
+        expected.backward();
+        EXPECT_NEAR(loss, expected.item<double>(), kTolerance * expected.item<double>());
+        const auto want = reference->named_parameters();
+        for (const auto& [s, stage] : pipe.stages()) {
+          const c10::Device device = devices[s % ranks];
+          for (const auto& p : stage->named_parameters()) {
+            SCOPED_TRACE("stage " + std::to_string(s) + " " + p.key());
+            ASSERT_TRUE(p.value().grad().defined());
+            EXPECT_EQ(p.value().device(), device);
+            EXPECT_EQ(p.value().grad().device(), device);
+            EXPECT_LT(relative_error(p.value().grad().cpu(), want[p.key()].grad()), kTolerance);
+          }
+        }
+        EXPECT_LT(
+            relative_error(pipe.evaluate(batch.inputs), make_classifier()->forward(batch.inputs)),
+            1e-6);
+      });
+    }
+}
+
+// Training on two simulated accelerators gives bit for bit the losses and parameters of
+// training on two CPU workers, and both equal a pipeline of two in-process ranks.
+TEST(PipelineParallelDevices, SimulatedAcceleratorsAreBitIdenticalToTheCpu) {
+  const auto train = [](const PipelineParallelOptions& options, Communicator& comm, int pp) {
+    const Batch sample = make_batch(24, 0);
+    ProcessGrid grid(comm.shared_from_this(), ProcessGridOptions().pipeline_parallel(pp));
+    PipelineParallel pipe(make_classifier(), grid, cross_entropy, sample.inputs,
+                          PipelineParallelOptions(options).micro_batches(3));
+    torch::optim::SGD sgd(pipe.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+    std::vector<double> losses;
+    for (int step = 0; step < 3; ++step) {
+      const Batch batch = make_batch(24, 30 + step);
+      sgd.zero_grad();
+      losses.push_back(pipe.train_step(batch.inputs, batch.labels, &sgd));
+    }
+    std::map<std::string, at::Tensor> parameters;
+    for (const auto& p : pipe.local_module().named_parameters())
+      parameters[p.key()] = p.value().cpu();
+    return std::make_pair(losses, parameters);
+  };
+  std::pair<std::vector<double>, std::map<std::string, at::Tensor>> cpu, accelerators, ranks;
+  run_in_process(1, [&](Communicator& comm) {
+    cpu = train(on_devices({c10::kCPU, c10::kCPU}), comm, 1);
+    accelerators = train(on_devices({accel::device(0), accel::device(1)}), comm, 1);
+  });
+  run_in_process(2, [&](Communicator& comm) {
+    auto mine = train({}, comm, 2);
+    if (comm.rank() == 0) ranks.first = mine.first;
+  });
+  EXPECT_EQ(accelerators.first, cpu.first);
+  ASSERT_EQ(accelerators.second.size(), cpu.second.size());
+  for (const auto& [name, value] : cpu.second)
+    EXPECT_TRUE(at::equal(accelerators.second.at(name), value)) << name;
+  ASSERT_EQ(ranks.first.size(), cpu.first.size());
+  for (size_t i = 0; i < cpu.first.size(); ++i)
+    EXPECT_NEAR(cpu.first[i], ranks.first[i], kTolerance * ranks.first[i]) << "step " << i;
+}
+
+TEST(PipelineParallelDevices, RejectsWhatAnInProcessPipelineCannotHold) {
+  run_in_process(1, [](Communicator& comm) {
+    const Batch batch = make_batch(8, 1);
+    ProcessGrid grid(comm.shared_from_this());
+    torch::nn::Linear first(6, 6), last(6, 3);
+    torch::nn::Linear tied(6, 6);
+    tied->weight = tied->register_parameter("weight", first->weight);
+    torch::nn::Sequential model(first, torch::nn::Tanh(), tied, torch::nn::Tanh(), last);
+    expect_error(
+        [&] {
+          PipelineParallel pipe(model, grid, cross_entropy, batch.inputs,
+                                PipelineParallelOptions()
+                                    .devices({c10::kCPU, c10::kCPU})
+                                    .micro_batches(2)
+                                    .balance("2,3"));
+        },
+        "is tied to '2.weight' across in-process pipeline ranks 0 and 1");
+    torch::nn::Sequential dropout(torch::nn::Linear(6, 6), torch::nn::Dropout(0.1),
+                                  torch::nn::Linear(6, 3));
+    expect_error(
+        [&] {
+          PipelineParallel pipe(dropout, grid, cross_entropy, batch.inputs,
+                                PipelineParallelOptions()
+                                    .devices({c10::kCPU, c10::kCPU})
+                                    .micro_batches(2)
+                                    .recompute(Recompute::Always));
+        },
+        "in an in-process pipeline: its workers share one random generator");
+  });
+  run_in_process(2, [](Communicator& comm) {
+    const Batch batch = make_batch(8, 1);
+    expect_error(
+        [&] {
+          make_pipeline(comm, 2, make_classifier(), batch,
+                        PipelineParallelOptions().micro_batches(2).devices(
+                            {c10::kCPU, c10::kCPU, c10::kCPU}));
+        },
+        "pipeline: 3 devices for 2 pipeline ranks, expected one or one per rank");
+  });
+}
+
 TEST(MpiPipelineParallel, PipelineTimesDataParallelMatchesSingleProcess) {
   run_mpi([](Communicator& comm) {
     if (comm.size() % 2 != 0) GTEST_SKIP() << "needs an even world";

@@ -61,13 +61,24 @@ struct InProcessRendezvous {
   int departed = 0;
 };
 
+// A tensor handed over by isend_tensor without a copy: the send completes once the
+// receiver has made its own copy.
+struct InProcessHandover {
+  bool taken = false;
+};
+
+struct InProcessMessage {
+  at::Tensor tensor;
+  std::shared_ptr<InProcessHandover> handover;  // null for a buffered isend
+};
+
 struct InProcessPendingRecv {
-  at::Tensor message;
+  InProcessMessage message;
   bool arrived = false;
 };
 
 struct InProcessMailbox {
-  std::deque<at::Tensor> messages;                              // sent, not yet received
+  std::deque<InProcessMessage> messages;                        // sent, not yet received
   std::deque<std::shared_ptr<InProcessPendingRecv>> receivers;  // posted, not yet matched
 };
 
@@ -240,14 +251,18 @@ class InProcessWork final : public Work {
 };
 
 // Done when a message has arrived and been copied into the tensor.
-class InProcessRecvWork final : public Work {
+// A receive: into a given tensor (irecv), or of a whole tensor onto a device
+// (irecv_tensor, when `tensor` is undefined).
+class InProcessRecvWork final : public TensorWork {
  public:
   InProcessRecvWork(std::shared_ptr<InProcessGroup> group,
                     std::shared_ptr<detail::InProcessPendingRecv> pending, at::Tensor tensor,
-                    int src, int tag, int rank)
+                    int src, int tag, int rank, c10::Device device = c10::kCPU)
       : group_(std::move(group)),
         pending_(std::move(pending)),
         tensor_(std::move(tensor)),
+        whole_(!tensor_.defined()),
+        device_(device),
         src_(src),
         tag_(tag),
         rank_(rank) {}
@@ -284,19 +299,32 @@ class InProcessRecvWork final : public Work {
     return done_;
   }
 
+  at::Tensor tensor() override { return result_; }
+
  private:
   // The message is ours alone once it has arrived: no lock needed to read it.
   void complete() {
     try {
-      const at::Tensor& message = pending_->message;
-      STRATA_CHECK(message.scalar_type() == tensor_.scalar_type(), "recv from rank ", src_,
-                   " (tag ", tag_, ") dtype: got ", c10::toString(message.scalar_type()),
-                   ", expected ", c10::toString(tensor_.scalar_type()),
-                   " (the receiving tensor's)");
-      detail::check_received_numel(message.numel(), tensor_.numel(), src_, tag_);
-      tensor_.copy_(message.reshape(tensor_.sizes()));
+      const at::Tensor& message = pending_->message.tensor;
+      if (whole_) {
+        // The one copy between the two ranks' devices.
+        result_ = message.to(message.options().device(device_), /*non_blocking=*/false,
+                             /*copy=*/true);
+      } else {
+        STRATA_CHECK(message.scalar_type() == tensor_.scalar_type(), "recv from rank ", src_,
+                     " (tag ", tag_, ") dtype: got ", c10::toString(message.scalar_type()),
+                     ", expected ", c10::toString(tensor_.scalar_type()),
+                     " (the receiving tensor's)");
+        detail::check_received_numel(message.numel(), tensor_.numel(), src_, tag_);
+        tensor_.copy_(message.reshape(tensor_.sizes()));
+      }
     } catch (...) {
       error_ = std::current_exception();
+    }
+    if (const auto& handover = pending_->message.handover) {
+      std::lock_guard<std::mutex> lock(group_->job->mutex);
+      handover->taken = true;
+      group_->job->changed.notify_all();
     }
     pending_.reset();
     tensor_ = at::Tensor();
@@ -305,11 +333,43 @@ class InProcessRecvWork final : public Work {
 
   std::shared_ptr<InProcessGroup> group_;
   std::shared_ptr<detail::InProcessPendingRecv> pending_;
-  at::Tensor tensor_;
+  at::Tensor tensor_, result_;
+  const bool whole_;
+  const c10::Device device_;
   const int src_, tag_, rank_;
   std::mutex mutex_;
   bool done_ = false;
   std::exception_ptr error_;
+};
+
+// isend_tensor's Work: done when the receiver has copied the tensor.
+class InProcessHandoverWork final : public Work {
+ public:
+  InProcessHandoverWork(std::shared_ptr<InProcessGroup> group,
+                        std::shared_ptr<detail::InProcessHandover> handover, int dst, int tag,
+                        int rank)
+      : group_(std::move(group)),
+        handover_(std::move(handover)),
+        dst_(dst),
+        tag_(tag),
+        rank_(rank) {}
+
+  void wait() override {
+    std::unique_lock<std::mutex> lock(group_->job->mutex);
+    wait_for_ranks(
+        lock, *group_, [&] { return handover_->taken; }, [&] { return std::vector<int>{dst_}; },
+        strata::detail::concat("send of a tensor on rank ", rank_, " to rank ", dst_, " (tag ",
+                               tag_, ")"));
+  }
+  bool is_completed() override {
+    std::lock_guard<std::mutex> lock(group_->job->mutex);
+    return handover_->taken;
+  }
+
+ private:
+  std::shared_ptr<InProcessGroup> group_;
+  std::shared_ptr<detail::InProcessHandover> handover_;
+  const int dst_, tag_, rank_;
 };
 
 }  // namespace
@@ -465,6 +525,12 @@ WorkPtr InProcessCommunicator::isend(const at::Tensor& tensor, int dst, int tag)
   at::Tensor message = tensor.clone(at::MemoryFormat::Contiguous);
   std::lock_guard<std::mutex> lock(group_->job->mutex);
   throw_if_aborted(*group_->job);
+  deliver({std::move(message), nullptr}, dst, tag);
+  return std::make_shared<CompletedWork>();
+}
+
+// Lock held: to the oldest receive posted for (this rank, dst, tag), or into the mailbox.
+void InProcessCommunicator::deliver(detail::InProcessMessage message, int dst, int tag) {
   auto& mailbox = group_->mailboxes[{rank_, dst, tag}];
   if (mailbox.receivers.empty()) {
     mailbox.messages.push_back(std::move(message));
@@ -475,13 +541,34 @@ WorkPtr InProcessCommunicator::isend(const at::Tensor& tensor, int dst, int tag)
     mailbox.receivers.pop_front();
     group_->job->changed.notify_all();
   }
-  return std::make_shared<CompletedWork>();
+}
+
+std::vector<WorkPtr> InProcessCommunicator::isend_tensor(const at::Tensor& tensor, int dst,
+                                                         int tag) {
+  detail::check_defined(tensor, "isend_tensor tensor");
+  detail::check_peer(dst, size(), "isend_tensor dst");
+  detail::check_tag(tag, "isend_tensor");
+  auto handover = std::make_shared<detail::InProcessHandover>();
+  std::lock_guard<std::mutex> lock(group_->job->mutex);
+  throw_if_aborted(*group_->job);
+  deliver({tensor, handover}, dst, tag);
+  return {std::make_shared<InProcessHandoverWork>(group_, handover, dst, tag, rank_)};
 }
 
 WorkPtr InProcessCommunicator::irecv(at::Tensor& tensor, int src, int tag) {
   detail::check_defined(tensor, "irecv tensor");
-  detail::check_peer(src, size(), "irecv src");
-  detail::check_tag(tag, "irecv");
+  return post_receive(tensor, src, tag, c10::kCPU, "irecv");
+}
+
+TensorWorkPtr InProcessCommunicator::irecv_tensor(int src, int tag, const c10::Device& device) {
+  return post_receive(at::Tensor(), src, tag, device, "irecv_tensor");
+}
+
+std::shared_ptr<TensorWork> InProcessCommunicator::post_receive(const at::Tensor& tensor, int src,
+                                                                int tag, const c10::Device& device,
+                                                                const char* what) {
+  detail::check_peer(src, size(), strata::detail::concat(what, " src").c_str());
+  detail::check_tag(tag, what);
   auto pending = std::make_shared<detail::InProcessPendingRecv>();
   {
     std::lock_guard<std::mutex> lock(group_->job->mutex);
@@ -495,7 +582,7 @@ WorkPtr InProcessCommunicator::irecv(at::Tensor& tensor, int src, int tag) {
       mailbox.messages.pop_front();
     }
   }
-  return std::make_shared<InProcessRecvWork>(group_, pending, tensor, src, tag, rank_);
+  return std::make_shared<InProcessRecvWork>(group_, pending, tensor, src, tag, rank_, device);
 }
 
 WorkPtr InProcessCommunicator::allreduce(at::Tensor& tensor, ReduceOp op) {

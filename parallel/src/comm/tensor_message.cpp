@@ -27,17 +27,76 @@ at::Tensor allocate_from_header(const at::Tensor& header) {
   return at::empty(sizes, at::TensorOptions().dtype(static_cast<at::ScalarType>(h[0])));
 }
 
+namespace {
+
+// The header, then (once the header is in) the data into a CPU tensor the header
+// describes, then a copy onto the asked device.
+class HeaderDataWork final : public TensorWork {
+ public:
+  HeaderDataWork(Communicator& comm, int src, int tag, const c10::Device& device)
+      : comm_(comm),
+        src_(src),
+        tag_(tag),
+        device_(device),
+        header_(at::empty({kTensorMessageHeaderLength}, at::kLong)),
+        header_work_(comm.irecv(header_, src, tag)) {}
+
+  void wait() override {
+    if (!data_work_) {
+      header_work_->wait();
+      post_data();
+    }
+    data_work_->wait();
+    finish();
+  }
+  bool is_completed() override {
+    if (!data_work_) {
+      if (!header_work_->is_completed()) return false;
+      post_data();
+    }
+    if (!data_work_->is_completed()) return false;
+    finish();
+    return true;
+  }
+  at::Tensor tensor() override { return data_; }
+
+ private:
+  void post_data() {
+    data_ = allocate_from_header(header_);
+    data_work_ = comm_.irecv(data_, src_, tag_);
+  }
+  void finish() {
+    if (!data_.device().is_cpu() || device_.is_cpu()) return;
+    data_ = data_.to(device_);
+  }
+
+  Communicator& comm_;
+  const int src_, tag_;
+  const c10::Device device_;
+  at::Tensor header_, data_;
+  WorkPtr header_work_, data_work_;
+};
+
+}  // namespace
+
+std::vector<WorkPtr> Communicator::isend_tensor(const at::Tensor& tensor, int dst, int tag) {
+  at::Tensor data = tensor.contiguous();
+  if (!supports_device(data.device())) data = data.cpu();
+  return {isend(tensor_message_header(data), dst, tag), isend(data, dst, tag)};
+}
+
+TensorWorkPtr Communicator::irecv_tensor(int src, int tag, const c10::Device& device) {
+  return std::make_shared<HeaderDataWork>(*this, src, tag, device);
+}
+
 std::vector<WorkPtr> isend_tensor(Communicator& comm, const at::Tensor& tensor, int dst, int tag) {
-  const at::Tensor data = tensor.contiguous();
-  return {comm.isend(tensor_message_header(data), dst, tag), comm.isend(data, dst, tag)};
+  return comm.isend_tensor(tensor, dst, tag);
 }
 
 at::Tensor recv_tensor(Communicator& comm, int src, int tag) {
-  at::Tensor header = at::empty({kTensorMessageHeaderLength}, at::kLong);
-  comm.recv(header, src, tag);
-  at::Tensor data = allocate_from_header(header);
-  comm.recv(data, src, tag);
-  return data;
+  TensorWorkPtr work = comm.irecv_tensor(src, tag);
+  work->wait();
+  return work->tensor();
 }
 
 at::Tensor broadcast_tensor(Communicator& comm, const at::Tensor& tensor, int root) {

@@ -16,8 +16,8 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, CommunicatorPtr worl
                                PipelineLoss loss, const at::Tensor& sample_batch,
                                HybridParallelOptions options)
     : HybridParallel(std::move(model),
-                     ProcessGrid(std::move(world), ProcessGridOptions().pipeline_parallel(
-                                                       options.pipeline_parallel())),
+                     ProcessGrid(world, ProcessGridOptions().pipeline_parallel(
+                                            world->size() == 1 ? 1 : options.pipeline_parallel())),
                      std::move(loss), sample_batch, options) {}
 
 HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, PipelineLoss loss,
@@ -25,9 +25,11 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, Pi
     : grid_(std::move(grid)),
       loss_(std::move(loss)),
       expert_parameters_(options.pipeline().expert_parameters()) {
-  STRATA_CHECK(grid_.pipeline_size() == options.pipeline_parallel(), "hybrid parallel: a grid of ",
-               grid_.pipeline_size(), " pipeline stages, but options for ",
-               options.pipeline_parallel());
+  // A world of one process runs a pipeline's ranks as threads (PipelineParallelOptions::devices).
+  const bool in_process = grid_.world()->size() == 1 && options.pipeline_parallel() > 1;
+  STRATA_CHECK(grid_.pipeline_size() == (in_process ? 1 : options.pipeline_parallel()),
+               "hybrid parallel: a grid of ", grid_.pipeline_size(),
+               " pipeline stages, but options for ", options.pipeline_parallel());
   if (options.pipeline_parallel() == 1) {
     model_ = model;
     ddp_ = std::make_unique<DistributedDataParallel>(
@@ -37,8 +39,12 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, Pi
             .expert_parameters(expert_parameters_)
             .expert_data_parallel_group(grid_.expert_data_parallel()));
   } else {
-    pipeline_ =
-        std::make_unique<PipelineParallel>(model, grid_, loss_, sample_batch, options.pipeline());
+    PipelineParallelOptions pipeline = options.pipeline();
+    if (in_process && pipeline.devices().size() <= 1)
+      pipeline.devices(std::vector<c10::Device>(
+          options.pipeline_parallel(),
+          pipeline.devices().empty() ? c10::Device(c10::kCPU) : pipeline.devices()[0]));
+    pipeline_ = std::make_unique<PipelineParallel>(model, grid_, loss_, sample_batch, pipeline);
   }
 }
 

@@ -20,7 +20,6 @@
 #include "strata/core/error.h"
 #include "strata/core/fault_injection.h"
 #include "strata/core/flight_recorder.h"
-#include "strata/parallel/comm/tensor_message.h"
 #include "strata/parallel/pipeline/skip.h"
 
 namespace strata::parallel {
@@ -195,7 +194,7 @@ at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
     saved.output = output;
     return {};
   }
-  at::Tensor loss = loss_(output, target_chunks_[micro_batch]);
+  at::Tensor loss = loss_(output, target_chunks_[micro_batch].to(options_.device()));
   // The one place the loss is scaled: gradients summed over M micro-batches are then
   // the gradient of the batch's mean loss.
   saved.output = loss / schedule_.num_micro_batches;
@@ -205,7 +204,7 @@ at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
 void PipelineExecutor::forward(int stage, int micro_batch) {
   auto saved = std::make_unique<Saved>();
   if (stage == 0) {
-    saved->input = input_chunks_[micro_batch];
+    saved->input = input_chunks_[micro_batch].to(options_.device());
   } else {
     auto it = activations_.find({stage - 1, micro_batch});
     // verify_schedule guarantees it is there; a failure here is an executor bug.
@@ -415,8 +414,8 @@ int PipelineExecutor::skip_tag(bool gradient, int route, int micro_batch) const 
 }
 
 void PipelineExecutor::isend(const at::Tensor& tensor, int peer, int tag) {
-  // The Works keep both tensors alive until the sends complete (waited at the step's end).
-  for (auto& work : isend_tensor(*comm_, tensor, peer, tag)) sends_.push_back(std::move(work));
+  // The Works keep the tensor alive until the sends complete (waited at the step's end).
+  for (auto& work : comm_->isend_tensor(tensor, peer, tag)) sends_.push_back(std::move(work));
 }
 
 void PipelineExecutor::send(const PipelineInstruction& in) {
@@ -430,12 +429,7 @@ void PipelineExecutor::send(const PipelineInstruction& in) {
 }
 
 void PipelineExecutor::post_receive(int source, int tag) {
-  auto pending = std::make_unique<PendingRecv>();
-  pending->source = source;
-  pending->tag = tag;
-  pending->header = at::empty({kTensorMessageHeaderLength}, at::kLong);
-  pending->header_work = comm_->irecv(pending->header, source, tag);
-  receives_[tag] = std::move(pending);
+  receives_[tag] = comm_->irecv_tensor(source, tag, options_.device());
 }
 
 void PipelineExecutor::post_receives() {
@@ -458,29 +452,19 @@ void PipelineExecutor::post_receives() {
   }
 }
 
-// Posts the data receive of every message whose header has arrived, so that the data
-// moves while this rank computes.
+// Lets every pending receive progress (over MPI: posts the data of each message whose
+// header is in), so that the data moves while this rank computes.
 void PipelineExecutor::progress_receives() {
-  for (auto& [tag, pending] : receives_) {
-    if (pending->data_work || !pending->header_work->is_completed()) continue;
-    pending->data = allocate_from_header(pending->header);
-    pending->data_work = comm_->irecv(pending->data, pending->source, pending->tag);
-  }
+  for (auto& [tag, work] : receives_) work->is_completed();
 }
 
 at::Tensor PipelineExecutor::complete_receive(int tag) {
   auto it = receives_.find(tag);
   STRATA_CHECK(it != receives_.end(), "pipeline executor: no receive posted for tag ", tag);
-  PendingRecv& pending = *it->second;
-  if (!pending.data_work) {
-    pending.header_work->wait();
-    pending.data = allocate_from_header(pending.header);
-    pending.data_work = comm_->irecv(pending.data, pending.source, pending.tag);
-  }
-  pending.data_work->wait();
-  at::Tensor data = pending.data;
+  TensorWorkPtr work = std::move(it->second);
   receives_.erase(it);
-  return data;
+  work->wait();
+  return work->tensor();
 }
 
 void PipelineExecutor::receive(const PipelineInstruction& in) {

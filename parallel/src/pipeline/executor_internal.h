@@ -72,10 +72,4 @@ struct PipelineExecutor::Saved {
   std::vector<at::Tensor> roots, root_gradients;
 };
 
-struct PipelineExecutor::PendingRecv {
-  int source = -1, tag = 0;
-  at::Tensor header, data;
-  WorkPtr header_work, data_work;
-};
-
 }  // namespace strata::parallel

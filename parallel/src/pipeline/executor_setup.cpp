@@ -117,6 +117,20 @@ PipelineExecutor::PipelineExecutor(std::map<int, torch::nn::Sequential> stages,
 
 PipelineExecutor::~PipelineExecutor() = default;
 
+void PipelineExecutor::check_placement() const {
+  const c10::Device& device = options_.device();
+  for (const auto& [s, module] : stages_) {
+    for (const auto& p : module->named_parameters())
+      STRATA_CHECK(p.value().device() == device, "pipeline executor: parameter '", p.key(),
+                   "' of stage ", s, " is on ", p.value().device(), ", expected ", device,
+                   " (the stage's device): move the stage there first");
+    for (const auto& b : module->named_buffers())
+      STRATA_CHECK(b.value().device() == device, "pipeline executor: buffer '", b.key(),
+                   "' of stage ", s, " is on ", b.value().device(), ", expected ", device,
+                   " (the stage's device): move the stage there first");
+  }
+}
+
 // Every rank knows only its own stages, so the ranks exchange what their stages stash,
 // pop and hold (one line each), and each rank derives the same routes and groups. A
 // mistake in one rank's stages travels in the exchange too, so that every rank raises an
@@ -127,6 +141,7 @@ void PipelineExecutor::exchange_stage_contents() {
   std::ostringstream mine;
   std::map<std::string, at::Tensor> my_parameters;
   try {
+    check_placement();
     for (int s = 0; s < schedule_.num_stages; ++s) {
       if (schedule_.rank_of_stage(s) != rank) continue;
       auto it = stages_.find(s);
@@ -222,7 +237,7 @@ void PipelineExecutor::exchange_stage_contents() {
     // Every copy starts from the lowest holding rank's value.
     torch::NoGradGuard no_grad;
     at::Tensor value = group.copies[0].detach().clone();
-    group.comm->broadcast(value, 0)->wait();
+    broadcast_anywhere(*group.comm, value, 0)->wait();
     for (auto& copy : group.copies) copy.copy_(value);
     tied_groups_.push_back(std::move(group));
   }
@@ -244,7 +259,7 @@ void PipelineExecutor::sync_tied_gradients() {
     at::Tensor sum = at::zeros_like(group.copies[0]);
     for (const auto& copy : group.copies)
       if (copy.grad().defined()) sum.add_(copy.grad());
-    group.comm->allreduce(sum, ReduceOp::Sum)->wait();
+    allreduce_anywhere(*group.comm, sum, ReduceOp::Sum)->wait();
     for (auto& copy : group.copies) {
       if (copy.grad().defined())
         copy.mutable_grad().copy_(sum);

@@ -4,22 +4,132 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
 #include "strata/core/parameters.h"
+#include "strata/parallel/comm/inprocess_communicator.h"
 #include "strata/parallel/comm/tensor_message.h"
 #include "strata/parallel/data/expert_checkpoint.h"
 #include "strata/parallel/pipeline/schedule_registry.h"
 
 namespace strata::parallel {
 
+namespace pipeline_detail {
+
+// One thread per in-process pipeline rank, kept for the pipeline's life (so that each
+// rank's thread-local state, its intra-op threads among them, is set up once). run() runs
+// task(r) on thread r for every r and returns when all are done, rethrowing the first
+// error; a rank that fails aborts the group first, so that the others stop waiting for it.
+class DeviceWorkers {
+ public:
+  using Abort = std::function<void(int rank, const std::string& reason)>;
+  DeviceWorkers(int ranks, Abort abort) : abort_(std::move(abort)), errors_(ranks) {
+    for (int r = 0; r < ranks; ++r) threads_.emplace_back([this, r] { loop(r); });
+  }
+  ~DeviceWorkers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& thread : threads_) thread.join();
+  }
+  DeviceWorkers(const DeviceWorkers&) = delete;
+  DeviceWorkers& operator=(const DeviceWorkers&) = delete;
+
+  void run(const std::function<void(int rank)>& task) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    task_ = &task;
+    running_ = static_cast<int>(threads_.size());
+    ++generation_;
+    for (auto& error : errors_) error = nullptr;
+    wake_.notify_all();
+    done_.wait(lock, [&] { return running_ == 0; });
+    task_ = nullptr;
+    for (auto& error : errors_)
+      if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  void loop(int rank) {
+    at::init_num_threads();  // the process's intra-op thread count, on this thread too
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int)>* task = nullptr;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+        task = task_;
+      }
+      std::exception_ptr error;
+      try {
+        (*task)(rank);
+      } catch (const std::exception& e) {
+        error = std::current_exception();
+        abort_(rank, e.what());
+      } catch (...) {
+        error = std::current_exception();
+        abort_(rank, "unknown error");
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      errors_[rank] = error;
+      if (--running_ == 0) done_.notify_all();
+    }
+  }
+
+  Abort abort_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int)>* task_ = nullptr;
+  uint64_t generation_ = 0;
+  int running_ = 0;
+  bool stopping_ = false;
+  std::vector<std::exception_ptr> errors_;
+  std::vector<std::thread> threads_;  // last: started once the members they use exist
+};
+
+}  // namespace pipeline_detail
+
 namespace {
+
+// One device per pipeline rank, from none (the CPU), one for all, or one each.
+std::vector<c10::Device> devices_per_rank(const std::vector<c10::Device>& devices, int ranks) {
+  if (devices.empty()) return std::vector<c10::Device>(ranks, c10::kCPU);
+  if (devices.size() == 1) return std::vector<c10::Device>(ranks, devices[0]);
+  STRATA_CHECK(static_cast<int>(devices.size()) == ranks, "pipeline: ", devices.size(),
+               " devices for ", ranks, " pipeline ranks, expected one or one per rank");
+  return devices;
+}
+
+// The first tied group whose members fall on two of this process's pipeline ranks: one
+// process holds one tensor for them, which two devices (or two threads' gradients) cannot
+// share.
+void check_no_ties_across(const std::vector<std::vector<std::string>>& tied,
+                          const std::map<std::string, int>& rank_of_parameter) {
+  for (const auto& group : tied) {
+    std::set<int> ranks;
+    for (const auto& name : group) ranks.insert(rank_of_parameter.at(name));
+    STRATA_CHECK(ranks.size() == 1, "pipeline: parameter '", group[0], "' is tied to '",
+                 group.back(), "' across in-process pipeline ranks ", *ranks.begin(), " and ",
+                 *ranks.rbegin(),
+                 ", which one process cannot hold as two copies yet; run the pipeline under "
+                 "mpirun (one rank per stage) or keep the tied layers in one stage (--balance)");
+  }
+}
 
 std::vector<int64_t> parse_balance_list(const std::string& text) {
   std::vector<int64_t> balance;
@@ -90,7 +200,14 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
                                    PipelineLoss loss, const at::Tensor& sample_batch,
                                    PipelineParallelOptions options)
     : grid_(grid), options_(std::move(options)) {
-  const int pipeline_ranks = grid_.pipeline_size();
+  // With a pipeline group of one rank, several devices make the ranks threads of this
+  // process.
+  const bool in_process = grid_.pipeline_size() == 1 && options_.devices().size() > 1;
+  const int pipeline_ranks =
+      in_process ? static_cast<int>(options_.devices().size()) : grid_.pipeline_size();
+  devices_ = devices_per_rank(options_.devices(), pipeline_ranks);
+  first_rank_ = in_process ? 0 : grid_.pipeline_rank();
+  const int last_rank = in_process ? pipeline_ranks - 1 : first_rank_;
   const int micro_batches = options_.micro_batches();
   STRATA_CHECK(micro_batches >= 1, "micro-batches: got ", micro_batches, ", expected at least 1");
   STRATA_CHECK(sample_batch.dim() >= 1 && sample_batch.size(0) >= micro_batches,
@@ -117,10 +234,34 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
                  partition_.describe());
 
   const std::vector<torch::nn::Sequential> parts = split_sequential(model, partition_);
+  const std::vector<std::vector<std::string>> tied = find_tied_parameters(*model);
+  if (in_process) {
+    std::map<std::string, int> rank_of_parameter;
+    for (int s = 0; s < stages; ++s)
+      for (const auto& p : parts[s]->named_parameters())
+        rank_of_parameter[p.key()] = schedule.rank_of_stage(s);
+    check_no_ties_across(tied, rank_of_parameter);
+    // The workers share LibTorch's one CPU generator: a recomputed dropout would replay
+    // whatever another worker left in it, not its own mask.
+    if (options_.recompute() != Recompute::Never)
+      for (const auto& child : model->modules(/*include_self=*/false))
+        STRATA_CHECK(child->name().find("Dropout") == std::string::npos, "pipeline: recompute ",
+                     to_string(options_.recompute()), " with ", child->name(),
+                     " in an in-process pipeline: its workers share one random generator, so a "
+                     "recomputed mask could differ; use recompute never or run under mpirun");
+  }
   local_ = std::make_shared<torch::nn::Module>("PipelineStages");
   for (int s = 0; s < stages; ++s) {
-    if (schedule.rank_of_stage(s) != grid_.pipeline_rank()) continue;
+    const int rank = schedule.rank_of_stage(s);
+    if (rank < first_rank_ || rank > last_rank) continue;
     stages_[s] = parts[s];
+    // The stage's parameters and buffers (and, made at the first step, its optimizer
+    // state) live on its rank's device.
+    torch::nn::Sequential& stage = stages_[s];
+    if (options_.move_module())
+      options_.move_module()(*stage, devices_[rank]);
+    else
+      stage->to(devices_[rank]);
     for (const auto& child : parts[s]->named_children())
       local_->register_module(child.key(), child.value());
   }
@@ -136,23 +277,46 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
     if (group.size() == 1) return;
     for (const auto& t : tensors) {
       at::Tensor data = t.detach();
-      group.broadcast(data, 0)->wait();
+      broadcast_anywhere(group, data, 0)->wait();
     }
   };
   broadcast_all(*grid_.data_parallel(), dense_parameters());
   broadcast_all(*grid_.data_parallel(), local_->buffers());
   broadcast_all(*grid_.expert_data_parallel(), expert_parameters());
 
-  executor_ = std::make_unique<PipelineExecutor>(
-      stages_, grid_.pipeline(), std::move(schedule), std::move(loss),
-      PipelineExecutorOptions()
-          .recompute(options_.recompute())
-          .tied_parameters(find_tied_parameters(*model)));
-  if (grid_.data_parallel_size() > 1)
-    executor_->set_gradient_sync([this] { synchronize_gradients(); });
+  const auto make_executor = [&](int rank, CommunicatorPtr comm) {
+    std::map<int, torch::nn::Sequential> mine;
+    for (const auto& [s, stage] : stages_)
+      if (schedule.rank_of_stage(s) == rank) mine[s] = stage;
+    return std::make_unique<PipelineExecutor>(std::move(mine), std::move(comm), schedule, loss,
+                                              PipelineExecutorOptions()
+                                                  .recompute(options_.recompute())
+                                                  .tied_parameters(tied)
+                                                  .device(devices_[rank]));
+  };
+  if (!in_process) {
+    executors_.push_back(make_executor(first_rank_, grid_.pipeline()));
+    if (grid_.data_parallel_size() > 1)
+      executors_[0]->set_gradient_sync([this] { synchronize_gradients(); });
+    return;
+  }
+  in_process_ = InProcessCommunicator::create(pipeline_ranks);
+  executors_.resize(pipeline_ranks);
+  workers_ = std::make_unique<pipeline_detail::DeviceWorkers>(
+      pipeline_ranks, [this](int rank, const std::string& reason) {
+        in_process_[rank]->abort("pipeline rank " + std::to_string(rank) + ": " + reason);
+      });
+  // Construction is collective over the group: every rank on its own thread.
+  workers_->run([&](int rank) { executors_[rank] = make_executor(rank, in_process_[rank]); });
 }
 
 PipelineParallel::~PipelineParallel() = default;
+
+std::vector<const PipelineExecutor*> PipelineParallel::executors() const {
+  std::vector<const PipelineExecutor*> result;
+  for (const auto& executor : executors_) result.push_back(executor.get());
+  return result;
+}
 
 std::vector<at::Tensor> PipelineParallel::parameters() const {
   return core::unique_parameters(*local_);
@@ -209,8 +373,9 @@ void reduce_gradients(std::vector<at::Tensor> parameters, Communicator& group, i
     std::vector<at::Tensor> flat;
     for (const auto& g : b.grads) flat.push_back(g.reshape({-1}));
     b.flat = at::cat(flat);
-    b.work = group.size() == 1 ? std::make_shared<CompletedWork>()
-                               : group.allreduce(b.flat, average ? ReduceOp::Avg : ReduceOp::Sum);
+    b.work = group.size() == 1
+                 ? std::make_shared<CompletedWork>()
+                 : allreduce_anywhere(group, b.flat, average ? ReduceOp::Avg : ReduceOp::Sum);
   }
   for (Bucket& b : buckets) {
     b.work->wait();
@@ -240,31 +405,43 @@ void PipelineParallel::synchronize_gradients() {
 
 double PipelineParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
                                     torch::optim::Optimizer* optimizer, GradientSync sync) {
-  return executor_->train_step(inputs, targets, optimizer, sync);
+  if (!workers_) return executors_[0]->train_step(inputs, targets, optimizer, sync);
+  // Every rank returns the same loss. One optimizer holds every rank's parameters, so it
+  // steps once, after all ranks' gradients are in (the schedules end with the step).
+  std::vector<double> losses(executors_.size());
+  workers_->run([&](int rank) {
+    losses[rank] = executors_[rank]->train_step(inputs, targets, nullptr, sync);
+  });
+  if (optimizer != nullptr) optimizer->step();
+  return losses[0];
 }
 
 at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {
   torch::NoGradGuard no_grad;
   Communicator& pipe = *grid_.pipeline();
-  const int stages = executor_->schedule().num_stages;
+  const PipelineSchedule& schedule = executors_[0]->schedule();
+  const int stages = schedule.num_stages;
+  // An in-process pipeline holds every stage: its ranks are all "here".
+  const auto here = [&](int s) { return workers_ || schedule.rank_of_stage(s) == pipe.rank(); };
   at::Tensor x;
   for (auto& [s, stage] : stages_) {
     if (s == 0) {
       x = inputs;
-    } else if (executor_->schedule().rank_of_stage(s - 1) != pipe.rank()) {
-      x = recv_tensor(pipe, executor_->schedule().rank_of_stage(s - 1), kCheckpointTag + 1);
+    } else if (!here(s - 1)) {
+      x = recv_tensor(pipe, schedule.rank_of_stage(s - 1), kCheckpointTag + 1);
     }
+    x = x.to(devices_[schedule.rank_of_stage(s)]);
     const bool training = stage->is_training();
     stage->eval();
     x = stage->forward(x);
     stage->train(training);
-    if (s + 1 < stages && executor_->schedule().rank_of_stage(s + 1) != pipe.rank()) {
-      for (auto& work :
-           isend_tensor(pipe, x, executor_->schedule().rank_of_stage(s + 1), kCheckpointTag + 1))
+    if (s + 1 < stages && !here(s + 1)) {
+      for (auto& work : isend_tensor(pipe, x, schedule.rank_of_stage(s + 1), kCheckpointTag + 1))
         work->wait();
     }
   }
-  return broadcast_tensor(pipe, x, executor_->schedule().rank_of_stage(stages - 1));
+  if (here(stages - 1)) x = x.cpu();
+  return workers_ ? x : broadcast_tensor(pipe, x, schedule.rank_of_stage(stages - 1));
 }
 
 void PipelineParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer,

@@ -120,16 +120,28 @@ PipelineTraceRecorder::PipelineTraceRecorder(CommunicatorPtr comm, int pid)
 }
 
 void PipelineTraceRecorder::add_step(const PipelineExecutor& executor, int step) {
-  const double start_us =
-      std::chrono::duration<double, std::micro>(executor.step_start().time_since_epoch()).count();
+  add_step(std::vector<const PipelineExecutor*>{&executor}, step);
+}
+
+void PipelineTraceRecorder::add_step(const std::vector<const PipelineExecutor*>& executors,
+                                     int step) {
+  const auto start_us = [](const PipelineExecutor* executor) {
+    return std::chrono::duration<double, std::micro>(executor->step_start().time_since_epoch())
+        .count();
+  };
   if (steps_ == 0) {
     // steady_clock is one clock for every process of a host: the earliest rank's start of
     // the first step is the trace's zero, and every rank's boxes line up against it.
-    at::Tensor origin = at::full({1}, start_us, at::kDouble);
+    double earliest = start_us(executors.at(0));
+    for (const PipelineExecutor* executor : executors)
+      earliest = std::min(earliest, start_us(executor));
+    at::Tensor origin = at::full({1}, earliest, at::kDouble);
     comm_->allreduce(origin, ReduceOp::Min)->wait();
     origin_us_ = origin.item<double>();
   }
-  add_pipeline_records(trace_, executor.records(), pid_, start_us - origin_us_, step);
+  for (size_t i = 0; i < executors.size(); ++i)
+    add_pipeline_records(trace_, executors[i]->records(), pid_ + static_cast<int>(i),
+                         start_us(executors[i]) - origin_us_, step);
   ++steps_;
 }
 

@@ -6,6 +6,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,6 +15,7 @@
 
 #include "strata/parallel/data/hybrid_parallel.h"
 #include "strata/parallel/pipeline/trace.h"
+#include "strata/programs/stage_devices.h"
 
 namespace strata::programs {
 
@@ -22,17 +25,33 @@ struct PipelineFlags {
   parallel::HybridParallelOptions options;
   std::string trace_out;
   int trace_steps = 3;
+  std::string devices_list;          // --devices as given
+  std::vector<StageDevice> devices;  // parsed by check_pipeline_flags (empty: the CPU)
+  // Intra-op threads of each worker of an in-process pipeline: 1, or --threads when given.
+  int worker_threads = 1;
 
   // The rows of one replica's batch for a global batch on `world_size` ranks; a layout the
-  // ranks or the batch do not allow is a strata::Error naming the flags.
+  // ranks or the batch do not allow is a strata::Error naming the flags. A world of one
+  // process with --pp K runs the K stages in it (one replica).
   int64_t replica_batch(int64_t global_batch, int world_size) const;
+  // Whether a world of `world_size` runs the pipeline's stages as threads of one process.
+  bool in_process(int world_size) const;
+  // "cpu" per stage, or the --devices entries.
+  std::vector<std::string> device_names() const;
 };
 
-// --pp, --micro-batches, --schedule, --virtual-stages, --recompute, --balance, --trace-out,
-// --trace-steps, --bucket-cap-mb.
+// --pp, --micro-batches, --schedule, --virtual-stages, --recompute, --balance, --devices,
+// --trace-out, --trace-steps, --bucket-cap-mb.
 void add_pipeline_flags(CLI::App& app, PipelineFlags& flags);
-// After parsing: pipeline flags given without --pp 2 or more are an error.
-void check_pipeline_flags(const CLI::App& app, const PipelineFlags& flags);
+// After parsing: pipeline flags given without --pp 2 or more are an error; --devices is
+// parsed into flags.devices and the options (a bad entry is a strata::Error naming it);
+// --threads, when given, sets flags.worker_threads.
+void check_pipeline_flags(const CLI::App& app, PipelineFlags& flags);
+
+// The pipeline's fields of a run's final metrics record (nothing without a pipeline):
+// schedule, micro_batches, devices, and idle_fraction (one per pipeline rank).
+void add_pipeline_fields(nlohmann::json& record, const PipelineFlags& flags,
+                         const std::vector<double>& idle);
 
 // Idle time and timeline of a pipelined run, over the steps from the first measured one.
 // Does nothing for a model that is not pipelined.
@@ -49,7 +68,8 @@ class PipelineReport {
  private:
   const PipelineFlags& flags_;
   parallel::PipelineParallel* pipeline_;
-  double busy_ = 0, wall_ = 0;
+  std::vector<double> busy_;  // per executor in this process
+  double wall_ = 0;
   std::optional<parallel::PipelineTraceRecorder> trace_;
 };
 

@@ -70,7 +70,8 @@ class TrainingRun {
   // Collective. Joins the job's world (MPI under mpirun, Gloo under strata-run), checks
   // that every rank parsed the same `configuration` (configuration_text), starts the
   // control plane (the watchdog ends a hang with a report), sets up logging (rank 0, or
-  // every rank with log_all_ranks) and `threads` intra-op threads, and checks `flags`.
+  // every rank with log_all_ranks) and `threads` intra-op threads (for an in-process
+  // pipeline, pipeline.worker_threads per worker), and checks `flags`.
   // The flags must outlive the run.
   TrainingRun(const std::string& configuration, const TrainingRunFlags& flags,
               const ReliabilityFlags& reliability, const PipelineFlags& pipeline, int threads,

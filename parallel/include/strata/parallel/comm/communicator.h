@@ -34,6 +34,15 @@ class Work {
 };
 using WorkPtr = std::shared_ptr<Work>;
 
+// The receive of a tensor whose dtype, shape and device only the sender knows
+// (Communicator::irecv_tensor): wait(), then tensor().
+class TensorWork : public Work {
+ public:
+  // The received tensor, on the device the receive asked for. Only after wait().
+  virtual at::Tensor tensor() = 0;
+};
+using TensorWorkPtr = std::shared_ptr<TensorWork>;
+
 // A Work that is done when it is created (blocking operations, empty tensors).
 class CompletedWork final : public Work {
  public:
@@ -56,6 +65,21 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   WorkPtr send(const at::Tensor& tensor, int dst, int tag = 0);
   WorkPtr recv(at::Tensor& tensor, int src, int tag = 0);
 
+  // Whether the operations take tensors of `device` as they are. MPI and Gloo take CPU
+  // tensors, NCCL CUDA ones, the in-process backend any; a caller with a tensor of another
+  // device goes through a CPU copy (allreduce_anywhere, isend_tensor).
+  virtual bool supports_device(const c10::Device& device) const { return device.is_cpu(); }
+
+  // A tensor the receiver does not know in advance (dtype, shape), sent whole. By default
+  // a small header and the data with the same tag (tensor_message.h), through a CPU copy
+  // when the backend does not take the tensor's device; a backend whose ranks share memory
+  // hands the tensor itself over, and the receiver copies it. Either way `tensor` must not
+  // change before the returned Works complete.
+  virtual std::vector<WorkPtr> isend_tensor(const at::Tensor& tensor, int dst, int tag);
+  // Receives one tensor sent by isend_tensor, onto `device` (copied there from the
+  // sender's device, or from the CPU). Non-blocking: the Work's is_completed() drives it.
+  virtual TensorWorkPtr irecv_tensor(int src, int tag, const c10::Device& device = c10::kCPU);
+
   // Reduces `tensor` across ranks, in place. Avg needs a floating dtype.
   virtual WorkPtr allreduce(at::Tensor& tensor, ReduceOp op = ReduceOp::Sum) = 0;
   // Copies root's `tensor` into every rank's `tensor`.
@@ -77,5 +101,11 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   virtual std::shared_ptr<Communicator> split(int color, int key) = 0;
 };
 using CommunicatorPtr = std::shared_ptr<Communicator>;
+
+// comm.allreduce and comm.broadcast on a tensor of any device: through a CPU copy (and
+// back when the Work is waited for) when the backend does not take the tensor's device, so
+// that the gradients of a stage on a simulated accelerator reduce over MPI.
+WorkPtr allreduce_anywhere(Communicator& comm, at::Tensor& tensor, ReduceOp op = ReduceOp::Sum);
+WorkPtr broadcast_anywhere(Communicator& comm, at::Tensor& tensor, int root);
 
 }  // namespace strata::parallel

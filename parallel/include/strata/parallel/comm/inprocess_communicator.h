@@ -6,7 +6,8 @@
 // the order they were called; the workers of a group meet for each call and read each
 // other's tensors directly. isend is buffered (the tensor is copied into the receiver's
 // mailbox at once); irecv completes when a message from (src, tag) arrives, messages of one
-// (src, dst, tag) being received in the order they were sent.
+// (src, dst, tag) being received in the order they were sent. isend_tensor hands the tensor
+// itself over, and irecv_tensor copies it onto the receiver's device: one copy, no header.
 //
 // Nothing waits forever: an operation that waits longer than the timeout for another rank
 // raises strata::Error naming the ranks it waited for, and aborts the job (every
@@ -26,6 +27,7 @@ namespace detail {
 // Defined in inprocess_communicator.cpp.
 struct InProcessGroup;       // shared by the ranks of a group
 struct InProcessCollective;  // what one rank brings to a collective call
+struct InProcessMessage;     // a point-to-point message in a mailbox
 class InProcessWorker;       // the thread that runs one rank's collectives
 }  // namespace detail
 
@@ -50,6 +52,12 @@ class InProcessCommunicator final : public Communicator {
 
   WorkPtr isend(const at::Tensor& tensor, int dst, int tag = 0) override;
   WorkPtr irecv(at::Tensor& tensor, int src, int tag = 0) override;
+  // Any device's tensors, as they are.
+  bool supports_device(const c10::Device& /*device*/) const override { return true; }
+  // The tensor itself, without a copy or a header: the receiver copies it onto its device
+  // (one device-to-device copy), and then the send completes.
+  std::vector<WorkPtr> isend_tensor(const at::Tensor& tensor, int dst, int tag) override;
+  TensorWorkPtr irecv_tensor(int src, int tag, const c10::Device& device = c10::kCPU) override;
   WorkPtr allreduce(at::Tensor& tensor, ReduceOp op = ReduceOp::Sum) override;
   WorkPtr broadcast(at::Tensor& tensor, int root) override;
   WorkPtr allgather(const at::Tensor& input, at::Tensor& output) override;
@@ -74,6 +82,10 @@ class InProcessCommunicator final : public Communicator {
   // rank brings; if it throws, the rank still joins the call, so the others raise too.
   WorkPtr submit(const char* op, const std::function<Collective()>& prepare);
   void run(uint64_t sequence, Collective& collective);
+  void deliver(detail::InProcessMessage message, int dst, int tag);
+  // irecv into `tensor`, or irecv_tensor onto `device` when `tensor` is undefined.
+  std::shared_ptr<TensorWork> post_receive(const at::Tensor& tensor, int src, int tag,
+                                           const c10::Device& device, const char* what);
 
   std::shared_ptr<detail::InProcessGroup> group_;
   int rank_;

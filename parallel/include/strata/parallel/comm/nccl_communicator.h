@@ -58,6 +58,7 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "nccl"; }
+  bool supports_device(const c10::Device& device) const override { return device.is_cuda(); }
   int device() const;
 
   WorkPtr isend(const at::Tensor& tensor, int dst, int tag = 0) override;

@@ -28,6 +28,9 @@ class RecordingCommunicator final : public Communicator {
   int size() const override { return inner_->size(); }
   std::string backend() const override { return inner_->backend(); }
   const CommunicatorPtr& inner() const { return inner_; }
+  bool supports_device(const c10::Device& device) const override {
+    return inner_->supports_device(device);
+  }
 
   WorkPtr isend(const at::Tensor& tensor, int dst, int tag = 0) override;
   WorkPtr irecv(at::Tensor& tensor, int src, int tag = 0) override;

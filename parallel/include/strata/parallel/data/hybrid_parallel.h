@@ -30,6 +30,8 @@ namespace strata::parallel {
 
 struct HybridParallelOptions {
   // Pipeline stages (ranks per pipeline); the world size / this is the data-parallel size.
+  // In a world of one process, the pipeline's ranks are threads of it, one per device of
+  // pipeline().devices() (the CPU for each when it names none or one for all).
   TORCH_ARG(int, pipeline_parallel) = 1;
   // The one place of every other setting. Schedule, micro-batches, virtual stages,
   // recomputation and balance act when pipeline_parallel > 1; bucket_cap_bytes (the
@@ -46,7 +48,8 @@ class HybridParallel {
   HybridParallel(torch::nn::Sequential model, CommunicatorPtr world, PipelineLoss loss,
                  const at::Tensor& sample_batch, HybridParallelOptions options = {});
   // The same on a grid the caller made: a model with expert parallelism needs the grid's
-  // expert groups before it is built. The grid's pipeline size must be the options'.
+  // expert groups before it is built. The grid's pipeline size must be the options' (1 for
+  // a world of one process).
   HybridParallel(torch::nn::Sequential model, ProcessGrid grid, PipelineLoss loss,
                  const at::Tensor& sample_batch, HybridParallelOptions options = {});
   ~HybridParallel();

@@ -2,14 +2,14 @@
 // The pipeline executor: runs one rank's program of a verified PipelineSchedule on real
 // model chunks, moving activations and gradients through a Communicator.
 //
-// Sends and receives are non-blocking: every receive's header is posted when the step
-// starts and its data as soon as the header is in, so transfers overlap compute; each
-// tensor travels after a small header (dtype and shape), so shapes may change from batch
-// to batch. The loss lives on the last stage and is scaled by 1/M exactly once;
-// gradients accumulate over the micro-batches; the optimizer steps once per batch. Every
-// instruction's start and end are recorded. Options add activation recomputation and
-// weights tied across stages; SkipStash/SkipPop (skip.h) in the stages make skip
-// connections across stages. See docs/pipeline.md, "Running a schedule" and
+// Sends and receives are non-blocking: every receive is posted when the step starts
+// (Communicator::irecv_tensor: over MPI its header, then its data as soon as the header is
+// in), so transfers overlap compute; shapes may change from batch to batch. Each rank's
+// stages live on one device (options().device()), and tensors are received onto it. The loss lives
+// on the last stage and is scaled by 1/M exactly once; gradients accumulate over the micro-batches;
+// the optimizer steps once per batch. Every instruction's start and end are recorded. Options add
+// activation recomputation and weights tied across stages; SkipStash/SkipPop (skip.h) in the stages
+// make skip connections across stages. See docs/pipeline.md, "Running a schedule" and
 // "Recomputation, skip connections and tied weights".
 
 #include <torch/arg.h>
@@ -55,6 +55,11 @@ struct PipelineExecutorOptions {
   // Every copy starts from the value of the lowest rank holding one, and at
   // all-reduce-grads every copy's .grad becomes the sum of every use's gradient.
   TORCH_ARG(std::vector<std::vector<std::string>>, tied_parameters) = {};
+  // Where this rank's stages live: their parameters must be there already; stage 0's
+  // micro-batches and the last stage's targets are copied there, and every tensor from
+  // another rank is received there (irecv_tensor). CPU, a simulated accelerator
+  // (PrivateUse1) or CUDA; the executor knows it only as a c10::Device.
+  TORCH_ARG(c10::Device, device) = c10::kCPU;
 };
 
 // Parameters shared by several names in `model` (the same tensor registered twice), as
@@ -117,12 +122,13 @@ class PipelineExecutor {
  private:
   using Key = std::pair<int, int>;  // (stage, micro-batch)
   struct Saved;                     // one (stage, micro-batch) between forward and backward
-  struct PendingRecv;               // one receive: its header, then its data
   struct SkipRoute;                 // a skip tensor stashed in one stage, popped in another
   struct TiedGroup;                 // this rank's copies of one tied weight
 
   // Collective parts of construction: the skip routes and the tied-weight groups.
   void exchange_stage_contents();
+  // Every parameter and buffer of this rank's stages is on options().device().
+  void check_placement() const;
   bool recomputes(int stage) const;
   void run(const PipelineInstruction& in, torch::optim::Optimizer* optimizer);
   // Runs the stage's layers (and, on the last stage, the loss) on saved.input with the
@@ -178,7 +184,7 @@ class PipelineExecutor {
   std::map<Key, at::Tensor> gradients_;         // the gradient of a stage's input, by that stage
   std::map<Key, at::Tensor> skip_activations_;  // keyed by (route, micro-batch)
   std::map<Key, at::Tensor> skip_gradients_;    // keyed by (route, micro-batch)
-  std::map<int, std::unique_ptr<PendingRecv>> receives_;  // by message tag
+  std::map<int, TensorWorkPtr> receives_;       // by message tag
   std::vector<WorkPtr> sends_;
   at::Tensor loss_sum_;
   std::chrono::steady_clock::time_point step_start_;

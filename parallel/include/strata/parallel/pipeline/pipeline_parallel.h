@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,6 +35,16 @@
 #include "strata/parallel/pipeline/partition.h"
 
 namespace strata::parallel {
+
+class InProcessCommunicator;
+namespace pipeline_detail {
+class DeviceWorkers;  // pipeline_parallel.cpp: one thread per in-process pipeline rank
+}
+
+// Moves a module's parameters and buffers to a device, in place (every handle to them sees
+// the moved tensors). accel::to_device for simulated accelerators, whose device
+// Module::to does not take in LibTorch 1.13.
+using ModuleMover = std::function<void(torch::nn::Module& module, const c10::Device& device)>;
 
 struct PipelineParallelOptions {
   // A registered schedule name (schedule_registry.h): "gpipe", "1f1b", "interleaved",
@@ -59,6 +70,15 @@ struct PipelineParallelOptions {
   // the same experts and divided by the data-parallel size (the mean over all tokens, as
   // DistributedDataParallel does); checkpoints hold the whole stacks.
   TORCH_ARG(std::vector<std::string>, expert_parameters) = {};
+  // The device of each pipeline rank (its stages, virtual ones included, live there), or
+  // one for all; empty: the CPU. With a grid whose pipeline group is one rank, K > 1
+  // devices make an in-process pipeline: the K pipeline ranks run in this process, one
+  // worker thread per device, each a rank of an in-process group (tensors cross between
+  // stages as one device-to-device copy). Under mpirun each rank's stages go to the
+  // device of its pipeline rank.
+  TORCH_ARG(std::vector<c10::Device>, devices) = {};
+  // How stages move to their devices; unset: Module::to.
+  TORCH_ARG(ModuleMover, move_module) = nullptr;
 };
 
 class PipelineParallel {
@@ -107,7 +127,15 @@ class PipelineParallel {
                           nlohmann::json* extra = nullptr);
 
   const PipelinePartition& partition() const { return partition_; }
-  PipelineExecutor& executor() { return *executor_; }
+  // This process's first (under mpirun: its only) pipeline rank's executor.
+  PipelineExecutor& executor() { return *executors_.at(0); }
+  // The executors of the pipeline ranks in this process, by pipeline rank: one under
+  // mpirun, K for an in-process pipeline.
+  std::vector<const PipelineExecutor*> executors() const;
+  // The pipeline rank of executors()[0].
+  int first_pipeline_rank() const { return first_rank_; }
+  // The device of each pipeline rank (one entry per rank).
+  const std::vector<c10::Device>& devices() const { return devices_; }
   const ProcessGrid& grid() const { return grid_; }
 
  private:
@@ -121,7 +149,13 @@ class PipelineParallel {
   PipelinePartition partition_;
   std::map<int, torch::nn::Sequential> stages_;
   std::shared_ptr<torch::nn::Module> local_;
-  std::unique_ptr<PipelineExecutor> executor_;
+  std::vector<c10::Device> devices_;
+  int first_rank_ = 0;
+  // In-process pipelines only: the group's communicators and the worker threads, which
+  // run executors_[r] on thread r (destroyed first: the threads stop before the rest goes).
+  std::vector<std::shared_ptr<InProcessCommunicator>> in_process_;
+  std::vector<std::unique_ptr<PipelineExecutor>> executors_;
+  std::unique_ptr<pipeline_detail::DeviceWorkers> workers_;
 };
 
 // The partition `balance` names ("params", "time", "memory", "auto" or a list of layer

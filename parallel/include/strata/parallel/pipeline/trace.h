@@ -79,6 +79,9 @@ class PipelineTraceRecorder {
   // `pid`: this rank's row group in the trace (its world rank, say).
   PipelineTraceRecorder(CommunicatorPtr comm, int pid);
   void add_step(const PipelineExecutor& executor, int step);
+  // The executors of several pipeline ranks in this process (in-process devices): the i-th
+  // gets the rows of pid + i.
+  void add_step(const std::vector<const PipelineExecutor*>& executors, int step);
   // Collective: gathers every rank's steps and writes them on `root`.
   void write(const std::string& path, int root = 0);
   int steps() const { return steps_; }
