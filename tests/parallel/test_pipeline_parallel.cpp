@@ -224,6 +224,18 @@ TEST(PipelineParallel, ErrorsReachEveryRank) {
 // Over the whole mpirun job: pp = 2 and dp = world / 2.
 // ---- In-process pipelines: one process, one worker thread per device ---------------------
 
+// A Linear without bias on a weight tensor given to it: how a model ties two layers.
+class SharedLinearImpl : public torch::nn::Module {
+ public:
+  explicit SharedLinearImpl(const at::Tensor& weight)
+      : weight_(register_parameter("weight", weight)) {}
+  at::Tensor forward(const at::Tensor& x) { return torch::nn::functional::linear(x, weight_); }
+
+ private:
+  at::Tensor weight_;
+};
+TORCH_MODULE(SharedLinear);
+
 PipelineParallelOptions on_devices(const std::vector<c10::Device>& devices) {
   return PipelineParallelOptions().devices(devices).move_module(
       [](torch::nn::Module& module, const c10::Device& device) {
@@ -322,9 +334,8 @@ TEST(PipelineParallelDevices, RejectsWhatAnInProcessPipelineCannotHold) {
     const Batch batch = make_batch(8, 1);
     ProcessGrid grid(comm.shared_from_this());
     torch::nn::Linear first(6, 6), last(6, 3);
-    torch::nn::Linear tied(6, 6);
-    tied->weight = tied->register_parameter("weight", first->weight);
-    torch::nn::Sequential model(first, torch::nn::Tanh(), tied, torch::nn::Tanh(), last);
+    torch::nn::Sequential model(first, torch::nn::Tanh(), SharedLinear(first->weight),
+                                torch::nn::Tanh(), last);
     expect_error(
         [&] {
           PipelineParallel pipe(model, grid, cross_entropy, batch.inputs,

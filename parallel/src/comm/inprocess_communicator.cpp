@@ -192,8 +192,10 @@ void wait_for_ranks(std::unique_lock<std::mutex>& lock, InProcessGroup& group, R
   }
 }
 
-// acc = acc (op) x, elementwise. Bool: add is "or", maximum "or", minimum "and".
-void reduce_into(at::Tensor& acc, const at::Tensor& x, ReduceOp op) {
+// acc = acc (op) x, elementwise. Bool: add is "or", maximum "or", minimum "and". The ranks'
+// tensors may live on different devices (an in-process pipeline's): x is copied to acc's.
+void reduce_into(at::Tensor& acc, const at::Tensor& other, ReduceOp op) {
+  const at::Tensor x = other.device() == acc.device() ? other : other.to(acc.device());
   switch (op) {
     case ReduceOp::Sum:
     case ReduceOp::Avg: acc.add_(x); break;

@@ -11,5 +11,5 @@ train_fmnist --devices fewer than stages   | has 2 entries for --pp 4, expected 
 train_fmnist --devices cuda, CPU build     | entry 2 'cuda:0': this build has no CUDA                  | 20 | "$train_fmnist" --threads 1 --pp 2 --devices cpu,cuda:0 --metrics-out "$out/m.jsonl"
 train_fmnist --devices without --pp        | --devices needs --pp 2 or more                            | 20 | "$train_fmnist" --threads 1 --devices cpu --metrics-out "$out/m.jsonl"
 train_lm --devices unknown device          | entry 1 'tpu:0' is not a device                           | 20 | "$train_lm" --threads 1 --pp 2 --devices tpu:0 --metrics-out "$out/m.jsonl"
-train_lm tied weights in one process       | weight' is tied to .* across in-process pipeline ranks 0 and 1 | 60 | "$train_lm" --threads 1 --pp 2 --devices cpu,cpu --max-steps 2 --metrics-out "$out/m.jsonl"
+train_lm tied weights in one process       | weight' is tied to .* across in-process pipeline ranks 0 and 1 | 60 | "$train_lm" --threads 1 --pp 2 --devices cpu,cpu --steps 2 --metrics-out "$out/m.jsonl"
 TABLE
