@@ -78,4 +78,12 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 };
 using CommunicatorPtr = std::shared_ptr<Communicator>;
 
+// An all-reduce of `tensor` whose messages carry `dtype` elements: with another dtype
+// than the tensor's (bf16 gradients of fp32 parameters: half the bytes), the tensor is
+// cast, reduced in that dtype and cast back into `tensor` by the Work's wait(); with the
+// same dtype it is comm.allreduce(tensor, op). The reduction rounds to `dtype`'s
+// precision at every addition, so the result equals the fp32 one only within it.
+WorkPtr allreduce_in_dtype(Communicator& comm, at::Tensor& tensor, ReduceOp op,
+                           at::ScalarType dtype);
+
 }  // namespace strata::parallel

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "strata/core/precision.h"
 #include "strata/parallel/comm/communicator.h"
 #include "strata/parallel/pipeline/schedule.h"
 
@@ -55,6 +56,11 @@ struct PipelineExecutorOptions {
   // Every copy starts from the value of the lowest rank holding one, and at
   // all-reduce-grads every copy's .grad becomes the sum of every use's gradient.
   TORCH_ARG(std::vector<std::vector<std::string>>, tied_parameters) = {};
+  // The compute precision (core/precision.h): with bf16 every forward (and recomputed
+  // forward) runs under autocast, the loss in fp32, the weights cast once per step; and
+  // the fp32 activations and their gradients between stages travel in bf16, half the
+  // bytes, restored to fp32 on arrival (skip tensors travel as they are).
+  TORCH_ARG(core::Precision, precision) = core::Precision::Fp32;
 };
 
 // Parameters shared by several names in `model` (the same tensor registered twice), as
