@@ -1,8 +1,9 @@
 """PyTorch 1.13 peer for the data-parallel benchmark: the same workload as train_fmnist.
 
 Runs fmnist-mlp or fmnist-cnn (docs/BENCHMARKS.md) for a number of steps, in one process
-or as N DistributedDataParallel ranks over gloo, and prints one JSON object with the
-global samples/s measured after a warm-up. Debian's torchrun fails under Python 3.11, so
+or as N DistributedDataParallel ranks over gloo, in fp32 or under
+torch.autocast("cpu", torch.bfloat16) (--precision bf16, the loss in fp32), and prints one
+JSON object with the global samples/s measured after a warm-up. Debian's torchrun fails under Python 3.11, so
 ranks are started with torch.multiprocessing.spawn and a tcp://127.0.0.1 init method.
 
     /usr/bin/python3 bench/ddp_peer.py --model mlp --ranks 2 --threads 1 --steps 60
@@ -42,10 +43,11 @@ def make_model(name):
         nn.Flatten(), nn.Linear(1568, 10))
 
 
-def run(rank, args, port):
+def join(rank, args, port, make):
+    """This rank's threads and core, the model `make` builds from args.seed, and with
+    several ranks the gloo group and the DistributedDataParallel wrapper around it."""
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
     if args.ranks > 1:
@@ -53,11 +55,20 @@ def run(rank, args, port):
         cores = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cores[rank % len(cores)]})
     torch.manual_seed(args.seed)
-    model = make_model(args.model)
+    model = make()
     if args.ranks > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
                                 rank=rank, world_size=args.ranks)
         model = torch.nn.parallel.DistributedDataParallel(model)
+    return model
+
+
+def run(rank, args, port):
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    model = join(rank, args, port, lambda: make_model(args.model))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = load_train(args.data_dir)
     local = args.batch // args.ranks
@@ -73,7 +84,9 @@ def run(rank, args, port):
         first = (step * local) % (perm.numel() - local)
         idx = perm[first:first + local]
         opt.zero_grad()
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        with torch.autocast("cpu", torch.bfloat16, enabled=args.precision == "bf16"):
+            logits = model(x[idx])
+        loss = F.cross_entropy(logits.float(), y[idx])
         loss.backward()
         opt.step()
         loss.item()
@@ -82,7 +95,8 @@ def run(rank, args, port):
     elapsed = time.perf_counter() - start
     if rank == 0:
         print(json.dumps({"samples_per_s": (args.steps - warmup) * args.batch / elapsed,
-                          "ranks": args.ranks, "threads": args.threads, "model": args.model}),
+                          "ranks": args.ranks, "threads": args.threads, "model": args.model,
+                          "precision": args.precision}),
               flush=True)
     if args.ranks > 1:
         dist.destroy_process_group()
@@ -94,16 +108,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
-    parser.add_argument("--ranks", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
-    args = parser.parse_args()
+def launch(run, args):
+    """run(rank, args, port) in this process, or on args.ranks spawned processes."""
     # OpenBLAS sizes its pool when it loads, so pin it before torch is imported.
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -112,6 +118,19 @@ def main():
     else:
         import torch.multiprocessing as mp
         mp.spawn(run, args=(args, free_port()), nprocs=args.ranks, join=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    parser.add_argument("--ranks", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    launch(run, parser.parse_args())
 
 
 if __name__ == "__main__":

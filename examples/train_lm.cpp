@@ -40,6 +40,7 @@
 #include "strata/programs/cli.h"
 #include "strata/programs/moe_flags.h"
 #include "strata/programs/pipeline_flags.h"
+#include "strata/programs/precision_flags.h"
 #include "strata/programs/reliability_flags.h"
 #include "strata/programs/training_run.h"
 
@@ -142,6 +143,7 @@ void add_flags(CLI::App& app, Config& c) {
   strata::programs::add_training_run_flags(app, c.run);
   strata::programs::add_reliability_flags(app, c.reliability);
   strata::programs::add_pipeline_flags(app, c.pipeline);
+  strata::programs::add_precision_flags(app, c.pipeline.options);
   strata::programs::add_moe_flags(app, c.moe);
 }
 

@@ -5,9 +5,11 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <limits>
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/models/transformer_lm.h"
+#include "strata/core/precision.h"
 #include "test_util.h"
 
 namespace core = strata::core;
@@ -81,6 +83,57 @@ TEST(TransformerLM, IsCausal) {
   for (int64_t t = 7; t < 12; ++t) {
     EXPECT_FALSE(torch::allclose(before.select(1, t), after.select(1, t))) << "position " << t;
   }
+}
+
+namespace {
+
+// causal_attention as it was first written: a fresh mask and out-of-place ops every call.
+at::Tensor reference_attention(const at::Tensor& qkv, int64_t heads) {
+  const int64_t batch = qkv.size(0), time = qkv.size(1), d = qkv.size(2) / 3;
+  const at::Tensor qkv_heads =
+      qkv.view({batch, time, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
+  const at::Tensor q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
+  at::Tensor scores =
+      at::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(d / heads));
+  const at::Tensor future = at::ones({time, time}, qkv.options().dtype(at::kBool)).triu(1);
+  scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
+  return at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({batch, time, d});
+}
+
+}  // namespace
+
+// The cached mask and the in-place ops change no bit in fp32, forward or backward, also
+// when the length changes between calls (the cache must follow it).
+TEST(TransformerLM, CausalAttentionIsBitIdenticalToTheReference) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  for (const int64_t time : {7, 12, 7}) {
+    SCOPED_TRACE("time " + std::to_string(time));
+    const at::Tensor qkv = at::randn({3, time, 3 * 32}, gen).requires_grad_(true);
+    const at::Tensor qkv_ref = qkv.detach().clone().requires_grad_(true);
+    const at::Tensor out = core::causal_attention(qkv, 4, 0.0, true);
+    const at::Tensor expected = reference_attention(qkv_ref, 4);
+    EXPECT_TRUE(at::equal(out, expected));
+    const at::Tensor weights = at::randn(out.sizes(), gen);
+    (out * weights).sum().backward();
+    (expected * weights).sum().backward();
+    EXPECT_TRUE(at::equal(qkv.grad(), qkv_ref.grad()));
+  }
+}
+
+// Under bf16 autocast the products run in bf16 but the softmax in fp32: the
+// probabilities come out fp32, and the output equals fp32's within bf16's precision.
+TEST(TransformerLM, CausalAttentionSoftmaxIsFp32UnderBf16Autocast) {
+  const at::Tensor qkv = at::randn({2, 9, 3 * 32}, at::make_generator<at::CPUGeneratorImpl>(6));
+  const at::Tensor expected = reference_attention(qkv, 2);
+  at::Tensor probs, out;
+  {
+    core::AutocastScope autocast(core::Precision::Bf16);
+    out = core::causal_attention(qkv.to(at::kBFloat16), 2, 0.0, false, &probs);
+  }
+  EXPECT_EQ(probs.scalar_type(), at::kFloat);
+  EXPECT_EQ(out.scalar_type(), at::kBFloat16);
+  EXPECT_LT((out.to(at::kFloat) - expected).abs().max().item<double>(),
+            0.02 * expected.abs().max().item<double>());
 }
 
 TEST(TransformerLM, HeadIsTiedToTheEmbedding) {

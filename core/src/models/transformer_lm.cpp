@@ -111,6 +111,21 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const TransformerLMOptions& opt
   out = register_module("out", nn::Linear(inner, options.d_model()));
 }
 
+namespace {
+
+// The [time, time] mask of the future (true above the diagonal) on `device`. Built once
+// per length and device and per thread (each thread keeps its own, so no lock), not at
+// every call: a step asks for the same mask once per layer and micro-batch.
+const at::Tensor& causal_mask(int64_t time, const at::Device& device) {
+  thread_local at::Tensor mask;
+  if (!mask.defined() || mask.size(0) != time || mask.device() != device) {
+    mask = at::ones({time, time}, at::TensorOptions().dtype(at::kBool).device(device)).triu(1);
+  }
+  return mask;
+}
+
+}  // namespace
+
 at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
                             at::Tensor* probs) {
   STRATA_CHECK(qkv.dim() == 3 && heads >= 1 && qkv.size(2) % (3 * heads) == 0,
@@ -121,12 +136,18 @@ at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout
   // [B, T, 3d] -> [3, B, heads, T, head_dim]: queries, keys and values per head.
   const at::Tensor qkv_heads = qkv.view({batch, time, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
   const at::Tensor q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
+  // In place where autograd allows it (neither the product's nor the division's backward
+  // needs its output): no extra [B, heads, T, T] tensors.
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1));
+  scores.div_(std::sqrt(static_cast<double>(head_dim)));
   // Position t must not see the bytes it is asked to predict: mask out j > t.
-  const at::Tensor future = at::ones({time, time}, qkv.options().dtype(at::kBool)).triu(1);
-  scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
-  const at::Tensor p = at::dropout(at::softmax(scores, -1), dropout, training);
+  scores.masked_fill_(causal_mask(time, qkv.device()), -std::numeric_limits<double>::infinity());
+  // The softmax in fp32 whatever the compute precision (bf16 under autocast): its sums
+  // need the range. In fp32 the dtype argument changes nothing.
+  at::Tensor p = at::dropout(at::softmax(scores, -1, at::kFloat), dropout, training);
   if (probs) *probs = p;
+  // Back to the values' dtype for the product (what autocast would cast it to anyway).
+  if (p.scalar_type() != v.scalar_type()) p = p.to(v.scalar_type());
   return at::matmul(p, v).transpose(1, 2).reshape({batch, time, d});
 }
 
@@ -155,9 +176,14 @@ at::Tensor feed_forward(const at::Tensor& x, const nn::Linear& ffn_in, const nn:
                         int64_t width) {
   STRATA_CHECK(width >= 1 && width <= ffn_in->weight.size(0), "feed-forward width ", width,
                ", expected 1 to ", ffn_in->weight.size(0));
-  const at::Tensor hidden =
-      at::gelu(at::linear(x, ffn_in->weight.narrow(0, 0, width), ffn_in->bias.narrow(0, 0, width)));
-  return at::linear(hidden, ffn_out->weight.narrow(1, 0, width), ffn_out->bias);
+  // At full width the weights themselves, not views of them: autocast caches the bf16
+  // casts of parameters, never of views, which it would cast again at every call.
+  const bool full = width == ffn_in->weight.size(0);
+  const at::Tensor hidden = at::gelu(
+      full ? at::linear(x, ffn_in->weight, ffn_in->bias)
+           : at::linear(x, ffn_in->weight.narrow(0, 0, width), ffn_in->bias.narrow(0, 0, width)));
+  return at::linear(hidden, full ? ffn_out->weight : ffn_out->weight.narrow(1, 0, width),
+                    ffn_out->bias);
 }
 
 DecoderBlockImpl::DecoderBlockImpl(const TransformerLMOptions& options_, int64_t layer)

@@ -36,7 +36,10 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
   // Gradients are divided by `divisor` and summed over `comm`.
   GradientReducer(std::vector<at::Tensor> params, CommunicatorPtr comm, int divisor,
                   const DistributedDataParallelOptions& options)
-      : params_(std::move(params)), comm_(std::move(comm)), divisor_(divisor) {
+      : params_(std::move(params)),
+        comm_(std::move(comm)),
+        divisor_(divisor),
+        reduce_dtype_(options.reduce_dtype()) {
     build_buckets(options);
   }
 
@@ -173,7 +176,10 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
       if (bucket.pending > 0 && !force) break;
       for (size_t i : bucket.params) move_grad_into_bucket(i);
       bucket.buffer.div_(divisor_);
-      bucket.work = comm_->allreduce(bucket.buffer, ReduceOp::Sum);
+      const at::ScalarType dtype = bucket.buffer.scalar_type();
+      bucket.work =
+          allreduce_in_dtype(*comm_, bucket.buffer, ReduceOp::Sum,
+                             at::isFloatingType(dtype) ? reduce_dtype_.value_or(dtype) : dtype);
       ++next_to_launch_;
     }
   }
@@ -194,6 +200,7 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
   std::vector<at::Tensor> params_;
   CommunicatorPtr comm_;
   int divisor_;
+  c10::optional<at::ScalarType> reduce_dtype_;
   std::vector<Bucket> buckets_;
   std::vector<std::pair<size_t, size_t>> location_;  // param -> (bucket, slot)
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;

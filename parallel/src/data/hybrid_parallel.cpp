@@ -7,6 +7,7 @@
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
 #include "strata/core/flight_recorder.h"
+#include "strata/core/loss_scaler.h"
 #include "strata/core/parameters.h"
 #include "strata/parallel/data/expert_checkpoint.h"
 
@@ -24,6 +25,7 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, Pi
                                const at::Tensor& sample_batch, HybridParallelOptions options)
     : grid_(std::move(grid)),
       loss_(std::move(loss)),
+      precision_(options.pipeline().precision()),
       expert_parameters_(options.pipeline().expert_parameters()) {
   // A world of one process runs a pipeline's ranks as threads (PipelineParallelOptions::devices).
   const bool in_process = grid_.world()->size() == 1 && options.pipeline_parallel() > 1;
@@ -32,12 +34,14 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, Pi
                " pipeline stages, but options for ", options.pipeline_parallel());
   if (options.pipeline_parallel() == 1) {
     model_ = model;
+    if (precision_ == core::Precision::Fp16) loss_scaler_ = std::make_unique<core::LossScaler>();
     ddp_ = std::make_unique<DistributedDataParallel>(
         model.ptr(), grid_.data_parallel(),
         DistributedDataParallelOptions()
             .bucket_cap_bytes(options.pipeline().bucket_cap_bytes())
             .expert_parameters(expert_parameters_)
-            .expert_data_parallel_group(grid_.expert_data_parallel()));
+            .expert_data_parallel_group(grid_.expert_data_parallel())
+            .reduce_dtype(gradient_reduce_dtype(options.pipeline())));
   } else {
     PipelineParallelOptions pipeline = options.pipeline();
     if (in_process && pipeline.devices().size() <= 1)
@@ -64,6 +68,8 @@ std::vector<double> HybridParallel::train_step(const at::Tensor& inputs, const a
                                                const std::function<void(int)>& before_pass) {
   STRATA_CHECK(passes >= 1, "train step: ", passes, " passes, expected at least 1");
   optimizer.zero_grad();
+  // Weights are cast to the compute precision once per step: not with last step's values.
+  core::clear_cast_cache();
   std::vector<double> losses;
   for (int pass = 0; pass < passes; ++pass) {
     before_pass(pass);
@@ -81,16 +87,26 @@ std::vector<double> HybridParallel::train_step(const at::Tensor& inputs, const a
     if (!last) no_sync.emplace(*ddp_);
     const at::Tensor loss = [&] {
       core::FlightRecordScope record("forward of a replica's batch");
-      return loss_(model_->forward(inputs), targets);
+      at::Tensor output;
+      {
+        core::AutocastScope autocast(precision_);
+        output = model_->forward(inputs);
+      }
+      return loss_(core::to_full_precision(output), targets);
     }();
     {
       core::FlightRecordScope record("backward of a replica's batch (gradient all-reduces)");
-      loss.backward();
+      (loss_scaler_ ? loss_scaler_->scale_loss(loss) : loss).backward();
     }
     losses.push_back(loss.item<double>());
     if (last) {
       core::FlightRecordScope record("optimizer step");
-      optimizer.step();
+      // fp16: the gradients (equal on every replica after the all-reduce) are unscaled, and
+      // a step whose gradients overflowed is skipped on every rank alike.
+      const bool finite = !loss_scaler_ || loss_scaler_->unscale(parameters());
+      if (finite) optimizer.step();
+      if (loss_scaler_) loss_scaler_->update(finite);
+      core::clear_cast_cache();
     }
   }
   return losses;
@@ -109,9 +125,13 @@ at::Tensor HybridParallel::evaluate(const at::Tensor& inputs) {
   torch::NoGradGuard no_grad;
   const bool training = model_->is_training();
   model_->eval();
-  at::Tensor output = model_->forward(inputs);
+  at::Tensor output;
+  {
+    core::AutocastScope autocast(precision_);
+    output = model_->forward(inputs);
+  }
   model_->train(training);
-  return output;
+  return precision_ == core::Precision::Fp32 ? output : core::to_full_precision(output);
 }
 
 void HybridParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,

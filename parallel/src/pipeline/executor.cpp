@@ -39,6 +39,14 @@ void accumulate_gradient(at::Tensor& parameter, const at::Tensor& gradient) {
     parameter.mutable_grad() = gradient.clone();
 }
 
+// A tensor between stages as it travels: fp32 in the compute precision (half the bytes
+// with bf16), anything else as it is.
+at::Tensor on_the_wire(const at::Tensor& tensor, core::Precision precision) {
+  if (precision == core::Precision::Fp32 || !tensor.defined() || tensor.scalar_type() != at::kFloat)
+    return tensor;
+  return tensor.to(core::compute_dtype(precision));
+}
+
 int64_t tensor_bytes(const at::Tensor& tensor) {
   return tensor.defined() ? tensor.numel() * static_cast<int64_t>(tensor.element_size()) : 0;
 }
@@ -82,6 +90,8 @@ double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& 
   STRATA_CHECK(sync == GradientSync::Synchronize || optimizer == nullptr,
                "pipeline executor: an optimizer step needs synchronized gradients");
   sync_ = sync;
+  // The weights may have changed since the last step's casts were cached.
+  core::clear_cast_cache();
   const int m = schedule_.num_micro_batches;
   STRATA_CHECK(inputs.dim() >= 1 && inputs.size(0) % m == 0, "pipeline executor: batch size ",
                inputs.dim() >= 1 ? inputs.size(0) : 0, " is not a multiple of the ", m,
@@ -144,6 +154,7 @@ void PipelineExecutor::run(const PipelineInstruction& in, torch::optim::Optimize
       return;
     case PipelineOp::OptimizerStep:
       if (optimizer != nullptr) optimizer->step();
+      core::clear_cast_cache();  // the casts of the old weights are no use now
       return;
   }
 }
@@ -155,6 +166,8 @@ void PipelineExecutor::hold(Saved& saved, int64_t bytes) {
 }
 
 at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
+  // On this thread, whichever runs the stage; the loss below runs in fp32.
+  core::AutocastScope autocast(options_.precision());
   SkipTray tray;
   for (const auto& [route, leaf] : saved.skip_inputs) tray[skip_routes_[route].name] = leaf;
   TrayScope scope(std::move(tray));
@@ -194,7 +207,8 @@ at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
     saved.output = output;
     return {};
   }
-  at::Tensor loss = loss_(output, target_chunks_[micro_batch].to(options_.device()));
+  at::Tensor loss =
+      loss_(core::to_full_precision(output), target_chunks_[micro_batch].to(options_.device()));
   // The one place the loss is scaled: gradients summed over M micro-batches are then
   // the gradient of the batch's mean loss.
   saved.output = loss / schedule_.num_micro_batches;
@@ -210,8 +224,12 @@ void PipelineExecutor::forward(int stage, int micro_batch) {
     // verify_schedule guarantees it is there; a failure here is an executor bug.
     STRATA_CHECK(it != activations_.end(), "pipeline executor: no activation of stage ", stage - 1,
                  ", micro-batch ", micro_batch, " for the forward of stage ", stage);
-    // A leaf of this stage's graph, so that its gradient is what goes back.
-    saved->input = it->second.detach().requires_grad_(true);
+    // A leaf of this stage's graph, so that its gradient is what goes back; in fp32 again
+    // if it travelled in bf16.
+    const at::Tensor input = options_.precision() == core::Precision::Fp32
+                                 ? it->second
+                                 : core::to_full_precision(it->second);
+    saved->input = input.detach().requires_grad_(true);
     activations_.erase(it);
   }
   const int rank = comm_->rank();
@@ -245,7 +263,7 @@ void PipelineExecutor::forward(int stage, int micro_batch) {
   if (loss.defined()) {
     loss_sum_ += loss.detach().to(at::kDouble).cpu();
   } else {
-    activations_[{stage, micro_batch}] = saved->output.detach();
+    activations_[{stage, micro_batch}] = on_the_wire(saved->output.detach(), options_.precision());
   }
   // Skip tensors go straight to the popping stage's rank, not through the stages between.
   for (const auto& [r, tensor] : saved->skip_outputs) {
@@ -280,7 +298,8 @@ at::Tensor PipelineExecutor::output_gradient(int stage, int micro_batch) {
   auto it = gradients_.find({stage + 1, micro_batch});
   STRATA_CHECK(it != gradients_.end(), "pipeline executor: no gradient of stage ", stage + 1,
                ", micro-batch ", micro_batch, " for the backward of stage ", stage);
-  at::Tensor gradient = it->second;
+  // It may have travelled in bf16; autograd wants the output's dtype.
+  at::Tensor gradient = it->second.to(saved.output.scalar_type());
   gradients_.erase(it);
   return gradient;
 }
@@ -313,7 +332,8 @@ void PipelineExecutor::publish_input_gradient(int stage, int micro_batch, at::Te
   const at::Tensor& input = saved_.at({stage, micro_batch})->input;
   // A stage whose output does not depend on its input (or only through integer ops)
   // still owes the previous stage a gradient: zero.
-  gradients_[{stage, micro_batch}] = gradient.defined() ? gradient : at::zeros_like(input);
+  gradients_[{stage, micro_batch}] =
+      on_the_wire(gradient.defined() ? gradient : at::zeros_like(input), options_.precision());
 }
 
 void PipelineExecutor::publish_skip_gradients(int micro_batch, Saved& saved,

@@ -210,6 +210,9 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
   const int last_rank = in_process ? pipeline_ranks - 1 : first_rank_;
   const int micro_batches = options_.micro_batches();
   STRATA_CHECK(micro_batches >= 1, "micro-batches: got ", micro_batches, ", expected at least 1");
+  // fp16 needs loss scaling, which only HybridParallel's data-parallel path has yet.
+  STRATA_CHECK(options_.precision() != core::Precision::Fp16,
+               "pipeline precision fp16: no loss scaling in pipelines yet, expected bf16 or fp32");
   STRATA_CHECK(sample_batch.dim() >= 1 && sample_batch.size(0) >= micro_batches,
                "pipeline: the sample batch has ",
                sample_batch.dim() >= 1 ? sample_batch.size(0) : 0, " rows, expected at least the ",
@@ -291,6 +294,7 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
     return std::make_unique<PipelineExecutor>(std::move(mine), std::move(comm), schedule, loss,
                                               PipelineExecutorOptions()
                                                   .recompute(options_.recompute())
+                                                  .precision(options_.precision())
                                                   .tied_parameters(tied)
                                                   .device(devices_[rank]));
   };
@@ -316,6 +320,12 @@ std::vector<const PipelineExecutor*> PipelineParallel::executors() const {
   std::vector<const PipelineExecutor*> result;
   for (const auto& executor : executors_) result.push_back(executor.get());
   return result;
+}
+
+c10::optional<at::ScalarType> gradient_reduce_dtype(const PipelineParallelOptions& options) {
+  if (options.grad_reduce_dtype()) return options.grad_reduce_dtype();
+  if (options.precision() == core::Precision::Bf16) return at::kBFloat16;
+  return c10::nullopt;
 }
 
 std::vector<at::Tensor> PipelineParallel::parameters() const {
@@ -348,7 +358,7 @@ namespace {
 // packed into buckets of bucket_cap_bytes, every bucket's all-reduce is started, then each
 // is unpacked as it completes.
 void reduce_gradients(std::vector<at::Tensor> parameters, Communicator& group, int divisor,
-                      int64_t bucket_cap_bytes) {
+                      int64_t bucket_cap_bytes, c10::optional<at::ScalarType> reduce_dtype) {
   for (auto& p : parameters)
     if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);  // every rank sends alike
 
@@ -373,9 +383,12 @@ void reduce_gradients(std::vector<at::Tensor> parameters, Communicator& group, i
     std::vector<at::Tensor> flat;
     for (const auto& g : b.grads) flat.push_back(g.reshape({-1}));
     b.flat = at::cat(flat);
-    b.work = group.size() == 1
-                 ? std::make_shared<CompletedWork>()
-                 : allreduce_anywhere(group, b.flat, average ? ReduceOp::Avg : ReduceOp::Sum);
+    const at::ScalarType dtype = b.flat.scalar_type();
+    b.work =
+        group.size() == 1
+            ? std::make_shared<CompletedWork>()
+            : allreduce_in_dtype(group, b.flat, average ? ReduceOp::Avg : ReduceOp::Sum,
+                                 at::isFloatingType(dtype) ? reduce_dtype.value_or(dtype) : dtype);
   }
   for (Bucket& b : buckets) {
     b.work->wait();
@@ -397,10 +410,11 @@ void reduce_gradients(std::vector<at::Tensor> parameters, Communicator& group, i
 void PipelineParallel::synchronize_gradients() {
   const int replicas = grid_.data_parallel_size();
   reduce_gradients(dense_parameters(), *grid_.data_parallel(), replicas,
-                   options_.bucket_cap_bytes());
+                   options_.bucket_cap_bytes(), gradient_reduce_dtype(options_));
   const std::vector<at::Tensor> experts = expert_parameters();
   if (!experts.empty())
-    reduce_gradients(experts, *grid_.expert_data_parallel(), replicas, options_.bucket_cap_bytes());
+    reduce_gradients(experts, *grid_.expert_data_parallel(), replicas, options_.bucket_cap_bytes(),
+                     gradient_reduce_dtype(options_));
 }
 
 double PipelineParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
@@ -433,7 +447,11 @@ at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {
     x = x.to(devices_[schedule.rank_of_stage(s)]);
     const bool training = stage->is_training();
     stage->eval();
-    x = stage->forward(x);
+    {
+      core::AutocastScope autocast(options_.precision());
+      x = stage->forward(x);
+      if (options_.precision() != core::Precision::Fp32) x = core::to_full_precision(x);
+    }
     stage->train(training);
     if (s + 1 < stages && !here(s + 1)) {
       for (auto& work : isend_tensor(pipe, x, schedule.rank_of_stage(s + 1), kCheckpointTag + 1))

@@ -107,5 +107,12 @@ using CommunicatorPtr = std::shared_ptr<Communicator>;
 // that the gradients of a stage on a simulated accelerator reduce over MPI.
 WorkPtr allreduce_anywhere(Communicator& comm, at::Tensor& tensor, ReduceOp op = ReduceOp::Sum);
 WorkPtr broadcast_anywhere(Communicator& comm, at::Tensor& tensor, int root);
+// An all-reduce of `tensor` whose messages carry `dtype` elements: with another dtype
+// than the tensor's (bf16 gradients of fp32 parameters: half the bytes), the tensor is
+// cast, reduced in that dtype and cast back into `tensor` by the Work's wait(); with the
+// same dtype it is allreduce_anywhere(comm, tensor, op). The reduction rounds to `dtype`'s
+// precision at every addition, so the result equals the fp32 one only within it.
+WorkPtr allreduce_in_dtype(Communicator& comm, at::Tensor& tensor, ReduceOp op,
+                           at::ScalarType dtype);
 
 }  // namespace strata::parallel

@@ -41,6 +41,10 @@ struct DistributedDataParallelOptions {
   // loss. Required when expert_parameters is not empty.
   TORCH_ARG(std::vector<std::string>, expert_parameters) = {};
   TORCH_ARG(CommunicatorPtr, expert_data_parallel_group) = nullptr;
+  // The dtype floating gradients are all-reduced in (allreduce_in_dtype): none, the
+  // gradient's own; at::kBFloat16 halves the bytes of fp32 gradients and rounds each
+  // addition to bf16 (docs/precision.md measures both).
+  TORCH_ARG(c10::optional<at::ScalarType>, reduce_dtype) = c10::nullopt;
 };
 
 namespace detail {

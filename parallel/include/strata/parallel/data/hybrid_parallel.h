@@ -26,6 +26,10 @@
 #include "strata/parallel/data/distributed_data_parallel.h"
 #include "strata/parallel/pipeline/pipeline_parallel.h"
 
+namespace strata::core {
+class LossScaler;
+}
+
 namespace strata::parallel {
 
 struct HybridParallelOptions {
@@ -35,7 +39,8 @@ struct HybridParallelOptions {
   TORCH_ARG(int, pipeline_parallel) = 1;
   // The one place of every other setting. Schedule, micro-batches, virtual stages,
   // recomputation and balance act when pipeline_parallel > 1; bucket_cap_bytes (the
-  // gradient all-reduce's buckets) and expert_parameters (strata::moe::expert_parameter_names:
+  // gradient all-reduce's buckets), precision and grad_reduce_dtype (docs/precision.md) and
+  // expert_parameters (strata::moe::expert_parameter_names:
   // averaged over the ranks holding the same experts, gathered whole into checkpoints) act
   // with or without a pipeline.
   TORCH_ARG(PipelineParallelOptions, pipeline) = {};
@@ -100,6 +105,8 @@ class HybridParallel {
   torch::nn::Sequential model_;  // the whole model, with pipeline_parallel 1
   std::unique_ptr<DistributedDataParallel> ddp_;
   std::unique_ptr<PipelineParallel> pipeline_;
+  core::Precision precision_;
+  std::unique_ptr<core::LossScaler> loss_scaler_;  // fp16 (CUDA) only
   std::vector<std::string> expert_parameters_;
 };
 

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "strata/core/precision.h"
 #include "strata/parallel/comm/communicator.h"
 #include "strata/parallel/pipeline/schedule.h"
 
@@ -60,6 +61,11 @@ struct PipelineExecutorOptions {
   // another rank is received there (irecv_tensor). CPU, a simulated accelerator
   // (PrivateUse1) or CUDA; the executor knows it only as a c10::Device.
   TORCH_ARG(c10::Device, device) = c10::kCPU;
+  // The compute precision (core/precision.h): with bf16 every forward (and recomputed
+  // forward) runs under autocast, the loss in fp32, the weights cast once per step; and
+  // the fp32 activations and their gradients between stages travel in bf16, half the
+  // bytes, restored to fp32 on arrival (skip tensors travel as they are).
+  TORCH_ARG(core::Precision, precision) = core::Precision::Fp32;
 };
 
 // Parameters shared by several names in `model` (the same tensor registered twice), as

@@ -79,7 +79,20 @@ struct PipelineParallelOptions {
   TORCH_ARG(std::vector<c10::Device>, devices) = {};
   // How stages move to their devices; unset: Module::to.
   TORCH_ARG(ModuleMover, move_module) = nullptr;
+  // The compute precision (core/precision.h, docs/precision.md): with bf16 the forward
+  // runs under autocast with fp32 master weights, and activations and their gradients
+  // travel between stages in bf16. Acts with or without a pipeline.
+  TORCH_ARG(core::Precision, precision) = core::Precision::Fp32;
+  // The dtype of the data-parallel gradient all-reduce (DistributedDataParallelOptions::
+  // reduce_dtype): none, the compute precision's (bf16 with bf16: half the bytes, measured
+  // faster in docs/precision.md; the gradients' own with fp32). Acts with or without a
+  // pipeline.
+  TORCH_ARG(c10::optional<at::ScalarType>, grad_reduce_dtype) = c10::nullopt;
 };
+
+// The dtype `options` reduce floating gradients in: grad_reduce_dtype, or without one
+// bf16 for bf16 compute and none (each gradient's own) otherwise.
+c10::optional<at::ScalarType> gradient_reduce_dtype(const PipelineParallelOptions& options);
 
 class PipelineParallel {
  public:
