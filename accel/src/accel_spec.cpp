@@ -223,8 +223,11 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
     s.vector_lanes = f.integer("vector_lanes");
   else if (!from_preset)
     s.vector_lanes = t.default_vector_lanes(s);
-  if (s.word_bytes <= 0)
-    f.fail("word_bytes", "got " + std::to_string(s.word_bytes) + ", expected a positive integer");
+  // Checked before the energy table that depends on it.
+  if (s.word_bytes < 1 || s.word_bytes > kMaxWordBytes)
+    f.fail("word_bytes", "got " + std::to_string(s.word_bytes) +
+                             ", expected an integer between 1 and " +
+                             std::to_string(kMaxWordBytes));
   // The default table follows the word size, unless the file gives energies (a preset's
   // table stays when its word size does).
   if (!from_preset || s.word_bytes != old_word) {

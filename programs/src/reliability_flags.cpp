@@ -23,7 +23,7 @@ void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags) {
     }
     STRATA_CHECK(std::isfinite(seconds) && seconds >= 0 && seconds <= kMaxSeconds,
                  "STRATA_TIMEOUT: got \"", env, "\", expected a number of seconds between 0 and ",
-                 kMaxSeconds);
+                 static_cast<int64_t>(kMaxSeconds));
     options.timeout(seconds);
   }
   real_range(app.add_option("--timeout", options.timeout(),

@@ -24,7 +24,7 @@ schedule --ranks 100000              | ^error: --ranks must be between 1 and 102
 schedule --micro-batches 1.5         | ^error: --micro-batches: '1.5' is not a whole number$                      | 10 | "$schedule" --micro-batches 1.5
 schedule --micro-batches 2000000000  | --micro-batches must be between 1 and 1000000, got 2000000000$             | 10 | "$schedule" --micro-batches 2000000000
 schedule --micro-batches overflow    | --micro-batches must be between 1 and 1000000, got 99999999999999999999999 | 10 | "$schedule" --micro-batches 99999999999999999999999
-schedule --virtual-stages -1         | --virtual-stages must be between 1 and 10000, got -1                       | 10 | "$schedule" --schedule interleaved-1f1b --virtual-stages -1
+schedule --virtual-stages -1         | --virtual-stages must be between 1 and 10000, got -1                       | 10 | "$schedule" --schedule interleaved --virtual-stages -1
 schedule --send inf                  | ^error: --send must be a finite number, got inf$                           | 10 | "$schedule" --send inf
 schedule --forward nan               | ^error: --forward must be a finite number, got nan$                        | 10 | "$schedule" --forward nan
 schedule --backward-weight 1e400     | --backward-weight must be between 0 and 1000000000, got 1e400                   | 10 | "$schedule" --backward-weight 1e400
@@ -137,7 +137,7 @@ sparse --log-every abc               | --log-every: 'abc' is not a number       
 
 # accel_codesign
 codesign --bandwidth nan             | --bandwidth must be a finite number, got nan                               | 10 | "$codesign" --utilization-study --bandwidth nan
-codesign --arrays 0                  | --arrays must be between 1 and 65536, got 0                                | 10 | "$codesign" --arrays 8,0
+codesign --arrays 0                  | --arrays must be between 1 and 65536, got 0                                | 10 | "$codesign" --arrays 8 0
 codesign --sram-kib inf              | --sram-kib must be a finite number, got inf                                | 10 | "$codesign" --sram-kib inf
 codesign --latency-ms -1             | --latency-ms must be greater than 0                                        | 10 | "$codesign" --latency-ms -1
 codesign --steps overflow            | --steps must be between 1 and 1000000000, got 99999999999999999999999      | 10 | "$codesign" --steps 99999999999999999999999
