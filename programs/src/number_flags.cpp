@@ -76,7 +76,9 @@ CLI::Option* attach(CLI::Option* option, const std::string& description,
         return "";
       },
       description);
-  return option->check(validator);
+  // transform, not check: CLI11 gives a check a copy, and the decimal form must reach the
+  // conversion.
+  return option->transform(validator);
 }
 
 }  // namespace
