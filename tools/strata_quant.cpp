@@ -33,8 +33,6 @@ double parse_value(const std::string& text) {
   // An overflowing decimal reads as +-inf, which the cast handles like HLS does, but
   // the user most likely mistyped it: say so rather than print a saturated value.
   STRATA_CHECK(errno != ERANGE || std::abs(v) < 1, "value '", text, "': out of double range");
-  // Infinity saturates or wraps as HLS would; NaN has no fixed-point value at all.
-  STRATA_CHECK(!std::isnan(v), "value '", text, "': NaN has no fixed-point value");
   return v;
 }
 
