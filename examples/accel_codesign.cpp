@@ -34,6 +34,7 @@
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 
 namespace {
 
@@ -348,47 +349,52 @@ int run_utilization_study(const Config& c, std::ostream& json_out) {
 void add_flags(CLI::App& app, Config& c) {
   ac::CodesignOptions& s = c.search;
   ac::HardwareSpaceOptions& hw = s.hardware();
-  app.add_option("--latency-ms", s.latency_ms(), "Latency limit of one inference, ms");
-  app.add_option("--energy-mj", s.energy_mj(), "Energy limit of one inference, mJ");
-  app.add_option("--area-mm2", s.area_mm2(),
-                 "Area limit, mm^2 (45 nm estimates, accel/area_model.h)");
+  using namespace strata::programs;  // NOLINT(google-build-using-namespace): the flag ranges
+  positive_real(
+      app.add_option("--latency-ms", s.latency_ms(), "Latency limit of one inference, ms"),
+      kMaxLimit);
+  positive_real(app.add_option("--energy-mj", s.energy_mj(), "Energy limit of one inference, mJ"),
+                kMaxLimit);
+  positive_real(app.add_option("--area-mm2", s.area_mm2(),
+                               "Area limit, mm^2 (45 nm estimates, accel/area_model.h)"),
+                kMaxLimit);
   app.add_option(
       "--networks,--candidates", s.networks(),
       "Networks: C1 (one conv block) or C1-C2 (two), conv channels; 16-32 is fmnist-cnn");
   app.add_option("--templates", hw.templates(),
                  "Accelerator templates (presets): nvdla, shidiannao, eyeriss, ...");
-  app.add_option("--arrays", hw.arrays(), "PE array sides N (N x N PEs)");
-  app.add_option("--sram-kib", hw.sram_kib(),
-                 "On-chip SRAM sizes, KiB (split as the template's buffers)");
+  integer_range(app.add_option("--arrays", hw.arrays(), "PE array sides N (N x N PEs)"), 1,
+                ac::kMaxArraySide);
+  positive_real(app.add_option("--sram-kib", hw.sram_kib(),
+                               "On-chip SRAM sizes, KiB (split as the template's buffers)"),
+                ac::kMaxSramKib);
   app.add_flag("--homogeneous-only", hw.homogeneous_only(),
                "No heterogeneous designs (two sub-accelerators sharing the PEs)");
   app.add_flag("!--no-nas-then-asic", s.nas_then_asic(),
                "Skip the NAS-then-ASIC baseline (and training the networks the limits prune)");
-  app.add_option("--infer-batch", s.infer_batch(), "Images per priced inference");
-  app.add_option("--steps", c.steps, "Training steps per network");
-  app.add_option("--batch", c.batch, "Training batch size")
-      ->check(CLI::Range(int64_t{1}, int64_t{60000}));
-  app.add_option("--lr", c.lr, "SGD learning rate (momentum 0.9)");
-  app.add_option("--seed", c.seed, "Seed for initialization and shuffling");
-  app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)");
-  app.add_option("--test-samples", c.test_samples, "Test images scored (the first N of the 10,000)")
-      ->check(CLI::Range(int64_t{1}, int64_t{10000}));
+  integer_range(app.add_option("--infer-batch", s.infer_batch(), "Images per priced inference"), 1,
+                kMaxBatch);
+  integer_range(app.add_option("--steps", c.steps, "Training steps per network"), 1, kMaxSteps);
+  integer_range(app.add_option("--batch", c.batch, "Training batch size"), 1,
+                kFashionMnistTrainImages);
+  positive_real(app.add_option("--lr", c.lr, "SGD learning rate (momentum 0.9)"), kMaxLearningRate);
+  integer_range(app.add_option("--seed", c.seed, "Seed for initialization and shuffling"), 0,
+                kMaxSeed);
+  threads_range(app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)"));
+  integer_range(app.add_option("--test-samples", c.test_samples,
+                               "Test images scored (the first N of the 10,000)"),
+                1, kFashionMnistTestImages);
   app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
   app.add_option("--json-out", c.json_out, "Write the results as JSON lines here");
   app.add_flag(
       "--utilization-study", c.utilization_study,
       "Instead of the search: PE utilization of fmnist-cnn and fortunes-lm layers on 64x64 arrays");
-  app.add_option("--bandwidth", c.bandwidth,
-                 "DRAM bytes per cycle of the utilization study's limited case");
+  positive_real(app.add_option("--bandwidth", c.bandwidth,
+                               "DRAM bytes per cycle of the utilization study's limited case"),
+                ac::kMaxDramBytesPerCycle);
 }
 
 int run(const Config& c) {
-  // Checked here rather than with CLI11's PositiveNumber, whose message prints DBL_MAX.
-  STRATA_CHECK(c.steps > 0, "--steps ", c.steps, ": expected a positive number of training steps");
-  STRATA_CHECK(c.search.infer_batch() > 0, "--infer-batch ", c.search.infer_batch(),
-               ": expected a positive number of images");
-  STRATA_CHECK(c.lr > 0, "--lr ", c.lr, ": expected a positive learning rate");
-  STRATA_CHECK(c.threads > 0, "--threads ", c.threads, ": expected a positive number of threads");
   strata::core::init_logging(0, false);
   strata::core::set_num_threads(c.threads);
   // Results go to a buffer first, so that a failed run leaves no --json-out file behind.

@@ -25,6 +25,7 @@
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 #include "strata/programs/output_flags.h"
 #include "strata/quant/qfx.h"
 
@@ -58,33 +59,35 @@ struct Config {
 };
 
 void add_flags(CLI::App& app, Config& c) {
+  using namespace strata::programs;  // NOLINT(google-build-using-namespace): the flag ranges
   app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
-  app.add_option("--epochs", c.epochs, "Epochs of float training")->check(CLI::PositiveNumber);
-  app.add_option("--qfx-steps", c.qfx_steps, "Steps of QFX fine-tuning per model")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--bits", c.bits, "Widths W to quantize to (comma-separated)")
-      ->delimiter(',')
-      ->check(CLI::Range(1, 24));
-  app.add_option("--k-hot", c.k_hot, "K of the multiplier-free models (0: none)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--k-hot-bits", c.k_hot_bits, "Width of the K-hot models")
-      ->check(CLI::Range(1, 24));
-  app.add_option("--batch", c.batch, "Batch size")->check(CLI::PositiveNumber);
-  app.add_option("--lr", c.lr, "Peak learning rate of float training (SGD, cosine)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--momentum", c.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--qfx-lr", c.qfx_lr, "Peak learning rate of the weights in QFX fine-tuning")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--binary-point-lr", c.binary_point_lr,
-                 "Peak learning rate of the binary points in QFX fine-tuning (Adam)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--calibration-batches", c.calibration_batches,
-                 "Training batches PTQ calibrates on")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--percentile", c.percentile, "PTQ percentile of |activation|")
-      ->check(CLI::Range(0.0, 100.0));
-  app.add_option("--seed", c.seed, "Seed for initialization and shuffling");
-  app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)")->check(CLI::PositiveNumber);
+  integer_range(app.add_option("--epochs", c.epochs, "Epochs of float training"), 1, kMaxEpochs);
+  integer_range(app.add_option("--qfx-steps", c.qfx_steps, "Steps of QFX fine-tuning per model"), 1,
+                kMaxSteps);
+  integer_range(
+      app.add_option("--bits", c.bits, "Widths W to quantize to (comma-separated)")->delimiter(','),
+      1, 24);
+  integer_range(app.add_option("--k-hot", c.k_hot, "K of the multiplier-free models (0: none)"), 0,
+                24);
+  integer_range(app.add_option("--k-hot-bits", c.k_hot_bits, "Width of the K-hot models"), 1, 24);
+  integer_range(app.add_option("--batch", c.batch, "Batch size"), 1, kFashionMnistTrainImages);
+  positive_real(app.add_option("--lr", c.lr, "Peak learning rate of float training (SGD, cosine)"),
+                kMaxLearningRate);
+  real_range(app.add_option("--momentum", c.momentum, "SGD momentum"), 0, 1);
+  positive_real(
+      app.add_option("--qfx-lr", c.qfx_lr, "Peak learning rate of the weights in QFX fine-tuning"),
+      kMaxLearningRate);
+  positive_real(app.add_option("--binary-point-lr", c.binary_point_lr,
+                               "Peak learning rate of the binary points in QFX fine-tuning (Adam)"),
+                kMaxLearningRate);
+  integer_range(app.add_option("--calibration-batches", c.calibration_batches,
+                               "Training batches PTQ calibrates on"),
+                1, kMaxSteps);
+  real_range(app.add_option("--percentile", c.percentile, "PTQ percentile of |activation|"), 0,
+             100);
+  integer_range(app.add_option("--seed", c.seed, "Seed for initialization and shuffling"), 0,
+                kMaxSeed);
+  threads_range(app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)"));
   app.add_flag(
       "--quick", c.quick,
       "Smoke run: 1024 training and 500 test images, 1 epoch, at most 10 fine-tuning steps");

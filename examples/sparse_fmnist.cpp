@@ -25,6 +25,7 @@
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 #include "strata/sparse/nm_sparse_linear.h"
 #include "strata/sparse/pruning.h"
 
@@ -53,30 +54,32 @@ struct Config {
 };
 
 void add_flags(CLI::App& app, Config& c) {
+  using namespace strata::programs;  // NOLINT(google-build-using-namespace): the flag ranges
   app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
   app.add_option("--mode", c.mode, "dense, srste or bdwp (N:M sparse training), or prune")
       ->check(CLI::IsMember({"dense", "srste", "bdwp", "prune"}));
   app.add_option("--nm", c.nm, "N:M pattern of sparse training, e.g. 2:8");
   app.add_option("--structure", c.structure,
                  "What --mode prune keeps: unstructured, a block <in>x<out> (1x16, 4x1) or N:M");
-  app.add_option("--sparsity", c.sparsity, "Target sparsity of --mode prune")
-      ->check(CLI::Range(0.0, 1.0));
+  real_range(app.add_option("--sparsity", c.sparsity, "Target sparsity of --mode prune"), 0, 1);
   app.add_option("--schedule", c.schedule,
                  "oneshot (prune after 2/3 of the steps, then fine-tune) or gradual")
       ->check(CLI::IsMember({"oneshot", "gradual"}));
-  app.add_option("--epochs", c.epochs, "Epochs")->check(CLI::PositiveNumber);
-  app.add_option("--max-steps", c.max_steps, "Stop after this many steps (0: no limit)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--batch", c.batch, "Batch size")->check(CLI::PositiveNumber);
-  app.add_option("--lr", c.lr, "SGD learning rate (momentum 0.9)")->check(CLI::PositiveNumber);
-  app.add_option("--seed", c.seed, "Seed for initialization and shuffling");
-  app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)")->check(CLI::PositiveNumber);
-  app.add_option("--log-every", c.log_every, "Steps between progress lines")
-      ->check(CLI::PositiveNumber);
+  integer_range(app.add_option("--epochs", c.epochs, "Epochs"), 1, kMaxEpochs);
+  integer_range(
+      app.add_option("--max-steps", c.max_steps, "Stop after this many steps (0: no limit)"), 0,
+      kMaxSteps);
+  integer_range(app.add_option("--batch", c.batch, "Batch size"), 1, kFashionMnistTrainImages);
+  positive_real(app.add_option("--lr", c.lr, "SGD learning rate (momentum 0.9)"), kMaxLearningRate);
+  integer_range(app.add_option("--seed", c.seed, "Seed for initialization and shuffling"), 0,
+                kMaxSeed);
+  threads_range(app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)"));
+  integer_range(app.add_option("--log-every", c.log_every, "Steps between progress lines"), 1,
+                kMaxSteps);
   app.add_option("--metrics-out", c.metrics_out, "Write the loss curve as JSON lines here");
-  app.add_option("--test-samples", c.test_samples,
-                 "Test images scored and timed (the first N of the 10,000)")
-      ->check(CLI::Range(int64_t{1}, int64_t{10000}));
+  integer_range(app.add_option("--test-samples", c.test_samples,
+                               "Test images scored and timed (the first N of the 10,000)"),
+                1, kFashionMnistTestImages);
 }
 
 // Median seconds of inference over the test set in batches of `batch`, `runs` times.

@@ -22,10 +22,12 @@
 #include "strata/core/data/distributed_sampler.h"
 #include "strata/core/data/fashion_mnist.h"
 #include "strata/core/error.h"
+#include "strata/core/memory.h"
 #include "strata/core/models/fmnist_models.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 #include "strata/programs/pipeline_flags.h"
 #include "strata/programs/precision_flags.h"
 #include "strata/programs/reliability_flags.h"
@@ -54,21 +56,25 @@ struct Config {
 };
 
 void add_flags(CLI::App& app, Config& c) {
+  using namespace strata::programs;  // NOLINT(google-build-using-namespace): the flag ranges
   app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
   app.add_option("--model", c.model, "Model: mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}));
-  app.add_option("--epochs", c.epochs, "Epochs (also the learning-rate schedule's length)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--max-steps", c.max_steps, "Stop after this many steps (0: no limit)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--batch", c.batch, "Global batch size, split evenly over the ranks")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--lr", c.lr, "Peak learning rate")->check(CLI::PositiveNumber);
-  app.add_option("--momentum", c.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
+  integer_range(
+      app.add_option("--epochs", c.epochs, "Epochs (also the learning-rate schedule's length)"), 1,
+      kMaxEpochs);
+  integer_range(
+      app.add_option("--max-steps", c.max_steps, "Stop after this many steps (0: no limit)"), 0,
+      kMaxSteps);
+  integer_range(
+      app.add_option("--batch", c.batch, "Global batch size, split evenly over the ranks"), 1,
+      kFashionMnistTrainImages);
+  positive_real(app.add_option("--lr", c.lr, "Peak learning rate"), kMaxLearningRate);
+  real_range(app.add_option("--momentum", c.momentum, "SGD momentum"), 0, 1);
   app.add_option("--lr-schedule", c.lr_schedule, "cosine (decay to 0) or constant")
       ->check(CLI::IsMember({"cosine", "constant"}));
-  app.add_option("--seed", c.seed, "Seed for initialization and shuffling");
-  app.add_option("--threads", c.threads, "Threads per rank (LibTorch and BLAS)")
-      ->check(CLI::PositiveNumber);
+  integer_range(app.add_option("--seed", c.seed, "Seed for initialization and shuffling"), 0,
+                kMaxSeed);
+  threads_range(app.add_option("--threads", c.threads, "Threads per rank (LibTorch and BLAS)"));
   app.add_flag("--log-all-ranks", c.log_all_ranks, "Log from every rank, not only rank 0");
   strata::programs::add_training_run_flags(app, c.run);
   strata::programs::add_reliability_flags(app, c.reliability);
@@ -211,6 +217,9 @@ int main(int argc, char** argv) {
     add_flags(app, config);
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     strata::programs::check_pipeline_flags(app, config.pipeline);
+    strata::core::check_fits(
+        "--batch " + std::to_string(config.batch) + " of --model " + config.model,
+        strata::core::fmnist_training_bytes(config.model, config.batch));
     return train(config, strata::programs::configuration_text(app));
   });
 }

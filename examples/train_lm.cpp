@@ -28,6 +28,7 @@
 
 #include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
+#include "strata/core/memory.h"
 #include "strata/core/models/lm_validation.h"
 #include "strata/core/models/transformer_lm.h"
 #include "strata/core/parameters.h"
@@ -39,6 +40,7 @@
 #include "strata/moe/moe_lm.h"
 #include "strata/programs/cli.h"
 #include "strata/programs/moe_flags.h"
+#include "strata/programs/number_flags.h"
 #include "strata/programs/pipeline_flags.h"
 #include "strata/programs/precision_flags.h"
 #include "strata/programs/reliability_flags.h"
@@ -98,48 +100,57 @@ struct Config {
 void add_flags(CLI::App& app, Config& c) {
   app.add_option("--data-dir", c.data_dir,
                  "Directory of text files (90/10 train/validation by file)");
-  app.add_option("--steps", c.steps, "Train until this step (a resumed run continues to it)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--batch", c.batch, "Sequences per step")->check(CLI::PositiveNumber);
-  app.add_option("--context", c.context, "Bytes per sequence (the model's context)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--layers", c.layers, "Decoder blocks")->check(CLI::PositiveNumber);
-  app.add_option("--d-model", c.d_model, "Width of the residual stream")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--heads", c.heads, "Attention heads (must divide --d-model)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--ffn", c.ffn, "Hidden width of each feed-forward layer")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--dropout", c.dropout, "Dropout probability (0: none)")
-      ->check(CLI::Range(0.0, 0.99));
-  app.add_option("--lr", c.lr, "AdamW learning rate (constant)")->check(CLI::PositiveNumber);
-  app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--seed", c.seed, "Seed for initialization, batches and sampling");
-  app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)")->check(CLI::PositiveNumber);
-  app.add_option("--eval-every", c.eval_every, "Validate every N steps (0: only at the end)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--eval-batches", c.eval_batches, "Validation batches (of --batch sequences)")
-      ->check(CLI::PositiveNumber);
+  using namespace strata::programs;  // NOLINT(google-build-using-namespace): the flag ranges
+  integer_range(
+      app.add_option("--steps", c.steps, "Train until this step (a resumed run continues to it)"),
+      0, kMaxSteps);
+  integer_range(app.add_option("--batch", c.batch, "Sequences per step"), 1, kMaxBatch);
+  integer_range(app.add_option("--context", c.context, "Bytes per sequence (the model's context)"),
+                1, kMaxContext);
+  integer_range(app.add_option("--layers", c.layers, "Decoder blocks"), 1, kMaxLayers);
+  integer_range(app.add_option("--d-model", c.d_model, "Width of the residual stream"), 1,
+                kMaxWidth);
+  integer_range(app.add_option("--heads", c.heads, "Attention heads (must divide --d-model)"), 1,
+                kMaxLayers);
+  integer_range(app.add_option("--ffn", c.ffn, "Hidden width of each feed-forward layer"), 1,
+                kMaxWidth);
+  real_range(app.add_option("--dropout", c.dropout, "Dropout probability (0: none)"), 0, 0.99);
+  positive_real(app.add_option("--lr", c.lr, "AdamW learning rate (constant)"), kMaxLearningRate);
+  real_range(app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay"), 0,
+             kMaxLossCoefficient);
+  integer_range(app.add_option("--seed", c.seed, "Seed for initialization, batches and sampling"),
+                0, kMaxSeed);
+  threads_range(app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)"));
+  integer_range(
+      app.add_option("--eval-every", c.eval_every, "Validate every N steps (0: only at the end)"),
+      0, kMaxSteps);
+  integer_range(
+      app.add_option("--eval-batches", c.eval_batches, "Validation batches (of --batch sequences)"),
+      1, kMaxSteps);
   app.add_option("--prompt", c.prompt, "Text that generation continues");
-  app.add_option("--generate", c.generate, "Bytes to generate after training (0: none)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--temperature", c.temperature, "Sampling temperature (0: greedy)")
-      ->check(CLI::NonNegativeNumber);
+  integer_range(
+      app.add_option("--generate", c.generate, "Bytes to generate after training (0: none)"), 0,
+      kMaxContext);
+  real_range(app.add_option("--temperature", c.temperature, "Sampling temperature (0: greedy)"), 0,
+             kMaxTemperature);
   app.add_flag("--matformer", c.matformer, "Train MatFormer nested FFNs jointly (fortunes-lm-mat)");
-  app.add_option("--granularities", c.granularities,
-                 "MatFormer FFN widths, largest = --ffn (default: ffn, ffn/2, ffn/4, ffn/8)")
-      ->delimiter(',');
-  app.add_option("--head-granularities", c.head_granularities,
-                 "Attention heads of each granularity, to nest heads too (default: all heads)")
-      ->delimiter(',');
-  app.add_option("--mat-sample", c.mat_sample,
-                 "Granularities drawn per step (0: every granularity every step)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--mix-n-match-batches", c.mix_n_match_batches,
-                 "Validation batches that score the Mix'n'Match submodels after training "
-                 "(0: skip)")
-      ->check(CLI::NonNegativeNumber);
+  integer_range(app.add_option("--granularities", c.granularities,
+                               "MatFormer FFN widths, largest = --ffn (default: ffn, ffn/2, ffn/4, "
+                               "ffn/8)")
+                    ->delimiter(','),
+                1, kMaxWidth);
+  integer_range(app.add_option("--head-granularities", c.head_granularities,
+                               "Attention heads of each granularity, to nest heads too (default: "
+                               "all heads)")
+                    ->delimiter(','),
+                1, kMaxLayers);
+  integer_range(app.add_option("--mat-sample", c.mat_sample,
+                               "Granularities drawn per step (0: every granularity every step)"),
+                0, kMaxLayers);
+  integer_range(app.add_option("--mix-n-match-batches", c.mix_n_match_batches,
+                               "Validation batches that score the Mix'n'Match submodels after "
+                               "training (0: skip)"),
+                0, kMaxSteps);
   strata::programs::add_training_run_flags(app, c.run);
   strata::programs::add_reliability_flags(app, c.reliability);
   strata::programs::add_pipeline_flags(app, c.pipeline);
@@ -403,6 +414,12 @@ int main(int argc, char** argv) {
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     strata::programs::check_pipeline_flags(app, config.pipeline);
     strata::programs::check_moe_flags(app, config.moe);
+    // Before any rank allocates: a model or batch beyond this machine is refused with its size
+    // (every rank checks the same numbers, so all of them stop with this one line).
+    core::check_fits(
+        fmt::format("--batch {} x --context {} with --layers {}, --d-model {}, --ffn {}",
+                    config.batch, config.context, config.layers, config.d_model, config.ffn),
+        core::transformer_lm_training_bytes(config.model(), config.batch));
     return train(config, strata::programs::configuration_text(app));
   });
 }

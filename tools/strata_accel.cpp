@@ -21,6 +21,8 @@
 // on device i with spec i, and adds the per-stage report.
 #include <torch/torch.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <iostream>
 
 #include "strata/accel/accel_spec.h"
@@ -31,14 +33,23 @@
 #include "strata/accel/simulator.h"
 #include "strata/accel/to_device.h"
 #include "strata/core/error.h"
+#include "strata/core/memory.h"
 #include "strata/core/models/fmnist_models.h"
 #include "strata/core/models/transformer_lm.h"
 #include "strata/core/parameters.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 
 namespace {
 
 namespace accel = strata::accel;
+using strata::programs::integer_range;
+
+// A layer dimension: far above any real layer, and large enough that a product of three
+// can overflow, which the cost models then report instead of wrapping around.
+constexpr int64_t kMaxDimension = 1'000'000'000'000'000;
+// Each simulated step runs the model's kernels on the CPU: a million steps would take days.
+constexpr int64_t kMaxTrainSteps = 10'000;
 
 struct SpecFlags {
   std::string spec;
@@ -61,24 +72,28 @@ void add_spec_flags(CLI::App* cmd, SpecFlags& f) {
   cmd->add_option("--dataflow", f.dataflow,
                   "os, ws or is (replaces the spec's; templates " +
                       accel::join_names(dataflow_templates) + ")");
-  cmd->add_option("--bandwidth", f.bandwidth, "DRAM bytes per cycle (replaces the spec's)")
-      ->check(CLI::PositiveNumber);
+  strata::programs::positive_real(
+      cmd->add_option("--bandwidth", f.bandwidth, "DRAM bytes per cycle (replaces the spec's)"),
+      accel::kMaxDramBytesPerCycle);
 }
 
 std::pair<int64_t, int64_t> parse_array(const std::string& text) {
   const auto x = text.find('x');
-  size_t used_r = 0, used_c = 0;
-  int64_t r = 0, c = 0;
-  try {
-    STRATA_CHECK(x != std::string::npos, "");
-    r = std::stoll(text.substr(0, x), &used_r);
-    c = std::stoll(text.substr(x + 1), &used_c);
-  } catch (const std::exception&) {
-    STRATA_FAIL("--array ", text, ": expected RxC, e.g. 32x32");
-  }
-  STRATA_CHECK(used_r == x && used_c == text.size() - x - 1 && r > 0 && c > 0, "--array ", text,
-               ": expected RxC with positive R and C, e.g. 32x32");
-  return {r, c};
+  STRATA_CHECK(x != std::string::npos && x > 0 && x + 1 < text.size(), "--array ", text,
+               ": expected RxC, e.g. 32x32");
+  // Each side as typed: a whole number, and a value too large for int64_t is out of range
+  // (std::stoll would clamp or throw).
+  const auto side = [&](const std::string& part) {
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(part.c_str(), &end, 10);
+    STRATA_CHECK(end == part.c_str() + part.size() && !part.empty() && part[0] != ' ', "--array ",
+                 text, ": expected RxC, e.g. 32x32");
+    STRATA_CHECK(errno != ERANGE && v >= 1 && v <= accel::kMaxArraySide, "--array ", text,
+                 ": R and C must be between 1 and ", accel::kMaxArraySide);
+    return static_cast<int64_t>(v);
+  };
+  return {side(text.substr(0, x)), side(text.substr(x + 1))};
 }
 
 accel::AcceleratorSpec build_spec(const SpecFlags& f) {
@@ -246,6 +261,15 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
                  "--devices: ", f.devices.size(), " devices, at most ", accel::device_count());
     for (const auto& d : f.devices) specs.push_back(accel::AcceleratorSpec::resolve(d));
   }
+  // Before LibTorch allocates: a --batch or --seq beyond this machine is refused with the size.
+  if (f.model == "fortunes-lm")
+    strata::core::check_fits("--model fortunes-lm with --batch " + std::to_string(f.batch) +
+                                 " and --seq " + std::to_string(f.seq),
+                             strata::core::transformer_lm_training_bytes(
+                                 strata::core::TransformerLMOptions().context(f.seq), f.batch));
+  else if (f.model == "fmnist-cnn" || f.model == "fmnist-mlp")
+    strata::core::check_fits("--model " + f.model + " with --batch " + std::to_string(f.batch),
+                             strata::core::fmnist_training_bytes(f.model.substr(7), f.batch));
   Workload w(f);
   const bool train = f.train_steps > 0;
   w.model->train(train);
@@ -339,34 +363,34 @@ int main(int argc, char** argv) {
     accel::GemmShape g;
     CLI::App* gemm = app.add_subcommand("gemm", "An M x K by K x N matrix product");
     add_spec_flags(gemm, sf);
-    gemm->add_option("--m", g.m, "Rows of the input (tokens, output pixels)")
-        ->required()
-        ->check(CLI::PositiveNumber);
-    gemm->add_option("--k", g.k, "Reduction")->required()->check(CLI::PositiveNumber);
-    gemm->add_option("--n", g.n, "Output columns (channels)")
-        ->required()
-        ->check(CLI::PositiveNumber);
-    gemm->add_option("--batch", g.batch, "Independent GEMMs")->check(CLI::PositiveNumber);
+    integer_range(
+        gemm->add_option("--m", g.m, "Rows of the input (tokens, output pixels)")->required(), 1,
+        kMaxDimension);
+    integer_range(gemm->add_option("--k", g.k, "Reduction")->required(), 1, kMaxDimension);
+    integer_range(gemm->add_option("--n", g.n, "Output columns (channels)")->required(), 1,
+                  kMaxDimension);
+    integer_range(gemm->add_option("--batch", g.batch, "Independent GEMMs"), 1, kMaxDimension);
 
     accel::ConvShape c;
     int64_t kernel = 0, stride = 1, padding = 0, dilation = 1;
     CLI::App* conv = app.add_subcommand("conv", "A 2-D convolution (square kernel, NCHW)");
     add_spec_flags(conv, sf);
-    conv->add_option("--batch", c.batch, "Images")->check(CLI::PositiveNumber);
-    conv->add_option("--in-channels", c.in_channels, "Input channels")
-        ->required()
-        ->check(CLI::PositiveNumber);
-    conv->add_option("--out-channels", c.out_channels, "Output channels")
-        ->required()
-        ->check(CLI::PositiveNumber);
-    conv->add_option("--height", c.height, "Input height")->required()->check(CLI::PositiveNumber);
-    conv->add_option("--width", c.width, "Input width")->required()->check(CLI::PositiveNumber);
-    conv->add_option("--kernel", kernel, "Kernel size")->required()->check(CLI::PositiveNumber);
-    conv->add_option("--stride", stride, "Stride")->check(CLI::PositiveNumber);
-    conv->add_option("--padding", padding, "Zero padding on each side")
-        ->check(CLI::NonNegativeNumber);
-    conv->add_option("--dilation", dilation, "Dilation")->check(CLI::PositiveNumber);
-    conv->add_option("--groups", c.groups, "Groups")->check(CLI::PositiveNumber);
+    integer_range(conv->add_option("--batch", c.batch, "Images"), 1, kMaxDimension);
+    integer_range(conv->add_option("--in-channels", c.in_channels, "Input channels")->required(), 1,
+                  kMaxDimension);
+    integer_range(conv->add_option("--out-channels", c.out_channels, "Output channels")->required(),
+                  1, kMaxDimension);
+    integer_range(conv->add_option("--height", c.height, "Input height")->required(), 1,
+                  kMaxDimension);
+    integer_range(conv->add_option("--width", c.width, "Input width")->required(), 1,
+                  kMaxDimension);
+    integer_range(conv->add_option("--kernel", kernel, "Kernel size")->required(), 1,
+                  kMaxDimension);
+    integer_range(conv->add_option("--stride", stride, "Stride"), 1, kMaxDimension);
+    integer_range(conv->add_option("--padding", padding, "Zero padding on each side"), 0,
+                  kMaxDimension);
+    integer_range(conv->add_option("--dilation", dilation, "Dilation"), 1, kMaxDimension);
+    integer_range(conv->add_option("--groups", c.groups, "Groups"), 1, kMaxDimension);
 
     accel::AttentionShape a;
     std::string mapping = "fused";
@@ -375,16 +399,14 @@ int main(int argc, char** argv) {
     add_spec_flags(attention, sf);
     attention->add_option("--mapping", mapping,
                           "unfused, flat or fused (flat and fused need an attention spec)");
-    attention->add_option("--batch", a.batch, "Batch")->check(CLI::PositiveNumber);
-    attention->add_option("--heads", a.heads, "Heads")->check(CLI::PositiveNumber);
-    attention->add_option("--seq-q", a.seq_q, "Query length")
-        ->required()
-        ->check(CLI::PositiveNumber);
-    attention->add_option("--seq-kv", seq_kv, "Key/value length (default: --seq-q)")
-        ->check(CLI::PositiveNumber);
-    attention->add_option("--head-dim", a.head_dim, "Head dimension")
-        ->required()
-        ->check(CLI::PositiveNumber);
+    integer_range(attention->add_option("--batch", a.batch, "Batch"), 1, kMaxDimension);
+    integer_range(attention->add_option("--heads", a.heads, "Heads"), 1, kMaxDimension);
+    integer_range(attention->add_option("--seq-q", a.seq_q, "Query length")->required(), 1,
+                  kMaxDimension);
+    integer_range(attention->add_option("--seq-kv", seq_kv, "Key/value length (default: --seq-q)"),
+                  1, kMaxDimension);
+    integer_range(attention->add_option("--head-dim", a.head_dim, "Head dimension")->required(), 1,
+                  kMaxDimension);
 
     bool as_json = false;
     CLI::App* presets = app.add_subcommand("presets", "List the presets");
@@ -398,11 +420,13 @@ int main(int argc, char** argv) {
         "model", "Run a built-in model on simulated accelerators and report its cost");
     add_spec_flags(model, sf);
     model->add_option("--model", mf.model, "fmnist-cnn, fmnist-mlp or fortunes-lm");
-    model->add_option("--batch", mf.batch, "Batch size")->check(CLI::PositiveNumber);
-    model->add_option("--seq", mf.seq, "fortunes-lm: tokens per sequence")
-        ->check(CLI::PositiveNumber);
-    model->add_option("--train-steps", mf.train_steps, "Training steps (0: one forward pass only)")
-        ->check(CLI::NonNegativeNumber);
+    integer_range(model->add_option("--batch", mf.batch, "Batch size"), 1,
+                  strata::programs::kMaxBatch);
+    integer_range(model->add_option("--seq", mf.seq, "fortunes-lm: tokens per sequence"), 1,
+                  strata::programs::kMaxContext);
+    integer_range(model->add_option("--train-steps", mf.train_steps,
+                                    "Training steps (0: one forward pass only)"),
+                  0, kMaxTrainSteps);
     model->add_flag("--json", mf.json, "The report as JSON");
     model->add_option("--trace", mf.trace, "Write a Chrome trace of the simulated timeline");
     model

@@ -32,6 +32,7 @@
 #include "strata/core/output_files.h"
 #include "strata/elastic/extract.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 #include "strata/programs/output_flags.h"
 
 namespace {
@@ -172,22 +173,28 @@ int main(int argc, char** argv) {
     strata::programs::add_overwrite_flag(app, f.overwrite);
     auto* list =
         app.add_flag("--list", f.list, "Print the granularities and the Mix'n'Match front");
-    auto* granularity = app.add_option("--granularity", f.granularity,
-                                       "FFN width of every layer (one of the granularities)")
-                            ->check(CLI::PositiveNumber);
-    auto* budget = app.add_option("--budget-params", f.budget_params,
-                                  "Best Mix'n'Match submodel within this many parameters")
-                       ->check(CLI::PositiveNumber);
+    using namespace strata::programs;  // NOLINT(google-build-using-namespace): flag ranges
+    auto* granularity = integer_range(app.add_option("--granularity", f.granularity,
+                                                     "FFN width of every layer (one of the "
+                                                     "granularities)"),
+                                      1, kMaxWidth);
+    auto* budget = positive_real(app.add_option("--budget-params", f.budget_params,
+                                                "Best Mix'n'Match submodel within this many "
+                                                "parameters"),
+                                 kMaxParameters);
     auto* config = app.add_option("--config", f.config,
                                   "JSON file: {\"ffn\": [...], \"heads\": "
                                   "[...], \"skip\": [...]}");
-    app.add_option("--search", f.search,
-                   "With --budget-params: score candidates on this many validation batches")
-        ->check(CLI::PositiveNumber)
+    integer_range(app.add_option("--search", f.search,
+                                 "With --budget-params: score candidates on this many validation "
+                                 "batches"),
+                  1, kMaxSteps)
         ->needs(budget);
     app.add_option("--data-dir", f.data_dir, "Text corpus for --search");
-    app.add_option("--skip", f.skip, "Layers to leave out (with --granularity or --budget-params)")
-        ->delimiter(',')
+    integer_range(app.add_option("--skip", f.skip,
+                                 "Layers to leave out (with --granularity or --budget-params)")
+                      ->delimiter(','),
+                  0, kMaxLayers)
         ->excludes(config);
     granularity->excludes(budget)->excludes(config)->excludes(list);
     budget->excludes(config)->excludes(list);

@@ -26,6 +26,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -34,6 +35,7 @@
 #include "strata/core/checkpoint.h"
 #include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
+#include "strata/core/memory.h"
 #include "strata/core/models/lm_validation.h"
 #include "strata/core/output_files.h"
 #include "strata/moe/qmoe_compress.h"
@@ -41,6 +43,7 @@
 #include "strata/moe/qmoe_lm.h"
 #include "strata/moe/ternary_dictionary.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 #include "strata/programs/output_flags.h"
 
 namespace {
@@ -66,6 +69,16 @@ int write_synthetic(const std::string& out, const std::string& tokens_out, int64
                     int64_t experts, int64_t d, int64_t hidden, int64_t tokens, uint64_t seed) {
   STRATA_CHECK(layers >= 1 && experts >= 1 && d >= 1 && hidden >= 1 && tokens >= 1,
                "synth: --layers, --experts, --d, --hidden and --tokens must be >= 1");
+  // Every layer is in memory at once (w_in, w_out and biases; the recorded tokens).
+  using strata::core::saturating_add, strata::core::saturating_product;
+  const int64_t per_layer = saturating_add(saturating_product({2, experts, hidden, d}),
+                                           saturating_product({experts, hidden + d}));
+  const int64_t recorded_floats = tokens_out.empty() ? 0 : saturating_product({2, tokens, d});
+  strata::core::check_fits(
+      "synth: --layers " + std::to_string(layers) + " of --experts " + std::to_string(experts) +
+          " x --d " + std::to_string(d) + " x --hidden " + std::to_string(hidden) +
+          (tokens_out.empty() ? "" : " and --tokens " + std::to_string(tokens)),
+      saturating_product({4, layers, saturating_add(per_layer, recorded_floats)}));
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   strata::core::CheckpointContents model, recorded;
   model.tensors.push_back({"embed.weight", "parameter", at::randn({16, d}, gen)});
@@ -114,8 +127,16 @@ bool is_fortunes_lm_moe(const json& extra) {
 std::unique_ptr<moe::CalibrationSource> model_calibration(const CompressFlags& f,
                                                           int64_t* tokens_per_expert) {
   moe::LoadedMoETransformerLM lm = moe::load_moe_transformer_lm(f.checkpoint);
+  // Every routed token is kept: sequences x context x top-k per layer, d floats each.
+  *tokens_per_expert =
+      strata::core::saturating_product({f.calibration, lm.options.context(), lm.moe.top_k()});
+  strata::core::check_fits("--calibration " + std::to_string(f.calibration) +
+                               " sequences (x context " + std::to_string(lm.options.context()) +
+                               " x top-k " + std::to_string(lm.moe.top_k()) +
+                               " routed tokens per layer)",
+                           strata::core::saturating_product(
+                               {*tokens_per_expert, lm.options.d_model(), lm.options.layers(), 4}));
   const strata::core::TextCorpus corpus = strata::core::TextCorpus::load(f.data_dir);
-  *tokens_per_expert = f.calibration * lm.options.context() * lm.moe.top_k();
   moe::RoutedTokenRecorder recorder(*tokens_per_expert);
   moe::record_routed_tokens(lm.model, corpus, f.calibration, lm.options.context(), f.seed,
                             recorder);
@@ -136,6 +157,14 @@ int compress(const CompressFlags& f) {
       " holds no expert stacks (tensors P.w_in [E, hidden, d] and P.w_out [E, d, hidden])");
   std::unique_ptr<moe::CalibrationSource> source;
   int64_t tokens_per_expert = f.calibration;
+  if (f.inputs.empty() && !is_fortunes_lm_moe(checkpoint_extra)) {
+    // Each expert's Gaussian tokens are made at once ([tokens, d] floats, and GPTQ's copy).
+    int64_t width = 0;
+    for (const moe::ExpertStack& stack : stacks) width = std::max(width, stack.model_dim());
+    strata::core::check_fits("--calibration " + std::to_string(f.calibration) +
+                                 " Gaussian tokens per expert of width " + std::to_string(width),
+                             strata::core::saturating_product({f.calibration, width, 8}));
+  }
   if (!f.inputs.empty())
     source = std::make_unique<moe::RecordedCalibration>(moe::read_checkpoint_tensors(f.inputs),
                                                         f.inputs);
@@ -256,21 +285,24 @@ int main(int argc, char** argv) {
     synth_cmd->add_option("--out", out, "Checkpoint directory to write")->required();
     synth_cmd->add_option("--tokens-out", tokens_out, "Also write recorded routed tokens here");
     strata::programs::add_overwrite_flag(*synth_cmd, overwrite);
-    synth_cmd->add_option("--layers", layers, "MoE layers")->capture_default_str();
-    synth_cmd->add_option("--experts", experts, "Experts per layer")->capture_default_str();
-    synth_cmd->add_option("--d", d, "Model width")->capture_default_str();
-    synth_cmd->add_option("--hidden", hidden, "Expert hidden width")->capture_default_str();
-    synth_cmd->add_option("--tokens", tokens, "Recorded tokens per layer")->capture_default_str();
-    synth_cmd->add_option("--seed", seed, "Random seed")->capture_default_str();
+    using namespace strata::programs;  // NOLINT(google-build-using-namespace): flag ranges
+    integer_range(synth_cmd->add_option("--layers", layers, "MoE layers"), 1, kMaxLayers);
+    integer_range(synth_cmd->add_option("--experts", experts, "Experts per layer"), 1, kMaxLayers);
+    integer_range(synth_cmd->add_option("--d", d, "Model width"), 1, kMaxWidth);
+    integer_range(synth_cmd->add_option("--hidden", hidden, "Expert hidden width"), 1, kMaxWidth);
+    integer_range(synth_cmd->add_option("--tokens", tokens, "Recorded tokens per layer"), 1,
+                  kMaxTokens);
+    integer_range(synth_cmd->add_option("--seed", seed, "Random seed"), 0, kMaxSeed);
 
     CLI::App* compress_cmd = app.add_subcommand("compress", "Compress the experts of a checkpoint");
     compress_cmd->add_option("--checkpoint", cf.checkpoint, "strata checkpoint directory")
         ->required();
-    compress_cmd
-        ->add_option("--calibration", cf.calibration,
-                     "fortunes-lm-moe: training sequences the model reads for calibration; "
-                     "other checkpoints: calibration tokens per expert")
-        ->required();
+    integer_range(compress_cmd
+                      ->add_option("--calibration", cf.calibration,
+                                   "fortunes-lm-moe: training sequences the model reads for "
+                                   "calibration; other checkpoints: calibration tokens per expert")
+                      ->required(),
+                  1, kMaxTokens);
     compress_cmd->add_option("--out", cf.out, "Compressed file to write (.qmoe)")->required();
     strata::programs::add_overwrite_flag(*compress_cmd, cf.overwrite);
     compress_cmd->add_option(
@@ -281,12 +313,12 @@ int main(int argc, char** argv) {
         ->add_option("--data-dir", cf.data_dir, "Text a fortunes-lm-moe reads for calibration")
         ->capture_default_str();
     compress_cmd->add_flag("--rtn", cf.rtn, "Round to nearest instead of GPTQ (the baseline)");
-    compress_cmd
-        ->add_option("--damp", cf.damp, "GPTQ dampening, a fraction of the mean Hessian diagonal")
-        ->capture_default_str();
-    compress_cmd
-        ->add_option("--seed", cf.seed, "Seed of the calibration sequences or Gaussian tokens")
-        ->capture_default_str();
+    real_range(compress_cmd->add_option("--damp", cf.damp,
+                                        "GPTQ dampening, a fraction of the mean Hessian diagonal"),
+               0, kMaxDamp);
+    integer_range(compress_cmd->add_option("--seed", cf.seed,
+                                           "Seed of the calibration sequences or Gaussian tokens"),
+                  0, kMaxSeed);
 
     CLI::App* eval_cmd = app.add_subcommand(
         "eval",
@@ -294,10 +326,11 @@ int main(int argc, char** argv) {
     eval_cmd->add_option("--checkpoint", eval_checkpoint, "fortunes-lm-moe checkpoint directory")
         ->required();
     eval_cmd->add_option("--compressed", compressed, "Its compressed experts (.qmoe)")->required();
-    eval_cmd->add_option("--batches", batches, "Validation batches (train_lm's --eval-batches)")
-        ->capture_default_str();
-    eval_cmd->add_option("--batch", batch, "Windows per batch (train_lm's --batch)")
-        ->capture_default_str();
+    integer_range(eval_cmd->add_option("--batches", batches,
+                                       "Validation batches (train_lm's --eval-batches)"),
+                  1, kMaxSteps);
+    integer_range(eval_cmd->add_option("--batch", batch, "Windows per batch (train_lm's --batch)"),
+                  1, kMaxBatch);
     eval_cmd->add_option("--data-dir", eval_data_dir, "Text whose validation split is scored")
         ->capture_default_str();
 

@@ -36,6 +36,7 @@
 #include "strata/core/error.h"
 #include "strata/parallel/control/control_store.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 
 namespace {
 
@@ -179,20 +180,22 @@ int main(int argc, char** argv) {
         "Starts N ranks of a strata program with a control store, like torchrun:\n"
         "  strata-run -n 2 build/examples/train_fmnist --model mlp"};
     strata::programs::configure_cli(app);
-    app.prefix_command();  // everything from the program name on belongs to the program
-    app.add_option("-n,--nproc", o.ranks, "Number of ranks")->check(CLI::Range(1, 1024));
-    app.add_option("--port", o.port, "Control store port (0: any free port)")
-        ->check(CLI::Range(0, 65535));
+    app.prefix_command();              // everything from the program name on belongs to the program
+    using namespace strata::programs;  // NOLINT(google-build-using-namespace): flag ranges
+    integer_range(app.add_option("-n,--nproc", o.ranks, "Number of ranks"), 1, kMaxRanks);
+    integer_range(app.add_option("--port", o.port, "Control store port (0: any free port)"), 0,
+                  65535);
     app.add_option("--host", o.host, "Address the control store listens on");
-    app.add_option(
-           "--timeout", o.timeout,
-           "Hang timeout in seconds for the ranks (STRATA_TIMEOUT: their --timeout default)")
-        ->check(CLI::NonNegativeNumber);
+    real_range(app.add_option("--timeout", o.timeout,
+                              "Hang timeout in seconds for the ranks (STRATA_TIMEOUT: their "
+                              "--timeout default)"),
+               0, kMaxSeconds);
     app.add_option("--backend", o.backend,
                    "Communicator backend of the ranks (STRATA_BACKEND; e.g. gloo, nccl)");
-    app.add_option("--grace", o.grace,
-                   "Seconds the other ranks get to exit after one failed, before SIGKILL")
-        ->check(CLI::NonNegativeNumber);
+    real_range(app.add_option("--grace", o.grace,
+                              "Seconds the other ranks get to exit after one failed, before "
+                              "SIGKILL"),
+               0, kMaxSeconds);
     if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     o.command = app.remaining();
     return launch(o);

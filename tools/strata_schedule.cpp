@@ -14,11 +14,13 @@
 
 #include "strata/core/chrome_trace.h"
 #include "strata/core/error.h"
+#include "strata/core/memory.h"
 #include "strata/core/output_files.h"
 #include "strata/parallel/pipeline/schedule.h"
 #include "strata/parallel/pipeline/schedule_json.h"
 #include "strata/parallel/pipeline/schedule_registry.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 #include "strata/programs/output_flags.h"
 
 namespace {
@@ -88,6 +90,11 @@ int run(const Config& c) {
     list_schedules();
     return 0;
   }
+  if (c.load.empty())  // before generating: a shape beyond this machine is refused with its size
+    strata::core::check_fits(
+        fmt::format("--micro-batches {} with --ranks {} and --virtual-stages {} (the schedule)",
+                    c.micro_batches, c.ranks, c.virtual_stages),
+        strata::parallel::estimate_schedule_bytes(c.ranks, c.micro_batches, c.virtual_stages));
   const PipelineSchedule schedule =
       c.load.empty() ? strata::parallel::make_pipeline_schedule(c.schedule, c.ranks,
                                                                 c.micro_batches, c.virtual_stages)
@@ -126,19 +133,28 @@ int main(int argc, char** argv) {
     strata::programs::configure_cli(app);
     app.add_option("--schedule", c.schedule, "Pipeline schedule (--list describes them)")
         ->check(CLI::IsMember(strata::parallel::schedule_names()));
-    app.add_option("--ranks", c.ranks, "Pipeline ranks (K)");
-    app.add_option("--micro-batches", c.micro_batches, "Micro-batches per batch (M)");
-    app.add_option("--virtual-stages", c.virtual_stages, "Model chunks per rank (interleaved)");
+    using namespace strata::programs;  // NOLINT(google-build-using-namespace): flag ranges
+    integer_range(app.add_option("--ranks", c.ranks, "Pipeline ranks (K)"), 1, kMaxRanks);
+    integer_range(app.add_option("--micro-batches", c.micro_batches, "Micro-batches per batch (M)"),
+                  1, kMaxMicroBatches);
+    integer_range(
+        app.add_option("--virtual-stages", c.virtual_stages, "Model chunks per rank (interleaved)"),
+        1, kMaxLayers);
     app.add_option("--load", c.load, "Verify and simulate this JSON schedule instead");
     app.add_option("--save", c.save, "Write the schedule as JSON");
     app.add_option("--trace-out", c.trace_out, "Write the simulated timeline as a Chrome trace");
     strata::programs::add_overwrite_flag(app, c.overwrite);
     app.add_flag("--print", c.print, "Print every rank's instruction list");
     app.add_flag("--list", c.list, "List the registered schedules and exit");
-    app.add_option("--forward", c.costs.forward, "Simulated cost of a forward pass");
-    app.add_option("--backward-input", c.costs.backward_input, "Cost of a backward-input pass");
-    app.add_option("--backward-weight", c.costs.backward_weight, "Cost of a backward-weight pass");
-    app.add_option("--send", c.costs.send, "Cost of a transfer");
+    real_range(app.add_option("--forward", c.costs.forward, "Simulated cost of a forward pass"), 0,
+               kMaxCost);
+    real_range(
+        app.add_option("--backward-input", c.costs.backward_input, "Cost of a backward-input pass"),
+        0, kMaxCost);
+    real_range(app.add_option("--backward-weight", c.costs.backward_weight,
+                              "Cost of a backward-weight pass"),
+               0, kMaxCost);
+    real_range(app.add_option("--send", c.costs.send, "Cost of a transfer"), 0, kMaxCost);
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     // Before any work: an output never replaces --load or a file the user did not offer.
     strata::core::check_output("--save", c.save, {c.load}, c.overwrite);

@@ -223,8 +223,11 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
     s.vector_lanes = f.integer("vector_lanes");
   else if (!from_preset)
     s.vector_lanes = t.default_vector_lanes(s);
-  if (s.word_bytes <= 0)
-    f.fail("word_bytes", "got " + std::to_string(s.word_bytes) + ", expected a positive integer");
+  // Checked before the energy table that depends on it.
+  if (s.word_bytes < 1 || s.word_bytes > kMaxWordBytes)
+    f.fail("word_bytes", "got " + std::to_string(s.word_bytes) +
+                             ", expected an integer between 1 and " +
+                             std::to_string(kMaxWordBytes));
   // The default table follows the word size, unless the file gives energies (a preset's
   // table stays when its word size does).
   if (!from_preset || s.word_bytes != old_word) {
@@ -266,15 +269,15 @@ void AcceleratorSpec::validate(const std::string& source) const {
   STRATA_CHECK(t != nullptr, source, ": field 'template': template '", kind.name(), "': expected ",
                template_choices());
   t->validate(*this, source);
-  check_positive(source, "word_bytes", static_cast<double>(word_bytes), "a positive integer");
-  check_positive(source, "clock_mhz", clock_mhz, "a positive number");
-  check_positive(source, "dram_bytes_per_cycle", dram_bytes_per_cycle, "a positive number");
-  check_positive(source, "vector_lanes", static_cast<double>(vector_lanes), "a positive integer");
+  check_integer_field(source, "word_bytes", word_bytes, 1, kMaxWordBytes);
+  check_positive_field(source, "clock_mhz", clock_mhz, kMaxClockMhz);
+  check_positive_field(source, "dram_bytes_per_cycle", dram_bytes_per_cycle, kMaxDramBytesPerCycle);
+  check_integer_field(source, "vector_lanes", vector_lanes, 1, kMaxUnits);
   const json e = energy.to_json();
   for (const auto& item : e.items()) {
     const double v = item.value().get<double>();
-    STRATA_CHECK(v >= 0 && std::isfinite(v), source, ": field 'energy_pj.", item.key(), "': got ",
-                 v, ", expected a number >= 0");
+    STRATA_CHECK(v >= 0 && v <= kMaxEnergyPj, source, ": field 'energy_pj.", item.key(), "': got ",
+                 v, ", expected a number between 0 and ", kMaxEnergyPj);
   }
 }
 

@@ -121,6 +121,20 @@ void check_positive(const std::string& source, const std::string& field, double 
     STRATA_FAIL(source, ": field '", field, "': got ", v, ", expected ", what);
 }
 
+void check_integer_field(const std::string& source, const std::string& field, int64_t v,
+                         int64_t min, int64_t max) {
+  if (v < min || v > max)
+    STRATA_FAIL(source, ": field '", field, "': got ", v, ", expected an integer between ", min,
+                " and ", max);
+}
+
+void check_positive_field(const std::string& source, const std::string& field, double v,
+                          double max) {
+  if (!(v > 0) || !std::isfinite(v) || v > max)
+    STRATA_FAIL(source, ": field '", field, "': got ", v,
+                ", expected a number greater than 0 and at most ", max);
+}
+
 // ---- AcceleratorTemplate defaults ----
 
 void AcceleratorTemplate::parse(const SpecFields&, AcceleratorSpec&, bool) const {}
@@ -166,11 +180,11 @@ void PeArrayTemplate::parse(const SpecFields& f, AcceleratorSpec& s, bool comple
 }
 
 void PeArrayTemplate::validate(const AcceleratorSpec& s, const std::string& source) const {
-  check_positive(source, "rows", static_cast<double>(s.rows), "a positive integer");
-  check_positive(source, "cols", static_cast<double>(s.cols), "a positive integer");
-  check_positive(source, "sram_kib.ifmap", s.ifmap_sram_kib, "a positive number of KiB");
-  check_positive(source, "sram_kib.filter", s.filter_sram_kib, "a positive number of KiB");
-  check_positive(source, "sram_kib.ofmap", s.ofmap_sram_kib, "a positive number of KiB");
+  check_integer_field(source, "rows", s.rows, 1, kMaxArraySide);
+  check_integer_field(source, "cols", s.cols, 1, kMaxArraySide);
+  check_positive_field(source, "sram_kib.ifmap", s.ifmap_sram_kib, kMaxSramKib);
+  check_positive_field(source, "sram_kib.filter", s.filter_sram_kib, kMaxSramKib);
+  check_positive_field(source, "sram_kib.ofmap", s.ofmap_sram_kib, kMaxSramKib);
 }
 
 void PeArrayTemplate::to_json(const AcceleratorSpec& s, json& out) const {

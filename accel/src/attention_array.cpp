@@ -4,12 +4,13 @@
 
 #include "strata/accel/accelerator_template.h"
 #include "strata/accel/systolic_array.h"
+#include "strata/core/checked_math.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
 
 namespace {
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+using I = core::CheckedInt;  // overflow: core::OverflowError, reported with the op
 
 AcceleratorSpec as_output_stationary(AcceleratorSpec spec) {
   spec.dataflow = Dataflow::OutputStationary;
@@ -35,40 +36,42 @@ OpCost AttentionArray::attention(const AttentionShape& shape) const {
 }
 
 OpCost AttentionArray::one_pass(const AttentionShape& a, bool fused) const {
-  const int64_t lq = a.seq_q, lk = a.seq_kv, d = a.head_dim;
-  const int64_t R = spec_.rows, C = spec_.cols;
-  const int64_t q_blocks = ceil_div(lq, R), kv_tiles = ceil_div(lk, C);
+  const I lq = a.seq_q, lk = a.seq_kv, d = a.head_dim;
+  const I R = spec_.rows, C = spec_.cols;
+  const I q_blocks = ceil_div(lq, R), kv_tiles = ceil_div(lk, C);
 
   OpCost c;
-  c.macs = 2 * lq * lk * d;
+  c.macs = (2 * lq * lk * d).get();
   // Both Einsums on one R x C tile of S (query rows x keys): D steps for Q K^T, D steps
   // for P V; tiles follow each other without draining, one fill and drain per query block.
-  const int64_t einsums = 2 * q_blocks * kv_tiles * d + q_blocks * (R + C - 2);
-  const int64_t softmax_ops = static_cast<int64_t>(kSoftmaxOpsPerElement) * lq * lk;
+  const I einsums = 2 * q_blocks * kv_tiles * d + q_blocks * (R + C - 2);
+  const I softmax_ops = static_cast<int64_t>(kSoftmaxOpsPerElement) * lq * lk;
   // Online softmax rescales the running output block once per key tile.
-  c.vector_ops = softmax_ops + (fused ? lq * d * kv_tiles : 0);
-  c.compute_cycles = einsums + (fused ? 0 : ceil_div(softmax_ops, spec_.vector_lanes));
+  c.vector_ops = (softmax_ops + (fused ? lq * d * kv_tiles : I(0))).get();
+  c.compute_cycles = (einsums + (fused ? I(0) : ceil_div(softmax_ops, spec_.vector_lanes))).get();
 
   // SRAM: a Q block per key tile, K and V tiles per query block, O once; flat also
   // writes S to the buffer and reads it twice (maximum, then exponentials), and P once
   // more for P V.
-  c.sram_reads = lq * d * kv_tiles + 2 * lk * d * q_blocks;
-  c.sram_writes = lq * d;
+  I sram_reads = lq * d * kv_tiles + 2 * lk * d * q_blocks, sram_writes = lq * d;
   if (!fused) {
-    c.sram_reads += 3 * lq * lk;
-    c.sram_writes += 2 * lq * lk;
+    sram_reads += 3 * lq * lk;
+    sram_writes += 2 * lq * lk;
   }
-  const int64_t kv_reads = (lk * d <= spec_.filter_words() ? 1 : q_blocks) * lk * d;
-  c.dram_reads = lq * d + 2 * kv_reads;
-  c.dram_writes = lq * d;
+  const I kv_reads = (lk * d <= spec_.filter_words() ? I(1) : q_blocks) * lk * d;
+  I dram_reads = lq * d + 2 * kv_reads, dram_writes = lq * d;
   const bool s_block_fits = R * lk <= spec_.ofmap_words();
   if (!fused && !s_block_fits) {
-    c.dram_writes += lq * lk;
-    c.dram_reads += lq * lk;
+    dram_writes += lq * lk;
+    dram_reads += lq * lk;
   }
+  c.sram_reads = sram_reads.get();
+  c.sram_writes = sram_writes.get();
+  c.dram_reads = dram_reads.get();
+  c.dram_writes = dram_writes.get();
   c.add_stalls(spec_);
   c.price(spec_.energy);
-  return c.repeated(a.batch * a.heads);
+  return c.repeated((I(a.batch) * a.heads).get());
 }
 
 namespace {

@@ -1,6 +1,7 @@
 #include "strata/accel/cost_model.h"
 
 #include "strata/accel/accelerator_template.h"
+#include "strata/core/checked_math.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
@@ -16,12 +17,12 @@ OpCost CostModel::attention(const AttentionShape& shape) const { return unfused_
 
 OpCost CostModel::unfused_attention(const AttentionShape& a) const {
   a.check();
-  const int64_t scores = a.seq_q * a.seq_kv;
-  const int64_t score_bytes = scores * spec_.word_bytes;
+  const int64_t scores = core::checked_mul(a.seq_q, a.seq_kv, "attention scores");
+  const int64_t score_bytes = core::checked_mul(scores, spec_.word_bytes, "attention score bytes");
   OpCost head = gemm({a.seq_q, a.head_dim, a.seq_kv, 1});  // S = Q K^T, S to DRAM
   head += vector_.elementwise(scores, kSoftmaxOpsPerElement, score_bytes, score_bytes);
   head += gemm({a.seq_q, a.seq_kv, a.head_dim, 1});  // O = P V, P from DRAM
-  return head.repeated(a.batch * a.heads);
+  return head.repeated(core::checked_mul(a.batch, a.heads, "attention batch x heads"));
 }
 
 std::unique_ptr<CostModel> make_cost_model(const AcceleratorSpec& spec) {
@@ -57,6 +58,9 @@ Charge CostDispatcher::charge(const OpDescription& op) const {
         out.reason = op.note.empty() ? "no cost model for this op" : op.note;
         return out;
     }
+  } catch (const core::OverflowError& e) {
+    // Sizes whose cost does not fit in 64 bits: a mistake in the shape, never a number.
+    STRATA_FAIL(op.name, " (", to_string(op.kind), "): its cost overflows: ", e.what());
   } catch (const Error& e) {
     // A description the models reject (a zero size): listed, not charged, not fatal to
     // the program being simulated.

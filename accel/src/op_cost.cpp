@@ -3,7 +3,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "strata/core/checked_math.h"
+#include "strata/core/error.h"
+
 namespace strata::accel {
+
+using core::checked_add;
+using core::checked_mul;
 
 EnergyBreakdown& EnergyBreakdown::operator+=(const EnergyBreakdown& o) {
   mac += o.mac;
@@ -27,25 +33,26 @@ void OpCost::price(const EnergyTable& t) {
 }
 
 void OpCost::add_stalls(const AcceleratorSpec& spec) {
-  const double bytes =
-      static_cast<double>(dram_reads + dram_writes) * static_cast<double>(spec.word_bytes);
-  const auto memory_cycles = static_cast<int64_t>(std::ceil(bytes / spec.dram_bytes_per_cycle));
+  const double bytes = (static_cast<double>(dram_reads) + static_cast<double>(dram_writes)) *
+                       static_cast<double>(spec.word_bytes);
+  const int64_t memory_cycles =
+      core::checked_ceil(bytes / spec.dram_bytes_per_cycle, "memory cycles");
   stall_cycles = std::max<int64_t>(0, memory_cycles - compute_cycles);
-  cycles = compute_cycles + stall_cycles;
+  cycles = checked_add(compute_cycles, stall_cycles, "cycles");
   pe_cycles = static_cast<double>(cycles) * spec.peak_macs_per_cycle();
 }
 
 OpCost& OpCost::operator+=(const OpCost& o) {
-  cycles += o.cycles;
-  compute_cycles += o.compute_cycles;
-  stall_cycles += o.stall_cycles;
-  macs += o.macs;
-  vector_ops += o.vector_ops;
+  cycles = checked_add(cycles, o.cycles, "cycles");
+  compute_cycles = checked_add(compute_cycles, o.compute_cycles, "compute cycles");
+  stall_cycles = checked_add(stall_cycles, o.stall_cycles, "stall cycles");
+  macs = checked_add(macs, o.macs, "MACs");
+  vector_ops = checked_add(vector_ops, o.vector_ops, "vector ops");
   pe_cycles += o.pe_cycles;
-  sram_reads += o.sram_reads;
-  sram_writes += o.sram_writes;
-  dram_reads += o.dram_reads;
-  dram_writes += o.dram_writes;
+  sram_reads = checked_add(sram_reads, o.sram_reads, "SRAM reads");
+  sram_writes = checked_add(sram_writes, o.sram_writes, "SRAM writes");
+  dram_reads = checked_add(dram_reads, o.dram_reads, "DRAM reads");
+  dram_writes = checked_add(dram_writes, o.dram_writes, "DRAM writes");
   energy += o.energy;
   return *this;
 }
@@ -54,16 +61,16 @@ OpCost operator+(OpCost a, const OpCost& b) { return a += b; }
 
 OpCost OpCost::repeated(int64_t times) const {
   OpCost r;
-  r.cycles = cycles * times;
-  r.compute_cycles = compute_cycles * times;
-  r.stall_cycles = stall_cycles * times;
-  r.macs = macs * times;
-  r.vector_ops = vector_ops * times;
+  r.cycles = checked_mul(cycles, times, "cycles");
+  r.compute_cycles = checked_mul(compute_cycles, times, "compute cycles");
+  r.stall_cycles = checked_mul(stall_cycles, times, "stall cycles");
+  r.macs = checked_mul(macs, times, "MACs");
+  r.vector_ops = checked_mul(vector_ops, times, "vector ops");
   r.pe_cycles = pe_cycles * static_cast<double>(times);
-  r.sram_reads = sram_reads * times;
-  r.sram_writes = sram_writes * times;
-  r.dram_reads = dram_reads * times;
-  r.dram_writes = dram_writes * times;
+  r.sram_reads = checked_mul(sram_reads, times, "SRAM reads");
+  r.sram_writes = checked_mul(sram_writes, times, "SRAM writes");
+  r.dram_reads = checked_mul(dram_reads, times, "DRAM reads");
+  r.dram_writes = checked_mul(dram_writes, times, "DRAM writes");
   const auto k = static_cast<double>(times);
   r.energy = {energy.mac * k, energy.sram * k, energy.dram * k, energy.vector * k};
   return r;

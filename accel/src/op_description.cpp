@@ -1,8 +1,11 @@
 #include "strata/accel/op_description.h"
 
+#include "strata/core/checked_math.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
+
+using I = core::CheckedInt;  // sizes from the user: their products may not fit in 64 bits
 
 std::string to_string(OpKind kind) {
   switch (kind) {
@@ -26,18 +29,18 @@ void GemmShape::check() const {
 }
 
 int64_t ConvShape::out_height() const {
-  return (height + 2 * pad_h - dilation_h * (kernel_h - 1) - 1) / stride_h + 1;
+  return ((I(height) + 2 * I(pad_h) - I(dilation_h) * (I(kernel_h) - 1) - 1) / stride_h + 1).get();
 }
 
 int64_t ConvShape::out_width() const {
-  return (width + 2 * pad_w - dilation_w * (kernel_w - 1) - 1) / stride_w + 1;
+  return ((I(width) + 2 * I(pad_w) - I(dilation_w) * (I(kernel_w) - 1) - 1) / stride_w + 1).get();
 }
 
 int64_t ConvShape::macs() const { return lowered().macs(); }
 
 GemmShape ConvShape::lowered() const {
-  return {batch * out_height() * out_width(), in_channels / groups * kernel_h * kernel_w,
-          out_channels / groups, groups};
+  return {(I(batch) * out_height() * out_width()).get(),
+          (I(in_channels / groups) * kernel_h * kernel_w).get(), out_channels / groups, groups};
 }
 
 void ConvShape::check() const {
@@ -60,7 +63,8 @@ void ConvShape::check() const {
   STRATA_CHECK(in_channels % groups == 0 && out_channels % groups == 0, "conv groups ", groups,
                ": does not divide in_channels ", in_channels, " and out_channels ", out_channels);
   STRATA_CHECK(out_height() > 0 && out_width() > 0, "conv kernel ", kernel_h, "x", kernel_w,
-               ": larger than the padded input ", height + 2 * pad_h, "x", width + 2 * pad_w);
+               ": larger than the padded input ", (I(height) + 2 * I(pad_h)).get(), "x",
+               (I(width) + 2 * I(pad_w)).get());
 }
 
 std::string to_string(AttentionMapping m) {

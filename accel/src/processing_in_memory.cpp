@@ -3,12 +3,13 @@
 #include <cmath>
 
 #include "strata/accel/accelerator_template.h"
+#include "strata/core/checked_math.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
 
 namespace {
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+using I = core::CheckedInt;  // overflow: core::OverflowError, reported with the op
 }  // namespace
 
 ProcessingInMemory::ProcessingInMemory(AcceleratorSpec spec) : CostModel(std::move(spec)) {
@@ -18,20 +19,22 @@ ProcessingInMemory::ProcessingInMemory(AcceleratorSpec spec) : CostModel(std::mo
 
 OpCost ProcessingInMemory::gemv(int64_t k, int64_t n) const {
   const PimParams& p = spec_.pim;
-  const int64_t per_bank = ceil_div(k * n, p.banks);
-  const int64_t accesses = ceil_div(per_bank, p.macs_per_access);
-  const int64_t activations = ceil_div(per_bank, p.row_bytes / spec_.word_bytes);
+  const I weights = I(k) * n;
+  const I per_bank = ceil_div(weights, p.banks);
+  const I accesses = ceil_div(per_bank, p.macs_per_access);
+  const I activations = ceil_div(per_bank, p.row_bytes / spec_.word_bytes);
   const double bw = spec_.dram_bytes_per_cycle;
-  const auto bus = [&](int64_t words) {
-    return static_cast<int64_t>(std::ceil(static_cast<double>(words * spec_.word_bytes) / bw));
+  const auto bus = [&](int64_t words) -> I {
+    return core::checked_ceil(static_cast<double>((I(words) * spec_.word_bytes).get()) / bw,
+                              "bus cycles");
   };
   OpCost c;
-  c.macs = k * n;
-  c.compute_cycles = accesses * p.t_ccd;
-  c.stall_cycles = activations * (p.t_rcd + p.t_rp) + bus(k) + bus(n);
-  c.cycles = c.compute_cycles + c.stall_cycles;
+  c.macs = weights.get();
+  c.compute_cycles = (accesses * p.t_ccd).get();
+  c.stall_cycles = (activations * (I(p.t_rcd) + p.t_rp) + bus(k) + bus(n)).get();
+  c.cycles = (I(c.compute_cycles) + c.stall_cycles).get();
   c.pe_cycles = static_cast<double>(c.cycles) * spec_.peak_macs_per_cycle();
-  c.dram_reads = k * n;
+  c.dram_reads = weights.get();
   c.sram_reads = k;
   c.sram_writes = n;
   c.price(spec_.energy);
@@ -40,7 +43,7 @@ OpCost ProcessingInMemory::gemv(int64_t k, int64_t n) const {
 
 OpCost ProcessingInMemory::gemm(const GemmShape& shape) const {
   shape.check();
-  return gemv(shape.k, shape.n).repeated(shape.m * shape.batch);
+  return gemv(shape.k, shape.n).repeated((I(shape.m) * shape.batch).get());
 }
 
 namespace {
@@ -78,15 +81,15 @@ class PimTemplate : public AcceleratorTemplate {
 
   void validate(const AcceleratorSpec& s, const std::string& source) const override {
     const PimParams& pim = s.pim;
-    check_positive(source, "pim.banks", static_cast<double>(pim.banks), "a positive integer");
-    check_positive(source, "pim.macs_per_access", static_cast<double>(pim.macs_per_access),
-                   "a positive integer");
-    check_positive(source, "pim.t_ccd", static_cast<double>(pim.t_ccd), "a positive integer");
-    STRATA_CHECK(pim.row_bytes >= s.word_bytes && pim.row_bytes % s.word_bytes == 0, source,
+    check_integer_field(source, "pim.banks", pim.banks, 1, kMaxUnits);
+    check_integer_field(source, "pim.macs_per_access", pim.macs_per_access, 1, kMaxUnits);
+    check_integer_field(source, "pim.t_ccd", pim.t_ccd, 1, kMaxUnits);
+    check_integer_field(source, "pim.row_bytes", pim.row_bytes, 1, kMaxUnits);
+    STRATA_CHECK(s.word_bytes > 0 && pim.row_bytes % s.word_bytes == 0, source,
                  ": field 'pim.row_bytes': got ", pim.row_bytes,
                  ", expected a positive multiple of word_bytes (", s.word_bytes, ")");
-    STRATA_CHECK(pim.t_rcd >= 0, source, ": field 'pim.t_rcd': got ", pim.t_rcd, ", expected >= 0");
-    STRATA_CHECK(pim.t_rp >= 0, source, ": field 'pim.t_rp': got ", pim.t_rp, ", expected >= 0");
+    check_integer_field(source, "pim.t_rcd", pim.t_rcd, 0, kMaxUnits);
+    check_integer_field(source, "pim.t_rp", pim.t_rp, 0, kMaxUnits);
   }
 
   void to_json(const AcceleratorSpec& s, nlohmann::json& out) const override {

@@ -29,6 +29,12 @@ int default_threads_per_rank() {
   return std::max(1, cores / local_world_size());
 }
 
+int max_threads() {
+  constexpr int kMaxThreads = 1024;
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::min(kMaxThreads, 4 * cores);
+}
+
 void set_num_threads(int threads) {
   STRATA_CHECK(threads >= 1, "threads per rank: got ", threads, ", expected at least 1");
   at::set_num_threads(threads);

@@ -3,9 +3,11 @@
 #include <c10/util/Exception.h>
 
 #include <iostream>
+#include <new>
 #include <string>
 
 #include "strata/core/error.h"
+#include "strata/core/memory.h"
 
 namespace strata::programs {
 namespace {
@@ -21,6 +23,28 @@ void print_error(const std::string& message) {
   std::cerr << "error: " << line << std::endl;
 }
 
+// The last line of defence for a size no estimate caught: LibTorch's "[enforce fail at
+// alloc_cpu.cpp:75] ... you tried to allocate N bytes" or std::bad_alloc, said with the
+// amount and what to change.
+std::string out_of_memory(const std::string& message) {
+  static const std::string kTried = "you tried to allocate ";
+  const size_t at = message.find(kTried);
+  std::string amount;
+  if (at != std::string::npos) {
+    try {
+      amount = " of " + core::format_bytes(std::stoll(message.substr(at + kTried.size())));
+    } catch (const std::exception&) {  // no number after it: say it without the amount
+    }
+  }
+  return "out of memory: a tensor" + amount + " does not fit in the " +
+         core::format_bytes(core::physical_memory_bytes()) +
+         " of this machine; a size on the command line (a batch, a width, a count) is too large";
+}
+
+bool is_allocation_failure(const std::string& message) {
+  return message.find("DefaultCPUAllocator: can't allocate memory") != std::string::npos;
+}
+
 }  // namespace
 
 int run_main(const std::function<int()>& body) {
@@ -29,11 +53,14 @@ int run_main(const std::function<int()>& body) {
   } catch (const strata::Error& e) {
     print_error(e.what());
   } catch (const c10::Error& e) {
-    print_error(e.what_without_backtrace());
+    const std::string message = e.what_without_backtrace();
+    print_error(is_allocation_failure(message) ? out_of_memory(message) : message);
   } catch (const CLI::Error& e) {
     // CallForHelp and Success carry exit code 0: the program asked to stop, nothing failed.
     if (e.get_exit_code() == 0) return 0;
     print_error(e.what());
+  } catch (const std::bad_alloc&) {
+    print_error(out_of_memory(""));
   } catch (const std::exception& e) {
     print_error(e.what());
   } catch (...) {

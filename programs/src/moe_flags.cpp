@@ -2,6 +2,7 @@
 
 #include "strata/core/error.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 
 namespace strata::programs {
 namespace {
@@ -14,27 +15,30 @@ void add_moe_flags(CLI::App& app, MoEFlags& f) {
   moe::MoELayerOptions& layer = f.layer;
   app.add_flag("--moe", f.enabled,
                "fortunes-lm-moe: every FFN becomes a mixture of experts (see --experts)");
-  app.add_option("--experts", layer.experts(), "Experts per MoE layer")->check(CLI::PositiveNumber);
-  app.add_option("--top-k", layer.top_k(), "Experts per token")->check(CLI::PositiveNumber);
-  app.add_option("--expert-ffn", layer.hidden(), "Hidden width of each expert")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--capacity-factor", layer.capacity_factor(),
-                 "Expert capacity = ceil(top-k * tokens / experts * factor); 0: dropless")
-      ->check(CLI::NonNegativeNumber);
+  integer_range(app.add_option("--experts", layer.experts(), "Experts per MoE layer"), 1,
+                kMaxLayers);
+  integer_range(app.add_option("--top-k", layer.top_k(), "Experts per token"), 1, kMaxLayers);
+  integer_range(app.add_option("--expert-ffn", layer.hidden(), "Hidden width of each expert"), 1,
+                kMaxWidth);
+  real_range(
+      app.add_option("--capacity-factor", layer.capacity_factor(),
+                     "Expert capacity = ceil(top-k * tokens / experts * factor); 0: dropless"),
+      0, kMaxCapacityFactor);
   add_enum_option(app, "--drop-priority", layer.drop_priority(),
                   {{"order", moe::DropPriority::Order}, {"score", moe::DropPriority::Score}},
                   "Which tokens a full expert keeps");
-  app.add_option("--balance-loss", layer.balance_loss_coef(),
-                 "Coefficient of the load-balancing loss")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--z-loss", layer.z_loss_coef(), "Coefficient of the router z-loss")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--router-jitter", layer.jitter(), "Multiplicative router input noise in training")
-      ->check(CLI::Range(0.0, 0.99));
-  app.add_option("--ep", f.ep,
-                 "Expert-parallel size: ranks that share out each layer's experts (divides "
-                 "the data-parallel size)")
-      ->check(CLI::PositiveNumber);
+  real_range(app.add_option("--balance-loss", layer.balance_loss_coef(),
+                            "Coefficient of the load-balancing loss"),
+             0, kMaxLossCoefficient);
+  real_range(app.add_option("--z-loss", layer.z_loss_coef(), "Coefficient of the router z-loss"), 0,
+             kMaxLossCoefficient);
+  real_range(app.add_option("--router-jitter", layer.jitter(),
+                            "Multiplicative router input noise in training"),
+             0, 0.99);
+  integer_range(app.add_option("--ep", f.ep,
+                               "Expert-parallel size: ranks that share out each layer's experts "
+                               "(divides the data-parallel size)"),
+                1, kMaxRanks);
 }
 
 void check_moe_flags(const CLI::App& app, const MoEFlags& f) {

@@ -5,6 +5,7 @@
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline/schedule_registry.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/number_flags.h"
 
 namespace strata::programs {
 using namespace strata::parallel;  // NOLINT(google-build-using-namespace): binds flags to pipeline
@@ -45,17 +46,18 @@ int64_t PipelineFlags::replica_batch(int64_t global_batch, int world_size) const
 
 void add_pipeline_flags(CLI::App& app, PipelineFlags& f) {
   PipelineParallelOptions& pipeline = f.options.pipeline();
-  app.add_option("--pp", f.options.pipeline_parallel(),
-                 "Pipeline stages; the world size / pp replicas of each stage train data "
-                 "parallel")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--micro-batches", pipeline.micro_batches(), "Micro-batches per replica batch")
-      ->check(CLI::PositiveNumber);
+  integer_range(app.add_option("--pp", f.options.pipeline_parallel(),
+                               "Pipeline stages; the world size / pp replicas of each stage train "
+                               "data parallel"),
+                1, kMaxRanks);
+  integer_range(app.add_option("--micro-batches", pipeline.micro_batches(),
+                               "Micro-batches per replica batch"),
+                1, kMaxMicroBatches);
   app.add_option("--schedule", pipeline.schedule(), "Pipeline schedule")
       ->check(CLI::IsMember(schedule_names()));
-  app.add_option("--virtual-stages", pipeline.virtual_stages(),
-                 "Model chunks per rank (interleaved schedule)")
-      ->check(CLI::PositiveNumber);
+  integer_range(app.add_option("--virtual-stages", pipeline.virtual_stages(),
+                               "Model chunks per rank (interleaved schedule)"),
+                1, kMaxLayers);
   add_enum_option(app, "--recompute", pipeline.recompute(),
                   {{"never", Recompute::Never},
                    {"always", Recompute::Always},
@@ -69,16 +71,17 @@ void add_pipeline_flags(CLI::App& app, PipelineFlags& f) {
                  "process, one thread per device");
   app.add_option("--trace-out", f.trace_out,
                  "Write a Chrome trace (Perfetto, chrome://tracing) of a few pipeline steps");
-  app.add_option("--trace-steps", f.trace_steps, "Steps the trace covers, after the warm-up")
-      ->check(CLI::PositiveNumber);
+  integer_range(
+      app.add_option("--trace-steps", f.trace_steps, "Steps the trace covers, after the warm-up"),
+      1, kMaxTraceSteps);
   // The options count bytes, the flag megabytes.
-  app.add_option_function<double>(
-         "--bucket-cap-mb",
-         [&pipeline](double mb) {
-           pipeline.bucket_cap_bytes(static_cast<int64_t>(mb * kBytesPerMb));
-         },
-         "Data-parallel gradient bucket size in MB")
-      ->check(CLI::PositiveNumber)
+  positive_real(app.add_option_function<double>(
+                    "--bucket-cap-mb",
+                    [&pipeline](double mb) {
+                      pipeline.bucket_cap_bytes(static_cast<int64_t>(mb * kBytesPerMb));
+                    },
+                    "Data-parallel gradient bucket size in MB"),
+                kMaxBucketMb)
       ->default_str(
           fmt::format("{}", static_cast<double>(pipeline.bucket_cap_bytes()) / kBytesPerMb));
 }

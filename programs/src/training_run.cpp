@@ -10,6 +10,7 @@
 #include "strata/core/logging.h"
 #include "strata/core/threads.h"
 #include "strata/parallel/control/configuration_check.h"
+#include "strata/programs/number_flags.h"
 #include "strata/programs/output_flags.h"
 
 namespace strata::programs {
@@ -51,15 +52,15 @@ std::optional<std::string> TrainingRunFlags::checkpoint_to_resume() const {
 void add_training_run_flags(CLI::App& app, TrainingRunFlags& f) {
   app.add_option("--checkpoint-dir", f.checkpoint_dir,
                  "Write checkpoints <dir>/step-<N> here (rank 0 writes)");
-  app.add_option("--checkpoint-every", f.checkpoint_every,
-                 "Checkpoint every N steps (0: only at the end)")
-      ->check(CLI::NonNegativeNumber);
+  integer_range(app.add_option("--checkpoint-every", f.checkpoint_every,
+                               "Checkpoint every N steps (0: only at the end)"),
+                0, kMaxSteps);
   app.add_option("--resume", f.resume,
                  "Resume from a checkpoint, from the latest one in a directory, or 'auto': "
                  "the newest valid one in --checkpoint-dir if there is one");
   app.add_option("--metrics-out", f.metrics_out, "Write JSON-lines metrics here (rank 0)");
-  app.add_option("--log-every", f.log_every, "Print progress every N steps")
-      ->check(CLI::PositiveNumber);
+  integer_range(app.add_option("--log-every", f.log_every, "Print progress every N steps"), 1,
+                kMaxSteps);
   add_overwrite_flag(app, f.overwrite);
 }
 

@@ -312,6 +312,99 @@ TEST(CostDispatcher, RoutesEachKindAndListsWhatItCannotCharge) {
   EXPECT_EQ(CostDispatcher(AcceleratorSpec::preset("fusemax")).model().name(), "attention-array");
 }
 
+// Sizes whose cost does not fit in 64 bits are an error naming the op, in every cost model
+// (issue 23: a 4e12-cubed GEMM reported negative cycles).
+TEST(CostDispatcher, OverflowIsAnErrorNamingTheOpNeverANegativeCount) {
+  const auto overflow = [](const std::string& preset, const OpDescription& op) {
+    try {
+      const Charge c = CostDispatcher(AcceleratorSpec::preset(preset)).charge(op);
+      return "(charged, cycles " + std::to_string(c.cost.cycles) + ")";
+    } catch (const strata::Error& e) {
+      return std::string(e.what());
+    }
+  };
+  const int64_t huge = 4'000'000'000'000;
+  for (const char* preset :
+       {"generic-32", "nvdla", "shidiannao", "eyeriss", "fusemax", "pim-gpt"}) {
+    const std::string m = overflow(preset, OpDescription::gemm("big", {{huge, huge, huge}}));
+    EXPECT_NE(m.find("big (gemm): its cost overflows: "), std::string::npos) << preset << ": " << m;
+    EXPECT_NE(m.find("does not fit in a 64-bit integer"), std::string::npos) << preset << ": " << m;
+  }
+  ConvShape conv;
+  conv.batch = 1'000'000'000'000'000;
+  conv.in_channels = 1'000'000'000;
+  conv.out_channels = 8;
+  conv.height = conv.width = 1000;
+  conv.kernel_h = conv.kernel_w = 1;
+  for (const char* preset : {"generic-32", "eyeriss"})
+    EXPECT_NE(overflow(preset, OpDescription::convolution("c1", conv))
+                  .find("c1 (conv): its cost "
+                        "overflows"),
+              std::string::npos)
+        << preset;
+  AttentionShape a;
+  a.seq_q = a.seq_kv = a.head_dim = 100'000'000'000'000;
+  for (auto mapping :
+       {AttentionMapping::Unfused, AttentionMapping::Flat, AttentionMapping::Fused}) {
+    a.mapping = mapping;
+    EXPECT_NE(overflow("fusemax", OpDescription::attention_op("sdpa", a)).find("sdpa (attention)"),
+              std::string::npos);
+  }
+  // The largest array a spec allows with the largest GEMM that fits: counts stay positive.
+  const AcceleratorSpec wide = systolic(Dataflow::OutputStationary, kMaxArraySide, kMaxArraySide);
+  const OpCost c = SystolicArray(wide).gemm({1'000'000, 1'000'000, 1'000'000});
+  EXPECT_EQ(c.macs, 1'000'000'000'000'000'000);
+  EXPECT_GT(c.cycles, 0);
+  EXPECT_GT(c.sram_reads, 0);
+}
+
+TEST(AcceleratorSpec, EveryFieldHasAStatedRange) {
+  const auto error_of = [](const json& j) {
+    try {
+      AcceleratorSpec::from_json(j, "spec file s.json");
+    } catch (const strata::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  const auto with = [](const char* preset, const json& fields) {
+    json j = fields;
+    j["preset"] = preset;
+    return j;
+  };
+  EXPECT_EQ(
+      error_of(with("generic-32", {{"rows", 9223372036854775807}})),
+      "spec file s.json: field 'rows': got 9223372036854775807, expected an integer between 1 "
+      "and 65536");
+  EXPECT_EQ(error_of(with("generic-32", {{"cols", 65537}})),
+            "spec file s.json: field 'cols': got 65537, expected an integer between 1 and 65536");
+  EXPECT_NE(
+      error_of(with("generic-32", {{"clock_mhz", 1e300}})).find("field 'clock_mhz': got 1e+300"),
+      std::string::npos);
+  EXPECT_NE(
+      error_of(with("generic-32", {{"dram_bytes_per_cycle", 1e10}}))
+          .find("field 'dram_bytes_per_cycle': got 1e+10, expected a number greater than 0 and "
+                "at most 1e+09"),
+      std::string::npos);
+  EXPECT_NE(error_of(with("generic-32", {{"word_bytes", 4096}})).find("field 'word_bytes'"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("generic-32", {{"vector_lanes", 1 << 21}})).find("field 'vector_lanes'"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("generic-32", {{"sram_kib", {{"ofmap", 1e30}}}}))
+                .find("field 'sram_kib.ofmap'"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("generic-32", {{"energy_pj", {{"dram_read", 1e300}}}}))
+                .find("field 'energy_pj.dram_read'"),
+            std::string::npos);
+  for (const char* field : {"banks", "macs_per_access", "t_ccd", "t_rcd", "t_rp"})
+    EXPECT_NE(error_of(with("pim-gpt", {{"pim", {{field, int64_t{1} << 40}}}}))
+                  .find(std::string("field 'pim.") + field + "'"),
+              std::string::npos)
+        << field;
+  // The presets and the example spec files are inside every range.
+  for (const std::string& name : preset_names()) EXPECT_NO_THROW(AcceleratorSpec::preset(name));
+}
+
 TEST(OpCost, SumsKeepUtilizationAndEnergy) {
   const SystolicArray model(systolic(Dataflow::OutputStationary, 8, 8));
   const OpCost a = model.gemm({10, 20, 30}), b = model.gemm({64, 64, 64});
@@ -397,7 +490,7 @@ TEST(AcceleratorSpec, BadSpecsNameTheField) {
   std::string m = bad([](json& j) { j["template"] = "dataflow-graph"; });
   EXPECT_TRUE(has(m, "spec file s.json") && has(m, "'template'") && has(m, "dataflow-graph")) << m;
   m = bad([](json& j) { j["rows"] = 0; });
-  EXPECT_TRUE(has(m, "'rows'") && has(m, "got 0") && has(m, "positive")) << m;
+  EXPECT_TRUE(has(m, "'rows'") && has(m, "got 0") && has(m, "between 1 and 65536")) << m;
   m = bad([](json& j) { j["cols"] = -4; });
   EXPECT_TRUE(has(m, "'cols'") && has(m, "-4")) << m;
   m = bad([](json& j) { j.erase("clock_mhz"); });

@@ -77,10 +77,10 @@ TEST(PipelineFlags, DefaultsAreTheOptionsDefaults) {
   const parallel::PipelineParallelOptions defaults;
   EXPECT_EQ(flags.options.pipeline().bucket_cap_bytes(), defaults.bucket_cap_bytes());
   EXPECT_EQ(flags.options.pipeline().recompute(), parallel::Recompute::Never);
-  EXPECT_THAT(parsed.out, HasSubstr("--pp INT:POSITIVE=1"));
-  EXPECT_THAT(parsed.out, HasSubstr("--micro-batches INT:POSITIVE=4"));
+  EXPECT_THAT(parsed.out, HasSubstr("--pp INT:in [1, 1024]=1"));
+  EXPECT_THAT(parsed.out, HasSubstr("--micro-batches INT:in [1, 1000000]=4"));
   EXPECT_THAT(parsed.out, HasSubstr("--recompute TEXT:{never,always,except_last}=never"));
-  EXPECT_THAT(parsed.out, HasSubstr("--bucket-cap-mb FLOAT:POSITIVE=25"));
+  EXPECT_THAT(parsed.out, HasSubstr("--bucket-cap-mb FLOAT:in (0, 1000000]=25"));
 }
 
 TEST(PipelineFlags, AnEnumTakesOnlyItsNames) {
@@ -184,7 +184,7 @@ TEST(MoEFlags, ChecksNameTheFlags) {
     Program<MoEFlags> program(add_moe_flags);
     const Parsed parsed = program.parse({"--help"});
     EXPECT_THAT(parsed.out, HasSubstr("--drop-priority TEXT:{order,score}=order"));
-    EXPECT_THAT(parsed.out, HasSubstr("--experts INT:POSITIVE=8"));
+    EXPECT_THAT(parsed.out, HasSubstr("--experts INT:in [1, 10000]=8"));
   }
 }
 

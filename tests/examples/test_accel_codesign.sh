@@ -125,5 +125,5 @@ bad_input "unknown template" "preset 'foo'" --templates foo "${limits[@]}"
 bad_input "pim template" "cannot run a CNN" --templates pim-gpt "${limits[@]}"
 bad_input "tiny array" "at least 4 PEs" --arrays 2 "${limits[@]}"
 bad_input "unknown flag" "bogus" --bogus "${limits[@]}"
-bad_input "zero steps" "steps 0: expected a positive number" --steps 0 "${limits[@]}"
+bad_input "zero steps" "--steps must be between 1 and 1000000000, got 0" --steps 0 "${limits[@]}"
 finish

@@ -66,13 +66,13 @@ expect_error "missing file" "nothing.qmoe: no such file" info "$tmp/nothing.qmoe
 rm -rf "$tmp/out"; mkdir -p "$tmp/out"
 expect_error "no checkpoint" "no-such-ckpt does not exist" compress --checkpoint "$tmp/no-such-ckpt" --calibration 8 \
   --out "$tmp/out/x.qmoe"
-expect_error "zero calibration" "--calibration 0, expected >= 1" compress --checkpoint "$tmp/ckpt" \
+expect_error "zero calibration" "--calibration must be between 1 and 1000000000, got 0" compress --checkpoint "$tmp/ckpt" \
   --calibration 0 --out "$tmp/out/x.qmoe"
 expect_error "no expert stacks" "holds no expert stacks" compress --checkpoint "$tmp/tokens" \
   --calibration 8 --out "$tmp/out/x.qmoe"
 expect_error "calibration without the layer" "no 'blocks.0.moe.tokens'" compress --checkpoint "$tmp/ckpt" \
   --calibration 8 --out "$tmp/out/x.qmoe" --calibration-inputs "$tmp/ckpt"
-expect_error "negative damp" "--damp -1, expected >= 0" compress --checkpoint "$tmp/ckpt" \
+expect_error "negative damp" "--damp must be between 0 and 1000000, got -1" compress --checkpoint "$tmp/ckpt" \
   --calibration 8 --out "$tmp/out/x.qmoe" --damp -1
 expect_error "missing flag" "calibration" compress --checkpoint "$tmp/ckpt" --out "$tmp/out/x.qmoe"
 expect_error "no subcommand" "subcommand"

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "strata/core/error.h"
+#include "strata/core/memory.h"
 
 namespace strata::core {
 
@@ -30,6 +31,20 @@ torch::nn::Sequential make_fmnist_model(const std::string& name) {
   if (name == "mlp") return make_fmnist_mlp();
   if (name == "cnn") return make_fmnist_cnn();
   STRATA_FAIL("model '", name, "': unknown, expected one of: mlp, cnn");
+}
+
+int64_t fmnist_training_bytes(const std::string& name, int64_t batch) {
+  STRATA_CHECK(name == "mlp" || name == "cnn", "fmnist model '", name, "': expected mlp or cnn");
+  constexpr int64_t kFloat = 4;
+  // Per image: the input and every layer's output, kept for backward and matched by a
+  // gradient (x 2): the sums below.
+  const int64_t per_image =
+      name == "mlp" ? 784 + 12 * 1024 + 10
+                    : 784 + 2 * 16 * 28 * 28 + 16 * 14 * 14 + 2 * 32 * 14 * 14 + 32 * 7 * 7 + 10;
+  const int64_t params =
+      name == "mlp" ? 784 * 1024 + 5 * 1024 * 1024 + 1024 * 10 : 16 * 25 + 32 * 16 * 25 + 1568 * 10;
+  return saturating_product(
+      {kFloat, saturating_add(saturating_product({2, batch, per_image}), 3 * params)});
 }
 
 }  // namespace strata::core

@@ -8,6 +8,7 @@
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
+#include "strata/core/memory.h"
 
 namespace strata::core {
 
@@ -40,6 +41,25 @@ int64_t TransformerLMOptions::ffn_of(int64_t layer) const {
 
 int64_t TransformerLMOptions::heads_of(int64_t layer) const {
   return layer_heads().empty() ? heads() : layer_heads().at(static_cast<size_t>(layer));
+}
+
+int64_t transformer_lm_training_bytes(const TransformerLMOptions& o, int64_t batch) {
+  constexpr int64_t kFloat = 4;
+  const int64_t d = o.d_model(), t = o.context();
+  // Per block: attention (4 d^2) and FFN (2 d ffn) weights; embeddings and positions.
+  const int64_t block_params =
+      saturating_add(saturating_product({4, d, d}), saturating_product({2, d, o.ffn()}));
+  const int64_t params = saturating_add(saturating_product({o.layers(), block_params}),
+                                        saturating_product({o.vocab() + t, d}));
+  // Per block and token: about 12 d-wide tensors (norms, q, k, v, attention output,
+  // residuals) and 2 ffn-wide ones; per block and head, two T x T score tensors.
+  const int64_t per_token =
+      saturating_add(saturating_product({12, d}), saturating_product({2, o.ffn()}));
+  const int64_t block_activations = saturating_add(saturating_product({batch, t, per_token}),
+                                                   saturating_product({2, batch, o.heads(), t, t}));
+  const int64_t activations = saturating_add(saturating_product({o.layers(), block_activations}),
+                                             saturating_product({3, batch, t, o.vocab()}));
+  return saturating_product({kFloat, saturating_add(saturating_product({4, params}), activations)});
 }
 
 nlohmann::json transformer_lm_to_json(const TransformerLMOptions& o) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "strata/core/error.h"
+#include "strata/core/memory.h"
 
 namespace strata::parallel {
 
@@ -72,6 +73,14 @@ std::string format_schedule(const PipelineSchedule& schedule) {
     out << " |\n";
   }
   return out.str();
+}
+
+int64_t estimate_schedule_bytes(int64_t ranks, int64_t micro_batches, int64_t virtual_stages) {
+  constexpr int64_t kInstructionsPerPass = 7;
+  // The instruction (16 bytes), its interval (16) and the simulator's and verifier's maps.
+  constexpr int64_t kBytesPerInstruction = 128;
+  return core::saturating_product(
+      {ranks, virtual_stages, micro_batches, kInstructionsPerPass, kBytesPerInstruction});
 }
 
 void check_schedule_shape(const std::string& name, int ranks, int micro_batches,

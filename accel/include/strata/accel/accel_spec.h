@@ -92,6 +92,17 @@ struct PimParams {
   nlohmann::json to_json() const;
 };
 
+// The range of every spec field (AcceleratorSpec::validate): wide enough for any design one
+// would simulate, narrow enough that a size times a layer's dimensions stays well inside 64
+// bits (the cost models check their arithmetic too, core/checked_math.h).
+constexpr int64_t kMaxArraySide = 65536;       // rows, cols
+constexpr int64_t kMaxWordBytes = 64;          // word_bytes
+constexpr int64_t kMaxUnits = 1 << 20;         // vector_lanes; pim banks, sizes and timings
+constexpr double kMaxSramKib = 1 << 30;        // each buffer (a TiB)
+constexpr double kMaxClockMhz = 1e6;           // clock_mhz (1 THz)
+constexpr double kMaxDramBytesPerCycle = 1e9;  // dram_bytes_per_cycle
+constexpr double kMaxEnergyPj = 1e9;           // each energy_pj entry
+
 struct AcceleratorSpec {
   std::string name = "custom";
   Template kind = Template::Systolic;  // "template" in the file

@@ -83,6 +83,13 @@ const char* json_type_name(const nlohmann::json& v);
 // what" unless v is positive and finite.
 void check_positive(const std::string& source, const std::string& field, double v,
                     const std::string& what);
+// Every spec field has a stated range (issue 23): "source: field 'rows': got
+// 9223372036854775807, expected an integer between 1 and 65536" unless min <= v <= max.
+void check_integer_field(const std::string& source, const std::string& field, int64_t v,
+                         int64_t min, int64_t max);
+// "... expected a number greater than 0 and at most 1e+06" unless v is finite, > 0, <= max.
+void check_positive_field(const std::string& source, const std::string& field, double v,
+                          double max);
 
 // One kind of accelerator. Only the name, the description and the cost model are required;
 // the rest have defaults for a template with no fields of its own.

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "strata/core/checked_math.h"
+
 namespace strata::accel {
 
 enum class OpKind { Gemm, Conv, Attention, Elementwise, Reduction, Copy, View, Unknown };
@@ -21,7 +23,8 @@ struct GemmShape {
   int64_t k = 0;
   int64_t n = 0;
   int64_t batch = 1;
-  int64_t macs() const { return batch * m * k * n; }
+  // Overflow: core::OverflowError (core/checked_math.h), never a wrapped-around count.
+  int64_t macs() const { return (core::CheckedInt(batch) * m * k * n).get(); }
   // strata::Error naming the first size that is not positive.
   void check() const;
 };
@@ -67,7 +70,9 @@ struct AttentionShape {
   int64_t seq_kv = 0;
   int64_t head_dim = 0;
   AttentionMapping mapping = AttentionMapping::Fused;
-  int64_t macs() const { return 2 * batch * heads * seq_q * seq_kv * head_dim; }
+  int64_t macs() const {
+    return (2 * core::CheckedInt(batch) * heads * seq_q * seq_kv * head_dim).get();
+  }
   void check() const;
 };
 

@@ -11,6 +11,10 @@ int local_world_size();
 // Cores of this host divided by the ranks on it, at least 1.
 int default_threads_per_rank();
 
+// The most threads a rank may ask for: 4 x this host's hardware threads, at most 1024. More
+// only oversubscribes the cores (and 100000 OpenMP threads never finish starting).
+int max_threads();
+
 // Pins LibTorch's intra-op pool and the BLAS pool (OpenBLAS, when loaded) to `threads`,
 // and warns once if OpenBLAS fell back to its generic kernels (warn_if_blas_is_generic).
 void set_num_threads(int threads);

@@ -4,6 +4,7 @@
 
 #include <torch/nn/modules/container/sequential.h>
 
+#include <cstdint>
 #include <string>
 
 namespace strata::core {
@@ -17,5 +18,10 @@ torch::nn::Sequential make_fmnist_cnn();
 
 // "mlp" or "cnn" (for a --model flag); anything else is a strata::Error listing both.
 torch::nn::Sequential make_fmnist_model(const std::string& name);
+
+// Bytes one training step of `batch` images of fmnist-mlp or fmnist-cnn ("mlp", "cnn")
+// needs, about (weights, gradients, momentum, and the activations autograd keeps): an
+// estimate to refuse absurd batches with (core::check_fits); saturates at INT64_MAX.
+int64_t fmnist_training_bytes(const std::string& name, int64_t batch);
 
 }  // namespace strata::core

@@ -59,6 +59,13 @@ struct TransformerLMOptions {
   TORCH_ARG(std::vector<int64_t>, layer_heads) = {};
 };
 
+// Bytes one training step of `batch` sequences needs, about: parameters with their gradients
+// and two Adam moments, and the activations autograd keeps (every layer's [B, T, d] and
+// [B, T, ffn] tensors, the [B, heads, T, T] attention scores, the [B, T, vocab] logits).
+// An estimate to refuse absurd sizes with (core::check_fits) before LibTorch tries to
+// allocate them; saturates at INT64_MAX.
+int64_t transformer_lm_training_bytes(const TransformerLMOptions& options, int64_t batch);
+
 // The options as JSON (a checkpoint's "extra" records them) and back; from_json raises
 // strata::Error naming a missing or bad field. Per-layer widths appear only when set.
 nlohmann::json transformer_lm_to_json(const TransformerLMOptions& options);

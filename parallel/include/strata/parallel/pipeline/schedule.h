@@ -10,6 +10,7 @@
 // of them) runs on rank s % num_ranks, the interleaved placement of Megatron-LM. With
 // v = 1 stage s runs on rank s.
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,12 @@ PipelineSchedule make_pipeline_schedule(const std::string& name, int ranks, int 
 //
 // Throws strata::Error naming schedule `name` when ranks, micro_batches or virtual_stages
 // is below 1.
+// Bytes that generating, verifying and simulating a schedule of this shape takes, about:
+// every (stage, micro-batch) pair gives each rank up to 7 instructions (F, B, W and four
+// transfers), each with its simulated interval and bookkeeping. Saturates at INT64_MAX; a
+// program refuses a shape beyond the machine with core::check_fits before generating it.
+int64_t estimate_schedule_bytes(int64_t ranks, int64_t micro_batches, int64_t virtual_stages);
+
 void check_schedule_shape(const std::string& name, int ranks, int micro_batches,
                           int virtual_stages);
 // A compute pass: op is Forward, Backward, BackwardInput or BackwardWeight.
