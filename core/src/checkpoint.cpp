@@ -198,7 +198,8 @@ Manifest read_manifest(const std::string& path) {
   STRATA_CHECK(fs::exists(path), "checkpoint ", path, " does not exist");
   STRATA_CHECK(fs::is_directory(path), path, ": not a strata checkpoint (not a directory)");
   const std::string manifest_path = path + "/" + kManifest;
-  STRATA_CHECK(fs::exists(manifest_path), path, ": not a strata checkpoint (manifest.json missing)");
+  STRATA_CHECK(fs::exists(manifest_path), path,
+               ": not a strata checkpoint (manifest.json missing)");
   const json doc = read_json_file(manifest_path);
   const JsonField root(doc, manifest_path);
   root.object();

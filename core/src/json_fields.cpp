@@ -9,7 +9,6 @@
 namespace strata::core {
 namespace {
 
-
 // A value as a person reads it in a message, cut short: a long string or a whole array
 // would not fit on one line.
 std::string show(const nlohmann::json& value) {
@@ -96,8 +95,10 @@ void JsonField::fail(const std::string& expected) const {
   STRATA_FAIL(name(), ": got ", show(*value_), ", expected ", expected);
 }
 
-const nlohmann::json& JsonField::json() const {
-  if (value_ == nullptr) fail("a value");
+const nlohmann::json& JsonField::json() const { return present("a value"); }
+
+const nlohmann::json& JsonField::present(const std::string& expected) const {
+  if (value_ == nullptr) fail(expected);
   return *value_;
 }
 
@@ -106,7 +107,7 @@ bool JsonField::has(const std::string& key) const {
 }
 
 JsonField JsonField::operator[](const std::string& key) const {
-  const nlohmann::json& value = json();
+  const nlohmann::json& value = present("an object with field '" + key + "'");
   if (!value.is_object()) fail("an object with field '" + key + "'");
   JsonField child(value, source_, where_.empty() ? key : where_ + "." + key);
   const auto it = value.find(key);
@@ -115,14 +116,14 @@ JsonField JsonField::operator[](const std::string& key) const {
 }
 
 JsonField JsonField::operator[](size_t index) const {
-  const nlohmann::json& value = json();
-  if (!value.is_array() || index >= value.size())
-    fail(detail::concat("an array of more than ", index, " elements"));
+  const std::string expected = detail::concat("an array of more than ", index, " elements");
+  const nlohmann::json& value = present(expected);
+  if (!value.is_array() || index >= value.size()) fail(expected);
   return JsonField(value[index], source_, where_ + "[" + std::to_string(index) + "]");
 }
 
 std::vector<JsonField> JsonField::elements() const {
-  const nlohmann::json& value = json();
+  const nlohmann::json& value = present("an array");
   if (!value.is_array()) fail("an array");
   std::vector<JsonField> out;
   out.reserve(value.size());
@@ -131,8 +132,8 @@ std::vector<JsonField> JsonField::elements() const {
 }
 
 int64_t JsonField::integer(int64_t min, int64_t max) const {
-  const nlohmann::json& value = json();
   const std::string expected = integer_range(min, max);
+  const nlohmann::json& value = present(expected);
   if (value.is_number_unsigned()) {
     const uint64_t u = value.get<uint64_t>();
     if (max < 0 || u > static_cast<uint64_t>(max)) fail(expected);
@@ -146,8 +147,8 @@ int64_t JsonField::integer(int64_t min, int64_t max) const {
 }
 
 double JsonField::number(double min, double max) const {
-  const nlohmann::json& value = json();
   const std::string expected = number_range(min, max);
+  const nlohmann::json& value = present(expected);
   if (!value.is_number()) fail(expected);
   const double d = value.get<double>();
   if (!std::isfinite(d) || d < min || d > max) fail(expected);
@@ -155,13 +156,13 @@ double JsonField::number(double min, double max) const {
 }
 
 std::string JsonField::string() const {
-  const nlohmann::json& value = json();
+  const nlohmann::json& value = present("a string");
   if (!value.is_string()) fail("a string");
   return value.get<std::string>();
 }
 
 bool JsonField::boolean() const {
-  const nlohmann::json& value = json();
+  const nlohmann::json& value = present("true or false");
   if (!value.is_boolean()) fail("true or false");
   return value.get<bool>();
 }
@@ -179,7 +180,7 @@ std::vector<double> JsonField::numbers(double min, double max) const {
 }
 
 const JsonField& JsonField::object() const {
-  if (!json().is_object()) fail("an object");
+  if (!present("an object").is_object()) fail("an object");
   return *this;
 }
 

@@ -431,6 +431,21 @@ TEST_F(CorruptCheckpoint, BadValues) {
   expect_refused("/extra", "x", "'extra': got \"x\", expected an object");
 }
 
+// Adam's step count is state, not a checksum's business: a negative one is refused.
+TEST(CheckpointOptimizerState, NegativeAdamStepIsRefused) {
+  TempDir dir;
+  auto model = small_model();
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(1e-3));
+  train(model, adam, 1, 2);
+  CheckpointContents contents = checkpoint_contents(*model, &adam);
+  for (CheckpointTensor& t : contents.tensors) {
+    if (t.name == "optimizer/0.weight/step") t.tensor = at::scalar_tensor(-5, at::kLong);
+  }
+  write_checkpoint(dir / "c", contents, 1);
+  EXPECT_THAT(error_of([&] { load_checkpoint(dir / "c", *model, &adam); }),
+              HasSubstr("tensor 'optimizer/0.weight/step' holds -5, expected a step count >= 0"));
+}
+
 TEST(CheckpointModels, FmnistMlpVsCnn) {
   TempDir dir;
   auto mlp = make_fmnist_mlp();

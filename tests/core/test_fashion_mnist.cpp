@@ -119,7 +119,9 @@ TEST(FashionMnist, DirectoriesAndEmptySetsAreNamed) {
   write_gz(dir / "t10k-labels-idx1-ubyte.gz", be32(0x801) + be32(0));
   EXPECT_EQ(error_of([&] { load_fashion_mnist(dir.path(), FashionMnistSplit::Test); }),
             dir / "t10k-images-idx3-ubyte.gz: holds 0 images, expected at least 1");
-  EXPECT_EQ(error_of([&] { load_fashion_mnist(dir / "t10k-labels-idx1-ubyte.gz", FashionMnistSplit::Test); }),
+  EXPECT_EQ(error_of([&] {
+              load_fashion_mnist(dir / "t10k-labels-idx1-ubyte.gz", FashionMnistSplit::Test);
+            }),
             "fashion-mnist data directory " + (dir / "t10k-labels-idx1-ubyte.gz") +
                 ": is a file, expected a directory");
 }

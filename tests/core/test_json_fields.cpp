@@ -63,11 +63,14 @@ TEST(JsonField, IntegersAreWholeAndInRange) {
             "m.json: field 'n': got 7, expected an integer from 0 to 5");
   EXPECT_EQ(error_of([&] { root["big"].integer(0); }),
             "m.json: field 'big': got 18446744073709551615, expected an integer of at least 0");
-  EXPECT_EQ(error_of([&] { root["f"].integer(); }), "m.json: field 'f': got 2.0, expected an integer");
+  EXPECT_EQ(error_of([&] { root["f"].integer(); }),
+            "m.json: field 'f': got 2.0, expected an integer");
   EXPECT_EQ(error_of([&] { root["huge"].integer(0, 100); }),
             "m.json: field 'huge': got 1e+30, expected an integer from 0 to 100");
-  EXPECT_EQ(error_of([&] { root["s"].integer(); }), "m.json: field 's': got \"3\", expected an integer");
-  EXPECT_EQ(error_of([&] { root["b"].integer(); }), "m.json: field 'b': got true, expected an integer");
+  EXPECT_EQ(error_of([&] { root["s"].integer(); }),
+            "m.json: field 's': got \"3\", expected an integer");
+  EXPECT_EQ(error_of([&] { root["b"].integer(); }),
+            "m.json: field 'b': got true, expected an integer");
   EXPECT_EQ(error_of([&] { root["neg"].integer(0); }),
             "m.json: field 'neg': got -2, expected an integer of at least 0");
   EXPECT_EQ(error_of([&] { root["list"].integers(0); }),
@@ -98,9 +101,9 @@ TEST(JsonField, NumbersAreFinite) {
 }
 
 TEST(JsonField, PathsNameTheWholeWay) {
-  const json doc = json::parse(
-      R"({"tensors": [{"name": "a"}, {"name": 5, "shape": [1, "x"]}], "long": ")" +
-      std::string(100, 'z') + R"("})");
+  const json doc =
+      json::parse(R"({"tensors": [{"name": "a"}, {"name": 5, "shape": [1, "x"]}], "long": ")" +
+                  std::string(100, 'z') + R"("})");
   const JsonField root(doc, "m.json");
   const auto tensors = root["tensors"].elements();
   ASSERT_EQ(tensors.size(), 2u);

@@ -118,7 +118,8 @@ std::string with_first_value(const std::string& bytes, const std::string& name, 
     if (entry["name"] != name) continue;
     const size_t at = payload + entry["offset"].get<size_t>();
     const size_t nbytes = entry["nbytes"].get<size_t>();
-    const at::Tensor one = at::full({1}, value, entry["dtype"] == "bfloat16" ? at::kBFloat16 : at::kFloat);
+    const at::Tensor one =
+        at::full({1}, value, entry["dtype"] == "bfloat16" ? at::kBFloat16 : at::kFloat);
     out.replace(at, one.nbytes(), static_cast<const char*>(one.data_ptr()), one.nbytes());
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx",
@@ -129,7 +130,8 @@ std::string with_first_value(const std::string& bytes, const std::string& name, 
   EXPECT_EQ(text.size(), header_size);
   out.replace(16, header_size, text);
   const uint64_t sum = XXH3_64bits(text.data(), text.size());
-  for (int b = 0; b < 8; ++b) out[16 + header_size + b] = static_cast<char>((sum >> (8 * b)) & 0xFF);
+  for (int b = 0; b < 8; ++b)
+    out[16 + header_size + b] = static_cast<char>((sum >> (8 * b)) & 0xFF);
   return out;
 }
 
@@ -147,18 +149,21 @@ TEST(QmoeFile, NonFiniteLevelsAndBiasesAreRefused) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
   EXPECT_EQ(error_with("blocks.0.moe/1/w_in/levels", nan),
-            bad + ": tensor 'blocks.0.moe/1/w_in/levels' holds nan at element 0, expected finite "
-                  "values");
+            bad +
+                ": tensor 'blocks.0.moe/1/w_in/levels' holds nan at element 0, expected finite "
+                "values");
   EXPECT_EQ(error_with("blocks.1.moe/0/w_out/levels", -inf),
-            bad + ": tensor 'blocks.1.moe/0/w_out/levels' holds -inf at element 0, expected "
-                  "finite values");
+            bad +
+                ": tensor 'blocks.1.moe/0/w_out/levels' holds -inf at element 0, expected "
+                "finite values");
   EXPECT_EQ(error_with("blocks.1.moe/b_out", inf),
             bad + ": tensor 'blocks.1.moe/b_out' holds inf at element 0, expected finite values");
   // The writer refuses them too: no .qmoe file holds them.
   QmoeModel model = random_model();
   model.layers[0].b_in[0][0] = nan;
-  EXPECT_NE(error_of([&] { write_qmoe(dir / "nan.qmoe", model); }).find("'blocks.0.moe/b_in' holds nan"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { write_qmoe(dir / "nan.qmoe", model); }).find("'blocks.0.moe/b_in' holds nan"),
+      std::string::npos);
 }
 
 TEST(QmoeFile, HeaderValuesAreCheckedByTypeAndRange) {
@@ -184,9 +189,10 @@ TEST(QmoeFile, HeaderValuesAreCheckedByTypeAndRange) {
   };
   EXPECT_EQ(error_with("/version", 2),
             bad + ": field 'version': got 2, expected 1, the format version this strata reads");
-  EXPECT_EQ(error_with("/layers/0/experts", "3")
-                .rfind(bad + ": field 'layers[0].experts': got \"3\", expected an integer from 1 to ", 0),
-            0u);
+  EXPECT_EQ(
+      error_with("/layers/0/experts", "3")
+          .rfind(bad + ": field 'layers[0].experts': got \"3\", expected an integer from 1 to ", 0),
+      0u);
   EXPECT_EQ(error_with("/tensors/0/shape/0", -1),
             bad + ": field 'tensors[0].shape[0]': got -1, expected an integer of at least 0");
 }

@@ -37,7 +37,8 @@ std::string error_of(const nlohmann::json& json) {
 
 TEST(PipelineScheduleJson, NamesTheFieldAtFault) {
   using testing::HasSubstr;
-  EXPECT_THAT(error_of(nlohmann::json::array()), HasSubstr("pipeline schedule: got an array, expected an object"));
+  EXPECT_THAT(error_of(nlohmann::json::array()),
+              HasSubstr("pipeline schedule: got an array, expected an object"));
   EXPECT_THAT(error_of({{"num_ranks", 1}}), HasSubstr("missing field 'num_stages'"));
   const nlohmann::json header = {{"num_ranks", 1}, {"num_stages", 1}, {"num_micro_batches", 1}};
   auto with_ranks = [&](nlohmann::json ranks) {
@@ -49,7 +50,8 @@ TEST(PipelineScheduleJson, NamesTheFieldAtFault) {
   EXPECT_THAT(error_of(with_ranks({1})), HasSubstr("field 'ranks[0]': got 1, expected an array"));
   EXPECT_THAT(error_of(with_ranks({{{{"op", "F"}, {"stage", "zero"}}}})),
               HasSubstr("field 'ranks[0][0].stage': got \"zero\", expected an integer"));
-  EXPECT_THAT(error_of(with_ranks({{{{"op", "X"}}}})), HasSubstr("field 'ranks[0][0].op': unknown op 'X'"));
+  EXPECT_THAT(error_of(with_ranks({{{{"op", "X"}}}})),
+              HasSubstr("field 'ranks[0][0].op': unknown op 'X'"));
   // Integers are read whole and range-checked, not cut to 32 bits.
   auto with = [&](const char* key, nlohmann::json value) {
     auto json = with_ranks({{{{"op", "F"}, {"stage", 0}, {"mb", 0}}}});
@@ -68,9 +70,10 @@ TEST(PipelineScheduleJson, NamesTheFieldAtFault) {
   EXPECT_EQ(error_of(with_ranks({{{{"op", "F"}, {"mb", -3}}}})),
             "pipeline schedule: field 'ranks[0][0].mb': got -3, expected an integer from 0 to "
             "2147483647");
-  EXPECT_EQ(error_of(with_ranks({{{{"op", "F"}, {"peer", std::numeric_limits<double>::quiet_NaN()}}}})),
-            "pipeline schedule: field 'ranks[0][0].peer': got nan, expected an integer from 0 to "
-            "2147483647");
+  EXPECT_EQ(
+      error_of(with_ranks({{{{"op", "F"}, {"peer", std::numeric_limits<double>::quiet_NaN()}}}})),
+      "pipeline schedule: field 'ranks[0][0].peer': got nan, expected an integer from 0 to "
+      "2147483647");
 }
 
 }  // namespace

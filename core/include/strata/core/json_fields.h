@@ -71,6 +71,9 @@ class JsonField {
   [[noreturn]] void fail(const std::string& expected) const;
 
  private:
+  // The value; raises "missing field ..., expected <expected>" when missing().
+  const nlohmann::json& present(const std::string& expected) const;
+
   const nlohmann::json* value_;  // null when missing
   std::string source_, where_;
 };
