@@ -24,7 +24,8 @@ std::string show(const nlohmann::json& value) {
     }
     default: break;
   }
-  std::string text = value.dump();
+  // A string built in memory may hold bytes that are not UTF-8; dump() would throw.
+  std::string text = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   constexpr size_t kShown = 40;
   if (text.size() > kShown) text = text.substr(0, kShown) + "...";
   return text;

@@ -117,6 +117,10 @@ TEST(JsonField, PathsNameTheWholeWay) {
             "m.json: field 'tensors': got an array, expected an object");
   EXPECT_EQ(error_of([&] { root["long"].boolean(); }),
             "m.json: field 'long': got \"" + std::string(39, 'z') + "..., expected true or false");
+  // A string built in memory need not be UTF-8; the message must still be a strata::Error.
+  const json bytes = {{"s", std::string("\xff\xfe")}};
+  EXPECT_EQ(error_of([&] { JsonField(bytes, "m.json")["s"].integer(); }),
+            "m.json: field 's': got \"\xEF\xBF\xBD\xEF\xBF\xBD\", expected an integer");
   EXPECT_EQ(error_of([&] { JsonField(json::array(), "m.json").object(); }),
             "m.json: got an array, expected an object");
   EXPECT_TRUE(root.has("tensors"));

@@ -108,6 +108,12 @@ json mutated(const json& base, FuzzedDataProvider& in) {
   return doc;
 }
 
+// A fuzzed string may hold bytes that are not UTF-8: written as U+FFFD, as a text editor
+// would save it.
+std::string text(const json& doc) {
+  return doc.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 [[noreturn]] void bug(const std::string& what) {
   std::fprintf(stderr, "fuzz_manifest_values: %s\n", what.c_str());
   std::abort();
@@ -119,7 +125,7 @@ void expect_clean(const char* what, const json& doc, Load&& load) {
     load();
   } catch (const strata::Error&) {
   } catch (const std::exception& e) {
-    bug(std::string(what) + ": " + e.what() + " (not a strata::Error) for " + doc.dump());
+    bug(std::string(what) + ": " + e.what() + " (not a strata::Error) for " + text(doc));
   }
 }
 
@@ -127,7 +133,7 @@ void try_checkpoint(const json& manifest) {
   const auto dir = strata::fuzz::scratch() / "step-00000001";
   std::filesystem::create_directories(dir);
   // NaN and infinity have no JSON text: dump() writes null, as a writer would.
-  strata::fuzz::write_file(dir / "manifest.json", manifest.dump());
+  strata::fuzz::write_file(dir / "manifest.json", text(manifest));
   strata::fuzz::write_file(dir / "tensors.bin", base_checkpoint().second);
   expect_clean("CheckpointReader", manifest, [&] {
     strata::core::CheckpointReader reader(dir.string());
