@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${STRATA_FUZZ_BUILD_DIR:-build-fuzz}"
-targets=(idx checkpoint schedule qmoe accel_spec)
+targets=(idx checkpoint schedule qmoe accel_spec manifest_values)
 # libtorch keeps allocations for the life of the process: leaks are not what we look for.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
 fuzz_flags=(-rss_limit_mb=2048 -timeout=10 -max_len=65536 -print_final_stats=1)

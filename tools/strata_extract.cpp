@@ -27,6 +27,7 @@
 
 #include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
+#include "strata/core/json_fields.h"
 #include "strata/core/models/lm_validation.h"
 #include "strata/core/models/transformer_lm.h"
 #include "strata/core/output_files.h"
@@ -96,15 +97,7 @@ void print_list(const elastic::MatFormerCheckpoint& info) {
 }
 
 elastic::Submodel read_config(const std::string& path) {
-  std::ifstream in(path);
-  STRATA_CHECK(in.good(), "--config ", path, ": cannot open");
-  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  STRATA_CHECK(!j.is_discarded(), "--config ", path, ": not valid JSON");
-  try {
-    return elastic::Submodel::from_json(j);
-  } catch (const strata::Error& e) {
-    STRATA_FAIL("--config ", path, ": ", e.what());
-  }
+  return elastic::Submodel::from_json(core::read_json_file(path, "--config"), "--config " + path);
 }
 
 elastic::Submodel choose(const Flags& f, const elastic::MatFormerCheckpoint& info) {

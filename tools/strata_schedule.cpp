@@ -14,6 +14,7 @@
 
 #include "strata/core/chrome_trace.h"
 #include "strata/core/error.h"
+#include "strata/core/json_fields.h"
 #include "strata/core/memory.h"
 #include "strata/core/output_files.h"
 #include "strata/parallel/pipeline/schedule.h"
@@ -43,15 +44,8 @@ struct Config {
 };
 
 PipelineSchedule load_schedule(const std::string& path) {
-  std::ifstream in(path);
-  STRATA_CHECK(in.good(), path, ": cannot open");
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    STRATA_FAIL(path, ": not JSON (", e.what(), ")");
-  }
-  return strata::parallel::schedule_from_json(json);
+  return strata::parallel::schedule_from_json(strata::core::read_json_file(path, "--load"),
+                                              "--load " + path);
 }
 
 void write_trace(const PipelineSchedule& schedule, const strata::parallel::PipelineSimulation& sim,

@@ -20,6 +20,8 @@
 #include "strata/core/error.h"
 #include "strata/core/fault_injection.h"
 #include "strata/core/flight_recorder.h"
+#include "strata/core/input_files.h"
+#include "strata/core/json_fields.h"
 #include "strata/core/version.h"
 
 namespace strata::core {
@@ -34,6 +36,10 @@ constexpr const char* kFormat = "strata-checkpoint";
 constexpr const char* kManifest = "manifest.json";
 constexpr const char* kTensors = "tensors.bin";
 constexpr const char* kOptimizerPrefix = "optimizer/";
+// Far above any run (10^15 steps), far below where step + 1 or a step count overflows.
+constexpr int64_t kMaxCheckpointStep = 1'000'000'000'000'000;
+// LibTorch's own limit on a tensor's dimensions is higher; no model strata saves comes near.
+constexpr size_t kMaxCheckpointDims = 64;
 
 // ---------------------------------------------------------------- helpers
 
@@ -177,67 +183,92 @@ struct Manifest {
   std::vector<ManifestTensor> tensors;
 };
 
+// A version this reader knows: "MAJOR.MINOR.PATCH" no newer in MAJOR.MINOR than this
+// strata (a newer one may have changed the format).
+bool known_version(const std::string& version) {
+  int major = 0, minor = 0, patch = 0, ours_major = 0, ours_minor = 0, ours_patch = 0;
+  char end = 0;
+  if (std::sscanf(version.c_str(), "%d.%d.%d%c", &major, &minor, &patch, &end) != 3) return false;
+  std::sscanf(kVersion, "%d.%d.%d", &ours_major, &ours_minor, &ours_patch);
+  return major >= 0 && minor >= 0 && patch >= 0 &&
+         std::pair(major, minor) <= std::pair(ours_major, ours_minor);
+}
+
 Manifest read_manifest(const std::string& path) {
   STRATA_CHECK(fs::exists(path), "checkpoint ", path, " does not exist");
   STRATA_CHECK(fs::is_directory(path), path, ": not a strata checkpoint (not a directory)");
   const std::string manifest_path = path + "/" + kManifest;
-  STRATA_CHECK(fs::is_regular_file(manifest_path), path,
+  STRATA_CHECK(fs::exists(manifest_path), path,
                ": not a strata checkpoint (manifest.json missing)");
-  std::ifstream in(manifest_path);
-  STRATA_CHECK(in.good(), manifest_path, ": cannot open (", errno_text(), ")");
-  json doc = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  STRATA_CHECK(!doc.is_discarded() && doc.is_object(), manifest_path, ": not valid JSON");
-  const json format = doc.value("format", json());
-  STRATA_CHECK(format == kFormat, manifest_path, ": format ", format.dump(), ", expected \"",
-               kFormat, "\"");
+  const json doc = read_json_file(manifest_path);
+  const JsonField root(doc, manifest_path);
+  root.object();
+  const JsonField format = root["format"];
+  if (format.missing() || format.json() != kFormat) format.fail(json(kFormat).dump());
+  // Written by every strata since the first; a newer MAJOR.MINOR may mean another format.
+  if (root.has("version") && !known_version(root["version"].string())) {
+    root["version"].fail(std::string("a strata version up to ") + kVersion +
+                         " (written by a newer strata?)");
+  }
 
   Manifest manifest;
-  try {
-    manifest.step = doc.at("step").get<int64_t>();
-    manifest.extra = doc.value("extra", json::object());
-    const json optimizer = doc.value("optimizer", json());
-    if (!optimizer.is_null()) {
-      manifest.optimizer_type = optimizer.at("type").get<std::string>();
-      manifest.lrs = optimizer.at("lr").get<std::vector<double>>();
+  manifest.step = root["step"].integer(0, kMaxCheckpointStep);
+  if (root.has("extra") && !root["extra"].json().is_null())
+    manifest.extra = root["extra"].object().json();
+  else
+    manifest.extra = json::object();
+  if (root.has("optimizer") && !root["optimizer"].json().is_null()) {
+    const JsonField optimizer = root["optimizer"].object();
+    const std::string type = optimizer["type"].string();
+    if (type != "SGD" && type != "Adam" && type != "AdamW")
+      optimizer["type"].fail("\"SGD\", \"Adam\" or \"AdamW\"");
+    manifest.optimizer_type = type;
+    // A learning rate below 0 climbs the loss; NaN or infinity ends in NaN weights.
+    manifest.lrs = optimizer["lr"].numbers(0.0);
+  }
+  std::set<std::string> seen;
+  uint64_t next_offset = 0;
+  for (const JsonField& entry : root["tensors"].elements()) {
+    ManifestTensor t;
+    t.name = entry["name"].string();
+    STRATA_CHECK(!t.name.empty(), entry["name"].name(), ": empty, expected a tensor name");
+    t.kind = entry["kind"].string();
+    const std::string dtype = entry["dtype"].string();
+    if (entry["shape"].json().size() > kMaxCheckpointDims)
+      entry["shape"].fail(strata::detail::concat("at most ", kMaxCheckpointDims, " sizes"));
+    t.shape = entry["shape"].integers(0);
+    t.offset = static_cast<uint64_t>(entry["offset"].integer(0));
+    t.nbytes = static_cast<uint64_t>(entry["nbytes"].integer(0));
+    t.xxh64 = entry["xxh64"].string();
+    STRATA_CHECK(seen.insert(t.name).second, manifest_path, ": tensor '", t.name,
+                 "' appears twice");
+    STRATA_CHECK(t.kind == "parameter" || t.kind == "buffer" || t.kind == "optimizer",
+                 manifest_path, ": tensor '", t.name, "' has kind '", t.kind,
+                 "', expected parameter, buffer or optimizer");
+    const auto type = detail::dtype_from_name(dtype);
+    STRATA_CHECK(type.has_value(), manifest_path, ": tensor '", t.name, "' has dtype '", dtype,
+                 "', expected float32, float64, float16, bfloat16, int64, int32, int16, int8, "
+                 "uint8 or bool");
+    t.dtype = *type;
+    // Sizes multiply without overflow into a byte count an int64 holds, or the nbytes and
+    // offset checks below could pass on a wrapped product.
+    const uint64_t limit = static_cast<uint64_t>(JsonField::kMaxInt);
+    uint64_t expected = c10::elementSize(t.dtype);
+    for (const int64_t size : t.shape) {
+      STRATA_CHECK(size == 0 || expected <= limit / static_cast<uint64_t>(size),
+                   entry["shape"].name(), ": ", c10::IntArrayRef(t.shape),
+                   " holds more than 2^63 bytes of ", dtype, ", expected a size that fits");
+      expected *= static_cast<uint64_t>(size);
     }
-    std::set<std::string> seen;
-    uint64_t next_offset = 0;
-    for (const json& entry : doc.at("tensors")) {
-      ManifestTensor t;
-      t.name = entry.at("name").get<std::string>();
-      t.kind = entry.at("kind").get<std::string>();
-      const std::string dtype = entry.at("dtype").get<std::string>();
-      t.shape = entry.at("shape").get<std::vector<int64_t>>();
-      t.offset = entry.at("offset").get<uint64_t>();
-      t.nbytes = entry.at("nbytes").get<uint64_t>();
-      t.xxh64 = entry.at("xxh64").get<std::string>();
-      STRATA_CHECK(seen.insert(t.name).second, manifest_path, ": tensor '", t.name,
-                   "' appears twice");
-      STRATA_CHECK(t.kind == "parameter" || t.kind == "buffer" || t.kind == "optimizer",
-                   manifest_path, ": tensor '", t.name, "' has kind '", t.kind,
-                   "', expected parameter, buffer or optimizer");
-      const auto type = detail::dtype_from_name(dtype);
-      STRATA_CHECK(type.has_value(), manifest_path, ": tensor '", t.name, "' has dtype '", dtype,
-                   "', expected float32, float64, float16, bfloat16, int64, int32, int16, int8, "
-                   "uint8 or bool");
-      t.dtype = *type;
-      uint64_t numel = 1;
-      for (const int64_t size : t.shape) {
-        STRATA_CHECK(size >= 0, manifest_path, ": tensor '", t.name, "' has shape ",
-                     c10::IntArrayRef(t.shape), ", expected sizes >= 0");
-        numel *= static_cast<uint64_t>(size);
-      }
-      const uint64_t expected = numel * c10::elementSize(t.dtype);
-      STRATA_CHECK(t.nbytes == expected, manifest_path, ": tensor '", t.name, "' has nbytes ",
-                   t.nbytes, ", expected ", expected, " for shape ", c10::IntArrayRef(t.shape), " ",
-                   dtype);
-      STRATA_CHECK(t.offset == next_offset, manifest_path, ": tensor '", t.name, "' has offset ",
-                   t.offset, ", expected ", next_offset);
-      next_offset += t.nbytes;
-      manifest.tensors.push_back(std::move(t));
-    }
-  } catch (const json::exception& e) {
-    STRATA_FAIL(manifest_path, ": malformed manifest (", e.what(), ")");
+    STRATA_CHECK(t.nbytes == expected, manifest_path, ": tensor '", t.name, "' has nbytes ",
+                 t.nbytes, ", expected ", expected, " for shape ", c10::IntArrayRef(t.shape), " ",
+                 dtype);
+    STRATA_CHECK(t.offset == next_offset, manifest_path, ": tensor '", t.name, "' has offset ",
+                 t.offset, ", expected ", next_offset);
+    STRATA_CHECK(t.nbytes <= limit - next_offset, manifest_path, ": tensor '", t.name,
+                 "' ends past 2^63 bytes");
+    next_offset += t.nbytes;
+    manifest.tensors.push_back(std::move(t));
   }
   return manifest;
 }
@@ -247,6 +278,7 @@ std::ifstream open_tensors(const std::string& path, const Manifest& manifest) {
   const std::string bin_path = path + "/" + kTensors;
   uint64_t expected = 0;
   for (const ManifestTensor& t : manifest.tensors) expected += t.nbytes;
+  check_input_file(bin_path);
   std::error_code ec;
   const uint64_t size = fs::file_size(bin_path, ec);
   STRATA_CHECK(!ec, bin_path, ": cannot read (", ec.message(), ")");
@@ -382,7 +414,8 @@ void CheckpointWriter::add(const std::string& name, const std::string& kind,
 void CheckpointWriter::commit(int64_t step, const json& extra, const json& optimizer) {
   State& s = *state_;
   STRATA_CHECK(!s.committed, "checkpoint ", s.path, ": commit() twice");
-  STRATA_CHECK(step >= 0, "checkpoint step ", step, ", expected at least 0");
+  STRATA_CHECK(step >= 0 && step <= kMaxCheckpointStep, "checkpoint step ", step,
+               ", expected at least 0 and at most ", kMaxCheckpointStep);
   s.bin->close();
   const nlohmann::ordered_json head = {{"format", kFormat},
                                        {"version", kVersion},

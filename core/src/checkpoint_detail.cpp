@@ -131,6 +131,9 @@ void check_param_state(OptimizerKind kind, const std::string& name, const at::Te
       STRATA_CHECK(tensor.dim() == 0 && tensor.scalar_type() == at::kLong,
                    "checkpoint: tensor 'optimizer/", name, "/step': shape ", tensor.sizes(),
                    " dtype ", dtype_name(tensor.scalar_type()), ", expected an int64 scalar");
+      // Adam divides by 1 - beta^step: a negative count gives wrong steps, not an error.
+      STRATA_CHECK(tensor.item<int64_t>() >= 0, "checkpoint: tensor 'optimizer/", name,
+                   "/step' holds ", tensor.item<int64_t>(), ", expected a step count >= 0");
       continue;
     }
     STRATA_CHECK(tensor.sizes() == param.sizes(), "optimizer state 'optimizer/", name, "/", field,

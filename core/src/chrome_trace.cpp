@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "strata/core/error.h"
+#include "strata/core/json_fields.h"
 
 namespace strata::core {
 
@@ -90,7 +91,7 @@ ChromeTrace ChromeTrace::from_json(const nlohmann::json& json) {
                            e.at("dur").get<double>(), e.value("args", nlohmann::json()));
       }
     } catch (const nlohmann::json::exception& error) {
-      STRATA_FAIL("chrome trace: cannot read event ", i, " (", error.what(), ")");
+      STRATA_FAIL("chrome trace: cannot read event ", i, " (", json_error_text(error), ")");
     }
   }
   return trace;

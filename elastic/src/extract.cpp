@@ -6,6 +6,7 @@
 #include <set>
 
 #include "strata/core/error.h"
+#include "strata/core/json_fields.h"
 #include "strata/core/timer.h"
 
 namespace strata::elastic {
@@ -26,20 +27,22 @@ MatFormerCheckpoint read_matformer_checkpoint(const core::CheckpointReader& read
   MatFormerCheckpoint info;
   try {
     info.model = core::transformer_lm_from_json(extra);
-    MatFormerOptions options;
-    std::vector<int64_t> ffn, heads;
-    for (const nlohmann::json& g : extra["matformer"].at("granularities")) {
-      ffn.push_back(g.at("ffn").get<int64_t>());
-      heads.push_back(g.at("heads").get<int64_t>());
-    }
-    info.granularities =
-        matformer_granularities(info.model, options.granularities(ffn).head_granularities(heads));
-    info.scored = scored_from_json(extra.value("mix_n_match", nlohmann::json::array()));
-  } catch (const nlohmann::json::exception& e) {
-    STRATA_FAIL("checkpoint ", reader.path(), ": malformed \"matformer\" entry (", e.what(), ")");
   } catch (const Error& e) {
     STRATA_FAIL("checkpoint ", reader.path(), ": ", e.what());
   }
+  const core::JsonField fields(extra, reader.path() + "/manifest.json", "extra");
+  std::vector<int64_t> ffn, heads;
+  for (const core::JsonField& g : fields["matformer"]["granularities"].elements()) {
+    ffn.push_back(g["ffn"].integer(1));
+    heads.push_back(g["heads"].integer(1));
+  }
+  try {
+    info.granularities = matformer_granularities(
+        info.model, MatFormerOptions().granularities(ffn).head_granularities(heads));
+  } catch (const Error& e) {
+    STRATA_FAIL("checkpoint ", reader.path(), ": ", e.what());
+  }
+  if (fields.has("mix_n_match")) info.scored = scored_from_json(fields["mix_n_match"]);
   return info;
 }
 

@@ -90,20 +90,16 @@ nlohmann::json Submodel::to_json() const {
   return {{"ffn", ffn}, {"heads", heads}, {"skip", skip}};
 }
 
-Submodel Submodel::from_json(const nlohmann::json& j) {
-  STRATA_CHECK(j.is_object(),
-               "submodel: expected a JSON object {\"ffn\": [...], \"heads\": [...], "
-               "\"skip\": [...]}");
+Submodel Submodel::from_json(const nlohmann::json& j, const std::string& source) {
+  return from_json(core::JsonField(j, source));
+}
+
+Submodel Submodel::from_json(const core::JsonField& field) {
+  field.object();
   Submodel s;
-  try {
-    s.ffn = j.at("ffn").get<std::vector<int64_t>>();
-    if (j.contains("heads")) s.heads = j.at("heads").get<std::vector<int64_t>>();
-    if (j.contains("skip")) s.skip = j.at("skip").get<std::vector<int64_t>>();
-  } catch (const nlohmann::json::exception&) {
-    STRATA_FAIL(
-        "submodel: \"ffn\" missing, or \"ffn\", \"heads\" or \"skip\" not a list of "
-        "integers");
-  }
+  s.ffn = field["ffn"].integers(0);
+  if (field.has("heads")) s.heads = field["heads"].integers(0);
+  if (field.has("skip")) s.skip = field["skip"].integers(0);
   return s;
 }
 

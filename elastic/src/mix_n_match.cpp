@@ -175,19 +175,18 @@ nlohmann::json scored_to_json(const std::vector<ScoredSubmodel>& scored) {
   return out;
 }
 
-std::vector<ScoredSubmodel> scored_from_json(const nlohmann::json& j) {
-  STRATA_CHECK(j.is_array(), "Mix'n'Match front: expected a JSON list");
+std::vector<ScoredSubmodel> scored_from_json(const nlohmann::json& j, const std::string& source) {
+  return scored_from_json(core::JsonField(j, source));
+}
+
+std::vector<ScoredSubmodel> scored_from_json(const core::JsonField& field) {
   std::vector<ScoredSubmodel> out;
-  for (const nlohmann::json& item : j) {
+  for (const core::JsonField& item : field.elements()) {
     ScoredSubmodel s;
     s.submodel = Submodel::from_json(item);
-    try {
-      s.parameters = item.at("parameters").get<int64_t>();
-      s.flops = item.at("flops").get<double>();
-      if (item.contains("loss")) s.loss = item.at("loss").get<double>();
-    } catch (const nlohmann::json::exception&) {
-      STRATA_FAIL("Mix'n'Match front: an entry lacks its parameters or flops");
-    }
+    s.parameters = item["parameters"].integer(0);
+    s.flops = item["flops"].number(0.0);
+    if (item.has("loss")) s.loss = item["loss"].number();
     out.push_back(std::move(s));
   }
   return out;

@@ -4,6 +4,7 @@
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
+#include "strata/core/json_fields.h"
 
 namespace strata::moe {
 
@@ -74,24 +75,17 @@ nlohmann::json moe_routing_description(const MoELayerOptions& moe) {
 MoELayerOptions moe_layer_options_from_json(const nlohmann::json& j, int64_t d_model) {
   STRATA_CHECK(j.is_object() && j.value("model", "") == "fortunes-lm-moe",
                "not a fortunes-lm-moe description (expected \"model\": \"fortunes-lm-moe\")");
-  const auto get = [&](const char* key) {
-    STRATA_CHECK(j.contains(key) && j[key].is_number_integer(), "fortunes-lm-moe description: \"",
-                 key, "\" missing or not an integer");
-    return j[key].get<int64_t>();
-  };
+  const core::JsonField fields(j, "fortunes-lm-moe description");
+  const auto get = [&](const char* key) { return fields[key].integer(0); };
   MoELayerOptions options(d_model, get("experts"), get("expert_ffn"));
   options.top_k(get("top_k"));
   // Without "moe_routing" (checkpoints written before it was recorded): the defaults.
-  const nlohmann::json routing = j.value("moe_routing", nlohmann::json::object());
-  if (routing.contains("capacity_factor")) {
-    STRATA_CHECK(routing["capacity_factor"].is_number(),
-                 "fortunes-lm-moe description: \"moe_routing.capacity_factor\" is not a number");
-    options.capacity_factor(routing["capacity_factor"].get<double>());
-  }
-  if (routing.contains("drop_priority")) {
-    STRATA_CHECK(routing["drop_priority"].is_string(),
-                 "fortunes-lm-moe description: \"moe_routing.drop_priority\" is not a string");
-    options.drop_priority(drop_priority_from_string(routing["drop_priority"].get<std::string>()));
+  if (fields.has("moe_routing")) {
+    const core::JsonField routing = fields["moe_routing"].object();
+    if (routing.has("capacity_factor"))
+      options.capacity_factor(routing["capacity_factor"].number(0.0));
+    if (routing.has("drop_priority"))
+      options.drop_priority(drop_priority_from_string(routing["drop_priority"].string()));
   }
   options.validate();
   return options;

@@ -40,17 +40,6 @@ class TensorTree : public torch::nn::Module {
   std::map<std::string, std::shared_ptr<TensorTree>> children_;
 };
 
-at::ScalarType dtype_named(const std::string& name, const std::string& path) {
-  static const std::map<std::string, at::ScalarType> types{
-      {"float32", at::kFloat},     {"float64", at::kDouble}, {"float16", at::kHalf},
-      {"bfloat16", at::kBFloat16}, {"int64", at::kLong},     {"int32", at::kInt},
-      {"int16", at::kShort},       {"int8", at::kChar},      {"uint8", at::kByte},
-      {"bool", at::kBool}};
-  const auto it = types.find(name);
-  STRATA_CHECK(it != types.end(), "checkpoint ", path, ": unknown dtype '", name, "'");
-  return it->second;
-}
-
 at::Tensor bias_or_zeros(const std::map<std::string, at::Tensor>& tensors, const std::string& name,
                          at::IntArrayRef shape) {
   const auto it = tensors.find(name);
@@ -91,31 +80,22 @@ std::vector<ExpertStack> find_expert_stacks(const std::map<std::string, at::Tens
 }
 
 std::map<std::string, at::Tensor> read_checkpoint_tensors(const std::string& path, json* extra) {
-  STRATA_CHECK(std::filesystem::is_directory(path), "checkpoint ", path, " does not exist");
-  const std::string manifest_path = path + "/manifest.json";
-  std::ifstream in(manifest_path);
-  STRATA_CHECK(in.good(), "checkpoint ", path, ": cannot read manifest.json");
-  const json manifest = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  STRATA_CHECK(!manifest.is_discarded() && manifest.is_object() && manifest.contains("tensors") &&
-                   manifest["tensors"].is_array(),
-               manifest_path, ": not valid JSON with a tensor list");
+  // The reader checks the manifest (types, ranges, sizes against tensors.bin) before any
+  // tensor below is allocated from it.
+  const core::CheckpointReader reader(path);
   TensorTree tree;
   std::map<std::string, at::Tensor> tensors;
   try {
-    for (const json& entry : manifest["tensors"]) {
-      const std::string kind = entry.at("kind").get<std::string>();
-      if (kind == "optimizer") continue;
-      const std::string name = entry.at("name").get<std::string>();
+    for (const core::CheckpointReader::Entry& entry : reader.entries()) {
+      if (entry.kind == "optimizer") continue;
+      const std::string& name = entry.name;
       STRATA_CHECK(!name.empty() && name.front() != '.' && name.back() != '.' &&
                        name.find("..") == std::string::npos,
                    "checkpoint ", path, ": tensor name '", name, "'");
-      const at::Tensor t = at::empty(entry.at("shape").get<std::vector<int64_t>>(),
-                                     dtype_named(entry.at("dtype").get<std::string>(), path));
-      tree.add(name, t, kind == "parameter");
+      const at::Tensor t = at::empty(entry.shape, at::TensorOptions().dtype(entry.dtype));
+      tree.add(name, t, entry.kind == "parameter");
       tensors.emplace(name, t);
     }
-  } catch (const json::exception& e) {
-    STRATA_FAIL(manifest_path, ": malformed manifest (", e.what(), ")");
   } catch (const c10::Error& e) {
     STRATA_FAIL("checkpoint ", path, ": tensor names do not form a module tree (",
                 e.what_without_backtrace(), ")");

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -15,6 +16,8 @@
 #include <set>
 
 #include "strata/core/error.h"
+#include "strata/core/input_files.h"
+#include "strata/core/json_fields.h"
 #include "strata/moe/ternary_dictionary.h"
 
 namespace strata::moe {
@@ -80,6 +83,17 @@ std::vector<std::pair<std::string, at::Tensor>> tensors_of(const QmoeModel& mode
   return out;
 }
 
+// A level or bias of NaN or infinity makes every output NaN: the loss of a model read
+// from such a file is NaN, and a run would report it as a result.
+void check_finite(const at::Tensor& tensor, const std::string& name, const std::string& what) {
+  const at::Tensor values = tensor.to(at::kFloat).contiguous().view(-1);
+  const float* data = values.data_ptr<float>();
+  for (int64_t i = 0; i < values.numel(); ++i) {
+    STRATA_CHECK(std::isfinite(data[i]), what, ": tensor '", name, "' holds ", data[i],
+                 " at element ", i, ", expected finite values");
+  }
+}
+
 void check_layer(const QmoeLayer& layer, const std::string& what) {
   STRATA_CHECK(!layer.name.empty() && layer.name.find('/') == std::string::npos, what,
                ": layer name '", layer.name, "', expected a non-empty name without '/'");
@@ -96,6 +110,9 @@ void check_layer(const QmoeLayer& layer, const std::string& what) {
                  expert, ": w_in [", layer.w_in[e].rows, ", ", layer.w_in[e].cols, "] and w_out [",
                  layer.w_out[e].rows, ", ", layer.w_out[e].cols, "], expected [", hidden, ", ", d,
                  "] and [", d, ", ", hidden, "]");
+    const std::string prefix = layer.name + "/" + std::to_string(e) + "/";
+    check_finite(layer.w_in[e].levels, prefix + "w_in/levels", what);
+    check_finite(layer.w_out[e].levels, prefix + "w_out/levels", what);
   }
   STRATA_CHECK(layer.b_in.defined() && layer.b_in.scalar_type() == at::kFloat &&
                    layer.b_in.sizes() == at::IntArrayRef({layer.experts(), hidden}),
@@ -105,6 +122,8 @@ void check_layer(const QmoeLayer& layer, const std::string& what) {
                    layer.b_out.sizes() == at::IntArrayRef({layer.experts(), d}),
                what, ": layer '", layer.name, "' b_out must be float32 [", layer.experts(), ", ", d,
                "]");
+  check_finite(layer.b_in, layer.name + "/b_in", what);
+  check_finite(layer.b_out, layer.name + "/b_out", what);
 }
 
 void write_all(int fd, const char* data, size_t size, const std::string& path) {
@@ -195,12 +214,10 @@ void write_qmoe(const std::string& path, const QmoeModel& model) {
 }
 
 QmoeModel read_qmoe(const std::string& path) {
-  STRATA_CHECK(fs::is_regular_file(path), path, ": no such file");
+  std::ifstream in = core::open_input(path);
   std::error_code ec;
   const uint64_t size = fs::file_size(path, ec);
   STRATA_CHECK(!ec, path, ": cannot read (", ec.message(), ")");
-  std::ifstream in(path, std::ios::binary);
-  STRATA_CHECK(in.good(), path, ": cannot open (", std::strerror(errno), ")");
   char start[16];
   STRATA_CHECK(size >= sizeof start && in.read(start, sizeof start), path, ": truncated (", size,
                " bytes): not a strata-qmoe file");
@@ -220,84 +237,80 @@ QmoeModel read_qmoe(const std::string& path) {
 
   QmoeModel model;
   std::map<std::string, at::Tensor> tensors;
-  try {
-    const json header = json::parse(header_text);
-    STRATA_CHECK(header.at("format") == kFormat, path, ": format ", header.at("format").dump(),
-                 ", expected \"", kFormat, "\"");
-    STRATA_CHECK(header.at("version") == kVersion, path, ": version ", header.at("version").dump(),
-                 ", expected ", kVersion);
-    STRATA_CHECK(header.at("dictionary").at("codewords") == kTernaryCodewords, path,
-                 ": dictionary of ", header.at("dictionary").at("codewords").dump(),
-                 " codewords, expected ", kTernaryCodewords);
-    model.extra = header.value("extra", json::object());
-    uint64_t expected_offset = 0;
-    for (const json& entry : header.at("tensors")) {
-      const std::string name = entry.at("name").get<std::string>();
-      const std::string dtype = entry.at("dtype").get<std::string>();
-      const auto type = dtypes().find(dtype);
-      STRATA_CHECK(type != dtypes().end(), path, ": tensor '", name, "' has dtype '", dtype, "'");
-      const auto shape = entry.at("shape").get<std::vector<int64_t>>();
-      uint64_t numel = 1;
-      for (const int64_t s : shape) {
-        STRATA_CHECK(s >= 0, path, ": tensor '", name, "' has a negative size");
-        // A tensor cannot hold more elements than the file has bytes (also keeps the
-        // product from overflowing on a corrupt header).
-        STRATA_CHECK(s == 0 || numel <= size / uint64_t(s), path, ": tensor '", name, "' of shape ",
-                     at::IntArrayRef(shape), " is larger than the file (", size, " bytes)");
-        numel *= uint64_t(s);
-      }
-      const uint64_t nbytes = entry.at("nbytes").get<uint64_t>();
-      STRATA_CHECK(nbytes == numel * c10::elementSize(type->second), path, ": tensor '", name,
-                   "' has nbytes ", nbytes, ", expected ", numel * c10::elementSize(type->second));
-      STRATA_CHECK(entry.at("offset").get<uint64_t>() == expected_offset, path, ": tensor '", name,
-                   "' has offset ", entry.at("offset").get<uint64_t>(), ", expected ",
-                   expected_offset);
-      STRATA_CHECK(payload_start + expected_offset + nbytes <= size, path, ": truncated: ", size,
-                   " bytes, tensor '", name, "' ends at byte ",
-                   payload_start + expected_offset + nbytes);
-      at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type->second));
-      in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(nbytes));
-      STRATA_CHECK(in.good(), path, ": read failed at tensor '", name, "'");
-      STRATA_CHECK(hex64(checksum(t.data_ptr(), nbytes)) == entry.at("xxh64").get<std::string>(),
-                   path, ": tensor '", name, "': checksum mismatch (corrupt file)");
-      STRATA_CHECK(tensors.emplace(name, t).second, path, ": tensor '", name, "' appears twice");
-      expected_offset += nbytes;
+  const json header = core::parse_json(header_text, path + " (header)");
+  const core::JsonField root(header, path);
+  root.object();
+  if (root["format"].string() != kFormat) root["format"].fail(json(kFormat).dump());
+  if (root["version"].integer() != kVersion)
+    root["version"].fail(std::to_string(kVersion) + ", the format version this strata reads");
+  const core::JsonField codewords = root["dictionary"]["codewords"];
+  if (codewords.integer() != kTernaryCodewords)
+    codewords.fail(std::to_string(kTernaryCodewords) + ", the dictionary this strata decodes");
+  if (root.has("extra")) model.extra = root["extra"].object().json();
+  uint64_t expected_offset = 0;
+  for (const core::JsonField& entry : root["tensors"].elements()) {
+    const std::string name = entry["name"].string();
+    const std::string dtype = entry["dtype"].string();
+    const auto type = dtypes().find(dtype);
+    STRATA_CHECK(type != dtypes().end(), path, ": tensor '", name, "' has dtype '", dtype, "'");
+    const auto shape = entry["shape"].integers(0);
+    uint64_t numel = 1;
+    for (const int64_t s : shape) {
+      // A tensor cannot hold more elements than the file has bytes (also keeps the
+      // product from overflowing on a corrupt header).
+      STRATA_CHECK(s == 0 || numel <= size / uint64_t(s), path, ": tensor '", name, "' of shape ",
+                   at::IntArrayRef(shape), " is larger than the file (", size, " bytes)");
+      numel *= uint64_t(s);
     }
-    STRATA_CHECK(payload_start + expected_offset == size, path, ": ",
-                 size - payload_start - expected_offset, " bytes of trailing data");
+    const uint64_t nbytes = entry["nbytes"].integer(0);
+    STRATA_CHECK(nbytes == numel * c10::elementSize(type->second), path, ": tensor '", name,
+                 "' has nbytes ", nbytes, ", expected ", numel * c10::elementSize(type->second));
+    const uint64_t offset = entry["offset"].integer(0);
+    STRATA_CHECK(offset == expected_offset, path, ": tensor '", name, "' has offset ", offset,
+                 ", expected ", expected_offset);
+    STRATA_CHECK(payload_start + expected_offset + nbytes <= size, path, ": truncated: ", size,
+                 " bytes, tensor '", name, "' ends at byte ",
+                 payload_start + expected_offset + nbytes);
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type->second));
+    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(nbytes));
+    STRATA_CHECK(in.good(), path, ": read failed at tensor '", name, "'");
+    STRATA_CHECK(hex64(checksum(t.data_ptr(), nbytes)) == entry["xxh64"].string(), path,
+                 ": tensor '", name, "': checksum mismatch (corrupt file)");
+    STRATA_CHECK(tensors.emplace(name, t).second, path, ": tensor '", name, "' appears twice");
+    expected_offset += nbytes;
+  }
+  STRATA_CHECK(payload_start + expected_offset == size, path, ": ",
+               size - payload_start - expected_offset, " bytes of trailing data");
 
-    auto take = [&](const std::string& name) {
-      const auto it = tensors.find(name);
-      STRATA_CHECK(it != tensors.end(), path, ": tensor '", name, "' missing");
-      return it->second;
-    };
-    for (const json& entry : header.at("layers")) {
-      QmoeLayer layer;
-      layer.name = entry.at("name").get<std::string>();
-      const int64_t experts = entry.at("experts").get<int64_t>();
-      const int64_t d = entry.at("d").get<int64_t>(), hidden = entry.at("hidden").get<int64_t>();
-      STRATA_CHECK(experts >= 1 && d >= 1 && hidden >= 1, path, ": layer '", layer.name, "' has ",
-                   experts, " experts of ", d, "x", hidden);
-      for (int64_t e = 0; e < experts; ++e) {
-        for (const auto& [which, rows, cols] :
-             {std::tuple{"w_in", hidden, d}, std::tuple{"w_out", d, hidden}}) {
-          const std::string prefix = layer.name + "/" + std::to_string(e) + "/" + which + "/";
-          TernaryMatrix m;
-          m.rows = rows;
-          m.cols = cols;
-          m.codes = take(prefix + "codes");
-          m.row_offsets = take(prefix + "row_offsets");
-          m.levels = take(prefix + "levels");
-          (std::string(which) == "w_in" ? layer.w_in : layer.w_out).push_back(m);
-        }
+  auto take = [&](const std::string& name) {
+    const auto it = tensors.find(name);
+    STRATA_CHECK(it != tensors.end(), path, ": tensor '", name, "' missing");
+    return it->second;
+  };
+  for (const core::JsonField& entry : root["layers"].elements()) {
+    QmoeLayer layer;
+    layer.name = entry["name"].string();
+    // Every expert has its own tensors, so no count can exceed the file's bytes.
+    const int64_t limit = static_cast<int64_t>(size);
+    const int64_t experts = entry["experts"].integer(1, limit);
+    const int64_t d = entry["d"].integer(1, limit), hidden = entry["hidden"].integer(1, limit);
+    for (int64_t e = 0; e < experts; ++e) {
+      for (const auto& [which, rows, cols] :
+           {std::tuple{"w_in", hidden, d}, std::tuple{"w_out", d, hidden}}) {
+        const std::string prefix = layer.name + "/" + std::to_string(e) + "/" + which + "/";
+        TernaryMatrix m;
+        m.rows = rows;
+        m.cols = cols;
+        m.codes = take(prefix + "codes");
+        m.row_offsets = take(prefix + "row_offsets");
+        m.levels = take(prefix + "levels");
+        (std::string(which) == "w_in" ? layer.w_in : layer.w_out).push_back(m);
       }
-      layer.b_in = take(layer.name + "/b_in");
-      layer.b_out = take(layer.name + "/b_out");
-      check_layer(layer, path);
-      model.layers.push_back(std::move(layer));
     }
-  } catch (const json::exception& e) {
-    STRATA_FAIL(path, ": malformed header (", e.what(), ")");
+    layer.b_in = take(layer.name + "/b_in");
+    layer.b_out = take(layer.name + "/b_out");
+    check_layer(layer, path);
+    model.layers.push_back(std::move(layer));
   }
   STRATA_CHECK(!model.layers.empty(), path, ": no layers");
   return model;

@@ -298,14 +298,15 @@ TEST_F(CorruptCheckpoint, MissingDirectory) {
 
 TEST_F(CorruptCheckpoint, ManifestNotJson) {
   strata::test::write_file(path_ + "/manifest.json", "{\"format\": ");
-  expect_failure("manifest.json: not valid JSON");
+  expect_failure("manifest.json: not JSON (line 1, column 12)");
 }
 
 TEST_F(CorruptCheckpoint, WrongFormat) {
   auto manifest = read_manifest(path_);
   manifest["format"] = "something-else";
   strata::test::write_file(path_ + "/manifest.json", manifest.dump());
-  expect_failure("format \"something-else\", expected \"strata-checkpoint\"");
+  expect_failure(
+      "manifest.json: field 'format': got \"something-else\", expected \"strata-checkpoint\"");
 }
 
 TEST_F(CorruptCheckpoint, FlippedByte) {
@@ -332,7 +333,7 @@ TEST_F(CorruptCheckpoint, TruncatedTensors) {
 
 TEST_F(CorruptCheckpoint, MissingTensorsFile) {
   fs::remove(bin());
-  expect_failure("tensors.bin: cannot read");
+  expect_failure("tensors.bin: no such file");
 }
 
 TEST_F(CorruptCheckpoint, DifferentModel) {
@@ -381,7 +382,7 @@ TEST_F(CorruptCheckpoint, MalformedEntry) {
   auto manifest = read_manifest(path_);
   manifest["tensors"][1].erase("xxh64");
   strata::test::write_file(path_ + "/manifest.json", manifest.dump());
-  expect_failure("manifest.json: malformed manifest");
+  expect_failure("manifest.json: missing field 'tensors[1].xxh64', expected a string");
 }
 
 TEST_F(CorruptCheckpoint, OtherParamGroupCount) {
@@ -389,6 +390,60 @@ TEST_F(CorruptCheckpoint, OtherParamGroupCount) {
   manifest["optimizer"]["lr"] = {0.1, 0.2};
   strata::test::write_file(path_ + "/manifest.json", manifest.dump());
   expect_failure("has 2 optimizer param groups, the optimizer has 1");
+}
+
+// Values are checked for meaning, not only for form: each bad value is refused with the
+// field and the file named, before anything is loaded.
+TEST_F(CorruptCheckpoint, BadValues) {
+  const auto original = read_manifest(path_);
+  const std::string manifest = path_ + "/manifest.json";
+  const auto expect_refused = [&](const std::string& pointer, const nlohmann::json& value,
+                                  const std::string& expected) {
+    SCOPED_TRACE(pointer + " = " + value.dump());
+    auto edited = original;
+    edited[nlohmann::json::json_pointer(pointer)] = value;
+    strata::test::write_file(manifest, edited.dump());
+    expect_failure(manifest + ": field " + expected);
+  };
+  const std::string step = "'step': got ";
+  const std::string step_range = ", expected an integer from 0 to 1000000000000000";
+  expect_refused("/step", 1e30, step + "1e+30" + step_range);
+  expect_refused("/step", -1, step + "-1" + step_range);
+  expect_refused("/step", 2.5, step + "2.5" + step_range);
+  expect_refused("/step", "2", step + "\"2\"" + step_range);
+  expect_refused("/step", uint64_t{1} << 63, step + "9223372036854775808" + step_range);
+  const std::string lr = ", expected a finite number of at least 0";
+  expect_refused("/optimizer/lr/0", -0.1, "'optimizer.lr[0]': got -0.1" + lr);
+  expect_refused("/optimizer/lr/0", nullptr, "'optimizer.lr[0]': got null" + lr);  // NaN's JSON
+  expect_refused("/optimizer/type", "Adagrad",
+                 "'optimizer.type': got \"Adagrad\", expected \"SGD\", \"Adam\" or \"AdamW\"");
+  expect_refused("/version", "9.0.0",
+                 "'version': got \"9.0.0\", expected a strata version up to 0.1.0 (written by a "
+                 "newer strata?)");
+  expect_refused("/version", 1, "'version': got 1, expected a string");
+  expect_refused("/tensors/0/shape/0", -16,
+                 "'tensors[0].shape[0]': got -16, expected an integer of at least 0");
+  expect_refused("/tensors/0/offset", -1,
+                 "'tensors[0].offset': got -1, expected an integer of at least 0");
+  expect_refused("/tensors/0/shape", nlohmann::json::array({1LL << 40, 1LL << 40, 8}),
+                 "'tensors[0].shape': [1099511627776, 1099511627776, 8] holds more than 2^63 "
+                 "bytes of float32, expected a size that fits");
+  expect_refused("/extra", "x", "'extra': got \"x\", expected an object");
+}
+
+// Adam's step count is state, not a checksum's business: a negative one is refused.
+TEST(CheckpointOptimizerState, NegativeAdamStepIsRefused) {
+  TempDir dir;
+  auto model = small_model();
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(1e-3));
+  train(model, adam, 1, 2);
+  CheckpointContents contents = checkpoint_contents(*model, &adam);
+  for (CheckpointTensor& t : contents.tensors) {
+    if (t.name == "optimizer/0.weight/step") t.tensor = at::scalar_tensor(-5, at::kLong);
+  }
+  write_checkpoint(dir / "c", contents, 1);
+  EXPECT_THAT(error_of([&] { load_checkpoint(dir / "c", *model, &adam); }),
+              HasSubstr("tensor 'optimizer/0.weight/step' holds -5, expected a step count >= 0"));
 }
 
 TEST(CheckpointModels, FmnistMlpVsCnn) {

@@ -104,8 +104,26 @@ TEST(IdxFile, MissingFileIsAnError) {
 
 TEST(FashionMnist, MissingDirectoryIsAnError) {
   EXPECT_EQ(error_of([] { load_fashion_mnist("/no/such/dir", FashionMnistSplit::Train); }),
-            "fashion-mnist data directory '/no/such/dir' does not exist "
+            "fashion-mnist data directory /no/such/dir: no such directory "
             "(install dataset-fashion-mnist)");
+}
+
+TEST(FashionMnist, DirectoriesAndEmptySetsAreNamed) {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "t10k-images-idx3-ubyte.gz");
+  EXPECT_EQ(error_of([&] { load_fashion_mnist(dir.path(), FashionMnistSplit::Test); }),
+            dir / "t10k-images-idx3-ubyte.gz: is a directory, expected a file");
+  std::filesystem::remove(dir / "t10k-images-idx3-ubyte.gz");
+  // A header of zero images is well formed, but leaves nothing to test on (accuracy 0/0).
+  write_gz(dir / "t10k-images-idx3-ubyte.gz", idx_bytes(0x803, {0, 28, 28}, 0));
+  write_gz(dir / "t10k-labels-idx1-ubyte.gz", be32(0x801) + be32(0));
+  EXPECT_EQ(error_of([&] { load_fashion_mnist(dir.path(), FashionMnistSplit::Test); }),
+            dir / "t10k-images-idx3-ubyte.gz: holds 0 images, expected at least 1");
+  EXPECT_EQ(error_of([&] {
+              load_fashion_mnist(dir / "t10k-labels-idx1-ubyte.gz", FashionMnistSplit::Test);
+            }),
+            "fashion-mnist data directory " + (dir / "t10k-labels-idx1-ubyte.gz") +
+                ": is a file, expected a directory");
 }
 
 TEST(FashionMnist, CountMismatchAndBadLabelsAreErrors) {

@@ -43,5 +43,5 @@ bad_input "N >= M" "0 < N < M <= 32" --nm 8:8
 bad_input "N:M that is not N:M" "expected N:M" --nm 1x16
 bad_input "bad structure" "pruning structure" --mode prune --structure 16
 bad_input "sparsity above 1" "sparsity" --mode prune --sparsity 1.5
-bad_input "missing data directory" "does not exist" --data-dir "$tmp/nowhere"
+bad_input "missing data directory" "nowhere: no such directory" --data-dir "$tmp/nowhere"
 finish

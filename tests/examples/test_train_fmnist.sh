@@ -11,7 +11,7 @@ quick=("${base[@]}" --log-every 1000)
 
 expect_clean_error "unknown flag" "bogus" "$bin" --bogus
 expect_clean_error "bad model" "model" "$bin" --model resnet
-expect_clean_error "missing data directory" "does not exist" "$bin" "${quick[@]}" --data-dir "$tmp/nowhere"
+expect_clean_error "missing data directory" "nowhere: no such directory" "$bin" "${quick[@]}" --data-dir "$tmp/nowhere"
 
 mkdir -p "$tmp/truncated" "$tmp/wrong"
 cp "$data"/*.gz "$tmp/truncated/"

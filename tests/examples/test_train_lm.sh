@@ -81,7 +81,7 @@ expect_clean_error "schedule without --pp" "--schedule needs --pp 2 or more" "$b
 expect_clean_error "unknown flag" "bogus" "$bin" --bogus
 expect_clean_error "heads not dividing d_model" "d_model 32 is not divisible by heads 3" \
   "$bin" "${run[@]}" --layers 1 --heads 3
-expect_clean_error "missing data directory" "does not exist" "$bin" "${tiny[@]}" --data-dir "$tmp/nowhere"
+expect_clean_error "missing data directory" "nowhere: no such directory" "$bin" "${tiny[@]}" --data-dir "$tmp/nowhere"
 expect_clean_error "empty resume directory" "no checkpoint there" "$bin" "${tiny[@]}" --resume "$tmp/nowhere"
 cp -r "$tmp/part/step-00000010" "$tmp/corrupt"
 printf '\x55' | dd of="$tmp/corrupt/tensors.bin" bs=1 seek=100 conv=notrunc status=none

@@ -5,6 +5,10 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <limits>
+
+#define XXH_INLINE_ALL  // the tests forge checksums without linking the library
+#include <xxhash.h>
 
 #include "core/test_util.h"
 #include "strata/moe/qmoe_file.h"
@@ -99,6 +103,98 @@ TEST(QmoeFile, CorruptOrTruncatedFilesFailWithAClearError) {
   EXPECT_NE(error_of([&] { read_qmoe(dir / "missing.qmoe"); }).find("no such file"),
             std::string::npos);
   EXPECT_EQ(error_with(bytes), "<no error>");
+}
+
+// `bytes` (a .qmoe file) with `value` in the first element of tensor `name` and every
+// checksum recomputed, as a file edited by someone who knows the format would be: only a
+// check of the values themselves can catch it.
+std::string with_first_value(const std::string& bytes, const std::string& name, float value) {
+  uint64_t header_size = 0;
+  for (int b = 0; b < 8; ++b) header_size |= uint64_t(uint8_t(bytes[8 + b])) << (8 * b);
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(16, header_size));
+  const size_t payload = 16 + header_size + 8;
+  std::string out = bytes;
+  for (auto& entry : header["tensors"]) {
+    if (entry["name"] != name) continue;
+    const size_t at = payload + entry["offset"].get<size_t>();
+    const size_t nbytes = entry["nbytes"].get<size_t>();
+    const at::Tensor one =
+        at::full({1}, value, entry["dtype"] == "bfloat16" ? at::kBFloat16 : at::kFloat);
+    out.replace(at, one.nbytes(), static_cast<const char*>(one.data_ptr()), one.nbytes());
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx",
+                  static_cast<unsigned long long>(XXH3_64bits(out.data() + at, nbytes)));
+    entry["xxh64"] = hex;
+  }
+  const std::string text = header.dump();
+  EXPECT_EQ(text.size(), header_size);
+  out.replace(16, header_size, text);
+  const uint64_t sum = XXH3_64bits(text.data(), text.size());
+  for (int b = 0; b < 8; ++b)
+    out[16 + header_size + b] = static_cast<char>((sum >> (8 * b)) & 0xFF);
+  return out;
+}
+
+TEST(QmoeFile, NonFiniteLevelsAndBiasesAreRefused) {
+  // A NaN level or an infinite bias evaluates to a NaN loss; the file is refused instead.
+  TempDir dir;
+  write_qmoe(dir / "good.qmoe", random_model());
+  const std::string bytes = read_file(dir / "good.qmoe");
+  const std::string bad = dir / "bad.qmoe";
+  const auto error_with = [&](const std::string& name, float value) {
+    write_file(bad, with_first_value(bytes, name, value));
+    return error_of([&] { read_qmoe(bad); });
+  };
+  EXPECT_EQ(error_with("blocks.0.moe/b_in", 0.5f), "<no error>");  // the forging works
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(error_with("blocks.0.moe/1/w_in/levels", nan),
+            bad +
+                ": tensor 'blocks.0.moe/1/w_in/levels' holds nan at element 0, expected finite "
+                "values");
+  EXPECT_EQ(error_with("blocks.1.moe/0/w_out/levels", -inf),
+            bad +
+                ": tensor 'blocks.1.moe/0/w_out/levels' holds -inf at element 0, expected "
+                "finite values");
+  EXPECT_EQ(error_with("blocks.1.moe/b_out", inf),
+            bad + ": tensor 'blocks.1.moe/b_out' holds inf at element 0, expected finite values");
+  // The writer refuses them too: no .qmoe file holds them.
+  QmoeModel model = random_model();
+  model.layers[0].b_in[0][0] = nan;
+  EXPECT_NE(
+      error_of([&] { write_qmoe(dir / "nan.qmoe", model); }).find("'blocks.0.moe/b_in' holds nan"),
+      std::string::npos);
+}
+
+TEST(QmoeFile, HeaderValuesAreCheckedByTypeAndRange) {
+  TempDir dir;
+  write_qmoe(dir / "good.qmoe", random_model());
+  const std::string bytes = read_file(dir / "good.qmoe");
+  uint64_t header_size = 0;
+  for (int b = 0; b < 8; ++b) header_size |= uint64_t(uint8_t(bytes[8 + b])) << (8 * b);
+  const nlohmann::json header = nlohmann::json::parse(bytes.substr(16, header_size));
+  const std::string bad = dir / "bad.qmoe";
+  const auto error_with = [&](const std::string& pointer, const nlohmann::json& value) {
+    nlohmann::json edited = header;
+    edited[nlohmann::json::json_pointer(pointer)] = value;
+    const std::string text = edited.dump();
+    std::string out = bytes.substr(0, 8);
+    for (int b = 0; b < 8; ++b) out.push_back(static_cast<char>((text.size() >> (8 * b)) & 0xFF));
+    out += text;
+    const uint64_t sum = XXH3_64bits(text.data(), text.size());
+    for (int b = 0; b < 8; ++b) out.push_back(static_cast<char>((sum >> (8 * b)) & 0xFF));
+    out += bytes.substr(16 + header_size + 8);
+    write_file(bad, out);
+    return error_of([&] { read_qmoe(bad); });
+  };
+  EXPECT_EQ(error_with("/version", 2),
+            bad + ": field 'version': got 2, expected 1, the format version this strata reads");
+  EXPECT_EQ(
+      error_with("/layers/0/experts", "3")
+          .rfind(bad + ": field 'layers[0].experts': got \"3\", expected an integer from 1 to ", 0),
+      0u);
+  EXPECT_EQ(error_with("/tensors/0/shape/0", -1),
+            bad + ": field 'tensors[0].shape[0]': got -1, expected an integer of at least 0");
 }
 
 TEST(QmoeFile, ValidChecksumsButBrokenCodeStreamsAreCaught) {

@@ -33,8 +33,8 @@ expect_error "deadlocking schedule" "deadlock: rank 0 waits" --load "$here/deadl
 echo '{"num_ranks": 2' >"$tmp/broken.json"
 expect_error "broken JSON" "not JSON" --load "$tmp/broken.json"
 echo '{"num_ranks": 1, "num_stages": 1, "num_micro_batches": 1, "ranks": [[{"op": "G"}]]}' >"$tmp/op.json"
-expect_error "unknown op" "ranks\[0\]\[0\].op: unknown op 'G'" --load "$tmp/op.json"
-expect_error "missing file" "cannot open" --load "$tmp/nothing.json"
+expect_error "unknown op" "field 'ranks\[0\]\[0\].op': unknown op 'G'" --load "$tmp/op.json"
+expect_error "missing file" "nothing.json: no such file" --load "$tmp/nothing.json"
 expect_error "unknown flag" "bogus" --bogus
 expect_error "interleaved needs M divisible by K" \
   "pipeline schedule 'interleaved': micro_batches (6) must be a multiple of ranks (4)" \

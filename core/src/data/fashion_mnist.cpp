@@ -5,11 +5,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <vector>
 
 #include "strata/core/error.h"
+#include "strata/core/input_files.h"
 
 namespace strata::core {
 namespace {
@@ -58,9 +61,9 @@ uint32_t big_endian(const uint8_t* bytes) {
 }  // namespace
 
 at::Tensor read_idx_file(const std::string& path) {
-  STRATA_CHECK(std::filesystem::is_regular_file(path), path, ": no such file");
+  check_input_file(path);
   GzFile file(gzopen(path.c_str(), "rb"));
-  STRATA_CHECK(file != nullptr, path, ": cannot open");
+  STRATA_CHECK(file != nullptr, path, ": cannot read (", std::strerror(errno), ")");
 
   std::array<uint8_t, 4> magic_bytes{};
   const uint64_t magic_read = read_some(file.get(), path, magic_bytes.data(), 4);
@@ -113,8 +116,7 @@ at::Tensor read_idx_file(const std::string& path) {
 }
 
 FashionMnist load_fashion_mnist(const std::string& dir, FashionMnistSplit split) {
-  STRATA_CHECK(std::filesystem::is_directory(dir), "fashion-mnist data directory '", dir,
-               "' does not exist (install dataset-fashion-mnist)");
+  check_input_directory(dir, "fashion-mnist data directory", "install dataset-fashion-mnist");
   const std::string prefix = split == FashionMnistSplit::Train ? "train" : "t10k";
   const std::string images_path = dir + "/" + prefix + "-images-idx3-ubyte.gz";
   const std::string labels_path = dir + "/" + prefix + "-labels-idx1-ubyte.gz";
@@ -129,10 +131,10 @@ FashionMnist load_fashion_mnist(const std::string& dir, FashionMnistSplit split)
                images.size(1), "x", images.size(2), ", expected 28x28");
   STRATA_CHECK(images.size(0) == labels.size(0), images_path, " has ", images.size(0),
                " images but ", labels_path, " has ", labels.size(0), " labels");
-  if (labels.numel() > 0) {
-    const int64_t max_label = labels.max().item<int64_t>();
-    STRATA_CHECK(max_label < 10, labels_path, ": label ", max_label, ", expected 0 to 9");
-  }
+  // An empty set would train no step and score accuracy 0/0 = NaN.
+  STRATA_CHECK(images.size(0) >= 1, images_path, ": holds 0 images, expected at least 1");
+  const int64_t max_label = labels.max().item<int64_t>();
+  STRATA_CHECK(max_label < 10, labels_path, ": label ", max_label, ", expected 0 to 9");
 
   FashionMnist data;
   // The benchmark's normalization: mean and std of the training pixels.

@@ -4,10 +4,9 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "strata/core/error.h"
+#include "strata/core/input_files.h"
 
 namespace strata::core {
 namespace fs = std::filesystem;
@@ -19,12 +18,8 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 }
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  STRATA_CHECK(in.good(), path, ": cannot open");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  STRATA_CHECK(!in.bad(), path, ": read error");
-  return bytes;
+  const std::string text = read_input(path);
+  return std::vector<uint8_t>(text.begin(), text.end());
 }
 
 at::Tensor to_tensor(const std::vector<uint8_t>& bytes) {
@@ -36,8 +31,8 @@ at::Tensor to_tensor(const std::vector<uint8_t>& bytes) {
 }  // namespace
 
 TextCorpus TextCorpus::load(const std::string& dir, double train_fraction) {
-  STRATA_CHECK(fs::is_directory(dir), "text corpus directory '", dir,
-               "' does not exist (for the default, install the fortunes package)");
+  check_input_directory(dir, "text corpus directory",
+                        "for the default, install the fortunes package");
   STRATA_CHECK(train_fraction > 0.0 && train_fraction < 1.0, "text corpus train_fraction ",
                train_fraction, ", expected a value between 0 and 1 (exclusive)");
 

@@ -8,6 +8,7 @@
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
+#include "strata/core/json_fields.h"
 #include "strata/core/memory.h"
 
 namespace strata::core {
@@ -74,11 +75,9 @@ nlohmann::json transformer_lm_to_json(const TransformerLMOptions& o) {
 TransformerLMOptions transformer_lm_from_json(const nlohmann::json& j) {
   STRATA_CHECK(j.is_object() && j.value("model", "") == "fortunes-lm",
                "not a fortunes-lm description (expected \"model\": \"fortunes-lm\")");
-  const auto get = [&](const char* key) {
-    STRATA_CHECK(j.contains(key) && j[key].is_number_integer(), "fortunes-lm description: \"", key,
-                 "\" missing or not an integer");
-    return j[key].get<int64_t>();
-  };
+  // Sizes are checked for meaning by validate(); here for type: whole, not negative.
+  const JsonField fields(j, "fortunes-lm description");
+  const auto get = [&](const char* key) { return fields[key].integer(0); };
   TransformerLMOptions o;
   o.vocab(j.contains("vocab") ? get("vocab") : o.vocab())  // older checkpoints: bytes
       .layers(get("layers"))
@@ -86,12 +85,8 @@ TransformerLMOptions transformer_lm_from_json(const nlohmann::json& j) {
       .heads(get("heads"))
       .ffn(get("ffn"))
       .context(get("context"));
-  try {
-    if (j.contains("layer_ffn")) o.layer_ffn(j["layer_ffn"].get<std::vector<int64_t>>());
-    if (j.contains("layer_heads")) o.layer_heads(j["layer_heads"].get<std::vector<int64_t>>());
-  } catch (const nlohmann::json::exception&) {
-    STRATA_FAIL("fortunes-lm description: layer_ffn or layer_heads is not a list of integers");
-  }
+  if (j.contains("layer_ffn")) o.layer_ffn(fields["layer_ffn"].integers(0));
+  if (j.contains("layer_heads")) o.layer_heads(fields["layer_heads"].integers(0));
   o.validate();
   return o;
 }

@@ -1,8 +1,10 @@
 #include "strata/parallel/pipeline/schedule_json.h"
 
 #include <array>
+#include <limits>
 
 #include "strata/core/error.h"
+#include "strata/core/json_fields.h"
 
 namespace strata::parallel {
 namespace {
@@ -22,18 +24,13 @@ PipelineOp op_from_name(const std::string& name, const std::string& where) {
               "all-reduce-grads or optimizer-step)");
 }
 
-int int_field(const nlohmann::json& object, const char* key, const std::string& where,
-              int fallback) {
-  if (!object.contains(key)) return fallback;
-  const auto& value = object.at(key);
-  STRATA_CHECK(value.is_number_integer(), where, ".", key, ": got ", value.dump(),
-               ", expected an integer");
-  return value.get<int>();
-}
+// Counts and indices are ints in PipelineSchedule: read as int64 and range-checked, never
+// cut to 32 bits (4294967297 micro-batches is not 1).
+constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
 
-int required_int(const nlohmann::json& object, const char* key, const std::string& where) {
-  STRATA_CHECK(object.contains(key), where, ": missing field '", key, "'");
-  return int_field(object, key, where, 0);
+// An optional instruction field: `fallback` when absent, else an index from 0.
+int index_field(const core::JsonField& item, const char* key, int fallback) {
+  return item.has(key) ? static_cast<int>(item[key].integer(0, kMaxInt)) : fallback;
 }
 
 }  // namespace
@@ -58,32 +55,23 @@ nlohmann::json schedule_to_json(const PipelineSchedule& schedule) {
           {"ranks", std::move(ranks)}};
 }
 
-PipelineSchedule schedule_from_json(const nlohmann::json& json) {
-  STRATA_CHECK(json.is_object(), "pipeline schedule: got ", json.type_name(),
-               ", expected a JSON object");
+PipelineSchedule schedule_from_json(const nlohmann::json& json, const std::string& source) {
+  const core::JsonField root(json, source);
+  root.object();
   PipelineSchedule schedule;
-  schedule.name = json.value("name", "custom");
-  schedule.num_ranks = required_int(json, "num_ranks", "pipeline schedule");
-  schedule.num_stages = required_int(json, "num_stages", "pipeline schedule");
-  schedule.num_micro_batches = required_int(json, "num_micro_batches", "pipeline schedule");
-  STRATA_CHECK(json.contains("ranks") && json.at("ranks").is_array(),
-               "pipeline schedule: missing array 'ranks'");
-  const auto& ranks = json.at("ranks");
-  for (size_t r = 0; r < ranks.size(); ++r) {
-    const std::string list_where = "ranks[" + std::to_string(r) + "]";
-    STRATA_CHECK(ranks[r].is_array(), list_where, ": got ", ranks[r].type_name(),
-                 ", expected an array of instructions");
+  schedule.name = root.has("name") ? root["name"].string() : "custom";
+  schedule.num_ranks = static_cast<int>(root["num_ranks"].integer(1, kMaxInt));
+  schedule.num_stages = static_cast<int>(root["num_stages"].integer(1, kMaxInt));
+  schedule.num_micro_batches = static_cast<int>(root["num_micro_batches"].integer(1, kMaxInt));
+  for (const core::JsonField& list : root["ranks"].elements()) {
     std::vector<PipelineInstruction> program;
-    for (size_t i = 0; i < ranks[r].size(); ++i) {
-      const auto& item = ranks[r][i];
-      const std::string where = list_where + "[" + std::to_string(i) + "]";
-      STRATA_CHECK(item.is_object() && item.contains("op") && item.at("op").is_string(), where,
-                   ": got ", item.dump(), ", expected an object with a string 'op'");
+    for (const core::JsonField& item : list.elements()) {
+      item.object();
       PipelineInstruction in;
-      in.op = op_from_name(item.at("op").get<std::string>(), where + ".op");
-      in.stage = int_field(item, "stage", where, -1);
-      in.micro_batch = int_field(item, "mb", where, -1);
-      in.peer = int_field(item, "peer", where, -1);
+      in.op = op_from_name(item["op"].string(), item["op"].name());
+      in.stage = index_field(item, "stage", -1);
+      in.micro_batch = index_field(item, "mb", -1);
+      in.peer = index_field(item, "peer", -1);
       program.push_back(in);
     }
     schedule.ranks.push_back(std::move(program));

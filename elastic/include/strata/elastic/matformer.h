@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "strata/core/json_fields.h"
 #include "strata/core/models/transformer_lm.h"
 
 namespace strata::elastic {
@@ -69,8 +70,10 @@ struct Submodel {
   // "ffn 1024/512/512/256, heads 4/4/4/4, skip 2"
   std::string describe() const;
   nlohmann::json to_json() const;
-  // Throws strata::Error for a malformed description (a --config file).
-  static Submodel from_json(const nlohmann::json& j);
+  // Throws strata::Error naming `source` (a --config file) and the field for a malformed
+  // description: "ffn" a list of widths, "heads" and "skip" optional lists.
+  static Submodel from_json(const nlohmann::json& j, const std::string& source = "submodel");
+  static Submodel from_json(const core::JsonField& field);
   bool operator==(const Submodel& other) const {
     return ffn == other.ffn && heads == other.heads && skip == other.skip;
   }

@@ -71,6 +71,9 @@ const ScoredSubmodel* best_within(const std::vector<ScoredSubmodel>& scored,
                                   const SubmodelBudget& budget);
 
 nlohmann::json scored_to_json(const std::vector<ScoredSubmodel>& scored);
-std::vector<ScoredSubmodel> scored_from_json(const nlohmann::json& j);
+// Throws strata::Error naming `source` and the field at fault.
+std::vector<ScoredSubmodel> scored_from_json(const nlohmann::json& j,
+                                             const std::string& source = "Mix'n'Match front");
+std::vector<ScoredSubmodel> scored_from_json(const core::JsonField& field);
 
 }  // namespace strata::elastic

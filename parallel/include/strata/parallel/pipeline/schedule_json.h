@@ -11,13 +11,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include <string>
+
 #include "strata/parallel/pipeline/schedule.h"
 
 namespace strata::parallel {
 
 nlohmann::json schedule_to_json(const PipelineSchedule& schedule);
-// Throws strata::Error naming the field at fault (e.g. "ranks[1][4].op: unknown op 'G'").
-// Only the form is checked here; verify_schedule checks the meaning.
-PipelineSchedule schedule_from_json(const nlohmann::json& json);
+// Throws strata::Error naming `source` (the file) and the field at fault (e.g.
+// "s.json: field 'ranks[1][4].op': unknown op 'G'", "s.json: field 'num_micro_batches': got
+// 4294967297, expected an integer from 1 to 2147483647"). Counts must be at least 1 and
+// indices at least 0, all within an int; verify_schedule checks the meaning.
+PipelineSchedule schedule_from_json(const nlohmann::json& json,
+                                    const std::string& source = "pipeline schedule");
 
 }  // namespace strata::parallel
