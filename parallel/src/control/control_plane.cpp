@@ -118,7 +118,7 @@ struct ControlPlaneParts {
   }
 
   void finish() {
-    if (finished) return;
+    if (finished || !store) return;  // no store: the constructor failed before it
     finished = true;
     if (watchdog) watchdog->stop();
     store->set("done/" + std::to_string(rank), "1");

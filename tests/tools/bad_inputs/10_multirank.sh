@@ -15,15 +15,16 @@ mpirun fmnist pp: --trace-out /proc/x.json      | --trace-out /proc/x.json: dire
 mpirun fmnist pp: --metrics-out a directory     | --metrics-out .*a-folder: is a directory                    | 15 | "${mpi2[@]}" "${fmnist[@]}" "${pipe[@]}" --metrics-out "$in/a-folder"
 mpirun fmnist dp: --checkpoint-dir under a file | --checkpoint-dir .*a-file/ckpt: .*a-file is not a directory | 15 | "${mpi2[@]}" "${fmnist[@]}" --checkpoint-dir "$in/a-file/ckpt"
 mpirun fmnist dp: --hang-report in no folder    | --hang-report .*: no such directory                         | 15 | "${mpi2[@]}" "${fmnist[@]}" --hang-report "$out/missing/hang.json"
-mpirun fmnist pp: rank 1 fails at step 3        | error: injected fault at train-step #3 on this rank         | 15 | env STRATA_FAULT=train-step:3:1:error "${mpi2[@]}" "${fmnist[@]}" "${pipe[@]}"
-mpirun fmnist dp: rank 0 fails at step 3        | error: injected fault at train-step #3 on this rank         | 15 | env STRATA_FAULT=train-step:3:0:error "${mpi2[@]}" "${fmnist[@]}" --checkpoint-dir "$out/ckpt"
+mpirun fmnist pp: rank 1 fails at step 2        | error: injected fault at train-step #2 on this rank         | 15 | env STRATA_FAULT=train-step:2:1:error "${mpi2[@]}" "${fmnist[@]}" "${pipe[@]}"
+mpirun fmnist dp: rank 0 fails at step 2        | error: injected fault at train-step #2 on this rank         | 15 | env STRATA_FAULT=train-step:2:0:error "${mpi2[@]}" "${fmnist[@]}" --checkpoint-dir "$out/ckpt"
 mpirun fmnist pp: both ranks fail at step 2     | error: injected fault at train-step #2 on this rank         | 15 | env STRATA_FAULT=train-step:2::error "${mpi2[@]}" "${fmnist[@]}" "${pipe[@]}"
 mpirun lm pp: --metrics-out a directory         | --metrics-out .*a-folder: is a directory                    | 15 | "${mpi2[@]}" "${lm[@]}" "${pipe[@]}" --metrics-out "$in/a-folder"
 mpirun lm pp: --trace-out /proc/x.json          | --trace-out /proc/x.json: directory /proc is not writable    | 15 | "${mpi2[@]}" "${lm[@]}" "${pipe[@]}" --trace-out /proc/x.json
 mpirun lm dp: unwritable --checkpoint-dir       | --checkpoint-dir /proc/ckpt: directory /proc is not writable | 15 | "${mpi2[@]}" "${lm[@]}" --checkpoint-dir /proc/ckpt
-mpirun lm dp: rank 1 fails at step 3            | error: injected fault at train-step #3 on this rank         | 15 | env STRATA_FAULT=train-step:3:1:error "${mpi2[@]}" "${lm[@]}"
+mpirun lm dp: rank 1 fails at step 2            | error: injected fault at train-step #2 on this rank         | 15 | env STRATA_FAULT=train-step:2:1:error "${mpi2[@]}" "${lm[@]}"
+mpirun MPMD: ranks with different flags        | configuration differs across ranks: rank 1 has lr=0.1      | 15 | mpirun --quiet --oversubscribe -np 1 "${fmnist[@]}" --lr 0.05 : -np 1 "${fmnist[@]}" --lr 0.1
 strata-run fmnist pp: --metrics-out a directory | --metrics-out .*a-folder: is a directory                    | 15 | "$run" -n 2 "${fmnist[@]}" "${pipe[@]}" --metrics-out "$in/a-folder"
-strata-run fmnist pp: rank 1 fails at step 3    | error: injected fault at train-step #3 on this rank         | 15 | env STRATA_FAULT=train-step:3:1:error "$run" -n 2 "${fmnist[@]}" "${pipe[@]}"
+strata-run fmnist pp: rank 1 fails at step 2    | error: injected fault at train-step #2 on this rank         | 15 | env STRATA_FAULT=train-step:2:1:error "$run" -n 2 "${fmnist[@]}" "${pipe[@]}"
 strata-run fmnist dp: both ranks, a bad flag    | error: --log-every                                          | 15 | "$run" -n 2 "${fmnist[@]}" --log-every 0
 TABLE
 bad_input_table <<'TABLE'
