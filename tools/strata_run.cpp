@@ -18,7 +18,7 @@
 // SIGTERM to the others, SIGKILL after --grace seconds, and exits with that rank's status
 // (128 + the signal number for a signal). A rank that failed with an error has printed its
 // one line and told the others through the store (parallel::end_job_after_error); the
-// launcher then adds no line of its own.
+// launcher adds no line of its own for it, nor for a rank that left after it.
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
@@ -157,7 +157,7 @@ int launch(const Options& o) {
       strata::parallel::ControlStoreClient client(
           address,
           strata::parallel::ControlStoreClientOptions().io_timeout(std::chrono::seconds(2)));
-      if (!strata::parallel::error_abort_posted(client))
+      if (!strata::parallel::error_abort_posted(client, rank))
         std::fprintf(stderr, "strata-run: rank %d (pid %d) %s; stopping the other %d rank(s)\n",
                      rank, static_cast<int>(ranks[static_cast<size_t>(rank)].pid),
                      describe(status).c_str(), running);

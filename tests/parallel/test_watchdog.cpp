@@ -197,6 +197,9 @@ TEST(Watchdog, OneRanksErrorReleasesTheOthersAtOnceWithoutAReport) {
   EXPECT_EQ(announced.load(), 1);
   ControlStoreClient store(server.address());
   EXPECT_TRUE(strata::parallel::error_abort_posted(store));
+  // The posting rank took part; rank 1 (whose watchdog only reported, in this test) did not.
+  EXPECT_TRUE(strata::parallel::error_abort_posted(store, won0 ? 0 : 2));
+  EXPECT_FALSE(strata::parallel::error_abort_posted(store, 1));
 }
 
 TEST(Watchdog, TheStoreHostStaysUntilTheRanksHaveLeftAnErrorAbort) {
@@ -206,11 +209,11 @@ TEST(Watchdog, TheStoreHostStaysUntilTheRanksHaveLeftAnErrorAbort) {
   // The two other ranks leave after 200 ms; the host waits for them, not for its deadline.
   auto others = std::async(std::launch::async, [&] {
     std::this_thread::sleep_for(200ms);
-    strata::parallel::leave_after_error_abort(other, 3, /*hosts_store=*/false, 100ms);
-    strata::parallel::leave_after_error_abort(other, 3, /*hosts_store=*/false, 100ms);
+    strata::parallel::leave_after_error_abort(other, 1, 3, /*wait=*/false, 100ms);
+    strata::parallel::leave_after_error_abort(other, 2, 3, /*wait=*/false, 100ms);
   });
   auto start = Clock::now();
-  strata::parallel::leave_after_error_abort(host, 3, /*hosts_store=*/true, 100ms);
+  strata::parallel::leave_after_error_abort(host, 0, 3, /*wait=*/true, 100ms);
   double waited = std::chrono::duration<double>(Clock::now() - start).count();
   others.get();
   EXPECT_GE(waited, 0.15);
@@ -219,7 +222,7 @@ TEST(Watchdog, TheStoreHostStaysUntilTheRanksHaveLeftAnErrorAbort) {
   ControlStoreServer server2;
   ControlStoreClient host2(server2.address());
   start = Clock::now();
-  strata::parallel::leave_after_error_abort(host2, 2, /*hosts_store=*/true, 100ms);
+  strata::parallel::leave_after_error_abort(host2, 0, 2, /*wait=*/true, 100ms);
   waited = std::chrono::duration<double>(Clock::now() - start).count();
   EXPECT_GE(waited, 0.95);
   EXPECT_LT(waited, 2.0);

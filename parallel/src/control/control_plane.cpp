@@ -153,8 +153,7 @@ void exit_quietly(int) { std::_Exit(kErrorExitCode); }
 // Tells the job through `store` that this rank failed with `line` and ends the process;
 // prints `line` when this rank is the first to fail (or the store cannot tell).
 [[noreturn]] void leave_failed_job(ControlStoreClient& store, int rank, int world_size,
-                                   bool hosts_store, std::chrono::milliseconds heartbeat,
-                                   const std::string& line) {
+                                   std::chrono::milliseconds heartbeat, const std::string& line) {
   std::signal(SIGTERM, exit_quietly);
   bool printed = false;
   const auto print = [&] {
@@ -168,7 +167,7 @@ void exit_quietly(int) { std::_Exit(kErrorExitCode); }
     // No store to agree through: one line too many beats none.
     if (!printed) print();
   }
-  leave_after_error_abort(store, world_size, hosts_store, heartbeat);
+  leave_after_error_abort(store, rank, world_size, /*wait=*/true, heartbeat);
   std::_Exit(kErrorExitCode);
 }
 
@@ -229,7 +228,7 @@ void end_job_after_error(const std::string& line) {
     // This rank's watchdog would take the abort for another rank's; it has nothing to add.
     if (parts->watchdog) parts->watchdog->stop();
     parts->finished = true;
-    leave_failed_job(*parts->store, parts->rank, parts->world_size, parts->server != nullptr,
+    leave_failed_job(*parts->store, parts->rank, parts->world_size,
                      parts->options.heartbeat_interval(), line);
   }
   std::optional<LaunchEnvironment> env;
@@ -243,8 +242,7 @@ void end_job_after_error(const std::string& line) {
       ControlStoreClient store(env->store_address, ControlStoreClientOptions()
                                                        .connect_timeout(std::chrono::seconds(2))
                                                        .io_timeout(std::chrono::seconds(2)));
-      leave_failed_job(store, env->rank, env->world_size, /*hosts_store=*/false,
-                       std::chrono::milliseconds(100), line);
+      leave_failed_job(store, env->rank, env->world_size, std::chrono::milliseconds(100), line);
     } catch (const std::exception&) {
       // The launcher's store is gone: the launcher stops the others when this rank exits.
     }

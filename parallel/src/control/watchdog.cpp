@@ -47,19 +47,23 @@ bool post_error_abort(ControlStoreClient& store, int rank, const std::string& me
   return true;
 }
 
-bool error_abort_posted(ControlStoreClient& store) {
+bool error_abort_posted(ControlStoreClient& store, int rank) {
   try {
-    return store.try_get(kAbortKindKey) == "error";
+    if (store.try_get(kAbortKindKey) != "error") return false;
+    const std::string me = std::to_string(rank);
+    return rank < 0 || store.try_get("abort/by") == me ||
+           store.check({std::string(kAbortLeftKey) + "/" + me});
   } catch (const std::exception&) {
     return false;
   }
 }
 
-void leave_after_error_abort(ControlStoreClient& store, int world_size, bool hosts_store,
+void leave_after_error_abort(ControlStoreClient& store, int rank, int world_size, bool wait,
                              std::chrono::milliseconds heartbeat_interval) {
   try {
+    store.set(std::string(kAbortLeftKey) + "/" + std::to_string(rank), "1");
     store.add(kAbortLeftKey, 1);
-    if (!hosts_store) return;
+    if (!wait) return;
     const auto deadline =
         Clock::now() + std::max<Clock::duration>(5 * heartbeat_interval, std::chrono::seconds(1));
     while (Clock::now() < deadline) {
@@ -368,7 +372,7 @@ void Watchdog::follow_error_abort(const std::string& reason) {
     options_.on_abort()(WatchdogAbort{reason, false, {{"reason", reason}}, true});
     return;
   }
-  leave_after_error_abort(*store_, world_size_, options_.hosts_store(),
+  leave_after_error_abort(*store_, rank_, world_size_, options_.hosts_store(),
                           options_.heartbeat_interval());
   std::_Exit(kErrorExitCode);
 }

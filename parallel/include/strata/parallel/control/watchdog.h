@@ -72,14 +72,18 @@ constexpr int kErrorExitCode = 1;
 bool post_error_abort(ControlStoreClient& store, int rank, const std::string& message,
                       const std::function<void()>& announce);
 
-// Whether post_error_abort ended the job (so its line is printed): launchers then add
-// nothing. False when the store does not answer.
-bool error_abort_posted(ControlStoreClient& store);
+// Whether post_error_abort ended the job (so its line is printed), and with `rank` >= 0,
+// whether that rank took part in it (it posted the error or left after it): a launcher
+// then adds nothing about that rank; a rank that died otherwise is news. False when the
+// store does not answer.
+bool error_abort_posted(ControlStoreClient& store, int rank = -1);
 
-// A rank leaving a job that an error ended: counts itself out (`abort/left`) and, in the
-// process that hosts the store, waits (at most 5 heartbeat intervals, at least 1 s) until
-// every rank has, so that the store does not vanish before they have seen the abort.
-void leave_after_error_abort(ControlStoreClient& store, int world_size, bool hosts_store,
+// Rank `rank` leaving a job that an error ended: counts itself out (`abort/left`) and,
+// with `wait`, waits (at most 5 heartbeat intervals, at least 1 s) until every rank has.
+// The process that hosts the store waits, so that the store does not vanish before the
+// others have seen the abort; so does the rank that posted the error, so that a launcher
+// sees first a rank that died of something else (whose death may have caused the error).
+void leave_after_error_abort(ControlStoreClient& store, int rank, int world_size, bool wait,
                              std::chrono::milliseconds heartbeat_interval);
 
 struct WatchdogOptions {
