@@ -32,7 +32,7 @@ schedule --trace-out /proc/x.json               | --trace-out /proc/x.json: dire
 schedule --save in a missing folder             | --save .*missing/s.json: no such directory                  | 10 | "$schedule" --schedule 1f1b --ranks 2 --micro-batches 4 --save "$out/missing/s.json"
 qmoe dict --out in a missing folder             | --out .*missing/d.qmoe: no such directory                   | 10 | "$qmoe" dict --out "$out/missing/d.qmoe"
 qmoe synth --out in an unwritable folder        | --out /proc/synth: directory /proc is not writable          | 10 | "$qmoe" synth --out /proc/synth
-qmoe synth --out a file                         | --out .*a-file: is not a directory                          | 10 | "$qmoe" synth --out "$in/a-file"
+qmoe synth --out under a file                   | --out .*a-file/synth: .*a-file is not a directory           | 10 | "$qmoe" synth --out "$in/a-file/synth"
 extract --out in an unwritable folder           | --out /proc/sub: directory /proc is not writable            | 10 | "$extract" --checkpoint "$in/no-checkpoint" --granularity 32 --out /proc/sub
 qfx --out a directory                           | --out .*a-folder: is a directory                            | 10 | "$qfx" --quick --threads 1 --out "$in/a-folder"
 sparse --metrics-out /proc/m.jsonl              | --metrics-out /proc/m.jsonl: directory /proc is not writable | 10 | "$sparse" --threads 1 --metrics-out /proc/m.jsonl
