@@ -30,6 +30,7 @@
 #include "strata/core/data/fashion_mnist.h"
 #include "strata/core/error.h"
 #include "strata/core/logging.h"
+#include "strata/core/output_files.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
 #include "strata/core/timer.h"
@@ -395,17 +396,15 @@ void add_flags(CLI::App& app, Config& c) {
 }
 
 int run(const Config& c) {
+  strata::core::check_writable("--json-out", c.json_out, strata::core::OutputKind::File,
+                               /*creates_parents=*/false);
   strata::core::init_logging(0, false);
   strata::core::set_num_threads(c.threads);
   // Results go to a buffer first, so that a failed run leaves no --json-out file behind.
   std::ostringstream json_lines;
   const int code =
       c.utilization_study ? run_utilization_study(c, json_lines) : run_search(c, json_lines);
-  if (!c.json_out.empty()) {
-    std::ofstream out(c.json_out);
-    STRATA_CHECK(out, "--json-out ", c.json_out, ": cannot open for writing");
-    out << json_lines.str();
-  }
+  if (!c.json_out.empty()) strata::core::write_file_atomically(c.json_out, json_lines.str());
   return code;
 }
 

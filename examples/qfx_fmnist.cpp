@@ -267,6 +267,8 @@ int run(Config c) {
   if (c.k_hot > 0) q::QfxOptions(c.k_hot_bits).k_hot(c.k_hot).check();
   STRATA_CHECK(c.export_dir.empty() || std::filesystem::is_directory(c.export_dir), "--export-dir ",
                c.export_dir, ": no such directory");
+  strata::core::check_writable("--out", c.out);
+  strata::core::check_writable("--export-dir", c.export_dir, strata::core::OutputKind::Directory);
   strata::core::check_output("--out", c.out, {c.data_dir}, c.overwrite);
   FashionMnist train_set =
       strata::core::load_fashion_mnist(c.data_dir, strata::core::FashionMnistSplit::Train);

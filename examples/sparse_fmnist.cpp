@@ -20,6 +20,7 @@
 #include "strata/core/logging.h"
 #include "strata/core/metrics.h"
 #include "strata/core/models/fmnist_models.h"
+#include "strata/core/output_files.h"
 #include "strata/core/progress.h"
 #include "strata/core/random.h"
 #include "strata/core/threads.h"
@@ -248,6 +249,7 @@ int main(int argc, char** argv) {
     strata::programs::configure_cli(app);
     add_flags(app, config);
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
+    strata::core::check_writable("--metrics-out", config.metrics_out);  // before training
     return run(config);
   });
 }

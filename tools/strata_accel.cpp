@@ -36,6 +36,7 @@
 #include "strata/core/memory.h"
 #include "strata/core/models/fmnist_models.h"
 #include "strata/core/models/transformer_lm.h"
+#include "strata/core/output_files.h"
 #include "strata/core/parameters.h"
 #include "strata/programs/cli.h"
 #include "strata/programs/number_flags.h"
@@ -439,7 +440,10 @@ int main(int argc, char** argv) {
     if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     if (presets->parsed()) return list_presets(as_json);
     if (templates->parsed()) return list_templates(as_json);
-    if (model->parsed()) return run_model(sf, mf);
+    if (model->parsed()) {
+      strata::core::check_writable("--trace", mf.trace);  // before the simulation, not after
+      return run_model(sf, mf);
+    }
     const accel::AcceleratorSpec spec = build_spec(sf);
     if (gemm->parsed()) {
       g.check();

@@ -199,6 +199,7 @@ int main(int argc, char** argv) {
     STRATA_CHECK(f.list || *out, "--out is required to extract a submodel");
     // Before any work: the submodel never replaces the checkpoint it is cut from, nor a
     // checkpoint the user did not offer.
+    core::check_writable("--out", f.out, core::OutputKind::Directory, /*creates_parents=*/false);
     core::check_output("--out", f.out, {f.checkpoint, f.config}, f.overwrite);
     return run(f);
   });

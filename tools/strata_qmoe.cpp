@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -340,19 +341,28 @@ int main(int argc, char** argv) {
 
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     // Before any work: an output never replaces an input or a file the user did not offer.
+    // And that it can be written: a bad path fails now, not after the work (an existing
+    // checkpoint directory or file that --overwrite lets synth replace is written over).
     using strata::core::check_output;
+    using strata::core::check_writable;
+    using strata::core::OutputKind;
     if (dict_cmd->parsed()) {
       check_output("--out", out, {}, overwrite);
+      check_writable("--out", out, OutputKind::File, /*creates_parents=*/false);
       return write_dictionary(out);
     }
     if (synth_cmd->parsed()) {
       STRATA_CHECK(tokens_out != out, "--tokens-out ", tokens_out, ": is also --out");
       check_output("--out", out, {}, overwrite);
       check_output("--tokens-out", tokens_out, {}, overwrite);
+      for (const auto& [flag, path] :
+           {std::pair{"--out", out}, std::pair{"--tokens-out", tokens_out}})
+        if (!std::filesystem::exists(path)) check_writable(flag, path, OutputKind::Directory);
       return write_synthetic(out, tokens_out, layers, experts, d, hidden, tokens, seed);
     }
     if (compress_cmd->parsed()) {
       check_output("--out", cf.out, {cf.checkpoint, cf.inputs}, cf.overwrite);
+      check_writable("--out", cf.out, OutputKind::File, /*creates_parents=*/false);
       return compress(cf);
     }
     if (eval_cmd->parsed())

@@ -16,7 +16,9 @@
 // SIGINT, SIGTERM and SIGHUP are forwarded to every rank. When a rank exits with a
 // non-zero status or is killed by a signal, the launcher prints which rank and how, sends
 // SIGTERM to the others, SIGKILL after --grace seconds, and exits with that rank's status
-// (128 + the signal number for a signal).
+// (128 + the signal number for a signal). A rank that failed with an error has printed its
+// one line and told the others through the store (parallel::end_job_after_error); the
+// launcher adds no line of its own for it, nor for a rank that left after it.
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
@@ -35,6 +37,7 @@
 
 #include "strata/core/error.h"
 #include "strata/parallel/control/control_store.h"
+#include "strata/parallel/control/watchdog.h"
 #include "strata/programs/cli.h"
 #include "strata/programs/number_flags.h"
 
@@ -152,9 +155,13 @@ int launch(const Options& o) {
     }
     if (auto failed = reap(ranks, running); failed && !stopping) {
       const auto [rank, status] = *failed;
-      std::fprintf(stderr, "strata-run: rank %d (pid %d) %s; stopping the other %d rank(s)\n", rank,
-                   static_cast<int>(ranks[static_cast<size_t>(rank)].pid), describe(status).c_str(),
-                   running);
+      strata::parallel::ControlStoreClient client(
+          address,
+          strata::parallel::ControlStoreClientOptions().io_timeout(std::chrono::seconds(2)));
+      if (!strata::parallel::error_abort_posted(client, rank))
+        std::fprintf(stderr, "strata-run: rank %d (pid %d) %s; stopping the other %d rank(s)\n",
+                     rank, static_cast<int>(ranks[static_cast<size_t>(rank)].pid),
+                     describe(status).c_str(), running);
       std::fflush(stderr);
       exit_code = exit_code_of(status);
       stopping = true;

@@ -151,6 +151,10 @@ int main(int argc, char** argv) {
     real_range(app.add_option("--send", c.costs.send, "Cost of a transfer"), 0, kMaxCost);
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     // Before any work: an output never replaces --load or a file the user did not offer.
+    // And that it can be written (the trace's missing folders are created).
+    strata::core::check_writable("--save", c.save, strata::core::OutputKind::File,
+                                 /*creates_parents=*/false);
+    strata::core::check_writable("--trace-out", c.trace_out);
     strata::core::check_output("--save", c.save, {c.load}, c.overwrite);
     strata::core::check_output("--trace-out", c.trace_out, {c.load}, c.overwrite);
     return run(c);

@@ -17,6 +17,7 @@ struct Fault {
   std::string point;  // empty: no fault armed
   long long nth = 0;
   long long reached = 0;
+  bool error = false;  // raise strata::Error instead of dying
 };
 
 // This process's world rank as the launcher told it, or -1.
@@ -34,7 +35,7 @@ Fault parse_fault() {
   const std::string text = spec;
   const size_t first = text.find(':');
   STRATA_CHECK(first != std::string::npos && first > 0, "STRATA_FAULT '", text,
-               "': expected <point>:<n>[:<rank>]");
+               "': expected <point>:<n>[:<rank>[:error]]");
   const size_t second = text.find(':', first + 1);
   const std::string nth =
       text.substr(first + 1, second == std::string::npos ? std::string::npos : second - first - 1);
@@ -45,8 +46,16 @@ Fault parse_fault() {
   }
   STRATA_CHECK(fault.nth >= 1, "STRATA_FAULT '", text, "': count '", nth,
                "', expected a positive number");
-  if (second != std::string::npos && std::stoi(text.substr(second + 1)) != launcher_rank())
-    return fault;  // armed on another rank
+  if (second != std::string::npos) {
+    const size_t third = text.find(':', second + 1);
+    const std::string rank = text.substr(
+        second + 1, third == std::string::npos ? std::string::npos : third - second - 1);
+    const std::string action = third == std::string::npos ? "" : text.substr(third + 1);
+    STRATA_CHECK(action.empty() || action == "error", "STRATA_FAULT '", text, "': action '", action,
+                 "', expected error (or none: SIGKILL)");
+    fault.error = action == "error";
+    if (!rank.empty() && std::stoi(rank) != launcher_rank()) return fault;  // another rank's
+  }
   fault.point = text.substr(0, first);
   return fault;
 }
@@ -59,6 +68,7 @@ void fault_point(const char* point) {
   if (fault.point.empty()) return;
   std::lock_guard<std::mutex> lock(mutex);
   if (fault.point != point || ++fault.reached != fault.nth) return;
+  STRATA_CHECK(!fault.error, "injected fault at ", point, " #", fault.nth, " on this rank");
   std::fprintf(stderr, "strata: injected fault: killing pid %d at %s #%lld\n",
                static_cast<int>(::getpid()), point, fault.nth);
   std::fflush(stderr);

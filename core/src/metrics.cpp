@@ -49,8 +49,13 @@ void MetricsWriter::finish() {
   if (!enabled() || finished_) return;
   finished_ = true;
   out_.close();
-  STRATA_CHECK(std::rename(tmp_path_.c_str(), path_.c_str()) == 0, "metrics file ", tmp_path_,
-               ": cannot rename to ", path_, " (", std::strerror(errno), ")");
+  if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+    // No <path>.tmp is left behind: the run says why its metrics are missing instead.
+    const int error = errno;
+    std::remove(tmp_path_.c_str());
+    STRATA_FAIL("metrics file ", path_, ": cannot rename ", tmp_path_, " to it (",
+                std::strerror(error), ")");
+  }
 }
 
 }  // namespace strata::core

@@ -8,19 +8,23 @@
 
 #include "strata/core/error.h"
 #include "strata/core/memory.h"
+#include "strata/parallel/control/control_plane.h"
 
 namespace strata::programs {
 namespace {
 
 // A message goes out as exactly one line: scripts grep for `error:` and a multi-line
-// LibTorch message would otherwise spill unprefixed lines.
-void print_error(const std::string& message) {
+// LibTorch message would otherwise spill unprefixed lines. A message that already starts
+// with the prefix (a rethrown line) keeps one.
+std::string error_line(const std::string& message) {
   std::string line = message;
   for (char& c : line) {
     if (c == '\n' || c == '\r') c = ' ';
   }
   while (!line.empty() && line.back() == ' ') line.pop_back();
-  std::cerr << "error: " << line << std::endl;
+  const std::string prefix = "error: ";
+  while (line.rfind(prefix, 0) == 0) line.erase(0, prefix.size());
+  return prefix + line;
 }
 
 // The last line of defence for a size no estimate caught: LibTorch's "[enforce fail at
@@ -44,6 +48,10 @@ std::string out_of_memory(const std::string& message) {
 bool is_allocation_failure(const std::string& message) {
   return message.find("DefaultCPUAllocator: can't allocate memory") != std::string::npos;
 }
+
+// In a job of several ranks, the line is printed once for the job and the whole job ends
+// at once (parallel::end_job_after_error); alone, the program exits as usual.
+void print_error(const std::string& message) { parallel::end_job_after_error(error_line(message)); }
 
 }  // namespace
 

@@ -8,25 +8,13 @@
 #include "strata/core/error.h"
 #include "strata/core/fault_injection.h"
 #include "strata/core/logging.h"
+#include "strata/core/output_files.h"
 #include "strata/core/threads.h"
 #include "strata/parallel/control/configuration_check.h"
 #include "strata/programs/number_flags.h"
 #include "strata/programs/output_flags.h"
 
 namespace strata::programs {
-namespace {
-
-// The world, once every rank has shown it parsed the same command line, so that ranks
-// started with different flags stop with that one error before anything else runs.
-parallel::CommunicatorPtr joined_world(const std::string& configuration,
-                                       const std::string& backend) {
-  parallel::CommunicatorPtr world = parallel::world_communicator(backend);
-  parallel::check_same_configuration(*world, configuration);
-  return world;
-}
-
-}  // namespace
-
 void TrainingRunFlags::check() const {
   STRATA_CHECK(checkpoint_every == 0 || !checkpoint_dir.empty(),
                "--checkpoint-every needs --checkpoint-dir");
@@ -69,12 +57,29 @@ TrainingRun::TrainingRun(const std::string& configuration, const TrainingRunFlag
                          int threads, bool log_all_ranks)
     : flags_(flags),
       pipeline_flags_(pipeline),
-      world_(joined_world(configuration, reliability.backend)),
+      world_(parallel::world_communicator(reliability.backend)),
       control_(*world_, reliability.control_plane) {
+  // Ranks started with different flags stop with that one error before anything else
+  // runs; after the control plane, so that the job prints it once (run_main).
+  parallel::check_same_configuration(*world_, configuration);
   core::init_logging(world_->rank(), log_all_ranks);
   // An in-process pipeline's workers each take this many intra-op threads.
   core::set_num_threads(pipeline.in_process(world_->size()) ? pipeline.worker_threads : threads);
   flags_.check();
+  check_outputs(reliability);
+}
+
+void TrainingRun::check_outputs(const ReliabilityFlags& reliability) const {
+  // A bad path fails now, not after the training it was to record. Rank 0 writes the
+  // checkpoints, the metrics and the trace; any rank may write the hang report.
+  if (rank() == 0) {
+    core::check_writable("--checkpoint-dir", flags_.checkpoint_dir, core::OutputKind::Directory);
+    core::check_writable("--metrics-out", flags_.metrics_out);
+    if (pipeline_flags_.options.pipeline_parallel() > 1)
+      core::check_writable("--trace-out", pipeline_flags_.trace_out);
+  }
+  core::check_writable("--hang-report", reliability.control_plane.hang_report(),
+                       core::OutputKind::File, /*creates_parents=*/false);
 }
 
 int64_t TrainingRun::replica_batch(int64_t global_batch) const {

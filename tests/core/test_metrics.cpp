@@ -72,3 +72,15 @@ TEST(Metrics, UnwritablePathIsAnError) {
   EXPECT_THAT(error_of([&] { MetricsWriter metrics(dir / "file/metrics.jsonl"); }),
               HasSubstr("metrics file " + dir / "file/metrics.jsonl.tmp: cannot create"));
 }
+
+TEST(Metrics, AFailedRenameLeavesNoTemporaryFile) {
+  TempDir dir;
+  // A non-empty directory under the metrics file's name: the final rename fails.
+  fs::create_directories(dir / "m.jsonl/x");
+  MetricsWriter metrics(dir / "m.jsonl");
+  metrics.write({{"step", 1}});
+  EXPECT_THAT(error_of([&] { metrics.write_final({}); }),
+              HasSubstr("metrics file " + dir / "m.jsonl: cannot rename"));
+  EXPECT_FALSE(fs::exists(dir / "m.jsonl.tmp"));
+  EXPECT_TRUE(fs::exists(dir / "m.jsonl/x"));
+}

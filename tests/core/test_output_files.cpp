@@ -1,14 +1,18 @@
-// check_output and write_file_atomically: an output never replaces an input, an existing
-// output needs --overwrite, a directory with other files in it is never replaced.
+// check_output, check_writable and write_file_atomically: an output never replaces an
+// input, an existing output needs --overwrite, a directory with other files in it is never
+// replaced, and an output that cannot be written is refused before any work, naming why.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "strata/core/output_files.h"
 #include "test_util.h"
 
 using strata::core::check_output;
+using strata::core::check_writable;
+using strata::core::OutputKind;
 using strata::core::write_file_atomically;
 using strata::test::error_of;
 using strata::test::read_file;
@@ -83,4 +87,51 @@ TEST(OutputFiles, WriteFileAtomicallyReplacesAndLeavesNoTemporary) {
   for (const auto& entry : fs::directory_iterator(dir.path()))
     EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
   EXPECT_TRUE(fs::exists(dir / "d/x"));
+}
+
+TEST(OutputFiles, CheckWritableSaysWhyAPathCannotBeWrittenAndLeavesNothing) {
+  TempDir dir;
+  write_file(dir / "file", "x");
+  fs::create_directory(dir / "d");
+  // Writable: a new file, a file under directories the writer creates, an existing
+  // directory for a checkpoint folder, and no path at all.
+  for (const std::string& ok : {dir / "new.json", dir / "a/b/new.json", dir / "file"}) {
+    EXPECT_EQ(error_of([&] { check_writable("--metrics-out", ok); }), "<no error>") << ok;
+  }
+  EXPECT_EQ(error_of([&] { check_writable("--checkpoint-dir", dir / "d", OutputKind::Directory); }),
+            "<no error>");
+  EXPECT_EQ(error_of([&] {
+              check_writable("--checkpoint-dir", dir / "new/ckpt", OutputKind::Directory);
+            }),
+            "<no error>");
+  EXPECT_EQ(error_of([&] { check_writable("--trace-out", ""); }), "<no error>");
+
+  EXPECT_EQ(error_of([&] { check_writable("--metrics-out", dir / "d"); }),
+            "--metrics-out " + (dir / "d") + ": is a directory, expected a file name");
+  EXPECT_EQ(
+      error_of([&] { check_writable("--checkpoint-dir", dir / "file", OutputKind::Directory); }),
+      "--checkpoint-dir " + (dir / "file") + ": is not a directory (a file is there)");
+  EXPECT_EQ(
+      error_of(
+          [&] { check_writable("--checkpoint-dir", dir / "file/ckpt", OutputKind::Directory); }),
+      "--checkpoint-dir " + (dir / "file/ckpt") + ": " + (dir / "file") + " is not a directory");
+  EXPECT_EQ(
+      error_of([&] {
+        check_writable("--hang-report", dir / "missing/h.json", OutputKind::File,
+                       /*creates_parents=*/false);
+      }),
+      "--hang-report " + (dir / "missing/h.json") + ": no such directory " + (dir / "missing"));
+  // Root passes every permission bit; /proc still takes no new files.
+  EXPECT_EQ(error_of([&] { check_writable("--trace-out", "/proc/x.json"); }),
+            "--trace-out /proc/x.json: directory /proc is not writable (it takes no new files)");
+  EXPECT_THAT(error_of([&] { check_writable("--out", "/proc/strata/x/y.json"); }),
+              testing::HasSubstr("directory /proc is not writable"));
+
+  // The checks created nothing and removed nothing.
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir.path()))
+    names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"d", "file"}));
+  EXPECT_TRUE(fs::is_empty(dir / "d"));
 }

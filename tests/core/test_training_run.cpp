@@ -140,5 +140,24 @@ TEST(TrainingRun, ChecksItsFlags) {
             "--checkpoint-every needs --checkpoint-dir");
 }
 
+TEST(TrainingRun, RefusesAnOutputItCannotWriteBeforeAnyWork) {
+  TempDir dir;
+  strata::test::write_file(dir / "file", "x");
+  TinyRun run;
+  run.flags.metrics_out = dir.path();
+  EXPECT_EQ(error_of([&] { run.train(1, nlohmann::json::object()); }),
+            "--metrics-out " + dir.path() + ": is a directory, expected a file name");
+  run.flags.metrics_out = "";
+  run.flags.checkpoint_dir = dir / "file/ckpt";
+  EXPECT_EQ(
+      error_of([&] { run.train(1, nlohmann::json::object()); }),
+      "--checkpoint-dir " + (dir / "file/ckpt") + ": " + (dir / "file") + " is not a directory");
+  run.flags.checkpoint_dir = "";
+  run.reliability.control_plane.hang_report(dir / "missing/hang.json");
+  EXPECT_EQ(
+      error_of([&] { run.train(1, nlohmann::json::object()); }),
+      "--hang-report " + (dir / "missing/hang.json") + ": no such directory " + (dir / "missing"));
+}
+
 }  // namespace
 }  // namespace strata::programs

@@ -1,8 +1,10 @@
 // The heartbeat watchdog, with ranks as watchdogs of one process sharing a control store:
 // it detects an entry in progress past the timeout and a rank that stops beating, agrees
-// on one diagnosis, reports every rank, and stays quiet while the job is healthy.
+// on one diagnosis, reports every rank, and stays quiet while the job is healthy; one rank's
+// error (post_error_abort) releases the others at once, printed by one rank, with no report.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
 #include <thread>
 
@@ -151,6 +153,79 @@ TEST(Watchdog, AbortsWhenTheStoreIsLost) {
   const WatchdogAbort a = caught.future.get();
   EXPECT_EQ(a.reason.rfind("rank 0 lost the control store (control store 127.0.0.1:", 0), 0u)
       << a.reason;
+}
+
+TEST(Watchdog, OneRanksErrorReleasesTheOthersAtOnceWithoutAReport) {
+  ControlStoreServer server;
+  FlightRecorder recorders[3] = {FlightRecorder(16), FlightRecorder(16), FlightRecorder(16)};
+  // Ranks 1 and 2 wait for rank 0, which fails; the timeout is far away.
+  recorders[1].begin("recv from rank 0 tag 7 (16 bytes)", 0);
+  recorders[2].begin("barrier over world of 3");
+  AbortCatcher caught[3];
+  std::vector<std::unique_ptr<Watchdog>> ranks;
+  for (int r = 0; r < 3; ++r)
+    ranks.push_back(
+        std::make_unique<Watchdog>(client(server), r, 3, caught[r].options(60s), recorders[r]));
+  std::this_thread::sleep_for(300ms);
+  // Rank 0 fails: its watchdog stops (end_job_after_error), it posts the error; rank 2
+  // fails with the same error at the same moment.
+  ranks[0]->stop();
+  std::atomic<int> announced{0};
+  const std::string line = "error: --trace-out /proc/x.json: directory /proc is not writable";
+  auto post = [&](int rank) {
+    ControlStoreClient store(server.address());
+    return strata::parallel::post_error_abort(store, rank, line, [&] { ++announced; });
+  };
+  const auto start = Clock::now();
+  auto first = std::async(std::launch::async, post, 0);
+  auto second = std::async(std::launch::async, post, 2);
+  const bool won0 = first.get(), won2 = second.get();
+  // One rank speaks for the job, once.
+  EXPECT_NE(won0, won2);
+  EXPECT_EQ(announced.load(), 1);
+  // Rank 1 is released within a heartbeat or two, not at the timeout, knowing it was an error.
+  ASSERT_EQ(caught[1].future.wait_for(2s), std::future_status::ready);
+  const WatchdogAbort a = caught[1].future.get();
+  EXPECT_LT(std::chrono::duration<double>(caught[1].when - start).count(), 1.0);
+  EXPECT_TRUE(a.error);
+  EXPECT_FALSE(a.detected_here);
+  EXPECT_EQ(a.reason, line);
+  EXPECT_FALSE(a.report.contains("ranks"));  // nothing hung: no report
+  EXPECT_TRUE(ranks[1]->aborted());
+  // A rank that fails later stays silent too.
+  EXPECT_FALSE(post(1));
+  EXPECT_EQ(announced.load(), 1);
+  ControlStoreClient store(server.address());
+  EXPECT_TRUE(strata::parallel::error_abort_posted(store));
+  // The posting rank took part; rank 1 (whose watchdog only reported, in this test) did not.
+  EXPECT_TRUE(strata::parallel::error_abort_posted(store, won0 ? 0 : 2));
+  EXPECT_FALSE(strata::parallel::error_abort_posted(store, 1));
+}
+
+TEST(Watchdog, TheStoreHostStaysUntilTheRanksHaveLeftAnErrorAbort) {
+  ControlStoreServer server;
+  ControlStoreClient host(server.address()), other(server.address());
+  EXPECT_FALSE(strata::parallel::error_abort_posted(host));
+  // The two other ranks leave after 200 ms; the host waits for them, not for its deadline.
+  auto others = std::async(std::launch::async, [&] {
+    std::this_thread::sleep_for(200ms);
+    strata::parallel::leave_after_error_abort(other, 1, 3, /*wait=*/false, 100ms);
+    strata::parallel::leave_after_error_abort(other, 2, 3, /*wait=*/false, 100ms);
+  });
+  auto start = Clock::now();
+  strata::parallel::leave_after_error_abort(host, 0, 3, /*wait=*/true, 100ms);
+  double waited = std::chrono::duration<double>(Clock::now() - start).count();
+  others.get();
+  EXPECT_GE(waited, 0.15);
+  EXPECT_LT(waited, 0.8);
+  // A rank that never leaves (no watchdog) holds the host for 5 heartbeats, at least 1 s.
+  ControlStoreServer server2;
+  ControlStoreClient host2(server2.address());
+  start = Clock::now();
+  strata::parallel::leave_after_error_abort(host2, 0, 2, /*wait=*/true, 100ms);
+  waited = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_GE(waited, 0.95);
+  EXPECT_LT(waited, 2.0);
 }
 
 TEST(Watchdog, RejectsBadOptions) {

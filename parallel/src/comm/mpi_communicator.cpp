@@ -493,4 +493,13 @@ std::shared_ptr<Communicator> MpiCommunicator::split(int color, int key) {
   return std::shared_ptr<MpiCommunicator>(new MpiCommunicator(comm));
 }
 
+void abort_mpi_job(int exit_code) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized || mpi_finalized()) return;
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+}
+
 }  // namespace strata::parallel

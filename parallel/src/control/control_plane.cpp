@@ -1,12 +1,17 @@
 #include "strata/parallel/control/control_plane.h"
 
 #include <algorithm>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
 
 #include <spdlog/spdlog.h>
 
 #include "strata/core/error.h"
 #include "strata/parallel/comm/backend_registry.h"
+#include "strata/parallel/comm/mpi_communicator.h"
 #include "strata/parallel/comm/recording_communicator.h"
 
 namespace strata::parallel {
@@ -91,52 +96,160 @@ CommunicatorPtr world_communicator(const std::string& backend) {
   return world;
 }
 
+namespace detail {
+
+// What a ControlPlane holds, apart from the object: after a failure it outlives the
+// ControlPlane (in `failed_parts`) until end_job_after_error uses it.
+struct ControlPlaneParts {
+  int rank = 0, world_size = 1;
+  ControlPlaneOptions options;
+  std::unique_ptr<ControlStoreServer> server;
+  std::string address;
+  std::shared_ptr<ControlStoreClient> store;  // for the program
+  std::unique_ptr<Watchdog> watchdog;         // with a connection of its own
+  bool finished = false;
+
+  ~ControlPlaneParts() {
+    try {
+      finish();
+    } catch (const std::exception& e) {
+      spdlog::warn("control plane: {}", e.what());
+    }
+  }
+
+  void finish() {
+    if (finished || !store) return;  // no store: the constructor failed before it
+    finished = true;
+    if (watchdog) watchdog->stop();
+    store->set("done/" + std::to_string(rank), "1");
+    if (!server) return;
+    // The store must outlive every rank's use of it.
+    std::vector<std::string> keys;
+    for (int r = 0; r < world_size; ++r) keys.push_back("done/" + std::to_string(r));
+    store->wait(keys,
+                options.timeout() > 0 ? options.timeout_ms() : std::chrono::milliseconds(60000));
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+// The parts of the last ControlPlane an exception unwound, for end_job_after_error.
+std::mutex failed_parts_mutex;
+std::unique_ptr<detail::ControlPlaneParts> failed_parts;
+
+std::unique_ptr<detail::ControlPlaneParts> swap_failed_parts(
+    std::unique_ptr<detail::ControlPlaneParts> parts) {
+  std::lock_guard<std::mutex> lock(failed_parts_mutex);
+  std::swap(parts, failed_parts);
+  return parts;
+}
+
+// The launcher stops the other processes of a failed job with SIGTERM; this one has
+// said what it had to say by then.
+void exit_quietly(int) { std::_Exit(kErrorExitCode); }
+
+// Tells the job through `store` that this rank failed with `line` and ends the process;
+// prints `line` when this rank is the first to fail (or the store cannot tell).
+[[noreturn]] void leave_failed_job(ControlStoreClient& store, int rank, int world_size,
+                                   std::chrono::milliseconds heartbeat, const std::string& line) {
+  std::signal(SIGTERM, exit_quietly);
+  bool printed = false;
+  const auto print = [&] {
+    std::fprintf(stderr, "%s\n", line.c_str());
+    std::fflush(stderr);
+    printed = true;
+  };
+  try {
+    post_error_abort(store, rank, line, print);
+  } catch (const std::exception&) {
+    // No store to agree through: one line too many beats none.
+    if (!printed) print();
+  }
+  leave_after_error_abort(store, rank, world_size, /*wait=*/true, heartbeat);
+  std::_Exit(kErrorExitCode);
+}
+
+}  // namespace
+
 ControlPlane::ControlPlane(Communicator& world, const ControlPlaneOptions& options)
-    : rank_(world.rank()), world_size_(world.size()), options_(options) {
+    : parts_(std::make_unique<detail::ControlPlaneParts>()),
+      uncaught_exceptions_(std::uncaught_exceptions()) {
+  detail::ControlPlaneParts& p = *parts_;
+  p.rank = world.rank();
+  p.world_size = world.size();
+  p.options = options;
   STRATA_CHECK(options.timeout() >= 0, "--timeout: got ", options.timeout(),
                ", expected 0 or more seconds");
   if (const auto env = launch_environment(); env && !started_by_mpirun()) {
-    address_ = env->store_address;
+    p.address = env->store_address;
   } else {
     // Rank 0 hosts the store on loopback, on any free port, and tells the others.
     at::Tensor port = at::zeros({1}, at::kInt);
-    if (rank_ == 0) {
-      server_ = std::make_unique<ControlStoreServer>();
-      port[0] = server_->port();
+    if (p.rank == 0) {
+      p.server = std::make_unique<ControlStoreServer>();
+      port[0] = p.server->port();
     }
-    if (world_size_ > 1) world.broadcast(port, 0)->wait();
-    address_ = "127.0.0.1:" + std::to_string(port.item<int>());
+    if (p.world_size > 1) world.broadcast(port, 0)->wait();
+    p.address = "127.0.0.1:" + std::to_string(port.item<int>());
   }
-  store_ = std::make_shared<ControlStoreClient>(address_);
+  p.store = std::make_shared<ControlStoreClient>(p.address);
   if (options.timeout() > 0) {
-    watchdog_ = std::make_unique<Watchdog>(std::make_shared<ControlStoreClient>(address_), rank_,
-                                           world_size_,
-                                           WatchdogOptions()
-                                               .timeout(options.timeout_ms())
-                                               .heartbeat_interval(options.heartbeat_interval())
-                                               .hang_report(options.hang_report()));
+    p.watchdog = std::make_unique<Watchdog>(std::make_shared<ControlStoreClient>(p.address), p.rank,
+                                            p.world_size,
+                                            WatchdogOptions()
+                                                .timeout(options.timeout_ms())
+                                                .heartbeat_interval(options.heartbeat_interval())
+                                                .hang_report(options.hang_report())
+                                                .hosts_store(p.server != nullptr));
   }
 }
 
 ControlPlane::~ControlPlane() {
-  try {
-    finish();
-  } catch (const std::exception& e) {
-    spdlog::warn("control plane: {}", e.what());
+  if (std::uncaught_exceptions() > uncaught_exceptions_ && parts_->world_size > 1 &&
+      !parts_->finished) {
+    // The program failed; the other ranks may be waiting for this one, so finish() would
+    // wait for them in vain. An earlier failure's parts, if nobody used them, finish now.
+    swap_failed_parts(std::move(parts_));
   }
 }
 
-void ControlPlane::finish() {
-  if (finished_) return;
-  finished_ = true;
-  if (watchdog_) watchdog_->stop();
-  store_->set("done/" + std::to_string(rank_), "1");
-  if (!server_) return;
-  // The store must outlive every rank's use of it.
-  std::vector<std::string> keys;
-  for (int r = 0; r < world_size_; ++r) keys.push_back("done/" + std::to_string(r));
-  store_->wait(keys,
-               options_.timeout() > 0 ? options_.timeout_ms() : std::chrono::milliseconds(60000));
+void ControlPlane::finish() { parts_->finish(); }
+
+ControlStoreClient& ControlPlane::store() { return *parts_->store; }
+
+const std::string& ControlPlane::store_address() const { return parts_->address; }
+
+bool ControlPlane::hosts_store() const { return parts_->server != nullptr; }
+
+void end_job_after_error(const std::string& line) {
+  if (std::unique_ptr<detail::ControlPlaneParts> parts = swap_failed_parts(nullptr)) {
+    // This rank's watchdog would take the abort for another rank's; it has nothing to add.
+    if (parts->watchdog) parts->watchdog->stop();
+    parts->finished = true;
+    leave_failed_job(*parts->store, parts->rank, parts->world_size,
+                     parts->options.heartbeat_interval(), line);
+  }
+  std::optional<LaunchEnvironment> env;
+  try {
+    env = launch_environment();
+  } catch (const std::exception&) {
+    // A malformed launch environment was the error itself, maybe: nobody to tell.
+  }
+  if (env && env->world_size > 1 && !started_by_mpirun()) {
+    try {
+      ControlStoreClient store(env->store_address, ControlStoreClientOptions()
+                                                       .connect_timeout(std::chrono::seconds(2))
+                                                       .io_timeout(std::chrono::seconds(2)));
+      leave_failed_job(store, env->rank, env->world_size, std::chrono::milliseconds(100), line);
+    } catch (const std::exception&) {
+      // The launcher's store is gone: the launcher stops the others when this rank exits.
+    }
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
+  abort_mpi_job(kErrorExitCode);
 }
 
 }  // namespace strata::parallel

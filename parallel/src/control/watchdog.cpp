@@ -7,11 +7,11 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iomanip>
 #include <sstream>
 
 #include "strata/core/error.h"
+#include "strata/core/output_files.h"
 
 namespace strata::parallel {
 namespace {
@@ -29,19 +29,52 @@ std::string fixed(double value, int digits = 1) {
 
 std::string heartbeat_key(int rank) { return "heartbeat/" + std::to_string(rank); }
 std::string recorder_key(int rank) { return "recorder/" + std::to_string(rank); }
-
-// Writes `text` to `path` through a temporary name, so that a reader never sees half.
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary);
-    out << text << "\n";
-    if (!out) return;
-  }
-  std::rename(temporary.c_str(), path.c_str());
-}
+// An abort's kind ("error" for post_error_abort; missing for a hang), and the ranks that
+// have left after an error abort.
+const char* const kAbortKindKey = "abort/kind";
+const char* const kAbortLeftKey = "abort/left";
 
 }  // namespace
+
+bool post_error_abort(ControlStoreClient& store, int rank, const std::string& message,
+                      const std::function<void()>& announce) {
+  const std::string me = std::to_string(rank);
+  if (store.compare_set("abort/by", "", me) != me) return false;
+  if (announce) announce();
+  // The kind first: a watchdog that sees `abort` finds its kind already there.
+  store.set(kAbortKindKey, "error");
+  store.set("abort", message);
+  return true;
+}
+
+bool error_abort_posted(ControlStoreClient& store, int rank) {
+  try {
+    if (store.try_get(kAbortKindKey) != "error") return false;
+    const std::string me = std::to_string(rank);
+    return rank < 0 || store.try_get("abort/by") == me ||
+           store.check({std::string(kAbortLeftKey) + "/" + me});
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+void leave_after_error_abort(ControlStoreClient& store, int rank, int world_size, bool wait,
+                             std::chrono::milliseconds heartbeat_interval) {
+  try {
+    store.set(std::string(kAbortLeftKey) + "/" + std::to_string(rank), "1");
+    store.add(kAbortLeftKey, 1);
+    if (!wait) return;
+    const auto deadline =
+        Clock::now() + std::max<Clock::duration>(5 * heartbeat_interval, std::chrono::seconds(1));
+    while (Clock::now() < deadline) {
+      const auto left = store.try_get(kAbortLeftKey);
+      if (left && std::stoll(*left) >= world_size) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  } catch (const std::exception&) {
+    // The store is gone: nobody is left to wait for.
+  }
+}
 
 std::string format_hang_report(const nlohmann::json& report) {
   std::ostringstream out;
@@ -146,6 +179,9 @@ void Watchdog::wait_for_terminate() {
   while (::read(g_terminate_pipe[0], &byte, 1) < 0 && errno == EINTR) {
   }
   if (byte != 't') return;
+  // The launcher stops this rank because another rank failed with an error: that rank
+  // printed its line, and this rank's report would only bury it.
+  if (auto line = posted_error()) return follow_error_abort(*line);
   report_this_rank_and_exit("rank " + std::to_string(rank_) +
                             " was told to stop (SIGTERM) by its launcher: another rank of the "
                             "job ended; this rank's last operations follow");
@@ -284,8 +320,13 @@ void Watchdog::abort(const std::string& reason, bool detected_here) {
   }
   if (detected_here) {
     std::fputs(format_hang_report(event.report).c_str(), stderr);
-    if (!options_.hang_report().empty())
-      write_file_atomically(options_.hang_report(), event.report.dump(2));
+    if (!options_.hang_report().empty()) {
+      try {
+        core::write_file_atomically(options_.hang_report(), event.report.dump(2) + "\n");
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "strata watchdog: --hang-report: %s\n", e.what());
+      }
+    }
     std::fflush(stderr);
     try {
       store_->set("abort/reported", "1");
@@ -320,6 +361,31 @@ void Watchdog::abort(const std::string& reason, bool detected_here) {
   std::_Exit(options_.exit_code());
 }
 
+void Watchdog::follow_abort(const std::string& reason) {
+  if (posted_error()) return follow_error_abort(reason);
+  abort(reason, false);
+}
+
+void Watchdog::follow_error_abort(const std::string& reason) {
+  if (aborted_.exchange(true)) return;  // the other thread is already leaving
+  if (options_.on_abort()) {
+    options_.on_abort()(WatchdogAbort{reason, false, {{"reason", reason}}, true});
+    return;
+  }
+  leave_after_error_abort(*store_, rank_, world_size_, options_.hosts_store(),
+                          options_.heartbeat_interval());
+  std::_Exit(kErrorExitCode);
+}
+
+std::optional<std::string> Watchdog::posted_error() {
+  if (!error_abort_posted(*store_)) return std::nullopt;
+  try {
+    return store_->try_get("abort").value_or("");
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
 void Watchdog::lost_store(const std::string& error) {
   report_this_rank_and_exit("rank " + std::to_string(rank_) + " lost the control store (" + error +
                             ")");
@@ -352,7 +418,7 @@ void Watchdog::loop() {
   while (true) {
     try {
       beat();
-      if (auto reason = store_->try_get("abort")) return abort(*reason, false);
+      if (auto reason = store_->try_get("abort")) return follow_abort(*reason);
       if (auto problem = check_ranks()) {
         // The first rank to claim `abort/by` owns the diagnosis; the others follow it.
         const std::string me = std::to_string(rank_);
@@ -360,7 +426,7 @@ void Watchdog::loop() {
           store_->set("abort", *problem);
           return abort(*problem, true);
         }
-        return abort(store_->get("abort", 10 * options_.heartbeat_interval()), false);
+        return follow_abort(store_->get("abort", 10 * options_.heartbeat_interval()));
       }
     } catch (const std::exception& e) {
       {

@@ -3,11 +3,13 @@
 // cleanup, as the OOM killer or a lost node would end it) at a named point of its work,
 // so that a test can check what survives: the previous checkpoint, the other ranks' exit.
 //
-//   STRATA_FAULT=<point>:<n>[:<rank>]   e.g. STRATA_FAULT=checkpoint-write:18:0
+//   STRATA_FAULT=<point>:<n>[:<rank>[:error]]   e.g. STRATA_FAULT=checkpoint-write:18:0
 //
 // kills the process the n-th time (counting from 1) it reaches fault_point(<point>),
 // only on world rank <rank> (from OMPI_COMM_WORLD_RANK or STRATA_RANK; any rank if
-// omitted). Without STRATA_FAULT, fault_point returns after one check.
+// omitted or empty). With `:error` it raises strata::Error there instead ("injected fault
+// at <point> #<n> on this rank"): a rank that fails while the others carry on. Without
+// STRATA_FAULT, fault_point returns after one check.
 //
 // Points: "checkpoint-write" (after each tensor a checkpoint writer appends, before the
 // checkpoint is committed), "pipeline-instruction" (before each instruction of a pipeline

@@ -12,7 +12,8 @@ class MetricsWriter {
  public:
   // Writes to `<path>.tmp` and renames it to `path` on write_final() or destruction, so a
   // crashed run never leaves a partial file under the real name. An empty path disables
-  // the writer (every call is a no-op). Throws strata::Error if the file cannot be created.
+  // the writer (every call is a no-op). Throws strata::Error if the file cannot be created;
+  // when the final rename fails, removes `<path>.tmp` and throws.
   explicit MetricsWriter(std::string path);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;

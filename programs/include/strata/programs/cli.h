@@ -15,7 +15,9 @@ namespace strata::programs {
 
 // Runs `body` and turns any escaping exception (strata::Error, c10::Error, a CLI11
 // error, std::exception) into one line `error: <message>` on stderr and exit status 1,
-// so that a user mistake never ends in std::terminate and a core dump.
+// so that a user mistake never ends in std::terminate and a core dump. On a rank of a job
+// of several ranks the error ends the whole job at once, its line printed once for the job
+// (parallel::end_job_after_error; docs/reliability.md).
 int run_main(const std::function<int()>& body);
 
 // Applies strata's conventions to `app`: every option's default is captured and shown
@@ -23,7 +25,8 @@ int run_main(const std::function<int()>& body);
 void configure_cli(CLI::App& app);
 
 // Parses the command line. Returns 0 after printing help to stdout on `--help`, 1 after
-// printing one line `error: <message>` to stderr on a parse error, nullopt on success:
+// printing one line `error: <message>` to stderr on a parse error (as run_main does, so
+// under strata-run the ranks' same parse error is printed once), nullopt on success:
 //   if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
 std::optional<int> parse_cli(CLI::App& app, int argc, char** argv);
 

@@ -71,7 +71,9 @@ class TrainingRun {
   // that every rank parsed the same `configuration` (configuration_text), starts the
   // control plane (the watchdog ends a hang with a report), sets up logging (rank 0, or
   // every rank with log_all_ranks) and `threads` intra-op threads (for an in-process
-  // pipeline, pipeline.worker_threads per worker), and checks `flags`.
+  // pipeline, pipeline.worker_threads per worker), and checks `flags` and that every
+  // output path (--checkpoint-dir, --metrics-out, --trace-out, --hang-report) can be
+  // written (core::check_writable), before any work.
   // The flags must outlive the run.
   TrainingRun(const std::string& configuration, const TrainingRunFlags& flags,
               const ReliabilityFlags& reliability, const PipelineFlags& pipeline, int threads,
@@ -129,6 +131,8 @@ class TrainingRun {
   double measured_wall_seconds() const;
 
  private:
+  void check_outputs(const ReliabilityFlags& reliability) const;
+
   const TrainingRunFlags& flags_;
   const PipelineFlags& pipeline_flags_;
   parallel::CommunicatorPtr world_;

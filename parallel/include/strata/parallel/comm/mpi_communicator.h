@@ -58,4 +58,8 @@ class MpiCommunicator final : public Communicator {
   int size_ = 0;
 };
 
+// Ends every rank of the job (MPI_Abort on MPI_COMM_WORLD with `exit_code`) when MPI is
+// initialized and not finalized and the job has more than one rank; returns otherwise.
+void abort_mpi_job(int exit_code);
+
 }  // namespace strata::parallel

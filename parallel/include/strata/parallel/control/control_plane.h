@@ -17,6 +17,12 @@
 //   built with it.
 // A program started alone is a world of one (MPI singleton). --backend NAME (or
 // STRATA_BACKEND=NAME) picks another backend of comm/backend_registry.h instead.
+//
+// One rank's error ends the whole job at once: when an exception leaves the scope of a
+// ControlPlane (the program failed), the control plane does not wait for the other ranks;
+// end_job_after_error (strata::programs::run_main calls it) prints the error's one line
+// once for the job, tells every rank through the store and ends this process. See
+// docs/reliability.md, "When a rank fails with an error".
 
 #include <torch/arg.h>
 
@@ -63,12 +69,18 @@ bool gloo_available();
 // on the first call and returns it on every later one (whose backend must not differ).
 CommunicatorPtr world_communicator(const std::string& backend = "");
 
+namespace detail {
+struct ControlPlaneParts;
+}
+
 class ControlPlane {
  public:
   // Connects this rank to the job's store (starting it on rank 0 under mpirun) and, when
   // options.timeout() > 0, starts the watchdog. Collective over `world`.
   ControlPlane(Communicator& world, const ControlPlaneOptions& options);
-  // finish().
+  // finish(); but when an exception is unwinding through it in a job of several ranks, it
+  // keeps the store (and its server) and the watchdog running for end_job_after_error,
+  // without waiting for the other ranks, who may wait for this one.
   ~ControlPlane();
   ControlPlane(const ControlPlane&) = delete;
   ControlPlane& operator=(const ControlPlane&) = delete;
@@ -77,18 +89,27 @@ class ControlPlane {
   // (up to the timeout) for every rank to be done before the store goes. Idempotent.
   void finish();
 
-  ControlStoreClient& store() { return *store_; }
-  const std::string& store_address() const { return address_; }
-  bool hosts_store() const { return server_ != nullptr; }
+  ControlStoreClient& store();
+  const std::string& store_address() const;
+  bool hosts_store() const;
 
  private:
-  int rank_, world_size_;
-  ControlPlaneOptions options_;
-  std::unique_ptr<ControlStoreServer> server_;
-  std::string address_;
-  std::shared_ptr<ControlStoreClient> store_;  // for the program
-  std::unique_ptr<Watchdog> watchdog_;         // with a connection of its own
-  bool finished_ = false;
+  std::unique_ptr<detail::ControlPlaneParts> parts_;
+  int uncaught_exceptions_;  // at construction: more at destruction means unwinding
 };
+
+// Says that this process failed with `line` (one line, "error: ..."), on stderr, and when
+// the process is a rank of a job of more than one rank, ends the job and does not return:
+// - after a ControlPlane was unwound (the usual case): post_error_abort on its store, so
+//   that `line` is printed once for the job (by the first rank to fail; a rank that fails
+//   at the same time stays silent) and every other rank's watchdog ends its process within
+//   a heartbeat, without a hang report; the rank hosting the store stays until they have
+//   left (a few heartbeats at most);
+// - before any control plane, under strata-run: the same through the launcher's store;
+// - before any control plane, under mpirun: prints `line` and calls MPI_Abort (every rank
+//   that fails so prints its line).
+// This process then exits with kErrorExitCode (1), without MPI_Finalize or destructors,
+// which would wait for the other ranks. In a job of one rank it prints `line` and returns.
+void end_job_after_error(const std::string& line);
 
 }  // namespace strata::parallel

@@ -13,6 +13,11 @@
 // ones, the time since its last heartbeat) and writes it as JSON when asked. No hang
 // outlives `timeout` plus a few heartbeat intervals. See docs/reliability.md.
 //
+// A rank that fails with an error (an exception its program did not handle) ends the job
+// another way: post_error_abort claims the abort, prints its one line and sets `abort`
+// with `abort/kind` = "error"; every other watchdog then leaves silently with
+// kErrorExitCode (no report: nothing hung), within a heartbeat.
+//
 //   strata::parallel::Watchdog watchdog(store, rank, world_size,
 //       strata::parallel::WatchdogOptions().timeout(std::chrono::seconds(60)));
 //   ... training ...
@@ -43,6 +48,9 @@ struct WatchdogAbort {
   std::string reason;          // one line: what hung, where, for how long
   bool detected_here = false;  // this rank's watchdog set `abort`
   nlohmann::json report;       // {"reason", "detected_by", "timeout_s", "ranks": [...]}
+  // Another rank failed with an error (post_error_abort): `reason` is its line, which that
+  // rank printed; nothing hung and there is no report.
+  bool error = false;
 };
 
 // The report as text for people: the reason, then per rank its heartbeat age, its entries
@@ -51,6 +59,32 @@ std::string format_hang_report(const nlohmann::json& report);
 
 // The exit status of a process the watchdog ends.
 constexpr int kWatchdogExitCode = 3;
+// The exit status of every rank of a job that one rank's error ended (the status with which
+// programs report an error: strata::programs::run_main).
+constexpr int kErrorExitCode = 1;
+
+// Ends the job because this rank failed: claims the store's abort (`abort/by`, the same
+// claim a watchdog makes for a hang) and, when this rank won it, calls `announce` (print
+// the one line there: before any other rank learns of the abort and exits, so that no
+// launcher stops this rank first) and sets `abort` = `message` with `abort/kind` = "error".
+// Returns whether this rank won; a rank that lost stays silent (another rank's error or a
+// hang report speaks for the job). Every watchdog of the job then leaves without a report.
+bool post_error_abort(ControlStoreClient& store, int rank, const std::string& message,
+                      const std::function<void()>& announce);
+
+// Whether post_error_abort ended the job (so its line is printed), and with `rank` >= 0,
+// whether that rank took part in it (it posted the error or left after it): a launcher
+// then adds nothing about that rank; a rank that died otherwise is news. False when the
+// store does not answer.
+bool error_abort_posted(ControlStoreClient& store, int rank = -1);
+
+// Rank `rank` leaving a job that an error ended: counts itself out (`abort/left`) and,
+// with `wait`, waits (at most 5 heartbeat intervals, at least 1 s) until every rank has.
+// The process that hosts the store waits, so that the store does not vanish before the
+// others have seen the abort; so does the rank that posted the error, so that a launcher
+// sees first a rank that died of something else (whose death may have caused the error).
+void leave_after_error_abort(ControlStoreClient& store, int rank, int world_size, bool wait,
+                             std::chrono::milliseconds heartbeat_interval);
 
 struct WatchdogOptions {
   // How long an entry may stay in progress, and a rank may go without a heartbeat.
@@ -66,6 +100,9 @@ struct WatchdogOptions {
   // print this rank's report (what it was doing, which rank it waited for) before exiting.
   // Only the first watchdog of a process installs the handler.
   TORCH_ARG(bool, report_on_terminate) = true;
+  // The store lives in this process (rank 0 under mpirun): on an error abort it stays until
+  // the other ranks have left (leave_after_error_abort).
+  TORCH_ARG(bool, hosts_store) = false;
 };
 
 class Watchdog {
@@ -93,6 +130,13 @@ class Watchdog {
   std::optional<std::string> check_ranks();
   nlohmann::json build_report(const std::string& reason, int detected_by);
   void abort(const std::string& reason, bool detected_here);
+  // Another rank set `abort`: a hang it detected (abort()) or its error.
+  void follow_abort(const std::string& reason);
+  // Another rank posted an error abort (post_error_abort): leave without a word.
+  void follow_error_abort(const std::string& reason);
+  // The line of another rank's error abort, if the job's abort is one; nullopt too when
+  // the store does not answer.
+  std::optional<std::string> posted_error();
   void lost_store(const std::string& error);
   // A report of this rank alone, when the others' state is stale or unknown.
   nlohmann::json this_rank_report(const std::string& reason);
