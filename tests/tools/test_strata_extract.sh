@@ -108,7 +108,7 @@ bad "budget below the smallest" "budget of 1000 parameters is below the smallest
   --checkpoint "$ckpt" --budget-params 1000 --out "$tmp/out"
 bad "not a MatFormer checkpoint" "is not a MatFormer checkpoint" \
   --checkpoint "$tmp/g32" --granularity 32 --out "$tmp/out"
-bad "output in a missing directory" "output directory $tmp/nowhere does not exist" \
+bad "output in a missing directory" "--out $tmp/nowhere/out: no such directory $tmp/nowhere" \
   --checkpoint "$ckpt" --granularity 32 --out "$tmp/nowhere/out"
 bad "missing checkpoint" "does not exist" --checkpoint "$tmp/nothing" --granularity 32 --out "$tmp/out"
 bad "no submodel chosen" "choose a submodel" --checkpoint "$ckpt" --out "$tmp/out"
