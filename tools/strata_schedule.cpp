@@ -108,7 +108,7 @@ int run(const Config& c) {
                              100 * sim.idle_fraction[r], sim.peak_in_flight[r]);
   }
   const double k = schedule.num_ranks, m = schedule.num_micro_batches;
-  std::cout << fmt::format("GPipe/1F1B theory (K-1)/(M+K-1) = {:.1f}%\n",
+  std::cout << fmt::format("for reference, the bubble of GPipe and 1F1B (K-1)/(M+K-1) = {:.1f}%\n",
                            100 * (k - 1) / (m + k - 1));
   if (!c.save.empty()) {
     strata::core::write_file_atomically(

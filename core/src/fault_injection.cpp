@@ -20,14 +20,6 @@ struct Fault {
   bool error = false;  // raise strata::Error instead of dying
 };
 
-// This process's world rank as the launcher told it, or -1.
-int launcher_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "STRATA_RANK"}) {
-    if (const char* value = std::getenv(name)) return std::atoi(value);
-  }
-  return -1;
-}
-
 Fault parse_fault() {
   Fault fault;
   const char* spec = std::getenv("STRATA_FAULT");
@@ -61,6 +53,13 @@ Fault parse_fault() {
 }
 
 }  // namespace
+
+int launcher_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "STRATA_RANK"}) {
+    if (const char* value = std::getenv(name)) return std::atoi(value);
+  }
+  return -1;
+}
 
 void fault_point(const char* point) {
   static std::mutex mutex;

@@ -6,16 +6,23 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "strata/core/error.h"
+#include "strata/core/fault_injection.h"
 #include "strata/parallel/comm/backend_registry.h"
 #include "strata/parallel/comm/mpi_communicator.h"
 #include "strata/parallel/comm/recording_communicator.h"
 
 namespace strata::parallel {
 namespace {
+
+// How long a rank other than 0 that fails before the control plane waits for rank 0 to
+// end the job (end_job_after_error): long enough for mpirun to kill it on a loaded
+// machine, short enough not to matter when it alone failed.
+constexpr std::chrono::milliseconds kOtherRanksErrorDelay{2000};
 
 int env_int(const char* name, const char* value, int low, int high) {
   int parsed = -1;
@@ -246,6 +253,13 @@ void end_job_after_error(const std::string& line) {
     } catch (const std::exception&) {
       // The launcher's store is gone: the launcher stops the others when this rank exits.
     }
+  }
+  if (started_by_mpirun() && core::launcher_rank() > 0) {
+    // No store to agree through: the same bad flag fails every rank at once, and each
+    // would print it. Rank 0 speaks for the job; when it fails too, mpirun ends this rank
+    // during the wait (rank 0 exits non-zero or calls MPI_Abort), so the line appears
+    // once. A rank that fails alone still prints, a moment later.
+    std::this_thread::sleep_for(kOtherRanksErrorDelay);
   }
   std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);

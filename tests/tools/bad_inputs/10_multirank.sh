@@ -2,7 +2,8 @@
 # mpirun -np 2 and strata-run -n 2, a bad output path found on rank 0 before training, or
 # an error raised on one rank in the middle of training (STRATA_FAULT=<point>:<n>:<rank>:error),
 # ends every rank within 15 s (the watchdog's timeout is 300 s), its one line printed once:
-# no hang report, no second rank's line, no launcher banner. Then every program refuses an
+# no hang report, no second rank's line, no launcher banner; a bad flag, which fails every
+# rank before MPI exists, is printed by rank 0 alone. Then every program refuses an
 # output it cannot write before doing any work (core::check_writable), saying why.
 printf 'x' >"$in/a-file"
 mkdir -p "$in/a-folder"
@@ -22,6 +23,9 @@ mpirun lm pp: --metrics-out a directory         | --metrics-out .*a-folder: is a
 mpirun lm pp: --trace-out /proc/x.json          | --trace-out /proc/x.json: directory /proc is not writable    | 15 | "${mpi2[@]}" "${lm[@]}" "${pipe[@]}" --trace-out /proc/x.json
 mpirun lm dp: unwritable --checkpoint-dir       | --checkpoint-dir /proc/ckpt: directory /proc is not writable | 15 | "${mpi2[@]}" "${lm[@]}" --checkpoint-dir /proc/ckpt
 mpirun lm dp: rank 1 fails at step 2            | error: injected fault at train-step #2 on this rank         | 15 | env STRATA_FAULT=train-step:2:1:error "${mpi2[@]}" "${lm[@]}"
+mpirun fmnist: a bad flag on every rank        | The following argument was not expected: --bogus          | 15 | "${mpi2[@]}" "${fmnist[@]}" --bogus
+mpirun lm pp: a bad number on every rank        | error: --log-every must be between                          | 15 | "${mpi2[@]}" "${lm[@]}" "${pipe[@]}" --log-every 0
+mpirun MPMD: a bad flag on rank 1 only          | The following argument was not expected: --bogus          | 15 | mpirun --quiet --oversubscribe -np 1 "${fmnist[@]}" : -np 1 "${fmnist[@]}" --bogus
 mpirun MPMD: ranks with different flags        | configuration differs across ranks: rank 1 has lr=0.1      | 15 | mpirun --quiet --oversubscribe -np 1 "${fmnist[@]}" --lr 0.05 : -np 1 "${fmnist[@]}" --lr 0.1
 strata-run fmnist pp: --metrics-out a directory | --metrics-out .*a-folder: is a directory                    | 15 | "$run" -n 2 "${fmnist[@]}" "${pipe[@]}" --metrics-out "$in/a-folder"
 strata-run fmnist pp: rank 1 fails at step 2    | error: injected fault at train-step #2 on this rank         | 15 | env STRATA_FAULT=train-step:2:1:error "$run" -n 2 "${fmnist[@]}" "${pipe[@]}"

@@ -19,4 +19,8 @@ namespace strata::core {
 
 void fault_point(const char* point);
 
+// This process's world rank as its launcher (mpirun, strata-run) told it in the
+// environment, before MPI or any communicator exists; -1 when it was not launched so.
+int launcher_rank();
+
 }  // namespace strata::core

@@ -106,8 +106,10 @@ class ControlPlane {
 //   a heartbeat, without a hang report; the rank hosting the store stays until they have
 //   left (a few heartbeats at most);
 // - before any control plane, under strata-run: the same through the launcher's store;
-// - before any control plane, under mpirun: prints `line` and calls MPI_Abort (every rank
-//   that fails so prints its line).
+// - before any control plane, under mpirun (a bad flag fails every rank before MPI
+//   exists): rank 0 prints `line` and ends the job (MPI_Abort, or its non-zero exit); any
+//   other rank first waits two seconds, in which rank 0's end takes it too, so the line
+//   appears once; a rank that fails alone prints after the wait.
 // This process then exits with kErrorExitCode (1), without MPI_Finalize or destructors,
 // which would wait for the other ranks. In a job of one rank it prints `line` and returns.
 void end_job_after_error(const std::string& line);
