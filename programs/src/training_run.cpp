@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
@@ -119,6 +120,15 @@ void TrainingRun::start(parallel::HybridParallel& model, torch::optim::Optimizer
   last_step_ = last_step;
   samples_per_step_ = samples_per_step;
   metrics_.emplace(rank() == 0 ? flags_.metrics_out : "");
+  // strata-run --max-restarts relaunched this job after a crash: say so where the run's
+  // numbers are (the agent says it on stderr too).
+  if (const char* restart = std::getenv("STRATA_RESTART_COUNT")) {
+    const char* reason = std::getenv("STRATA_RESTART_REASON");
+    metrics_->write({{"event", "restart"},
+                     {"restart", std::atoi(restart)},
+                     {"reason", reason ? reason : ""},
+                     {"resumed_at_step", first_step}});
+  }
   progress_.emplace(last_step, flags_.log_every, rank() == 0);
   // Steps are timed after a warm-up, so that first-touch allocations don't count.
   warmup_end_ = first_step + std::min<int64_t>(max_warmup_steps, (last_step - first_step) / 10);

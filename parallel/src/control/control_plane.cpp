@@ -192,14 +192,17 @@ ControlPlane::ControlPlane(Communicator& world, const ControlPlaneOptions& optio
   if (const auto env = launch_environment(); env && !started_by_mpirun()) {
     p.address = env->store_address;
   } else {
-    // Rank 0 hosts the store on loopback, on any free port, and tells the others.
+    // Rank 0 hosts the store, on any free port, and tells the others: on loopback, unless
+    // STRATA_STORE_HOST gives rank 0's address for a job across hosts (mpirun -x).
+    const char* store_host = std::getenv("STRATA_STORE_HOST");
+    const std::string host = store_host && *store_host ? store_host : "127.0.0.1";
     at::Tensor port = at::zeros({1}, at::kInt);
     if (p.rank == 0) {
-      p.server = std::make_unique<ControlStoreServer>();
+      p.server = std::make_unique<ControlStoreServer>(ControlStoreServerOptions().host(host));
       port[0] = p.server->port();
     }
     if (p.world_size > 1) world.broadcast(port, 0)->wait();
-    p.address = "127.0.0.1:" + std::to_string(port.item<int>());
+    p.address = host + ":" + std::to_string(port.item<int>());
   }
   p.store = std::make_shared<ControlStoreClient>(p.address);
   if (options.timeout() > 0) {

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# strata-run beyond one node, and restarts (issue 19):
+# - two agents on loopback as two nodes (1 rank each) form a 2-rank job whose losses
+#   equal `strata-run -n 2`'s, bit for bit;
+# - agents that disagree (--nproc-per-node) each say so in one line and exit non-zero;
+# - a rank killed mid-run under --max-restarts 1: the job relaunches from its newest
+#   checkpoint and ends 0, its final checkpoint byte-identical to an uninterrupted run's,
+#   the restart in the metrics file; on two nodes as well;
+# - killed twice under --max-restarts 1: the job ends non-zero, saying why.
+#   test_elastic.sh TRAIN_FMNIST STRATA_RUN
+set -uo pipefail
+train="$1" launcher="$2"
+source "$(dirname "$0")/../cli_test_lib.sh"
+common=(--model mlp --threads 1 --batch 64 --log-every 1)
+free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# two_nodes OUT ARGS...: node 0 and node 1 agents (1 rank each) of one job, the program
+# train_fmnist ARGS; their stderr in OUT.node0 and OUT.node1; sets status0 and status1.
+two_nodes() {
+  local out="$1"; shift
+  local port; port=$(free_port)
+  local rdzv=(--nnodes 2 --nproc-per-node 1 --rdzv "127.0.0.1:$port" --rdzv-timeout 60)
+  timeout -s KILL 300 "$launcher" "${rdzv[@]}" --node-rank 0 "$@" >"$out.out0" 2>"$out.node0" &
+  local node0=$!
+  timeout -s KILL 300 "$launcher" "${rdzv[@]}" --node-rank 1 "$@" >"$out.out1" 2>"$out.node1"
+  status1=$?
+  wait "$node0"; status0=$?
+}
+
+# ---- two nodes = strata-run -n 2
+timeout -s KILL 300 "$launcher" -n 2 "$train" "${common[@]}" --max-steps 12 \
+  --metrics-out "$tmp/one.jsonl" >/dev/null 2>"$tmp/one.err"
+two_nodes "$tmp/two" "$train" "${common[@]}" --max-steps 12 --metrics-out "$tmp/two.jsonl"
+if [[ $status0 -eq 0 && $status1 -eq 0 ]] && grep -q '"world_size":2' "$tmp/two.jsonl"; then
+  expect_same_losses "two agents on loopback = strata-run -n 2" "$tmp/two.jsonl" "$tmp/one.jsonl" 1 12 1e-12
+else
+  fail "two agents: status $status0/$status1: $(tail -3 "$tmp/two.node0" "$tmp/two.node1")"
+fi
+
+# ---- agents that disagree: each says which node differs, in one line
+port=$(free_port)
+"$launcher" --nnodes 2 --node-rank 0 --nproc-per-node 1 --rdzv "127.0.0.1:$port" --rdzv-timeout 30 \
+  "$train" "${common[@]}" --max-steps 2 >/dev/null 2>"$tmp/mismatch0" &
+node0=$!
+fails_with_one_line "agents with different --nproc-per-node (node 1)" \
+  "--nproc-per-node: node 0 .* has 1 and node 1 has 2; every node must give the same" \
+  "$launcher" --nnodes 2 --node-rank 1 --nproc-per-node 2 --rdzv "127.0.0.1:$port" --rdzv-timeout 30 \
+  "$train" "${common[@]}" --max-steps 2 && pass "node 1 names the mismatch: $(cat "$tmp/stderr")"
+wait "$node0"; status0=$?
+if [[ $status0 -ne 0 && $(wc -l <"$tmp/mismatch0") -eq 1 ]] && grep -q "nproc-per-node" "$tmp/mismatch0"; then
+  pass "node 0 names the mismatch: $(cat "$tmp/mismatch0")"
+else
+  fail "node 0 with a mismatched node 1: status $status0: $(cat "$tmp/mismatch0")"
+fi
+
+# ---- restarts: the final checkpoint of a run with one crash equals an uninterrupted run's
+ckpt=(--checkpoint-every 2 --max-steps 8)
+timeout -s KILL 300 "$launcher" -n 2 "$train" "${common[@]}" "${ckpt[@]}" \
+  --checkpoint-dir "$tmp/clean" >/dev/null 2>&1 || fail "uninterrupted run failed"
+# Rank 1 dies at its 5th step (after the checkpoint of step 4); the relaunched job resumes
+# there and counts its steps anew, so the fault does not come back before step 8.
+STRATA_FAULT=train-step:5:1 timeout -s KILL 300 "$launcher" -n 2 --max-restarts 1 "$train" \
+  "${common[@]}" "${ckpt[@]}" --checkpoint-dir "$tmp/restarted" \
+  --metrics-out "$tmp/restarted.jsonl" >/dev/null 2>"$tmp/restarted.err"
+status=$?
+final=$(ls "$tmp/clean" | sort -V | tail -1)
+if [[ $status -eq 0 ]] && grep -q "strata-run: restart 1 of 1: rank 1 (pid [0-9]*) was killed by signal 9" "$tmp/restarted.err" &&
+   diff -r "$tmp/clean/$final" "$tmp/restarted/$final" >/dev/null &&
+   grep -q '"event":"restart"' "$tmp/restarted.jsonl"; then
+  pass "--max-restarts 1, rank 1 killed at step 5: status 0, $final byte-identical to the uninterrupted run's"
+else
+  fail "--max-restarts 1: status $status, $final: $(diff -rq "$tmp/clean/$final" "$tmp/restarted/$final" 2>&1 | head -3); $(grep strata-run "$tmp/restarted.err")"
+fi
+
+# ---- the same on two nodes
+STRATA_FAULT=train-step:5:1 two_nodes "$tmp/two_restart" --max-restarts 1 "$train" "${common[@]}" \
+  "${ckpt[@]}" --checkpoint-dir "$tmp/two_restarted"
+if [[ $status0 -eq 0 && $status1 -eq 0 ]] && diff -r "$tmp/clean/$final" "$tmp/two_restarted/$final" >/dev/null &&
+   grep -q "restart 1 of 1: rank 1 (node 1, pid [0-9]*) was killed by signal 9" "$tmp/two_restart.node0"; then
+  pass "two nodes, --max-restarts 1: both agents restart, $final byte-identical"
+else
+  fail "two nodes, --max-restarts 1: status $status0/$status1: $(grep strata-run "$tmp/two_restart.node0" "$tmp/two_restart.node1")"
+fi
+
+# ---- killed twice with one restart allowed: non-zero, with the reason
+STRATA_FAULT=train-step:5:1 timeout -s KILL 300 "$launcher" -n 2 --max-restarts 1 "$train" \
+  "${common[@]}" --checkpoint-every 2 --max-steps 12 --checkpoint-dir "$tmp/twice" \
+  >/dev/null 2>"$tmp/twice.err"
+status=$?
+if [[ $status -eq 137 ]] && grep -q "was killed by signal 9 (Killed); no restarts left (--max-restarts 1)" "$tmp/twice.err"; then
+  pass "killed twice, --max-restarts 1: status 137, $(grep 'no restarts left' "$tmp/twice.err")"
+else
+  fail "killed twice: status $status: $(grep strata-run "$tmp/twice.err")"
+fi
+finish
