@@ -90,6 +90,16 @@ CLI::Option* integer_range(CLI::Option* option, int64_t min, int64_t max) {
                 });
 }
 
+CLI::Option* integer_range_or(CLI::Option* option, int64_t min, int64_t max,
+                              const std::string& word) {
+  return attach(option, fmt::format("in [{}, {}] or {}", min, max, word),
+                [min, max, word](const std::string& name, std::string& text) {
+                  if (text == word) return std::string();
+                  const std::string message = check_integer(name, text, min, max);
+                  return message.empty() ? message : message + " (or " + word + ")";
+                });
+}
+
 CLI::Option* real_range(CLI::Option* option, double min, double max) {
   return attach(option, fmt::format("in [{}, {}]", bound_text(min), bound_text(max)),
                 [min, max](const std::string& name, std::string& text) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
@@ -12,13 +13,17 @@
 #include "strata/core/output_files.h"
 #include "strata/core/threads.h"
 #include "strata/parallel/control/configuration_check.h"
+#include "strata/programs/checkpoint_interval.h"
 #include "strata/programs/number_flags.h"
 #include "strata/programs/output_flags.h"
 
 namespace strata::programs {
 void TrainingRunFlags::check() const {
-  STRATA_CHECK(checkpoint_every == 0 || !checkpoint_dir.empty(),
+  STRATA_CHECK((checkpoint_every == 0 && !checkpoint_every_auto) || !checkpoint_dir.empty(),
                "--checkpoint-every needs --checkpoint-dir");
+  STRATA_CHECK(!checkpoint_every_auto || mtbf_hours > 0,
+               "--checkpoint-every auto needs --mtbf-hours (one node's mean time between "
+               "failures, in hours)");
   STRATA_CHECK(resume != "auto" || !checkpoint_dir.empty(),
                "--resume auto needs --checkpoint-dir (where it looks for checkpoints)");
 }
@@ -41,9 +46,19 @@ std::optional<std::string> TrainingRunFlags::checkpoint_to_resume() const {
 void add_training_run_flags(CLI::App& app, TrainingRunFlags& f) {
   app.add_option("--checkpoint-dir", f.checkpoint_dir,
                  "Write checkpoints <dir>/step-<N> here (rank 0 writes)");
-  integer_range(app.add_option("--checkpoint-every", f.checkpoint_every,
-                               "Checkpoint every N steps (0: only at the end)"),
-                0, kMaxSteps);
+  CLI::Option* every = app.add_option_function<std::string>(
+      "--checkpoint-every",
+      [&f](const std::string& text) {
+        f.checkpoint_every_auto = text == "auto";
+        f.checkpoint_every = f.checkpoint_every_auto ? 0 : std::stoll(text);
+      },
+      "Checkpoint every N steps (0: only at the end), or auto: Young/Daly's interval from "
+      "the measured checkpoint, restart and step times and --mtbf-hours");
+  integer_range_or(every, 0, kMaxSteps, "auto")->default_str("0");
+  positive_real(app.add_option("--mtbf-hours", f.mtbf_hours,
+                               "One node's mean time between failures in hours, for "
+                               "--checkpoint-every auto"),
+                kMaxSeconds);
   app.add_option("--resume", f.resume,
                  "Resume from a checkpoint, from the latest one in a directory, or 'auto': "
                  "the newest valid one in --checkpoint-dir if there is one");
@@ -145,6 +160,7 @@ void TrainingRun::end_step(int64_t step, double replica_loss, const nlohmann::js
                            int64_t epoch) {
   STRATA_CHECK(model_ != nullptr, "TrainingRun::end_step before start()");
   const double seconds = step_clock_.seconds();
+  if (startup_seconds_ < 0) startup_seconds_ = since_start_.seconds();
   if (step >= warmup_end_) measured_seconds_ += seconds;
   report_->record(step, warmup_end_, seconds);
   loss_sum_ += replica_loss;
@@ -158,9 +174,59 @@ void TrainingRun::end_step(int64_t step, double replica_loss, const nlohmann::js
     metrics_->write(record);
   }
   progress_->update(step + 1, epoch, last_loss_, samples_per_step_);
+  // A few timed steps are enough to know the step time.
+  constexpr int64_t kTimedStepsForInterval = 5;
+  if (flags_.checkpoint_every_auto && !auto_interval_ &&
+      step + 1 - warmup_end_ >= kTimedStepsForInterval && step + 1 < last_step_) {
+    choose_checkpoint_interval(step + 1);
+  }
+}
+
+void TrainingRun::choose_checkpoint_interval(int64_t steps_done) {
+  const double step_seconds =
+      measured_seconds_ / static_cast<double>(steps_done - std::max(warmup_end_, first_step_));
+  // The checkpoint's cost, measured: one written beside the real ones, then removed.
+  const std::string probe = flags_.checkpoint_dir + "/.checkpoint-interval-probe";
+  core::Stopwatch clock;
+  model_->save_checkpoint(probe, *optimizer_, steps_done, nlohmann::json::object());
+  const double checkpoint_seconds = clock.seconds();
+  if (rank() == 0) std::filesystem::remove_all(probe);
+  // Every rank must checkpoint at the same steps: rank 0's figures decide.
+  at::Tensor measured =
+      torch::tensor({step_seconds, checkpoint_seconds, startup_seconds_}, at::kDouble);
+  world_->broadcast(measured, 0)->wait();
+  CheckpointCosts costs;
+  costs.step_seconds = measured[0].item<double>();
+  costs.checkpoint_seconds = measured[1].item<double>();
+  costs.restart_seconds = measured[2].item<double>();
+  costs.mtbf_hours_per_node = flags_.mtbf_hours;
+  costs.nodes = job_nodes(world_->size());
+  const CheckpointInterval chosen = programs::choose_checkpoint_interval(costs);
+  auto_interval_ = chosen.steps;
+  auto_anchor_ = steps_done;
+  spdlog::info(
+      "--checkpoint-every auto: every {} steps ({:.0f} s of work; checkpoint {:.3f} s, "
+      "restart {:.1f} s, step {:.4f} s, MTBF {:.4g} h per node over {} node(s) = {:.4g} h); "
+      "a failure costs {:.0f} s of work on average",
+      chosen.steps, chosen.seconds, costs.checkpoint_seconds, costs.restart_seconds,
+      costs.step_seconds, flags_.mtbf_hours, costs.nodes, chosen.job_mtbf_seconds / 3600,
+      chosen.expected_lost_seconds);
+  metrics_->write({{"event", "checkpoint_interval"},
+                   {"step", steps_done},
+                   {"every_steps", chosen.steps},
+                   {"interval_seconds", chosen.seconds},
+                   {"checkpoint_seconds", costs.checkpoint_seconds},
+                   {"restart_seconds", costs.restart_seconds},
+                   {"step_seconds", costs.step_seconds},
+                   {"nodes", costs.nodes},
+                   {"job_mtbf_hours", chosen.job_mtbf_seconds / 3600},
+                   {"expected_lost_seconds", chosen.expected_lost_seconds}});
 }
 
 bool TrainingRun::checkpoint_due(int64_t step) const {
+  if (flags_.checkpoint_every_auto) {
+    return auto_interval_ && step > auto_anchor_ && (step - auto_anchor_) % *auto_interval_ == 0;
+  }
   return flags_.checkpoint_every > 0 && step % flags_.checkpoint_every == 0;
 }
 

@@ -11,6 +11,7 @@
 #include "strata/programs/pipeline_flags.h"
 #include "strata/programs/reliability_flags.h"
 #include "strata/programs/stage_devices.h"
+#include "strata/programs/training_run.h"
 
 #include <ATen/Context.h>
 
@@ -207,6 +208,34 @@ TEST(ReliabilityFlags, StrataRunPassesTheTimeoutDown) {
   ::unsetenv("STRATA_TIMEOUT");
   ASSERT_EQ(program.parse({}).code, std::nullopt);
   EXPECT_EQ(flags.control_plane.timeout(), 7);
+}
+
+TEST(TrainingRunFlags, CheckpointEveryTakesANumberOrAuto) {
+  Program<TrainingRunFlags> numbered(add_training_run_flags);
+  ASSERT_EQ(numbered.parse({"--checkpoint-every", "25"}).code, std::nullopt);
+  EXPECT_EQ(numbered.flags.checkpoint_every, 25);
+  EXPECT_FALSE(numbered.flags.checkpoint_every_auto);
+
+  Program<TrainingRunFlags> automatic(add_training_run_flags);
+  ASSERT_EQ(
+      automatic
+          .parse({"--checkpoint-every", "auto", "--mtbf-hours", "5000", "--checkpoint-dir", "ckpt"})
+          .code,
+      std::nullopt);
+  EXPECT_TRUE(automatic.flags.checkpoint_every_auto);
+  EXPECT_EQ(automatic.flags.mtbf_hours, 5000);
+  automatic.flags.check();
+
+  Program<TrainingRunFlags> bad(add_training_run_flags);
+  const Parsed parsed = bad.parse({"--checkpoint-every", "often"});
+  EXPECT_EQ(parsed.code, 1);
+  EXPECT_THAT(parsed.err, HasSubstr("--checkpoint-every: 'often' is not a number (or auto)"));
+
+  Program<TrainingRunFlags> no_mtbf(add_training_run_flags);
+  ASSERT_EQ(no_mtbf.parse({"--checkpoint-every", "auto", "--checkpoint-dir", "c"}).code,
+            std::nullopt);
+  EXPECT_THAT(error_of([&] { no_mtbf.flags.check(); }),
+              HasSubstr("--checkpoint-every auto needs --mtbf-hours"));
 }
 
 }  // namespace

@@ -92,4 +92,22 @@ if [[ $status -eq 137 ]] && grep -q "was killed by signal 9 (Killed); no restart
 else
   fail "killed twice: status $status: $(grep strata-run "$tmp/twice.err")"
 fi
+# ---- --checkpoint-every auto: an interval from measured costs, checkpoints on it, no probe left
+timeout -s KILL 300 "$train" "${common[@]}" --max-steps 40 --checkpoint-dir "$tmp/auto" \
+  --checkpoint-every auto --mtbf-hours 0.001 --metrics-out "$tmp/auto.jsonl" >/dev/null 2>"$tmp/auto.err"
+status=$?
+record=$(grep '"event":"checkpoint_interval"' "$tmp/auto.jsonl" 2>/dev/null)
+every=$(sed 's/.*"every_steps":\([0-9]*\).*/\1/' <<<"$record")
+anchor=$(sed 's/.*"step":\([0-9]*\).*/\1/' <<<"$record")
+if [[ $status -eq 0 && -n $every && -n $anchor ]] && [[ ! -e $tmp/auto/.checkpoint-interval-probe ]]; then
+  expected=$(for ((s = anchor + every; s < 40; s += every)); do printf 'step-%08d\n' "$s"; done; printf 'step-%08d\n' 40)
+  got=$(ls "$tmp/auto")
+  if [[ $(sort -u <<<"$expected") == "$got" ]]; then
+    pass "--checkpoint-every auto: every $every steps from step $anchor ($(grep -o 'a failure costs [0-9]* s' "$tmp/auto.err"))"
+  else
+    fail "--checkpoint-every auto: every $every from $anchor, checkpoints $(tr '\n' ' ' <<<"$got")"
+  fi
+else
+  fail "--checkpoint-every auto: status $status, record '$record': $(tail -3 "$tmp/auto.err")"
+fi
 finish

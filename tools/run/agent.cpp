@@ -140,9 +140,9 @@ std::optional<Failure> Agent::run_attempt(int attempt, const std::optional<Failu
       parallel::ControlStoreClient client(
           address, parallel::ControlStoreClientOptions().io_timeout(std::chrono::seconds(2)));
       const bool error = parallel::error_abort_posted(client, rank);
-      const std::string where = rendezvous_ ? "node " + std::to_string(options_.node_rank) + ", " : "";
-      Failure why{error ? Failure::Kind::Error : Failure::Kind::Crash,
-                  exit_code_of(exit->status),
+      const std::string where =
+          rendezvous_ ? "node " + std::to_string(options_.node_rank) + ", " : "";
+      Failure why{error ? Failure::Kind::Error : Failure::Kind::Crash, exit_code_of(exit->status),
                   "rank " + std::to_string(rank) + " (" + where + "pid " +
                       std::to_string(exit->pid) + ") " + describe_exit(exit->status)};
       if (!error && tell_now) {

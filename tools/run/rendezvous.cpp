@@ -38,15 +38,15 @@ Rendezvous::Rendezvous(const LaunchOptions& options) : options_(options) {
   unsigned char address[16];
   STRATA_CHECK(inet_pton(AF_INET, host_.c_str(), address) == 1 ||
                    inet_pton(AF_INET6, host_.c_str(), address) == 1,
-               "--rdzv ", options.rdzv, ": HOST must be node 0's IP address (e.g. 10.0.0.1), got \"",
-               host_, "\"");
+               "--rdzv ", options.rdzv,
+               ": HOST must be node 0's IP address (e.g. 10.0.0.1), got \"", host_, "\"");
   if (options.node_rank == 0) {
     try {
       server_ = std::make_unique<parallel::ControlStoreServer>(
           parallel::ControlStoreServerOptions().host(host_).port(port));
     } catch (const std::exception& e) {
-      STRATA_FAIL("--rdzv ", options.rdzv, ": node 0 cannot host the rendezvous there (",
-                  e.what(), ")");
+      STRATA_FAIL("--rdzv ", options.rdzv, ": node 0 cannot host the rendezvous there (", e.what(),
+                  ")");
     }
   }
   try {
@@ -85,8 +85,8 @@ std::string Rendezvous::missing_nodes(const std::string& what) {
 void Rendezvous::join() {
   const int me = options_.node_rank;
   STRATA_CHECK(store_->add(node_key("rdzv/claim", me), 1) == 1, "--node-rank ", me,
-               ": another agent of the job at ", options_.rdzv,
-               " already has node rank ", me, "; give each node its own");
+               ": another agent of the job at ", options_.rdzv, " already has node rank ", me,
+               "; give each node its own");
   const nlohmann::json said = {{"nproc_per_node", options_.nproc_per_node},
                                {"command", joined(options_.command)},
                                {"host", host_name()}};
@@ -94,20 +94,20 @@ void Rendezvous::join() {
   try {
     store_->wait(node_keys("rdzv/node"), milliseconds(options_.rdzv_timeout));
   } catch (const std::exception&) {
-    STRATA_FAIL("rendezvous at ", options_.rdzv, ": node(s) ", missing_nodes("rdzv/node"),
-                " of ", options_.nnodes, " did not join within ", options_.rdzv_timeout,
+    STRATA_FAIL("rendezvous at ", options_.rdzv, ": node(s) ", missing_nodes("rdzv/node"), " of ",
+                options_.nnodes, " did not join within ", options_.rdzv_timeout,
                 " s (--rdzv-timeout)");
   }
   for (int node = 0; node < options_.nnodes; ++node) {
     const auto other = nlohmann::json::parse(store_->get(node_key("rdzv/node", node)));
-    STRATA_CHECK(other["nproc_per_node"] == said["nproc_per_node"], "--nproc-per-node: node ",
-                 node, " (", other["host"].get<std::string>(), ") has ",
-                 other["nproc_per_node"].dump(), " and node ", me, " has ",
-                 options_.nproc_per_node, "; every node must give the same");
+    STRATA_CHECK(other["nproc_per_node"] == said["nproc_per_node"], "--nproc-per-node: node ", node,
+                 " (", other["host"].get<std::string>(), ") has ", other["nproc_per_node"].dump(),
+                 " and node ", me, " has ", options_.nproc_per_node,
+                 "; every node must give the same");
     STRATA_CHECK(other["command"] == said["command"], "node ", node, " (",
-                 other["host"].get<std::string>(), ") runs '",
-                 other["command"].get<std::string>(), "' and node ", me, " runs '",
-                 said["command"].get<std::string>(), "'; every node must run the same command");
+                 other["host"].get<std::string>(), ") runs '", other["command"].get<std::string>(),
+                 "' and node ", me, " runs '", said["command"].get<std::string>(),
+                 "'; every node must run the same command");
   }
 }
 
@@ -138,8 +138,8 @@ std::optional<Failure> Rendezvous::failure(int attempt) {
   const auto text = store_->try_get("attempt/" + std::to_string(attempt) + "/failure");
   if (!text) return std::nullopt;
   const auto json = nlohmann::json::parse(*text);
-  return Failure{static_cast<Failure::Kind>(json["kind"].get<int>()),
-                 json["exit_code"].get<int>(), json["reason"].get<std::string>()};
+  return Failure{static_cast<Failure::Kind>(json["kind"].get<int>()), json["exit_code"].get<int>(),
+                 json["reason"].get<std::string>()};
 }
 
 void Rendezvous::finish_attempt(int attempt) {
@@ -148,11 +148,11 @@ void Rendezvous::finish_attempt(int attempt) {
   try {
     store_->wait(node_keys(exited), milliseconds(options_.rdzv_timeout + options_.grace));
   } catch (const std::exception&) {
-    post_failure(attempt, {Failure::Kind::Crash, 1,
-                           "node(s) " + missing_nodes(exited) +
-                               " did not report the end of their ranks within " +
-                               std::to_string(static_cast<int>(options_.rdzv_timeout)) +
-                               " s (--rdzv-timeout)"});
+    post_failure(
+        attempt,
+        {Failure::Kind::Crash, 1,
+         "node(s) " + missing_nodes(exited) + " did not report the end of their ranks within " +
+             std::to_string(static_cast<int>(options_.rdzv_timeout)) + " s (--rdzv-timeout)"});
   }
 }
 

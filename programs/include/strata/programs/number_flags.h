@@ -59,6 +59,9 @@ class FlagValueError : public CLI::ParseError {
 
 // The value must be a whole number in [min, max] (written in decimal, or as 1e6 when whole).
 CLI::Option* integer_range(CLI::Option* option, int64_t min, int64_t max);
+// The same, or the word `word` (e.g. "auto"), for a flag bound to a string.
+CLI::Option* integer_range_or(CLI::Option* option, int64_t min, int64_t max,
+                              const std::string& word);
 // The value must be a finite number in [min, max].
 CLI::Option* real_range(CLI::Option* option, double min, double max);
 // The value must be a finite number in (0, max].

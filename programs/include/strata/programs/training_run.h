@@ -46,6 +46,10 @@ namespace strata::programs {
 struct TrainingRunFlags {
   std::string checkpoint_dir;
   int64_t checkpoint_every = 0;  // 0: only at the end
+  // --checkpoint-every auto: the interval Young/Daly's rule gives for the measured
+  // checkpoint, restart and step times and --mtbf-hours (checkpoint_interval.h).
+  bool checkpoint_every_auto = false;
+  double mtbf_hours = 0;  // one node's mean time between failures; 0: not given
   std::string resume;
   std::string metrics_out;
   int64_t log_every = 50;
@@ -61,8 +65,8 @@ struct TrainingRunFlags {
   // --resume names (or the latest in that directory), and a strata::Error if there is none.
   std::optional<std::string> checkpoint_to_resume() const;
 };
-// --checkpoint-dir, --checkpoint-every, --resume (a path or "auto"), --metrics-out,
-// --log-every, --overwrite.
+// --checkpoint-dir, --checkpoint-every (a number or "auto"), --mtbf-hours, --resume (a
+// path or "auto"), --metrics-out, --log-every, --overwrite.
 void add_training_run_flags(CLI::App& app, TrainingRunFlags& flags);
 
 class TrainingRun {
@@ -108,7 +112,9 @@ class TrainingRun {
   void end_step(int64_t step, double replica_loss,
                 const nlohmann::json& fields = nlohmann::json::object(), int64_t epoch = -1);
 
-  // Whether --checkpoint-every asks for a checkpoint after `step` steps.
+  // Whether --checkpoint-every asks for a checkpoint after `step` steps. With auto, none
+  // until the interval is chosen (end_step, a few steps after the warm-up), then one every
+  // interval from there.
   bool checkpoint_due(int64_t step) const;
   // Collective. The checkpoint of `step` steps in --checkpoint-dir, with `extra`; nothing
   // without --checkpoint-dir.
@@ -132,6 +138,10 @@ class TrainingRun {
 
  private:
   void check_outputs(const ReliabilityFlags& reliability) const;
+  // Collective: --checkpoint-every auto's interval, from this run's measured step time, a
+  // checkpoint written (and removed) to time it, and the start-up time (rank 0's figures
+  // for every rank); logged and written to the metrics.
+  void choose_checkpoint_interval(int64_t steps_done);
 
   const TrainingRunFlags& flags_;
   const PipelineFlags& pipeline_flags_;
@@ -146,7 +156,13 @@ class TrainingRun {
   core::Stopwatch step_clock_;
   std::optional<core::Stopwatch> wall_clock_;  // from the first timed step
   double measured_seconds_ = 0;
-  double loss_sum_ = 0;  // this replica's loss, summed since the last log line
+  // From construction to the end of this process's first step: what a restart costs
+  // after the relaunch (start-up, joining, loading the checkpoint, a first step).
+  core::Stopwatch since_start_;
+  double startup_seconds_ = -1;
+  std::optional<int64_t> auto_interval_;  // --checkpoint-every auto, once chosen
+  int64_t auto_anchor_ = 0;               // the step it was chosen at
+  double loss_sum_ = 0;                   // this replica's loss, summed since the last log line
   int64_t loss_count_ = 0;
   double last_loss_ = std::numeric_limits<double>::quiet_NaN();
 };
