@@ -94,7 +94,7 @@ else
 fi
 # ---- --checkpoint-every auto: an interval from measured costs, checkpoints on it, no probe left
 timeout -s KILL 300 "$train" "${common[@]}" --max-steps 40 --checkpoint-dir "$tmp/auto" \
-  --checkpoint-every auto --mtbf-hours 0.001 --metrics-out "$tmp/auto.jsonl" >/dev/null 2>"$tmp/auto.err"
+  --checkpoint-every auto --mtbf-hours 0.001 --metrics-out "$tmp/auto.jsonl" >"$tmp/auto.err" 2>&1
 status=$?
 record=$(grep '"event":"checkpoint_interval"' "$tmp/auto.jsonl" 2>/dev/null)
 every=$(sed 's/.*"every_steps":\([0-9]*\).*/\1/' <<<"$record")
