@@ -298,8 +298,12 @@ class ShardedReducer : public std::enable_shared_from_this<ShardedReducer> {
 
 namespace {
 
-// The bytes of the tensors an optimizer keeps per parameter (torch::optim's SGD, Adam,
-// AdamW, Adagrad, RMSprop; other optimizers count 0).
+int64_t allocated_bytes(const at::Tensor& t) {
+  return t.defined() && t.storage().data() != nullptr ? t.numel() * t.element_size() : 0;
+}
+
+}  // namespace
+
 int64_t optimizer_state_bytes(const torch::optim::Optimizer& optimizer) {
   int64_t bytes = 0;
   const auto add = [&](const at::Tensor& t) {
@@ -322,12 +326,6 @@ int64_t optimizer_state_bytes(const torch::optim::Optimizer& optimizer) {
   return bytes;
 }
 
-int64_t allocated_bytes(const at::Tensor& t) {
-  return t.defined() && t.storage().data() != nullptr ? t.numel() * t.element_size() : 0;
-}
-
-}  // namespace
-
 ZeroDataParallel::ZeroDataParallel(std::shared_ptr<torch::nn::Module> module, CommunicatorPtr comm,
                                    const OptimizerFactory& make_optimizer, ZeroOptions options)
     : module_(std::move(module)), comm_(std::move(comm)), options_(options) {
@@ -335,7 +333,6 @@ ZeroDataParallel::ZeroDataParallel(std::shared_ptr<torch::nn::Module> module, Co
   STRATA_CHECK(comm_ != nullptr, "ZeroDataParallel: communicator is null");
   STRATA_CHECK(options_.stage() >= 1 && options_.stage() <= 3, "ZeRO stage: got ", options_.stage(),
                ", expected 1, 2 or 3 (0 is DistributedDataParallel)");
-  STRATA_CHECK(make_optimizer != nullptr, "ZeroDataParallel: no optimizer factory");
   // Each tensor once: a tied weight has one gradient, reduced once.
   std::vector<at::Tensor> params;
   for (const auto& p : core::unique_parameters(*module_)) {
@@ -375,8 +372,20 @@ ZeroDataParallel::ZeroDataParallel(std::shared_ptr<torch::nn::Module> module, Co
   reducer_ = std::make_shared<detail::ShardedReducer>(std::move(params), std::move(units), comm_,
                                                       options_);
   reducer_->install_hooks();
-  optimizer_ = make_optimizer(reducer_->shards());
-  STRATA_CHECK(optimizer_ != nullptr, "ZeroDataParallel: the optimizer factory returned null");
+  if (make_optimizer) {
+    optimizer_ = make_optimizer(reducer_->shards());
+    STRATA_CHECK(optimizer_ != nullptr, "ZeroDataParallel: the optimizer factory returned null");
+  }
+}
+
+ZeroDataParallel::ZeroDataParallel(std::shared_ptr<torch::nn::Module> module, CommunicatorPtr comm,
+                                   ZeroOptions options)
+    : ZeroDataParallel(std::move(module), std::move(comm), OptimizerFactory(), options) {}
+
+torch::optim::Optimizer& ZeroDataParallel::optimizer() {
+  STRATA_CHECK(optimizer_ != nullptr,
+               "ZeroDataParallel: constructed without an optimizer factory (pass yours to step)");
+  return *optimizer_;
 }
 
 ZeroDataParallel::~ZeroDataParallel() { reducer_->remove_hooks(); }
@@ -419,8 +428,10 @@ at::Tensor ZeroDataParallel::forward(const at::Tensor& input) {
 
 void ZeroDataParallel::zero_grad() { reducer_->zero_grad(); }
 
-void ZeroDataParallel::step() {
-  optimizer_->step();
+void ZeroDataParallel::step() { step(optimizer()); }
+
+void ZeroDataParallel::step(torch::optim::Optimizer& optimizer) {
+  optimizer.step();
   if (options_.stage() == 3) {
     reducer_->release_all();  // gathered copies are stale now
   } else {
@@ -472,7 +483,12 @@ std::vector<int64_t> ZeroDataParallel::bucket_numels() const {
 std::vector<at::Tensor> ZeroDataParallel::shards() const { return reducer_->shards(); }
 
 int64_t ZeroDataParallel::state_bytes() const {
-  int64_t bytes = optimizer_state_bytes(*optimizer_);
+  STRATA_CHECK(optimizer_ != nullptr, "ZeroDataParallel: constructed without an optimizer factory");
+  return state_bytes(*optimizer_);
+}
+
+int64_t ZeroDataParallel::state_bytes(const torch::optim::Optimizer& optimizer) const {
+  int64_t bytes = optimizer_state_bytes(optimizer);
   for (const auto& bucket : reducer_->buckets()) {
     bytes += allocated_bytes(bucket.param_buffer) + allocated_bytes(bucket.grad_buffer) +
              allocated_bytes(bucket.shard_grad);

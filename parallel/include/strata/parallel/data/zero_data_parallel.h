@@ -63,6 +63,10 @@ namespace detail {
 class ShardedReducer;
 }
 
+// The bytes of the tensors an optimizer keeps per parameter (torch::optim's SGD, Adam,
+// AdamW, Adagrad, RMSprop; other optimizers count 0).
+int64_t optimizer_state_bytes(const torch::optim::Optimizer& optimizer);
+
 class ZeroDataParallel {
  public:
   // Builds the optimizer over the shard tensors it is given (one per bucket).
@@ -73,6 +77,10 @@ class ZeroDataParallel {
   // parameters into the flat buckets and (stage 3) frees all but this rank's shard.
   ZeroDataParallel(std::shared_ptr<torch::nn::Module> module, CommunicatorPtr comm,
                    const OptimizerFactory& make_optimizer, ZeroOptions options = {});
+  // The same without an optimizer: the caller builds one over shards() and passes it to
+  // step(optimizer) (HybridParallel does, so that a program's optimizer is unchanged).
+  ZeroDataParallel(std::shared_ptr<torch::nn::Module> module, CommunicatorPtr comm,
+                   ZeroOptions options = {});
   ~ZeroDataParallel();
   ZeroDataParallel(const ZeroDataParallel&) = delete;
   ZeroDataParallel& operator=(const ZeroDataParallel&) = delete;
@@ -81,7 +89,8 @@ class ZeroDataParallel {
   Communicator& communicator() { return *comm_; }
   int stage() const { return options_.stage(); }
   // The optimizer over this rank's shards: set learning rates through its param_groups().
-  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  // (Only when constructed with a factory.)
+  torch::optim::Optimizer& optimizer();
 
   // The module's forward, a torch::nn::Sequential's layer by layer (stage 3 gathers and
   // frees each layer's parameters around it). Stages 1 and 2 also accept any module
@@ -93,6 +102,8 @@ class ZeroDataParallel {
   // Steps this rank's shards, then (stages 1, 2) all-gathers the parameters. Call after a
   // backward pass that synchronized (not inside no_sync()).
   void step();
+  // The same with an optimizer the caller built over shards().
+  void step(torch::optim::Optimizer& optimizer);
   // The global L2 norm of the gradients (each element counted once over the shards:
   // a sum of squares all-reduced over the ranks); when `max_norm` > 0 and the norm exceeds
   // it, scales the shards' gradients by max_norm / norm, as
@@ -128,6 +139,8 @@ class ZeroDataParallel {
   // shards, frozen ones), gradients (full buffers where allocated, the shards') and the
   // optimizer's state tensors.
   int64_t state_bytes() const;
+  // The same with the state of an optimizer the caller built over shards().
+  int64_t state_bytes(const torch::optim::Optimizer& optimizer) const;
 
  private:
   std::shared_ptr<torch::nn::Module> module_;
