@@ -62,10 +62,10 @@ def independent_run(binary, model, steps, extra, batch=256, ranks=2):
         return sum(final_samples_per_s(m) for m in files)
 
 
-def peer_run(model, ranks, steps):
+def peer_run(model, ranks, steps, extra=()):
     out = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "ddp_peer.py"),
                           "--model", model, "--ranks", str(ranks), "--threads", "1",
-                          "--steps", str(steps)],
+                          "--steps", str(steps), *extra],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
 

@@ -7,6 +7,7 @@ JSON object with the global samples/s measured after a warm-up. Debian's torchru
 ranks are started with torch.multiprocessing.spawn and a tcp://127.0.0.1 init method.
 
     /usr/bin/python3 bench/ddp_peer.py --model mlp --ranks 2 --threads 1 --steps 60
+    /usr/bin/python3 bench/ddp_peer.py --ranks 2 --zero-optimizer   # + ZeroRedundancyOptimizer
 """
 import argparse
 import gzip
@@ -69,7 +70,14 @@ def run(rank, args, port):
     import torch.nn.functional as F
 
     model = join(rank, args, port, lambda: make_model(args.model))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    if args.zero_optimizer and args.ranks > 1:
+        # PyTorch's ZeRO stage 1: each rank keeps and steps the optimizer state of its
+        # share of the parameters, then broadcasts them.
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+        opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.SGD,
+                                      lr=0.05, momentum=0.9)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = load_train(args.data_dir)
     local = args.batch // args.ranks
     g = torch.Generator().manual_seed(args.seed)
@@ -96,7 +104,8 @@ def run(rank, args, port):
     if rank == 0:
         print(json.dumps({"samples_per_s": (args.steps - warmup) * args.batch / elapsed,
                           "ranks": args.ranks, "threads": args.threads, "model": args.model,
-                          "precision": args.precision}),
+                          "precision": args.precision,
+                          "zero_optimizer": args.zero_optimizer}),
               flush=True)
     if args.ranks > 1:
         dist.destroy_process_group()
@@ -129,6 +138,8 @@ def main():
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--zero-optimizer", action="store_true",
+                        help="ZeroRedundancyOptimizer around SGD (with --ranks 2 or more)")
     parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     launch(run, parser.parse_args())
 

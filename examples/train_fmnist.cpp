@@ -15,6 +15,8 @@
 // --timeout and --hang-report steer the watchdog (docs/reliability.md).
 #include <torch/torch.h>
 
+#include <sys/resource.h>
+
 #include <cmath>
 
 #include <spdlog/spdlog.h>
@@ -47,6 +49,7 @@ struct Config {
   double lr = 0.05;
   double momentum = 0.9;
   std::string lr_schedule = "cosine";
+  int zero = 0;  // ZeRO stage; 0: plain DistributedDataParallel
   uint64_t seed = 0;
   int threads = strata::core::default_threads_per_rank();
   bool log_all_ranks = false;
@@ -72,6 +75,11 @@ void add_flags(CLI::App& app, Config& c) {
   real_range(app.add_option("--momentum", c.momentum, "SGD momentum"), 0, 1);
   app.add_option("--lr-schedule", c.lr_schedule, "cosine (decay to 0) or constant")
       ->check(CLI::IsMember({"cosine", "constant"}));
+  integer_range(app.add_option("--zero", c.zero,
+                               "ZeRO stage (docs/zero.md): 0 replicates the model state, 1 "
+                               "shards the optimizer state, 2 also the gradients, 3 also the "
+                               "parameters"),
+                0, 3);
   integer_range(app.add_option("--seed", c.seed, "Seed for initialization and shuffling"), 0,
                 kMaxSeed);
   threads_range(app.add_option("--threads", c.threads, "Threads per rank (LibTorch and BLAS)"));
@@ -92,6 +100,12 @@ double learning_rate(const Config& c, int64_t step, int64_t schedule_steps) {
 double sum_over_ranks(Communicator& comm, double value) {
   at::Tensor t = at::full({1}, value, at::kDouble);
   comm.allreduce(t)->wait();
+  return t.item<double>();
+}
+
+double max_over_ranks(Communicator& comm, double value) {
+  at::Tensor t = at::full({1}, value, at::kDouble);
+  comm.allreduce(t, strata::parallel::ReduceOp::Max)->wait();
   return t.item<double>();
 }
 
@@ -129,9 +143,11 @@ int train(const Config& c, const std::string& configuration) {
   const auto cross_entropy = [](const at::Tensor& logits, const at::Tensor& labels) {
     return torch::nn::functional::cross_entropy(logits, labels);
   };
+  strata::parallel::HybridParallelOptions options = c.pipeline.options;
+  options.zero_stage(c.zero);
   strata::parallel::HybridParallel model(strata::core::make_fmnist_model(c.model), run.world(),
                                          cross_entropy, train_set.images.slice(0, 0, local_batch),
-                                         c.pipeline.options);
+                                         options);
   torch::optim::SGD optimizer(model.parameters(),
                               torch::optim::SGDOptions(c.lr).momentum(c.momentum));
   int64_t step = run.resume(model, optimizer);
@@ -187,6 +203,14 @@ int train(const Config& c, const std::string& configuration) {
                                                   : 0.0;
   run.save_final(last_step, checkpoint_extra);
   const std::vector<double> idle = run.finish();
+  // Model state (parameters, gradients, optimizer state) and peak resident memory, the
+  // largest over the ranks: what --zero shrinks.
+  const double state_bytes =
+      max_over_ranks(*run.world(), static_cast<double>(model.state_bytes(optimizer)));
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const double peak_rss_mb =
+      max_over_ranks(*run.world(), static_cast<double>(usage.ru_maxrss) / 1024.0);  // KiB
 
   const double accuracy = test_accuracy(model, test_set);
   spdlog::info("done: test accuracy {:.2f}%, train loss {:.4f}, {:.0f} samples/s", 100 * accuracy,
@@ -199,7 +223,10 @@ int train(const Config& c, const std::string& configuration) {
                                  {"threads", c.threads},
                                  {"model", c.model},
                                  {"batch", c.batch},
-                                 {"pp", pp}};
+                                 {"pp", pp},
+                                 {"zero", c.zero},
+                                 {"state_bytes", state_bytes},
+                                 {"peak_rss_mb", peak_rss_mb}};
   strata::programs::add_pipeline_fields(final_record, c.pipeline, idle);
   run.metrics().write_final(final_record);
   return 0;
@@ -217,6 +244,13 @@ int main(int argc, char** argv) {
     add_flags(app, config);
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     strata::programs::check_pipeline_flags(app, config.pipeline);
+    const int pp = config.pipeline.options.pipeline_parallel();
+    STRATA_CHECK(config.zero == 0 || pp == 1, "--zero ", config.zero, " with --pp ", pp,
+                 " is not supported yet (use --zero 0 or --pp 1)");
+    STRATA_CHECK(
+        config.zero == 0 || (config.run.checkpoint_dir.empty() && config.run.resume.empty()),
+        "--zero ", config.zero,
+        " with --checkpoint-dir or --resume is not supported yet (use --zero 0)");
     strata::core::check_fits(
         "--batch " + std::to_string(config.batch) + " of --model " + config.model,
         strata::core::fmnist_training_bytes(config.model, config.batch));

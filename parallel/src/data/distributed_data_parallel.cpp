@@ -2,32 +2,17 @@
 
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <unordered_map>
 
+#include "gradient_buckets.h"
 #include "strata/core/error.h"
 #include "strata/core/parameters.h"
 
 namespace strata::parallel {
 namespace detail {
-
-namespace {
-
-// A tensor sharing `storage` from `offset` with `sizes`, contiguous. Made with set_
-// rather than narrow/view so that it is not an autograd view: optimizers call detach_()
-// on .grad, which autograd views refuse.
-at::Tensor storage_slice(const at::Tensor& buffer, int64_t offset, at::IntArrayRef sizes) {
-  at::Tensor slice = at::empty({0}, buffer.options());
-  slice.set_(buffer.storage(), buffer.storage_offset() + offset, sizes,
-             c10::contiguous_strides(sizes));
-  return slice;
-}
-
-}  // namespace
 
 // Owns the buckets and runs the all-reduces. Autograd hooks hold it weakly, so that a
 // destroyed DistributedDataParallel leaves harmless hooks behind.
@@ -45,17 +30,12 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
 
   void install_hooks() {
     std::weak_ptr<GradientReducer> weak = weak_from_this();
-    for (size_t i = 0; i < params_.size(); ++i) {
-      auto accumulator = torch::autograd::impl::grad_accumulator(params_[i]);
-      const uintptr_t key = accumulator->add_post_hook(std::make_unique<ReadyHook>(weak, i));
-      hooks_.push_back({accumulator, key});
-    }
+    hooks_.install(params_, [weak](size_t i) {
+      if (auto reducer = weak.lock()) reducer->on_gradient_ready(i);
+    });
   }
 
-  void remove_hooks() {
-    for (auto& [accumulator, key] : hooks_) accumulator->del_post_hook(key);
-    hooks_.clear();
-  }
+  void remove_hooks() { hooks_.remove(); }
 
   bool sync_enabled = true;
 
@@ -80,43 +60,13 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
     WorkPtr work;                   // the all-reduce in flight, if launched
   };
 
-  // Called by autograd after a parameter's gradient has been accumulated into .grad.
-  struct ReadyHook : torch::autograd::FunctionPostHook {
-    ReadyHook(std::weak_ptr<GradientReducer> reducer, size_t index)
-        : reducer_(std::move(reducer)), index_(index) {}
-    torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
-                                              const torch::autograd::variable_list&) override {
-      if (auto reducer = reducer_.lock()) reducer->on_gradient_ready(index_);
-      return outputs;
-    }
-    std::weak_ptr<GradientReducer> reducer_;
-    size_t index_;
-  };
-
   void build_buckets(const DistributedDataParallelOptions& options) {
-    STRATA_CHECK(options.bucket_cap_bytes() > 0 && options.first_bucket_cap_bytes() > 0,
-                 "data parallel bucket caps must be positive, got ", options.bucket_cap_bytes(),
-                 " and ", options.first_bucket_cap_bytes());
-    // Reverse registration order approximates the order in which backward produces
-    // gradients. A bucket holds one dtype and closes when it reaches its cap.
-    std::unordered_map<int, size_t> open_bucket;  // dtype -> index of its open bucket
-    std::vector<int64_t> bucket_bytes;
     location_.resize(params_.size());
-    for (size_t i = params_.size(); i-- > 0;) {
-      const at::Tensor& p = params_[i];
-      const int dtype = static_cast<int>(p.scalar_type());
-      auto it = open_bucket.find(dtype);
-      if (it == open_bucket.end()) {
-        it = open_bucket.emplace(dtype, buckets_.size()).first;
-        buckets_.emplace_back();
-        bucket_bytes.push_back(0);
-      }
-      const size_t b = it->second;
-      location_[i] = {b, buckets_[b].params.size()};
-      buckets_[b].params.push_back(i);
-      bucket_bytes[b] += p.numel() * p.element_size();
-      const int64_t cap = b == 0 ? options.first_bucket_cap_bytes() : options.bucket_cap_bytes();
-      if (bucket_bytes[b] >= cap) open_bucket.erase(it);
+    for (auto& indices :
+         assign_buckets(params_, options.bucket_cap_bytes(), options.first_bucket_cap_bytes())) {
+      for (size_t k = 0; k < indices.size(); ++k) location_[indices[k]] = {buckets_.size(), k};
+      buckets_.emplace_back();
+      buckets_.back().params = std::move(indices);
     }
     torch::NoGradGuard no_grad;
     for (auto& bucket : buckets_) {
@@ -136,16 +86,7 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
   // and later accumulations (gradient accumulation, LibTorch 1.13's zero_grad) stay there.
   void move_grad_into_bucket(size_t i) {
     auto [b, k] = location_[i];
-    at::Tensor& view = buckets_[b].views[k];
-    at::Tensor& grad = params_[i].mutable_grad();
-    if (grad.defined() && grad.is_alias_of(view) && grad.data_ptr() == view.data_ptr()) return;
-    torch::NoGradGuard no_grad;
-    if (grad.defined()) {
-      view.copy_(grad);
-    } else {
-      view.zero_();  // unused this step: contributes nothing
-    }
-    grad = view;
+    move_into_slot(params_[i].mutable_grad(), buckets_[b].views[k]);
   }
 
   void on_gradient_ready(size_t i) {
@@ -203,7 +144,7 @@ class GradientReducer : public std::enable_shared_from_this<GradientReducer> {
   c10::optional<at::ScalarType> reduce_dtype_;
   std::vector<Bucket> buckets_;
   std::vector<std::pair<size_t, size_t>> location_;  // param -> (bucket, slot)
-  std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
+  GradientReadyHooks hooks_;
   size_t next_to_launch_ = 0;
   bool finalize_queued_ = false;
 };
@@ -257,32 +198,18 @@ DistributedDataParallel::~DistributedDataParallel() {
   if (expert_reducer_) expert_reducer_->remove_hooks();
 }
 
-namespace {
-// Broadcasts from rank 0 into detached aliases: the backend may write from another
-// thread, where this thread's no-grad mode does not hold.
-void broadcast_from_rank0(Communicator& comm, const std::vector<at::Tensor>& tensors) {
-  std::vector<at::Tensor> data;
-  std::vector<WorkPtr> works;
-  for (const auto& t : tensors) {
-    data.push_back(t.detach());
-    works.push_back(comm.broadcast(data.back(), 0));
-  }
-  for (auto& w : works) w->wait();
-}
-}  // namespace
-
 void DistributedDataParallel::broadcast_state() {
   std::vector<at::Tensor> params;
   for (const auto& p : module_->parameters()) {
     if (!contains(expert_params_, p)) params.push_back(p);
   }
-  broadcast_from_rank0(*comm_, params);
-  if (!expert_params_.empty()) broadcast_from_rank0(*expert_comm_, expert_params_);
+  detail::broadcast_from_rank0(*comm_, params);
+  if (!expert_params_.empty()) detail::broadcast_from_rank0(*expert_comm_, expert_params_);
   broadcast_buffers();
 }
 
 void DistributedDataParallel::broadcast_buffers() {
-  broadcast_from_rank0(*comm_, module_->buffers());
+  detail::broadcast_from_rank0(*comm_, module_->buffers());
 }
 
 DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel& ddp)

@@ -32,9 +32,24 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, Pi
   STRATA_CHECK(grid_.pipeline_size() == (in_process ? 1 : options.pipeline_parallel()),
                "hybrid parallel: a grid of ", grid_.pipeline_size(),
                " pipeline stages, but options for ", options.pipeline_parallel());
+  STRATA_CHECK(options.zero_stage() >= 0 && options.zero_stage() <= 3, "ZeRO stage: got ",
+               options.zero_stage(), ", expected 0, 1, 2 or 3");
+  STRATA_CHECK(options.zero_stage() == 0 || options.pipeline_parallel() == 1, "--zero ",
+               options.zero_stage(), " with --pp ", options.pipeline_parallel(),
+               " is not supported yet (use --zero 0 or --pp 1)");
+  STRATA_CHECK(options.zero_stage() == 0 || expert_parameters_.empty(), "--zero ",
+               options.zero_stage(), " with expert parallelism is not supported yet");
   if (options.pipeline_parallel() == 1) {
     model_ = model;
     if (precision_ == core::Precision::Fp16) loss_scaler_ = std::make_unique<core::LossScaler>();
+  }
+  if (options.pipeline_parallel() == 1 && options.zero_stage() > 0) {
+    zero_ = std::make_unique<ZeroDataParallel>(
+        model.ptr(), grid_.data_parallel(),
+        ZeroOptions()
+            .stage(options.zero_stage())
+            .bucket_cap_bytes(options.pipeline().bucket_cap_bytes()));
+  } else if (options.pipeline_parallel() == 1) {
     ddp_ = std::make_unique<DistributedDataParallel>(
         model.ptr(), grid_.data_parallel(),
         DistributedDataParallelOptions()
@@ -55,7 +70,18 @@ HybridParallel::HybridParallel(torch::nn::Sequential model, ProcessGrid grid, Pi
 HybridParallel::~HybridParallel() = default;
 
 std::vector<at::Tensor> HybridParallel::parameters() const {
+  if (zero_) return zero_->shards();
   return pipeline_ ? pipeline_->parameters() : core::unique_parameters(*model_);
+}
+
+int64_t HybridParallel::state_bytes(const torch::optim::Optimizer& optimizer) const {
+  if (zero_) return zero_->state_bytes(optimizer);
+  // Replicated: every parameter, its gradient and the optimizer's state.
+  int64_t bytes = 0;
+  for (const auto& p : parameters()) {
+    bytes += p.nbytes() + (p.grad().defined() ? p.grad().nbytes() : 0);
+  }
+  return bytes + optimizer_state_bytes(optimizer);
 }
 
 double HybridParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
@@ -84,13 +110,15 @@ std::vector<double> HybridParallel::train_step(const at::Tensor& inputs, const a
     // Until the last pass, the gradients only accumulate; the last backward averages
     // their sum over the replicas.
     std::optional<DistributedDataParallel::NoSyncGuard> no_sync;
-    if (!last) no_sync.emplace(*ddp_);
+    std::optional<ZeroDataParallel::NoSyncGuard> zero_no_sync;
+    if (!last && zero_) zero_no_sync.emplace(*zero_);
+    if (!last && ddp_) no_sync.emplace(*ddp_);
     const at::Tensor loss = [&] {
       core::FlightRecordScope record("forward of a replica's batch");
       at::Tensor output;
       {
         core::AutocastScope autocast(precision_);
-        output = model_->forward(inputs);
+        output = zero_ ? zero_->forward(inputs) : model_->forward(inputs);
       }
       return loss_(core::to_full_precision(output), targets);
     }();
@@ -104,7 +132,11 @@ std::vector<double> HybridParallel::train_step(const at::Tensor& inputs, const a
       // fp16: the gradients (equal on every replica after the all-reduce) are unscaled, and
       // a step whose gradients overflowed is skipped on every rank alike.
       const bool finite = !loss_scaler_ || loss_scaler_->unscale(parameters());
-      if (finite) optimizer.step();
+      if (finite && zero_) {
+        zero_->step(optimizer);  // the shards, then (stages 1, 2) the parameters gathered
+      } else if (finite) {
+        optimizer.step();
+      }
       if (loss_scaler_) loss_scaler_->update(finite);
       core::clear_cast_cache();
     }
@@ -128,7 +160,7 @@ at::Tensor HybridParallel::evaluate(const at::Tensor& inputs) {
   at::Tensor output;
   {
     core::AutocastScope autocast(precision_);
-    output = model_->forward(inputs);
+    output = zero_ ? zero_->forward(inputs) : model_->forward(inputs);
   }
   model_->train(training);
   return precision_ == core::Precision::Fp32 ? output : core::to_full_precision(output);
@@ -137,6 +169,8 @@ at::Tensor HybridParallel::evaluate(const at::Tensor& inputs) {
 void HybridParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
                                      int64_t step, const nlohmann::json& extra) {
   if (pipeline_) return pipeline_->save_checkpoint(path, &optimizer, step, extra);
+  STRATA_CHECK(!zero_, "checkpoints of a --zero ", zero_ ? zero_->stage() : 0,
+               " run are not supported yet (use --zero 0)");
   core::CheckpointContents contents = core::checkpoint_contents(*model_, &optimizer);
   gather_expert_tensors(contents, expert_parameters_, *grid_.expert_parallel());
   if (grid_.rank() == 0) core::write_checkpoint(path, contents, step, extra);
@@ -146,6 +180,8 @@ void HybridParallel::save_checkpoint(const std::string& path, torch::optim::Opti
 int64_t HybridParallel::load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
                                         nlohmann::json* extra) {
   if (pipeline_) return pipeline_->load_checkpoint(path, &optimizer, extra);
+  STRATA_CHECK(!zero_, "resuming a --zero ", zero_ ? zero_->stage() : 0,
+               " run is not supported yet (use --zero 0)");
   return load_checkpoint_with_expert_slices(
       path, *model_, &optimizer, extra, core::CheckpointMatch::Exact, expert_parameters_,
       grid_.expert_parallel_size(), grid_.expert_parallel_rank());

@@ -24,6 +24,7 @@
 
 #include "strata/core/checkpoint.h"
 #include "strata/parallel/data/distributed_data_parallel.h"
+#include "strata/parallel/data/zero_data_parallel.h"
 #include "strata/parallel/pipeline/pipeline_parallel.h"
 
 namespace strata::core {
@@ -44,6 +45,11 @@ struct HybridParallelOptions {
   // averaged over the ranks holding the same experts, gathered whole into checkpoints) act
   // with or without a pipeline.
   TORCH_ARG(PipelineParallelOptions, pipeline) = {};
+  // ZeRO stage of the data parallelism (docs/zero.md): 0 replicates the model state
+  // (DistributedDataParallel), 1-3 shard it over the replicas (ZeroDataParallel; then
+  // parameters() are this rank's shards, for the optimizer). Only with pipeline_parallel 1
+  // and without expert parameters for now.
+  TORCH_ARG(int, zero_stage) = 0;
 };
 
 class HybridParallel {
@@ -92,6 +98,10 @@ class HybridParallel {
   // (such as train_step's loss): the loss of the global batch.
   double mean_over_replicas(double replica_value);
 
+  // The bytes of parameters, gradients and `optimizer`'s state this rank holds now (with a
+  // pipeline: its stage's).
+  int64_t state_bytes(const torch::optim::Optimizer& optimizer) const;
+
   // Replicas: ranks that hold the same part of the model and split the batch.
   int data_parallel_rank() const { return grid_.data_parallel_rank(); }
   int data_parallel_size() const { return grid_.data_parallel_size(); }
@@ -104,6 +114,7 @@ class HybridParallel {
   PipelineLoss loss_;
   torch::nn::Sequential model_;  // the whole model, with pipeline_parallel 1
   std::unique_ptr<DistributedDataParallel> ddp_;
+  std::unique_ptr<ZeroDataParallel> zero_;  // instead of ddp_ with zero_stage > 0
   std::unique_ptr<PipelineParallel> pipeline_;
   core::Precision precision_;
   std::unique_ptr<core::LossScaler> loss_scaler_;  // fp16 (CUDA) only

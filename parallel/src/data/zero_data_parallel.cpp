@@ -1,0 +1,503 @@
+#include "strata/parallel/data/zero_data_parallel.h"
+
+#include <torch/csrc/autograd/engine.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_set>
+
+#include "gradient_buckets.h"
+#include "strata/core/error.h"
+#include "strata/core/parameters.h"
+
+namespace strata::parallel {
+namespace detail {
+
+namespace {
+
+// Frees `t`'s storage in place: every tensor sharing it (the module's parameters, the
+// tensors autograd saved for backward) keeps its shape and sees the memory again once
+// refill() has run, so nothing needs to be re-pointed.
+void release_storage(const at::Tensor& t) { t.storage().unsafeGetStorageImpl()->reset(); }
+
+void refill_storage(const at::Tensor& t, size_t nbytes) {
+  c10::StorageImpl* storage = t.storage().unsafeGetStorageImpl();
+  storage->set_data_ptr_noswap(storage->allocator()->allocate(nbytes));
+  storage->set_nbytes(nbytes);
+}
+
+}  // namespace
+
+// Owns the buckets, the shards and the collectives. Autograd hooks hold it weakly, so that
+// a destroyed ZeroDataParallel leaves harmless hooks behind.
+class ShardedReducer : public std::enable_shared_from_this<ShardedReducer> {
+ public:
+  struct Bucket {
+    std::vector<size_t> params;  // indices into params_
+    int64_t numel = 0;           // before padding
+    int64_t chunk = 0;           // one rank's shard: ceil(numel / world)
+    at::Tensor param_buffer;     // [chunk * world], the full parameters (stage 3: when gathered)
+    at::Tensor shard;            // this rank's parameters: the optimizer's tensor
+    at::Tensor grad_buffer;      // [chunk * world], the full gradients (stages 2, 3: in backward)
+    std::vector<at::Tensor> grad_views;
+    at::Tensor shard_grad;  // [chunk], the averaged gradient of the shard
+    size_t pending = 0;     // gradients not yet ready this backward
+    WorkPtr reduce_work;    // the reduce-scatter in flight
+    WorkPtr gather_work;    // stage 3: the all-gather in flight
+    bool gathered = true;   // stage 3: param_buffer holds the full parameters
+  };
+
+  // `units`: with stage 3, each layer's indices into `params` (in forward order), one
+  // bucket each; otherwise empty and the buckets follow the caps.
+  ShardedReducer(std::vector<at::Tensor> params, std::vector<std::vector<size_t>> units,
+                 CommunicatorPtr comm, const ZeroOptions& options)
+      : params_(std::move(params)), comm_(std::move(comm)), stage_(options.stage()) {
+    std::vector<std::vector<size_t>> buckets;
+    if (stage_ == 3) {
+      buckets.assign(units.rbegin(), units.rend());
+    } else {
+      buckets =
+          assign_buckets(params_, options.bucket_cap_bytes(), options.first_bucket_cap_bytes());
+    }
+    location_.resize(params_.size());
+    const int world = comm_->size();
+    const int rank = comm_->rank();
+    torch::NoGradGuard no_grad;
+    for (auto& indices : buckets) {
+      Bucket bucket;
+      bucket.params = std::move(indices);
+      const at::Tensor& first = params_[bucket.params.front()];
+      for (size_t k = 0; k < bucket.params.size(); ++k) {
+        const at::Tensor& p = params_[bucket.params[k]];
+        STRATA_CHECK(p.scalar_type() == first.scalar_type() && p.device() == first.device(),
+                     "ZeRO stage 3: a layer's parameters must share one dtype and device, got ",
+                     p.scalar_type(), " on ", p.device(), " and ", first.scalar_type(), " on ",
+                     first.device());
+        location_[bucket.params[k]] = {buckets_.size(), k};
+        bucket.numel += p.numel();
+      }
+      bucket.chunk = (bucket.numel + world - 1) / world;
+      // The padding (at most world - 1 elements) stays zero: its gradient is zero, so
+      // SGD, Adam and AdamW leave it zero.
+      bucket.param_buffer = at::zeros({bucket.chunk * world}, first.options());
+      int64_t offset = 0;
+      for (size_t i : bucket.params) {
+        at::Tensor& p = params_[i];
+        bucket.param_buffer.narrow(0, offset, p.numel()).copy_(p.reshape({-1}));
+        const std::vector<int64_t> sizes = p.sizes().vec();  // set_ replaces p's own
+        p.set_(bucket.param_buffer.storage(), offset, sizes, c10::contiguous_strides(sizes));
+        offset += p.numel();
+      }
+      if (stage_ == 3) {
+        bucket.shard = bucket.param_buffer.narrow(0, rank * bucket.chunk, bucket.chunk).clone();
+      } else {
+        bucket.shard = storage_slice(bucket.param_buffer, rank * bucket.chunk, {bucket.chunk});
+      }
+      bucket.shard.requires_grad_(true);
+      bucket.shard_grad = at::zeros({bucket.chunk}, first.options());
+      bucket.shard.mutable_grad() = bucket.shard_grad;
+      bucket.pending = bucket.params.size();
+      buckets_.push_back(std::move(bucket));
+    }
+    if (stage_ == 1) {
+      for (auto& bucket : buckets_) allocate_gradients(bucket);
+    }
+    if (stage_ == 3) release_all();
+  }
+
+  void install_hooks() {
+    std::weak_ptr<ShardedReducer> weak = weak_from_this();
+    hooks_.install(params_, [weak](size_t i) {
+      if (auto reducer = weak.lock()) reducer->on_gradient_ready(i);
+    });
+  }
+  void remove_hooks() { hooks_.remove(); }
+
+  bool sync_enabled = true;
+  std::vector<Bucket>& buckets() { return buckets_; }
+  const std::vector<Bucket>& buckets() const { return buckets_; }
+
+  std::vector<at::Tensor> shards() const {
+    std::vector<at::Tensor> shards;
+    for (const auto& bucket : buckets_) shards.push_back(bucket.shard);
+    return shards;
+  }
+
+  // Stage 3: starts gathering bucket b's full parameters, unless they are there or coming.
+  void start_gather(size_t b) {
+    Bucket& bucket = buckets_[b];
+    if (bucket.gathered || bucket.gather_work) return;
+    refill_storage(bucket.param_buffer,
+                   bucket.param_buffer.numel() * bucket.param_buffer.element_size());
+    at::Tensor rows = bucket.param_buffer.view({comm_->size(), bucket.chunk});
+    bucket.gather_work = comm_->allgather(bucket.shard.detach(), rows);
+  }
+  void wait_gather(size_t b) {
+    Bucket& bucket = buckets_[b];
+    start_gather(b);
+    if (bucket.gather_work) {
+      bucket.gather_work->wait();
+      bucket.gather_work.reset();
+    }
+    bucket.gathered = true;
+  }
+  void release(size_t b) {
+    Bucket& bucket = buckets_[b];
+    if (bucket.gather_work) wait_gather(b);  // never free memory a collective writes to
+    if (!bucket.gathered) return;
+    release_storage(bucket.param_buffer);
+    bucket.gathered = false;
+  }
+  void release_all() {
+    for (size_t b = 0; b < buckets_.size(); ++b) release(b);
+  }
+  void gather_all() {
+    for (size_t b = 0; b < buckets_.size(); ++b) start_gather(b);
+    for (size_t b = 0; b < buckets_.size(); ++b) wait_gather(b);
+  }
+
+  // Stages 1, 2: after the optimizer stepped the shards (views of param_buffer), every
+  // rank's shard into every rank's param_buffer.
+  void allgather_parameters() {
+    std::vector<WorkPtr> works;
+    std::vector<at::Tensor> sends;  // the shard aliases a row of the output: send a copy
+    for (auto& bucket : buckets_) {
+      sends.push_back(bucket.shard.detach().clone());
+      at::Tensor rows = bucket.param_buffer.view({comm_->size(), bucket.chunk});
+      works.push_back(comm_->allgather(sends.back(), rows));
+    }
+    for (auto& w : works) w->wait();
+  }
+
+  void zero_grad() {
+    torch::NoGradGuard no_grad;
+    for (auto& bucket : buckets_) {
+      bucket.shard_grad.zero_();
+      // Gradients accumulated outside the bucket (under no_sync, before it existed) go too.
+      for (size_t k = 0; k < bucket.params.size(); ++k) {
+        at::Tensor& p = params_[bucket.params[k]];
+        const bool in_slot = !bucket.grad_views.empty() && p.grad().defined() &&
+                             p.grad().data_ptr() == bucket.grad_views[k].data_ptr();
+        if (p.grad().defined() && !in_slot) p.mutable_grad().reset();
+      }
+      if (stage_ == 1) {
+        bucket.grad_buffer.zero_();
+      } else {
+        free_gradients(bucket);
+      }
+    }
+  }
+
+ private:
+  void allocate_gradients(Bucket& bucket) {
+    if (bucket.grad_buffer.defined()) return;
+    torch::NoGradGuard no_grad;
+    bucket.grad_buffer = at::zeros_like(bucket.param_buffer);
+    int64_t offset = 0;
+    for (size_t i : bucket.params) {
+      bucket.grad_views.push_back(storage_slice(bucket.grad_buffer, offset, params_[i].sizes()));
+      // Backward accumulates into the slot from now on (unless a gradient already exists:
+      // move_grad_into_bucket copies that one in).
+      if (!params_[i].grad().defined()) params_[i].mutable_grad() = bucket.grad_views.back();
+      offset += params_[i].numel();
+    }
+  }
+  void free_gradients(Bucket& bucket) {
+    for (size_t i : bucket.params) {
+      if (params_[i].grad().defined()) params_[i].mutable_grad().reset();
+    }
+    bucket.grad_views.clear();
+    bucket.grad_buffer.reset();
+  }
+
+  // Makes params_[i].grad live in its bucket slot, so that the reduce-scatter reads the
+  // flat buffer and later accumulations stay there.
+  void move_grad_into_bucket(size_t i) {
+    auto [b, k] = location_[i];
+    Bucket& bucket = buckets_[b];
+    allocate_gradients(bucket);
+    move_into_slot(params_[i].mutable_grad(), bucket.grad_views[k]);
+  }
+
+  void on_gradient_ready(size_t i) {
+    if (!finalize_queued_) {
+      // Runs when this backward pass ends, on the thread that called backward.
+      std::weak_ptr<ShardedReducer> weak = weak_from_this();
+      torch::autograd::Engine::get_default_engine().queue_callback([weak] {
+        if (auto reducer = weak.lock()) reducer->finish_backward();
+      });
+      finalize_queued_ = true;
+    }
+    const size_t b = location_[i].first;
+    Bucket& bucket = buckets_[b];
+    STRATA_CHECK(bucket.pending > 0, "ZeRO: parameter ", i,
+                 " received its gradient twice in one backward pass");
+    --bucket.pending;
+    if (sync_enabled) {
+      move_grad_into_bucket(i);
+      launch_ready_buckets(/*force=*/false);
+    }
+    // The layer's backward is over: its full parameters are not needed until the next
+    // forward.
+    if (stage_ == 3 && bucket.pending == 0) release(b);
+    // MPI's non-blocking collectives progress only inside MPI calls: poll the ones in flight.
+    for (size_t k = 0; k < next_to_launch_; ++k) buckets_[k].reduce_work->is_completed();
+  }
+
+  // Launches buckets strictly in index order, so every rank issues the same sequence of
+  // collectives even if its gradients arrive in another order.
+  void launch_ready_buckets(bool force) {
+    torch::NoGradGuard no_grad;
+    while (next_to_launch_ < buckets_.size()) {
+      Bucket& bucket = buckets_[next_to_launch_];
+      if (bucket.pending > 0 && !force) break;
+      for (size_t i : bucket.params) move_grad_into_bucket(i);
+      bucket.grad_buffer.div_(comm_->size());
+      at::Tensor rows = bucket.grad_buffer.view({comm_->size(), bucket.chunk});
+      bucket.reduce_work = comm_->reduce_scatter(rows, bucket.shard_grad, ReduceOp::Sum);
+      ++next_to_launch_;
+    }
+  }
+
+  void finish_backward() {
+    finalize_queued_ = false;
+    if (sync_enabled) {
+      // Parameters that got no gradient in this backward (unused paths) count as zero, as
+      // long as every rank reduces every bucket.
+      launch_ready_buckets(/*force=*/true);
+      torch::NoGradGuard no_grad;
+      for (auto& bucket : buckets_) {
+        bucket.reduce_work->wait();
+        bucket.reduce_work.reset();
+        // The full gradients are reduced into the shard: stage 1 keeps the buffer for the
+        // next backward to accumulate into, stages 2 and 3 free it.
+        if (stage_ == 1) {
+          bucket.grad_buffer.zero_();
+        } else {
+          free_gradients(bucket);
+        }
+      }
+      next_to_launch_ = 0;
+    }
+    for (auto& bucket : buckets_) bucket.pending = bucket.params.size();
+    if (stage_ == 3) release_all();
+  }
+
+  std::vector<at::Tensor> params_;
+  CommunicatorPtr comm_;
+  int stage_;
+  std::vector<Bucket> buckets_;
+  std::vector<std::pair<size_t, size_t>> location_;  // param -> (bucket, slot)
+  GradientReadyHooks hooks_;
+  size_t next_to_launch_ = 0;
+  bool finalize_queued_ = false;
+};
+
+}  // namespace detail
+
+namespace {
+
+int64_t allocated_bytes(const at::Tensor& t) {
+  return t.defined() && t.storage().data() != nullptr ? t.numel() * t.element_size() : 0;
+}
+
+}  // namespace
+
+int64_t optimizer_state_bytes(const torch::optim::Optimizer& optimizer) {
+  int64_t bytes = 0;
+  const auto add = [&](const at::Tensor& t) {
+    if (t.defined()) bytes += t.numel() * t.element_size();
+  };
+  for (const auto& item : optimizer.state()) {
+    const torch::optim::OptimizerParamState* state = item.second.get();
+    if (const auto* s = dynamic_cast<const torch::optim::SGDParamState*>(state)) {
+      add(s->momentum_buffer());
+    } else if (const auto* s = dynamic_cast<const torch::optim::AdamParamState*>(state)) {
+      add(s->exp_avg()), add(s->exp_avg_sq()), add(s->max_exp_avg_sq());
+    } else if (const auto* s = dynamic_cast<const torch::optim::AdamWParamState*>(state)) {
+      add(s->exp_avg()), add(s->exp_avg_sq()), add(s->max_exp_avg_sq());
+    } else if (const auto* s = dynamic_cast<const torch::optim::AdagradParamState*>(state)) {
+      add(s->sum());
+    } else if (const auto* s = dynamic_cast<const torch::optim::RMSpropParamState*>(state)) {
+      add(s->square_avg()), add(s->momentum_buffer()), add(s->grad_avg());
+    }
+  }
+  return bytes;
+}
+
+ZeroDataParallel::ZeroDataParallel(std::shared_ptr<torch::nn::Module> module, CommunicatorPtr comm,
+                                   const OptimizerFactory& make_optimizer, ZeroOptions options)
+    : module_(std::move(module)), comm_(std::move(comm)), options_(options) {
+  STRATA_CHECK(module_ != nullptr, "ZeroDataParallel: module is null");
+  STRATA_CHECK(comm_ != nullptr, "ZeroDataParallel: communicator is null");
+  STRATA_CHECK(options_.stage() >= 1 && options_.stage() <= 3, "ZeRO stage: got ", options_.stage(),
+               ", expected 1, 2 or 3 (0 is DistributedDataParallel)");
+  // Each tensor once: a tied weight has one gradient, reduced once.
+  std::vector<at::Tensor> params;
+  for (const auto& p : core::unique_parameters(*module_)) {
+    if (p.requires_grad()) params.push_back(p);
+  }
+  STRATA_CHECK(!params.empty(), "ZeroDataParallel: the module has no trainable parameters");
+  std::vector<std::vector<size_t>> units;
+  if (options_.stage() == 3) {
+    auto* sequential = dynamic_cast<torch::nn::SequentialImpl*>(module_.get());
+    STRATA_CHECK(sequential != nullptr,
+                 "ZeRO stage 3: the module must be a torch::nn::Sequential (its layers are "
+                 "gathered one at a time), got ",
+                 module_->name());
+    std::unordered_set<const void*> seen;
+    unit_of_layer_.assign(sequential->size(), -1);
+    for (size_t layer = 0; layer < sequential->size(); ++layer) {
+      std::vector<size_t> unit;
+      for (const auto& p : core::unique_parameters(*sequential->ptr(layer))) {
+        if (!p.requires_grad()) continue;
+        STRATA_CHECK(seen.insert(p.unsafeGetTensorImpl()).second,
+                     "ZeRO stage 3: a parameter of layer ", layer,
+                     " is shared with an earlier layer (tied weights): not supported yet, use "
+                     "stage 1 or 2");
+        const auto it = std::find_if(params.begin(), params.end(),
+                                     [&](const at::Tensor& q) { return q.is_same(p); });
+        unit.push_back(static_cast<size_t>(it - params.begin()));
+      }
+      if (!unit.empty()) {
+        unit_of_layer_[layer] = static_cast<int>(units.size());
+        units.push_back(std::move(unit));
+      }
+    }
+    num_units_ = units.size();
+  }
+  detail::broadcast_from_rank0(*comm_, module_->parameters());
+  detail::broadcast_from_rank0(*comm_, module_->buffers());
+  reducer_ = std::make_shared<detail::ShardedReducer>(std::move(params), std::move(units), comm_,
+                                                      options_);
+  reducer_->install_hooks();
+  if (make_optimizer) {
+    optimizer_ = make_optimizer(reducer_->shards());
+    STRATA_CHECK(optimizer_ != nullptr, "ZeroDataParallel: the optimizer factory returned null");
+  }
+}
+
+ZeroDataParallel::ZeroDataParallel(std::shared_ptr<torch::nn::Module> module, CommunicatorPtr comm,
+                                   ZeroOptions options)
+    : ZeroDataParallel(std::move(module), std::move(comm), OptimizerFactory(), options) {}
+
+torch::optim::Optimizer& ZeroDataParallel::optimizer() {
+  STRATA_CHECK(optimizer_ != nullptr,
+               "ZeroDataParallel: constructed without an optimizer factory (pass yours to step)");
+  return *optimizer_;
+}
+
+ZeroDataParallel::~ZeroDataParallel() { reducer_->remove_hooks(); }
+
+at::Tensor ZeroDataParallel::forward(const at::Tensor& input) {
+  auto* sequential = dynamic_cast<torch::nn::SequentialImpl*>(module_.get());
+  STRATA_CHECK(sequential != nullptr,
+               "ZeroDataParallel::forward: the module must be a torch::nn::Sequential, got ",
+               module_->name(), " (call its forward directly with stages 1 and 2)");
+  if (options_.stage() != 3) return sequential->forward(input);
+  // Bucket b holds unit num_units_ - 1 - b (buckets are in backward order).
+  const auto bucket_of_unit = [&](int unit) { return num_units_ - 1 - static_cast<size_t>(unit); };
+  std::weak_ptr<detail::ShardedReducer> weak = reducer_;
+  at::Tensor x = input;
+  size_t layer = 0;
+  for (auto& child : *sequential) {
+    const int unit = unit_of_layer_[layer++];
+    if (unit < 0) {
+      x = child.forward(x);
+      continue;
+    }
+    const size_t b = bucket_of_unit(unit);
+    reducer_->wait_gather(b);
+    if (static_cast<size_t>(unit) + 1 < num_units_) reducer_->start_gather(b - 1);
+    x = child.forward(x);
+    if (x.requires_grad()) {
+      // Before this layer's backward: its parameters again, and the layer below's on the way.
+      const size_t below = unit > 0 ? b + 1 : b;
+      x.register_hook([weak, b, below](const at::Tensor&) {
+        if (auto reducer = weak.lock()) {
+          reducer->wait_gather(b);
+          reducer->start_gather(below);
+        }
+      });
+    }
+    reducer_->release(b);
+  }
+  return x;
+}
+
+void ZeroDataParallel::zero_grad() { reducer_->zero_grad(); }
+
+void ZeroDataParallel::step() { step(optimizer()); }
+
+void ZeroDataParallel::step(torch::optim::Optimizer& optimizer) {
+  optimizer.step();
+  if (options_.stage() == 3) {
+    reducer_->release_all();  // gathered copies are stale now
+  } else {
+    reducer_->allgather_parameters();
+  }
+}
+
+double ZeroDataParallel::clip_grad_norm(double max_norm) {
+  torch::NoGradGuard no_grad;
+  at::Tensor sum = at::zeros({1}, at::kDouble);
+  for (const auto& bucket : reducer_->buckets()) {
+    sum += bucket.shard_grad.to(at::kDouble).square().sum().cpu();
+  }
+  comm_->allreduce(sum)->wait();
+  const double norm = std::sqrt(sum.item<double>());
+  // As torch::nn::utils::clip_grad_norm_: the epsilon keeps a zero norm finite.
+  const double coefficient = max_norm / (norm + 1e-6);
+  if (max_norm > 0 && coefficient < 1) {
+    for (auto& bucket : reducer_->buckets()) bucket.shard_grad.mul_(coefficient);
+  }
+  return norm;
+}
+
+void ZeroDataParallel::gather_parameters() {
+  if (options_.stage() == 3) reducer_->gather_all();
+}
+
+void ZeroDataParallel::release_parameters() {
+  if (options_.stage() == 3) reducer_->release_all();
+}
+
+ZeroDataParallel::NoSyncGuard::NoSyncGuard(ZeroDataParallel& zero)
+    : zero_(zero), previous_(zero.reducer_->sync_enabled) {
+  zero_.reducer_->sync_enabled = false;
+}
+
+ZeroDataParallel::NoSyncGuard::~NoSyncGuard() { zero_.reducer_->sync_enabled = previous_; }
+
+int64_t ZeroDataParallel::num_buckets() const {
+  return static_cast<int64_t>(reducer_->buckets().size());
+}
+
+std::vector<int64_t> ZeroDataParallel::bucket_numels() const {
+  std::vector<int64_t> numels;
+  for (const auto& bucket : reducer_->buckets()) numels.push_back(bucket.numel);
+  return numels;
+}
+
+std::vector<at::Tensor> ZeroDataParallel::shards() const { return reducer_->shards(); }
+
+int64_t ZeroDataParallel::state_bytes() const {
+  STRATA_CHECK(optimizer_ != nullptr, "ZeroDataParallel: constructed without an optimizer factory");
+  return state_bytes(*optimizer_);
+}
+
+int64_t ZeroDataParallel::state_bytes(const torch::optim::Optimizer& optimizer) const {
+  int64_t bytes = optimizer_state_bytes(optimizer);
+  for (const auto& bucket : reducer_->buckets()) {
+    bytes += allocated_bytes(bucket.param_buffer) + allocated_bytes(bucket.grad_buffer) +
+             allocated_bytes(bucket.shard_grad);
+    if (options_.stage() == 3) bytes += allocated_bytes(bucket.shard);
+  }
+  for (const auto& p : module_->parameters()) {
+    if (!p.requires_grad()) bytes += allocated_bytes(p);
+  }
+  return bytes;
+}
+
+}  // namespace strata::parallel
