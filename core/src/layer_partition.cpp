@@ -60,8 +60,8 @@ void LayerCostTable::check() const {
       STRATA_CHECK(rows[s].size() == n, "layer cost table ", what, "[", s, "]: got ",
                    rows[s].size(), " layers, expected ", n);
       for (size_t l = 0; l < n; ++l)
-        STRATA_CHECK(std::isfinite(rows[s][l]) && rows[s][l] >= 0, "layer cost table ", what,
-                     "[", s, "][", l, "]: got ", rows[s][l], ", expected a finite value >= 0");
+        STRATA_CHECK(std::isfinite(rows[s][l]) && rows[s][l] >= 0, "layer cost table ", what, "[",
+                     s, "][", l, "]: got ", rows[s][l], ", expected a finite value >= 0");
     }
   };
   check_rows(layer, "layer", false);

@@ -113,13 +113,21 @@ TEST(LayerPartition, RefusesBadTables) {
   };
   EXPECT_THAT(message([] { partition_layers(LayerCostTable::uniform({1}, 2)); }),
               HasSubstr("cannot split 1 layers into 2 stages"));
-  EXPECT_THAT(message([] { partition_layers(LayerCostTable{{{1, 2}, {1}}, {}, {}}); }),
+  EXPECT_THAT(message([] {
+                partition_layers(LayerCostTable{{{1, 2}, {1}}, {}, {}});
+              }),
               HasSubstr("layer cost table layer[1]: got 1 layers, expected 2"));
-  EXPECT_THAT(message([] { partition_layers(LayerCostTable{{{1, 2}}, {{0, 0}, {0, 0}}, {}}); }),
+  EXPECT_THAT(message([] {
+                partition_layers(LayerCostTable{{{1, 2}}, {{0, 0}, {0, 0}}, {}});
+              }),
               HasSubstr("enter: got rows for 2 stages, expected 1"));
-  EXPECT_THAT(message([] { partition_layers(LayerCostTable::uniform({1, -1}, 1)); }),
+  EXPECT_THAT(message([] {
+                partition_layers(LayerCostTable::uniform({1, -1}, 1));
+              }),
               HasSubstr("layer[0][1]: got -1, expected a finite value >= 0"));
-  EXPECT_THAT(message([] { stage_costs(LayerCostTable::uniform({1, 1, 1}, 2), {1, 1}); }),
+  EXPECT_THAT(message([] {
+                stage_costs(LayerCostTable::uniform({1, 1, 1}, 2), {1, 1});
+              }),
               HasSubstr("balance: got 2 layers in all, expected 3"));
 }
 

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "strata/core/checkpoint.h"
@@ -535,8 +536,9 @@ void PipelineParallel::adapt(torch::optim::Optimizer* optimizer) {
   }
   window_times_.clear();
   const int64_t step = steps_;
-  const bool moved =
-      rebalance(agree_on_layer_times(median), optimizer, step, options_.adaptive_min_gain());
+  std::vector<double> costs = agree_on_layer_times(median);
+  if (options_.adaptive_costs()) costs = options_.adaptive_costs()(costs);
+  const bool moved = rebalance(costs, optimizer, step, options_.adaptive_min_gain());
   // After a move the new stages warm up again before they are measured.
   adaptive_steps_ = 0;
   done_adapting_ = !moved || ++adaptive_round_ >= options_.adaptive_rounds();
@@ -556,7 +558,24 @@ bool PipelineParallel::rebalance(const std::vector<double>& layer_times,
     return *std::max_element(costs.begin(), costs.end());
   };
   const double now = slowest(current), then = slowest(best);
-  if (best == current || now - then < min_gain * now) return false;
+  if (grid_.rank() == 0) {
+    std::string ms;
+    for (double t : layer_times) ms += fmt::format("{}{:.3f}", ms.empty() ? "" : " ", t * 1e3);
+    spdlog::info("adaptive balance at step {}: layer times (ms per micro-batch) {}", step, ms);
+  }
+  if (best == current || now - then < min_gain * now) {
+    if (grid_.rank() == 0 && best == current)
+      spdlog::info(
+          "adaptive balance at step {}: split {} kept, the best (slowest stage {:.3f} ms "
+          "per micro-batch)",
+          step, join_counts(current), now * 1e3);
+    else if (grid_.rank() == 0)
+      spdlog::info(
+          "adaptive balance at step {}: split {} kept (best {}: slowest stage {:.3f} -> {:.3f} ms "
+          "per micro-batch, under the {:.0f}% that moves)",
+          step, join_counts(current), join_counts(best), now * 1e3, then * 1e3, min_gain * 100);
+    return false;
+  }
   repartition(best, optimizer);
   if (grid_.rank() == 0)
     spdlog::info(

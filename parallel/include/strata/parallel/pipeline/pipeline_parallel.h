@@ -73,6 +73,12 @@ struct PipelineParallelOptions {
   TORCH_ARG(int, adaptive_rounds) = 3;
   // The least improvement of the slowest stage's predicted time that makes a move.
   TORCH_ARG(double, adaptive_min_gain) = 0.05;
+  // When set, turns each window's measured layer times (seconds per micro-batch, the same
+  // on every rank) into the table the decision uses: a cost model's correction, or a
+  // test's known costs (sleeps are not exact on a busy machine). Must return the same
+  // table on every rank.
+  TORCH_ARG(std::function<std::vector<double>(const std::vector<double>&)>,
+            adaptive_costs) = nullptr;
   // Bucket size of the data-parallel gradient all-reduce.
   TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
   // Bytes of optimizer state per parameter byte, for the partitioner's memory model.
