@@ -94,6 +94,15 @@ struct Outcome {
   std::vector<int64_t> final_balance;
 };
 
+// The parameters and optimizer state (momentum; Adam's moments and step) of two
+// checkpoints, tensor by tensor, exactly.
+void expect_same_tensors(const std::string& want, const std::string& got) {
+  EXPECT_THAT(strata::test::tensor_differences(
+                  strata::test::checkpoint_tensors(want, {"parameter", "optimizer"}),
+                  strata::test::checkpoint_tensors(got, {"parameter", "optimizer"})),
+              ::testing::IsEmpty());
+}
+
 constexpr int kSteps = 6;
 constexpr int kMoveAfter = 2;  // rebalance() after this many steps
 
@@ -154,11 +163,7 @@ TEST(AdaptiveBalance, MovedLayersTrainOnAsIfTheSplitHadBeenRightFromTheStart) {
       for (size_t k = 0; k < want.losses.size(); ++k)
         EXPECT_EQ(got.losses[k], want.losses[k]) << "step " << k;
       // Parameters and optimizer state (momentum; Adam's moments and step) as if never moved.
-      EXPECT_THAT(
-          strata::test::tensor_differences(
-              strata::test::checkpoint_tensors(dir.path() + "/right", {"parameter", "optimizer"}),
-              strata::test::checkpoint_tensors(dir.path() + "/moved", {"parameter", "optimizer"})),
-          ::testing::IsEmpty());
+      expect_same_tensors(dir.path() + "/right", dir.path() + "/moved");
     }
   }
 }
@@ -174,11 +179,7 @@ TEST(AdaptiveBalance, InProcessPipelineMovesToo) {
   const Outcome got = train(2, 1, "1,7", Optim::Adam, &costs, dir.path() + "/moved", false, true);
   EXPECT_EQ(got.final_balance, best);
   EXPECT_EQ(got.losses, want.losses);
-  EXPECT_THAT(
-      strata::test::tensor_differences(
-          strata::test::checkpoint_tensors(dir.path() + "/right", {"parameter", "optimizer"}),
-          strata::test::checkpoint_tensors(dir.path() + "/moved", {"parameter", "optimizer"})),
-      ::testing::IsEmpty());
+  expect_same_tensors(dir.path() + "/right", dir.path() + "/moved");
 }
 
 // The same under mpirun: the moving layers travel between processes.
@@ -196,10 +197,7 @@ TEST(MpiAdaptiveBalance, MovedLayersTrainOnAsIfTheSplitHadBeenRightFromTheStart)
   const Outcome got = train(pp, dp, "1,7", Optim::Adam, &costs, dir + "/moved", true);
   EXPECT_EQ(got.final_balance, best);
   EXPECT_EQ(got.losses, want.losses);
-  EXPECT_THAT(strata::test::tensor_differences(
-                  strata::test::checkpoint_tensors(dir + "/right", {"parameter", "optimizer"}),
-                  strata::test::checkpoint_tensors(dir + "/moved", {"parameter", "optimizer"})),
-              ::testing::IsEmpty());
+  expect_same_tensors(dir + "/right", dir + "/moved");
   run_mpi([&](Communicator& comm) {
     comm.barrier()->wait();  // every rank has read them
     if (comm.rank() == 0) std::filesystem::remove_all(dir);
