@@ -11,6 +11,7 @@
 #include "strata/accel/simulator.h"
 #include "strata/accel/to_device.h"
 #include "strata/core/error.h"
+#include "strata/core/layer_partition.h"
 
 namespace strata::accel {
 
@@ -47,52 +48,10 @@ std::vector<int64_t> balance_stages(const std::vector<std::vector<double>>& cost
 std::vector<int64_t> balance_stages(const std::vector<std::vector<double>>& costs,
                                     const std::vector<std::vector<double>>& enter,
                                     const std::vector<std::vector<double>>& leave) {
-  const size_t stages = costs.size();
-  STRATA_CHECK(stages > 0, "balance_stages: no stages");
-  const size_t n = costs[0].size();
-  for (const auto& row : costs)
-    STRATA_CHECK(row.size() == n, "balance_stages: cost rows of ", row.size(), " and ", n,
-                 " layers");
-  STRATA_CHECK(n >= stages, "balance_stages: ", n, " layers cannot fill ", stages,
-               " stages (each needs at least one)");
-  for (const auto* m : {&enter, &leave}) {
-    STRATA_CHECK(m->empty() || m->size() == stages, "balance_stages: cut costs for ", m->size(),
-                 " stages, expected ", stages);
-    for (const auto& row : *m)
-      STRATA_CHECK(row.size() == n, "balance_stages: cut cost rows of ", row.size(), " and ", n,
-                   " layers");
-  }
-  // Stage s holding layers [i, j): its layers, plus receiving its input and its gradient.
-  const auto cut = [&](size_t s, size_t i, size_t j) {
-    double c = 0;
-    if (!enter.empty() && i > 0) c += enter[s][i];
-    if (!leave.empty() && j < n) c += leave[s][j];
-    return c;
-  };
-  // best[s][j]: the smallest largest-stage cost of layers [0, j) on stages [0, s].
-  const double inf = std::numeric_limits<double>::infinity();
-  std::vector<std::vector<double>> best(stages, std::vector<double>(n + 1, inf));
-  std::vector<std::vector<size_t>> start(stages, std::vector<size_t>(n + 1, 0));
-  double sum = 0;
-  for (size_t j = 1; j <= n; ++j) best[0][j] = (sum += costs[0][j - 1]) + cut(0, 0, j);
-  for (size_t s = 1; s < stages; ++s) {
-    for (size_t j = s + 1; j <= n; ++j) {
-      double stage = 0;  // layers [i, j) on stage s
-      for (size_t i = j; i-- > s;) {
-        stage += costs[s][i];
-        const double worst = std::max(best[s - 1][i], stage + cut(s, i, j));
-        if (worst < best[s][j]) best[s][j] = worst, start[s][j] = i;
-      }
-    }
-  }
-  std::vector<int64_t> balance(stages);
-  size_t end = n;
-  for (size_t s = stages; s-- > 0;) {
-    const size_t begin = s == 0 ? 0 : start[s][end];
-    balance[s] = static_cast<int64_t>(end - begin);
-    end = begin;
-  }
-  return balance;
+  // Among equally good splits, the last stage starts as late as possible (as before the
+  // program moved to core).
+  return core::partition_layers(core::LayerCostTable{costs, enter, leave},
+                                core::PartitionTies::LatestCut);
 }
 
 std::vector<int64_t> layer_input_bytes(torch::nn::Sequential& model, const at::Tensor& x) {

@@ -1,4 +1,5 @@
 #include "strata/core/checkpoint.h"
+#include "strata/core/checkpoint_restore.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -584,6 +585,46 @@ int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
   }
   if (extra != nullptr) *extra = manifest.extra;
   return manifest.step;
+}
+
+void restore_checkpoint_contents(const CheckpointContents& contents, torch::nn::Module& model,
+                                 torch::optim::Optimizer* optimizer) {
+  std::unordered_map<std::string, const CheckpointTensor*> by_name;
+  for (const CheckpointTensor& t : contents.tensors) by_name.emplace(t.name, &t);
+  const std::vector<CheckpointTensor> live = model_tensors(model);
+  for (const CheckpointTensor& item : live) {
+    const auto it = by_name.find(item.name);
+    STRATA_CHECK(it != by_name.end(), "restoring ", item.kind, " '", item.name,
+                 "': no tensor of that name among the ", contents.tensors.size(), " given");
+    STRATA_CHECK(it->second->tensor.sizes() == item.tensor.sizes(), "restoring ", item.kind, " '",
+                 item.name, "': got shape ", it->second->tensor.sizes(), ", expected ",
+                 item.tensor.sizes());
+  }
+  std::optional<OptimizerKind> kind;
+  std::vector<std::pair<std::string, at::Tensor>> opt_params;
+  std::map<std::string, StateFields> state;
+  if (optimizer != nullptr) {
+    kind = detail::optimizer_kind(*optimizer);
+    opt_params = optimizer_parameters(*optimizer, model);
+    for (const auto& [name, param] : opt_params) {
+      const std::string prefix = kOptimizerPrefix + name + "/";
+      for (const CheckpointTensor& t : contents.tensors)
+        if (t.kind == "optimizer" && t.name.compare(0, prefix.size(), prefix) == 0)
+          state[name][t.name.substr(prefix.size())] = t.tensor;
+      if (state.count(name)) detail::check_param_state(*kind, name, param, state.at(name));
+    }
+  }
+  {
+    torch::NoGradGuard no_grad;
+    for (const CheckpointTensor& item : live) item.tensor.copy_(by_name.at(item.name)->tensor);
+  }
+  if (optimizer != nullptr) {
+    optimizer->state().clear();
+    for (const auto& [name, param] : opt_params) {
+      const auto it = state.find(name);
+      if (it != state.end()) detail::set_param_state(*optimizer, *kind, param, it->second);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- paths

@@ -63,8 +63,10 @@ void add_pipeline_flags(CLI::App& app, PipelineFlags& f) {
                    {"always", Recompute::Always},
                    {"except_last", Recompute::ExceptLast}},
                   "Activation recomputation");
-  app.add_option("--balance", pipeline.balance(),
-                 "Stage split: params, time, memory, auto, or layers per stage (e.g. 3,5)");
+  app.add_option(
+      "--balance", pipeline.balance(),
+      "Stage split: params, time, memory, auto, adaptive (time, then re-split from the running "
+      "pipeline's layer times), or layers per stage (e.g. 3,5)");
   app.add_option("--devices", f.devices_list,
                  "Device of each stage, or one for all: cpu, accel:<preset or spec file> (a "
                  "simulated accelerator), cuda:<i>. Without mpirun the stages run in one "

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "strata/core/error.h"
+#include "strata/core/layer_partition.h"
 
 namespace strata::parallel {
 namespace {
@@ -102,38 +103,10 @@ int64_t memory_of(const LayerSums& sums, int64_t b, int64_t e, int64_t stage,
   return static_cast<int64_t>(std::llround(state)) + sums.activation_bytes(b, e) * held;
 }
 
-// cost(stage, begin, end) of one stage; kInfinity where a stage is not allowed.
-using StageCost = std::function<double(int64_t, int64_t, int64_t)>;
-
-// The first layer of every stage, for the split of n layers into k stages whose largest
-// stage cost is smallest; empty when every split has an infinite cost.
-// best[s][j] is that smallest largest cost for layers [0, j) on stages 0..s, and
-// start[s][j] where stage s begins in it. Scanning starts upward with a strict "<" gives
-// the earliest start among ties, so equal inputs always give the same split.
-std::vector<int64_t> min_max_split(int64_t n, int64_t k, const StageCost& cost) {
-  std::vector<std::vector<double>> best(k, std::vector<double>(n + 1, kInfinity));
-  std::vector<std::vector<int64_t>> start(k, std::vector<int64_t>(n + 1, 0));
-  for (int64_t j = 1; j <= n; ++j) best[0][j] = cost(0, 0, j);
-  for (int64_t s = 1; s < k; ++s) {
-    // Stage s ends at j and leaves at least one layer for each stage after it.
-    for (int64_t j = s + 1; j <= n - (k - 1 - s); ++j) {
-      for (int64_t i = s; i < j; ++i) {
-        if (best[s - 1][i] == kInfinity) continue;
-        const double c = std::max(best[s - 1][i], cost(s, i, j));
-        if (c < best[s][j]) {
-          best[s][j] = c;
-          start[s][j] = i;
-        }
-      }
-    }
-  }
-  if (best[k - 1][n] == kInfinity) return {};
-  std::vector<int64_t> begins(k, 0);
-  for (int64_t s = k - 1, j = n; s > 0; --s) {
-    begins[s] = start[s][j];
-    j = begins[s];
-  }
-  return begins;
+// The exact min-max program is core's (layer_partition.h), shared with accel's splitter
+// and the adaptive rebalancer; the earliest cut among ties keeps splits reproducible.
+std::vector<int64_t> min_max_split(int64_t n, int64_t k, const core::StageCostFunction& cost) {
+  return core::min_max_stage_begins(n, k, cost, core::PartitionTies::EarliestCut);
 }
 
 PipelinePartition make_partition(const std::vector<LayerProfile>& layers,
@@ -262,7 +235,7 @@ PipelinePartition partition_balanced(const std::vector<LayerProfile>& layers, in
                                      BalanceBy by, const MemoryModel& memory) {
   const int64_t n = check_request(layers, stages, memory);
   const LayerSums sums(layers);
-  const StageCost cost = [&](int64_t s, int64_t b, int64_t e) -> double {
+  const core::StageCostFunction cost = [&](int64_t s, int64_t b, int64_t e) -> double {
     switch (by) {
       case BalanceBy::Parameters: return static_cast<double>(sums.parameters(b, e));
       case BalanceBy::Time: return sums.time(b, e);
@@ -333,7 +306,7 @@ PipelinePartition partition_joint(const std::vector<LayerProfile>& layers, int s
   STRATA_CHECK(limit_bytes > 0, "per-stage memory limit: got ", limit_bytes,
                " bytes, expected more than 0");
   const LayerSums sums(layers);
-  const StageCost cost = [&](int64_t s, int64_t b, int64_t e) -> double {
+  const core::StageCostFunction cost = [&](int64_t s, int64_t b, int64_t e) -> double {
     return memory_of(sums, b, e, s, memory) <= limit_bytes ? sums.time(b, e) : kInfinity;
   };
   const std::vector<int64_t> begins = min_max_split(n, stages, cost);

@@ -14,15 +14,19 @@
 #include <sstream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "strata/core/checkpoint.h"
+#include "strata/core/checkpoint_restore.h"
 #include "strata/core/error.h"
+#include "strata/core/layer_partition.h"
 #include "strata/core/parameters.h"
 #include "strata/parallel/comm/inprocess_communicator.h"
 #include "strata/parallel/comm/tensor_message.h"
 #include "strata/parallel/data/expert_checkpoint.h"
 #include "strata/parallel/pipeline/schedule_registry.h"
+#include "strata/parallel/pipeline/trace.h"
 
 namespace strata::parallel {
 
@@ -164,6 +168,15 @@ MemoryModel memory_model(const std::string& schedule, int stages, int ranks, int
 // Tags of the checkpoint gather, apart from the executor's (which restart every step and
 // are all done by then anyway).
 constexpr int kCheckpointTag = 32000;
+// Tag of the layers a repartition moves (kCheckpointTag + 1 is evaluate's).
+constexpr int kRebalanceTag = kCheckpointTag + 2;
+
+// "3,5": layers per stage, as --balance takes them.
+std::string join_counts(const std::vector<int64_t>& counts) {
+  std::string text;
+  for (size_t i = 0; i < counts.size(); ++i) text += (i ? "," : "") + std::to_string(counts[i]);
+  return text;
+}
 
 }  // namespace
 
@@ -179,7 +192,8 @@ PipelinePartition choose_partition(const std::vector<LayerProfile>& layers,
       memory_model(schedule, stages, ranks, micro_batches, optimizer_state_factor);
   if (balance == "params")
     return partition_rank_balanced(layers, stages, ranks, BalanceBy::Parameters, memory);
-  if (balance == "time")
+  // "adaptive" starts from the measured-time split and moves from there (rebalance()).
+  if (balance == "time" || balance == "adaptive")
     return partition_rank_balanced(layers, stages, ranks, BalanceBy::Time, memory);
   if (balance == "memory") return partition_balanced(layers, stages, BalanceBy::Memory, memory);
   if (balance == "auto") {
@@ -207,7 +221,6 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
       in_process ? static_cast<int>(options_.devices().size()) : grid_.pipeline_size();
   devices_ = devices_per_rank(options_.devices(), pipeline_ranks);
   first_rank_ = in_process ? 0 : grid_.pipeline_rank();
-  const int last_rank = in_process ? pipeline_ranks - 1 : first_rank_;
   const int micro_batches = options_.micro_batches();
   STRATA_CHECK(micro_batches >= 1, "micro-batches: got ", micro_batches, ", expected at least 1");
   // fp16 needs loss scaling, which only HybridParallel's data-parallel path has yet.
@@ -236,42 +249,47 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
     spdlog::info("pipeline partition ({} stages, balance {}):\n{}", stages, options_.balance(),
                  partition_.describe());
 
-  const std::vector<torch::nn::Sequential> parts = split_sequential(model, partition_);
-  const std::vector<std::vector<std::string>> tied = find_tied_parameters(*model);
-  if (in_process) {
-    std::map<std::string, int> rank_of_parameter;
-    for (int s = 0; s < stages; ++s)
-      for (const auto& p : parts[s]->named_parameters())
-        rank_of_parameter[p.key()] = schedule.rank_of_stage(s);
-    check_no_ties_across(tied, rank_of_parameter);
+  model_ = model;
+  schedule_ = schedule;
+  loss_ = std::move(loss);
+  tied_ = find_tied_parameters(*model);
+  profile_ = layers;
+  memory_ = memory_model(options_.schedule(), stages, pipeline_ranks, micro_batches,
+                         options_.optimizer_state_factor());
+  if (in_process && options_.recompute() != Recompute::Never) {
     // The workers share LibTorch's one CPU generator: a recomputed dropout would replay
     // whatever another worker left in it, not its own mask.
-    if (options_.recompute() != Recompute::Never)
-      for (const auto& child : model->modules(/*include_self=*/false))
-        STRATA_CHECK(child->name().find("Dropout") == std::string::npos, "pipeline: recompute ",
-                     to_string(options_.recompute()), " with ", child->name(),
-                     " in an in-process pipeline: its workers share one random generator, so a "
-                     "recomputed mask could differ; use recompute never or run under mpirun");
+    for (const auto& child : model->modules(/*include_self=*/false))
+      STRATA_CHECK(child->name().find("Dropout") == std::string::npos, "pipeline: recompute ",
+                   to_string(options_.recompute()), " with ", child->name(),
+                   " in an in-process pipeline: its workers share one random generator, so a "
+                   "recomputed mask could differ; use recompute never or run under mpirun");
   }
-  local_ = std::make_shared<torch::nn::Module>("PipelineStages");
-  for (int s = 0; s < stages; ++s) {
-    const int rank = schedule.rank_of_stage(s);
-    if (rank < first_rank_ || rank > last_rank) continue;
-    stages_[s] = parts[s];
-    // The stage's parameters and buffers (and, made at the first step, its optimizer
-    // state) live on its rank's device.
-    torch::nn::Sequential& stage = stages_[s];
-    if (options_.move_module())
-      options_.move_module()(*stage, devices_[rank]);
-    else
-      stage->to(devices_[rank]);
-    for (const auto& child : parts[s]->named_children())
-      local_->register_module(child.key(), child.value());
-  }
-
   for (const std::string& name : options_.expert_parameters())
     STRATA_CHECK(model->named_parameters().find(name) != nullptr, "pipeline: expert parameter \"",
                  name, "\" is not a parameter of the model");
+  if (options_.balance() == "adaptive") options_.adaptive(true);
+  if (options_.adaptive()) {
+    // Layers move between ranks by name, one stage per rank; an expert slice or a tied
+    // copy would need its group rebuilt as well.
+    STRATA_CHECK(stages == pipeline_ranks, "pipeline: balance adaptive with ",
+                 options_.virtual_stages(),
+                 " virtual stages per rank, expected 1 (one stage per rank)");
+    STRATA_CHECK(options_.expert_parameters().empty(),
+                 "pipeline: balance adaptive with expert parameters, expected a model without "
+                 "experts (choose another --balance)");
+    STRATA_CHECK(tied_.empty(), "pipeline: balance adaptive with tied parameters (",
+                 tied_.front().front(), "), expected none (choose another --balance)");
+    STRATA_CHECK(options_.adaptive_warmup_steps() >= 0 && options_.adaptive_window_steps() >= 1 &&
+                     options_.adaptive_rounds() >= 1 && options_.adaptive_min_gain() >= 0,
+                 "pipeline: adaptive warm-up ", options_.adaptive_warmup_steps(), ", window ",
+                 options_.adaptive_window_steps(), ", rounds ", options_.adaptive_rounds(),
+                 ", min gain ", options_.adaptive_min_gain(),
+                 ": expected warm-up >= 0, window >= 1, rounds >= 1, min gain >= 0");
+    done_adapting_ = false;
+  }
+
+  install_partition();
 
   // Replicas of a stage start equal: the first replica's values win; expert slices are
   // equal among the replicas holding the same experts.
@@ -286,30 +304,63 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
   broadcast_all(*grid_.data_parallel(), dense_parameters());
   broadcast_all(*grid_.data_parallel(), local_->buffers());
   broadcast_all(*grid_.expert_data_parallel(), expert_parameters());
+}
+
+void PipelineParallel::install_partition() {
+  const int pipeline_ranks = schedule_.num_ranks;
+  const bool in_process = grid_.pipeline_size() == 1 && pipeline_ranks > 1;
+  const int last_rank = in_process ? pipeline_ranks - 1 : first_rank_;
+  const std::vector<torch::nn::Sequential> parts = split_sequential(model_, partition_);
+  if (in_process) {
+    std::map<std::string, int> rank_of_parameter;
+    for (int s = 0; s < schedule_.num_stages; ++s)
+      for (const auto& p : parts[s]->named_parameters())
+        rank_of_parameter[p.key()] = schedule_.rank_of_stage(s);
+    check_no_ties_across(tied_, rank_of_parameter);
+  }
+  stages_.clear();
+  local_ = std::make_shared<torch::nn::Module>("PipelineStages");
+  for (int s = 0; s < schedule_.num_stages; ++s) {
+    const int rank = schedule_.rank_of_stage(s);
+    if (rank < first_rank_ || rank > last_rank) continue;
+    stages_[s] = parts[s];
+    // The stage's parameters and buffers (and, made at the first step, its optimizer
+    // state) live on its rank's device.
+    torch::nn::Sequential& stage = stages_[s];
+    if (options_.move_module())
+      options_.move_module()(*stage, devices_[rank]);
+    else
+      stage->to(devices_[rank]);
+    for (const auto& child : parts[s]->named_children())
+      local_->register_module(child.key(), child.value());
+  }
 
   const auto make_executor = [&](int rank, CommunicatorPtr comm) {
     std::map<int, torch::nn::Sequential> mine;
     for (const auto& [s, stage] : stages_)
-      if (schedule.rank_of_stage(s) == rank) mine[s] = stage;
-    return std::make_unique<PipelineExecutor>(std::move(mine), std::move(comm), schedule, loss,
+      if (schedule_.rank_of_stage(s) == rank) mine[s] = stage;
+    return std::make_unique<PipelineExecutor>(std::move(mine), std::move(comm), schedule_, loss_,
                                               PipelineExecutorOptions()
                                                   .recompute(options_.recompute())
                                                   .precision(options_.precision())
-                                                  .tied_parameters(tied)
+                                                  .tied_parameters(tied_)
                                                   .device(devices_[rank]));
   };
   if (!in_process) {
+    executors_.clear();
     executors_.push_back(make_executor(first_rank_, grid_.pipeline()));
     if (grid_.data_parallel_size() > 1)
       executors_[0]->set_gradient_sync([this] { synchronize_gradients(); });
     return;
   }
-  in_process_ = InProcessCommunicator::create(pipeline_ranks);
-  executors_.resize(pipeline_ranks);
-  workers_ = std::make_unique<pipeline_detail::DeviceWorkers>(
-      pipeline_ranks, [this](int rank, const std::string& reason) {
-        in_process_[rank]->abort("pipeline rank " + std::to_string(rank) + ": " + reason);
-      });
+  if (!workers_) {
+    in_process_ = InProcessCommunicator::create(pipeline_ranks);
+    executors_.resize(pipeline_ranks);
+    workers_ = std::make_unique<pipeline_detail::DeviceWorkers>(
+        pipeline_ranks, [this](int rank, const std::string& reason) {
+          in_process_[rank]->abort("pipeline rank " + std::to_string(rank) + ": " + reason);
+        });
+  }
   // Construction is collective over the group: every rank on its own thread.
   workers_->run([&](int rank) { executors_[rank] = make_executor(rank, in_process_[rank]); });
 }
@@ -419,15 +470,189 @@ void PipelineParallel::synchronize_gradients() {
 
 double PipelineParallel::train_step(const at::Tensor& inputs, const at::Tensor& targets,
                                     torch::optim::Optimizer* optimizer, GradientSync sync) {
-  if (!workers_) return executors_[0]->train_step(inputs, targets, optimizer, sync);
-  // Every rank returns the same loss. One optimizer holds every rank's parameters, so it
-  // steps once, after all ranks' gradients are in (the schedules end with the step).
-  std::vector<double> losses(executors_.size());
-  workers_->run([&](int rank) {
-    losses[rank] = executors_[rank]->train_step(inputs, targets, nullptr, sync);
-  });
-  if (optimizer != nullptr) optimizer->step();
-  return losses[0];
+  double loss = 0;
+  if (!workers_) {
+    loss = executors_[0]->train_step(inputs, targets, optimizer, sync);
+  } else {
+    // Every rank returns the same loss. One optimizer holds every rank's parameters, so it
+    // steps once, after all ranks' gradients are in (the schedules end with the step).
+    std::vector<double> losses(executors_.size());
+    workers_->run([&](int rank) {
+      losses[rank] = executors_[rank]->train_step(inputs, targets, nullptr, sync);
+    });
+    if (optimizer != nullptr) optimizer->step();
+    loss = losses[0];
+  }
+  if (sync == GradientSync::Synchronize) ++steps_;
+  // A layer moves with its optimizer state, so only after a step that took one.
+  if (!done_adapting_ && optimizer != nullptr && sync == GradientSync::Synchronize)
+    adapt(optimizer);
+  return loss;
+}
+
+std::vector<double> PipelineParallel::local_layer_times() const {
+  std::vector<double> times(model_->size(), 0.0);
+  std::map<int, double> stage_seconds;
+  for (const auto& executor : executors_)
+    for (const PipelineInstructionRecord& r : executor->records())
+      if (is_compute(r.instruction.op)) stage_seconds[r.instruction.stage] += r.end - r.start;
+  for (const auto& [s, seconds] : stage_seconds) {
+    const StagePlan& plan = partition_.stages.at(s);
+    double profiled = 0;
+    for (int64_t l = plan.begin; l < plan.end; ++l) profiled += profile_[l].time;
+    const double per_micro_batch = seconds / schedule_.num_micro_batches;
+    const double layers = static_cast<double>(plan.end - plan.begin);
+    for (int64_t l = plan.begin; l < plan.end; ++l)
+      times[l] = per_micro_batch * (profiled > 0 ? profile_[l].time / profiled : 1 / layers);
+  }
+  return times;
+}
+
+std::vector<double> PipelineParallel::agree_on_layer_times(const std::vector<double>& mine) const {
+  at::Tensor t = at::tensor(mine, at::kDouble);
+  // Each layer is on one pipeline rank (zero elsewhere); replicas average; and every rank
+  // takes world rank 0's table, so that rounding cannot make two ranks split differently.
+  if (grid_.pipeline_size() > 1) grid_.pipeline()->allreduce(t, ReduceOp::Sum)->wait();
+  if (grid_.data_parallel_size() > 1) grid_.data_parallel()->allreduce(t, ReduceOp::Avg)->wait();
+  grid_.world()->broadcast(t, 0)->wait();
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
+std::vector<double> PipelineParallel::measured_layer_times() const {
+  return agree_on_layer_times(local_layer_times());
+}
+
+void PipelineParallel::adapt(torch::optim::Optimizer* optimizer) {
+  if (++adaptive_steps_ <= options_.adaptive_warmup_steps()) return;
+  window_times_.push_back(local_layer_times());
+  if (static_cast<int>(window_times_.size()) < options_.adaptive_window_steps()) return;
+  // The median step of each layer: one slow step (another process on the core) is ignored.
+  std::vector<double> median(model_->size());
+  for (size_t l = 0; l < median.size(); ++l) {
+    std::vector<double> samples;
+    for (const auto& step : window_times_) samples.push_back(step[l]);
+    std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
+    median[l] = samples[samples.size() / 2];
+  }
+  window_times_.clear();
+  const int64_t step = steps_;
+  std::vector<double> costs = agree_on_layer_times(median);
+  if (options_.adaptive_costs()) costs = options_.adaptive_costs()(costs);
+  const bool moved = rebalance(costs, optimizer, step, options_.adaptive_min_gain());
+  // After a move the new stages warm up again before they are measured.
+  adaptive_steps_ = 0;
+  done_adapting_ = !moved || ++adaptive_round_ >= options_.adaptive_rounds();
+}
+
+bool PipelineParallel::rebalance(const std::vector<double>& layer_times,
+                                 torch::optim::Optimizer* optimizer, int64_t step,
+                                 double min_gain) {
+  STRATA_CHECK(layer_times.size() == model_->size(), "rebalance: got times for ",
+               layer_times.size(), " layers, expected ", model_->size(), " (the model's layers)");
+  const core::LayerCostTable table =
+      core::LayerCostTable::uniform(layer_times, schedule_.num_stages);
+  const std::vector<int64_t> current = partition_.balance();
+  const std::vector<int64_t> best = core::partition_layers(table);
+  const auto slowest = [&](const std::vector<int64_t>& balance) {
+    const std::vector<double> costs = core::stage_costs(table, balance);
+    return *std::max_element(costs.begin(), costs.end());
+  };
+  const double now = slowest(current), then = slowest(best);
+  if (grid_.rank() == 0) {
+    std::string ms;
+    for (double t : layer_times) ms += fmt::format("{}{:.3f}", ms.empty() ? "" : " ", t * 1e3);
+    spdlog::info("adaptive balance at step {}: layer times (ms per micro-batch) {}", step, ms);
+  }
+  if (best == current || now - then < min_gain * now) {
+    if (grid_.rank() == 0 && best == current)
+      spdlog::info(
+          "adaptive balance at step {}: split {} kept, the best (slowest stage {:.3f} ms "
+          "per micro-batch)",
+          step, join_counts(current), now * 1e3);
+    else if (grid_.rank() == 0)
+      spdlog::info(
+          "adaptive balance at step {}: split {} kept (best {}: slowest stage {:.3f} -> {:.3f} ms "
+          "per micro-batch, under the {:.0f}% that moves)",
+          step, join_counts(current), join_counts(best), now * 1e3, then * 1e3, min_gain * 100);
+    return false;
+  }
+  repartition(best, optimizer);
+  if (grid_.rank() == 0)
+    spdlog::info(
+        "adaptive balance at step {}: split {} -> {}, slowest stage {:.3f} -> {:.3f} ms per "
+        "micro-batch (predicted)",
+        step, join_counts(current), join_counts(best), now * 1e3, then * 1e3);
+  return true;
+}
+
+void PipelineParallel::repartition(const std::vector<int64_t>& balance,
+                                   torch::optim::Optimizer* optimizer) {
+  STRATA_CHECK(schedule_.num_stages == schedule_.num_ranks, "repartition: the pipeline has ",
+               schedule_.num_stages / schedule_.num_ranks, " stages per rank, expected 1");
+  STRATA_CHECK(options_.expert_parameters().empty() && tied_.empty(),
+               "repartition: the model has expert or tied parameters, expected neither");
+  STRATA_CHECK(optimizer == nullptr || optimizer->param_groups().size() == 1,
+               "repartition: the optimizer has ", optimizer->param_groups().size(),
+               " param groups, expected 1 (holding parameters())");
+  PipelinePartition next = partition_explicit(profile_, balance, memory_);
+  // Every tensor of this rank's layers by its name in the whole model: "3.weight", or
+  // "optimizer/3.weight/momentum_buffer" for its state.
+  core::CheckpointContents contents = core::checkpoint_contents(*local_, optimizer);
+  std::map<std::string, int64_t> layer_index;
+  for (const auto& child : model_->named_children())
+    layer_index.emplace(child.key(), static_cast<int64_t>(layer_index.size()));
+  const auto new_rank = [&](const std::string& tensor_name) {
+    const std::string prefix = "optimizer/";
+    std::string name = tensor_name;
+    if (name.compare(0, prefix.size(), prefix) == 0) name = name.substr(prefix.size());
+    const int64_t l = layer_index.at(name.substr(0, name.find('.')));
+    for (size_t s = 0; s < next.stages.size(); ++s)
+      if (next.stages[s].begin <= l && l < next.stages[s].end)
+        return schedule_.rank_of_stage(static_cast<int>(s));
+    STRATA_FAIL("repartition: layer ", l, " is in no stage");
+  };
+
+  // Under mpirun, each replica's pipeline ranks swap the layers that change rank; every
+  // pair exchanges a list of names (perhaps empty), then the tensors. An in-process
+  // pipeline holds every layer already.
+  std::vector<core::CheckpointTensor> arrived;
+  Communicator& pipe = *grid_.pipeline();
+  if (pipe.size() > 1) {
+    const int me = pipe.rank();
+    std::vector<nlohmann::json> names(pipe.size(), nlohmann::json::array());
+    std::vector<std::vector<at::Tensor>> tensors(pipe.size());
+    for (const core::CheckpointTensor& t : contents.tensors) {
+      const int to = new_rank(t.name);
+      if (to == me) continue;
+      names[to].push_back({t.name, t.kind});
+      tensors[to].push_back(t.tensor.detach());
+    }
+    std::vector<WorkPtr> works;
+    const auto send = [&](const at::Tensor& t, int to) {
+      auto more = isend_tensor(pipe, t, to, kRebalanceTag);
+      works.insert(works.end(), more.begin(), more.end());
+    };
+    for (int r = 0; r < pipe.size(); ++r) {
+      if (r == me) continue;
+      send(string_to_tensor(names[r].dump()), r);
+      for (const at::Tensor& t : tensors[r]) send(t, r);
+    }
+    for (int r = 0; r < pipe.size(); ++r) {
+      if (r == me) continue;
+      const auto list =
+          nlohmann::json::parse(tensor_to_string(recv_tensor(pipe, r, kRebalanceTag)));
+      for (const auto& entry : list)
+        arrived.push_back({entry.at(0).get<std::string>(), entry.at(1).get<std::string>(),
+                           recv_tensor(pipe, r, kRebalanceTag)});
+    }
+    for (auto& work : works) work->wait();
+  }
+  contents.tensors.insert(contents.tensors.end(), arrived.begin(), arrived.end());
+
+  partition_ = std::move(next);
+  install_partition();
+  if (optimizer != nullptr) optimizer->param_groups()[0].params() = parameters();
+  core::restore_checkpoint_contents(contents, *local_, optimizer);
 }
 
 at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {

@@ -11,9 +11,9 @@
 //   { RecorderScope scope(sim); pipe.forward(x).sum().backward(); }
 //   std::cout << pipeline_report(sim->report(), pipe.stages()).table();
 //
-// accel does not depend on parallel (ARCHITECTURE.md), so the splitter is its own: small,
-// exact (a dynamic program) and fed with whatever cost per layer and device the caller has
-// (parameters, or simulated time from layer_microseconds).
+// The splitter is core's exact dynamic program (strata/core/layer_partition.h), the same
+// one parallel's partitioners use, fed with whatever cost per layer and device the caller
+// has (parameters, or simulated time from layer_microseconds).
 
 #include <torch/nn/modules/container/sequential.h>
 

@@ -58,8 +58,27 @@ struct PipelineParallelOptions {
   TORCH_ARG(Recompute, recompute) = Recompute::Never;
   // How to split the layers over the stages: "params", "time", "memory", "auto" (the
   // fastest split whose stages each need at most 1.25x the memory of the most
-  // memory-balanced split), or layers per stage as a list "3,5".
+  // memory-balanced split), "adaptive" (start from "time", then re-partition the running
+  // pipeline from what its layers cost in it: see rebalance()), or layers per stage as a
+  // list "3,5".
   TORCH_ARG(std::string, balance) = "params";
+  // Re-partition while training, from the layers' times in the running pipeline, starting
+  // from the split `balance` names (balance "adaptive" is "time" with this on): after
+  // adaptive_warmup_steps steps left alone (allocations, caches), the medians of each
+  // layer's times over adaptive_window_steps steps make one rebalance() decision; rounds
+  // go on until one moves nothing, at most adaptive_rounds times.
+  TORCH_ARG(bool, adaptive) = false;
+  TORCH_ARG(int, adaptive_warmup_steps) = 3;
+  TORCH_ARG(int, adaptive_window_steps) = 5;
+  TORCH_ARG(int, adaptive_rounds) = 3;
+  // The least improvement of the slowest stage's predicted time that makes a move.
+  TORCH_ARG(double, adaptive_min_gain) = 0.05;
+  // When set, turns each window's measured layer times (seconds per micro-batch, the same
+  // on every rank) into the table the decision uses: a cost model's correction, or a
+  // test's known costs (sleeps are not exact on a busy machine). Must return the same
+  // table on every rank.
+  TORCH_ARG(std::function<std::vector<double>(const std::vector<double>&)>,
+            adaptive_costs) = nullptr;
   // Bucket size of the data-parallel gradient all-reduce.
   TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
   // Bytes of optimizer state per parameter byte, for the partitioner's memory model.
@@ -139,6 +158,28 @@ class PipelineParallel {
   int64_t load_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer,
                           nlohmann::json* extra = nullptr);
 
+  // Adaptive balance (docs/pipeline.md, "--balance adaptive"). Each layer's compute per
+  // micro-batch as the last train_step ran it: each stage's forward and backward passes
+  // from its executor's instruction records (summed, divided by the micro-batches), shared
+  // among the stage's layers in proportion to their isolated profile; summed over the
+  // pipeline group and averaged over the data-parallel group, so that every rank of every
+  // replica gets the same table. Collective over the world.
+  std::vector<double> measured_layer_times() const;
+  // Prices the current split and the dynamic program's best split (core/layer_partition.h)
+  // with `layer_times` (seconds per micro-batch, one per layer, the same on every rank);
+  // when the best one's slowest stage is at least `min_gain` (a fraction) faster, moves to
+  // it with repartition(), logs one line (step, old and new split, predicted slowest stage)
+  // and returns true. Collective over the world.
+  bool rebalance(const std::vector<double>& layer_times, torch::optim::Optimizer* optimizer,
+                 int64_t step, double min_gain = 0.05);
+  // Moves to `balance` (layers per stage) in place: each layer that changes rank is sent,
+  // with its parameters, buffers and its state in `optimizer` (SGD, Adam or AdamW with one
+  // param group holding exactly parameters(); may be null), to its new rank, by name as a
+  // checkpoint holds them; the stages and executors are rebuilt on the new split, and the
+  // optimizer then holds the new parameters(). Collective over the world. Pipelines with
+  // one stage per rank, without tied parameters across ranks or expert parameters.
+  void repartition(const std::vector<int64_t>& balance, torch::optim::Optimizer* optimizer);
+
   const PipelinePartition& partition() const { return partition_; }
   // This process's first (under mpirun: its only) pipeline rank's executor.
   PipelineExecutor& executor() { return *executors_.at(0); }
@@ -153,6 +194,16 @@ class PipelineParallel {
 
  private:
   void synchronize_gradients();
+  // Builds stages_, local_ and the executors on partition_ (at construction and after a
+  // repartition).
+  void install_partition();
+  // balance "adaptive": after each synchronizing step, gathers this step's layer times
+  // and, at the end of a window, makes one rebalance() decision.
+  void adapt(torch::optim::Optimizer* optimizer);
+  // measured_layer_times() in two halves: this process's layers from its executors'
+  // records (zero for the others), and the collective that makes one table of them.
+  std::vector<double> local_layer_times() const;
+  std::vector<double> agree_on_layer_times(const std::vector<double>& mine) const;
   // This rank's expert parameters, and the rest, each once.
   std::vector<at::Tensor> expert_parameters() const;
   std::vector<at::Tensor> dense_parameters() const;
@@ -160,6 +211,22 @@ class PipelineParallel {
   ProcessGrid grid_;
   PipelineParallelOptions options_;
   PipelinePartition partition_;
+  // Kept for re-partitioning: the whole model (every rank builds all of it; a rank's
+  // layers outside its stages are not trained and not read), the schedule, the loss, the
+  // tied parameters, the isolated profile and the memory model.
+  torch::nn::Sequential model_;
+  PipelineSchedule schedule_;
+  PipelineLoss loss_;
+  std::vector<std::vector<std::string>> tied_;
+  std::vector<LayerProfile> profile_;
+  MemoryModel memory_;
+  // balance "adaptive": steps seen, this window's layer times (one vector per step) and
+  // the rounds done; done_adapting_ once a round moved nothing or the rounds ran out.
+  int64_t steps_ = 0;  // synchronizing train_steps so far
+  int64_t adaptive_steps_ = 0;
+  std::vector<std::vector<double>> window_times_;
+  int adaptive_round_ = 0;
+  bool done_adapting_ = true;
   std::map<int, torch::nn::Sequential> stages_;
   std::shared_ptr<torch::nn::Module> local_;
   std::vector<c10::Device> devices_;
