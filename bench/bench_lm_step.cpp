@@ -90,8 +90,8 @@ class Step {
       core::CausalSelfAttention attn = block->attn;
       const at::Tensor h = x + attn->out(core::causal_attention_reference(
                                    attn->qkv(block->norm1(x)), attn->heads, 0.0, true));
-      x = h + core::feed_forward(block->norm2(h), block->ffn_in, block->ffn_out,
-                                 block->active_ffn());
+      x = h +
+          core::feed_forward(block->norm2(h), block->ffn_in, block->ffn_out, block->active_ffn());
     }
     x = children[children.size() - 2]->as<torch::nn::LayerNormImpl>()->forward(x);
     return children.back()->as<core::LMHeadImpl>()->forward(x);
@@ -124,7 +124,8 @@ void time_optimizer(const Config& c) {
                            .heads(c.heads)
                            .ffn(c.ffn)
                            .context(c.context);
-  torch::nn::Sequential a = core::make_transformer_lm(options), b = core::make_transformer_lm(options);
+  torch::nn::Sequential a = core::make_transformer_lm(options),
+                        b = core::make_transformer_lm(options);
   for (auto* model : {&a, &b}) {
     for (const at::Tensor& p : core::unique_parameters(**model))
       p.mutable_grad() = at::randn_like(p) * 0.01;
@@ -134,9 +135,9 @@ void time_optimizer(const Config& c) {
   core::FusedAdamW fused(core::unique_parameters(*b), adamw);
   const strata::bench::Timing t = strata::bench::time_paired(
       c.runs, 200, [&] { torch_adamw.step(); }, [&] { fused.step(); });
-  nlohmann::json line = strata::bench::json_line("lm_step", "optimizer step: FusedAdamW vs torch AdamW",
-                                                 1000 * t.seconds, "ms", 1000 * t.dense_seconds,
-                                                 t.ratio, c.runs);
+  nlohmann::json line =
+      strata::bench::json_line("lm_step", "optimizer step: FusedAdamW vs torch AdamW",
+                               1000 * t.seconds, "ms", 1000 * t.dense_seconds, t.ratio, c.runs);
   line["threads"] = c.threads;
   std::cout << line.dump() << std::endl;
 }
@@ -153,10 +154,10 @@ void time(const Config& c) {
     const core::Precision precision = core::precision_from_string(p, "--precision");
     variants.push_back({p + " reference attention, torch AdamW",
                         std::make_unique<Step>(c, precision, true, false)});
-    variants.push_back({p + " fused attention, torch AdamW",
-                        std::make_unique<Step>(c, precision, false, false)});
-    variants.push_back({p + " fused attention, FusedAdamW",
-                        std::make_unique<Step>(c, precision, false, true)});
+    variants.push_back(
+        {p + " fused attention, torch AdamW", std::make_unique<Step>(c, precision, false, false)});
+    variants.push_back(
+        {p + " fused attention, FusedAdamW", std::make_unique<Step>(c, precision, false, true)});
   }
   for (Variant& v : variants) (*v.step)();  // warm-up
   for (int run = 0; run < c.runs; ++run) {

@@ -105,10 +105,9 @@ TEST(FusedAdamW, CheckpointsRoundTripWithTorchAdamW) {
       core::save_checkpoint(torch_path, *second, &second_opt, 8);
       ASSERT_EQ(core::load_checkpoint(torch_path, *third, &third_opt), 8);
     }
-    auto [model, opt] = step < 8 ? std::pair<torch::nn::Sequential*, torch::optim::Optimizer*>{
-                                       &second, &second_opt}
-                                 : std::pair<torch::nn::Sequential*, torch::optim::Optimizer*>{
-                                       &third, &third_opt};
+    auto [model, opt] =
+        step < 8 ? std::pair<torch::nn::Sequential*, torch::optim::Optimizer*>{&second, &second_opt}
+                 : std::pair<torch::nn::Sequential*, torch::optim::Optimizer*>{&third, &third_opt};
     straight_opt.zero_grad();
     backward(straight, step);
     straight_opt.step();
@@ -126,10 +125,9 @@ TEST(FusedAdamW, FallsBackToTorchAdamWForAmsgrad) {
   torch::optim::AdamW reference(core::unique_parameters(*a), options);
   core::FusedAdamW fused(core::unique_parameters(*b), options);
   for (int64_t step = 0; step < 3; ++step) {
-    for (auto [model, opt] : {std::pair<torch::nn::Sequential*, torch::optim::Optimizer*>{
-                                  &a, &reference},
-                              std::pair<torch::nn::Sequential*, torch::optim::Optimizer*>{
-                                  &b, &fused}}) {
+    for (auto [model, opt] :
+         {std::pair<torch::nn::Sequential*, torch::optim::Optimizer*>{&a, &reference},
+          std::pair<torch::nn::Sequential*, torch::optim::Optimizer*>{&b, &fused}}) {
       opt->zero_grad();
       backward(*model, step);
       opt->step();
