@@ -111,9 +111,12 @@ def main():
 
     todo = cases(args)
     results = {i: [] for i in range(len(todo))}
-    for _ in range(args.runs):
+    for run in range(args.runs):
         for i, case in enumerate(todo):
             results[i].append(case[5]())
+            # Progress: a case takes from seconds (fmnist) to minutes (fortunes-lm).
+            print(f"run {run + 1}/{args.runs}: {case[0]} {case[3]} rank(s) {case[2]}: "
+                  f"{results[i][-1]:.0f} {case[1]}", file=sys.stderr, flush=True)
     medians = {i: statistics.median(v) for i, v in results.items()}
 
     records = []

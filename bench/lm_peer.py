@@ -8,6 +8,10 @@ batch). Prints one JSON object: tokens/s of the global batch, measured after a w
 and the mean loss of the last 10 steps.
 
     /usr/bin/python3 bench/lm_peer.py --precision bf16 --threads 1 --steps 40
+    /usr/bin/python3 bench/lm_peer.py --precision bf16 --steps 4 --profile /tmp/torch_bf16.json
+
+With --profile (one process) the steps after the first are recorded with torch.profiler
+into a chrome trace for bench/profile_ops.py.
 """
 import argparse
 import json
@@ -96,7 +100,13 @@ def run(rank, args, port):
     local = args.batch // args.ranks
     warmup = min(10, args.steps // 10)
     losses, start = [], None
+    profiler = None
+    if args.profile:
+        warmup = 1
     for step in range(args.steps):
+        if args.profile and step == warmup:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            profiler.__enter__()
         if step == warmup:
             if args.ranks > 1:
                 dist.barrier()
@@ -115,6 +125,10 @@ def run(rank, args, port):
     if args.ranks > 1:
         dist.barrier()
     elapsed = time.perf_counter() - start
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        profiler.export_chrome_trace(args.profile)
+        print(f"wrote {args.profile} ({args.steps - warmup} steps)", file=sys.stderr)
     if rank == 0:
         print(json.dumps({"tokens_per_s": (args.steps - warmup) * args.batch * args.context / elapsed,
                           "loss": sum(losses[-10:]) / len(losses[-10:]),
@@ -138,7 +152,11 @@ def main():
     parser.add_argument("--ffn", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="/usr/share/games/fortunes")
-    launch(run, parser.parse_args())
+    parser.add_argument("--profile", help="chrome trace of the steps after the first (1 rank)")
+    args = parser.parse_args()
+    if args.profile and args.ranks != 1:
+        parser.error("--profile records one process: use --ranks 1")
+    launch(run, args)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@
 
 #include "strata/core/data/text_corpus.h"
 #include "strata/core/error.h"
+#include "strata/core/fused_optimizer.h"
 #include "strata/core/memory.h"
 #include "strata/core/models/lm_validation.h"
 #include "strata/core/models/transformer_lm.h"
@@ -271,8 +272,8 @@ int train(const Config& c, const std::string& configuration) {
                        parallel);
   // This rank's parameters, each tensor once: a tied table must not be stepped twice.
   const std::vector<at::Tensor> params = model.parameters();
-  torch::optim::AdamW optimizer(params,
-                                torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+  // AdamW in one pass per parameter (docs/precision.md): the same numbers and checkpoints.
+  core::FusedAdamW optimizer(params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
   const int64_t first_step = run.resume(model, optimizer, model_description(c));
   spdlog::info(
       "training fortunes-lm ({} layers, d_model {}, {} heads, ffn {}, {:.2f}M parameters) "

@@ -88,6 +88,8 @@ TEST(TransformerLM, IsCausal) {
 namespace {
 
 // causal_attention as it was first written: a fresh mask and out-of-place ops every call.
+// core::causal_attention_reference, which caches the mask and scales and masks in place,
+// must equal it bit for bit.
 at::Tensor reference_attention(const at::Tensor& qkv, int64_t heads) {
   const int64_t batch = qkv.size(0), time = qkv.size(1), d = qkv.size(2) / 3;
   const at::Tensor qkv_heads =
@@ -102,22 +104,70 @@ at::Tensor reference_attention(const at::Tensor& qkv, int64_t heads) {
 
 }  // namespace
 
-// The cached mask and the in-place ops change no bit in fp32, forward or backward, also
-// when the length changes between calls (the cache must follow it).
-TEST(TransformerLM, CausalAttentionIsBitIdenticalToTheReference) {
+namespace {
+
+// The largest difference of a and b relative to b's largest magnitude.
+double relative_error(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>() /
+         b.to(at::kFloat).abs().max().item<double>();
+}
+
+}  // namespace
+
+// The fused kernel (one copy into [batch x heads] blocks, the scale and the cached causal
+// bias inside one baddbmm) equals the separate passes within fp32 rounding, forward and
+// backward, also when the length changes between calls (the cached bias must follow it).
+TEST(TransformerLM, FusedCausalAttentionEqualsTheReferenceInFp32) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
   for (const int64_t time : {7, 12, 7}) {
     SCOPED_TRACE("time " + std::to_string(time));
     const at::Tensor qkv = at::randn({3, time, 3 * 32}, gen).requires_grad_(true);
     const at::Tensor qkv_ref = qkv.detach().clone().requires_grad_(true);
+    const at::Tensor qkv_core = qkv.detach().clone().requires_grad_(true);
     const at::Tensor out = core::causal_attention(qkv, 4, 0.0, true);
     const at::Tensor expected = reference_attention(qkv_ref, 4);
-    EXPECT_TRUE(at::equal(out, expected));
+    const at::Tensor core_reference = core::causal_attention_reference(qkv_core, 4, 0.0, true);
+    EXPECT_LT(relative_error(out, expected), 1e-5);
+    EXPECT_TRUE(at::equal(core_reference, expected));
     const at::Tensor weights = at::randn(out.sizes(), gen);
     (out * weights).sum().backward();
     (expected * weights).sum().backward();
-    EXPECT_TRUE(at::equal(qkv.grad(), qkv_ref.grad()));
+    (core_reference * weights).sum().backward();
+    EXPECT_LT(relative_error(qkv.grad(), qkv_ref.grad()), 1e-5);
+    EXPECT_TRUE(at::equal(qkv_core.grad(), qkv_ref.grad()));
   }
+}
+
+// Under bf16 autocast both compute the products in bf16 (the fused one rounds once where
+// the reference rounds the product and then the scaled product): forward and gradients
+// agree with the reference, and with fp32's, within bf16's precision.
+TEST(TransformerLM, FusedCausalAttentionEqualsTheReferenceInBf16) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const at::Tensor qkv32 = at::randn({4, 16, 3 * 64}, gen);
+  const at::Tensor weights = at::randn({4, 16, 64}, gen);
+  auto run = [&](bool fused) {
+    const at::Tensor qkv = qkv32.to(at::kBFloat16).requires_grad_(true);
+    at::Tensor out;
+    {
+      core::AutocastScope autocast(core::Precision::Bf16);
+      out = fused ? core::causal_attention(qkv, 4, 0.0, true)
+                  : core::causal_attention_reference(qkv, 4, 0.0, true);
+    }
+    (out.to(at::kFloat) * weights).sum().backward();
+    return std::make_pair(out, qkv.grad());
+  };
+  const auto [out, grad] = run(true);
+  const auto [ref_out, ref_grad] = run(false);
+  EXPECT_EQ(out.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(grad.scalar_type(), at::kBFloat16);
+  // bf16 keeps 8 significant bits (2^-8 = 0.004 relative per rounding); a few roundings.
+  EXPECT_LT(relative_error(out, ref_out), 0.02);
+  EXPECT_LT(relative_error(grad, ref_grad), 0.02);
+  const at::Tensor qkv = qkv32.clone().requires_grad_(true);
+  const at::Tensor fp32 = core::causal_attention(qkv, 4, 0.0, true);
+  (fp32 * weights).sum().backward();
+  EXPECT_LT(relative_error(out, fp32), 0.02);
+  EXPECT_LT(relative_error(grad, qkv.grad()), 0.03);
 }
 
 // Under bf16 autocast the products run in bf16 but the softmax in fp32: the
@@ -134,6 +184,16 @@ TEST(TransformerLM, CausalAttentionSoftmaxIsFp32UnderBf16Autocast) {
   EXPECT_EQ(out.scalar_type(), at::kBFloat16);
   EXPECT_LT((out.to(at::kFloat) - expected).abs().max().item<double>(),
             0.02 * expected.abs().max().item<double>());
+}
+
+// The fused attention's bf16 softmax relies on LibTorch's bf16 softmax kernel summing in
+// fp32: its probabilities must be the fp32 softmax's rounded to bf16, bit for bit.
+TEST(TransformerLM, Bf16SoftmaxIsTheFp32SoftmaxRounded) {
+  const at::Tensor scores =
+      (4 * at::randn({8, 128, 128}, at::make_generator<at::CPUGeneratorImpl>(8))).to(at::kBFloat16);
+  const at::Tensor bf16 = at::softmax(scores, -1);
+  EXPECT_EQ(bf16.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(bf16, at::softmax(scores.to(at::kFloat), -1).to(at::kBFloat16)));
 }
 
 TEST(TransformerLM, HeadIsTiedToTheEmbedding) {

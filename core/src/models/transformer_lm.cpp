@@ -128,6 +128,12 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const TransformerLMOptions& opt
 
 namespace {
 
+void check_qkv(const at::Tensor& qkv, int64_t heads) {
+  STRATA_CHECK(qkv.dim() == 3 && heads >= 1 && qkv.size(2) % (3 * heads) == 0,
+               "causal_attention: qkv of shape ", qkv.sizes(), " for ", heads,
+               " heads, expected [batch, time, 3 d] with d divisible by the heads");
+}
+
 // The [time, time] mask of the future (true above the diagonal) on `device`. Built once
 // per length and device and per thread (each thread keeps its own, so no lock), not at
 // every call: a step asks for the same mask once per layer and micro-batch.
@@ -139,29 +145,70 @@ const at::Tensor& causal_mask(int64_t time, const at::Device& device) {
   return mask;
 }
 
+// The same mask as an additive bias: 0 where a position may attend, -inf above the
+// diagonal, in the scores' dtype (so that autocast has nothing to cast). Cached like the
+// mask, per length, dtype and device.
+const at::Tensor& causal_bias(int64_t time, const at::TensorOptions& options) {
+  thread_local at::Tensor bias;
+  if (!bias.defined() || bias.size(0) != time || bias.device() != options.device() ||
+      bias.scalar_type() != options.dtype().toScalarType()) {
+    bias = at::zeros({time, time}, options)
+               .masked_fill_(causal_mask(time, options.device()),
+                             -std::numeric_limits<double>::infinity());
+  }
+  return bias;
+}
+
 }  // namespace
 
 at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
                             at::Tensor* probs) {
-  STRATA_CHECK(qkv.dim() == 3 && heads >= 1 && qkv.size(2) % (3 * heads) == 0,
-               "causal_attention: qkv of shape ", qkv.sizes(), " for ", heads,
-               " heads, expected [batch, time, 3 d] with d divisible by the heads");
+  check_qkv(qkv, heads);
   const int64_t batch = qkv.size(0), time = qkv.size(1), d = qkv.size(2) / 3;
   const int64_t head_dim = d / heads;
-  // [B, T, 3d] -> [3, B, heads, T, head_dim]: queries, keys and values per head.
+  // One copy, [B, T, 3d] -> [3, B heads, T, head_dim]: queries, keys and values as
+  // contiguous [batch x heads] blocks, which bmm takes as they are (a matmul of the
+  // permuted 4-d views copies each operand, and its backward copies again).
+  const at::Tensor qkv_heads = qkv.view({batch, time, 3, heads, head_dim})
+                                   .permute({2, 0, 3, 1, 4})
+                                   .contiguous()
+                                   .view({3, batch * heads, time, head_dim});
+  // unbind, not three selects: the backward of each select makes a zero tensor the size of
+  // all three and the three are then added; unbind's backward is one stack.
+  const std::vector<at::Tensor> qkv_split = qkv_heads.unbind(0);
+  const at::Tensor &q = qkv_split[0], &k = qkv_split[1], &v = qkv_split[2];
+  // One kernel for the scores: the causal bias plus the scaled product (baddbmm's alpha),
+  // no separate passes to scale and to mask the [B heads, T, T] scores.
+  const at::Tensor scores =
+      at::baddbmm(causal_bias(time, qkv.options()), q, k.transpose(1, 2), /*beta=*/1.0,
+                  /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
+  // The softmax in the scores' dtype. Under bf16 autocast that is bf16, whose CPU kernel
+  // sums in fp32 and rounds once: its probabilities are the fp32 softmax's rounded to bf16,
+  // bit for bit (TransformerLM.Bf16SoftmaxIsTheFp32SoftmaxRounded), which is what the bf16
+  // product with the values takes anyway, and forward and backward run 2.5x faster than an
+  // fp32 softmax with its casts (docs/precision.md, "The Transformer step").
+  at::Tensor p = at::softmax(scores, -1);
+  if (training && dropout > 0.0) p = at::dropout(p, dropout, true);
+  if (probs) *probs = p.to(at::kFloat).view({batch, heads, time, time});
+  // Back to the values' dtype for the product (what autocast would cast it to anyway).
+  if (p.scalar_type() != v.scalar_type()) p = p.to(v.scalar_type());
+  return at::bmm(p, v)
+      .view({batch, heads, time, head_dim})
+      .transpose(1, 2)
+      .reshape({batch, time, d});
+}
+
+at::Tensor causal_attention_reference(const at::Tensor& qkv, int64_t heads, double dropout,
+                                      bool training) {
+  check_qkv(qkv, heads);
+  const int64_t batch = qkv.size(0), time = qkv.size(1), d = qkv.size(2) / 3;
+  const int64_t head_dim = d / heads;
   const at::Tensor qkv_heads = qkv.view({batch, time, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
   const at::Tensor q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
-  // In place where autograd allows it (neither the product's nor the division's backward
-  // needs its output): no extra [B, heads, T, T] tensors.
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1));
   scores.div_(std::sqrt(static_cast<double>(head_dim)));
-  // Position t must not see the bytes it is asked to predict: mask out j > t.
   scores.masked_fill_(causal_mask(time, qkv.device()), -std::numeric_limits<double>::infinity());
-  // The softmax in fp32 whatever the compute precision (bf16 under autocast): its sums
-  // need the range. In fp32 the dtype argument changes nothing.
   at::Tensor p = at::dropout(at::softmax(scores, -1, at::kFloat), dropout, training);
-  if (probs) *probs = p;
-  // Back to the values' dtype for the product (what autocast would cast it to anyway).
   if (p.scalar_type() != v.scalar_type()) p = p.to(v.scalar_type());
   return at::matmul(p, v).transpose(1, 2).reshape({batch, time, d});
 }

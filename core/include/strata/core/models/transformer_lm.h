@@ -88,8 +88,20 @@ TORCH_MODULE(TokenEmbedding);
 // attends to positions 0..t only. `probs`, when given, receives the attention
 // probabilities [B, heads, T, T] (after dropout). Shared with layers that replace the
 // projections (strata::quant's quantized blocks).
+//
+// One kernel per step over [batch x heads] blocks (docs/precision.md, "The Transformer
+// step"): q, k and v copied once into contiguous blocks, the scores made by one baddbmm
+// (the cached causal bias plus the product, the 1/sqrt(head_dim) scale folded in), the
+// softmax summed in fp32 (under bf16 autocast LibTorch's bf16 kernel, which sums in fp32
+// and rounds once), one bmm with the values. `probs` are fp32.
 at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
                             at::Tensor* probs = nullptr);
+
+// The same attention as separate passes (4-d matmul, scale, masked_fill, softmax, matmul),
+// as causal_attention computed it before the fused kernel: its oracle in the tests and its
+// baseline in bench/bench_lm_step. Equal within rounding (about 1e-6 relative in fp32).
+at::Tensor causal_attention_reference(const at::Tensor& qkv, int64_t heads, double dropout,
+                                      bool training);
 
 // Causal multi-head self-attention: out(causal_attention(qkv(x))), with the heads of
 // layer `layer` (options.heads_of(layer), head_dim() wide each).
