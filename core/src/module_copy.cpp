@@ -26,11 +26,11 @@ torch::nn::AnyModule copy_layer(const torch::nn::AnyModule& layer, const std::st
   const auto originals = layer.ptr()->named_parameters();
   for (const auto& p : copy.ptr()->named_parameters()) {
     const at::Tensor* original = originals.find(p.key());
-    STRATA_CHECK(original == nullptr ||
-                     original->unsafeGetTensorImpl() != p.value().unsafeGetTensorImpl(),
-                 "layer '", name, "' (", layer.ptr()->name(), "): its clone() shares parameter '",
-                 p.key(), "' with the original, expected a tensor of its own: make reset() "
-                 "register a new tensor");
+    STRATA_CHECK(
+        original == nullptr || original->unsafeGetTensorImpl() != p.value().unsafeGetTensorImpl(),
+        "layer '", name, "' (", layer.ptr()->name(), "): its clone() shares parameter '", p.key(),
+        "' with the original, expected a tensor of its own: make reset() "
+        "register a new tensor");
   }
   return copy;
 }

@@ -401,6 +401,7 @@ TEST(PipelineParallelDevices, TiedWeightsAcrossInProcessRanksMatchSingleProcess)
   }
 }
 
+// A dropout on each of two stages (balance 3,3), so that both workers draw.
 torch::nn::Sequential make_dropout_classifier() {
   torch::nn::Sequential model(torch::nn::Linear(6, 16), torch::nn::Dropout(0.3), torch::nn::Tanh(),
                               torch::nn::Linear(16, 16), torch::nn::Dropout(0.3),
@@ -419,8 +420,9 @@ Trained train_dropout_in_process(Recompute recompute) {
   run_in_process(1, [&](Communicator& comm) {
     torch::manual_seed(7);
     ProcessGrid grid(comm.shared_from_this());
-    PipelineParallel pipe(make_dropout_classifier(), grid, cross_entropy, make_batch(24, 30).inputs,
-                          on_devices({c10::kCPU, c10::kCPU}).micro_batches(4).recompute(recompute));
+    PipelineParallel pipe(
+        make_dropout_classifier(), grid, cross_entropy, make_batch(24, 30).inputs,
+        on_devices({c10::kCPU, c10::kCPU}).micro_batches(4).balance("3,3").recompute(recompute));
     trained = train_steps(pipe);
   });
   return trained;
@@ -471,8 +473,9 @@ TEST(MpiPipelineParallel, InProcessDropoutMatchesMpirun) {
     if (!pair) return;
     torch::manual_seed(7);
     ProcessGrid grid(pair, ProcessGridOptions().pipeline_parallel(2));
-    PipelineParallel pipe(make_dropout_classifier(), grid, cross_entropy, make_batch(24, 30).inputs,
-                          PipelineParallelOptions().micro_batches(4).recompute(Recompute::Always));
+    PipelineParallel pipe(
+        make_dropout_classifier(), grid, cross_entropy, make_batch(24, 30).inputs,
+        PipelineParallelOptions().micro_batches(4).balance("3,3").recompute(Recompute::Always));
     const std::vector<double> mpirun = train_steps(pipe).first;
     const std::vector<double> one_process = train_dropout_in_process(Recompute::Always).first;
     ASSERT_EQ(one_process.size(), mpirun.size());

@@ -122,9 +122,7 @@ TORCH_MODULE(MaskedLinear);
 // {h, mask, aux} -> h + aux where the mask is set: one tensor again.
 class JoinImpl : public torch::nn::Module {
  public:
-  at::Tensor forward(const StageIO& in) {
-    return in.at(0) + (in.at(2) * in.at(1)).unsqueeze(-1);
-  }
+  at::Tensor forward(const StageIO& in) { return in.at(0) + (in.at(2) * in.at(1)).unsqueeze(-1); }
 };
 TORCH_MODULE(Join);
 
@@ -176,8 +174,8 @@ int virtual_stages(const std::string& schedule) {
 // same two steps of the whole model in one process.
 void check_stage_io(Communicator& comm, const StageIoCase& c,
                     core::Precision precision = core::Precision::Fp32) {
-  const PipelineSchedule schedule = make_pipeline_schedule(
-      c.schedule, comm.size(), c.micro_batches, virtual_stages(c.schedule));
+  const PipelineSchedule schedule =
+      make_pipeline_schedule(c.schedule, comm.size(), c.micro_batches, virtual_stages(c.schedule));
   auto model = make_model();
   auto stages = my_stages(model, schedule, comm.rank());
   PipelineExecutor executor(stages, comm.shared_from_this(), schedule, mse,
