@@ -5,12 +5,14 @@
 #include <torch/torch.h>
 
 #include "comm_test_support.h"
+#include "pipeline_stages.h"
 #include "sequential_schedule.h"
 #include "strata/accel/device.h"
 #include "strata/accel/to_device.h"
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline/executor.h"
 #include "strata/parallel/pipeline/partition.h"
+#include "strata/parallel/pipeline/schedule_registry.h"
 #include "strata/parallel/pipeline/skip.h"
 
 namespace strata::parallel::testing {
@@ -94,27 +96,6 @@ at::Tensor mse(const at::Tensor& output, const at::Tensor& target) {
   return torch::mse_loss(output, target);
 }
 
-// The model cut into `stages` stages of about equal layer counts.
-std::vector<torch::nn::Sequential> split(const torch::nn::Sequential& model, int stages) {
-  std::vector<LayerProfile> layers;
-  for (const auto& child : model->named_children())
-    layers.push_back({child.key(), child.value()->name(), 1, 4, 1.0, 4});
-  const auto n = static_cast<int64_t>(model->size());
-  std::vector<int64_t> balance(stages, n / stages);
-  for (int64_t i = 0; i < n % stages; ++i) ++balance[i];
-  return split_sequential(model, partition_explicit(layers, balance));
-}
-
-// This rank's stages of `model` under `schedule`.
-std::map<int, torch::nn::Sequential> my_stages(const torch::nn::Sequential& model,
-                                               const PipelineSchedule& schedule, int rank) {
-  auto parts = split(model, schedule.num_stages);
-  std::map<int, torch::nn::Sequential> mine;
-  for (int s = 0; s < schedule.num_stages; ++s)
-    if (schedule.rank_of_stage(s) == rank) mine[s] = parts[s];
-  return mine;
-}
-
 double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
   const double scale = expected.norm().item<double>();
   return (actual - expected).norm().item<double>() / (scale > 0 ? scale : 1);
@@ -148,8 +129,6 @@ struct ScheduleCase {
   std::string name;
   int virtual_stages;
 };
-const std::vector<ScheduleCase> kScheduleCases = {
-    {"gpipe", 1}, {"1f1b", 1}, {"interleaved", 2}, {"zb-h1", 1}};
 
 // What a check runs: a model, the executor's recompute option (tied models get their
 // groups from find_tied_parameters), and where the stages live: the CPU, or rank r's on
@@ -223,29 +202,69 @@ void check_schedule(Communicator& comm, const ScheduleCase& c, int micro_batches
   }
 }
 
-void check_all_micro_batches(const ScheduleCase& c, const Variant& v = {}) {
-  for (int ranks : {2, 4})
-    for (int micro_batches : {1, 3, 8})
-      run_in_process(ranks, [&](Communicator& comm) { check_schedule(comm, c, micro_batches, v); });
-}
+// ---- The matrix: every schedule x K x M x feature, on the CPU and on accelerators -------
 
-void check_every_schedule(const Variant& v) {
-  for (const ScheduleCase& c : kScheduleCases) check_all_micro_batches(c, v);
-}
+struct MatrixCase {
+  ScheduleCase schedule;
+  int ranks = 2, micro_batches = 1;
+  Variant variant;
+};
 
-TEST(PipelineExecutor, GPipeMatchesSingleProcess) { check_all_micro_batches({"gpipe", 1}); }
-TEST(PipelineExecutor, OneFOneBMatchesSingleProcess) { check_all_micro_batches({"1f1b", 1}); }
-TEST(PipelineExecutor, ZeroBubbleH1MatchesSingleProcess) { check_all_micro_batches({"zb-h1", 1}); }
-TEST(PipelineExecutor, InterleavedMatchesSingleProcess) {
-  check_all_micro_batches({"interleaved", 2});
-}
-// A schedule that only the registry knows (registered by the test, as a user program would)
-// runs like the built-ins.
-TEST(PipelineExecutor, RegisteredScheduleMatchesSingleProcess) {
+// Every schedule of the registry (the built-ins and one that only the registry knows,
+// registered by the test as a user program would), K in {2, 4}, M in {1, 3, 8}, in-process:
+// on the CPU the plain model, each recompute option, skips and tied weights, and at one M
+// each the features together; on simulated accelerators (every tensor between stages
+// crossing devices) the plain model, and skips and tied weights with recomputation at one
+// M each, to keep the run short.
+std::vector<MatrixCase> matrix_cases() {
   register_sequential_schedule();
-  check_all_micro_batches({kSequentialSchedule, 1});
-  check_all_micro_batches({kSequentialSchedule, 1}, {ModelKind::Skip, Recompute::ExceptLast});
+  std::vector<MatrixCase> cases;
+  for (const std::string& name : schedule_names()) {
+    const ScheduleCase schedule{name, schedule_entry(name).supports_virtual_stages ? 2 : 1};
+    for (int ranks : {2, 4})
+      for (int micro_batches : {1, 3, 8}) {
+        std::vector<Variant> variants = {
+            {ModelKind::Plain, Recompute::Never},      {ModelKind::Plain, Recompute::Always},
+            {ModelKind::Plain, Recompute::ExceptLast}, {ModelKind::Skip, Recompute::Never},
+            {ModelKind::Tied, Recompute::Never},       {ModelKind::Plain, Recompute::Never, true}};
+        if (micro_batches == 8) {
+          variants.push_back({ModelKind::Skip, Recompute::Always});
+          variants.push_back({ModelKind::Skip, Recompute::Always, true});
+        }
+        if (micro_batches == 3) {
+          variants.push_back({ModelKind::Skip, Recompute::ExceptLast});
+          variants.push_back({ModelKind::Tied, Recompute::Always});
+          variants.push_back({ModelKind::Tied, Recompute::ExceptLast, true});
+        }
+        for (const Variant& v : variants) cases.push_back({schedule, ranks, micro_batches, v});
+      }
+  }
+  return cases;
 }
+
+std::string matrix_name(const ::testing::TestParamInfo<MatrixCase>& info) {
+  const MatrixCase& c = info.param;
+  const char* kinds[] = {"plain", "inplace", "skip", "tied"};
+  std::string name =
+      c.schedule.name + "_K" + std::to_string(c.ranks) + "_M" + std::to_string(c.micro_batches) +
+      "_" + kinds[static_cast<int>(c.variant.model)] + "_recompute_" +
+      to_string(c.variant.recompute) + (c.variant.on_accelerators ? "_accel" : "_cpu");
+  for (char& ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return name;
+}
+
+class PipelineExecutorMatrix : public ::testing::TestWithParam<MatrixCase> {};
+
+TEST_P(PipelineExecutorMatrix, MatchesSingleProcess) {
+  const MatrixCase& c = GetParam();
+  run_in_process(c.ranks, [&](Communicator& comm) {
+    check_schedule(comm, c.schedule, c.micro_batches, c.variant);
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(EverySchedule, PipelineExecutorMatrix, ::testing::ValuesIn(matrix_cases()),
+                         matrix_name);
 
 TEST(PipelineExecutor, SplitBackwardHandlesInPlaceLayers) {
   for (int ranks : {2, 4})
@@ -319,23 +338,10 @@ TEST(PipelineExecutor, OptimizerStepsEqualSingleProcessSgd) {
 
 // ---- Stages on devices: rank r's stages on simulated accelerator r ----------------------
 
-// Every schedule of the registry, K in {2, 4}, M in {1, 3, 8}: the loss and gradients of the
-// single-process run, with every parameter and gradient on its stage's device.
-TEST(PipelineExecutorDevices, EveryScheduleOnSimulatedAcceleratorsMatchesSingleProcess) {
-  register_sequential_schedule();
-  for (const ScheduleCase& c : kScheduleCases)
-    check_all_micro_batches(c, {ModelKind::Plain, Recompute::Never, true});
-  check_all_micro_batches({kSequentialSchedule, 1}, {ModelKind::Plain, Recompute::Never, true});
-}
-
-// Recomputation, skip connections and tied weights across devices, on fewer combinations.
-TEST(PipelineExecutorDevices, RecomputeSkipsAndTiedWeightsOnSimulatedAccelerators) {
+// (The schedules on accelerators: PipelineExecutorMatrix's "_accel" cases.)
+TEST(PipelineExecutorDevices, SplitBackwardHandlesInPlaceLayersOnSimulatedAccelerators) {
   for (int ranks : {2, 4})
     run_in_process(ranks, [](Communicator& comm) {
-      for (const ScheduleCase& c : kScheduleCases) {
-        check_schedule(comm, c, 8, {ModelKind::Skip, Recompute::Always, true});
-        check_schedule(comm, c, 3, {ModelKind::Tied, Recompute::ExceptLast, true});
-      }
       check_schedule(comm, {"zb-h1", 1}, 3, {ModelKind::InPlace, Recompute::Never, true});
     });
 }
@@ -427,28 +433,7 @@ TEST(PipelineExecutor, RejectsStagesThatDoNotMatchTheSchedule) {
   });
 }
 
-TEST(PipelineExecutor, RecomputeAlwaysMatchesSingleProcess) {
-  check_every_schedule({ModelKind::Plain, Recompute::Always});
-}
-TEST(PipelineExecutor, RecomputeExceptLastMatchesSingleProcess) {
-  check_every_schedule({ModelKind::Plain, Recompute::ExceptLast});
-}
-TEST(PipelineExecutor, SkipConnectionsMatchSingleProcess) {
-  check_every_schedule({ModelKind::Skip});
-}
-TEST(PipelineExecutor, TiedWeightsMatchSingleProcess) { check_every_schedule({ModelKind::Tied}); }
-
-// The features together, on fewer combinations.
-TEST(PipelineExecutor, SkipConnectionsWithRecomputeMatchSingleProcess) {
-  for (int ranks : {2, 4})
-    run_in_process(ranks, [](Communicator& comm) {
-      for (const ScheduleCase& c : kScheduleCases) {
-        check_schedule(comm, c, 8, {ModelKind::Skip, Recompute::Always});
-        check_schedule(comm, c, 3, {ModelKind::Skip, Recompute::ExceptLast});
-      }
-      check_schedule(comm, {"zb-h1", 1}, 3, {ModelKind::Tied, Recompute::Always});
-    });
-}
+// (Recomputation, skips and tied weights under every schedule: PipelineExecutorMatrix.)
 
 TEST(PipelineExecutor, OneRankRunsSkipsAndTiedWeightsLocally) {
   run_in_process(1, [](Communicator& comm) {

@@ -11,6 +11,7 @@
 #include "strata/accel/device.h"
 #include "strata/accel/to_device.h"
 #include "strata/core/error.h"
+#include "strata/core/parameters.h"
 #include "strata/parallel/pipeline/pipeline_parallel.h"
 
 namespace strata::parallel::testing {
@@ -236,6 +237,20 @@ class SharedLinearImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SharedLinear);
 
+// The same, Cloneable: a pipeline can give another in-process rank a copy of its own.
+class CloneableSharedLinearImpl : public torch::nn::Cloneable<CloneableSharedLinearImpl> {
+ public:
+  explicit CloneableSharedLinearImpl(const at::Tensor& weight)
+      : weight_(register_parameter("weight", weight)) {}
+  // Only clone() calls it: a tensor of the clone's own, which clone() then fills.
+  void reset() override { weight_ = register_parameter("weight", weight_.detach().clone()); }
+  at::Tensor forward(const at::Tensor& x) { return torch::nn::functional::linear(x, weight_); }
+
+ private:
+  at::Tensor weight_;
+};
+TORCH_MODULE(CloneableSharedLinear);
+
 PipelineParallelOptions on_devices(const std::vector<c10::Device>& devices) {
   return PipelineParallelOptions().devices(devices).move_module(
       [](torch::nn::Module& module, const c10::Device& device) {
@@ -291,6 +306,22 @@ TEST(PipelineParallelDevices, InProcessPipelineMatchesSingleProcess) {
     }
 }
 
+// Three SGD steps of a pipeline; the losses and the parameters after.
+using Trained = std::pair<std::vector<double>, std::map<std::string, at::Tensor>>;
+Trained train_steps(PipelineParallel& pipe) {
+  torch::optim::SGD sgd(pipe.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  std::vector<double> losses;
+  for (int step = 0; step < 3; ++step) {
+    const Batch batch = make_batch(24, 30 + step);
+    sgd.zero_grad();
+    losses.push_back(pipe.train_step(batch.inputs, batch.labels, &sgd));
+  }
+  std::map<std::string, at::Tensor> parameters;
+  for (const auto& p : pipe.local_module().named_parameters())
+    parameters[p.key()] = p.value().detach().cpu();
+  return {losses, parameters};
+}
+
 // Training on two simulated accelerators gives bit for bit the losses and parameters of
 // training on two CPU workers, and both equal a pipeline of two in-process ranks.
 TEST(PipelineParallelDevices, SimulatedAcceleratorsAreBitIdenticalToTheCpu) {
@@ -299,19 +330,9 @@ TEST(PipelineParallelDevices, SimulatedAcceleratorsAreBitIdenticalToTheCpu) {
     ProcessGrid grid(comm.shared_from_this(), ProcessGridOptions().pipeline_parallel(pp));
     PipelineParallel pipe(make_classifier(), grid, cross_entropy, sample.inputs,
                           PipelineParallelOptions(options).micro_batches(3));
-    torch::optim::SGD sgd(pipe.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-    std::vector<double> losses;
-    for (int step = 0; step < 3; ++step) {
-      const Batch batch = make_batch(24, 30 + step);
-      sgd.zero_grad();
-      losses.push_back(pipe.train_step(batch.inputs, batch.labels, &sgd));
-    }
-    std::map<std::string, at::Tensor> parameters;
-    for (const auto& p : pipe.local_module().named_parameters())
-      parameters[p.key()] = p.value().cpu();
-    return std::make_pair(losses, parameters);
+    return train_steps(pipe);
   };
-  std::pair<std::vector<double>, std::map<std::string, at::Tensor>> cpu, accelerators, ranks;
+  Trained cpu, accelerators, ranks;
   run_in_process(1, [&](Communicator& comm) {
     cpu = train(on_devices({c10::kCPU, c10::kCPU}), comm, 1);
     accelerators = train(on_devices({accel::device(0), accel::device(1)}), comm, 1);
@@ -329,6 +350,94 @@ TEST(PipelineParallelDevices, SimulatedAcceleratorsAreBitIdenticalToTheCpu) {
     EXPECT_NEAR(cpu.first[i], ranks.first[i], kTolerance * ranks.first[i]) << "step " << i;
 }
 
+// A weight tied across the two ranks: 0.weight (rank 0) is 2.weight (rank 1).
+torch::nn::Sequential make_tied_classifier() {
+  torch::nn::Linear first(6, 6), last(6, 3);
+  torch::nn::Sequential model(first, torch::nn::Tanh(), CloneableSharedLinear(first->weight),
+                              torch::nn::Tanh(), last);
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  for (auto& p : model->parameters()) p.copy_(at::randn(p.sizes(), gen) * 0.4);
+  return model;
+}
+
+// Each in-process rank holds its own copy of a weight tied across ranks (as each mpirun
+// rank does), and the copies' gradients are summed: the training equals the single-process
+// one, on CPU workers and on two simulated accelerators.
+TEST(PipelineParallelDevices, TiedWeightsAcrossInProcessRanksMatchSingleProcess) {
+  auto reference = make_tied_classifier();
+  torch::optim::SGD sgd(core::unique_parameters(*reference),
+                        torch::optim::SGDOptions(0.1).momentum(0.9));
+  std::vector<double> expected;
+  for (int step = 0; step < 3; ++step) {
+    const Batch batch = make_batch(24, 30 + step);
+    sgd.zero_grad();
+    at::Tensor loss = cross_entropy(reference->forward(batch.inputs), batch.labels);
+    loss.backward();
+    sgd.step();
+    expected.push_back(loss.item<double>());
+  }
+  for (const bool accelerators : {false, true}) {
+    SCOPED_TRACE(accelerators ? "on accelerators" : "on cpu");
+    const std::vector<c10::Device> devices =
+        accelerators ? std::vector<c10::Device>{accel::device(0), accel::device(1)}
+                     : std::vector<c10::Device>{c10::kCPU, c10::kCPU};
+    run_in_process(1, [&](Communicator& comm) {
+      const Batch sample = make_batch(24, 30);
+      ProcessGrid grid(comm.shared_from_this());
+      for (const Recompute recompute : {Recompute::Never, Recompute::Always}) {
+        PipelineParallel pipe(
+            make_tied_classifier(), grid, cross_entropy, sample.inputs,
+            on_devices(devices).micro_batches(3).balance("2,3").recompute(recompute));
+        const auto [losses, parameters] = train_steps(pipe);
+        for (size_t i = 0; i < expected.size(); ++i)
+          EXPECT_NEAR(losses[i], expected[i], kTolerance * expected[i]) << "step " << i;
+        EXPECT_TRUE(at::allclose(parameters.at("0.weight"), parameters.at("2.weight")));
+        for (const auto& p : reference->named_parameters())
+          EXPECT_LT(relative_error(parameters.at(p.key()), p.value().detach()), kTolerance)
+              << p.key();
+      }
+    });
+  }
+}
+
+// A dropout on each of two stages (balance 3,3), so that both workers draw.
+torch::nn::Sequential make_dropout_classifier() {
+  torch::nn::Sequential model(torch::nn::Linear(6, 16), torch::nn::Dropout(0.3), torch::nn::Tanh(),
+                              torch::nn::Linear(16, 16), torch::nn::Dropout(0.3),
+                              torch::nn::Linear(16, 3));
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+  for (auto& p : model->parameters()) p.copy_(at::randn(p.sizes(), gen) * 0.4);
+  return model;
+}
+
+// Two CPU workers training a model with dropout, recomputed or not: each worker draws
+// from a generator of its own (as each mpirun rank does), so the runs are repeatable and a
+// recomputation replays its forward's masks: the same losses with and without it.
+Trained train_dropout_in_process(Recompute recompute) {
+  Trained trained;
+  run_in_process(1, [&](Communicator& comm) {
+    torch::manual_seed(7);
+    ProcessGrid grid(comm.shared_from_this());
+    PipelineParallel pipe(
+        make_dropout_classifier(), grid, cross_entropy, make_batch(24, 30).inputs,
+        on_devices({c10::kCPU, c10::kCPU}).micro_batches(4).balance("3,3").recompute(recompute));
+    trained = train_steps(pipe);
+  });
+  return trained;
+}
+
+TEST(PipelineParallelDevices, DropoutDrawsPerWorkerAndRecomputesInOneProcess) {
+  const Trained plain = train_dropout_in_process(Recompute::Never);
+  for (int run = 0; run < 3; ++run) {
+    const Trained recomputed = train_dropout_in_process(Recompute::Always);
+    for (size_t i = 0; i < plain.first.size(); ++i)
+      EXPECT_NEAR(recomputed.first[i], plain.first[i], kTolerance * plain.first[i])
+          << "run " << run << " step " << i;
+  }
+}
+
 TEST(PipelineParallelDevices, RejectsWhatAnInProcessPipelineCannotHold) {
   run_in_process(1, [](Communicator& comm) {
     const Batch batch = make_batch(8, 1);
@@ -339,23 +448,10 @@ TEST(PipelineParallelDevices, RejectsWhatAnInProcessPipelineCannotHold) {
     expect_error(
         [&] {
           PipelineParallel pipe(model, grid, cross_entropy, batch.inputs,
-                                PipelineParallelOptions()
-                                    .devices({c10::kCPU, c10::kCPU})
-                                    .micro_batches(2)
-                                    .balance("2,3"));
+                                on_devices({c10::kCPU, c10::kCPU}).micro_batches(2).balance("2,3"));
         },
-        "is tied to '2.weight' across in-process pipeline ranks 0 and 1");
-    torch::nn::Sequential dropout(torch::nn::Linear(6, 6), torch::nn::Dropout(0.1),
-                                  torch::nn::Linear(6, 3));
-    expect_error(
-        [&] {
-          PipelineParallel pipe(dropout, grid, cross_entropy, batch.inputs,
-                                PipelineParallelOptions()
-                                    .devices({c10::kCPU, c10::kCPU})
-                                    .micro_batches(2)
-                                    .recompute(Recompute::Always));
-        },
-        "in an in-process pipeline: its workers share one random generator");
+        "layer '2' (" + model->ptr(2)->name() +
+            ") holds a weight tied across in-process pipeline ranks and cannot be copied");
   });
   run_in_process(2, [](Communicator& comm) {
     const Batch batch = make_batch(8, 1);
@@ -366,6 +462,25 @@ TEST(PipelineParallelDevices, RejectsWhatAnInProcessPipelineCannotHold) {
                             {c10::kCPU, c10::kCPU, c10::kCPU}));
         },
         "pipeline: 3 devices for 2 pipeline ranks, expected one or one per rank");
+  });
+}
+
+// The dropout masks of two in-process CPU workers are those of two mpirun ranks: ranks 0
+// and 1 train the model as a pipeline, and each process trains it again in one process.
+TEST(MpiPipelineParallel, InProcessDropoutMatchesMpirun) {
+  run_mpi([](Communicator& comm) {
+    CommunicatorPtr pair = comm.split(comm.rank() < 2 ? 0 : -1, comm.rank());
+    if (!pair) return;
+    torch::manual_seed(7);
+    ProcessGrid grid(pair, ProcessGridOptions().pipeline_parallel(2));
+    PipelineParallel pipe(
+        make_dropout_classifier(), grid, cross_entropy, make_batch(24, 30).inputs,
+        PipelineParallelOptions().micro_batches(4).balance("3,3").recompute(Recompute::Always));
+    const std::vector<double> mpirun = train_steps(pipe).first;
+    const std::vector<double> one_process = train_dropout_in_process(Recompute::Always).first;
+    ASSERT_EQ(one_process.size(), mpirun.size());
+    for (size_t i = 0; i < mpirun.size(); ++i)
+      EXPECT_NEAR(one_process[i], mpirun[i], kTolerance * mpirun[i]) << "step " << i;
   });
 }
 

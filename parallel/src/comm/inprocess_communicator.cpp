@@ -12,6 +12,7 @@
 
 #include "communicator_checks.h"
 #include "strata/core/error.h"
+#include "strata/parallel/comm/tensor_message.h"
 
 namespace strata::parallel {
 namespace detail {
@@ -70,6 +71,9 @@ struct InProcessHandover {
 struct InProcessMessage {
   at::Tensor tensor;
   std::shared_ptr<InProcessHandover> handover;  // null for a buffered isend
+  // isend_tensors' tensors, in place of `tensor`.
+  std::vector<at::Tensor> list;
+  bool is_list = false;
 };
 
 struct InProcessPendingRecv {
@@ -255,7 +259,7 @@ class InProcessWork final : public Work {
 // Done when a message has arrived and been copied into the tensor.
 // A receive: into a given tensor (irecv), or of a whole tensor onto a device
 // (irecv_tensor, when `tensor` is undefined).
-class InProcessRecvWork final : public TensorWork {
+class InProcessRecvWork final : public TensorListWork {
  public:
   InProcessRecvWork(std::shared_ptr<InProcessGroup> group,
                     std::shared_ptr<detail::InProcessPendingRecv> pending, at::Tensor tensor,
@@ -301,24 +305,35 @@ class InProcessRecvWork final : public TensorWork {
     return done_;
   }
 
-  at::Tensor tensor() override { return result_; }
+  at::Tensor tensor() override {
+    STRATA_CHECK(!list_ || results_.size() == 1, "recv from rank ", src_, " (tag ", tag_,
+                 "): a list of ", results_.size(), " tensors, expected one tensor");
+    return results_.empty() ? at::Tensor() : results_[0];
+  }
+  std::vector<at::Tensor> tensors() override { return results_; }
+  bool is_list() override { return list_; }
 
  private:
   // The message is ours alone once it has arrived: no lock needed to read it.
   void complete() {
     try {
-      const at::Tensor& message = pending_->message.tensor;
+      const detail::InProcessMessage& message = pending_->message;
+      STRATA_CHECK(whole_ || !message.is_list, "recv from rank ", src_, " (tag ", tag_,
+                   "): a list of tensors (isend_tensors), expected one tensor (irecv_tensor)");
       if (whole_) {
         // The one copy between the two ranks' devices.
-        result_ = message.to(message.options().device(device_), /*non_blocking=*/false,
-                             /*copy=*/true);
+        list_ = message.is_list;
+        for (const auto& t :
+             message.is_list ? message.list : std::vector<at::Tensor>{message.tensor})
+          results_.push_back(
+              t.to(t.options().device(device_), /*non_blocking=*/false, /*copy=*/true));
       } else {
-        STRATA_CHECK(message.scalar_type() == tensor_.scalar_type(), "recv from rank ", src_,
-                     " (tag ", tag_, ") dtype: got ", c10::toString(message.scalar_type()),
+        STRATA_CHECK(message.tensor.scalar_type() == tensor_.scalar_type(), "recv from rank ", src_,
+                     " (tag ", tag_, ") dtype: got ", c10::toString(message.tensor.scalar_type()),
                      ", expected ", c10::toString(tensor_.scalar_type()),
                      " (the receiving tensor's)");
-        detail::check_received_numel(message.numel(), tensor_.numel(), src_, tag_);
-        tensor_.copy_(message.reshape(tensor_.sizes()));
+        detail::check_received_numel(message.tensor.numel(), tensor_.numel(), src_, tag_);
+        tensor_.copy_(message.tensor.reshape(tensor_.sizes()));
       }
     } catch (...) {
       error_ = std::current_exception();
@@ -335,7 +350,9 @@ class InProcessRecvWork final : public TensorWork {
 
   std::shared_ptr<InProcessGroup> group_;
   std::shared_ptr<detail::InProcessPendingRecv> pending_;
-  at::Tensor tensor_, result_;
+  at::Tensor tensor_;
+  std::vector<at::Tensor> results_;
+  bool list_ = false;
   const bool whole_;
   const c10::Device device_;
   const int src_, tag_, rank_;
@@ -527,7 +544,7 @@ WorkPtr InProcessCommunicator::isend(const at::Tensor& tensor, int dst, int tag)
   at::Tensor message = tensor.clone(at::MemoryFormat::Contiguous);
   std::lock_guard<std::mutex> lock(group_->job->mutex);
   throw_if_aborted(*group_->job);
-  deliver({std::move(message), nullptr}, dst, tag);
+  deliver({std::move(message), nullptr, {}, false}, dst, tag);
   return std::make_shared<CompletedWork>();
 }
 
@@ -553,7 +570,22 @@ std::vector<WorkPtr> InProcessCommunicator::isend_tensor(const at::Tensor& tenso
   auto handover = std::make_shared<detail::InProcessHandover>();
   std::lock_guard<std::mutex> lock(group_->job->mutex);
   throw_if_aborted(*group_->job);
-  deliver({tensor, handover}, dst, tag);
+  deliver({tensor, handover, {}, false}, dst, tag);
+  return {std::make_shared<InProcessHandoverWork>(group_, handover, dst, tag, rank_)};
+}
+
+std::vector<WorkPtr> InProcessCommunicator::isend_tensors(const std::vector<at::Tensor>& tensors,
+                                                          int dst, int tag) {
+  STRATA_CHECK(static_cast<int64_t>(tensors.size()) <= kTensorListMaxTensors,
+               "isend_tensors: a list of ", tensors.size(), " tensors, expected at most ",
+               kTensorListMaxTensors);
+  for (const auto& tensor : tensors) detail::check_defined(tensor, "isend_tensors tensor");
+  detail::check_peer(dst, size(), "isend_tensors dst");
+  detail::check_tag(tag, "isend_tensors");
+  auto handover = std::make_shared<detail::InProcessHandover>();
+  std::lock_guard<std::mutex> lock(group_->job->mutex);
+  throw_if_aborted(*group_->job);
+  deliver({at::Tensor(), handover, tensors, true}, dst, tag);
   return {std::make_shared<InProcessHandoverWork>(group_, handover, dst, tag, rank_)};
 }
 

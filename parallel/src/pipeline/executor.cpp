@@ -20,13 +20,17 @@
 #include "strata/core/error.h"
 #include "strata/core/fault_injection.h"
 #include "strata/core/flight_recorder.h"
+#include "strata/parallel/comm/tensor_message.h"
 #include "strata/parallel/pipeline/skip.h"
+#include "worker_generator.h"
 
 namespace strata::parallel {
 
+using pipeline_detail::carries_gradient;
 using pipeline_detail::distinct_trainable;
 using pipeline_detail::message_tag;
 using pipeline_detail::RngStates;
+using pipeline_detail::StageValue;
 
 namespace {
 
@@ -47,8 +51,27 @@ at::Tensor on_the_wire(const at::Tensor& tensor, core::Precision precision) {
   return tensor.to(core::compute_dtype(precision));
 }
 
+StageValue on_the_wire(const StageValue& value, core::Precision precision) {
+  StageValue wire{{}, value.list};
+  for (const auto& tensor : value.tensors) wire.tensors.push_back(on_the_wire(tensor, precision));
+  return wire;
+}
+
 int64_t tensor_bytes(const at::Tensor& tensor) {
   return tensor.defined() ? tensor.numel() * static_cast<int64_t>(tensor.element_size()) : 0;
+}
+int64_t tensor_bytes(const StageValue& value) {
+  int64_t bytes = 0;
+  for (const auto& tensor : value.tensors) bytes += tensor_bytes(tensor);
+  return bytes;
+}
+
+// What a layer returned, as the next layer or stage takes it.
+StageValue stage_value(torch::nn::AnyValue&& value, int stage) {
+  if (auto* tensor = value.try_get<at::Tensor>()) return {{std::move(*tensor)}, false};
+  if (auto* list = value.try_get<StageIO>()) return {std::move(*list), true};
+  STRATA_FAIL("pipeline executor: a layer of stage ", stage, " returned a value of type ",
+              value.type_info().name(), ", expected at::Tensor or StageIO (stage_io.h)");
 }
 
 // The generators a stage's forward may draw from: the CPU one, and the CUDA one of the
@@ -175,18 +198,33 @@ at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
   saved.layer_parameters.clear();
   int64_t layer_bytes = 0;
   // Layer by layer, as Sequential::forward does, counting the layer outputs autograd
-  // keeps and, for a split backward, keeping what W needs.
-  at::Tensor output = saved.input;
+  // keeps and, for a split backward, keeping what W needs. A layer that takes or returns
+  // several tensors makes W take the whole stage (their gradients do not split by layer).
+  saved.whole_stage_weight = saved.input.list;
+  StageValue output = saved.input;
   for (auto& layer : *stages_.at(stage)) {
-    at::Tensor next = layer.forward(output);
-    if (!next.defined() || !output.defined() || next.data_ptr() != output.data_ptr())
-      layer_bytes += tensor_bytes(next);
+    StageValue next = stage_value(
+        output.list ? layer.any_forward(output.tensors) : layer.any_forward(output.tensors[0]),
+        stage);
+    for (const auto& tensor : next.tensors) {
+      const bool aliases =
+          std::any_of(output.tensors.begin(), output.tensors.end(), [&](const at::Tensor& t) {
+            return tensor.defined() && t.defined() && t.data_ptr() == tensor.data_ptr();
+          });
+      if (!aliases) layer_bytes += tensor_bytes(tensor);
+    }
     output = std::move(next);
-    if (!split_backward_ || shared_weight_stages_.count(stage)) continue;
+    saved.whole_stage_weight = saved.whole_stage_weight || output.list;
+    if (!split_backward_ || shared_weight_stages_.count(stage) || saved.whole_stage_weight)
+      continue;
     std::vector<at::Tensor> parameters = distinct_trainable(layer.ptr()->parameters());
-    if (parameters.empty() || !output.requires_grad()) continue;
-    saved.layer_outputs.push_back(output);
+    if (parameters.empty() || !output.tensors[0].requires_grad()) continue;
+    saved.layer_outputs.push_back(output.tensors[0]);
     saved.layer_parameters.push_back(std::move(parameters));
+  }
+  if (saved.whole_stage_weight) {
+    saved.layer_outputs.clear();
+    saved.layer_parameters.clear();
   }
   if (at::GradMode::is_enabled()) hold(saved, layer_bytes);
 
@@ -204,32 +242,39 @@ at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
   }
 
   if (stage != schedule_.num_stages - 1) {
-    saved.output = output;
+    saved.output = std::move(output);
     return {};
   }
-  at::Tensor loss =
-      loss_(core::to_full_precision(output), target_chunks_[micro_batch].to(options_.device()));
+  STRATA_CHECK(!output.list, "pipeline executor: the last stage (", stage,
+               ") returned a StageIO of ", output.tensors.size(),
+               " tensors, expected one tensor (the loss function's input)");
+  at::Tensor loss = loss_(core::to_full_precision(output.tensors[0]),
+                          target_chunks_[micro_batch].to(options_.device()));
   // The one place the loss is scaled: gradients summed over M micro-batches are then
   // the gradient of the batch's mean loss.
-  saved.output = loss / schedule_.num_micro_batches;
+  saved.output = {{loss / schedule_.num_micro_batches}, false};
   return loss;
 }
 
 void PipelineExecutor::forward(int stage, int micro_batch) {
   auto saved = std::make_unique<Saved>();
   if (stage == 0) {
-    saved->input = input_chunks_[micro_batch].to(options_.device());
+    saved->input = {{input_chunks_[micro_batch].to(options_.device())}, false};
   } else {
     auto it = activations_.find({stage - 1, micro_batch});
     // verify_schedule guarantees it is there; a failure here is an executor bug.
     STRATA_CHECK(it != activations_.end(), "pipeline executor: no activation of stage ", stage - 1,
                  ", micro-batch ", micro_batch, " for the forward of stage ", stage);
-    // A leaf of this stage's graph, so that its gradient is what goes back; in fp32 again
-    // if it travelled in bf16.
-    const at::Tensor input = options_.precision() == core::Precision::Fp32
-                                 ? it->second
-                                 : core::to_full_precision(it->second);
-    saved->input = input.detach().requires_grad_(true);
+    // Leaves of this stage's graph, so that their gradients are what goes back; in fp32
+    // again if they travelled in bf16.
+    saved->input.list = it->second.list;
+    for (const auto& tensor : it->second.tensors) {
+      at::Tensor input = options_.precision() == core::Precision::Fp32
+                             ? tensor.detach()
+                             : core::to_full_precision(tensor).detach();
+      if (carries_gradient(input)) input.requires_grad_(true);
+      saved->input.tensors.push_back(std::move(input));
+    }
     activations_.erase(it);
   }
   const int rank = comm_->rank();
@@ -240,7 +285,7 @@ void PipelineExecutor::forward(int stage, int micro_batch) {
       skip = skip_activations_.at({r, micro_batch});
       skip_activations_.erase(Key{r, micro_batch});
     } else {
-      skip = complete_receive(skip_tag(false, r, micro_batch));
+      skip = complete_receive(skip_tag(false, r, micro_batch)).tensors.at(0);
     }
     // A leaf like the input: its gradient goes back to the stashing stage.
     saved->skip_inputs.emplace_back(r, skip.detach().requires_grad_(true));
@@ -248,12 +293,15 @@ void PipelineExecutor::forward(int stage, int micro_batch) {
 
   saved->needs_recompute = recomputes(stage);
   at::Tensor loss;
-  if (saved->needs_recompute) {
-    saved->rng = capture_rng(saved->input);
-    torch::NoGradGuard no_grad;
-    loss = compute(stage, micro_batch, *saved);
-  } else {
-    loss = compute(stage, micro_batch, *saved);
+  {
+    pipeline_detail::WorkerGeneratorScope generator;  // this rank's draws, as under mpirun
+    if (saved->needs_recompute) {
+      saved->rng = capture_rng(saved->input.tensors[0]);
+      torch::NoGradGuard no_grad;
+      loss = compute(stage, micro_batch, *saved);
+    } else {
+      loss = compute(stage, micro_batch, *saved);
+    }
   }
   int64_t bytes = tensor_bytes(saved->input) + tensor_bytes(saved->output);
   for (const auto& skips : {&saved->skip_inputs, &saved->skip_outputs})
@@ -263,7 +311,9 @@ void PipelineExecutor::forward(int stage, int micro_batch) {
   if (loss.defined()) {
     loss_sum_ += loss.detach().to(at::kDouble).cpu();
   } else {
-    activations_[{stage, micro_batch}] = on_the_wire(saved->output.detach(), options_.precision());
+    StageValue output = saved->output;
+    for (auto& tensor : output.tensors) tensor = tensor.detach();
+    activations_[{stage, micro_batch}] = on_the_wire(output, options_.precision());
   }
   // Skip tensors go straight to the popping stage's rank, not through the stages between.
   for (const auto& [r, tensor] : saved->skip_outputs) {
@@ -271,7 +321,7 @@ void PipelineExecutor::forward(int stage, int micro_batch) {
     if (peer == rank)
       skip_activations_[{r, micro_batch}] = tensor.detach();
     else
-      isend(tensor.detach(), peer, skip_tag(false, r, micro_batch));
+      isend({{tensor.detach()}, false}, peer, skip_tag(false, r, micro_batch));
   }
   saved_[{stage, micro_batch}] = std::move(saved);
 }
@@ -280,7 +330,8 @@ void PipelineExecutor::ensure_graph(int stage, int micro_batch, Saved& saved) {
   if (!saved.needs_recompute) return;
   // The forward's random draws again (dropout masks), then the generators go on from
   // where they were.
-  RngStates now = capture_rng(saved.input);
+  pipeline_detail::WorkerGeneratorScope generator;
+  RngStates now = capture_rng(saved.input.tensors[0]);
   restore_rng(saved.rng);
   try {
     compute(stage, micro_batch, saved);
@@ -292,25 +343,38 @@ void PipelineExecutor::ensure_graph(int stage, int micro_batch, Saved& saved) {
   saved.needs_recompute = false;
 }
 
-at::Tensor PipelineExecutor::output_gradient(int stage, int micro_batch) {
+std::vector<at::Tensor> PipelineExecutor::output_gradients(int stage, int micro_batch) {
   Saved& saved = *saved_.at({stage, micro_batch});
-  if (stage == schedule_.num_stages - 1) return at::ones_like(saved.output);
+  if (stage == schedule_.num_stages - 1) return {at::ones_like(saved.output.tensors[0])};
   auto it = gradients_.find({stage + 1, micro_batch});
   STRATA_CHECK(it != gradients_.end(), "pipeline executor: no gradient of stage ", stage + 1,
                ", micro-batch ", micro_batch, " for the backward of stage ", stage);
-  // It may have travelled in bf16; autograd wants the output's dtype.
-  at::Tensor gradient = it->second.to(saved.output.scalar_type());
+  std::vector<at::Tensor> gradients = std::move(it->second.tensors);
   gradients_.erase(it);
-  return gradient;
+  // One per floating output, in order.
+  std::vector<at::Tensor> outputs;
+  for (const auto& output : saved.output.tensors)
+    if (carries_gradient(output)) outputs.push_back(output);
+  STRATA_CHECK(gradients.size() == outputs.size(), "pipeline executor: ", gradients.size(),
+               " gradients from stage ", stage + 1, ", micro-batch ", micro_batch,
+               ", expected one per floating output of stage ", stage, " (", outputs.size(), ")");
+  // They may have travelled in bf16; autograd wants the outputs' dtypes.
+  for (size_t i = 0; i < gradients.size(); ++i)
+    gradients[i] = gradients[i].to(outputs[i].scalar_type());
+  return gradients;
 }
 
 void PipelineExecutor::backward_roots(int stage, int micro_batch, std::vector<at::Tensor>& roots,
                                       std::vector<at::Tensor>& gradients) {
   Saved& saved = *saved_.at({stage, micro_batch});
-  const at::Tensor output_grad = output_gradient(stage, micro_batch);
-  if (saved.output.requires_grad()) {
-    roots.push_back(saved.output);
-    gradients.push_back(output_grad);
+  const std::vector<at::Tensor> output_grads = output_gradients(stage, micro_batch);
+  size_t next = 0;
+  for (const auto& output : saved.output.tensors) {
+    if (!carries_gradient(output)) continue;
+    const at::Tensor& gradient = output_grads[next++];
+    if (!output.requires_grad()) continue;
+    roots.push_back(output);
+    gradients.push_back(gradient);
   }
   const int rank = comm_->rank();
   for (const auto& [r, tensor] : saved.skip_outputs) {
@@ -319,7 +383,7 @@ void PipelineExecutor::backward_roots(int stage, int micro_batch, std::vector<at
       gradient = skip_gradients_.at({r, micro_batch});
       skip_gradients_.erase(Key{r, micro_batch});
     } else {
-      gradient = complete_receive(skip_tag(true, r, micro_batch));
+      gradient = complete_receive(skip_tag(true, r, micro_batch)).tensors.at(0);
     }
     if (!tensor.requires_grad()) continue;
     roots.push_back(tensor);
@@ -327,13 +391,27 @@ void PipelineExecutor::backward_roots(int stage, int micro_batch, std::vector<at
   }
 }
 
-void PipelineExecutor::publish_input_gradient(int stage, int micro_batch, at::Tensor gradient) {
+// The floating leaves of a stage's input, whose gradients go back.
+std::vector<at::Tensor> PipelineExecutor::gradient_inputs(int stage, int micro_batch) const {
+  std::vector<at::Tensor> leaves;
+  if (stage == 0) return leaves;
+  for (const auto& input : saved_.at({stage, micro_batch})->input.tensors)
+    if (carries_gradient(input)) leaves.push_back(input);
+  return leaves;
+}
+
+void PipelineExecutor::publish_input_gradients(int stage, int micro_batch,
+                                               std::vector<at::Tensor> gradients) {
   if (stage == 0) return;
-  const at::Tensor& input = saved_.at({stage, micro_batch})->input;
-  // A stage whose output does not depend on its input (or only through integer ops)
-  // still owes the previous stage a gradient: zero.
-  gradients_[{stage, micro_batch}] =
-      on_the_wire(gradient.defined() ? gradient : at::zeros_like(input), options_.precision());
+  const StageValue& input = saved_.at({stage, micro_batch})->input;
+  const std::vector<at::Tensor> leaves = gradient_inputs(stage, micro_batch);
+  // A stage whose output does not depend on an input (or only through integer ops) still
+  // owes the previous stage its gradient: zero. One plain tensor for one floating input,
+  // a list otherwise (also an empty one, for an input without a floating tensor).
+  StageValue value{{}, input.list || leaves.size() != 1};
+  for (size_t i = 0; i < leaves.size(); ++i)
+    value.tensors.push_back(gradients[i].defined() ? gradients[i] : at::zeros_like(leaves[i]));
+  gradients_[{stage, micro_batch}] = on_the_wire(value, options_.precision());
 }
 
 void PipelineExecutor::publish_skip_gradients(int micro_batch, Saved& saved,
@@ -346,7 +424,7 @@ void PipelineExecutor::publish_skip_gradients(int micro_batch, Saved& saved,
     if (peer == rank)
       skip_gradients_[{r, micro_batch}] = gradient;
     else
-      isend(gradient, peer, skip_tag(true, r, micro_batch));
+      isend({{gradient}, false}, peer, skip_tag(true, r, micro_batch));
   }
 }
 
@@ -365,7 +443,9 @@ void PipelineExecutor::backward(int stage, int micro_batch) {
   std::vector<at::Tensor> skip_grads;
   for (const auto& [r, leaf] : saved.skip_inputs) skip_grads.push_back(leaf.grad());
   publish_skip_gradients(micro_batch, saved, skip_grads);
-  publish_input_gradient(stage, micro_batch, stage == 0 ? at::Tensor() : saved.input.grad());
+  std::vector<at::Tensor> input_grads;
+  for (const auto& leaf : gradient_inputs(stage, micro_batch)) input_grads.push_back(leaf.grad());
+  publish_input_gradients(stage, micro_batch, std::move(input_grads));
   release(stage, micro_batch);
 }
 
@@ -378,25 +458,24 @@ void PipelineExecutor::backward_input(int stage, int micro_batch) {
   // the way, of the layer outputs W starts from; the graph stays for W.
   std::vector<at::Tensor> targets = saved.layer_outputs;
   for (const auto& [r, leaf] : saved.skip_inputs) targets.push_back(leaf);
-  if (stage > 0) targets.push_back(saved.input);
+  const std::vector<at::Tensor> leaves = gradient_inputs(stage, micro_batch);
+  targets.insert(targets.end(), leaves.begin(), leaves.end());
   std::vector<at::Tensor> grads(targets.size());
   if (!targets.empty() && !roots.empty())
     grads = torch::autograd::grad(roots, targets, root_gradients, /*retain_graph=*/true,
                                   /*create_graph=*/false, /*allow_unused=*/true);
-  at::Tensor input_gradient;
-  if (stage > 0) {
-    input_gradient = grads.back();
-    grads.pop_back();
-  }
+  const auto inputs_begin = grads.end() - static_cast<std::ptrdiff_t>(leaves.size());
+  std::vector<at::Tensor> input_gradients(inputs_begin, grads.end());
+  grads.erase(inputs_begin, grads.end());
   const auto skips_begin = grads.begin() + static_cast<std::ptrdiff_t>(saved.layer_outputs.size());
   publish_skip_gradients(micro_batch, saved, std::vector<at::Tensor>(skips_begin, grads.end()));
   grads.erase(skips_begin, grads.end());
   saved.layer_output_gradients = std::move(grads);
-  if (shared_weight_stages_.count(stage)) {
+  if (shared_weight_stages_.count(stage) || saved.whole_stage_weight) {
     saved.roots = std::move(roots);
     saved.root_gradients = std::move(root_gradients);
   }
-  publish_input_gradient(stage, micro_batch, input_gradient);
+  publish_input_gradients(stage, micro_batch, std::move(input_gradients));
 }
 
 void PipelineExecutor::backward_weight(int stage, int micro_batch) {
@@ -433,9 +512,11 @@ int PipelineExecutor::skip_tag(bool gradient, int route, int micro_batch) const 
                      schedule_.num_micro_batches);
 }
 
-void PipelineExecutor::isend(const at::Tensor& tensor, int peer, int tag) {
-  // The Works keep the tensor alive until the sends complete (waited at the step's end).
-  for (auto& work : comm_->isend_tensor(tensor, peer, tag)) sends_.push_back(std::move(work));
+void PipelineExecutor::isend(const StageValue& value, int peer, int tag) {
+  // The Works keep the tensors alive until the sends complete (waited at the step's end).
+  for (auto& work : value.list ? isend_tensors(*comm_, value.tensors, peer, tag)
+                               : comm_->isend_tensor(value.tensors[0], peer, tag))
+    sends_.push_back(std::move(work));
 }
 
 void PipelineExecutor::send(const PipelineInstruction& in) {
@@ -478,13 +559,13 @@ void PipelineExecutor::progress_receives() {
   for (auto& [tag, work] : receives_) work->is_completed();
 }
 
-at::Tensor PipelineExecutor::complete_receive(int tag) {
+StageValue PipelineExecutor::complete_receive(int tag) {
   auto it = receives_.find(tag);
   STRATA_CHECK(it != receives_.end(), "pipeline executor: no receive posted for tag ", tag);
   TensorWorkPtr work = std::move(it->second);
   receives_.erase(it);
   work->wait();
-  return work->tensor();
+  return {received_tensors(*work), received_list(*work)};
 }
 
 void PipelineExecutor::receive(const PipelineInstruction& in) {

@@ -36,6 +36,10 @@ inline std::vector<at::Tensor> distinct_trainable(const std::vector<at::Tensor>&
   return parameters;
 }
 
+// Whether a tensor between stages gets a gradient back: floating ones do; masks and token
+// ids do not.
+inline bool carries_gradient(const at::Tensor& t) { return at::isFloatingType(t.scalar_type()); }
+
 // The states of the generators a stage's forward drew from, to draw the same again.
 using RngStates = std::vector<std::pair<at::Generator, at::Tensor>>;
 
@@ -52,8 +56,10 @@ struct PipelineExecutor::TiedGroup {
 };
 
 struct PipelineExecutor::Saved {
-  at::Tensor input;   // a leaf; requires grad except on stage 0
-  at::Tensor output;  // the stage's output; on the last stage, the scaled loss
+  // Leaves; the floating ones require grad except on stage 0.
+  pipeline_detail::StageValue input;
+  // The stage's output; on the last stage, the scaled loss.
+  pipeline_detail::StageValue output;
   // Skip tensors popped here (leaves that require grad, as the input) and stashed here
   // for later stages (roots of the backward), by route.
   std::vector<std::pair<int, at::Tensor>> skip_inputs, skip_outputs;
@@ -67,8 +73,10 @@ struct PipelineExecutor::Saved {
   std::vector<at::Tensor> layer_outputs;
   std::vector<std::vector<at::Tensor>> layer_parameters;
   std::vector<at::Tensor> layer_output_gradients;
-  // For a split backward of a stage that uses one parameter in several layers: B's roots
-  // and their gradients, from which W computes the weight gradients in one pass.
+  // For a split backward of a stage that uses one parameter in several layers, or whose
+  // layers pass several tensors (whole_stage_weight): B's roots and their gradients, from
+  // which W computes the weight gradients in one pass.
+  bool whole_stage_weight = false;
   std::vector<at::Tensor> roots, root_gradients;
 };
 

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -21,12 +22,14 @@
 #include "strata/core/checkpoint_restore.h"
 #include "strata/core/error.h"
 #include "strata/core/layer_partition.h"
+#include "strata/core/module_copy.h"
 #include "strata/core/parameters.h"
 #include "strata/parallel/comm/inprocess_communicator.h"
 #include "strata/parallel/comm/tensor_message.h"
 #include "strata/parallel/data/expert_checkpoint.h"
 #include "strata/parallel/pipeline/schedule_registry.h"
 #include "strata/parallel/pipeline/trace.h"
+#include "worker_generator.h"
 
 namespace strata::parallel {
 
@@ -119,20 +122,56 @@ std::vector<c10::Device> devices_per_rank(const std::vector<c10::Device>& device
   return devices;
 }
 
-// The first tied group whose members fall on two of this process's pipeline ranks: one
-// process holds one tensor for them, which two devices (or two threads' gradients) cannot
-// share.
-void check_no_ties_across(const std::vector<std::vector<std::string>>& tied,
-                          const std::map<std::string, int>& rank_of_parameter) {
+// Weights tied across this process's pipeline ranks: one tensor cannot live on two
+// devices, nor take two threads' gradients. Every rank but the lowest holding a group gets
+// its own copy of each layer that holds it (core::copy_layer), so that each rank's stages
+// own their tensors as under mpirun; the executors then start the copies equal and sum
+// their gradients at all-reduce-grads (PipelineExecutorOptions::tied_parameters).
+void untie_across_ranks(std::vector<torch::nn::Sequential>& parts,
+                        const std::vector<std::vector<std::string>>& tied,
+                        const PipelineSchedule& schedule) {
   for (const auto& group : tied) {
-    std::set<int> ranks;
-    for (const auto& name : group) ranks.insert(rank_of_parameter.at(name));
-    STRATA_CHECK(ranks.size() == 1, "pipeline: parameter '", group[0], "' is tied to '",
-                 group.back(), "' across in-process pipeline ranks ", *ranks.begin(), " and ",
-                 *ranks.rbegin(),
-                 ", which one process cannot hold as two copies yet; run the pipeline under "
-                 "mpirun (one rank per stage) or keep the tied layers in one stage (--balance)");
+    const std::set<std::string> names(group.begin(), group.end());
+    // Which layers (by stage and name) hold a member, and the lowest rank holding one.
+    std::map<int, std::set<std::string>> holders;
+    int lowest = schedule.num_ranks;
+    for (int s = 0; s < static_cast<int>(parts.size()); ++s)
+      for (const auto& p : parts[s]->named_parameters()) {
+        if (!names.count(p.key())) continue;
+        holders[s].insert(p.key().substr(0, p.key().find('.')));
+        lowest = std::min(lowest, schedule.rank_of_stage(s));
+      }
+    for (const auto& [s, layers] : holders) {
+      if (schedule.rank_of_stage(s) == lowest) continue;
+      torch::nn::Sequential copy;
+      const auto children = parts[s]->named_children();
+      auto child = children.begin();
+      for (const auto& layer : *parts[s]) {
+        const std::string& name = (child++)->key();
+        copy->push_back(name, layers.count(name) ? core::copy_layer(layer, name) : layer);
+      }
+      parts[s] = copy;
+    }
   }
+}
+
+// Whether a forward of `model` draws random numbers (dropout, also the functional one):
+// one forward of `sample` under no_grad, the default generator's state put back after.
+bool draws_random_numbers(torch::nn::Sequential& model, const at::Tensor& sample) {
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  const auto state = [&] {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    return generator.get_state();
+  };
+  const at::Tensor before = state();
+  {
+    torch::NoGradGuard no_grad;
+    model->forward(sample);
+  }
+  const bool drew = !at::equal(before, state());
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(before);
+  return drew;
 }
 
 std::vector<int64_t> parse_balance_list(const std::string& text) {
@@ -256,14 +295,18 @@ PipelineParallel::PipelineParallel(torch::nn::Sequential model, const ProcessGri
   profile_ = layers;
   memory_ = memory_model(options_.schedule(), stages, pipeline_ranks, micro_batches,
                          options_.optimizer_state_factor());
-  if (in_process && options_.recompute() != Recompute::Never) {
-    // The workers share LibTorch's one CPU generator: a recomputed dropout would replay
-    // whatever another worker left in it, not its own mask.
+  // In one process: each worker draws from a generator of its own (worker_generator.h)
+  // when the model draws at all (otherwise the workers' forwards need not take turns),
+  // started from the default generator's state now, as every mpirun rank's is.
+  if (in_process) {
+    bool dropout = false;
     for (const auto& child : model->modules(/*include_self=*/false))
-      STRATA_CHECK(child->name().find("Dropout") == std::string::npos, "pipeline: recompute ",
-                   to_string(options_.recompute()), " with ", child->name(),
-                   " in an in-process pipeline: its workers share one random generator, so a "
-                   "recomputed mask could differ; use recompute never or run under mpirun");
+      dropout = dropout || child->name().find("Dropout") != std::string::npos;
+    if (dropout || draws_random_numbers(model, micro_batch)) {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      worker_generator_state_ = generator.get_state();
+    }
   }
   for (const std::string& name : options_.expert_parameters())
     STRATA_CHECK(model->named_parameters().find(name) != nullptr, "pipeline: expert parameter \"",
@@ -310,14 +353,8 @@ void PipelineParallel::install_partition() {
   const int pipeline_ranks = schedule_.num_ranks;
   const bool in_process = grid_.pipeline_size() == 1 && pipeline_ranks > 1;
   const int last_rank = in_process ? pipeline_ranks - 1 : first_rank_;
-  const std::vector<torch::nn::Sequential> parts = split_sequential(model_, partition_);
-  if (in_process) {
-    std::map<std::string, int> rank_of_parameter;
-    for (int s = 0; s < schedule_.num_stages; ++s)
-      for (const auto& p : parts[s]->named_parameters())
-        rank_of_parameter[p.key()] = schedule_.rank_of_stage(s);
-    check_no_ties_across(tied_, rank_of_parameter);
-  }
+  std::vector<torch::nn::Sequential> parts = split_sequential(model_, partition_);
+  if (in_process) untie_across_ranks(parts, tied_, schedule_);
   stages_.clear();
   local_ = std::make_shared<torch::nn::Module>("PipelineStages");
   for (int s = 0; s < schedule_.num_stages; ++s) {
@@ -353,7 +390,9 @@ void PipelineParallel::install_partition() {
       executors_[0]->set_gradient_sync([this] { synchronize_gradients(); });
     return;
   }
-  if (!workers_) {
+  // The workers (and their generators) outlive a re-partition (--balance adaptive).
+  const bool first_install = !workers_;
+  if (first_install) {
     in_process_ = InProcessCommunicator::create(pipeline_ranks);
     executors_.resize(pipeline_ranks);
     workers_ = std::make_unique<pipeline_detail::DeviceWorkers>(
@@ -362,7 +401,14 @@ void PipelineParallel::install_partition() {
         });
   }
   // Construction is collective over the group: every rank on its own thread.
-  workers_->run([&](int rank) { executors_[rank] = make_executor(rank, in_process_[rank]); });
+  workers_->run([&](int rank) {
+    if (first_install && worker_generator_state_) {
+      auto generator = at::make_generator<at::CPUGeneratorImpl>();
+      generator.set_state(*worker_generator_state_);
+      pipeline_detail::set_worker_generator(generator);
+    }
+    executors_[rank] = make_executor(rank, in_process_[rank]);
+  });
 }
 
 PipelineParallel::~PipelineParallel() = default;

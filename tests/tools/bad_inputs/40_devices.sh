@@ -1,6 +1,6 @@
 # --devices (issue 17): an entry that is no device, an unknown preset or unreadable spec, a
 # CUDA device in a build without CUDA, more or fewer devices than stages, the flag without
-# a pipeline, and what an in-process pipeline cannot hold: one line naming the entry.
+# a pipeline: one line naming the entry.
 bad_input_table <<'TABLE'
 train_fmnist --devices unknown device      | entry 2 'gpu' is not a device, expected cpu, accel:       | 20 | "$train_fmnist" --threads 1 --pp 2 --devices cpu,gpu --metrics-out "$out/m.jsonl"
 train_fmnist --devices unknown preset      | entry 2 'accel:nosuch': .*nvdla                           | 20 | "$train_fmnist" --threads 1 --pp 2 --devices accel:nvdla,accel:nosuch --metrics-out "$out/m.jsonl"
@@ -11,5 +11,4 @@ train_fmnist --devices fewer than stages   | has 2 entries for --pp 4, expected 
 train_fmnist --devices cuda, CPU build     | entry 2 'cuda:0': this build has no CUDA                  | 20 | "$train_fmnist" --threads 1 --pp 2 --devices cpu,cuda:0 --metrics-out "$out/m.jsonl"
 train_fmnist --devices without --pp        | --devices needs --pp 2 or more                            | 20 | "$train_fmnist" --threads 1 --devices cpu --metrics-out "$out/m.jsonl"
 train_lm --devices unknown device          | entry 1 'tpu:0' is not a device                           | 20 | "$train_lm" --threads 1 --pp 2 --devices tpu:0 --metrics-out "$out/m.jsonl"
-train_lm tied weights in one process       | weight' is tied to .* across in-process pipeline ranks 0 and 1 | 60 | "$train_lm" --threads 1 --pp 2 --devices cpu,cpu --steps 2 --metrics-out "$out/m.jsonl"
 TABLE

@@ -57,6 +57,9 @@ class InProcessCommunicator final : public Communicator {
   // The tensor itself, without a copy or a header: the receiver copies it onto its device
   // (one device-to-device copy), and then the send completes.
   std::vector<WorkPtr> isend_tensor(const at::Tensor& tensor, int dst, int tag) override;
+  // isend_tensors (tensor_message.h) of this backend: the tensors themselves, as above;
+  // irecv_tensor receives them as a list.
+  std::vector<WorkPtr> isend_tensors(const std::vector<at::Tensor>& tensors, int dst, int tag);
   TensorWorkPtr irecv_tensor(int src, int tag, const c10::Device& device = c10::kCPU) override;
   WorkPtr allreduce(at::Tensor& tensor, ReduceOp op = ReduceOp::Sum) override;
   WorkPtr broadcast(at::Tensor& tensor, int root) override;

@@ -10,7 +10,8 @@
 // the optimizer steps once per batch. Every instruction's start and end are recorded. Options add
 // activation recomputation and weights tied across stages; SkipStash/SkipPop (skip.h) in the stages
 // make skip connections across stages. See docs/pipeline.md, "Running a schedule" and
-// "Recomputation, skip connections and tied weights".
+// "Recomputation, skip connections and tied weights". A stage may pass several tensors to the
+// next (stage_io.h).
 
 #include <torch/arg.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -29,6 +30,7 @@
 #include "strata/core/precision.h"
 #include "strata/parallel/comm/communicator.h"
 #include "strata/parallel/pipeline/schedule.h"
+#include "strata/parallel/pipeline/stage_io.h"
 
 namespace strata::parallel {
 
@@ -155,8 +157,7 @@ class PipelineExecutor {
   void post_receive(int source, int tag);
   void post_receives();
   void progress_receives();
-  at::Tensor complete_receive(int tag);
-  void isend(const at::Tensor& tensor, int peer, int tag);
+  pipeline_detail::StageValue complete_receive(int tag);
   int skip_tag(bool gradient, int route, int micro_batch) const;
   // The roots and their gradients for the backward of a stage: its output and the skip
   // tensors it stashed (their gradients come from the popping stages).
@@ -164,11 +165,16 @@ class PipelineExecutor {
                       std::vector<at::Tensor>& gradients);
   // Hands the gradients of the skip tensors the stage popped back to the stashing stages.
   void publish_skip_gradients(int micro_batch, Saved& saved, const std::vector<at::Tensor>& grads);
-  // The gradient of the stage's output: received (or made locally) from the next stage,
-  // or 1 for the last stage's scaled loss.
-  at::Tensor output_gradient(int stage, int micro_batch);
-  // Hands the gradient of the stage's input to the previous stage (nothing for stage 0).
-  void publish_input_gradient(int stage, int micro_batch, at::Tensor gradient);
+  // The gradients of the stage's floating outputs: received (or made locally) from the
+  // next stage, or 1 for the last stage's scaled loss.
+  std::vector<at::Tensor> output_gradients(int stage, int micro_batch);
+  // Hands the gradients of the stage's floating inputs to the previous stage (nothing for
+  // stage 0); an undefined one (the output does not depend on that input) goes as zeros.
+  void publish_input_gradients(int stage, int micro_batch, std::vector<at::Tensor> gradients);
+  // The floating tensors of the stage's input (leaves), whose gradients go back; none on
+  // stage 0.
+  std::vector<at::Tensor> gradient_inputs(int stage, int micro_batch) const;
+  void isend(const pipeline_detail::StageValue& value, int peer, int tag);
 
   std::map<int, torch::nn::Sequential> stages_;
   CommunicatorPtr comm_;
@@ -186,8 +192,9 @@ class PipelineExecutor {
   // Per step.
   std::vector<at::Tensor> input_chunks_, target_chunks_;
   std::map<Key, std::unique_ptr<Saved>> saved_;
-  std::map<Key, at::Tensor> activations_;       // a stage's output, keyed by that stage
-  std::map<Key, at::Tensor> gradients_;         // the gradient of a stage's input, by that stage
+  // A stage's output, keyed by that stage; the gradients of a stage's floating inputs, by
+  // that stage (one tensor for a single floating input, a list otherwise).
+  std::map<Key, pipeline_detail::StageValue> activations_, gradients_;
   std::map<Key, at::Tensor> skip_activations_;  // keyed by (route, micro-batch)
   std::map<Key, at::Tensor> skip_gradients_;    // keyed by (route, micro-batch)
   std::map<int, TensorWorkPtr> receives_;       // by message tag

@@ -219,6 +219,9 @@ class PipelineParallel {
   PipelineLoss loss_;
   std::vector<std::vector<std::string>> tied_;
   std::vector<LayerProfile> profile_;
+  // In one process, when the model draws random numbers: the default generator's state
+  // at construction, each worker's generator's start (worker_generator.h).
+  c10::optional<at::Tensor> worker_generator_state_;
   MemoryModel memory_;
   // balance "adaptive": steps seen, this window's layer times (one vector per step) and
   // the rounds done; done_adapting_ once a round moved nothing or the rounds ran out.
