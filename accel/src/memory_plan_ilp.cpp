@@ -121,7 +121,13 @@ Windows step_windows(const PlanProblem& p) {
   return w;
 }
 
-Schedule solve(const PlanProblem& p, int64_t scratchpad, double seconds) {
+// `initial`: tensors on chip before the first step, at these offsets (they need no load
+// while they stay); `outgoing`: tensors that later ops need, each charged 2 x its bytes
+// (written back, read again) unless it is still on chip after the last step.
+// divide-and-conquer passes both from one segment to the next; the ilp neither.
+Schedule solve(const PlanProblem& p, int64_t scratchpad, double seconds,
+               const std::map<size_t, int64_t>& initial = {},
+               const std::set<size_t>& outgoing = {}) {
   const size_t n_ops = p.op_inputs.size(), n = p.bytes.size();
   std::vector<size_t> used;  // tensors some op reads or writes
   for (size_t t = 0; t < n; ++t)
@@ -131,8 +137,10 @@ Schedule solve(const PlanProblem& p, int64_t scratchpad, double seconds) {
   const double S = double(scratchpad / unit);
   std::vector<double> size(n);
   for (size_t t : used) size[t] = double(p.bytes[t] / unit);
-  const Windows win = step_windows(p);
+  Windows win = step_windows(p);
   const size_t K = n_ops;
+  for (const auto& [t, offset] : initial) win.lo[t] = 0;
+  for (size_t t : outgoing) win.hi[t] = K - 1;
   // Column indices; -1 where the variable is 0 (outside its window).
   using Grid = std::vector<std::vector<int>>;
   Grid x(n_ops, std::vector<int>(K, -1)), r(n, std::vector<int>(K, -1)), l = r, w = r, a = r;
@@ -150,6 +158,7 @@ Schedule solve(const PlanProblem& p, int64_t scratchpad, double seconds) {
       a[t][k] = ilp.column(0, S - size[t], 0, false);
     }
   }
+  for (size_t t : outgoing) ilp.obj[size_t(r[t][K - 1])] -= 2 * size[t];
   STRATA_CHECK(ilp.lb.size() <= kMaxIlpColumns, "--methods ilp: the graph's ILP has more than ",
                kMaxIlpColumns, " variables before placement (", n_ops,
                " ops); use divide-and-conquer, which solves it in segments");
@@ -191,12 +200,20 @@ Schedule solve(const PlanProblem& p, int64_t scratchpad, double seconds) {
     const bool produced = p.producer[t] >= 0;
     for (size_t k = win.lo[t]; k <= win.hi[t]; ++k) {
       const int before = k > 0 ? r[t][k - 1] : -1;
-      // Resident only if it was, or is loaded, or is produced now.
-      sum_row({{r[t][k], 1},
-               {l[t][k], -1},
-               {before, -1},
-               {produced ? x[size_t(p.producer[t])][k] : -1, -1}},
-              'L', 0);
+      const auto start = initial.find(t);
+      if (k == 0 && start != initial.end()) {
+        // On chip from the start: in place unless reloaded.
+        const double offset = double(start->second / unit);
+        sum_row({{a[t][k], 1}, {r[t][k], S}, {l[t][k], -S}}, 'L', offset + S);
+        sum_row({{a[t][k], -1}, {r[t][k], S}, {l[t][k], -S}}, 'L', S - offset);
+      } else {
+        // Resident only if it was, or is loaded, or is produced now.
+        sum_row({{r[t][k], 1},
+                 {l[t][k], -1},
+                 {before, -1},
+                 {produced ? x[size_t(p.producer[t])][k] : -1, -1}},
+                'L', 0);
+      }
       sum_row({{l[t][k], 1}, {r[t][k], -1}}, 'L', 0);
       if (produced) {
         // Loaded only after a write-back (at this step or before), written back only
@@ -290,14 +307,17 @@ MemoryPlan plan_divide_and_conquer(const OpGraph& graph, int64_t scratchpad,
   const std::vector<size_t> order = graph.program_order();
   const size_t segment = size_t(std::max<int64_t>(options.segment_ops(), 1));
   if (order.size() <= segment) return plan_ilp(graph, scratchpad, options);
+#ifdef STRATA_HAVE_CBC
   const PlanProblem p(graph);
   std::vector<size_t> full_order;
   std::vector<std::map<size_t, int64_t>> resident;
   for (size_t begin = 0; begin < order.size(); begin += segment) {
     const size_t end = std::min(order.size(), begin + segment);
-    // The segment as a graph of its own: what earlier segments produced comes in from
-    // off-chip, what later segments consume goes out.
-    std::set<size_t> inside(order.begin() + long(begin), order.begin() + long(end));
+    // The segment as a graph of its own: what earlier segments produced comes in (on
+    // chip where the previous segment left it, else from off-chip), what later segments
+    // consume goes out (better still on chip at the end).
+    const std::set<size_t> inside(order.begin() + long(begin), order.begin() + long(end));
+    const std::set<size_t> later(order.begin() + long(end), order.end());
     OpGraph sub;
     std::set<size_t> tensors;
     for (size_t o : inside) {
@@ -307,39 +327,42 @@ MemoryPlan plan_divide_and_conquer(const OpGraph& graph, int64_t scratchpad,
     for (size_t t : tensors) {
       GraphTensor g = graph.tensors[t];
       if (p.producer[t] >= 0 && !inside.count(size_t(p.producer[t]))) g.kind = TensorKind::Input;
-      for (size_t c : p.consumers[t])
-        if (!inside.count(c) && g.kind == TensorKind::Activation) g.kind = TensorKind::Output;
       sub.tensors.push_back(g);
     }
-    MemoryPlan part = plan_ilp(sub, scratchpad, options);
-    // Back to the whole graph's indices, as residency per step.
     const PlanProblem q(sub);
-    std::vector<int64_t> at(sub.tensors.size(), -1);
-    for (const auto& step : part.steps) {
-      for (const auto& e : step.evict) at[q.tensor_at.at(e.tensor)] = -1;
-      for (const auto* list : {&step.load, &step.place})
-        for (const auto& pl : *list) at[q.tensor_at.at(pl.tensor)] = pl.offset;
-      const size_t o = graph.op_index(step.op);
-      full_order.push_back(o);
+    std::map<size_t, int64_t> initial;
+    std::set<size_t> outgoing;
+    for (size_t i = 0; i < sub.tensors.size(); ++i) {
+      const size_t t = p.tensor_at.at(sub.tensors[i].id);
+      if (!resident.empty() && resident.back().count(t) && q.kind[i] == TensorKind::Input &&
+          p.producer[t] >= 0)
+        initial[i] = resident.back().at(t);
+      for (size_t c : p.consumers[t])
+        if (later.count(c) && q.producer[i] >= 0) outgoing.insert(i);
+    }
+    const Schedule s = solve(q, scratchpad, options.time_limit_seconds(), initial, outgoing);
+    STRATA_CHECK(s.found, "--methods divide-and-conquer: no plan for the segment of ops ",
+                 begin, "..", end - 1, " within --time-limit ", options.time_limit_seconds(),
+                 " s; raise it or lower --segment-ops");
+    for (size_t k = 0; k < s.order.size(); ++k) {
+      full_order.push_back(graph.op_index(sub.ops[s.order[k]].id));
       std::map<size_t, int64_t> on_chip;
-      for (size_t t = 0; t < at.size(); ++t)
-        if (at[t] >= 0) on_chip[p.tensor_at.at(sub.tensors[t].id)] = at[t];
+      for (const auto& [i, offset] : s.resident[k])
+        on_chip[p.tensor_at.at(sub.tensors[i].id)] = offset;
       resident.push_back(std::move(on_chip));
-      // Freed after the op: whatever the segment no longer uses.
-      const size_t so = sub.op_index(step.op);
-      for (size_t t : q.working(so)) {
-        bool later = false;
-        for (size_t c : q.consumers[t])
-          for (size_t k = size_t(&step - part.steps.data()) + 1; k < part.steps.size(); ++k)
-            later = later || part.steps[k].op == sub.ops[c].id;
-        if (!later) at[t] = -1;
-      }
     }
   }
   MemoryPlan plan;
   plan.method = "divide-and-conquer";
   plan.steps = steps_from_residency(p, full_order, resident);
-  return plan;
+  // Time-limited segments can stitch into worse than a baseline: then the baseline.
+  replay_plan(graph, scratchpad, plan);
+  MemoryPlan fallback = better_baseline(graph, scratchpad);
+  return plan.non_compulsory_bytes() <= fallback.non_compulsory_bytes() ? plan : fallback;
+#else
+  (void)options;
+  return better_baseline(graph, scratchpad);
+#endif
 }
 
 }  // namespace detail

@@ -305,20 +305,21 @@ TEST(MemoryPlanGraph, RecordedForwardAndTrainingStepAreValidGraphs) {
   outputs = 0;
   for (const auto& t : train.tensors) outputs += t.kind == TensorKind::Output;
   EXPECT_GE(outputs, 4);
-  for (const auto& method : memory_plan_methods()) {
-    const int64_t S = minimum_scratchpad(train);
-    expect_valid(train, S, plan_memory(train, S, method));
-  }
+  // Short time limits: validity is the point here, not optimality.
+  const int64_t S = minimum_scratchpad(train);
+  for (const auto& method : memory_plan_methods())
+    expect_valid(train, S, plan_memory(train, S, method, PlanOptions().time_limit_seconds(2)));
 }
 
 TEST(MemoryPlan, EveryMethodsPlanReplaysValidly) {
   std::mt19937 rng(7);
-  for (int trial = 0; trial < 20; ++trial) {
-    const OpGraph g = random_graph(rng, 4 + trial % 6, false);
+  for (int trial = 0; trial < 12; ++trial) {
+    const OpGraph g = random_graph(rng, 4 + trial % 4, false);
     const int64_t S = minimum_scratchpad(g) + 4 * int64_t(rng() % 4);
     for (const auto& method : memory_plan_methods()) {
       SCOPED_TRACE("trial " + std::to_string(trial) + " " + method);
-      expect_valid(g, S, plan_memory(g, S, method, PlanOptions().segment_ops(3)));
+      expect_valid(g, S,
+                   plan_memory(g, S, method, PlanOptions().segment_ops(3).time_limit_seconds(2)));
     }
   }
 }
