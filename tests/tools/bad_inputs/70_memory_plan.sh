@@ -15,7 +15,7 @@ bad_input_table <<'TABLE'
 memory-plan cycle                 | mp-cycle.json: the ops form a cycle .op 0 'a'                    | 20 | "$accel" memory-plan --graph "$in/mp-cycle.json" --scratchpad 4096 --methods lru
 memory-plan undeclared tensor     | mp-undeclared.json: op 0 .'a'. uses tensor id 7, which is not declared | 20 | "$accel" memory-plan --graph "$in/mp-undeclared.json" --scratchpad 4096 --methods lru
 memory-plan duplicate tensor id   | mp-duplicate.json: tensor id 0 is declared twice                 | 20 | "$accel" memory-plan --graph "$in/mp-duplicate.json" --scratchpad 4096 --methods lru
-memory-plan unknown tensor kind   | mp-kind.json: field 'tensors.0..kind': got "tensor"        | 20 | "$accel" memory-plan --graph "$in/mp-kind.json" --scratchpad 4096
+memory-plan unknown tensor kind   | mp-kind.json: field 'tensors.0..kind': got .tensor., expected input| 20 | "$accel" memory-plan --graph "$in/mp-kind.json" --scratchpad 4096
 memory-plan negative bytes        | mp-bytes.json: field 'tensors.0..bytes': got -4            | 20 | "$accel" memory-plan --graph "$in/mp-bytes.json" --scratchpad 4096
 memory-plan graph not JSON        | mp-garbage.json: not JSON                                        | 20 | "$accel" memory-plan --graph "$in/mp-garbage.json" --scratchpad 4096
 memory-plan graph missing         | --graph.*no-such.json                                            | 20 | "$accel" memory-plan --graph "$in/no-such.json" --scratchpad 4096
