@@ -341,8 +341,8 @@ MemoryPlan plan_divide_and_conquer(const OpGraph& graph, int64_t scratchpad,
         if (later.count(c) && q.producer[i] >= 0) outgoing.insert(i);
     }
     const Schedule s = solve(q, scratchpad, options.time_limit_seconds(), initial, outgoing);
-    STRATA_CHECK(s.found, "--methods divide-and-conquer: no plan for the segment of ops ",
-                 begin, "..", end - 1, " within --time-limit ", options.time_limit_seconds(),
+    STRATA_CHECK(s.found, "--methods divide-and-conquer: no plan for the segment of ops ", begin,
+                 "..", end - 1, " within --time-limit ", options.time_limit_seconds(),
                  " s; raise it or lower --segment-ops");
     for (size_t k = 0; k < s.order.size(); ++k) {
       full_order.push_back(graph.op_index(sub.ops[s.order[k]].id));
