@@ -10,6 +10,7 @@ packages=(
   libboost-dev libgloo-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libxxhash-dev zlib1g-dev
+  coinor-libcbc-dev
   clang libclang-rt-14-dev
   python3-torch python3-matplotlib
   dataset-fashion-mnist fortunes

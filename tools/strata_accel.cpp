@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "accel_memory_plan.h"
 #include "strata/accel/accel_spec.h"
 #include "strata/accel/accelerator_template.h"
 #include "strata/accel/cost_model.h"
@@ -437,7 +438,10 @@ int main(int argc, char** argv) {
     model->add_option("--balance", mf.balance,
                       "Pipeline split: cycles (simulated time) or parameters");
 
+    const auto memory_plan = strata::tools::add_memory_plan_command(app);
+
     if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
+    if (memory_plan.app->parsed()) return memory_plan.run();
     if (presets->parsed()) return list_presets(as_json);
     if (templates->parsed()) return list_templates(as_json);
     if (model->parsed()) {

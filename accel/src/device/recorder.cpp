@@ -74,6 +74,20 @@ void on_node_end(const at::RecordFunction&, at::ObserverContext*) {
   if (!t_node_layers.empty()) t_node_layers.pop_back();
 }
 
+DeviceTensorRef tensor_ref(const at::Tensor& t) {
+  DeviceTensorRef ref;
+  if (!t.has_storage()) {
+    ref.bytes = int64_t(t.nbytes());
+    return ref;
+  }
+  const auto& storage = t.storage();
+  ref.storage = reinterpret_cast<uint64_t>(storage.unsafeGetStorageImpl());
+  ref.bytes = int64_t(storage.nbytes());
+  const auto* ctx = detail::context_of(storage.data_ptr());
+  ref.parameter = ctx && ctx->layer;
+  return ref;
+}
+
 }  // namespace
 
 namespace detail {
@@ -104,8 +118,14 @@ void report_op(const std::string& name, int device, const std::vector<at::Tensor
   DeviceOp op;
   op.device = device;
   op.name = name;
-  for (const auto& t : inputs) op.input_sizes.push_back(t.sizes().vec());
-  for (const auto& t : outputs) op.output_sizes.push_back(t.sizes().vec());
+  for (const auto& t : inputs) {
+    op.input_sizes.push_back(t.sizes().vec());
+    op.inputs.push_back(tensor_ref(t));
+  }
+  for (const auto& t : outputs) {
+    op.output_sizes.push_back(t.sizes().vec());
+    op.outputs.push_back(tensor_ref(t));
+  }
   op.int_args = std::move(int_args);
   if (!inputs.empty())
     op.element_size = int64_t(inputs.front().element_size());

@@ -20,6 +20,13 @@
 
 namespace strata::accel {
 
+// Which tensor an op argument is, for graph building (GraphRecorder in memory_plan.h).
+struct DeviceTensorRef {
+  uint64_t storage = 0;    // the storage's address: views of one storage share it
+  int64_t bytes = 0;       // the storage's bytes
+  bool parameter = false;  // the storage of a layer's parameter or buffer (to_device)
+};
+
 struct DeviceOp {
   int device = 0;    // index of the simulated device that ran it
   std::string name;  // schema name without overload, e.g. "aten::addmm"
@@ -27,6 +34,8 @@ struct DeviceOp {
   // in-place and out= arguments included.
   std::vector<std::vector<int64_t>> input_sizes;
   std::vector<std::vector<int64_t>> output_sizes;  // every defined returned tensor
+  std::vector<DeviceTensorRef> inputs;             // one per input_sizes entry
+  std::vector<DeviceTensorRef> outputs;            // one per output_sizes entry
   // The integer arguments in schema order: each int list (stride, padding, dilation,
   // kernel_size, dims...) as it is, each plain int (groups, dim) as a one-element list.
   // Bools, floats and Scalars (alpha, beta) are left out; so are omitted optional ints.
