@@ -201,6 +201,7 @@ int train(const Config& c, const std::string& configuration) {
                                  {"batch", c.batch},
                                  {"pp", pp}};
   strata::programs::add_pipeline_fields(final_record, c.pipeline, idle);
+  run.add_simulated_fields(final_record);
   run.metrics().write_final(final_record);
   return 0;
 }

@@ -123,6 +123,7 @@ void TrainingRun::start(parallel::HybridParallel& model, torch::optim::Optimizer
   // Steps are timed after a warm-up, so that first-touch allocations don't count.
   warmup_end_ = first_step + std::min<int64_t>(max_warmup_steps, (last_step - first_step) / 10);
   report_.emplace(pipeline_flags_, model.pipeline());
+  simulated_.emplace(model.pipeline(), pipeline_flags_.devices);
 }
 
 void TrainingRun::begin_step(int64_t step) {
@@ -137,6 +138,7 @@ void TrainingRun::end_step(int64_t step, double replica_loss, const nlohmann::js
   const double seconds = step_clock_.seconds();
   if (step >= warmup_end_) measured_seconds_ += seconds;
   report_->record(step, warmup_end_, seconds);
+  simulated_->record(step, warmup_end_, samples_per_step_);
   loss_sum_ += replica_loss;
   ++loss_count_;
   if ((step + 1) % flags_.log_every == 0 || step + 1 == last_step_) {
@@ -167,7 +169,12 @@ void TrainingRun::save_final(int64_t step, const nlohmann::json& extra) {
 
 std::vector<double> TrainingRun::finish() {
   STRATA_CHECK(report_.has_value(), "TrainingRun::finish before start()");
+  simulated_->log();
   return report_->finish();
+}
+
+void TrainingRun::add_simulated_fields(nlohmann::json& record) const {
+  if (simulated_) simulated_->add_fields(record);
 }
 
 double TrainingRun::measured_wall_seconds() const {
