@@ -118,12 +118,13 @@ void TrainingRun::start(parallel::HybridParallel& model, torch::optim::Optimizer
   first_step_ = first_step;
   last_step_ = last_step;
   samples_per_step_ = samples_per_step;
+  // First: a stage too large for its device fails before any output is opened.
+  simulated_.emplace(model.pipeline(), pipeline_flags_.devices);
   metrics_.emplace(rank() == 0 ? flags_.metrics_out : "");
   progress_.emplace(last_step, flags_.log_every, rank() == 0);
   // Steps are timed after a warm-up, so that first-touch allocations don't count.
   warmup_end_ = first_step + std::min<int64_t>(max_warmup_steps, (last_step - first_step) / 10);
   report_.emplace(pipeline_flags_, model.pipeline());
-  simulated_.emplace(model.pipeline(), pipeline_flags_.devices);
 }
 
 void TrainingRun::begin_step(int64_t step) {
