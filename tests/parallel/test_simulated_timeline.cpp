@@ -8,6 +8,7 @@
 #include <atomic>
 
 #include "comm_test_support.h"
+#include "strata/core/error.h"
 #include "strata/parallel/pipeline/pipeline_parallel.h"
 #include "strata/parallel/pipeline/trace.h"
 
