@@ -228,6 +228,7 @@ int train(const Config& c, const std::string& configuration) {
                                  {"state_bytes", state_bytes},
                                  {"peak_rss_mb", peak_rss_mb}};
   strata::programs::add_pipeline_fields(final_record, c.pipeline, idle);
+  run.add_simulated_fields(final_record);
   run.metrics().write_final(final_record);
   return 0;
 }

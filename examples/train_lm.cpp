@@ -375,23 +375,25 @@ int train(const Config& c, const std::string& configuration) {
       "done: validation loss {:.4f} ({:.3f} bits per byte), train loss {:.4f}, "
       "{:.1f} ms/step, {:.0f} tokens/s",
       val_loss, core::bits_per_byte(val_loss), run.last_loss(), ms_per_step, tokens_per_s);
-  run.metrics().write_final({{"val_loss", val_loss},
-                             {"val_bpb", core::bits_per_byte(val_loss)},
-                             {"train_loss", run.last_loss()},
-                             {"ms_per_step", ms_per_step},
-                             {"tokens_per_s", tokens_per_s},
-                             {"steps", step},
-                             {"batch", c.batch},
-                             {"context", c.context},
-                             {"threads", c.threads},
-                             {"parameters", parameter_count},
-                             {"config", model_description(c)},
-                             {"pp", pp},
-                             {"world_size", world->size()},
-                             {"idle_fraction", idle},
-                             {"devices", c.pipeline.device_names()},
-                             {"granularity_val_loss", granularity_losses},
-                             {"mix_n_match", mix_n_match}});
+  nlohmann::json final_record = {{"val_loss", val_loss},
+                                 {"val_bpb", core::bits_per_byte(val_loss)},
+                                 {"train_loss", run.last_loss()},
+                                 {"ms_per_step", ms_per_step},
+                                 {"tokens_per_s", tokens_per_s},
+                                 {"steps", step},
+                                 {"batch", c.batch},
+                                 {"context", c.context},
+                                 {"threads", c.threads},
+                                 {"parameters", parameter_count},
+                                 {"config", model_description(c)},
+                                 {"pp", pp},
+                                 {"world_size", world->size()},
+                                 {"idle_fraction", idle},
+                                 {"devices", c.pipeline.device_names()},
+                                 {"granularity_val_loss", granularity_losses},
+                                 {"mix_n_match", mix_n_match}};
+  run.add_simulated_fields(final_record);
+  run.metrics().write_final(final_record);
 
   if (c.generate > 0) {
     // Every rank generates alike (equal logits, equal generators); rank 0 prints.

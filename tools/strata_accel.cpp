@@ -18,8 +18,13 @@
 // `model` runs a built-in model (fmnist-cnn, fmnist-mlp, fortunes-lm) on the simulated
 // device with random inputs under the Simulator and prints its CostReport (a table, or
 // JSON with --json); --devices A,B,... cuts the model into a pipeline of stages, stage i
-// on device i with spec i, and adds the per-stage report.
+// on device i with spec i, trains it with the real pipeline (the executor, one worker
+// thread per device, --schedule and --micro-batches) and adds the per-stage report and the
+// pipeline's figures in simulated time (programs/simulated_time.h).
 #include <torch/torch.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -39,8 +44,11 @@
 #include "strata/core/models/transformer_lm.h"
 #include "strata/core/output_files.h"
 #include "strata/core/parameters.h"
+#include "strata/parallel/comm/inprocess_communicator.h"
+#include "strata/parallel/pipeline/pipeline_parallel.h"
 #include "strata/programs/cli.h"
 #include "strata/programs/number_flags.h"
+#include "strata/programs/simulated_time.h"
 
 namespace {
 
@@ -183,6 +191,8 @@ struct ModelFlags {
   std::string trace;
   std::vector<std::string> devices;
   std::string balance = "cycles";
+  std::string schedule = "1f1b";
+  int micro_batches = 0;  // 0: the largest of 4, 2, 1 that divides --batch
 };
 
 // A built-in model with random inputs and its loss; step() runs forward (every child under
@@ -247,6 +257,68 @@ void untie_head(torch::nn::Sequential& model) {
   model = untied;
 }
 
+// The pipeline's part of the report: per stage (pipeline_report's view of the CostReport)
+// and the timeline in simulated time (SimulatedTime's fields; empty without training).
+struct PipelineView {
+  accel::PipelineReport stages;
+  nlohmann::json timeline;
+};
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const Workload& w,
+                                                        const std::vector<at::Tensor>& params) {
+  if (w.lm) return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(3e-4));
+  return std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(0.05).momentum(0.9));
+}
+
+// Prints the report (and the pipeline's) as a table, or JSON with --json.
+int print_model_report(const ModelFlags& f, const Workload& w,
+                       const std::vector<accel::AcceleratorSpec>& specs,
+                       const accel::CostReport& report, std::unique_ptr<PipelineView> pipe) {
+  const bool train = f.train_steps > 0;
+  if (!f.trace.empty()) report.write_chrome_trace(f.trace);
+  if (f.json) {
+    nlohmann::ordered_json out;
+    out["model"] = f.model;
+    out["batch"] = f.batch;
+    if (w.lm) out["seq"] = f.seq;
+    out["train_steps"] = f.train_steps;
+    nlohmann::json spec_list = nlohmann::json::array();
+    for (const auto& s : specs) spec_list.push_back(s.to_json());
+    out["specs"] = spec_list;
+    out["report"] = report.to_json();
+    if (pipe) {
+      out["pipeline"] = pipe->stages.to_json();
+      if (!pipe->timeline.empty()) out["pipeline"]["simulated"] = pipe->timeline;
+    }
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << f.model << ", batch " << f.batch
+            << (w.lm ? " x " + std::to_string(f.seq) : std::string()) << ", "
+            << (train ? std::to_string(f.train_steps) + " training step(s)"
+                      : std::string("forward only"))
+            << "\n"
+            << report.table();
+  if (pipe) {
+    std::cout << "pipeline\n" << pipe->stages.table();
+    if (!pipe->timeline.empty()) {
+      const auto& t = pipe->timeline;
+      std::cout << fmt::format(
+          "simulated {} pipeline, M = {}: {:.1f} us per step, {:.1f} samples/s, "
+          "{:.1f} uJ\n",
+          t["schedule"].get<std::string>(), t["micro_batches"].get<int>(),
+          t["step_us"].get<double>(), t["simulated_samples_per_s"].get<double>(),
+          t["energy_uj"].get<double>());
+      for (size_t i = 0; i < t["device"].size(); ++i)
+        std::cout << fmt::format("  {}: idle {:.1f}%, utilization {:.1f}%\n",
+                                 t["device"][i].get<std::string>(),
+                                 100 * t["simulated_idle_fraction"][i].get<double>(),
+                                 100 * t["simulated_utilization"][i].get<double>());
+    }
+  }
+  return 0;
+}
+
 int run_model(const SpecFlags& sf, const ModelFlags& f) {
   STRATA_CHECK(f.balance == "cycles" || f.balance == "parameters", "--balance ", f.balance,
                ": expected cycles or parameters");
@@ -275,80 +347,106 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
   Workload w(f);
   const bool train = f.train_steps > 0;
   w.model->train(train);
-  auto sim = std::make_shared<accel::Simulator>(specs.front());
-  for (size_t i = 0; i < specs.size(); ++i) sim->configure(static_cast<int>(i), specs[i]);
-
-  std::unique_ptr<accel::SimulatedPipeline> pipe;
-  std::function<at::Tensor(const at::Tensor&)> forward;
-  if (specs.size() > 1) {
-    if (w.lm) untie_head(w.model);
-    std::vector<int64_t> balance;
-    if (f.balance == "parameters") {
-      balance =
-          accel::balance_stages(accel::parameter_costs(w.model, static_cast<int>(specs.size())));
-    } else {
-      // Simulated time: each layer's on each device, plus the copies a cut makes.
-      const auto cuts =
-          accel::cut_microseconds(accel::layer_input_bytes(w.model, w.x), specs, train);
-      const auto costs = accel::layer_microseconds(w.model, specs, [&](c10::Device d) {
-        w.step([&](const at::Tensor& x) { return accel::forward_by_layer(w.model, x.to(d)); },
-               train);
-      });
-      balance = accel::balance_stages(costs, cuts.enter, cuts.leave);
-    }
-    std::vector<int> devices;
-    for (size_t i = 0; i < specs.size(); ++i) devices.push_back(static_cast<int>(i));
-    pipe = std::make_unique<accel::SimulatedPipeline>(w.model, balance, devices);
-    forward = [&](const at::Tensor& x) { return pipe->forward(x); };
-  } else {
+  if (specs.size() == 1) {
+    auto sim = std::make_shared<accel::Simulator>(specs.front());
+    sim->configure(0, specs.front());
     accel::to_device(w.model, accel::device(0));
-    forward = [&](const at::Tensor& x) {
+    const auto forward = [&](const at::Tensor& x) {
       return accel::forward_by_layer(w.model, x.to(accel::device(0)));
     };
-  }
-  // Made after placing: its state lives where the parameters are.
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  const auto params = strata::core::unique_parameters(*w.model);
-  if (w.lm)
-    optimizer = std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(3e-4));
-  else
-    optimizer =
-        std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(0.05).momentum(0.9));
-  {
-    accel::RecorderScope scope(sim);
-    for (int64_t s = 0; s < std::max<int64_t>(f.train_steps, 1); ++s) {
-      if (train) optimizer->zero_grad();
-      w.step(forward, train);
-      if (train) {
-        accel::LayerScope optimizer_scope("optimizer");
-        optimizer->step();
+    // Made after placing: its state lives where the parameters are.
+    const auto optimizer = make_optimizer(w, strata::core::unique_parameters(*w.model));
+    {
+      accel::RecorderScope scope(sim);
+      for (int64_t s = 0; s < std::max<int64_t>(f.train_steps, 1); ++s) {
+        if (train) optimizer->zero_grad();
+        w.step(forward, train);
+        if (train) {
+          accel::LayerScope optimizer_scope("optimizer");
+          optimizer->step();
+        }
       }
     }
+    return print_model_report(f, w, specs, sim->report(), nullptr);
   }
-  const accel::CostReport report = sim->report();
-  if (!f.trace.empty()) report.write_chrome_trace(f.trace);
-  if (f.json) {
-    nlohmann::ordered_json out;
-    out["model"] = f.model;
-    out["batch"] = f.batch;
-    if (w.lm) out["seq"] = f.seq;
-    out["train_steps"] = f.train_steps;
-    nlohmann::json spec_list = nlohmann::json::array();
-    for (const auto& s : specs) spec_list.push_back(s.to_json());
-    out["specs"] = spec_list;
-    out["report"] = report.to_json();
-    if (pipe) out["pipeline"] = accel::pipeline_report(report, pipe->stages()).to_json();
-    std::cout << out.dump(2) << "\n";
-    return 0;
+
+  // A pipeline: the split, then the real pipeline on one worker thread per device.
+  if (w.lm) untie_head(w.model);
+  std::vector<int64_t> balance;
+  if (f.balance == "parameters") {
+    balance =
+        accel::balance_stages(accel::parameter_costs(w.model, static_cast<int>(specs.size())));
+  } else {
+    // Simulated time: each layer's on each device, plus the copies a cut makes.
+    const auto cuts = accel::cut_microseconds(accel::layer_input_bytes(w.model, w.x), specs, train);
+    const auto costs = accel::layer_microseconds(w.model, specs, [&](c10::Device d) {
+      w.step([&](const at::Tensor& x) { return accel::forward_by_layer(w.model, x.to(d)); }, train);
+    });
+    balance = accel::balance_stages(costs, cuts.enter, cuts.leave);
+    strata::accel::to_device(w.model, c10::kCPU);  // the pipeline places the stages itself
   }
-  std::cout << f.model << ", batch " << f.batch
-            << (w.lm ? " x " + std::to_string(f.seq) : std::string()) << ", "
-            << (train ? std::to_string(f.train_steps) + " training step(s)"
-                      : std::string("forward only"))
-            << "\n"
-            << report.table();
-  if (pipe) std::cout << "pipeline\n" << accel::pipeline_report(report, pipe->stages()).table();
-  return 0;
+  std::vector<strata::programs::StageDevice> devices;
+  std::string counts;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    devices.push_back({f.devices[i], accel::device(static_cast<int>(i)), specs[i]});
+    counts += (i == 0 ? "" : ",") + std::to_string(balance[i]);
+  }
+  int micro_batches = f.micro_batches;
+  if (micro_batches == 0)
+    for (const int m : {4, 2, 1})
+      if (f.batch % m == 0) {
+        micro_batches = m;
+        break;
+      }
+  STRATA_CHECK(f.batch % micro_batches == 0, "--micro-batches ", micro_batches,
+               ": does not divide --batch ", f.batch);
+  namespace parallel = strata::parallel;
+  spdlog::set_level(spdlog::level::warn);  // stdout is the report's (the partition's log line)
+  parallel::ProcessGrid grid(parallel::InProcessCommunicator::create(1)[0]);
+  const bool lm = w.lm;
+  parallel::PipelineParallel pipe(
+      w.model, grid,
+      [lm](const at::Tensor& out, const at::Tensor& target) {
+        return lm ? strata::core::lm_loss(out, target)
+                  : torch::nn::functional::cross_entropy(out, target);
+      },
+      w.x,
+      parallel::PipelineParallelOptions()
+          .devices(strata::programs::devices_of(devices))
+          .move_module(strata::programs::stage_mover())
+          .schedule(f.schedule)
+          .micro_batches(micro_batches)
+          .balance(counts)
+          .optimizer_state_factor(w.lm ? 2 : 1));
+  strata::programs::SimulatedTime simulated(&pipe, devices);
+  const auto optimizer = make_optimizer(w, pipe.parameters());
+  if (train) {
+    for (int64_t s = 0; s < f.train_steps; ++s) {
+      optimizer->zero_grad();
+      pipe.train_step(w.x, w.y, optimizer.get());
+      simulated.record(s, 0, f.batch);
+    }
+  } else {
+    pipe.evaluate(w.x);  // the stages in turn: no schedule without a backward
+  }
+  std::vector<accel::PipelineStage> stages;
+  for (size_t i = 0; i < pipe.partition().stages.size(); ++i) {
+    const auto& plan = pipe.partition().stages[i];
+    stages.push_back(
+        {static_cast<int>(i), plan.begin, plan.end, plan.layer_names, plan.parameters});
+  }
+  nlohmann::json timeline;
+  simulated.add_fields(timeline);
+  if (!timeline.empty()) {
+    timeline["schedule"] = f.schedule;
+    timeline["micro_batches"] = micro_batches;
+    timeline["step_us"] =
+        1e6 * static_cast<double>(f.batch) / timeline["simulated_samples_per_s"].get<double>();
+  }
+  const accel::CostReport report = simulated.simulator()->report();
+  return print_model_report(f, w, specs, report,
+                            std::make_unique<PipelineView>(
+                                PipelineView{accel::pipeline_report(report, stages), timeline}));
 }
 
 }  // namespace
@@ -437,6 +535,12 @@ int main(int argc, char** argv) {
         ->delimiter(',');
     model->add_option("--balance", mf.balance,
                       "Pipeline split: cycles (simulated time) or parameters");
+    model->add_option("--schedule", mf.schedule,
+                      "Pipeline schedule (strata-schedule --list), run by the real pipeline");
+    integer_range(model->add_option("--micro-batches", mf.micro_batches,
+                                    "Pipeline micro-batches (default: the largest of 4, 2, 1 "
+                                    "that divides --batch)"),
+                  1, strata::programs::kMaxMicroBatches);
 
     const auto memory_plan = strata::tools::add_memory_plan_command(app);
 

@@ -164,7 +164,7 @@ namespace {
 const std::vector<std::string>& common_fields() {
   static const std::vector<std::string> list = {"preset",       "name",      "template",
                                                 "word_bytes",   "clock_mhz", "dram_bytes_per_cycle",
-                                                "vector_lanes", "energy_pj"};
+                                                "vector_lanes", "energy_pj", "memory_mib"};
   return list;
 }
 
@@ -219,6 +219,7 @@ AcceleratorSpec AcceleratorSpec::from_json(const json& j, const std::string& sou
   f.maybe_integer("word_bytes", s.word_bytes);
   f.maybe_number("clock_mhz", s.clock_mhz);
   f.maybe_number("dram_bytes_per_cycle", s.dram_bytes_per_cycle);
+  f.maybe_number("memory_mib", s.memory_mib);
   if (f.has("vector_lanes"))
     s.vector_lanes = f.integer("vector_lanes");
   else if (!from_preset)
@@ -273,6 +274,8 @@ void AcceleratorSpec::validate(const std::string& source) const {
   check_positive_field(source, "clock_mhz", clock_mhz, kMaxClockMhz);
   check_positive_field(source, "dram_bytes_per_cycle", dram_bytes_per_cycle, kMaxDramBytesPerCycle);
   check_integer_field(source, "vector_lanes", vector_lanes, 1, kMaxUnits);
+  STRATA_CHECK(memory_mib >= 0 && memory_mib <= kMaxMemoryMib, source, ": field 'memory_mib': got ",
+               memory_mib, ", expected a number between 0 (unlimited) and ", kMaxMemoryMib);
   const json e = energy.to_json();
   for (const auto& item : e.items()) {
     const double v = item.value().get<double>();
@@ -312,6 +315,7 @@ json AcceleratorSpec::to_json() const {
             {"dram_bytes_per_cycle", dram_bytes_per_cycle},
             {"vector_lanes", vector_lanes},
             {"energy_pj", energy.to_json()}};
+  if (memory_mib > 0) j["memory_mib"] = memory_mib;  // unlimited: not written
   accelerator_template(kind).to_json(*this, j);
   return j;
 }

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <limits>
-#include <set>
 #include <sstream>
 
 #include "strata/accel/device.h"
@@ -116,50 +115,6 @@ std::vector<std::vector<double>> layer_microseconds(torch::nn::Sequential& model
       if (p.grad().defined()) p.mutable_grad().reset();
   }
   return costs;
-}
-
-SimulatedPipeline::SimulatedPipeline(torch::nn::Sequential model,
-                                     const std::vector<int64_t>& balance,
-                                     const std::vector<int>& devices) {
-  STRATA_CHECK(balance.size() == devices.size(), "pipeline: ", balance.size(),
-               " stages in the balance but ", devices.size(), " devices");
-  STRATA_CHECK(std::set<int>(devices.begin(), devices.end()).size() == devices.size(),
-               "pipeline: every stage needs its own device");
-  const auto names = child_names(model);
-  int64_t covered = 0;
-  for (int64_t b : balance) {
-    STRATA_CHECK(b > 0, "pipeline: a stage of ", b, " layers, expected at least 1");
-    covered += b;
-  }
-  STRATA_CHECK(covered == static_cast<int64_t>(names.size()), "pipeline: the balance covers ",
-               covered, " layers, the model has ", names.size());
-  const auto children = model->children();
-  const std::vector<torch::nn::AnyModule> anys(model->begin(), model->end());
-  int64_t begin = 0;
-  for (size_t s = 0; s < balance.size(); ++s) {
-    PipelineStage st;
-    st.device = devices[s];
-    st.begin = begin;
-    st.end = begin + balance[s];
-    torch::nn::Sequential stage;
-    for (int64_t l = st.begin; l < st.end; ++l) {
-      st.layers.push_back(names[l]);
-      st.parameters += parameters_of(*children[l]);
-      stage->push_back(names[l], anys[l]);  // the same module, under its own name
-    }
-    to_device(stage, device(st.device));
-    stages_.push_back(std::move(st));
-    modules_.push_back(stage);
-    begin += balance[s];
-  }
-}
-
-at::Tensor SimulatedPipeline::forward(at::Tensor x) {
-  for (size_t s = 0; s < stages_.size(); ++s) {
-    x = x.to(device(stages_[s].device));
-    x = forward_by_layer(modules_[s], x);
-  }
-  return x;
 }
 
 PipelineReport pipeline_report(const CostReport& report, const std::vector<PipelineStage>& stages) {

@@ -152,6 +152,7 @@ void Simulator::on_op(const DeviceOp& op) {
     it = cache_.emplace(std::move(key), std::move(charge)).first;
   }
   report_.add(op.device, op.layer, op.name, *it->second);
+  if (it->second->charged) op_totals_[op.device] += it->second->cost;
 }
 
 void Simulator::on_transfer(const DeviceTransfer& t) {
@@ -162,7 +163,9 @@ void Simulator::on_transfer(const DeviceTransfer& t) {
   const int charged = dst ? t.dst_device : t.src_device;
   const std::string op =
       fmt::format("transfer {}->{}", end_name(src, t.src_device), end_name(dst, t.dst_device));
-  report_.add(charged, "(transfer)", op, transfer_cost(t.bytes, src, dst));
+  const OpCost cost = transfer_cost(t.bytes, src, dst);
+  report_.add(charged, "(transfer)", op, cost);
+  transfer_totals_[charged] += cost;
 }
 
 CostReport Simulator::report() const {
@@ -173,6 +176,20 @@ CostReport Simulator::report() const {
 void Simulator::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
   report_.clear();
+  op_totals_.clear();
+  transfer_totals_.clear();
+}
+
+OpCost Simulator::op_total(int index) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = op_totals_.find(index);
+  return it == op_totals_.end() ? OpCost() : it->second;
+}
+
+OpCost Simulator::transfer_total(int index) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = transfer_totals_.find(index);
+  return it == transfer_totals_.end() ? OpCost() : it->second;
 }
 
 }  // namespace strata::accel

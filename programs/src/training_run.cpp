@@ -134,6 +134,8 @@ void TrainingRun::start(parallel::HybridParallel& model, torch::optim::Optimizer
   first_step_ = first_step;
   last_step_ = last_step;
   samples_per_step_ = samples_per_step;
+  // First: a stage too large for its device fails before any output is opened.
+  simulated_.emplace(model.pipeline(), pipeline_flags_.devices);
   metrics_.emplace(rank() == 0 ? flags_.metrics_out : "");
   // strata-run --max-restarts relaunched this job after a crash: say so where the run's
   // numbers are (the agent says it on stderr too).
@@ -163,6 +165,7 @@ void TrainingRun::end_step(int64_t step, double replica_loss, const nlohmann::js
   if (startup_seconds_ < 0) startup_seconds_ = since_start_.seconds();
   if (step >= warmup_end_) measured_seconds_ += seconds;
   report_->record(step, warmup_end_, seconds);
+  simulated_->record(step, warmup_end_, samples_per_step_);
   loss_sum_ += replica_loss;
   ++loss_count_;
   if ((step + 1) % flags_.log_every == 0 || step + 1 == last_step_) {
@@ -243,7 +246,12 @@ void TrainingRun::save_final(int64_t step, const nlohmann::json& extra) {
 
 std::vector<double> TrainingRun::finish() {
   STRATA_CHECK(report_.has_value(), "TrainingRun::finish before start()");
+  simulated_->log();
   return report_->finish();
+}
+
+void TrainingRun::add_simulated_fields(nlohmann::json& record) const {
+  if (simulated_) simulated_->add_fields(record);
 }
 
 double TrainingRun::measured_wall_seconds() const {

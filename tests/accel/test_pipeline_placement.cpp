@@ -1,6 +1,7 @@
 // Pipeline placement on heterogeneous simulated devices: the splitter's balance, each
 // stage's ops on its own device, the activations and gradients between them charged as
-// transfers, and the per-stage report adding up.
+// transfers, and the per-stage report adding up. The pipeline that runs the stages is
+// parallel's (tests/core/test_simulated_time.cpp, tests/tools/test_strata_accel.sh).
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -9,6 +10,7 @@
 #include "strata/accel/op_recorder.h"
 #include "strata/accel/pipeline_placement.h"
 #include "strata/accel/simulator.h"
+#include "strata/accel/to_device.h"
 #include "strata/core/error.h"
 
 namespace strata::accel {
@@ -41,7 +43,7 @@ TEST(AccelPipeline, ParameterCostsCountEachChild) {
   EXPECT_EQ(costs[1], (std::vector<double>{40, 0, 18}));
 }
 
-TEST(AccelPipeline, StagesRunOnTheirDevicesWithTransfersBetween) {
+TEST(AccelPipeline, ReportShowsEachStagesComputeAndTransfers) {
   torch::manual_seed(0);
   auto make = [] {
     torch::manual_seed(3);
@@ -57,16 +59,22 @@ TEST(AccelPipeline, StagesRunOnTheirDevicesWithTransfersBetween) {
   auto sim = std::make_shared<Simulator>();
   sim->configure(0, AcceleratorSpec::preset("nvdla"));
   sim->configure(1, AcceleratorSpec::preset("shidiannao"));
-  SimulatedPipeline pipe(model, {2, 3}, {0, 1});
-  ASSERT_EQ(pipe.stages().size(), 2u);
-  EXPECT_EQ(pipe.stages()[0].layers, (std::vector<std::string>{"0", "1"}));
-  EXPECT_EQ(pipe.stages()[1].layers, (std::vector<std::string>{"2", "3", "4"}));
-  EXPECT_EQ(pipe.stages()[0].parameters, 56);
-  EXPECT_EQ(pipe.stages()[1].parameters, 72 + 27);
+  // Children 0-1 on device 0, 2-4 on device 1, run one after the other (the pipeline's
+  // executor does the same per micro-batch; here the report's view is what is tested).
+  const std::vector<PipelineStage> stages{{0, 0, 2, {"0", "1"}, 56},
+                                          {1, 2, 5, {"2", "3", "4"}, 99}};
+  std::vector<torch::nn::Sequential> parts(2);
+  const std::vector<torch::nn::AnyModule> children(model->begin(), model->end());
+  for (size_t s = 0; s < 2; ++s) {
+    for (int64_t l = stages[s].begin; l < stages[s].end; ++l)
+      parts[s]->push_back(std::to_string(l), children[l]);
+    to_device(parts[s], device(stages[s].device));
+  }
   at::Tensor y;
   {
     RecorderScope scope(sim);
-    y = pipe.forward(x);
+    y = x;
+    for (size_t s = 0; s < 2; ++s) y = forward_by_layer(parts[s], y.to(device(stages[s].device)));
     y.sum().backward();
   }
   EXPECT_EQ(y.device(), device(1));
@@ -91,7 +99,7 @@ TEST(AccelPipeline, StagesRunOnTheirDevicesWithTransfersBetween) {
   EXPECT_EQ(bytes.at("transfer 0->1"), 4 * 8 * 4);
   EXPECT_EQ(bytes.at("transfer 1->0"), 4 * 8 * 4);
 
-  const PipelineReport p = pipeline_report(r, pipe.stages());
+  const PipelineReport p = pipeline_report(r, stages);
   ASSERT_EQ(p.stages.size(), 2u);
   const auto per_device = r.per_device();
   double latency = 0, worst = 0, energy = 0;
@@ -153,8 +161,6 @@ TEST(AccelPipeline, LayerMicrosecondsFollowTheSpecs) {
     EXPECT_DOUBLE_EQ(us[1][l] * 2, us[0][l]) << l;
   }
   for (const auto& p : model->parameters()) EXPECT_FALSE(p.grad().defined());
-  EXPECT_THROW(SimulatedPipeline(model, {1, 1}, {0, 1}), Error);
-  EXPECT_THROW(SimulatedPipeline(model, {1, 2}, {0, 0}), Error);
 }
 
 }  // namespace

@@ -89,7 +89,12 @@ if "$bin" model --model fmnist-cnn --batch 4 --devices nvdla,shidiannao --json >
           and (.report.devices[1].ops | has("transfer 0->1"))
           and (.pipeline.latency_us - ([.pipeline.stages[].microseconds] | add) | fabs < 1e-6)
           and (.pipeline.bottleneck_us == ([.pipeline.stages[].microseconds] | max))
-          and ([.pipeline.stages[].layers | length] | add) == 8' "$tmp/pipe.json" >/dev/null; then
+          and ([.pipeline.stages[].layers | length] | add) == 8
+          and .pipeline.simulated.schedule == "1f1b" and .pipeline.simulated.micro_batches == 4
+          and .pipeline.simulated.simulated_samples_per_s > 0
+          and (.pipeline.simulated.simulated_idle_fraction | length == 2)
+          and .pipeline.simulated.device == ["nvdla", "shidiannao"]
+          and .pipeline.simulated.step_us > 0' "$tmp/pipe.json" >/dev/null; then
   pass "model --devices: stages $(jq -c '[.pipeline.stages[].layers]' "$tmp/pipe.json")"
 else
   fail "model --devices: $(head -c 400 "$tmp/pipe.json") $(cat "$tmp/stderr")"

@@ -142,12 +142,16 @@ double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& 
     progress_receives();
     core::fault_point("pipeline-instruction");
     const double start = seconds();
+    sent_bytes_ = 0;
+    if (clock_) clock_->begin(comm_->rank(), in);
     {
       // What the watchdog reports if this instruction never ends.
       core::FlightRecordScope record(to_string(in), in.peer);
       run(in, optimizer);
     }
-    records_.push_back({in, start, seconds()});
+    const double end = seconds();
+    records_.push_back(
+        {in, start, end, clock_ ? clock_->end(comm_->rank(), in, sent_bytes_) : -1.0});
   }
   for (auto& work : sends_) work->wait();
   sends_.clear();
@@ -524,6 +528,7 @@ void PipelineExecutor::send(const PipelineInstruction& in) {
   auto& store = gradient ? gradients_ : activations_;
   auto it = store.find({in.stage, in.micro_batch});
   STRATA_CHECK(it != store.end(), "pipeline executor: nothing to send for ", to_string(in));
+  sent_bytes_ += tensor_bytes(it->second);
   isend(it->second, in.peer,
         message_tag(gradient, in.stage, in.micro_batch, schedule_.num_micro_batches));
   store.erase(it);

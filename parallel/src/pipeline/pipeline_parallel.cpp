@@ -419,6 +419,10 @@ std::vector<const PipelineExecutor*> PipelineParallel::executors() const {
   return result;
 }
 
+void PipelineParallel::set_instruction_clock(const InstructionClockPtr& clock) {
+  for (auto& executor : executors_) executor->set_instruction_clock(clock);
+}
+
 c10::optional<at::ScalarType> gradient_reduce_dtype(const PipelineParallelOptions& options) {
   if (options.grad_reduce_dtype()) return options.grad_reduce_dtype();
   if (options.precision() == core::Precision::Bf16) return at::kBFloat16;

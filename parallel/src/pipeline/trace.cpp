@@ -96,6 +96,59 @@ void add_pipeline_records(core::ChromeTrace& trace,
   }
 }
 
+std::optional<PipelineSimulation> replay_records(
+    const std::vector<const PipelineExecutor*>& executors) {
+  if (executors.empty()) return std::nullopt;
+  const PipelineSchedule& schedule = executors[0]->schedule();
+  if (static_cast<int>(executors.size()) != schedule.num_ranks) return std::nullopt;
+  PipelineDurations durations(executors.size());
+  for (size_t r = 0; r < executors.size(); ++r) {
+    const auto& records = executors[r]->records();
+    if (records.size() != schedule.ranks[r].size()) return std::nullopt;
+    for (size_t i = 0; i < records.size(); ++i) {
+      if (records[i].simulated < 0) return std::nullopt;
+      STRATA_CHECK(records[i].instruction == schedule.ranks[r][i], "replay: rank ", r, " ran ",
+                   to_string(records[i].instruction), " as instruction ", i,
+                   ", expected the schedule's ", to_string(schedule.ranks[r][i]));
+      durations[r].push_back(records[i].simulated);
+    }
+  }
+  return simulate_schedule(schedule, durations);
+}
+
+void add_simulated_records(core::ChromeTrace& trace, const PipelineSchedule& schedule,
+                           const PipelineSimulation& simulation,
+                           const std::vector<std::string>& device_names, double offset_us,
+                           int step) {
+  const int pid = kTraceSimulatedPid;
+  trace.set_process_name(pid, "simulated time");
+  for (int r = 0; r < schedule.num_ranks; ++r) {
+    const std::string device =
+        r < static_cast<int>(device_names.size()) ? device_names[r] : std::string("?");
+    trace.set_thread_name(pid, r, "rank " + std::to_string(r) + " on " + device);
+    for (size_t i = 0; i < schedule.ranks[r].size(); ++i) {
+      const PipelineInstruction& in = schedule.ranks[r][i];
+      const auto& [start, end] = simulation.intervals[r][i];
+      if (end <= start) continue;  // waits and sends take no time on the rank
+      nlohmann::json args = {{"step", step}};
+      if (in.stage >= 0) args["stage"] = in.stage;
+      if (in.micro_batch >= 0) args["micro_batch"] = in.micro_batch;
+      trace.add_complete(is_compute(in.op) ? compute_name(in.op) : to_string(in),
+                         is_compute(in.op) ? "compute" : "step", pid, r, offset_us + start * 1e6,
+                         (end - start) * 1e6, args);
+    }
+  }
+  for (const auto& t : simulation.transfers) {
+    // Rows after the ranks', one per directed link.
+    const int row = schedule.num_ranks * (1 + t.from) + t.to;
+    trace.set_thread_name(pid, row, "link " + std::to_string(t.from) + "->" + std::to_string(t.to));
+    const PipelineInstruction& in = schedule.ranks[t.from][t.instruction];
+    trace.add_complete(to_string(in), "transfer", pid, row, offset_us + t.start * 1e6,
+                       (t.end - t.start) * 1e6,
+                       {{"step", step}, {"stage", in.stage}, {"micro_batch", in.micro_batch}});
+  }
+}
+
 core::ChromeTrace gather_trace(Communicator& comm, const core::ChromeTrace& local, int root) {
   STRATA_CHECK(root >= 0 && root < comm.size(), "gather trace: root ", root,
                " is not a rank of a communicator of ", comm.size());
@@ -142,6 +195,14 @@ void PipelineTraceRecorder::add_step(const std::vector<const PipelineExecutor*>&
   for (size_t i = 0; i < executors.size(); ++i)
     add_pipeline_records(trace_, executors[i]->records(), pid_ + static_cast<int>(i),
                          start_us(executors[i]) - origin_us_, step);
+  if (const auto simulated = replay_records(executors)) {
+    std::vector<std::string> devices;
+    for (const PipelineExecutor* executor : executors)
+      devices.push_back(executor->options().device().str());
+    add_simulated_records(trace_, executors[0]->schedule(), *simulated, devices, simulated_us_,
+                          step);
+    simulated_us_ += simulated->makespan * 1e6;
+  }
   ++steps_;
 }
 

@@ -102,6 +102,7 @@ constexpr double kMaxSramKib = 1 << 30;        // each buffer (a TiB)
 constexpr double kMaxClockMhz = 1e6;           // clock_mhz (1 THz)
 constexpr double kMaxDramBytesPerCycle = 1e9;  // dram_bytes_per_cycle
 constexpr double kMaxEnergyPj = 1e9;           // each energy_pj entry
+constexpr double kMaxMemoryMib = 1 << 30;      // memory_mib (a PiB)
 
 struct AcceleratorSpec {
   std::string name = "custom";
@@ -116,7 +117,10 @@ struct AcceleratorSpec {
   double clock_mhz = 0;
   double dram_bytes_per_cycle = 0;
   int64_t vector_lanes = 0;  // default: cols (banks for pim)
-  PimParams pim;             // "pim" only
+  // The device's memory in MiB ("memory_mib"): what a pipeline stage placed on it may hold
+  // (parameters, optimizer state, activations in flight). 0, the default: unlimited.
+  double memory_mib = 0;
+  PimParams pim;  // "pim" only
   EnergyTable energy;
   // The fields of a template registered outside the library, which have no member here:
   // its AcceleratorTemplate::parse keeps them, its cost model reads them.

@@ -1,15 +1,9 @@
 #pragma once
-// Pipeline placement on heterogeneous simulated accelerators (NASAIC style), inside one
-// process: a Sequential cut into contiguous stages, stage i on device devices[i], the
-// activations copied between devices (charged by the Simulator as transfers), and a
-// per-stage report.
-//
-//   auto sim = std::make_shared<Simulator>();
-//   sim->configure(0, AcceleratorSpec::preset("nvdla"));
-//   sim->configure(1, AcceleratorSpec::preset("shidiannao"));
-//   SimulatedPipeline pipe(model, balance_stages(parameter_costs(model, 2)), {0, 1});
-//   { RecorderScope scope(sim); pipe.forward(x).sum().backward(); }
-//   std::cout << pipeline_report(sim->report(), pipe.stages()).table();
+// Pipeline placement on heterogeneous simulated accelerators (NASAIC style): where to cut a
+// Sequential into contiguous stages, stage i on device i, from each layer's cost on each
+// device and what the cuts copy; and the per-stage view of a CostReport. The pipeline
+// itself is parallel's (PipelineParallel with one device per stage, in one process): a
+// program joins the two with programs/simulated_time.h (strata-accel model --devices).
 //
 // The splitter is core's exact dynamic program (strata/core/layer_partition.h), the same
 // one parallel's partitioners use, fed with whatever cost per layer and device the caller
@@ -70,28 +64,12 @@ std::vector<std::vector<double>> layer_microseconds(torch::nn::Sequential& model
                                                     const std::vector<AcceleratorSpec>& specs,
                                                     const std::function<void(c10::Device)>& step);
 
+// A stage: its device index and the children [begin, end) of the model it runs.
 struct PipelineStage {
   int device = 0;
   int64_t begin = 0, end = 0;       // children [begin, end) of the model
   std::vector<std::string> layers;  // their names
   int64_t parameters = 0;
-};
-
-class SimulatedPipeline {
- public:
-  // Moves the children of stage i (balance[i] of them, in order) to device devices[i];
-  // the devices must differ. strata::Error for a balance that does not cover the model.
-  SimulatedPipeline(torch::nn::Sequential model, const std::vector<int64_t>& balance,
-                    const std::vector<int>& devices);
-  // Each stage copies its input to its device (a transfer) and runs its children
-  // (forward_by_layer); returns the last stage's output, on the last device.
-  at::Tensor forward(at::Tensor x);
-  const std::vector<PipelineStage>& stages() const { return stages_; }
-  std::vector<torch::nn::Sequential>& stage_modules() { return modules_; }
-
- private:
-  std::vector<PipelineStage> stages_;
-  std::vector<torch::nn::Sequential> modules_;
 };
 
 struct StageCost {
@@ -104,10 +82,11 @@ struct StageCost {
   double microseconds() const { return compute_us + transfer_us; }
 };
 
-// The per-stage view of a pipeline's CostReport.
-//   latency_us    one batch through every stage, one after another: the sum of the stages
-//   bottleneck_us micro-batches streaming through the pipeline: each stage busy with its
-//                 own micro-batch, one leaves every max-stage time (the throughput bound)
+// The per-stage view of a pipeline's CostReport: each stage's compute and transfers.
+//   latency_us    every stage's time added up ("stages in turn")
+//   bottleneck_us the largest stage's time (a throughput bound that ignores the schedule)
+// The pipeline's real figures in simulated time (its schedule replayed on each
+// instruction's duration) come from the pipeline itself: programs/simulated_time.h.
 struct PipelineReport {
   std::vector<StageCost> stages;
   double latency_us = 0;

@@ -70,8 +70,15 @@ class Simulator : public OpRecorder {
 
   // A copy of the report so far, every device that ran something named with its clock.
   CostReport report() const;
-  // Forgets the entries (not the configuration).
+  // Forgets the entries (not the configuration) and the running totals below.
   void clear();
+
+  // Running totals of device `index` since construction or clear(), without copying the
+  // report: its charged ops, and the transfers charged to it. Cheap enough to read around
+  // every pipeline instruction: the difference of two readings is what the device did in
+  // between (a device runs one instruction at a time, whichever thread its ops run on).
+  OpCost op_total(int index) const;
+  OpCost transfer_total(int index) const;
 
  private:
   struct Device {
@@ -90,6 +97,7 @@ class Simulator : public OpRecorder {
                          std::vector<std::vector<int64_t>>, std::vector<std::vector<int64_t>>>;
   std::map<Key, std::shared_ptr<const Charge>> cache_;
   CostReport report_;
+  std::map<int, OpCost> op_totals_, transfer_totals_;
 };
 
 }  // namespace strata::accel

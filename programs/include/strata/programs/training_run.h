@@ -39,6 +39,7 @@
 #include "strata/parallel/data/hybrid_parallel.h"
 #include "strata/programs/pipeline_flags.h"
 #include "strata/programs/reliability_flags.h"
+#include "strata/programs/simulated_time.h"
 
 namespace strata::programs {
 
@@ -126,6 +127,11 @@ class TrainingRun {
   // trace (PipelineReport::finish); returns the idle fractions (none without a pipeline).
   std::vector<double> finish();
 
+  // With stages on simulated accelerators (an in-process pipeline): the measured steps'
+  // simulated_samples_per_s, simulated_idle_fraction, simulated_utilization, energy_uj and
+  // device fields (SimulatedTime) for the final record; nothing otherwise.
+  void add_simulated_fields(nlohmann::json& record) const;
+
   core::MetricsWriter& metrics() { return *metrics_; }
   // The loss of the last logged window, averaged over the replicas; NaN before the first.
   double last_loss() const { return last_loss_; }
@@ -153,6 +159,7 @@ class TrainingRun {
   std::optional<core::MetricsWriter> metrics_;
   std::optional<core::ProgressReporter> progress_;
   std::optional<PipelineReport> report_;
+  std::optional<SimulatedTime> simulated_;
   core::Stopwatch step_clock_;
   std::optional<core::Stopwatch> wall_clock_;  // from the first timed step
   double measured_seconds_ = 0;

@@ -29,6 +29,7 @@
 
 #include "strata/core/precision.h"
 #include "strata/parallel/comm/communicator.h"
+#include "strata/parallel/pipeline/instruction_clock.h"
 #include "strata/parallel/pipeline/schedule.h"
 #include "strata/parallel/pipeline/stage_io.h"
 
@@ -77,6 +78,9 @@ std::vector<std::vector<std::string>> find_tied_parameters(const torch::nn::Modu
 struct PipelineInstructionRecord {
   PipelineInstruction instruction;
   double start = 0, end = 0;  // seconds since train_step began (steady clock)
+  // Its duration on the installed InstructionClock (simulated seconds; for a send, the
+  // time on the link), or -1 without one.
+  double simulated = -1;
 };
 
 class PipelineExecutor {
@@ -112,6 +116,9 @@ class PipelineExecutor {
 
   // Called at all-reduce-grads (data parallelism plugs in here); nothing by default.
   void set_gradient_sync(std::function<void()> hook) { gradient_sync_ = std::move(hook); }
+  // Times every instruction of the next steps also on `clock` (nullptr: none), into
+  // records()' `simulated`.
+  void set_instruction_clock(InstructionClockPtr clock) { clock_ = std::move(clock); }
 
   const PipelineSchedule& schedule() const { return schedule_; }
   const PipelineExecutorOptions& options() const { return options_; }
@@ -182,6 +189,8 @@ class PipelineExecutor {
   PipelineLoss loss_;
   PipelineExecutorOptions options_;
   std::function<void()> gradient_sync_;
+  InstructionClockPtr clock_;
+  int64_t sent_bytes_ = 0;                         // by the instruction running now
   GradientSync sync_ = GradientSync::Synchronize;  // this step's
   std::vector<PipelineInstructionRecord> records_;
   bool split_backward_ = false;  // the program has B and W passes

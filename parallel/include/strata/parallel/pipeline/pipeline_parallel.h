@@ -186,6 +186,9 @@ class PipelineParallel {
   // The executors of the pipeline ranks in this process, by pipeline rank: one under
   // mpirun, K for an in-process pipeline.
   std::vector<const PipelineExecutor*> executors() const;
+  // Installs `clock` on every executor of this process (InstructionClock: simulated
+  // devices time each instruction there); nullptr removes it.
+  void set_instruction_clock(const InstructionClockPtr& clock);
   // The pipeline rank of executors()[0].
   int first_pipeline_rank() const { return first_rank_; }
   // The device of each pipeline rank (one entry per rank).

@@ -136,12 +136,33 @@ struct PipelineSimulation {
   // Both depend only on each rank's order of passes, not on the costs.
   std::vector<int> stage_peak_in_flight;
   // Per rank, per instruction: its (start, end) time; a receive starts when its data is there.
+  // A send takes no time on its rank (start = end): its data travels on the link.
   std::vector<std::vector<std::pair<double, double>>> intervals;
+  // Every send that takes time on its link (duration > 0), in the order played.
+  struct Transfer {
+    int from = 0, to = 0;    // ranks
+    size_t instruction = 0;  // index in ranks[from]
+    double start = 0, end = 0;
+  };
+  std::vector<Transfer> transfers;
 };
 
 // Runs every rank's list in order: compute takes its cost, a receive waits for the
 // matching send (+ costs.send). The schedule must pass verify_schedule (it is checked).
 PipelineSimulation simulate_schedule(const PipelineSchedule& schedule,
                                      const PipelineCosts& costs = {});
+
+// Per rank, per instruction of schedule.ranks[r]: how long it takes (seconds, or any unit).
+// A compute pass, the all-reduce and the optimizer step occupy their rank for that long
+// (only compute passes count as busy); a send's duration is the time its data takes on
+// the link to the peer (the sender goes on at once, the data is there at start +
+// duration); a receive waits for its data and then takes its own duration.
+using PipelineDurations = std::vector<std::vector<double>>;
+
+// The one replay: simulate_schedule with costs is this with each instruction's cost from
+// `costs`. Raises strata::Error for a duration list whose shape is not the schedule's or a
+// negative duration.
+PipelineSimulation simulate_schedule(const PipelineSchedule& schedule,
+                                     const PipelineDurations& durations);
 
 }  // namespace strata::parallel

@@ -3,6 +3,7 @@
 // textbook formulas say it should, and a timeline of every rank in one Chrome trace.
 // See docs/pipeline.md, "Timelines and idle time".
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,25 @@ void add_pipeline_records(core::ChromeTrace& trace,
                           const std::vector<PipelineInstructionRecord>& records, int pid,
                           double offset_us, int step);
 
+// The last step of every pipeline rank (executors[r] runs rank r: an in-process pipeline's
+// executors) replayed on the durations an InstructionClock gave its instructions
+// (PipelineInstructionRecord::simulated): the pipeline's timeline in simulated time. None
+// when the executors are not the whole pipeline or an instruction has no such duration.
+std::optional<PipelineSimulation> replay_records(
+    const std::vector<const PipelineExecutor*>& executors);
+
+// The process of a trace that holds the timeline in simulated time.
+inline constexpr int kTraceSimulatedPid = 100000;
+
+// Adds one replayed step to `trace`: process kTraceSimulatedPid "simulated time", a row per
+// pipeline rank ("rank r on <device>": its compute passes and the optimizer step) and a row
+// per link ("link r->p": each transfer from its send to its arrival). Times are
+// offset_us + simulated time.
+void add_simulated_records(core::ChromeTrace& trace, const PipelineSchedule& schedule,
+                           const PipelineSimulation& simulation,
+                           const std::vector<std::string>& device_names, double offset_us,
+                           int step);
+
 // Collective over `comm`: every rank's `local` trace, merged, on `root`; an empty trace on
 // the other ranks. Traces travel as JSON text in uint8 tensors (sizes all-gathered first,
 // then the bytes sent to root). Call it between steps, not during one.
@@ -69,7 +89,10 @@ core::ChromeTrace gather_trace(Communicator& comm, const core::ChromeTrace& loca
 
 // The timeline of several steps of one executor, every rank in one trace: call add_step
 // after each step to keep (on every rank of `comm`, the first call is collective), then
-// write() on every rank. On one host the rows of all ranks share one time axis.
+// write() on every rank. On one host the rows of all ranks share one time axis. When the
+// executors are a whole pipeline timed by an InstructionClock (stages on simulated
+// devices), its timeline in simulated time goes beside it (replay_records, steps end to
+// end).
 //
 //   PipelineTraceRecorder trace(world, world->rank());
 //   for (...) { executor.train_step(...); if (keep) trace.add_step(executor, step); }
@@ -85,12 +108,15 @@ class PipelineTraceRecorder {
   // Collective: gathers every rank's steps and writes them on `root`.
   void write(const std::string& path, int root = 0);
   int steps() const { return steps_; }
+  // This process's part of the trace so far.
+  const core::ChromeTrace& trace() const { return trace_; }
 
  private:
   CommunicatorPtr comm_;
   int pid_;
   int steps_ = 0;
   double origin_us_ = 0;
+  double simulated_us_ = 0;  // where the next step's simulated timeline starts
   core::ChromeTrace trace_;
 };
 
