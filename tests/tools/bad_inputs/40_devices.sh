@@ -14,7 +14,7 @@ train_fmnist --devices fewer than stages   | has 2 entries for --pp 4, expected 
 train_fmnist --devices cuda, CPU build     | entry 2 'cuda:0': this build has no CUDA                  | 20 | "$train_fmnist" --threads 1 --pp 2 --devices cpu,cuda:0 --metrics-out "$out/m.jsonl"
 train_fmnist --devices without --pp        | --devices needs --pp 2 or more                            | 20 | "$train_fmnist" --threads 1 --devices cpu --metrics-out "$out/m.jsonl"
 train_lm --devices unknown device          | entry 1 'tpu:0' is not a device                           | 20 | "$train_lm" --threads 1 --pp 2 --devices tpu:0 --metrics-out "$out/m.jsonl"
-train_fmnist stage over device memory     | entry 'accel:.*tiny_nvdla.json': stage 0 .layers 0-[0-9]+. needs [0-9]+ bytes .*the device has 10485 .memory_mib 0.01 | 60 | "$train_fmnist" --threads 1 --pp 2 --devices "accel:$in/tiny_nvdla.json,accel:shidiannao" --max-steps 1 --metrics-out "$out/m.jsonl"
+train_fmnist stage over device memory     | entry 'accel:.*tiny_nvdla.json': stage 0 .layers 0-[0-9]*. needs [0-9]* bytes .*the device has 10485 .memory_mib 0.01 | 60 | "$train_fmnist" --threads 1 --pp 2 --devices "accel:$in/tiny_nvdla.json,accel:shidiannao" --max-steps 1 --metrics-out "$out/m.jsonl"
 train_fmnist mpirun stage over memory      | entry 'accel:.*tiny_nvdla.json': stage 0 .*the device has 10485 | 60 | "${mpi2[@]}" "$train_fmnist" --threads 1 --pp 2 --devices "accel:$in/tiny_nvdla.json" --max-steps 1 --metrics-out "$out/m.jsonl"
 train_fmnist spec memory_mib negative      | field 'memory_mib': got -1, expected a number between 0 .unlimited. | 20 | "$train_fmnist" --threads 1 --pp 2 --devices "accel:$in/negative_memory.json" --metrics-out "$out/m.jsonl"
 TABLE
