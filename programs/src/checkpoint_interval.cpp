@@ -18,20 +18,22 @@ double daly_interval_seconds(double checkpoint_seconds, double mtbf_seconds) {
 }
 
 CheckpointInterval choose_checkpoint_interval(const CheckpointCosts& costs) {
-  STRATA_CHECK(costs.checkpoint_seconds > 0, "checkpoint interval: the checkpoint time must be > 0, got ",
+  STRATA_CHECK(costs.checkpoint_seconds > 0,
+               "checkpoint interval: the checkpoint time must be > 0, got ",
                costs.checkpoint_seconds);
   STRATA_CHECK(costs.step_seconds > 0, "checkpoint interval: the step time must be > 0, got ",
                costs.step_seconds);
   STRATA_CHECK(costs.mtbf_hours_per_node > 0, "--mtbf-hours must be > 0, got ",
                costs.mtbf_hours_per_node);
   STRATA_CHECK(costs.nodes >= 1, "checkpoint interval: nodes must be >= 1, got ", costs.nodes);
-  STRATA_CHECK(costs.restart_seconds >= 0, "checkpoint interval: the restart time must be >= 0, got ",
-               costs.restart_seconds);
+  STRATA_CHECK(costs.restart_seconds >= 0,
+               "checkpoint interval: the restart time must be >= 0, got ", costs.restart_seconds);
   CheckpointInterval out;
   out.job_mtbf_seconds = costs.mtbf_hours_per_node * 3600 / static_cast<double>(costs.nodes);
   out.seconds = daly_interval_seconds(costs.checkpoint_seconds, out.job_mtbf_seconds);
   const double steps = std::round(out.seconds / costs.step_seconds);
-  out.steps = steps >= 1e15 ? static_cast<int64_t>(1e15) : std::max<int64_t>(1, static_cast<int64_t>(steps));
+  out.steps = steps >= 1e15 ? static_cast<int64_t>(1e15)
+                            : std::max<int64_t>(1, static_cast<int64_t>(steps));
   out.expected_lost_seconds =
       static_cast<double>(out.steps) * costs.step_seconds / 2 + costs.restart_seconds;
   return out;
