@@ -27,11 +27,44 @@
 // there on the job's membership, on each attempt's control store (node 0 hosts it) and on
 // how each attempt ended (run/rendezvous.h). With --max-restarts R, a crash (not an error
 // line, not a signal to the launcher) stops every rank and relaunches the job with
-// --resume auto, R times at most (run/agent.h).
+// --resume auto, R times at most (run/agent.h). With --nnodes MIN:MAX the job survives a
+// lost node: it relaunches on the nodes left (at least MIN) after --rejoin-timeout, and
+// grows again when an agent takes the lost node's place (run/rendezvous.h).
+#include <string>
+#include <tuple>
+#include <utility>
+
 #include "run/agent.h"
 #include "strata/core/error.h"
 #include "strata/programs/cli.h"
 #include "strata/programs/number_flags.h"
+
+namespace {
+
+// --nnodes N or MIN:MAX, each 1..kMaxRanks, MIN <= MAX.
+std::pair<int, int> parse_node_range(const std::string& text) {
+  const auto number = [&](const std::string& part) {
+    int64_t value = 0;
+    size_t used = 0;
+    try {
+      value = std::stoll(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    STRATA_CHECK(used == part.size() && !part.empty() && value >= 1 &&
+                     value <= strata::programs::kMaxRanks,
+                 "--nnodes: got \"", text, "\", expected N or MIN:MAX with 1 <= MIN <= MAX <= ",
+                 strata::programs::kMaxRanks);
+    return static_cast<int>(value);
+  };
+  const size_t colon = text.find(':');
+  if (colon == std::string::npos) return {number(text), number(text)};
+  const int min = number(text.substr(0, colon)), max = number(text.substr(colon + 1));
+  STRATA_CHECK(min <= max, "--nnodes ", text, ": MIN ", min, " is more than MAX ", max);
+  return {min, max};
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   return strata::programs::run_main([&] {
@@ -45,8 +78,10 @@ int main(int argc, char** argv) {
     integer_range(app.add_option("-n,--nproc,--nproc-per-node", o.nproc_per_node,
                                  "Number of ranks (on this node)"),
                   1, kMaxRanks);
-    integer_range(app.add_option("--nnodes", o.nnodes, "Number of nodes (an agent on each)"), 1,
-                  kMaxRanks);
+    std::string nnodes = "1";
+    app.add_option("--nnodes", nnodes,
+                   "Number of nodes (an agent on each), or MIN:MAX: the job goes on with at "
+                   "least MIN when nodes are lost, and grows back to MAX");
     integer_range(app.add_option("--node-rank", o.node_rank, "This node's rank, 0..nnodes-1"), 0,
                   kMaxRanks - 1);
     app.add_option("--rdzv", o.rdzv,
@@ -57,6 +92,10 @@ int main(int argc, char** argv) {
                               "Seconds to wait for every node to join, and for each to report "
                               "the end of an attempt"),
                1, kMaxSeconds);
+    real_range(app.add_option("--rejoin-timeout", o.rejoin_timeout,
+                              "Seconds node 0 waits for every node before a relaunch; then the "
+                              "job goes on with the nodes it has (at least --nnodes MIN)"),
+               0, kMaxSeconds);
     integer_range(app.add_option("--max-restarts", o.max_restarts,
                                  "Relaunch the job with --resume auto after a crash, this many "
                                  "times at most"),
@@ -76,6 +115,7 @@ int main(int argc, char** argv) {
                0, kMaxSeconds);
     if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     o.command = app.remaining();
+    std::tie(o.min_nodes, o.nnodes) = parse_node_range(nnodes);
     STRATA_CHECK(!o.command.empty(),
                  "strata-run: no program given, expected strata-run -n N program [args...]");
     STRATA_CHECK(o.nnodes == 1 || o.multi_node(), "--nnodes ", o.nnodes,

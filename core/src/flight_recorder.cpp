@@ -32,13 +32,15 @@ FlightRecorder& FlightRecorder::global() {
   return *recorder;
 }
 
-uint64_t FlightRecorder::begin(std::string description, int peer) {
+uint64_t FlightRecorder::begin(std::string description, int peer, std::string kind) {
+  if (kind.empty()) kind = description.substr(0, description.find(' '));
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> lock(mutex_);
   const uint64_t sequence = next_++;
   FlightRecord& r = open_[sequence];
   r.sequence = sequence;
   r.description = std::move(description);
+  r.kind = std::move(kind);
   r.peer = peer;
   r.start = now;
   return sequence;
@@ -51,6 +53,7 @@ void FlightRecorder::end(uint64_t sequence) {
   if (it == open_.end()) return;
   it->second.end = now;
   it->second.finished = true;
+  totals_[it->second.kind] += seconds_between(it->second.start, now);
   finished_.push_back(std::move(it->second));
   open_.erase(it);
   if (finished_.size() > capacity_) finished_.pop_front();
@@ -78,6 +81,21 @@ nlohmann::json FlightRecorder::summary(size_t last) const {
   nlohmann::json open = nlohmann::json::array();
   for (const auto& [sequence, record] : open_) open.push_back(to_json(record, now));
   return {{"finished", finished}, {"in_progress", open}};
+}
+
+std::map<std::string, double> FlightRecorder::totals() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return totals_;
+}
+
+void FlightRecorder::add_blocked(double seconds) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  blocked_seconds_ += seconds;
+}
+
+double FlightRecorder::blocked_seconds() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return blocked_seconds_;
 }
 
 }  // namespace strata::core

@@ -32,6 +32,10 @@ void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags) {
              0, kMaxSeconds);
   app.add_option("--hang-report", options.hang_report(),
                  "Write the watchdog's report of a hang here as JSON");
+  real_range(app.add_option("--straggler-threshold", options.straggler().threshold(),
+                            "Report a rank whose own work per step exceeds the other ranks' "
+                            "median by more than this fraction (0: no report; needs the watchdog)"),
+             0, 100);
   std::string names;
   for (const auto& name : parallel::registered_backends())
     names += (names.empty() ? "" : ", ") + name;

@@ -11,6 +11,7 @@
 #include "strata/core/fault_injection.h"
 #include "strata/core/logging.h"
 #include "strata/core/output_files.h"
+#include "strata/core/step_profile.h"
 #include "strata/core/threads.h"
 #include "strata/parallel/control/configuration_check.h"
 #include "strata/programs/checkpoint_interval.h"
@@ -141,10 +142,18 @@ void TrainingRun::start(parallel::HybridParallel& model, torch::optim::Optimizer
   // numbers are (the agent says it on stderr too).
   if (const char* restart = std::getenv("STRATA_RESTART_COUNT")) {
     const char* reason = std::getenv("STRATA_RESTART_REASON");
-    metrics_->write({{"event", "restart"},
-                     {"restart", std::atoi(restart)},
-                     {"reason", reason ? reason : ""},
-                     {"resumed_at_step", first_step}});
+    nlohmann::json record = {{"event", "restart"},
+                             {"restart", std::atoi(restart)},
+                             {"reason", reason ? reason : ""},
+                             {"resumed_at_step", first_step},
+                             {"world_size", world_->size()}};
+    // --nnodes MIN:MAX: the job relaunched on a different number of nodes.
+    if (const char* previous = std::getenv("STRATA_PREVIOUS_WORLD_SIZE")) {
+      record["previous_world_size"] = std::atoi(previous);
+      spdlog::info("the job restarted on {} rank(s), {} before; {} samples per step as before",
+                   world_->size(), std::atoi(previous), samples_per_step);
+    }
+    metrics_->write(record);
   }
   progress_.emplace(last_step, flags_.log_every, rank() == 0);
   // Steps are timed after a warm-up, so that first-touch allocations don't count.
@@ -153,6 +162,7 @@ void TrainingRun::start(parallel::HybridParallel& model, torch::optim::Optimizer
 }
 
 void TrainingRun::begin_step(int64_t step) {
+  core::StepProfile::global().begin_step();
   core::fault_point("train-step");
   if (step == warmup_end_) wall_clock_.emplace();
   step_clock_.reset();
@@ -162,6 +172,8 @@ void TrainingRun::end_step(int64_t step, double replica_loss, const nlohmann::js
                            int64_t epoch) {
   STRATA_CHECK(model_ != nullptr, "TrainingRun::end_step before start()");
   const double seconds = step_clock_.seconds();
+  core::StepProfile::global().end_step();
+  if (rank() == 0) report_stragglers(step + 1);
   if (startup_seconds_ < 0) startup_seconds_ = since_start_.seconds();
   if (step >= warmup_end_) measured_seconds_ += seconds;
   report_->record(step, warmup_end_, seconds);
@@ -224,6 +236,15 @@ void TrainingRun::choose_checkpoint_interval(int64_t steps_done) {
                    {"nodes", costs.nodes},
                    {"job_mtbf_hours", chosen.job_mtbf_seconds / 3600},
                    {"expected_lost_seconds", chosen.expected_lost_seconds}});
+}
+
+void TrainingRun::report_stragglers(int64_t steps_done) {
+  for (const auto& straggler : control_.take_straggler_reports()) {
+    spdlog::warn("straggler at step {}: {}", steps_done, straggler.line());
+    nlohmann::json record = straggler.to_json();
+    record["step"] = steps_done;
+    metrics_->write(record);
+  }
 }
 
 bool TrainingRun::checkpoint_due(int64_t step) const {

@@ -79,7 +79,7 @@ TEST(FlightRecorder, SummaryTellsDurationsAndPeers) {
 TEST(FlightRecorder, ScopeEndsItsEntryOnExceptions) {
   FlightRecorder recorder(8);
   try {
-    FlightRecordScope scope("throws", -1, recorder);
+    FlightRecordScope scope("throws", -1, "", recorder);
     throw std::runtime_error("boom");
   } catch (const std::runtime_error&) {
   }

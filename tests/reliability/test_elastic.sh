@@ -6,7 +6,12 @@
 # - a rank killed mid-run under --max-restarts 1: the job relaunches from its newest
 #   checkpoint and ends 0, its final checkpoint byte-identical to an uninterrupted run's,
 #   the restart in the metrics file; on two nodes as well;
-# - killed twice under --max-restarts 1: the job ends non-zero, saying why.
+# - killed twice under --max-restarts 1: the job ends non-zero, saying why;
+# - a rank slowed on node 1 (STRATA_FAULT ...:slow) is named by the straggler report, with
+#   its node and the operation where its extra time goes;
+# - --nnodes 1:2: node 1's agent killed (a lost node) -> the job goes on on node 0 alone
+#   after --rejoin-timeout; a new agent for node 1 -> the job grows back to 2 nodes; it
+#   ends 0 with the losses of an uninterrupted run (the global batch never changed).
 #   test_elastic.sh TRAIN_FMNIST STRATA_RUN
 set -uo pipefail
 train="$1" launcher="$2"
@@ -109,5 +114,60 @@ if [[ $status -eq 0 && -n $every && -n $anchor ]] && [[ ! -e $tmp/auto/.checkpoi
   fi
 else
   fail "--checkpoint-every auto: status $status, record '$record': $(tail -3 "$tmp/auto.err")"
+fi
+# ---- a straggler: rank 1 (node 1) sleeps 30 ms in every forward from its 3rd on; rank 0
+# waits for it in the all-reduce, so only rank 1's own work per step stands out.
+STRATA_FAULT=forward:3:1:slow=30 two_nodes "$tmp/slow" "$train" "${common[@]}" --max-steps 120 \
+  --timeout 5 --metrics-out "$tmp/slow.jsonl"
+record=$(grep '"event":"straggler"' "$tmp/slow.jsonl" 2>/dev/null | head -1)
+if [[ $status0 -eq 0 && $status1 -eq 0 ]] && grep -q '"rank":1,' <<<"$record" &&
+  grep -q '"node":1,' <<<"$record" && grep -q '"where":"forward"' <<<"$record" &&
+  grep -q "straggler at step [0-9]*: rank 1 (node 1, host .*) is a straggler: .* is in forward" \
+    "$tmp/slow.out0" "$tmp/slow.node0"; then
+  pass "a slowed rank is named: $(grep -h -o 'rank 1 (node 1.*' "$tmp/slow.out0" "$tmp/slow.node0" | head -1)"
+else
+  fail "straggler: status $status0/$status1, record '$record': $(grep -h straggler "$tmp/slow.out0" "$tmp/slow.node0" | head -2)"
+fi
+# ---- --nnodes 1:2: lose node 1, go on with node 0, grow back when node 1 returns
+# Every step takes 50 ms more on every rank, so that the job lives long enough to see it.
+elastic=(--checkpoint-every 10 --max-steps 400 --timeout 20)
+STRATA_FAULT=train-step:1::slow=50 timeout -s KILL 300 "$launcher" -n 2 "$train" "${common[@]}" \
+  "${elastic[@]}" --metrics-out "$tmp/steady.jsonl" >/dev/null 2>"$tmp/steady.err" ||
+  fail "uninterrupted elastic reference run failed: $(tail -2 "$tmp/steady.err")"
+port=$(free_port)
+rdzv=(--nnodes 1:2 --nproc-per-node 1 --rdzv "127.0.0.1:$port" --rdzv-timeout 30
+  --rejoin-timeout 3 --max-restarts 1)
+export STRATA_FAULT=train-step:1::slow=50
+timeout -s KILL 300 "$launcher" "${rdzv[@]}" --node-rank 0 "$train" "${common[@]}" "${elastic[@]}" \
+  --checkpoint-dir "$tmp/grow" --metrics-out "$tmp/grow.jsonl" >/dev/null 2>"$tmp/grow.node0" &
+node0=$!
+"$launcher" "${rdzv[@]}" --node-rank 1 "$train" "${common[@]}" "${elastic[@]}" \
+  --checkpoint-dir "$tmp/grow" --metrics-out "$tmp/grow1.jsonl" >/dev/null 2>"$tmp/grow.node1a" &
+node1=$!
+# Lose node 1 (its agent and, with it, its rank) once the job has checkpointed.
+for ((i = 0; i < 600 && ! -e $tmp/grow/step-00000020; i++)); do sleep 0.1; done
+kill -KILL "$node1"; wait "$node1" 2>/dev/null
+for ((i = 0; i < 600; i++)); do
+  grep -q "attempt 1 runs on node(s) 0 (1 of 2)" "$tmp/grow.node0" && break; sleep 0.1
+done
+# Node 1 comes back: a new agent takes its place and the job grows at the next attempt.
+timeout -s KILL 300 "$launcher" "${rdzv[@]}" --node-rank 1 "$train" "${common[@]}" "${elastic[@]}" \
+  --checkpoint-dir "$tmp/grow" --metrics-out "$tmp/grow1.jsonl" >/dev/null 2>"$tmp/grow.node1b"
+status1=$?
+wait "$node0"; status0=$?
+unset STRATA_FAULT
+restart=$(grep '"event":"restart"' "$tmp/grow.jsonl" 2>/dev/null)
+if [[ $status0 -eq 0 && $status1 -eq 0 ]] &&
+  grep -q "node 1 was lost" "$tmp/grow.node0" &&
+  grep -q "attempt 1 runs on node(s) 0 (1 of 2): world size 1" "$tmp/grow.node0" &&
+  grep -q "node 1 is ready to join the job" "$tmp/grow.node0" &&
+  grep -q "attempt 2 runs on node(s) 0, 1 (2 of 2): world size 2" "$tmp/grow.node0" &&
+  grep -q '"previous_world_size":1' <<<"$restart" && grep -q '"world_size":2' <<<"$restart"; then
+  pass "--nnodes 1:2: lost node 1, went on with 1 node, grew back to 2: $restart"
+  first=$(sed 's/.*"resumed_at_step":\([0-9]*\).*/\1/' <<<"$restart")
+  expect_same_losses "--nnodes 1:2 after shrinking and growing = uninterrupted" \
+    "$tmp/grow.jsonl" "$tmp/steady.jsonl" $((first + 1)) 400 1e-4
+else
+  fail "--nnodes 1:2: status $status0/$status1, restart '$restart': $(grep strata-run "$tmp/grow.node0" | tail -4)"
 fi
 finish

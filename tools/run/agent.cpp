@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -56,8 +57,28 @@ std::string Agent::data_plane_host() const {
   return host_name();
 }
 
-bool Agent::restartable(const Failure& failure, int attempt) const {
-  return failure.kind == Failure::Kind::Crash && attempt < options_.max_restarts;
+bool Agent::restartable(const Failure& failure, int restarts) const {
+  return failure.kind == Failure::Kind::Crash && restarts < options_.max_restarts;
+}
+
+std::optional<Failure> Agent::lost_node_failure(const std::vector<int>& members, bool wait) {
+  if (!rendezvous_) return std::nullopt;
+  const auto deadline =
+      Clock::now() + (wait ? Rendezvous::kLostAfter + std::chrono::milliseconds(500)
+                           : std::chrono::milliseconds(0));
+  while (true) {
+    rendezvous_->beat();
+    const auto lost = rendezvous_->lost_nodes(members);
+    if (!lost.empty()) {
+      std::string nodes;
+      for (int node : lost) nodes += (nodes.empty() ? "" : ", ") + std::to_string(node);
+      return Failure{Failure::Kind::Crash, 1,
+                     "node " + nodes + " was lost (its agent has not answered for " +
+                         std::to_string(Rendezvous::kLostAfter.count() / 1000) + " s)"};
+    }
+    if (Clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 int Agent::run() {
@@ -71,12 +92,36 @@ int Agent::run() {
   for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaction(s, &action, nullptr);
 
   std::optional<Failure> previous;
-  for (int attempt = 0;; ++attempt) {
-    const std::optional<Failure> failure = run_attempt(attempt, previous);
-    if (failure && restartable(*failure, attempt)) {
-      say("restart " + std::to_string(attempt + 1) + " of " +
-          std::to_string(options_.max_restarts) + ": " + failure->reason +
-          "; relaunching the job with --resume auto");
+  std::vector<int> members, last_members;
+  int restarts = 0;
+  for (int attempt = rendezvous_ ? rendezvous_->first_attempt() : 0;; ++attempt) {
+    if (rendezvous_) {
+      members = rendezvous_->members(attempt);
+      if (members.empty()) {
+        if (!rendezvous_->job_ended()) continue;  // not in this attempt: wait for the next
+        say("node " + std::to_string(options_.node_rank) +
+            ": the job ended before this node could join it");
+        return 0;
+      }
+      if (attempt > 0 && members != last_members) {
+        std::string nodes;
+        for (int node : members) nodes += (nodes.empty() ? "" : ", ") + std::to_string(node);
+        say("attempt " + std::to_string(attempt) + " runs on node(s) " + nodes + " (" +
+            std::to_string(members.size()) + " of " + std::to_string(options_.nnodes) +
+            "): world size " + std::to_string(members.size() * options_.nproc_per_node));
+      }
+      last_members = members;
+    }
+    const std::optional<Failure> failure = run_attempt(attempt, members, previous);
+    if (failure && failure->kind == Failure::Kind::Membership) {
+      say(failure->reason + "; relaunching the job with --resume auto to take it in");
+      previous = failure;
+      continue;
+    }
+    if (failure && restartable(*failure, restarts)) {
+      ++restarts;
+      say("restart " + std::to_string(restarts) + " of " + std::to_string(options_.max_restarts) +
+          ": " + failure->reason + "; relaunching the job with --resume auto");
       previous = failure;
       continue;
     }
@@ -84,12 +129,13 @@ int Agent::run() {
       say(failure->reason + "; no restarts left (--max-restarts " +
           std::to_string(options_.max_restarts) + ")");
     }
-    if (rendezvous_) rendezvous_->leave();
+    if (rendezvous_) rendezvous_->leave(members);
     return failure ? failure->exit_code : 0;
   }
 }
 
-std::optional<Failure> Agent::run_attempt(int attempt, const std::optional<Failure>& previous) {
+std::optional<Failure> Agent::run_attempt(int attempt, const std::vector<int>& members,
+                                          const std::optional<Failure>& previous) {
   // Each attempt has a store of its own: the last one's keys (its abort among them)
   // would end the new ranks at once.
   std::unique_ptr<parallel::ControlStoreServer> server;
@@ -106,6 +152,17 @@ std::optional<Failure> Agent::run_attempt(int attempt, const std::optional<Failu
   }
   LaunchOptions options = options_;
   std::map<std::string, std::string> env;
+  if (rendezvous_) {
+    // The attempt's nodes, numbered by their place among the members: its world.
+    options.nnodes = static_cast<int>(members.size());
+    options.node_rank = static_cast<int>(
+        std::find(members.begin(), members.end(), options_.node_rank) - members.begin());
+    env["STRATA_NODE_RANK"] = std::to_string(options_.node_rank);
+  }
+  if (world_size_ > 0 && world_size_ != options.world_size()) {
+    env["STRATA_PREVIOUS_WORLD_SIZE"] = std::to_string(world_size_);
+  }
+  world_size_ = options.world_size();
   if (const std::string gloo_host = data_plane_host(); !gloo_host.empty()) {
     env["STRATA_GLOO_HOST"] = gloo_host;
   }
@@ -140,6 +197,12 @@ std::optional<Failure> Agent::run_attempt(int attempt, const std::optional<Failu
       parallel::ControlStoreClient client(
           address, parallel::ControlStoreClientOptions().io_timeout(std::chrono::seconds(2)));
       const bool error = parallel::error_abort_posted(client, rank);
+      if (error) {
+        if (auto lost = lost_node_failure(members, /*wait=*/true)) {
+          stop(*lost);
+          continue;
+        }
+      }
       const std::string where =
           rendezvous_ ? "node " + std::to_string(options_.node_rank) + ", " : "";
       Failure why{error ? Failure::Kind::Error : Failure::Kind::Crash, exit_code_of(exit->status),
@@ -150,8 +213,28 @@ std::optional<Failure> Agent::run_attempt(int attempt, const std::optional<Failu
       }
       stop(why);
     }
-    if (rendezvous_ && !failure && Clock::now() >= next_poll) {
+    const bool poll = rendezvous_ && Clock::now() >= next_poll;
+    if (poll) {
       next_poll = Clock::now() + std::chrono::milliseconds(200);
+      // The other agents must see this one alive while its ranks stop, too.
+      rendezvous_->beat();
+    }
+    if (poll && !failure) {
+      if (auto lost = lost_node_failure(members, /*wait=*/false)) {
+        if (tell_now) say(lost->reason + "; stopping this node's ranks");
+        stop(*lost);
+        continue;
+      }
+      // Node 0 grows the job for a node that waits to join it.
+      if (options_.node_rank == 0 && options_.elastic() &&
+          static_cast<int>(members.size()) < options_.nnodes) {
+        const auto waiting = rendezvous_->waiting_nodes(attempt, members);
+        if (!waiting.empty()) {
+          stop({Failure::Kind::Membership, 0,
+                "node " + std::to_string(waiting.front()) + " is ready to join the job"});
+          continue;
+        }
+      }
       if (auto remote = rendezvous_->failure(attempt)) {
         if (remote->kind != Failure::Kind::Error && tell_now) {
           say("node " + std::to_string(options_.node_rank) + " stops its ranks: " + remote->reason);
@@ -167,7 +250,7 @@ std::optional<Failure> Agent::run_attempt(int attempt, const std::optional<Failu
   }
   if (!rendezvous_) return failure;
   // Every agent acts on the same failure: the first one posted, wherever it happened.
-  rendezvous_->finish_attempt(attempt);
+  rendezvous_->finish_attempt(attempt, members);
   return rendezvous_->failure(attempt);
 }
 

@@ -19,13 +19,19 @@ class Agent {
   int run();
 
  private:
-  std::optional<Failure> run_attempt(int attempt, const std::optional<Failure>& previous);
-  bool restartable(const Failure& failure, int attempt) const;
+  // `members`: the attempt's nodes (several nodes only).
+  std::optional<Failure> run_attempt(int attempt, const std::vector<int>& members,
+                                     const std::optional<Failure>& previous);
+  bool restartable(const Failure& failure, int restarts) const;
+  // A rank failed with an error line: when a node was lost meanwhile, that loss is the
+  // cause (a peer's death broke the rank's communication), and a restart can cure it.
+  std::optional<Failure> lost_node_failure(const std::vector<int>& members, bool wait);
   // STRATA_GLOO_HOST for this node's ranks (LaunchOptions::local_addr); empty: unset.
   std::string data_plane_host() const;
 
   LaunchOptions options_;
   std::unique_ptr<Rendezvous> rendezvous_;  // several nodes only
+  int world_size_ = 0;                      // of the last attempt
 };
 
 // `command` with `--resume auto`: the value of an existing --resume replaced, else added.

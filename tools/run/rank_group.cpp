@@ -30,6 +30,8 @@ pid_t start_rank(const LaunchOptions& o, int local_rank, const std::string& addr
   setenv("STRATA_STORE_ADDR", address.c_str(), 1);
   setenv("LOCAL_RANK", std::to_string(local_rank).c_str(), 1);
   setenv("LOCAL_WORLD_SIZE", std::to_string(o.nproc_per_node).c_str(), 1);
+  // The straggler report names the node a slow rank runs on.
+  setenv("STRATA_NODE_RANK", std::to_string(o.node_rank).c_str(), 1);
   if (o.timeout >= 0) setenv("STRATA_TIMEOUT", std::to_string(o.timeout).c_str(), 1);
   if (!o.backend.empty()) setenv("STRATA_BACKEND", o.backend.c_str(), 1);
   for (const auto& [name, value] : extra_env) setenv(name.c_str(), value.c_str(), 1);

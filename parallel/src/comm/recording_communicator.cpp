@@ -1,6 +1,7 @@
 #include "strata/parallel/comm/recording_communicator.h"
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <utility>
 
@@ -20,12 +21,17 @@ class RecordedWork final : public Work {
       : inner_(std::move(inner)), recorder_(recorder), sequence_(sequence) {}
   ~RecordedWork() override { finish(); }
   void wait() override {
+    // The time this thread is blocked here is time it waits for peers (or the network):
+    // the straggler report takes it out of a step to see how busy the rank itself was.
+    const auto start = std::chrono::steady_clock::now();
     try {
       inner_->wait();
     } catch (...) {
       finish();
       throw;
     }
+    recorder_.add_blocked(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     finish();
   }
   bool is_completed() override {

@@ -212,7 +212,8 @@ ControlPlane::ControlPlane(Communicator& world, const ControlPlaneOptions& optio
                                                 .timeout(options.timeout_ms())
                                                 .heartbeat_interval(options.heartbeat_interval())
                                                 .hang_report(options.hang_report())
-                                                .hosts_store(p.server != nullptr));
+                                                .hosts_store(p.server != nullptr)
+                                                .straggler(options.straggler()));
   }
 }
 
@@ -232,6 +233,11 @@ ControlStoreClient& ControlPlane::store() { return *parts_->store; }
 const std::string& ControlPlane::store_address() const { return parts_->address; }
 
 bool ControlPlane::hosts_store() const { return parts_->server != nullptr; }
+
+std::vector<StragglerReport> ControlPlane::take_straggler_reports() {
+  return parts_->watchdog ? parts_->watchdog->take_straggler_reports()
+                          : std::vector<StragglerReport>{};
+}
 
 void end_job_after_error(const std::string& line) {
   if (std::unique_ptr<detail::ControlPlaneParts> parts = swap_failed_parts(nullptr)) {

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <iomanip>
 #include <sstream>
+#include <utility>
 
 #include "strata/core/error.h"
 #include "strata/core/output_files.h"
@@ -29,6 +30,7 @@ std::string fixed(double value, int digits = 1) {
 
 std::string heartbeat_key(int rank) { return "heartbeat/" + std::to_string(rank); }
 std::string recorder_key(int rank) { return "recorder/" + std::to_string(rank); }
+std::string steps_key(int rank) { return "steps/" + std::to_string(rank); }
 // An abort's kind ("error" for post_error_abort; missing for a hang), and the ranks that
 // have left after an error abort.
 const char* const kAbortKindKey = "abort/kind";
@@ -136,12 +138,15 @@ void on_terminate_signal(int) {
 }  // namespace
 
 Watchdog::Watchdog(std::shared_ptr<ControlStoreClient> store, int rank, int world_size,
-                   WatchdogOptions options, core::FlightRecorder& recorder)
+                   WatchdogOptions options, core::FlightRecorder& recorder,
+                   core::StepProfile& profile)
     : store_(std::move(store)),
       rank_(rank),
       world_size_(world_size),
       options_(std::move(options)),
-      recorder_(recorder) {
+      recorder_(recorder),
+      profile_(profile),
+      stragglers_(options_.straggler()) {
   STRATA_CHECK(store_ != nullptr, "watchdog: got no control store");
   STRATA_CHECK(world_size_ >= 1 && rank_ >= 0 && rank_ < world_size_, "watchdog rank: got rank ",
                rank_, " of ", world_size_, ", expected 0 <= rank < world size");
@@ -218,7 +223,28 @@ void Watchdog::stop() {
 void Watchdog::beat() {
   ++beats_;
   store_->set(recorder_key(rank_), recorder_.summary().dump());
+  store_->set(steps_key(rank_), profile_.summary().dump());
   store_->set(heartbeat_key(rank_), std::to_string(beats_));
+}
+
+void Watchdog::check_stragglers() {
+  if (rank_ != 0 || world_size_ < 2 || options_.straggler().threshold() <= 0) return;
+  std::vector<nlohmann::json> profiles(static_cast<size_t>(world_size_));
+  for (int r = 0; r < world_size_; ++r) {
+    const auto i = static_cast<size_t>(r);
+    if (done_[i]) continue;  // a finished rank's last steps say nothing of now
+    if (auto text = store_->try_get(steps_key(r)))
+      profiles[i] = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  }
+  if (auto report = stragglers_.observe(profiles)) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    straggler_reports_.push_back(std::move(*report));
+  }
+}
+
+std::vector<StragglerReport> Watchdog::take_straggler_reports() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::exchange(straggler_reports_, {});
 }
 
 std::optional<std::string> Watchdog::check_ranks() {
@@ -428,6 +454,7 @@ void Watchdog::loop() {
         }
         return follow_abort(store_->get("abort", 10 * options_.heartbeat_interval()));
       }
+      check_stragglers();
     } catch (const std::exception& e) {
       {
         std::lock_guard<std::mutex> lock(mutex_);

@@ -6,6 +6,7 @@
 
 #include "strata/core/checkpoint.h"
 #include "strata/core/error.h"
+#include "strata/core/fault_injection.h"
 #include "strata/core/flight_recorder.h"
 #include "strata/core/loss_scaler.h"
 #include "strata/core/parameters.h"
@@ -115,6 +116,7 @@ std::vector<double> HybridParallel::train_step(const at::Tensor& inputs, const a
     if (!last && ddp_) no_sync.emplace(*ddp_);
     const at::Tensor loss = [&] {
       core::FlightRecordScope record("forward of a replica's batch");
+      core::fault_point("forward");
       at::Tensor output;
       {
         core::AutocastScope autocast(precision_);
@@ -123,12 +125,13 @@ std::vector<double> HybridParallel::train_step(const at::Tensor& inputs, const a
       return loss_(core::to_full_precision(output), targets);
     }();
     {
-      core::FlightRecordScope record("backward of a replica's batch (gradient all-reduces)");
+      core::FlightRecordScope record("backward of a replica's batch (gradient all-reduces)", -1,
+                                     "backward");
       (loss_scaler_ ? loss_scaler_->scale_loss(loss) : loss).backward();
     }
     losses.push_back(loss.item<double>());
     if (last) {
-      core::FlightRecordScope record("optimizer step");
+      core::FlightRecordScope record("optimizer step", -1, "optimizer step");
       // fp16: the gradients (equal on every replica after the all-reduce) are unscaled, and
       // a step whose gradients overflowed is skipped on every rank alike.
       const bool finite = !loss_scaler_ || loss_scaler_->unscale(parameters());

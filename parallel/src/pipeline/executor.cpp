@@ -146,7 +146,9 @@ double PipelineExecutor::train_step(const at::Tensor& inputs, const at::Tensor& 
     if (clock_) clock_->begin(comm_->rank(), in);
     {
       // What the watchdog reports if this instruction never ends.
-      core::FlightRecordScope record(to_string(in), in.peer);
+      core::FlightRecordScope record(to_string(in), in.peer,
+                                     to_string(in.op) + " stage " + std::to_string(in.stage));
+      if (in.op == PipelineOp::Forward) core::fault_point("forward");
       run(in, optimizer);
     }
     const double end = seconds();

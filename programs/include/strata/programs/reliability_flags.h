@@ -23,7 +23,7 @@ struct ReliabilityFlags {
 };
 
 // --backend, --timeout (its default from STRATA_TIMEOUT when strata-run sets it),
-// --hang-report.
+// --hang-report, --straggler-threshold.
 void add_reliability_flags(CLI::App& app, ReliabilityFlags& flags);
 
 }  // namespace strata::programs

@@ -148,6 +148,8 @@ class TrainingRun {
   // checkpoint written (and removed) to time it, and the start-up time (rank 0's figures
   // for every rank); logged and written to the metrics.
   void choose_checkpoint_interval(int64_t steps_done);
+  // Rank 0: prints and records (metrics event "straggler") what the watchdog found.
+  void report_stragglers(int64_t steps_done);
 
   const TrainingRunFlags& flags_;
   const PipelineFlags& pipeline_flags_;

@@ -47,6 +47,8 @@ struct ControlPlaneOptions {
   TORCH_ARG(double, timeout) = 300;
   // Where the rank that detects a hang writes its report as JSON (empty: nowhere).
   TORCH_ARG(std::string, hang_report) = "";
+  // When rank 0 reports a straggler (with the watchdog only): see control/straggler.h.
+  TORCH_ARG(StragglerOptions, straggler) = {};
 };
 
 // The environment strata-run gives each rank; nullopt when the variables are not set.
@@ -92,6 +94,9 @@ class ControlPlane {
   ControlStoreClient& store();
   const std::string& store_address() const;
   bool hosts_store() const;
+  // On rank 0: the stragglers the watchdog confirmed since the last call (none without
+  // a watchdog).
+  std::vector<StragglerReport> take_straggler_reports();
 
  private:
   std::unique_ptr<detail::ControlPlaneParts> parts_;

@@ -13,6 +13,10 @@
 // ones, the time since its last heartbeat) and writes it as JSON when asked. No hang
 // outlives `timeout` plus a few heartbeat intervals. See docs/reliability.md.
 //
+// With each heartbeat it also publishes `steps/<rank>`, this rank's step profile
+// (strata/core/step_profile.h); rank 0's watchdog compares them and keeps a report of each
+// straggler it confirms (strata/parallel/control/straggler.h) for take_straggler_reports.
+//
 // A rank that fails with an error (an exception its program did not handle) ends the job
 // another way: post_error_abort claims the abort, prints its one line and sets `abort`
 // with `abort/kind` = "error"; every other watchdog then leaves silently with
@@ -39,7 +43,9 @@
 #include <nlohmann/json.hpp>
 
 #include "strata/core/flight_recorder.h"
+#include "strata/core/step_profile.h"
 #include "strata/parallel/control/control_store.h"
+#include "strata/parallel/control/straggler.h"
 
 namespace strata::parallel {
 
@@ -103,6 +109,8 @@ struct WatchdogOptions {
   // The store lives in this process (rank 0 under mpirun): on an error abort it stays until
   // the other ranks have left (leave_after_error_abort).
   TORCH_ARG(bool, hosts_store) = false;
+  // Rank 0 looks for stragglers in the ranks' step profiles (threshold 0: not at all).
+  TORCH_ARG(StragglerOptions, straggler) = {};
 };
 
 class Watchdog {
@@ -111,7 +119,8 @@ class Watchdog {
   // (the watchdog makes its calls on it; give it a connection of its own).
   Watchdog(std::shared_ptr<ControlStoreClient> store, int rank, int world_size,
            WatchdogOptions options = {},
-           core::FlightRecorder& recorder = core::FlightRecorder::global());
+           core::FlightRecorder& recorder = core::FlightRecorder::global(),
+           core::StepProfile& profile = core::StepProfile::global());
   ~Watchdog();
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
@@ -122,10 +131,14 @@ class Watchdog {
   // True once the job aborted (only with on_abort; otherwise the process is gone).
   bool aborted() const { return aborted_; }
   int rank() const { return rank_; }
+  // On rank 0: the stragglers confirmed since the last call (each once per episode).
+  std::vector<StragglerReport> take_straggler_reports();
 
  private:
   void loop();
   void beat();
+  // Rank 0: reads every rank's step profile and feeds the straggler detector.
+  void check_stragglers();
   // The reason to abort, if any rank hangs.
   std::optional<std::string> check_ranks();
   nlohmann::json build_report(const std::string& reason, int detected_by);
@@ -149,6 +162,9 @@ class Watchdog {
   int rank_, world_size_;
   WatchdogOptions options_;
   core::FlightRecorder& recorder_;
+  core::StepProfile& profile_;
+  StragglerDetector stragglers_;
+  std::vector<StragglerReport> straggler_reports_;  // guarded by mutex_
   uint64_t beats_ = 0;
   std::chrono::steady_clock::time_point started_;
   // Per rank: the last heartbeat counter seen, when it last moved, its last summary.
