@@ -15,6 +15,10 @@
 // of them drawn per step), one optimizer step; validation reports each granularity, and
 // at the end the slowly changing Mix'n'Match submodels are scored on a few validation
 // batches and stored in the checkpoint, for tools/strata-extract --list and --budget-params.
+//
+// Languini (issue 21, docs/languini.md): --compute-budget SECONDS trains until the measured
+// compute time reaches the budget, --arch lstm trains the recurrent baseline fortunes-lstm
+// instead of the Transformer, --corpus bible the King James Bible with held-out books.
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -31,6 +35,7 @@
 #include "strata/core/fused_optimizer.h"
 #include "strata/core/memory.h"
 #include "strata/core/models/lm_validation.h"
+#include "strata/core/models/lstm_lm.h"
 #include "strata/core/models/transformer_lm.h"
 #include "strata/core/parameters.h"
 #include "strata/core/threads.h"
@@ -40,6 +45,7 @@
 #include "strata/moe/expert_parallel.h"
 #include "strata/moe/moe_lm.h"
 #include "strata/programs/cli.h"
+#include "strata/programs/compute_budget.h"
 #include "strata/programs/moe_flags.h"
 #include "strata/programs/number_flags.h"
 #include "strata/programs/pipeline_flags.h"
@@ -54,7 +60,11 @@ namespace elastic = strata::elastic;
 using strata::parallel::HybridParallel;
 
 struct Config {
-  std::string data_dir = core::kFortunesDir;
+  std::string data_dir;  // empty: the --corpus one
+  std::string corpus = "fortunes";
+  std::string arch = "transformer";
+  double compute_budget = 0;  // seconds; 0: train --steps steps
+  bool steps_given = false;   // with a budget, --steps is a limit only when given
   int64_t steps = 2000;
   int64_t batch = 32;
   int64_t context = 128;
@@ -91,6 +101,10 @@ struct Config {
         .ffn(ffn)
         .dropout(dropout);
   }
+  core::LSTMLMOptions lstm() const {
+    return core::LSTMLMOptions().context(context).layers(layers).d_model(d_model).dropout(dropout);
+  }
+  bool is_lstm() const { return arch == "lstm"; }
   std::vector<elastic::Granularity> matformer_granularities() const {
     return elastic::matformer_granularities(model(), elastic::MatFormerOptions()
                                                          .granularities(granularities)
@@ -99,8 +113,16 @@ struct Config {
 };
 
 void add_flags(CLI::App& app, Config& c) {
+  CLI::Option* corpus =
+      app.add_option("--corpus", c.corpus,
+                     "Text corpus: fortunes, or bible (King James; Romans to Revelation held "
+                     "out)")
+          ->check(CLI::IsMember(core::TextCorpus::names()));
   app.add_option("--data-dir", c.data_dir,
-                 "Directory of text files (90/10 train/validation by file)");
+                 "Directory of text files (90/10 train/validation by file), instead of --corpus")
+      ->excludes(corpus);
+  app.add_option("--arch", c.arch, "Model: transformer (fortunes-lm) or lstm (fortunes-lstm)")
+      ->check(CLI::IsMember({"transformer", "lstm"}));
   using namespace strata::programs;  // NOLINT(google-build-using-namespace): the flag ranges
   integer_range(
       app.add_option("--steps", c.steps, "Train until this step (a resumed run continues to it)"),
@@ -122,6 +144,10 @@ void add_flags(CLI::App& app, Config& c) {
   integer_range(app.add_option("--seed", c.seed, "Seed for initialization, batches and sampling"),
                 0, kMaxSeed);
   threads_range(app.add_option("--threads", c.threads, "Threads (LibTorch and BLAS)"));
+  positive_real(app.add_option("--compute-budget", c.compute_budget,
+                               "Train until the training steps' measured time reaches this many "
+                               "seconds (--steps, when given, still limits)"),
+                kMaxSeconds);
   integer_range(
       app.add_option("--eval-every", c.eval_every, "Validate every N steps (0: only at the end)"),
       0, kMaxSteps);
@@ -159,6 +185,23 @@ void add_flags(CLI::App& app, Config& c) {
   strata::programs::add_moe_flags(app, c.moe);
 }
 
+// --arch lstm trains data-parallel: the flags that cut or widen a Transformer are refused;
+// a compute budget measures one uninterrupted run.
+void check_languini_flags(const Config& c) {
+  if (c.is_lstm()) {
+    STRATA_CHECK(c.pipeline.options.pipeline_parallel() <= 1,
+                 "--arch lstm trains data-parallel "
+                 "only; --pp ",
+                 c.pipeline.options.pipeline_parallel(),
+                 " pipelines a Transformer's blocks (drop --pp)");
+    STRATA_CHECK(!c.matformer, "--arch lstm has no nested FFNs; drop --matformer");
+    STRATA_CHECK(!c.moe.enabled, "--arch lstm has no experts; drop --moe");
+  }
+  STRATA_CHECK(c.compute_budget == 0 || c.run.resume.empty(), "--compute-budget ", c.compute_budget,
+               " s measures one uninterrupted run; it does not combine with "
+               "--resume");
+}
+
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
 // Step `step` draws its batch from its own generator, so a resumed run sees exactly the
@@ -177,6 +220,7 @@ double validation_loss(HybridParallel& model, const core::TextCorpus& corpus, co
 // What the checkpoint's "extra" records about the model, checked on resume: a model with
 // other heads has the same tensor shapes, so load_checkpoint alone cannot tell.
 nlohmann::json model_description(const Config& c) {
+  if (c.is_lstm()) return core::lstm_lm_to_json(c.lstm());
   nlohmann::json description = core::transformer_lm_to_json(c.model());
   if (c.matformer)
     description["matformer"] = elastic::matformer_to_json(c.matformer_granularities());
@@ -207,6 +251,7 @@ std::vector<elastic::Submodel> matformer_passes(const Config& c,
 // fortunes-lm, or with --moe fortunes-lm-moe whose experts are spread over the grid's
 // expert-parallel group.
 torch::nn::Sequential make_model(const Config& c, const strata::parallel::ProcessGrid& grid) {
+  if (c.is_lstm()) return core::make_lstm_lm(c.lstm());
   if (!c.moe.enabled) return core::make_transformer_lm(c.model());
   strata::moe::MoELayerOptions layer = c.moe.layer;
   return strata::moe::make_moe_transformer_lm(
@@ -244,8 +289,11 @@ int train(const Config& c, const std::string& configuration) {
   const int pp = c.pipeline.options.pipeline_parallel();
   const int64_t replica_batch = run.replica_batch(c.batch);
   const core::TransformerLMOptions options = c.model();
-  options.validate();
-  const core::TextCorpus corpus = core::TextCorpus::load(c.data_dir);
+  if (!c.is_lstm()) options.validate();  // the LSTM has no heads to divide --d-model
+  const core::TextCorpus corpus = c.data_dir.empty() ? core::TextCorpus::load_named(c.corpus)
+                                                     : core::TextCorpus::load(c.data_dir);
+  spdlog::info("validation on {} held-out file(s), {} to {}", corpus.validation_files().size(),
+               corpus.validation_files().front(), corpus.validation_files().back());
   // Fail now rather than at the first evaluation if the validation split is too short.
   corpus.sample_batch(false, 1, c.context, generator(0));
 
@@ -275,13 +323,19 @@ int train(const Config& c, const std::string& configuration) {
   // AdamW in one pass per parameter (docs/precision.md): the same numbers and checkpoints.
   core::FusedAdamW optimizer(params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
   const int64_t first_step = run.resume(model, optimizer, model_description(c));
+  // With a budget the run stops when the budget is spent; --steps, when given, still limits.
+  strata::programs::ComputeBudget budget(c.compute_budget, world);
+  const int64_t last_step =
+      budget.enabled() && !c.steps_given ? strata::programs::kMaxSteps : c.steps;
   spdlog::info(
-      "training fortunes-lm ({} layers, d_model {}, {} heads, ffn {}, {:.2f}M parameters) "
+      "training {} ({} layers, d_model {}{}, {:.2f}M parameters) "
       "on {} train / {} validation bytes, {} rank(s) ({} pipeline stage(s)) x {} "
-      "thread(s): steps {} to {} of batch {} x {}",
-      c.layers, c.d_model, c.heads, c.ffn, parameter_count / 1e6, corpus.train().numel(),
-      corpus.validation().numel(), world->size(), pp, c.threads, first_step, c.steps, c.batch,
-      c.context);
+      "thread(s): steps {} to {} of batch {} x {}{}",
+      c.is_lstm() ? "fortunes-lstm" : "fortunes-lm", c.layers, c.d_model,
+      c.is_lstm() ? "" : fmt::format(", {} heads, ffn {}", c.heads, c.ffn), parameter_count / 1e6,
+      corpus.train().numel(), corpus.validation().numel(), world->size(), pp, c.threads, first_step,
+      last_step, c.batch, c.context,
+      budget.enabled() ? fmt::format(", until {} s of compute", c.compute_budget) : "");
   if (c.moe.enabled) {
     const strata::moe::MoELayerOptions& moe = c.moe.layer;
     spdlog::info(
@@ -293,7 +347,7 @@ int train(const Config& c, const std::string& configuration) {
   }
 
   // Steps are timed after a warm-up of at most 10.
-  run.start(model, optimizer, first_step, c.steps, c.batch, /*max_warmup_steps=*/10);
+  run.start(model, optimizer, first_step, last_step, c.batch, /*max_warmup_steps=*/10);
   nlohmann::json mix_n_match;  // scored submodels, once measured
   auto checkpoint_extra = [&] {
     nlohmann::json extra = model_description(c);
@@ -330,13 +384,14 @@ int train(const Config& c, const std::string& configuration) {
 
   double val_loss = std::numeric_limits<double>::quiet_NaN();
   int64_t step = first_step;
-  for (; step < c.steps; ++step) {
+  for (; step < last_step; ++step) {
     auto [inputs, targets] =
         corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
     const int replicas = model.data_parallel_size();
     const at::Tensor my_inputs = inputs.chunk(replicas)[model.data_parallel_rank()];
     const at::Tensor my_targets = targets.chunk(replicas)[model.data_parallel_rank()];
     run.begin_step(step);
+    const core::Stopwatch step_clock;  // the step's compute, for --compute-budget
     double loss;
     if (c.matformer) {
       // The sum of the granularities' losses, one optimizer step; the loss logged is their
@@ -351,9 +406,16 @@ int train(const Config& c, const std::string& configuration) {
     } else {
       loss = model.train_step(my_inputs, my_targets, optimizer);
     }
+    const double step_seconds = step_clock.seconds();
     run.end_step(step, loss, {{"lr", c.lr}});
+    const bool spent =
+        budget.step_done(step_seconds, fmt::format("batch {} x context {}", c.batch, c.context));
     if (c.eval_every > 0 && (step + 1) % c.eval_every == 0) val_loss = evaluate(step + 1);
     if (run.checkpoint_due(step + 1)) run.save(step + 1, checkpoint_extra());
+    if (spent) {
+      ++step;
+      break;
+    }
   }
   // The last step's evaluation, unless the loop just made it.
   if (c.eval_every == 0 || step % c.eval_every != 0 || step == first_step) {
@@ -371,6 +433,8 @@ int train(const Config& c, const std::string& configuration) {
   const double ms_per_step =
       measured_steps > 0 ? 1000 * run.measured_seconds() / measured_steps : 0.0;
   const double tokens_per_s = ms_per_step > 0 ? c.batch * c.context * 1000 / ms_per_step : 0.0;
+  // --batch is the global batch (the replicas share it): this run's tokens over all ranks.
+  const int64_t tokens_seen = (step - first_step) * c.batch * c.context;
   spdlog::info(
       "done: validation loss {:.4f} ({:.3f} bits per byte), train loss {:.4f}, "
       "{:.1f} ms/step, {:.0f} tokens/s",
@@ -381,6 +445,7 @@ int train(const Config& c, const std::string& configuration) {
                                  {"ms_per_step", ms_per_step},
                                  {"tokens_per_s", tokens_per_s},
                                  {"steps", step},
+                                 {"tokens_seen", tokens_seen},
                                  {"batch", c.batch},
                                  {"context", c.context},
                                  {"threads", c.threads},
@@ -392,6 +457,18 @@ int train(const Config& c, const std::string& configuration) {
                                  {"devices", c.pipeline.device_names()},
                                  {"granularity_val_loss", granularity_losses},
                                  {"mix_n_match", mix_n_match}};
+  if (budget.enabled()) {
+    // Languini's figures: the compute spent (the slowest rank's step times), its last step,
+    // and the throughput over all of it (warm-up included, as the budget counts it).
+    final_record["compute_budget_s"] = c.compute_budget;
+    final_record["compute_s"] = budget.seconds();
+    final_record["last_step_s"] = budget.last_step_seconds();
+    final_record["tokens_per_compute_s"] = tokens_seen / budget.seconds();
+    spdlog::info(
+        "compute budget {} s: {} steps, {} tokens in {:.2f} s of compute ({:.0f} tokens/s)",
+        c.compute_budget, step - first_step, tokens_seen, budget.seconds(),
+        tokens_seen / budget.seconds());
+  }
   run.add_simulated_fields(final_record);
   run.metrics().write_final(final_record);
 
@@ -417,12 +494,21 @@ int main(int argc, char** argv) {
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     strata::programs::check_pipeline_flags(app, config.pipeline);
     strata::programs::check_moe_flags(app, config.moe);
+    config.steps_given = app.count("--steps") > 0;
+    check_languini_flags(config);
     // Before any rank allocates: a model or batch beyond this machine is refused with its size
     // (every rank checks the same numbers, so all of them stop with this one line).
-    core::check_fits(
-        fmt::format("--batch {} x --context {} with --layers {}, --d-model {}, --ffn {}",
-                    config.batch, config.context, config.layers, config.d_model, config.ffn),
-        core::transformer_lm_training_bytes(config.model(), config.batch));
+    if (config.is_lstm()) {
+      core::check_fits(fmt::format("--batch {} x --context {} with --arch lstm, --layers {}, "
+                                   "--d-model {}",
+                                   config.batch, config.context, config.layers, config.d_model),
+                       core::lstm_lm_training_bytes(config.lstm(), config.batch));
+    } else {
+      core::check_fits(
+          fmt::format("--batch {} x --context {} with --layers {}, --d-model {}, --ffn {}",
+                      config.batch, config.context, config.layers, config.d_model, config.ffn),
+          core::transformer_lm_training_bytes(config.model(), config.batch));
+    }
     return train(config, strata::programs::configuration_text(app));
   });
 }

@@ -14,6 +14,7 @@ packages=(
   clang libclang-rt-14-dev
   python3-torch python3-matplotlib
   dataset-fashion-mnist fortunes
+  bible-kjv-text bible-kjv
 )
 
 missing=()
@@ -39,3 +40,6 @@ if ((${#missing[@]})); then
   fi
   rm -f "$log"
 fi
+
+# train_lm --corpus bible reads the King James Bible as plain text, one file per book.
+bash "$(dirname "$0")/bible_corpus.sh"

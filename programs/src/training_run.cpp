@@ -174,6 +174,7 @@ void TrainingRun::end_step(int64_t step, double replica_loss, const nlohmann::js
   const double seconds = step_clock_.seconds();
   core::StepProfile::global().end_step();
   if (rank() == 0) report_stragglers(step + 1);
+  steps_ended_ = step + 1;
   if (startup_seconds_ < 0) startup_seconds_ = since_start_.seconds();
   if (step >= warmup_end_) measured_seconds_ += seconds;
   report_->record(step, warmup_end_, seconds);
@@ -280,7 +281,8 @@ double TrainingRun::measured_wall_seconds() const {
 }
 
 int64_t TrainingRun::measured_steps() const {
-  return std::max<int64_t>(0, last_step_ - std::max(warmup_end_, first_step_));
+  // The steps that ran: a run may stop before last_step (train_lm --compute-budget).
+  return std::max<int64_t>(0, steps_ended_ - std::max(warmup_end_, first_step_));
 }
 
 }  // namespace strata::programs

@@ -30,9 +30,9 @@ at::Tensor to_tensor(const std::vector<uint8_t>& bytes) {
 
 }  // namespace
 
-TextCorpus TextCorpus::load(const std::string& dir, double train_fraction) {
-  check_input_directory(dir, "text corpus directory",
-                        "for the default, install the fortunes package");
+TextCorpus TextCorpus::load(const std::string& dir, double train_fraction,
+                            const std::string& missing_hint) {
+  check_input_directory(dir, "text corpus directory", missing_hint);
   STRATA_CHECK(train_fraction > 0.0 && train_fraction < 1.0, "text corpus train_fraction ",
                train_fraction, ", expected a value between 0 and 1 (exclusive)");
 
@@ -74,6 +74,21 @@ TextCorpus TextCorpus::load(const std::string& dir, double train_fraction) {
   corpus.train_ = to_tensor(train);
   corpus.validation_ = to_tensor(validation);
   return corpus;
+}
+
+const std::vector<std::string>& TextCorpus::names() {
+  static const std::vector<std::string> names = {"fortunes", "bible"};
+  return names;
+}
+
+TextCorpus TextCorpus::load_named(const std::string& name) {
+  if (name == "fortunes") return load(kFortunesDir, 0.9, "install the fortunes package");
+  if (name == "bible") {
+    return load(kBibleDir, 0.9,
+                "install bible-kjv-text and bible-kjv and run scripts/bible_corpus.sh (or "
+                "scripts/setup.sh)");
+  }
+  STRATA_FAIL("text corpus '", name, "' is unknown, expected fortunes or bible");
 }
 
 std::pair<at::Tensor, at::Tensor> TextCorpus::sample_batch(bool train, int64_t batch,

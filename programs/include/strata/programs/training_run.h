@@ -158,6 +158,7 @@ class TrainingRun {
   parallel::HybridParallel* model_ = nullptr;
   torch::optim::Optimizer* optimizer_ = nullptr;
   int64_t first_step_ = 0, last_step_ = 0, samples_per_step_ = 0, warmup_end_ = 0;
+  int64_t steps_ended_ = 0;  // the step after the last one end_step saw
   std::optional<core::MetricsWriter> metrics_;
   std::optional<core::ProgressReporter> progress_;
   std::optional<PipelineReport> report_;

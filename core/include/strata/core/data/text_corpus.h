@@ -13,6 +13,9 @@
 namespace strata::core {
 
 inline constexpr const char* kFortunesDir = "/usr/share/games/fortunes";
+// Debian's bible-kjv-text as plain text, one file per book (01-genesis.txt ..
+// 66-revelation.txt), written by scripts/bible_corpus.sh (scripts/setup.sh runs it).
+inline constexpr const char* kBibleDir = "/usr/local/share/strata/bible-kjv";
 
 class TextCorpus {
  public:
@@ -20,7 +23,16 @@ class TextCorpus {
   // index and UTF-8 duplicates), hidden files and subdirectories. The first files whose
   // cumulative size reaches `train_fraction` of the total are the train split, the rest
   // validation: splitting by file, not by byte, keeps one text out of both splits.
-  static TextCorpus load(const std::string& dir = kFortunesDir, double train_fraction = 0.9);
+  // `missing_hint` ends the error for a missing directory.
+  static TextCorpus load(
+      const std::string& dir = kFortunesDir, double train_fraction = 0.9,
+      const std::string& missing_hint = "for the default, install the fortunes package");
+  // A corpus by name, split as load() does: "fortunes" (kFortunesDir) or "bible" (kBibleDir:
+  // Genesis to Acts train, the held-out books Romans to Revelation, 9% of the bytes,
+  // validation). strata::Error for another name, or for a corpus that is not installed.
+  static TextCorpus load_named(const std::string& name);
+  // The corpora load_named knows, for flags and messages.
+  static const std::vector<std::string>& names();
 
   const at::Tensor& train() const { return train_; }            // uint8 [train bytes]
   const at::Tensor& validation() const { return validation_; }  // uint8 [validation bytes]
