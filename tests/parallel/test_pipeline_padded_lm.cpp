@@ -37,8 +37,7 @@ Batch make_batch(int step) {
   auto gen = generator(100 + static_cast<uint64_t>(step));
   const at::Tensor tokens = at::randint(256, {kBatch, kContext + 1}, gen, at::kLong);
   const at::Tensor drawn = at::randint(kContext / 2, kContext + 1, {kBatch}, gen, at::kLong);
-  const std::vector<int64_t> lengths(drawn.data_ptr<int64_t>(),
-                                     drawn.data_ptr<int64_t>() + kBatch);
+  const std::vector<int64_t> lengths(drawn.data_ptr<int64_t>(), drawn.data_ptr<int64_t>() + kBatch);
   auto [inputs, targets] =
       core::pad_windows(tokens.narrow(1, 0, kContext), tokens.narrow(1, 1, kContext), lengths);
   return {inputs, targets, targets.ne(core::kPadToken).sum().item<double>() / kBatch};
@@ -137,8 +136,11 @@ TEST(PaddedLM, UnpaddedBatchGivesThePlainModelsLogits) {
 }
 
 TEST(PaddedLM, RejectsBadInputs) {
-  expect_error([] { core::pad_windows(at::zeros({2, 4}, at::kLong), at::zeros({2, 4}, at::kLong), {5, 1}); },
-               "pad_windows: length 5, expected 1 to 4");
+  expect_error(
+      [] {
+        core::pad_windows(at::zeros({2, 4}, at::kLong), at::zeros({2, 4}, at::kLong), {5, 1});
+      },
+      "pad_windows: length 5, expected 1 to 4");
   auto model = make_model();
   at::Tensor tokens = at::full({1, 4}, 300, at::kLong);
   tokens[0][0] = core::kPadToken;

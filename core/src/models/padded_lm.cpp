@@ -37,8 +37,8 @@ std::vector<at::Tensor> PaddedDecoderBlockImpl::forward(const std::vector<at::Te
   const at::Tensor &x = in[0], &mask = in[1];
   const double p = options.dropout();
   // pre_norm_residuals, with the attention masked.
-  const at::Tensor attention = attn->out(
-      padded_causal_attention(attn->qkv(norm1(x)), attn->heads, mask, p, is_training()));
+  const at::Tensor attention =
+      attn->out(padded_causal_attention(attn->qkv(norm1(x)), attn->heads, mask, p, is_training()));
   const at::Tensor h = x + at::dropout(attention, p, is_training());
   return {h + at::dropout(feed_forward(norm2(h), ffn_in, ffn_out, active_ffn()), p, is_training()),
           mask};
@@ -71,8 +71,8 @@ std::pair<at::Tensor, at::Tensor> pad_windows(const at::Tensor& inputs, const at
                lengths.size(), " lengths, expected equal [batch, time] and one length per row");
   const int64_t time = inputs.size(1);
   for (const int64_t length : lengths)
-    STRATA_CHECK(length >= 1 && length <= time, "pad_windows: length ", length,
-                 ", expected 1 to ", time);
+    STRATA_CHECK(length >= 1 && length <= time, "pad_windows: length ", length, ", expected 1 to ",
+                 time);
   const int64_t longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
   at::Tensor padded_inputs = at::full({inputs.size(0), longest}, kPadToken, inputs.options());
   at::Tensor padded_targets = at::full({inputs.size(0), longest}, kPadToken, targets.options());
@@ -80,7 +80,9 @@ std::pair<at::Tensor, at::Tensor> pad_windows(const at::Tensor& inputs, const at
     const auto row = static_cast<int64_t>(i);
     const int64_t length = lengths[i];
     padded_inputs[row].narrow(0, longest - length, length).copy_(inputs[row].narrow(0, 0, length));
-    padded_targets[row].narrow(0, longest - length, length).copy_(targets[row].narrow(0, 0, length));
+    padded_targets[row]
+        .narrow(0, longest - length, length)
+        .copy_(targets[row].narrow(0, 0, length));
   }
   return {padded_inputs, padded_targets};
 }
