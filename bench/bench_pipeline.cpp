@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -230,6 +231,35 @@ std::vector<double> gather_values(Communicator& comm, double value) {
   return std::vector<double>(all.data_ptr<double>(), all.data_ptr<double>() + comm.size());
 }
 
+// Where one rank's step goes (seconds): its instructions by kind, and "outside" them
+// (posting the receives, the bookkeeping between instructions, waiting for the last sends,
+// the loss broadcast), so that the parts add up to the step.
+constexpr std::array<const char*, 5> kStepParts = {"compute", "send", "receive", "sync", "outside"};
+std::array<double, kStepParts.size()> step_parts(
+    const std::vector<strata::parallel::PipelineInstructionRecord>& records, double step_seconds) {
+  using strata::parallel::PipelineOp;
+  std::array<double, kStepParts.size()> parts{};
+  double busy = 0;
+  for (const auto& r : records) {
+    size_t part = 3;  // AllReduceGradients, OptimizerStep
+    switch (r.instruction.op) {
+      case PipelineOp::Forward:
+      case PipelineOp::Backward:
+      case PipelineOp::BackwardInput:
+      case PipelineOp::BackwardWeight: part = 0; break;
+      case PipelineOp::SendActivation:
+      case PipelineOp::SendGradient: part = 1; break;
+      case PipelineOp::RecvActivation:
+      case PipelineOp::RecvGradient: part = 2; break;
+      default: break;
+    }
+    parts[part] += r.end - r.start;
+    busy += r.end - r.start;
+  }
+  parts.back() = step_seconds - busy;
+  return parts;
+}
+
 int run_pipeline(const Config& c) {
   auto world = strata::parallel::MpiCommunicator::world();
   strata::parallel::ProcessGrid grid(
@@ -256,6 +286,7 @@ int run_pipeline(const Config& c) {
 
   const MemoryWindow memory;
   std::vector<double> step_seconds, idle;
+  std::array<std::vector<double>, kStepParts.size()> parts;
   double loss = 0;
   for (int step = 0; step < c.warmup + c.steps; ++step) {
     optimizer.zero_grad();
@@ -265,6 +296,8 @@ int run_pipeline(const Config& c) {
     if (step < c.warmup) continue;
     step_seconds.push_back(seconds);
     idle.push_back(strata::parallel::measure_idle(executor->records(), seconds).idle_fraction);
+    const auto split = step_parts(executor->records(), seconds);
+    for (size_t i = 0; i < parts.size(); ++i) parts[i].push_back(split[i]);
   }
   // A step takes as long as its slowest rank.
   at::Tensor slowest = at::tensor(step_seconds, at::kDouble);
@@ -272,6 +305,11 @@ int run_pipeline(const Config& c) {
   step_seconds.assign(slowest.data_ptr<double>(), slowest.data_ptr<double>() + slowest.numel());
 
   const auto idle_per_rank = gather_values(*comm, median(idle));
+  json breakdown = json::object();  // medians over the timed steps, ms, one per rank
+  for (size_t i = 0; i < parts.size(); ++i) {
+    std::vector<double> ms = gather_values(*comm, 1000 * median(parts[i]));
+    breakdown[kStepParts[i]] = ms;
+  }
   const auto saved_per_rank =
       gather_values(*comm, static_cast<double>(executor->peak_saved_bytes()));
   const auto peak_per_rank = gather_values(*comm, static_cast<double>(memory.peak()));
@@ -297,6 +335,7 @@ int run_pipeline(const Config& c) {
                {"peak_saved_bytes", saved_per_rank},
                {"balance", partition.balance()},
                {"idle_fraction", idle_per_rank},
+               {"step_parts_ms", breakdown},
                {"idle_simulated", sim.idle_fraction},
                {"idle_theory", strata::parallel::theoretical_idle_fraction(
                                    c.schedule, ranks, c.micro_batches, c.virtual_stages)},

@@ -19,10 +19,15 @@
 // Languini (issue 21, docs/languini.md): --compute-budget SECONDS trains until the measured
 // compute time reaches the budget, --arch lstm trains the recurrent baseline fortunes-lstm
 // instead of the Transformer, --corpus bible the King James Bible with held-out books.
+// With --variable-length each training sequence keeps a random length in [context/2,
+// context] (drawn per step from the seed), padded on the left to the batch's longest with
+// a key-padding mask; the loss is the mean over real tokens. Pipeline stages then pass
+// {hidden states, mask} between them, of a shape that changes from step to step.
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cctype>
 #include <cmath>
 #include <iostream>
 #include <limits>
@@ -36,6 +41,7 @@
 #include "strata/core/memory.h"
 #include "strata/core/models/lm_validation.h"
 #include "strata/core/models/lstm_lm.h"
+#include "strata/core/models/padded_lm.h"
 #include "strata/core/models/transformer_lm.h"
 #include "strata/core/parameters.h"
 #include "strata/core/threads.h"
@@ -83,6 +89,7 @@ struct Config {
   int64_t generate = 0;
   double temperature = 0.8;
   bool matformer = false;
+  bool variable_length = false;
   std::vector<int64_t> granularities;       // empty: ffn, ffn/2, ffn/4, ffn/8
   std::vector<int64_t> head_granularities;  // empty: all heads at every granularity
   int mat_sample = 0;                       // granularities per step; 0: all
@@ -160,6 +167,9 @@ void add_flags(CLI::App& app, Config& c) {
       kMaxContext);
   real_range(app.add_option("--temperature", c.temperature, "Sampling temperature (0: greedy)"), 0,
              kMaxTemperature);
+  app.add_flag("--variable-length", c.variable_length,
+               "Train on sequences of random lengths in [context/2, context], padded with a "
+               "key-padding mask");
   app.add_flag("--matformer", c.matformer, "Train MatFormer nested FFNs jointly (fortunes-lm-mat)");
   integer_range(app.add_option("--granularities", c.granularities,
                                "MatFormer FFN widths, largest = --ffn (default: ffn, ffn/2, ffn/4, "
@@ -248,10 +258,22 @@ std::vector<elastic::Submodel> matformer_passes(const Config& c,
   return passes;
 }
 
+// --variable-length: the step's windows cut to random lengths in [ceil(context/2), context]
+// drawn from the step's own generator (the same on every rank), padded on the left.
+std::pair<at::Tensor, at::Tensor> variable_length_batch(const Config& c, const at::Tensor& inputs,
+                                                        const at::Tensor& targets, int64_t step) {
+  const at::Tensor drawn = at::randint((c.context + 1) / 2, c.context + 1, {c.batch},
+                                       step_generator(c.seed ^ 0x5A17ULL, step), at::kLong);
+  const std::vector<int64_t> lengths(drawn.data_ptr<int64_t>(),
+                                     drawn.data_ptr<int64_t>() + drawn.numel());
+  return core::pad_windows(inputs, targets, lengths);
+}
+
 // fortunes-lm, or with --moe fortunes-lm-moe whose experts are spread over the grid's
 // expert-parallel group.
 torch::nn::Sequential make_model(const Config& c, const strata::parallel::ProcessGrid& grid) {
   if (c.is_lstm()) return core::make_lstm_lm(c.lstm());
+  if (c.variable_length) return core::make_padded_transformer_lm(c.model());
   if (!c.moe.enabled) return core::make_transformer_lm(c.model());
   strata::moe::MoELayerOptions layer = c.moe.layer;
   return strata::moe::make_moe_transformer_lm(
@@ -280,6 +302,21 @@ nlohmann::json score_mix_n_match(const Config& c,
   spdlog::info("Mix'n'Match: {} submodels scored on {} validation batches; the front:{}",
                scored.size(), c.mix_n_match_batches, text);
   return elastic::scored_to_json(scored);
+}
+
+// --variable-length trains the dense model, split by parameters or given layer counts.
+void check_variable_length(const Config& c) {
+  STRATA_CHECK(!c.variable_length || (!c.matformer && !c.moe.enabled && !c.is_lstm()),
+               "--variable-length trains the dense fortunes-lm; it does not combine with ",
+               c.matformer ? "--matformer" : c.is_lstm() ? "--arch lstm" : "--moe");
+  const std::string& balance = c.pipeline.options.pipeline().balance();
+  // The layer profile times StageIO layers, but no test covers a measured split of them.
+  STRATA_CHECK(!c.variable_length || c.pipeline.options.pipeline_parallel() == 1 ||
+                   balance == "params" ||
+                   (!balance.empty() && std::isdigit(static_cast<unsigned char>(balance[0]))),
+               "--variable-length with --balance ", balance,
+               ": the measured splits are not tested yet with layers that pass {hidden, "
+               "mask}; use --balance params or layer counts such as 5,4");
 }
 
 int train(const Config& c, const std::string& configuration) {
@@ -315,7 +352,16 @@ int train(const Config& c, const std::string& configuration) {
   for (const at::Tensor& p : core::unique_parameters(*lm)) parameter_count += p.numel();
   strata::parallel::HybridParallelOptions parallel = c.pipeline.options;
   parallel.pipeline().expert_parameters(strata::moe::expert_parameter_names(*lm));
-  HybridParallel model(lm, grid, core::lm_loss,
+  // --variable-length: the mean real tokens per sequence of this replica's batch, set
+  // before each step, makes the micro-batches' losses average to the mean per real token.
+  double mean_tokens = static_cast<double>(c.context);
+  const strata::parallel::PipelineLoss loss_fn =
+      c.variable_length ? strata::parallel::PipelineLoss(
+                              [&mean_tokens](const at::Tensor& logits, const at::Tensor& targets) {
+                                return core::padded_lm_loss(logits, targets, mean_tokens);
+                              })
+                        : strata::parallel::PipelineLoss(core::lm_loss);
+  HybridParallel model(lm, grid, loss_fn,
                        corpus.sample_batch(true, replica_batch, c.context, generator(0)).first,
                        parallel);
   // This rank's parameters, each tensor once: a tied table must not be stepped twice.
@@ -387,9 +433,14 @@ int train(const Config& c, const std::string& configuration) {
   for (; step < last_step; ++step) {
     auto [inputs, targets] =
         corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
+    if (c.variable_length)
+      std::tie(inputs, targets) = variable_length_batch(c, inputs, targets, step);
     const int replicas = model.data_parallel_size();
     const at::Tensor my_inputs = inputs.chunk(replicas)[model.data_parallel_rank()];
     const at::Tensor my_targets = targets.chunk(replicas)[model.data_parallel_rank()];
+    if (c.variable_length)
+      mean_tokens = my_targets.ne(core::kPadToken).sum().item<double>() /
+                    static_cast<double>(my_targets.size(0));
     run.begin_step(step);
     const core::Stopwatch step_clock;  // the step's compute, for --compute-budget
     double loss;
@@ -452,6 +503,7 @@ int train(const Config& c, const std::string& configuration) {
                                  {"parameters", parameter_count},
                                  {"config", model_description(c)},
                                  {"pp", pp},
+                                 {"variable_length", c.variable_length},
                                  {"world_size", world->size()},
                                  {"idle_fraction", idle},
                                  {"devices", c.pipeline.device_names()},
@@ -496,6 +548,7 @@ int main(int argc, char** argv) {
     strata::programs::check_moe_flags(app, config.moe);
     config.steps_given = app.count("--steps") > 0;
     check_languini_flags(config);
+    check_variable_length(config);
     // Before any rank allocates: a model or batch beyond this machine is refused with its size
     // (every rank checks the same numbers, so all of them stop with this one line).
     if (config.is_lstm()) {

@@ -1,4 +1,5 @@
 #include "strata/core/models/transformer_lm.h"
+#include "strata/core/models/padded_lm.h"
 
 #include <torch/torch.h>
 
@@ -161,9 +162,11 @@ const at::Tensor& causal_bias(int64_t time, const at::TensorOptions& options) {
 
 }  // namespace
 
-at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
-                            at::Tensor* probs) {
-  check_qkv(qkv, heads);
+namespace {
+
+// causal_attention with the additive `bias` of the scores ([T, T], or [B heads, T, T]).
+at::Tensor biased_attention(const at::Tensor& qkv, int64_t heads, const at::Tensor& bias,
+                            double dropout, bool training, at::Tensor* probs) {
   const int64_t batch = qkv.size(0), time = qkv.size(1), d = qkv.size(2) / 3;
   const int64_t head_dim = d / heads;
   // One copy, [B, T, 3d] -> [3, B heads, T, head_dim]: queries, keys and values as
@@ -179,9 +182,8 @@ at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout
   const at::Tensor &q = qkv_split[0], &k = qkv_split[1], &v = qkv_split[2];
   // One kernel for the scores: the causal bias plus the scaled product (baddbmm's alpha),
   // no separate passes to scale and to mask the [B heads, T, T] scores.
-  const at::Tensor scores =
-      at::baddbmm(causal_bias(time, qkv.options()), q, k.transpose(1, 2), /*beta=*/1.0,
-                  /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
+  const at::Tensor scores = at::baddbmm(bias, q, k.transpose(1, 2), /*beta=*/1.0,
+                                        /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
   // The softmax in the scores' dtype. Under bf16 autocast that is bf16, whose CPU kernel
   // sums in fp32 and rounds once: its probabilities are the fp32 softmax's rounded to bf16,
   // bit for bit (TransformerLM.Bf16SoftmaxIsTheFp32SoftmaxRounded), which is what the bf16
@@ -196,6 +198,38 @@ at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout
       .view({batch, heads, time, head_dim})
       .transpose(1, 2)
       .reshape({batch, time, d});
+}
+
+}  // namespace
+
+at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
+                            at::Tensor* probs) {
+  check_qkv(qkv, heads);
+  return biased_attention(qkv, heads, causal_bias(qkv.size(1), qkv.options()), dropout, training,
+                          probs);
+}
+
+at::Tensor padded_causal_attention(const at::Tensor& qkv, int64_t heads,
+                                   const at::Tensor& key_padding, double dropout, bool training) {
+  check_qkv(qkv, heads);
+  const int64_t batch = qkv.size(0), time = qkv.size(1);
+  STRATA_CHECK(key_padding.scalar_type() == at::kBool && key_padding.dim() == 2 &&
+                   key_padding.size(0) == batch && key_padding.size(1) == time,
+               "padded attention: key-padding mask of type ", key_padding.scalar_type(),
+               " and shape ", key_padding.sizes(), ", expected bool [", batch, ", ", time, "]");
+  const at::Tensor& causal = causal_bias(time, qkv.options());
+  // Without padding the plain causal bias: the same kernel and numbers as the plain model.
+  if (key_padding.all().item<bool>())
+    return biased_attention(qkv, heads, causal, dropout, training, nullptr);
+  // -inf where a real query meets a padded key, per row, repeated for the row's heads.
+  const at::Tensor blocked = key_padding.unsqueeze(2) & key_padding.logical_not().unsqueeze(1);
+  const at::Tensor bias =
+      (causal + at::zeros({batch, time, time}, qkv.options())
+                    .masked_fill_(blocked, -std::numeric_limits<double>::infinity()))
+          .unsqueeze(1)
+          .expand({batch, heads, time, time})
+          .reshape({batch * heads, time, time});
+  return biased_attention(qkv, heads, bias, dropout, training, nullptr);
 }
 
 at::Tensor causal_attention_reference(const at::Tensor& qkv, int64_t heads, double dropout,
@@ -297,15 +331,20 @@ at::Tensor LMHeadImpl::forward(const at::Tensor& x) { return at::linear(x, weigh
 
 // ---------------------------------------------------------------- model
 
-torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options) {
+namespace {
+
+// fortunes-lm of the given embedding, block and final-norm modules (plain or padded):
+// built and initialized alike, so both draw the same parameters from one seed.
+template <typename Embedding, typename Block, typename Norm>
+torch::nn::Sequential build_transformer_lm(const TransformerLMOptions& options) {
   options.validate();
   nn::Sequential model;
-  TokenEmbedding embed(options);
+  Embedding embed(options);
   model->push_back("embed", embed);
   for (int64_t i = 0; i < options.layers(); ++i) {
-    model->push_back("block" + std::to_string(i), DecoderBlock(options, i));
+    model->push_back("block" + std::to_string(i), Block(options, i));
   }
-  model->push_back("norm", nn::LayerNorm(nn::LayerNormOptions({options.d_model()})));
+  model->push_back("norm", Norm(nn::LayerNormOptions({options.d_model()})));
   model->push_back("head", LMHead(embed->token->weight));
 
   // GPT-2's initialization; LayerNorms keep their identity start (weight 1, bias 0).
@@ -319,6 +358,16 @@ torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options) {
     }
   }
   return model;
+}
+
+}  // namespace
+
+torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options) {
+  return build_transformer_lm<TokenEmbedding, DecoderBlock, nn::LayerNorm>(options);
+}
+
+torch::nn::Sequential make_padded_transformer_lm(const TransformerLMOptions& options) {
+  return build_transformer_lm<PaddedTokenEmbedding, PaddedDecoderBlock, PaddedLayerNorm>(options);
 }
 
 std::map<std::string, std::vector<int64_t>> transformer_lm_shapes(const TransformerLMOptions& o) {

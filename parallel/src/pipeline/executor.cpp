@@ -28,9 +28,20 @@ namespace strata::parallel {
 
 using pipeline_detail::carries_gradient;
 using pipeline_detail::distinct_trainable;
+using pipeline_detail::forward_layer;
 using pipeline_detail::message_tag;
 using pipeline_detail::RngStates;
 using pipeline_detail::StageValue;
+
+StageValue pipeline_detail::forward_layer(torch::nn::AnyModule& layer, const StageValue& input,
+                                          int stage) {
+  torch::nn::AnyValue value =
+      input.list ? layer.any_forward(input.tensors) : layer.any_forward(input.tensors.at(0));
+  if (auto* tensor = value.try_get<at::Tensor>()) return {{std::move(*tensor)}, false};
+  if (auto* list = value.try_get<StageIO>()) return {std::move(*list), true};
+  STRATA_FAIL("pipeline executor: a layer of stage ", stage, " returned a value of type ",
+              value.type_info().name(), ", expected at::Tensor or StageIO (stage_io.h)");
+}
 
 namespace {
 
@@ -67,12 +78,6 @@ int64_t tensor_bytes(const StageValue& value) {
 }
 
 // What a layer returned, as the next layer or stage takes it.
-StageValue stage_value(torch::nn::AnyValue&& value, int stage) {
-  if (auto* tensor = value.try_get<at::Tensor>()) return {{std::move(*tensor)}, false};
-  if (auto* list = value.try_get<StageIO>()) return {std::move(*list), true};
-  STRATA_FAIL("pipeline executor: a layer of stage ", stage, " returned a value of type ",
-              value.type_info().name(), ", expected at::Tensor or StageIO (stage_io.h)");
-}
 
 // The generators a stage's forward may draw from: the CPU one, and the CUDA one of the
 // input's device (layers are assumed to live on their input's device).
@@ -209,9 +214,7 @@ at::Tensor PipelineExecutor::compute(int stage, int micro_batch, Saved& saved) {
   saved.whole_stage_weight = saved.input.list;
   StageValue output = saved.input;
   for (auto& layer : *stages_.at(stage)) {
-    StageValue next = stage_value(
-        output.list ? layer.any_forward(output.tensors) : layer.any_forward(output.tensors[0]),
-        stage);
+    StageValue next = forward_layer(layer, output, stage);
     for (const auto& tensor : next.tensors) {
       const bool aliases =
           std::any_of(output.tensors.begin(), output.tensors.end(), [&](const at::Tensor& t) {

@@ -3,6 +3,7 @@
 // structs of PipelineExecutor, and small helpers. Private to the module.
 
 #include <ATen/ATen.h>
+#include <torch/nn/modules/container/any.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "strata/parallel/pipeline/executor.h"
+#include "strata/parallel/pipeline/stage_io.h"
 
 namespace strata::parallel {
 namespace pipeline_detail {
@@ -39,6 +41,11 @@ inline std::vector<at::Tensor> distinct_trainable(const std::vector<at::Tensor>&
 // Whether a tensor between stages gets a gradient back: floating ones do; masks and token
 // ids do not.
 inline bool carries_gradient(const at::Tensor& t) { return at::isFloatingType(t.scalar_type()); }
+
+// `layer` of `stage` run on `input` as it came (one tensor, or a StageIO): what the layer
+// returned. Raises strata::Error for a layer that returns anything else. The executor,
+// the layer profile and PipelineParallel::evaluate run layers through this one function.
+StageValue forward_layer(torch::nn::AnyModule& layer, const StageValue& input, int stage);
 
 // The states of the generators a stage's forward drew from, to draw the same again.
 using RngStates = std::vector<std::pair<at::Generator, at::Tensor>>;

@@ -7,6 +7,8 @@
 #include "strata/core/error.h"
 #include "strata/parallel/pipeline/partition.h"
 
+#include "executor_internal.h"
+
 namespace strata::parallel {
 namespace {
 
@@ -60,7 +62,8 @@ std::vector<LayerProfile> profile_layers(torch::nn::Sequential& model,
 
   const auto children = model->named_children();
   std::vector<LayerProfile> profiles;
-  at::Tensor input = sample_micro_batch.detach();
+  // One tensor, or the several a layer passes on (stage_io.h).
+  pipeline_detail::StageValue input{{sample_micro_batch.detach()}, false};
   size_t index = 0;
   for (auto& layer : *model) {
     LayerProfile p;
@@ -70,31 +73,43 @@ std::vector<LayerProfile> profile_layers(torch::nn::Sequential& model,
       p.parameters += w.numel();
       p.parameter_bytes += bytes_of(w);
     }
-    // Later layers' inputs need a gradient, as inside a pipeline where every stage but the
-    // first sends one back; integer inputs (token ids) cannot have one.
-    const bool needs_grad = index > 0 && input.is_floating_point();
-
-    at::Tensor x, output;
+    pipeline_detail::StageValue x, output;
     std::vector<double> times;
     for (int r = 0; r <= repeats; ++r) {  // r == 0 warms up (allocations, kernel choice)
       // A fresh non-leaf copy each time: an in-place layer (ReLU(inplace)) may overwrite
       // it, which autograd refuses on a leaf and which would change the next repeat's input.
-      // Its backward passes the gradient through without work.
-      x = input.detach().requires_grad_(needs_grad).clone();
+      // Its backward passes the gradient through without work. Later layers' inputs need a
+      // gradient, as inside a pipeline where every stage but the first sends one back;
+      // integer inputs (token ids, masks) cannot have one.
+      x = {{}, input.list};
+      for (const at::Tensor& t : input.tensors)
+        x.tensors.push_back(
+            t.detach().requires_grad_(index > 0 && pipeline_detail::carries_gradient(t)).clone());
       const auto start = std::chrono::steady_clock::now();
-      output = layer.forward(x);
-      if (output.requires_grad()) output.backward(at::ones_like(output));
+      output = pipeline_detail::forward_layer(layer, x, static_cast<int>(index));
+      std::vector<at::Tensor> roots, seeds;
+      for (const at::Tensor& t : output.tensors)
+        if (t.requires_grad()) {
+          roots.push_back(t);
+          seeds.push_back(at::ones_like(t));
+        }
+      if (!roots.empty()) torch::autograd::backward(roots, seeds);
       const auto stop = std::chrono::steady_clock::now();
       if (r > 0) times.push_back(std::chrono::duration<double>(stop - start).count());
     }
     p.time = median(times);
     // A view (Flatten, reshape) or an in-place result shares its input's storage and keeps
     // nothing new alive.
-    p.activation_bytes = output.is_alias_of(x) ? 0 : bytes_of(output);
-    if (p.parameters > 0) p.activation_bytes += bytes_of(x);
+    for (const at::Tensor& out : output.tensors)
+      if (std::none_of(x.tensors.begin(), x.tensors.end(),
+                       [&](const at::Tensor& in) { return out.is_alias_of(in); }))
+        p.activation_bytes += bytes_of(out);
+    if (p.parameters > 0)
+      for (const at::Tensor& in : x.tensors) p.activation_bytes += bytes_of(in);
     profiles.push_back(std::move(p));
 
-    input = output.detach();
+    input = {{}, output.list};
+    for (const at::Tensor& t : output.tensors) input.tensors.push_back(t.detach());
     ++index;
   }
   return profiles;

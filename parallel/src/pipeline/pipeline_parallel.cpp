@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "executor_internal.h"
 #include "strata/core/checkpoint.h"
 #include "strata/core/checkpoint_restore.h"
 #include "strata/core/error.h"
@@ -712,29 +713,41 @@ at::Tensor PipelineParallel::evaluate(const at::Tensor& inputs) {
   const int stages = schedule.num_stages;
   // An in-process pipeline holds every stage: its ranks are all "here".
   const auto here = [&](int s) { return workers_ || schedule.rank_of_stage(s) == pipe.rank(); };
-  at::Tensor x;
+  // One tensor, or the several that layers pass on (stage_io.h), layer by layer.
+  pipeline_detail::StageValue x;
   for (auto& [s, stage] : stages_) {
     if (s == 0) {
-      x = inputs;
+      x = {{inputs}, false};
     } else if (!here(s - 1)) {
-      x = recv_tensor(pipe, schedule.rank_of_stage(s - 1), kCheckpointTag + 1);
+      TensorWorkPtr work = pipe.irecv_tensor(schedule.rank_of_stage(s - 1), kCheckpointTag + 1);
+      work->wait();
+      x = {received_tensors(*work), received_list(*work)};
     }
-    x = x.to(devices_[schedule.rank_of_stage(s)]);
+    for (at::Tensor& t : x.tensors) t = t.to(devices_[schedule.rank_of_stage(s)]);
     const bool training = stage->is_training();
     stage->eval();
     {
       core::AutocastScope autocast(options_.precision());
-      x = stage->forward(x);
-      if (options_.precision() != core::Precision::Fp32) x = core::to_full_precision(x);
+      for (auto& layer : *stage) x = pipeline_detail::forward_layer(layer, x, s);
+      if (options_.precision() != core::Precision::Fp32)
+        for (at::Tensor& t : x.tensors) t = core::to_full_precision(t);
     }
     stage->train(training);
     if (s + 1 < stages && !here(s + 1)) {
-      for (auto& work : isend_tensor(pipe, x, schedule.rank_of_stage(s + 1), kCheckpointTag + 1))
+      const int next = schedule.rank_of_stage(s + 1);
+      for (auto& work : x.list ? isend_tensors(pipe, x.tensors, next, kCheckpointTag + 1)
+                               : isend_tensor(pipe, x.tensors[0], next, kCheckpointTag + 1))
         work->wait();
     }
   }
-  if (here(stages - 1)) x = x.cpu();
-  return workers_ ? x : broadcast_tensor(pipe, x, schedule.rank_of_stage(stages - 1));
+  at::Tensor output;
+  if (here(stages - 1)) {
+    STRATA_CHECK(!x.list && x.tensors.size() == 1, "pipeline evaluate: the last stage (",
+                 stages - 1, ") returned a StageIO of ", x.tensors.size(),
+                 " tensors, expected one tensor");
+    output = x.tensors[0].cpu();
+  }
+  return workers_ ? output : broadcast_tensor(pipe, output, schedule.rank_of_stage(stages - 1));
 }
 
 void PipelineParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer* optimizer,
