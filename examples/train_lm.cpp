@@ -45,6 +45,7 @@
 #include "strata/programs/pipeline_flags.h"
 #include "strata/programs/precision_flags.h"
 #include "strata/programs/reliability_flags.h"
+#include "strata/programs/step_flags.h"
 #include "strata/programs/training_run.h"
 
 namespace {
@@ -81,6 +82,7 @@ struct Config {
   strata::programs::ReliabilityFlags reliability;
   strata::programs::PipelineFlags pipeline;
   strata::programs::MoEFlags moe;
+  strata::programs::StepFlags step;  // --zero, --clip-grad-norm, --accumulate, the schedule
 
   core::TransformerLMOptions model() const {
     return core::TransformerLMOptions()
@@ -116,7 +118,8 @@ void add_flags(CLI::App& app, Config& c) {
   integer_range(app.add_option("--ffn", c.ffn, "Hidden width of each feed-forward layer"), 1,
                 kMaxWidth);
   real_range(app.add_option("--dropout", c.dropout, "Dropout probability (0: none)"), 0, 0.99);
-  positive_real(app.add_option("--lr", c.lr, "AdamW learning rate (constant)"), kMaxLearningRate);
+  positive_real(app.add_option("--lr", c.lr, "AdamW peak learning rate (see --lr-schedule)"),
+                kMaxLearningRate);
   real_range(app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay"), 0,
              kMaxLossCoefficient);
   integer_range(app.add_option("--seed", c.seed, "Seed for initialization, batches and sampling"),
@@ -157,6 +160,7 @@ void add_flags(CLI::App& app, Config& c) {
   strata::programs::add_pipeline_flags(app, c.pipeline);
   strata::programs::add_precision_flags(app, c.pipeline.options);
   strata::programs::add_moe_flags(app, c.moe);
+  strata::programs::add_step_flags(app, c.step);
 }
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
@@ -267,6 +271,7 @@ int train(const Config& c, const std::string& configuration) {
   for (const at::Tensor& p : core::unique_parameters(*lm)) parameter_count += p.numel();
   strata::parallel::HybridParallelOptions parallel = c.pipeline.options;
   parallel.pipeline().expert_parameters(strata::moe::expert_parameter_names(*lm));
+  c.step.apply(parallel);
   HybridParallel model(lm, grid, core::lm_loss,
                        corpus.sample_batch(true, replica_batch, c.context, generator(0)).first,
                        parallel);
@@ -293,7 +298,8 @@ int train(const Config& c, const std::string& configuration) {
   }
 
   // Steps are timed after a warm-up of at most 10.
-  run.start(model, optimizer, first_step, c.steps, c.batch, /*max_warmup_steps=*/10);
+  run.start(model, optimizer, first_step, c.steps, c.step.step_batch(c.batch),
+            /*max_warmup_steps=*/10);
   nlohmann::json mix_n_match;  // scored submodels, once measured
   auto checkpoint_extra = [&] {
     nlohmann::json extra = model_description(c);
@@ -331,8 +337,12 @@ int train(const Config& c, const std::string& configuration) {
   double val_loss = std::numeric_limits<double>::quiet_NaN();
   int64_t step = first_step;
   for (; step < c.steps; ++step) {
-    auto [inputs, targets] =
-        corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
+    // --accumulate N: N micro-steps of --batch sequences (HybridParallel cuts each
+    // replica's share into them).
+    auto [inputs, targets] = corpus.sample_batch(true, c.step.step_batch(c.batch), c.context,
+                                                 step_generator(c.seed, step));
+    const double lr = strata::programs::learning_rate(c.step, c.lr, step, c.steps);
+    strata::programs::set_learning_rate(optimizer, lr);
     const int replicas = model.data_parallel_size();
     const at::Tensor my_inputs = inputs.chunk(replicas)[model.data_parallel_rank()];
     const at::Tensor my_targets = targets.chunk(replicas)[model.data_parallel_rank()];
@@ -351,7 +361,7 @@ int train(const Config& c, const std::string& configuration) {
     } else {
       loss = model.train_step(my_inputs, my_targets, optimizer);
     }
-    run.end_step(step, loss, {{"lr", c.lr}});
+    run.end_step(step, loss, strata::programs::step_fields(model, lr));
     if (c.eval_every > 0 && (step + 1) % c.eval_every == 0) val_loss = evaluate(step + 1);
     if (run.checkpoint_due(step + 1)) run.save(step + 1, checkpoint_extra());
   }
@@ -370,7 +380,8 @@ int train(const Config& c, const std::string& configuration) {
   const int64_t measured_steps = run.measured_steps();
   const double ms_per_step =
       measured_steps > 0 ? 1000 * run.measured_seconds() / measured_steps : 0.0;
-  const double tokens_per_s = ms_per_step > 0 ? c.batch * c.context * 1000 / ms_per_step : 0.0;
+  const double tokens_per_s =
+      ms_per_step > 0 ? c.step.step_batch(c.batch) * c.context * 1000 / ms_per_step : 0.0;
   spdlog::info(
       "done: validation loss {:.4f} ({:.3f} bits per byte), train loss {:.4f}, "
       "{:.1f} ms/step, {:.0f} tokens/s",
@@ -391,7 +402,12 @@ int train(const Config& c, const std::string& configuration) {
                                  {"idle_fraction", idle},
                                  {"devices", c.pipeline.device_names()},
                                  {"granularity_val_loss", granularity_losses},
-                                 {"mix_n_match", mix_n_match}};
+                                 {"mix_n_match", mix_n_match},
+                                 {"zero", c.step.zero},
+                                 {"accumulate", c.step.accumulate},
+                                 {"step_batch", c.step.step_batch(c.batch)},
+                                 {"clip_grad_norm", c.step.clip_grad_norm}};
+  final_record.update(strata::programs::memory_fields(model, optimizer, *world));
   run.add_simulated_fields(final_record);
   run.metrics().write_final(final_record);
 
@@ -417,6 +433,7 @@ int main(int argc, char** argv) {
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     strata::programs::check_pipeline_flags(app, config.pipeline);
     strata::programs::check_moe_flags(app, config.moe);
+    strata::programs::check_step_flags(config.step, config.pipeline, config.run);
     // Before any rank allocates: a model or batch beyond this machine is refused with its size
     // (every rank checks the same numbers, so all of them stop with this one line).
     core::check_fits(
