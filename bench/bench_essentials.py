@@ -11,13 +11,10 @@ one's ratio to plain of the same mode. Prints a table, then one JSON object per 
 
     /usr/bin/python3 bench/bench_essentials.py --runs 5 --steps 80
 """
-import argparse
 import json
-import os
-import statistics
 import sys
 
-from bench_data_parallel import ROOT, strata_run
+from bench_data_parallel import fmnist_parser, interleaved_medians, strata_run
 
 CASES = {"plain": ["--batch", "256"],
          "clip": ["--batch", "256", "--clip-grad-norm", "1"],
@@ -25,30 +22,23 @@ CASES = {"plain": ["--batch", "256"],
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--zero", default="0,1")
-    parser.add_argument("--binary", default=os.path.join(ROOT, "build", "examples", "train_fmnist"))
+    parser = fmnist_parser(__doc__)
+    parser.add_argument("--zero", default="0,1", help="ZeRO stages to measure, comma-separated")
     args = parser.parse_args()
 
     records = []
     print(f"{'mode':<10}" + "".join(f"{c:>12}" for c in CASES) +
           f"   (samples/s, medians of {args.runs}; ratio to plain below)", flush=True)
     for zero in args.zero.split(","):
-        runs = {c: [] for c in CASES}
-        for run in range(args.runs):
-            for case, flags in CASES.items():
-                runs[case].append(strata_run(args.binary, "mlp", 2, args.steps,
-                                             flags + ["--zero", zero]))
-            print(f"  --zero {zero}: run {run + 1} of {args.runs} done", file=sys.stderr, flush=True)
-        m = {c: statistics.median(v) for c, v in runs.items()}
+        m = interleaved_medians(
+            CASES, args.runs,
+            lambda case: strata_run(args.binary, "mlp", 2, args.steps, CASES[case] + ["--zero", zero]),
+            f"--zero {zero}")
         print(f"zero {zero:<5}" + "".join(f"{m[c]:>12.0f}" for c in CASES), flush=True)
         print(f"{'':<10}" + "".join(f"{m[c] / m['plain']:>12.2f}" for c in CASES), flush=True)
-        for c in CASES:
-            records.append({"bench": "essentials", "case": f"fmnist-mlp --zero {zero} {c} 2x1",
-                            "value": m[c], "unit": "samples/s", "baseline": m["plain"],
-                            "ratio": m[c] / m["plain"], "runs": args.runs})
+        records += [{"bench": "essentials", "case": f"fmnist-mlp --zero {zero} {c} 2x1",
+                     "value": m[c], "unit": "samples/s", "baseline": m["plain"],
+                     "ratio": m[c] / m["plain"], "runs": args.runs} for c in CASES]
     for r in records:
         print(json.dumps(r))
 
