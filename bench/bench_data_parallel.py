@@ -70,6 +70,26 @@ def peer_run(model, ranks, steps, extra=()):
     return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
 
 
+def fmnist_parser(doc):
+    """The flags every train_fmnist throughput bench takes: --runs, --steps, --binary."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--binary", default=os.path.join(ROOT, "build", "examples", "train_fmnist"))
+    return parser
+
+
+def interleaved_medians(cases, runs, measure, label):
+    """measure(case) for every case in turn, `runs` rounds (so that machine noise hits all
+    alike); the median of each case's values."""
+    values = {c: [] for c in cases}
+    for run in range(runs):
+        for case in cases:
+            values[case].append(measure(case))
+        print(f"  {label}: run {run + 1} of {runs} done", file=sys.stderr, flush=True)
+    return {c: statistics.median(v) for c, v in values.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)

@@ -15,8 +15,6 @@
 // --timeout and --hang-report steer the watchdog (docs/reliability.md).
 #include <torch/torch.h>
 
-#include <sys/resource.h>
-
 #include <cmath>
 
 #include <spdlog/spdlog.h>
@@ -33,6 +31,7 @@
 #include "strata/programs/pipeline_flags.h"
 #include "strata/programs/precision_flags.h"
 #include "strata/programs/reliability_flags.h"
+#include "strata/programs/step_flags.h"
 #include "strata/programs/training_run.h"
 
 namespace {
@@ -48,14 +47,13 @@ struct Config {
   int64_t batch = 256;    // global
   double lr = 0.05;
   double momentum = 0.9;
-  std::string lr_schedule = "cosine";
-  int zero = 0;  // ZeRO stage; 0: plain DistributedDataParallel
   uint64_t seed = 0;
   int threads = strata::core::default_threads_per_rank();
   bool log_all_ranks = false;
   strata::programs::TrainingRunFlags run;
   strata::programs::ReliabilityFlags reliability;
   strata::programs::PipelineFlags pipeline;
+  strata::programs::StepFlags step;
 };
 
 void add_flags(CLI::App& app, Config& c) {
@@ -73,13 +71,6 @@ void add_flags(CLI::App& app, Config& c) {
       kFashionMnistTrainImages);
   positive_real(app.add_option("--lr", c.lr, "Peak learning rate"), kMaxLearningRate);
   real_range(app.add_option("--momentum", c.momentum, "SGD momentum"), 0, 1);
-  app.add_option("--lr-schedule", c.lr_schedule, "cosine (decay to 0) or constant")
-      ->check(CLI::IsMember({"cosine", "constant"}));
-  integer_range(app.add_option("--zero", c.zero,
-                               "ZeRO stage (docs/zero.md): 0 replicates the model state, 1 "
-                               "shards the optimizer state, 2 also the gradients, 3 also the "
-                               "parameters"),
-                0, 3);
   integer_range(app.add_option("--seed", c.seed, "Seed for initialization and shuffling"), 0,
                 kMaxSeed);
   threads_range(app.add_option("--threads", c.threads, "Threads per rank (LibTorch and BLAS)"));
@@ -88,24 +79,14 @@ void add_flags(CLI::App& app, Config& c) {
   strata::programs::add_reliability_flags(app, c.reliability);
   strata::programs::add_pipeline_flags(app, c.pipeline);
   strata::programs::add_precision_flags(app, c.pipeline.options);
-}
-
-double learning_rate(const Config& c, int64_t step, int64_t schedule_steps) {
-  if (c.lr_schedule == "constant") return c.lr;
-  const double progress = static_cast<double>(step) / static_cast<double>(schedule_steps);
-  return 0.5 * c.lr * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+  c.step.lr_schedule = "cosine";  // train_fmnist's default schedule
+  strata::programs::add_step_flags(app, c.step);
 }
 
 // Sum of a scalar over all ranks.
 double sum_over_ranks(Communicator& comm, double value) {
   at::Tensor t = at::full({1}, value, at::kDouble);
   comm.allreduce(t)->wait();
-  return t.item<double>();
-}
-
-double max_over_ranks(Communicator& comm, double value) {
-  at::Tensor t = at::full({1}, value, at::kDouble);
-  comm.allreduce(t, strata::parallel::ReduceOp::Max)->wait();
   return t.item<double>();
 }
 
@@ -144,7 +125,7 @@ int train(const Config& c, const std::string& configuration) {
     return torch::nn::functional::cross_entropy(logits, labels);
   };
   strata::parallel::HybridParallelOptions options = c.pipeline.options;
-  options.zero_stage(c.zero);
+  c.step.apply(options);
   strata::parallel::HybridParallel model(strata::core::make_fmnist_model(c.model), run.world(),
                                          cross_entropy, train_set.images.slice(0, 0, local_batch),
                                          options);
@@ -156,8 +137,11 @@ int train(const Config& c, const std::string& configuration) {
                                                .rank(model.data_parallel_rank())
                                                .world_size(replicas)
                                                .seed(c.seed));
-  const int64_t steps_per_epoch = sampler.local_size() / local_batch;
-  STRATA_CHECK(steps_per_epoch > 0, "--batch ", c.batch, " is larger than the training set");
+  // One optimizer step takes --accumulate micro-steps of the replica's batch.
+  const int64_t step_samples = local_batch * c.step.accumulate;
+  const int64_t steps_per_epoch = sampler.local_size() / step_samples;
+  STRATA_CHECK(steps_per_epoch > 0, "--batch ", c.batch, " x --accumulate ", c.step.accumulate,
+               " is larger than the training set");
   const int64_t schedule_steps = steps_per_epoch * c.epochs;
   const int64_t last_step =
       c.max_steps > 0 ? std::min(schedule_steps, c.max_steps) : schedule_steps;
@@ -173,7 +157,8 @@ int train(const Config& c, const std::string& configuration) {
         c.batch);
   }
 
-  run.start(model, optimizer, step, last_step, c.batch, /*max_warmup_steps=*/20);
+  run.start(model, optimizer, step, last_step, c.step.step_batch(c.batch),
+            /*max_warmup_steps=*/20);
   const nlohmann::json checkpoint_extra = {{"model", c.model}};
   at::Tensor epoch_indices;
   int64_t loaded_epoch = -1;
@@ -184,33 +169,26 @@ int train(const Config& c, const std::string& configuration) {
       epoch_indices = sampler.indices();
       loaded_epoch = epoch;
     }
-    const int64_t first = (step % steps_per_epoch) * local_batch;
-    const at::Tensor idx = epoch_indices.slice(0, first, first + local_batch);
-    const double lr = learning_rate(c, step, schedule_steps);
-    for (auto& group : optimizer.param_groups())
-      static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+    const int64_t first = (step % steps_per_epoch) * step_samples;
+    const at::Tensor idx = epoch_indices.slice(0, first, first + step_samples);
+    const double lr = strata::programs::learning_rate(c.step, c.lr, step, schedule_steps);
+    strata::programs::set_learning_rate(optimizer, lr);
     run.begin_step(step);
     const double loss = model.train_step(train_set.images.index_select(0, idx),
                                          train_set.labels.index_select(0, idx), optimizer);
-    run.end_step(step, loss, {{"epoch", epoch}, {"lr", lr}}, epoch);
+    run.end_step(step, loss, strata::programs::step_fields(model, lr, {{"epoch", epoch}}), epoch);
     if (run.checkpoint_due(step + 1)) run.save(step + 1, checkpoint_extra);
   }
   // Wall-clock throughput, everything in the loop included, as PyTorch peers measure it
   // (bench/bench_data_parallel.py compares them).
   const int64_t measured_steps = run.measured_steps();
-  const double samples_per_s = measured_steps > 0 ? static_cast<double>(measured_steps * c.batch) /
-                                                        run.measured_wall_seconds()
-                                                  : 0.0;
+  const double samples_per_s =
+      measured_steps > 0 ? static_cast<double>(measured_steps * c.step.step_batch(c.batch)) /
+                               run.measured_wall_seconds()
+                         : 0.0;
   run.save_final(last_step, checkpoint_extra);
   const std::vector<double> idle = run.finish();
-  // Model state (parameters, gradients, optimizer state) and peak resident memory, the
-  // largest over the ranks: what --zero shrinks.
-  const double state_bytes =
-      max_over_ranks(*run.world(), static_cast<double>(model.state_bytes(optimizer)));
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  const double peak_rss_mb =
-      max_over_ranks(*run.world(), static_cast<double>(usage.ru_maxrss) / 1024.0);  // KiB
+  const nlohmann::json memory = strata::programs::memory_fields(model, optimizer, *run.world());
 
   const double accuracy = test_accuracy(model, test_set);
   spdlog::info("done: test accuracy {:.2f}%, train loss {:.4f}, {:.0f} samples/s", 100 * accuracy,
@@ -224,9 +202,11 @@ int train(const Config& c, const std::string& configuration) {
                                  {"model", c.model},
                                  {"batch", c.batch},
                                  {"pp", pp},
-                                 {"zero", c.zero},
-                                 {"state_bytes", state_bytes},
-                                 {"peak_rss_mb", peak_rss_mb}};
+                                 {"zero", c.step.zero},
+                                 {"accumulate", c.step.accumulate},
+                                 {"step_batch", c.step.step_batch(c.batch)},
+                                 {"clip_grad_norm", c.step.clip_grad_norm}};
+  final_record.update(memory);
   strata::programs::add_pipeline_fields(final_record, c.pipeline, idle);
   run.add_simulated_fields(final_record);
   run.metrics().write_final(final_record);
@@ -245,13 +225,7 @@ int main(int argc, char** argv) {
     add_flags(app, config);
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     strata::programs::check_pipeline_flags(app, config.pipeline);
-    const int pp = config.pipeline.options.pipeline_parallel();
-    STRATA_CHECK(config.zero == 0 || pp == 1, "--zero ", config.zero, " with --pp ", pp,
-                 " is not supported yet (use --zero 0 or --pp 1)");
-    STRATA_CHECK(
-        config.zero == 0 || (config.run.checkpoint_dir.empty() && config.run.resume.empty()),
-        "--zero ", config.zero,
-        " with --checkpoint-dir or --resume is not supported yet (use --zero 0)");
+    strata::programs::check_step_flags(config.step, config.pipeline, config.run);
     strata::core::check_fits(
         "--batch " + std::to_string(config.batch) + " of --model " + config.model,
         strata::core::fmnist_training_bytes(config.model, config.batch));

@@ -57,6 +57,7 @@
 #include "strata/programs/pipeline_flags.h"
 #include "strata/programs/precision_flags.h"
 #include "strata/programs/reliability_flags.h"
+#include "strata/programs/step_flags.h"
 #include "strata/programs/training_run.h"
 
 namespace {
@@ -98,6 +99,7 @@ struct Config {
   strata::programs::ReliabilityFlags reliability;
   strata::programs::PipelineFlags pipeline;
   strata::programs::MoEFlags moe;
+  strata::programs::StepFlags step;  // --zero, --clip-grad-norm, --accumulate, the schedule
 
   core::TransformerLMOptions model() const {
     return core::TransformerLMOptions()
@@ -145,7 +147,8 @@ void add_flags(CLI::App& app, Config& c) {
   integer_range(app.add_option("--ffn", c.ffn, "Hidden width of each feed-forward layer"), 1,
                 kMaxWidth);
   real_range(app.add_option("--dropout", c.dropout, "Dropout probability (0: none)"), 0, 0.99);
-  positive_real(app.add_option("--lr", c.lr, "AdamW learning rate (constant)"), kMaxLearningRate);
+  positive_real(app.add_option("--lr", c.lr, "AdamW peak learning rate (see --lr-schedule)"),
+                kMaxLearningRate);
   real_range(app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay"), 0,
              kMaxLossCoefficient);
   integer_range(app.add_option("--seed", c.seed, "Seed for initialization, batches and sampling"),
@@ -193,6 +196,7 @@ void add_flags(CLI::App& app, Config& c) {
   strata::programs::add_pipeline_flags(app, c.pipeline);
   strata::programs::add_precision_flags(app, c.pipeline.options);
   strata::programs::add_moe_flags(app, c.moe);
+  strata::programs::add_step_flags(app, c.step);
 }
 
 // --arch lstm trains data-parallel: the flags that cut or widen a Transformer are refused;
@@ -352,6 +356,7 @@ int train(const Config& c, const std::string& configuration) {
   for (const at::Tensor& p : core::unique_parameters(*lm)) parameter_count += p.numel();
   strata::parallel::HybridParallelOptions parallel = c.pipeline.options;
   parallel.pipeline().expert_parameters(strata::moe::expert_parameter_names(*lm));
+  c.step.apply(parallel);
   // --variable-length: the mean real tokens per sequence of this replica's batch, set
   // before each step, makes the micro-batches' losses average to the mean per real token.
   double mean_tokens = static_cast<double>(c.context);
@@ -393,7 +398,8 @@ int train(const Config& c, const std::string& configuration) {
   }
 
   // Steps are timed after a warm-up of at most 10.
-  run.start(model, optimizer, first_step, last_step, c.batch, /*max_warmup_steps=*/10);
+  run.start(model, optimizer, first_step, last_step, c.step.step_batch(c.batch),
+            /*max_warmup_steps=*/10);
   nlohmann::json mix_n_match;  // scored submodels, once measured
   auto checkpoint_extra = [&] {
     nlohmann::json extra = model_description(c);
@@ -431,10 +437,14 @@ int train(const Config& c, const std::string& configuration) {
   double val_loss = std::numeric_limits<double>::quiet_NaN();
   int64_t step = first_step;
   for (; step < last_step; ++step) {
-    auto [inputs, targets] =
-        corpus.sample_batch(true, c.batch, c.context, step_generator(c.seed, step));
+    // --accumulate N: N micro-steps of --batch sequences (HybridParallel cuts each
+    // replica's share into them).
+    auto [inputs, targets] = corpus.sample_batch(true, c.step.step_batch(c.batch), c.context,
+                                                 step_generator(c.seed, step));
     if (c.variable_length)
       std::tie(inputs, targets) = variable_length_batch(c, inputs, targets, step);
+    const double lr = strata::programs::learning_rate(c.step, c.lr, step, c.steps);
+    strata::programs::set_learning_rate(optimizer, lr);
     const int replicas = model.data_parallel_size();
     const at::Tensor my_inputs = inputs.chunk(replicas)[model.data_parallel_rank()];
     const at::Tensor my_targets = targets.chunk(replicas)[model.data_parallel_rank()];
@@ -458,7 +468,7 @@ int train(const Config& c, const std::string& configuration) {
       loss = model.train_step(my_inputs, my_targets, optimizer);
     }
     const double step_seconds = step_clock.seconds();
-    run.end_step(step, loss, {{"lr", c.lr}});
+    run.end_step(step, loss, strata::programs::step_fields(model, lr));
     const bool spent =
         budget.step_done(step_seconds, fmt::format("batch {} x context {}", c.batch, c.context));
     if (c.eval_every > 0 && (step + 1) % c.eval_every == 0) val_loss = evaluate(step + 1);
@@ -483,9 +493,10 @@ int train(const Config& c, const std::string& configuration) {
   const int64_t measured_steps = run.measured_steps();
   const double ms_per_step =
       measured_steps > 0 ? 1000 * run.measured_seconds() / measured_steps : 0.0;
-  const double tokens_per_s = ms_per_step > 0 ? c.batch * c.context * 1000 / ms_per_step : 0.0;
+  const double tokens_per_s =
+      ms_per_step > 0 ? c.step.step_batch(c.batch) * c.context * 1000 / ms_per_step : 0.0;
   // --batch is the global batch (the replicas share it): this run's tokens over all ranks.
-  const int64_t tokens_seen = (step - first_step) * c.batch * c.context;
+  const int64_t tokens_seen = (step - first_step) * c.step.step_batch(c.batch) * c.context;
   spdlog::info(
       "done: validation loss {:.4f} ({:.3f} bits per byte), train loss {:.4f}, "
       "{:.1f} ms/step, {:.0f} tokens/s",
@@ -508,7 +519,12 @@ int train(const Config& c, const std::string& configuration) {
                                  {"idle_fraction", idle},
                                  {"devices", c.pipeline.device_names()},
                                  {"granularity_val_loss", granularity_losses},
-                                 {"mix_n_match", mix_n_match}};
+                                 {"mix_n_match", mix_n_match},
+                                 {"zero", c.step.zero},
+                                 {"accumulate", c.step.accumulate},
+                                 {"step_batch", c.step.step_batch(c.batch)},
+                                 {"clip_grad_norm", c.step.clip_grad_norm}};
+  final_record.update(strata::programs::memory_fields(model, optimizer, *world));
   if (budget.enabled()) {
     // Languini's figures: the compute spent (the slowest rank's step times), its last step,
     // and the throughput over all of it (warm-up included, as the budget counts it).
@@ -549,6 +565,7 @@ int main(int argc, char** argv) {
     config.steps_given = app.count("--steps") > 0;
     check_languini_flags(config);
     check_variable_length(config);
+    strata::programs::check_step_flags(config.step, config.pipeline, config.run);
     // Before any rank allocates: a model or batch beyond this machine is refused with its size
     // (every rank checks the same numbers, so all of them stop with this one line).
     if (config.is_lstm()) {

@@ -10,6 +10,7 @@
 #include "gradient_buckets.h"
 #include "strata/core/error.h"
 #include "strata/core/parameters.h"
+#include "strata/parallel/data/global_grad_norm.h"
 
 namespace strata::parallel {
 namespace detail {
@@ -440,18 +441,10 @@ void ZeroDataParallel::step(torch::optim::Optimizer& optimizer) {
 }
 
 double ZeroDataParallel::clip_grad_norm(double max_norm) {
-  torch::NoGradGuard no_grad;
-  at::Tensor sum = at::zeros({1}, at::kDouble);
-  for (const auto& bucket : reducer_->buckets()) {
-    sum += bucket.shard_grad.to(at::kDouble).square().sum().cpu();
-  }
-  comm_->allreduce(sum)->wait();
-  const double norm = std::sqrt(sum.item<double>());
-  // As torch::nn::utils::clip_grad_norm_: the epsilon keeps a zero norm finite.
-  const double coefficient = max_norm / (norm + 1e-6);
-  if (max_norm > 0 && coefficient < 1) {
-    for (auto& bucket : reducer_->buckets()) bucket.shard_grad.mul_(coefficient);
-  }
+  // Each shard's gradient (a view of the shard's .grad) is held by this rank only.
+  const std::vector<at::Tensor> shards = reducer_->shards();
+  const double norm = global_grad_norm({{shards, 1}}, *comm_);
+  clip_gradients(shards, norm, max_norm);
   return norm;
 }
 

@@ -50,6 +50,15 @@ struct HybridParallelOptions {
   // parameters() are this rank's shards, for the optimizer). Only with pipeline_parallel 1
   // and without expert parameters for now.
   TORCH_ARG(int, zero_stage) = 0;
+  // Clipping by the global gradient norm (docs/zero.md, "Clipping"): before each optimizer
+  // step the gradients are scaled down so that their L2 norm over every unique parameter
+  // of the job is at most this, as torch::nn::utils::clip_grad_norm_ does in one process.
+  // 0: no clipping, and no norm measured.
+  TORCH_ARG(double, clip_grad_norm) = 0;
+  // Gradient accumulation: train_step cuts its batch into this many micro-steps whose
+  // gradients add up locally (no communication) and are synchronized once, in the last
+  // micro-step's backward; the gradient is that of the whole batch's mean loss.
+  TORCH_ARG(int, accumulate) = 1;
 };
 
 class HybridParallel {
@@ -69,8 +78,9 @@ class HybridParallel {
   std::vector<at::Tensor> parameters() const;
 
   // Zeroes the gradients, runs forward and backward on this replica's batch, averages the
-  // gradients over the replicas and steps the optimizer. Returns the mean loss of this
-  // replica's batch (on every rank of a pipeline).
+  // gradients over the replicas, clips them (clip_grad_norm) and steps the optimizer.
+  // Returns the mean loss of this replica's batch (on every rank of a pipeline). With
+  // accumulate N the batch (a multiple of N) runs as N micro-steps of 1/N of it.
   double train_step(const at::Tensor& inputs, const at::Tensor& targets,
                     torch::optim::Optimizer& optimizer);
   // One step whose gradient is the sum over `passes` forward and backward passes of the
@@ -81,6 +91,14 @@ class HybridParallel {
   std::vector<double> train_step(const at::Tensor& inputs, const at::Tensor& targets,
                                  torch::optim::Optimizer& optimizer, int passes,
                                  const std::function<void(int pass)>& before_pass);
+  // Collective over the world, after backward has averaged the gradients: the L2 norm of
+  // the gradients of every unique parameter of the job (global_grad_norm.h), and the
+  // gradients scaled down to `max_norm` when above it (max_norm <= 0: only measured).
+  // train_step calls it when clip_grad_norm is set.
+  double clip_grad_norm(double max_norm);
+  // The norm the last train_step measured before clipping; NaN without clip_grad_norm.
+  double last_grad_norm() const { return last_grad_norm_; }
+
   // The model's output for `inputs` in eval mode without gradients, on every rank.
   at::Tensor evaluate(const at::Tensor& inputs);
 
@@ -110,6 +128,10 @@ class HybridParallel {
   PipelineParallel* pipeline() { return pipeline_.get(); }
 
  private:
+  // One forward and backward of this replica's whole model (pipeline_parallel 1); the
+  // backward averages the gradients over the replicas only when `synchronize`.
+  double replica_pass(const at::Tensor& inputs, const at::Tensor& targets, bool synchronize);
+
   ProcessGrid grid_;
   PipelineLoss loss_;
   torch::nn::Sequential model_;  // the whole model, with pipeline_parallel 1
@@ -119,6 +141,10 @@ class HybridParallel {
   core::Precision precision_;
   std::unique_ptr<core::LossScaler> loss_scaler_;  // fp16 (CUDA) only
   std::vector<std::string> expert_parameters_;
+  std::vector<std::vector<std::string>> tied_;  // names of weights tied in the whole model
+  double clip_grad_norm_ = 0;
+  int accumulate_ = 1;
+  double last_grad_norm_;
 };
 
 }  // namespace strata::parallel
