@@ -12,11 +12,16 @@
 //  "baseline":dense MSE,"ratio":value/baseline,"runs":validation batches}
 //
 // speed: the compressed matvec (1 token) and batch matmul (32 tokens) against dense fp32
-// (at::mv and at::mm on OpenBLAS with the same threads), paired runs (bench_common.h),
-// ratio = dense time / compressed time; weights: ternary round-to-nearest of a Gaussian
-// [N, K] weight (timing depends on the share of zeros, reported as bits/param).
+// (at::mv and at::mm on OpenBLAS with the same threads) and dense bf16 (at::matmul of bf16
+// weights and inputs, oneDNN), paired runs (bench_common.h), ratio = baseline time /
+// compressed time; "path" is what ran: the one-token kernel on 2-bit masks (CompressedLinear's
+// default), or on the code stream ("stream"; "stream-fitted": with a dictionary fitted to
+// the weight's codes, timed against the stream with the reference dictionary: the
+// decode speed of the two). Weights: ternary round-to-nearest of a Gaussian [N, K]
+// weight (timing depends on the share of zeros, reported as bits/param).
 // {"bench":"qmoe","case":"matvec/1x256x512","threads":1,"value":us,"unit":"us",
-//  "baseline":dense us,"ratio":...,"runs":n,"kernel":"avx512","bits_per_param":...}
+//  "baseline":dense us,"ratio":...,"runs":n,"kernel":"avx512","path":"masks",
+//  "baseline_is":"dense fp32","bits_per_param":...}
 //
 //   build/bench/bench_qmoe --runs 5 --threads 1,2
 //   build/bench/bench_qmoe --suites speed --shapes 2048x768 --tokens 1
@@ -138,7 +143,21 @@ void trained_suite(const Config& c) {
     print(strata::bench::json_line("qmoe", name + "/loss", loss, "mse", dense_loss,
                                    loss / dense_loss, batches));
     const at::Tensor codes = moe::ternary_decode_codes(layer.w_in[0]);
-    std::cerr << method << ": " << layer.bits_per_weight() << " bits/param, zeros in w_in "
+    // The same codes in a dictionary fitted to them (compress_expert_stack's
+    // fitted_dictionary, without running GPTQ again).
+    const at::Tensor codes_out = moe::ternary_decode_codes(layer.w_out[0]);
+    const auto fitted =
+        moe::make_ternary_dictionary(moe::fit_pair_probabilities({codes, codes_out}));
+    const double fitted_bits =
+        8.0 *
+        double(
+            moe::ternary_encode(codes, layer.w_in[0].levels.to(at::kFloat), fitted).nbytes() +
+            moe::ternary_encode(codes_out, layer.w_out[0].levels.to(at::kFloat), fitted).nbytes()) /
+        double(2 * c.d * c.hidden);
+    print(strata::bench::json_line("qmoe", name + "/fitted-bits", fitted_bits, "bits/param", 32,
+                                   32 / fitted_bits, 1));
+    std::cerr << method << ": " << layer.bits_per_weight() << " bits/param (fitted dictionary "
+              << fitted_bits << "), zeros in w_in "
               << (codes == 0).to(at::kFloat).mean().item<double>() << ", validation MSE " << loss
               << " (dense " << dense_loss << ")\n";
   }
@@ -160,26 +179,55 @@ void speed_suite(const Config& c) {
     const at::Tensor dense = at::randn({n, k}, gen) / std::sqrt(double(k));
     const moe::TernaryQuantized q = moe::ternary_round_to_nearest(dense.unsqueeze(0));
     const moe::TernaryMatrix m = moe::ternary_encode(q.codes[0], q.levels[0]);
+    const moe::TernaryMatrix fitted = moe::ternary_encode(
+        q.codes[0], q.levels[0],
+        moe::make_ternary_dictionary(moe::fit_pair_probabilities({q.codes[0]})));
     const at::Tensor levels = m.levels.to(at::kFloat).contiguous();
+    const at::Tensor masks = moe::ternary_masks(m);
     const at::Tensor w = q.dequantized()[0].contiguous();  // the dense fp32 expert
+    const at::Tensor w_bf16 = w.to(at::kBFloat16);
     for (const int64_t tokens : c.tokens) {
       const at::Tensor x = at::randn({tokens, k}, gen);
       const at::Tensor x0 = x[0].contiguous();
+      const at::Tensor x_bf16 = x.to(at::kBFloat16), x0_bf16 = x0.to(at::kBFloat16);
+      const std::string shape_name =
+          std::to_string(tokens) + "x" + std::to_string(k) + "x" + std::to_string(n);
       for (const int threads : c.threads) {
         strata::core::set_num_threads(threads);
         at::Tensor sink;
-        const auto t = strata::bench::time_paired(
-            c.runs, c.min_ms, [&] { sink = tokens == 1 ? at::mv(w, x0) : at::mm(x, w.t()); },
-            [&] { sink = moe::ternary_linear(m, levels, x, kernel); });
-        const std::string name = std::string(tokens == 1 ? "matvec/" : "matmul/") +
-                                 std::to_string(tokens) + "x" + std::to_string(k) + "x" +
-                                 std::to_string(n);
-        json line = strata::bench::json_line("qmoe", name, t.seconds * 1e6, "us",
-                                             t.dense_seconds * 1e6, t.ratio, c.runs);
-        line["threads"] = threads;
-        line["kernel"] = kernel_used;
-        line["bits_per_param"] = m.bits_per_weight();
-        print(line);
+        const auto fp32 = [&] { sink = tokens == 1 ? at::mv(w, x0) : at::mm(x, w.t()); };
+        const auto bf16 = [&] {
+          sink = tokens == 1 ? at::matmul(w_bf16, x0_bf16) : at::matmul(x_bf16, w_bf16.t());
+        };
+        // What CompressedLinear runs by default: the masks for one token, else the stream.
+        const auto compressed = [&] { sink = moe::ternary_linear(m, levels, x, kernel, masks); };
+        const auto stream = [&] { sink = moe::ternary_linear(m, levels, x, kernel); };
+        const auto stream_fitted = [&] { sink = moe::ternary_linear(fitted, levels, x, kernel); };
+        const auto emit = [&](const std::string& name, const strata::bench::Timing& t,
+                              const std::string& baseline, const std::string& path) {
+          json line = strata::bench::json_line("qmoe", name, t.seconds * 1e6, "us",
+                                               t.dense_seconds * 1e6, t.ratio, c.runs);
+          line["threads"] = threads;
+          line["kernel"] = kernel_used;
+          line["path"] = path;
+          line["baseline_is"] = baseline;
+          line["bits_per_param"] =
+              path == "stream-fitted" ? fitted.bits_per_weight() : m.bits_per_weight();
+          print(line);
+        };
+        const std::string op = tokens == 1 ? "matvec/" : "matmul/";
+        emit(op + shape_name, strata::bench::time_paired(c.runs, c.min_ms, fp32, compressed),
+             "dense fp32", tokens == 1 ? "masks" : "stream");
+        emit(op + "bf16/" + shape_name,
+             strata::bench::time_paired(c.runs, c.min_ms, bf16, compressed), "dense bf16",
+             tokens == 1 ? "masks" : "stream");
+        if (tokens == 1)
+          emit(op + "stream/" + shape_name,
+               strata::bench::time_paired(c.runs, c.min_ms, fp32, stream), "dense fp32", "stream");
+        // Decode speed of the fitted dictionary against the reference one.
+        emit(op + "fitted/" + shape_name,
+             strata::bench::time_paired(c.runs, c.min_ms, stream, stream_fitted),
+             "stream, reference dictionary", "stream-fitted");
       }
     }
   }

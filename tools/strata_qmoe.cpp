@@ -4,6 +4,7 @@
 //   strata-qmoe synth --out ckpt --tokens-out tokens      # a synthetic MoE checkpoint
 //   strata-qmoe compress --checkpoint ckpt --calibration 512 --out model.qmoe
 //       [--calibration-inputs tokens] [--rtn] [--damp 0.1] [--seed 0]
+//       [--dictionary reference|fitted]
 //   strata-qmoe info model.qmoe
 //   strata-qmoe eval --checkpoint ckpt --compressed model.qmoe [--batches 20] [--batch 32]
 //
@@ -117,6 +118,7 @@ struct CompressFlags {
   bool rtn = false;
   double damp = 0.1;
   uint64_t seed = 0;
+  std::string dictionary = "reference";
 };
 
 bool is_fortunes_lm_moe(const json& extra) {
@@ -177,6 +179,7 @@ int compress(const CompressFlags& f) {
   const auto options = moe::QmoeCompressOptions()
                            .calibration_tokens(tokens_per_expert)
                            .round_to_nearest(f.rtn)
+                           .fitted_dictionary(f.dictionary == "fitted")
                            .gptq(moe::TernaryGptqOptions().damp(f.damp));
   moe::QmoeModel model;
   int64_t bytes = 0, weights = 0;
@@ -191,6 +194,7 @@ int compress(const CompressFlags& f) {
                  {"checkpoint_extra", checkpoint_extra},
                  {"method", f.rtn ? "round-to-nearest" : "gptq"},
                  {"damp", f.damp},
+                 {"dictionary", f.dictionary},
                  {"calibration", source->describe()},
                  {"calibration_tokens_per_expert", tokens_per_expert}};
   moe::write_qmoe(f.out, model);
@@ -253,6 +257,7 @@ int info(const std::string& path) {
                       {"experts", layer.experts()},
                       {"d", layer.model_dim()},
                       {"hidden", layer.hidden_dim()},
+                      {"dictionary", layer.fitted() ? "fitted" : "reference"},
                       {"bits_per_weight", layer.bits_per_weight()}}
                      .dump()
               << "\n";
@@ -314,6 +319,12 @@ int main(int argc, char** argv) {
         ->add_option("--data-dir", cf.data_dir, "Text a fortunes-lm-moe reads for calibration")
         ->capture_default_str();
     compress_cmd->add_flag("--rtn", cf.rtn, "Round to nearest instead of GPTQ (the baseline)");
+    compress_cmd
+        ->add_option("--dictionary", cf.dictionary,
+                     "reference: QMoE's dictionary (for 88.5% zeros; the reference kernels read "
+                     "it); fitted: one fitted to each layer's ternary codes, stored in the file")
+        ->check(CLI::IsMember({"reference", "fitted"}))
+        ->capture_default_str();
     real_range(compress_cmd->add_option("--damp", cf.damp,
                                         "GPTQ dampening, a fraction of the mean Hessian diagonal"),
                0, kMaxDamp);

@@ -29,8 +29,16 @@ int64_t row_grain(const TernaryMatrix& w, int64_t tokens) {
 }
 
 detail::TernaryView view_of(const TernaryMatrix& w, const at::Tensor& levels) {
+  const TernaryDictionary& dict = w.dictionary();
+  static_assert(sizeof(detail::CodewordMasks) == 4 * sizeof(uint16_t));
   return {reinterpret_cast<const uint16_t*>(w.codes.data_ptr<int16_t>()),
-          w.row_offsets.data_ptr<int32_t>(), levels.data_ptr<float>(), w.rows, w.cols};
+          w.row_offsets.data_ptr<int32_t>(),
+          levels.data_ptr<float>(),
+          w.rows,
+          w.cols,
+          dict.decode_table.data(),
+          reinterpret_cast<const detail::CodewordMasks*>(dict.masks.data()),
+          dict.digits.data()};
 }
 
 void matvec(const detail::TernaryView& w, int64_t grain, TernaryKernel kernel, const float* x,
@@ -66,8 +74,23 @@ TernaryKernel resolve_kernel(TernaryKernel kernel) {
   return kernel;
 }
 
+at::Tensor ternary_masks(const TernaryMatrix& w) {
+  const at::Tensor codes = ternary_decode_codes(w);  // checks w
+  const int64_t words = (w.cols + 15) / 16;
+  at::Tensor masks = at::zeros({w.rows, 2, words}, at::kShort);
+  uint16_t* out = reinterpret_cast<uint16_t*>(masks.data_ptr<int16_t>());
+  const uint8_t* c = codes.data_ptr<uint8_t>();
+  for (int64_t r = 0; r < w.rows; ++r) {
+    for (int64_t k = 0; k < w.cols; ++k) {
+      const uint8_t code = c[r * w.cols + k];
+      if (code != 0) out[(2 * r + code - 1) * words + k / 16] |= uint16_t(1u << (k % 16));
+    }
+  }
+  return masks;
+}
+
 at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, const at::Tensor& x,
-                          TernaryKernel kernel_in) {
+                          TernaryKernel kernel_in, const at::Tensor& masks) {
   STRATA_CHECK(x.dim() == 2 && x.size(1) == w.cols, "compressed linear: input of shape ", x.sizes(),
                ", expected [n, ", w.cols, "]");
   STRATA_CHECK(x.scalar_type() == at::kFloat, "compressed linear: expected a float32 input, got ",
@@ -76,6 +99,11 @@ at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, cons
                    levels.sizes() == at::IntArrayRef({w.rows, 2}),
                "compressed linear: levels must be a contiguous float [", w.rows, ", 2] tensor");
   const TernaryKernel kernel = resolve_kernel(kernel_in);
+  const int64_t words = (w.cols + 15) / 16;
+  STRATA_CHECK(!masks.defined() || (masks.scalar_type() == at::kShort && masks.is_contiguous() &&
+                                    masks.sizes() == at::IntArrayRef({w.rows, 2, words})),
+               "compressed linear: masks must be ternary_masks(w), a contiguous int16 [", w.rows,
+               ", 2, ", words, "] tensor");
   const detail::TernaryView view = view_of(w, levels);
   const int64_t n = x.size(0), cols = w.cols;
   at::Tensor y = at::empty({n, w.rows}, at::kFloat);
@@ -89,9 +117,25 @@ at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, cons
     // buffer (reused by this thread: a matvec is a few microseconds).
     thread_local std::vector<float> padded;
     padded.assign(static_cast<size_t>(cols + detail::kInputPadding), 0.f);
+    const bool on_masks = masks.defined() && kernel != TernaryKernel::Reference;
     for (int64_t t = 0; t < n; ++t) {
       std::memcpy(padded.data(), xp + t * cols, sizeof(float) * cols);
-      matvec(view, row_grain(w, 1), kernel, padded.data(), yp + t * w.rows);
+      if (!on_masks) {
+        matvec(view, row_grain(w, 1), kernel, padded.data(), yp + t * w.rows);
+        continue;
+      }
+      const uint16_t* m = reinterpret_cast<const uint16_t*>(masks.data_ptr<int16_t>());
+      // Taken here: inside the lambda `padded` would name the worker thread's own buffer.
+      const float* xpad = padded.data();
+      float* yt = yp + t * w.rows;
+      // 2 masked adds per 16 weights, about the work of 2 codewords of the stream.
+      const int64_t grain = std::max<int64_t>(1, kWorkPerTask / std::max<int64_t>(1, words));
+      at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
+        if (kernel == TernaryKernel::Avx512)
+          detail::ternary_matvec_masks_avx512(m, words, view.levels, xpad, yt, begin, end);
+        else
+          detail::ternary_matvec_masks_portable(m, words, view.levels, xpad, yt, begin, end);
+      });
     }
     return y;
   }
@@ -120,6 +164,7 @@ CompressedLinearImpl::CompressedLinearImpl(TernaryMatrix weight_in, const at::Te
   weight.row_offsets = register_buffer("row_offsets", weight.row_offsets);
   weight.levels = register_buffer("levels", weight.levels);
   levels_float_ = weight.levels.to(at::kFloat).contiguous();
+  if (options.matvec_masks()) masks_ = ternary_masks(weight);
   if (bias_in.defined()) {
     STRATA_CHECK(bias_in.dim() == 1 && bias_in.size(0) == weight.rows,
                  "CompressedLinear: bias of shape ", bias_in.sizes(), ", expected [", weight.rows,
@@ -134,7 +179,7 @@ at::Tensor CompressedLinearImpl::forward(const at::Tensor& x) {
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = weight.rows;
   at::Tensor y =
-      ternary_linear(weight, levels_float_, x.reshape({-1, weight.cols}), options.kernel());
+      ternary_linear(weight, levels_float_, x.reshape({-1, weight.cols}), options.kernel(), masks_);
   if (bias.defined()) y.add_(bias);
   return y.view(out_shape);
 }

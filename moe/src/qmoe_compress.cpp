@@ -205,6 +205,7 @@ json QmoeLayerReport::to_json() const {
           {"rounded_to_nearest", rounded_to_nearest},
           {"bits_per_weight", bits_per_weight},
           {"zero_fraction", zero_fraction},
+          {"dictionary", fitted_dictionary ? "fitted" : "reference"},
           {"relative_output_error", relative_output_error}};
 }
 
@@ -233,11 +234,17 @@ QmoeLayer compress_expert_stack(const ExpertStack& stack, CalibrationSource& cal
   const TernaryQuantized q_out = options.round_to_nearest()
                                      ? ternary_round_to_nearest(stack.w_out)
                                      : ternary_gptq(stack.w_out, h_out.hessians(), options.gptq());
+  std::shared_ptr<const TernaryDictionary> fitted;
+  if (options.fitted_dictionary()) {
+    fitted = make_ternary_dictionary(
+        fit_pair_probabilities({q_in.codes.flatten(0, 1), q_out.codes.flatten(0, 1)}),
+        "layer '" + stack.name + "': fitted dictionary");
+  }
   QmoeLayer layer;
   layer.name = stack.name;
   for (int64_t e = 0; e < experts; ++e) {
-    layer.w_in.push_back(ternary_encode(q_in.codes[e], q_in.levels[e]));
-    layer.w_out.push_back(ternary_encode(q_out.codes[e], q_out.levels[e]));
+    layer.w_in.push_back(ternary_encode(q_in.codes[e], q_in.levels[e], fitted));
+    layer.w_out.push_back(ternary_encode(q_out.codes[e], q_out.levels[e], fitted));
   }
   layer.b_in = stack.b_in.to(at::kFloat).contiguous();
   layer.b_out = stack.b_out.to(at::kFloat).contiguous();
@@ -249,6 +256,7 @@ QmoeLayer compress_expert_stack(const ExpertStack& stack, CalibrationSource& cal
     report->d = d;
     report->hidden = hidden;
     report->bits_per_weight = layer.bits_per_weight();
+    report->fitted_dictionary = fitted != nullptr;
     report->zero_fraction = static_cast<double>((q_in.codes == 0).sum().item<int64_t>() +
                                                 (q_out.codes == 0).sum().item<int64_t>()) /
                             static_cast<double>(q_in.codes.numel() + q_out.codes.numel());

@@ -36,7 +36,8 @@ const std::map<std::string, at::ScalarType>& dtypes() {
   static const std::map<std::string, at::ScalarType> names{{"int16", at::kShort},
                                                            {"int32", at::kInt},
                                                            {"bfloat16", at::kBFloat16},
-                                                           {"float32", at::kFloat}};
+                                                           {"float32", at::kFloat},
+                                                           {"float64", at::kDouble}};
   return names;
 }
 
@@ -64,16 +65,23 @@ uint64_t get_u64(const char* in) {
   return v;
 }
 
-// The named tensors of a model in file order.
+// The named tensors of a model in file order. A layer with a fitted dictionary stores its
+// pair probabilities ("L/dictionary", float64 [9], checksummed as every tensor) and no
+// row offsets (read_qmoe derives them from the codes).
 std::vector<std::pair<std::string, at::Tensor>> tensors_of(const QmoeModel& model) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const QmoeLayer& layer : model.layers) {
+    if (const auto& fitted = layer.fitted()) {
+      out.emplace_back(
+          layer.name + "/dictionary",
+          at::tensor(at::ArrayRef<double>(fitted->pair_probability.data(), 9), at::kDouble));
+    }
     for (int64_t e = 0; e < layer.experts(); ++e) {
       for (const auto& [which, m] :
            {std::pair{"w_in", &layer.w_in[e]}, std::pair{"w_out", &layer.w_out[e]}}) {
         const std::string prefix = layer.name + "/" + std::to_string(e) + "/" + which + "/";
         out.emplace_back(prefix + "codes", m->codes);
-        out.emplace_back(prefix + "row_offsets", m->row_offsets);
+        if (!m->fitted) out.emplace_back(prefix + "row_offsets", m->row_offsets);
         out.emplace_back(prefix + "levels", m->levels);
       }
     }
@@ -103,6 +111,11 @@ void check_layer(const QmoeLayer& layer, const std::string& what) {
   const int64_t d = layer.model_dim(), hidden = layer.hidden_dim();
   for (int64_t e = 0; e < layer.experts(); ++e) {
     const std::string expert = what + ": layer '" + layer.name + "' expert " + std::to_string(e);
+    // The file stores one dictionary per layer.
+    STRATA_CHECK(layer.w_in[e].fitted == layer.fitted() && layer.w_out[e].fitted == layer.fitted(),
+                 expert,
+                 ": not in the dictionary of the layer's first w_in, expected one "
+                 "dictionary per layer");
     check_ternary_matrix(layer.w_in[e], expert + " w_in");
     check_ternary_matrix(layer.w_out[e], expert + " w_out");
     STRATA_CHECK(layer.w_in[e].rows == hidden && layer.w_in[e].cols == d &&
@@ -158,7 +171,8 @@ void write_qmoe(const std::string& path, const QmoeModel& model) {
     layers.push_back({{"name", layer.name},
                       {"experts", layer.experts()},
                       {"d", layer.model_dim()},
-                      {"hidden", layer.hidden_dim()}});
+                      {"hidden", layer.hidden_dim()},
+                      {"dictionary", layer.fitted() ? "fitted" : "reference"}});
   }
   const auto tensors = tensors_of(model);
   std::vector<at::Tensor> contiguous;
@@ -290,6 +304,20 @@ QmoeModel read_qmoe(const std::string& path) {
   for (const core::JsonField& entry : root["layers"].elements()) {
     QmoeLayer layer;
     layer.name = entry["name"].string();
+    // Files written before fitted dictionaries have no "dictionary": the reference one.
+    const std::string kind = entry.has("dictionary") ? entry["dictionary"].string() : "reference";
+    if (kind != "reference" && kind != "fitted")
+      entry["dictionary"].fail("\"reference\" or \"fitted\"");
+    std::shared_ptr<const TernaryDictionary> fitted;
+    if (kind == "fitted") {
+      const std::string name = layer.name + "/dictionary";
+      const at::Tensor p = take(name);
+      STRATA_CHECK(p.scalar_type() == at::kDouble && p.sizes() == at::IntArrayRef({9}), path,
+                   ": tensor '", name, "' must be float64 [9] (the pair probabilities)");
+      PairProbabilities probability{};
+      std::memcpy(probability.data(), p.data_ptr<double>(), sizeof probability);
+      fitted = make_ternary_dictionary(probability, path + ": tensor '" + name + "'");
+    }
     // Every expert has its own tensors, so no count can exceed the file's bytes.
     const int64_t limit = static_cast<int64_t>(size);
     const int64_t experts = entry["experts"].integer(1, limit);
@@ -302,8 +330,11 @@ QmoeModel read_qmoe(const std::string& path) {
         m.rows = rows;
         m.cols = cols;
         m.codes = take(prefix + "codes");
-        m.row_offsets = take(prefix + "row_offsets");
+        m.row_offsets = fitted ? ternary_row_offsets(m.codes, rows, cols, *fitted,
+                                                     path + ": tensor '" + prefix + "codes'")
+                               : take(prefix + "row_offsets");
         m.levels = take(prefix + "levels");
+        m.fitted = fitted;
         (std::string(which) == "w_in" ? layer.w_in : layer.w_out).push_back(m);
       }
     }

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -15,10 +16,12 @@ double TernaryMatrix::bits_per_weight() const {
 }
 
 int64_t TernaryMatrix::nbytes() const {
-  return static_cast<int64_t>(codes.nbytes() + row_offsets.nbytes() + levels.nbytes());
+  return static_cast<int64_t>(codes.nbytes() + (fitted ? 0 : row_offsets.nbytes()) +
+                              levels.nbytes());
 }
 
-TernaryMatrix ternary_encode(const at::Tensor& codes_in, const at::Tensor& levels) {
+TernaryMatrix ternary_encode(const at::Tensor& codes_in, const at::Tensor& levels,
+                             std::shared_ptr<const TernaryDictionary> fitted) {
   STRATA_CHECK(codes_in.dim() == 2 && codes_in.size(0) >= 1 && codes_in.size(1) >= 1,
                "ternary_encode: codes of shape ", codes_in.sizes(), ", expected [rows, cols] >= 1");
   const int64_t rows = codes_in.size(0), cols = codes_in.size(1);
@@ -26,7 +29,7 @@ TernaryMatrix ternary_encode(const at::Tensor& codes_in, const at::Tensor& level
                levels.sizes(), ", expected [", rows, ", 2]");
   const at::Tensor codes = codes_in.to(at::kByte).contiguous();
   STRATA_CHECK(codes.max().item<int>() <= 2, "ternary_encode: a code above 2");
-  const TernaryDictionary& dict = ternary_dictionary();
+  const TernaryDictionary& dict = fitted ? *fitted : ternary_dictionary();
 
   // The reference's greedy walk (Sub1PreparePack): follow the trie pair by pair; when the
   // run cannot grow, emit the codeword reached and restart from the root with this pair.
@@ -61,10 +64,12 @@ TernaryMatrix ternary_encode(const at::Tensor& codes_in, const at::Tensor& level
   std::memcpy(m.codes.data_ptr(), stream.data(), stream.size() * sizeof(uint16_t));
   m.row_offsets = offsets;
   m.levels = levels.to(at::kFloat).to(at::kBFloat16).contiguous();
+  m.fitted = std::move(fitted);
   return m;
 }
 
-TernaryMatrix ternary_encode_dense(const at::Tensor& weight) {
+TernaryMatrix ternary_encode_dense(const at::Tensor& weight,
+                                   std::shared_ptr<const TernaryDictionary> fitted) {
   STRATA_CHECK(weight.dim() == 2, "ternary_encode_dense: weight of shape ", weight.sizes(),
                ", expected [rows, cols]");
   // The reference rounds to bfloat16 first and takes the row's min and max as the levels.
@@ -81,12 +86,12 @@ TernaryMatrix ternary_encode_dense(const at::Tensor& weight) {
                 low[row].item<float>(), " and ", high[row].item<float>(), ": not ternary");
   }
   const at::Tensor codes = is_low.to(at::kByte) + 2 * is_high.to(at::kByte);
-  return ternary_encode(codes, at::stack({low, high}, 1));
+  return ternary_encode(codes, at::stack({low, high}, 1), std::move(fitted));
 }
 
 at::Tensor ternary_decode_codes(const TernaryMatrix& m) {
   check_ternary_matrix(m, "ternary_decode");
-  const TernaryDictionary& dict = ternary_dictionary();
+  const TernaryDictionary& dict = m.dictionary();
   // A row's last codeword may run past the last column (the zero the odd column was
   // paired with): decode into a padded row and cut.
   at::Tensor padded = at::zeros({m.rows, m.cols + kMaxDigitsPerCodeword}, at::kByte);
@@ -126,7 +131,7 @@ void check_ternary_matrix(const TernaryMatrix& m, const std::string& what) {
   STRATA_CHECK(m.levels.defined() && m.levels.scalar_type() == at::kBFloat16 &&
                    m.levels.sizes() == at::IntArrayRef({m.rows, 2}) && m.levels.is_contiguous(),
                what, ": levels must be a contiguous bfloat16 [", m.rows, ", 2] tensor");
-  const TernaryDictionary& dict = ternary_dictionary();
+  const TernaryDictionary& dict = m.dictionary();
   const uint16_t* codes = reinterpret_cast<const uint16_t*>(m.codes.data_ptr<int16_t>());
   const int32_t* off = m.row_offsets.data_ptr<int32_t>();
   STRATA_CHECK(off[0] == 0 && off[m.rows] == m.codes.size(0), what, ": row offsets span [", off[0],
@@ -143,6 +148,58 @@ void check_ternary_matrix(const TernaryMatrix& m, const std::string& what) {
     STRATA_CHECK(pairs == pairs_per_row, what, ": row ", r, " decodes to ", 2 * pairs,
                  " weights, expected ", 2 * pairs_per_row, " (", m.cols, " columns)");
   }
+}
+
+PairProbabilities fit_pair_probabilities(const std::vector<at::Tensor>& codes) {
+  std::array<int64_t, 9> counts{};
+  int64_t total = 0;
+  for (const at::Tensor& c : codes) {
+    STRATA_CHECK(c.dim() == 2 && c.size(1) >= 1, "fit_pair_probabilities: codes of shape ",
+                 c.sizes(), ", expected [rows, cols]");
+    const at::Tensor padded =
+        c.size(1) % 2 == 0 ? c.to(at::kLong) : at::constant_pad_nd(c.to(at::kLong), {0, 1});
+    const at::Tensor pairs = padded.reshape({-1, 2});
+    const at::Tensor r = pairs.select(1, 0) + 3 * pairs.select(1, 1);
+    STRATA_CHECK(r.numel() == 0 || (r.min().item<int64_t>() >= 0 && r.max().item<int64_t>() <= 8),
+                 "fit_pair_probabilities: a code outside 0..2");
+    const at::Tensor histogram = at::bincount(r, {}, 9);
+    for (int k = 0; k < 9; ++k) counts[k] += histogram[k].item<int64_t>();
+    total += r.numel();
+  }
+  STRATA_CHECK(total > 0, "fit_pair_probabilities: no codes");
+  PairProbabilities p{};
+  double sum = 0;
+  for (int k = 0; k < 9; ++k) {
+    p[k] = std::max(kMinPairProbability, double(counts[k]) / double(total));
+    sum += p[k];
+  }
+  for (double& v : p) v /= sum;
+  return p;
+}
+
+at::Tensor ternary_row_offsets(const at::Tensor& codes_in, int64_t rows, int64_t cols,
+                               const TernaryDictionary& dictionary, const std::string& what) {
+  STRATA_CHECK(codes_in.defined() && codes_in.scalar_type() == at::kShort && codes_in.dim() == 1,
+               what, ": codes must be an int16 vector");
+  STRATA_CHECK(rows >= 1 && cols >= 1, what, ": shape [", rows, ", ", cols,
+               "], expected rows and cols >= 1");
+  const at::Tensor codes_c = codes_in.contiguous();
+  const uint16_t* codes = reinterpret_cast<const uint16_t*>(codes_c.data_ptr<int16_t>());
+  const int64_t n = codes_c.size(0), pairs_per_row = (cols + 1) / 2;
+  STRATA_CHECK(n <= INT32_MAX, what, ": ", n, " codewords, expected at most 2^31 - 1");
+  at::Tensor offsets = at::empty({rows + 1}, at::kInt);
+  int32_t* off = offsets.data_ptr<int32_t>();
+  off[0] = 0;
+  int64_t i = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t pairs = 0;
+    while (pairs < pairs_per_row && i < n) pairs += dictionary.pairs(codes[i++]);
+    STRATA_CHECK(pairs == pairs_per_row, what, ": row ", r, " decodes to ", 2 * pairs,
+                 " weights, expected ", 2 * pairs_per_row, " (", cols, " columns)");
+    off[r + 1] = static_cast<int32_t>(i);
+  }
+  STRATA_CHECK(i == n, what, ": ", n - i, " codewords past the last row");
+  return offsets;
 }
 
 }  // namespace strata::moe

@@ -1,8 +1,12 @@
 #include "strata/moe/ternary_dictionary.h"
 
 #include <array>
+#include <cmath>
 #include <queue>
+#include <string>
 #include <unordered_map>
+
+#include "strata/core/error.h"
 
 namespace strata::moe {
 
@@ -29,20 +33,23 @@ struct PopsLater {
   }
 };
 
-TernaryDictionary build() {
-  // Probabilities of the codes: 0.885 for zero (the sparsity QMoE measures after ternary
-  // GPTQ), the rest split between the two levels; of pair r = 3a + b: p[a] * p[b], with the
-  // reference's evaluation order (1.0 * p[a]) * p[b]. The heap keys are products of these
-  // in the order the runs grow. Ties between equal keys are frequent (e.g. pairs 1 and 3),
-  // and the reference breaks them by comparing the lists, as PopsLater does, so every
-  // codeword lands at the same index.
+// The reference's pair probabilities: 0.885 for zero (the sparsity QMoE measures after
+// ternary GPTQ), the rest split between the two levels; of pair r = 3a + b: p[a] * p[b],
+// with the reference's evaluation order (1.0 * p[a]) * p[b].
+PairProbabilities reference_probabilities() {
   const double zeros = .885;
   const std::array<double, 3> code_probability{zeros, (1 - zeros) / 2, (1 - zeros) / 2};
-  std::array<double, 9> pair_probability{};
+  PairProbabilities pair_probability{};
   for (int a = 0; a < 3; ++a)
     for (int b = 0; b < 3; ++b)
       pair_probability[3 * a + b] = (1.0 * code_probability[a]) * code_probability[b];
+  return pair_probability;
+}
 
+// The heap keys are products of the pair probabilities in the order the runs grow. Ties
+// between equal keys are frequent (e.g. pairs 1 and 3), and the reference breaks them by
+// comparing the lists, as PopsLater does, so every codeword lands at the same index.
+TernaryDictionary build(const PairProbabilities& pair_probability) {
   // Most probable runs first: pop the best run, keep it unless it is the empty start,
   // extend it by every pair unless it is already 14 pairs long.
   std::vector<Run> runs;
@@ -84,13 +91,49 @@ TernaryDictionary build() {
     const int32_t parent = run.length == 1 ? kTernaryTrieRoot : index_of.at(prefix);
     dict.trie[9 * int64_t(parent) + last] = int32_t(i);
   }
+
+  dict.pair_probability = pair_probability;
+  dict.masks.assign(4 * kTernaryCodewords, 0);
+  dict.digits.resize(kTernaryCodewords);
+  for (int64_t c = 0; c < kTernaryCodewords; ++c) {
+    for (int k = 0; k < 2 * dict.pairs(uint16_t(c)); ++k) {
+      const int code = dict.digit(uint16_t(c), k);
+      if (code != 0) dict.masks[4 * c + 2 * (code - 1) + k / 16] |= uint16_t(1u << (k % 16));
+    }
+    dict.digits[c] = uint8_t(2 * dict.pairs(uint16_t(c)));
+  }
   return dict;
 }
 
 }  // namespace
 
 const TernaryDictionary& ternary_dictionary() {
-  static const TernaryDictionary dict = build();
+  static const TernaryDictionary dict = [] {
+    TernaryDictionary d = build(reference_probabilities());
+    d.reference = true;
+    return d;
+  }();
+  return dict;
+}
+
+std::shared_ptr<const TernaryDictionary> make_ternary_dictionary(
+    const PairProbabilities& probability, const std::string& what) {
+  double sum = 0;
+  for (size_t r = 0; r < probability.size(); ++r) {
+    // Below 1e-6 a pair might get no codeword of its own (Tunstall keeps runs down to
+    // about 2^-16), and such a pair could not be encoded.
+    STRATA_CHECK(std::isfinite(probability[r]) && probability[r] >= 1e-6 && probability[r] <= 1,
+                 what, ": probability of pair ", r, " is ", probability[r],
+                 ", expected a number in [1e-6, 1]");
+    sum += probability[r];
+  }
+  STRATA_CHECK(std::abs(sum - 1) <= 1e-9, what, ": the 9 pair probabilities sum to ", sum,
+               ", expected 1");
+  auto dict = std::make_shared<TernaryDictionary>(build(probability));
+  for (int r = 0; r < 9; ++r) {
+    STRATA_CHECK(dict->trie[9 * int64_t(kTernaryTrieRoot) + r] != -1, what, ": pair ", r,
+                 " (probability ", probability[r], ") gets no codeword, expected every pair to");
+  }
   return dict;
 }
 

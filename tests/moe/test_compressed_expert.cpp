@@ -46,13 +46,41 @@ TEST(CompressedExpert, MatvecAndBatchEqualTheDecodedDenseProduct) {
     const TernaryMatrix w = random_ternary(rows, cols, seed++);
     const at::Tensor dense = ternary_decode(w);
     const at::Tensor levels = w.levels.to(at::kFloat).contiguous();
+    const at::Tensor masks = ternary_masks(w);
     for (const int64_t tokens : {1, 2, 5, 32, 70}) {
       const at::Tensor x =
           at::randn({tokens, cols}, at::make_generator<at::CPUGeneratorImpl>(seed++));
       for (const TernaryKernel k : kernels()) {
-        expect_close(ternary_linear(w, levels, x, k), dense, x,
-                     to_string(k) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
-                         " tokens " + std::to_string(tokens));
+        const std::string what = to_string(k) + " " + std::to_string(rows) + "x" +
+                                 std::to_string(cols) + " tokens " + std::to_string(tokens);
+        expect_close(ternary_linear(w, levels, x, k), dense, x, what);
+        expect_close(ternary_linear(w, levels, x, k, masks), dense, x, what + " masks");
+      }
+    }
+  }
+}
+
+TEST(CompressedExpert, FittedDictionaryKernelsEqualTheDenseProduct) {
+  uint64_t seed = 41;
+  for (const auto& [rows, cols] :
+       std::vector<std::pair<int64_t, int64_t>>{{7, 29}, {100, 257}, {512, 256}, {256, 512}}) {
+    const TernaryMatrix reference = random_ternary(rows, cols, seed++);
+    const at::Tensor codes = ternary_decode_codes(reference);
+    const TernaryMatrix w =
+        ternary_encode(codes, reference.levels.to(at::kFloat),
+                       make_ternary_dictionary(fit_pair_probabilities({codes})));
+    const at::Tensor dense = ternary_decode(w);
+    ASSERT_TRUE(at::equal(dense, ternary_decode(reference)));
+    const at::Tensor levels = w.levels.to(at::kFloat).contiguous();
+    const at::Tensor masks = ternary_masks(w);
+    for (const int64_t tokens : {1, 3, 32, 40}) {
+      const at::Tensor x =
+          at::randn({tokens, cols}, at::make_generator<at::CPUGeneratorImpl>(seed++));
+      for (const TernaryKernel k : kernels()) {
+        const std::string what = "fitted " + to_string(k) + " " + std::to_string(rows) + "x" +
+                                 std::to_string(cols) + " tokens " + std::to_string(tokens);
+        expect_close(ternary_linear(w, levels, x, k), dense, x, what);
+        expect_close(ternary_linear(w, levels, x, k, masks), dense, x, what + " masks");
       }
     }
   }
@@ -81,16 +109,20 @@ TEST(CompressedExpert, RunsOnThreads) {
   const TernaryMatrix w = random_ternary(2000, 500, 5);
   const at::Tensor levels = w.levels.to(at::kFloat);
   const at::Tensor x = at::randn({9, 500});
+  const at::Tensor masks = ternary_masks(w);
   const int threads = at::get_num_threads();
   at::set_num_threads(2);
   const at::Tensor two = ternary_linear(w, levels, x),
-                   two_one = ternary_linear(w, levels, x.narrow(0, 0, 1));
+                   two_one = ternary_linear(w, levels, x.narrow(0, 0, 1)),
+                   two_masks = ternary_linear(w, levels, x.narrow(0, 0, 1), {}, masks);
   at::set_num_threads(1);
   const at::Tensor one = ternary_linear(w, levels, x),
-                   one_one = ternary_linear(w, levels, x.narrow(0, 0, 1));
+                   one_one = ternary_linear(w, levels, x.narrow(0, 0, 1)),
+                   one_masks = ternary_linear(w, levels, x.narrow(0, 0, 1), {}, masks);
   at::set_num_threads(threads);
   EXPECT_TRUE(at::equal(one, two)) << "rows are split, not sums";
   EXPECT_TRUE(at::equal(one_one, two_one));
+  EXPECT_TRUE(at::equal(one_masks, two_masks));
   expect_close(two, ternary_decode(w), x, "2 threads");
 }
 

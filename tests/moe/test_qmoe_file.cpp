@@ -118,8 +118,10 @@ std::string with_first_value(const std::string& bytes, const std::string& name, 
     if (entry["name"] != name) continue;
     const size_t at = payload + entry["offset"].get<size_t>();
     const size_t nbytes = entry["nbytes"].get<size_t>();
-    const at::Tensor one =
-        at::full({1}, value, entry["dtype"] == "bfloat16" ? at::kBFloat16 : at::kFloat);
+    const at::Tensor one = at::full({1}, value,
+                                    entry["dtype"] == "bfloat16"  ? at::kBFloat16
+                                    : entry["dtype"] == "float64" ? at::kDouble
+                                                                  : at::kFloat);
     out.replace(at, one.nbytes(), static_cast<const char*>(one.data_ptr()), one.nbytes());
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx",
@@ -195,6 +197,81 @@ TEST(QmoeFile, HeaderValuesAreCheckedByTypeAndRange) {
       0u);
   EXPECT_EQ(error_with("/tensors/0/shape/0", -1),
             bad + ": field 'tensors[0].shape[0]': got -1, expected an integer of at least 0");
+}
+
+// random_model() with its second layer coded in a dictionary fitted to its codes.
+QmoeModel fitted_model() {
+  QmoeModel model = random_model();
+  QmoeLayer& layer = model.layers[1];
+  std::vector<at::Tensor> codes;
+  for (int64_t e = 0; e < layer.experts(); ++e) {
+    codes.push_back(ternary_decode_codes(layer.w_in[e]));
+    codes.push_back(ternary_decode_codes(layer.w_out[e]));
+  }
+  const auto fitted = make_ternary_dictionary(fit_pair_probabilities(codes));
+  for (auto* matrices : {&layer.w_in, &layer.w_out}) {
+    for (TernaryMatrix& m : *matrices)
+      m = ternary_encode(ternary_decode_codes(m), m.levels.to(at::kFloat), fitted);
+  }
+  return model;
+}
+
+TEST(QmoeFile, FittedDictionaryRoundTripsAndReferenceLayersStillLoad) {
+  TempDir dir;
+  const QmoeModel model = fitted_model();
+  write_qmoe(dir / "m.qmoe", model);
+  const std::string bytes = read_file(dir / "m.qmoe");
+  EXPECT_NE(bytes.find("\"blocks.1.moe/dictionary\""), std::string::npos);
+  EXPECT_EQ(bytes.find("\"blocks.1.moe/0/w_in/row_offsets\""), std::string::npos)
+      << "a fitted layer's offsets follow from its codes";
+  EXPECT_NE(bytes.find("\"blocks.0.moe/0/w_in/row_offsets\""), std::string::npos);
+  const QmoeModel back = read_qmoe(dir / "m.qmoe");
+  EXPECT_EQ(back.layers[0].fitted(), nullptr);
+  ASSERT_NE(back.layers[1].fitted(), nullptr);
+  EXPECT_EQ(back.layers[1].fitted()->decode_table, model.layers[1].fitted()->decode_table);
+  for (size_t l = 0; l < 2; ++l) {
+    const QmoeLayer &a = model.layers[l], &b = back.layers[l];
+    for (int64_t e = 0; e < a.experts(); ++e) {
+      EXPECT_TRUE(at::equal(a.w_in[e].codes, b.w_in[e].codes));
+      EXPECT_TRUE(at::equal(a.w_in[e].row_offsets, b.w_in[e].row_offsets));
+      EXPECT_TRUE(at::equal(a.w_out[e].row_offsets, b.w_out[e].row_offsets));
+      EXPECT_TRUE(at::equal(ternary_decode(a.w_out[e]), ternary_decode(b.w_out[e])));
+    }
+    EXPECT_EQ(a.bits_per_weight(), b.bits_per_weight());
+    const at::Tensor x = at::randn({5, 13});
+    EXPECT_TRUE(at::equal(make_compressed_experts(a)->forward(1, x),
+                          make_compressed_experts(b)->forward(1, x)));
+  }
+}
+
+TEST(QmoeFile, CorruptStoredDictionaryIsRefused) {
+  TempDir dir;
+  write_qmoe(dir / "good.qmoe", fitted_model());
+  const std::string bytes = read_file(dir / "good.qmoe");
+  const std::string bad = dir / "bad.qmoe";
+  const auto error_with = [&](const std::string& content) {
+    write_file(bad, content);
+    return error_of([&] { read_qmoe(bad); });
+  };
+  uint64_t header_size = 0;
+  for (int b = 0; b < 8; ++b) header_size |= uint64_t(uint8_t(bytes[8 + b])) << (8 * b);
+  const nlohmann::json header = nlohmann::json::parse(bytes.substr(16, header_size));
+  size_t at = 16 + header_size + 8;
+  for (const auto& entry : header["tensors"])
+    if (entry["name"] == "blocks.1.moe/dictionary") at += entry["offset"].get<size_t>() + 3;
+  std::string flipped = bytes;
+  flipped[at] = static_cast<char>(flipped[at] ^ 0x10);
+  EXPECT_EQ(error_with(flipped),
+            bad + ": tensor 'blocks.1.moe/dictionary': checksum mismatch (corrupt file)");
+  // Re-checksummed by someone who knows the format: the values themselves are checked.
+  EXPECT_EQ(error_with(with_first_value(bytes, "blocks.1.moe/dictionary", -0.25f)),
+            bad +
+                ": tensor 'blocks.1.moe/dictionary': probability of pair 0 is -0.25, expected a "
+                "number in [1e-6, 1]");
+  EXPECT_NE(error_with(with_first_value(bytes, "blocks.1.moe/dictionary", 0.5f))
+                .find("the 9 pair probabilities sum to"),
+            std::string::npos);
+  EXPECT_EQ(error_with(bytes), "<no error>");
 }
 
 TEST(QmoeFile, ValidChecksumsButBrokenCodeStreamsAreCaught) {

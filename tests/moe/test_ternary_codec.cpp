@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
+#include "core/test_util.h"
 #include "strata/core/error.h"
 #include "strata/moe/ternary_codec.h"
 #include "strata/moe/ternary_dictionary.h"
@@ -87,6 +90,62 @@ TEST(TernaryCodec, SparseCodesTakeUnderOneBitPerWeight) {
   const TernaryMatrix m = ternary_encode(random_codes(256, 512, 0.9, 3), random_levels(256, 4));
   EXPECT_LT(m.bits_per_weight(), 1.0);
   EXPECT_GT(m.bits_per_weight(), 0.3);
+}
+
+TEST(TernaryCodec, FittedDictionaryRoundTripsExactlyInFewerBits) {
+  // Trained experts' statistics (80-83% zeros, docs/benchmarks.md), with more low than
+  // high codes; odd widths pair a last column with a zero, as the encoder does.
+  uint64_t seed = 20;
+  for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
+           {512, 256}, {256, 512}, {33, 31}, {5, 1}, {7, 29}}) {
+    at::Tensor codes = random_codes(rows, cols, 0.81, seed++);
+    codes = at::where(at::rand({rows, cols}) < 0.2, (codes > 0).to(at::kByte), codes);
+    const at::Tensor levels = random_levels(rows, seed++);
+    const auto fitted = make_ternary_dictionary(fit_pair_probabilities({codes}));
+    const TernaryMatrix m = ternary_encode(codes, levels, fitted);
+    EXPECT_TRUE(at::equal(ternary_decode_codes(m), codes)) << rows << "x" << cols;
+    EXPECT_TRUE(
+        at::equal(ternary_row_offsets(m.codes, rows, cols, *fitted, "test"), m.row_offsets));
+    if (rows * cols < 10000) continue;
+    const TernaryMatrix reference = ternary_encode(codes, levels);
+    EXPECT_TRUE(at::equal(ternary_decode(reference), ternary_decode(m)));
+    // Fitted: fewer codewords, and no offsets to store.
+    EXPECT_LT(m.codes.size(0), reference.codes.size(0) * 0.93) << rows << "x" << cols;
+    EXPECT_LT(m.bits_per_weight(), 0.88 * reference.bits_per_weight()) << rows << "x" << cols;
+  }
+}
+
+TEST(TernaryCodec, FittedProbabilitiesOfTheReferenceStatisticsGiveTheReferenceTable) {
+  // make_ternary_dictionary is the reference's construction for any probabilities.
+  const std::array<double, 3> p{.885, (1 - .885) / 2, (1 - .885) / 2};
+  PairProbabilities pairs{};
+  for (int a = 0; a < 3; ++a)
+    for (int b = 0; b < 3; ++b) pairs[3 * a + b] = (1.0 * p[a]) * p[b];
+  EXPECT_EQ(make_ternary_dictionary(pairs)->decode_table, ternary_dictionary().decode_table);
+}
+
+TEST(TernaryCodec, BadPairProbabilitiesAndOffsetsAreRefused) {
+  PairProbabilities p{};
+  p.fill(1.0 / 9);
+  p[4] = std::nan("");
+  EXPECT_EQ(strata::test::error_of([&] { make_ternary_dictionary(p, "dict"); }),
+            "dict: probability of pair 4 is nan, expected a number in [1e-6, 1]");
+  p[4] = 2.0 / 9;
+  EXPECT_NE(strata::test::error_of([&] {
+              make_ternary_dictionary(p, "dict");
+            }).find("dict: the 9 pair probabilities sum to 1.11"),
+            std::string::npos);
+  // Codes that stop inside a row, or run past the last one.
+  const at::Tensor codes = random_codes(4, 50, 0.5, 5);
+  const TernaryMatrix m = ternary_encode(codes, random_levels(4, 6));
+  EXPECT_NE(strata::test::error_of([&] {
+              ternary_row_offsets(m.codes, 5, 50, ternary_dictionary(), "x");
+            }).find("x: row 4 decodes to 0 weights, expected 50"),
+            std::string::npos);
+  EXPECT_EQ(strata::test::error_of([&] {
+              ternary_row_offsets(m.codes, 3, 50, ternary_dictionary(), "x");
+            }).find("x: "),
+            0u);
 }
 
 TEST(TernaryCodec, MalformedDataIsRejected) {

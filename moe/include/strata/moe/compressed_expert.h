@@ -27,15 +27,28 @@ std::string to_string(TernaryKernel kernel);
 // capability lacks AVX-512 is a strata::Error.
 TernaryKernel resolve_kernel(TernaryKernel kernel);
 
+// The weight's codes expanded to two bit masks per row (int16 [rows, 2, ceil(cols / 16)]:
+// row r's low masks, then its high masks; bit j of word c is column 16 c + j): 2 bits per
+// weight, read by the one-token kernel without the code stream's table lookups.
+at::Tensor ternary_masks(const TernaryMatrix& w);
+
 // x [n, cols] float -> x W^T [n, rows], with `levels` the float copy of w.levels (kept by
-// the caller so that a matvec does not convert it every call). One token runs a matvec;
-// more run the batch kernel (Reference runs the matvec per token). Rows are split over
-// LibTorch's intra-op threads when the product is large enough to pay for waking them.
+// the caller so that a matvec does not convert it every call). One token runs a matvec:
+// on `masks` (ternary_masks(w)) when given and the kernel is not Reference, else on the
+// code stream; more run the batch kernel (Reference runs the matvec per token). Rows are
+// split over LibTorch's intra-op threads when the product is large enough to pay for
+// waking them.
 at::Tensor ternary_linear(const TernaryMatrix& w, const at::Tensor& levels, const at::Tensor& x,
-                          TernaryKernel kernel = TernaryKernel::Auto);
+                          TernaryKernel kernel = TernaryKernel::Auto, const at::Tensor& masks = {});
 
 struct CompressedLinearOptions {
   TORCH_ARG(TernaryKernel, kernel) = TernaryKernel::Auto;
+  // Keep the codes also as 2-bit masks (ternary_masks) for one-token products: the code
+  // stream's matvec decodes variable-length codewords through a 512 KiB table and is
+  // 0.3-0.7x of dense fp32 where the dense weight sits in L2 (256 x 512), the masks run
+  // at a fixed 2 masked adds per 16 weights. Costs 2 bits per weight of memory besides
+  // the stream (still 16x less than fp32); the file and the batch kernel use the stream.
+  TORCH_ARG(bool, matvec_masks) = true;
 };
 
 class CompressedLinearImpl : public torch::nn::Module {
@@ -53,6 +66,7 @@ class CompressedLinearImpl : public torch::nn::Module {
 
  private:
   at::Tensor levels_float_;
+  at::Tensor masks_;  // ternary_masks(weight) when options.matvec_masks()
 };
 TORCH_MODULE(CompressedLinear);
 

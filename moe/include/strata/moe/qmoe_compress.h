@@ -115,6 +115,9 @@ struct QmoeCompressOptions {
   TORCH_ARG(TernaryGptqOptions, gptq) = {};
   // Round-to-nearest instead of GPTQ (the baseline).
   TORCH_ARG(bool, round_to_nearest) = false;
+  // Code the layer with a dictionary fitted to its own ternary codes (stored in the
+  // .qmoe file) instead of QMoE's reference dictionary (built for 88.5% zeros).
+  TORCH_ARG(bool, fitted_dictionary) = false;
 };
 
 // What compressing one layer did.
@@ -127,6 +130,7 @@ struct QmoeLayerReport {
   // Share of the ternary weights (w_in and w_out of all experts) that are zero: the
   // dictionary is built for 0.885, and fewer zeros cost more bits per weight.
   double zero_fraction = 0;
+  bool fitted_dictionary = false;
   // ||ffn_q(X) - ffn(X)||^2 / ||ffn(X)||^2 over the calibration tokens of all experts.
   double relative_output_error = 0;
   nlohmann::json to_json() const;
@@ -134,7 +138,8 @@ struct QmoeLayerReport {
 
 // Compresses one layer: Hessians of w_in from the calibration tokens, of w_out from the
 // hidden activations gelu(w_in x + b_in) of the dense expert (both at once, as QMoE does
-// by default), batched ternary GPTQ, then the dictionary coding.
+// by default), batched ternary GPTQ, then the dictionary coding (with a dictionary fitted
+// to the layer's codes when options.fitted_dictionary()).
 QmoeLayer compress_expert_stack(const ExpertStack& stack, CalibrationSource& calibration,
                                 const QmoeCompressOptions& options = {},
                                 QmoeLayerReport* report = nullptr);

@@ -11,7 +11,11 @@
 //
 // Per layer L and expert e the tensors are "L/e/w_in/codes", ".../row_offsets",
 // ".../levels" (a TernaryMatrix, the reference's w_comp, row_off, ter_minmax) and the same
-// for w_out, and "L/b_in" [E, hidden], "L/b_out" [E, d] in float32. The file is written
+// for w_out, and "L/b_in" [E, hidden], "L/b_out" [E, d] in float32. A layer whose
+// experts are coded with a fitted dictionary (its "dictionary": "fitted" in "layers";
+// absent or "reference": QMoE's) also has "L/dictionary", the 9 pair probabilities in
+// float64 the dictionary is rebuilt from, and no row_offsets (they follow from the codes,
+// and cost 32 bits a row). The file is written
 // under "<path>.tmp-<pid>" and renamed into place. Reading checks everything (magic,
 // header checksum, sizes, every tensor's checksum, every code stream's structure) and
 // fails with one error that names the file and what is wrong.
@@ -19,6 +23,7 @@
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,6 +39,9 @@ struct QmoeLayer {
   at::Tensor b_in, b_out;  // float [E, hidden], [E, d]
 
   int64_t experts() const { return static_cast<int64_t>(w_in.size()); }
+  // The layer's fitted dictionary (every matrix of a layer is in the same one); null: the
+  // reference dictionary.
+  const std::shared_ptr<const TernaryDictionary>& fitted() const { return w_in.at(0).fitted; }
   int64_t model_dim() const { return w_in.at(0).cols; }
   int64_t hidden_dim() const { return w_in.at(0).rows; }
   int64_t weight_bytes() const;  // compressed weights, not biases
