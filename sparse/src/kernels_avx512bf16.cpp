@@ -14,8 +14,7 @@ namespace {
 // 2x16 bf16 blocks: vdpbf16ps of a block (16 output channels x a pair of input channels)
 // with a broadcast pair of one token's activations, for R tokens; fp32 accumulators.
 template <int R>
-void block16_bf16_group(const BlockView& w, const uint32_t* xg, int64_t rb, float* y,
-                        int64_t ldy) {
+void block16_bf16_group(const BlockView& w, const uint32_t* xg, int64_t rb, float* y, int64_t ldy) {
   __m512 acc[R];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
