@@ -1,22 +1,24 @@
-// Sparse weight x dense activation kernels against torch::matmul fp32 on the bert-gemm
+// Sparse weight x dense activation kernels against torch::matmul fp32 and bf16 on the bert-gemm
 // shapes (BENCHMARKS.md): activations M x K times weights K x N, M in {128, 384},
 // (K, N) in {(768,768), (768,3072), (3072,768), (1024,4096)}.
 //
 //   build/bench/bench_sparse                       # threads 1 and 2, 70/80/90%, 5 runs
 //   build/bench/bench_sparse --threads 1 --tokens 128 --shapes 768x3072 --runs 3
 //
-// For every thread count, shape and sparsity it times int8-4x1 (VNNI), fp32-1x16 and CSR
-// at that sparsity, 2:4 and 2:8 (whose sparsity N:M fixes) once per shape, and the dense
-// product in the same run: each of --runs runs times the dense product and then the kernel,
+// For every thread count, shape and sparsity it times int8-4x1 (VNNI), fp32-1x16, bf16-1x16
+// and bf16-2x16 (vdpbf16ps) and CSR at that sparsity, 2:4 and 2:8 (whose sparsity N:M fixes)
+// once per shape, each against the dense product in fp32 and, separately, in bf16 in the
+// same run: each of --runs runs times the dense product and then the kernel,
 // each long enough (>= --min-ms) to average several calls, after a warm-up, and the ratio
 // is the median of the per-run ratios (the machine is shared; pairing cancels its load).
 // It prints a table and one JSON line per figure: dense-equivalent GFLOP/s (2 M K N /
-// time), the dense product's GFLOP/s as baseline, and the ratio.
+// time), the dense products' GFLOP/s as baselines, and the ratios.
 // docs/sparse.md, "Benchmark".
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -45,10 +47,15 @@ struct Config {
   int runs = 5;
   double min_ms = 20;
   bool portable = false;
-  std::vector<std::string> kernels{"int8-4x1", "fp32-1x16", "csr", "2:4", "2:8"};
+  std::vector<std::string> kernels{"int8-4x1", "fp32-1x16", "bf16-1x16", "bf16-2x16",
+                                   "csr",      "2:4",       "2:8"};
   // Also: "training" (fmnist-mlp steps, dense vs 2:8 BDWP and SR-STE), "spgemm".
   std::vector<std::string> sections{"kernels", "training", "spgemm"};
   int64_t train_batch = 256;
+  // The training section's extra variant (NMSparseLinearOptions::mask_every and
+  // dense_grad_every), timed beside today's every-step variant.
+  int64_t train_mask_every = 10;
+  int64_t train_dense_grad_every = 10;
   bool wants_section(const std::string& s) const {
     return std::find(sections.begin(), sections.end(), s) != sections.end();
   }
@@ -69,15 +76,32 @@ std::string fixed2(double v) {
   return buf;
 }
 
+// The dense peers of one shape: torch::matmul in fp32 (OpenBLAS) and in bf16 (oneDNN,
+// inputs already bf16, as a bf16 model holds them).
+struct DensePeers {
+  std::function<at::Tensor()> fp32, bf16;
+};
+
+// Times `f` against both dense peers (two paired timings) and prints one line and one JSON
+// line: the GFLOP/s and ratio against fp32 dense ("baseline", "ratio"), and against bf16
+// dense ("baseline_bf16", "ratio_bf16").
+template <typename F>
 void report(const Config& c, int threads, const std::string& kernel, const std::string& shape,
-            const std::string& sparsity, double flops, const Timing& t, const std::string& impl) {
-  const double gflops = flops / t.seconds * 1e-9, dense = flops / t.dense_seconds * 1e-9;
-  std::printf("%-10s %-16s %-5s %9.1f GFLOP/s  dense %6.1f  %7.2fx  %8.1f us  %s\n", kernel.c_str(),
-              shape.c_str(), sparsity.c_str(), gflops, dense, t.ratio, t.seconds * 1e6,
-              impl.c_str());
+            const std::string& sparsity, double flops, const DensePeers& dense, F&& f,
+            const std::string& impl) {
+  const Timing t = time_paired(c, dense.fp32, f);
+  const Timing tb = time_paired(c, dense.bf16, f);
+  const double gflops = flops / t.seconds * 1e-9, base = flops / t.dense_seconds * 1e-9;
+  const double base_bf16 = flops / tb.dense_seconds * 1e-9;
+  std::printf(
+      "%-10s %-16s %-5s %9.1f GFLOP/s  fp32 %6.1f %7.2fx  bf16 %6.1f %7.2fx  %8.1f us  %s\n",
+      kernel.c_str(), shape.c_str(), sparsity.c_str(), gflops, base, t.ratio, base_bf16, tb.ratio,
+      t.seconds * 1e6, impl.c_str());
   json line = strata::bench::json_line(
       "sparse", kernel + "/" + shape + (sparsity.empty() ? "" : "/" + sparsity), gflops, "GFLOP/s",
-      dense, t.ratio, c.runs);
+      base, t.ratio, c.runs);
+  line["baseline_bf16"] = base_bf16;
+  line["ratio_bf16"] = tb.ratio;
   line["threads"] = threads;
   line["kernel"] = impl;
   std::cout << line.dump() << std::endl;
@@ -92,37 +116,58 @@ void run_shape(const Config& c, int threads, int64_t m, int64_t k, int64_t n) {
   const std::string shape = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
   const sp::SpmmOptions o = sp::SpmmOptions().portable(c.portable);
 
-  const auto dense = [&] { return torch::matmul(x, wt); };
+  const at::Tensor xb = x.to(at::kBFloat16), wtb = wt.to(at::kBFloat16);
+  const DensePeers dense{[&] { return torch::matmul(x, wt); },
+                         [&] { return torch::matmul(xb, wtb); }};
 
   for (double s : c.sparsities) {
     const std::string sp_name = fixed2(s);
-    if (!c.wants("int8-4x1") && !c.wants("fp32-1x16") && !c.wants("csr")) break;
+    if (!c.wants("int8-4x1") && !c.wants("fp32-1x16") && !c.wants("csr") && !c.wants("bf16-1x16") &&
+        !c.wants("bf16-2x16"))
+      break;
     const auto b4 = sp::Int8BlockSparse::quantize(
         sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, {4, 1}), {4, 1}));
     if (c.wants("int8-4x1"))
-      report(c, threads, "int8-4x1", shape, sp_name, flops,
-             time_paired(c, dense, [&] { return sp::spmm(b4, x, o); }), sp::spmm_kernel(b4, o));
+      report(
+          c, threads, "int8-4x1", shape, sp_name, flops, dense, [&] { return sp::spmm(b4, x, o); },
+          sp::spmm_kernel(b4, o));
     const auto b16 =
         sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, {1, 16}), {1, 16});
     if (c.wants("fp32-1x16"))
-      report(c, threads, "fp32-1x16", shape, sp_name, flops,
-             time_paired(c, dense, [&] { return sp::spmm(b16, x, o); }), sp::spmm_kernel(b16, o));
+      report(
+          c, threads, "fp32-1x16", shape, sp_name, flops, dense,
+          [&] { return sp::spmm(b16, x, o); }, sp::spmm_kernel(b16, o));
+    // bf16: 1x16 blocks regrouped into channel pairs (a zero partner where a pair holds
+    // one block), and 2x16 blocks pruned as such; bf16 activations, like the bf16 peer's.
+    for (const sp::BlockShape bs : {sp::BlockShape{1, 16}, sp::BlockShape{2, 16}}) {
+      const std::string name = "bf16-" + bs.str();
+      if (!c.wants(name)) continue;
+      const auto bb = sp::Bf16BlockSparse::from(
+          sp::BlockSparse::from_dense(w, sp::block_magnitude_mask(w, s, bs), bs));
+      report(
+          c, threads, name, shape, sp_name, flops, dense, [&] { return sp::spmm(bb, xb, o); },
+          sp::spmm_kernel(bb, o));
+    }
     const auto csr = sp::CsrSparse::from_dense(w, sp::magnitude_mask(w, s));
     if (c.wants("csr"))
-      report(c, threads, "csr", shape, sp_name, flops,
-             time_paired(c, dense, [&] { return sp::spmm(csr, x, o); }), sp::spmm_kernel(csr, o));
+      report(
+          c, threads, "csr", shape, sp_name, flops, dense, [&] { return sp::spmm(csr, x, o); },
+          sp::spmm_kernel(csr, o));
   }
   for (auto [nn, mm] : {std::pair<int64_t, int64_t>{2, 4}, {2, 8}}) {
     const std::string name = std::to_string(nn) + ":" + std::to_string(mm);
     if (!c.wants(name)) continue;
     const auto nm = sp::NMSparse::from_dense(w, sp::nm_magnitude_mask(w, nn, mm), nn, mm);
-    report(c, threads, name, shape, fixed2(1.0 - double(nn) / mm), flops,
-           time_paired(c, dense, [&] { return sp::spmm(nm, x, o); }), sp::spmm_kernel(nm, o));
+    report(
+        c, threads, name, shape, fixed2(1.0 - double(nn) / mm), flops, dense,
+        [&] { return sp::spmm(nm, x, o); }, sp::spmm_kernel(nm, o));
   }
 }
 
 // A fmnist-mlp training step (forward, loss, backward, SGD): dense against 2:8 sparse
-// training, on random data of the real shapes (the speed does not depend on the values).
+// training (every step re-pruned and dense dW, then --train-mask-every and
+// --train-dense-grad-every), on random data of the real shapes (the speed does not depend
+// on the values).
 void run_training(const Config& c, int threads) {
   torch::manual_seed(0);
   const at::Tensor x = at::randn({c.train_batch, 1, 28, 28});
@@ -138,18 +183,35 @@ void run_training(const Config& c, int threads) {
     };
   };
   auto dense = step_of(strata::core::make_fmnist_mlp());
-  for (auto method : {sp::NMTraining::Bdwp, sp::NMTraining::SrSte}) {
-    auto sparse = step_of(sp::with_nm_sparse_training(
-        strata::core::make_fmnist_mlp(), sp::NMSparseLinearOptions(1, 1).n(2).m(8).method(method)));
+  struct Variant {
+    sp::NMTraining method;
+    int64_t mask_every, dense_grad_every;
+  };
+  std::vector<Variant> variants{{sp::NMTraining::Bdwp, 1, 1}, {sp::NMTraining::SrSte, 1, 1}};
+  for (auto method : {sp::NMTraining::Bdwp, sp::NMTraining::SrSte})
+    if (c.train_mask_every != 1 || c.train_dense_grad_every != 1)
+      variants.push_back({method, c.train_mask_every, c.train_dense_grad_every});
+  for (const Variant& v : variants) {
+    auto sparse = step_of(sp::with_nm_sparse_training(strata::core::make_fmnist_mlp(),
+                                                      sp::NMSparseLinearOptions(1, 1)
+                                                          .n(2)
+                                                          .m(8)
+                                                          .method(v.method)
+                                                          .mask_every(v.mask_every)
+                                                          .dense_grad_every(v.dense_grad_every)));
     const Timing t = time_paired(c, dense, sparse);
-    const std::string name = std::string("train-") + sp::to_string(method) + "-2:8";
-    std::printf("%-16s fmnist-mlp/%-5lld %8.1f ms/step  dense %8.1f  %6.2fx\n", name.c_str(),
+    std::string name = std::string("train-") + sp::to_string(v.method) + "-2:8";
+    if (v.mask_every != 1 || v.dense_grad_every != 1)
+      name += "-k" + std::to_string(v.mask_every) + "-d" + std::to_string(v.dense_grad_every);
+    std::printf("%-24s fmnist-mlp/%-5lld %8.1f ms/step  dense %8.1f  %6.2fx\n", name.c_str(),
                 static_cast<long long>(c.train_batch), t.seconds * 1e3, t.dense_seconds * 1e3,
                 t.ratio);
     json line = strata::bench::json_line(
         "sparse", name + "/fmnist-mlp/" + std::to_string(c.train_batch), t.seconds * 1e3, "ms/step",
         t.dense_seconds * 1e3, t.ratio, c.runs);
     line["threads"] = threads;
+    line["mask_every"] = v.mask_every;
+    line["dense_grad_every"] = v.dense_grad_every;
     std::cout << line.dump() << std::endl;
   }
 }
@@ -215,16 +277,24 @@ int main(int argc, char** argv) {
     app.add_option("--sparsities", c.sparsities, "sparsities of the block and CSR kernels");
     app.add_option("--runs", c.runs, "runs per figure (median)")->check(CLI::PositiveNumber);
     app.add_option("--min-ms", c.min_ms, "minimum milliseconds per run");
-    app.add_option("--kernels", c.kernels, "kernels to time: int8-4x1 fp32-1x16 csr 2:4 2:8");
+    app.add_option("--kernels", c.kernels,
+                   "kernels to time: int8-4x1 fp32-1x16 bf16-1x16 bf16-2x16 csr 2:4 2:8");
     app.add_flag("--portable", c.portable, "force the portable kernels");
     app.add_option("--sections", c.sections, "what to time: kernels training spgemm")
         ->check(CLI::IsMember({"kernels", "training", "spgemm"}));
     app.add_option("--train-batch", c.train_batch, "batch of the training section")
         ->check(CLI::PositiveNumber);
+    app.add_option("--train-mask-every", c.train_mask_every,
+                   "training section: steps between mask updates of the extra variant")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--train-dense-grad-every", c.train_dense_grad_every,
+                   "training section: steps between dense weight gradients (0: never)")
+        ->check(CLI::NonNegativeNumber);
     if (auto code = strata::programs::parse_cli(app, argc, argv)) return *code;
     const strata::core::CpuCapability cpu = strata::core::cpu_capability();
-    std::printf("# kernels: avx512 %s, vnni %s%s\n", cpu.avx512 ? "yes" : "no",
-                cpu.avx512_vnni ? "yes" : "no", c.portable ? " (portable forced)" : "");
+    std::printf("# kernels: avx512 %s, vnni %s, bf16 %s%s\n", cpu.avx512 ? "yes" : "no",
+                cpu.avx512_vnni ? "yes" : "no", cpu.avx512_bf16 ? "yes" : "no",
+                c.portable ? " (portable forced)" : "");
     for (int t : c.threads) {
       strata::core::set_num_threads(t);
       std::printf("# threads %d\n", t);

@@ -5,6 +5,7 @@
 // the dense layers in the same run.
 //
 //   build/examples/sparse_fmnist --mode bdwp --nm 2:8 --epochs 3
+//   build/examples/sparse_fmnist --mode bdwp --nm 2:8 --mask-every 10 --dense-grad-every 10
 //   build/examples/sparse_fmnist --mode prune --structure 1x16 --sparsity 0.9 --schedule gradual
 //
 // docs/sparse.md, "Pruning and sparse training".
@@ -40,6 +41,8 @@ struct Config {
   std::string data_dir = strata::core::kFashionMnistDir;
   std::string mode = "bdwp";  // dense | srste | bdwp | prune
   std::string nm = "2:8";
+  int64_t mask_every = 1;
+  int64_t dense_grad_every = 1;
   std::string structure = "1x16";
   double sparsity = 0.9;
   std::string schedule = "gradual";  // oneshot | gradual
@@ -60,6 +63,13 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--mode", c.mode, "dense, srste or bdwp (N:M sparse training), or prune")
       ->check(CLI::IsMember({"dense", "srste", "bdwp", "prune"}));
   app.add_option("--nm", c.nm, "N:M pattern of sparse training, e.g. 2:8");
+  integer_range(app.add_option("--mask-every", c.mask_every,
+                               "N:M training: steps between mask updates (1: every step)"),
+                1, kMaxSteps);
+  integer_range(app.add_option("--dense-grad-every", c.dense_grad_every,
+                               "N:M training: steps between dense weight gradients, the others "
+                               "only at the kept weights (1: every step, 0: never)"),
+                0, kMaxSteps);
   app.add_option("--structure", c.structure,
                  "What --mode prune keeps: unstructured, a block <in>x<out> (1x16, 4x1) or N:M");
   real_range(app.add_option("--sparsity", c.sparsity, "Target sparsity of --mode prune"), 0, 1);
@@ -143,15 +153,21 @@ int run(const Config& c) {
     STRATA_CHECK(nm.kind == sp::PruneStructure::Kind::NM, "--nm ", c.nm,
                  ": expected N:M, e.g. 2:8");
     int replaced = 0;
-    model = sp::with_nm_sparse_training(
-        model,
-        sp::NMSparseLinearOptions(1, 1).n(nm.n).m(nm.m).method(sp::parse_nm_training(c.mode)),
-        /*keep_last_dense=*/true, &replaced);
+    model = sp::with_nm_sparse_training(model,
+                                        sp::NMSparseLinearOptions(1, 1)
+                                            .n(nm.n)
+                                            .m(nm.m)
+                                            .method(sp::parse_nm_training(c.mode))
+                                            .mask_every(c.mask_every)
+                                            .dense_grad_every(c.dense_grad_every),
+                                        /*keep_last_dense=*/true, &replaced);
     spdlog::info(
         "{} N:M sparse training with {}: {} of 7 Linear layers sparse (the classifier "
         "stays dense)",
         c.mode, c.nm, replaced);
     result["nm"] = c.nm;
+    result["mask_every"] = c.mask_every;
+    result["dense_grad_every"] = c.dense_grad_every;
   }
 
   const int64_t steps_per_epoch = train_set.size() / c.batch;
@@ -249,6 +265,13 @@ int main(int argc, char** argv) {
     strata::programs::configure_cli(app);
     add_flags(app, config);
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
+    STRATA_CHECK((config.mode == "srste" || config.mode == "bdwp") ||
+                     (config.mask_every == 1 && config.dense_grad_every == 1),
+                 "--mask-every ", config.mask_every, " and --dense-grad-every ",
+                 config.dense_grad_every,
+                 ": only N:M training (--mode srste or bdwp) uses them, "
+                 "not --mode ",
+                 config.mode);
     strata::core::check_writable("--metrics-out", config.metrics_out);  // before training
     return run(config);
   });

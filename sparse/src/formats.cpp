@@ -70,6 +70,21 @@ BlockSparse BlockSparse::from_dense(const at::Tensor& weight, const at::Tensor& 
 
 at::Tensor BlockSparse::to_dense() const { return blocks_to_dense(layout, values); }
 
+Bf16BlockSparse Bf16BlockSparse::from(const BlockSparse& weight) {
+  const BlockLayout& l = weight.layout;
+  const at::Tensor stored = blocks_to_dense(l, at::ones_like(weight.values)).to(at::kBool);
+  const BlockSparse pairs =
+      BlockSparse::from_dense(weight.to_dense(), stored, BlockShape{2, l.shape.out});
+  Bf16BlockSparse r;
+  r.layout = pairs.layout;
+  r.values = pairs.values.transpose(1, 2).to(at::kBFloat16).contiguous();
+  return r;
+}
+
+at::Tensor Bf16BlockSparse::to_dense() const {
+  return blocks_to_dense(layout, values.transpose(1, 2).to(at::kFloat));
+}
+
 Int8BlockSparse Int8BlockSparse::quantize(const BlockSparse& weight) {
   const BlockLayout& l = weight.layout;
   Int8BlockSparse r;
@@ -222,6 +237,40 @@ NMSparse NMSparse::prune(const at::Tensor& weight, int64_t n, int64_t m, bool pa
     case 8: std::apply(prune_rows<8>, args); break;
     case 16: std::apply(prune_rows<16>, args); break;
     default: std::apply(prune_rows<0>, args);
+  }
+  return r;
+}
+
+NMSparse NMSparse::regather(const at::Tensor& weight) const {
+  STRATA_CHECK(weight.defined() && weight.dim() == 2 && weight.scalar_type() == at::kFloat &&
+                   weight.size(0) == out_features && weight.size(1) == in_features,
+               "NMSparse::regather: expected a float weight [", out_features, ", ", in_features,
+               "], got ", weight.defined() ? weight.sizes() : at::IntArrayRef{});
+  NMSparse r = *this;
+  r.values = at::empty_like(values);
+  const at::Tensor w = weight.detach();
+  const float* src = w.data_ptr<float>();
+  const int64_t s0 = w.stride(0), s1 = w.stride(1), per_row = groups * n;
+  const uint8_t* ix = index.data_ptr<uint8_t>();
+  float* v = r.values.data_ptr<float>();
+  const auto one = [&](int64_t row, int64_t group) {
+    for (int64_t s = 0; s < n; ++s) {
+      const int64_t j = row * per_row + group * n + s, k = group * m + ix[j];
+      v[j] = k < in_features ? src[row * s0 + k * s1] : 0.0f;
+    }
+  };
+  // Row by row when the rows are contiguous; group by group for a transposed view, so
+  // that the m source rows of a group are read along their length.
+  if (s1 == 1 || out_features == 1) {
+    at::parallel_for(0, out_features, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t row = r0; row < r1; ++row)
+        for (int64_t group = 0; group < groups; ++group) one(row, group);
+    });
+  } else {
+    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t group = g0; group < g1; ++group)
+        for (int64_t row = 0; row < out_features; ++row) one(row, group);
+    });
   }
   return r;
 }

@@ -38,6 +38,30 @@ int64_t block16_f32_units(const BlockView& w, int64_t tokens);
 void block16_f32_avx512(const BlockView& w, const float* xp, int64_t tokens, float* y,
                         int64_t unit_begin, int64_t unit_end);
 
+// The (token group, block row) of block-kernel work unit u: token tile by token tile
+// (kTileGroups groups, whose activations stay in L2), block row by block row inside a tile
+// (one block row's weights stay in L1 while its token groups use it), so weights are read
+// from memory once per tile, not per group.
+static inline void block16_unit(int64_t u, int64_t groups, int64_t rows, int64_t* g, int64_t* rb) {
+  constexpr int64_t kTileGroups = 8;
+  const int64_t full = groups / kTileGroups * kTileGroups;  // groups in full tiles
+  if (u < full * rows) {
+    const int64_t tile = u / (kTileGroups * rows), v = u % (kTileGroups * rows);
+    *rb = v / kTileGroups;
+    *g = tile * kTileGroups + v % kTileGroups;
+  } else {
+    const int64_t v = u - full * rows, last = groups - full;
+    *rb = v / last;
+    *g = full + v % last;
+  }
+}
+
+// bf16 2x16 blocks (Bf16BlockSparse, values [blocks, 16, 2]) with vdpbf16ps; xp = bf16
+// activations packed by pack16 with cols = in_padded / 2 (one word: a pair of channels).
+// The same work units as block16_f32. Only after core::cpu_capability().avx512_bf16.
+void block16_bf16_avx512bf16(const BlockView& w, const uint32_t* xp, int64_t tokens, float* y,
+                             int64_t unit_begin, int64_t unit_end);
+
 // Row-kernel work units: 64 tokens x 16 output rows.
 static inline int64_t row_units(int64_t out, int64_t tokens) {
   return ceil_div(tokens, kGroup * kRowGroups) * ceil_div(out, kRowChunk);
@@ -54,6 +78,13 @@ struct RowsView {
 };
 void rows_f32_avx512(const RowsView& w, const float* xp, int64_t tokens, float* y,
                      int64_t unit_begin, int64_t unit_end);
+
+// The sampled dense-dense product at N:M positions (w.index, n, m, groups, out; values
+// unused): dv[o, g, s] = sum_t dyT[o, t] * xT[k, t] with k = g * m + index[o, g, s], 0
+// where k >= in. dyT [out, tokens] and xT [in, tokens] contiguous. Work units: blocks of
+// kRowChunk output rows.
+void nm_sddmm_avx512(const RowsView& w, int64_t in, const float* dyT, const float* xT,
+                     int64_t tokens, float* dv, int64_t unit_begin, int64_t unit_end);
 
 // int8 blocks with bo == 1 and bi % 4 == 0, xq = u8 activations packed by pack16 with
 // cols = in_padded / 4. With `dequant`, y is float: x_scale * w_scale * (acc - x_zero *

@@ -334,23 +334,10 @@ int64_t block16_f32_units(const BlockView& w, int64_t tokens) {
 void block16_f32_avx512(const BlockView& w, const float* xp, int64_t tokens, float* y,
                         int64_t unit_begin, int64_t unit_end) {
   static constexpr auto table = block16_table(std::make_index_sequence<16>{});
-  // Units run token tile by token tile (kTileGroups groups: their activations stay in L2),
-  // block row by block row inside a tile (one block row's weights stay in L1 while its
-  // token groups use it), so weights are read from memory once per tile, not per group.
-  constexpr int64_t kTileGroups = 8;
-  const int64_t groups = ceil_div(tokens, kGroup), rows = w.block_rows;
-  const int64_t full = groups / kTileGroups * kTileGroups;  // groups in full tiles
+  const int64_t groups = ceil_div(tokens, kGroup);
   for (int64_t u = unit_begin; u < unit_end; ++u) {
     int64_t g, rb;
-    if (u < full * rows) {
-      const int64_t tile = u / (kTileGroups * rows), v = u % (kTileGroups * rows);
-      rb = v / kTileGroups;
-      g = tile * kTileGroups + v % kTileGroups;
-    } else {
-      const int64_t v = u - full * rows, last = groups - full;
-      rb = v / last;
-      g = full + v % last;
-    }
+    block16_unit(u, groups, w.block_rows, &g, &rb);
     const int64_t n = std::min<int64_t>(kGroup, tokens - g * kGroup);
     table[n - 1](w, xp + g * w.in_padded * kGroup, rb, y + g * kGroup * w.out, w.out);
   }
@@ -366,6 +353,43 @@ void rows_f32_avx512(const RowsView& w, const float* xp, int64_t tokens, float* 
       default: return rows_f32_unit<4>(w, xp, tokens, y, sg, chunk);
     }
   });
+}
+
+void nm_sddmm_avx512(const RowsView& w, int64_t in, const float* dyT, const float* xT,
+                     int64_t tokens, float* dv, int64_t unit_begin, int64_t unit_end) {
+  // Token chunks of 256 (1 KiB per row), group by group over a block of 16 rows: the m
+  // rows of xT a group reads and the block's 16 rows of dyT (24 KiB at 2:8) stay in L1.
+  constexpr int64_t kChunk = 256;
+  const int64_t per_row = w.groups * w.n;
+  for (int64_t u = unit_begin; u < unit_end; ++u) {
+    const int64_t o0 = u * kRowChunk, o1 = std::min(w.out, o0 + kRowChunk);
+    for (int64_t t0 = 0; t0 < tokens; t0 += kChunk) {
+      const int64_t len = std::min(kChunk, tokens - t0);
+      for (int64_t g = 0; g < w.groups; ++g)
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t s = 0; s < w.n; ++s) {
+            const int64_t j = o * per_row + g * w.n + s, k = g * w.m + w.index[j];
+            float sum = 0.0f;
+            if (k < in) {
+              const float* a = dyT + o * tokens + t0;
+              const float* b = xT + k * tokens + t0;
+              __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+              int64_t t = 0;
+              for (; t + 32 <= len; t += 32) {
+                s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + t), _mm512_loadu_ps(b + t), s0);
+                s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + t + 16), _mm512_loadu_ps(b + t + 16), s1);
+              }
+              for (; t < len; t += 16) {
+                const __mmask16 m = lanes(len - t);
+                s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + t),
+                                     _mm512_maskz_loadu_ps(m, b + t), s0);
+              }
+              sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+            }
+            dv[j] = t0 == 0 ? sum : dv[j] + sum;
+          }
+    }
+  }
 }
 
 void block4_int8_avx512(const BlockView& w, const uint32_t* xq, int64_t tokens, void* y,

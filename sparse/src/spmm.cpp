@@ -27,12 +27,16 @@ bool vector_int8(const Int8BlockSparse& w, const SpmmOptions& o) {
   return capability(o).avx512_vnni && w.layout.shape.out == 1 && w.layout.shape.in % 4 == 0;
 }
 bool vector_rows(const SpmmOptions& o) { return capability(o).avx512; }
+bool vector_bf16(const Bf16BlockSparse& w, const SpmmOptions& o) {
+  return capability(o).avx512_bf16 && w.layout.shape.out == 16;
+}
 
 // x as contiguous float [tokens, in].
-at::Tensor checked_input(const at::Tensor& x, int64_t in, const char* what) {
+at::Tensor checked_input(const at::Tensor& x, int64_t in, const char* what, bool bf16_ok = false) {
   STRATA_CHECK(x.defined() && x.dim() == 2, what, ": expected input [tokens, in], got ",
                x.defined() ? x.sizes() : at::IntArrayRef{});
-  STRATA_CHECK(x.scalar_type() == at::kFloat, what, ": expected a float32 input, got ",
+  STRATA_CHECK(x.scalar_type() == at::kFloat || (bf16_ok && x.scalar_type() == at::kBFloat16), what,
+               ": expected a float32", bf16_ok ? " or bfloat16" : "", " input, got ",
                x.scalar_type());
   STRATA_CHECK(x.size(1) == in, what, ": input has ", x.size(1), " features, the weight expects ",
                in);
@@ -175,6 +179,45 @@ at::Tensor spmm(const BlockSparse& w, const at::Tensor& x_in, const SpmmOptions&
   return y;
 }
 
+at::Tensor spmm(const Bf16BlockSparse& w, const at::Tensor& x_in, const SpmmOptions& o) {
+  const BlockLayout& l = w.layout;
+  const at::Tensor x =
+      checked_input(x_in, l.in_features, "spmm(Bf16BlockSparse)", true).to(at::kBFloat16);
+  const int64_t tokens = x.size(0);
+  at::Tensor y = at::empty({tokens, l.out_features}, at::kFloat);
+  if (tokens == 0 || l.out_features == 0) return y.zero_();
+  float* yp = y.data_ptr<float>();
+  if (vector_bf16(w, o)) {
+    const at::Tensor xp = pack(x, l.in_padded / 2);  // a word: one token's channel pair
+    const detail::BlockView v = view_of(l, w.values);
+    const uint32_t* xpp = reinterpret_cast<const uint32_t*>(xp.data_ptr<int32_t>());
+    parallel_units(detail::block16_f32_units(v, tokens), [&](int64_t b, int64_t e) {
+      detail::block16_bf16_avx512bf16(v, xpp, tokens, yp, b, e);
+    });
+    return y;
+  }
+  // Portable: products of bf16 values are exact in fp32; fp32 sums, pair by pair.
+  const int64_t bo = l.shape.out, in = l.in_features, out = l.out_features;
+  const int64_t* ptr = l.block_ptr.data_ptr<int64_t>();
+  const int32_t* col = l.block_col.data_ptr<int32_t>();
+  const at::BFloat16* values = w.values.data_ptr<at::BFloat16>();
+  const at::BFloat16* xb = x.data_ptr<at::BFloat16>();
+  std::fill(yp, yp + tokens * out, 0.0f);
+  parallel_units(l.block_rows(), [&](int64_t begin, int64_t end) {
+    for (int64_t rb = begin; rb < end; ++rb)
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t b = ptr[rb]; b < ptr[rb + 1]; ++b) {
+          const int64_t k = int64_t(col[b]) * 2;
+          const float x0 = float(xb[t * in + k]), x1 = k + 1 < in ? float(xb[t * in + k + 1]) : 0;
+          for (int64_t j = 0; j < bo && rb * bo + j < out; ++j) {
+            const at::BFloat16* v = values + (b * bo + j) * 2;
+            yp[t * out + rb * bo + j] += float(v[0]) * x0 + float(v[1]) * x1;
+          }
+        }
+  });
+  return y;
+}
+
 at::Tensor spmm(const NMSparse& w, const at::Tensor& x_in, const SpmmOptions& o) {
   const at::Tensor x = checked_input(x_in, w.in_features, "spmm(NMSparse)");
   const detail::RowsView v{nullptr,
@@ -187,6 +230,39 @@ at::Tensor spmm(const NMSparse& w, const at::Tensor& x_in, const SpmmOptions& o)
                            w.out_features,
                            w.groups * w.m};
   return rows_spmm(v, x, o);
+}
+
+at::Tensor sddmm(const NMSparse& w, const at::Tensor& dy_in, const at::Tensor& x_in,
+                 const SpmmOptions& o) {
+  const at::Tensor x = checked_input(x_in, w.in_features, "sddmm(NMSparse)");
+  STRATA_CHECK(dy_in.defined() && dy_in.dim() == 2 && dy_in.scalar_type() == at::kFloat &&
+                   dy_in.size(0) == x.size(0) && dy_in.size(1) == w.out_features,
+               "sddmm(NMSparse): expected a float dy [", x.size(0), ", ", w.out_features, "], got ",
+               dy_in.defined() ? dy_in.sizes() : at::IntArrayRef{});
+  const int64_t tokens = x.size(0), in = w.in_features;
+  // Both transposed once, so that each sampled dot product reads two contiguous rows.
+  const at::Tensor dyT = dy_in.t().contiguous(), xT = x.t().contiguous();
+  at::Tensor dv = at::empty({w.out_features, w.groups, w.n}, at::kFloat);
+  const detail::RowsView v{
+      nullptr,        nullptr,       w.index.data_ptr<uint8_t>(), nullptr, w.n, w.m, w.groups,
+      w.out_features, w.groups * w.m};
+  const float* a = dyT.data_ptr<float>();
+  const float* b = xT.data_ptr<float>();
+  float* d = dv.data_ptr<float>();
+  const bool vec = vector_rows(o);
+  parallel_units(detail::ceil_div(w.out_features, detail::kRowChunk), [&](int64_t u0, int64_t u1) {
+    if (vec) return detail::nm_sddmm_avx512(v, in, a, b, tokens, d, u0, u1);
+    const int64_t per_row = w.groups * w.n;
+    for (int64_t o = u0 * detail::kRowChunk; o < std::min(w.out_features, u1 * detail::kRowChunk);
+         ++o)
+      for (int64_t j = o * per_row; j < (o + 1) * per_row; ++j) {
+        const int64_t k = (j - o * per_row) / w.n * w.m + v.index[j];
+        float sum = 0.0f;
+        for (int64_t t = 0; k < in && t < tokens; ++t) sum += a[o * tokens + t] * b[k * tokens + t];
+        d[j] = sum;
+      }
+  });
+  return dv;
 }
 
 at::Tensor spmm(const CsrSparse& w, const at::Tensor& x_in, const SpmmOptions& o) {
@@ -335,6 +411,9 @@ at::Tensor spmm(const Int8BlockSparse& w, const at::Tensor& x_in, const SpmmOpti
 
 std::string spmm_kernel(const BlockSparse& w, const SpmmOptions& o) {
   return vector_block16(w, o) ? "avx512-block-fp32" : "portable";
+}
+std::string spmm_kernel(const Bf16BlockSparse& w, const SpmmOptions& o) {
+  return vector_bf16(w, o) ? "avx512bf16-block-bf16" : "portable";
 }
 std::string spmm_kernel(const Int8BlockSparse& w, const SpmmOptions& o) {
   return vector_int8(w, o) ? "avx512vnni-block-int8" : "portable";

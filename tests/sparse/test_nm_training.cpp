@@ -177,7 +177,94 @@ TEST(SparseNMTraining, TrainsAndConvertsToInference) {
   }
 }
 
+// dense_grad_every(0): dW only at the kept positions, on the vector and portable paths, for
+// 6 tokens and 300 (more than one 256-token chunk of the sddmm kernel), with a padded group.
+TEST(SparseNMTraining, MaskedWeightGradientEqualsTheDenseGradientMasked) {
+  for (NMTraining method : {NMTraining::SrSte, NMTraining::Bdwp})
+    for (double decay : {0.0, 0.01})
+      for (bool portable : {false, true})
+        for (int64_t tokens : {6, 300}) {
+          torch::manual_seed(11);
+          NMSparseLinear layer(
+              NMSparseLinearOptions(37, 20).method(method).decay(decay).dense_grad_every(0).spmm(
+                  SpmmOptions().portable(portable)));
+          const at::Tensor w = layer->weight.detach().clone();
+          const at::Tensor p = layer->mask();
+          const Gradients g = run_backward(layer, 12, tokens);
+          const std::string what = to_string(method) + " decay " + std::to_string(decay) +
+                                   (portable ? " portable " : " vector ") + std::to_string(tokens) +
+                                   " tokens";
+          const at::Tensor dense = at::mm(g.dy.t(), g.x.detach());
+          expect_close(g.dw, dense * p + decay * w * p.logical_not(), 1e-5, "masked dW " + what);
+          expect_close(g.db, g.dy.sum(0), 1e-6, "db " + what);
+        }
+}
+
+// mask_every(1) (the default) re-prunes at every step, exactly the formulas of SR-STE.
+TEST(SparseNMTraining, MaskEveryOneRepacksEveryStep) {
+  torch::manual_seed(13);
+  NMSparseLinear layer(NMSparseLinearOptions(32, 16).method(NMTraining::SrSte).decay(0.01));
+  torch::optim::SGD opt(layer->parameters(), torch::optim::SGDOptions(0.5));
+  int changed = 0;
+  at::Tensor last_mask;
+  for (int step = 0; step < 6; ++step) {
+    const at::Tensor w = layer->weight.detach().clone();
+    const at::Tensor p = nm_magnitude_mask(w, 2, 8);
+    if (last_mask.defined() && !at::equal(p, last_mask)) ++changed;
+    last_mask = p;
+    opt.zero_grad();
+    const Gradients g = run_backward(layer, 20 + uint64_t(step));
+    expect_close(g.dw, at::mm(g.dy.t(), g.x.detach()) + 0.01 * w * p.logical_not(), 1e-5,
+                 "dW at step " + std::to_string(step));
+    torch::NoGradGuard no_grad;
+    expect_close(layer->forward(g.x), testing::reference(g.x, w * p) + layer->bias, 1e-5,
+                 "forward at step " + std::to_string(step));
+    opt.step();
+  }
+  EXPECT_GT(changed, 0) << "the steps are too small to change the mask: the test shows nothing";
+}
+
+// mask_every(3): steps 0, 3, 6 choose P (and BDWP's Q); the steps between multiply by the
+// current weights at those positions. Eval-mode forwards count no step.
+TEST(SparseNMTraining, MaskEveryKeepsTheMasksBetweenUpdates) {
+  torch::manual_seed(15);
+  NMSparseLinear layer(NMSparseLinearOptions(32, 16).decay(0).mask_every(3));
+  torch::optim::SGD opt(layer->parameters(), torch::optim::SGDOptions(0.5));
+  at::Tensor p, q;  // the masks of the last update
+  int stale = 0;
+  for (int step = 0; step < 8; ++step) {
+    const at::Tensor w = layer->weight.detach().clone();
+    const std::string what = " at step " + std::to_string(step);
+    {
+      // Eval: the masks of the last update (before the first, the weight's own).
+      torch::NoGradGuard no_grad;
+      layer->eval();
+      const at::Tensor in_use = p.defined() ? p : nm_magnitude_mask(w, 2, 8);
+      expect_close(layer->forward(torch::eye(32)), (w * in_use).t() + layer->bias, 1e-6,
+                   "eval forward" + what);
+      layer->train();
+    }
+    if (step % 3 == 0) {
+      p = nm_magnitude_mask(w, 2, 8);
+      q = nm_magnitude_mask(w.t(), 2, 8).t();
+    } else if (!at::equal(p, nm_magnitude_mask(w, 2, 8))) {
+      ++stale;
+    }
+    EXPECT_TRUE(at::equal(layer->mask(), p)) << "mask()" << what;
+    opt.zero_grad();
+    const Gradients g = run_backward(layer, 30 + uint64_t(step));
+    expect_close(g.dx, testing::reference(g.dy, (w * q).t()), 1e-5, "BDWP dx" + what);
+    expect_close(g.dw, at::mm(g.dy.t(), g.x.detach()), 1e-5, "dense dW" + what);
+    opt.step();
+  }
+  EXPECT_GT(stale, 0) << "re-pruning never differed between updates: the test shows nothing";
+}
+
 TEST(SparseNMTraining, BadInputGivesClearErrors) {
+  expect_error([] { NMSparseLinear(NMSparseLinearOptions(8, 8).mask_every(0)); },
+               "mask_every 0: expected >= 1");
+  expect_error([] { NMSparseLinear(NMSparseLinearOptions(8, 8).dense_grad_every(-1)); },
+               "dense_grad_every -1: expected >= 0");
   expect_error([] { NMSparseLinear(NMSparseLinearOptions(8, 8).n(4).m(4)); }, "0 < N < M <= 32");
   expect_error([] { NMSparseLinear(NMSparseLinearOptions(0, 8)); }, "expected positive sizes");
   expect_error([] { parse_nm_training("bdwq"); }, "expected srste or bdwp");

@@ -25,13 +25,14 @@ const double kSparsities[] = {0.0, 0.5, 0.9, 1.0};
 
 // Runs check(portable) for 1 and 2 threads, on the portable path and, when the CPU has
 // AVX-512, the vector path.
+// (the vector path of the bf16 kernel: when the CPU has AVX512-BF16).
 template <typename F>
-void for_paths(F&& check) {
+void for_paths(F&& check, bool vector = core::cpu_capability().avx512) {
   testing::ThreadsGuard guard;
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
     check(true);
-    if (core::cpu_capability().avx512) check(false);
+    if (vector) check(false);
   }
 }
 
@@ -63,6 +64,48 @@ TEST(SparseSpmm, BlockFp32EqualsDenseMaskedProduct) {
           expect_close(y, ref, 1e-5, label(s, sp, portable, "block " + shape.str()));
         });
       }
+  }
+}
+
+// The bf16 kernel against the dense product of the bf16-rounded operands: bf16 x bf16
+// products are exact in fp32, so only the fp32 sums' order differs (1e-5); and against
+// LibTorch's dense bf16 matmul (oneDNN, output rounded to bf16) within bf16's precision.
+TEST(SparseSpmm, Bf16BlockEqualsDenseBf16Product) {
+  for (BlockShape shape :
+       {BlockShape{1, 16}, BlockShape{2, 16}, BlockShape{3, 16}, BlockShape{2, 3}})
+    for (const Shape& s : kShapes)
+      for (double sp : kSparsities) {
+        const at::Tensor w = random_weight(s.out, s.in, 5);
+        const BlockSparse fp32 =
+            BlockSparse::from_dense(w, with_empty_lines(block_magnitude_mask(w, sp, shape)), shape);
+        const Bf16BlockSparse b = Bf16BlockSparse::from(fp32);
+        const at::Tensor wb = b.to_dense();
+        const at::Tensor x = at::randn({s.tokens, s.in});
+        const at::Tensor xb = x.to(at::kBFloat16);
+        EXPECT_TRUE(at::equal(wb, fp32.to_dense().to(at::kBFloat16).to(at::kFloat)));
+        const at::Tensor ref = reference(xb.to(at::kFloat), wb);
+        // oneDNN compiles a kernel per shape (slow): one sparsity and block shape per shape.
+        const bool against_dense = sp == 0.5 && shape.in == 2;
+        const at::Tensor dense_bf16 =
+            against_dense ? at::matmul(xb, wb.to(at::kBFloat16).t()).to(at::kFloat) : at::Tensor();
+        for_paths(
+            [&](bool portable) {
+              const std::string what = label(s, sp, portable, "bf16 block " + shape.str());
+              for (const at::Tensor& input : {x, xb}) {
+                const at::Tensor y = spmm(b, input, SpmmOptions().portable(portable));
+                expect_close(y, ref, 1e-5, what);
+                if (against_dense)
+                  expect_close(y, dense_bf16, 1.0 / 128, what + " against dense bf16");
+              }
+            },
+            core::cpu_capability().avx512_bf16);
+      }
+  if (core::cpu_capability().avx512_bf16) {
+    const at::Tensor w = random_weight(32, 8, 6);
+    const Bf16BlockSparse b = Bf16BlockSparse::from(
+        BlockSparse::from_dense(w, at::ones_like(w, at::kBool), BlockShape{1, 16}));
+    EXPECT_EQ(spmm_kernel(b), "avx512bf16-block-bf16");
+    EXPECT_EQ(spmm_kernel(b, SpmmOptions().portable(true)), "portable");
   }
 }
 

@@ -9,6 +9,8 @@
 //   NMSparse         N:M along the input dimension: each group of M consecutive input
 //                    channels of a row holds at most N non-zeros (0 < N < M <= 32).
 //   CsrSparse        compressed sparse rows, the general fallback.
+//   Bf16BlockSparse  a BlockSparse regrouped into 2 x out blocks of bf16 pairs, for the
+//                    AVX512-BF16 kernel (vdpbf16ps multiplies pairs of input channels).
 //
 // A block (or group) is stored when any of its mask elements is set; its unset elements
 // are stored as zeros, so to_dense() == weight * mask exactly. Padding rule: when the
@@ -72,6 +74,20 @@ class Int8BlockSparse {
   at::Tensor row_sum;  // int32 [out_padded]: sum of q over each row (for the activation zero point)
 };
 
+class Bf16BlockSparse {
+ public:
+  Bf16BlockSparse() = default;
+  // The same stored positions as `weight` (its blocks, zeros included), regrouped into
+  // blocks of 2 consecutive input channels (aligned: channels 2p and 2p+1) x shape.out
+  // output channels, values rounded to bf16. A block row's pair is stored when any of
+  // its positions is; odd block widths (1x16) thus store a zero partner.
+  static Bf16BlockSparse from(const BlockSparse& weight);
+  at::Tensor to_dense() const;  // float [out, in]: the bf16-rounded weight
+
+  BlockLayout layout;  // shape {2, weight's shape.out}; block_col: the pair index
+  at::Tensor values;   // bf16 [blocks, shape.out, 2]: pair fastest, as vdpbf16ps reads it
+};
+
 class NMSparse {
  public:
   NMSparse() = default;
@@ -82,6 +98,10 @@ class NMSparse {
   // what from_dense(weight, nm_magnitude_mask(weight, n, m), n, m) gives (ties go to the
   // lower position). N:M training repacks its weights with it at every step.
   static NMSparse prune(const at::Tensor& weight, int64_t n, int64_t m, bool pad = true);
+  // The same positions with their values read from `weight` (float [out, in], any
+  // strides, e.g. a transposed view): N:M training between two mask updates, where the
+  // weights change but the mask does not. O(stored values), no selection.
+  NMSparse regather(const at::Tensor& weight) const;
   at::Tensor to_dense() const;
   // bool [out, in]: the stored positions that hold a real weight (not padding).
   at::Tensor mask() const;

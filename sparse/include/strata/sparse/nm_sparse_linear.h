@@ -20,6 +20,16 @@
 // cheaper approximation the seed paper trains with (both passes on the sparse kernels).
 // The weight-gradient product stays dense in both, and so does SR-STE's dx (the transpose
 // of an N:M weight is not N:M).
+//
+// Two options trade that for speed (both 1 by default: every step as above):
+//   mask_every K        the masks P (and BDWP's Q) are chosen every K training steps
+//                       (training-mode forwards with grad); in between, the packed weights
+//                       keep their positions and only re-read their values from the dense
+//                       weight (NMSparse::regather: no selection).
+//   dense_grad_every D  the dense dW above every D training steps (0: never); on the other
+//                       steps dW = sddmm(P, dy, x) at the kept positions only (n/m of the
+//                       dense product's work) and decay * W at the pruned ones.
+// Eval-mode forwards use the current masks and count no step.
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -52,6 +62,10 @@ struct NMSparseLinearOptions {
   // SR-STE's lambda: the gradient of a pruned weight gets decay * w added.
   TORCH_ARG(double, decay) = 2e-4;
   TORCH_ARG(SpmmOptions, spmm) = {};
+  // Training steps between mask updates (>= 1), see above.
+  TORCH_ARG(int64_t, mask_every) = 1;
+  // Training steps between dense weight gradients (>= 0; 0: only the masked one), see above.
+  TORCH_ARG(int64_t, dense_grad_every) = 1;
 };
 
 class NMSparseLinearImpl : public torch::nn::Cloneable<NMSparseLinearImpl> {
@@ -63,7 +77,7 @@ class NMSparseLinearImpl : public torch::nn::Cloneable<NMSparseLinearImpl> {
   void reset() override;  // Linear's initialisation
   at::Tensor forward(const at::Tensor& x);
 
-  // The N:M mask the next forward uses, bool [out, in].
+  // The N:M mask the next training forward uses, bool [out, in].
   at::Tensor mask() const;
   // The weight the forward multiplies by: weight * mask().
   at::Tensor sparse_weight() const;
@@ -74,6 +88,15 @@ class NMSparseLinearImpl : public torch::nn::Cloneable<NMSparseLinearImpl> {
   NMSparseLinearOptions options;
   at::Tensor weight;  // dense [out, in], the parameter the optimizer updates
   at::Tensor bias;    // [out] or undefined
+
+ private:
+  // The packed weight the next training forward multiplies by (see mask_every).
+  NMSparse next_weight() const;
+
+  int64_t steps_ = 0;  // training forwards so far
+  // With mask_every > 1: the positions chosen at the last mask update (P, and BDWP's Q of
+  // W^T); their values are stale, regather() refreshes them.
+  NMSparse forward_pattern_, backward_pattern_;
 };
 
 TORCH_MODULE(NMSparseLinear);

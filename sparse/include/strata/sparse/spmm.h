@@ -39,8 +39,19 @@ struct SpmmOptions {
 
 // x: float [tokens, in] (any strides); returns float [tokens, out].
 at::Tensor spmm(const BlockSparse& w, const at::Tensor& x, const SpmmOptions& options = {});
+// x: float or bfloat16 [tokens, in], multiplied in bf16 (x rounded to bf16) with fp32
+// accumulation; returns float [tokens, out]. vdpbf16ps when core::cpu_capability() reports
+// AVX512-BF16 and the blocks are 2x16, else the portable path.
+at::Tensor spmm(const Bf16BlockSparse& w, const at::Tensor& x, const SpmmOptions& options = {});
 at::Tensor spmm(const NMSparse& w, const at::Tensor& x, const SpmmOptions& options = {});
 at::Tensor spmm(const CsrSparse& w, const at::Tensor& x, const SpmmOptions& options = {});
+// The sampled dense-dense product at the stored positions of `pattern` [out, in] (its
+// values are not read): float [out, groups, n], entry [o, g, s] = sum_t dy[t, o] x[t, k]
+// with k = g * m + pattern.index[o, g, s] (0 where k is padding), i.e. (dy^T x) at the N:M
+// positions, the weight gradient N:M training keeps, at n/m of the dense product's work.
+// dy float [tokens, out], x float [tokens, in].
+at::Tensor sddmm(const NMSparse& pattern, const at::Tensor& dy, const at::Tensor& x,
+                 const SpmmOptions& options = {});
 // Quantizes x to u8 (asymmetric, options.act_quant), multiplies with vpdpbusd into int32,
 // dequantizes: y = x_scale * w_scale * (acc - x_zero * row_sum).
 at::Tensor spmm(const Int8BlockSparse& w, const at::Tensor& x, const SpmmOptions& options = {});
@@ -62,9 +73,11 @@ at::Tensor dequantize_accumulators(const Int8BlockSparse& w, const QuantizedActi
                                    const at::Tensor& acc);
 
 // The kernel spmm runs for this weight and these options, e.g. "avx512-block-fp32",
-// "avx512vnni-block-int8", "avx512-nm-fp32", "avx512-csr-fp32" or "portable".
+// "avx512vnni-block-int8", "avx512bf16-block-bf16", "avx512-nm-fp32", "avx512-csr-fp32" or
+// "portable".
 std::string spmm_kernel(const BlockSparse& w, const SpmmOptions& options = {});
 std::string spmm_kernel(const Int8BlockSparse& w, const SpmmOptions& options = {});
+std::string spmm_kernel(const Bf16BlockSparse& w, const SpmmOptions& options = {});
 std::string spmm_kernel(const NMSparse& w, const SpmmOptions& options = {});
 std::string spmm_kernel(const CsrSparse& w, const SpmmOptions& options = {});
 
