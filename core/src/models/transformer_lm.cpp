@@ -159,10 +159,10 @@ const at::Tensor& causal_bias(int64_t time, const at::TensorOptions& options) {
   return bias;
 }
 
-}  // namespace
-
-at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
-                            at::Tensor* probs) {
+// causal_attention's kernel; `causal` false leaves the mask out (a plain baddbmm's alpha
+// on a zero bias would be one more [B heads, T, T] pass).
+at::Tensor fused_attention(const at::Tensor& qkv, int64_t heads, bool causal, double dropout,
+                           bool training, at::Tensor* probs) {
   check_qkv(qkv, heads);
   const int64_t batch = qkv.size(0), time = qkv.size(1), d = qkv.size(2) / 3;
   const int64_t head_dim = d / heads;
@@ -179,9 +179,11 @@ at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout
   const at::Tensor &q = qkv_split[0], &k = qkv_split[1], &v = qkv_split[2];
   // One kernel for the scores: the causal bias plus the scaled product (baddbmm's alpha),
   // no separate passes to scale and to mask the [B heads, T, T] scores.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
   const at::Tensor scores =
-      at::baddbmm(causal_bias(time, qkv.options()), q, k.transpose(1, 2), /*beta=*/1.0,
-                  /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
+      causal ? at::baddbmm(causal_bias(time, qkv.options()), q, k.transpose(1, 2), /*beta=*/1.0,
+                           /*alpha=*/scale)
+             : at::bmm(q, k.transpose(1, 2)).mul_(scale);
   // The softmax in the scores' dtype. Under bf16 autocast that is bf16, whose CPU kernel
   // sums in fp32 and rounds once: its probabilities are the fp32 softmax's rounded to bf16,
   // bit for bit (TransformerLM.Bf16SoftmaxIsTheFp32SoftmaxRounded), which is what the bf16
@@ -196,6 +198,24 @@ at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout
       .view({batch, heads, time, head_dim})
       .transpose(1, 2)
       .reshape({batch, time, d});
+}
+
+}  // namespace
+
+at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
+                            at::Tensor* probs) {
+  return fused_attention(qkv, heads, /*causal=*/true, dropout, training, probs);
+}
+
+at::Tensor bidirectional_attention(const at::Tensor& qkv, int64_t heads, double dropout,
+                                   bool training, at::Tensor* probs) {
+  return fused_attention(qkv, heads, /*causal=*/false, dropout, training, probs);
+}
+
+at::Tensor self_attention(const TransformerLMOptions& options, const at::Tensor& qkv, int64_t heads,
+                          bool training, at::Tensor* probs) {
+  return options.causal() ? causal_attention(qkv, heads, options.dropout(), training, probs)
+                          : bidirectional_attention(qkv, heads, options.dropout(), training, probs);
 }
 
 at::Tensor causal_attention_reference(const at::Tensor& qkv, int64_t heads, double dropout,
@@ -218,8 +238,7 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
                ", expected [batch, time, ", options.d_model(), "]");
   STRATA_CHECK(active_heads >= 1 && active_heads <= heads, "attention: ", active_heads,
                " active heads, expected 1 to ", heads);
-  if (active_heads == heads)
-    return out(causal_attention(qkv(x), heads, options.dropout(), is_training()));
+  if (active_heads == heads) return out(self_attention(options, qkv(x), heads, is_training()));
   // The first active_heads heads: the leading rows of each of the q, k and v blocks.
   const int64_t inner = heads * options.head_dim(), width = active_heads * options.head_dim();
   std::vector<at::Tensor> parts;
@@ -227,8 +246,7 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
     parts.push_back(at::linear(x, qkv->weight.narrow(0, block * inner, width),
                                qkv->bias.narrow(0, block * inner, width)));
   }
-  const at::Tensor y =
-      causal_attention(at::cat(parts, -1), active_heads, options.dropout(), is_training());
+  const at::Tensor y = self_attention(options, at::cat(parts, -1), active_heads, is_training());
   return at::linear(y, out->weight.narrow(1, 0, width), out->bias);
 }
 
@@ -308,9 +326,13 @@ torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options) {
   model->push_back("norm", nn::LayerNorm(nn::LayerNormOptions({options.d_model()})));
   model->push_back("head", LMHead(embed->token->weight));
 
-  // GPT-2's initialization; LayerNorms keep their identity start (weight 1, bias 0).
+  init_gpt2_weights(*model);
+  return model;
+}
+
+void init_gpt2_weights(torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
-  for (const auto& module : model->modules(/*include_self=*/false)) {
+  for (const auto& module : model.modules(/*include_self=*/false)) {
     if (auto* linear = module->as<nn::Linear>()) {
       linear->weight.normal_(0.0, 0.02);
       linear->bias.zero_();
@@ -318,7 +340,6 @@ torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options) {
       embedding->weight.normal_(0.0, 0.02);
     }
   }
-  return model;
 }
 
 std::map<std::string, std::vector<int64_t>> transformer_lm_shapes(const TransformerLMOptions& o) {
