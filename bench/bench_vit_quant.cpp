@@ -82,9 +82,8 @@ at::Tensor fixed_point_weight(const at::Tensor& w, int width) {
   // The least integer bits I whose range [-2^(I-1), 2^(I-1)) holds the largest weight.
   const double largest = w.abs().max().item<double>();
   const int integer_bits = static_cast<int>(std::floor(std::log2(largest))) + 2;
-  return quant::fixed_point_cast(
-      w, quant::ap_fixed(width, integer_bits, quant::QuantMode::AP_RND,
-                         quant::OverflowMode::AP_SAT));
+  return quant::fixed_point_cast(w, quant::ap_fixed(width, integer_bits, quant::QuantMode::AP_RND,
+                                                    quant::OverflowMode::AP_SAT));
 }
 
 }  // namespace
@@ -92,8 +91,9 @@ at::Tensor fixed_point_weight(const at::Tensor& w, int width) {
 int main(int argc, char** argv) {
   strata::bench::exec_with_sleeping_thread_pools(argv);
   return strata::programs::run_main([&] {
-    CLI::App app{"fmnist-vit test accuracy under QFX fixed point, OliVe, BitMoD and per-token "
-                 "activation quantization"};
+    CLI::App app{
+        "fmnist-vit test accuracy under QFX fixed point, OliVe, BitMoD and per-token "
+        "activation quantization"};
     strata::programs::configure_cli(app);
     Config c;
     app.add_option("--checkpoint", c.checkpoint,
@@ -114,9 +114,8 @@ int main(int argc, char** argv) {
     };
     const double baseline = accuracy(*float_model, test, c.images, run(float_model));
     const auto report = [&](const std::string& name, int bits, double value) {
-      nlohmann::json line = strata::bench::json_line("vit-quant", name, value, "accuracy",
-                                                     baseline, value / baseline,
-                                                     static_cast<int>(c.images));
+      nlohmann::json line = strata::bench::json_line("vit-quant", name, value, "accuracy", baseline,
+                                                     value / baseline, static_cast<int>(c.images));
       line["bits"] = bits;
       std::cout << line.dump() << std::endl;
     };
@@ -138,8 +137,8 @@ int main(int argc, char** argv) {
              }},
             {"bitmod W4", 4,
              [](const at::Tensor& w) {
-               return quant::bitmod_dequantize(quant::bitmod_quantize(
-                   w, quant::BitModOptions().bits(4).group_size(64)));
+               return quant::bitmod_dequantize(
+                   quant::bitmod_quantize(w, quant::BitModOptions().bits(4).group_size(64)));
              }},
             {"bitmod W3", 3, [](const at::Tensor& w) {
                return quant::bitmod_dequantize(
@@ -157,11 +156,11 @@ int main(int argc, char** argv) {
         {"per-token W4A8", 4, 8, quant::WeightQuant::RoundToNearest},
         {"per-token W4A4", 4, 4, quant::WeightQuant::RoundToNearest}};
     for (const auto& [name, weight_bits, activation_bits, weights] : per_token) {
-      torch::nn::Sequential q = quant::quantize_transformer_lm(
-          float_model, quant::LmQuantOptions()
-                           .weight_bits(weight_bits)
-                           .activation_bits(activation_bits)
-                           .weights(weights));
+      torch::nn::Sequential q =
+          quant::quantize_transformer_lm(float_model, quant::LmQuantOptions()
+                                                          .weight_bits(weight_bits)
+                                                          .activation_bits(activation_bits)
+                                                          .weights(weights));
       report(name, weight_bits, accuracy(*q, test, c.images, run(q)));
     }
     return 0;

@@ -72,7 +72,8 @@ int run(const Config& c) {
                options.tasks(), " tasks, expected 0 to ", options.tasks() - 1);
   const core::FashionMnist train =
       core::load_fashion_mnist(c.data_dir, core::FashionMnistSplit::Train);
-  const core::FashionMnist test = core::load_fashion_mnist(c.data_dir, core::FashionMnistSplit::Test);
+  const core::FashionMnist test =
+      core::load_fashion_mnist(c.data_dir, core::FashionMnistSplit::Test);
   core::seed_everything(c.seed);
 
   // The model and the tasks it learns: the multi-task model both, the single one --task.
@@ -81,10 +82,10 @@ int run(const Config& c) {
   std::vector<int64_t> tasks;
   torch::nn::Module* model = nullptr;
   if (c.arch == "single") {
-    single = core::make_fmnist_vit(
-        core::FmnistVitOptions(options.vit())
-            .ffn(options.dense_ffn())
-            .classes(options.task_classes()[static_cast<size_t>(c.task)]));
+    single =
+        core::make_fmnist_vit(core::FmnistVitOptions(options.vit())
+                                  .ffn(options.dense_ffn())
+                                  .classes(options.task_classes()[static_cast<size_t>(c.task)]));
     model = single.get();
     tasks = {c.task};
   } else {
@@ -109,8 +110,8 @@ int run(const Config& c) {
   model->train();
   for (int64_t step = 0; step < last; ++step) {
     if (step % steps_per_epoch == 0) order = at::randperm(train.size(), gen);
-    const at::Tensor idx = order.slice(0, (step % steps_per_epoch) * c.batch,
-                                       (step % steps_per_epoch + 1) * c.batch);
+    const at::Tensor idx =
+        order.slice(0, (step % steps_per_epoch) * c.batch, (step % steps_per_epoch + 1) * c.batch);
     const at::Tensor x = train.images.index_select(0, idx);
     const at::Tensor labels = train.labels.index_select(0, idx);
     // Cosine decay to 0 over the schedule.
@@ -153,18 +154,20 @@ int run(const Config& c) {
 int main(int argc, char** argv) {
   return strata::programs::run_main([&] {
     Config c;
-    CLI::App app{"M3ViT on Fashion-MNIST: task-routed experts against a dense multi-task ViT "
-                 "and single-task ViTs"};
+    CLI::App app{
+        "M3ViT on Fashion-MNIST: task-routed experts against a dense multi-task ViT "
+        "and single-task ViTs"};
     strata::programs::configure_cli(app);
     using namespace strata::programs;  // NOLINT(google-build-using-namespace): the flag ranges
     app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
     app.add_option("--arch", c.arch, "m3vit, dense or single")
         ->check(CLI::IsMember({"m3vit", "dense", "single"}));
     app.add_option("--task", c.task, "single: the task it learns (0 label, 1 coarse group)");
-    integer_range(app.add_option("--epochs", c.epochs, "Epochs (the cosine schedule's length)"),
-                  1, kMaxEpochs);
-    integer_range(app.add_option("--max-steps", c.max_steps, "Stop after this many steps (0: no "
-                                                             "limit)"),
+    integer_range(app.add_option("--epochs", c.epochs, "Epochs (the cosine schedule's length)"), 1,
+                  kMaxEpochs);
+    integer_range(app.add_option("--max-steps", c.max_steps,
+                                 "Stop after this many steps (0: no "
+                                 "limit)"),
                   0, kMaxSteps);
     integer_range(app.add_option("--batch", c.batch, "Batch size"), 1, kFashionMnistTrainImages);
     positive_real(app.add_option("--lr", c.lr, "Peak AdamW learning rate"), kMaxLearningRate);

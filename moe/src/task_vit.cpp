@@ -12,8 +12,8 @@ namespace nn = torch::nn;
 at::Tensor fashion_mnist_group(const at::Tensor& labels) {
   // T-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot.
   static const at::Tensor group = at::tensor({0, 1, 0, 0, 0, 2, 0, 2, 3, 2}, at::kLong);
-  STRATA_CHECK(labels.scalar_type() == at::kLong, "Fashion-MNIST labels: a ",
-               labels.scalar_type(), " tensor, expected int64");
+  STRATA_CHECK(labels.scalar_type() == at::kLong, "Fashion-MNIST labels: a ", labels.scalar_type(),
+               " tensor, expected int64");
   return group.to(labels.device()).index_select(0, labels.flatten()).view(labels.sizes());
 }
 

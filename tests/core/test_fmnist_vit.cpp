@@ -47,8 +47,10 @@ TEST(FmnistVit, PatchesAreRowMajorSquares) {
     EXPECT_TRUE(at::allclose(tokens.select(1, 0),
                              (embed->class_token + embed->position.select(1, 0)).expand({3, 64})));
     for (const auto& [r, c] : std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {g - 1, 0}}) {
-      const at::Tensor pixels =
-          x.select(1, 0).slice(1, r * p, (r + 1) * p).slice(2, c * p, (c + 1) * p).reshape({3, p * p});
+      const at::Tensor pixels = x.select(1, 0)
+                                    .slice(1, r * p, (r + 1) * p)
+                                    .slice(2, c * p, (c + 1) * p)
+                                    .reshape({3, p * p});
       const int64_t t = 1 + r * g + c;
       EXPECT_TRUE(at::allclose(tokens.select(1, t),
                                embed->projection(pixels) + embed->position.select(1, t), 1e-6,

@@ -51,8 +51,8 @@ struct M3VitOptions {
   TORCH_ARG(int64_t, expert_ffn) = 64;
   TORCH_ARG(int64_t, top_k) = 2;
   // As TaskMoELayerOptions::task_experts; the default shares experts 3 and 4.
-  TORCH_ARG(std::vector<std::vector<int64_t>>, task_experts) =
-      std::vector<std::vector<int64_t>>{{0, 1, 2, 3, 4}, {3, 4, 5, 6, 7}};
+  TORCH_ARG(std::vector<std::vector<int64_t>>, task_experts) = std::vector<std::vector<int64_t>>{
+      {0, 1, 2, 3, 4}, {3, 4, 5, 6, 7}};
 };
 
 // fmnist-vit's pre-LayerNorm block (bidirectional attention) around any FFN module.

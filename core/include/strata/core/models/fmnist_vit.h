@@ -27,7 +27,7 @@ namespace strata::core {
 struct FmnistVitOptions {
   // Throws strata::Error naming the first bad option (a patch that does not divide 28).
   void validate() const;
-  int64_t grid() const { return kImageSide / patch(); }  // patches per side
+  int64_t grid() const { return kImageSide / patch(); }   // patches per side
   int64_t tokens() const { return grid() * grid() + 1; }  // the patches and the class token
   // The options of the Transformer blocks: bidirectional, context tokens().
   TransformerLMOptions blocks() const;
