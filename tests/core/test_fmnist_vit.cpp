@@ -17,7 +17,7 @@ at::Tensor images(int64_t n, uint64_t seed) {
 
 TEST(FmnistVit, LayoutAndShapes) {
   torch::manual_seed(0);
-  const torch::nn::Sequential model = make_fmnist_model("vit");
+  torch::nn::Sequential model = make_fmnist_model("vit");
   const FmnistVitOptions o;
   EXPECT_EQ(model->size(), static_cast<size_t>(o.layers() + 2));
   EXPECT_EQ(model->named_children().keys().front(), "embed");
@@ -45,7 +45,7 @@ TEST(FmnistVit, PatchesAreRowMajorSquares) {
     const int64_t g = 28 / p;
     ASSERT_EQ(tokens.sizes(), (std::vector<int64_t>{3, g * g + 1, 64}));
     EXPECT_TRUE(at::allclose(tokens.select(1, 0),
-                             (embed->class_token + embed->position.select(1, 0)).expand({3, 64})));
+                             (embed->class_token[0][0] + embed->position[0][0]).expand({3, 64})));
     for (const auto& [r, c] : std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {g - 1, 0}}) {
       const at::Tensor pixels = x.select(1, 0)
                                     .slice(1, r * p, (r + 1) * p)
@@ -63,7 +63,7 @@ TEST(FmnistVit, PatchesAreRowMajorSquares) {
 // a causal mask would hide from it.
 TEST(FmnistVit, ClassTokenSeesEveryPatch) {
   torch::manual_seed(0);
-  const torch::nn::Sequential model = make_fmnist_vit();
+  torch::nn::Sequential model = make_fmnist_vit();
   const at::Tensor x = images(2, 3);
   at::Tensor y = x.clone();
   y.select(2, 27).select(2, 27).add_(5.0);  // the bottom right pixel: the last patch
