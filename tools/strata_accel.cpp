@@ -15,7 +15,7 @@
 // is {"spec": ..., "op": ..., "cost": ..., "microseconds": ...}; access counts are words
 // of the spec's word size, energies pJ (docs/accel.md).
 //
-// `model` runs a built-in model (fmnist-cnn, fmnist-mlp, fmnist-vit, fortunes-lm) on the simulated
+// `model` runs a built-in model (fmnist-cnn, fmnist-mlp, fortunes-lm) on the simulated
 // device with random inputs under the Simulator and prints its CostReport (a table, or
 // JSON with --json); --devices A,B,... cuts the model into a pipeline of stages, stage i
 // on device i with spec i, trains it with the real pipeline (the executor, one worker
@@ -211,9 +211,8 @@ struct Workload {
       x = torch::randint(0, options.vocab(), {f.batch, f.seq});
       y = torch::randint(0, options.vocab(), {f.batch, f.seq});
     } else {
-      STRATA_CHECK(f.model == "fmnist-cnn" || f.model == "fmnist-mlp" || f.model == "fmnist-vit",
-                   "--model ", f.model,
-                   ": unknown, expected fmnist-cnn, fmnist-mlp, fmnist-vit or fortunes-lm");
+      STRATA_CHECK(f.model == "fmnist-cnn" || f.model == "fmnist-mlp", "--model ", f.model,
+                   ": unknown, expected fmnist-cnn, fmnist-mlp or fortunes-lm");
       model = strata::core::make_fmnist_model(f.model.substr(7));
       // Normalized as Fashion-MNIST would be (mean 0.2860, std 0.3530).
       x = (torch::rand({f.batch, 1, 28, 28}) - 0.2860) / 0.3530;
@@ -342,7 +341,7 @@ int run_model(const SpecFlags& sf, const ModelFlags& f) {
                                  " and --seq " + std::to_string(f.seq),
                              strata::core::transformer_lm_training_bytes(
                                  strata::core::TransformerLMOptions().context(f.seq), f.batch));
-  else if (f.model == "fmnist-cnn" || f.model == "fmnist-mlp" || f.model == "fmnist-vit")
+  else if (f.model == "fmnist-cnn" || f.model == "fmnist-mlp")
     strata::core::check_fits("--model " + f.model + " with --batch " + std::to_string(f.batch),
                              strata::core::fmnist_training_bytes(f.model.substr(7), f.batch));
   Workload w(f);
@@ -520,7 +519,7 @@ int main(int argc, char** argv) {
     CLI::App* model = app.add_subcommand(
         "model", "Run a built-in model on simulated accelerators and report its cost");
     add_spec_flags(model, sf);
-    model->add_option("--model", mf.model, "fmnist-cnn, fmnist-mlp, fmnist-vit or fortunes-lm");
+    model->add_option("--model", mf.model, "fmnist-cnn, fmnist-mlp or fortunes-lm");
     integer_range(model->add_option("--batch", mf.batch, "Batch size"), 1,
                   strata::programs::kMaxBatch);
     integer_range(model->add_option("--seq", mf.seq, "fortunes-lm: tokens per sequence"), 1,
