@@ -1,4 +1,4 @@
-// The main job: fmnist-mlp or fmnist-cnn on Fashion-MNIST, data parallel, pipelined, or
+// The main job: fmnist-mlp, fmnist-cnn or fmnist-vit on Fashion-MNIST, data parallel, pipelined, or
 // both.
 //
 //   mpirun -np 2 build/examples/train_fmnist --model cnn --epochs 8             # 2 replicas
@@ -59,7 +59,8 @@ struct Config {
 void add_flags(CLI::App& app, Config& c) {
   using namespace strata::programs;  // NOLINT(google-build-using-namespace): the flag ranges
   app.add_option("--data-dir", c.data_dir, "Fashion-MNIST directory (gzip IDX files)");
-  app.add_option("--model", c.model, "Model: mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}));
+  app.add_option("--model", c.model, "Model: mlp, cnn or vit")
+      ->check(CLI::IsMember({"mlp", "cnn", "vit"}));
   integer_range(
       app.add_option("--epochs", c.epochs, "Epochs (also the learning-rate schedule's length)"), 1,
       kMaxEpochs);
@@ -219,7 +220,7 @@ int main(int argc, char** argv) {
   return strata::programs::run_main([&] {
     Config config;
     CLI::App app{
-        "Data-parallel and pipelined training of fmnist-mlp or fmnist-cnn on "
+        "Data-parallel and pipelined training of fmnist-mlp, fmnist-cnn or fmnist-vit on "
         "Fashion-MNIST.\nRun under mpirun -np N for N ranks, or alone for one process."};
     strata::programs::configure_cli(app);
     add_flags(app, config);

@@ -116,7 +116,8 @@ at::Tensor QuantDecoderBlockImpl::forward(const at::Tensor& x) {
   const auto& attn = block->attn;
   at::Tensor probs;
   const at::Tensor qkv = linear(block->norm1(x), qkv_weight, attn->qkv->bias);
-  const at::Tensor mixed = core::causal_attention(qkv, attn->options.heads(), 0.0, false, &probs);
+  const at::Tensor mixed =
+      core::self_attention(attn->options, qkv, attn->options.heads(), false, &probs);
   const at::Tensor h = x + linear(mixed, out_weight, attn->out->bias);
   const at::Tensor y =
       h + linear(at::gelu(linear(block->norm2(h), ffn_in_weight, block->ffn_in->bias)),

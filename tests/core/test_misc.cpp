@@ -34,7 +34,7 @@ TEST(Models, FmnistShapesAndSizes) {
   EXPECT_EQ(parameter_count(*cnn), (16 * 25 + 16) + (32 * 16 * 25 + 32) + (1568 * 10 + 10));
   EXPECT_EQ(make_fmnist_model("cnn")->size(), 8u);
   EXPECT_EQ(error_of([] { make_fmnist_model("rnn"); }),
-            "model 'rnn': unknown, expected one of: mlp, cnn");
+            "model 'rnn': unknown, expected one of: mlp, cnn, vit");
 }
 
 TEST(Progress, PrintsWithoutCrashing) {

@@ -4,6 +4,7 @@
 
 #include "strata/core/error.h"
 #include "strata/core/memory.h"
+#include "strata/core/models/fmnist_vit.h"
 
 namespace strata::core {
 
@@ -30,11 +31,14 @@ torch::nn::Sequential make_fmnist_cnn() {
 torch::nn::Sequential make_fmnist_model(const std::string& name) {
   if (name == "mlp") return make_fmnist_mlp();
   if (name == "cnn") return make_fmnist_cnn();
-  STRATA_FAIL("model '", name, "': unknown, expected one of: mlp, cnn");
+  if (name == "vit") return make_fmnist_vit();
+  STRATA_FAIL("model '", name, "': unknown, expected one of: mlp, cnn, vit");
 }
 
 int64_t fmnist_training_bytes(const std::string& name, int64_t batch) {
-  STRATA_CHECK(name == "mlp" || name == "cnn", "fmnist model '", name, "': expected mlp or cnn");
+  if (name == "vit") return fmnist_vit_training_bytes(FmnistVitOptions(), batch);
+  STRATA_CHECK(name == "mlp" || name == "cnn", "fmnist model '", name,
+               "': expected mlp, cnn or vit");
   constexpr int64_t kFloat = 4;
   // Per image: the input and every layer's output, kept for backward and matched by a
   // gradient (x 2): the sums below.

@@ -164,7 +164,9 @@ const at::Tensor& causal_bias(int64_t time, const at::TensorOptions& options) {
 
 namespace {
 
-// causal_attention with the additive `bias` of the scores ([T, T], or [B heads, T, T]).
+// The attention kernel, with the additive `bias` of the scores ([T, T], or [B heads, T, T]);
+// an undefined `bias` leaves the mask out (bidirectional: a baddbmm on a zero bias would be
+// one more [B heads, T, T] pass).
 at::Tensor biased_attention(const at::Tensor& qkv, int64_t heads, const at::Tensor& bias,
                             double dropout, bool training, at::Tensor* probs) {
   const int64_t batch = qkv.size(0), time = qkv.size(1), d = qkv.size(2) / 3;
@@ -182,8 +184,10 @@ at::Tensor biased_attention(const at::Tensor& qkv, int64_t heads, const at::Tens
   const at::Tensor &q = qkv_split[0], &k = qkv_split[1], &v = qkv_split[2];
   // One kernel for the scores: the causal bias plus the scaled product (baddbmm's alpha),
   // no separate passes to scale and to mask the [B heads, T, T] scores.
-  const at::Tensor scores = at::baddbmm(bias, q, k.transpose(1, 2), /*beta=*/1.0,
-                                        /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  const at::Tensor scores = bias.defined()
+                                ? at::baddbmm(bias, q, k.transpose(1, 2), /*beta=*/1.0, scale)
+                                : at::bmm(q, k.transpose(1, 2)).mul_(scale);
   // The softmax in the scores' dtype. Under bf16 autocast that is bf16, whose CPU kernel
   // sums in fp32 and rounds once: its probabilities are the fp32 softmax's rounded to bf16,
   // bit for bit (TransformerLM.Bf16SoftmaxIsTheFp32SoftmaxRounded), which is what the bf16
@@ -232,6 +236,18 @@ at::Tensor padded_causal_attention(const at::Tensor& qkv, int64_t heads,
   return biased_attention(qkv, heads, bias, dropout, training, nullptr);
 }
 
+at::Tensor bidirectional_attention(const at::Tensor& qkv, int64_t heads, double dropout,
+                                   bool training, at::Tensor* probs) {
+  check_qkv(qkv, heads);
+  return biased_attention(qkv, heads, at::Tensor(), dropout, training, probs);
+}
+
+at::Tensor self_attention(const TransformerLMOptions& options, const at::Tensor& qkv, int64_t heads,
+                          bool training, at::Tensor* probs) {
+  return options.causal() ? causal_attention(qkv, heads, options.dropout(), training, probs)
+                          : bidirectional_attention(qkv, heads, options.dropout(), training, probs);
+}
+
 at::Tensor causal_attention_reference(const at::Tensor& qkv, int64_t heads, double dropout,
                                       bool training) {
   check_qkv(qkv, heads);
@@ -252,8 +268,7 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
                ", expected [batch, time, ", options.d_model(), "]");
   STRATA_CHECK(active_heads >= 1 && active_heads <= heads, "attention: ", active_heads,
                " active heads, expected 1 to ", heads);
-  if (active_heads == heads)
-    return out(causal_attention(qkv(x), heads, options.dropout(), is_training()));
+  if (active_heads == heads) return out(self_attention(options, qkv(x), heads, is_training()));
   // The first active_heads heads: the leading rows of each of the q, k and v blocks.
   const int64_t inner = heads * options.head_dim(), width = active_heads * options.head_dim();
   std::vector<at::Tensor> parts;
@@ -261,8 +276,7 @@ at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
     parts.push_back(at::linear(x, qkv->weight.narrow(0, block * inner, width),
                                qkv->bias.narrow(0, block * inner, width)));
   }
-  const at::Tensor y =
-      causal_attention(at::cat(parts, -1), active_heads, options.dropout(), is_training());
+  const at::Tensor y = self_attention(options, at::cat(parts, -1), active_heads, is_training());
   return at::linear(y, out->weight.narrow(1, 0, width), out->bias);
 }
 
@@ -347,9 +361,13 @@ torch::nn::Sequential build_transformer_lm(const TransformerLMOptions& options) 
   model->push_back("norm", Norm(nn::LayerNormOptions({options.d_model()})));
   model->push_back("head", LMHead(embed->token->weight));
 
-  // GPT-2's initialization; LayerNorms keep their identity start (weight 1, bias 0).
+  init_gpt2_weights(*model);
+  return model;
+}
+
+void init_gpt2_weights(torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
-  for (const auto& module : model->modules(/*include_self=*/false)) {
+  for (const auto& module : model.modules(/*include_self=*/false)) {
     if (auto* linear = module->as<nn::Linear>()) {
       linear->weight.normal_(0.0, 0.02);
       linear->bias.zero_();
@@ -357,7 +375,6 @@ torch::nn::Sequential build_transformer_lm(const TransformerLMOptions& options) 
       embedding->weight.normal_(0.0, 0.02);
     }
   }
-  return model;
 }
 
 }  // namespace

@@ -16,10 +16,12 @@ torch::nn::Sequential make_fmnist_mlp();
 // MaxPool2d(2), Flatten, Linear(1568,10).
 torch::nn::Sequential make_fmnist_cnn();
 
-// "mlp" or "cnn" (for a --model flag); anything else is a strata::Error listing both.
+// "mlp", "cnn" or "vit" (fmnist-vit with its default options, fmnist_vit.h; for a --model
+// flag); anything else is a strata::Error listing them.
 torch::nn::Sequential make_fmnist_model(const std::string& name);
 
-// Bytes one training step of `batch` images of fmnist-mlp or fmnist-cnn ("mlp", "cnn")
+// Bytes one training step of `batch` images of fmnist-mlp, fmnist-cnn or fmnist-vit
+// ("mlp", "cnn", "vit")
 // needs, about (weights, gradients, momentum, and the activations autograd keeps): an
 // estimate to refuse absurd batches with (core::check_fits); saturates at INT64_MAX.
 int64_t fmnist_training_bytes(const std::string& name, int64_t batch);

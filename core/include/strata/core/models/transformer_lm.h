@@ -52,6 +52,10 @@ struct TransformerLMOptions {
   TORCH_ARG(int64_t, layers) = 4;
   TORCH_ARG(int64_t, context) = 128;
   TORCH_ARG(double, dropout) = 0.0;
+  // false: every position attends to every position (bidirectional_attention), as in an
+  // encoder such as fmnist-vit's blocks. Not recorded by transformer_lm_to_json (the LM
+  // is always causal).
+  TORCH_ARG(bool, causal) = true;
   // Per-layer widths, for a submodel cut out of a MatFormer-trained model
   // (strata::elastic): block i's FFN has layer_ffn[i] hidden neurons and its attention
   // layer_heads[i] heads of head_dim() each. Empty: every block has `ffn` and `heads`.
@@ -97,6 +101,16 @@ TORCH_MODULE(TokenEmbedding);
 at::Tensor causal_attention(const at::Tensor& qkv, int64_t heads, double dropout, bool training,
                             at::Tensor* probs = nullptr);
 
+// causal_attention without the mask: position t attends to every position (an encoder's
+// attention, fmnist-vit's). The same kernel, minus the bias.
+at::Tensor bidirectional_attention(const at::Tensor& qkv, int64_t heads, double dropout,
+                                   bool training, at::Tensor* probs = nullptr);
+
+// The attention of blocks built with `options`: causal_attention, or
+// bidirectional_attention where options.causal() is false, with options.dropout().
+at::Tensor self_attention(const TransformerLMOptions& options, const at::Tensor& qkv, int64_t heads,
+                          bool training, at::Tensor* probs = nullptr);
+
 // The same attention as separate passes (4-d matmul, scale, masked_fill, softmax, matmul),
 // as causal_attention computed it before the fused kernel: its oracle in the tests and its
 // baseline in bench/bench_lm_step. Equal within rounding (about 1e-6 relative in fp32).
@@ -104,7 +118,8 @@ at::Tensor causal_attention_reference(const at::Tensor& qkv, int64_t heads, doub
                                       bool training);
 
 // Causal multi-head self-attention: out(causal_attention(qkv(x))), with the heads of
-// layer `layer` (options.heads_of(layer), head_dim() wide each).
+// layer `layer` (options.heads_of(layer), head_dim() wide each); bidirectional where
+// options.causal() is false (self_attention).
 //
 // Nested heads (MatFormer): with active_heads h < heads it runs the first h heads only,
 // by slicing the weights (views, no copies): the first h * head_dim rows of each of the
@@ -178,6 +193,10 @@ TORCH_MODULE(LMHead);
 // The model above, initialized like GPT-2: weights normal(0, 0.02), biases zero,
 // LayerNorms identity; deterministic under torch::manual_seed.
 torch::nn::Sequential make_transformer_lm(const TransformerLMOptions& options = {});
+
+// GPT-2's initialization of everything under `model`: every Linear's and Embedding's
+// weight normal(0, 0.02), Linear biases zero; LayerNorms keep their identity start.
+void init_gpt2_weights(torch::nn::Module& model);
 
 // The shape of every parameter make_transformer_lm(options) registers, by name (the tied
 // table under both of its names), without building the model.
