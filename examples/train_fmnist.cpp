@@ -248,10 +248,6 @@ int main(int argc, char** argv) {
     const int pp = config.pipeline.options.pipeline_parallel();
     STRATA_CHECK(config.zero == 0 || pp == 1, "--zero ", config.zero, " with --pp ", pp,
                  " is not supported yet (use --zero 0 or --pp 1)");
-    STRATA_CHECK(
-        config.zero == 0 || (config.run.checkpoint_dir.empty() && config.run.resume.empty()),
-        "--zero ", config.zero,
-        " with --checkpoint-dir or --resume is not supported yet (use --zero 0)");
     strata::core::check_fits(
         "--batch " + std::to_string(config.batch) + " of --model " + config.model,
         strata::core::fmnist_training_bytes(config.model, config.batch));
