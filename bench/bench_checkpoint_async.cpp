@@ -96,7 +96,9 @@ int main(int argc, char** argv) {
     const double base = strata::bench::median(none);
     const double sync_stall = (strata::bench::median(sync) - base) / checkpoints;
     const double async_stall = (strata::bench::median(async) - base) / checkpoints;
-    for (const auto& [name, stall] : {std::pair{"sync", sync_stall}, {"async", async_stall}}) {
+    const std::vector<std::pair<std::string, double>> stalls = {{"sync", sync_stall},
+                                                                {"async", async_stall}};
+    for (const auto& [name, stall] : stalls) {
       nlohmann::json line = strata::bench::json_line("checkpoint_async", name, stall * 1e3, "ms",
                                                      sync_stall * 1e3, stall / sync_stall, c.runs);
       line["mb"] = c.mb;
