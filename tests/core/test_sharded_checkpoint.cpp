@@ -102,7 +102,7 @@ TEST(ShardedCheckpoint, RefusesShardsThatDisagreeWithTheManifest) {
   std::unique_ptr<torch::optim::Adam> optimizer;
   nn::Sequential model = trained_model(&optimizer);
   const CheckpointContents contents = checkpoint_contents(*model, optimizer.get());
-  const std::string ckpt = dir / "ckpt" / "step-00000002";
+  const std::string ckpt = dir / "ckpt/step-00000002";
   write_sharded(ckpt, contents, 2);
   const std::string shard1 = ckpt + "/shard-00001-of-00002.bin";
   const auto fresh_copy = [&](const std::string& name) {
@@ -145,9 +145,9 @@ TEST(ShardedCheckpoint, RefusesShardsThatDisagreeWithTheManifest) {
 
   // --resume auto takes the one before a broken sharded checkpoint.
   fs::remove(shard1);
-  write_checkpoint(dir / "ckpt" / "step-00000001", contents, 1);
+  write_checkpoint(dir / "ckpt/step-00000001", contents, 1);
   std::vector<std::string> rejected;
-  EXPECT_EQ(latest_valid_checkpoint(dir / "ckpt", &rejected), dir / "ckpt" / "step-00000001");
+  EXPECT_EQ(latest_valid_checkpoint(dir / "ckpt", &rejected), dir / "ckpt/step-00000001");
   ASSERT_EQ(rejected.size(), 1u);
   EXPECT_THAT(rejected[0], HasSubstr("is missing"));
 }
