@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
     add_flags(app, config);
     if (auto exit_code = strata::programs::parse_cli(app, argc, argv)) return *exit_code;
     strata::programs::check_pipeline_flags(app, config.pipeline);
-    strata::programs::check_step_flags(config.step, config.pipeline, config.run);
+    strata::programs::check_step_flags(config.step, config.pipeline);
     strata::core::check_fits(
         "--batch " + std::to_string(config.batch) + " of --model " + config.model,
         strata::core::fmnist_training_bytes(config.model, config.batch));

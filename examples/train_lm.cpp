@@ -565,7 +565,7 @@ int main(int argc, char** argv) {
     config.steps_given = app.count("--steps") > 0;
     check_languini_flags(config);
     check_variable_length(config);
-    strata::programs::check_step_flags(config.step, config.pipeline, config.run);
+    strata::programs::check_step_flags(config.step, config.pipeline);
     // Before any rank allocates: a model or batch beyond this machine is refused with its size
     // (every rank checks the same numbers, so all of them stop with this one line).
     if (config.is_lstm()) {

@@ -164,25 +164,147 @@ std::string manifest_text(const nlohmann::ordered_json& head,
   return text + "\n  ]\n}\n";
 }
 
+nlohmann::ordered_json manifest_head(int64_t step, const json& extra, const json& optimizer) {
+  STRATA_CHECK(step >= 0 && step <= kMaxCheckpointStep, "checkpoint step ", step,
+               ", expected at least 0 and at most ", kMaxCheckpointStep);
+  return {{"format", kFormat},
+          {"version", kVersion},
+          {"step", step},
+          {"extra", extra.is_null() ? json::object() : extra},
+          {"optimizer", optimizer}};
+}
+
+// Writes the manifest into `tmp` (whose data files are complete), then renames `tmp` to
+// `path`. An existing checkpoint is moved aside, the new one moved in, then the old one
+// deleted: a crash in between leaves either the old or the new one readable.
+void install_checkpoint(const std::string& tmp, const std::string& path, const std::string& id,
+                        const nlohmann::ordered_json& head,
+                        const std::vector<nlohmann::ordered_json>& tensors) {
+  SyncedFile manifest_file(tmp + "/" + kManifest);
+  const std::string text = manifest_text(head, tensors);
+  manifest_file.write(text.data(), text.size());
+  manifest_file.close();
+  sync_directory(tmp);
+
+  std::error_code ec;
+  if (fs::exists(path)) {
+    const std::string old = path + ".old-" + id;
+    fs::remove_all(old, ec);
+    rename_or_throw(path, old);
+    try {
+      rename_or_throw(tmp, path);
+    } catch (...) {
+      std::rename(old.c_str(), path.c_str());
+      throw;
+    }
+    fs::remove_all(old, ec);
+  } else {
+    rename_or_throw(tmp, path);
+  }
+  const std::string parent = fs::path(path).parent_path().string();
+  sync_directory(parent.empty() ? "." : parent);
+}
+
 // ---------------------------------------------------------------- reading
+
+// Elements [start, start + numel) of a tensor, at byte `offset` of file `file`.
+struct ManifestPiece {
+  size_t file = 0;
+  uint64_t offset = 0;
+  int64_t start = 0;
+  int64_t numel = 0;
+  uint64_t nbytes = 0;
+  std::string xxh64;
+};
 
 struct ManifestTensor {
   std::string name;
   std::string kind;
   at::ScalarType dtype;
   std::vector<int64_t> shape;
-  uint64_t offset;
   uint64_t nbytes;
-  std::string xxh64;
+  std::vector<ManifestPiece> pieces;  // one (the whole tensor in tensors.bin) unless sharded
+};
+
+// A data file: tensors.bin, or one shard file (whose checksum is known).
+struct ManifestFile {
+  std::string name;
+  uint64_t nbytes = 0;
+  std::optional<std::string> xxh64;
 };
 
 struct Manifest {
   int64_t step = 0;
   json extra;
+  json optimizer;                             // as saved: null or {"type", "lr"}
   std::optional<std::string> optimizer_type;  // none when saved without an optimizer
   std::vector<double> lrs;                    // the learning rate of each param group
+  std::vector<ManifestFile> files;
+  bool sharded = false;
   std::vector<ManifestTensor> tensors;
 };
+
+constexpr const char* kSharded = "sharded";
+
+std::string shard_file_name(int shard, int shards) {
+  char name[64];
+  std::snprintf(name, sizeof name, "shard-%05d-of-%05d.bin", shard, shards);
+  return name;
+}
+
+// The layout of a sharded manifest: the shard files, each tensor's pieces covering it
+// exactly once, each file's pieces back to back from its start to its end.
+void read_sharded_layout(const JsonField& root, const std::string& manifest_path,
+                         Manifest& manifest) {
+  manifest.sharded = true;
+  const std::vector<JsonField> shards = root["shards"].elements();
+  STRATA_CHECK(!shards.empty(), root["shards"].name(), ": empty, expected one entry per shard");
+  for (size_t i = 0; i < shards.size(); ++i) {
+    ManifestFile file;
+    file.name = shards[i]["file"].string();
+    const std::string expected =
+        shard_file_name(static_cast<int>(i), static_cast<int>(shards.size()));
+    if (file.name != expected) shards[i]["file"].fail(json(expected).dump());
+    file.nbytes = static_cast<uint64_t>(shards[i]["nbytes"].integer(0));
+    file.xxh64 = shards[i]["xxh64"].string();
+    manifest.files.push_back(std::move(file));
+  }
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> extents(manifest.files.size());
+  for (ManifestTensor& t : manifest.tensors) {
+    const int64_t numel = c10::multiply_integers(t.shape);
+    const uint64_t element = c10::elementSize(t.dtype);
+    std::sort(t.pieces.begin(), t.pieces.end(),
+              [](const ManifestPiece& a, const ManifestPiece& b) { return a.start < b.start; });
+    int64_t covered = 0;
+    for (ManifestPiece& piece : t.pieces) {
+      STRATA_CHECK(piece.file < manifest.files.size(), manifest_path, ": tensor '", t.name,
+                   "' has a piece in shard ", piece.file, ", expected a shard below ",
+                   manifest.files.size());
+      STRATA_CHECK(piece.start == covered, manifest_path, ": tensor '", t.name,
+                   "': the shards' pieces start at element ", piece.start, ", expected ", covered,
+                   " (shards that disagree on the sharding layout)");
+      STRATA_CHECK(piece.numel <= numel - covered, manifest_path, ": tensor '", t.name,
+                   "': a piece ends at element ", piece.start + piece.numel, ", past its ", numel,
+                   " elements");
+      covered += piece.numel;
+      piece.nbytes = static_cast<uint64_t>(piece.numel) * element;
+      extents[piece.file].emplace_back(piece.offset, piece.nbytes);
+    }
+    STRATA_CHECK(covered == numel, manifest_path, ": tensor '", t.name, "': the shards hold ",
+                 covered, " of its ", numel, " elements (shards that disagree on the layout)");
+  }
+  for (size_t f = 0; f < extents.size(); ++f) {
+    std::sort(extents[f].begin(), extents[f].end());
+    uint64_t end = 0;
+    for (const auto& [offset, nbytes] : extents[f]) {
+      STRATA_CHECK(offset == end, manifest_path, ": ", manifest.files[f].name,
+                   " has a piece at byte ", offset, ", expected ", end);
+      end += nbytes;
+    }
+    STRATA_CHECK(end == manifest.files[f].nbytes, manifest_path, ": ", manifest.files[f].name,
+                 " has nbytes ", manifest.files[f].nbytes, ", its pieces hold ", end);
+  }
+}
 
 // A version this reader knows: "MAJOR.MINOR.PATCH" no newer in MAJOR.MINOR than this
 // strata (a newer one may have changed the format).
@@ -220,6 +342,7 @@ Manifest read_manifest(const std::string& path) {
     manifest.extra = json::object();
   if (root.has("optimizer") && !root["optimizer"].json().is_null()) {
     const JsonField optimizer = root["optimizer"].object();
+    manifest.optimizer = optimizer.json();
     const std::string type = optimizer["type"].string();
     if (type != "SGD" && type != "Adam" && type != "AdamW")
       optimizer["type"].fail("\"SGD\", \"Adam\" or \"AdamW\"");
@@ -227,6 +350,9 @@ Manifest read_manifest(const std::string& path) {
     // A learning rate below 0 climbs the loss; NaN or infinity ends in NaN weights.
     manifest.lrs = optimizer["lr"].numbers(0.0);
   }
+  const bool sharded = root.has("layout");
+  if (sharded && root["layout"].string() != kSharded)
+    root["layout"].fail(json(kSharded).dump() + " (or no layout: one tensors.bin)");
   std::set<std::string> seen;
   uint64_t next_offset = 0;
   for (const JsonField& entry : root["tensors"].elements()) {
@@ -238,9 +364,6 @@ Manifest read_manifest(const std::string& path) {
     if (entry["shape"].json().size() > kMaxCheckpointDims)
       entry["shape"].fail(strata::detail::concat("at most ", kMaxCheckpointDims, " sizes"));
     t.shape = entry["shape"].integers(0);
-    t.offset = static_cast<uint64_t>(entry["offset"].integer(0));
-    t.nbytes = static_cast<uint64_t>(entry["nbytes"].integer(0));
-    t.xxh64 = entry["xxh64"].string();
     STRATA_CHECK(seen.insert(t.name).second, manifest_path, ": tensor '", t.name,
                  "' appears twice");
     STRATA_CHECK(t.kind == "parameter" || t.kind == "buffer" || t.kind == "optimizer",
@@ -261,45 +384,107 @@ Manifest read_manifest(const std::string& path) {
                    " holds more than 2^63 bytes of ", dtype, ", expected a size that fits");
       expected *= static_cast<uint64_t>(size);
     }
-    STRATA_CHECK(t.nbytes == expected, manifest_path, ": tensor '", t.name, "' has nbytes ",
-                 t.nbytes, ", expected ", expected, " for shape ", c10::IntArrayRef(t.shape), " ",
-                 dtype);
-    STRATA_CHECK(t.offset == next_offset, manifest_path, ": tensor '", t.name, "' has offset ",
-                 t.offset, ", expected ", next_offset);
-    STRATA_CHECK(t.nbytes <= limit - next_offset, manifest_path, ": tensor '", t.name,
+    t.nbytes = expected;
+    if (sharded) {
+      for (const JsonField& p : entry["pieces"].elements()) {
+        ManifestPiece piece;
+        piece.file = static_cast<size_t>(p["shard"].integer(0));
+        piece.offset = static_cast<uint64_t>(p["offset"].integer(0));
+        piece.start = p["start"].integer(0);
+        piece.numel = p["numel"].integer(0);
+        piece.xxh64 = p["xxh64"].string();
+        t.pieces.push_back(std::move(piece));
+      }
+      manifest.tensors.push_back(std::move(t));
+      continue;
+    }
+    ManifestPiece whole;
+    whole.offset = static_cast<uint64_t>(entry["offset"].integer(0));
+    whole.nbytes = static_cast<uint64_t>(entry["nbytes"].integer(0));
+    whole.numel = static_cast<int64_t>(expected / c10::elementSize(t.dtype));
+    whole.xxh64 = entry["xxh64"].string();
+    STRATA_CHECK(whole.nbytes == expected, manifest_path, ": tensor '", t.name, "' has nbytes ",
+                 whole.nbytes, ", expected ", expected, " for shape ", c10::IntArrayRef(t.shape),
+                 " ", dtype);
+    STRATA_CHECK(whole.offset == next_offset, manifest_path, ": tensor '", t.name, "' has offset ",
+                 whole.offset, ", expected ", next_offset);
+    STRATA_CHECK(whole.nbytes <= limit - next_offset, manifest_path, ": tensor '", t.name,
                  "' ends past 2^63 bytes");
-    next_offset += t.nbytes;
+    next_offset += whole.nbytes;
+    t.pieces.push_back(std::move(whole));
     manifest.tensors.push_back(std::move(t));
+  }
+  if (sharded) {
+    read_sharded_layout(root, manifest_path, manifest);
+  } else {
+    manifest.files.push_back({kTensors, next_offset, std::nullopt});
   }
   return manifest;
 }
 
-// Opens tensors.bin, checking that its size is the manifest's total.
-std::ifstream open_tensors(const std::string& path, const Manifest& manifest) {
-  const std::string bin_path = path + "/" + kTensors;
-  uint64_t expected = 0;
-  for (const ManifestTensor& t : manifest.tensors) expected += t.nbytes;
-  check_input_file(bin_path);
-  std::error_code ec;
-  const uint64_t size = fs::file_size(bin_path, ec);
-  STRATA_CHECK(!ec, bin_path, ": cannot read (", ec.message(), ")");
-  STRATA_CHECK(size >= expected, path, ": tensors.bin is truncated: ", size, " bytes, expected ",
-               expected);
-  STRATA_CHECK(size == expected, path, ": tensors.bin has ", size, " bytes, expected ", expected,
-               " (trailing data)");
-  std::ifstream in(bin_path, std::ios::binary);
-  STRATA_CHECK(in.good(), bin_path, ": cannot open (", errno_text(), ")");
-  return in;
+// The XXH3 checksum of a whole file, read in blocks.
+std::string file_checksum(std::ifstream& in, const std::string& file_path) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  std::vector<char> block(1 << 20);
+  while (in) {
+    in.read(block.data(), static_cast<std::streamsize>(block.size()));
+    XXH3_64bits_update(state, block.data(), static_cast<size_t>(in.gcount()));
+  }
+  const uint64_t sum = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  STRATA_CHECK(in.eof(), file_path, ": read failed (", errno_text(), ")");
+  in.clear();
+  return hex64(sum);
 }
 
-// Tensor `t` of the checkpoint at `path` as a fresh CPU tensor, its checksum verified.
-at::Tensor read_tensor(std::ifstream& in, const std::string& path, const ManifestTensor& t) {
+// Opens the data files (tensors.bin, or every shard file), checking each one's size against
+// the manifest and a shard's checksum.
+std::vector<std::ifstream> open_tensors(const std::string& path, const Manifest& manifest) {
+  std::vector<std::ifstream> files;
+  for (const ManifestFile& file : manifest.files) {
+    const std::string bin_path = path + "/" + file.name;
+    std::error_code ec;
+    STRATA_CHECK(!manifest.sharded || fs::exists(bin_path, ec), "checkpoint ", path,
+                 ": shard file ", file.name, " is missing (", manifest.files.size(),
+                 " shards in its manifest)");
+    check_input_file(bin_path);
+    const uint64_t size = fs::file_size(bin_path, ec);
+    STRATA_CHECK(!ec, bin_path, ": cannot read (", ec.message(), ")");
+    const uint64_t expected = file.nbytes;
+    STRATA_CHECK(size >= expected, path, ": ", file.name, " is truncated: ", size,
+                 " bytes, expected ", expected);
+    STRATA_CHECK(size == expected, path, ": ", file.name, " has ", size, " bytes, expected ",
+                 expected, " (trailing data)");
+    std::ifstream in(bin_path, std::ios::binary);
+    STRATA_CHECK(in.good(), bin_path, ": cannot open (", errno_text(), ")");
+    if (file.xxh64) {
+      const std::string sum = file_checksum(in, bin_path);
+      STRATA_CHECK(sum == *file.xxh64, "checkpoint ", path, ": ", file.name, " has checksum ", sum,
+                   ", the manifest says ", *file.xxh64,
+                   " (a shard of another checkpoint, or corrupt)");
+    }
+    files.push_back(std::move(in));
+  }
+  return files;
+}
+
+// Tensor `t` of the checkpoint at `path` as a fresh CPU tensor, each piece's checksum
+// verified.
+at::Tensor read_tensor(std::vector<std::ifstream>& files, const std::string& path,
+                       const Manifest& manifest, const ManifestTensor& t) {
   at::Tensor tensor = at::empty(t.shape, at::TensorOptions().dtype(t.dtype));
-  in.seekg(static_cast<std::streamoff>(t.offset));
-  in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(t.nbytes));
-  STRATA_CHECK(in.good(), path, "/", kTensors, ": read failed at tensor '", t.name, "'");
-  STRATA_CHECK(hex64(checksum(tensor)) == t.xxh64, "tensor '", t.name,
-               "': checksum mismatch (corrupt checkpoint ", path, ")");
+  const at::Tensor flat = tensor.view({-1});
+  for (const ManifestPiece& piece : t.pieces) {
+    const at::Tensor part = flat.narrow(0, piece.start, piece.numel);
+    std::ifstream& in = files[piece.file];
+    in.seekg(static_cast<std::streamoff>(piece.offset));
+    in.read(static_cast<char*>(part.data_ptr()), static_cast<std::streamsize>(piece.nbytes));
+    STRATA_CHECK(in.good(), path, "/", manifest.files[piece.file].name, ": read failed at tensor '",
+                 t.name, "'");
+    STRATA_CHECK(hex64(checksum(part)) == piece.xxh64, "tensor '", t.name,
+                 "': checksum mismatch (corrupt checkpoint ", path, ")");
+  }
   return tensor;
 }
 
@@ -415,39 +600,106 @@ void CheckpointWriter::add(const std::string& name, const std::string& kind,
 void CheckpointWriter::commit(int64_t step, const json& extra, const json& optimizer) {
   State& s = *state_;
   STRATA_CHECK(!s.committed, "checkpoint ", s.path, ": commit() twice");
-  STRATA_CHECK(step >= 0 && step <= kMaxCheckpointStep, "checkpoint step ", step,
-               ", expected at least 0 and at most ", kMaxCheckpointStep);
+  const nlohmann::ordered_json head = manifest_head(step, extra, optimizer);
   s.bin->close();
-  const nlohmann::ordered_json head = {{"format", kFormat},
-                                       {"version", kVersion},
-                                       {"step", step},
-                                       {"extra", extra.is_null() ? json::object() : extra},
-                                       {"optimizer", optimizer}};
-  SyncedFile manifest_file(s.tmp + "/" + kManifest);
-  const std::string text = manifest_text(head, s.entries);
-  manifest_file.write(text.data(), text.size());
-  manifest_file.close();
-  sync_directory(s.tmp);
-
-  // Replace an existing checkpoint: move it aside, move the new one in, then delete the
-  // old one. A crash in between leaves either the old or the new one readable.
-  std::error_code ec;
-  if (fs::exists(s.path)) {
-    const std::string old = s.path + ".old-" + s.pid;
-    fs::remove_all(old, ec);
-    rename_or_throw(s.path, old);
-    try {
-      rename_or_throw(s.tmp, s.path);
-    } catch (...) {
-      std::rename(old.c_str(), s.path.c_str());
-      throw;
-    }
-    fs::remove_all(old, ec);
-  } else {
-    rename_or_throw(s.tmp, s.path);
-  }
+  install_checkpoint(s.tmp, s.path, s.pid, head, s.entries);
   s.committed = true;
-  sync_directory(s.parent.empty() ? "." : s.parent);
+}
+
+// ---------------------------------------------------------------- sharded checkpoints
+
+std::string sharded_checkpoint_tmp(const std::string& path, const std::string& id) {
+  return strip_slashes(path) + ".tmp-" + id;
+}
+
+void begin_sharded_checkpoint(const std::string& tmp) {
+  const std::string parent = fs::path(tmp).parent_path().string();
+  std::error_code ec;
+  if (!parent.empty()) {
+    fs::create_directories(parent, ec);
+    STRATA_CHECK(!ec, "checkpoint directory ", parent, ": cannot create (", ec.message(), ")");
+  }
+  fs::remove_all(tmp, ec);
+  STRATA_CHECK(fs::create_directory(tmp, ec) && !ec, "checkpoint: cannot create ", tmp, " (",
+               ec.message(), ")");
+}
+
+json write_checkpoint_shard(const std::string& tmp, int shard, int shards,
+                            const std::vector<CheckpointPiece>& pieces) {
+  STRATA_CHECK(shards >= 1 && shard >= 0 && shard < shards, "checkpoint shard ", shard, " of ",
+               shards, ", expected 0 <= shard < shards");
+  const std::string file = shard_file_name(shard, shards);
+  SyncedFile out(tmp + "/" + file);
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> whole(XXH3_createState(),
+                                                                        XXH3_freeState);
+  XXH3_64bits_reset(whole.get());
+  json entries = json::array();
+  uint64_t offset = 0;
+  for (const CheckpointPiece& piece : pieces) {
+    const at::Tensor cpu = piece.data.detach().to(at::kCPU).contiguous();
+    out.write(cpu.data_ptr(), cpu.nbytes());
+    XXH3_64bits_update(whole.get(), cpu.data_ptr(), cpu.nbytes());
+    entries.push_back({{"name", piece.name},
+                       {"kind", piece.kind},
+                       {"dtype", detail::dtype_name(cpu.scalar_type())},
+                       {"shape", piece.shape},
+                       {"offset", offset},
+                       {"start", piece.start},
+                       {"numel", cpu.numel()},
+                       {"xxh64", hex64(checksum(cpu))}});
+    offset += cpu.nbytes();
+    fault_point("checkpoint-write");
+  }
+  out.close();
+  return {{"file", file},
+          {"nbytes", offset},
+          {"xxh64", hex64(XXH3_64bits_digest(whole.get()))},
+          {"pieces", entries}};
+}
+
+void commit_sharded_checkpoint(const std::string& path_in, const std::string& tmp,
+                               const std::vector<json>& shards, int64_t step, const json& extra,
+                               const json& optimizer) {
+  const std::string path = strip_slashes(path_in);
+  nlohmann::ordered_json head = manifest_head(step, extra, optimizer);
+  head["layout"] = kSharded;
+  nlohmann::ordered_json files = nlohmann::ordered_json::array();
+  std::vector<nlohmann::ordered_json> tensors;
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const json& shard = shards[i];
+    files.push_back(
+        {{"file", shard.at("file")}, {"nbytes", shard.at("nbytes")}, {"xxh64", shard.at("xxh64")}});
+    for (const json& p : shard.at("pieces")) {
+      const std::string name = p.at("name");
+      const auto [it, fresh] = index.emplace(name, tensors.size());
+      if (fresh) {
+        tensors.push_back({{"name", name},
+                           {"kind", p.at("kind")},
+                           {"dtype", p.at("dtype")},
+                           {"shape", p.at("shape")},
+                           {"pieces", nlohmann::ordered_json::array()}});
+      }
+      nlohmann::ordered_json& t = tensors[it->second];
+      const auto same = [&](const char* key) { return t[key].dump() == p.at(key).dump(); };
+      STRATA_CHECK(same("kind") && same("dtype") && same("shape"), "checkpoint ", path, ": shard ",
+                   i, " holds tensor '", name, "' as ", p.at("kind").dump(), " ",
+                   p.at("dtype").dump(), " ", p.at("shape").dump(), ", an earlier shard as ",
+                   t["kind"].dump(), " ", t["dtype"].dump(), " ", t["shape"].dump());
+      t["pieces"].push_back({{"shard", i},
+                             {"offset", p.at("offset")},
+                             {"start", p.at("start")},
+                             {"numel", p.at("numel")},
+                             {"xxh64", p.at("xxh64")}});
+    }
+  }
+  head["shards"] = files;
+  install_checkpoint(tmp, path, std::to_string(::getpid()), head, tensors);
+}
+
+void abort_sharded_checkpoint(const std::string& tmp) {
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
 }
 
 // ---------------------------------------------------------------- CheckpointReader
@@ -457,7 +709,7 @@ struct CheckpointReader::State {
   Manifest manifest;
   std::vector<Entry> entries;
   std::unordered_map<std::string, size_t> index;
-  std::ifstream in;
+  std::vector<std::ifstream> files;
 };
 
 CheckpointReader::CheckpointReader(const std::string& path_in) : state_(std::make_unique<State>()) {
@@ -468,7 +720,7 @@ CheckpointReader::CheckpointReader(const std::string& path_in) : state_(std::mak
     s.index.emplace(t.name, s.entries.size());
     s.entries.push_back({t.name, t.kind, t.dtype, t.shape});
   }
-  s.in = open_tensors(s.path, s.manifest);
+  s.files = open_tensors(s.path, s.manifest);
 }
 
 CheckpointReader::~CheckpointReader() = default;
@@ -476,6 +728,7 @@ CheckpointReader::~CheckpointReader() = default;
 const std::string& CheckpointReader::path() const { return state_->path; }
 int64_t CheckpointReader::step() const { return state_->manifest.step; }
 const json& CheckpointReader::extra() const { return state_->manifest.extra; }
+const json& CheckpointReader::optimizer() const { return state_->manifest.optimizer; }
 const std::vector<CheckpointReader::Entry>& CheckpointReader::entries() const {
   return state_->entries;
 }
@@ -489,7 +742,7 @@ at::Tensor CheckpointReader::read(const std::string& name) {
   State& s = *state_;
   const auto it = s.index.find(name);
   STRATA_CHECK(it != s.index.end(), "checkpoint ", s.path, " has no tensor '", name, "'");
-  return read_tensor(s.in, s.path, s.manifest.tensors[it->second]);
+  return read_tensor(s.files, s.path, s.manifest, s.manifest.tensors[it->second]);
 }
 
 // ---------------------------------------------------------------- load
@@ -540,9 +793,10 @@ int64_t load_checkpoint(const std::string& path_in, torch::nn::Module& model,
   }
 
   // 4. Data: file size and checksums.
-  std::ifstream in = open_tensors(path, manifest);
+  std::vector<std::ifstream> files = open_tensors(path, manifest);
   std::unordered_map<std::string, at::Tensor> data;
-  for (const ManifestTensor& t : manifest.tensors) data.emplace(t.name, read_tensor(in, path, t));
+  for (const ManifestTensor& t : manifest.tensors)
+    data.emplace(t.name, read_tensor(files, path, manifest, t));
 
   // 5. Optimizer state fields, grouped by parameter and checked against it.
   std::map<std::string, StateFields> state;

@@ -41,14 +41,10 @@ void add_step_flags(CLI::App& app, StepFlags& flags) {
              0, 1);
 }
 
-void check_step_flags(const StepFlags& flags, const PipelineFlags& pipeline,
-                      const TrainingRunFlags& run) {
+void check_step_flags(const StepFlags& flags, const PipelineFlags& pipeline) {
   const int pp = pipeline.options.pipeline_parallel();
   STRATA_CHECK(flags.zero == 0 || pp == 1, "--zero ", flags.zero, " with --pp ", pp,
                " is not supported yet (use --zero 0 or --pp 1)");
-  STRATA_CHECK(flags.zero == 0 || (run.checkpoint_dir.empty() && run.resume.empty()), "--zero ",
-               flags.zero,
-               " with --checkpoint-dir or --resume is not supported yet (use --zero 0)");
 }
 
 double learning_rate(const StepFlags& flags, double peak, int64_t step, int64_t total_steps) {

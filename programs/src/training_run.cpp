@@ -67,6 +67,9 @@ void add_training_run_flags(CLI::App& app, TrainingRunFlags& f) {
   integer_range(app.add_option("--log-every", f.log_every, "Print progress every N steps"), 1,
                 kMaxSteps);
   add_overwrite_flag(app, f.overwrite);
+  app.add_flag("--checkpoint-async", f.checkpoint_async,
+               "Copy each checkpoint to memory at the step boundary and write it on a "
+               "background thread while training goes on (one write in flight)");
 }
 
 TrainingRun::TrainingRun(const std::string& configuration, const TrainingRunFlags& flags,
@@ -258,12 +261,18 @@ bool TrainingRun::checkpoint_due(int64_t step) const {
 void TrainingRun::save(int64_t step, const nlohmann::json& extra) {
   STRATA_CHECK(model_ != nullptr, "TrainingRun::save before start()");
   if (flags_.checkpoint_dir.empty()) return;
-  model_->save_checkpoint(core::checkpoint_path(flags_.checkpoint_dir, step), *optimizer_, step,
-                          extra);
+  const std::string path = core::checkpoint_path(flags_.checkpoint_dir, step);
+  if (flags_.checkpoint_async) {
+    model_->save_checkpoint_async(path, *optimizer_, step, extra);
+  } else {
+    model_->save_checkpoint(path, *optimizer_, step, extra);
+  }
 }
 
 void TrainingRun::save_final(int64_t step, const nlohmann::json& extra) {
   if (!checkpoint_due(step)) save(step, extra);
+  // The program ends soon: the last checkpoint must be on disk first.
+  if (model_ != nullptr) model_->wait_for_checkpoint();
 }
 
 std::vector<double> TrainingRun::finish() {

@@ -6,6 +6,8 @@
 # parameters bit-identical to an uninterrupted run's (one thread per rank). A corrupt
 # newest checkpoint is skipped for the one before it; a job restarted with another number
 # of ranks resumes too. Ranks started with different flags stop at once, naming the flag.
+# --checkpoint-async writes the synchronous files, and a kill during its background write
+# leaves the previous checkpoint whole; so do the sharded checkpoints of a --zero run.
 set -uo pipefail
 bin="$1"
 source "$(dirname "$0")/../cli_test_lib.sh"
@@ -120,6 +122,68 @@ elif grep -q "configuration differs across ranks: rank 1 has lr=0.1 where rank 0
   pass "mismatched flags: $(grep -m1 "configuration differs" "$tmp/stderr")"
 else
   fail "mismatched flags: $(cat "$tmp/stderr")"
+fi
+
+# same_files NAME A B: two checkpoints of either layout hold the same files, byte for byte.
+same_files() {
+  local f ok=1
+  [[ $(ls "$2") == $(ls "$3") ]] || ok=0
+  for f in "$2"/*; do cmp -s "$f" "$3/$(basename "$f")" || ok=0; done
+  if ((ok)); then pass "$1"; else fail "$1: $2 and $3 differ"; fi
+}
+
+# 7. --checkpoint-async: the same files as the synchronous run's; a kill while the
+#    background thread writes step 8's checkpoint leaves step 4's whole, and the run
+#    resumes from it bit-identically.
+"$bin" "${quick[@]}" --checkpoint-async --checkpoint-dir "$tmp/async" >/dev/null 2>&1 || fail "asynchronous run"
+for step in 00000004 00000012 00000024; do
+  same_files "--checkpoint-async step $step: the synchronous files" "$tmp/full/step-$step" "$tmp/async/step-$step"
+done
+killed "killed while the background thread writes a checkpoint" env STRATA_FAULT=checkpoint-write:18 \
+  "$bin" "${quick[@]}" --checkpoint-async --checkpoint-dir "$tmp/ak"
+if [[ -d $tmp/ak/step-00000004 && ! -e $tmp/ak/step-00000008 ]]; then
+  same_tensors "asynchronous: the previous checkpoint is intact" "$tmp/full/step-00000004" "$tmp/ak/step-00000004"
+else
+  fail "after a kill during a background write: $(ls "$tmp/ak" | tr '\n' ' ')"
+fi
+if "$bin" "${quick[@]}" --checkpoint-async --checkpoint-dir "$tmp/ak" --resume auto >/dev/null 2>"$tmp/stderr"; then
+  same_tensors "asynchronous: resumed after the kill, bit-identical" "$tmp/full/step-00000024" "$tmp/ak/step-00000024"
+else
+  fail "resume auto after a kill during a background write: $(tail -2 "$tmp/stderr")"
+fi
+
+# 8. Sharded checkpoints (--zero 2 on 2 ranks, one shard file each): rank 1 killed while
+#    it writes its shard of step 8 leaves step 4 whole; --resume auto on 2 ranks ends with
+#    the uninterrupted run's files, and one rank without ZeRO resumes the same checkpoint.
+zero=(--zero 2)
+mpirun -np 2 "$bin" "${quick[@]}" "${zero[@]}" --checkpoint-dir "$tmp/zfull" >/dev/null 2>&1 \
+  || fail "uninterrupted --zero 2 run"
+mpirun -np 2 "$bin" "${quick[@]}" "${zero[@]}" --checkpoint-async --checkpoint-dir "$tmp/zasync" >/dev/null 2>&1 \
+  || fail "--zero 2 --checkpoint-async run"
+same_files "--zero 2 --checkpoint-async: the synchronous shards and manifest" \
+  "$tmp/zfull/step-00000024" "$tmp/zasync/step-00000024"
+# Rank 1's pieces per checkpoint, from the manifest: the fault hits the second checkpoint.
+pieces=$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(sum(p["shard"] == 1 for t in m["tensors"] for p in t["pieces"]))' \
+  "$tmp/zfull/step-00000004/manifest.json")
+killed "rank 1 killed while writing its shard" env STRATA_FAULT=checkpoint-write:$((pieces + 2)):1 \
+  mpirun -np 2 "$bin" "${quick[@]}" "${zero[@]}" --checkpoint-dir "$tmp/z"
+if [[ -d $tmp/z/step-00000004 && ! -e $tmp/z/step-00000008 ]]; then
+  same_files "sharded: the previous checkpoint is intact" "$tmp/zfull/step-00000004" "$tmp/z/step-00000004"
+else
+  fail "after a kill during a shard write: $(ls "$tmp/z" | tr '\n' ' ')"
+fi
+cp -r "$tmp/z" "$tmp/z1"
+if mpirun -np 2 "$bin" "${quick[@]}" "${zero[@]}" --checkpoint-dir "$tmp/z" --resume auto \
+    >"$tmp/stdout" 2>"$tmp/stderr" && grep -q "resumed from .*step-00000004 at step 4" "$tmp/stderr" "$tmp/stdout"; then
+  same_files "sharded: resumed after the kill, bit-identical" "$tmp/zfull/step-00000024" "$tmp/z/step-00000024"
+else
+  fail "sharded resume auto: $(tail -3 "$tmp/stderr")"
+fi
+if "$bin" "${quick[@]}" --checkpoint-dir "$tmp/z1" --resume auto >"$tmp/stdout" 2>"$tmp/stderr" &&
+    grep -q "resumed from .*step-00000004 at step 4" "$tmp/stderr" "$tmp/stdout" && [[ -d $tmp/z1/step-00000024 ]]; then
+  pass "a --zero 2 job on 2 ranks restarted on 1 rank without ZeRO resumes from step 4 and finishes"
+else
+  fail "sharded checkpoint resumed on 1 rank: $(tail -3 "$tmp/stderr")"
 fi
 
 finish

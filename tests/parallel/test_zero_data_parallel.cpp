@@ -1,14 +1,20 @@
 // ZeroDataParallel: every stage trains as the single-process run of the global batch does
 // (which DistributedDataParallel's tests hold it to), with momentum SGD and AdamW, uneven
-// shards, frozen parameters, gradient accumulation and clipping; and it holds less.
+// shards, frozen parameters, gradient accumulation and clipping; and it holds less. Its
+// sharded checkpoints load at any world size and stage, and without ZeRO.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "comm_test_support.h"
+#include "core/checkpoint_compare.h"
 #include "strata/parallel/comm/inprocess_communicator.h"
 #include "strata/parallel/data/zero_data_parallel.h"
 
@@ -227,3 +233,162 @@ TEST(Zero, RefusesWhatItCannotShard) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- sharded checkpoints
+// Saved with ZeRO 3 on 4 ranks (AdamW, uneven shards, a frozen layer), a checkpoint loads
+// in one process without ZeRO and at other worlds and stages: the parameters and the
+// optimizer state are those saved, bit for bit, and the next steps' losses and parameters
+// are the uninterrupted run's.
+namespace {
+
+namespace fs = std::filesystem;
+using strata::test::checkpoint_tensors;
+using strata::test::TensorsByName;
+
+constexpr int kSaveStep = 3, kMoreSteps = 2;
+const std::set<std::string> kAllKinds = {"parameter", "buffer", "optimizer"};
+
+struct Continuation {
+  std::vector<double> losses;  // of the global batch, the steps after the checkpoint
+  at::Tensor parameters;       // after them
+};
+
+// One step on this rank's part of global batch `step`; the global batch's loss.
+double zero_step(ZeroDataParallel& zero, Communicator& comm, int step) {
+  zero.zero_grad();
+  const Batch b = shard(global_batch(step, 0), comm.rank(), comm.size());
+  at::Tensor loss = loss_of(zero.forward(b.x), b, 1);
+  loss.backward();
+  zero.step();
+  at::Tensor sum = loss.detach().reshape({1}).clone();
+  comm.allreduce(sum)->wait();
+  return sum.item<double>() / comm.size();
+}
+
+std::unique_ptr<ZeroDataParallel> make_zero(torch::nn::Sequential& net, Communicator& comm,
+                                            int stage) {
+  return std::make_unique<ZeroDataParallel>(
+      net.ptr(), comm.shared_from_this(),
+      [](std::vector<at::Tensor> shards) { return make_optimizer(Optim::AdamW, shards); },
+      ZeroOptions().stage(stage).bucket_cap_bytes(4096).first_bucket_cap_bytes(512));
+}
+
+Continuation finish(ZeroDataParallel& zero, Communicator& comm, torch::nn::Sequential& net) {
+  Continuation c;
+  for (int step = kSaveStep; step < kSaveStep + kMoreSteps; ++step)
+    c.losses.push_back(zero_step(zero, comm, step));
+  zero.gather_parameters();
+  c.parameters = flat_parameters(net).clone();
+  return c;
+}
+
+// Trains kSaveStep steps at ZeRO 3, saves to `path`, goes on for kMoreSteps.
+Continuation save_and_continue(Communicator& comm, const std::string& path) {
+  torch::nn::Sequential net = make_net();
+  auto zero = make_zero(net, comm, 3);
+  for (int step = 0; step < kSaveStep; ++step) zero_step(*zero, comm, step);
+  zero->save_checkpoint(path, zero->optimizer(), kSaveStep, {{"saved_by", "zero 3"}});
+  return finish(*zero, comm, net);
+}
+
+// Loads `path` at `stage` on the ranks of `comm` into a net that starts elsewhere, saves
+// it again (sharded) to `again`, and trains on.
+Continuation resume_zero(Communicator& comm, int stage, const std::string& path,
+                         const std::string& again) {
+  torch::nn::Sequential net = make_net();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net->parameters()) p.add_(0.5);  // the load must replace these
+  }
+  auto zero = make_zero(net, comm, stage);
+  nlohmann::json extra;
+  EXPECT_EQ(zero->load_checkpoint(path, zero->optimizer(), &extra), kSaveStep);
+  EXPECT_EQ(extra.value("saved_by", ""), "zero 3");
+  zero->save_checkpoint(again, zero->optimizer(), kSaveStep);
+  return finish(*zero, comm, net);
+}
+
+// The same in one process without ZeRO: core::load_checkpoint and a plain AdamW.
+Continuation resume_plain(const std::string& path, const std::string& again) {
+  torch::nn::Sequential net = make_net();
+  std::vector<at::Tensor> trainable;
+  for (auto& p : net->parameters()) {
+    if (p.requires_grad()) trainable.push_back(p);
+  }
+  auto optimizer = make_optimizer(Optim::AdamW, trainable);
+  EXPECT_EQ(strata::core::load_checkpoint(path, *net, optimizer.get()), kSaveStep);
+  strata::core::save_checkpoint(again, *net, optimizer.get(), kSaveStep);
+  Continuation c;
+  for (int step = kSaveStep; step < kSaveStep + kMoreSteps; ++step) {
+    optimizer->zero_grad();
+    const Batch b = global_batch(step, 0);
+    at::Tensor loss = loss_of(net->forward(b.x), b, 1);
+    loss.backward();
+    optimizer->step();
+    c.losses.push_back(loss.item<double>());
+  }
+  c.parameters = flat_parameters(net).clone();
+  return c;
+}
+
+void expect_same_continuation(const Continuation& got, const Continuation& expected) {
+  ASSERT_EQ(got.losses.size(), expected.losses.size());
+  for (size_t i = 0; i < got.losses.size(); ++i)
+    EXPECT_NEAR(got.losses[i], expected.losses[i], 1e-5 * std::abs(expected.losses[i]))
+        << "loss of step " << kSaveStep + i;
+  EXPECT_LT(relative_error(got.parameters, expected.parameters), kTolerance);
+}
+
+// Every parameter, buffer and optimizer state tensor of `got` equals `expected`'s.
+void expect_same_tensors(const std::string& got, const std::string& expected) {
+  const TensorsByName a = checkpoint_tensors(got, kAllKinds);
+  const TensorsByName b = checkpoint_tensors(expected, kAllKinds);
+  ASSERT_EQ(a.size(), b.size()) << got << " and " << expected;
+  for (const auto& [name, tensor] : b) {
+    ASSERT_TRUE(a.count(name)) << got << " lacks " << name;
+    EXPECT_TRUE(a.at(name).equal(tensor)) << name << " differs in " << got;
+  }
+}
+
+}  // namespace
+
+TEST(ZeroCheckpoint, SavedAtZero3On4RanksLoadsAnywhere) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("strata-zero-ckpt-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const std::string path = (dir / "step-00000003").string();
+  std::vector<Continuation> saved(4);
+  run_in_process(4,
+                 [&](Communicator& comm) { saved[comm.rank()] = save_and_continue(comm, path); });
+
+  // Four shard files and a manifest listing them, written last.
+  const nlohmann::json manifest = nlohmann::json::parse(std::ifstream(path + "/manifest.json"));
+  EXPECT_EQ(manifest.value("layout", ""), "sharded");
+  ASSERT_EQ(manifest.at("shards").size(), 4u);
+  for (int r = 0; r < 4; ++r) {
+    const std::string file = "shard-0000" + std::to_string(r) + "-of-00004.bin";
+    EXPECT_EQ(manifest["shards"][r]["file"], file);
+    EXPECT_EQ(fs::file_size(path + "/" + file), manifest["shards"][r]["nbytes"].get<uint64_t>());
+  }
+  EXPECT_FALSE(fs::exists(path + ".tmp-" + std::to_string(::getpid())));
+
+  {
+    SCOPED_TRACE("one process, no ZeRO");
+    const std::string again = (dir / "plain").string();
+    expect_same_continuation(resume_plain(path, again), saved[0]);
+    expect_same_tensors(again, path);
+  }
+  for (const auto& [world, stage] :
+       std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {3, 2}, {2, 3}, {4, 3}}) {
+    SCOPED_TRACE("ZeRO " + std::to_string(stage) + " on " + std::to_string(world) + " ranks");
+    const std::string again =
+        (dir / ("again-" + std::to_string(world) + "-" + std::to_string(stage))).string();
+    std::vector<Continuation> resumed(world);
+    run_in_process(world, [&](Communicator& comm) {
+      resumed[comm.rank()] = resume_zero(comm, stage, path, again);
+    });
+    for (const Continuation& c : resumed) expect_same_continuation(c, saved[0]);
+    expect_same_tensors(again, path);
+  }
+  fs::remove_all(dir);
+}

@@ -14,6 +14,7 @@
 #include "strata/core/parameters.h"
 #include "strata/parallel/data/expert_checkpoint.h"
 #include "strata/parallel/data/global_grad_norm.h"
+#include "strata/parallel/data/sharded_checkpoint.h"
 
 namespace strata::parallel {
 
@@ -248,19 +249,47 @@ at::Tensor HybridParallel::evaluate(const at::Tensor& inputs) {
 void HybridParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
                                      int64_t step, const nlohmann::json& extra) {
   if (pipeline_) return pipeline_->save_checkpoint(path, &optimizer, step, extra);
-  STRATA_CHECK(!zero_, "checkpoints of a --zero ", zero_ ? zero_->stage() : 0,
-               " run are not supported yet (use --zero 0)");
+  // Sharded: each rank writes its own shard file (ZeRO's replicas are the whole world).
+  if (zero_) return zero_->save_checkpoint(path, optimizer, step, extra);
   core::CheckpointContents contents = core::checkpoint_contents(*model_, &optimizer);
   gather_expert_tensors(contents, expert_parameters_, *grid_.expert_parallel());
   if (grid_.rank() == 0) core::write_checkpoint(path, contents, step, extra);
   grid_.world()->barrier()->wait();
 }
 
+void HybridParallel::save_checkpoint_async(const std::string& path,
+                                           torch::optim::Optimizer& optimizer, int64_t step,
+                                           const nlohmann::json& extra) {
+  if (pipeline_) return save_checkpoint(path, optimizer, step, extra);
+  wait_for_checkpoint();
+  if (!async_writer_) async_writer_ = std::make_unique<core::AsyncCheckpointWriter>();
+  if (zero_) {
+    // The collective start now, this rank's shard file in the background, the collective
+    // commit at the next wait.
+    auto save = std::make_shared<ShardedCheckpointSave>(path, zero_->communicator_ptr(), step,
+                                                        extra, zero_->optimizer_json(optimizer));
+    auto pieces = core::copy_checkpoint_pieces(zero_->checkpoint_pieces(optimizer));
+    async_writer_->submit([save, pieces = std::move(pieces)] { save->write(pieces); });
+    pending_commit_ = [save] { save->commit(); };
+    return;
+  }
+  core::CheckpointContents contents = core::checkpoint_contents(*model_, &optimizer);
+  gather_expert_tensors(contents, expert_parameters_, *grid_.expert_parallel());
+  if (grid_.rank() != 0) return;
+  async_writer_->submit([path, step, extra, copy = core::copy_checkpoint_contents(contents)] {
+    core::write_checkpoint(path, copy, step, extra);
+  });
+}
+
+void HybridParallel::wait_for_checkpoint() {
+  if (async_writer_) async_writer_->wait();
+  if (pending_commit_) std::exchange(pending_commit_, nullptr)();
+}
+
 int64_t HybridParallel::load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
                                         nlohmann::json* extra) {
   if (pipeline_) return pipeline_->load_checkpoint(path, &optimizer, extra);
-  STRATA_CHECK(!zero_, "resuming a --zero ", zero_ ? zero_->stage() : 0,
-               " run is not supported yet (use --zero 0)");
+  if (zero_) return zero_->load_checkpoint(path, optimizer, extra);
   return load_checkpoint_with_expert_slices(
       path, *model_, &optimizer, extra, core::CheckpointMatch::Exact, expert_parameters_,
       grid_.expert_parallel_size(), grid_.expert_parallel_rank());

@@ -8,9 +8,11 @@
 #include <unordered_set>
 
 #include "gradient_buckets.h"
+#include "strata/core/checkpoint_restore.h"
 #include "strata/core/error.h"
 #include "strata/core/parameters.h"
 #include "strata/parallel/data/global_grad_norm.h"
+#include "strata/parallel/data/sharded_checkpoint.h"
 
 namespace strata::parallel {
 namespace detail {
@@ -116,6 +118,7 @@ class ShardedReducer : public std::enable_shared_from_this<ShardedReducer> {
   void remove_hooks() { hooks_.remove(); }
 
   bool sync_enabled = true;
+  const std::vector<at::Tensor>& params() const { return params_; }
   std::vector<Bucket>& buckets() { return buckets_; }
   const std::vector<Bucket>& buckets() const { return buckets_; }
 
@@ -491,6 +494,179 @@ int64_t ZeroDataParallel::state_bytes(const torch::optim::Optimizer& optimizer) 
     if (!p.requires_grad()) bytes += allocated_bytes(p);
   }
   return bytes;
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+namespace {
+
+// A module whose parameter "<b>" is shard b: core's checkpoint functions read and set an
+// optimizer's state through parameter names, and the optimizer's parameters are the shards.
+struct ShardsModule : torch::nn::Module {
+  explicit ShardsModule(const std::vector<at::Tensor>& shards) {
+    for (size_t b = 0; b < shards.size(); ++b) register_parameter(std::to_string(b), shards[b]);
+  }
+};
+
+// Every name of each parameter of `module` (a tied weight has several).
+std::unordered_map<const void*, std::vector<std::string>> parameter_names(
+    const torch::nn::Module& module) {
+  std::unordered_map<const void*, std::vector<std::string>> names;
+  for (const auto& item : module.named_parameters()) {
+    names[item.value().unsafeGetTensorImpl()].push_back(item.key());
+  }
+  return names;
+}
+
+constexpr const char* kOptimizerPrefix = "optimizer/";
+
+}  // namespace
+
+std::vector<core::CheckpointPiece> ZeroDataParallel::checkpoint_pieces(
+    torch::optim::Optimizer& optimizer) const {
+  const std::vector<at::Tensor> shards = reducer_->shards();
+  ShardsModule view(shards);
+  // The optimizer's state of shard b: fields["<b>"]["exp_avg"], ...
+  std::map<std::string, std::map<std::string, at::Tensor>> fields;
+  for (const core::CheckpointTensor& t : core::checkpoint_contents(view, &optimizer).tensors) {
+    if (t.kind != "optimizer") continue;
+    const std::string rest = t.name.substr(std::string(kOptimizerPrefix).size());
+    const size_t slash = rest.find('/');
+    fields[rest.substr(0, slash)][rest.substr(slash + 1)] = t.tensor;
+  }
+  const auto names = parameter_names(*module_);
+  const int64_t rank = comm_->rank();
+  std::vector<core::CheckpointPiece> pieces;
+  const auto& buckets = reducer_->buckets();
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    const auto& bucket = buckets[b];
+    const int64_t lo = rank * bucket.chunk, hi = lo + bucket.chunk;
+    const auto& state = fields[std::to_string(b)];
+    int64_t offset = 0;
+    for (size_t i : bucket.params) {
+      const at::Tensor& p = reducer_->params()[i];
+      const int64_t n = p.numel();
+      const int64_t first = std::max(offset, lo), last = std::min(offset + n, hi);
+      // A parameter of no elements is written by rank 0; others by the ranks they overlap.
+      const bool owner = n == 0 ? rank == 0 : lo <= offset && offset < hi;
+      const bool overlaps = first < last || (n == 0 && owner);
+      const int64_t start = overlaps ? first - offset : 0;
+      const int64_t count = std::max<int64_t>(last - first, 0);
+      const auto slice = [&](const at::Tensor& t) {
+        return t.detach().narrow(0, overlaps ? first - lo : 0, count);
+      };
+      for (const std::string& name : names.at(p.unsafeGetTensorImpl())) {
+        const std::vector<int64_t> shape = p.sizes().vec();
+        if (overlaps) pieces.push_back({name, "parameter", shape, start, slice(bucket.shard)});
+        for (const auto& [field, tensor] : state) {
+          const std::string key = kOptimizerPrefix + name + "/" + field;
+          if (tensor.dim() == 0) {
+            if (owner) pieces.push_back({key, "optimizer", {}, 0, tensor});
+          } else if (overlaps) {
+            pieces.push_back({key, "optimizer", shape, start, slice(tensor)});
+          }
+        }
+      }
+      offset += n;
+    }
+  }
+  // Frozen parameters and buffers are the same on every rank: rank 0 writes them whole.
+  if (rank == 0) {
+    for (const core::CheckpointTensor& t : core::checkpoint_contents(*module_, nullptr).tensors) {
+      if (t.kind == "parameter" && t.tensor.requires_grad()) continue;
+      pieces.push_back({t.name, t.kind, t.tensor.sizes().vec(), 0, t.tensor.detach()});
+    }
+  }
+  return pieces;
+}
+
+nlohmann::json ZeroDataParallel::optimizer_json(torch::optim::Optimizer& optimizer) const {
+  ShardsModule view(reducer_->shards());
+  return core::checkpoint_contents(view, &optimizer).optimizer;
+}
+
+void ZeroDataParallel::save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
+                                       int64_t step, const nlohmann::json& extra) {
+  save_sharded_checkpoint(path, checkpoint_pieces(optimizer), optimizer_json(optimizer), comm_,
+                          step, extra);
+}
+
+int64_t ZeroDataParallel::load_checkpoint(const std::string& path,
+                                          torch::optim::Optimizer& optimizer,
+                                          nlohmann::json* extra) {
+  const std::vector<at::Tensor> shards = reducer_->shards();
+  ShardsModule view(shards);
+  core::CheckpointReader reader(path);
+  // The optimizer first, so that a checkpoint of another one changes nothing.
+  const nlohmann::json live = optimizer_json(optimizer);
+  const nlohmann::json& saved = reader.optimizer();
+  STRATA_CHECK(saved.is_null() || saved.at("type") == live.at("type"), "checkpoint ", path,
+               " holds ", saved.is_null() ? "no" : saved.at("type").get<std::string>(),
+               " optimizer state, the optimizer is ", live.at("type").get<std::string>());
+  STRATA_CHECK(saved.is_null() || saved.at("lr").size() == optimizer.param_groups().size(),
+               "checkpoint ", path, " has ", saved.is_null() ? 0 : saved.at("lr").size(),
+               " optimizer param groups, the optimizer has ", optimizer.param_groups().size());
+
+  // The whole parameters and buffers into the module, verified by core (stage 3 gathers
+  // the parameters first: the module's tensors are views of the full buckets).
+  gather_parameters();
+  int64_t step = 0;
+  try {
+    step = core::load_checkpoint(path, *module_, nullptr, extra);
+  } catch (...) {
+    release_parameters();
+    throw;
+  }
+  torch::NoGradGuard no_grad;
+  const int64_t rank = comm_->rank();
+  const auto names = parameter_names(*module_);
+  core::CheckpointContents contents;
+  auto& buckets = reducer_->buckets();
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    auto& bucket = buckets[b];
+    // Stages 1, 2: the shard is a view of the loaded buckets; stage 3 copies it out.
+    if (stage() == 3)
+      bucket.shard.copy_(bucket.param_buffer.narrow(0, rank * bucket.chunk, bucket.chunk));
+    contents.tensors.push_back({std::to_string(b), "parameter", bucket.shard});
+    // Each state field of the bucket's parameters laid out as the bucket is, this rank's
+    // chunk kept; a scalar field (Adam's step) is the first parameter's.
+    std::map<std::string, at::Tensor> full;
+    int64_t offset = 0;
+    for (size_t i : bucket.params) {
+      const at::Tensor& p = reducer_->params()[i];
+      const std::string prefix = kOptimizerPrefix + names.at(p.unsafeGetTensorImpl()).front() + "/";
+      for (const core::CheckpointReader::Entry& entry : reader.entries()) {
+        if (entry.name.compare(0, prefix.size(), prefix) != 0) continue;
+        const std::string field = entry.name.substr(prefix.size());
+        const at::Tensor value = reader.read(entry.name);
+        if (value.dim() == 0) {
+          if (!full.count(field)) full[field] = value;
+          continue;
+        }
+        STRATA_CHECK(value.numel() == p.numel(), "checkpoint ", path, ": optimizer state '",
+                     entry.name, "' has shape ", value.sizes(), ", the parameter ", p.sizes());
+        at::Tensor& flat = full[field];
+        if (!flat.defined()) flat = at::zeros({bucket.chunk * comm_->size()}, value.options());
+        flat.narrow(0, offset, p.numel()).copy_(value.reshape({-1}));
+      }
+      offset += p.numel();
+    }
+    for (const auto& [field, tensor] : full) {
+      contents.tensors.push_back(
+          {kOptimizerPrefix + std::to_string(b) + "/" + field, "optimizer",
+           tensor.dim() == 0 ? tensor
+                             : tensor.narrow(0, rank * bucket.chunk, bucket.chunk).clone()});
+    }
+  }
+  if (stage() == 3) {
+    reducer_->release_all();
+  }
+  core::restore_checkpoint_contents(contents, view, &optimizer);
+  if (!saved.is_null()) {
+    for (size_t g = 0; g < optimizer.param_groups().size(); ++g)
+      optimizer.param_groups()[g].options().set_lr(saved.at("lr")[g].get<double>());
+  }
+  return step;
 }
 
 }  // namespace strata::parallel

@@ -9,6 +9,7 @@
 
 #include "executor_internal.h"
 #include "strata/core/error.h"
+#include "strata/parallel/comm/allgather_strings.h"
 #include "strata/parallel/pipeline/skip.h"
 
 namespace strata::parallel {
@@ -17,23 +18,6 @@ using pipeline_detail::distinct_trainable;
 using pipeline_detail::kMaxTag;
 
 namespace {
-
-// Every rank's `mine`, in rank order (a collective over `comm`).
-std::vector<std::string> allgather_strings(Communicator& comm, const std::string& mine) {
-  at::Tensor length = at::full({1}, static_cast<int64_t>(mine.size()), at::kLong);
-  at::Tensor lengths = at::empty({comm.size(), 1}, at::kLong);
-  comm.allgather(length, lengths)->wait();
-  const int64_t longest = lengths.max().item<int64_t>();
-  at::Tensor bytes = at::zeros({longest}, at::kByte);
-  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
-  at::Tensor all = at::empty({comm.size(), longest}, at::kByte);
-  comm.allgather(bytes, all)->wait();
-  std::vector<std::string> result;
-  for (int r = 0; r < comm.size(); ++r)
-    result.emplace_back(reinterpret_cast<const char*>(all[r].data_ptr()),
-                        static_cast<size_t>(lengths[r][0].item<int64_t>()));
-  return result;
-}
 
 // One line of a rank's stage contents: "<kind> <number> <name>" (the name may have spaces).
 struct ContentLine {

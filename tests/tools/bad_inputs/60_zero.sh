@@ -4,5 +4,4 @@ bad_input_table <<'TABLE'
 train_fmnist --zero 5                 | ^error: --zero must be between 0 and 3, got 5$            | 10 | "$train_fmnist" --threads 1 --zero 5
 train_fmnist --zero -1                | ^error: --zero must be between 0 and 3, got -1$           | 10 | "$train_fmnist" --threads 1 --zero -1
 train_fmnist --zero 3 --pp 2          | ^error: --zero 3 with --pp 2 is not supported yet         | 10 | "$train_fmnist" --threads 1 --zero 3 --pp 2 --metrics-out "$out/m.jsonl"
-train_fmnist --zero 2 checkpoints     | ^error: --zero 2 with --checkpoint-dir or --resume is not | 10 | "$train_fmnist" --threads 1 --zero 2 --checkpoint-dir "$out/ckpt"
 TABLE

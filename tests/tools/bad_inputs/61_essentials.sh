@@ -12,7 +12,6 @@ train_lm --lr-schedule linear         | ^error: --lr-schedule: linear not in    
 train_fmnist --lr-floor 2             | ^error: --lr-floor must be between 0 and 1, got 2$        | 10 | "$train_fmnist" --threads 1 --lr-floor 2
 train_lm --zero 4                     | ^error: --zero must be between 0 and 3, got 4$            | 10 | "$train_lm" --threads 1 --zero 4
 train_lm --zero 1 --pp 2              | ^error: --zero 1 with --pp 2 is not supported yet         | 10 | "$train_lm" --threads 1 --zero 1 --pp 2 --metrics-out "$out/m.jsonl"
-train_lm --zero 2 checkpoints         | ^error: --zero 2 with --checkpoint-dir or --resume is not | 10 | "$train_lm" --threads 1 --zero 2 --checkpoint-dir "$out/ckpt"
 train_lm --zero 1 --grad-reduce bf16  | ^error: --grad-reduce-dtype bf16 with --zero 1 is not supported | 20 | "$train_lm" --threads 1 --steps 2 --layers 1 --d-model 32 --ffn 32 --zero 1 --grad-reduce-dtype bf16 --metrics-out "$out/m.jsonl"
 train_fmnist --accumulate adaptive pp | ^error: --balance adaptive with --clip-grad-norm or --accumulate is not supported | 30 | "$train_fmnist" --threads 1 --model mlp --max-steps 2 --pp 2 --balance adaptive --accumulate 2 --metrics-out "$out/m.jsonl"
 TABLE

@@ -88,8 +88,8 @@ class CheckpointWriter {
 };
 
 // Reads a checkpoint one tensor at a time. The constructor reads and checks the manifest
-// and the size of tensors.bin (strata::Error naming the problem); read() checks the
-// tensor's checksum.
+// and the size of tensors.bin, or of every shard file and its checksum (strata::Error
+// naming the problem); read() checks the tensor's (each piece's) checksum.
 class CheckpointReader {
  public:
   struct Entry {
@@ -107,6 +107,8 @@ class CheckpointReader {
   const std::string& path() const;
   int64_t step() const;
   const nlohmann::json& extra() const;
+  // {"type": "SGD"|"Adam"|"AdamW", "lr": [...]}, or null when saved without an optimizer.
+  const nlohmann::json& optimizer() const;
   // In file order.
   const std::vector<Entry>& entries() const;
   const Entry* find(const std::string& name) const;  // nullptr when absent
@@ -117,6 +119,47 @@ class CheckpointReader {
   struct State;
   std::unique_ptr<State> state_;
 };
+
+// ---------------------------------------------------------------- sharded checkpoints
+// A checkpoint written by several processes at once (ZeRO's ranks, each holding a slice of
+// every tensor): each writes its own shard file, then one of them writes the manifest last
+// and renames the directory into place, so `path` is again the old checkpoint or the whole
+// new one. On disk:
+//   <path>/shard-<i>-of-<n>.bin  one per writer: its pieces back to back
+//   <path>/manifest.json         as above plus "layout": "sharded", "shards": [{"file",
+//                                "nbytes", "xxh64"}, ...], and per tensor "pieces": [{"shard",
+//                                "offset", "start", "numel", "xxh64"}, ...] instead of
+//                                "offset", "nbytes", "xxh64"
+// A piece holds elements [start, start + numel) of the flattened tensor; a tensor's pieces
+// cover it exactly once. Every reader here (CheckpointReader, load_checkpoint,
+// latest_valid_checkpoint) reads both layouts, so a sharded checkpoint loads whole at any
+// world size, ZeRO stage or pipeline split.
+struct CheckpointPiece {
+  std::string name;
+  std::string kind;            // "parameter", "buffer" or "optimizer"
+  std::vector<int64_t> shape;  // the whole tensor's
+  int64_t start = 0;           // the first element of the flattened tensor in `data`
+  at::Tensor data;             // numel() elements, in order
+};
+
+// `<path>.tmp-<id>`: where the shards are written before the commit. The writers must agree
+// on `id` (one process's id) and the first must create it with begin_sharded_checkpoint.
+std::string sharded_checkpoint_tmp(const std::string& path, const std::string& id);
+// Creates `tmp` (and the missing parents of the checkpoint), replacing a stale one.
+void begin_sharded_checkpoint(const std::string& tmp);
+// Writes `pieces` as shard file `shard` of `shards` in `tmp`, fsynced; returns its manifest
+// entry ({"file", "nbytes", "xxh64", "pieces": [...]}) for commit_sharded_checkpoint.
+nlohmann::json write_checkpoint_shard(const std::string& tmp, int shard, int shards,
+                                      const std::vector<CheckpointPiece>& pieces);
+// Once every shard file is written: merges their entries (in shard order) into the manifest,
+// writes it and renames `tmp` to `path` (replacing an existing checkpoint safely). Throws
+// when the pieces disagree on a tensor's kind, dtype or shape.
+void commit_sharded_checkpoint(const std::string& path, const std::string& tmp,
+                               const std::vector<nlohmann::json>& shards, int64_t step,
+                               const nlohmann::json& extra = {},
+                               const nlohmann::json& optimizer = nullptr);
+// Removes `tmp` after a failed write (best effort).
+void abort_sharded_checkpoint(const std::string& tmp);
 
 // Which tensors of a checkpoint a load must use.
 enum class CheckpointMatch {

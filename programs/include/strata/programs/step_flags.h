@@ -31,10 +31,9 @@ struct StepFlags {
 
 // Adds the flags; `flags` holds the program's defaults (such as its schedule).
 void add_step_flags(CLI::App& app, StepFlags& flags);
-// After parsing: what --zero does not combine with yet (--pp 2 or more, checkpoints), one
-// line each, before any work.
-void check_step_flags(const StepFlags& flags, const PipelineFlags& pipeline,
-                      const TrainingRunFlags& run);
+// After parsing: what --zero does not combine with yet (--pp 2 or more), one line, before
+// any work.
+void check_step_flags(const StepFlags& flags, const PipelineFlags& pipeline);
 
 // The learning rate of step `step` (0-based) of `total_steps`: a linear warm-up over the
 // first --warmup-steps (from peak / warmup to peak), then the peak (constant) or a cosine

@@ -57,6 +57,9 @@ struct TrainingRunFlags {
   // A fresh run (nothing to resume) may write into a --checkpoint-dir that already holds
   // checkpoints, replacing those of the same steps.
   bool overwrite = false;
+  // --checkpoint-async: checkpoints are copied to memory at the step boundary and written
+  // by a background thread while training goes on.
+  bool checkpoint_async = false;
 
   // After parsing: --checkpoint-every or --resume auto without --checkpoint-dir is an error.
   void check() const;

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "strata/core/async_checkpoint.h"
 #include "strata/core/checkpoint.h"
 #include "strata/parallel/data/distributed_data_parallel.h"
 #include "strata/parallel/data/zero_data_parallel.h"
@@ -105,9 +106,21 @@ class HybridParallel {
   // Collective. One checkpoint of the whole model in its own parameter names (world rank 0
   // writes it), loadable with any pipeline and data-parallel size. Expert parameters are
   // gathered from the expert-parallel group into whole stacks, so a checkpoint saved with
-  // ep > 1 loads with ep = 1, and with ep > 1 each rank keeps its slice on load.
+  // ep > 1 loads with ep = 1, and with ep > 1 each rank keeps its slice on load. With
+  // zero_stage > 0 every rank writes its own shard file (ZeroDataParallel::save_checkpoint),
+  // and a load reshards a checkpoint of any world size, stage or pipeline.
   void save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer, int64_t step,
                        const nlohmann::json& extra = {});
+  // As save_checkpoint, but the state is copied to memory now and written by a background
+  // thread while training goes on (--checkpoint-async); the same files, bit for bit. A
+  // write still in flight is waited for first (at most one in flight). With a pipeline the
+  // save is synchronous. A --zero run's collective commit (the manifest) runs at the next
+  // wait: the next checkpoint, or wait_for_checkpoint().
+  void save_checkpoint_async(const std::string& path, torch::optim::Optimizer& optimizer,
+                             int64_t step, const nlohmann::json& extra = {});
+  // Collective with --zero. Waits for an asynchronous save to be complete (call before the
+  // program exits); rethrows its error.
+  void wait_for_checkpoint();
   // Returns the checkpoint's step; `extra`, when not null, receives its extra JSON.
   int64_t load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
                           nlohmann::json* extra = nullptr);
@@ -145,6 +158,8 @@ class HybridParallel {
   double clip_grad_norm_ = 0;
   int accumulate_ = 1;
   double last_grad_norm_;
+  std::unique_ptr<core::AsyncCheckpointWriter> async_writer_;
+  std::function<void()> pending_commit_;  // --zero: the asynchronous save's collective end
 };
 
 }  // namespace strata::parallel

@@ -41,11 +41,15 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/optim/optimizer.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "strata/core/checkpoint.h"
 #include "strata/parallel/comm/communicator.h"
 
 namespace strata::parallel {
@@ -87,6 +91,7 @@ class ZeroDataParallel {
 
   torch::nn::Module& module() { return *module_; }
   Communicator& communicator() { return *comm_; }
+  const CommunicatorPtr& communicator_ptr() const { return comm_; }
   int stage() const { return options_.stage(); }
   // The optimizer over this rank's shards: set learning rates through its param_groups().
   // (Only when constructed with a factory.)
@@ -141,6 +146,26 @@ class ZeroDataParallel {
   int64_t state_bytes() const;
   // The same with the state of an optimizer the caller built over shards().
   int64_t state_bytes(const torch::optim::Optimizer& optimizer) const;
+
+  // Checkpoints in the module's own parameter names, so that they load at any world size,
+  // any stage and without ZeRO (docs/zero.md). `optimizer` is the one over shards().
+  // Collective: each rank writes its slices of the parameters and of the optimizer state
+  // into its own shard file, in parallel; rank 0 also the replicated tensors (frozen
+  // parameters, buffers) and, last, the manifest (sharded_checkpoint.h).
+  void save_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer, int64_t step,
+                       const nlohmann::json& extra = {});
+  // What save_checkpoint writes from this rank: elements [start, start + numel) of each
+  // parameter's flattened tensor that its shards hold, and of the optimizer's state of it
+  // (a scalar state such as Adam's step by the rank holding the parameter's first element).
+  std::vector<core::CheckpointPiece> checkpoint_pieces(torch::optim::Optimizer& optimizer) const;
+  // The optimizer's type and learning rates as a checkpoint's manifest holds them.
+  nlohmann::json optimizer_json(torch::optim::Optimizer& optimizer) const;
+  // Collective: loads a checkpoint of either layout, saved at any world size or stage (or by
+  // DistributedDataParallel, a pipeline, one process): every rank reads the whole tensors,
+  // verified as core::load_checkpoint does, and keeps its shards of the parameters and of
+  // their optimizer state. Returns the checkpoint's step; `extra` receives its extra JSON.
+  int64_t load_checkpoint(const std::string& path, torch::optim::Optimizer& optimizer,
+                          nlohmann::json* extra = nullptr);
 
  private:
   std::shared_ptr<torch::nn::Module> module_;
