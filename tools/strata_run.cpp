@@ -51,10 +51,10 @@ std::pair<int, int> parse_node_range(const std::string& text) {
     } catch (const std::exception&) {
       used = 0;
     }
-    STRATA_CHECK(used == part.size() && !part.empty() && value >= 1 &&
-                     value <= strata::programs::kMaxRanks,
-                 "--nnodes: got \"", text, "\", expected N or MIN:MAX with 1 <= MIN <= MAX <= ",
-                 strata::programs::kMaxRanks);
+    STRATA_CHECK(
+        used == part.size() && !part.empty() && value >= 1 && value <= strata::programs::kMaxRanks,
+        "--nnodes: got \"", text,
+        "\", expected N or MIN:MAX with 1 <= MIN <= MAX <= ", strata::programs::kMaxRanks);
     return static_cast<int>(value);
   };
   const size_t colon = text.find(':');

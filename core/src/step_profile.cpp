@@ -17,8 +17,8 @@ double median(std::vector<double> values) {
   std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(mid), values.end());
   const double upper = values[mid];
   if (values.size() % 2 == 1) return upper;
-  return (upper + *std::max_element(values.begin(),
-                                    values.begin() + static_cast<std::ptrdiff_t>(mid))) /
+  return (upper +
+          *std::max_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(mid))) /
          2;
 }
 
@@ -90,9 +90,14 @@ nlohmann::json StepProfile::summary() const {
     }
   }
   nlohmann::json kinds = nlohmann::json::object();
-  for (const auto& [kind, seconds] : by_kind) kinds[kind] = seconds / static_cast<double>(wall.size());
-  return {{"steps", wall.size()},      {"wall_s", median(wall)}, {"busy_s", median(busy)},
-          {"blocked_s", median(blocked)}, {"by_kind", kinds},       {"host", host},
+  for (const auto& [kind, seconds] : by_kind)
+    kinds[kind] = seconds / static_cast<double>(wall.size());
+  return {{"steps", wall.size()},
+          {"wall_s", median(wall)},
+          {"busy_s", median(busy)},
+          {"blocked_s", median(blocked)},
+          {"by_kind", kinds},
+          {"host", host},
           {"node", node}};
 }
 

@@ -14,8 +14,9 @@ namespace {
 using nlohmann::json;
 
 json profile(double busy, json by_kind, int64_t steps = 20) {
-  return {{"steps", steps}, {"wall_s", busy + 0.01}, {"busy_s", busy}, {"blocked_s", 0.01},
-          {"by_kind", std::move(by_kind)}, {"host", "h"}, {"node", 0}};
+  return {{"steps", steps},    {"wall_s", busy + 0.01},         {"busy_s", busy},
+          {"blocked_s", 0.01}, {"by_kind", std::move(by_kind)}, {"host", "h"},
+          {"node", 0}};
 }
 
 TEST(StepProfile, SplitsAStepIntoBusyAndBlockedTimeAndSumsKinds) {
@@ -48,9 +49,9 @@ TEST(StepProfile, SplitsAStepIntoBusyAndBlockedTimeAndSumsKinds) {
 TEST(Straggler, NamesTheSlowRankAndTheKindWhereItsExtraTimeGoes) {
   const json normal = {{"forward", 0.010}, {"backward", 0.020}};
   const json slow_forward = {{"forward", 0.040}, {"backward", 0.021}};
-  const auto found = find_straggler(
-      {profile(0.030, normal), profile(0.061, slow_forward), profile(0.031, normal)},
-      StragglerOptions());
+  const auto found =
+      find_straggler({profile(0.030, normal), profile(0.061, slow_forward), profile(0.031, normal)},
+                     StragglerOptions());
   ASSERT_TRUE(found.has_value());
   EXPECT_EQ(found->rank, 1);
   EXPECT_EQ(found->where, "forward");
@@ -80,15 +81,15 @@ TEST(Straggler, NoReportBelowTheThresholdWithTooFewStepsOrForAnotherStage) {
   EXPECT_FALSE(
       find_straggler({profile(0.010, kinds), profile(0.050, kinds, 3)}, StragglerOptions()));
   // Slower by far, but by less than min_excess.
-  EXPECT_FALSE(find_straggler({profile(0.0001, kinds), profile(0.0009, kinds)},
-                              StragglerOptions()));
+  EXPECT_FALSE(
+      find_straggler({profile(0.0001, kinds), profile(0.0009, kinds)}, StragglerOptions()));
   // Threshold 0: off.
   EXPECT_FALSE(find_straggler({profile(0.010, kinds), profile(0.050, kinds)},
                               StragglerOptions().threshold(0)));
   // Pipeline stages differ in cost by design: stage 1 is not compared with stage 0 ...
   const json stage0 = {{"F stage 0", 0.010}}, stage1 = {{"F stage 1", 0.040}};
-  EXPECT_FALSE(find_straggler({profile(0.010, stage0), profile(0.040, stage1)},
-                              StragglerOptions()));
+  EXPECT_FALSE(
+      find_straggler({profile(0.010, stage0), profile(0.040, stage1)}, StragglerOptions()));
   // ... but with its own data-parallel replica.
   const auto found = find_straggler({profile(0.010, stage0), profile(0.040, stage1),
                                      profile(0.011, stage0), profile(0.100, {{"F stage 1", 0.1}})},
@@ -105,7 +106,7 @@ TEST(StragglerDetector, ReportsOnceAfterConfirmationsAndAgainAfterRecovery) {
   StragglerDetector detector(StragglerOptions().confirmations(3));
   EXPECT_FALSE(detector.observe(slow));
   EXPECT_FALSE(detector.observe(slow));
-  EXPECT_TRUE(detector.observe(slow));  // the third check in a row
+  EXPECT_TRUE(detector.observe(slow));   // the third check in a row
   EXPECT_FALSE(detector.observe(slow));  // reported already
   EXPECT_FALSE(detector.observe(even));
   EXPECT_FALSE(detector.observe(slow));  // one even check is not a recovery

@@ -89,7 +89,8 @@ void Rendezvous::claim() {
   const int me = options_.node_rank;
   if (store_->add(node_key("rdzv/claim", me), 1) == 1) return;
   // Another agent had this node rank: take its place only when it is lost.
-  const auto deadline = std::chrono::steady_clock::now() + kLostAfter + std::chrono::milliseconds(500);
+  const auto deadline =
+      std::chrono::steady_clock::now() + kLostAfter + std::chrono::milliseconds(500);
   lost_nodes({me});  // the first look starts the clock
   while (std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -121,9 +122,8 @@ void Rendezvous::join() {
         if (store_->check({node_key("rdzv/node", node)})) present.push_back(node);
       }
       STRATA_CHECK(static_cast<int>(present.size()) >= options_.min_nodes, "rendezvous at ",
-                   options_.rdzv, ": node(s) ", missing_nodes("rdzv/node"), " of ",
-                   options_.nnodes, " did not join within ", options_.rdzv_timeout,
-                   " s (--rdzv-timeout)",
+                   options_.rdzv, ": node(s) ", missing_nodes("rdzv/node"), " of ", options_.nnodes,
+                   " did not join within ", options_.rdzv_timeout, " s (--rdzv-timeout)",
                    options_.elastic() ? "; fewer than the --nnodes minimum of " +
                                             std::to_string(options_.min_nodes) + " joined"
                                       : "");
@@ -145,7 +145,9 @@ void Rendezvous::join() {
   }
 }
 
-void Rendezvous::beat() { store_->set(node_key("alive", options_.node_rank), std::to_string(++beats_)); }
+void Rendezvous::beat() {
+  store_->set(node_key("alive", options_.node_rank), std::to_string(++beats_));
+}
 
 std::vector<int> Rendezvous::lost_nodes(const std::vector<int>& nodes) {
   const auto now = std::chrono::steady_clock::now();
@@ -185,7 +187,8 @@ std::vector<int> Rendezvous::members(int attempt) {
       }
     } else {
       // Every node ready, or --rejoin-timeout.
-      const auto deadline = std::chrono::steady_clock::now() + milliseconds(options_.rejoin_timeout);
+      const auto deadline =
+          std::chrono::steady_clock::now() + milliseconds(options_.rejoin_timeout);
       while (static_cast<int>(ready.size()) < options_.nnodes &&
              std::chrono::steady_clock::now() < deadline) {
         beat();
@@ -200,11 +203,11 @@ std::vector<int> Rendezvous::members(int attempt) {
         if (std::find(ready.begin(), ready.end(), node) == ready.end())
           missing += (missing.empty() ? "" : ", ") + std::to_string(node);
       }
-      const std::string error =
-          "node(s) " + missing + " did not come back within " +
-          std::to_string(static_cast<int>(options_.rejoin_timeout)) + " s (--rejoin-timeout); " +
-          std::to_string(ready.size()) + " node(s) left, the job needs at least " +
-          std::to_string(options_.min_nodes) + " (--nnodes)";
+      const std::string error = "node(s) " + missing + " did not come back within " +
+                                std::to_string(static_cast<int>(options_.rejoin_timeout)) +
+                                " s (--rejoin-timeout); " + std::to_string(ready.size()) +
+                                " node(s) left, the job needs at least " +
+                                std::to_string(options_.min_nodes) + " (--nnodes)";
       store_->set(prefix + "/members", nlohmann::json{{"error", error}}.dump());
       STRATA_FAIL(error);
     }
@@ -276,8 +279,8 @@ std::optional<Failure> Rendezvous::failure(int attempt) {
 void Rendezvous::finish_attempt(int attempt, const std::vector<int>& members) {
   const std::string exited = "attempt/" + std::to_string(attempt) + "/exited";
   store_->set(node_key(exited, options_.node_rank), "1");
-  const auto deadline = std::chrono::steady_clock::now() +
-                        milliseconds(options_.rdzv_timeout + options_.grace);
+  const auto deadline =
+      std::chrono::steady_clock::now() + milliseconds(options_.rdzv_timeout + options_.grace);
   std::string missing;
   while (true) {
     beat();
@@ -303,8 +306,7 @@ void Rendezvous::leave(const std::vector<int>& members) {
     store_->set(node_key("left", options_.node_rank), "1");
     if (!server_) return;
     store_->set("job/ended", "1");
-    const auto deadline =
-        std::chrono::steady_clock::now() + milliseconds(options_.grace + 5);
+    const auto deadline = std::chrono::steady_clock::now() + milliseconds(options_.grace + 5);
     while (std::chrono::steady_clock::now() < deadline) {
       const auto lost = lost_nodes(members);
       bool all = true;

@@ -45,11 +45,10 @@ std::string StragglerReport::line() const {
 }
 
 nlohmann::json StragglerReport::to_json() const {
-  return {{"event", "straggler"}, {"rank", rank},
-          {"node", node},         {"host", host},
-          {"busy_s", busy_s},     {"others_busy_s", others_busy_s},
-          {"ratio", ratio()},     {"where", where},
-          {"where_excess_s", where_excess_s}, {"steps", steps}};
+  return {{"event", "straggler"}, {"rank", rank},     {"node", node},
+          {"host", host},         {"busy_s", busy_s}, {"others_busy_s", others_busy_s},
+          {"ratio", ratio()},     {"where", where},   {"where_excess_s", where_excess_s},
+          {"steps", steps}};
 }
 
 namespace {
@@ -143,8 +142,7 @@ std::optional<StragglerReport> StragglerDetector::observe(
   candidate_ = rank;
   if (rank < 0 || streak_ < options_.confirmations()) {
     // Recovered: a later episode of the same rank is news again.
-    if (reported_ >= 0 && rank != reported_ && streak_ >= options_.confirmations())
-      reported_ = -1;
+    if (reported_ >= 0 && rank != reported_ && streak_ >= options_.confirmations()) reported_ = -1;
     return std::nullopt;
   }
   if (rank == reported_) return std::nullopt;
