@@ -312,7 +312,9 @@ nlohmann::json score_mix_n_match(const Config& c,
 void check_variable_length(const Config& c) {
   STRATA_CHECK(!c.variable_length || (!c.matformer && !c.moe.enabled && !c.is_lstm()),
                "--variable-length trains the dense fortunes-lm; it does not combine with ",
-               c.matformer ? "--matformer" : c.is_lstm() ? "--arch lstm" : "--moe");
+               c.matformer   ? "--matformer"
+               : c.is_lstm() ? "--arch lstm"
+                             : "--moe");
   const std::string& balance = c.pipeline.options.pipeline().balance();
   // The layer profile times StageIO layers, but no test covers a measured split of them.
   STRATA_CHECK(!c.variable_length || c.pipeline.options.pipeline_parallel() == 1 ||

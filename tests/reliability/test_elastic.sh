@@ -58,6 +58,20 @@ else
   fail "node 0 with a mismatched node 1: status $status0: $(cat "$tmp/mismatch0")"
 fi
 
+# ---- two agents claiming one node rank: the second says so (the first is alive, not lost)
+port=$(free_port)
+claim=(--nnodes 3 --nproc-per-node 1 --rdzv "127.0.0.1:$port" --rdzv-timeout 20)
+"$launcher" "${claim[@]}" --node-rank 0 "$train" "${common[@]}" --max-steps 2 >/dev/null 2>&1 &
+claim0=$!
+"$launcher" "${claim[@]}" --node-rank 1 "$train" "${common[@]}" --max-steps 2 >/dev/null 2>&1 &
+claim1=$!
+sleep 1
+fails_with_one_line "a second agent with --node-rank 1" \
+  "--node-rank 1: another agent of the job at 127.0.0.1:$port already has node rank 1" \
+  "$launcher" "${claim[@]}" --node-rank 1 "$train" "${common[@]}" --max-steps 2 &&
+  pass "a second agent for node 1 is refused: $(cat "$tmp/stderr")"
+kill "$claim0" "$claim1" 2>/dev/null; wait "$claim0" "$claim1" 2>/dev/null
+
 # ---- restarts: the final checkpoint of a run with one crash equals an uninterrupted run's
 ckpt=(--checkpoint-every 2 --max-steps 8)
 timeout -s KILL 300 "$launcher" -n 2 "$train" "${common[@]}" "${ckpt[@]}" \

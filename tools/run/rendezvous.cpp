@@ -115,18 +115,25 @@ void Rendezvous::join() {
     first_attempt_ = std::stoi(*current) + 1;
     present = {0, me};
   } else {
-    try {
-      store_->wait(node_keys("rdzv/node"), milliseconds(options_.rdzv_timeout));
-    } catch (const std::exception&) {
-      for (int node = 0; node < options_.nnodes; ++node) {
-        if (store_->check({node_key("rdzv/node", node)})) present.push_back(node);
+    // Every node, or --rdzv-timeout; beating meanwhile, so that a second agent claiming
+    // this node rank does not take this one for lost.
+    const auto deadline = std::chrono::steady_clock::now() + milliseconds(options_.rdzv_timeout);
+    while (!store_->check(node_keys("rdzv/node"))) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        for (int node = 0; node < options_.nnodes; ++node) {
+          if (store_->check({node_key("rdzv/node", node)})) present.push_back(node);
+        }
+        STRATA_CHECK(options_.elastic() && static_cast<int>(present.size()) >= options_.min_nodes,
+                     "rendezvous at ", options_.rdzv, ": node(s) ", missing_nodes("rdzv/node"),
+                     " of ", options_.nnodes, " did not join within ", options_.rdzv_timeout,
+                     " s (--rdzv-timeout)",
+                     options_.elastic() ? "; fewer than the --nnodes minimum of " +
+                                              std::to_string(options_.min_nodes) + " joined"
+                                        : "");
+        break;
       }
-      STRATA_CHECK(static_cast<int>(present.size()) >= options_.min_nodes, "rendezvous at ",
-                   options_.rdzv, ": node(s) ", missing_nodes("rdzv/node"), " of ", options_.nnodes,
-                   " did not join within ", options_.rdzv_timeout, " s (--rdzv-timeout)",
-                   options_.elastic() ? "; fewer than the --nnodes minimum of " +
-                                            std::to_string(options_.min_nodes) + " joined"
-                                      : "");
+      beat();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     if (present.empty()) {
       for (int node = 0; node < options_.nnodes; ++node) present.push_back(node);
