@@ -345,6 +345,18 @@ at::Tensor LMHeadImpl::forward(const at::Tensor& x) { return at::linear(x, weigh
 
 // ---------------------------------------------------------------- model
 
+void init_gpt2_weights(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  for (const auto& module : model.modules(/*include_self=*/false)) {
+    if (auto* linear = module->as<nn::Linear>()) {
+      linear->weight.normal_(0.0, 0.02);
+      linear->bias.zero_();
+    } else if (auto* embedding = module->as<nn::Embedding>()) {
+      embedding->weight.normal_(0.0, 0.02);
+    }
+  }
+}
+
 namespace {
 
 // fortunes-lm of the given embedding, block and final-norm modules (plain or padded):
@@ -363,18 +375,6 @@ torch::nn::Sequential build_transformer_lm(const TransformerLMOptions& options) 
 
   init_gpt2_weights(*model);
   return model;
-}
-
-void init_gpt2_weights(torch::nn::Module& model) {
-  torch::NoGradGuard no_grad;
-  for (const auto& module : model.modules(/*include_self=*/false)) {
-    if (auto* linear = module->as<nn::Linear>()) {
-      linear->weight.normal_(0.0, 0.02);
-      linear->bias.zero_();
-    } else if (auto* embedding = module->as<nn::Embedding>()) {
-      embedding->weight.normal_(0.0, 0.02);
-    }
-  }
 }
 
 }  // namespace
