@@ -150,6 +150,12 @@ void TrainingRun::start(parallel::HybridParallel& model, torch::optim::Optimizer
                              {"reason", reason ? reason : ""},
                              {"resumed_at_step", first_step},
                              {"world_size", world_->size()}};
+    // The restarts before this one (the agent's record; each attempt's metrics file
+    // replaces the last one's).
+    if (const char* history = std::getenv("STRATA_RESTART_HISTORY")) {
+      auto earlier = nlohmann::json::parse(history, nullptr, /*allow_exceptions=*/false);
+      if (earlier.is_array() && !earlier.empty()) record["earlier"] = std::move(earlier);
+    }
     // --nnodes MIN:MAX: the job relaunched on a different number of nodes.
     if (const char* previous = std::getenv("STRATA_PREVIOUS_WORLD_SIZE")) {
       record["previous_world_size"] = std::atoi(previous);

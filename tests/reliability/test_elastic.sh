@@ -174,7 +174,8 @@ if [[ $status0 -eq 0 && $status1 -eq 0 ]] &&
   grep -q "attempt 1 runs on node(s) 0 (1 of 2): world size 1" "$tmp/grow.node0" &&
   grep -q "node 1 is ready to join the job" "$tmp/grow.node0" &&
   grep -q "attempt 2 runs on node(s) 0, 1 (2 of 2): world size 2" "$tmp/grow.node0" &&
-  grep -q '"previous_world_size":1' <<<"$restart" && grep -q '"world_size":2' <<<"$restart"; then
+  grep -q '"previous_world_size":1' <<<"$restart" && grep -q '"world_size":2' <<<"$restart" &&
+  grep -q '"earlier":\[{"reason":"node 1 was lost' <<<"$restart"; then
   pass "--nnodes 1:2: lost node 1, went on with 1 node, grew back to 2: $restart"
 else
   fail "--nnodes 1:2: status $status0/$status1, restart '$restart': $(grep strata-run "$tmp/grow.node0" | tail -4)"

@@ -10,6 +10,8 @@
 #include <map>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "run/rank_group.h"
 #include "strata/parallel/control/watchdog.h"
 
@@ -116,6 +118,7 @@ int Agent::run() {
     if (failure && failure->kind == Failure::Kind::Membership) {
       say(failure->reason + "; relaunching the job with --resume auto to take it in");
       previous = failure;
+      restart_reasons_.push_back(failure->reason);
       continue;
     }
     if (failure && restartable(*failure, restarts)) {
@@ -123,6 +126,7 @@ int Agent::run() {
       say("restart " + std::to_string(restarts) + " of " + std::to_string(options_.max_restarts) +
           ": " + failure->reason + "; relaunching the job with --resume auto");
       previous = failure;
+      restart_reasons_.push_back(failure->reason);
       continue;
     }
     if (failure && failure->kind == Failure::Kind::Crash && options_.max_restarts > 0) {
@@ -170,6 +174,13 @@ std::optional<Failure> Agent::run_attempt(int attempt, const std::vector<int>& m
     options.command = with_resume_auto(options.command);
     env["STRATA_RESTART_COUNT"] = std::to_string(attempt);
     env["STRATA_RESTART_REASON"] = previous ? previous->reason : "";
+    // The restarts before this one, for the metrics file of the attempt that finishes
+    // (each attempt's file replaces the last one's).
+    nlohmann::json earlier = nlohmann::json::array();
+    for (size_t i = 0; i + 1 < restart_reasons_.size(); ++i) {
+      earlier.push_back({{"restart", i + 1}, {"reason", restart_reasons_[i]}});
+    }
+    env["STRATA_RESTART_HISTORY"] = earlier.dump();
   }
   // The one-line story of a failure is told once, after the attempt, when restarts are on.
   const bool tell_now = options_.max_restarts == 0;

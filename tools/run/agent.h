@@ -30,8 +30,9 @@ class Agent {
   std::string data_plane_host() const;
 
   LaunchOptions options_;
-  std::unique_ptr<Rendezvous> rendezvous_;  // several nodes only
-  int world_size_ = 0;                      // of the last attempt
+  std::unique_ptr<Rendezvous> rendezvous_;    // several nodes only
+  int world_size_ = 0;                        // of the last attempt
+  std::vector<std::string> restart_reasons_;  // of every relaunch so far, in order
 };
 
 // `command` with `--resume auto`: the value of an existing --resume replaced, else added.
